@@ -14,7 +14,10 @@
 //! - Audio payloads are raw access units (AAC without ADTS header).
 #![deny(missing_docs)]
 
+pub mod adts;
+mod bits;
 pub mod codec;
+pub mod nal;
 pub mod timestamp;
 
 use bytes::Bytes;
