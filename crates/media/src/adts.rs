@@ -161,9 +161,13 @@ mod tests {
 
     #[test]
     fn build_known_header() {
-        // ffmpeg -f adts of AAC-LC 44.1 kHz stereo, 371-byte payload: fff1 5080 2f7f fc
-        let h = build_header(&lc_44100_stereo(), 371 - 7).unwrap();
-        assert_eq!(h, [0xff, 0xf1, 0x50, 0x80, 0x2e, 0x7f, 0xfc]);
+        // First header of `ffmpeg -f lavfi -i sine=sample_rate=44100 -ac 2 -c:a aac a.aac`
+        // (Debian ffmpeg 5.1): a 345-byte AAC-LC frame.
+        let real = [0xff, 0xf1, 0x50, 0x80, 0x2b, 0x3f, 0xfc];
+        let h = build_header(&lc_44100_stereo(), 345 - 7).unwrap();
+        assert_eq!(h, real);
+        let p = parse_header(&real).unwrap();
+        assert_eq!((p.frame_len, p.header_len, p.raw_data_blocks), (345, 7, 1));
     }
 
     #[test]

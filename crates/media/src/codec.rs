@@ -1121,3 +1121,396 @@ pub fn aac_asc(object_type: u8, frequency_index: u8, channel_config: u8) -> Byte
         | (u16::from(channel_config & 0x0f) << 3);
     Bytes::copy_from_slice(&v.to_be_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Bytes {
+        let s: String = s.split_whitespace().collect();
+        let v: Vec<u8> = (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect();
+        Bytes::from(v)
+    }
+
+    // avcC from `ffmpeg -f lavfi -i testsrc2=size=640x360 -c:v libx264 -f flv` (Debian
+    // ffmpeg 5.1); ffprobe: h264 High, 640x360, level 30.
+    const AVCC_HIGH_640X360: &str = "0164001effe1001a6764001eacd940a02ff97011000003000100000300
+        3c0f162d9601000668ebe3cb22c0fdf8f800";
+    // libx264 -x264-params cqm=jvt, 322x182 (cropping on both axes); ffprobe: 322x182 High 13.
+    const AVCC_HIGH_322X182: &str =
+        "0164000dffe1001a6764000dacd941519e226c0440000003004000000c83c50a658001000768ebe3cb3002c0fdf8f800";
+    // libx264 -profile:v baseline 320x240; ffprobe: Constrained Baseline, level 13.
+    const AVCC_BASELINE_320X240: &str = "0142c00dffe100186742c00dd90141fb01100000030010000003
+        0320f142a48001000568cb83cb20";
+    // hvcC from ffmpeg 9 (imageio-ffmpeg) `-c:v libx265 -x265-params info=0 -f flv`, 426x240;
+    // ffmpeg: hevc (Main), 426x240.
+    const HVCC_MAIN_426X240: &str = "0101600000009000000000003cf000fcfdf8f800000f0320000100184001
+        0c01ffff01600000030090000003000003003c959809210001002b420101016000000300900000030000
+        03003ca00d880f1c9e5959a4932bc05a02000003000200000300321022000100074401c172b46240";
+    // av1C from ffmpeg 9 `-c:v libsvtav1 -pix_fmt yuv420p10le -f flv`, 320x180; ffmpeg:
+    // av1 (Main) yuv420p10le 320x180, DASH muxer codecs="av01.0.00M.10".
+    const AV1C_MAIN_10BIT_320X180: &str = "81004c000a0b0200000561e7f66017c202";
+
+    #[test]
+    fn avc_records_from_ffmpeg() {
+        for (hex_str, codec, w, h) in [
+            (AVCC_HIGH_640X360, "avc1.64001e", 640, 360),
+            (AVCC_HIGH_322X182, "avc1.64000d", 322, 182),
+            (AVCC_BASELINE_320X240, "avc1.42c00d", 320, 240),
+        ] {
+            let record = hex(hex_str);
+            let cfg = parse_avc_record(record.clone()).unwrap();
+            assert_eq!(cfg.codec, VideoCodec::H264);
+            assert_eq!(cfg.codec_string, codec);
+            assert_eq!((cfg.width, cfg.height), (w, h), "{codec}");
+            assert_eq!(cfg.nal_length_size, 4);
+            assert_eq!(cfg.record, record);
+        }
+    }
+
+    #[test]
+    fn avc_parameter_sets_and_rebuilt_record() {
+        let cfg = parse_avc_record(hex(AVCC_HIGH_640X360)).unwrap();
+        let sets = parameter_sets(&cfg).unwrap();
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0][0] & 0x1f, 7);
+        assert_eq!(sets[0].len(), 0x1a);
+        assert_eq!(&sets[1][..], &hex("68ebe3cb22c0")[..]);
+        // Rebuilding from the parameter sets reproduces ffmpeg's record byte for byte.
+        let rebuilt = avc_record_from_parameter_sets(&sets[..1], &sets[1..]).unwrap();
+        assert_eq!(rebuilt, cfg.record);
+        let base = parse_avc_record(hex(AVCC_BASELINE_320X240)).unwrap();
+        let sets = parameter_sets(&base).unwrap();
+        let rebuilt = avc_record_from_parameter_sets(&sets[..1], &sets[1..]).unwrap();
+        assert_eq!(rebuilt, base.record);
+        assert!(avc_record_from_parameter_sets(&[], &sets[1..]).is_err());
+        assert!(avc_record_from_parameter_sets(&sets[..1], &[]).is_err());
+    }
+
+    #[test]
+    fn hevc_record_from_ffmpeg() {
+        let record = hex(HVCC_MAIN_426X240);
+        let cfg = parse_hevc_record(record.clone()).unwrap();
+        assert_eq!(cfg.codec, VideoCodec::H265);
+        assert_eq!(cfg.codec_string, "hvc1.1.6.L60.90");
+        assert_eq!((cfg.width, cfg.height), (426, 240));
+        assert_eq!(cfg.nal_length_size, 4);
+        let sets = parameter_sets(&cfg).unwrap();
+        let types: Vec<u8> = sets.iter().map(|s| (s[0] >> 1) & 0x3f).collect();
+        assert_eq!(types, vec![32, 33, 34]);
+        let rebuilt = hevc_record_from_parameter_sets(&sets[..1], &sets[1..2], &sets[2..]).unwrap();
+        let again = parse_hevc_record(rebuilt.clone()).unwrap();
+        assert_eq!(again.codec_string, cfg.codec_string);
+        assert_eq!((again.width, again.height), (426, 240));
+        // Same header except the fields x265 fills in and we leave unknown
+        // (min_spatial_segmentation, parallelismType, avgFrameRate, constantFrameRate).
+        assert_eq!(rebuilt[..13], record[..13]);
+        assert_eq!(rebuilt[16..19], record[16..19]);
+        assert_eq!(parameter_sets(&again).unwrap(), sets);
+    }
+
+    #[test]
+    fn hevc_codec_strings() {
+        let mut ptl = [0u8; 12];
+        ptl[0] = 0x01;
+        ptl[1] = 0x60;
+        ptl[5] = 0xb0;
+        ptl[11] = 93;
+        assert_eq!(hevc_codec_string(&ptl), "hvc1.1.6.L93.B0");
+        // Main 10, high tier, no constraint flags.
+        let mut ptl = [0u8; 12];
+        ptl[0] = 0x22;
+        ptl[1] = 0x20;
+        ptl[11] = 120;
+        assert_eq!(hevc_codec_string(&ptl), "hvc1.2.4.H120");
+        // Profile space 1, constraint bytes with an interior zero kept.
+        let mut ptl = [0u8; 12];
+        ptl[0] = 0x41;
+        ptl[4] = 0x01;
+        ptl[5] = 0x90;
+        ptl[7] = 0x01;
+        ptl[11] = 30;
+        assert_eq!(hevc_codec_string(&ptl), "hvc1.A1.80000000.L30.90.0.1");
+    }
+
+    #[test]
+    fn av1_record_from_ffmpeg() {
+        let cfg = parse_av1_record(hex(AV1C_MAIN_10BIT_320X180)).unwrap();
+        assert_eq!(cfg.codec, VideoCodec::Av1);
+        assert_eq!(cfg.codec_string, "av01.0.00M.10");
+        assert_eq!((cfg.width, cfg.height), (320, 180));
+        assert_eq!(cfg.nal_length_size, 0);
+        assert!(parameter_sets(&cfg).unwrap().is_empty());
+        // A bare 4-byte record without configOBUs is valid, size unknown.
+        let bare = parse_av1_record(hex("81004c00")).unwrap();
+        assert_eq!((bare.width, bare.height), (0, 0));
+        assert!(parse_av1_record(hex("01004c00")).is_err());
+    }
+
+    #[test]
+    fn av1_temporal_delimiters() {
+        // TD, then a sequence header OBU with size field: the TD is sliced off.
+        let tu = hex("1200 0a0b0200000561e7f66017c202");
+        let out = av1_strip_temporal_delimiters(tu.clone()).unwrap();
+        assert_eq!(out, tu.slice(2..));
+        // A TD in the middle forces a copy without it.
+        let tu = hex("0a0b0200000561e7f66017c202 1200 3201aa");
+        let out = av1_strip_temporal_delimiters(tu).unwrap();
+        assert_eq!(out, hex("0a0b0200000561e7f66017c202 3201aa"));
+        // An OBU without size field gets one.
+        let out = av1_strip_temporal_delimiters(hex("1200 30aabb")).unwrap();
+        assert_eq!(out, hex("3202aabb"));
+        assert!(av1_strip_temporal_delimiters(hex("3205aa")).is_err());
+        assert!(av1_strip_temporal_delimiters(hex("b200")).is_err());
+        assert!(av1_strip_temporal_delimiters(hex("1200"))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn aac_configs() {
+        let cfg = parse_aac_asc(hex("1208 56e500")).unwrap();
+        assert_eq!(
+            (cfg.sample_rate, cfg.channels, cfg.samples_per_frame),
+            (44100, 1, 1024)
+        );
+        assert_eq!(cfg.codec_string, "mp4a.40.2");
+        let cfg = parse_aac_asc(hex("1190")).unwrap();
+        assert_eq!((cfg.sample_rate, cfg.channels), (48000, 2));
+        // frameLengthFlag → 960-sample frames.
+        let cfg = parse_aac_asc(hex("1214")).unwrap();
+        assert_eq!(cfg.samples_per_frame, 960);
+        // Explicit HE-AAC: 24 kHz core, 48 kHz SBR, stereo.
+        let cfg = parse_aac_asc(hex("2b118800")).unwrap();
+        assert_eq!(cfg.codec_string, "mp4a.40.5");
+        assert_eq!((cfg.sample_rate, cfg.channels), (24000, 2));
+        // Explicit 24-bit rate: aot 2, index 15, 44100 (0x00ac44), 2 channels.
+        // 00010 1111 000000001010110001000100 0010 000
+        let cfg = parse_aac_asc(hex("1780562210")).unwrap();
+        assert_eq!((cfg.sample_rate, cfg.channels), (44100, 2));
+        // 7 channel configuration → 8 channels.
+        assert_eq!(parse_aac_asc(hex("11b8")).unwrap().channels, 8);
+        // Escape object type 31 + 6 bits: 42 (USAC) is unsupported.
+        let err = parse_aac_asc(hex("f9 48 80 00")).unwrap_err();
+        assert!(err.is_unsupported(), "{err}");
+        assert_eq!(err.kind(), "unsupported");
+        // Reserved frequency index 13.
+        assert!(parse_aac_asc(hex("1688")).unwrap_err().is_malformed());
+        assert!(parse_aac_asc(hex("00")).is_err());
+    }
+
+    /// Writes bits MSB first; test-only, to build bitstreams the encoders at hand never emit.
+    #[derive(Default)]
+    struct BitWriter {
+        bytes: Vec<u8>,
+        bit: usize,
+    }
+
+    impl BitWriter {
+        fn put(&mut self, n: u32, v: u64) {
+            for i in (0..n).rev() {
+                if self.bit.is_multiple_of(8) {
+                    self.bytes.push(0);
+                }
+                let b = ((v >> i) & 1) as u8;
+                *self.bytes.last_mut().unwrap() |= b << (7 - self.bit % 8);
+                self.bit += 1;
+            }
+        }
+        fn ue(&mut self, v: u32) {
+            let x = u64::from(v) + 1;
+            let len = 64 - x.leading_zeros();
+            self.put(len - 1, 0);
+            self.put(len, x);
+        }
+        fn se(&mut self, v: i32) {
+            let k = if v > 0 { 2 * v - 1 } else { -2 * v };
+            self.ue(k as u32);
+        }
+        /// RBSP trailing bits, then emulation prevention.
+        fn finish_nal(mut self) -> Vec<u8> {
+            self.put(1, 1);
+            while !self.bit.is_multiple_of(8) {
+                self.put(1, 0);
+            }
+            let mut out = Vec::new();
+            let mut zeros = 0;
+            for b in self.bytes {
+                if zeros >= 2 && b <= 3 {
+                    out.push(3);
+                    zeros = 0;
+                }
+                zeros = if b == 0 { zeros + 1 } else { 0 };
+                out.push(b);
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn avc_sps_with_scaling_lists_poc_type_1_and_field_coding() {
+        let mut w = BitWriter::default();
+        w.put(8, 0x67);
+        w.put(8, 100); // High
+        w.put(8, 0);
+        w.put(8, 40);
+        w.ue(0); // sps id
+        w.ue(1); // 4:2:0
+        w.ue(0);
+        w.ue(0);
+        w.put(1, 0);
+        w.put(1, 1); // seq_scaling_matrix_present_flag
+                     // list 0: 16 zero deltas; list 1: delta -8 ends the list; 2..5 absent;
+                     // list 6 (8x8): 64 deltas of +1; list 7 absent.
+        w.put(1, 1);
+        for _ in 0..16 {
+            w.se(0);
+        }
+        w.put(1, 1);
+        w.se(-8);
+        for _ in 2..6 {
+            w.put(1, 0);
+        }
+        w.put(1, 1);
+        for _ in 0..64 {
+            w.se(1);
+        }
+        w.put(1, 0);
+        w.ue(0); // log2_max_frame_num_minus4
+        w.ue(1); // poc type 1
+        w.put(1, 0);
+        w.se(-2);
+        w.se(1);
+        w.ue(2);
+        w.se(3);
+        w.se(-3);
+        w.ue(4); // max_num_ref_frames
+        w.put(1, 0);
+        w.ue(119); // 120 MBs = 1920
+        w.ue(33); // 34 map units, field coding → 1088
+        w.put(1, 0); // frame_mbs_only_flag = 0
+        w.put(1, 1);
+        w.put(1, 1);
+        w.put(1, 1); // cropping
+        w.ue(0);
+        w.ue(0);
+        w.ue(0);
+        w.ue(2); // 2 * (2 * 2) = 8 lines
+        w.put(1, 0); // no VUI
+        let sps = Bytes::from(w.finish_nal());
+        let parsed = parse_avc_sps(&sps).unwrap();
+        assert_eq!((parsed.width, parsed.height), (1920, 1080));
+        let pps = Bytes::from_static(&[0x68, 0xce, 0x38, 0x80]);
+        let record = avc_record_from_parameter_sets(std::slice::from_ref(&sps), &[pps]).unwrap();
+        let cfg = parse_avc_record(record).unwrap();
+        assert_eq!(cfg.codec_string, "avc1.640028");
+        assert_eq!((cfg.width, cfg.height), (1920, 1080));
+        // Cropping larger than the picture is rejected.
+        assert!(parse_avc_sps(&sps[..sps.len() - 2]).is_err());
+    }
+
+    #[test]
+    fn hevc_sps_with_sub_layers_and_conformance_window() {
+        let mut w = BitWriter::default();
+        w.put(16, 0x4201);
+        w.put(4, 0);
+        w.put(3, 2); // max_sub_layers_minus1 = 2
+        w.put(1, 1);
+        // general PTL: Main 10 (2), compat bit 2, level 123
+        w.put(8, 0x02);
+        w.put(32, 0x2000_0000);
+        w.put(48, 0x9000_0000_0000);
+        w.put(8, 123);
+        // sub layer 0: profile+level present, sub layer 1: level only
+        w.put(2, 0b11);
+        w.put(2, 0b01);
+        for _ in 2..8 {
+            w.put(2, 0);
+        }
+        w.put(32, 0);
+        w.put(32, 0);
+        w.put(24, 0);
+        w.put(8, 90);
+        w.put(8, 90);
+        w.ue(0); // sps id
+        w.ue(1); // 4:2:0
+        w.ue(1920);
+        w.ue(1088);
+        w.put(1, 1);
+        w.ue(0);
+        w.ue(0);
+        w.ue(0);
+        w.ue(4); // 2 * 4 = 8 lines
+        w.ue(2);
+        w.ue(2);
+        let sps = Bytes::from(w.finish_nal());
+        let parsed = parse_hevc_sps(&sps).unwrap();
+        assert_eq!((parsed.width, parsed.height), (1920, 1080));
+        assert_eq!(parsed.max_sub_layers, 3);
+        assert_eq!(parsed.bit_depth_luma_minus8, 2);
+        let vps = Bytes::from_static(&[0x40, 0x01, 0x0c]);
+        let pps = Bytes::from_static(&[0x44, 0x01, 0xc1]);
+        let record = hevc_record_from_parameter_sets(&[vps], &[sps], &[pps]).unwrap();
+        let cfg = parse_hevc_record(record).unwrap();
+        assert_eq!(cfg.codec_string, "hvc1.2.4.L123.90");
+        assert_eq!((cfg.width, cfg.height), (1920, 1080));
+    }
+
+    fn check_prefixes(
+        full: &Bytes,
+        parse: fn(Bytes) -> Result<VideoConfig, CodecError>,
+        ok_from: usize,
+    ) {
+        for cut in 0..full.len() {
+            let r = parse(full.slice(..cut));
+            assert_eq!(r.is_ok(), cut >= ok_from, "cut {cut}: {r:?}");
+        }
+        assert!(parse(full.clone()).is_ok());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_never_a_panic() {
+        // avcC: complete once the PPS is in (the chroma extension is optional).
+        let avcc = hex(AVCC_HIGH_640X360);
+        check_prefixes(&avcc, parse_avc_record, avcc.len() - 4);
+        let avcc = hex(AVCC_BASELINE_320X240);
+        check_prefixes(&avcc, parse_avc_record, avcc.len());
+        let hvcc = hex(HVCC_MAIN_426X240);
+        check_prefixes(&hvcc, parse_hevc_record, hvcc.len());
+        // av1C: the 4-byte header alone is valid; a cut inside the OBU is not.
+        let av1c = hex(AV1C_MAIN_10BIT_320X180);
+        for cut in 0..av1c.len() {
+            let r = parse_av1_record(av1c.slice(..cut));
+            assert_eq!(r.is_ok(), cut == 4, "cut {cut}");
+        }
+        for cut in 0..2 {
+            assert!(parse_aac_asc(hex("1190").slice(..cut)).is_err());
+        }
+    }
+
+    #[test]
+    fn bit_flips_never_panic() {
+        let vectors = [
+            AVCC_HIGH_640X360,
+            AVCC_HIGH_322X182,
+            HVCC_MAIN_426X240,
+            AV1C_MAIN_10BIT_320X180,
+        ];
+        for v in vectors {
+            let base = hex(v).to_vec();
+            for i in 0..base.len() * 8 {
+                let mut m = base.clone();
+                m[i / 8] ^= 0x80 >> (i % 8);
+                let m = Bytes::from(m);
+                let _ = parse_avc_record(m.clone());
+                let _ = parse_hevc_record(m.clone());
+                let _ = parse_av1_record(m.clone());
+                let _ = parse_aac_asc(m.clone());
+                let _ = av1_strip_temporal_delimiters(m);
+            }
+        }
+    }
+}
