@@ -1,1 +1,194 @@
-fn main() {}
+//! The `tidegate` binary: parses the command line, layers configuration
+//! (flags > `TIDEGATE_*` environment > `--config` TOML file > defaults) and runs the worker.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tidegate_server::config::SegmentFormat;
+use tidegate_server::ServeConfig;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "tidegate",
+    version,
+    about = "Unbreakable live-video ingest: RTMP/SRT in, HLS out"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an ingest worker (RTMP, SRT and HTTP listeners).
+    Serve(ServeArgs),
+    /// Parse and validate the configuration, print the effective result, and exit.
+    CheckConfig(ServeArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// Every flag of `serve`. Each is optional here so that unset flags fall through to the
+/// environment (clap's `env`), then to the file, then to the default.
+#[derive(Args, Debug, Default)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TIDEGATE_CONFIG")]
+    config: Option<PathBuf>,
+    /// RTMP publishers [default: 0.0.0.0:1935].
+    #[arg(long, env = "TIDEGATE_RTMP_LISTEN")]
+    rtmp_listen: Option<SocketAddr>,
+    /// RTMP over TLS (with --tls-cert, --tls-key) [default: off].
+    #[arg(long, env = "TIDEGATE_RTMPS_LISTEN")]
+    rtmps_listen: Option<SocketAddr>,
+    /// PEM certificate chain for RTMPS.
+    #[arg(long, env = "TIDEGATE_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for RTMPS.
+    #[arg(long, env = "TIDEGATE_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// SRT publishers (UDP) [default: 0.0.0.0:9000].
+    #[arg(long, env = "TIDEGATE_SRT_LISTEN")]
+    srt_listen: Option<SocketAddr>,
+    /// Playback origin, API, dashboard, metrics, health [default: 0.0.0.0:8080].
+    #[arg(long, env = "TIDEGATE_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// Embedded state and media [default: ./tidegate-data].
+    #[arg(long, env = "TIDEGATE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Shared stream state for a cluster, e.g. redis://host:6379/0 [default: embedded].
+    #[arg(long, env = "TIDEGATE_STATE")]
+    state: Option<String>,
+    /// Where segments go, e.g. s3://bucket/prefix or file:///path [default: embedded].
+    #[arg(long, env = "TIDEGATE_STORAGE")]
+    storage: Option<String>,
+    /// Target segment duration [default: 2s].
+    #[arg(long, env = "TIDEGATE_SEGMENT_DURATION", value_parser = duration)]
+    segment_duration: Option<Duration>,
+    /// How long a stream waits for its publisher to come back [default: 30s].
+    #[arg(long, env = "TIDEGATE_RECONNECT_WINDOW", value_parser = duration)]
+    reconnect_window: Option<Duration>,
+    /// The dedicated tenant pool this worker serves [default: shared].
+    #[arg(long, env = "TIDEGATE_POOL")]
+    pool: Option<String>,
+    /// Passphrase SRT publishers must encrypt with.
+    #[arg(long, env = "TIDEGATE_SRT_PASSPHRASE")]
+    srt_passphrase: Option<String>,
+    /// SRT receive latency [default: 120ms].
+    #[arg(long, env = "TIDEGATE_SRT_LATENCY", value_parser = duration)]
+    srt_latency: Option<Duration>,
+    /// HLS segment container: fmp4 or ts [default: fmp4].
+    #[arg(long, env = "TIDEGATE_SEGMENT_FORMAT")]
+    segment_format: Option<SegmentFormat>,
+    /// Segments in the sliding-window playlist [default: 10].
+    #[arg(long, env = "TIDEGATE_PLAYLIST_WINDOW")]
+    playlist_window: Option<usize>,
+    /// Time an RTMP client has to finish its handshake [default: 10s].
+    #[arg(long, env = "TIDEGATE_RTMP_HANDSHAKE_TIMEOUT", value_parser = duration)]
+    rtmp_handshake_timeout: Option<Duration>,
+    /// Time a publishing connection may stay silent [default: 30s].
+    #[arg(long, env = "TIDEGATE_RTMP_IDLE_TIMEOUT", value_parser = duration)]
+    rtmp_idle_timeout: Option<Duration>,
+}
+
+impl ServeArgs {
+    /// File (or defaults), then every flag or variable that was given.
+    fn resolve(self) -> anyhow::Result<ServeConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServeConfig::from_file(path)?,
+            None => ServeConfig::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { c.$field = v; } )* };
+        }
+        macro_rules! overlay_opt {
+            ($($field:ident),*) => { $( if self.$field.is_some() { c.$field = self.$field; } )* };
+        }
+        overlay!(
+            rtmp_listen,
+            srt_listen,
+            http_listen,
+            data_dir,
+            segment_duration,
+            reconnect_window,
+            srt_latency,
+            segment_format,
+            playlist_window,
+            rtmp_handshake_timeout,
+            rtmp_idle_timeout
+        );
+        overlay_opt!(
+            rtmps_listen,
+            tls_cert,
+            tls_key,
+            state,
+            storage,
+            pool,
+            srt_passphrase
+        );
+        Ok(c)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig(args) => {
+            let config = args.resolve()?;
+            config.validate()?;
+            let mut shown = config.clone();
+            if shown.srt_passphrase.is_some() {
+                shown.srt_passphrase = Some("<redacted>".into());
+            }
+            println!("{}", toml::to_string_pretty(&shown)?);
+            eprintln!("configuration is valid");
+            Ok(())
+        }
+        Command::Serve(args) => {
+            init_tracing();
+            let config = args.resolve()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("tidegate")
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async move {
+                let shutdown = CancellationToken::new();
+                tokio::spawn(wait_for_signal(shutdown.clone()));
+                tidegate_server::run(config, shutdown).await
+            })?;
+            Ok(())
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TIDEGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

@@ -1,1 +1,192 @@
-//! placeholder
+//! The tidegate ingest worker: the one crate that owns sockets, tasks, storage and HTTP.
+//!
+//! ```text
+//!  RTMP socket ─▶ ingest::rtmp (tidegate-rtmp session ─▶ tidegate-flv demuxer)
+//!                        │ MediaEvent
+//!                        ▼
+//!               stream::Publisher (tidegate-packager Segmenter)
+//!                        │ SegmenterOutput (bounded channel)
+//!                        ▼
+//!               stream writer task ─▶ store::MediaStore (segments)
+//!                                   ─▶ store::StateStore (playlist record, CAS on epoch)
+//!                                   ─▶ rendered playlist ─▶ origin (HTTP)
+//! ```
+//!
+//! [`run`] wires it together and runs until SIGTERM/SIGINT, then shuts down in phases:
+//! not ready → no new publishers → publishers told to go and their last segments flushed →
+//! exit.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod ingest;
+pub mod metrics;
+pub mod origin;
+pub mod store;
+pub mod stream;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use config::ServeConfig;
+
+use metrics::Metrics;
+use store::fs::{FsMediaStore, FsStateStore};
+use stream::{StreamSettings, Streams};
+
+/// Milliseconds since the Unix epoch (the wall clock used for program date time and records).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What every task of the worker shares.
+pub struct Context {
+    /// The validated configuration.
+    pub config: ServeConfig,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The stream registry.
+    pub streams: Arc<Streams>,
+    ready: AtomicBool,
+}
+
+impl Context {
+    /// Whether `/readyz` answers 200.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// A failure to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The configuration is not valid.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The data directory or the stores could not be opened.
+    #[error("cannot open the stores: {0}")]
+    Store(String),
+}
+
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tidegate".to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Runs the worker until `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT).
+pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| ServeError::Store(format!("{}: {e}", config.data_dir.display())))?;
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(FsStateStore::new(config.data_dir.join("state")));
+    let media = Arc::new(FsMediaStore::new(config.media_root()));
+    let settings = StreamSettings {
+        container: config.segment_format.container(),
+        segment_ticks: config.segment_ticks(),
+        segment_duration: config.segment_duration,
+        playlist_window: config.playlist_window,
+        reconnect_window: config.reconnect_window,
+        worker_id: worker_id(),
+    };
+    let streams = Streams::new(state, media, settings.clone(), metrics.clone());
+    let recovered = streams
+        .recover()
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+
+    let rtmp = TcpListener::bind(config.rtmp_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "rtmp",
+            addr: config.rtmp_listen,
+            source,
+        })?;
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            what: "http",
+            addr: config.http_listen,
+            source,
+        })?;
+
+    warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
+    warn!(
+        srt_listen = %config.srt_listen,
+        "SRT ingest is not available in this build yet; only RTMP publishers are accepted"
+    );
+    info!(
+        rtmp = %config.rtmp_listen,
+        http = %config.http_listen,
+        data_dir = %config.data_dir.display(),
+        worker = %settings.worker_id,
+        recovered,
+        "tidegate worker started"
+    );
+
+    let ctx = Arc::new(Context {
+        config,
+        metrics,
+        streams: streams.clone(),
+        ready: AtomicBool::new(true),
+    });
+
+    let ingest_stop = CancellationToken::new();
+    let rtmp_task = tokio::spawn(ingest::rtmp::serve(
+        rtmp,
+        ctx.clone(),
+        ingest_stop.clone(),
+    ));
+    let http_stop = CancellationToken::new();
+    let http_task = {
+        let stop = http_stop.clone();
+        let app = origin::router(ctx.clone());
+        tokio::spawn(async move {
+            let serve = axum::serve(http, app).with_graceful_shutdown(async move {
+                stop.cancelled().await;
+            });
+            if let Err(e) = serve.await {
+                error!(error = %e, "http server failed");
+            }
+        })
+    };
+
+    shutdown.cancelled().await;
+    info!("shutdown: not ready, refusing new publishers");
+    ctx.ready.store(false, Ordering::Relaxed);
+    streams.start_draining();
+    ingest_stop.cancel();
+    info!("shutdown: closing publishers and flushing their last segments");
+    if tokio::time::timeout(Duration::from_secs(10), rtmp_task)
+        .await
+        .is_err()
+    {
+        warn!("shutdown: publishers did not finish in 10 s");
+    }
+    http_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    info!("shutdown: done");
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The worker's configuration: one serde struct, parsed from TOML, overlaid by the
+//! environment and the command line (in the `tidegate` binary), then validated.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// HLS segment container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentFormat {
+    /// CMAF fragmented MP4 (`init.mp4` + `.m4s`).
+    #[default]
+    Fmp4,
+    /// MPEG-TS (`.ts`).
+    Ts,
+}
+
+impl std::str::FromStr for SegmentFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fmp4" | "cmaf" => Ok(Self::Fmp4),
+            "ts" | "mpegts" => Ok(Self::Ts),
+            other => Err(format!("unknown segment format `{other}` (fmp4 or ts)")),
+        }
+    }
+}
+
+impl SegmentFormat {
+    /// The packager's container for this format.
+    pub fn container(self) -> tidegate_packager::Container {
+        match self {
+            Self::Fmp4 => tidegate_packager::Container::Fmp4,
+            Self::Ts => tidegate_packager::Container::MpegTs,
+        }
+    }
+}
+
+/// Everything `tidegate serve` can be told. Every field has a default, so an empty file (or no
+/// file) is a complete single-node configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeConfig {
+    /// Where RTMP publishers connect.
+    pub rtmp_listen: SocketAddr,
+    /// RTMP over TLS listener (needs `tls-cert` and `tls-key`); off when unset.
+    pub rtmps_listen: Option<SocketAddr>,
+    /// PEM certificate chain for RTMPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for RTMPS.
+    pub tls_key: Option<PathBuf>,
+    /// Where SRT publishers connect (UDP).
+    pub srt_listen: SocketAddr,
+    /// Playback origin, API, metrics and health.
+    pub http_listen: SocketAddr,
+    /// Embedded state and media when no cluster backends are named.
+    pub data_dir: PathBuf,
+    /// Shared stream state for a cluster (e.g. `redis://host:6379/0`); embedded when unset.
+    pub state: Option<String>,
+    /// Where segments go (e.g. `s3://bucket/prefix`); embedded when unset.
+    pub storage: Option<String>,
+    /// Target segment duration; segments are cut at the first video keyframe past it.
+    #[serde(with = "humantime_serde")]
+    pub segment_duration: Duration,
+    /// How long a stream waits for its publisher to come back before it ends.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_window: Duration,
+    /// The dedicated tenant pool this worker serves (shared when unset).
+    pub pool: Option<String>,
+    /// The passphrase SRT publishers must encrypt with.
+    pub srt_passphrase: Option<String>,
+    /// The SRT receive latency this worker asks for.
+    #[serde(with = "humantime_serde")]
+    pub srt_latency: Duration,
+    /// HLS segment container: `fmp4` (CMAF, default) or `ts` (MPEG-TS).
+    pub segment_format: SegmentFormat,
+    /// Segments listed in the sliding-window playlist.
+    pub playlist_window: usize,
+    /// How long an RTMP client may take to finish its handshake and start publishing.
+    #[serde(with = "humantime_serde")]
+    pub rtmp_handshake_timeout: Duration,
+    /// How long a publishing connection may stay silent before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub rtmp_idle_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            rtmp_listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            rtmps_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            srt_listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            data_dir: PathBuf::from("./tidegate-data"),
+            state: None,
+            storage: None,
+            segment_duration: Duration::from_secs(2),
+            reconnect_window: Duration::from_secs(30),
+            pool: None,
+            srt_passphrase: None,
+            srt_latency: Duration::from_millis(120),
+            segment_format: SegmentFormat::Fmp4,
+            playlist_window: 10,
+            rtmp_handshake_timeout: Duration::from_secs(10),
+            rtmp_idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid setting `{field}`: {reason}")]
+    Invalid {
+        /// The setting (kebab-case, as in the file and the flag).
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServeConfig {
+    /// Reads a TOML file (every field optional).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text (every field optional).
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks ranges and combinations. Parsing and validation are separate steps so that
+    /// `tidegate check-config` can report every layer's result.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.segment_duration < Duration::from_millis(500)
+            || self.segment_duration > Duration::from_secs(30)
+        {
+            return invalid("segment-duration", "must be between 500ms and 30s");
+        }
+        if self.reconnect_window > Duration::from_secs(24 * 3600) {
+            return invalid("reconnect-window", "must be at most 24h");
+        }
+        if !(3..=1000).contains(&self.playlist_window) {
+            return invalid("playlist-window", "must be between 3 and 1000 segments");
+        }
+        if self.rtmp_handshake_timeout < Duration::from_millis(100) {
+            return invalid("rtmp-handshake-timeout", "must be at least 100ms");
+        }
+        if self.rtmp_idle_timeout < Duration::from_secs(1) {
+            return invalid("rtmp-idle-timeout", "must be at least 1s");
+        }
+        if self.rtmps_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return invalid("rtmps-listen", "needs tls-cert and tls-key");
+        }
+        if self.rtmps_listen.is_some() {
+            return invalid("rtmps-listen", "RTMPS is not implemented in this build yet");
+        }
+        if let Some(state) = &self.state {
+            return invalid(
+                "state",
+                &format!("cluster state backend `{state}` is not implemented in this build yet; leave it unset for the embedded store"),
+            );
+        }
+        if let Some(storage) = &self.storage {
+            if !storage.starts_with("file://") {
+                return invalid(
+                    "storage",
+                    &format!("storage backend `{storage}` is not implemented in this build yet; use file:///path or leave it unset"),
+                );
+            }
+        }
+        if let Some(pass) = &self.srt_passphrase {
+            if !(10..=79).contains(&pass.len()) {
+                return invalid("srt-passphrase", "must be 10 to 79 characters (SRT rule)");
+            }
+        }
+        Ok(())
+    }
+
+    /// Target segment duration in 90 kHz ticks.
+    pub fn segment_ticks(&self) -> u64 {
+        let ticks = self.segment_duration.as_micros() * u128::from(tidegate_media::TIMESCALE)
+            / 1_000_000;
+        u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+
+    /// Where segments live: `file://` storage or `<data-dir>/media`.
+    pub fn media_root(&self) -> PathBuf {
+        match &self.storage {
+            Some(s) if s.starts_with("file://") => PathBuf::from(&s["file://".len()..]),
+            _ => self.data_dir.join("media"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = ServeConfig::from_toml("").unwrap();
+        assert_eq!(c.segment_duration, Duration::from_secs(2));
+        assert_eq!(c.rtmp_listen.port(), 1935);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_values_parse_and_unknown_keys_fail() {
+        let c = ServeConfig::from_toml(
+            "segment-duration = \"4s\"\nreconnect-window = \"1m\"\nsegment-format = \"ts\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.segment_duration, Duration::from_secs(4));
+        assert_eq!(c.reconnect_window, Duration::from_secs(60));
+        assert_eq!(c.segment_format, SegmentFormat::Ts);
+        assert_eq!(c.segment_ticks(), 360_000);
+        assert!(ServeConfig::from_toml("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn validation_rejects_out_of_range() {
+        let c = ServeConfig {
+            segment_duration: Duration::from_millis(10),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "segment-duration",
+                ..
+            })
+        ));
+    }
+}

@@ -1,0 +1,3 @@
+//! Ingest protocols: each turns a connection into media events for a stream.
+
+pub mod rtmp;

@@ -1,0 +1,191 @@
+//! Every metric the worker exports, named in one place. Labels are bounded: protocol,
+//! reason and operation come from fixed sets; stream keys and client addresses never become
+//! labels.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Ingest protocols.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Protocol {
+    /// RTMP and Enhanced RTMP.
+    Rtmp,
+    /// SRT.
+    Srt,
+}
+
+/// `protocol` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    /// The ingest protocol.
+    pub protocol: Protocol,
+}
+
+/// `protocol` + `reason` labels; `reason` is one of a fixed set of short words.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The ingest protocol.
+    pub protocol: Protocol,
+    /// Why (fixed vocabulary, e.g. `handshake`, `timeout`, `malformed`, `unsupported_codec`).
+    pub reason: &'static str,
+}
+
+/// `op` label for storage operations.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// `put_segment`, `put_init`, `put_state`, `delete`.
+    pub op: &'static str,
+}
+
+/// The worker's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// Connections accepted.
+    pub connections: Family<ProtocolLabels, Counter>,
+    /// Connections that ended because of an error, by reason.
+    pub connection_errors: Family<ReasonLabels, Counter>,
+    /// Publish attempts refused, by reason.
+    pub publish_refused: Family<ReasonLabels, Counter>,
+    /// Bytes received from publishers.
+    pub ingest_bytes: Family<ProtocolLabels, Counter>,
+    /// Streams with a live publisher on this worker.
+    pub live_streams: Gauge,
+    /// Segments written.
+    pub segments: Counter,
+    /// Media frames dropped before packaging (before the first keyframe, before a config).
+    pub frames_dropped: Counter,
+    /// Timestamp jumps seen in publishers' timelines.
+    pub timestamp_jumps: Counter,
+    /// Storage and state failures by operation.
+    pub store_errors: Family<OpLabels, Counter>,
+    /// Seconds from a segment-closing keyframe's arrival to the segment being listed.
+    pub segment_latency: Histogram,
+    /// Unix time the process started.
+    pub process_start: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tidegate");
+        let connections = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "connections",
+            "Publisher connections accepted",
+            connections.clone(),
+        );
+        let connection_errors = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connection_errors",
+            "Publisher connections ended by an error, by reason",
+            connection_errors.clone(),
+        );
+        let publish_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "publish_refused",
+            "Publish attempts refused, by reason",
+            publish_refused.clone(),
+        );
+        let ingest_bytes = Family::<ProtocolLabels, Counter>::default();
+        registry.register(
+            "ingest_bytes",
+            "Bytes received from publishers",
+            ingest_bytes.clone(),
+        );
+        let live_streams = Gauge::default();
+        registry.register(
+            "live_streams",
+            "Streams with a live publisher on this worker",
+            live_streams.clone(),
+        );
+        let segments = Counter::default();
+        registry.register("segments", "Media segments written", segments.clone());
+        let frames_dropped = Counter::default();
+        registry.register(
+            "frames_dropped",
+            "Frames dropped before packaging",
+            frames_dropped.clone(),
+        );
+        let timestamp_jumps = Counter::default();
+        registry.register(
+            "timestamp_jumps",
+            "Timestamp jumps in publishers' timelines",
+            timestamp_jumps.clone(),
+        );
+        let store_errors = Family::<OpLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "State and storage failures by operation",
+            store_errors.clone(),
+        );
+        let segment_latency = Histogram::new(
+            [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0].into_iter(),
+        );
+        registry.register(
+            "segment_latency_seconds",
+            "Keyframe arrival to segment listed in the playlist",
+            segment_latency.clone(),
+        );
+        let process_start = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "process_start_time_seconds",
+            "Unix time the process started",
+            process_start.clone(),
+        );
+        process_start.set(crate::unix_ms() as f64 / 1000.0);
+        Self {
+            registry,
+            connections,
+            connection_errors,
+            publish_refused,
+            ingest_bytes,
+            live_streams,
+            segments,
+            frames_dropped,
+            timestamp_jumps,
+            store_errors,
+            segment_latency,
+            process_start,
+        }
+    }
+
+    /// Counts a failed connection.
+    pub fn connection_error(&self, protocol: Protocol, reason: &'static str) {
+        self.connection_errors
+            .get_or_create(&ReasonLabels { protocol, reason })
+            .inc();
+    }
+
+    /// Counts a refused publish.
+    pub fn refused(&self, protocol: Protocol, reason: &'static str) {
+        self.publish_refused
+            .get_or_create(&ReasonLabels { protocol, reason })
+            .inc();
+    }
+
+    /// Counts a store failure.
+    pub fn store_error(&self, op: &'static str) {
+        self.store_errors.get_or_create(&OpLabels { op }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,196 @@
+//! The HTTP side: playback origin (HLS), health, metrics and a small status API.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use serde::Serialize;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::store::{valid_name, StreamId};
+use crate::Context;
+
+/// Playlists change every segment: players must re-fetch them.
+const PLAYLIST_CACHE: &str = "max-age=1";
+/// Segment names are unique per epoch and never rewritten.
+const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
+
+/// The router for `--http-listen`.
+pub fn router(ctx: Arc<Context>) -> Router {
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers(Any)
+        .expose_headers(Any);
+    Router::new()
+        .route("/", get(index))
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/streams", get(api_streams))
+        .route("/hls/{tenant}/{stream}/{file}", get(hls))
+        .layer(cors)
+        .with_state(ctx)
+}
+
+async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
+    if ctx.ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        ctx.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct StreamSummary {
+    tenant: String,
+    stream: String,
+    status: &'static str,
+    epoch: u64,
+    media_sequence: u64,
+    segments: usize,
+    playlist: String,
+}
+
+async fn api_streams(State(ctx): State<Arc<Context>>) -> Response {
+    let list = ctx.streams.list().await;
+    let out: Vec<StreamSummary> = list
+        .into_iter()
+        .map(|(id, live, record)| {
+            let (status, epoch, seq, n) = match &record {
+                Some(r) => (
+                    if live {
+                        "live"
+                    } else if r.playlist.ended {
+                        "offline"
+                    } else {
+                        "reconnecting"
+                    },
+                    r.playlist.epoch,
+                    r.playlist.media_sequence,
+                    r.playlist.segments.len(),
+                ),
+                None => ("offline", 0, 0, 0),
+            };
+            StreamSummary {
+                playlist: format!("/hls/{}/{}/index.m3u8", id.tenant, id.name),
+                tenant: id.tenant,
+                stream: id.name,
+                status,
+                epoch,
+                media_sequence: seq,
+                segments: n,
+            }
+        })
+        .collect();
+    axum::Json(out).into_response()
+}
+
+async fn index(State(ctx): State<Arc<Context>>) -> Response {
+    let mut rows = String::new();
+    for (id, live, record) in ctx.streams.list().await {
+        let status = match (&record, live) {
+            (_, true) => "live",
+            (Some(r), false) if !r.playlist.ended => "reconnecting",
+            _ => "offline",
+        };
+        rows.push_str(&format!(
+            "<tr><td>{t}</td><td>{s}</td><td class=\"{status}\">{status}</td><td><a href=\"/hls/{t}/{s}/index.m3u8\">index.m3u8</a></td></tr>\n",
+            t = id.tenant,
+            s = id.name,
+        ));
+    }
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tidegate</title>\
+<meta http-equiv=\"refresh\" content=\"2\"><style>body{{font-family:sans-serif;margin:2em}}\
+td,th{{padding:.3em 1em;text-align:left}}.live{{color:#080}}.reconnecting{{color:#b60}}.offline{{color:#888}}</style>\
+</head><body><h1>tidegate</h1><table><tr><th>tenant</th><th>stream</th><th>status</th><th>HLS</th></tr>\n{rows}</table></body></html>"
+    );
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        html,
+    )
+        .into_response()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+fn bytes_response(body: Bytes, content_type: &'static str, cache: &'static str) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    resp
+}
+
+async fn hls(
+    State(ctx): State<Arc<Context>>,
+    Path((tenant, stream, file)): Path<(String, String, String)>,
+) -> Response {
+    let Some(id) = StreamId::new(&tenant, &stream) else {
+        return not_found();
+    };
+    match file.as_str() {
+        "index.m3u8" | "master.m3u8" => {
+            let Some(s) = ctx.streams.get(&id).await else {
+                return not_found();
+            };
+            let rendered = s.rendered();
+            let body = if file == "index.m3u8" {
+                Some(rendered.media).filter(|b| !b.is_empty())
+            } else {
+                rendered.multivariant
+            };
+            match body {
+                Some(b) => bytes_response(b, "application/vnd.apple.mpegurl", PLAYLIST_CACHE),
+                None => not_found(),
+            }
+        }
+        _ => {
+            let content_type = if file.ends_with(".m4s") {
+                "video/iso.segment"
+            } else if file.ends_with(".mp4") {
+                "video/mp4"
+            } else if file.ends_with(".ts") {
+                "video/mp2t"
+            } else {
+                return not_found();
+            };
+            if !valid_name(&file) {
+                return not_found();
+            }
+            match ctx
+                .streams
+                .media()
+                .get(&format!("{}/{}", id.prefix(), file))
+                .await
+            {
+                Ok(Some(b)) => bytes_response(b, content_type, SEGMENT_CACHE),
+                Ok(None) => not_found(),
+                Err(e) => {
+                    ctx.metrics.store_error("get");
+                    tracing::warn!(error = %e, "could not read a segment");
+                    (StatusCode::SERVICE_UNAVAILABLE, "storage error\n").into_response()
+                }
+            }
+        }
+    }
+}

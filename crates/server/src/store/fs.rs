@@ -1,0 +1,260 @@
+//! Embedded, single-node stores on the local filesystem (also usable on a shared volume).
+//!
+//! Durability model: every write goes to a temporary file in the same directory and is
+//! renamed over the target, so a reader or a restarted worker sees a whole old or a whole new
+//! file. No fsync: a power loss may lose the last writes, a killed process loses nothing
+//! written before it died.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Mutex;
+
+use super::{valid_name, MediaStore, StateStore, StoreError, StreamId, StreamRecord};
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `data` to `path` atomically (temporary file + rename), creating directories.
+async fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    tokio::fs::create_dir_all(dir).await?;
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+    tokio::fs::write(&tmp, data).await?;
+    if let Err(e) = tokio::fs::rename(&tmp, path).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Splits and checks an object path `TENANT/STREAM/FILE` into a filesystem path under `root`.
+fn object_path(root: &Path, path: &str) -> Result<PathBuf, StoreError> {
+    let mut out = root.to_path_buf();
+    let mut parts = 0;
+    for part in path.split('/') {
+        if !valid_name(part) {
+            return Err(StoreError::InvalidPath(path.to_owned()));
+        }
+        out.push(part);
+        parts += 1;
+    }
+    if parts == 0 || parts > 3 {
+        return Err(StoreError::InvalidPath(path.to_owned()));
+    }
+    Ok(out)
+}
+
+/// Media objects as files under a root directory.
+#[derive(Debug, Clone)]
+pub struct FsMediaStore {
+    root: PathBuf,
+}
+
+impl FsMediaStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+}
+
+#[async_trait]
+impl MediaStore for FsMediaStore {
+    async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
+        let p = object_path(&self.root, path)?;
+        write_atomic(&p, &data).await?;
+        Ok(())
+    }
+
+    async fn get(&self, path: &str) -> Result<Option<Bytes>, StoreError> {
+        let p = object_path(&self.root, path)?;
+        match tokio::fs::read(&p).await {
+            Ok(v) => Ok(Some(Bytes::from(v))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), StoreError> {
+        let p = object_path(&self.root, path)?;
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let p = object_path(&self.root, prefix)?;
+        let mut out = Vec::new();
+        let mut rd = match tokio::fs::read_dir(&p).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(entry) = rd.next_entry().await? {
+            if let Some(name) = entry.file_name().to_str() {
+                if valid_name(name) {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Stream records as JSON files `<root>/TENANT/STREAM.json`, compare-and-set under a
+/// per-process lock (the embedded store serves one worker).
+#[derive(Debug, Clone)]
+pub struct FsStateStore {
+    root: PathBuf,
+    locks: Arc<Mutex<HashMap<StreamId, Arc<Mutex<()>>>>>,
+}
+
+impl FsStateStore {
+    /// A store rooted at `root` (created on first write).
+    pub fn new(root: PathBuf) -> Self {
+        Self {
+            root,
+            locks: Arc::default(),
+        }
+    }
+
+    fn path(&self, id: &StreamId) -> PathBuf {
+        self.root.join(&id.tenant).join(format!("{}.json", id.name))
+    }
+
+    async fn read(&self, id: &StreamId) -> Result<Option<StreamRecord>, StoreError> {
+        match tokio::fs::read(self.path(id)).await {
+            Ok(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    what: id.to_string(),
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for FsStateStore {
+    async fn load(&self, id: &StreamId) -> Result<Option<StreamRecord>, StoreError> {
+        self.read(id).await
+    }
+
+    async fn compare_and_set(
+        &self,
+        expected_epoch: Option<u64>,
+        record: &StreamRecord,
+    ) -> Result<(), StoreError> {
+        let lock = {
+            let mut locks = self.locks.lock().await;
+            locks.entry(record.id.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let stored = self.read(&record.id).await?.map(|r| r.playlist.epoch);
+        if stored != expected_epoch {
+            return Err(StoreError::Conflict {
+                stored: stored.unwrap_or(0),
+                held: expected_epoch.unwrap_or(0),
+            });
+        }
+        let json = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            what: record.id.to_string(),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.path(&record.id), &json).await?;
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<StreamId>, StoreError> {
+        let mut out = Vec::new();
+        let mut tenants = match tokio::fs::read_dir(&self.root).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(t) = tenants.next_entry().await? {
+            let Some(tenant) = t.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if !valid_name(&tenant) || !t.file_type().await?.is_dir() {
+                continue;
+            }
+            let mut streams = tokio::fs::read_dir(t.path()).await?;
+            while let Some(s) = streams.next_entry().await? {
+                let fname = s.file_name();
+                let Some(name) = fname.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                    continue;
+                };
+                if let Some(id) = StreamId::new(&tenant, name) {
+                    out.push(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidegate_packager::{Container, PlaylistState};
+
+    fn record(id: &StreamId, epoch: u64) -> StreamRecord {
+        let mut playlist = PlaylistState::new(Container::Fmp4, 5, 2);
+        playlist.epoch = epoch;
+        StreamRecord {
+            id: id.clone(),
+            playlist,
+            updated_ms: 0,
+            publisher_left_ms: None,
+            owner: "w".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn compare_and_set_fences_stale_writers() {
+        let dir = std::env::temp_dir().join(format!("tg-state-{}", std::process::id()));
+        let store = FsStateStore::new(dir.clone());
+        let id = StreamId::new("default", "cam").unwrap();
+        store.compare_and_set(None, &record(&id, 1)).await.unwrap();
+        assert!(matches!(
+            store.compare_and_set(None, &record(&id, 1)).await,
+            Err(StoreError::Conflict { .. })
+        ));
+        store.compare_and_set(Some(1), &record(&id, 2)).await.unwrap();
+        assert!(matches!(
+            store.compare_and_set(Some(1), &record(&id, 3)).await,
+            Err(StoreError::Conflict { stored: 2, held: 1 })
+        ));
+        assert_eq!(store.load(&id).await.unwrap().unwrap().playlist.epoch, 2);
+        assert_eq!(store.list().await.unwrap(), vec![id]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn media_paths_are_confined() {
+        let store = FsMediaStore::new(std::env::temp_dir().join("tg-media-confined"));
+        for bad in ["../x", "a/../../b", "", "a//b", ".hidden", "a/b/c/d"] {
+            assert!(matches!(
+                store.put(bad, Bytes::new()).await,
+                Err(StoreError::InvalidPath(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn stream_ids_reject_unsafe_names() {
+        assert!(StreamId::new("default", "cam-1_a.b").is_some());
+        for bad in ["", "..", ".x", "a/b", "a b", &"x".repeat(129)] {
+            assert!(StreamId::new("default", bad).is_none(), "{bad}");
+        }
+    }
+}
