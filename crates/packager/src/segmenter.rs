@@ -1,0 +1,712 @@
+//! Cutting a live frame stream into segments.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tidegate_media::{AudioConfig, Frame, MediaEvent, TrackKind, TrackRun, VideoConfig, TIMESCALE};
+
+use crate::mux::{self, Muxer};
+use crate::{Container, PackagerError};
+
+/// Ticks in one second.
+const SECOND: u64 = TIMESCALE as u64;
+
+/// Default target segment duration: 2 s (the product's `--segment-duration`).
+pub const DEFAULT_TARGET_DURATION: u64 = 2 * SECOND;
+
+/// Default hard cap on one segment's duration: 30 s. A video stream whose keyframes are
+/// further apart than this is cut anyway (see [`CutSegment::forced`]).
+pub const DEFAULT_MAX_SEGMENT_DURATION: u64 = 30 * SECOND;
+
+/// Hard cap on the payload bytes buffered for one segment (64 MiB, about 30 s at 17 Mbit/s);
+/// past it the segment is cut anyway rather than grow.
+pub const MAX_SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Hard cap on the frames buffered for one segment (30 s of 240 fps video plus 48 kHz AAC
+/// comes to about 8,600); past it the segment is cut anyway rather than grow.
+pub const MAX_SEGMENT_FRAMES: usize = 16_384;
+
+/// How far (in ticks, 0.5 s) the stream may run past a closed segment's last frame while the
+/// segmenter waits for the next frame of one of its tracks, whose dts ends that track's last
+/// sample exactly. Past it, the nominal frame duration is used instead.
+pub const END_DTS_WAIT: i64 = (TIMESCALE / 2) as i64;
+
+/// Video frame duration assumed before two frames have been seen (30 fps).
+const DEFAULT_VIDEO_FRAME_TICKS: u64 = SECOND / 30;
+
+/// Audio frame duration assumed when the configuration gives no usable sample rate
+/// (1024 samples at 48 kHz).
+const DEFAULT_AUDIO_FRAME_TICKS: u64 = 1920;
+
+/// Longest frame interval that counts towards the average video frame duration (1 s);
+/// longer gaps are stalls, not frame rate.
+const MAX_VIDEO_FRAME_TICKS: u64 = SECOND;
+
+/// How a [`Segmenter`] cuts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SegmenterConfig {
+    /// The container segments are muxed into.
+    pub container: Container,
+    /// Target segment duration in 90 kHz ticks: a segment is cut at the first video keyframe
+    /// at or past it (audio-only streams: the first audio frame at or past it). At least 1.
+    pub target_duration: u64,
+    /// Hard cap on a segment's duration in 90 kHz ticks: a segment reaching it is cut even
+    /// without a keyframe (flagged [`CutSegment::forced`]). Raised to `target_duration` if
+    /// below it.
+    pub max_segment_duration: u64,
+}
+
+impl Default for SegmenterConfig {
+    fn default() -> Self {
+        SegmenterConfig {
+            container: Container::Fmp4,
+            target_duration: DEFAULT_TARGET_DURATION,
+            max_segment_duration: DEFAULT_MAX_SEGMENT_DURATION,
+        }
+    }
+}
+
+/// What a [`Segmenter`] produces, in the order the server must apply it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmenterOutput {
+    /// A new init segment (fMP4 only) that the following segments need; emitted before the
+    /// first segment and whenever a codec configuration changes.
+    Init {
+        /// The `ftyp`+`moov` bytes.
+        data: Bytes,
+        /// Counts the init segments of this segmenter from 0.
+        id: u32,
+    },
+    /// A finished media segment.
+    Segment(CutSegment),
+}
+
+/// One finished media segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutSegment {
+    /// The muxed segment.
+    pub data: Bytes,
+    /// Duration in 90 kHz ticks: from the first to the end of the last frame of the video
+    /// track (audio track when there is no video), so consecutive durations tile exactly.
+    pub duration: u64,
+    /// The dts of the segment's first frame (video when present).
+    pub start_dts: i64,
+    /// Wallclock of `start_dts`, Unix milliseconds (for `EXT-X-PROGRAM-DATE-TIME`).
+    pub program_date_time_ms: i64,
+    /// The [`SegmenterOutput::Init`] id this segment needs (`None` for MPEG-TS).
+    pub init_id: Option<u32>,
+    /// The codec configuration changed or the timeline jumped right before this segment.
+    pub discontinuity: bool,
+    /// The dts of the video keyframe that closed this segment (the first frame of the next
+    /// one), for latency metrics; `None` when something else closed it.
+    pub keyframe_dts: Option<i64>,
+    /// The segment was cut because it reached a size or duration cap, not at a keyframe; the
+    /// next segment of a video stream may then not begin with a keyframe.
+    pub forced: bool,
+    /// `data.len()`.
+    pub bytes: u64,
+    /// Video frames in the segment.
+    pub video_frames: u32,
+    /// Audio frames in the segment.
+    pub audio_frames: u32,
+}
+
+/// Counters of what a [`Segmenter`] did with its input.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmenterStats {
+    /// Segments emitted.
+    pub segments: u64,
+    /// Init segments emitted.
+    pub inits: u64,
+    /// Frames dropped while waiting for a video keyframe (stream start, codec change).
+    pub dropped_before_keyframe: u64,
+    /// Frames dropped because their track had no configuration yet.
+    pub dropped_without_config: u64,
+    /// Frames dropped because their dts went backwards.
+    pub dropped_backwards: u64,
+    /// Segments cut at a size or duration cap instead of a keyframe.
+    pub forced_cuts: u64,
+    /// Segments lost because the muxer refused them.
+    pub mux_errors: u64,
+    /// `TimestampJump` events seen.
+    pub timestamp_jumps: u64,
+}
+
+/// The segment being filled.
+#[derive(Debug, Default)]
+struct OpenSegment {
+    video: Vec<Frame>,
+    audio: Vec<Frame>,
+    bytes: u64,
+    discontinuity: bool,
+}
+
+impl OpenSegment {
+    fn is_empty(&self) -> bool {
+        self.video.is_empty() && self.audio.is_empty()
+    }
+
+    fn frame_count(&self) -> usize {
+        self.video.len().saturating_add(self.audio.len())
+    }
+
+    /// The segment's timeline origin: its first video frame, else its first audio frame.
+    fn start_dts(&self) -> Option<i64> {
+        self.video.first().or(self.audio.first()).map(|f| f.dts)
+    }
+
+    /// The largest dts in the segment.
+    fn last_dts(&self) -> Option<i64> {
+        match (self.video.last(), self.audio.last()) {
+            (Some(v), Some(a)) => Some(v.dts.max(a.dts)),
+            (Some(f), None) | (None, Some(f)) => Some(f.dts),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A cut segment waiting for the next frame of each of its tracks (whose dts ends the
+/// track's last sample) before it is muxed.
+#[derive(Debug)]
+struct ClosingSegment {
+    frames: OpenSegment,
+    video_config: Option<VideoConfig>,
+    audio_config: Option<AudioConfig>,
+    video_end: Option<i64>,
+    audio_end: Option<i64>,
+    keyframe_dts: Option<i64>,
+    forced: bool,
+}
+
+impl ClosingSegment {
+    fn ends_known(&self) -> bool {
+        (self.frames.video.is_empty() || self.video_end.is_some())
+            && (self.frames.audio.is_empty() || self.audio_end.is_some())
+    }
+}
+
+/// Cuts one live publish session's media into segments. Sans-IO: the caller owns the
+/// clock and the storage.
+///
+/// Driver call order:
+/// 1. [`Segmenter::new`] when a publish session starts;
+/// 2. for every [`MediaEvent`] of the session, in order: [`Segmenter::handle_event`] with
+///    the wallclock at which it arrived, then [`Segmenter::poll_output`] until it returns
+///    `None` (an `Err` from `handle_event` is for logging; the segmenter stays usable);
+/// 3. when the publisher is gone: [`Segmenter::finish`], then drain `poll_output` once more.
+///
+/// Outputs come strictly in order: an [`SegmenterOutput::Init`] precedes every segment that
+/// needs it. A segment is emitted once the next frame of each of its tracks has arrived
+/// (so the last sample's duration is exact), at most [`END_DTS_WAIT`] after its cut.
+pub struct Segmenter {
+    config: SegmenterConfig,
+    muxer: Box<dyn Muxer>,
+    /// Configurations of the open segment.
+    video: Option<VideoConfig>,
+    audio: Option<AudioConfig>,
+    /// A video configuration waiting for its first keyframe to take effect.
+    pending_video: Option<VideoConfig>,
+    /// The configuration the muxer was last given successfully.
+    muxed: Option<(Option<VideoConfig>, Option<AudioConfig>)>,
+    /// The id of the last emitted init segment.
+    init_id: Option<u32>,
+    next_init_id: u32,
+    open: OpenSegment,
+    closing: Option<ClosingSegment>,
+    /// The stream has video and the open segment must begin with a keyframe: frames are
+    /// dropped until one arrives.
+    need_keyframe: bool,
+    /// The segment opened after the next cut gets a discontinuity.
+    discontinuity_next: bool,
+    /// A segment has been cut in this session.
+    started: bool,
+    last_video_dts: Option<i64>,
+    last_audio_dts: Option<i64>,
+    video_interval_sum: u64,
+    video_interval_count: u64,
+    /// (dts, wallclock ms) of the first frame, the PDT anchor.
+    anchor: Option<(i64, i64)>,
+    sequence: u32,
+    finished: bool,
+    outputs: VecDeque<SegmenterOutput>,
+    stats: SegmenterStats,
+    error: Option<PackagerError>,
+}
+
+impl Segmenter {
+    /// A segmenter for one publish session, muxing into `config.container`.
+    pub fn new(config: SegmenterConfig) -> Self {
+        let muxer = mux::for_container(config.container);
+        Self::with_muxer(config, muxer)
+    }
+
+    pub(crate) fn with_muxer(mut config: SegmenterConfig, muxer: Box<dyn Muxer>) -> Self {
+        config.target_duration = config.target_duration.max(1);
+        config.max_segment_duration = config.max_segment_duration.max(config.target_duration);
+        Segmenter {
+            config,
+            muxer,
+            video: None,
+            audio: None,
+            pending_video: None,
+            muxed: None,
+            init_id: None,
+            next_init_id: 0,
+            open: OpenSegment::default(),
+            closing: None,
+            need_keyframe: false,
+            discontinuity_next: false,
+            started: false,
+            last_video_dts: None,
+            last_audio_dts: None,
+            video_interval_sum: 0,
+            video_interval_count: 0,
+            anchor: None,
+            sequence: 1,
+            finished: false,
+            outputs: VecDeque::new(),
+            stats: SegmenterStats::default(),
+            error: None,
+        }
+    }
+
+    /// The configuration in force (after clamping).
+    pub fn config(&self) -> &SegmenterConfig {
+        &self.config
+    }
+
+    /// Counters of what the segmenter did so far.
+    pub fn stats(&self) -> SegmenterStats {
+        self.stats
+    }
+
+    /// The RFC 6381 `CODECS` value of the current tracks (video first), e.g.
+    /// `avc1.64001f,mp4a.40.2`; `None` before any configuration.
+    pub fn codecs(&self) -> Option<String> {
+        let video = self.pending_video.as_ref().or(self.video.as_ref());
+        let parts: Vec<&str> = video
+            .map(|v| v.codec_string.as_str())
+            .into_iter()
+            .chain(self.audio.as_ref().map(|a| a.codec_string.as_str()))
+            .filter(|s| !s.is_empty())
+            .collect();
+        (!parts.is_empty()).then(|| parts.join(","))
+    }
+
+    /// The current video resolution, when known.
+    pub fn resolution(&self) -> Option<(u32, u32)> {
+        let video = self.pending_video.as_ref().or(self.video.as_ref())?;
+        (video.width > 0 && video.height > 0).then_some((video.width, video.height))
+    }
+
+    /// Feeds one event of the session; `wallclock_ms` is the server's Unix time in ms when
+    /// it arrived (used once, for the first frame, to anchor program date times).
+    ///
+    /// An `Err` reports a dropped frame or a segment the muxer refused; the segmenter stays
+    /// consistent and usable. Events after [`Segmenter::finish`] are ignored.
+    pub fn handle_event(
+        &mut self,
+        event: MediaEvent,
+        wallclock_ms: i64,
+    ) -> Result<(), PackagerError> {
+        if self.finished {
+            return Ok(());
+        }
+        match event {
+            MediaEvent::VideoConfig(config) => self.on_video_config(config),
+            MediaEvent::AudioConfig(config) => self.on_audio_config(config),
+            MediaEvent::Frame(frame) => self.on_frame(frame, wallclock_ms)?,
+            MediaEvent::TimestampJump { .. } => {
+                self.stats.timestamp_jumps = self.stats.timestamp_jumps.saturating_add(1);
+                self.flag_discontinuity();
+            }
+        }
+        match self.error.take() {
+            Some(error) => Err(error),
+            None => Ok(()),
+        }
+    }
+
+    /// The publisher is gone: closes and emits the segment in progress (with nominal
+    /// durations for last samples), so viewers lose nothing the encoder sent. Idempotent.
+    pub fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finish_closing();
+        self.cut(None, false);
+        self.finish_closing();
+        self.finished = true;
+    }
+
+    /// The next output, if any. Call until `None` after every input.
+    pub fn poll_output(&mut self) -> Option<SegmenterOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// The error of a segment the muxer refused during [`Segmenter::finish`], if any.
+    pub fn take_error(&mut self) -> Option<PackagerError> {
+        self.error.take()
+    }
+
+    fn flag_discontinuity(&mut self) {
+        if self.open.is_empty() {
+            self.open.discontinuity = true;
+        } else {
+            self.discontinuity_next = true;
+        }
+    }
+
+    fn on_video_config(&mut self, config: VideoConfig) {
+        let current = self.pending_video.as_ref().or(self.video.as_ref());
+        if current == Some(&config) {
+            return;
+        }
+        if !self.open.video.is_empty() {
+            // Applied at the next keyframe, which closes the open segment.
+            self.pending_video = Some(config);
+            return;
+        }
+        if !self.open.audio.is_empty() {
+            if self.started {
+                // A live audio-only stream gains video: audio keeps flowing into the open
+                // segment until the first video keyframe.
+                self.pending_video = Some(config);
+                return;
+            }
+            // Start-up with audio ahead of the video configuration: restart cleanly at the
+            // first video keyframe.
+            let dropped = self.open.audio.len() as u64;
+            self.stats.dropped_before_keyframe =
+                self.stats.dropped_before_keyframe.saturating_add(dropped);
+            self.open.audio.clear();
+            self.open.bytes = 0;
+        }
+        self.pending_video = None;
+        self.video = Some(config);
+        self.need_keyframe = true;
+        if self.started {
+            self.open.discontinuity = true;
+        }
+    }
+
+    fn on_audio_config(&mut self, config: AudioConfig) {
+        if self.audio.as_ref() == Some(&config) {
+            return;
+        }
+        if !self.open.audio.is_empty() {
+            // Frames of the old configuration end here.
+            self.cut(None, false);
+            if self.video.is_some() || self.pending_video.is_some() {
+                self.need_keyframe = true;
+            }
+        }
+        self.audio = Some(config);
+        if self.started {
+            // The open segment (possibly holding video already) needs the new init.
+            self.open.discontinuity = true;
+        }
+    }
+
+    fn on_frame(&mut self, frame: Frame, wallclock_ms: i64) -> Result<(), PackagerError> {
+        let (last, has_config) = match frame.track {
+            TrackKind::Video => (
+                self.last_video_dts,
+                self.video.is_some() || self.pending_video.is_some(),
+            ),
+            TrackKind::Audio => (self.last_audio_dts, self.audio.is_some()),
+        };
+        if let Some(last) = last {
+            if frame.dts < last {
+                self.stats.dropped_backwards = self.stats.dropped_backwards.saturating_add(1);
+                return Err(PackagerError::DtsBackwards {
+                    track: frame.track,
+                    dts: frame.dts,
+                    last,
+                });
+            }
+        }
+        if !has_config {
+            self.stats.dropped_without_config = self.stats.dropped_without_config.saturating_add(1);
+            return Ok(());
+        }
+        match frame.track {
+            TrackKind::Video => {
+                if let Some(last) = last {
+                    let interval = frame.dts.abs_diff(last);
+                    if interval > 0 && interval <= MAX_VIDEO_FRAME_TICKS {
+                        self.video_interval_sum = self.video_interval_sum.saturating_add(interval);
+                        self.video_interval_count = self.video_interval_count.saturating_add(1);
+                    }
+                }
+                self.last_video_dts = Some(frame.dts);
+            }
+            TrackKind::Audio => self.last_audio_dts = Some(frame.dts),
+        }
+
+        // A closed segment must not wait forever for a track that went quiet.
+        if let Some(closing) = &self.closing {
+            let waited_from = closing.frames.last_dts().unwrap_or(frame.dts);
+            if frame.dts.saturating_sub(waited_from) > END_DTS_WAIT {
+                self.finish_closing();
+            }
+        }
+
+        match frame.track {
+            TrackKind::Video => {
+                if self.pending_video.is_some() {
+                    if !frame.keyframe {
+                        self.drop_before_keyframe();
+                        return Ok(());
+                    }
+                    self.cut(Some(frame.dts), false);
+                    if let Some(config) = self.pending_video.take() {
+                        if self.video.as_ref() != Some(&config) {
+                            self.video = Some(config);
+                            if self.started {
+                                self.open.discontinuity = true;
+                            }
+                        }
+                    }
+                    self.need_keyframe = false;
+                } else if self.need_keyframe {
+                    if !frame.keyframe {
+                        self.drop_before_keyframe();
+                        return Ok(());
+                    }
+                    self.need_keyframe = false;
+                } else if frame.keyframe
+                    && self.elapsed(frame.dts) >= Some(self.config.target_duration)
+                {
+                    self.cut(Some(frame.dts), false);
+                }
+            }
+            TrackKind::Audio => {
+                if self.video.is_some() && self.need_keyframe {
+                    self.drop_before_keyframe();
+                    return Ok(());
+                }
+                if self.video.is_none()
+                    && self.elapsed(frame.dts) >= Some(self.config.target_duration)
+                {
+                    self.cut(None, false);
+                }
+            }
+        }
+        self.append(frame, wallclock_ms);
+
+        let over_cap = self.open.bytes > MAX_SEGMENT_BYTES
+            || self.open.frame_count() >= MAX_SEGMENT_FRAMES
+            || self.open_duration() >= Some(self.config.max_segment_duration);
+        if over_cap {
+            self.stats.forced_cuts = self.stats.forced_cuts.saturating_add(1);
+            self.cut(None, true);
+        }
+        Ok(())
+    }
+
+    fn drop_before_keyframe(&mut self) {
+        self.stats.dropped_before_keyframe = self.stats.dropped_before_keyframe.saturating_add(1);
+    }
+
+    /// Ticks from the open segment's start to `dts`.
+    fn elapsed(&self, dts: i64) -> Option<u64> {
+        let start = self.open.start_dts()?;
+        Some(u64::try_from(dts.saturating_sub(start)).unwrap_or(0))
+    }
+
+    fn open_duration(&self) -> Option<u64> {
+        self.elapsed(self.open.last_dts()?)
+    }
+
+    fn append(&mut self, frame: Frame, wallclock_ms: i64) {
+        if self.anchor.is_none() {
+            self.anchor = Some((frame.dts, wallclock_ms));
+        }
+        if let Some(closing) = &mut self.closing {
+            match frame.track {
+                TrackKind::Video if !closing.frames.video.is_empty() => {
+                    closing.video_end.get_or_insert(frame.dts);
+                }
+                TrackKind::Audio if !closing.frames.audio.is_empty() => {
+                    closing.audio_end.get_or_insert(frame.dts);
+                }
+                _ => {}
+            }
+            if closing.ends_known() {
+                self.finish_closing();
+            }
+        }
+        self.open.bytes = self.open.bytes.saturating_add(frame.data.len() as u64);
+        match frame.track {
+            TrackKind::Video => self.open.video.push(frame),
+            TrackKind::Audio => self.open.audio.push(frame),
+        }
+    }
+
+    /// Closes the open segment (if it holds frames); it is muxed once the next frame of
+    /// each of its tracks is known. `keyframe_dts`: the video keyframe that closed it.
+    fn cut(&mut self, keyframe_dts: Option<i64>, forced: bool) {
+        if self.open.is_empty() {
+            return;
+        }
+        // At most one segment waits for its end dts.
+        self.finish_closing();
+        let frames = std::mem::take(&mut self.open);
+        self.open.discontinuity = std::mem::take(&mut self.discontinuity_next);
+        self.started = true;
+        let closing = ClosingSegment {
+            video_end: keyframe_dts.filter(|_| !frames.video.is_empty()),
+            audio_end: None,
+            frames,
+            video_config: self.video.clone(),
+            audio_config: self.audio.clone(),
+            keyframe_dts,
+            forced,
+        };
+        if closing.ends_known() {
+            self.emit(closing);
+        } else {
+            self.closing = Some(closing);
+        }
+    }
+
+    /// Emits the waiting closed segment, with nominal durations for unknown ends.
+    fn finish_closing(&mut self) {
+        if let Some(closing) = self.closing.take() {
+            self.emit(closing);
+        }
+    }
+
+    fn nominal_video_ticks(&self) -> u64 {
+        self.video_interval_sum
+            .checked_div(self.video_interval_count)
+            .map_or(DEFAULT_VIDEO_FRAME_TICKS, |avg| {
+                avg.clamp(1, MAX_VIDEO_FRAME_TICKS)
+            })
+    }
+
+    fn emit(&mut self, closing: ClosingSegment) {
+        let ClosingSegment {
+            frames,
+            video_config,
+            audio_config,
+            video_end,
+            audio_end,
+            keyframe_dts,
+            forced,
+        } = closing;
+
+        let video_nominal = i64::try_from(self.nominal_video_ticks()).unwrap_or(i64::MAX);
+        let audio_nominal = audio_config
+            .as_ref()
+            .and_then(|a| nominal_audio_ticks(a.samples_per_frame, a.sample_rate))
+            .unwrap_or(DEFAULT_AUDIO_FRAME_TICKS);
+        let audio_nominal = i64::try_from(audio_nominal).unwrap_or(i64::MAX);
+        let video_end = track_end(&frames.video, video_end, video_nominal);
+        let audio_end = track_end(&frames.audio, audio_end, audio_nominal);
+
+        let config = (video_config, audio_config);
+        if self.muxed.as_ref() != Some(&config) {
+            match self.muxer.configure(config.0.as_ref(), config.1.as_ref()) {
+                Ok(init) => {
+                    self.init_id = None;
+                    if let Some(data) = init {
+                        let id = self.next_init_id;
+                        self.next_init_id = self.next_init_id.wrapping_add(1);
+                        self.init_id = Some(id);
+                        self.stats.inits = self.stats.inits.saturating_add(1);
+                        self.outputs.push_back(SegmenterOutput::Init { data, id });
+                    }
+                    self.muxed = Some(config);
+                }
+                Err(error) => {
+                    self.muxed = None;
+                    self.fail(error);
+                    return;
+                }
+            }
+        }
+
+        let mut runs = Vec::with_capacity(2);
+        if let (Some(first), Some(end)) = (frames.video.first(), video_end) {
+            runs.push(TrackRun {
+                track: TrackKind::Video,
+                frames: &frames.video,
+                end_dts: end.max(first.dts),
+            });
+        }
+        if let (Some(first), Some(end)) = (frames.audio.first(), audio_end) {
+            runs.push(TrackRun {
+                track: TrackKind::Audio,
+                frames: &frames.audio,
+                end_dts: end.max(first.dts),
+            });
+        }
+        let (start_dts, end_dts) = match (
+            frames.video.first(),
+            video_end,
+            frames.audio.first(),
+            audio_end,
+        ) {
+            (Some(first), Some(end), _, _) | (None, _, Some(first), Some(end)) => (first.dts, end),
+            _ => return,
+        };
+
+        let sequence = self.sequence;
+        self.sequence = self.sequence.wrapping_add(1);
+        let data = match self.muxer.segment(sequence, &runs) {
+            Ok(data) => data,
+            Err(error) => {
+                self.fail(error);
+                return;
+            }
+        };
+        let program_date_time_ms = match self.anchor {
+            Some((anchor_dts, anchor_ms)) => {
+                let ticks = start_dts.saturating_sub(anchor_dts);
+                anchor_ms.saturating_add(ticks.div_euclid(i64::from(TIMESCALE / 1000)))
+            }
+            None => 0,
+        };
+        self.stats.segments = self.stats.segments.saturating_add(1);
+        self.outputs.push_back(SegmenterOutput::Segment(CutSegment {
+            bytes: data.len() as u64,
+            data,
+            duration: u64::try_from(end_dts.saturating_sub(start_dts)).unwrap_or(0),
+            start_dts,
+            program_date_time_ms,
+            init_id: self.init_id,
+            discontinuity: frames.discontinuity,
+            keyframe_dts,
+            forced,
+            video_frames: u32::try_from(frames.video.len()).unwrap_or(u32::MAX),
+            audio_frames: u32::try_from(frames.audio.len()).unwrap_or(u32::MAX),
+        }));
+    }
+
+    fn fail(&mut self, error: PackagerError) {
+        self.stats.mux_errors = self.stats.mux_errors.saturating_add(1);
+        // The next segment follows a gap.
+        self.flag_discontinuity();
+        self.error.get_or_insert(error);
+    }
+}
+
+/// Ticks per audio frame, when the configuration makes sense.
+fn nominal_audio_ticks(samples_per_frame: u32, sample_rate: u32) -> Option<u64> {
+    if sample_rate == 0 || samples_per_frame == 0 {
+        return None;
+    }
+    let ticks = u64::from(samples_per_frame) * SECOND / u64::from(sample_rate);
+    (ticks > 0).then_some(ticks)
+}
+
+/// The end of a track's last sample: the known next dts, else the last dts plus a nominal
+/// duration; never before the last dts. `None` for an empty track.
+fn track_end(frames: &[Frame], known: Option<i64>, nominal: i64) -> Option<i64> {
+    let last = frames.last()?.dts;
+    Some(known.unwrap_or(last.saturating_add(nominal)).max(last))
+}
