@@ -1035,7 +1035,7 @@ pub(crate) fn parse_asc_info(asc: &[u8]) -> Result<AscInfo, CodecError> {
     if object_type == 0 {
         return Err(malformed(WHAT, "audioObjectType 0"));
     }
-    let (mut frequency_index, mut sample_rate) = read_frequency(&mut r)?;
+    let (mut frequency_index, sample_rate) = read_frequency(&mut r)?;
     let channel_config = r.bits32(4)? as u8;
     let mut core_object_type = object_type;
     if object_type == 5 || object_type == 29 {
@@ -1086,7 +1086,6 @@ pub(crate) fn parse_asc_info(asc: &[u8]) -> Result<AscInfo, CodecError> {
             .position(|&x| x == sample_rate)
             .map(|i| i as u8);
     }
-    sample_rate = sample_rate.max(1);
     Ok(AscInfo {
         object_type,
         core_object_type,
