@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing: ffmpeg/ffprobe, GStreamer with the
+# RTMP publishers (rtmp2sink, librtmp's rtmpsink), x264 and AAC encoders, the static ffmpeg 9
+# from the PyPI wheel imageio-ffmpeg (Enhanced RTMP: HEVC/AV1 in FLV) and cargo-fuzz.
+#
+# Idempotent and quick when everything is present. `apt-get update` runs at most once, and
+# only when a Debian package is missing. Under CI=true a tool still missing afterwards is a
+# hard failure; elsewhere it is a warning (the integration tests then fail with a message
+# naming the tool).
+set -euo pipefail
+
+log() { echo "install-test-tools: $*" >&2; }
+
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_gst() { have_cmd gst-inspect-1.0 && gst-inspect-1.0 "$1" >/dev/null 2>&1; }
+have_imageio() { python3 -c 'import imageio_ffmpeg, os, sys; sys.exit(0 if os.access(imageio_ffmpeg.get_ffmpeg_exe(), os.X_OK) else 1)' >/dev/null 2>&1; }
+have_fuzz() { cargo fuzz --version >/dev/null 2>&1; }
+
+# Every check: "description|command to test it|debian package providing it ('-' if none)".
+CHECKS=(
+  "ffmpeg|have_cmd ffmpeg|ffmpeg"
+  "ffprobe|have_cmd ffprobe|ffmpeg"
+  "gst-launch-1.0|have_cmd gst-launch-1.0|gstreamer1.0-tools"
+  "gst videotestsrc|have_gst videotestsrc|gstreamer1.0-plugins-base"
+  "gst audiotestsrc|have_gst audiotestsrc|gstreamer1.0-plugins-base"
+  "gst flvmux|have_gst flvmux|gstreamer1.0-plugins-good"
+  "gst rtmp2sink|have_gst rtmp2sink|gstreamer1.0-plugins-bad"
+  "gst rtmpsink (librtmp)|have_gst rtmpsink|gstreamer1.0-plugins-bad"
+  "gst h264parse|have_gst h264parse|gstreamer1.0-plugins-bad"
+  "gst aacparse|have_gst aacparse|gstreamer1.0-plugins-good"
+  "gst x264enc|have_gst x264enc|gstreamer1.0-plugins-ugly"
+  "gst avenc_aac|have_gst avenc_aac|gstreamer1.0-libav"
+)
+
+missing_debs=()
+for entry in "${CHECKS[@]}"; do
+  IFS='|' read -r what test pkg <<<"$entry"
+  if ! eval "$test"; then
+    log "missing: $what"
+    missing_debs+=("$pkg")
+  fi
+done
+
+if ((${#missing_debs[@]} > 0)); then
+  # Install the whole set at once: the missing element usually means the plugin family is
+  # absent, and the others are cheap when already present.
+  pkgs=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+    gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
+  if have_cmd apt-get; then
+    log "apt-get update (once)"
+    $SUDO apt-get update -qq
+    log "apt-get install ${pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+    # GStreamer caches its plugin registry; a stale one hides freshly installed plugins.
+    rm -rf "${HOME:-/root}/.cache/gstreamer-1.0" || true
+  else
+    log "apt-get not available; cannot install ${pkgs[*]}"
+  fi
+fi
+
+if ! have_imageio; then
+  log "pip install imageio-ffmpeg"
+  python3 -m pip install --quiet --disable-pip-version-check imageio-ffmpeg || log "pip install imageio-ffmpeg failed"
+fi
+
+if ! have_fuzz; then
+  log "cargo install cargo-fuzz --locked"
+  cargo install --quiet --locked cargo-fuzz || log "cargo install cargo-fuzz failed"
+fi
+
+# Final verification.
+still_missing=()
+for entry in "${CHECKS[@]}"; do
+  IFS='|' read -r what test _ <<<"$entry"
+  eval "$test" || still_missing+=("$what")
+done
+have_imageio || still_missing+=("python3 module imageio_ffmpeg (static ffmpeg 9)")
+have_fuzz || still_missing+=("cargo-fuzz")
+
+if ((${#still_missing[@]} > 0)); then
+  for what in "${still_missing[@]}"; do log "STILL MISSING after install: $what"; done
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and test tools are missing (see above)"
+    exit 1
+  fi
+  log "warning: some tools are missing; the tests that need them will fail"
+else
+  log "all test tools present"
+fi

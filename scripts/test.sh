@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's test command: tools, formatting, lints, build, every test (unit,
+# integration against the real binary, doctests) and a short fuzz run of every parser.
+# Exits non-zero if any step fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { echo "==> test.sh: $*" >&2; }
+# The test runner's own summary is the last thing printed; the exit code is the verdict.
+
+step "install test tools"
+./scripts/install-test-tools.sh
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo build --workspace"
+cargo build --workspace
+
+step "fuzz smoke run"
+./scripts/fuzz-smoke.sh
+
+step "doctests"
+cargo test --workspace --doc
+
+# The integration tests run real encoders and servers; two at a time suits a 2-core machine.
+threads="${TEST_THREADS:-2}"
+if cargo nextest --version >/dev/null 2>&1; then
+  step "cargo nextest run --workspace"
+  cargo nextest run --workspace --no-fail-fast --test-threads "$threads"
+else
+  step "cargo test --workspace (cargo-nextest not installed)"
+  cargo test --workspace --no-fail-fast -- --test-threads "$threads"
+fi
+
