@@ -710,3 +710,6 @@ fn track_end(frames: &[Frame], known: Option<i64>, nominal: i64) -> Option<i64> 
     let last = frames.last()?.dts;
     Some(known.unwrap_or(last.saturating_add(nominal)).max(last))
 }
+
+#[cfg(test)]
+mod tests;
