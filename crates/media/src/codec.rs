@@ -686,7 +686,7 @@ pub fn hevc_record_from_parameter_sets(
 }
 
 /// The parameter set NAL units of a video configuration record, in the order a decoder
-/// needs them (H.264: SPS, PPS, SPS extensions; HEVC: VPS, SPS, PPS, then any other arrays),
+/// needs them (H.264: SPS, PPS, SPS extensions; HEVC: VPS, SPS, PPS; other arrays are skipped),
 /// sliced from the record without copying. AV1 has no parameter sets: the list is empty.
 pub fn parameter_sets(config: &VideoConfig) -> Result<Vec<Bytes>, CodecError> {
     let record = &config.record;
@@ -709,16 +709,10 @@ pub fn parameter_sets(config: &VideoConfig) -> Result<Vec<Bytes>, CodecError> {
         }
         VideoCodec::H265 => {
             let (_, arrays) = hevc_record_arrays(record)?;
-            let rank = |t: u8| match t {
-                32 => 0,
-                33 => 1,
-                34 => 2,
-                _ => 3,
-            };
-            let mut sorted: Vec<&HevcArray> = arrays.iter().collect();
-            sorted.sort_by_key(|a| rank(a.nal_type));
-            sorted
+            // VPS, SPS, PPS in that order; SEI arrays (e.g. x265's version string) are left out.
+            [32u8, 33, 34]
                 .iter()
+                .flat_map(|t| arrays.iter().filter(move |a| a.nal_type == *t))
                 .flat_map(|a| a.nals.iter())
                 .map(slice)
                 .collect()
@@ -1209,6 +1203,13 @@ mod tests {
         assert_eq!(rebuilt[..13], record[..13]);
         assert_eq!(rebuilt[16..19], record[16..19]);
         assert_eq!(parameter_sets(&again).unwrap(), sets);
+        // An SEI array placed first (as x265 does with its version string) is skipped.
+        let mut with_sei = record[..22].to_vec();
+        with_sei.push(4);
+        with_sei.extend_from_slice(&[0x27, 0, 1, 0, 3, 0x4e, 0x01, 0x05]);
+        with_sei.extend_from_slice(&record[23..]);
+        let cfg = parse_hevc_record(Bytes::from(with_sei)).unwrap();
+        assert_eq!(parameter_sets(&cfg).unwrap(), sets);
     }
 
     #[test]
