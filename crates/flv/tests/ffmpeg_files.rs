@@ -1,6 +1,7 @@
 //! End to end: FLV files written by ffmpeg (Debian's for H.264/AAC, the static ffmpeg 9 from
 //! the `imageio-ffmpeg` wheel for Enhanced RTMP HEVC/AV1), split into tags here and fed to
-//! the demuxer. Each test skips (with a message) when its ffmpeg is not installed.
+//! the demuxer. Each test skips (with a message) when its ffmpeg is not installed, except
+//! under `CI=true`, where a missing tool fails the test.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -104,7 +105,7 @@ fn check_timeline(frames: &[&Frame], step: i64) {
 #[test]
 fn h264_aac_from_debian_ffmpeg() {
     let Some(ffmpeg) = debian_ffmpeg() else {
-        eprintln!("skipped: ffmpeg not installed");
+        missing("ffmpeg");
         return;
     };
     let file = encode(
@@ -178,7 +179,7 @@ fn h264_aac_from_debian_ffmpeg() {
 #[test]
 fn hevc_from_ffmpeg9() {
     let Some(ffmpeg) = ffmpeg9() else {
-        eprintln!("skipped: imageio-ffmpeg not installed");
+        missing("imageio-ffmpeg");
         return;
     };
     let file = encode(
@@ -215,7 +216,7 @@ fn hevc_from_ffmpeg9() {
 #[test]
 fn av1_from_ffmpeg9() {
     let Some(ffmpeg) = ffmpeg9() else {
-        eprintln!("skipped: imageio-ffmpeg not installed");
+        missing("imageio-ffmpeg");
         return;
     };
     let file = encode(
@@ -253,4 +254,13 @@ fn av1_from_ffmpeg9() {
         assert_ne!((f.data[0] >> 3) & 0x0f, 2);
     }
     check_timeline(&v, 3600);
+}
+
+/// A tool the test needs is absent: fail under CI (nothing may skip silently there), skip
+/// with a message elsewhere.
+fn missing(tool: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is required (scripts/install-test-tools.sh installs it)");
+    }
+    eprintln!("skipped: {tool} not installed");
 }

@@ -76,9 +76,9 @@ pub struct VideoConfig {
     /// The configuration record exactly as an MP4 sample entry carries it: the body of `avcC`,
     /// `hvcC` or `av1C` (without the box header).
     pub record: Bytes,
-    /// Coded picture width in pixels (0 when unknown).
+    /// Display width in pixels after the SPS cropping window (what players show; 0 when unknown).
     pub width: u32,
-    /// Coded picture height in pixels (0 when unknown).
+    /// Display height in pixels after the SPS cropping window (0 when unknown).
     pub height: u32,
     /// Bytes in each NAL unit length prefix (1, 2 or 4) for H.264/HEVC; 0 for AV1.
     pub nal_length_size: u8,
