@@ -323,3 +323,6 @@ fn push_sanitized(out: &mut String, text: &str, quoted: bool) {
             .filter(|&c| c != '\n' && c != '\r' && !(quoted && c == '"')),
     );
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+//! Playlist state transitions and rendering, checked byte-exactly and with `m3u8-rs`.
+
+use super::*;
+
+const T0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20.000Z
+
+fn entry(uri: &str, duration_secs: f64, pdt: i64, map: Option<&str>) -> SegmentEntry {
+    SegmentEntry {
+        sequence: 0,
+        uri: uri.to_string(),
+        duration_secs,
+        program_date_time_ms: pdt,
+        discontinuity: false,
+        map_uri: map.map(str::to_string),
+        bytes: 500_000,
+    }
+}
+
+fn parse(text: &str) -> m3u8_rs::MediaPlaylist {
+    m3u8_rs::parse_media_playlist_res(text.as_bytes())
+        .unwrap_or_else(|e| panic!("invalid playlist {e:?}:\n{text}"))
+}
+
+#[test]
+fn resume_with_discontinuity_and_new_map_then_end() {
+    let mut state = PlaylistState::new(Container::Fmp4, 3, 2);
+    state.begin_session();
+    assert_eq!(state.epoch, 1);
+    let map1 = Some("init-1-0.mp4");
+    assert!(state
+        .push_segment(entry("seg-0.m4s", 2.0, T0, map1))
+        .is_empty());
+    assert!(state
+        .push_segment(entry("seg-1.m4s", 2.002, T0 + 2000, map1))
+        .is_empty());
+    assert!(state
+        .push_segment(entry("seg-2.m4s", 1.998, T0 + 4002, map1))
+        .is_empty());
+    // The publisher reconnects a minute later.
+    state.begin_session();
+    assert_eq!(state.epoch, 2);
+    let map2 = Some("init-2-0.mp4");
+    let evicted = state.push_segment(entry("seg-3.m4s", 2.5, T0 + 60_000, map2));
+    assert_eq!(evicted.len(), 1);
+    assert_eq!(
+        (evicted[0].sequence, evicted[0].uri.as_str()),
+        (0, "seg-0.m4s")
+    );
+    let evicted = state.push_segment(entry("seg-4.m4s", 2.0, T0 + 62_500, map2));
+    assert_eq!(evicted[0].sequence, 1);
+    state.end();
+
+    let expected = "#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-TARGETDURATION:3
+#EXT-X-MEDIA-SEQUENCE:2
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MAP:URI=\"init-1-0.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.002Z
+#EXTINF:1.998,
+seg-2.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-MAP:URI=\"init-2-0.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:14:20.000Z
+#EXTINF:2.500,
+seg-3.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:14:22.500Z
+#EXTINF:2.000,
+seg-4.m4s
+#EXT-X-ENDLIST
+";
+    let text = state.render_media_playlist();
+    assert_eq!(text, expected);
+
+    let parsed = parse(&text);
+    assert_eq!(parsed.version, Some(6));
+    assert_eq!(parsed.target_duration, 3);
+    assert_eq!(parsed.media_sequence, 2);
+    assert_eq!(parsed.discontinuity_sequence, 0);
+    assert!(parsed.end_list && parsed.independent_segments);
+    let discontinuities: Vec<bool> = parsed.segments.iter().map(|s| s.discontinuity).collect();
+    assert_eq!(discontinuities, vec![false, true, false]);
+    let maps: Vec<Option<String>> = parsed
+        .segments
+        .iter()
+        .map(|s| s.map.as_ref().map(|m| m.uri.clone()))
+        .collect();
+    assert_eq!(
+        maps,
+        vec![
+            Some("init-1-0.mp4".into()),
+            Some("init-2-0.mp4".into()),
+            None
+        ]
+    );
+    let pdts: Vec<i64> = parsed
+        .segments
+        .iter()
+        .map(|s| s.program_date_time.unwrap().timestamp_millis())
+        .collect();
+    assert_eq!(pdts, vec![T0 + 4002, T0 + 60_000, T0 + 62_500]);
+
+    // The discontinuity leaves the window: the sequence counts it.
+    state.push_segment(entry("seg-5.m4s", 2.0, T0 + 64_500, map2));
+    assert_eq!(state.discontinuity_sequence, 0);
+    state.push_segment(entry("seg-6.m4s", 2.0, T0 + 66_500, map2));
+    assert_eq!(state.discontinuity_sequence, 1);
+    assert_eq!(state.media_sequence, 4);
+    let parsed = parse(&state.render_media_playlist());
+    assert_eq!(parsed.discontinuity_sequence, 1);
+    // The first listed segment always carries its map.
+    assert_eq!(
+        parsed.segments[0].map.as_ref().map(|m| m.uri.as_str()),
+        Some("init-2-0.mp4")
+    );
+}
+
+#[test]
+fn mpegts_playlist_is_version_3_without_map() {
+    let mut state = PlaylistState::new(Container::MpegTs, 5, 2);
+    state.begin_session();
+    state.push_segment(entry("0.ts", 2.0, 0, None));
+    state.mark_discontinuity();
+    state.push_segment(entry("1.ts", 1.5, 2000, None));
+    let expected = "#EXTM3U
+#EXT-X-VERSION:3
+#EXT-X-TARGETDURATION:2
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:00.000Z
+#EXTINF:2.000,
+0.ts
+#EXT-X-DISCONTINUITY
+#EXT-X-PROGRAM-DATE-TIME:1970-01-01T00:00:02.000Z
+#EXTINF:1.500,
+1.ts
+";
+    assert_eq!(state.render_media_playlist(), expected);
+    parse(expected);
+}
+
+#[test]
+fn target_duration_covers_every_rounded_extinf() {
+    let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+    state.begin_session();
+    for (i, d) in [1.2, 2.4995, 2.5004, 0.0, f64::NAN, -3.0, 4.4994, 2.0]
+        .into_iter()
+        .enumerate()
+    {
+        state.push_segment(entry(&format!("{i}.m4s"), d, 0, Some("i.mp4")));
+        let parsed = parse(&state.render_media_playlist());
+        for segment in &parsed.segments {
+            let rounded = (f64::from(segment.duration)).round() as u64;
+            assert!(rounded <= parsed.target_duration, "{segment:?}");
+        }
+    }
+    // 2.4995 renders as 2.500, which rounds to 3; 4.4994 as 4.499, which rounds to 4.
+    assert_eq!(state.target_duration, 4);
+    // Never decreases.
+    let mut other = PlaylistState::new(Container::Fmp4, 4, 6);
+    other.push_segment(entry("a", 1.0, 0, None));
+    assert_eq!(other.target_duration, 6);
+}
+
+#[test]
+fn multivariant_playlist() {
+    let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+    assert_eq!(state.render_multivariant_playlist("index.m3u8"), None);
+    state.begin_session();
+    state.push_segment(SegmentEntry {
+        bytes: 1_000_000,
+        ..entry("0.m4s", 2.0, 0, Some("i.mp4"))
+    });
+    // Too short to count.
+    state.push_segment(SegmentEntry {
+        bytes: 1_000_000,
+        ..entry("1.m4s", 0.2, 0, Some("i.mp4"))
+    });
+    state.codecs = Some("avc1.64001f,mp4a.40.2".into());
+    state.resolution = Some((1280, 720));
+    let text = state.render_multivariant_playlist("index.m3u8").unwrap();
+    assert_eq!(
+        text,
+        "#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-STREAM-INF:BANDWIDTH=4000000,CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720
+index.m3u8
+"
+    );
+    let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
+    assert_eq!(parsed.variants.len(), 1);
+    assert_eq!(parsed.variants[0].bandwidth, 4_000_000);
+    assert_eq!(parsed.variants[0].uri, "index.m3u8");
+}
+
+#[test]
+fn uris_cannot_inject_tags() {
+    let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+    state.push_segment(entry("a\n#EXT-X-ENDLIST\nb", 2.0, 0, Some("x\"y\n.mp4")));
+    let text = state.render_media_playlist();
+    assert!(!text.contains("\n#EXT-X-ENDLIST"));
+    assert!(text.contains("#EXT-X-MAP:URI=\"xy.mp4\"\n"));
+    parse(&text);
+}
+
+#[test]
+fn serde_round_trip_and_defaults() {
+    let mut state = PlaylistState::new(Container::MpegTs, 3, 2);
+    state.begin_session();
+    for i in 0..5 {
+        state.push_segment(entry(&format!("{i}.ts"), 2.0, T0 + i * 2000, None));
+    }
+    state.begin_session();
+    state.codecs = Some("avc1.64001f".into());
+    let json = serde_json::to_string(&state).unwrap();
+    let back: PlaylistState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, state);
+    assert_eq!(back.render_media_playlist(), state.render_media_playlist());
+    assert!(json.contains("\"container\":\"mpegts\""));
+    // A state written by an older version (fields missing) still loads.
+    let old: PlaylistState =
+        serde_json::from_str(r#"{"epoch":7,"next_sequence":42,"media_sequence":40}"#).unwrap();
+    assert_eq!(
+        (old.epoch, old.next_sequence, old.window),
+        (7, 42, DEFAULT_WINDOW)
+    );
+}
+
+#[test]
+fn epoch_fencing() {
+    let mut state = PlaylistState::default();
+    state.begin_session();
+    assert!(state.check_epoch(1).is_ok());
+    state.begin_session();
+    let err = state.check_epoch(1).unwrap_err();
+    assert!(err.is_stale_epoch());
+}
+
+#[test]
+fn new_stream_after_end_keeps_numbering_monotonic() {
+    let mut state = PlaylistState::new(Container::Fmp4, 3, 2);
+    state.begin_session();
+    for i in 0..4 {
+        state.push_segment(entry(&format!("{i}.m4s"), 2.0, 0, Some("a.mp4")));
+    }
+    state.end();
+    state.bandwidth = Some(1);
+    let removed = state.reset_for_new_stream();
+    assert_eq!(removed.len(), 3);
+    assert!(!state.ended && state.segments.is_empty() && state.bandwidth.is_none());
+    assert_eq!(state.media_sequence, 4);
+    assert_eq!(state.discontinuity_sequence, 1);
+    state.push_segment(entry("n.m4s", 2.0, 0, Some("b.mp4")));
+    let parsed = parse(&state.render_media_playlist());
+    assert_eq!(parsed.media_sequence, 4);
+    assert!(!parsed.segments[0].discontinuity);
+    assert!(!parsed.end_list);
+}
+
+/// Random segment durations, session restarts, resets, serde round trips and ends:
+/// the media sequence never decreases, listed segments stay in order and contiguous, the
+/// discontinuity sequence never decreases, every rendered playlist parses.
+#[test]
+fn random_histories_keep_sequences_monotonic() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for round in 0..30 {
+        let container = if round % 2 == 0 {
+            Container::Fmp4
+        } else {
+            Container::MpegTs
+        };
+        let mut state = PlaylistState::new(container, 1 + next(8) as usize, 2);
+        state.begin_session();
+        let (mut last_media, mut last_dseq, mut last_target) = (0, 0, 0);
+        let mut pdt = T0;
+        for step in 0..400 {
+            match next(20) {
+                0 => state.begin_session(),
+                1 => state.end(),
+                2 => {
+                    if state.ended {
+                        state.reset_for_new_stream();
+                    }
+                }
+                3 => state = serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap(),
+                4 => state.mark_discontinuity(),
+                _ => {
+                    let gop = 0.5 + next(60) as f64 / 10.0;
+                    let map =
+                        (container == Container::Fmp4).then(|| format!("init-{}.mp4", state.epoch));
+                    let evicted = state.push_segment(SegmentEntry {
+                        discontinuity: next(10) == 0,
+                        ..entry(&format!("s{step}"), gop, pdt, map.as_deref())
+                    });
+                    pdt += (gop * 1000.0) as i64;
+                    for old in &evicted {
+                        assert!(old.sequence < state.media_sequence);
+                    }
+                }
+            }
+            assert!(state.media_sequence >= last_media);
+            assert!(state.discontinuity_sequence >= last_dseq);
+            assert!(state.target_duration >= last_target);
+            last_media = state.media_sequence;
+            last_dseq = state.discontinuity_sequence;
+            last_target = state.target_duration;
+            assert!(state.segments.len() <= state.window);
+            for (i, segment) in state.segments.iter().enumerate() {
+                assert_eq!(segment.sequence, state.media_sequence + i as u64);
+            }
+            if let Some(last) = state.segments.back() {
+                assert_eq!(last.sequence + 1, state.next_sequence);
+            }
+            let parsed = parse(&state.render_media_playlist());
+            assert_eq!(parsed.media_sequence, state.media_sequence);
+            assert_eq!(parsed.segments.len(), state.segments.len());
+            assert_eq!(parsed.end_list, state.ended);
+            for segment in &parsed.segments {
+                assert!(f64::from(segment.duration).round() as u64 <= parsed.target_duration);
+            }
+        }
+    }
+}
