@@ -1,0 +1,688 @@
+//! The chunk stream: reassembling messages from chunks ([`ChunkReader`]) and cutting
+//! messages into chunks ([`ChunkWriter`]).
+//!
+//! The reader is lenient where librtmp-based publishers are sloppy (compressed headers on a
+//! chunk stream never seen before, extended timestamps not repeated on continuation chunks)
+//! and strict where memory is at stake (every limit below).
+
+use std::collections::HashMap;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::RtmpError;
+
+/// Largest message accepted. The 24-bit length field allows just under 16 MiB; a keyframe
+/// of a 50 Mbit/s 4K stream is a few MiB, so 8 MiB leaves room and halves the worst case
+/// a hostile peer can make us allocate per message.
+pub const MAX_MESSAGE_SIZE: u32 = 8 * 1024 * 1024;
+/// Largest chunk size a peer may set (the spec allows 2^31-1; nobody needs that much).
+pub const MAX_CHUNK_SIZE: u32 = 16 * 1024 * 1024;
+/// Chunk size both directions start with (RTMP spec).
+pub const DEFAULT_CHUNK_SIZE: u32 = 128;
+/// Most chunk streams whose headers are cached per connection (publishers use about 5).
+pub const MAX_CHUNK_STREAMS: usize = 64;
+/// Most bytes held in partially received messages across all chunk streams.
+pub const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
+
+/// The timestamp field value that announces an extended timestamp.
+const EXTENDED_TIMESTAMP: u32 = 0x00FF_FFFF;
+
+/// RTMP message type ids.
+pub mod message_type {
+    /// Set Chunk Size (protocol control).
+    pub const SET_CHUNK_SIZE: u8 = 1;
+    /// Abort Message (protocol control).
+    pub const ABORT: u8 = 2;
+    /// Acknowledgement (protocol control).
+    pub const ACKNOWLEDGEMENT: u8 = 3;
+    /// User Control Message.
+    pub const USER_CONTROL: u8 = 4;
+    /// Window Acknowledgement Size (protocol control).
+    pub const WINDOW_ACK_SIZE: u8 = 5;
+    /// Set Peer Bandwidth (protocol control).
+    pub const SET_PEER_BANDWIDTH: u8 = 6;
+    /// Audio data (an FLV audio tag body).
+    pub const AUDIO: u8 = 8;
+    /// Video data (an FLV video tag body).
+    pub const VIDEO: u8 = 9;
+    /// Data message, AMF3 encoding.
+    pub const DATA_AMF3: u8 = 15;
+    /// Command message, AMF3 encoding.
+    pub const COMMAND_AMF3: u8 = 17;
+    /// Data message, AMF0 encoding.
+    pub const DATA_AMF0: u8 = 18;
+    /// Command message, AMF0 encoding.
+    pub const COMMAND_AMF0: u8 = 20;
+    /// Aggregate message (a run of FLV tags).
+    pub const AGGREGATE: u8 = 22;
+}
+
+/// One reassembled message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkMessage {
+    /// The chunk stream it arrived on.
+    pub chunk_stream_id: u32,
+    /// Timestamp in milliseconds as on the wire (32-bit, wrapping; deltas accumulated).
+    pub timestamp: u32,
+    /// Message type id (see [`message_type`]).
+    pub type_id: u8,
+    /// Message stream id.
+    pub stream_id: u32,
+    /// The message body.
+    pub payload: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct ChunkStreamState {
+    /// Timestamp of the current (or last) message.
+    timestamp: u32,
+    /// Last timestamp field read: absolute after fmt 0, a delta after fmt 1/2.
+    ts_field: u32,
+    /// Whether the last header carried an extended timestamp.
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// Bytes of the current message received so far (0: no message in progress).
+    received: u32,
+    /// Assembly buffer for a message spanning several chunks.
+    partial: Option<BytesMut>,
+}
+
+/// Reassembles messages from the chunk stream.
+#[derive(Debug)]
+pub struct ChunkReader {
+    chunk_size: u32,
+    streams: HashMap<u32, ChunkStreamState>,
+    pending_bytes: usize,
+}
+
+impl Default for ChunkReader {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct Header {
+    fmt: u8,
+    csid: u32,
+    len: usize,
+    ts_field: Option<u32>,
+    length: Option<u32>,
+    type_id: Option<u8>,
+    stream_id: Option<u32>,
+    extended: bool,
+}
+
+fn be24(b: &[u8]) -> u32 {
+    b.iter().take(3).fold(0u32, |acc, x| (acc << 8) | u32::from(*x))
+}
+
+fn be32(b: &[u8]) -> u32 {
+    b.iter().take(4).fold(0u32, |acc, x| (acc << 8) | u32::from(*x))
+}
+
+impl ChunkReader {
+    /// A reader with the default chunk size of 128.
+    pub fn new() -> Self {
+        ChunkReader {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            streams: HashMap::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Applies a Set Chunk Size from the peer: rejects 0, the high bit and sizes above
+    /// [`MAX_CHUNK_SIZE`].
+    pub fn set_chunk_size(&mut self, size: u32) -> Result<(), RtmpError> {
+        if size == 0 || size & 0x8000_0000 != 0 || size > MAX_CHUNK_SIZE {
+            return Err(RtmpError::InvalidChunkSize(size));
+        }
+        self.chunk_size = size;
+        Ok(())
+    }
+
+    /// The chunk size in force.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Applies an Abort Message: drops the partial message on `csid`.
+    pub fn abort(&mut self, csid: u32) {
+        if let Some(st) = self.streams.get_mut(&csid) {
+            if st.partial.take().is_some() {
+                self.pending_bytes = self.pending_bytes.saturating_sub(st.length as usize);
+            }
+            st.received = 0;
+        }
+    }
+
+    /// Bytes held in partially received messages.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Parses the chunk header at the front of `buf` without consuming it.
+    fn peek_header(&self, buf: &[u8]) -> Result<Option<Header>, RtmpError> {
+        let Some(&b0) = buf.first() else {
+            return Ok(None);
+        };
+        let fmt = b0 >> 6;
+        let (csid, basic) = match b0 & 0x3f {
+            0 => match buf.get(1) {
+                Some(&b1) => (64 + u32::from(b1), 2),
+                None => return Ok(None),
+            },
+            1 => match (buf.get(1), buf.get(2)) {
+                (Some(&b1), Some(&b2)) => (64 + u32::from(b1) + 256 * u32::from(b2), 3),
+                _ => return Ok(None),
+            },
+            n => (u32::from(n), 1),
+        };
+        let mh_len = match fmt {
+            0 => 11,
+            1 => 7,
+            2 => 3,
+            _ => 0,
+        };
+        let Some(mh) = buf.get(basic..basic + mh_len) else {
+            return Ok(None);
+        };
+        let mut h = Header {
+            fmt,
+            csid,
+            len: basic + mh_len,
+            ts_field: None,
+            length: None,
+            type_id: None,
+            stream_id: None,
+            extended: false,
+        };
+        if fmt <= 2 {
+            let ts = be24(mh);
+            h.extended = ts == EXTENDED_TIMESTAMP;
+            h.ts_field = Some(ts);
+        }
+        if fmt <= 1 {
+            h.length = Some(be24(mh.get(3..).unwrap_or_default()));
+            h.type_id = mh.get(6).copied();
+        }
+        if fmt == 0 {
+            let msid = mh.get(7..11).unwrap_or_default();
+            h.stream_id = Some(u32::from_le_bytes([
+                msid.first().copied().unwrap_or(0),
+                msid.get(1).copied().unwrap_or(0),
+                msid.get(2).copied().unwrap_or(0),
+                msid.get(3).copied().unwrap_or(0),
+            ]));
+        }
+        if h.extended {
+            let Some(ext) = buf.get(h.len..h.len + 4) else {
+                return Ok(None);
+            };
+            h.ts_field = Some(be32(ext));
+            h.len += 4;
+        } else if fmt == 3 {
+            if let Some(prev) = self.streams.get(&csid) {
+                if prev.extended {
+                    // The spec (and ffmpeg, FMS) repeat the extended timestamp on type-3
+                    // chunks; some clients do not. Consume the 4 bytes only if they match.
+                    let Some(ext) = buf.get(h.len..h.len + 4) else {
+                        return Ok(None);
+                    };
+                    if be32(ext) == prev.ts_field {
+                        h.len += 4;
+                        h.extended = true;
+                    }
+                }
+            }
+        }
+        Ok(Some(h))
+    }
+
+    /// Reads chunks from the front of `buf` until one message is complete (returned) or
+    /// the data runs out (`Ok(None)`; an incomplete chunk stays in `buf`).
+    pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<ChunkMessage>, RtmpError> {
+        loop {
+            let Some(h) = self.peek_header(buf)? else {
+                return Ok(None);
+            };
+            let known = self.streams.contains_key(&h.csid);
+            if !known && self.streams.len() >= MAX_CHUNK_STREAMS {
+                return Err(RtmpError::TooManyChunkStreams(MAX_CHUNK_STREAMS));
+            }
+            let prev = self.streams.get(&h.csid);
+            let in_progress = prev.is_some_and(|p| p.received > 0);
+            let starts_message = h.fmt <= 2 || !in_progress;
+
+            // The header this chunk establishes (computed before committing anything).
+            let (timestamp, ts_field, length, type_id, stream_id, received) = {
+                let zero = ChunkStreamState::default();
+                let p = prev.unwrap_or(&zero);
+                if starts_message {
+                    let ts_field = h.ts_field.unwrap_or(p.ts_field);
+                    let timestamp = if h.fmt == 0 {
+                        ts_field
+                    } else {
+                        p.timestamp.wrapping_add(ts_field)
+                    };
+                    let length = h.length.unwrap_or(p.length);
+                    let type_id = h.type_id.unwrap_or(p.type_id);
+                    // librtmp sends compressed headers on fresh chunk streams: media and
+                    // data then belong to stream 1, control and commands to stream 0.
+                    let stream_id = h.stream_id.unwrap_or(if known {
+                        p.stream_id
+                    } else {
+                        default_stream_id(type_id)
+                    });
+                    (timestamp, ts_field, length, type_id, stream_id, 0)
+                } else {
+                    (
+                        p.timestamp,
+                        p.ts_field,
+                        p.length,
+                        p.type_id,
+                        p.stream_id,
+                        p.received,
+                    )
+                }
+            };
+            if length > MAX_MESSAGE_SIZE {
+                return Err(RtmpError::MessageTooLarge {
+                    len: length,
+                    max: MAX_MESSAGE_SIZE,
+                });
+            }
+            let remaining = length.saturating_sub(received);
+            let payload_len = remaining.min(self.chunk_size) as usize;
+            if buf.len() < h.len.saturating_add(payload_len) {
+                return Ok(None);
+            }
+            let single = starts_message && payload_len as u32 == length;
+            if !single && starts_message && !in_progress {
+                let new_total = self.pending_bytes.saturating_add(length as usize);
+                if new_total > MAX_PENDING_BYTES {
+                    return Err(RtmpError::TooMuchPending(MAX_PENDING_BYTES));
+                }
+            }
+
+            // Commit.
+            let st = self.streams.entry(h.csid).or_default();
+            if starts_message && st.partial.take().is_some() {
+                // A new header interrupted a message: drop the unfinished one.
+                self.pending_bytes = self.pending_bytes.saturating_sub(st.length as usize);
+            }
+            st.timestamp = timestamp;
+            st.ts_field = ts_field;
+            st.extended = h.extended;
+            st.length = length;
+            st.type_id = type_id;
+            st.stream_id = stream_id;
+            buf.advance(h.len);
+            if single {
+                st.received = 0;
+                let payload = buf.split_to(payload_len).freeze();
+                return Ok(Some(ChunkMessage {
+                    chunk_stream_id: h.csid,
+                    timestamp,
+                    type_id,
+                    stream_id,
+                    payload,
+                }));
+            }
+            let partial = match st.partial.as_mut() {
+                Some(p) => p,
+                None => {
+                    self.pending_bytes = self.pending_bytes.saturating_add(length as usize);
+                    st.partial.insert(BytesMut::with_capacity(length as usize))
+                }
+            };
+            partial.extend_from_slice(buf.get(..payload_len).unwrap_or_default());
+            buf.advance(payload_len);
+            st.received = received.saturating_add(payload_len as u32);
+            if st.received >= length {
+                st.received = 0;
+                let payload = st.partial.take().unwrap_or_default().freeze();
+                self.pending_bytes = self.pending_bytes.saturating_sub(length as usize);
+                return Ok(Some(ChunkMessage {
+                    chunk_stream_id: h.csid,
+                    timestamp,
+                    type_id,
+                    stream_id,
+                    payload,
+                }));
+            }
+        }
+    }
+}
+
+fn default_stream_id(type_id: u8) -> u32 {
+    match type_id {
+        message_type::AUDIO
+        | message_type::VIDEO
+        | message_type::DATA_AMF0
+        | message_type::DATA_AMF3
+        | message_type::AGGREGATE => 1,
+        _ => 0,
+    }
+}
+
+/// Cuts messages into chunks (always a type-0 header, then type-3 continuations).
+#[derive(Debug)]
+pub struct ChunkWriter {
+    chunk_size: u32,
+}
+
+impl Default for ChunkWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkWriter {
+    /// A writer with the default chunk size of 128.
+    pub fn new() -> Self {
+        ChunkWriter {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+        }
+    }
+
+    /// Changes the outgoing chunk size (after announcing it with Set Chunk Size). Values
+    /// outside 1..=[`MAX_CHUNK_SIZE`] are clamped.
+    pub fn set_chunk_size(&mut self, size: u32) {
+        self.chunk_size = size.clamp(1, MAX_CHUNK_SIZE);
+    }
+
+    /// The outgoing chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    fn basic_header(out: &mut BytesMut, fmt: u8, csid: u32) {
+        match csid {
+            2..=63 => out.put_u8((fmt << 6) | csid as u8),
+            64..=319 => {
+                out.put_u8(fmt << 6);
+                out.put_u8((csid - 64) as u8);
+            }
+            _ => {
+                let v = csid.clamp(64, 65_599) - 64;
+                out.put_u8((fmt << 6) | 1);
+                out.put_u8((v & 0xff) as u8);
+                out.put_u8((v >> 8) as u8);
+            }
+        }
+    }
+
+    /// Appends `payload` as one message to `out`.
+    pub fn write(
+        &self,
+        out: &mut BytesMut,
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &[u8],
+    ) {
+        let extended = timestamp >= EXTENDED_TIMESTAMP;
+        Self::basic_header(out, 0, csid);
+        let ts = if extended {
+            EXTENDED_TIMESTAMP
+        } else {
+            timestamp
+        };
+        out.put_slice(&ts.to_be_bytes()[1..]);
+        let len = u32::try_from(payload.len()).unwrap_or(u32::MAX) & 0x00FF_FFFF;
+        out.put_slice(&len.to_be_bytes()[1..]);
+        out.put_u8(type_id);
+        out.put_u32_le(stream_id);
+        if extended {
+            out.put_u32(timestamp);
+        }
+        let mut chunks = payload.chunks(self.chunk_size.max(1) as usize);
+        if let Some(first) = chunks.next() {
+            out.put_slice(first);
+        }
+        for chunk in chunks {
+            Self::basic_header(out, 3, csid);
+            if extended {
+                out.put_u32(timestamp);
+            }
+            out.put_slice(chunk);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn read_all(reader: &mut ChunkReader, buf: &mut BytesMut) -> Vec<ChunkMessage> {
+        let mut out = Vec::new();
+        while let Some(m) = reader.read(buf).unwrap() {
+            out.push(m);
+        }
+        out
+    }
+
+    fn msg(csid: u32, ts: u32, ty: u8, sid: u32, payload: &[u8]) -> ChunkMessage {
+        ChunkMessage {
+            chunk_stream_id: csid,
+            timestamp: ts,
+            type_id: ty,
+            stream_id: sid,
+            payload: Bytes::copy_from_slice(payload),
+        }
+    }
+
+    /// fmt 0, then fmt 1 (delta 40, new length), fmt 2 (delta 20), fmt 3 (new message,
+    /// same delta 20), all on chunk stream 4.
+    const ALL_FOUR: &str = "
+        04 000064 000002 08 01000000 aabb
+        44 000028 000001 09 cc
+        84 000014 dd
+        c4 ee";
+
+    #[test]
+    fn four_header_types_byte_exact() {
+        let mut buf = BytesMut::from(&hex(ALL_FOUR)[..]);
+        let mut r = ChunkReader::new();
+        let msgs = read_all(&mut r, &mut buf);
+        assert_eq!(
+            msgs,
+            vec![
+                msg(4, 100, 8, 1, &[0xaa, 0xbb]),
+                msg(4, 140, 9, 1, &[0xcc]),
+                msg(4, 160, 9, 1, &[0xdd]),
+                msg(4, 180, 9, 1, &[0xee]),
+            ]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn two_and_three_byte_chunk_stream_ids() {
+        let bytes = hex("
+            00 00 000001 000001 14 00000000 01
+            01 0001 000001 000001 14 00000000 02
+            01 ffff 000001 000001 14 00000000 03");
+        let mut buf = BytesMut::from(&bytes[..]);
+        let msgs = read_all(&mut ChunkReader::new(), &mut buf);
+        let ids: Vec<u32> = msgs.iter().map(|m| m.chunk_stream_id).collect();
+        assert_eq!(ids, vec![64, 64 + 256, 65_599]);
+        // the writer produces the same basic headers
+        let mut out = BytesMut::new();
+        let w = ChunkWriter::new();
+        w.write(&mut out, 64, 1, 0x14, 0, &[1]);
+        w.write(&mut out, 320, 1, 0x14, 0, &[2]);
+        w.write(&mut out, 65_599, 1, 0x14, 0, &[3]);
+        assert_eq!(out.as_ref(), &bytes[..]);
+    }
+
+    #[test]
+    fn extended_timestamp_repeated_and_not_repeated() {
+        // 200-byte message with ts 0x01000000, chunk size 128: the continuation chunk
+        // repeats the extended timestamp (spec) ...
+        let payload: Vec<u8> = (0..200u32).map(|i| i as u8).collect();
+        let mut repeated = hex("06 ffffff 0000c8 09 01000000 01000000");
+        repeated.extend_from_slice(&payload[..128]);
+        repeated.extend_from_slice(&hex("c6 01000000"));
+        repeated.extend_from_slice(&payload[128..]);
+        let mut buf = BytesMut::from(&repeated[..]);
+        let msgs = read_all(&mut ChunkReader::new(), &mut buf);
+        assert_eq!(msgs, vec![msg(6, 0x0100_0000, 9, 1, &payload)]);
+        // ... or does not (tolerated).
+        let mut bare = hex("06 ffffff 0000c8 09 01000000 01000000");
+        bare.extend_from_slice(&payload[..128]);
+        bare.push(0xc6);
+        bare.extend_from_slice(&payload[128..]);
+        let mut buf = BytesMut::from(&bare[..]);
+        let msgs = read_all(&mut ChunkReader::new(), &mut buf);
+        assert_eq!(msgs, vec![msg(6, 0x0100_0000, 9, 1, &payload)]);
+        // the writer repeats it
+        let mut out = BytesMut::new();
+        ChunkWriter::new().write(&mut out, 6, 0x0100_0000, 9, 1, &payload);
+        assert_eq!(out.as_ref(), &repeated[..]);
+    }
+
+    #[test]
+    fn extended_delta_on_fmt1() {
+        let bytes = hex("04 000010 000001 08 01000000 aa 44 ffffff 000001 08 01000000 bb");
+        let msgs = read_all(&mut ChunkReader::new(), &mut BytesMut::from(&bytes[..]));
+        assert_eq!(msgs[1].timestamp, 16 + 0x0100_0000);
+    }
+
+    #[test]
+    fn timestamps_wrap() {
+        let bytes = hex("04 ffffff 000001 08 01000000 fffffff0 aa 84 000020 bb");
+        let msgs = read_all(&mut ChunkReader::new(), &mut BytesMut::from(&bytes[..]));
+        assert_eq!(msgs[1].timestamp, 0x10);
+    }
+
+    #[test]
+    fn librtmp_fmt1_on_fresh_chunk_stream() {
+        // fmt 1 on never-seen chunk stream 4: timestamp delta from 0, stream id 1 (media).
+        let bytes = hex("44 000050 000002 09 1700 48 000000 000001 14 05");
+        let msgs = read_all(&mut ChunkReader::new(), &mut BytesMut::from(&bytes[..]));
+        assert_eq!(
+            msgs,
+            vec![msg(4, 80, 9, 1, &[0x17, 0]), msg(8, 0, 0x14, 0, &[5])]
+        );
+    }
+
+    #[test]
+    fn fmt3_on_fresh_stream_is_an_empty_message() {
+        let msgs = read_all(&mut ChunkReader::new(), &mut BytesMut::from(&[0xc5u8][..]));
+        assert_eq!(msgs, vec![msg(5, 0, 0, 0, &[])]);
+    }
+
+    #[test]
+    fn interleaved_streams() {
+        // 200-byte video on csid 6 and 150-byte audio on csid 4, chunks interleaved.
+        let v: Vec<u8> = vec![0x11; 200];
+        let a: Vec<u8> = vec![0x22; 150];
+        let mut b = hex("06 000000 0000c8 09 01000000");
+        b.extend_from_slice(&v[..128]);
+        b.extend_from_slice(&hex("04 000000 000096 08 01000000"));
+        b.extend_from_slice(&a[..128]);
+        b.push(0xc6);
+        b.extend_from_slice(&v[128..]);
+        b.push(0xc4);
+        b.extend_from_slice(&a[128..]);
+        let msgs = read_all(&mut ChunkReader::new(), &mut BytesMut::from(&b[..]));
+        assert_eq!(msgs, vec![msg(6, 0, 9, 1, &v), msg(4, 0, 8, 1, &a)]);
+    }
+
+    #[test]
+    fn split_at_every_byte_gives_same_messages() {
+        let mut b = hex(ALL_FOUR);
+        let payload: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        b.extend_from_slice(&hex("06 ffffff 00012c 09 01000000 01000000"));
+        b.extend_from_slice(&payload[..128]);
+        b.extend_from_slice(&hex("c6 01000000"));
+        b.extend_from_slice(&payload[128..256]);
+        b.push(0xc6);
+        b.extend_from_slice(&payload[256..]);
+        let expected = read_all(&mut ChunkReader::new(), &mut BytesMut::from(&b[..]));
+        assert_eq!(expected.len(), 5);
+        for split in 0..=b.len() {
+            let mut r = ChunkReader::new();
+            let mut buf = BytesMut::from(&b[..split]);
+            let mut got = read_all(&mut r, &mut buf);
+            buf.extend_from_slice(&b[split..]);
+            got.extend(read_all(&mut r, &mut buf));
+            assert_eq!(got, expected, "split at {split}");
+            assert!(buf.is_empty());
+            assert_eq!(r.pending_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn single_chunk_message_is_a_slice_of_the_input() {
+        let bytes = hex("04 000000 000003 08 01000000 010203");
+        let mut buf = BytesMut::from(&bytes[..]);
+        let base = buf.as_ptr() as usize;
+        let m = ChunkReader::new().read(&mut buf).unwrap().unwrap();
+        assert_eq!(m.payload.as_ptr() as usize, base + 12);
+    }
+
+    #[test]
+    fn limits() {
+        let mut r = ChunkReader::new();
+        let big = hex("04 000000 800001 09 01000000");
+        assert!(matches!(
+            r.read(&mut BytesMut::from(&big[..])),
+            Err(RtmpError::MessageTooLarge { .. })
+        ));
+        assert!(r.set_chunk_size(0).is_err());
+        assert!(r.set_chunk_size(0x8000_0080).is_err());
+        assert!(r.set_chunk_size(MAX_CHUNK_SIZE + 1).is_err());
+        assert!(r.set_chunk_size(4096).is_ok());
+        // too many chunk streams
+        let mut r = ChunkReader::new();
+        let mut b = Vec::new();
+        for csid in 0..=MAX_CHUNK_STREAMS as u32 {
+            b.extend_from_slice(&[0x00, csid as u8, 0, 0, 0, 0, 0, 1, 0x14, 0, 0, 0, 0, 5]);
+        }
+        let mut buf = BytesMut::from(&b[..]);
+        let mut res = Ok(None);
+        for _ in 0..=MAX_CHUNK_STREAMS {
+            res = r.read(&mut buf);
+            if res.is_err() {
+                break;
+            }
+        }
+        assert_eq!(res, Err(RtmpError::TooManyChunkStreams(MAX_CHUNK_STREAMS)));
+        // pending bytes across streams
+        let mut r = ChunkReader::new();
+        let mut err = None;
+        for csid in 3..40u8 {
+            let mut b = vec![csid, 0, 0, 0, 0xf0, 0, 0, 9, 1, 0, 0, 0];
+            b.extend_from_slice(&[0; 128]);
+            if let Err(e) = r.read(&mut BytesMut::from(&b[..])) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(err, Some(RtmpError::TooMuchPending(MAX_PENDING_BYTES)));
+    }
+
+    #[test]
+    fn abort_drops_partial() {
+        let mut r = ChunkReader::new();
+        let mut b = hex("06 000000 0000c8 09 01000000");
+        b.extend_from_slice(&[0; 128]);
+        assert_eq!(r.read(&mut BytesMut::from(&b[..])).unwrap(), None);
+        assert_eq!(r.pending_bytes(), 200);
+        r.abort(6);
+        assert_eq!(r.pending_bytes(), 0);
+    }
+}

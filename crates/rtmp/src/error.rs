@@ -1,0 +1,65 @@
+//! The crate's one error type.
+
+/// Everything that can go wrong in an RTMP server session.
+///
+/// Every variant except [`RtmpError::Closed`] is caused by the peer (see
+/// [`RtmpError::is_peer_error`]); the driver should close the connection on any error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RtmpError {
+    /// C0 named an RTMP version other than 3.
+    #[error("unsupported RTMP version byte {0:#04x}")]
+    UnsupportedVersion(u8),
+    /// The handshake did not complete within the configured timeout.
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// A message header announced a message larger than the limit.
+    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge {
+        /// Announced message length.
+        len: u32,
+        /// The limit in force.
+        max: u32,
+    },
+    /// The peer asked for a chunk size of zero, with the high bit set, or above the limit.
+    #[error("invalid chunk size {0}")]
+    InvalidChunkSize(u32),
+    /// The peer used more chunk stream ids than the limit allows.
+    #[error("too many chunk streams (limit {0})")]
+    TooManyChunkStreams(usize),
+    /// Messages being reassembled would hold more bytes than the limit allows.
+    #[error("pending reassembly exceeds {0} bytes")]
+    TooMuchPending(usize),
+    /// An AMF0 value could not be decoded.
+    #[error("AMF decode error: {0}")]
+    Amf(&'static str),
+    /// The peer broke the RTMP command protocol.
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    /// The session already failed; it accepts no more input.
+    #[error("session is closed")]
+    Closed,
+}
+
+impl RtmpError {
+    /// Whether the peer caused this error (bad bytes, slowness), as opposed to the driver
+    /// misusing the session.
+    pub fn is_peer_error(&self) -> bool {
+        !matches!(self, RtmpError::Closed)
+    }
+
+    /// A short, bounded label for metrics: `handshake`, `timeout`, `chunk`, `amf`,
+    /// `protocol` or `closed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RtmpError::UnsupportedVersion(_) => "handshake",
+            RtmpError::HandshakeTimeout => "timeout",
+            RtmpError::MessageTooLarge { .. }
+            | RtmpError::InvalidChunkSize(_)
+            | RtmpError::TooManyChunkStreams(_)
+            | RtmpError::TooMuchPending(_) => "chunk",
+            RtmpError::Amf(_) => "amf",
+            RtmpError::Protocol(_) => "protocol",
+            RtmpError::Closed => "closed",
+        }
+    }
+}

@@ -1,0 +1,742 @@
+//! The publish-side server session: one per TCP connection.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::amf0::{self, Amf0Value};
+use crate::chunk::{message_type, ChunkMessage, ChunkReader, ChunkWriter, MAX_CHUNK_SIZE};
+use crate::error::RtmpError;
+use crate::handshake::ServerHandshake;
+
+/// Most message streams one connection may create (a publisher needs one).
+pub const MAX_STREAMS_LIMIT: u32 = 64;
+
+/// Chunk stream the server sends protocol control messages on.
+const CSID_CONTROL: u32 = 2;
+/// Chunk stream the server sends NetConnection command replies on.
+const CSID_COMMAND: u32 = 3;
+/// Chunk stream the server sends NetStream status messages on.
+const CSID_STREAM: u32 = 5;
+
+/// User Control event: Stream Begin.
+const UC_STREAM_BEGIN: u16 = 0;
+/// User Control event: Ping Request.
+const UC_PING_REQUEST: u16 = 6;
+/// User Control event: Ping Response.
+const UC_PING_RESPONSE: u16 = 7;
+
+/// What the server sends as `fmsVer` in the connect reply.
+const FMS_VERSION: &str = "FMS/3,0,1,123";
+/// The `capabilities` value of the connect reply.
+const CAPABILITIES: f64 = 31.0;
+
+/// Session settings.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// How long a client has to finish the handshake (C0 to C2).
+    pub handshake_timeout: Duration,
+    /// Chunk size the server announces and uses for its own messages.
+    pub chunk_size_out: u32,
+    /// Window Acknowledgement Size (and peer bandwidth) the server announces.
+    pub window_ack_size: u32,
+    /// Most message streams a client may create with `createStream` (capped at
+    /// [`MAX_STREAMS_LIMIT`]).
+    pub max_streams: u32,
+    /// Seed for the handshake's filler bytes (any value; a random one is nicer).
+    pub seed: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            handshake_timeout: Duration::from_secs(10),
+            chunk_size_out: 4096,
+            window_ack_size: 2_500_000,
+            max_streams: 8,
+            seed: 0x5EED,
+        }
+    }
+}
+
+/// What the session tells its driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The client sent `connect` (already answered).
+    Connect {
+        /// The application name (`live` in `rtmp://host/live/key`).
+        app: String,
+        /// The URL the client says it connected to.
+        tc_url: Option<String>,
+    },
+    /// The client wants to publish; answer with [`ServerSession::accept_publish`] or
+    /// [`ServerSession::reject_publish`].
+    PublishRequest {
+        /// Message stream the client publishes on.
+        stream_id: u32,
+        /// The application name from `connect`.
+        app: String,
+        /// The publishing name without its `?query` (a secret: never log it).
+        stream_key: String,
+        /// What followed `?` in the publishing name, if anything.
+        query: Option<String>,
+        /// `live`, `record` or `append` (as sent).
+        publish_type: String,
+    },
+    /// Stream metadata (`@setDataFrame onMetaData` or plain `onMetaData`).
+    Metadata {
+        /// Message stream it belongs to.
+        stream_id: u32,
+        /// The metadata object or ECMA array.
+        data: Amf0Value,
+    },
+    /// One audio message (an FLV audio tag body).
+    Audio {
+        /// Message stream it belongs to.
+        stream_id: u32,
+        /// Milliseconds, 32-bit wrapping, as on the wire.
+        timestamp: u32,
+        /// The tag body.
+        data: Bytes,
+    },
+    /// One video message (an FLV video tag body).
+    Video {
+        /// Message stream it belongs to.
+        stream_id: u32,
+        /// Milliseconds, 32-bit wrapping, as on the wire.
+        timestamp: u32,
+        /// The tag body.
+        data: Bytes,
+    },
+    /// The client stopped publishing (FCUnpublish, closeStream or deleteStream) a stream
+    /// that was publishing or awaiting an answer.
+    Unpublish {
+        /// The message stream.
+        stream_id: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PublishState {
+    Idle,
+    Pending,
+    Publishing,
+}
+
+#[derive(Debug)]
+struct Stream {
+    id: u32,
+    state: PublishState,
+    name: String,
+}
+
+/// The server side of one RTMP connection (publish only), without I/O.
+///
+/// Driver contract (one task owns the session):
+/// 1. Create it with [`ServerSession::new`] when the TCP connection is accepted.
+/// 2. Whenever bytes arrive, append them to a `BytesMut` and call
+///    [`handle_input`](Self::handle_input); it consumes whole messages and leaves a partial
+///    one in the buffer (keep the buffer for the next read).
+/// 3. After every call (input, timeout, accept/reject/end), drain
+///    [`poll_transmit`](Self::poll_transmit) to the socket in order, then
+///    [`poll_event`](Self::poll_event) until both return `None`.
+/// 4. Re-arm one timer at [`poll_timeout`](Self::poll_timeout) and call
+///    [`handle_timeout`](Self::handle_timeout) when it fires.
+/// 5. Answer every [`Event::PublishRequest`] with [`accept_publish`](Self::accept_publish) or
+///    [`reject_publish`](Self::reject_publish); media on that stream is dropped (and
+///    counted) until accepted.
+/// 6. On any error, flush what `poll_transmit` still returns (optional) and close the
+///    connection; the session accepts no more input.
+#[derive(Debug)]
+pub struct ServerSession {
+    config: SessionConfig,
+    handshake: ServerHandshake,
+    handshake_deadline: Instant,
+    reader: ChunkReader,
+    writer: ChunkWriter,
+    out: BytesMut,
+    events: VecDeque<Event>,
+    closed: bool,
+    bytes_received: u64,
+    last_ack: u64,
+    peer_window: Option<u32>,
+    app: Option<String>,
+    streams: Vec<Stream>,
+    next_stream_id: u32,
+    dropped_media: u64,
+}
+
+fn status_object(level: &str, code: &str, description: &str) -> Amf0Value {
+    Amf0Value::Object(vec![
+        ("level".into(), Amf0Value::String(level.into())),
+        ("code".into(), Amf0Value::String(code.into())),
+        ("description".into(), Amf0Value::String(description.into())),
+    ])
+}
+
+fn be_u32(payload: &[u8]) -> Option<u32> {
+    let b = payload.get(..4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+impl ServerSession {
+    /// A session for a connection accepted at `now`.
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
+        let handshake_deadline = now
+            .checked_add(config.handshake_timeout)
+            .unwrap_or(now);
+        ServerSession {
+            handshake: ServerHandshake::new(config.seed),
+            handshake_deadline,
+            reader: ChunkReader::new(),
+            writer: ChunkWriter::new(),
+            out: BytesMut::new(),
+            events: VecDeque::new(),
+            closed: false,
+            bytes_received: 0,
+            last_ack: 0,
+            peer_window: None,
+            app: None,
+            streams: Vec::new(),
+            next_stream_id: 1,
+            dropped_media: 0,
+            config,
+        }
+    }
+
+    /// Feeds received bytes. Consumes every complete message; leaves a partial one in
+    /// `data`. After an error the session is closed.
+    pub fn handle_input(&mut self, now: Instant, data: &mut BytesMut) -> Result<(), RtmpError> {
+        let _ = now;
+        if self.closed {
+            return Err(RtmpError::Closed);
+        }
+        let before = data.len();
+        let res = self.process(data);
+        let consumed = before.saturating_sub(data.len());
+        self.bytes_received = self.bytes_received.saturating_add(consumed as u64);
+        if res.is_err() {
+            self.closed = true;
+        } else {
+            self.maybe_ack();
+        }
+        res
+    }
+
+    /// Fires timers: after the handshake deadline without a finished handshake, returns
+    /// `Err(RtmpError::HandshakeTimeout)` and closes the session.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), RtmpError> {
+        if self.closed {
+            return Err(RtmpError::Closed);
+        }
+        if !self.handshake.is_done() && now >= self.handshake_deadline {
+            self.closed = true;
+            return Err(RtmpError::HandshakeTimeout);
+        }
+        Ok(())
+    }
+
+    /// Bytes to write to the socket, in order.
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(self.out.split().freeze())
+        }
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should be called next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed || self.handshake.is_done() {
+            None
+        } else {
+            Some(self.handshake_deadline)
+        }
+    }
+
+    /// Accepts a pending publish: sends Stream Begin and `NetStream.Publish.Start`; media on
+    /// the stream flows as events from now on. Does nothing if no publish is pending there.
+    pub fn accept_publish(&mut self, stream_id: u32) {
+        let Some(s) = self.stream_mut(stream_id) else {
+            return;
+        };
+        if s.state != PublishState::Pending {
+            return;
+        }
+        s.state = PublishState::Publishing;
+        let mut uc = BytesMut::with_capacity(6);
+        uc.put_u16(UC_STREAM_BEGIN);
+        uc.put_u32(stream_id);
+        self.send_control(message_type::USER_CONTROL, &uc);
+        self.send_on_status(
+            stream_id,
+            "status",
+            "NetStream.Publish.Start",
+            "Start publishing",
+        );
+    }
+
+    /// Refuses a pending publish with `onStatus` level `error` and the given code (e.g.
+    /// `NetStream.Publish.BadName`). Does nothing if no publish is pending there.
+    pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
+        let Some(s) = self.stream_mut(stream_id) else {
+            return;
+        };
+        if s.state != PublishState::Pending {
+            return;
+        }
+        s.state = PublishState::Idle;
+        self.send_on_status(stream_id, "error", code, description);
+    }
+
+    /// Ends a publish from the server side (a kicked publisher): sends
+    /// `NetStream.Unpublish.Success`; later media on the stream is dropped.
+    pub fn end_publish(&mut self, stream_id: u32) {
+        let Some(s) = self.stream_mut(stream_id) else {
+            return;
+        };
+        if s.state == PublishState::Idle {
+            return;
+        }
+        s.state = PublishState::Idle;
+        self.send_on_status(
+            stream_id,
+            "status",
+            "NetStream.Unpublish.Success",
+            "Stop publishing",
+        );
+    }
+
+    /// Bytes consumed from the peer so far (handshake included).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_received
+    }
+
+    /// Audio, video and metadata messages dropped because their stream was not publishing.
+    pub fn dropped_media_messages(&self) -> u64 {
+        self.dropped_media
+    }
+
+    /// Whether the handshake has completed.
+    pub fn is_handshake_complete(&self) -> bool {
+        self.handshake.is_done()
+    }
+
+    fn stream_mut(&mut self, id: u32) -> Option<&mut Stream> {
+        self.streams.iter_mut().find(|s| s.id == id)
+    }
+
+    fn is_publishing(&self, id: u32) -> bool {
+        self.streams
+            .iter()
+            .any(|s| s.id == id && s.state == PublishState::Publishing)
+    }
+
+    fn maybe_ack(&mut self) {
+        if !self.handshake.is_done() {
+            return;
+        }
+        let window = u64::from(self.peer_window.unwrap_or(self.config.window_ack_size));
+        if window > 0 && self.bytes_received.saturating_sub(self.last_ack) >= window {
+            self.last_ack = self.bytes_received;
+            let seq = (self.bytes_received & 0xFFFF_FFFF) as u32;
+            self.send_control(message_type::ACKNOWLEDGEMENT, &seq.to_be_bytes());
+        }
+    }
+
+    fn process(&mut self, data: &mut BytesMut) -> Result<(), RtmpError> {
+        if !self.handshake.is_done() && !self.handshake.handle(data, &mut self.out)? {
+            return Ok(());
+        }
+        while let Some(msg) = self.reader.read(data)? {
+            self.handle_message(msg)?;
+        }
+        Ok(())
+    }
+
+    fn send_control(&mut self, type_id: u8, payload: &[u8]) {
+        self.writer
+            .write(&mut self.out, CSID_CONTROL, 0, type_id, 0, payload);
+    }
+
+    fn send_command(&mut self, csid: u32, stream_id: u32, values: &[Amf0Value]) {
+        let payload = amf0::encode_all(values);
+        self.writer.write(
+            &mut self.out,
+            csid,
+            0,
+            message_type::COMMAND_AMF0,
+            stream_id,
+            &payload,
+        );
+    }
+
+    fn send_on_status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
+        self.send_command(
+            CSID_STREAM,
+            stream_id,
+            &[
+                Amf0Value::String("onStatus".into()),
+                Amf0Value::Number(0.0),
+                Amf0Value::Null,
+                status_object(level, code, description),
+            ],
+        );
+    }
+
+    fn send_result(&mut self, txn: f64, values: Vec<Amf0Value>) {
+        let mut v = vec![Amf0Value::String("_result".into()), Amf0Value::Number(txn)];
+        v.extend(values);
+        self.send_command(CSID_COMMAND, 0, &v);
+    }
+
+    fn send_error(&mut self, txn: f64, description: &str) {
+        self.send_command(
+            CSID_COMMAND,
+            0,
+            &[
+                Amf0Value::String("_error".into()),
+                Amf0Value::Number(txn),
+                Amf0Value::Null,
+                status_object("error", "NetConnection.Call.Failed", description),
+            ],
+        );
+    }
+
+    fn handle_message(&mut self, msg: ChunkMessage) -> Result<(), RtmpError> {
+        match msg.type_id {
+            message_type::SET_CHUNK_SIZE => {
+                let size =
+                    be_u32(&msg.payload).ok_or(RtmpError::Protocol("short Set Chunk Size"))?;
+                self.reader.set_chunk_size(size)?;
+            }
+            message_type::ABORT => {
+                if let Some(csid) = be_u32(&msg.payload) {
+                    self.reader.abort(csid);
+                }
+            }
+            message_type::WINDOW_ACK_SIZE => {
+                if let Some(w) = be_u32(&msg.payload).filter(|w| *w > 0) {
+                    self.peer_window = Some(w);
+                }
+            }
+            message_type::USER_CONTROL => {
+                let p = &msg.payload;
+                if let (Some(hi), Some(lo)) = (p.first(), p.get(1)) {
+                    if u16::from_be_bytes([*hi, *lo]) == UC_PING_REQUEST {
+                        let mut resp = BytesMut::with_capacity(6);
+                        resp.put_u16(UC_PING_RESPONSE);
+                        resp.put_u32(be_u32(p.get(2..).unwrap_or_default()).unwrap_or(0));
+                        self.send_control(message_type::USER_CONTROL, &resp);
+                    }
+                }
+            }
+            message_type::AUDIO | message_type::VIDEO => {
+                self.media(msg.type_id, msg.stream_id, msg.timestamp, msg.payload);
+            }
+            message_type::DATA_AMF0 | message_type::DATA_AMF3 => {
+                let body = strip_amf3_marker(msg.type_id, &msg.payload);
+                self.data_message(msg.stream_id, body);
+            }
+            message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
+                let values = amf0::decode_all(strip_amf3_marker(msg.type_id, &msg.payload))?;
+                self.command(msg.stream_id, values)?;
+            }
+            message_type::AGGREGATE => self.aggregate(&msg),
+            // Acknowledgement, Set Peer Bandwidth, shared objects and unknown types: nothing
+            // to do for a publish-only server.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn media(&mut self, type_id: u8, stream_id: u32, timestamp: u32, data: Bytes) {
+        if !self.is_publishing(stream_id) {
+            self.dropped_media = self.dropped_media.saturating_add(1);
+            return;
+        }
+        self.events.push_back(if type_id == message_type::AUDIO {
+            Event::Audio {
+                stream_id,
+                timestamp,
+                data,
+            }
+        } else {
+            Event::Video {
+                stream_id,
+                timestamp,
+                data,
+            }
+        });
+    }
+
+    fn data_message(&mut self, stream_id: u32, body: &[u8]) {
+        // Undecodable or unrelated data messages are ignored: metadata is advisory.
+        let Ok(values) = amf0::decode_all(body) else {
+            return;
+        };
+        let mut it = values.into_iter();
+        let mut first = it.next();
+        if first.as_ref().and_then(Amf0Value::as_str) == Some("@setDataFrame") {
+            first = it.next();
+        }
+        if first.as_ref().and_then(Amf0Value::as_str) != Some("onMetaData") {
+            return;
+        }
+        let Some(data) = it.next().filter(|v| v.properties().is_some()) else {
+            return;
+        };
+        if !self.is_publishing(stream_id) {
+            self.dropped_media = self.dropped_media.saturating_add(1);
+            return;
+        }
+        self.events.push_back(Event::Metadata { stream_id, data });
+    }
+
+    /// Splits an aggregate message (FLV tags: type, size, timestamp, stream id, body,
+    /// previous tag size) into audio/video/metadata.
+    fn aggregate(&mut self, msg: &ChunkMessage) {
+        let p = &msg.payload;
+        let mut pos = 0usize;
+        let mut first_ts: Option<u32> = None;
+        while let Some(h) = p.get(pos..pos + 11) {
+            let tag_type = h[0] & 0x1f;
+            let size = usize::from(h[1]) << 16 | usize::from(h[2]) << 8 | usize::from(h[3]);
+            let ts = u32::from(h[7]) << 24
+                | u32::from(h[4]) << 16
+                | u32::from(h[5]) << 8
+                | u32::from(h[6]);
+            let start = pos + 11;
+            let Some(end) = start.checked_add(size).filter(|e| *e <= p.len()) else {
+                return;
+            };
+            let base = *first_ts.get_or_insert(ts);
+            let timestamp = msg.timestamp.wrapping_add(ts.wrapping_sub(base));
+            match tag_type {
+                message_type::AUDIO | message_type::VIDEO => {
+                    self.media(tag_type, msg.stream_id, timestamp, p.slice(start..end));
+                }
+                message_type::DATA_AMF0 => {
+                    let body = p.slice(start..end);
+                    self.data_message(msg.stream_id, &body);
+                }
+                _ => {}
+            }
+            pos = end.saturating_add(4);
+        }
+    }
+
+    fn command(&mut self, stream_id: u32, values: Vec<Amf0Value>) -> Result<(), RtmpError> {
+        let mut it = values.into_iter();
+        let name = match it.next() {
+            Some(Amf0Value::String(s)) => s,
+            _ => return Err(RtmpError::Protocol("command without a name")),
+        };
+        let txn = it.next().and_then(|v| v.as_number()).unwrap_or(0.0);
+        let object = it.next().unwrap_or(Amf0Value::Null);
+        let args: Vec<Amf0Value> = it.collect();
+        let arg_str = |i: usize| args.get(i).and_then(Amf0Value::as_str).map(str::to_owned);
+        match name.as_str() {
+            "connect" => self.connect(txn, &object)?,
+            "releaseStream" => self.send_result(txn, vec![Amf0Value::Null, Amf0Value::Undefined]),
+            "FCPublish" => {
+                let name = arg_str(0).unwrap_or_default();
+                self.send_command(
+                    CSID_COMMAND,
+                    0,
+                    &[
+                        Amf0Value::String("onFCPublish".into()),
+                        Amf0Value::Number(0.0),
+                        Amf0Value::Null,
+                        Amf0Value::Object(vec![
+                            (
+                                "code".into(),
+                                Amf0Value::String("NetStream.Publish.Start".into()),
+                            ),
+                            ("description".into(), Amf0Value::String(name)),
+                        ]),
+                    ],
+                );
+                self.send_result(txn, vec![Amf0Value::Null, Amf0Value::Undefined]);
+            }
+            "createStream" => {
+                let limit = self.config.max_streams.min(MAX_STREAMS_LIMIT) as usize;
+                if self.streams.len() >= limit {
+                    self.send_error(txn, "too many streams");
+                } else {
+                    let id = self.next_stream_id;
+                    self.next_stream_id = self.next_stream_id.saturating_add(1);
+                    self.streams.push(Stream {
+                        id,
+                        state: PublishState::Idle,
+                        name: String::new(),
+                    });
+                    self.send_result(txn, vec![Amf0Value::Null, Amf0Value::Number(f64::from(id))]);
+                }
+            }
+            "publish" => self.publish(stream_id, arg_str(0), arg_str(1))?,
+            "FCUnpublish" => {
+                let name = arg_str(0).unwrap_or_default();
+                let target = self
+                    .streams
+                    .iter()
+                    .find(|s| s.state != PublishState::Idle && s.name == name)
+                    .or_else(|| self.streams.iter().find(|s| s.state != PublishState::Idle))
+                    .map(|s| s.id);
+                if let Some(id) = target {
+                    self.client_unpublish(id);
+                }
+                if txn != 0.0 {
+                    self.send_result(txn, vec![Amf0Value::Null, Amf0Value::Undefined]);
+                }
+            }
+            "closeStream" => self.client_unpublish(stream_id),
+            "deleteStream" => {
+                if let Some(id) = args.first().and_then(Amf0Value::as_number) {
+                    if id >= 0.0 && id <= f64::from(u32::MAX) {
+                        let id = id as u32;
+                        self.client_unpublish(id);
+                        self.streams.retain(|s| s.id != id);
+                    }
+                }
+            }
+            // Replies and probes publishers send that need no answer.
+            "_result" | "_error" | "onStatus" | "onBWDone" | "_checkbw" | "getStreamLength" => {}
+            _ => {
+                if txn != 0.0 {
+                    self.send_error(txn, "unknown command");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, txn: f64, object: &Amf0Value) -> Result<(), RtmpError> {
+        if self.app.is_some() {
+            return Err(RtmpError::Protocol("second connect"));
+        }
+        let app = object
+            .get("app")
+            .and_then(Amf0Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let tc_url = object
+            .get("tcUrl")
+            .and_then(Amf0Value::as_str)
+            .map(str::to_owned);
+        let encoding = object
+            .get("objectEncoding")
+            .and_then(Amf0Value::as_number)
+            .unwrap_or(0.0);
+        let window = self.config.window_ack_size;
+        self.send_control(message_type::WINDOW_ACK_SIZE, &window.to_be_bytes());
+        let mut bw = BytesMut::with_capacity(5);
+        bw.put_u32(window);
+        bw.put_u8(2); // dynamic
+        self.send_control(message_type::SET_PEER_BANDWIDTH, &bw);
+        let chunk = self.config.chunk_size_out.clamp(1, MAX_CHUNK_SIZE);
+        self.send_control(message_type::SET_CHUNK_SIZE, &chunk.to_be_bytes());
+        self.writer.set_chunk_size(chunk);
+        let mut props = vec![
+            ("fmsVer".into(), Amf0Value::String(FMS_VERSION.into())),
+            ("capabilities".into(), Amf0Value::Number(CAPABILITIES)),
+        ];
+        // Enhanced RTMP: echo the client's codec list to say we accept those codecs.
+        if let Some(list) = object.get("fourCcList") {
+            props.push(("fourCcList".into(), list.clone()));
+        }
+        let Amf0Value::Object(mut info) = status_object(
+            "status",
+            "NetConnection.Connect.Success",
+            "Connection succeeded.",
+        ) else {
+            return Err(RtmpError::Protocol("unreachable"));
+        };
+        info.push(("objectEncoding".into(), Amf0Value::Number(encoding)));
+        self.send_result(txn, vec![Amf0Value::Object(props), Amf0Value::Object(info)]);
+        self.app = Some(app.clone());
+        self.events.push_back(Event::Connect { app, tc_url });
+        Ok(())
+    }
+
+    fn publish(
+        &mut self,
+        stream_id: u32,
+        name: Option<String>,
+        publish_type: Option<String>,
+    ) -> Result<(), RtmpError> {
+        let Some(app) = self.app.clone() else {
+            return Err(RtmpError::Protocol("publish before connect"));
+        };
+        if stream_id == 0 {
+            return Err(RtmpError::Protocol("publish on stream 0"));
+        }
+        if self.stream_mut(stream_id).is_none() {
+            // Lenient: a client that publishes on a stream id it never created.
+            let limit = self.config.max_streams.min(MAX_STREAMS_LIMIT) as usize;
+            if self.streams.len() >= limit {
+                return Err(RtmpError::Protocol("too many streams"));
+            }
+            self.streams.push(Stream {
+                id: stream_id,
+                state: PublishState::Idle,
+                name: String::new(),
+            });
+        }
+        let name = name.unwrap_or_default();
+        let Some(stream) = self.stream_mut(stream_id) else {
+            return Ok(());
+        };
+        if stream.state != PublishState::Idle {
+            self.send_on_status(
+                stream_id,
+                "error",
+                "NetStream.Publish.BadName",
+                "Stream already publishing",
+            );
+            return Ok(());
+        }
+        stream.state = PublishState::Pending;
+        stream.name = name.clone();
+        let (stream_key, query) = match name.split_once('?') {
+            Some((k, q)) => (k.to_owned(), Some(q.to_owned())),
+            None => (name, None),
+        };
+        self.events.push_back(Event::PublishRequest {
+            stream_id,
+            app,
+            stream_key,
+            query,
+            publish_type: publish_type.unwrap_or_else(|| "live".into()),
+        });
+        Ok(())
+    }
+
+    fn client_unpublish(&mut self, stream_id: u32) {
+        if let Some(s) = self.stream_mut(stream_id) {
+            if s.state != PublishState::Idle {
+                s.state = PublishState::Idle;
+                self.events.push_back(Event::Unpublish { stream_id });
+            }
+        }
+    }
+}
+
+/// AMF3 command/data messages from RTMP publishers are AMF0 behind one format byte.
+fn strip_amf3_marker(type_id: u8, payload: &[u8]) -> &[u8] {
+    if matches!(
+        type_id,
+        message_type::COMMAND_AMF3 | message_type::DATA_AMF3
+    ) && payload.first() == Some(&0)
+    {
+        payload.get(1..).unwrap_or_default()
+    } else {
+        payload
+    }
+}
