@@ -1,0 +1,1453 @@
+//! Shared helpers for the end-to-end tests: start the real `tidegate` binary, publish to it
+//! with real clients (ffmpeg, GStreamer), fetch over HTTP, and check what comes out
+//! (an RFC 8216 media-playlist checker, ffprobe, a full decode, keyframe-first segments).
+//!
+//! Every child process is killed when its handle drops; when a test panics, the logs of the
+//! server and the publishers it started are printed. Tools that a test needs and that are
+//! missing make it panic with a message naming `scripts/install-test-tools.sh`: no test
+//! skips silently.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Target segment duration the tests run the server with (its default).
+pub const SEGMENT_SECS: f64 = 2.0;
+/// Length of the generated H.264/AAC test files; longer publishes loop them.
+pub const MEDIA_SECS: u32 = 30;
+/// Length of the generated HEVC/AV1 test files (encoding them is slow).
+pub const ERTMP_MEDIA_SECS: u32 = 12;
+
+// ---------------------------------------------------------------------------------------
+// Tools and paths
+// ---------------------------------------------------------------------------------------
+
+fn tool_missing(name: &str, what: &str) -> ! {
+    panic!("required test tool `{name}` is missing ({what}); run ./scripts/install-test-tools.sh")
+}
+
+/// Path of a command on PATH, or a panic naming the tool.
+pub fn require_cmd(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in std::env::split_paths(&path) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    tool_missing(name, "not on PATH")
+}
+
+/// Debian's ffmpeg (5.1 on Debian 12).
+pub fn ffmpeg() -> PathBuf {
+    require_cmd("ffmpeg")
+}
+
+/// Debian's ffprobe.
+pub fn ffprobe() -> PathBuf {
+    require_cmd("ffprobe")
+}
+
+/// The static ffmpeg 9 from the PyPI wheel `imageio-ffmpeg`: it writes Enhanced RTMP
+/// (HEVC and AV1 in FLV), which Debian's ffmpeg 5.1 cannot.
+pub fn ffmpeg9() -> PathBuf {
+    static PATH: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = PATH.get_or_init(|| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())",
+            ])
+            .output()
+            .map_err(|e| format!("python3: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("{} is not a file", p.display()))
+        }
+    });
+    match found {
+        Ok(p) => p.clone(),
+        Err(e) => tool_missing("imageio-ffmpeg (static ffmpeg 9)", e),
+    }
+}
+
+/// Panics unless GStreamer has `element`.
+pub fn require_gst_element(element: &str) {
+    let inspect = require_cmd("gst-inspect-1.0");
+    let ok = Command::new(inspect)
+        .arg(element)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        tool_missing(element, "GStreamer element not found by gst-inspect-1.0");
+    }
+}
+
+/// Whether GStreamer has `element` (for choosing between equivalent elements).
+pub fn has_gst_element(element: &str) -> bool {
+    Command::new("gst-inspect-1.0")
+        .arg(element)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// The cargo target directory of this build.
+pub fn target_dir() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(Path::to_path_buf).unwrap_or(tmp)
+}
+
+/// Where per-test logs go (kept after the run for inspection).
+pub fn log_dir() -> PathBuf {
+    let d = target_dir().join("test-logs");
+    fs::create_dir_all(&d).unwrap();
+    d
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(0);
+
+/// A name unique within this machine's run: prefix, process id, counter.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A free loopback TCP port (bind port 0, read it, close).
+pub fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A free loopback UDP port.
+pub fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every `every` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        thread::sleep(every);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Test media, generated once per target dir
+// ---------------------------------------------------------------------------------------
+
+/// The test files publishers read (`-re -c copy`), so that publishing costs no encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Media {
+    /// H.264 High 640x360 25 fps, 2 s GOP, with B-frames + AAC-LC 48 kHz stereo.
+    H264Aac,
+    /// AAC only.
+    AudioOnly,
+    /// H.264 only.
+    VideoOnly,
+    /// HEVC (libx265) + AAC, written by ffmpeg 9.
+    HevcAac,
+    /// AV1 + AAC, written by ffmpeg 9 with the first AV1 encoder it has.
+    Av1Aac,
+}
+
+impl Media {
+    /// Duration of the file in seconds.
+    pub fn seconds(self) -> u32 {
+        match self {
+            Media::HevcAac | Media::Av1Aac => ERTMP_MEDIA_SECS,
+            _ => MEDIA_SECS,
+        }
+    }
+}
+
+const X264: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "veryfast",
+    "-profile:v",
+    "high",
+    "-pix_fmt",
+    "yuv420p",
+    "-g",
+    "50",
+    "-keyint_min",
+    "50",
+    "-sc_threshold",
+    "0",
+    "-b:v",
+    "800k",
+];
+const AAC: &[&str] = &["-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "48000"];
+
+fn av1_encoder_args(ffmpeg: &Path) -> Vec<String> {
+    let out = Command::new(ffmpeg)
+        .args(["-hide_banner", "-encoders"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout).into_owned();
+    let has = |name: &str| list.split_whitespace().any(|w| w == name);
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    if has("libsvtav1") {
+        v(&["-c:v", "libsvtav1", "-preset", "12", "-g", "50"])
+    } else if has("librav1e") {
+        v(&["-c:v", "librav1e", "-speed", "10", "-g", "50"])
+    } else if has("libaom-av1") {
+        v(&[
+            "-c:v",
+            "libaom-av1",
+            "-usage",
+            "realtime",
+            "-cpu-used",
+            "8",
+            "-row-mt",
+            "1",
+            "-g",
+            "50",
+        ])
+    } else {
+        tool_missing(
+            "an AV1 encoder in ffmpeg 9",
+            "none of libsvtav1, librav1e, libaom-av1",
+        )
+    }
+}
+
+/// Path of the cached test file for `kind`, generated on first use. Safe across the
+/// parallel test processes of one run: generation happens under a file lock, into a
+/// temporary name renamed into place.
+pub fn media(kind: Media) -> PathBuf {
+    let dir = target_dir().join("test-media");
+    fs::create_dir_all(&dir).unwrap();
+    let name = format!("{kind:?}-v1.mp4").to_lowercase();
+    let path = dir.join(&name);
+    if path.exists() {
+        return path;
+    }
+    let lock = File::create(dir.join(format!("{name}.lock"))).unwrap();
+    lock.lock().unwrap();
+    if path.exists() {
+        return path;
+    }
+    let secs = kind.seconds().to_string();
+    let video = "testsrc2=size=640x360:rate=25";
+    let audio = "sine=frequency=440:sample_rate=48000";
+    let tmp = dir.join(format!("{name}.tmp.{}.mp4", std::process::id()));
+    let (exe, mut args): (PathBuf, Vec<String>) = match kind {
+        Media::HevcAac | Media::Av1Aac => (ffmpeg9(), vec![]),
+        _ => (ffmpeg(), vec![]),
+    };
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    args.extend(s(&["-y", "-nostdin", "-hide_banner", "-v", "error"]));
+    let with_video = kind != Media::AudioOnly;
+    let with_audio = kind != Media::VideoOnly;
+    if with_video {
+        args.extend(s(&["-f", "lavfi", "-i", video]));
+    }
+    if with_audio {
+        args.extend(s(&["-f", "lavfi", "-i", audio]));
+    }
+    args.extend(s(&["-t", &secs]));
+    match kind {
+        Media::H264Aac | Media::VideoOnly => args.extend(s(X264)),
+        Media::HevcAac => args.extend(s(&[
+            "-c:v",
+            "libx265",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-x265-params",
+            "keyint=50:min-keyint=50:scenecut=0:log-level=error",
+            "-tag:v",
+            "hvc1",
+            "-b:v",
+            "800k",
+        ])),
+        Media::Av1Aac => {
+            args.extend(av1_encoder_args(&exe));
+            args.extend(s(&["-pix_fmt", "yuv420p", "-b:v", "800k"]));
+        }
+        Media::AudioOnly => {}
+    }
+    if with_audio {
+        args.extend(s(AAC));
+    }
+    args.extend(s(&["-movflags", "+faststart"]));
+    args.push(tmp.to_string_lossy().into_owned());
+    let out = Command::new(&exe).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "generating {kind:?} with {} {args:?} failed: {}",
+        exe.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------
+
+/// A child process with its stderr (and stdout) in a log file; killed on drop, and its log
+/// tail printed if the test is panicking.
+pub struct Proc {
+    /// Short name for messages.
+    pub name: String,
+    child: Option<Child>,
+    /// The log file (stdout and stderr).
+    pub log: PathBuf,
+    exit: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `cmd` with output to a fresh log file named after `name`.
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        let log = log_dir().join(format!("{}.log", unique_name(name)));
+        let f = File::create(&log).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+            exit: None,
+        }
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// The exit status if it has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            if let Some(c) = self.child.as_mut() {
+                self.exit = c.try_wait().unwrap();
+            }
+        }
+        self.exit
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.try_exit().is_none()
+    }
+
+    /// Waits up to `timeout` for it to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_exit() {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            if self.exit.is_none() {
+                let _ = c.kill();
+                self.exit = c.wait().ok();
+            }
+        }
+    }
+
+    /// Sends a signal by number (e.g. 2 for SIGINT, 15 for SIGTERM) with `kill(1)`.
+    pub fn signal(&self, sig: i32) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    /// The whole log so far.
+    pub fn log_text(&self) -> String {
+        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log_text();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!(
+                "----- {} ({}) exit {:?}, last log lines -----\n{}\n----- end of {} -----",
+                self.name,
+                self.log.display(),
+                self.exit,
+                self.log_tail(60),
+                self.name
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------------------
+
+/// A running `tidegate serve` on loopback ports chosen at run time.
+pub struct Server {
+    /// The process (logs to stderr, captured in `proc.log`).
+    pub proc: Proc,
+    /// RTMP listen address.
+    pub rtmp: SocketAddr,
+    /// HTTP listen address.
+    pub http: SocketAddr,
+    /// SRT listen address (UDP).
+    pub srt: SocketAddr,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory with extra flags, and waits until ready.
+    pub fn start(extra: &[&str]) -> Server {
+        let tmp = tempfile::Builder::new()
+            .prefix("tidegate-test-")
+            .tempdir()
+            .unwrap();
+        let mut s = Server::start_in(tmp.path(), extra);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on `data_dir` (kept by the caller, e.g. across a restart).
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Server {
+        let exe = env!("CARGO_BIN_EXE_tidegate");
+        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let mut cmd = Command::new(exe);
+        cmd.arg("serve")
+            .arg("--rtmp-listen")
+            .arg(rtmp.to_string())
+            .arg("--http-listen")
+            .arg(http.to_string())
+            .arg("--srt-listen")
+            .arg(srt.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let mut s = Server {
+            proc: Proc::spawn("tidegate", cmd),
+            rtmp,
+            http,
+            srt,
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+        };
+        s.wait_ready(Duration::from_secs(20));
+        s
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let url = self.url("/readyz");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.proc.try_exit() {
+                panic!(
+                    "tidegate exited during startup with {status}; log:\n{}",
+                    self.proc.log_tail(100)
+                );
+            }
+            if let Ok(r) = try_get(&url) {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "tidegate not ready ({url}) after {timeout:?}; log:\n{}",
+                    self.proc.log_tail(100)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `http://127.0.0.1:P{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    /// `rtmp://127.0.0.1:P/live/KEY`.
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    /// The open-mode HLS media playlist of stream `key`.
+    pub fn playlist_url(&self, key: &str) -> String {
+        self.url(&format!("/hls/default/{key}/index.m3u8"))
+    }
+
+    /// `kill -9` (no chance to flush or say goodbye).
+    pub fn kill9(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Asserts the process is still running.
+    pub fn assert_alive(&mut self) {
+        if let Some(status) = self.proc.try_exit() {
+            panic!(
+                "tidegate died with {status}; log:\n{}",
+                self.proc.log_tail(100)
+            );
+        }
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        self.proc.log_text()
+    }
+
+    /// Fetches `/metrics` and returns its text.
+    pub fn metrics(&self) -> String {
+        let r = get(&self.url("/metrics"));
+        assert_eq!(r.status, 200, "/metrics status");
+        r.text()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Publishers
+// ---------------------------------------------------------------------------------------
+
+/// How long and how an ffmpeg publisher sends a test file.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    /// Stop after this many seconds of media (`-t`); `None` sends the file once, or
+    /// forever when `looped`.
+    pub seconds: Option<u32>,
+    /// Loop the input forever (`-stream_loop -1`).
+    pub looped: bool,
+}
+
+impl Publish {
+    /// Send `seconds` of media in real time, then end cleanly.
+    pub fn for_secs(seconds: u32) -> Publish {
+        Publish {
+            seconds: Some(seconds),
+            looped: seconds > MEDIA_SECS,
+        }
+    }
+
+    /// Send until killed.
+    pub fn forever() -> Publish {
+        Publish {
+            seconds: None,
+            looped: true,
+        }
+    }
+}
+
+/// Publishes `file` in real time with `-c copy` to `url` using the ffmpeg at `exe`.
+pub fn publish_with(exe: &Path, file: &Path, url: &str, how: &Publish) -> Proc {
+    let mut cmd = Command::new(exe);
+    cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"]);
+    if how.looped {
+        cmd.args(["-stream_loop", "-1"]);
+    }
+    cmd.arg("-i").arg(file);
+    if let Some(s) = how.seconds {
+        cmd.args(["-t", &s.to_string()]);
+    }
+    cmd.args(["-c", "copy", "-f", "flv", url]);
+    Proc::spawn("ffmpeg-publish", cmd)
+}
+
+/// Publishes a test file with Debian's ffmpeg.
+pub fn publish_ffmpeg(kind: Media, url: &str, how: &Publish) -> Proc {
+    publish_with(&ffmpeg(), &media(kind), url, how)
+}
+
+/// Waits for a publisher that was given a duration to end, and asserts it ended cleanly.
+pub fn wait_publisher_success(p: &mut Proc, timeout: Duration) {
+    match p.wait_exit(timeout) {
+        Some(s) if s.success() => {}
+        Some(s) => panic!(
+            "publisher {} failed with {s}; log:\n{}",
+            p.name,
+            p.log_tail(40)
+        ),
+        None => panic!(
+            "publisher {} still running after {timeout:?}; log:\n{}",
+            p.name,
+            p.log_tail(40)
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------
+
+/// An HTTP response.
+#[derive(Debug, Clone)]
+pub struct Resp {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`, if any.
+    pub content_type: Option<String>,
+    /// Body.
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn agent() -> &'static ureq::Agent {
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(15))
+            .redirects(0)
+            .build()
+    })
+}
+
+/// GET; transport errors are `Err`, any HTTP status is `Ok`.
+pub fn try_get(url: &str) -> Result<Resp, String> {
+    let resp = match agent().get(url).call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(format!("GET {url}: {e}")),
+    };
+    let status = resp.status();
+    let content_type = resp.header("content-type").map(str::to_string);
+    let mut body = Vec::new();
+    resp.into_reader()
+        .read_to_end(&mut body)
+        .map_err(|e| format!("GET {url}: reading body: {e}"))?;
+    Ok(Resp {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// GET, panicking on a transport error.
+pub fn get(url: &str) -> Resp {
+    try_get(url).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Resolves a playlist-relative URI.
+pub fn resolve(base: &str, uri: &str) -> String {
+    if uri.starts_with("http://") || uri.starts_with("https://") {
+        return uri.to_string();
+    }
+    let base = base.split(['?', '#']).next().unwrap_or(base);
+    if let Some(rest) = uri.strip_prefix('/') {
+        // scheme://host[:port]/...
+        let after_scheme = base.find("://").map(|i| i + 3).unwrap_or(0);
+        let host_end = base[after_scheme..]
+            .find('/')
+            .map(|i| i + after_scheme)
+            .unwrap_or(base.len());
+        return format!("{}/{rest}", &base[..host_end]);
+    }
+    match base.rfind('/') {
+        Some(i) => format!("{}{uri}", &base[..=i]),
+        None => uri.to_string(),
+    }
+}
+
+/// A tiny static file server for `root` on a loopback port (for checking the checker on
+/// playlists that ffmpeg's own HLS muxer writes). Serves until the process exits.
+pub fn serve_dir(root: PathBuf) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let root = root.clone();
+            thread::spawn(move || serve_one(stream, &root));
+        }
+    });
+    addr
+}
+
+fn serve_one(mut s: TcpStream, root: &Path) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let req = String::from_utf8_lossy(&buf).into_owned();
+    let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let rel = path.split('?').next().unwrap_or("").trim_start_matches('/');
+    let file = root.join(rel);
+    let (status, ctype, body) = if rel.contains("..") {
+        ("403 Forbidden", "text/plain", b"no".to_vec())
+    } else if let Ok(body) = fs::read(&file) {
+        let ctype = match file.extension().and_then(|e| e.to_str()) {
+            Some("m3u8") => "application/vnd.apple.mpegurl",
+            Some("ts") => "video/mp2t",
+            Some("m4s") | Some("mp4") => "video/mp4",
+            _ => "application/octet-stream",
+        };
+        ("200 OK", ctype, body)
+    } else {
+        ("404 Not Found", "text/plain", b"not found".to_vec())
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(&body);
+}
+
+// ---------------------------------------------------------------------------------------
+// RFC 8216 media playlist checker
+// ---------------------------------------------------------------------------------------
+
+/// One media segment as listed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// Its media sequence number.
+    pub msn: u64,
+    /// URI as written.
+    pub uri: String,
+    /// `EXTINF` duration in seconds.
+    pub duration: f64,
+    /// Preceded by `EXT-X-DISCONTINUITY`.
+    pub discontinuity: bool,
+    /// The `EXT-X-MAP` URI in force for it.
+    pub map_uri: Option<String>,
+    /// Its `EXT-X-PROGRAM-DATE-TIME`, if one precedes it directly.
+    pub program_date_time: Option<String>,
+}
+
+/// A parsed media playlist.
+#[derive(Debug, Clone)]
+pub struct MediaPlaylist {
+    /// The URL it was fetched from (for resolving URIs).
+    pub url: String,
+    /// The text as served.
+    pub text: String,
+    /// `EXT-X-VERSION`.
+    pub version: Option<u64>,
+    /// `EXT-X-TARGETDURATION`.
+    pub target_duration: u64,
+    /// `EXT-X-MEDIA-SEQUENCE`.
+    pub media_sequence: u64,
+    /// `EXT-X-DISCONTINUITY-SEQUENCE` (0 when absent).
+    pub discontinuity_sequence: u64,
+    /// The segments, in order.
+    pub segments: Vec<Segment>,
+    /// `EXT-X-ENDLIST` present.
+    pub endlist: bool,
+}
+
+impl MediaPlaylist {
+    /// The sequence number one past the last segment.
+    pub fn next_msn(&self) -> u64 {
+        self.media_sequence + self.segments.len() as u64
+    }
+
+    /// Sum of the `EXTINF` durations.
+    pub fn total_duration(&self) -> f64 {
+        self.segments.iter().map(|s| s.duration).sum()
+    }
+
+    /// Number of `EXT-X-DISCONTINUITY` tags.
+    pub fn discontinuities(&self) -> usize {
+        self.segments.iter().filter(|s| s.discontinuity).count()
+    }
+
+    /// Absolute URL of a segment.
+    pub fn segment_url(&self, seg: &Segment) -> String {
+        resolve(&self.url, &seg.uri)
+    }
+
+    /// Whether a segment is fMP4 (has an `EXT-X-MAP`).
+    pub fn is_fmp4(&self) -> bool {
+        self.segments.iter().any(|s| s.map_uri.is_some())
+    }
+}
+
+fn parse_u64(tag: &str, v: &str) -> Result<u64, String> {
+    v.trim()
+        .parse::<u64>()
+        .map_err(|_| format!("{tag}: `{v}` is not a decimal-integer"))
+}
+
+fn attr(list: &str, name: &str) -> Option<String> {
+    // Attribute lists: NAME=VALUE,NAME="quoted, with commas"
+    let mut rest = list;
+    while !rest.is_empty() {
+        let eq = rest.find('=')?;
+        let key = rest[..eq].trim();
+        let after = &rest[eq + 1..];
+        let (value, remain) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"')?;
+            (q[..end].to_string(), &q[end + 1..])
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (after[..end].to_string(), &after[end..])
+        };
+        if key == name {
+            return Some(value);
+        }
+        rest = remain.trim_start_matches(',');
+    }
+    None
+}
+
+/// Parses a media playlist by hand, enforcing the RFC 8216 rules that a parser can see.
+pub fn parse_media_playlist(url: &str, text: &str) -> Result<MediaPlaylist, String> {
+    let mut lines = text.lines();
+    if lines.next().map(|l| l.trim_end()) != Some("#EXTM3U") {
+        return Err("first line is not #EXTM3U".into());
+    }
+    let mut version = None;
+    let mut target = None;
+    let mut msn = None;
+    let mut dsn = None;
+    let mut segments = Vec::new();
+    let mut endlist = false;
+    let mut pending_inf: Option<f64> = None;
+    let mut pending_disc = false;
+    let mut pending_pdt = None;
+    let mut map: Option<String> = None;
+    for (i, raw) in text.lines().enumerate().skip(1) {
+        let line = raw.trim_end();
+        let lineno = i + 1;
+        if line.is_empty() {
+            continue;
+        }
+        if endlist && !line.starts_with('#') {
+            return Err(format!("line {lineno}: media segment after EXT-X-ENDLIST"));
+        }
+        if let Some(v) = line.strip_prefix("#EXT-X-VERSION:") {
+            if version.replace(parse_u64("EXT-X-VERSION", v)?).is_some() {
+                return Err("EXT-X-VERSION appears twice".into());
+            }
+        } else if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            if target
+                .replace(parse_u64("EXT-X-TARGETDURATION", v)?)
+                .is_some()
+            {
+                return Err("EXT-X-TARGETDURATION appears twice".into());
+            }
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            if !segments.is_empty() || pending_inf.is_some() {
+                return Err("EXT-X-MEDIA-SEQUENCE after the first segment".into());
+            }
+            if msn.replace(parse_u64("EXT-X-MEDIA-SEQUENCE", v)?).is_some() {
+                return Err("EXT-X-MEDIA-SEQUENCE appears twice".into());
+            }
+        } else if let Some(v) = line.strip_prefix("#EXT-X-DISCONTINUITY-SEQUENCE:") {
+            if !segments.is_empty() || pending_inf.is_some() {
+                return Err("EXT-X-DISCONTINUITY-SEQUENCE after the first segment".into());
+            }
+            if dsn
+                .replace(parse_u64("EXT-X-DISCONTINUITY-SEQUENCE", v)?)
+                .is_some()
+            {
+                return Err("EXT-X-DISCONTINUITY-SEQUENCE appears twice".into());
+            }
+        } else if let Some(v) = line.strip_prefix("#EXTINF:") {
+            if pending_inf.is_some() {
+                return Err(format!("line {lineno}: two EXTINF without a URI between"));
+            }
+            let d = v.split(',').next().unwrap_or("");
+            let d: f64 = d
+                .trim()
+                .parse()
+                .map_err(|_| format!("line {lineno}: EXTINF duration `{d}`"))?;
+            if d.is_nan() || d <= 0.0 {
+                return Err(format!(
+                    "line {lineno}: EXTINF duration {d} is not positive"
+                ));
+            }
+            pending_inf = Some(d);
+        } else if line == "#EXT-X-DISCONTINUITY" {
+            pending_disc = true;
+        } else if let Some(v) = line.strip_prefix("#EXT-X-PROGRAM-DATE-TIME:") {
+            parse_pdt(v).map_err(|e| format!("line {lineno}: {e}"))?;
+            pending_pdt = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
+            let uri = attr(v, "URI").ok_or(format!("line {lineno}: EXT-X-MAP without URI"))?;
+            map = Some(uri);
+        } else if line == "#EXT-X-ENDLIST" {
+            endlist = true;
+        } else if line.starts_with('#') {
+            // Other tags (INDEPENDENT-SEGMENTS, LL-HLS tags, comments) are not checked here.
+        } else {
+            let Some(d) = pending_inf.take() else {
+                return Err(format!("line {lineno}: URI `{line}` without EXTINF"));
+            };
+            segments.push(Segment {
+                msn: 0,
+                uri: line.to_string(),
+                duration: d,
+                discontinuity: std::mem::take(&mut pending_disc),
+                map_uri: map.clone(),
+                program_date_time: pending_pdt.take(),
+            });
+        }
+    }
+    if pending_inf.is_some() {
+        return Err("EXTINF at the end without a URI".into());
+    }
+    let target_duration = target.ok_or("EXT-X-TARGETDURATION missing")?;
+    let media_sequence = msn.ok_or("EXT-X-MEDIA-SEQUENCE missing")?;
+    for (i, s) in segments.iter_mut().enumerate() {
+        s.msn = media_sequence + i as u64;
+    }
+    Ok(MediaPlaylist {
+        url: url.to_string(),
+        text: text.to_string(),
+        version,
+        target_duration,
+        media_sequence,
+        discontinuity_sequence: dsn.unwrap_or(0),
+        segments,
+        endlist,
+    })
+}
+
+/// Parses an `EXT-X-PROGRAM-DATE-TIME` value (ISO 8601 with a time zone).
+pub fn parse_pdt(v: &str) -> Result<chrono::DateTime<chrono::FixedOffset>, String> {
+    chrono::DateTime::parse_from_rfc3339(v)
+        .or_else(|_| chrono::DateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S%.f%z"))
+        .map_err(|e| format!("EXT-X-PROGRAM-DATE-TIME `{v}`: {e}"))
+}
+
+/// What a check expects of a playlist.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Expect {
+    /// `Some(true)`: `EXT-X-ENDLIST` must be there; `Some(false)`: must not.
+    pub endlist: Option<bool>,
+    /// `Some(true)`: fMP4 (every segment under an `EXT-X-MAP`); `Some(false)`: MPEG-TS.
+    pub fmp4: Option<bool>,
+    /// Minimum number of segments.
+    pub min_segments: usize,
+}
+
+/// The static checks on one playlist text: hand parse, `m3u8-rs` parse, and the RFC rules
+/// on durations, version, maps and the expectations.
+pub fn check_playlist_text(
+    url: &str,
+    text: &str,
+    expect: &Expect,
+) -> Result<MediaPlaylist, String> {
+    let pl = parse_media_playlist(url, text)?;
+    let lib = m3u8_rs::parse_media_playlist_res(text.as_bytes())
+        .map_err(|e| format!("m3u8-rs rejects the playlist: {e:?}"))?;
+    if lib.media_sequence != pl.media_sequence
+        || lib.target_duration != pl.target_duration
+        || lib.segments.len() != pl.segments.len()
+        || lib.end_list != pl.endlist
+        || lib.discontinuity_sequence != pl.discontinuity_sequence
+    {
+        return Err(format!(
+            "m3u8-rs disagrees: msn {} td {} segments {} endlist {} dsn {}",
+            lib.media_sequence,
+            lib.target_duration,
+            lib.segments.len(),
+            lib.end_list,
+            lib.discontinuity_sequence
+        ));
+    }
+    for (a, b) in lib.segments.iter().zip(&pl.segments) {
+        if a.uri != b.uri || a.discontinuity != b.discontinuity {
+            return Err(format!("m3u8-rs disagrees on segment {}", b.uri));
+        }
+    }
+    for s in &pl.segments {
+        let rounded = s.duration.round() as u64;
+        if rounded > pl.target_duration {
+            return Err(format!(
+                "segment {} (msn {}) EXTINF {} rounds to {rounded} > TARGETDURATION {}",
+                s.uri, s.msn, s.duration, pl.target_duration
+            ));
+        }
+    }
+    if pl.is_fmp4() && pl.version.unwrap_or(1) < 6 {
+        return Err(format!(
+            "EXT-X-MAP needs EXT-X-VERSION >= 6, have {:?}",
+            pl.version
+        ));
+    }
+    match expect.fmp4 {
+        Some(true) => {
+            if let Some(s) = pl.segments.iter().find(|s| s.map_uri.is_none()) {
+                return Err(format!("fMP4 segment {} without EXT-X-MAP", s.uri));
+            }
+        }
+        Some(false) if pl.is_fmp4() => {
+            return Err("EXT-X-MAP in an MPEG-TS playlist".into());
+        }
+        _ => {}
+    }
+    match expect.endlist {
+        Some(true) if !pl.endlist => return Err("EXT-X-ENDLIST expected, absent".into()),
+        Some(false) if pl.endlist => return Err("EXT-X-ENDLIST present, not expected".into()),
+        _ => {}
+    }
+    if pl.segments.len() < expect.min_segments {
+        return Err(format!(
+            "{} segments, expected at least {}",
+            pl.segments.len(),
+            expect.min_segments
+        ));
+    }
+    Ok(pl)
+}
+
+/// The rules between two successive fetches of the same playlist.
+pub fn check_progress(prev: &MediaPlaylist, next: &MediaPlaylist) -> Result<(), String> {
+    if next.media_sequence < prev.media_sequence {
+        return Err(format!(
+            "EXT-X-MEDIA-SEQUENCE went back: {} -> {}",
+            prev.media_sequence, next.media_sequence
+        ));
+    }
+    if next.next_msn() < prev.next_msn() {
+        return Err(format!(
+            "the playlist lost segments at its end: last msn {} -> {}",
+            prev.next_msn() as i64 - 1,
+            next.next_msn() as i64 - 1
+        ));
+    }
+    if next.discontinuity_sequence < prev.discontinuity_sequence {
+        return Err("EXT-X-DISCONTINUITY-SEQUENCE went back".into());
+    }
+    // Segments in both must be the same segment.
+    for s in &next.segments {
+        if let Some(p) = prev.segments.iter().find(|p| p.msn == s.msn) {
+            if p.uri != s.uri || p.discontinuity != s.discontinuity {
+                return Err(format!("msn {} changed: {:?} -> {:?}", s.msn, p.uri, s.uri));
+            }
+        }
+    }
+    // Removing a segment that carried EXT-X-DISCONTINUITY must bump the sequence.
+    let removed = next.media_sequence - prev.media_sequence;
+    if removed as usize <= prev.segments.len() {
+        let dropped = prev.segments[..removed as usize]
+            .iter()
+            .filter(|s| s.discontinuity)
+            .count() as u64;
+        if next.discontinuity_sequence != prev.discontinuity_sequence + dropped {
+            return Err(format!(
+                "EXT-X-DISCONTINUITY-SEQUENCE {} -> {} but {dropped} discontinuities left the window",
+                prev.discontinuity_sequence, next.discontinuity_sequence
+            ));
+        }
+    }
+    if prev.endlist && (!next.endlist || next.next_msn() != prev.next_msn()) {
+        return Err("an ended playlist changed".into());
+    }
+    Ok(())
+}
+
+/// Media container of a body, by its first bytes.
+pub fn sniff(body: &[u8]) -> &'static str {
+    if body.first() == Some(&0x47) && (body.len() < 189 || body.get(188) == Some(&0x47)) {
+        "ts"
+    } else if body.len() >= 8
+        && matches!(&body[4..8], b"ftyp" | b"styp" | b"moof" | b"sidx" | b"moov")
+    {
+        "mp4"
+    } else {
+        "unknown"
+    }
+}
+
+fn content_type_ok(container: &str, ctype: &str) -> bool {
+    let ct = ctype
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match container {
+        "ts" => ct == "video/mp2t",
+        "mp4" => matches!(
+            ct.as_str(),
+            "video/mp4"
+                | "audio/mp4"
+                | "video/iso.segment"
+                | "audio/iso.segment"
+                | "application/mp4"
+        ),
+        _ => false,
+    }
+}
+
+/// Fetches `url`, checks status and Content-Type of a playlist, and its text.
+pub fn fetch_playlist(url: &str, expect: &Expect) -> Result<MediaPlaylist, String> {
+    let r = try_get(url)?;
+    if r.status != 200 {
+        return Err(format!(
+            "GET {url}: status {} body {:?}",
+            r.status,
+            r.text()
+        ));
+    }
+    let ct = r
+        .content_type
+        .clone()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let ct = ct.split(';').next().unwrap_or("").trim().to_string();
+    if !matches!(
+        ct.as_str(),
+        "application/vnd.apple.mpegurl" | "audio/mpegurl" | "application/x-mpegurl"
+    ) {
+        return Err(format!("playlist Content-Type {ct:?}"));
+    }
+    check_playlist_text(url, &r.text(), expect)
+        .map_err(|e| format!("{e}\n--- playlist {url}:\n{}", r.text()))
+}
+
+/// Fetches every map and segment of `pl`: 200, non-empty, and a Content-Type that fits
+/// the bytes. Returns the bodies by absolute URL.
+pub fn fetch_all_media(pl: &MediaPlaylist) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    let mut urls = Vec::new();
+    for s in &pl.segments {
+        if let Some(m) = &s.map_uri {
+            let u = resolve(&pl.url, m);
+            if !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
+        urls.push(pl.segment_url(s));
+    }
+    for u in urls {
+        let r = try_get(&u)?;
+        if r.status != 200 {
+            return Err(format!("GET {u}: status {}", r.status));
+        }
+        if r.body.is_empty() {
+            return Err(format!("GET {u}: empty body"));
+        }
+        let container = sniff(&r.body);
+        let ct = r.content_type.clone().unwrap_or_default();
+        if !content_type_ok(container, &ct) {
+            return Err(format!(
+                "GET {u}: body looks like {container}, Content-Type is {ct:?}"
+            ));
+        }
+        out.insert(u, r.body);
+    }
+    Ok(out)
+}
+
+/// Follows one playlist across fetches, applying [`check_progress`] each time.
+#[derive(Default)]
+pub struct Watch {
+    /// The latest playlist seen.
+    pub last: Option<MediaPlaylist>,
+    /// Every distinct segment URL seen, by msn.
+    pub seen: BTreeMap<u64, String>,
+}
+
+impl Watch {
+    /// Fetches and checks the playlist (static rules, progress since the last fetch, and
+    /// that every listed segment is fetchable). Panics with the reason.
+    pub fn observe(&mut self, url: &str, expect: &Expect) -> MediaPlaylist {
+        let pl = fetch_playlist(url, expect).unwrap_or_else(|e| panic!("{e}"));
+        self.accept(pl)
+    }
+
+    /// Applies the progress and fetchability checks to an already fetched playlist.
+    pub fn accept(&mut self, pl: MediaPlaylist) -> MediaPlaylist {
+        if let Some(prev) = &self.last {
+            check_progress(prev, &pl).unwrap_or_else(|e| {
+                panic!("{e}\n--- before:\n{}\n--- after:\n{}", prev.text, pl.text)
+            });
+        }
+        fetch_all_media(&pl).unwrap_or_else(|e| panic!("{e}\n--- playlist:\n{}", pl.text));
+        for s in &pl.segments {
+            self.seen.insert(s.msn, pl.segment_url(s));
+        }
+        self.last = Some(pl.clone());
+        pl
+    }
+}
+
+/// Polls a playlist until `pred` holds (fetch errors and 404 count as "not yet").
+pub fn wait_playlist(
+    url: &str,
+    timeout: Duration,
+    what: &str,
+    mut pred: impl FnMut(&MediaPlaylist) -> bool,
+) -> MediaPlaylist {
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        match try_get(url) {
+            Ok(r) if r.status == 200 => match parse_media_playlist(url, &r.text()) {
+                Ok(pl) if pred(&pl) => return pl,
+                Ok(_) => last = r.text(),
+                Err(e) => last = format!("unparsable: {e}\n{}", r.text()),
+            },
+            Ok(r) => last = format!("status {}: {}", r.status, r.text()),
+            Err(e) => last = e,
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what} at {url}; last:\n{last}");
+        }
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// ffprobe and ffmpeg checks
+// ---------------------------------------------------------------------------------------
+
+/// One stream as ffprobe sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamInfo {
+    /// `video` or `audio`.
+    pub codec_type: String,
+    /// e.g. `h264`, `hevc`, `av1`, `aac`.
+    pub codec_name: String,
+    /// Video width.
+    pub width: Option<u64>,
+    /// Video height.
+    pub height: Option<u64>,
+}
+
+fn run_ffprobe(args: &[&str], target: &str) -> serde_json::Value {
+    let out = Command::new(ffprobe())
+        .args(["-v", "error", "-of", "json"])
+        .args(args)
+        .arg(target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffprobe {args:?} {target} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ffprobe output not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The streams of a file or URL.
+pub fn probe_streams(target: &str) -> Vec<StreamInfo> {
+    let v = run_ffprobe(
+        &["-show_entries", "stream=codec_type,codec_name,width,height"],
+        target,
+    );
+    v["streams"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| StreamInfo {
+            codec_type: s["codec_type"].as_str().unwrap_or("").to_string(),
+            codec_name: s["codec_name"].as_str().unwrap_or("").to_string(),
+            width: s["width"].as_u64(),
+            height: s["height"].as_u64(),
+        })
+        .collect()
+}
+
+/// Duration of the media at `target` as its packets say (first pts to last pts + duration
+/// of the first stream), so it works on playlists too.
+pub fn probe_duration(target: &str) -> f64 {
+    let v = run_ffprobe(
+        &[
+            "-select_streams",
+            "0",
+            "-show_entries",
+            "packet=pts_time,duration_time",
+        ],
+        target,
+    );
+    let packets = v["packets"].as_array().cloned().unwrap_or_default();
+    let mut lo = f64::MAX;
+    let mut hi = f64::MIN;
+    for p in &packets {
+        let pts: f64 = match p["pts_time"].as_str().and_then(|s| s.parse().ok()) {
+            Some(t) => t,
+            None => continue,
+        };
+        let dur: f64 = p["duration_time"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0.0);
+        lo = lo.min(pts);
+        hi = hi.max(pts + dur);
+    }
+    assert!(hi > lo, "ffprobe found no timed packets in {target}");
+    hi - lo
+}
+
+/// Decodes everything at `target` with ffmpeg; panics if ffmpeg reports any error.
+pub fn assert_decodes_cleanly(target: &str) {
+    let out = Command::new(ffmpeg())
+        .args(["-nostdin", "-v", "error", "-i", target, "-f", "null", "-"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.trim().is_empty(),
+        "decoding {target} reported errors (exit {}):\n{err}",
+        out.status
+    );
+}
+
+/// For every segment of `pl` with video: init + segment decode to a first frame that is a
+/// keyframe. Returns how many segments were checked.
+pub fn assert_segments_start_with_keyframes(pl: &MediaPlaylist) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for s in &pl.segments {
+        let mut bytes = Vec::new();
+        if let Some(m) = &s.map_uri {
+            let r = get(&resolve(&pl.url, m));
+            assert_eq!(r.status, 200, "init {m}");
+            bytes.extend_from_slice(&r.body);
+        }
+        let r = get(&pl.segment_url(s));
+        assert_eq!(r.status, 200, "segment {}", s.uri);
+        bytes.extend_from_slice(&r.body);
+        let ext = if s.map_uri.is_some() { "mp4" } else { "ts" };
+        let f = dir.path().join(format!("seg-{}.{ext}", s.msn));
+        fs::write(&f, &bytes).unwrap();
+        let v = run_ffprobe(
+            &[
+                "-select_streams",
+                "v:0",
+                "-show_frames",
+                "-read_intervals",
+                "%+#1",
+                "-show_entries",
+                "frame=key_frame,pict_type",
+            ],
+            f.to_str().unwrap(),
+        );
+        let frames = v["frames"].as_array().cloned().unwrap_or_default();
+        let Some(first) = frames.first() else {
+            continue; // no video in this segment (audio-only stream)
+        };
+        let key =
+            first["key_frame"].as_i64() == Some(1) || first["pict_type"].as_str() == Some("I");
+        assert!(
+            key,
+            "segment {} (msn {}) does not start with a keyframe: first frame {first}",
+            s.uri, s.msn
+        );
+        checked += 1;
+    }
+    checked
+}
+
+/// Everything one finished (ENDLIST) single-session playlist must pass: RFC checks,
+/// fetchable media, keyframe-first segments (when `video`), ffprobe codecs, clean decode.
+/// Returns the ffprobe stream list.
+pub fn full_check_ended(url: &str, fmp4: bool, video: bool) -> (MediaPlaylist, Vec<StreamInfo>) {
+    let expect = Expect {
+        endlist: Some(true),
+        fmp4: Some(fmp4),
+        min_segments: 1,
+    };
+    let pl = fetch_playlist(url, &expect).unwrap_or_else(|e| panic!("{e}"));
+    fetch_all_media(&pl).unwrap_or_else(|e| panic!("{e}\n--- playlist:\n{}", pl.text));
+    if video {
+        let n = assert_segments_start_with_keyframes(&pl);
+        assert_eq!(n, pl.segments.len(), "every segment should carry video");
+    }
+    let streams = probe_streams(url);
+    assert_decodes_cleanly(url);
+    (pl, streams)
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+// ---------------------------------------------------------------------------------------
+
+/// Sum of the values of every sample line whose name starts with `tidegate_`, mentions
+/// `connection`, and has a `reason` label: the rejected/failed connection counters.
+pub fn rejected_connections(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with("tidegate_") && l.contains("connection") && l.contains("reason="))
+        .filter_map(|l| {
+            let after_labels = &l[l.rfind('}')? + 1..];
+            after_labels.split_whitespace().next()?.parse::<f64>().ok()
+        })
+        .sum()
+}
