@@ -365,14 +365,12 @@ mod tests {
     #[test]
     fn other_markers_decode() {
         // strict array [1], date, long string "x", xml "y", typed object "C" {k: null}, unsupported
-        let bytes = hex(
-            "0a 00000001 00 3ff0000000000000
+        let bytes = hex("0a 00000001 00 3ff0000000000000
              0b 4000000000000000 0000
              0c 00000001 78
              0f 00000001 79
              10 0001 43 0001 6b 05 000009
-             0d",
-        );
+             0d");
         let v = decode_all(&bytes).unwrap();
         assert_eq!(
             v,
@@ -410,10 +408,7 @@ mod tests {
             deep.extend_from_slice(&hex("0a 00000001"));
         }
         deep.push(MARKER_NULL);
-        assert_eq!(
-            decode_all(&deep),
-            Err(RtmpError::Amf("nesting too deep"))
-        );
+        assert_eq!(decode_all(&deep), Err(RtmpError::Amf("nesting too deep")));
         // a strict array claiming 4 billion elements
         assert!(decode_all(&hex("0a ffffffff 05")).is_err());
     }

@@ -115,11 +115,15 @@ struct Header {
 }
 
 fn be24(b: &[u8]) -> u32 {
-    b.iter().take(3).fold(0u32, |acc, x| (acc << 8) | u32::from(*x))
+    b.iter()
+        .take(3)
+        .fold(0u32, |acc, x| (acc << 8) | u32::from(*x))
 }
 
 fn be32(b: &[u8]) -> u32 {
-    b.iter().take(4).fold(0u32, |acc, x| (acc << 8) | u32::from(*x))
+    b.iter()
+        .take(4)
+        .fold(0u32, |acc, x| (acc << 8) | u32::from(*x))
 }
 
 impl ChunkReader {
@@ -665,7 +669,7 @@ mod tests {
         let mut r = ChunkReader::new();
         let mut err = None;
         for csid in 3..40u8 {
-            let mut b = vec![csid, 0, 0, 0, 0xf0, 0, 0, 9, 1, 0, 0, 0];
+            let mut b = vec![csid, 0, 0, 0, 0x7f, 0, 0, 9, 1, 0, 0, 0];
             b.extend_from_slice(&[0; 128]);
             if let Err(e) = r.read(&mut BytesMut::from(&b[..])) {
                 err = Some(e);

@@ -51,7 +51,11 @@ impl DigestScheme {
             DigestScheme::Scheme0 => 8,
             DigestScheme::Scheme1 => 772,
         };
-        let sum: usize = packet.get(base..base + 4)?.iter().map(|b| usize::from(*b)).sum();
+        let sum: usize = packet
+            .get(base..base + 4)?
+            .iter()
+            .map(|b| usize::from(*b))
+            .sum();
         Some(sum % 728 + base + 4)
     }
 }
@@ -258,14 +262,20 @@ mod tests {
     fn hmac_key_bytes() {
         // RFC 4231-style sanity: the HMAC helper matches a known vector (key "key", "The quick
         // brown fox jumps over the lazy dog").
-        let d = hmac(b"key", &[b"The quick brown fox ", b"jumps over the lazy dog"]);
+        let d = hmac(
+            b"key",
+            &[b"The quick brown fox ", b"jumps over the lazy dog"],
+        );
         let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
             hex,
             "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
         );
         assert_eq!(&FP_KEY[30..34], &[0xF0, 0xEE, 0xC2, 0x4A]);
-        assert_eq!(&FMS_KEY[..FMS_KEY_PARTIAL], b"Genuine Adobe Flash Media Server 001");
+        assert_eq!(
+            &FMS_KEY[..FMS_KEY_PARTIAL],
+            b"Genuine Adobe Flash Media Server 001"
+        );
     }
 
     #[test]
@@ -298,7 +308,9 @@ mod tests {
             input.put_u8(3);
             input.put_slice(&c1);
             let mut out = BytesMut::new();
-            ServerHandshake::new(7).handle(&mut input, &mut out).unwrap();
+            ServerHandshake::new(7)
+                .handle(&mut input, &mut out)
+                .unwrap();
             let s1 = &out[1..1 + HANDSHAKE_SIZE];
             let s2 = &out[1 + HANDSHAKE_SIZE..];
             assert_eq!(&s1[4..8], &SERVER_VERSION);
@@ -319,7 +331,9 @@ mod tests {
         input.put_u8(3);
         input.put_slice(&c1);
         let mut out = BytesMut::new();
-        ServerHandshake::new(1).handle(&mut input, &mut out).unwrap();
+        ServerHandshake::new(1)
+            .handle(&mut input, &mut out)
+            .unwrap();
         assert_eq!(&out[1 + HANDSHAKE_SIZE..], &c1[..]);
         assert_eq!(&out[5..9], &[0, 0, 0, 0]);
     }

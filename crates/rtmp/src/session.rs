@@ -183,9 +183,7 @@ fn be_u32(payload: &[u8]) -> Option<u32> {
 impl ServerSession {
     /// A session for a connection accepted at `now`.
     pub fn new(config: SessionConfig, now: Instant) -> Self {
-        let handshake_deadline = now
-            .checked_add(config.handshake_timeout)
-            .unwrap_or(now);
+        let handshake_deadline = now.checked_add(config.handshake_timeout).unwrap_or(now);
         ServerSession {
             handshake: ServerHandshake::new(config.seed),
             handshake_deadline,
