@@ -36,7 +36,6 @@ mod datetime;
 mod mux;
 mod playlist;
 mod segmenter;
-mod stub;
 
 pub use datetime::format_program_date_time;
 pub use playlist::{PlaylistState, SegmentEntry, DEFAULT_WINDOW, MAX_WINDOW};
@@ -84,10 +83,10 @@ impl Container {
 pub enum PackagerError {
     /// The fMP4 muxer refused the segment (the segment is dropped, the session goes on).
     #[error("fMP4 muxer: {0}")]
-    Fmp4(#[from] stub::tidegate_fmp4::Fmp4Error),
+    Fmp4(#[from] tidegate_fmp4::Fmp4Error),
     /// The MPEG-TS muxer refused the segment (the segment is dropped, the session goes on).
     #[error("MPEG-TS muxer: {0}")]
-    MpegTs(#[from] stub::tidegate_mpegts::TsError),
+    MpegTs(#[from] tidegate_mpegts::TsError),
     /// A frame's dts is below the previous one of its track (the frame is dropped).
     #[error("{track:?} dts went backwards: {dts} after {last}")]
     DtsBackwards {

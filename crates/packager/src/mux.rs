@@ -4,8 +4,6 @@
 use bytes::Bytes;
 use tidegate_media::{AudioConfig, TrackRun, VideoConfig};
 
-use crate::stub::tidegate_fmp4;
-use crate::stub::tidegate_mpegts;
 use crate::{Container, PackagerError};
 
 /// A container muxer as the segmenter drives it: `configure` whenever the track
@@ -27,13 +25,16 @@ pub(crate) trait Muxer: Send {
 /// The muxer for a container.
 pub(crate) fn for_container(container: Container) -> Box<dyn Muxer> {
     match container {
-        Container::Fmp4 => Box::new(Fmp4Muxer),
+        Container::Fmp4 => Box::new(Fmp4Muxer { audio: None }),
         Container::MpegTs => Box::new(TsMuxer { inner: None }),
     }
 }
 
 /// CMAF: an init segment per configuration, `moof`+`mdat` per segment.
-struct Fmp4Muxer;
+struct Fmp4Muxer {
+    /// The audio configuration of the last init segment (it gives the audio timescale).
+    audio: Option<AudioConfig>,
+}
 
 impl Muxer for Fmp4Muxer {
     fn configure(
@@ -41,11 +42,17 @@ impl Muxer for Fmp4Muxer {
         video: Option<&VideoConfig>,
         audio: Option<&AudioConfig>,
     ) -> Result<Option<Bytes>, PackagerError> {
-        Ok(Some(tidegate_fmp4::init_segment(video, audio)?))
+        let init = tidegate_fmp4::init_segment(video, audio)?;
+        self.audio = audio.cloned();
+        Ok(Some(init))
     }
 
     fn segment(&mut self, sequence: u32, runs: &[TrackRun<'_>]) -> Result<Bytes, PackagerError> {
-        Ok(tidegate_fmp4::media_segment(sequence, runs)?)
+        Ok(tidegate_fmp4::media_segment(
+            sequence,
+            runs,
+            self.audio.as_ref(),
+        )?)
     }
 }
 

@@ -207,13 +207,11 @@ fn check(container: Container) {
 }
 
 #[test]
-#[ignore = "needs the real fMP4 muxer (stubbed until tidegate-fmp4 lands)"]
 fn fmp4_segments_and_playlist_read_back() {
     check(Container::Fmp4);
 }
 
 #[test]
-#[ignore = "needs the real MPEG-TS muxer (stubbed until tidegate-mpegts lands)"]
 fn mpegts_segments_and_playlist_read_back() {
     check(Container::MpegTs);
 }

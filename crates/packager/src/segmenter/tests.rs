@@ -780,3 +780,11 @@ fn random_streams_keep_invariants() {
         }
     }
 }
+
+#[test]
+fn segmenter_and_state_can_move_between_tasks() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<Segmenter>();
+    assert_send::<crate::PlaylistState>();
+    assert_send::<SegmenterOutput>();
+}
