@@ -317,3 +317,54 @@ fn trex(w: &mut BoxWriter, track_id: u32) -> Result<(), Fmp4Error> {
     w.buf.put_u32(0); // default_sample_flags
     w.close(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn esds_for_aac_lc_48k_stereo() {
+        let mut w = BoxWriter::with_capacity(64);
+        esds(&mut w, &[0x11, 0x90]).unwrap();
+        let expected = hex("00000027 65736473 00000000
+             03 19 0000 00
+             04 11 40 15 000000 00000000 00000000
+             05 02 1190
+             06 01 02");
+        assert_eq!(w.buf.as_ref(), expected.as_slice());
+    }
+
+    #[test]
+    fn descriptor_lengths_use_the_shortest_form() {
+        for (len, encoded) in [
+            (0usize, "0500"),
+            (0x7f, "057f"),
+            (0x80, "058100"),
+            (0x3fff, "05ff7f"),
+            (0x4000, "05818000"),
+            (0x20_0000, "0581808000"),
+        ] {
+            let mut w = BoxWriter::with_capacity(8);
+            descriptor_header(&mut w, 5, len);
+            assert_eq!(w.buf.as_ref(), hex(encoded).as_slice(), "length {len:#x}");
+            assert_eq!(descriptor_header_len(len), w.buf.len());
+        }
+    }
+
+    #[test]
+    fn ftyp_vector() {
+        let mut w = BoxWriter::with_capacity(32);
+        ftyp(&mut w).unwrap();
+        let expected =
+            hex("00000020 66747970 69736f36 00000000 69736f36 636d6663 69736f6d 6d703431");
+        assert_eq!(w.buf.as_ref(), expected.as_slice());
+    }
+}
