@@ -291,8 +291,7 @@ impl Streams {
                 if !resumable {
                     // A new playlist at the same URL; numbering goes on so no player that
                     // still holds the old one sees the sequence go back.
-                    stale_objects.extend(r.playlist.segments.iter().cloned());
-                    r.playlist.reset_for_new_stream();
+                    stale_objects = r.playlist.reset_for_new_stream();
                     r.playlist.container = self.settings.container;
                     r.playlist.window = self.settings.playlist_window;
                     info!(stream = %id, "new playlist (previous one ended)");
@@ -405,8 +404,17 @@ fn target_secs(d: Duration) -> u32 {
 /// Messages from a publisher's connection to its stream's writer.
 #[derive(Debug)]
 enum WriterMsg {
-    Output(SegmenterOutput, Instant),
+    /// What the segmenter produced, when it was cut, and (for segments) what the multivariant
+    /// playlist should say about the stream.
+    Output(SegmenterOutput, Instant, Option<StreamInfo>),
     Finish,
+}
+
+/// Codec and resolution of the media, for `EXT-X-STREAM-INF`.
+#[derive(Debug)]
+struct StreamInfo {
+    codecs: Option<String>,
+    resolution: Option<(u32, u32)>,
 }
 
 /// A live publish session's handle: feed it media; end it when the connection ends.
@@ -450,17 +458,23 @@ impl Publisher {
             metrics.timestamp_jumps.inc();
         }
         if let Err(e) = self.segmenter.handle_event(event, unix_ms()) {
-            warn!(stream = %self.id, error = %e, "packager refused media");
-            return Err(PublisherClosed("packager"));
+            // The segmenter drops what it cannot use (a frame going backwards, a segment
+            // the muxer refused) and carries on; the publisher is not cut off for it.
+            metrics.frames_dropped.inc();
+            tracing::debug!(stream = %self.id, error = %e, "packager dropped media");
         }
         self.drain().await
     }
 
     async fn drain(&mut self) -> Result<(), PublisherClosed> {
         while let Some(out) = self.segmenter.poll_output() {
+            let info = matches!(out, SegmenterOutput::Segment(_)).then(|| StreamInfo {
+                codecs: self.segmenter.codecs(),
+                resolution: self.segmenter.resolution(),
+            });
             if self
                 .tx
-                .send(WriterMsg::Output(out, Instant::now()))
+                .send(WriterMsg::Output(out, Instant::now(), info))
                 .await
                 .is_err()
             {
@@ -474,6 +488,9 @@ impl Publisher {
     /// listed, and puts the stream into its reconnect window.
     pub async fn finish(mut self) {
         self.segmenter.finish();
+        if let Some(e) = self.segmenter.take_error() {
+            warn!(stream = %self.id, error = %e, "the last segment could not be packaged");
+        }
         let _ = self.drain().await;
         let _ = self.tx.send(WriterMsg::Finish).await;
         if let Some(task) = self.task.take() {

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use tidegate_packager::{Container, SegmentEntry, SegmenterOutput};
+use tidegate_packager::{SegmentEntry, SegmenterOutput};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -30,7 +30,7 @@ pub(super) struct Writer {
 pub(super) async fn run(mut w: Writer) {
     while let Some(msg) = w.rx.recv().await {
         match msg {
-            WriterMsg::Output(SegmenterOutput::Init { data, id }, _) => {
+            WriterMsg::Output(SegmenterOutput::Init { data, id }, _, _) => {
                 let uri = format!("init-{}-{}.mp4", w.epoch, id);
                 let path = format!("{}/{}", w.stream.id.prefix(), uri);
                 if let Err(e) = w.streams.media.put(&path, data).await {
@@ -39,11 +39,8 @@ pub(super) async fn run(mut w: Writer) {
                 }
                 w.map_uri = Some(uri);
             }
-            WriterMsg::Output(SegmenterOutput::Segment(seg), cut_at) => {
-                let ext = match w.record.playlist.container {
-                    Container::Fmp4 => "m4s",
-                    Container::MpegTs => "ts",
-                };
+            WriterMsg::Output(SegmenterOutput::Segment(seg), cut_at, info) => {
+                let ext = w.record.playlist.container.segment_extension();
                 let sequence = w.record.playlist.next_sequence;
                 let uri = format!("seg-{}-{}.{}", w.epoch, sequence, ext);
                 let path = format!("{}/{}", w.stream.id.prefix(), uri);
@@ -54,17 +51,12 @@ pub(super) async fn run(mut w: Writer) {
                     w.record.playlist.mark_discontinuity();
                     continue;
                 }
-                let duration_secs = seg.duration as f64 / f64::from(tidegate_media::TIMESCALE);
-                let entry = SegmentEntry {
-                    sequence,
-                    uri,
-                    duration_secs,
-                    program_date_time_ms: seg.program_date_time_ms,
-                    discontinuity: seg.discontinuity,
-                    map_uri: w.map_uri.clone(),
-                    bytes: seg.bytes,
-                };
+                let entry = SegmentEntry::from_cut(&seg, uri, w.map_uri.clone());
                 let mut next = w.record.clone();
+                if let Some(info) = info {
+                    next.playlist.codecs = info.codecs;
+                    next.playlist.resolution = info.resolution;
+                }
                 let evicted = next.playlist.push_segment(entry);
                 next.updated_ms = unix_ms();
                 match commit(&w, &next).await {
