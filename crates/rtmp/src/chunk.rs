@@ -303,8 +303,17 @@ impl ChunkReader {
                 return Ok(None);
             }
             let single = starts_message && payload_len as u32 == length;
-            if !single && starts_message && !in_progress {
-                let new_total = self.pending_bytes.saturating_add(length as usize);
+            if !single && starts_message {
+                // A header interrupting an unfinished message frees that message's bytes.
+                let freed = if in_progress {
+                    prev.map_or(0, |p| p.length as usize)
+                } else {
+                    0
+                };
+                let new_total = self
+                    .pending_bytes
+                    .saturating_sub(freed)
+                    .saturating_add(length as usize);
                 if new_total > MAX_PENDING_BYTES {
                     return Err(RtmpError::TooMuchPending(MAX_PENDING_BYTES));
                 }
@@ -677,6 +686,39 @@ mod tests {
             }
         }
         assert_eq!(err, Some(RtmpError::TooMuchPending(MAX_PENDING_BYTES)));
+    }
+
+    #[test]
+    fn interrupting_header_cannot_bypass_pending_limit() {
+        // Three large partial messages (3 x 0x7f0000 bytes), one small one on csid 6; then
+        // csid 6 restarts with a large message: that would pass the total, so it is refused.
+        let mut r = ChunkReader::new();
+        for csid in 3..6u8 {
+            let mut b = vec![csid, 0, 0, 0, 0x7f, 0, 0, 9, 1, 0, 0, 0];
+            b.extend_from_slice(&[0; 128]);
+            assert_eq!(r.read(&mut BytesMut::from(&b[..])), Ok(None));
+        }
+        let mut b = hex("06 000000 0000c8 09 01000000");
+        b.extend_from_slice(&[0; 128]);
+        assert_eq!(r.read(&mut BytesMut::from(&b[..])), Ok(None));
+        let mut b = vec![6, 0, 0, 0, 0x7f, 0, 0, 9, 1, 0, 0, 0];
+        b.extend_from_slice(&[0; 128]);
+        assert_eq!(
+            r.read(&mut BytesMut::from(&b[..])),
+            Err(RtmpError::TooMuchPending(MAX_PENDING_BYTES))
+        );
+        assert!(r.pending_bytes() <= MAX_PENDING_BYTES);
+    }
+
+    #[test]
+    fn restarted_message_replaces_partial() {
+        let mut r = ChunkReader::new();
+        let mut b = hex("06 000000 0000c8 09 01000000");
+        b.extend_from_slice(&[0; 128]);
+        b.extend_from_slice(&hex("06 000005 000002 09 01000000 abcd"));
+        let msgs = read_all(&mut r, &mut BytesMut::from(&b[..]));
+        assert_eq!(msgs, vec![msg(6, 5, 9, 1, &[0xab, 0xcd])]);
+        assert_eq!(r.pending_bytes(), 0);
     }
 
     #[test]
