@@ -1,0 +1,166 @@
+//! A blocking SRT receiver: one std UDP socket driving a `Listener` and its connections.
+//!
+//! ```text
+//! cargo run -p tidegate-srt --example srt_recv -- 127.0.0.1:9000 [--passphrase P] [--out FILE] [--seconds N] [--reject CODE]
+//! ```
+//! Prints each connection's stream ID and, when it closes (or after `--seconds`), the bytes
+//! received and its statistics.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use tidegate_srt::{
+    peek_dest_socket_id, AcceptParams, Connection, Event, Listener, ListenerConfig,
+    ListenerOutput, RejectReason,
+};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr: SocketAddr = args.next().ok_or("usage: srt_recv ADDR")?.parse()?;
+    let mut passphrase = None;
+    let mut out_path = None;
+    let mut seconds = None;
+    let mut reject = None;
+    let mut latency = None;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--passphrase" => passphrase = args.next(),
+            "--out" => out_path = args.next(),
+            "--seconds" => seconds = args.next().map(|s| s.parse::<u64>()).transpose()?,
+            "--reject" => reject = args.next().map(|s| s.parse::<u32>()).transpose()?,
+            "--latency" => latency = args.next().map(|s| s.parse::<u64>()).transpose()?,
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    let sock = UdpSocket::bind(addr)?;
+    let t0 = Instant::now();
+    let mut secret = [0u8; 32];
+    // Not cryptographic: an example. A server seeds this from the OS.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    secret[..16].copy_from_slice(&nanos.to_le_bytes());
+    let mut listener = Listener::new(t0, ListenerConfig::new(secret));
+    let mut conns: HashMap<u32, (Connection, SocketAddr, u64)> = HashMap::new();
+    let mut out = match &out_path {
+        Some(p) => Some(std::fs::File::create(p)?),
+        None => None,
+    };
+    let deadline = seconds.map(|s| t0 + Duration::from_secs(s));
+    println!("listening on {}", sock.local_addr()?);
+    let mut buf = [0u8; 2048];
+    let mut served = false;
+    loop {
+        let now = Instant::now();
+        let mut wake = now + Duration::from_millis(100);
+        for (c, _, _) in conns.values() {
+            if let Some(t) = c.poll_timeout() {
+                wake = wake.min(t);
+            }
+        }
+        let wait = wake.saturating_duration_since(now).max(Duration::from_micros(200));
+        sock.set_read_timeout(Some(wait))?;
+        let received = match sock.recv_from(&mut buf) {
+            Ok((n, from)) => Some((n, from)),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let now = Instant::now();
+        if let Some((n, from)) = received {
+            let data = &buf[..n];
+            match peek_dest_socket_id(data) {
+                Some(0) => match listener.handle_datagram(now, from, data) {
+                    Ok(ListenerOutput::Transmit(d)) => {
+                        sock.send_to(&d, from)?;
+                    }
+                    Ok(ListenerOutput::Request(req)) => {
+                        println!(
+                            "request from {} stream id {:?} encrypted {:?}",
+                            req.peer_addr(),
+                            req.stream_id(),
+                            req.key_length()
+                        );
+                        if let Some(code) = reject {
+                            let d = listener.reject(now, req, RejectReason(code));
+                            sock.send_to(&d, from)?;
+                        } else {
+                            let params = AcceptParams {
+                                passphrase: passphrase.clone(),
+                                latency: latency.map(Duration::from_millis),
+                                enforce_key_length: None,
+                            };
+                            match listener.accept(now, req, params) {
+                                Ok((c, d)) => {
+                                    sock.send_to(&d, from)?;
+                                    println!(
+                                        "accepted socket {:#x} stream id {:?} latency {:?}",
+                                        c.socket_id(),
+                                        c.stream_id(),
+                                        c.latency()
+                                    );
+                                    conns.insert(c.socket_id(), (c, from, 0));
+                                }
+                                Err(r) => {
+                                    println!("rejected: {}", r.reason);
+                                    sock.send_to(&r.response, from)?;
+                                }
+                            }
+                        }
+                    }
+                    Ok(ListenerOutput::Nothing) => {}
+                    Err(e) => eprintln!("bad handshake datagram: {e}"),
+                },
+                Some(id) => {
+                    if let Some((c, peer, _)) = conns.get_mut(&id) {
+                        if *peer == from {
+                            if let Err(e) = c.handle_datagram(now, data) {
+                                eprintln!("bad datagram: {e}");
+                            }
+                        }
+                    }
+                }
+                None => {}
+            }
+        }
+        let mut closed = Vec::new();
+        for (id, (c, peer, bytes)) in conns.iter_mut() {
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                c.handle_timeout(now);
+            }
+            while let Some(d) = c.poll_transmit(now) {
+                sock.send_to(&d, *peer)?;
+            }
+            while let Some(ev) = c.poll_event() {
+                match ev {
+                    Event::Payload(p) => {
+                        *bytes += p.len() as u64;
+                        if let Some(f) = &mut out {
+                            f.write_all(&p)?;
+                        }
+                    }
+                    Event::Closed { reason } => {
+                        println!("closed: {reason:?}");
+                        closed.push(*id);
+                    }
+                }
+            }
+        }
+        for id in closed {
+            if let Some((c, _, bytes)) = conns.remove(&id) {
+                println!("stream id {:?} bytes received {bytes}", c.stream_id());
+                println!("stats {:?}", c.stats());
+                served = true;
+            }
+        }
+        if served && conns.is_empty() {
+            return Ok(());
+        }
+        if deadline.is_some_and(|d| now >= d) {
+            for (c, _, bytes) in conns.values() {
+                println!("stream id {:?} bytes received {bytes}", c.stream_id());
+                println!("stats {:?}", c.stats());
+            }
+            return Ok(());
+        }
+    }
+}
