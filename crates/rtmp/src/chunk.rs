@@ -690,18 +690,19 @@ mod tests {
 
     #[test]
     fn interrupting_header_cannot_bypass_pending_limit() {
-        // Three large partial messages (3 x 0x7f0000 bytes), one small one on csid 6; then
-        // csid 6 restarts with a large message: that would pass the total, so it is refused.
+        // Four large partial messages (4 x 0x7f0000 bytes, just under the total), one small
+        // one on csid 8; then csid 8 restarts with a large message: that would pass the
+        // total, so it is refused.
         let mut r = ChunkReader::new();
-        for csid in 3..6u8 {
+        for csid in 3..7u8 {
             let mut b = vec![csid, 0, 0, 0, 0x7f, 0, 0, 9, 1, 0, 0, 0];
             b.extend_from_slice(&[0; 128]);
             assert_eq!(r.read(&mut BytesMut::from(&b[..])), Ok(None));
         }
-        let mut b = hex("06 000000 0000c8 09 01000000");
+        let mut b = hex("08 000000 0000c8 09 01000000");
         b.extend_from_slice(&[0; 128]);
         assert_eq!(r.read(&mut BytesMut::from(&b[..])), Ok(None));
-        let mut b = vec![6, 0, 0, 0, 0x7f, 0, 0, 9, 1, 0, 0, 0];
+        let mut b = vec![8, 0, 0, 0, 0x7f, 0, 0, 9, 1, 0, 0, 0];
         b.extend_from_slice(&[0; 128]);
         assert_eq!(
             r.read(&mut BytesMut::from(&b[..])),
