@@ -321,14 +321,21 @@ pub fn probe_streams(input: &Path) -> Vec<std::collections::HashMap<String, Stri
         .collect()
 }
 
-/// The container duration ffprobe reports, minus its start time.
+/// The longest stream duration ffprobe reports.
 pub fn probe_duration(input: &Path) -> f64 {
-    let out = run(Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=start_time,duration"])
-        .args(["-of", "csv=p=0"])
-        .arg(input));
-    let (start, duration) = out.trim().split_once(',').unwrap();
-    duration.parse::<f64>().unwrap() - start.parse::<f64>().unwrap()
+    run(Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(input))
+    .lines()
+    .filter_map(|l| l.trim().parse::<f64>().ok())
+    .fold(0.0, f64::max)
 }
 
 /// The video packets' (pts, dts) as ffprobe reads them, in file order.
@@ -338,10 +345,11 @@ pub fn probe_video_timestamps(input: &Path) -> Vec<(i64, i64)> {
         .args(["-show_entries", "packet=pts,dts", "-of", "csv=p=0"])
         .arg(input))
     .lines()
-    .filter(|l| !l.is_empty())
+    .filter(|l| !l.trim().is_empty())
     .map(|l| {
-        let (pts, dts) = l.split_once(',').unwrap();
-        (pts.parse().unwrap(), dts.parse().unwrap())
+        let mut fields = l.split(',');
+        let mut next = || fields.next().unwrap().trim().parse().unwrap();
+        (next(), next())
     })
     .collect()
 }
