@@ -31,11 +31,16 @@ fn gst_publisher(sink: &'static str) -> impl FnOnce(&str) -> Proc {
         };
         let video_buffers = SENT * 25;
         let audio_buffers = (SENT * 48_000).div_ceil(1024);
+        // What was sent is kept beside the logs, to tell publisher from server problems.
+        let copy = log_dir().join(format!("{}.flv", unique_name(sink)));
+        let copy = copy.display();
+        eprintln!("{sink}: the FLV sent is kept in {copy}");
         let pipeline = format!(
             "videotestsrc is-live=true num-buffers={video_buffers} \
              ! video/x-raw,width=640,height=360,framerate=25/1 \
              ! x264enc key-int-max=50 tune=zerolatency speed-preset=ultrafast bitrate=800 \
-             ! h264parse ! queue ! flvmux streamable=true name=m ! {sink} location={url} \
+             ! h264parse ! queue ! flvmux streamable=true name=m ! tee name=t \
+             ! queue ! {sink} location={url} t. ! queue ! filesink location={copy} \
              audiotestsrc is-live=true wave=sine num-buffers={audio_buffers} samplesperbuffer=1024 \
              ! audioconvert ! audioresample ! audio/x-raw,rate=48000,channels=2 \
              ! {aac} ! aacparse ! queue ! m."
