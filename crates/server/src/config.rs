@@ -215,8 +215,8 @@ impl ServeConfig {
 
     /// Target segment duration in 90 kHz ticks.
     pub fn segment_ticks(&self) -> u64 {
-        let ticks = self.segment_duration.as_micros() * u128::from(tidegate_media::TIMESCALE)
-            / 1_000_000;
+        let ticks =
+            self.segment_duration.as_micros() * u128::from(tidegate_media::TIMESCALE) / 1_000_000;
         u64::try_from(ticks).unwrap_or(u64::MAX)
     }
 

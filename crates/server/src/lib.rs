@@ -154,11 +154,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     });
 
     let ingest_stop = CancellationToken::new();
-    let rtmp_task = tokio::spawn(ingest::rtmp::serve(
-        rtmp,
-        ctx.clone(),
-        ingest_stop.clone(),
-    ));
+    let rtmp_task = tokio::spawn(ingest::rtmp::serve(rtmp, ctx.clone(), ingest_stop.clone()));
     let http_stop = CancellationToken::new();
     let http_task = {
         let stop = http_stop.clone();

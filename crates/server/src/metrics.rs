@@ -124,9 +124,8 @@ impl Metrics {
             "State and storage failures by operation",
             store_errors.clone(),
         );
-        let segment_latency = Histogram::new(
-            [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0].into_iter(),
-        );
+        let segment_latency =
+            Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0]);
         registry.register(
             "segment_latency_seconds",
             "Keyframe arrival to segment listed in the playlist",

@@ -122,11 +122,7 @@ async fn index(State(ctx): State<Arc<Context>>) -> Response {
 td,th{{padding:.3em 1em;text-align:left}}.live{{color:#080}}.reconnecting{{color:#b60}}.offline{{color:#888}}</style>\
 </head><body><h1>tidegate</h1><table><tr><th>tenant</th><th>stream</th><th>status</th><th>HLS</th></tr>\n{rows}</table></body></html>"
     );
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        html,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
 fn not_found() -> Response {

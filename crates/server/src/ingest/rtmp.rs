@@ -211,7 +211,10 @@ impl Connection {
                     timestamp,
                     data,
                 } => {
-                    if let Some(p) = self.publishing.as_mut().filter(|p| p.stream_id == stream_id)
+                    if let Some(p) = self
+                        .publishing
+                        .as_mut()
+                        .filter(|p| p.stream_id == stream_id)
                     {
                         p.flv
                             .handle_video(timestamp, data)
@@ -224,7 +227,10 @@ impl Connection {
                     timestamp,
                     data,
                 } => {
-                    if let Some(p) = self.publishing.as_mut().filter(|p| p.stream_id == stream_id)
+                    if let Some(p) = self
+                        .publishing
+                        .as_mut()
+                        .filter(|p| p.stream_id == stream_id)
                     {
                         p.flv
                             .handle_audio(timestamp, data)
@@ -232,16 +238,15 @@ impl Connection {
                         self.forward_media().await?;
                     }
                 }
-                Event::Unpublish { stream_id } => {
+                Event::Unpublish { stream_id }
                     if self
                         .publishing
                         .as_ref()
-                        .is_some_and(|p| p.stream_id == stream_id)
-                    {
-                        if let Some(p) = self.publishing.take() {
-                            info!(stream = %p.publisher.id(), "publisher unpublished");
-                            p.publisher.finish().await;
-                        }
+                        .is_some_and(|p| p.stream_id == stream_id) =>
+                {
+                    if let Some(p) = self.publishing.take() {
+                        info!(stream = %p.publisher.id(), "publisher unpublished");
+                        p.publisher.finish().await;
                     }
                 }
                 #[allow(unreachable_patterns)]

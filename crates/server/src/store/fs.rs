@@ -229,7 +229,10 @@ mod tests {
             store.compare_and_set(None, &record(&id, 1)).await,
             Err(StoreError::Conflict { .. })
         ));
-        store.compare_and_set(Some(1), &record(&id, 2)).await.unwrap();
+        store
+            .compare_and_set(Some(1), &record(&id, 2))
+            .await
+            .unwrap();
         assert!(matches!(
             store.compare_and_set(Some(1), &record(&id, 3)).await,
             Err(StoreError::Conflict { stored: 2, held: 1 })

@@ -114,10 +114,7 @@ impl Stream {
 
     /// The playlists as last rendered.
     pub fn rendered(&self) -> Rendered {
-        self.rendered
-            .lock()
-            .map(|r| r.clone())
-            .unwrap_or_default()
+        self.rendered.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     fn set_rendered(&self, playlist: &PlaylistState) {
@@ -347,7 +344,12 @@ impl Streams {
         })
     }
 
-    fn arm_reconnect_timer(self: &Arc<Self>, stream: &Arc<Stream>, generation: u64, after: Duration) {
+    fn arm_reconnect_timer(
+        self: &Arc<Self>,
+        stream: &Arc<Stream>,
+        generation: u64,
+        after: Duration,
+    ) {
         let this = self.clone();
         let stream = stream.clone();
         tokio::spawn(async move {
@@ -398,7 +400,9 @@ impl Streams {
 }
 
 fn target_secs(d: Duration) -> u32 {
-    u32::try_from(d.as_millis().div_ceil(1000)).unwrap_or(u32::MAX).max(1)
+    u32::try_from(d.as_millis().div_ceil(1000))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }
 
 /// Messages from a publisher's connection to its stream's writer.

@@ -92,16 +92,15 @@ pub(super) async fn run(mut w: Writer) {
     record.updated_ms = unix_ms();
     match commit(&w, &record).await {
         Ok(()) => {}
-        Err(e) => warn!(stream = %w.stream.id, error = %e, "could not record the publisher leaving"),
+        Err(e) => {
+            warn!(stream = %w.stream.id, error = %e, "could not record the publisher leaving")
+        }
     }
     w.streams.publisher_gone(&w.stream, record).await;
 }
 
 async fn commit(w: &Writer, record: &StreamRecord) -> Result<(), StoreError> {
-    w.streams
-        .state
-        .compare_and_set(Some(w.epoch), record)
-        .await
+    w.streams.state.compare_and_set(Some(w.epoch), record).await
 }
 
 /// Deletes evicted segments (and init segments no longer referenced) after the grace period,
