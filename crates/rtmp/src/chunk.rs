@@ -1,11 +1,12 @@
 //! The chunk stream: reassembling messages from chunks ([`ChunkReader`]) and cutting
-//! messages into chunks ([`ChunkWriter`]).
+//! messages into chunks ([`ChunkWriter`], copying, for the server's small replies;
+//! [`ChunkEncoder`], zero-copy with compressed headers, for a publisher's media).
 //!
 //! The reader is lenient where librtmp-based publishers are sloppy (compressed headers on a
 //! chunk stream never seen before, extended timestamps not repeated on continuation chunks)
 //! and strict where memory is at stake (every limit below).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -466,6 +467,146 @@ impl ChunkWriter {
     }
 }
 
+/// Bytes reserved at a time for the chunk headers a [`ChunkEncoder`] writes; headers are
+/// cut from this arena, so a 4 KiB block serves a few hundred chunks with one allocation.
+const HEADER_ARENA: usize = 4096;
+/// Longest chunk header: 3-byte basic header, 11-byte message header, extended timestamp.
+const MAX_HEADER_LEN: usize = 18;
+
+/// What a [`ChunkEncoder`] remembers of the last message on one chunk stream.
+#[derive(Debug, Clone, Copy)]
+struct EncoderStream {
+    csid: u32,
+    timestamp: u32,
+    stream_id: u32,
+}
+
+/// Cuts messages into chunks without copying their payloads, the way ffmpeg's publisher
+/// does: the first message on a chunk stream (or one whose message stream changes or whose
+/// timestamp goes back) gets a type-0 header, later ones a type-1 header with the timestamp
+/// delta, and every continuation chunk a type-3 header (repeating the extended timestamp,
+/// as the spec and ffmpeg do, when the timestamp field is at least `0xFFFFFF`).
+///
+/// [`encode`](Self::encode) appends to `out` a small header [`Bytes`] followed by a
+/// [`Bytes::slice`] of the payload for every chunk, ready for a vectored write.
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    chunk_size: u32,
+    streams: Vec<EncoderStream>,
+    headers: BytesMut,
+}
+
+impl Default for ChunkEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkEncoder {
+    /// An encoder with the default chunk size of 128.
+    pub fn new() -> Self {
+        ChunkEncoder {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            streams: Vec::new(),
+            headers: BytesMut::new(),
+        }
+    }
+
+    /// Changes the outgoing chunk size (after announcing it with Set Chunk Size). Values
+    /// outside 1..=[`MAX_CHUNK_SIZE`] are clamped.
+    pub fn set_chunk_size(&mut self, size: u32) {
+        self.chunk_size = size.clamp(1, MAX_CHUNK_SIZE);
+    }
+
+    /// The outgoing chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Room for one more header in the arena.
+    fn header_buf(&mut self) -> &mut BytesMut {
+        if self.headers.capacity() < MAX_HEADER_LEN {
+            self.headers.reserve(HEADER_ARENA);
+        }
+        &mut self.headers
+    }
+
+    /// Appends `payload` as one message to `out`: header and payload pieces, in order.
+    /// Fails only for a payload above [`MAX_MESSAGE_SIZE`] (nothing is appended then).
+    pub fn encode(
+        &mut self,
+        out: &mut VecDeque<Bytes>,
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: Bytes,
+    ) -> Result<(), RtmpError> {
+        let len = u32::try_from(payload.len())
+            .ok()
+            .filter(|l| *l <= MAX_MESSAGE_SIZE)
+            .ok_or(RtmpError::MessageTooLarge {
+                len: u32::try_from(payload.len()).unwrap_or(u32::MAX),
+                max: MAX_MESSAGE_SIZE,
+            })?;
+        let prev = self.streams.iter_mut().find(|s| s.csid == csid);
+        let (fmt, ts_field) = match prev {
+            Some(p) if p.stream_id == stream_id && timestamp >= p.timestamp => {
+                let delta = timestamp - p.timestamp;
+                p.timestamp = timestamp;
+                (1u8, delta)
+            }
+            Some(p) => {
+                p.timestamp = timestamp;
+                p.stream_id = stream_id;
+                (0u8, timestamp)
+            }
+            None => {
+                self.streams.push(EncoderStream {
+                    csid,
+                    timestamp,
+                    stream_id,
+                });
+                (0u8, timestamp)
+            }
+        };
+        let extended = ts_field >= EXTENDED_TIMESTAMP;
+        let hb = self.header_buf();
+        ChunkWriter::basic_header(hb, fmt, csid);
+        let ts3 = ts_field.min(EXTENDED_TIMESTAMP);
+        hb.put_slice(&ts3.to_be_bytes()[1..]);
+        hb.put_slice(&len.to_be_bytes()[1..]);
+        hb.put_u8(type_id);
+        if fmt == 0 {
+            hb.put_u32_le(stream_id);
+        }
+        if extended {
+            hb.put_u32(ts_field);
+        }
+        out.push_back(hb.split().freeze());
+        let size = self.chunk_size.max(1) as usize;
+        let total = payload.len();
+        let mut pos = 0usize;
+        loop {
+            let end = pos.saturating_add(size).min(total);
+            if end > pos {
+                out.push_back(payload.slice(pos..end));
+            }
+            pos = end;
+            if pos >= total {
+                break;
+            }
+            let hb = self.header_buf();
+            ChunkWriter::basic_header(hb, 3, csid);
+            if extended {
+                hb.put_u32(ts_field);
+            }
+            out.push_back(hb.split().freeze());
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -731,5 +872,80 @@ mod tests {
         assert_eq!(r.pending_bytes(), 200);
         r.abort(6);
         assert_eq!(r.pending_bytes(), 0);
+    }
+
+    fn encode_all(enc: &mut ChunkEncoder, msgs: &[ChunkMessage]) -> Vec<Bytes> {
+        let mut out = VecDeque::new();
+        for m in msgs {
+            enc.encode(
+                &mut out,
+                m.chunk_stream_id,
+                m.timestamp,
+                m.type_id,
+                m.stream_id,
+                m.payload.clone(),
+            )
+            .unwrap();
+        }
+        out.into_iter().collect()
+    }
+
+    #[test]
+    fn encoder_byte_exact_header_compression() {
+        let msgs = vec![
+            msg(6, 100, 9, 1, &[1, 2, 3, 4, 5, 6]),
+            msg(6, 140, 9, 1, &[0xaa]),
+            // delta 0x01000074: extended, repeated on the continuation chunk
+            msg(6, 0x0100_0100, 9, 1, &[1, 2, 3, 4, 5]),
+            // timestamp goes back: type 0 again
+            msg(6, 50, 9, 1, &[0xbb]),
+            // another message stream on the same chunk stream: type 0
+            msg(6, 60, 9, 2, &[0xcc]),
+            // empty payload
+            msg(6, 70, 9, 2, &[]),
+        ];
+        let mut enc = ChunkEncoder::new();
+        enc.set_chunk_size(4);
+        let pieces = encode_all(&mut enc, &msgs);
+        let wire: Vec<u8> = pieces.iter().flat_map(|b| b.iter().copied()).collect();
+        let expected = hex("
+            06 000064 000006 09 01000000 01020304 c6 0506
+            46 000028 000001 09 aa
+            46 ffffff 000005 09 01000074 01020304 c6 01000074 05
+            06 000032 000001 09 01000000 bb
+            06 00003c 000001 09 02000000 cc
+            46 00000a 000000 09");
+        assert_eq!(wire, expected);
+        let got = read_all(&mut {
+            let mut r = ChunkReader::new();
+            r.set_chunk_size(4).unwrap();
+            r
+        }, &mut BytesMut::from(&wire[..]));
+        assert_eq!(got, msgs);
+    }
+
+    #[test]
+    fn encoder_payload_pieces_are_slices_of_the_input() {
+        let payload = Bytes::from((0..10_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        let mut enc = ChunkEncoder::new();
+        enc.set_chunk_size(4096);
+        let mut out = VecDeque::new();
+        enc.encode(&mut out, 6, 0, 9, 1, payload.clone()).unwrap();
+        let pieces: Vec<Bytes> = out.into_iter().collect();
+        // header, 4096, header, 4096, header, 1808
+        let lens: Vec<usize> = pieces.iter().map(Bytes::len).collect();
+        assert_eq!(lens, vec![12, 4096, 1, 4096, 1, 1808]);
+        let base = payload.as_ptr() as usize;
+        for (i, at) in [(1, 0), (3, 4096), (5, 8192)] {
+            assert_eq!(pieces[i].as_ptr() as usize, base + at);
+        }
+        // too large
+        let big = Bytes::from(vec![0u8; MAX_MESSAGE_SIZE as usize + 1]);
+        let mut out = VecDeque::new();
+        assert!(matches!(
+            enc.encode(&mut out, 6, 0, 9, 1, big),
+            Err(RtmpError::MessageTooLarge { .. })
+        ));
+        assert!(out.is_empty());
     }
 }

@@ -1,9 +1,10 @@
 //! The crate's one error type.
 
-/// Everything that can go wrong in an RTMP server session.
+/// Everything that can go wrong in an RTMP session, server or client.
 ///
-/// Every variant except [`RtmpError::Closed`] is caused by the peer (see
-/// [`RtmpError::is_peer_error`]); the driver should close the connection on any error.
+/// Every variant except [`RtmpError::Closed`] and [`RtmpError::NotPublishing`] is caused by
+/// the peer (see [`RtmpError::is_peer_error`]); the driver should close the connection on
+/// any peer error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RtmpError {
     /// C0 named an RTMP version other than 3.
@@ -35,6 +36,14 @@ pub enum RtmpError {
     /// The peer broke the RTMP command protocol.
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// Client: the server did not let us publish (nor refuse) within the configured
+    /// timeout after the handshake.
+    #[error("publish timed out")]
+    PublishTimeout,
+    /// Client: media or metadata handed in before `NetStream.Publish.Start` or after
+    /// unpublishing (a driver error; the session stays usable).
+    #[error("not publishing")]
+    NotPublishing,
     /// The session already failed; it accepts no more input.
     #[error("session is closed")]
     Closed,
@@ -44,21 +53,22 @@ impl RtmpError {
     /// Whether the peer caused this error (bad bytes, slowness), as opposed to the driver
     /// misusing the session.
     pub fn is_peer_error(&self) -> bool {
-        !matches!(self, RtmpError::Closed)
+        !matches!(self, RtmpError::Closed | RtmpError::NotPublishing)
     }
 
     /// A short, bounded label for metrics: `handshake`, `timeout`, `chunk`, `amf`,
-    /// `protocol` or `closed`.
+    /// `protocol`, `usage` or `closed`.
     pub fn kind(&self) -> &'static str {
         match self {
             RtmpError::UnsupportedVersion(_) => "handshake",
-            RtmpError::HandshakeTimeout => "timeout",
+            RtmpError::HandshakeTimeout | RtmpError::PublishTimeout => "timeout",
             RtmpError::MessageTooLarge { .. }
             | RtmpError::InvalidChunkSize(_)
             | RtmpError::TooManyChunkStreams(_)
             | RtmpError::TooMuchPending(_) => "chunk",
             RtmpError::Amf(_) => "amf",
             RtmpError::Protocol(_) => "protocol",
+            RtmpError::NotPublishing => "usage",
             RtmpError::Closed => "closed",
         }
     }

@@ -1,6 +1,8 @@
-//! The server side of the RTMP handshake: C0/C1 in → S0/S1/S2 out, then C2 in.
+//! The RTMP handshake. Server side ([`ServerHandshake`]): C0/C1 in → S0/S1/S2 out, then C2
+//! in. Client side ([`ClientHandshake`]): C0/C1 out, S0/S1 in → C2 out, then S2 in (plain
+//! flavour only).
 //!
-//! Two flavours are answered:
+//! Two flavours are answered by the server:
 //! - **plain** (the RTMP spec): S1 is random with a zero version field, S2 echoes C1;
 //! - **digest** (Flash Player 9 era: FMLE, hardware encoders, ffmpeg): C1 carries an
 //!   HMAC-SHA256 digest keyed with "Genuine Adobe Flash Player 001" at the scheme-0 or
@@ -236,6 +238,73 @@ impl ServerHandshake {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    WaitS0S1,
+    WaitS2,
+    Done,
+}
+
+/// Client handshake state machine (plain flavour: C1 carries a zero version field, C2
+/// echoes S1; S2 is not checked, since digest-speaking servers do not echo C1).
+///
+/// [`ClientHandshake::new`] returns C0+C1 to send at once; [`ClientHandshake::handle`]
+/// then consumes S0/S1 (answering C2) and S2.
+#[derive(Debug)]
+pub struct ClientHandshake {
+    state: ClientState,
+}
+
+impl ClientHandshake {
+    /// A handshake and its C0+C1 (1537 bytes); `seed` feeds C1's filler bytes.
+    pub fn new(seed: u64) -> (Self, BytesMut) {
+        let mut out = BytesMut::with_capacity(1 + HANDSHAKE_SIZE);
+        out.put_u8(RTMP_VERSION);
+        let mut c1 = [0u8; HANDSHAKE_SIZE];
+        // time (4 bytes) and version (4 bytes) stay zero: the plain handshake.
+        XorShift(seed ^ 0xC1C1_C1C1_C1C1_C1C1 | 1).fill(&mut c1[8..]);
+        out.put_slice(&c1);
+        (
+            ClientHandshake {
+                state: ClientState::WaitS0S1,
+            },
+            out,
+        )
+    }
+
+    /// Whether S2 has been consumed.
+    pub fn is_done(&self) -> bool {
+        self.state == ClientState::Done
+    }
+
+    /// Consumes what it can of `data`, appending C2 to `out` once S0/S1 are in. Returns
+    /// `Ok(true)` once the handshake is complete; whatever follows S2 is left in `data`.
+    pub fn handle(&mut self, data: &mut BytesMut, out: &mut BytesMut) -> Result<bool, RtmpError> {
+        if self.state == ClientState::WaitS0S1 {
+            match data.first() {
+                None => return Ok(false),
+                Some(&RTMP_VERSION) => {}
+                Some(&v) => return Err(RtmpError::UnsupportedVersion(v)),
+            }
+            if data.len() < 1 + HANDSHAKE_SIZE {
+                return Ok(false);
+            }
+            data.advance(1);
+            let s1 = data.split_to(HANDSHAKE_SIZE);
+            out.put_slice(&s1);
+            self.state = ClientState::WaitS2;
+        }
+        if self.state == ClientState::WaitS2 {
+            if data.len() < HANDSHAKE_SIZE {
+                return Ok(false);
+            }
+            data.advance(HANDSHAKE_SIZE);
+            self.state = ClientState::Done;
+        }
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +414,36 @@ mod tests {
         assert_eq!(
             ServerHandshake::new(1).handle(&mut input, &mut out),
             Err(RtmpError::UnsupportedVersion(6))
+        );
+    }
+
+    #[test]
+    fn client_against_server_handshake() {
+        let (mut client, c0c1) = ClientHandshake::new(42);
+        assert_eq!(c0c1.len(), 1 + HANDSHAKE_SIZE);
+        assert_eq!(&c0c1[..9], &[3, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let mut server = ServerHandshake::new(1);
+        let mut to_server = c0c1;
+        let mut to_client = BytesMut::new();
+        assert!(!server.handle(&mut to_server, &mut to_client).unwrap());
+        // S0+S1+S2 arrive one byte short of S2, then the rest plus a chunk byte.
+        let all = to_client.split();
+        let mut c2 = BytesMut::new();
+        let mut part = BytesMut::from(&all[..all.len() - 1]);
+        assert!(!client.handle(&mut part, &mut c2).unwrap());
+        assert_eq!(&c2[..], &all[1..1 + HANDSHAKE_SIZE], "C2 echoes S1");
+        part.extend_from_slice(&all[all.len() - 1..]);
+        part.extend_from_slice(&[0x02]);
+        assert!(client.handle(&mut part, &mut c2).unwrap());
+        assert!(client.is_done());
+        assert_eq!(&part[..], &[0x02]);
+        to_server.extend_from_slice(&c2);
+        assert!(server.handle(&mut to_server, &mut to_client).unwrap());
+        // a bad S0 is refused
+        let (mut client, _) = ClientHandshake::new(1);
+        assert_eq!(
+            client.handle(&mut BytesMut::from(&[9u8][..]), &mut BytesMut::new()),
+            Err(RtmpError::UnsupportedVersion(9))
         );
     }
 }

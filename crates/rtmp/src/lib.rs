@@ -1,8 +1,9 @@
 //! A sans-IO RTMP server for publishers (OBS, ffmpeg, GStreamer, librtmp, hardware
-//! encoders): handshake, chunk stream, AMF0 and the publish command flow.
+//! encoders): handshake, chunk stream, AMF0 and the publish command flow; and the matching
+//! publisher, [`ClientSession`] (for `tidegate bench`, relays and tests).
 //!
-//! Nothing here does I/O or reads the clock. The driver owns a [`ServerSession`] per TCP
-//! connection and runs this loop:
+//! Nothing here does I/O or reads the clock. The server's driver owns a [`ServerSession`]
+//! per TCP connection and runs this loop:
 //!
 //! ```text
 //! loop {
@@ -16,17 +17,36 @@
 //! }
 //! ```
 //!
-//! Layers, bottom up: [`handshake`] (plain and digest), [`chunk`] (reader and writer),
-//! [`amf0`], and [`session`] (commands, protocol control, events).
+//! A publisher's driver owns a [`ClientSession`] and runs the mirror image:
+//!
+//! ```text
+//! session = ClientSession::new(config, now)       // C0+C1 queued
+//! loop {
+//!     while let Some(b) = session.poll_transmit() { gather b }   write_vectored(gathered)
+//!     while let Some(e) = session.poll_event() {
+//!         PublishStarted → start pacing media: session.send_video / send_audio / send_metadata
+//!         PublishRejected / Closed → flush and close
+//!     }
+//!     wait for: socket readable → session.handle_input(now, &mut buf)?
+//!               timer at session.poll_timeout() → session.handle_timeout(now)?
+//!               next media frame due → session.send_*(..)?
+//! }
+//! ```
+//!
+//! Layers, bottom up: [`handshake`] (plain and digest), [`chunk`] (reader, writer and the
+//! zero-copy encoder), [`amf0`], [`session`] (server: commands, protocol control, events)
+//! and [`client`] (publisher).
 #![deny(missing_docs)]
 
 pub mod amf0;
 pub mod chunk;
+pub mod client;
 mod error;
 pub mod handshake;
 pub mod session;
 
 pub use amf0::Amf0Value;
-pub use chunk::{ChunkMessage, ChunkReader, ChunkWriter};
+pub use chunk::{ChunkEncoder, ChunkMessage, ChunkReader, ChunkWriter};
+pub use client::{ClientConfig, ClientEvent, ClientSession};
 pub use error::RtmpError;
 pub use session::{Event, ServerSession, SessionConfig};
