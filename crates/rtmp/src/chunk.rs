@@ -916,11 +916,14 @@ mod tests {
             06 00003c 000001 09 02000000 cc
             46 00000a 000000 09");
         assert_eq!(wire, expected);
-        let got = read_all(&mut {
-            let mut r = ChunkReader::new();
-            r.set_chunk_size(4).unwrap();
-            r
-        }, &mut BytesMut::from(&wire[..]));
+        let got = read_all(
+            &mut {
+                let mut r = ChunkReader::new();
+                r.set_chunk_size(4).unwrap();
+                r
+            },
+            &mut BytesMut::from(&wire[..]),
+        );
         assert_eq!(got, msgs);
     }
 

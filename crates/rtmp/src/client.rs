@@ -446,7 +446,10 @@ impl ClientSession {
             ("app".into(), Amf0Value::String(self.config.app.clone())),
             ("type".into(), Amf0Value::String("nonprivate".into())),
             ("flashVer".into(), Amf0Value::String(FLASH_VERSION.into())),
-            ("tcUrl".into(), Amf0Value::String(self.config.tc_url.clone())),
+            (
+                "tcUrl".into(),
+                Amf0Value::String(self.config.tc_url.clone()),
+            ),
         ];
         if let Some(list) = &self.config.enhanced_fourcc_list {
             let items = list.iter().map(|f| Amf0Value::String(f.clone())).collect();
