@@ -16,25 +16,67 @@ use tidegate_srt::{
     ListenerOutput, RejectReason,
 };
 
+/// What the receiver is told to do.
+#[derive(Debug, Clone, Default)]
+pub struct RecvOptions {
+    /// Passphrase required from callers.
+    pub passphrase: Option<String>,
+    /// Write the payload here.
+    pub out: Option<std::path::PathBuf>,
+    /// Stop after this long.
+    pub seconds: Option<u64>,
+    /// Reject every caller with this code.
+    pub reject: Option<u32>,
+    /// Receive latency (ms).
+    pub latency: Option<u64>,
+    /// Stop after the first connection closes.
+    pub once: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default)]
+pub struct RecvReport {
+    /// Stream IDs of accepted connections.
+    pub stream_ids: Vec<Option<String>>,
+    /// Payload bytes received over all connections.
+    pub bytes: u64,
+    /// Rejection reasons sent.
+    pub rejected: Vec<RejectReason>,
+    /// Statistics of each finished connection.
+    pub stats: Vec<tidegate_srt::Stats>,
+}
+
+#[allow(dead_code)]
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let addr: SocketAddr = args.next().ok_or("usage: srt_recv ADDR")?.parse()?;
-    let mut passphrase = None;
-    let mut out_path = None;
-    let mut seconds = None;
-    let mut reject = None;
-    let mut latency = None;
+    let mut o = RecvOptions {
+        once: true,
+        ..RecvOptions::default()
+    };
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--passphrase" => passphrase = args.next(),
-            "--out" => out_path = args.next(),
-            "--seconds" => seconds = args.next().map(|s| s.parse::<u64>()).transpose()?,
-            "--reject" => reject = args.next().map(|s| s.parse::<u32>()).transpose()?,
-            "--latency" => latency = args.next().map(|s| s.parse::<u64>()).transpose()?,
+            "--passphrase" => o.passphrase = args.next(),
+            "--out" => o.out = args.next().map(Into::into),
+            "--seconds" => o.seconds = args.next().map(|s| s.parse::<u64>()).transpose()?,
+            "--reject" => o.reject = args.next().map(|s| s.parse::<u32>()).transpose()?,
+            "--latency" => o.latency = args.next().map(|s| s.parse::<u64>()).transpose()?,
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
     let sock = UdpSocket::bind(addr)?;
+    println!("listening on {}", sock.local_addr()?);
+    let report = run(&sock, &o)?;
+    println!("{report:?}");
+    Ok(())
+}
+
+/// Serves callers on `sock` until the options say stop.
+pub fn run(sock: &UdpSocket, o: &RecvOptions) -> Result<RecvReport, Box<dyn std::error::Error>> {
+    let passphrase = o.passphrase.clone();
+    let reject = o.reject;
+    let latency = o.latency;
+    let mut report = RecvReport::default();
     let t0 = Instant::now();
     let mut secret = [0u8; 32];
     // Not cryptographic: an example. A server seeds this from the OS.
@@ -42,12 +84,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     secret[..16].copy_from_slice(&nanos.to_le_bytes());
     let mut listener = Listener::new(t0, ListenerConfig::new(secret));
     let mut conns: HashMap<u32, (Connection, SocketAddr, u64)> = HashMap::new();
-    let mut out = match &out_path {
+    let mut out = match &o.out {
         Some(p) => Some(std::fs::File::create(p)?),
         None => None,
     };
-    let deadline = seconds.map(|s| t0 + Duration::from_secs(s));
-    println!("listening on {}", sock.local_addr()?);
+    let deadline = o.seconds.map(|s| t0 + Duration::from_secs(s));
     let mut buf = [0u8; 2048];
     let mut served = false;
     loop {
@@ -81,6 +122,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                             req.key_length()
                         );
                         if let Some(code) = reject {
+                            report.rejected.push(RejectReason(code));
                             let d = listener.reject(now, req, RejectReason(code));
                             sock.send_to(&d, from)?;
                         } else {
@@ -102,6 +144,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 }
                                 Err(r) => {
                                     println!("rejected: {}", r.reason);
+                                    report.rejected.push(r.reason);
                                     sock.send_to(&r.response, from)?;
                                 }
                             }
@@ -148,19 +191,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for id in closed {
             if let Some((c, _, bytes)) = conns.remove(&id) {
                 println!("stream id {:?} bytes received {bytes}", c.stream_id());
-                println!("stats {:?}", c.stats());
+                report.stream_ids.push(c.stream_id().map(str::to_owned));
+                report.bytes += bytes;
+                report.stats.push(c.stats());
                 served = true;
             }
         }
-        if served && conns.is_empty() {
-            return Ok(());
+        if o.once && served && conns.is_empty() {
+            return Ok(report);
         }
         if deadline.is_some_and(|d| now >= d) {
             for (c, _, bytes) in conns.values() {
-                println!("stream id {:?} bytes received {bytes}", c.stream_id());
-                println!("stats {:?}", c.stats());
+                report.stream_ids.push(c.stream_id().map(str::to_owned));
+                report.bytes += bytes;
+                report.stats.push(c.stats());
             }
-            return Ok(());
+            return Ok(report);
         }
     }
 }
