@@ -12,8 +12,8 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use tidegate_srt::{
-    peek_dest_socket_id, AcceptParams, Connection, Event, Listener, ListenerConfig,
-    ListenerOutput, RejectReason,
+    peek_dest_socket_id, AcceptParams, Connection, Event, Listener, ListenerConfig, ListenerOutput,
+    RejectReason,
 };
 
 /// What the receiver is told to do.
@@ -80,7 +80,9 @@ pub fn run(sock: &UdpSocket, o: &RecvOptions) -> Result<RecvReport, Box<dyn std:
     let t0 = Instant::now();
     let mut secret = [0u8; 32];
     // Not cryptographic: an example. A server seeds this from the OS.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_nanos();
     secret[..16].copy_from_slice(&nanos.to_le_bytes());
     let mut listener = Listener::new(t0, ListenerConfig::new(secret));
     let mut conns: HashMap<u32, (Connection, SocketAddr, u64)> = HashMap::new();
@@ -99,11 +101,20 @@ pub fn run(sock: &UdpSocket, o: &RecvOptions) -> Result<RecvReport, Box<dyn std:
                 wake = wake.min(t);
             }
         }
-        let wait = wake.saturating_duration_since(now).max(Duration::from_micros(200));
+        let wait = wake
+            .saturating_duration_since(now)
+            .max(Duration::from_micros(200));
         sock.set_read_timeout(Some(wait))?;
         let received = match sock.recv_from(&mut buf) {
             Ok((n, from)) => Some((n, from)),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
             Err(e) => return Err(e.into()),
         };
         let now = Instant::now();

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::connection::{
-    Connection, ConnParams, CryptoParams, Secret, DEFAULT_PEER_IDLE_TIMEOUT, RECV_BUFFER_PACKETS,
+    ConnParams, Connection, CryptoParams, Secret, DEFAULT_PEER_IDLE_TIMEOUT, RECV_BUFFER_PACKETS,
 };
 use crate::crypto::{check_passphrase, KeyLength, KeySet, KeyedRng, KmMessage, KmState, Sek};
 use crate::error::Error;

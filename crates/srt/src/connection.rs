@@ -167,9 +167,15 @@ impl std::fmt::Debug for Secret {
 
 #[derive(Debug, Clone)]
 enum Slot {
-    Missing { last_nak: Instant },
+    Missing {
+        last_nak: Instant,
+    },
     Abandoned,
-    Present { deliver_at: Instant, ts: i64, payload: Bytes },
+    Present {
+        deliver_at: Instant,
+        ts: i64,
+        payload: Bytes,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -579,12 +585,10 @@ impl Connection {
         match self.buf.front()? {
             Slot::Present { deliver_at, .. } => Some(*deliver_at),
             Slot::Abandoned => None,
-            Slot::Missing { .. } if self.tlpktdrop => {
-                self.buf.iter().find_map(|s| match s {
-                    Slot::Present { deliver_at, .. } => Some(*deliver_at),
-                    _ => None,
-                })
-            }
+            Slot::Missing { .. } if self.tlpktdrop => self.buf.iter().find_map(|s| match s {
+                Slot::Present { deliver_at, .. } => Some(*deliver_at),
+                _ => None,
+            }),
             Slot::Missing { .. } => None,
         }
     }
@@ -672,11 +676,7 @@ impl Connection {
         }
         let sample = now.saturating_duration_since(sent);
         // RFC 6298-style smoothing, as the draft specifies.
-        let diff = if self.rtt > sample {
-            self.rtt - sample
-        } else {
-            sample - self.rtt
-        };
+        let diff = self.rtt.abs_diff(sample);
         self.rtt_var = (self.rtt_var * 3 + diff) / 4;
         self.rtt = (self.rtt * 7 + sample) / 8;
     }
@@ -694,6 +694,9 @@ impl Connection {
             let hi = (hi as usize).min(len.saturating_sub(1));
             // Only packets already sent can be lost.
             let sent = self.snd_next_tx.diff(una).max(0) as usize;
+            if sent == 0 {
+                continue;
+            }
             for i in lo..=hi.min(sent.saturating_sub(1)) {
                 if let Some(s) = self.snd_buf.get_mut(i) {
                     if !s.in_loss {
@@ -796,7 +799,11 @@ impl Connection {
         // Key rotation: announce the next key, switch, then retire the old one.
         if sc.count == KM_REFRESH_PACKETS - KM_PREANNOUNCE_PACKETS {
             let mut k = [0u8; 32];
-            let len = sc.even.as_ref().or(sc.odd.as_ref()).map_or(16, |s| s.len().bytes());
+            let len = sc
+                .even
+                .as_ref()
+                .or(sc.odd.as_ref())
+                .map_or(16, |s| s.len().bytes());
             self.rng.fill(&mut k);
             let new = Sek::from_slice(k.get(..len).unwrap_or(&[]));
             if other == KeyFlag::Odd {
@@ -804,9 +811,12 @@ impl Connection {
             } else {
                 sc.even = new;
             }
-            if let Ok(m) = KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref()) {
+            if let Ok(m) =
+                KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref())
+            {
                 sc.pending_km = Some((Bytes::from(m.to_bytes()), now));
-                self.ctrl.push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
+                self.ctrl
+                    .push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
             }
         } else if sc.count >= KM_REFRESH_PACKETS {
             sc.current = other;
@@ -817,9 +827,12 @@ impl Connection {
             } else {
                 sc.even = None;
             }
-            if let Ok(m) = KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref()) {
+            if let Ok(m) =
+                KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref())
+            {
                 sc.pending_km = Some((Bytes::from(m.to_bytes()), now));
-                self.ctrl.push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
+                self.ctrl
+                    .push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
             }
         }
         let key = if sc.current == KeyFlag::Even {

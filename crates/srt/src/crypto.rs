@@ -175,7 +175,10 @@ impl KmMessage {
             });
         }
         let mut salt = [0u8; SALT_LEN];
-        salt.copy_from_slice(b.get(KM_HEADER_LEN..KM_HEADER_LEN + SALT_LEN).unwrap_or(&[0; 16]));
+        salt.copy_from_slice(
+            b.get(KM_HEADER_LEN..KM_HEADER_LEN + SALT_LEN)
+                .unwrap_or(&[0; 16]),
+        );
         let wrapped = b
             .get(KM_HEADER_LEN + SALT_LEN..need)
             .unwrap_or_default()
@@ -215,7 +218,11 @@ impl KmMessage {
             (Some(e), Some(o)) if e.len() == o.len() => (KeyFlag::Both, e.len()),
             (Some(e), None) => (KeyFlag::Even, e.len()),
             (None, Some(o)) => (KeyFlag::Odd, o.len()),
-            _ => return Err(Error::Config("KM message needs one or two keys of one length")),
+            _ => {
+                return Err(Error::Config(
+                    "KM message needs one or two keys of one length",
+                ))
+            }
         };
         let mut plain = Vec::with_capacity(64);
         for k in [even, odd].into_iter().flatten() {
@@ -445,7 +452,24 @@ mod tests {
         let iv = ctr_iv(&salt, 0x0102_0304);
         assert_eq!(
             iv,
-            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11 ^ 1, 12 ^ 2, 13 ^ 3, 14 ^ 4, 0, 0]
+            [
+                1,
+                2,
+                3,
+                4,
+                5,
+                6,
+                7,
+                8,
+                9,
+                10,
+                11 ^ 1,
+                12 ^ 2,
+                13 ^ 3,
+                14 ^ 4,
+                0,
+                0
+            ]
         );
     }
 

@@ -95,7 +95,7 @@ impl HandshakeType {
             0xFFFF_FFFF => HandshakeType::Conclusion,
             0xFFFF_FFFE => HandshakeType::Agreement,
             0xFFFF_FFFD => HandshakeType::Done,
-            v if v >= URQ_FAILURE_TYPE && v < 0x8000_0000 => {
+            v if (URQ_FAILURE_TYPE..0x8000_0000).contains(&v) => {
                 HandshakeType::Rejection(RejectReason(v - URQ_FAILURE_TYPE))
             }
             v => HandshakeType::Unknown(v),
@@ -512,9 +512,18 @@ mod tests {
     fn reject_codes_on_the_wire() {
         let t = HandshakeType::Rejection(RejectReason::BADSECRET);
         assert_eq!(t.to_u32(), 1010);
-        assert_eq!(HandshakeType::from_u32(2403), HandshakeType::Rejection(RejectReason::FORBIDDEN));
-        assert_eq!(HandshakeType::from_u32(0xFFFF_FFFF), HandshakeType::Conclusion);
-        assert_eq!(RejectReason::CONFLICT.to_string(), "SRT_REJX_CONFLICT (1409)");
+        assert_eq!(
+            HandshakeType::from_u32(2403),
+            HandshakeType::Rejection(RejectReason::FORBIDDEN)
+        );
+        assert_eq!(
+            HandshakeType::from_u32(0xFFFF_FFFF),
+            HandshakeType::Conclusion
+        );
+        assert_eq!(
+            RejectReason::CONFLICT.to_string(),
+            "SRT_REJX_CONFLICT (1409)"
+        );
     }
 
     #[test]

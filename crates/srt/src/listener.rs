@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::connection::{
-    Connection, ConnParams, CryptoParams, Secret, DEFAULT_PEER_IDLE_TIMEOUT, RECV_BUFFER_PACKETS,
+    ConnParams, Connection, CryptoParams, Secret, DEFAULT_PEER_IDLE_TIMEOUT, RECV_BUFFER_PACKETS,
 };
-use crate::crypto::{check_passphrase, KeySet, KeyLength, KeyedRng, KmMessage};
+use crate::crypto::{check_passphrase, KeyLength, KeySet, KeyedRng, KmMessage};
 use crate::error::Error;
 use crate::handshake::{
     encode_peer_ip, ext_flags, srt_flags, Handshake, HandshakeType, HsExtension, RejectReason,
@@ -267,7 +267,13 @@ impl Listener {
         }
     }
 
-    fn remember(&mut self, now: Instant, peer: SocketAddr, peer_id: u32, response: Option<Vec<u8>>) {
+    fn remember(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        peer_id: u32,
+        response: Option<Vec<u8>>,
+    ) {
         if let Some(r) = self
             .replies
             .iter_mut()
@@ -391,7 +397,12 @@ impl Listener {
     }
 
     /// Refuses a request; send the returned datagram to the caller.
-    pub fn reject(&mut self, now: Instant, req: ConnectionRequest, reason: RejectReason) -> Vec<u8> {
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        req: ConnectionRequest,
+        reason: RejectReason,
+    ) -> Vec<u8> {
         let resp = self.wrap(
             now,
             req.hs.socket_id,

@@ -55,11 +55,21 @@ fn decodes(path: &Path) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.trim().is_empty(), "decode errors: {err}");
     let probe = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .unwrap();
-    let d: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
+    let d: f64 = String::from_utf8_lossy(&probe.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     assert!(d > 2.5, "duration {d}");
 }
 
@@ -79,8 +89,18 @@ fn ffmpeg_publishes_encrypted() {
         "srt://127.0.0.1:{port}?streamid=#!::r=live/key,m=publish&passphrase=interop-passphrase&pbkeylen=16&latency=200000"
     );
     let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-re", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-t", "3", "-c:v", "libx264", "-g", "60", "-pix_fmt", "yuv420p"])
+        .args([
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+        ])
+        .args([
+            "-t", "3", "-c:v", "libx264", "-g", "60", "-pix_fmt", "yuv420p",
+        ])
         .args(["-f", "mpegts", &url])
         .status()
         .unwrap();
@@ -103,8 +123,18 @@ fn srt_live_transmit_publishes_all_key_lengths() {
     require("srt-live-transmit");
     let src = tmp("src.ts");
     let st = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
-        .args(["-t", "4", "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p", "-f", "mpegts"])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25",
+        ])
+        .args([
+            "-t", "4", "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p", "-f", "mpegts",
+        ])
         .arg(&src)
         .status()
         .unwrap();
@@ -134,8 +164,17 @@ fn srt_live_transmit_publishes_all_key_lengths() {
         assert_eq!(report.stream_ids, vec![Some(format!("slt{kl}"))]);
         // srt-live-transmit sends whole 1456-byte chunks; at most the tail is missing.
         let got = std::fs::read(&out).unwrap();
-        assert!(got.len() + 1456 > input.len(), "{} of {}", got.len(), input.len());
-        assert_eq!(&got[..], &input[..got.len()], "payload identical (key length {kl})");
+        assert!(
+            got.len() + 1456 > input.len(),
+            "{} of {}",
+            got.len(),
+            input.len()
+        );
+        assert_eq!(
+            &got[..],
+            &input[..got.len()],
+            "payload identical (key length {kl})"
+        );
     }
 }
 
@@ -156,7 +195,10 @@ fn libsrt_caller_sees_our_rejections() {
     let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let report = h.join().unwrap();
-    assert!(report.rejected.contains(&RejectReason::BADSECRET), "{report:?}");
+    assert!(
+        report.rejected.contains(&RejectReason::BADSECRET),
+        "{report:?}"
+    );
     assert!(text.contains("Incorrect passphrase"), "libsrt said: {text}");
     assert_eq!(report.bytes, 0);
 }

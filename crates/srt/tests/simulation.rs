@@ -45,21 +45,39 @@ fn five_percent_loss_delivers_everything_in_order() {
     assert!(ss.packets_retransmitted >= rs.packets_retransmitted_received);
     assert_eq!(ss.packets_sent, sent);
     // RTT converges to the simulated 40-50 ms round trip.
-    assert!(rs.rtt > Duration::from_millis(35) && rs.rtt < Duration::from_millis(70), "{rs:?}");
+    assert!(
+        rs.rtt > Duration::from_millis(35) && rs.rtt < Duration::from_millis(70),
+        "{rs:?}"
+    );
 }
 
 #[test]
 fn thirty_percent_loss_drops_and_counts() {
-    let net = Net::new(2, 0.30, Duration::from_millis(30), Duration::from_millis(10));
+    let net = Net::new(
+        2,
+        0.30,
+        Duration::from_millis(30),
+        Duration::from_millis(10),
+    );
     let mut pair = Pair::new(net, caller_cfg(120), AcceptParams::default());
     let sent = stream(&mut pair, 10, 3_000_000, Duration::from_secs(2));
-    let idx: Vec<u64> = pair.listener_payloads().iter().map(|p| index_of(p)).collect();
-    assert!(idx.windows(2).all(|w| w[0] < w[1]), "in order, no duplicates");
+    let idx: Vec<u64> = pair
+        .listener_payloads()
+        .iter()
+        .map(|p| index_of(p))
+        .collect();
+    assert!(
+        idx.windows(2).all(|w| w[0] < w[1]),
+        "in order, no duplicates"
+    );
     let rs = pair.listener.stats();
     assert!(rs.packets_dropped > 0, "{rs:?}");
     assert_eq!(rs.packets_delivered, idx.len() as u64);
     let accounted = rs.packets_delivered + rs.packets_dropped;
-    assert!(accounted <= sent && accounted + 20 >= sent, "{accounted} of {sent}: {rs:?}");
+    assert!(
+        accounted <= sent && accounted + 20 >= sent,
+        "{accounted} of {sent}: {rs:?}"
+    );
     // Most of it still got through thanks to retransmission.
     assert!(rs.packets_delivered * 10 > sent * 8, "{rs:?}");
 }
@@ -81,7 +99,11 @@ fn encrypted_all_key_lengths() {
         );
         assert!(pair.listener.is_encrypted());
         let sent = stream(&mut pair, 1, 2_000_000, Duration::from_millis(500));
-        let idx: Vec<u64> = pair.listener_payloads().iter().map(|p| index_of(p)).collect();
+        let idx: Vec<u64> = pair
+            .listener_payloads()
+            .iter()
+            .map(|p| index_of(p))
+            .collect();
         assert_eq!(idx, (0..sent).collect::<Vec<_>>(), "{kl:?}");
         assert_eq!(pair.listener.stats().packets_undecryptable, 0);
     }
@@ -102,7 +124,10 @@ fn enforced_key_length_mismatch_is_refused() {
         })
     });
     assert_eq!(l.unwrap().err(), Some(RejectReason::UNSECURE));
-    assert_eq!(c.err(), Some(tidegate_srt::Error::Rejected(RejectReason::UNSECURE)));
+    assert_eq!(
+        c.err(),
+        Some(tidegate_srt::Error::Rejected(RejectReason::UNSECURE))
+    );
 }
 
 fn expect_rejection(caller_pass: Option<&str>, listener_pass: Option<&str>, want: RejectReason) {
@@ -153,7 +178,12 @@ fn application_rejections_reach_the_caller() {
 
 #[test]
 fn stream_id_round_trips() {
-    for sid in ["a", "abcd", "#!::r=live/key,m=publish,u=ünïcode", &"x".repeat(512)] {
+    for sid in [
+        "a",
+        "abcd",
+        "#!::r=live/key,m=publish,u=ünïcode",
+        &"x".repeat(512),
+    ] {
         let mut net = Net::new(7, 0.0, Duration::from_millis(5), Duration::ZERO);
         let mut now = std::time::Instant::now();
         let mut cfg = caller_cfg(120);
@@ -202,9 +232,9 @@ fn peer_idle_timeout_and_shutdown() {
     pair.net.loss = 1.0;
     let t = pair.now + Duration::from_secs(6);
     pair.run_until(t);
-    assert!(pair
-        .listener_events
-        .contains(&Event::Closed { reason: CloseReason::Timeout }));
+    assert!(pair.listener_events.contains(&Event::Closed {
+        reason: CloseReason::Timeout
+    }));
 
     let net = Net::new(9, 0.0, Duration::from_millis(5), Duration::ZERO);
     let mut pair = Pair::new(net, caller_cfg(120), AcceptParams::default());
@@ -214,10 +244,15 @@ fn peer_idle_timeout_and_shutdown() {
     pair.run_until(t);
     assert_eq!(
         pair.listener_events.last(),
-        Some(&Event::Closed { reason: CloseReason::PeerShutdown })
+        Some(&Event::Closed {
+            reason: CloseReason::PeerShutdown
+        })
     );
     // Everything sent before the shutdown was delivered.
-    assert_eq!(pair.listener.stats().packets_delivered, pair.caller.stats().packets_sent);
+    assert_eq!(
+        pair.listener.stats().packets_delivered,
+        pair.caller.stats().packets_sent
+    );
 }
 
 #[test]
@@ -227,7 +262,10 @@ fn tsbpd_delivers_at_latency() {
     let sent_at = pair.now;
     pair.caller.send(sent_at, payload(0)).unwrap();
     pair.run_until(sent_at + Duration::from_millis(199));
-    assert!(pair.listener_payloads().is_empty(), "held until its TSBPD time");
+    assert!(
+        pair.listener_payloads().is_empty(),
+        "held until its TSBPD time"
+    );
     pair.run_until(sent_at + Duration::from_millis(230));
     assert_eq!(pair.listener_payloads().len(), 1);
 }

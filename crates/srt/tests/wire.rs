@@ -32,7 +32,8 @@ const LIBSRT_INDUCTION: &str = "80000000 00000000 0000018e 00000000
 
 /// Its conclusion: stream ID `#!::r=live/key,m=publish`, passphrase `secret-passphrase`,
 /// pbkeylen 16, latency 200 ms.
-const LIBSRT_CONCLUSION: &str = "80000000 00000000 0000056e 00000000 00000005 00020007 42135e81 000005dc
+const LIBSRT_CONCLUSION: &str =
+    "80000000 00000000 0000056e 00000000 00000005 00020007 42135e81 000005dc
     00002000 ffffffff 14df2102 13228f80 0100007f 00000000 00000000 00000000
     00010003 00010501 000000bf 00c800c8 00050006 3a3a2123 696c3d72 6b2f6576
     6d2c7965 6275703d 6873696c 0003000e 12202901 00000000 02000200 00000404
@@ -70,7 +71,11 @@ fn libsrt_induction_vector() {
     assert_eq!(&resp[12..16], &hex("14df2102")[..], "dest = caller socket");
     assert_eq!(&resp[16..24], &hex("00000005 00004a17")[..]);
     assert_eq!(&resp[36..40], &hex("00000001")[..], "induction type");
-    assert_eq!(&resp[48..52], &hex("0100007f")[..], "peer address, libsrt layout");
+    assert_eq!(
+        &resp[48..52],
+        &hex("0100007f")[..],
+        "peer address, libsrt layout"
+    );
     assert_eq!(l.state_len(), 0);
 }
 
@@ -146,7 +151,11 @@ fn listener_accepts_libsrt_conclusion_shape() {
             },
         )
         .unwrap();
-    assert_eq!(conn.latency(), Duration::from_millis(200), "larger latency wins");
+    assert_eq!(
+        conn.latency(),
+        Duration::from_millis(200),
+        "larger latency wins"
+    );
     assert!(conn.is_encrypted());
     let Packet::Control(ControlPacket {
         body: ControlBody::Handshake(hs),
@@ -202,9 +211,18 @@ fn hand_made_vectors() {
             }),
             "7fffffff d4000005 01020304 0a0b0c0d 4700",
         ),
-        (control(ControlBody::KeepAlive), "80010000 00000000 01020304 0a0b0c0d 00000000"),
-        (control(ControlBody::Shutdown), "80050000 00000000 01020304 0a0b0c0d 00000000"),
-        (control(ControlBody::AckAck(7)), "80060000 00000007 01020304 0a0b0c0d 00000000"),
+        (
+            control(ControlBody::KeepAlive),
+            "80010000 00000000 01020304 0a0b0c0d 00000000",
+        ),
+        (
+            control(ControlBody::Shutdown),
+            "80050000 00000000 01020304 0a0b0c0d 00000000",
+        ),
+        (
+            control(ControlBody::AckAck(7)),
+            "80060000 00000007 01020304 0a0b0c0d 00000000",
+        ),
         (
             control(ControlBody::Ack(Ack {
                 ack_number: 3,
@@ -250,7 +268,10 @@ fn hand_made_vectors() {
             }),
             "80070000 00000004 01020304 0a0b0c0d 0000000a 0000000c",
         ),
-        (control(ControlBody::PeerError(4000)), "80080000 00000fa0 01020304 0a0b0c0d"),
+        (
+            control(ControlBody::PeerError(4000)),
+            "80080000 00000fa0 01020304 0a0b0c0d",
+        ),
         (
             control(ControlBody::KmResponse(Bytes::from_static(&[0, 0, 0, 4]))),
             "ffff0004 00000000 01020304 0a0b0c0d 00000004",
@@ -278,7 +299,7 @@ fn truncation_never_panics() {
             if cut < 16 {
                 assert!(matches!(r, Err(Error::Truncated { .. })), "cut {cut}");
             }
-            if v.len() > 64 && cut < 64 && cut >= 16 {
+            if v.len() > 64 && (16..64).contains(&cut) {
                 assert!(r.is_err(), "handshake cut at {cut}");
             }
         }
@@ -291,7 +312,10 @@ fn truncation_never_panics() {
     }
     // A NAK range cut in half is an error, and so is a backwards range.
     assert!(Packet::parse(&hex("80030000 00000000 01020304 0a0b0c0d 80000007")).is_err());
-    assert!(Packet::parse(&hex("80030000 00000000 01020304 0a0b0c0d 80000009 00000007")).is_err());
+    assert!(Packet::parse(&hex(
+        "80030000 00000000 01020304 0a0b0c0d 80000009 00000007"
+    ))
+    .is_err());
 }
 
 #[test]
@@ -326,13 +350,22 @@ fn cookies_expire() {
     concl[44..48].copy_from_slice(&resp[44..48]);
     // From another port the cookie is wrong.
     let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
-    assert!(matches!(l.handle_datagram(t0, other, &concl).unwrap(), ListenerOutput::Nothing));
+    assert!(matches!(
+        l.handle_datagram(t0, other, &concl).unwrap(),
+        ListenerOutput::Nothing
+    ));
     // Three minutes later it is stale.
     let later = t0 + Duration::from_secs(200);
-    assert!(matches!(l.handle_datagram(later, from, &concl).unwrap(), ListenerOutput::Nothing));
+    assert!(matches!(
+        l.handle_datagram(later, from, &concl).unwrap(),
+        ListenerOutput::Nothing
+    ));
     // A minute later it is still good.
     let soon = t0 + Duration::from_secs(70);
-    assert!(matches!(l.handle_datagram(soon, from, &concl).unwrap(), ListenerOutput::Request(_)));
+    assert!(matches!(
+        l.handle_datagram(soon, from, &concl).unwrap(),
+        ListenerOutput::Request(_)
+    ));
 }
 
 #[test]

@@ -42,6 +42,9 @@ pub enum To {
     Listener,
 }
 
+/// A datagram in flight: arrival time, tie-breaker, destination, bytes.
+type InFlight = Reverse<(Instant, u64, To, Vec<u8>)>;
+
 /// A network with loss, a base delay and jitter (which reorders).
 pub struct Net {
     pub rng: Rng,
@@ -49,7 +52,7 @@ pub struct Net {
     pub delay: Duration,
     pub jitter: Duration,
     seq: u64,
-    queue: BinaryHeap<Reverse<(Instant, u64, To, Vec<u8>)>>,
+    queue: BinaryHeap<InFlight>,
     pub sent: u64,
     pub dropped: u64,
 }
@@ -104,7 +107,10 @@ pub fn handshake(
     net: &mut Net,
     caller_cfg: CallerConfig,
     decide: impl Fn(&ConnectionRequest) -> Result<AcceptParams, tidegate_srt::RejectReason>,
-) -> (Result<Connection, Error>, Option<Result<Connection, tidegate_srt::RejectReason>>) {
+) -> (
+    Result<Connection, Error>,
+    Option<Result<Connection, tidegate_srt::RejectReason>>,
+) {
     let mut listener = Listener::new(*now, ListenerConfig::new([42; 32]));
     let mut caller = Caller::new(*now, listener_addr(), caller_cfg).unwrap();
     let mut server_side: Option<Result<Connection, tidegate_srt::RejectReason>> = None;
@@ -174,15 +180,13 @@ pub struct Pair {
 }
 
 impl Pair {
-    pub fn new(
-        mut net: Net,
-        caller_cfg: CallerConfig,
-        params: AcceptParams,
-    ) -> Pair {
+    pub fn new(mut net: Net, caller_cfg: CallerConfig, params: AcceptParams) -> Pair {
         let mut now = Instant::now();
         let (c, l) = handshake(&mut now, &mut net, caller_cfg, |_| Ok(params.clone()));
         let caller = c.expect("caller connected");
-        let listener = l.expect("listener saw a request").expect("listener accepted");
+        let listener = l
+            .expect("listener saw a request")
+            .expect("listener accepted");
         Pair {
             now,
             net,
