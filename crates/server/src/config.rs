@@ -192,17 +192,13 @@ impl ServeConfig {
             return invalid("rtmps-listen", "RTMPS is not implemented in this build yet");
         }
         if let Some(state) = &self.state {
-            return invalid(
-                "state",
-                &format!("cluster state backend `{state}` is not implemented in this build yet; leave it unset for the embedded store"),
-            );
+            if let Err(reason) = crate::store::parse_state_url(state) {
+                return invalid("state", &reason);
+            }
         }
         if let Some(storage) = &self.storage {
-            if !storage.starts_with("file://") {
-                return invalid(
-                    "storage",
-                    &format!("storage backend `{storage}` is not implemented in this build yet; use file:///path or leave it unset"),
-                );
+            if let Err(reason) = crate::store::parse_storage_url(storage) {
+                return invalid("storage", &reason);
             }
         }
         if let Some(pass) = &self.srt_passphrase {

@@ -35,7 +35,6 @@ use tracing::{error, info, warn};
 pub use config::ServeConfig;
 
 use metrics::Metrics;
-use store::fs::{FsMediaStore, FsStateStore};
 use stream::{StreamSettings, Streams};
 
 /// Milliseconds since the Unix epoch (the wall clock used for program date time and records).
@@ -101,8 +100,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Store(format!("{}: {e}", config.data_dir.display())))?;
     let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(FsStateStore::new(config.data_dir.join("state")));
-    let media = Arc::new(FsMediaStore::new(config.media_root()));
+    let (state, media) = store::open(&config)
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
     let settings = StreamSettings {
         container: config.segment_format.container(),
         segment_ticks: config.segment_ticks(),

@@ -9,10 +9,20 @@
 //!   so nothing is ever overwritten but the playlist; a reader never sees a half-written
 //!   object. The embedded implementation writes files under `<data-dir>/media` via a temporary
 //!   file and a rename; an S3 implementation puts objects.
+//!
+//! [`open`] builds both from the configuration: `--state` unset → [`fs::FsStateStore`] under
+//! `<data-dir>/state`, `redis://` or `rediss://` → [`redis::RedisStateStore`]; `--storage`
+//! unset → [`fs::FsMediaStore`] under `<data-dir>/media`, `file:///path` → the same at that
+//! path, `s3://bucket[/prefix]` → [`s3::S3MediaStore`]. The URL checks live here too, so that
+//! `ServeConfig::validate` refuses exactly what [`open`] could not build.
 
 pub mod fs;
+pub mod redis;
+pub mod s3;
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -104,6 +114,18 @@ pub enum StoreError {
     /// A path that is not a safe object name.
     #[error("invalid object path {0:?}")]
     InvalidPath(String),
+    /// A network backend (Redis, S3) could not be reached or did not answer in time. The
+    /// call may be retried; the backends reconnect on their own.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the backend could not be reached or timed out (as opposed to a refusal such as
+    /// a conflict or an invalid path): the caller may retry later.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
 }
 
 /// Shared stream state with epoch fencing.
@@ -133,4 +155,145 @@ pub trait MediaStore: Send + Sync + 'static {
     async fn delete(&self, path: &str) -> Result<(), StoreError>;
     /// Object names (file part only) under a stream's prefix.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// The state backend a `--state` value names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateBackend {
+    /// A Redis server (`redis://` or `rediss://` URL, kept whole for the client).
+    Redis(String),
+}
+
+/// The media backend a `--storage` value names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaBackend {
+    /// Files under an absolute directory (`file:///path`).
+    File(PathBuf),
+    /// An S3 bucket and an optional key prefix (`s3://bucket[/prefix]`).
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// Key prefix without leading or trailing slash; empty for the bucket's root.
+        prefix: String,
+    },
+}
+
+/// Parses a `--state` value; the error says why it is refused (without echoing credentials).
+pub fn parse_state_url(url: &str) -> Result<StateBackend, String> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err("must be a redis:// or rediss:// URL (e.g. redis://host:6379/0)".to_owned());
+    }
+    ::redis::Client::open(url)
+        .map_err(|e| format!("not a valid Redis URL: {e}"))
+        .map(|_| StateBackend::Redis(url.to_owned()))
+}
+
+/// Parses a `--storage` value: `file:///absolute/path` or `s3://bucket[/prefix]`.
+pub fn parse_storage_url(url: &str) -> Result<MediaBackend, String> {
+    if let Some(path) = url.strip_prefix("file://") {
+        if !path.starts_with('/') {
+            return Err("a file:// URL needs an absolute path (file:///srv/media)".to_owned());
+        }
+        return Ok(MediaBackend::File(PathBuf::from(path)));
+    }
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if !s3::valid_bucket(bucket) {
+            return Err(format!(
+                "`{bucket}` is not a valid S3 bucket name (3 to 63 of a-z 0-9 . -)"
+            ));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        if !prefix.is_empty() && !prefix.split('/').all(valid_name) {
+            return Err(format!(
+                "key prefix `{prefix}` must be /-separated names of [A-Za-z0-9_.-] not starting with a dot"
+            ));
+        }
+        return Ok(MediaBackend::S3 {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        });
+    }
+    Err("must be file:///absolute/path or s3://bucket[/prefix]".to_owned())
+}
+
+/// Builds the configured state and media stores. A Redis backend is pinged once (within
+/// [`redis::CALL_TIMEOUT`]) so that a wrong address fails at start with a clear error; an S3
+/// backend is only built (credentials and endpoint from the AWS environment variables).
+pub async fn open(
+    config: &crate::config::ServeConfig,
+) -> Result<(Arc<dyn StateStore>, Arc<dyn MediaStore>), StoreError> {
+    let refused = |field: &str, reason: String| {
+        StoreError::Unavailable(format!("invalid `{field}` setting: {reason}"))
+    };
+    let state: Arc<dyn StateStore> = match &config.state {
+        None => Arc::new(fs::FsStateStore::new(config.data_dir.join("state"))),
+        Some(url) => match parse_state_url(url).map_err(|r| refused("state", r))? {
+            StateBackend::Redis(url) => Arc::new(redis::RedisStateStore::connect(&url).await?),
+        },
+    };
+    let media: Arc<dyn MediaStore> = match &config.storage {
+        None => Arc::new(fs::FsMediaStore::new(config.media_root())),
+        Some(url) => match parse_storage_url(url).map_err(|r| refused("storage", r))? {
+            MediaBackend::File(root) => Arc::new(fs::FsMediaStore::new(root)),
+            MediaBackend::S3 { bucket, prefix } => {
+                Arc::new(s3::S3MediaStore::from_env(&bucket, &prefix)?)
+            }
+        },
+    };
+    Ok((state, media))
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn state_urls() {
+        assert_eq!(
+            parse_state_url("redis://127.0.0.1:6379/0"),
+            Ok(StateBackend::Redis("redis://127.0.0.1:6379/0".into()))
+        );
+        assert!(parse_state_url("rediss://user:pw@redis.example:6380").is_ok());
+        for bad in ["", "127.0.0.1:6379", "http://x", "redis:/x", "etcd://x"] {
+            assert!(parse_state_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn storage_urls() {
+        assert_eq!(
+            parse_storage_url("file:///srv/media"),
+            Ok(MediaBackend::File(PathBuf::from("/srv/media")))
+        );
+        assert_eq!(
+            parse_storage_url("s3://my-bucket"),
+            Ok(MediaBackend::S3 {
+                bucket: "my-bucket".into(),
+                prefix: String::new()
+            })
+        );
+        assert_eq!(
+            parse_storage_url("s3://my.bucket/live/eu-1/"),
+            Ok(MediaBackend::S3 {
+                bucket: "my.bucket".into(),
+                prefix: "live/eu-1".into()
+            })
+        );
+        for bad in [
+            "file://relative/path",
+            "s3://",
+            "s3://ab",
+            "s3://Upper",
+            "s3://-bucket",
+            "s3://b_ucket",
+            "s3://bucket/../x",
+            "s3://bucket/a//b",
+            "s3://bucket/.hidden",
+            "gs://bucket",
+            "/srv/media",
+        ] {
+            assert!(parse_storage_url(bad).is_err(), "{bad}");
+        }
+    }
 }
