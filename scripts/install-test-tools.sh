@@ -89,3 +89,34 @@ if ((${#still_missing[@]} > 0)); then
 else
   log "all test tools present"
 fi
+
+# --- cluster backends (crates/server/tests/store_backends.rs) ---------------------------------
+# A real redis-server (Debian `redis-server`) and a real S3-compatible server (moto, from the
+# PyPI package `moto[server]`, run as `python3 -m moto.server`). The tests start both on free
+# loopback ports themselves and fail with a message naming the tool when one is missing.
+have_moto() { python3 -c 'import moto.server, flask, werkzeug' >/dev/null 2>&1; }
+cluster_missing=()
+if ! have_cmd redis-server; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
+  if have_cmd apt-get; then
+    log "apt-get install redis-server"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; } \
+      || log "apt-get install redis-server failed"
+  fi
+fi
+if ! have_moto; then
+  log "pip install moto[server]"
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' || log "pip install moto[server] failed"
+fi
+have_cmd redis-server || cluster_missing+=("redis-server")
+have_moto || cluster_missing+=("python3 module moto.server (pip install 'moto[server]')")
+if ((${#cluster_missing[@]} > 0)); then
+  for what in "${cluster_missing[@]}"; do log "STILL MISSING after install: $what"; done
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and cluster test servers are missing (see above)"
+    exit 1
+  fi
+else
+  log "cluster test servers present (redis-server, moto)"
+fi
