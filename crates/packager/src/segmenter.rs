@@ -43,6 +43,11 @@ const DEFAULT_AUDIO_FRAME_TICKS: u64 = 1920;
 /// longer gaps are stalls, not frame rate.
 const MAX_VIDEO_FRAME_TICKS: u64 = SECOND;
 
+/// Largest step back in a track's dts that is repaired by moving the frame forward instead of
+/// dropping it. Publishers under load (GStreamer's flvmux, OBS) repeat a timestamp now and
+/// then; two samples with one dts would give a zero duration that decoders reject.
+pub const MAX_NUDGE_TICKS: i64 = (SECOND / 10) as i64;
+
 /// How a [`Segmenter`] cuts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -124,8 +129,11 @@ pub struct SegmenterStats {
     pub dropped_before_keyframe: u64,
     /// Frames dropped because their track had no configuration yet.
     pub dropped_without_config: u64,
-    /// Frames dropped because their dts went backwards.
+    /// Frames dropped because their dts went backwards by more than [`MAX_NUDGE_TICKS`].
     pub dropped_backwards: u64,
+    /// Frames whose dts repeated (or stepped back a little) and were moved just past their
+    /// predecessor, so every sample keeps a positive duration.
+    pub nudged: u64,
     /// Segments cut at a size or duration cap instead of a keyframe.
     pub forced_cuts: u64,
     /// Segments lost because the muxer refused them.
@@ -410,7 +418,7 @@ impl Segmenter {
         }
     }
 
-    fn on_frame(&mut self, frame: Frame, wallclock_ms: i64) -> Result<(), PackagerError> {
+    fn on_frame(&mut self, mut frame: Frame, wallclock_ms: i64) -> Result<(), PackagerError> {
         let (last, has_config) = match frame.track {
             TrackKind::Video => (
                 self.last_video_dts,
@@ -419,13 +427,30 @@ impl Segmenter {
             TrackKind::Audio => (self.last_audio_dts, self.audio.is_some()),
         };
         if let Some(last) = last {
-            if frame.dts < last {
-                self.stats.dropped_backwards = self.stats.dropped_backwards.saturating_add(1);
-                return Err(PackagerError::DtsBackwards {
-                    track: frame.track,
-                    dts: frame.dts,
-                    last,
-                });
+            if frame.dts <= last {
+                if last.saturating_sub(frame.dts) > MAX_NUDGE_TICKS {
+                    self.stats.dropped_backwards = self.stats.dropped_backwards.saturating_add(1);
+                    return Err(PackagerError::DtsBackwards {
+                        track: frame.track,
+                        dts: frame.dts,
+                        last,
+                    });
+                }
+                // Audio frames are consecutive: a repeated timestamp means "the next frame".
+                // Video only needs to be strictly after its predecessor.
+                let step = match frame.track {
+                    TrackKind::Audio => self
+                        .audio
+                        .as_ref()
+                        .and_then(|a| nominal_audio_ticks(a.samples_per_frame, a.sample_rate))
+                        .and_then(|t| i64::try_from(t).ok())
+                        .unwrap_or(1),
+                    TrackKind::Video => 1,
+                };
+                let shift = last.saturating_add(step).saturating_sub(frame.dts);
+                frame.dts = frame.dts.saturating_add(shift);
+                frame.pts = frame.pts.saturating_add(shift).max(frame.dts);
+                self.stats.nudged = self.stats.nudged.saturating_add(1);
             }
         }
         if !has_config {

@@ -29,6 +29,15 @@ impl Muxer for FakeMuxer {
             for frame in run.frames {
                 assert_eq!(frame.track, run.track);
             }
+            for pair in run.frames.windows(2) {
+                assert!(
+                    pair[0].dts < pair[1].dts,
+                    "dts must strictly increase: {pair:?}"
+                );
+            }
+            if let Some(last) = run.frames.last() {
+                assert!(last.dts < run.end_dts, "the last sample needs a duration");
+            }
             text.push_str(&format!(
                 ";{kind},{},{},{},{}",
                 run.frames.len(),
@@ -592,13 +601,54 @@ fn timestamp_jump_marks_the_next_segment() {
 }
 
 #[test]
+fn repeated_timestamps_are_nudged_forward_not_dropped() {
+    // GStreamer's flvmux under load sends two audio frames with one timestamp.
+    let mut seg = segmenter(DEFAULT_TARGET_DURATION);
+    feed(
+        &mut seg,
+        [MediaEvent::AudioConfig(audio_config(48_000))]
+            .into_iter()
+            .chain([0, 1920, 1920, 3870, 5760].map(audio)),
+    );
+    // A video frame repeating its predecessor's dts moves one tick.
+    let out = finish(&mut seg);
+    let cut = &cuts(&out)[0];
+    assert_eq!(
+        run_of(cut, 'A'),
+        Some(Run {
+            track: 'A',
+            frames: 5,
+            first: 0,
+            end: 5760 + 1920
+        })
+    );
+    assert_eq!(seg.stats().nudged, 1);
+    assert_eq!(seg.stats().dropped_backwards, 0);
+
+    let mut seg = segmenter(DEFAULT_TARGET_DURATION);
+    feed(&mut seg, configs());
+    feed(
+        &mut seg,
+        [
+            video(0, true),
+            video(3000, false),
+            video(3000, false),
+            video(9000, false),
+        ],
+    );
+    let out = finish(&mut seg);
+    assert_eq!(run_of(&cuts(&out)[0], 'V').unwrap().frames, 4);
+    assert_eq!(seg.stats().nudged, 1);
+}
+
+#[test]
 fn backwards_dts_is_rejected_and_dropped() {
     let mut seg = segmenter(DEFAULT_TARGET_DURATION);
     feed(&mut seg, configs());
-    seg.handle_event(video(3000, true), 0).unwrap();
+    seg.handle_event(video(30_000, true), 0).unwrap();
     let err = seg.handle_event(video(0, false), 0).unwrap_err();
     assert!(err.is_publisher_fault());
-    seg.handle_event(video(6000, false), 0).unwrap();
+    seg.handle_event(video(33_000, false), 0).unwrap();
     let out = finish(&mut seg);
     assert_eq!(cuts(&out)[0].video_frames, 2);
     assert_eq!(seg.stats().dropped_backwards, 1);
@@ -640,8 +690,8 @@ fn caps_force_a_cut_without_keyframes() {
     // Frame-count cap.
     let mut seg = segmenter(DEFAULT_TARGET_DURATION);
     let mut events = vec![MediaEvent::AudioConfig(audio_config(48_000))];
-    // Many audio frames with the same dts never reach the target duration.
-    events.extend((0..MAX_SEGMENT_FRAMES + 10).map(|_| audio(0)));
+    // Many audio frames one tick apart never reach the target duration.
+    events.extend((0..MAX_SEGMENT_FRAMES + 10).map(|i| audio(i as i64)));
     let mut out = feed(&mut seg, events);
     out.extend(finish(&mut seg));
     let segs = cuts(&out);
