@@ -458,6 +458,34 @@ async fn redis_outage_fails_within_the_timeout_and_recovers() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_does_not_freeze_the_change_subscription() {
+    let redis = start_redis();
+    let url = redis_url(redis.port);
+    let mut changes = redis_store::subscribe_changes(&url).unwrap();
+    assert_eq!(next_change(&mut changes).await, Change::Subscribed);
+    // Frozen long enough for the liveness probe to be sent and to time out: the connection
+    // stays open, so only the probe can notice.
+    redis.signal("-STOP");
+    tokio::time::sleep(redis_store::SUBSCRIPTION_PING_INTERVAL + redis_store::CALL_TIMEOUT + SLACK)
+        .await;
+    assert!(
+        changes.try_recv().is_err(),
+        "nothing can arrive while frozen"
+    );
+    redis.signal("-CONT");
+    let start = Instant::now();
+    assert_eq!(next_change(&mut changes).await, Change::Subscribed);
+    eprintln!("resubscribed {:?} after the server thawed", start.elapsed());
+    let store = RedisStateStore::connect(&url).await.unwrap();
+    let id = StreamId::new("default", "thawed").unwrap();
+    store
+        .compare_and_set(None, &record(&id, 1, "w"))
+        .await
+        .unwrap();
+    assert_eq!(next_change(&mut changes).await, Change::Stream(id));
+}
+
 #[tokio::test]
 async fn corrupt_records_and_worker_incarnations() {
     let redis = start_redis();

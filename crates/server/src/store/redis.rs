@@ -40,6 +40,10 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Delay before the change subscriber tries again after its connection failed.
 pub const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
 
+/// How often an idle change subscription checks (PING, answered within [`CALL_TIMEOUT`])
+/// that its server is still there.
+pub const SUBSCRIPTION_PING_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Change notifications buffered for a slow consumer; past this the subscriber waits (Redis
 /// then buffers on its side, up to its own client-output-buffer limit).
 pub const CHANGES_BUFFER: usize = 1024;
@@ -203,8 +207,9 @@ fn changes_channel(prefix: &str) -> String {
 
 /// Subscribes to the change notifications of the default [`KEY_PREFIX`] at `url`.
 ///
-/// A background task (on the current tokio runtime) holds the subscription and reconnects
-/// after [`RESUBSCRIBE_DELAY`] whenever it fails, sending [`Change::Subscribed`] each time it
+/// A background task (on the current tokio runtime) holds the subscription, probes it every
+/// [`SUBSCRIPTION_PING_INTERVAL`], and reconnects after [`RESUBSCRIBE_DELAY`] whenever it
+/// fails, sending [`Change::Subscribed`] each time it
 /// is live again. It stops when the receiver is dropped. Payloads that are not a valid
 /// `TENANT/NAME` are ignored.
 pub fn subscribe_changes(url: &str) -> Result<mpsc::Receiver<Change>, StoreError> {
@@ -230,10 +235,21 @@ fn spawn_subscriber(client: Client, channel: String) -> mpsc::Receiver<Change> {
                     if tx.send(Change::Subscribed).await.is_err() {
                         return;
                     }
-                    let mut messages = pubsub.into_on_message();
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut ping = tokio::time::interval(SUBSCRIPTION_PING_INTERVAL);
+                    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ping.tick().await;
                     loop {
                         let msg = tokio::select! {
                             m = messages.next() => m,
+                            _ = ping.tick() => {
+                                // A partitioned server never closes the connection: without
+                                // this probe the subscription would wait silently forever.
+                                if bounded("PING", sink.ping::<Value>()).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
                             () = tx.closed() => return,
                         };
                         // `None`: the connection ended; subscribe again.
