@@ -1,0 +1,69 @@
+//! The crate's one error type.
+
+/// Everything that can stop a bench run before it starts, or a piece of it while it runs.
+///
+/// Errors of single publishers and viewers during a run do not stop the run: they are
+/// counted in the [`Report`](crate::Report). [`LoadgenError::is_input_error`] tells a bad
+/// input file apart from a bad command line.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    /// The input file does not start with an FLV header.
+    #[error("not an FLV file (no `FLV` signature); make one with `tidegate bench --generate-clip`")]
+    NotFlv,
+    /// The input file ends in the middle of a header or tag.
+    #[error("FLV file truncated at byte {offset}")]
+    Truncated {
+        /// Where the incomplete piece starts.
+        offset: usize,
+    },
+    /// A tag or header field is out of range.
+    #[error("malformed FLV at byte {offset}: {what}")]
+    Malformed {
+        /// Where the bad field is.
+        offset: usize,
+        /// What is wrong.
+        what: &'static str,
+    },
+    /// The file holds no audio or video tag to send.
+    #[error("the FLV file holds no audio or video")]
+    NoMedia,
+    /// The file is larger than [`MAX_FILE_BYTES`](crate::flv_file::MAX_FILE_BYTES).
+    #[error("input of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// The file's size.
+        len: u64,
+        /// The limit.
+        max: u64,
+    },
+    /// A URL that cannot be used (bad scheme, no host, ...).
+    #[error("bad URL `{url}`: {why}")]
+    BadUrl {
+        /// The URL (stream keys are secrets: only the template is ever shown).
+        url: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A protocol that is designed for but not built yet (SRT publishing).
+    #[error("{0} is not yet supported by `tidegate bench`")]
+    Unsupported(&'static str),
+    /// A setting out of range (zero publishers, a zero ramp-up rate, ...).
+    #[error("invalid setting: {0}")]
+    InvalidConfig(String),
+    /// Reading the input or another local I/O failure.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl LoadgenError {
+    /// Whether the input media file is at fault (as opposed to the settings or the machine).
+    pub fn is_input_error(&self) -> bool {
+        matches!(
+            self,
+            LoadgenError::NotFlv
+                | LoadgenError::Truncated { .. }
+                | LoadgenError::Malformed { .. }
+                | LoadgenError::NoMedia
+                | LoadgenError::TooLarge { .. }
+        )
+    }
+}

@@ -1,0 +1,351 @@
+//! `tidegate bench`: a load generator for an ingest fleet — N paced RTMP publishers from
+//! one media file, M HLS viewers, and a report.
+//!
+//! Unlike the protocol crates this one owns sockets and a clock (it is a tool, like the
+//! server crate); the protocol itself is [`tidegate_rtmp::ClientSession`], sans-IO.
+//!
+//! # The run
+//!
+//! ```text
+//! FlvFile::parse(bytes)          the file, in memory once; tag bodies are Bytes slices
+//!        │ Arc
+//!        ├─▶ publisher task i    (one per publisher, on one runtime)
+//!        │     wait for the ramp-up slot  origin + i / rate
+//!        │     TCP connect → ClientSession → NetStream.Publish.Start
+//!        │     send onMetaData + sequence headers once
+//!        │     base = aligned_start(..)   keyframes at origin + i·gop/N + k·gop
+//!        │     loop: Schedule::pop_due(now + COALESCE) → send_video/send_audio
+//!        │           poll_transmit → one vectored write; read acks/pings
+//!        │     at the end: unpublish, flush, close → PublisherOutcome
+//!        ├─▶ viewer task j       polls index.m3u8 like hls.js, fetches init + segments
+//!        │                       → ViewerOutcome (errors, stalls, PDT → listed)
+//!        └─▶ run(): progress once a second; at the end a Report (text, JSON) with the
+//!                   server's own segment latency (/metrics) and this process's CPU cost
+//! ```
+//!
+//! Publishers loop the file with continuous timestamps ([`schedule::Schedule`]). A
+//! publisher's *lag* is how late a tag was handed to the socket compared with real time;
+//! a server that reads slowly shows up there (the queue in front of the socket is bounded).
+//!
+//! SRT: [`target::Protocol`] names the transports; the scheduler and the accounting are
+//! transport-independent, and an SRT driver (MPEG-TS in 1316-byte payloads through the
+//! `tidegate-srt` caller) slots in next to [`rtmp_publisher`]. Until then `srt://` URLs are
+//! refused with [`LoadgenError::Unsupported`].
+#![deny(missing_docs)]
+
+pub mod cpu;
+mod error;
+pub mod flv_file;
+pub mod http;
+pub mod playlist;
+pub mod report;
+pub mod rtmp_publisher;
+pub mod schedule;
+pub mod server_metrics;
+pub mod target;
+pub mod viewer;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+pub use error::LoadgenError;
+pub use flv_file::FlvFile;
+pub use report::{Progress, Report};
+
+use report::{
+    GeneratorCost, InputSummary, LiveState, PublisherLive, PublisherOutcome, PublisherSummary,
+    ServerLatency, ViewerLive, ViewerOutcome, ViewerSummary,
+};
+use server_metrics::{Histogram, SEGMENT_LATENCY_METRIC};
+use target::{expand, Protocol, RtmpTarget};
+
+/// Most publishers or viewers one run may start.
+pub const MAX_CLIENTS: usize = 100_000;
+/// Interval of the progress callback.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Publish URL template; `{i}` becomes the publisher's index.
+    pub url: String,
+    /// Publishers.
+    pub publishers: usize,
+    /// New publisher connections per second.
+    pub ramp_up_per_sec: f64,
+    /// Length of the whole run, ramp-up included.
+    pub duration: Duration,
+    /// Viewers (0 for none).
+    pub viewers: usize,
+    /// Media playlist URL template; viewer `j` plays `{i}` = `j % publishers`.
+    pub play_url: Option<String>,
+    /// Where to scrape the server's `/metrics`; defaults to `/metrics` on the play URL's
+    /// host when viewers are configured.
+    pub metrics_url: Option<String>,
+    /// Runtime worker threads (reported only; the caller builds the runtime).
+    pub threads: usize,
+}
+
+impl BenchConfig {
+    /// Checks the settings without touching the network.
+    pub fn validate(&self) -> Result<(), LoadgenError> {
+        if self.publishers == 0 || self.publishers > MAX_CLIENTS {
+            return Err(LoadgenError::InvalidConfig(format!(
+                "publishers must be between 1 and {MAX_CLIENTS}"
+            )));
+        }
+        if self.viewers > MAX_CLIENTS {
+            return Err(LoadgenError::InvalidConfig(format!(
+                "viewers must be at most {MAX_CLIENTS}"
+            )));
+        }
+        if !(self.ramp_up_per_sec.is_finite() && self.ramp_up_per_sec > 0.0)
+            && self.ramp_up_per_sec != f64::INFINITY
+        {
+            return Err(LoadgenError::InvalidConfig(
+                "the ramp-up rate must be positive".into(),
+            ));
+        }
+        if self.duration.is_zero() {
+            return Err(LoadgenError::InvalidConfig(
+                "the duration must be positive".into(),
+            ));
+        }
+        match Protocol::parse(&self.url)? {
+            Protocol::Rtmp => {
+                RtmpTarget::parse(&expand(&self.url, 0))?;
+            }
+            Protocol::Srt => {
+                return Err(LoadgenError::Unsupported("SRT publishing (srt://)"));
+            }
+        }
+        if self.viewers > 0 {
+            let play = self.play_url.as_deref().ok_or_else(|| {
+                LoadgenError::InvalidConfig("--viewers needs --play-url".into())
+            })?;
+            if !play.starts_with("http://") {
+                return Err(LoadgenError::BadUrl {
+                    url: play.into(),
+                    why: "the play URL must start with http://",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn metrics_url(&self) -> Option<String> {
+        if let Some(u) = &self.metrics_url {
+            return Some(u.clone());
+        }
+        let play = self.play_url.as_deref()?;
+        let rest = play.strip_prefix("http://")?;
+        let host = rest.split('/').next()?;
+        Some(format!("http://{host}/metrics"))
+    }
+}
+
+/// Reads and parses the input file (held in memory for the run).
+pub fn load_input(path: &Path) -> Result<Arc<FlvFile>, LoadgenError> {
+    let len = std::fs::metadata(path)?.len();
+    if len > flv_file::MAX_FILE_BYTES {
+        return Err(LoadgenError::TooLarge {
+            len,
+            max: flv_file::MAX_FILE_BYTES,
+        });
+    }
+    let data = std::fs::read(path)?;
+    Ok(Arc::new(FlvFile::parse(Bytes::from(data))?))
+}
+
+enum Done {
+    Publisher(PublisherOutcome),
+    Viewer(ViewerOutcome),
+}
+
+/// Runs the bench on the current tokio runtime until `config.duration` has passed or
+/// `shutdown` resolves, calling `on_progress` every [`PROGRESS_INTERVAL`].
+pub async fn run(
+    config: BenchConfig,
+    file: Arc<FlvFile>,
+    shutdown: impl Future<Output = ()>,
+    mut on_progress: impl FnMut(&Progress),
+) -> Result<Report, LoadgenError> {
+    config.validate()?;
+    let targets = (0..config.publishers)
+        .map(|i| RtmpTarget::parse(&expand(&config.url, i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics_url = config.metrics_url();
+    let metrics_client = http::client();
+    let before = match &metrics_url {
+        Some(u) => scrape(&metrics_client, u).await,
+        None => None,
+    };
+    let cpu_before = cpu::process_cpu_seconds();
+    let origin = Instant::now();
+    let end_at = origin + config.duration;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut pub_live = Vec::with_capacity(targets.len());
+    for (i, target) in targets.into_iter().enumerate() {
+        let live = Arc::new(PublisherLive::default());
+        pub_live.push(live.clone());
+        let task = rtmp_publisher::PublisherTask {
+            index: i,
+            target,
+            file: file.clone(),
+            origin,
+            start_at: origin + schedule::ramp_offset(i, config.ramp_up_per_sec),
+            phase_ms: schedule::stagger_phase_ms(i, config.publishers, file.gop_ms),
+            end_at,
+            live,
+            stop: stop_rx.clone(),
+        };
+        tasks.spawn(async move { Done::Publisher(rtmp_publisher::run(task).await) });
+    }
+    let mut view_live = Vec::with_capacity(config.viewers);
+    if let Some(play) = &config.play_url {
+        for j in 0..config.viewers {
+            let stream = j % config.publishers;
+            let live = Arc::new(ViewerLive::default());
+            view_live.push(live.clone());
+            let task = viewer::ViewerTask {
+                index: j,
+                url: expand(play, stream),
+                start_at: origin + schedule::ramp_offset(stream, config.ramp_up_per_sec),
+                end_at,
+                live,
+                stop: stop_rx.clone(),
+            };
+            tasks.spawn(async move { Done::Viewer(viewer::run(task).await) });
+        }
+    }
+
+    let mut publishers = Vec::with_capacity(config.publishers);
+    let mut viewers = Vec::with_capacity(config.viewers);
+    let mut ticker = tokio::time::interval_at(origin + PROGRESS_INTERVAL, PROGRESS_INTERVAL);
+    let mut last_bytes = 0u64;
+    let mut last_tick = origin;
+    let mut stopped = false;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => match done {
+                Some(Ok(Done::Publisher(p))) => publishers.push(p),
+                Some(Ok(Done::Viewer(v))) => viewers.push(v),
+                Some(Err(e)) => {
+                    // A task panicked or was cancelled: a bug; keep the run's other results.
+                    let _ = e;
+                }
+                None => break,
+            },
+            _ = &mut shutdown, if !stopped => {
+                stopped = true;
+                let _ = stop_tx.send(true);
+            }
+            now = ticker.tick() => {
+                let bytes: u64 = pub_live.iter().map(|l| l.bytes_sent.load(Ordering::Relaxed)).sum();
+                let secs = now.saturating_duration_since(last_tick).as_secs_f64();
+                let p = progress(&pub_live, &view_live, now.duration_since(origin), bytes - last_bytes.min(bytes), secs);
+                last_bytes = bytes;
+                last_tick = now;
+                on_progress(&p);
+            }
+        }
+    }
+    let wall = origin.elapsed().as_secs_f64();
+    let cpu_after = cpu::process_cpu_seconds();
+    let server_segment_latency = match (&metrics_url, before) {
+        (Some(u), Some(before)) => scrape(&metrics_client, u).await.map(|after| {
+            let d = after.since(&before);
+            ServerLatency {
+                metrics_url: u.clone(),
+                segments: d.count(),
+                p50_ms: d.quantile(0.50).map(|s| s * 1000.0),
+                p99_ms: d.quantile(0.99).map(|s| s * 1000.0),
+            }
+        }),
+        _ => None,
+    };
+    let pubs = PublisherSummary::from_outcomes(publishers, wall);
+    let cpu_seconds = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some((b - a).max(0.0)),
+        _ => None,
+    };
+    let gbit = pubs.bytes_sent as f64 * 8.0 / 1e9;
+    Ok(Report {
+        input: InputSummary {
+            duration_ms: file.duration_ms,
+            gop_ms: file.gop_ms,
+            bitrate_kbps: file.bitrate_bps() / 1000,
+            tags: file.tags.len(),
+        },
+        wall_seconds: wall,
+        viewers: (config.viewers > 0).then(|| ViewerSummary::from_outcomes(viewers)),
+        server_segment_latency,
+        generator: GeneratorCost {
+            threads: config.threads,
+            cpu_seconds,
+            cpu_percent: cpu_seconds.map(|c| c / wall.max(1e-9) * 100.0),
+            cpu_seconds_per_gbit: cpu_seconds.filter(|_| gbit > 0.0).map(|c| c / gbit),
+        },
+        publishers: pubs,
+    })
+}
+
+fn progress(
+    pubs: &[Arc<PublisherLive>],
+    views: &[Arc<ViewerLive>],
+    elapsed: Duration,
+    bytes: u64,
+    secs: f64,
+) -> Progress {
+    let mut p = Progress {
+        elapsed_s: elapsed.as_secs_f64(),
+        mbps: if secs > 0.0 {
+            bytes as f64 * 8.0 / secs / 1e6
+        } else {
+            0.0
+        },
+        ..Default::default()
+    };
+    for l in pubs {
+        match l.state() {
+            LiveState::Publishing => {
+                p.publishing += 1;
+                p.connected += 1;
+                p.worst_lag_ms = p.worst_lag_ms.max(l.lag_ms.load(Ordering::Relaxed));
+            }
+            LiveState::Finished => p.connected += 1,
+            LiveState::Dropped => {
+                p.connected += 1;
+                p.dropped += 1;
+            }
+            LiveState::Refused => p.refused += 1,
+            LiveState::Failed => p.failed += 1,
+            LiveState::Waiting | LiveState::Connecting => {}
+        }
+    }
+    for v in views {
+        p.viewer_segments += v.segments.load(Ordering::Relaxed);
+        p.viewer_errors += v.errors.load(Ordering::Relaxed);
+    }
+    p
+}
+
+async fn scrape(client: &http::HttpClient, url: &str) -> Option<Histogram> {
+    match http::get(client, url).await {
+        Ok((200, body)) => Some(Histogram::parse(
+            &String::from_utf8_lossy(&body),
+            SEGMENT_LATENCY_METRIC,
+        )),
+        _ => None,
+    }
+}

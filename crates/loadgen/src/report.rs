@@ -1,0 +1,601 @@
+//! What a run measured: live counters for the progress line, per-publisher and per-viewer
+//! outcomes, and the final [`Report`] (text and JSON).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use serde::Serialize;
+
+/// Live state of one publisher, shared between its task and the progress line.
+#[derive(Debug, Default)]
+pub struct PublisherLive {
+    state: AtomicU8,
+    /// Bytes written to the socket so far.
+    pub bytes_sent: AtomicU64,
+    /// How late the last tag handed to the transport was, in milliseconds.
+    pub lag_ms: AtomicU64,
+}
+
+/// Where a publisher is, for the progress line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum LiveState {
+    /// Waiting for its ramp-up slot.
+    Waiting = 0,
+    /// Connecting, handshaking, asking to publish.
+    Connecting = 1,
+    /// Publishing.
+    Publishing = 2,
+    /// Ended as planned.
+    Finished = 3,
+    /// Refused by the server.
+    Refused = 4,
+    /// Never got to publish (TCP, handshake or protocol failure).
+    Failed = 5,
+    /// Lost while publishing.
+    Dropped = 6,
+}
+
+impl PublisherLive {
+    /// Sets the state.
+    pub fn set_state(&self, s: LiveState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// The state.
+    pub fn state(&self) -> LiveState {
+        match self.state.load(Ordering::Relaxed) {
+            1 => LiveState::Connecting,
+            2 => LiveState::Publishing,
+            3 => LiveState::Finished,
+            4 => LiveState::Refused,
+            5 => LiveState::Failed,
+            6 => LiveState::Dropped,
+            _ => LiveState::Waiting,
+        }
+    }
+}
+
+/// Live counters of one viewer.
+#[derive(Debug, Default)]
+pub struct ViewerLive {
+    /// Segments fetched.
+    pub segments: AtomicU64,
+    /// Errors so far.
+    pub errors: AtomicU64,
+    /// Stalls so far.
+    pub stalls: AtomicU64,
+}
+
+/// One line of progress (printed once a second by the CLI).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Progress {
+    /// Seconds since the run started.
+    pub elapsed_s: f64,
+    /// Publishers publishing now.
+    pub publishing: usize,
+    /// Publishers that reached publishing at some point.
+    pub connected: usize,
+    /// Refused by the server.
+    pub refused: usize,
+    /// Failed before publishing.
+    pub failed: usize,
+    /// Lost while publishing.
+    pub dropped: usize,
+    /// Send rate over the last interval, megabits per second.
+    pub mbps: f64,
+    /// The worst current lag among publishers, milliseconds.
+    pub worst_lag_ms: u64,
+    /// Viewer segments fetched so far.
+    pub viewer_segments: u64,
+    /// Viewer errors so far.
+    pub viewer_errors: u64,
+}
+
+impl Progress {
+    /// The progress line.
+    pub fn line(&self) -> String {
+        let mut s = format!(
+            "[{:>6.1}s] publishing {} connected {} refused {} failed {} dropped {} | {:.1} Mbps | worst lag {} ms",
+            self.elapsed_s,
+            self.publishing,
+            self.connected,
+            self.refused,
+            self.failed,
+            self.dropped,
+            self.mbps,
+            self.worst_lag_ms
+        );
+        if self.viewer_segments > 0 || self.viewer_errors > 0 {
+            let _ = write!(
+                s,
+                " | viewers: {} segments, {} errors",
+                self.viewer_segments, self.viewer_errors
+            );
+        }
+        s
+    }
+}
+
+/// How one publisher ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Published until the end of the run and unpublished cleanly.
+    Finished,
+    /// The server refused the publish (`code`, e.g. `NetStream.Publish.BadName`).
+    Refused,
+    /// Never published: TCP connect, handshake or protocol failure (see `detail`).
+    Failed,
+    /// Published, then lost the connection before the end of the run.
+    Dropped,
+    /// The run ended before its ramp-up slot.
+    NotStarted,
+}
+
+/// What one publisher did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublisherOutcome {
+    /// Index (the `{i}` of its URL).
+    pub index: usize,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The refusal code or the error, if any.
+    pub detail: Option<String>,
+    /// From TCP connect to `NetStream.Publish.Start`, milliseconds.
+    pub connect_ms: Option<f64>,
+    /// Bytes written to the socket (handshake and RTMP headers included).
+    pub bytes_sent: u64,
+    /// Media tags handed to the transport.
+    pub tags_sent: u64,
+    /// The most any tag was late (handed to the transport after its due time), ms.
+    pub max_lag_ms: u64,
+    /// How far behind real time it was when it stopped, ms.
+    pub final_lag_ms: u64,
+    /// Seconds of media sent (media time of the last tag).
+    pub media_seconds: f64,
+}
+
+/// What one viewer saw.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ViewerOutcome {
+    /// Index (the `{i}` of its URL is `index % publishers`).
+    pub index: usize,
+    /// Whether it ever got the playlist.
+    pub started: bool,
+    /// Playlist fetches.
+    pub playlists: u64,
+    /// Segments (and init segments) fetched with status 200.
+    pub segments: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Errors by kind (`playlist_status`, `segment_status`, `transport`, `timeout`,
+    /// `parse`, `never_started`).
+    pub errors: BTreeMap<String, u64>,
+    /// Times no new segment appeared for more than 2 × target duration (live only).
+    pub stalls: u64,
+    /// Total time spent stalled, ms.
+    pub stall_ms: u64,
+    /// Per new segment: when it was first listed minus its PROGRAM-DATE-TIME + duration.
+    #[serde(skip)]
+    pub pdt_to_listed_ms: Vec<f64>,
+    /// Per segment: the time its GET took.
+    #[serde(skip)]
+    pub fetch_ms: Vec<f64>,
+}
+
+impl ViewerOutcome {
+    /// Counts one error of `kind`.
+    pub fn error(&mut self, kind: &str) {
+        *self.errors.entry(kind.to_string()).or_default() += 1;
+    }
+
+    /// Errors of every kind.
+    pub fn error_count(&self) -> u64 {
+        self.errors.values().sum()
+    }
+}
+
+/// p50, p99 and max of a set of samples.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Quantiles {
+    /// Samples.
+    pub count: usize,
+    /// Median.
+    pub p50: Option<f64>,
+    /// 99th percentile (nearest rank).
+    pub p99: Option<f64>,
+    /// Largest.
+    pub max: Option<f64>,
+}
+
+impl Quantiles {
+    /// Quantiles of `samples` (nearest rank; NaNs are ignored).
+    pub fn of(samples: &[f64]) -> Quantiles {
+        let mut v: Vec<f64> = samples.iter().copied().filter(|x| !x.is_nan()).collect();
+        v.sort_by(f64::total_cmp);
+        let rank = |q: f64| -> Option<f64> {
+            if v.is_empty() {
+                return None;
+            }
+            let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+            v.get(i).copied()
+        };
+        Quantiles {
+            count: v.len(),
+            p50: rank(0.50),
+            p99: rank(0.99),
+            max: v.last().copied(),
+        }
+    }
+
+    fn text(&self) -> String {
+        match (self.p50, self.p99, self.max) {
+            (Some(a), Some(b), Some(c)) => {
+                format!("p50 {a:.0} ms, p99 {b:.0} ms, max {c:.0} ms ({} samples)", self.count)
+            }
+            _ => "no samples".into(),
+        }
+    }
+}
+
+/// The input file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InputSummary {
+    /// Length of one pass, ms.
+    pub duration_ms: u32,
+    /// Median keyframe interval, ms.
+    pub gop_ms: u32,
+    /// Average media bitrate, kbit/s.
+    pub bitrate_kbps: u64,
+    /// Media tags in one pass.
+    pub tags: usize,
+}
+
+/// Totals over all publishers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PublisherSummary {
+    /// Publishers asked for.
+    pub requested: usize,
+    /// Reached `NetStream.Publish.Start` (including those dropped later).
+    pub connected: usize,
+    /// Refused by the server.
+    pub refused: usize,
+    /// Failed before publishing.
+    pub failed: usize,
+    /// Lost while publishing.
+    pub dropped: usize,
+    /// Not started before the run ended.
+    pub not_started: usize,
+    /// Bytes written by all publishers.
+    pub bytes_sent: u64,
+    /// Average send rate over the run, Mbit/s.
+    pub mbps_avg: f64,
+    /// Distribution of the per-publisher `max_lag_ms`.
+    pub max_lag_ms: Quantiles,
+    /// Distribution of the per-publisher `final_lag_ms`.
+    pub final_lag_ms: Quantiles,
+    /// Distribution of connect times, ms.
+    pub connect_ms: Quantiles,
+    /// Each publisher.
+    pub per_publisher: Vec<PublisherOutcome>,
+}
+
+/// Totals over all viewers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ViewerSummary {
+    /// Viewers asked for.
+    pub requested: usize,
+    /// Got their playlist at least once.
+    pub started: usize,
+    /// Playlist fetches.
+    pub playlists: u64,
+    /// Segments fetched.
+    pub segments: u64,
+    /// Body bytes received.
+    pub bytes: u64,
+    /// Errors of every kind.
+    pub errors: u64,
+    /// Errors by kind.
+    pub errors_by_kind: BTreeMap<String, u64>,
+    /// Stalls.
+    pub stalls: u64,
+    /// Segment's PROGRAM-DATE-TIME + duration → first seen in the playlist, ms. Includes
+    /// up to half a target duration of polling delay.
+    pub pdt_to_listed_ms: Quantiles,
+    /// Segment GET times, ms.
+    pub segment_fetch_ms: Quantiles,
+    /// Each viewer.
+    pub per_viewer: Vec<ViewerOutcome>,
+}
+
+/// The server's own keyframe → segment-listed latency, from the growth of its
+/// `tidegate_segment_latency_seconds` histogram over the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerLatency {
+    /// Where it was scraped.
+    pub metrics_url: String,
+    /// Segments listed during the run.
+    pub segments: u64,
+    /// Median, ms (interpolated within the histogram bucket).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile, ms (interpolated within the histogram bucket).
+    pub p99_ms: Option<f64>,
+}
+
+/// What the generator itself cost.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GeneratorCost {
+    /// Runtime worker threads.
+    pub threads: usize,
+    /// CPU seconds (user + system) used during the run, all threads.
+    pub cpu_seconds: Option<f64>,
+    /// `cpu_seconds / wall_seconds * 100` (100 = one core busy).
+    pub cpu_percent: Option<f64>,
+    /// CPU seconds per gigabit sent = cores busy per Gbit/s of publishing.
+    pub cpu_seconds_per_gbit: Option<f64>,
+}
+
+/// The report of a whole run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The input file.
+    pub input: InputSummary,
+    /// Wall time of the run, seconds.
+    pub wall_seconds: f64,
+    /// Publishers.
+    pub publishers: PublisherSummary,
+    /// Viewers (when `--viewers` was given).
+    pub viewers: Option<ViewerSummary>,
+    /// The server's segment latency (when its `/metrics` was reachable).
+    pub server_segment_latency: Option<ServerLatency>,
+    /// The generator's cost.
+    pub generator: GeneratorCost,
+}
+
+impl PublisherSummary {
+    /// Totals from the outcomes, over `wall_seconds`.
+    pub fn from_outcomes(mut per: Vec<PublisherOutcome>, wall_seconds: f64) -> Self {
+        per.sort_by_key(|p| p.index);
+        let count = |o: Outcome| per.iter().filter(|p| p.outcome == o).count();
+        let bytes_sent: u64 = per.iter().map(|p| p.bytes_sent).sum();
+        let lags = |f: fn(&PublisherOutcome) -> u64| -> Vec<f64> {
+            per.iter()
+                .filter(|p| p.connect_ms.is_some())
+                .map(|p| f(p) as f64)
+                .collect()
+        };
+        let connects: Vec<f64> = per.iter().filter_map(|p| p.connect_ms).collect();
+        PublisherSummary {
+            requested: per.len(),
+            connected: connects.len(),
+            refused: count(Outcome::Refused),
+            failed: count(Outcome::Failed),
+            dropped: count(Outcome::Dropped),
+            not_started: count(Outcome::NotStarted),
+            bytes_sent,
+            mbps_avg: if wall_seconds > 0.0 {
+                bytes_sent as f64 * 8.0 / wall_seconds / 1e6
+            } else {
+                0.0
+            },
+            max_lag_ms: Quantiles::of(&lags(|p| p.max_lag_ms)),
+            final_lag_ms: Quantiles::of(&lags(|p| p.final_lag_ms)),
+            connect_ms: Quantiles::of(&connects),
+            per_publisher: per,
+        }
+    }
+}
+
+impl ViewerSummary {
+    /// Totals from the outcomes.
+    pub fn from_outcomes(mut per: Vec<ViewerOutcome>) -> Self {
+        per.sort_by_key(|v| v.index);
+        let mut errors_by_kind = BTreeMap::new();
+        for v in &per {
+            for (k, n) in &v.errors {
+                *errors_by_kind.entry(k.clone()).or_default() += n;
+            }
+        }
+        let all = |f: fn(&ViewerOutcome) -> &Vec<f64>| -> Vec<f64> {
+            per.iter().flat_map(|v| f(v).iter().copied()).collect()
+        };
+        ViewerSummary {
+            requested: per.len(),
+            started: per.iter().filter(|v| v.started).count(),
+            playlists: per.iter().map(|v| v.playlists).sum(),
+            segments: per.iter().map(|v| v.segments).sum(),
+            bytes: per.iter().map(|v| v.bytes).sum(),
+            errors: per.iter().map(ViewerOutcome::error_count).sum(),
+            errors_by_kind,
+            stalls: per.iter().map(|v| v.stalls).sum(),
+            pdt_to_listed_ms: Quantiles::of(&all(|v| &v.pdt_to_listed_ms)),
+            segment_fetch_ms: Quantiles::of(&all(|v| &v.fetch_ms)),
+            per_viewer: per,
+        }
+    }
+}
+
+impl Report {
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The report as text for a terminal.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let p = &self.publishers;
+        let _ = writeln!(s, "tidegate bench: {:.1} s", self.wall_seconds);
+        let _ = writeln!(
+            s,
+            "input: {:.1} s per pass, GOP {} ms, {} kbit/s",
+            f64::from(self.input.duration_ms) / 1000.0,
+            self.input.gop_ms,
+            self.input.bitrate_kbps
+        );
+        let _ = writeln!(
+            s,
+            "publishers: {} requested, {} connected, {} refused, {} failed, {} dropped, {} not started",
+            p.requested, p.connected, p.refused, p.failed, p.dropped, p.not_started
+        );
+        let _ = writeln!(
+            s,
+            "  sent {:.1} MB, {:.1} Mbit/s average",
+            p.bytes_sent as f64 / 1e6,
+            p.mbps_avg
+        );
+        let _ = writeln!(s, "  connect time: {}", p.connect_ms.text());
+        let _ = writeln!(s, "  behind real time, worst per publisher: {}", p.max_lag_ms.text());
+        let _ = writeln!(s, "  behind real time at the end: {}", p.final_lag_ms.text());
+        for o in p.per_publisher.iter().filter(|o| o.outcome != Outcome::Finished) {
+            let _ = writeln!(
+                s,
+                "  publisher {}: {:?} {}",
+                o.index,
+                o.outcome,
+                o.detail.as_deref().unwrap_or("")
+            );
+        }
+        if let Some(v) = &self.viewers {
+            let _ = writeln!(
+                s,
+                "viewers: {} requested, {} started, {} playlists, {} segments, {:.1} MB",
+                v.requested,
+                v.started,
+                v.playlists,
+                v.segments,
+                v.bytes as f64 / 1e6
+            );
+            let _ = writeln!(s, "  errors: {} {:?}", v.errors, v.errors_by_kind);
+            let _ = writeln!(s, "  stalls: {}", v.stalls);
+            let _ = writeln!(
+                s,
+                "  PDT+duration -> listed: {}",
+                v.pdt_to_listed_ms.text()
+            );
+            let _ = writeln!(s, "  segment fetch: {}", v.segment_fetch_ms.text());
+        }
+        if let Some(l) = &self.server_segment_latency {
+            let ms = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.1} ms"));
+            let _ = writeln!(
+                s,
+                "server keyframe -> listed ({} segments): p50 {}, p99 {}",
+                l.segments,
+                ms(l.p50_ms),
+                ms(l.p99_ms)
+            );
+        }
+        let g = &self.generator;
+        let opt = |x: Option<f64>, d: usize| x.map_or("-".into(), |v| format!("{v:.d$}"));
+        let _ = writeln!(
+            s,
+            "generator: {} thread(s), {} CPU s ({} %), {} CPU s per Gbit sent",
+            g.threads,
+            opt(g.cpu_seconds, 2),
+            opt(g.cpu_percent, 1),
+            opt(g.cpu_seconds_per_gbit, 3)
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(index: usize, outcome: Outcome, connected: bool, lag: u64) -> PublisherOutcome {
+        PublisherOutcome {
+            index,
+            outcome,
+            detail: None,
+            connect_ms: connected.then_some(12.5),
+            bytes_sent: 1000,
+            tags_sent: 10,
+            max_lag_ms: lag,
+            final_lag_ms: 0,
+            media_seconds: 1.0,
+        }
+    }
+
+    #[test]
+    fn quantiles_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let q = Quantiles::of(&v);
+        assert_eq!((q.count, q.p50, q.p99, q.max), (100, Some(50.0), Some(99.0), Some(100.0)));
+        let q = Quantiles::of(&[7.0]);
+        assert_eq!((q.p50, q.p99), (Some(7.0), Some(7.0)));
+        assert_eq!(Quantiles::of(&[]).p50, None);
+        assert_eq!(Quantiles::of(&[f64::NAN, 1.0]).count, 1);
+    }
+
+    #[test]
+    fn summary_counts_outcomes() {
+        let s = PublisherSummary::from_outcomes(
+            vec![
+                publisher(2, Outcome::Dropped, true, 30),
+                publisher(0, Outcome::Finished, true, 10),
+                publisher(1, Outcome::Refused, false, 0),
+                publisher(3, Outcome::Failed, false, 0),
+            ],
+            2.0,
+        );
+        assert_eq!(
+            (s.requested, s.connected, s.refused, s.failed, s.dropped),
+            (4, 2, 1, 1, 1)
+        );
+        assert_eq!(s.bytes_sent, 4000);
+        assert!((s.mbps_avg - 0.016).abs() < 1e-9);
+        assert_eq!(s.max_lag_ms.max, Some(30.0));
+        assert_eq!(s.per_publisher[0].index, 0);
+    }
+
+    #[test]
+    fn json_shape() {
+        let mut v = ViewerOutcome {
+            index: 0,
+            started: true,
+            segments: 3,
+            pdt_to_listed_ms: vec![100.0, 300.0],
+            ..Default::default()
+        };
+        v.error("segment_status");
+        let r = Report {
+            input: InputSummary {
+                duration_ms: 10_000,
+                gop_ms: 2000,
+                bitrate_kbps: 3000,
+                tags: 770,
+            },
+            wall_seconds: 2.0,
+            publishers: PublisherSummary::from_outcomes(
+                vec![publisher(0, Outcome::Finished, true, 5)],
+                2.0,
+            ),
+            viewers: Some(ViewerSummary::from_outcomes(vec![v])),
+            server_segment_latency: None,
+            generator: GeneratorCost {
+                threads: 1,
+                cpu_seconds: Some(0.5),
+                cpu_percent: Some(25.0),
+                cpu_seconds_per_gbit: None,
+            },
+        };
+        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(j["publishers"]["connected"], 1);
+        assert_eq!(j["publishers"]["dropped"], 0);
+        assert_eq!(j["publishers"]["bytes_sent"], 1000);
+        assert_eq!(j["publishers"]["per_publisher"][0]["outcome"], "finished");
+        assert_eq!(j["publishers"]["max_lag_ms"]["p99"], 5.0);
+        assert_eq!(j["viewers"]["errors"], 1);
+        assert_eq!(j["viewers"]["errors_by_kind"]["segment_status"], 1);
+        assert_eq!(j["viewers"]["pdt_to_listed_ms"]["p50"], 100.0);
+        assert_eq!(j["viewers"]["pdt_to_listed_ms"]["max"], 300.0);
+        assert!(j["server_segment_latency"].is_null());
+        assert_eq!(j["generator"]["cpu_percent"], 25.0);
+        let text = r.to_text();
+        assert!(text.contains("1 connected"), "{text}");
+        assert!(text.contains("errors: 1"), "{text}");
+    }
+}

@@ -1,0 +1,422 @@
+//! The RTMP publisher driver: one task per publisher owns a TCP socket and a
+//! [`ClientSession`], and paces the shared file's tags into it.
+//!
+//! Loop: drain the session's transmits into a queue of `Bytes` (headers and zero-copy
+//! payload slices), drain its events, then wait for the first of: stop, the socket
+//! writable (when the queue is not empty: one vectored write of up to [`MAX_IOV`] pieces,
+//! repeated until it would block), the socket readable (acks, pings, status), the next
+//! media deadline (everything due within [`COALESCE`] is handed in at once, so a wake-up
+//! sends video and audio together), or the session's timer.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tidegate_rtmp::{ClientConfig, ClientEvent, ClientSession, RtmpError};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{sleep_until, Instant};
+
+use crate::flv_file::{FlvFile, TagKind};
+use crate::report::{LiveState, Outcome, PublisherLive, PublisherOutcome};
+use crate::schedule::{aligned_start, wire_timestamp, Schedule};
+use crate::target::RtmpTarget;
+
+/// Tags due within this much of now are handed in together: fewer wake-ups and writes,
+/// at the price of sending up to this much early.
+pub const COALESCE: Duration = Duration::from_millis(20);
+/// Most pieces gathered into one vectored write (Linux allows 1024).
+const MAX_IOV: usize = 64;
+/// Bytes queued but not yet written above which no more media is handed in: a server
+/// that reads slowly makes the publisher fall behind (and the report shows it) instead of
+/// filling memory.
+const MAX_QUEUED_BYTES: usize = 1024 * 1024;
+/// Time allowed for the TCP connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time allowed, at the end, to flush the queue and the unpublish commands.
+const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+/// Receive buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Everything one publisher task needs.
+#[derive(Debug)]
+pub struct PublisherTask {
+    /// Index (the `{i}` of its URL).
+    pub index: usize,
+    /// Where to publish.
+    pub target: RtmpTarget,
+    /// The shared input.
+    pub file: Arc<FlvFile>,
+    /// Start of the run: the origin of the keyframe phases.
+    pub origin: Instant,
+    /// When to connect (the ramp-up slot).
+    pub start_at: Instant,
+    /// Keyframe phase within the GOP, ms (see [`crate::schedule::stagger_phase_ms`]).
+    pub phase_ms: u64,
+    /// When to unpublish.
+    pub end_at: Instant,
+    /// Live counters.
+    pub live: Arc<PublisherLive>,
+    /// Turns true to stop early.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// What ends the loop.
+enum Exit {
+    Stopped,
+    Refused(String),
+    Lost(String),
+}
+
+/// Runs one publisher to its end.
+pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
+    let mut out = PublisherOutcome {
+        index: t.index,
+        outcome: Outcome::NotStarted,
+        detail: None,
+        connect_ms: None,
+        bytes_sent: 0,
+        tags_sent: 0,
+        max_lag_ms: 0,
+        final_lag_ms: 0,
+        media_seconds: 0.0,
+    };
+    if *t.stop.borrow() {
+        return out;
+    }
+    tokio::select! {
+        _ = sleep_until(t.start_at) => {}
+        _ = t.stop.changed() => return out,
+    }
+    if Instant::now() >= t.end_at {
+        return out;
+    }
+    t.live.set_state(LiveState::Connecting);
+    let connect_started = Instant::now();
+    let stream = tokio::select! {
+        r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&t.target.addr)) => r,
+        _ = t.stop.changed() => return out,
+    };
+    let stream = match stream {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return failed(&t, out, format!("connect: {e}")),
+        Err(_) => return failed(&t, out, "connect: timed out".into()),
+    };
+    let _ = stream.set_nodelay(true);
+    let mut d = Driver {
+        session: ClientSession::new(
+            ClientConfig {
+                app: t.target.app.clone(),
+                stream_key: t.target.stream_key.clone(),
+                tc_url: t.target.tc_url.clone(),
+                seed: t.index as u64 ^ 0x7469_6465,
+                ..ClientConfig::default()
+            },
+            Instant::now().into_std(),
+        ),
+        stream,
+        queue: VecDeque::new(),
+        queued_bytes: 0,
+        last_queued_ms: None,
+        base: None,
+        live: t.live.clone(),
+        out: &mut out,
+    };
+    let exit = d.drive(&mut t, connect_started).await;
+    let Driver { base, .. } = d;
+    finish(&t, out, base, exit)
+}
+
+fn failed(t: &PublisherTask, mut out: PublisherOutcome, detail: String) -> PublisherOutcome {
+    t.live.set_state(LiveState::Failed);
+    out.outcome = Outcome::Failed;
+    out.detail = Some(detail);
+    out
+}
+
+fn finish(
+    t: &PublisherTask,
+    mut out: PublisherOutcome,
+    base: Option<Instant>,
+    exit: Exit,
+) -> PublisherOutcome {
+    out.bytes_sent = t.live.bytes_sent.load(Ordering::Relaxed);
+    let (state, outcome, detail) = match exit {
+        Exit::Stopped if base.is_some() => (LiveState::Finished, Outcome::Finished, None),
+        Exit::Stopped => (
+            LiveState::Failed,
+            Outcome::Failed,
+            Some("the run ended before the server let it publish".to_string()),
+        ),
+        Exit::Refused(code) => (LiveState::Refused, Outcome::Refused, Some(code)),
+        Exit::Lost(why) if base.is_some() => (LiveState::Dropped, Outcome::Dropped, Some(why)),
+        Exit::Lost(why) => (LiveState::Failed, Outcome::Failed, Some(why)),
+    };
+    t.live.set_state(state);
+    out.outcome = outcome;
+    out.detail = detail;
+    out
+}
+
+struct Driver<'a> {
+    session: ClientSession,
+    stream: TcpStream,
+    queue: VecDeque<Bytes>,
+    queued_bytes: usize,
+    /// Media time of the last tag queued and not yet known to be written.
+    last_queued_ms: Option<u64>,
+    /// When media time 0 is due (set at `NetStream.Publish.Start`).
+    base: Option<Instant>,
+    live: Arc<PublisherLive>,
+    out: &'a mut PublisherOutcome,
+}
+
+impl Driver<'_> {
+    async fn drive(&mut self, t: &mut PublisherTask, connect_started: Instant) -> Exit {
+        let mut sched = Schedule::new(t.file.clone());
+        let mut stop_deadline: Option<Instant> = None;
+        let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
+        loop {
+            self.pull_transmits();
+            while let Some(ev) = self.session.poll_event() {
+                match ev {
+                    ClientEvent::PublishStarted { .. } => {
+                        let now = Instant::now();
+                        self.out.connect_ms =
+                            Some(now.duration_since(connect_started).as_secs_f64() * 1000.0);
+                        self.live.set_state(LiveState::Publishing);
+                        if let Err(e) = self.send_headers(&t.file) {
+                            return Exit::Lost(e.to_string());
+                        }
+                        let start = aligned_start(
+                            t.origin.into_std(),
+                            now.into_std(),
+                            t.phase_ms,
+                            t.file.gop_ms,
+                        );
+                        self.base = Some(Instant::from_std(start));
+                    }
+                    ClientEvent::PublishRejected { code, .. } => {
+                        self.pull_transmits();
+                        self.flush_best_effort().await;
+                        return Exit::Refused(code);
+                    }
+                    ClientEvent::Closed if stop_deadline.is_none() => {
+                        return Exit::Lost("the session closed".into());
+                    }
+                    ClientEvent::StatusMessage { code, .. }
+                        if stop_deadline.is_none()
+                            && self.base.is_some()
+                            && !self.session.is_publishing() =>
+                    {
+                        return Exit::Lost(format!("server ended the publish: {code}"));
+                    }
+                    _ => {}
+                }
+            }
+            self.pull_transmits();
+            if stop_deadline.is_some() && self.queue.is_empty() {
+                return Exit::Stopped;
+            }
+            let media_due = match self.base {
+                Some(base) if stop_deadline.is_none() && self.queued_bytes < MAX_QUEUED_BYTES => {
+                    let due = base + Duration::from_millis(sched.next_ms());
+                    Some(due.checked_sub(COALESCE).unwrap_or(due))
+                }
+                _ => None,
+            };
+            let session_due = self.session.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                biased;
+                _ = t.stop.changed(), if stop_deadline.is_none() => {
+                    stop_deadline = Some(self.begin_stop(&sched));
+                }
+                _ = sleep_until(t.end_at), if stop_deadline.is_none() => {
+                    stop_deadline = Some(self.begin_stop(&sched));
+                }
+                _ = sleep_until(stop_deadline.unwrap_or(t.end_at)), if stop_deadline.is_some() => {
+                    return Exit::Stopped;
+                }
+                r = self.stream.writable(), if !self.queue.is_empty() => {
+                    if let Err(e) = r.and_then(|()| self.write_some()) {
+                        return Exit::Lost(format!("write: {e}"));
+                    }
+                }
+                r = self.stream.readable() => {
+                    if let Err(e) = r {
+                        return Exit::Lost(format!("read: {e}"));
+                    }
+                    if inbuf.capacity() - inbuf.len() < READ_CHUNK {
+                        inbuf.reserve(READ_CHUNK);
+                    }
+                    match self.stream.try_read_buf(&mut inbuf) {
+                        Ok(0) if stop_deadline.is_some() => return Exit::Stopped,
+                        Ok(0) => return Exit::Lost("the server closed the connection".into()),
+                        Ok(_) => {
+                            if let Err(e) = self.session.handle_input(Instant::now().into_std(), &mut inbuf) {
+                                if stop_deadline.is_some() { return Exit::Stopped; }
+                                return Exit::Lost(e.to_string());
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if stop_deadline.is_some() => { let _ = e; return Exit::Stopped; }
+                        Err(e) => return Exit::Lost(format!("read: {e}")),
+                    }
+                }
+                _ = sleep_until(media_due.unwrap_or(t.end_at)), if media_due.is_some() => {
+                    if let Err(e) = self.queue_due(&mut sched) {
+                        return Exit::Lost(e.to_string());
+                    }
+                }
+                _ = sleep_until(session_due.unwrap_or(t.end_at)), if session_due.is_some() => {
+                    if let Err(e) = self.session.handle_timeout(Instant::now().into_std()) {
+                        return Exit::Lost(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_headers(&mut self, file: &FlvFile) -> Result<(), RtmpError> {
+        if let Some(m) = &file.metadata {
+            self.session.send_metadata(m)?;
+        }
+        for h in &file.headers {
+            match h.kind {
+                TagKind::Video => self.session.send_video(0, h.data.clone())?,
+                TagKind::Audio => self.session.send_audio(0, h.data.clone())?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands every tag due within [`COALESCE`] to the session, measuring how late each is.
+    fn queue_due(&mut self, sched: &mut Schedule) -> Result<(), RtmpError> {
+        let Some(base) = self.base else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let until_ms = (now + COALESCE).saturating_duration_since(base).as_millis() as u64;
+        let session = &mut self.session;
+        let mut err = None;
+        let mut max_lag = 0u64;
+        let mut n = 0u64;
+        let mut last = None;
+        sched.pop_due(until_ms, |media_ms, tag| {
+            if err.is_some() {
+                return;
+            }
+            let due = base + Duration::from_millis(media_ms);
+            let lag = now.saturating_duration_since(due).as_millis() as u64;
+            max_lag = max_lag.max(lag);
+            let ts = wire_timestamp(media_ms);
+            let r = match tag.kind {
+                TagKind::Video => session.send_video(ts, tag.data.clone()),
+                TagKind::Audio => session.send_audio(ts, tag.data.clone()),
+            };
+            if let Err(e) = r {
+                err = Some(e);
+            }
+            n += 1;
+            last = Some(media_ms);
+        });
+        if let Some(e) = err {
+            return Err(e);
+        }
+        self.out.tags_sent += n;
+        if last.is_some() {
+            self.last_queued_ms = last;
+        }
+        self.note_lag(max_lag);
+        self.pull_transmits();
+        Ok(())
+    }
+
+    fn note_lag(&mut self, lag: u64) {
+        self.out.max_lag_ms = self.out.max_lag_ms.max(lag);
+        self.live.lag_ms.store(lag, Ordering::Relaxed);
+    }
+
+    fn pull_transmits(&mut self) {
+        while let Some(b) = self.session.poll_transmit() {
+            self.queued_bytes += b.len();
+            self.queue.push_back(b);
+        }
+    }
+
+    /// Vectored writes until the queue is empty or the socket would block.
+    fn write_some(&mut self) -> std::io::Result<()> {
+        while !self.queue.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (slot, b) in iov.iter_mut().zip(self.queue.iter()) {
+                *slot = IoSlice::new(b);
+                n += 1;
+            }
+            let written = match self.stream.try_write_vectored(&iov[..n]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(w) => w,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.live
+                .bytes_sent
+                .fetch_add(written as u64, Ordering::Relaxed);
+            self.queued_bytes = self.queued_bytes.saturating_sub(written);
+            let mut rest = written;
+            while rest > 0 {
+                let Some(front) = self.queue.front_mut() else {
+                    break;
+                };
+                if front.len() <= rest {
+                    rest -= front.len();
+                    self.queue.pop_front();
+                } else {
+                    front.advance(rest);
+                    rest = 0;
+                }
+            }
+        }
+        // Everything queued is in the kernel: how late was the last tag?
+        if let (Some(base), Some(ms)) = (self.base, self.last_queued_ms.take()) {
+            let due = base + Duration::from_millis(ms);
+            let lag = Instant::now().saturating_duration_since(due).as_millis() as u64;
+            self.out.max_lag_ms = self.out.max_lag_ms.max(lag);
+        }
+        Ok(())
+    }
+
+    fn record_final_lag(&mut self, sched: &Schedule) {
+        if let Some(base) = self.base {
+            let due = base + Duration::from_millis(sched.next_ms());
+            let lag = Instant::now()
+                .checked_sub(COALESCE)
+                .unwrap_or_else(Instant::now)
+                .saturating_duration_since(due);
+            self.out.final_lag_ms = lag.as_millis() as u64;
+            self.out.media_seconds = sched.next_ms() as f64 / 1000.0;
+        }
+    }
+
+    fn begin_stop(&mut self, sched: &Schedule) -> Instant {
+        self.record_final_lag(sched);
+        self.session.unpublish();
+        self.pull_transmits();
+        Instant::now() + STOP_FLUSH_TIMEOUT
+    }
+
+    async fn flush_best_effort(&mut self) {
+        let deadline = Instant::now() + STOP_FLUSH_TIMEOUT;
+        while !self.queue.is_empty() {
+            tokio::select! {
+                r = self.stream.writable() => {
+                    if r.and_then(|()| self.write_some()).is_err() { return; }
+                }
+                _ = sleep_until(deadline) => return,
+            }
+        }
+    }
+}
