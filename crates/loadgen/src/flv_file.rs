@@ -23,7 +23,7 @@ const TAG_HEADER_LEN: usize = 11;
 const PREV_TAG_SIZE_LEN: usize = 4;
 /// Largest header size field accepted (the spec's is 9; anything past a few KiB is junk).
 const MAX_HEADER_LEN: u32 = 4096;
-/// Frame interval assumed for the last frame when the file has a single frame.
+/// Frame interval assumed for the last frame of a track that has a single frame.
 const DEFAULT_FRAME_MS: u32 = 33;
 /// GOP assumed when the file has fewer than two keyframes (or no video).
 const DEFAULT_GOP_MS: u32 = 2000;
@@ -79,7 +79,8 @@ pub struct FlvFile {
     pub headers: Vec<Tag>,
     /// Media tags in file order (timestamps relative to the first media tag).
     pub tags: Vec<Tag>,
-    /// Length of one pass over the file: the span of its timestamps plus one frame.
+    /// Length of one pass over the file: the last timestamp of each track plus its frame
+    /// interval, the larger of audio and video.
     /// Loop `k` adds `k * duration_ms` to every timestamp.
     pub duration_ms: u32,
     /// Typical distance between video keyframes (the median), or 2000 ms without video.
@@ -179,7 +180,6 @@ impl FlvFile {
             .map(|r| r.1)
             .min()
             .ok_or(LoadgenError::NoMedia)?;
-        let last = raw.iter().map(|r| r.1).max().unwrap_or(first);
         let mut media_bytes = 0u64;
         let tags: Vec<Tag> = raw
             .into_iter()
@@ -194,8 +194,7 @@ impl FlvFile {
                 }
             })
             .collect();
-        let span = u32::try_from(last - first).unwrap_or(u32::MAX);
-        let duration_ms = span.saturating_add(frame_interval(&tags));
+        let duration_ms = pass_duration(&tags);
         Ok(FlvFile {
             metadata,
             headers,
@@ -263,21 +262,23 @@ fn parse_metadata(body: &[u8]) -> Option<Amf0Value> {
         .filter(|v| matches!(v, Amf0Value::Object(_) | Amf0Value::EcmaArray(_)))
 }
 
-/// The median positive interval between consecutive video frames (audio frames without
-/// video): the duration given to the last frame of a pass.
-fn frame_interval(tags: &[Tag]) -> u32 {
-    let has_video = tags.iter().any(|t| t.kind == TagKind::Video);
-    let kind = if has_video {
-        TagKind::Video
-    } else {
-        TagKind::Audio
-    };
-    let ts: Vec<u32> = tags
+/// Length of one pass: for each of audio and video, its last timestamp plus its typical
+/// frame interval (the median positive delta); the larger of the two.
+fn pass_duration(tags: &[Tag]) -> u32 {
+    [TagKind::Video, TagKind::Audio]
         .iter()
-        .filter(|t| t.kind == kind)
-        .map(|t| t.timestamp_ms)
-        .collect();
-    median_positive_delta(&ts).unwrap_or(DEFAULT_FRAME_MS)
+        .filter_map(|kind| {
+            let ts: Vec<u32> = tags
+                .iter()
+                .filter(|t| t.kind == *kind)
+                .map(|t| t.timestamp_ms)
+                .collect();
+            let last = ts.iter().copied().max()?;
+            let interval = median_positive_delta(&ts).unwrap_or(DEFAULT_FRAME_MS);
+            Some(last.saturating_add(interval))
+        })
+        .max()
+        .unwrap_or(DEFAULT_FRAME_MS)
 }
 
 fn median_gop(tags: &[Tag]) -> u32 {
@@ -362,7 +363,7 @@ mod tests {
         assert_eq!(f.tags[1].timestamp_ms, 5);
         assert!(!f.tags[2].keyframe);
         assert_eq!(f.tags[98].timestamp_ms, 49 * 40);
-        // Span 1965 ms (last audio at 49*40+5) plus one 40 ms video frame.
+        // Last audio at 49*40+5 plus its 40 ms interval (video ends 5 ms earlier).
         assert_eq!(f.duration_ms, 49 * 40 + 5 + 40);
         assert_eq!(f.gop_ms, 1000);
         assert_eq!(f.media_bytes, 50 * 7 + 50 * 4);
