@@ -359,7 +359,9 @@ impl StreamHealth {
         self.status_since_ms
     }
 
-    /// The reasons of a `warning` status, in a fixed order (empty otherwise).
+    /// The reasons of a `warning` status, in a fixed order (empty otherwise). While the
+    /// anti-flap dwell holds a `warning` whose reasons have all cleared, the last reported
+    /// ones stay.
     pub fn reasons(&self) -> &[Reason] {
         &self.reasons
     }
@@ -605,9 +607,7 @@ impl StreamHealth {
                 .last_flip_ms
                 .is_none_or(|t| now_ms.saturating_sub(t) >= self.limits.min_dwell_ms);
             if !dwell_ok {
-                if self.status == Status::Warning && mask != 0 {
-                    self.fill_reasons();
-                }
+                // Held by the dwell: a `warning` keeps the reasons it last reported.
                 return;
             }
             self.last_flip_ms = Some(now_ms);

@@ -261,6 +261,10 @@ fn fresh_stream_is_not_flagged_in_its_first_seconds() {
     s.h.handle_disconnected(s.now);
     s.run(310_000, |_| 0);
     s.h.handle_connected(s.now);
+    s.run(330_000, |_| 500_000);
+    // 20 s into the new connection: its average is over those 20 s, not 60.
+    assert_eq!(s.h.average_bitrate_bps(s.now), 500_000);
+    assert_eq!(s.h.bitrate_bps(s.now), 500_000);
     s.run(430_000, |_| 500_000);
     assert_eq!(s.h.status(), Healthy);
     assert_eq!(s.flips(), vec![]);
@@ -471,6 +475,34 @@ fn instant_reasons_raise_at_once_and_clear_after_the_last_occurrence() {
         s.flips(),
         vec![(Healthy, Warning, 20_000), (Warning, Healthy, 30_000)]
     );
+}
+
+#[test]
+fn reasons_changed_while_warning_stays() {
+    let mut s = Sim::connected(HealthConfig::default());
+    s.run(60_000, |_| MBPS3);
+    s.run(70_000, |_| 0); // low bitrate from 65 s
+    s.h.handle_timestamp_jump(70_000);
+    s.drain();
+    s.run(90_000, |_| 0);
+    let reasons_events: Vec<_> = s
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            HealthEvent::ReasonsChanged { reasons, at_ms, .. } => {
+                Some((reasons.iter().map(Reason::code).collect::<Vec<_>>(), *at_ms))
+            }
+            HealthEvent::StatusChanged { .. } => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons_events,
+        vec![
+            (vec!["low_bitrate", "timestamp_jump"], 70_000),
+            (vec!["low_bitrate"], 75_000),
+        ]
+    );
+    assert_eq!(s.flips(), vec![(Healthy, Warning, 65_000)]);
 }
 
 #[test]
