@@ -6,7 +6,7 @@
 //! chunk stream never seen before, extended timestamps not repeated on continuation chunks)
 //! and strict where memory is at stake (every limit below).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -90,11 +90,46 @@ struct ChunkStreamState {
     partial: Option<BytesMut>,
 }
 
+/// The per-chunk-stream header cache: a short list searched linearly (publishers use about
+/// five chunk streams, at most [`MAX_CHUNK_STREAMS`] are allowed), which is cheaper per
+/// chunk than hashing the chunk stream id.
+#[derive(Debug, Default)]
+struct StreamTable(Vec<(u32, ChunkStreamState)>);
+
+impl StreamTable {
+    fn get(&self, csid: u32) -> Option<&ChunkStreamState> {
+        self.0.iter().find(|(id, _)| *id == csid).map(|(_, st)| st)
+    }
+
+    fn get_mut(&mut self, csid: u32) -> Option<&mut ChunkStreamState> {
+        self.0
+            .iter_mut()
+            .find(|(id, _)| *id == csid)
+            .map(|(_, st)| st)
+    }
+
+    fn get_or_insert(&mut self, csid: u32) -> &mut ChunkStreamState {
+        let at = match self.0.iter().position(|(id, _)| *id == csid) {
+            Some(at) => at,
+            None => {
+                self.0.push((csid, ChunkStreamState::default()));
+                self.0.len() - 1
+            }
+        };
+        // `at` is in bounds: found above or just pushed.
+        &mut self.0[at].1
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
 /// Reassembles messages from the chunk stream.
 #[derive(Debug)]
 pub struct ChunkReader {
     chunk_size: u32,
-    streams: HashMap<u32, ChunkStreamState>,
+    streams: StreamTable,
     pending_bytes: usize,
 }
 
@@ -132,7 +167,7 @@ impl ChunkReader {
     pub fn new() -> Self {
         ChunkReader {
             chunk_size: DEFAULT_CHUNK_SIZE,
-            streams: HashMap::new(),
+            streams: StreamTable::default(),
             pending_bytes: 0,
         }
     }
@@ -154,7 +189,7 @@ impl ChunkReader {
 
     /// Applies an Abort Message: drops the partial message on `csid`.
     pub fn abort(&mut self, csid: u32) {
-        if let Some(st) = self.streams.get_mut(&csid) {
+        if let Some(st) = self.streams.get_mut(csid) {
             if st.partial.take().is_some() {
                 self.pending_bytes = self.pending_bytes.saturating_sub(st.length as usize);
             }
@@ -228,7 +263,7 @@ impl ChunkReader {
             h.ts_field = Some(be32(ext));
             h.len += 4;
         } else if fmt == 3 {
-            if let Some(prev) = self.streams.get(&csid) {
+            if let Some(prev) = self.streams.get(csid) {
                 if prev.extended {
                     // The spec (and ffmpeg, FMS) repeat the extended timestamp on type-3
                     // chunks; some clients do not. Consume the 4 bytes only if they match.
@@ -252,11 +287,11 @@ impl ChunkReader {
             let Some(h) = self.peek_header(buf)? else {
                 return Ok(None);
             };
-            let known = self.streams.contains_key(&h.csid);
+            let known = self.streams.get(h.csid).is_some();
             if !known && self.streams.len() >= MAX_CHUNK_STREAMS {
                 return Err(RtmpError::TooManyChunkStreams(MAX_CHUNK_STREAMS));
             }
-            let prev = self.streams.get(&h.csid);
+            let prev = self.streams.get(h.csid);
             let in_progress = prev.is_some_and(|p| p.received > 0);
             let starts_message = h.fmt <= 2 || !in_progress;
 
@@ -321,7 +356,7 @@ impl ChunkReader {
             }
 
             // Commit.
-            let st = self.streams.entry(h.csid).or_default();
+            let st = self.streams.get_or_insert(h.csid);
             if starts_message && st.partial.take().is_some() {
                 // A new header interrupted a message: drop the unfinished one.
                 self.pending_bytes = self.pending_bytes.saturating_sub(st.length as usize);
