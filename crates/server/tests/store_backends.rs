@@ -200,6 +200,8 @@ fn record(id: &StreamId, epoch: u64, owner: &str) -> StreamRecord {
         updated_ms: 1_700_000_000_000,
         publisher_left_ms: None,
         owner: owner.into(),
+        last_media_ms: None,
+        takeovers: Vec::new(),
     }
 }
 
@@ -707,4 +709,66 @@ async fn open_builds_the_configured_backends() {
     let start = Instant::now();
     assert!(tidegate_server::store::open(&config).await.is_err());
     assert!(start.elapsed() < redis_store::CALL_TIMEOUT + SLACK);
+}
+
+/// Environment variable naming the `--storage` URL for [`child_open_s3_from_env`].
+const CHILD_STORAGE_VAR: &str = "TIDEGATE_TEST_CHILD_STORAGE";
+
+/// The S3 half of `store::open`, which reads the process-wide AWS variables: run in a child
+/// process by [`open_reads_the_aws_environment`], so no other test sees them change.
+#[tokio::test]
+#[ignore = "helper: run in a child process by open_reads_the_aws_environment"]
+async fn child_open_s3_from_env() {
+    let Ok(storage) = std::env::var(CHILD_STORAGE_VAR) else {
+        eprintln!("{CHILD_STORAGE_VAR} unset: this helper only runs as a child process");
+        return;
+    };
+    let config = ServeConfig {
+        storage: Some(storage),
+        ..Default::default()
+    };
+    config.validate().unwrap();
+    let (_, media) = tidegate_server::store::open(&config).await.unwrap();
+    media
+        .put("default/env/seg-1-1.m4s", Bytes::from_static(b"from-env"))
+        .await
+        .unwrap();
+    assert_eq!(media.list("default/env").await.unwrap(), ["seg-1-1.m4s"]);
+}
+
+#[tokio::test]
+async fn open_reads_the_aws_environment() {
+    let s3 = start_s3("env-bucket");
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_open_s3_from_env",
+            "--nocapture",
+        ])
+        .env(CHILD_STORAGE_VAR, "s3://env-bucket/live/eu")
+        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", s3.port))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_ALLOW_HTTP", "true")
+        .env_remove("AWS_ENDPOINT")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
+        .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && log.contains("1 passed"),
+        "child failed: {log}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The object is where the URL and the environment said, under the key prefix.
+    let store = S3MediaStore::new(s3_builder(s3.port), "env-bucket", "live/eu").unwrap();
+    assert_eq!(
+        store.get("default/env/seg-1-1.m4s").await.unwrap(),
+        Some(Bytes::from_static(b"from-env"))
+    );
 }
