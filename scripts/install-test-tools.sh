@@ -93,16 +93,17 @@ fi
 # --- cluster backends (crates/server/tests/store_backends.rs) ---------------------------------
 # A real redis-server (Debian `redis-server`) and a real S3-compatible server (moto, from the
 # PyPI package `moto[server]`, run as `python3 -m moto.server`). The tests start both on free
-# loopback ports themselves and fail with a message naming the tool when one is missing.
+# loopback ports themselves and fail with a message naming the tool when one is missing. The
+# rediss:// test makes its certificates with the openssl command (Debian `openssl`).
 have_moto() { python3 -c 'import moto.server, flask, werkzeug' >/dev/null 2>&1; }
 cluster_missing=()
-if ! have_cmd redis-server; then
+if ! have_cmd redis-server || ! have_cmd openssl; then
   SUDO=""
   if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
   if have_cmd apt-get; then
-    log "apt-get install redis-server"
-    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null; } \
-      || log "apt-get install redis-server failed"
+    log "apt-get install redis-server openssl"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server openssl >/dev/null; } \
+      || log "apt-get install redis-server openssl failed"
   fi
 fi
 if ! have_moto; then
@@ -110,6 +111,7 @@ if ! have_moto; then
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' || log "pip install moto[server] failed"
 fi
 have_cmd redis-server || cluster_missing+=("redis-server")
+have_cmd openssl || cluster_missing+=("openssl")
 have_moto || cluster_missing+=("python3 module moto.server (pip install 'moto[server]')")
 if ((${#cluster_missing[@]} > 0)); then
   for what in "${cluster_missing[@]}"; do log "STILL MISSING after install: $what"; done

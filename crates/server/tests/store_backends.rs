@@ -104,7 +104,10 @@ fn wait_until(what: &str, child: &mut Child, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited during start-up: {status}");
+            panic!(
+                "{what} exited during start-up ({status}); is it installed? \
+                 scripts/install-test-tools.sh installs redis-server and moto[server]"
+            );
         }
         assert!(
             start.elapsed() < START_DEADLINE,
@@ -771,4 +774,160 @@ async fn open_reads_the_aws_environment() {
         store.get("default/env/seg-1-1.m4s").await.unwrap(),
         Some(Bytes::from_static(b"from-env"))
     );
+}
+
+/// Environment variable naming the `rediss://` URL for [`child_rediss`].
+const CHILD_REDISS_VAR: &str = "TIDEGATE_TEST_CHILD_REDISS";
+
+/// Runs `openssl` with `args` in `dir`, panicking with its output on failure.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): apt-get install openssl"));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `rediss://` store, in a child process whose `SSL_CERT_FILE` names the test CA (the
+/// rustls client reads the platform roots from there).
+#[tokio::test]
+#[ignore = "helper: run in a child process by rediss_connects_over_tls"]
+async fn child_rediss() {
+    let Ok(url) = std::env::var(CHILD_REDISS_VAR) else {
+        eprintln!("{CHILD_REDISS_VAR} unset: this helper only runs as a child process");
+        return;
+    };
+    let config = ServeConfig {
+        state: Some(url),
+        ..Default::default()
+    };
+    config.validate().unwrap();
+    let (state, _) = tidegate_server::store::open(&config).await.unwrap();
+    let id = StreamId::new("default", "tls").unwrap();
+    state
+        .compare_and_set(None, &record(&id, 1, "w"))
+        .await
+        .unwrap();
+    assert_eq!(state.load(&id).await.unwrap().unwrap().playlist.epoch, 1);
+}
+
+#[tokio::test]
+async fn rediss_connects_over_tls() {
+    let dir = std::env::temp_dir().join(format!("tg-rediss-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=tidegate test CA",
+        ],
+    );
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext",
+        ],
+    );
+    let port = free_port();
+    let mut child = spawn_or_explain(
+        Command::new("redis-server")
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(dir.join("srv.pem"))
+            .arg("--tls-key-file")
+            .arg(dir.join("srv.key"))
+            .arg("--tls-ca-cert-file")
+            .arg(dir.join("ca.pem")),
+        "redis-server",
+    );
+    wait_until("redis-server (TLS)", &mut child, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let _redis = Service {
+        child: Some(child),
+        port,
+        name: "redis-server (TLS)",
+    };
+    let run = |ca: &std::path::Path| {
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--ignored", "--exact", "child_rediss", "--nocapture"])
+            .env(CHILD_REDISS_VAR, format!("rediss://localhost:{port}/0"))
+            .env("SSL_CERT_FILE", ca)
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .unwrap()
+    };
+    let trusted = run(&dir.join("ca.pem"));
+    let log = String::from_utf8_lossy(&trusted.stdout);
+    assert!(
+        trusted.status.success() && log.contains("1 passed"),
+        "rediss with the test CA trusted failed: {log}{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    // The same server with its CA not trusted: refused (an error, not a panic or a hang).
+    let untrusted = run(&dir.join("srv.csr"));
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&untrusted.stdout),
+        String::from_utf8_lossy(&untrusted.stderr)
+    );
+    assert!(
+        !untrusted.status.success()
+            && log.contains("Unavailable(\"redis: invalid peer certificate"),
+        "rediss with an untrusted certificate was not refused as unavailable: {log}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
