@@ -197,15 +197,16 @@ fn s3_builder(port: u16) -> AmazonS3Builder {
 fn record(id: &StreamId, epoch: u64, owner: &str) -> StreamRecord {
     let mut playlist = PlaylistState::new(Container::Fmp4, 5, 2);
     playlist.epoch = epoch;
-    StreamRecord {
-        id: id.clone(),
-        playlist,
-        updated_ms: 1_700_000_000_000,
-        publisher_left_ms: None,
-        owner: owner.into(),
-        last_media_ms: None,
-        takeovers: Vec::new(),
-    }
+    // Through JSON, so that fields added to the record later (with serde defaults) need no
+    // change here.
+    serde_json::from_value(serde_json::json!({
+        "id": id,
+        "playlist": playlist,
+        "updated_ms": 1_700_000_000_000_i64,
+        "publisher_left_ms": null,
+        "owner": owner,
+    }))
+    .unwrap()
 }
 
 /// The compare-and-set scenario of `fs.rs`'s unit test, for any state store; returns each
