@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tidegate_server::config::SegmentFormat;
+use tidegate_server::config::{SegmentFormat, TakeoverPolicy};
 use tidegate_server::ServeConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -95,6 +95,9 @@ struct ServeArgs {
     /// Time a publishing connection may stay silent [default: 30s].
     #[arg(long, env = "TIDEGATE_RTMP_IDLE_TIMEOUT", value_parser = duration)]
     rtmp_idle_timeout: Option<Duration>,
+    /// Who wins when a second publisher arrives for a live stream: newest or refuse [default: newest].
+    #[arg(long, env = "TIDEGATE_TAKEOVER_POLICY")]
+    takeover_policy: Option<TakeoverPolicy>,
 }
 
 impl ServeArgs {
@@ -121,7 +124,8 @@ impl ServeArgs {
             segment_format,
             playlist_window,
             rtmp_handshake_timeout,
-            rtmp_idle_timeout
+            rtmp_idle_timeout,
+            takeover_policy
         );
         overlay_opt!(
             rtmps_listen,

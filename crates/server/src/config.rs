@@ -29,6 +29,34 @@ impl std::str::FromStr for SegmentFormat {
     }
 }
 
+/// What happens when a publisher arrives for a stream that another publisher holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TakeoverPolicy {
+    /// The newcomer takes the stream over at once when its holder is on another worker or has
+    /// sent nothing for a moment (an encoder reconnecting after its old connection died); a
+    /// holder that is live on this worker keeps it. Encoders that keep taking a stream from
+    /// each other are detected and the newcomer is refused for a while.
+    #[default]
+    Newest,
+    /// The holder keeps the stream while it delivers media; a newcomer takes over only once
+    /// the holder has been silent for a moment (its worker died or its connection hung).
+    Refuse,
+}
+
+impl std::str::FromStr for TakeoverPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "newest" => Ok(Self::Newest),
+            "refuse" => Ok(Self::Refuse),
+            other => Err(format!(
+                "unknown takeover policy `{other}` (newest or refuse)"
+            )),
+        }
+    }
+}
+
 impl SegmentFormat {
     /// The packager's container for this format.
     pub fn container(self) -> tidegate_packager::Container {
@@ -85,6 +113,8 @@ pub struct ServeConfig {
     /// How long a publishing connection may stay silent before it is closed.
     #[serde(with = "humantime_serde")]
     pub rtmp_idle_timeout: Duration,
+    /// Who wins when a second publisher arrives for a live stream: `newest` or `refuse`.
+    pub takeover_policy: TakeoverPolicy,
 }
 
 impl Default for ServeConfig {
@@ -108,6 +138,7 @@ impl Default for ServeConfig {
             playlist_window: 10,
             rtmp_handshake_timeout: Duration::from_secs(10),
             rtmp_idle_timeout: Duration::from_secs(30),
+            takeover_policy: TakeoverPolicy::Newest,
         }
     }
 }

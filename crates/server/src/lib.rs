@@ -59,7 +59,7 @@ pub struct Context {
 impl Context {
     /// Whether `/readyz` answers 200.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.streams.stores_healthy()
     }
 }
 
@@ -109,11 +109,14 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         segment_duration: config.segment_duration,
         playlist_window: config.playlist_window,
         reconnect_window: config.reconnect_window,
+        takeover_policy: config.takeover_policy,
         worker_id: worker_id(),
     };
     let streams = Streams::new(state, media, settings.clone(), metrics.clone());
+    // Finish what a previous incarnation left: streams whose publisher is long gone end
+    // now; the others wait for what is left of their window (the sweeper keeps watching).
     let recovered = streams
-        .recover()
+        .sweep()
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
 
@@ -132,17 +135,14 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             source,
         })?;
 
+
     warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
-    warn!(
-        srt_listen = %config.srt_listen,
-        "SRT ingest is not available in this build yet; only RTMP publishers are accepted"
-    );
     info!(
         rtmp = %config.rtmp_listen,
         http = %config.http_listen,
         data_dir = %config.data_dir.display(),
         worker = %settings.worker_id,
-        recovered,
+        ended_on_start = recovered,
         "tidegate worker started"
     );
 
@@ -155,6 +155,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let ingest_stop = CancellationToken::new();
     let rtmp_task = tokio::spawn(ingest::rtmp::serve(rtmp, ctx.clone(), ingest_stop.clone()));
+    let sweeper_stop = CancellationToken::new();
+    tokio::spawn(streams.clone().run_sweeper(sweeper_stop.clone()));
     let http_stop = CancellationToken::new();
     let http_task = {
         let stop = http_stop.clone();
@@ -175,12 +177,16 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     streams.start_draining();
     ingest_stop.cancel();
     info!("shutdown: closing publishers and flushing their last segments");
-    if tokio::time::timeout(Duration::from_secs(10), rtmp_task)
+    let ingest_done = async {
+        let _ = rtmp_task.await;
+    };
+    if tokio::time::timeout(Duration::from_secs(10), ingest_done)
         .await
         .is_err()
     {
         warn!("shutdown: publishers did not finish in 10 s");
     }
+    sweeper_stop.cancel();
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
     info!("shutdown: done");

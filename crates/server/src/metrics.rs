@@ -58,6 +58,12 @@ pub struct Metrics {
     pub live_streams: Gauge,
     /// Segments written.
     pub segments: Counter,
+    /// Segments dropped because the media store stayed unreachable past the backlog bound.
+    pub segments_dropped: Counter,
+    /// Streams taken over by a newer publisher.
+    pub takeovers: Counter,
+    /// Publishers refused because encoders kept taking a key from each other.
+    pub competing_publishers: Counter,
     /// Media frames dropped before packaging (before the first keyframe, before a config).
     pub frames_dropped: Counter,
     /// Timestamp jumps seen in publishers' timelines.
@@ -106,6 +112,24 @@ impl Metrics {
         );
         let segments = Counter::default();
         registry.register("segments", "Media segments written", segments.clone());
+        let segments_dropped = Counter::default();
+        registry.register(
+            "segments_dropped",
+            "Segments dropped because the media store stayed unreachable",
+            segments_dropped.clone(),
+        );
+        let takeovers = Counter::default();
+        registry.register(
+            "takeovers",
+            "Streams taken over by a newer publisher",
+            takeovers.clone(),
+        );
+        let competing_publishers = Counter::default();
+        registry.register(
+            "competing_publishers",
+            "Publishers refused because encoders kept taking a key from each other",
+            competing_publishers.clone(),
+        );
         let frames_dropped = Counter::default();
         registry.register(
             "frames_dropped",
@@ -146,6 +170,9 @@ impl Metrics {
             ingest_bytes,
             live_streams,
             segments,
+            segments_dropped,
+            takeovers,
+            competing_publishers,
             frames_dropped,
             timestamp_jumps,
             store_errors,

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::store::{valid_name, StreamId};
+use crate::stream::StreamSummary;
 use crate::Context;
 
 /// Playlists change every segment: players must re-fetch them.
@@ -58,7 +59,7 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
 }
 
 #[derive(Serialize)]
-struct StreamSummary {
+struct StreamJson {
     tenant: String,
     stream: String,
     status: &'static str,
@@ -66,36 +67,45 @@ struct StreamSummary {
     media_sequence: u64,
     segments: usize,
     playlist: String,
+    worker: Option<String>,
+}
+
+fn status_of(s: &StreamSummary) -> &'static str {
+    match &s.record {
+        _ if s.live_here => "live",
+        Some(r) if r.playlist.ended => "offline",
+        Some(r) if r.publisher_left_ms.is_none() => "live",
+        Some(_) => "reconnecting",
+        None => "offline",
+    }
 }
 
 async fn api_streams(State(ctx): State<Arc<Context>>) -> Response {
-    let list = ctx.streams.list().await;
-    let out: Vec<StreamSummary> = list
+    let out: Vec<StreamJson> = ctx
+        .streams
+        .list()
+        .await
         .into_iter()
-        .map(|(id, live, record)| {
-            let (status, epoch, seq, n) = match &record {
+        .map(|s| {
+            let status = status_of(&s);
+            let (epoch, seq, n, worker) = match &s.record {
                 Some(r) => (
-                    if live {
-                        "live"
-                    } else if r.playlist.ended {
-                        "offline"
-                    } else {
-                        "reconnecting"
-                    },
                     r.playlist.epoch,
                     r.playlist.media_sequence,
                     r.playlist.segments.len(),
+                    Some(r.owner.clone()),
                 ),
-                None => ("offline", 0, 0, 0),
+                None => (0, 0, 0, None),
             };
-            StreamSummary {
-                playlist: format!("/hls/{}/{}/index.m3u8", id.tenant, id.name),
-                tenant: id.tenant,
-                stream: id.name,
+            StreamJson {
+                playlist: format!("/hls/{}/{}/index.m3u8", s.id.tenant, s.id.name),
+                tenant: s.id.tenant,
+                stream: s.id.name,
                 status,
                 epoch,
                 media_sequence: seq,
                 segments: n,
+                worker,
             }
         })
         .collect();
@@ -104,16 +114,12 @@ async fn api_streams(State(ctx): State<Arc<Context>>) -> Response {
 
 async fn index(State(ctx): State<Arc<Context>>) -> Response {
     let mut rows = String::new();
-    for (id, live, record) in ctx.streams.list().await {
-        let status = match (&record, live) {
-            (_, true) => "live",
-            (Some(r), false) if !r.playlist.ended => "reconnecting",
-            _ => "offline",
-        };
+    for s in ctx.streams.list().await {
+        let status = status_of(&s);
         rows.push_str(&format!(
-            "<tr><td>{t}</td><td>{s}</td><td class=\"{status}\">{status}</td><td><a href=\"/hls/{t}/{s}/index.m3u8\">index.m3u8</a></td></tr>\n",
-            t = id.tenant,
-            s = id.name,
+            "<tr><td>{t}</td><td>{n}</td><td class=\"{status}\">{status}</td><td><a href=\"/hls/{t}/{n}/index.m3u8\">index.m3u8</a></td></tr>\n",
+            t = s.id.tenant,
+            n = s.id.name,
         ));
     }
     let html = format!(
@@ -146,10 +152,16 @@ async fn hls(
     };
     match file.as_str() {
         "index.m3u8" | "master.m3u8" => {
-            let Some(s) = ctx.streams.get(&id).await else {
-                return not_found();
+            let rendered = match ctx.streams.rendered(&id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return not_found(),
+                Err(e) => {
+                    ctx.metrics.store_error("get_state");
+                    tracing::warn!(error = %e, "could not read stream state");
+                    return (StatusCode::SERVICE_UNAVAILABLE, "state unavailable\n")
+                        .into_response();
+                }
             };
-            let rendered = s.rendered();
             let body = if file == "index.m3u8" {
                 Some(rendered.media).filter(|b| !b.is_empty())
             } else {

@@ -216,6 +216,8 @@ mod tests {
             updated_ms: 0,
             publisher_left_ms: None,
             owner: "w".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
         }
     }
 

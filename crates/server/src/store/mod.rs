@@ -87,7 +87,18 @@ pub struct StreamRecord {
     pub publisher_left_ms: Option<i64>,
     /// The worker that holds the current epoch.
     pub owner: String,
+    /// Unix ms when the current epoch's publisher last delivered media (renewed about once a
+    /// second while live: the liveness lease another worker checks before taking over).
+    #[serde(default)]
+    pub last_media_ms: Option<i64>,
+    /// Unix ms of recent takeovers (newest last, at most [`MAX_TAKEOVER_HISTORY`]): two
+    /// encoders fighting over one key show up here.
+    #[serde(default)]
+    pub takeovers: Vec<i64>,
 }
+
+/// Takeover times kept per stream.
+pub const MAX_TAKEOVER_HISTORY: usize = 8;
 
 /// Errors of either store. `Conflict` is the fencing outcome, not a fault.
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! Streams apart from connections.
 //!
-//! A [`Stream`] (tenant, name) owns its playlist state; a connection only feeds it through a
-//! [`Publisher`]. The lifecycle of PRODUCT.md lives here:
+//! A stream (tenant, name) owns its playlist state, kept in the [`StateStore`] as a
+//! [`StreamRecord`]; a connection only feeds it through a [`Publisher`]. The lifecycle of
+//! PRODUCT.md lives here:
 //!
 //! ```text
 //!   begin_publish ──▶ Live ──(publisher gone)──▶ Reconnecting ──(window passes)──▶ Ended
@@ -10,15 +11,30 @@
 //!                       EXT-X-DISCONTINUITY)          new playlist (sequence goes on) ◀┘
 //! ```
 //!
-//! Media path: the connection task runs the [`Segmenter`] (cheap, synchronous) and hands its
-//! outputs to the stream's writer task over a bounded channel, so a slow store pushes back on
-//! the publisher instead of growing memory. The writer stores the object first, then
-//! compare-and-sets the stream record on the epoch it holds, then swaps the rendered playlist
-//! that the origin serves. A writer whose epoch was superseded stops at once.
+//! **Ownership.** Each publish session takes the stream's next *epoch* with a
+//! compare-and-set; every later write of that session is a compare-and-set on it, so a
+//! session that lost the stream (to a newer publisher, possibly on another worker) can never
+//! write again: its writer sees the conflict on its next write or liveness renewal and closes
+//! the connection. While live, the record's `last_media_ms` is renewed about once a second:
+//! that is the lease other workers read before taking over (see [`TakeoverPolicy`]).
+//!
+//! **Media path.** The connection task runs the [`Segmenter`] (cheap, synchronous) and hands
+//! what it cuts to the session's writer task (`writer.rs`) over a bounded channel. The writer
+//! stores each object, then lists it; when a store is unreachable it keeps a bounded backlog
+//! and retries, so an outage shorter than the reconnect window loses nothing.
+//!
+//! **Any worker is an origin.** A stream this worker publishes is rendered from its own
+//! state at every change; any other stream is rendered from the state store on request and
+//! cached for [`REMOTE_RENDER_TTL`].
+//!
+//! **Ending.** A sweeper ([`Streams::sweep`], every [`SWEEP_INTERVAL`]) ends every stream
+//! whose publisher has been gone — or whose owner has been silent — for the reconnect window,
+//! whichever worker it was on; on a single node it also finishes what a killed process left.
 
 mod writer;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
@@ -29,9 +45,25 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::config::TakeoverPolicy;
 use crate::metrics::Metrics;
-use crate::store::{MediaStore, StateStore, StoreError, StreamId, StreamRecord};
+use crate::store::{
+    MediaStore, StateStore, StoreError, StreamId, StreamRecord, MAX_TAKEOVER_HISTORY,
+};
 use crate::unix_ms;
+
+/// How often the sweeper ends abandoned streams.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// A publisher that delivered no media for this long no longer holds its stream against a
+/// newcomer (its worker died, or its connection hung).
+pub const LEASE_TIMEOUT_MS: i64 = 2_500;
+/// How long a stream rendered from the state store (owned by another worker, or by nobody)
+/// is served before it is read again: a fraction of a segment.
+pub const REMOTE_RENDER_TTL: Duration = Duration::from_millis(500);
+/// Takeovers within [`FLAP_WINDOW_MS`] after which encoders are considered to be fighting.
+pub const FLAP_TAKEOVERS: usize = 4;
+/// See [`FLAP_TAKEOVERS`].
+pub const FLAP_WINDOW_MS: i64 = 60_000;
 
 /// Settings every stream of this worker shares.
 #[derive(Debug, Clone)]
@@ -46,6 +78,8 @@ pub struct StreamSettings {
     pub playlist_window: usize,
     /// How long a stream waits for its publisher.
     pub reconnect_window: Duration,
+    /// Who wins when a second publisher arrives.
+    pub takeover_policy: TakeoverPolicy,
     /// This worker's name (recorded as the owner of the epochs it holds).
     pub worker_id: String,
 }
@@ -55,18 +89,25 @@ impl StreamSettings {
     pub fn delete_grace(&self) -> Duration {
         self.segment_duration * 4 + Duration::from_secs(10)
     }
+
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.reconnect_window.as_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// Why a publish was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// A publisher is live on this key.
+    /// A publisher is live on this key and keeps it.
     #[error("stream is already live")]
     AlreadyLive,
+    /// Two encoders keep taking this key from each other; the newcomer is refused.
+    #[error("competing publishers: this key changed hands {0} times in a minute")]
+    Competing(usize),
     /// The worker is shutting down.
     #[error("worker is draining")]
     Draining,
-    /// The state store failed or another worker holds the stream.
+    /// The state store failed or another worker won the race for the stream.
     #[error("state store: {0}")]
     Store(#[from] StoreError),
 }
@@ -76,6 +117,7 @@ impl PublishError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::AlreadyLive => "already_live",
+            Self::Competing(_) => "competing_publishers",
             Self::Draining => "draining",
             Self::Store(StoreError::Conflict { .. }) => "conflict",
             Self::Store(_) => "store_error",
@@ -92,18 +134,56 @@ pub struct Rendered {
     pub multivariant: Option<Bytes>,
 }
 
-/// One stream: its record and its publisher, if any.
+impl Rendered {
+    fn of(playlist: &PlaylistState) -> Self {
+        Self {
+            media: Bytes::from(playlist.render_media_playlist()),
+            multivariant: playlist
+                .render_multivariant_playlist("index.m3u8")
+                .map(Bytes::from),
+        }
+    }
+}
+
+/// The live publish session of a stream on this worker.
+struct LiveSession {
+    generation: u64,
+    started_ms: i64,
+    last_media_ms: Arc<AtomicI64>,
+    fenced: CancellationToken,
+}
+
+impl LiveSession {
+    fn last_activity_ms(&self) -> i64 {
+        self.last_media_ms
+            .load(Ordering::Relaxed)
+            .max(self.started_ms)
+    }
+}
+
+/// One stream this worker knows.
 pub struct Stream {
     id: StreamId,
     inner: Mutex<StreamInner>,
-    rendered: SyncMutex<Rendered>,
+    view: SyncMutex<View>,
 }
 
 struct StreamInner {
+    /// The last record this worker wrote or read.
     record: Option<StreamRecord>,
-    /// Bumped on every publish; a reconnect timer ends the stream only if it is unchanged.
+    /// Bumped on every publish session started here.
     generation: u64,
-    live: bool,
+    live: Option<LiveSession>,
+}
+
+/// What the origin serves for a stream.
+#[derive(Default)]
+struct View {
+    rendered: Rendered,
+    /// When it was rendered from the state store; `None` while a session on this worker
+    /// keeps it current.
+    fetched: Option<Instant>,
+    owned: bool,
 }
 
 impl Stream {
@@ -112,21 +192,53 @@ impl Stream {
         &self.id
     }
 
-    /// The playlists as last rendered.
-    pub fn rendered(&self) -> Rendered {
-        self.rendered.lock().map(|r| r.clone()).unwrap_or_default()
+    fn set_owned_view(&self, playlist: &PlaylistState) {
+        let rendered = Rendered::of(playlist);
+        if let Ok(mut v) = self.view.lock() {
+            *v = View {
+                rendered,
+                fetched: None,
+                owned: true,
+            };
+        }
     }
 
-    fn set_rendered(&self, playlist: &PlaylistState) {
-        let media = Bytes::from(playlist.render_media_playlist());
-        let multivariant = playlist
-            .render_multivariant_playlist("index.m3u8")
-            .map(Bytes::from);
-        if let Ok(mut r) = self.rendered.lock() {
-            *r = Rendered {
-                media,
-                multivariant,
-            };
+    fn release_view(&self) {
+        if let Ok(mut v) = self.view.lock() {
+            v.owned = false;
+            v.fetched = Some(Instant::now());
+        }
+    }
+
+    fn fresh_view(&self) -> Option<Rendered> {
+        let v = self.view.lock().ok()?;
+        if v.owned || v.fetched.is_some_and(|t| t.elapsed() < REMOTE_RENDER_TTL) {
+            Some(v.rendered.clone())
+        } else {
+            None
+        }
+    }
+
+    fn set_fetched_view(&self, playlist: &PlaylistState) {
+        let rendered = Rendered::of(playlist);
+        if let Ok(mut v) = self.view.lock() {
+            if !v.owned {
+                *v = View {
+                    rendered,
+                    fetched: Some(Instant::now()),
+                    owned: false,
+                };
+            }
+        }
+    }
+
+    /// Forgets the cached view so the next request reads the state store (a change
+    /// notification from another worker).
+    pub fn invalidate(&self) {
+        if let Ok(mut v) = self.view.lock() {
+            if !v.owned {
+                v.fetched = None;
+            }
         }
     }
 }
@@ -139,6 +251,19 @@ pub struct Streams {
     settings: StreamSettings,
     metrics: Arc<Metrics>,
     draining: CancellationToken,
+    state_healthy: AtomicBool,
+    media_healthy: AtomicBool,
+}
+
+/// One row of [`Streams::list`].
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    /// The stream.
+    pub id: StreamId,
+    /// A publisher is live on this worker.
+    pub live_here: bool,
+    /// The record as last seen.
+    pub record: Option<StreamRecord>,
 }
 
 impl Streams {
@@ -156,6 +281,8 @@ impl Streams {
             settings,
             metrics,
             draining: CancellationToken::new(),
+            state_healthy: AtomicBool::new(true),
+            media_healthy: AtomicBool::new(true),
         })
     }
 
@@ -169,44 +296,17 @@ impl Streams {
         self.draining.cancel();
     }
 
-    /// Loads every stored stream: a stream whose publisher died with a previous incarnation of
-    /// this worker enters the reconnect window for what is left of it, or ends.
-    pub async fn recover(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let ids = self.state.list().await?;
-        let now = unix_ms();
-        let window = i64::try_from(self.settings.reconnect_window.as_millis()).unwrap_or(i64::MAX);
-        let mut n = 0;
-        for id in ids {
-            let Some(mut record) = self.state.load(&id).await? else {
-                continue;
-            };
-            let stream = self.get_or_insert(&id).await;
-            let mut inner = stream.inner.lock().await;
-            if !record.playlist.ended {
-                let left = record.publisher_left_ms.unwrap_or(record.updated_ms);
-                let remaining = window.saturating_sub(now.saturating_sub(left));
-                if remaining <= 0 {
-                    let epoch = record.playlist.epoch;
-                    record.playlist.end();
-                    record.updated_ms = now;
-                    if let Err(e) = self.state.compare_and_set(Some(epoch), &record).await {
-                        warn!(stream = %id, error = %e, "could not end a stale stream");
-                    }
-                    info!(stream = %id, "stream ended while the worker was down");
-                } else {
-                    if record.publisher_left_ms.is_none() {
-                        record.publisher_left_ms = Some(left);
-                    }
-                    let remaining = Duration::from_millis(u64::try_from(remaining).unwrap_or(0));
-                    info!(stream = %id, remaining_ms = remaining.as_millis() as u64, "stream recovered; waiting for its publisher");
-                    self.arm_reconnect_timer(&stream, inner.generation, remaining);
-                    n += 1;
-                }
-            }
-            stream.set_rendered(&record.playlist);
-            inner.record = Some(record);
-        }
-        Ok(n)
+    /// Whether the last state and media writes succeeded (`/readyz` fails otherwise).
+    pub fn stores_healthy(&self) -> bool {
+        self.state_healthy.load(Ordering::Relaxed) && self.media_healthy.load(Ordering::Relaxed)
+    }
+
+    fn note_state(&self, ok: bool) {
+        self.state_healthy.store(ok, Ordering::Relaxed);
+    }
+
+    fn note_media(&self, ok: bool) {
+        self.media_healthy.store(ok, Ordering::Relaxed);
     }
 
     async fn get_or_insert(&self, id: &StreamId) -> Arc<Stream> {
@@ -219,48 +319,124 @@ impl Streams {
                     inner: Mutex::new(StreamInner {
                         record: None,
                         generation: 0,
-                        live: false,
+                        live: None,
                     }),
-                    rendered: SyncMutex::default(),
+                    view: SyncMutex::default(),
                 })
             })
             .clone()
     }
 
-    /// The stream, if this worker knows it.
+    /// The stream, if this worker has seen it.
     pub async fn get(&self, id: &StreamId) -> Option<Arc<Stream>> {
         self.streams.lock().await.get(id).cloned()
     }
 
-    /// Every stream this worker knows, with whether a publisher is live.
-    pub async fn list(&self) -> Vec<(StreamId, bool, Option<StreamRecord>)> {
-        let streams: Vec<_> = self.streams.lock().await.values().cloned().collect();
-        let mut out = Vec::with_capacity(streams.len());
-        for s in streams {
-            let inner = s.inner.lock().await;
-            out.push((s.id.clone(), inner.live, inner.record.clone()));
+    /// The playlists of `id` as a viewer should see them now: from this worker's own session
+    /// when it publishes the stream, else from the state store (cached briefly). `None` for
+    /// an unknown stream.
+    pub async fn rendered(&self, id: &StreamId) -> Result<Option<Rendered>, StoreError> {
+        if let Some(s) = self.get(id).await {
+            if let Some(r) = s.fresh_view() {
+                return Ok(Some(r));
+            }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
+        let Some(record) = self.state.load(id).await? else {
+            return Ok(None);
+        };
+        let stream = self.get_or_insert(id).await;
+        stream.set_fetched_view(&record.playlist);
+        {
+            let mut inner = stream.inner.lock().await;
+            if inner.live.is_none() {
+                inner.record = Some(record);
+            }
+        }
+        Ok(stream
+            .fresh_view()
+            .or_else(|| stream.view.lock().ok().map(|v| v.rendered.clone())))
+    }
+
+    /// Every stream in the state store, with what this worker knows of it.
+    pub async fn list(&self) -> Vec<StreamSummary> {
+        let mut ids: Vec<StreamId> = self.state.list().await.unwrap_or_default();
+        ids.extend(self.streams.lock().await.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let local = self.get(&id).await;
+            let (live_here, cached) = match &local {
+                Some(s) => {
+                    let inner = s.inner.lock().await;
+                    (inner.live.is_some(), inner.record.clone())
+                }
+                None => (false, None),
+            };
+            let record = if live_here {
+                cached
+            } else {
+                self.state.load(&id).await.ok().flatten().or(cached)
+            };
+            out.push(StreamSummary {
+                id,
+                live_here,
+                record,
+            });
+        }
         out
     }
 
     /// A publisher arrives for `id`: takes the stream's next epoch and starts (or resumes) its
-    /// playlist. Refused while another publisher is live.
+    /// playlist, or refuses (see [`TakeoverPolicy`]).
     pub async fn begin_publish(self: &Arc<Self>, id: StreamId) -> Result<Publisher, PublishError> {
         if self.draining.is_cancelled() {
             return Err(PublishError::Draining);
         }
         let stream = self.get_or_insert(&id).await;
         let mut inner = stream.inner.lock().await;
-        if inner.live {
-            return Err(PublishError::AlreadyLive);
-        }
-        let stored = match &inner.record {
-            Some(r) => Some(r.clone()),
-            None => self.state.load(&id).await?,
-        };
         let now = unix_ms();
-        let window = i64::try_from(self.settings.reconnect_window.as_millis()).unwrap_or(i64::MAX);
+        let stored = self.state.load(&id).await?;
+
+        // Who holds the stream now, and may the newcomer have it?
+        if let Some(live) = &inner.live {
+            let fresh = now.saturating_sub(live.last_activity_ms()) < LEASE_TIMEOUT_MS;
+            if fresh {
+                // A second encoder on a key that is live on this very worker.
+                return Err(PublishError::AlreadyLive);
+            }
+        }
+        if let Some(r) = &stored {
+            let held_elsewhere = inner.live.is_none()
+                && !r.playlist.ended
+                && r.publisher_left_ms.is_none()
+                && r.owner != self.settings.worker_id;
+            if held_elsewhere {
+                let activity = r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms);
+                let fresh = now.saturating_sub(activity) < LEASE_TIMEOUT_MS;
+                let recent = r
+                    .takeovers
+                    .iter()
+                    .filter(|t| now.saturating_sub(**t) < FLAP_WINDOW_MS)
+                    .count();
+                match self.settings.takeover_policy {
+                    TakeoverPolicy::Refuse if fresh => return Err(PublishError::AlreadyLive),
+                    TakeoverPolicy::Newest if fresh && recent >= FLAP_TAKEOVERS => {
+                        self.metrics.competing_publishers.inc();
+                        warn!(stream = %id, takeovers = recent, "competing publishers: refusing the newcomer");
+                        return Err(PublishError::Competing(recent));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let takeover = inner.live.is_some()
+            || stored.as_ref().is_some_and(|r| {
+                !r.playlist.ended
+                    && r.publisher_left_ms.is_none()
+                    && r.owner != self.settings.worker_id
+            });
+
         let mut stale_objects = Vec::new();
         let (expected, mut record) = match stored {
             None => {
@@ -275,13 +451,17 @@ impl Streams {
                     updated_ms: now,
                     publisher_left_ms: None,
                     owner: self.settings.worker_id.clone(),
+                    last_media_ms: None,
+                    takeovers: Vec::new(),
                 };
                 (None, record)
             }
             Some(mut r) => {
                 let expected = Some(r.playlist.epoch);
-                let left = r.publisher_left_ms.unwrap_or(r.updated_ms);
-                let expired = now.saturating_sub(left) > window;
+                let left = r
+                    .publisher_left_ms
+                    .unwrap_or_else(|| r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms));
+                let expired = now.saturating_sub(left) > self.settings.window_ms();
                 let resumable = !r.playlist.ended
                     && !expired
                     && r.playlist.container == self.settings.container;
@@ -292,43 +472,62 @@ impl Streams {
                     r.playlist.container = self.settings.container;
                     r.playlist.window = self.settings.playlist_window;
                     info!(stream = %id, "new playlist (previous one ended)");
+                } else if takeover {
+                    info!(stream = %id, from = %r.owner, "taking the stream over from its previous publisher");
+                    r.takeovers.push(now);
+                    let excess = r.takeovers.len().saturating_sub(MAX_TAKEOVER_HISTORY);
+                    r.takeovers.drain(..excess);
+                    self.metrics.takeovers.inc();
                 } else if !r.playlist.segments.is_empty() {
                     info!(stream = %id, "publisher back within the reconnect window; resuming");
                 }
                 r.publisher_left_ms = None;
                 r.owner = self.settings.worker_id.clone();
                 r.updated_ms = now;
+                r.last_media_ms = None;
                 (expected, r)
             }
         };
         record.playlist.begin_session();
-        self.state.compare_and_set(expected, &record).await?;
+        if let Err(e) = self.state.compare_and_set(expected, &record).await {
+            self.note_state(!e.is_unavailable());
+            return Err(e.into());
+        }
+        self.note_state(true);
+        // A local holder (hung connection) loses the stream now.
+        if let Some(old) = inner.live.take() {
+            old.fenced.cancel();
+            self.metrics.live_streams.dec();
+        }
         let epoch = record.playlist.epoch;
-        stream.set_rendered(&record.playlist);
+        stream.set_owned_view(&record.playlist);
         inner.record = Some(record.clone());
         inner.generation += 1;
-        inner.live = true;
+        let generation = inner.generation;
+        let fenced = CancellationToken::new();
+        let last_media_ms = Arc::new(AtomicI64::new(now));
+        inner.live = Some(LiveSession {
+            generation,
+            started_ms: now,
+            last_media_ms: last_media_ms.clone(),
+            fenced: fenced.clone(),
+        });
         drop(inner);
         self.metrics.live_streams.inc();
         for entry in stale_objects {
-            let media = self.media.clone();
-            let path = format!("{}/{}", id.prefix(), entry.uri);
-            tokio::spawn(async move {
-                let _ = media.delete(&path).await;
-            });
+            self.delete_later(format!("{}/{}", id.prefix(), entry.uri), Duration::ZERO);
         }
 
         let (tx, rx) = mpsc::channel(writer::QUEUE_DEPTH);
-        let fenced = CancellationToken::new();
-        let task = tokio::spawn(writer::run(writer::Writer {
-            streams: self.clone(),
-            stream: stream.clone(),
-            epoch,
+        let task = tokio::spawn(writer::run(writer::Writer::new(
+            self.clone(),
+            stream.clone(),
             record,
+            generation,
             rx,
-            fenced: fenced.clone(),
-            map_uri: None,
-        }));
+            fenced.clone(),
+            last_media_ms.clone(),
+        )));
         let config = SegmenterConfig {
             container: self.settings.container,
             target_duration: self.settings.segment_ticks,
@@ -340,62 +539,105 @@ impl Streams {
             segmenter: Segmenter::new(config),
             tx,
             fenced,
+            last_media_ms,
             task: Some(task),
         })
     }
 
-    fn arm_reconnect_timer(
-        self: &Arc<Self>,
-        stream: &Arc<Stream>,
-        generation: u64,
-        after: Duration,
-    ) {
-        let this = self.clone();
-        let stream = stream.clone();
+    fn delete_later(&self, path: String, after: Duration) {
+        let media = self.media.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            this.end_if_abandoned(&stream, generation).await;
+            if media.delete(&path).await.is_err() {
+                metrics.store_error("delete");
+            }
         });
     }
 
-    async fn end_if_abandoned(&self, stream: &Arc<Stream>, generation: u64) {
+    /// Called by a writer when its session is over (publisher gone or fenced) and everything
+    /// it could store is stored.
+    async fn session_ended(&self, stream: &Arc<Stream>, generation: u64, record: StreamRecord) {
         let mut inner = stream.inner.lock().await;
-        if inner.generation != generation || inner.live {
-            return;
+        if inner
+            .live
+            .as_ref()
+            .is_some_and(|l| l.generation == generation)
+        {
+            inner.live = None;
+            inner.record = Some(record);
+            self.metrics.live_streams.dec();
+            stream.release_view();
+            drop(inner);
+            info!(stream = %stream.id, window_s = self.settings.reconnect_window.as_secs_f64(), "publisher gone; stream reconnecting");
         }
-        let Some(record) = inner.record.as_mut() else {
-            return;
-        };
-        if record.playlist.ended {
-            return;
-        }
-        let epoch = record.playlist.epoch;
-        let mut next = record.clone();
-        next.playlist.end();
-        next.updated_ms = unix_ms();
-        match self.state.compare_and_set(Some(epoch), &next).await {
-            Ok(()) => {
-                info!(stream = %stream.id, "no publisher for the reconnect window; stream ended");
-                stream.set_rendered(&next.playlist);
-                *record = next;
+    }
+
+    /// Runs the sweeper until `stop` is cancelled.
+    pub async fn run_sweeper(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
             }
-            Err(e) => {
-                self.metrics.store_error("put_state");
-                warn!(stream = %stream.id, error = %e, "could not end the stream");
+            if let Err(e) = self.sweep().await {
+                warn!(error = %e, "sweeper: state store unavailable");
             }
         }
     }
 
-    /// Called by the writer when its publisher has gone and everything is flushed.
-    async fn publisher_gone(self: &Arc<Self>, stream: &Arc<Stream>, record: StreamRecord) {
-        let mut inner = stream.inner.lock().await;
-        inner.record = Some(record);
-        inner.live = false;
-        self.metrics.live_streams.dec();
-        let generation = inner.generation;
-        drop(inner);
-        info!(stream = %stream.id, window_s = self.settings.reconnect_window.as_secs_f64(), "publisher gone; stream reconnecting");
-        self.arm_reconnect_timer(stream, generation, self.settings.reconnect_window);
+    /// Ends every stream that has had no publisher for the reconnect window: one whose
+    /// publisher left, or whose owner stopped renewing its lease (a dead worker). Any worker
+    /// may do it; the compare-and-set on the epoch makes it safe. Returns how many it ended.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let now = unix_ms();
+        let window = self.settings.window_ms();
+        let mut ended = 0;
+        for id in self.state.list().await? {
+            if let Some(s) = self.get(&id).await {
+                if s.inner.lock().await.live.is_some() {
+                    continue;
+                }
+            }
+            let Some(mut record) = self.state.load(&id).await? else {
+                continue;
+            };
+            if record.playlist.ended {
+                continue;
+            }
+            let activity = record
+                .last_media_ms
+                .unwrap_or(record.updated_ms)
+                .max(record.updated_ms);
+            let left = match record.publisher_left_ms {
+                Some(left) => left,
+                // Still marked live: abandoned once its owner stopped renewing.
+                None if now.saturating_sub(activity) >= LEASE_TIMEOUT_MS => activity,
+                None => continue,
+            };
+            if now.saturating_sub(left) < window {
+                continue;
+            }
+            let epoch = record.playlist.epoch;
+            record.playlist.end();
+            record.updated_ms = now;
+            record.publisher_left_ms.get_or_insert(left);
+            match self.state.compare_and_set(Some(epoch), &record).await {
+                Ok(()) => {
+                    ended += 1;
+                    info!(stream = %id, "no publisher for the reconnect window; stream ended");
+                    let stream = self.get_or_insert(&id).await;
+                    stream.set_fetched_view(&record.playlist);
+                    stream.inner.lock().await.record = Some(record);
+                }
+                // Someone published (or ended it) in the meantime.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ended)
     }
 }
 
@@ -428,6 +670,7 @@ pub struct Publisher {
     segmenter: Segmenter,
     tx: mpsc::Sender<WriterMsg>,
     fenced: CancellationToken,
+    last_media_ms: Arc<AtomicI64>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -461,7 +704,9 @@ impl Publisher {
         if matches!(event, MediaEvent::TimestampJump { .. }) {
             metrics.timestamp_jumps.inc();
         }
-        if let Err(e) = self.segmenter.handle_event(event, unix_ms()) {
+        let now = unix_ms();
+        self.last_media_ms.store(now, Ordering::Relaxed);
+        if let Err(e) = self.segmenter.handle_event(event, now) {
             // The segmenter drops what it cannot use (a frame going backwards, a segment
             // the muxer refused) and carries on; the publisher is not cut off for it.
             metrics.frames_dropped.inc();
@@ -489,7 +734,7 @@ impl Publisher {
     }
 
     /// The publisher is gone: closes the segment in progress, waits until it is stored and
-    /// listed, and puts the stream into its reconnect window.
+    /// listed (or the writer gives up), and puts the stream into its reconnect window.
     pub async fn finish(mut self) {
         self.segmenter.finish();
         if let Some(e) = self.segmenter.take_error() {

@@ -1,142 +1,343 @@
 //! The per-publish-session writer task: stores what the segmenter cut, then lists it.
+//!
+//! Order of work for every segment: put the object (init segments first, in order), then
+//! push it into the playlist and compare-and-set the record on the session's epoch, then
+//! render. Faults:
+//!
+//! - **Media store unreachable**: objects wait in a bounded backlog and are retried; past
+//!   [`MAX_BACKLOG_SEGMENTS`] the oldest segment is dropped, counted, and the playlist marks
+//!   the gap with a discontinuity.
+//! - **State store unreachable**: the playlist goes on in memory (this worker keeps serving
+//!   it) and the record is written when the store answers again; `/readyz` fails meanwhile.
+//! - **Conflict**: a newer epoch owns the stream. The session is fenced at once: the
+//!   connection closes and nothing more is written.
+//!
+//! While live, the record's `last_media_ms` is renewed every [`LEASE_RENEW`] (the lease).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tidegate_packager::{SegmentEntry, SegmenterOutput};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::{Stream, Streams, WriterMsg};
+use super::{Stream, StreamInfo, Streams, WriterMsg};
 use crate::store::{StoreError, StreamRecord};
 use crate::unix_ms;
 
-/// Segments (and inits) that may wait between the connection and the writer. Past it the
-/// connection waits, which pushes back on the publisher's TCP window.
+/// Segments (and inits) that may wait between the connection and the writer.
 pub(super) const QUEUE_DEPTH: usize = 16;
+/// Segments kept while the media store is unreachable (about a minute at 2 s segments).
+pub const MAX_BACKLOG_SEGMENTS: usize = 32;
+/// How often a live session renews its lease in the record.
+pub const LEASE_RENEW: Duration = Duration::from_secs(1);
+/// Retry delay after a store failure (doubles up to [`MAX_RETRY`]).
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+/// After the publisher left, how long the writer keeps retrying what is still unstored.
+const FINISH_DEADLINE: Duration = Duration::from_secs(30);
+
+enum Object {
+    Init {
+        path: String,
+        uri: String,
+        data: Bytes,
+    },
+    Segment {
+        path: String,
+        entry: SegmentEntry,
+        data: Bytes,
+        cut_at: Instant,
+        info: Option<StreamInfo>,
+    },
+}
 
 pub(super) struct Writer {
-    pub streams: Arc<Streams>,
-    pub stream: Arc<Stream>,
-    pub epoch: u64,
-    pub record: StreamRecord,
-    pub rx: mpsc::Receiver<WriterMsg>,
-    pub fenced: CancellationToken,
+    streams: Arc<Streams>,
+    stream: Arc<Stream>,
+    epoch: u64,
+    generation: u64,
+    /// The playlist as this session sees it (ahead of the store while it is unreachable).
+    record: StreamRecord,
+    /// `record` has changes the state store has not taken yet.
+    dirty: bool,
+    last_commit: Instant,
+    rx: mpsc::Receiver<WriterMsg>,
+    fenced: CancellationToken,
+    last_media_ms: Arc<AtomicI64>,
     /// The init segment the next media segments need (fMP4).
-    pub map_uri: Option<String>,
+    map_uri: Option<String>,
+    backlog: VecDeque<Object>,
+    segment_counter: u64,
+    retry: Duration,
+    retry_at: Option<Instant>,
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        streams: Arc<Streams>,
+        stream: Arc<Stream>,
+        record: StreamRecord,
+        generation: u64,
+        rx: mpsc::Receiver<WriterMsg>,
+        fenced: CancellationToken,
+        last_media_ms: Arc<AtomicI64>,
+    ) -> Self {
+        Self {
+            epoch: record.playlist.epoch,
+            streams,
+            stream,
+            generation,
+            record,
+            dirty: false,
+            last_commit: Instant::now(),
+            rx,
+            fenced,
+            last_media_ms,
+            map_uri: None,
+            backlog: VecDeque::new(),
+            segment_counter: 0,
+            retry: FIRST_RETRY,
+            retry_at: None,
+        }
+    }
+
+    fn accept(&mut self, msg: SegmenterOutput, cut_at: Instant, info: Option<StreamInfo>) {
+        let prefix = self.stream.id.prefix();
+        match msg {
+            SegmenterOutput::Init { data, id } => {
+                let uri = format!("init-{}-{}.mp4", self.epoch, id);
+                self.backlog.push_back(Object::Init {
+                    path: format!("{prefix}/{uri}"),
+                    uri,
+                    data,
+                });
+            }
+            SegmenterOutput::Segment(seg) => {
+                let ext = self.record.playlist.container.segment_extension();
+                let uri = format!("seg-{}-{}.{}", self.epoch, self.segment_counter, ext);
+                self.segment_counter += 1;
+                let entry = SegmentEntry::from_cut(&seg, uri.clone(), None);
+                self.backlog.push_back(Object::Segment {
+                    path: format!("{prefix}/{uri}"),
+                    entry,
+                    data: seg.data,
+                    cut_at,
+                    info,
+                });
+                self.bound_backlog();
+            }
+        }
+    }
+
+    /// Drops the oldest waiting segments past the bound; the gap becomes a discontinuity.
+    fn bound_backlog(&mut self) {
+        while self
+            .backlog
+            .iter()
+            .filter(|o| matches!(o, Object::Segment { .. }))
+            .count()
+            > MAX_BACKLOG_SEGMENTS
+        {
+            let Some(pos) = self
+                .backlog
+                .iter()
+                .position(|o| matches!(o, Object::Segment { .. }))
+            else {
+                break;
+            };
+            self.backlog.remove(pos);
+            self.streams.metrics.segments_dropped.inc();
+            self.record.playlist.mark_discontinuity();
+            warn!(stream = %self.stream.id, "media store backlog full: dropped the oldest segment");
+        }
+    }
+
+    /// Stores what waits, in order, and lists each stored segment. Stops at the first
+    /// failure (retried later).
+    async fn pump(&mut self) {
+        while let Some(obj) = self.backlog.front() {
+            let (path, data) = match obj {
+                Object::Init { path, data, .. } | Object::Segment { path, data, .. } => {
+                    (path.clone(), data.clone())
+                }
+            };
+            if let Err(e) = self.streams.media.put(&path, data).await {
+                let op = if matches!(obj, Object::Init { .. }) {
+                    "put_init"
+                } else {
+                    "put_segment"
+                };
+                self.streams.metrics.store_error(op);
+                self.streams.note_media(false);
+                warn!(stream = %self.stream.id, error = %e, waiting = self.backlog.len(), "could not store media; will retry");
+                self.schedule_retry();
+                return;
+            }
+            self.streams.note_media(true);
+            let Some(obj) = self.backlog.pop_front() else {
+                return;
+            };
+            match obj {
+                Object::Init { uri, .. } => self.map_uri = Some(uri),
+                Object::Segment {
+                    mut entry,
+                    cut_at,
+                    info,
+                    ..
+                } => {
+                    entry.map_uri = self.map_uri.clone();
+                    if let Some(info) = info {
+                        self.record.playlist.codecs = info.codecs;
+                        self.record.playlist.resolution = info.resolution;
+                    }
+                    let sequence = self.record.playlist.next_sequence;
+                    let evicted = self.record.playlist.push_segment(entry);
+                    self.dirty = true;
+                    self.stream.set_owned_view(&self.record.playlist);
+                    self.streams.metrics.segments.inc();
+                    self.streams
+                        .metrics
+                        .segment_latency
+                        .observe(cut_at.elapsed().as_secs_f64());
+                    debug!(stream = %self.stream.id, sequence, "segment listed");
+                    self.schedule_deletes(evicted);
+                }
+            }
+        }
+        self.retry = FIRST_RETRY;
+    }
+
+    fn schedule_retry(&mut self) {
+        self.retry_at = Some(Instant::now() + self.retry);
+        self.retry = (self.retry * 2).min(MAX_RETRY);
+    }
+
+    /// Writes the record if it changed or the lease is due. `Err` when fenced.
+    async fn commit(&mut self, force_lease: bool) -> Result<(), StoreError> {
+        let media = self.last_media_ms.load(Ordering::Relaxed);
+        let lease_due = self.last_commit.elapsed() >= LEASE_RENEW
+            && self.record.last_media_ms != Some(media)
+            && self.record.publisher_left_ms.is_none();
+        if !(self.dirty || (force_lease && lease_due)) {
+            return Ok(());
+        }
+        let mut next = self.record.clone();
+        next.updated_ms = unix_ms();
+        if next.publisher_left_ms.is_none() {
+            next.last_media_ms = Some(media);
+        }
+        match self
+            .streams
+            .state
+            .compare_and_set(Some(self.epoch), &next)
+            .await
+        {
+            Ok(()) => {
+                self.record = next;
+                self.dirty = false;
+                self.last_commit = Instant::now();
+                self.streams.note_state(true);
+                Ok(())
+            }
+            Err(e @ StoreError::Conflict { .. }) => Err(e),
+            Err(e) => {
+                self.streams.metrics.store_error("put_state");
+                self.streams.note_state(false);
+                warn!(stream = %self.stream.id, error = %e, "could not update stream state; will retry");
+                self.schedule_retry();
+                // Not fenced: the playlist goes on here and is written when the store returns.
+                Ok(())
+            }
+        }
+    }
+
+    /// Deletes evicted segments (and init segments no longer referenced) after the grace
+    /// period, so a player that fetched the playlist just before can still fetch them.
+    fn schedule_deletes(&self, evicted: Vec<SegmentEntry>) {
+        if evicted.is_empty() {
+            return;
+        }
+        let referenced: HashSet<&str> = self
+            .record
+            .playlist
+            .segments
+            .iter()
+            .filter_map(|s| s.map_uri.as_deref())
+            .chain(self.map_uri.as_deref())
+            .collect();
+        let prefix = self.stream.id.prefix();
+        let mut paths: Vec<String> = Vec::new();
+        for e in &evicted {
+            paths.push(format!("{prefix}/{}", e.uri));
+            if let Some(m) = &e.map_uri {
+                let p = format!("{prefix}/{m}");
+                if !referenced.contains(m.as_str()) && !paths.contains(&p) {
+                    paths.push(p);
+                }
+            }
+        }
+        let grace = self.streams.settings.delete_grace();
+        for p in paths {
+            self.streams.delete_later(p, grace);
+        }
+    }
 }
 
 pub(super) async fn run(mut w: Writer) {
-    while let Some(msg) = w.rx.recv().await {
-        match msg {
-            WriterMsg::Output(SegmenterOutput::Init { data, id }, _, _) => {
-                let uri = format!("init-{}-{}.mp4", w.epoch, id);
-                let path = format!("{}/{}", w.stream.id.prefix(), uri);
-                if let Err(e) = w.streams.media.put(&path, data).await {
-                    w.streams.metrics.store_error("put_init");
-                    warn!(stream = %w.stream.id, error = %e, "could not store init segment");
+    let mut lease = tokio::time::interval(LEASE_RENEW);
+    lease.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut finishing: Option<Instant> = None;
+    let outcome: Result<(), StoreError> = loop {
+        let retry_at = w.retry_at;
+        tokio::select! {
+            msg = w.rx.recv(), if finishing.is_none() => match msg {
+                Some(WriterMsg::Output(out, cut_at, info)) => w.accept(out, cut_at, info),
+                Some(WriterMsg::Finish) | None => {
+                    finishing = Some(Instant::now());
+                    w.record.publisher_left_ms = Some(unix_ms());
+                    w.dirty = true;
                 }
-                w.map_uri = Some(uri);
-            }
-            WriterMsg::Output(SegmenterOutput::Segment(seg), cut_at, info) => {
-                let ext = w.record.playlist.container.segment_extension();
-                let sequence = w.record.playlist.next_sequence;
-                let uri = format!("seg-{}-{}.{}", w.epoch, sequence, ext);
-                let path = format!("{}/{}", w.stream.id.prefix(), uri);
-                if let Err(e) = w.streams.media.put(&path, seg.data.clone()).await {
-                    // The segment is lost; the next one must not pretend continuity.
-                    w.streams.metrics.store_error("put_segment");
-                    warn!(stream = %w.stream.id, error = %e, "could not store segment; marking a gap");
-                    w.record.playlist.mark_discontinuity();
-                    continue;
+            },
+            _ = lease.tick() => {},
+            () = async {
+                match retry_at {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
                 }
-                let entry = SegmentEntry::from_cut(&seg, uri, w.map_uri.clone());
-                let mut next = w.record.clone();
-                if let Some(info) = info {
-                    next.playlist.codecs = info.codecs;
-                    next.playlist.resolution = info.resolution;
-                }
-                let evicted = next.playlist.push_segment(entry);
-                next.updated_ms = unix_ms();
-                match commit(&w, &next).await {
-                    Ok(()) => {
-                        w.record = next;
-                        w.stream.set_rendered(&w.record.playlist);
-                        w.streams.metrics.segments.inc();
-                        w.streams
-                            .metrics
-                            .segment_latency
-                            .observe(cut_at.elapsed().as_secs_f64());
-                        debug!(stream = %w.stream.id, sequence, "segment listed");
-                        schedule_deletes(&w, evicted);
-                    }
-                    Err(StoreError::Conflict { stored, held }) => {
-                        warn!(stream = %w.stream.id, stored, held, "stream taken over by a newer epoch; closing this publisher");
-                        w.fenced.cancel();
-                        let _ = w.streams.media.delete(&path).await;
-                        break;
-                    }
-                    Err(e) => {
-                        w.streams.metrics.store_error("put_state");
-                        warn!(stream = %w.stream.id, error = %e, "could not update stream state");
-                    }
-                }
-            }
-            WriterMsg::Finish => break,
+            } => { w.retry_at = None; },
         }
+        if w.retry_at.is_some_and(|t| t > Instant::now()) {
+            // Backing off after a failure: only new messages are taken meanwhile.
+            if finishing.is_some_and(|f| f.elapsed() > FINISH_DEADLINE) {
+                break Ok(());
+            }
+            continue;
+        }
+        w.pump().await;
+        if let Err(e) = w.commit(true).await {
+            break Err(e);
+        }
+        if let Some(since) = finishing {
+            let done = w.backlog.is_empty() && !w.dirty;
+            if done || since.elapsed() > FINISH_DEADLINE {
+                if !done {
+                    warn!(stream = %w.stream.id, waiting = w.backlog.len(), "gave up storing the last segments of a session");
+                }
+                break Ok(());
+            }
+        }
+    };
+    if let Err(StoreError::Conflict { stored, held }) = &outcome {
+        info!(stream = %w.stream.id, stored, held, "stream taken over by a newer epoch; closing this publisher");
     }
     w.fenced.cancel();
-    let mut record = w.record.clone();
-    record.publisher_left_ms = Some(unix_ms());
-    record.updated_ms = unix_ms();
-    match commit(&w, &record).await {
-        Ok(()) => {}
-        Err(e) => {
-            warn!(stream = %w.stream.id, error = %e, "could not record the publisher leaving")
-        }
-    }
-    w.streams.publisher_gone(&w.stream, record).await;
-}
-
-async fn commit(w: &Writer, record: &StreamRecord) -> Result<(), StoreError> {
-    w.streams.state.compare_and_set(Some(w.epoch), record).await
-}
-
-/// Deletes evicted segments (and init segments no longer referenced) after the grace period,
-/// so a player that fetched the playlist just before can still fetch them.
-fn schedule_deletes(w: &Writer, evicted: Vec<SegmentEntry>) {
-    if evicted.is_empty() {
-        return;
-    }
-    let referenced: HashSet<&str> = w
-        .record
-        .playlist
-        .segments
-        .iter()
-        .filter_map(|s| s.map_uri.as_deref())
-        .chain(w.map_uri.as_deref())
-        .collect();
-    let prefix = w.stream.id.prefix();
-    let mut paths: Vec<String> = Vec::new();
-    for e in &evicted {
-        paths.push(format!("{prefix}/{}", e.uri));
-        if let Some(m) = &e.map_uri {
-            let p = format!("{prefix}/{m}");
-            if !referenced.contains(m.as_str()) && !paths.contains(&p) {
-                paths.push(p);
-            }
-        }
-    }
-    let media = w.streams.media.clone();
-    let metrics = w.streams.metrics.clone();
-    let grace = w.streams.settings.delete_grace();
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        for p in paths {
-            if media.delete(&p).await.is_err() {
-                metrics.store_error("delete");
-            }
-        }
-    });
+    w.streams
+        .session_ended(&w.stream, w.generation, w.record.clone())
+        .await;
 }
