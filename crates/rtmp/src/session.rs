@@ -258,8 +258,9 @@ impl ServerSession {
         }
     }
 
-    /// Accepts a pending publish: sends Stream Begin and `NetStream.Publish.Start`; media on
-    /// the stream flows as events from now on. Does nothing if no publish is pending there.
+    /// Accepts a pending publish: sends Stream Begin and `NetStream.Publish.Start`. Media on
+    /// the stream flows as events (including what arrived while the publish was pending).
+    /// Does nothing if no publish is pending there.
     pub fn accept_publish(&mut self, stream_id: u32) {
         let Some(s) = self.stream_mut(stream_id) else {
             return;
@@ -281,7 +282,8 @@ impl ServerSession {
     }
 
     /// Refuses a pending publish with `onStatus` level `error` and the given code (e.g.
-    /// `NetStream.Publish.BadName`). Does nothing if no publish is pending there.
+    /// `NetStream.Publish.BadName`); media events already queued for it must be ignored by
+    /// the driver. Does nothing if no publish is pending there.
     pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
         let Some(s) = self.stream_mut(stream_id) else {
             return;
@@ -330,10 +332,14 @@ impl ServerSession {
         self.streams.iter_mut().find(|s| s.id == id)
     }
 
+    /// Whether media on stream `id` is delivered: publishing, or waiting for the driver's
+    /// answer. Some publishers send media right behind `publish` without waiting for
+    /// `NetStream.Publish.Start`; those messages come after the [`Event::PublishRequest`] in
+    /// the event queue, so a driver that accepts keeps them and one that rejects ignores them.
     fn is_publishing(&self, id: u32) -> bool {
-        self.streams
-            .iter()
-            .any(|s| s.id == id && s.state == PublishState::Publishing)
+        self.streams.iter().any(|s| {
+            s.id == id && matches!(s.state, PublishState::Publishing | PublishState::Pending)
+        })
     }
 
     fn maybe_ack(&mut self) {

@@ -499,7 +499,9 @@ fn enhanced_rtmp_fourcc_list_is_echoed() {
 }
 
 #[test]
-fn media_before_accept_is_dropped_and_counted_then_reject() {
+fn media_while_publish_is_pending_is_delivered_after_the_request_then_reject() {
+    // Some publishers send media right behind `publish`; it must not be lost while the
+    // driver decides. It is queued after the PublishRequest event.
     let mut p = Pair::new(None);
     p.accept = false;
     p.handshake();
@@ -507,10 +509,23 @@ fn media_before_accept_is_dropped_and_counted_then_reject() {
     p.client.take_received();
     let b = p.client.chunk(0, 6, 0, 9, 1, &[0x17, 0, 0, 0, 0], true);
     p.send(&b).unwrap();
-    assert_eq!(media_messages(&p.events), vec![]);
-    assert_eq!(p.server.dropped_media_messages(), 1);
+    assert_eq!(media_messages(&p.events), vec![('v', 0, 5)]);
+    let request = p
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::PublishRequest { .. }));
+    let media = p
+        .events
+        .iter()
+        .position(|e| matches!(e, Event::Video { .. }));
+    assert!(request.is_some() && request < media, "{:?}", p.events);
+    assert_eq!(p.server.dropped_media_messages(), 0);
     p.server
         .reject_publish(1, "NetStream.Publish.BadName", "no such key");
+    // After a rejection, media on that stream is dropped and counted.
+    let b = p.client.chunk(0, 6, 0, 9, 1, &[0x17, 0, 0, 0, 0], true);
+    p.send(&b).unwrap();
+    assert_eq!(p.server.dropped_media_messages(), 1);
     p.drain();
     let rx = p.client.take_received();
     let status = rx[0].command().unwrap();
