@@ -98,6 +98,9 @@ struct ServeArgs {
     /// Who wins when a second publisher arrives for a live stream: newest or refuse [default: newest].
     #[arg(long, env = "TIDEGATE_TAKEOVER_POLICY")]
     takeover_policy: Option<TakeoverPolicy>,
+    /// On SIGTERM, how long live publishers may stay before they are moved [default: 30s].
+    #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", value_parser = duration)]
+    drain_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -125,7 +128,8 @@ impl ServeArgs {
             playlist_window,
             rtmp_handshake_timeout,
             rtmp_idle_timeout,
-            takeover_policy
+            takeover_policy,
+            drain_timeout
         );
         overlay_opt!(
             rtmps_listen,

@@ -115,6 +115,10 @@ pub struct ServeConfig {
     pub rtmp_idle_timeout: Duration,
     /// Who wins when a second publisher arrives for a live stream: `newest` or `refuse`.
     pub takeover_policy: TakeoverPolicy,
+    /// On SIGTERM, how long live publishers may stay before they are closed (at a segment
+    /// boundary) so their encoders reconnect to another worker.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServeConfig {
@@ -139,6 +143,7 @@ impl Default for ServeConfig {
             rtmp_handshake_timeout: Duration::from_secs(10),
             rtmp_idle_timeout: Duration::from_secs(30),
             takeover_policy: TakeoverPolicy::Newest,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -212,6 +217,9 @@ impl ServeConfig {
         }
         if self.rtmp_handshake_timeout < Duration::from_millis(100) {
             return invalid("rtmp-handshake-timeout", "must be at least 100ms");
+        }
+        if self.drain_timeout > Duration::from_secs(3600) {
+            return invalid("drain-timeout", "must be at most 1h");
         }
         if self.rtmp_idle_timeout < Duration::from_secs(1) {
             return invalid("rtmp-idle-timeout", "must be at least 1s");

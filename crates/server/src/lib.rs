@@ -175,8 +175,34 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     info!("shutdown: not ready, refusing new publishers");
     ctx.ready.store(false, Ordering::Relaxed);
     streams.start_draining();
+    let drain_timeout = ctx.config.drain_timeout;
+    let live = streams.live_count().await;
+    if live > 0 {
+        info!(
+            live,
+            timeout_s = drain_timeout.as_secs_f64(),
+            "shutdown: waiting for publishers to finish or move"
+        );
+        let deadline = tokio::time::Instant::now() + drain_timeout;
+        while tokio::time::Instant::now() < deadline && streams.live_count().await > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let live = streams.live_count().await;
+        if live > 0 {
+            info!(
+                live,
+                "shutdown: drain timeout; closing publishers at their next segment boundary"
+            );
+            streams.close_publishers_at_boundary();
+            let boundary = ctx.config.segment_duration * 3 + Duration::from_secs(1);
+            let deadline = tokio::time::Instant::now() + boundary;
+            while tokio::time::Instant::now() < deadline && streams.live_count().await > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
     ingest_stop.cancel();
-    info!("shutdown: closing publishers and flushing their last segments");
+    info!("shutdown: closing remaining connections and flushing their last segments");
     let ingest_done = async {
         let _ = rtmp_task.await;
     };

@@ -264,7 +264,13 @@ impl Connection {
             p.publisher
                 .handle_media(ev, &self.ctx.metrics)
                 .await
-                .map_err(|e| End::Error("packager", e.to_string()))?;
+                .map_err(|e| {
+                    if e.is_drain() {
+                        End::Shutdown
+                    } else {
+                        End::Error("packager", e.to_string())
+                    }
+                })?;
         }
         Ok(())
     }

@@ -251,6 +251,8 @@ pub struct Streams {
     settings: StreamSettings,
     metrics: Arc<Metrics>,
     draining: CancellationToken,
+    /// Cancelled when draining publishers must leave at their next segment boundary.
+    close_at_boundary: CancellationToken,
     state_healthy: AtomicBool,
     media_healthy: AtomicBool,
 }
@@ -281,6 +283,7 @@ impl Streams {
             settings,
             metrics,
             draining: CancellationToken::new(),
+            close_at_boundary: CancellationToken::new(),
             state_healthy: AtomicBool::new(true),
             media_healthy: AtomicBool::new(true),
         })
@@ -294,6 +297,24 @@ impl Streams {
     /// Refuses new publishers from now on.
     pub fn start_draining(&self) {
         self.draining.cancel();
+    }
+
+    /// Asks every live publisher to leave right after its next segment is cut, so no viewer
+    /// loses a partial segment and the encoder reconnects elsewhere.
+    pub fn close_publishers_at_boundary(&self) {
+        self.close_at_boundary.cancel();
+    }
+
+    /// Publish sessions live on this worker.
+    pub async fn live_count(&self) -> usize {
+        let streams: Vec<_> = self.streams.lock().await.values().cloned().collect();
+        let mut n = 0;
+        for s in streams {
+            if s.inner.lock().await.live.is_some() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Whether the last state and media writes succeeded (`/readyz` fails otherwise).
@@ -540,6 +561,7 @@ impl Streams {
             tx,
             fenced,
             last_media_ms,
+            close_at_boundary: self.close_at_boundary.clone(),
             task: Some(task),
         })
     }
@@ -671,13 +693,23 @@ pub struct Publisher {
     tx: mpsc::Sender<WriterMsg>,
     fenced: CancellationToken,
     last_media_ms: Arc<AtomicI64>,
+    close_at_boundary: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// The publisher lost its stream or its writer failed; the connection must close.
+/// The publish session must end: the worker is draining and a segment boundary was reached
+/// ([`PublisherClosed::is_drain`]), or the writer stopped.
 #[derive(Debug, thiserror::Error)]
 #[error("publish session ended: {0}")]
 pub struct PublisherClosed(pub &'static str);
+
+impl PublisherClosed {
+    /// The worker is draining and the session reached a segment boundary: the connection
+    /// should say goodbye (so the encoder reconnects elsewhere), not report an error.
+    pub fn is_drain(&self) -> bool {
+        self.0 == "drain"
+    }
+}
 
 impl Publisher {
     /// The stream.
@@ -716,7 +748,9 @@ impl Publisher {
     }
 
     async fn drain(&mut self) -> Result<(), PublisherClosed> {
+        let mut cut = false;
         while let Some(out) = self.segmenter.poll_output() {
+            cut |= matches!(out, SegmenterOutput::Segment(_));
             let info = matches!(out, SegmenterOutput::Segment(_)).then(|| StreamInfo {
                 codecs: self.segmenter.codecs(),
                 resolution: self.segmenter.resolution(),
@@ -729,6 +763,9 @@ impl Publisher {
             {
                 return Err(PublisherClosed("writer stopped"));
             }
+        }
+        if cut && self.close_at_boundary.is_cancelled() {
+            return Err(PublisherClosed("drain"));
         }
         Ok(())
     }
