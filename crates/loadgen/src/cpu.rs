@@ -27,7 +27,8 @@ mod tests {
 
     #[test]
     fn parses_utime_and_stime() {
-        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
+        let line =
+            "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
         assert_eq!(parse_stat(line), Some(3.25));
         assert_eq!(parse_stat("garbage"), None);
         assert_eq!(parse_stat("1 (x) S 1 2"), None);

@@ -8,7 +8,9 @@
 #[derive(Debug, thiserror::Error)]
 pub enum LoadgenError {
     /// The input file does not start with an FLV header.
-    #[error("not an FLV file (no `FLV` signature); make one with `tidegate bench --generate-clip`")]
+    #[error(
+        "not an FLV file (no `FLV` signature); make one with `tidegate bench --generate-clip`"
+    )]
     NotFlv,
     /// The input file ends in the middle of a header or tag.
     #[error("FLV file truncated at byte {offset}")]

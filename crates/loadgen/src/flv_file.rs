@@ -175,11 +175,7 @@ impl FlvFile {
                 _ => {}
             }
         }
-        let first = raw
-            .iter()
-            .map(|r| r.1)
-            .min()
-            .ok_or(LoadgenError::NoMedia)?;
+        let first = raw.iter().map(|r| r.1).min().ok_or(LoadgenError::NoMedia)?;
         let mut media_bytes = 0u64;
         let tags: Vec<Tag> = raw
             .into_iter()
@@ -321,12 +317,10 @@ mod tests {
     fn sample() -> Vec<u8> {
         let mut f = hex("464c5601050000000900000000");
         // onMetaData { duration: 2.0 }: string "onMetaData", ECMA array with one number.
-        let meta = hex(
-            "02000a6f6e4d65746144617461\
+        let meta = hex("02000a6f6e4d65746144617461\
              0800000001\
              00086475726174696f6e004000000000000000\
-             000009",
-        );
+             000009");
         tag(&mut f, TAG_SCRIPT, 0, &meta);
         tag(&mut f, TAG_VIDEO, 0, &hex("1700000000014d401fffe1"));
         tag(&mut f, TAG_AUDIO, 0, &hex("af001190"));
@@ -356,7 +350,10 @@ mod tests {
         assert_eq!(f.headers[1].kind, TagKind::Audio);
         assert_eq!(f.headers[1].data.as_ref(), &hex("af001190")[..]);
         let meta = f.metadata.as_ref().unwrap();
-        assert_eq!(meta.get("duration").and_then(Amf0Value::as_number), Some(2.0));
+        assert_eq!(
+            meta.get("duration").and_then(Amf0Value::as_number),
+            Some(2.0)
+        );
         assert_eq!(f.tags.len(), 100);
         assert_eq!(f.tags[0].timestamp_ms, 0);
         assert!(f.tags[0].keyframe);

@@ -128,9 +128,10 @@ impl BenchConfig {
             }
         }
         if self.viewers > 0 {
-            let play = self.play_url.as_deref().ok_or_else(|| {
-                LoadgenError::InvalidConfig("--viewers needs --play-url".into())
-            })?;
+            let play = self
+                .play_url
+                .as_deref()
+                .ok_or_else(|| LoadgenError::InvalidConfig("--viewers needs --play-url".into()))?;
             if !play.starts_with("http://") {
                 return Err(LoadgenError::BadUrl {
                     url: play.into(),

@@ -77,7 +77,11 @@ pub fn parse(text: &str) -> Result<MediaPlaylist, &'static str> {
                     .timestamp_millis(),
             );
         } else if let Some(v) = line.strip_prefix("#EXT-X-MAP:") {
-            map = Some(attribute(v, "URI").ok_or("EXT-X-MAP without URI")?.to_string());
+            map = Some(
+                attribute(v, "URI")
+                    .ok_or("EXT-X-MAP without URI")?
+                    .to_string(),
+            );
         } else if line == "#EXT-X-ENDLIST" {
             pl.endlist = true;
         } else if line.starts_with('#') {
@@ -184,7 +188,10 @@ mod tests {
         assert!(parse("#EXTM3U\nseg.ts\n").is_err());
         assert!(parse("#EXTM3U\n#EXTINF:abc,\nseg.ts\n").is_err());
         assert!(parse("#EXTM3U\n#EXT-X-MAP:BYTERANGE=1\n").is_err());
-        assert!(parse("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:1,\na\n#EXTINF:1,\nb\n").is_err());
+        assert!(parse(
+            "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:18446744073709551615\n#EXTINF:1,\na\n#EXTINF:1,\nb\n"
+        )
+        .is_err());
         // Every prefix of a valid playlist parses or errors; none panics.
         for cut in 0..LIVE.len() {
             let _ = parse(&LIVE[..cut]);
@@ -193,7 +200,10 @@ mod tests {
 
     #[test]
     fn attributes() {
-        assert_eq!(attribute("URI=\"a,b.mp4\",BYTERANGE=\"1@2\"", "URI"), Some("a,b.mp4"));
+        assert_eq!(
+            attribute("URI=\"a,b.mp4\",BYTERANGE=\"1@2\"", "URI"),
+            Some("a,b.mp4")
+        );
         assert_eq!(attribute("BYTERANGE=\"1@2\",URI=\"x\"", "URI"), Some("x"));
         assert_eq!(attribute("A=1,URI=y", "URI"), Some("y"));
         assert_eq!(attribute("URI=\"unterminated", "URI"), None);
@@ -202,7 +212,10 @@ mod tests {
     #[test]
     fn resolves_relative_and_absolute_uris() {
         let base = "http://h:8080/hls/default/s/index.m3u8?x=1";
-        assert_eq!(resolve(base, "seg-1.m4s"), "http://h:8080/hls/default/s/seg-1.m4s");
+        assert_eq!(
+            resolve(base, "seg-1.m4s"),
+            "http://h:8080/hls/default/s/seg-1.m4s"
+        );
         assert_eq!(resolve(base, "/other/a.ts"), "http://h:8080/other/a.ts");
         assert_eq!(resolve(base, "https://cdn/a.ts"), "https://cdn/a.ts");
         assert_eq!(resolve("http://h", "a.ts"), "http://h/a.ts");

@@ -233,7 +233,10 @@ impl Quantiles {
     fn text(&self) -> String {
         match (self.p50, self.p99, self.max) {
             (Some(a), Some(b), Some(c)) => {
-                format!("p50 {a:.0} ms, p99 {b:.0} ms, max {c:.0} ms ({} samples)", self.count)
+                format!(
+                    "p50 {a:.0} ms, p99 {b:.0} ms, max {c:.0} ms ({} samples)",
+                    self.count
+                )
             }
             _ => "no samples".into(),
         }
@@ -447,9 +450,21 @@ impl Report {
             p.mbps_avg
         );
         let _ = writeln!(s, "  connect time: {}", p.connect_ms.text());
-        let _ = writeln!(s, "  behind real time, worst per publisher: {}", p.max_lag_ms.text());
-        let _ = writeln!(s, "  behind real time at the end: {}", p.final_lag_ms.text());
-        for o in p.per_publisher.iter().filter(|o| o.outcome != Outcome::Finished) {
+        let _ = writeln!(
+            s,
+            "  behind real time, worst per publisher: {}",
+            p.max_lag_ms.text()
+        );
+        let _ = writeln!(
+            s,
+            "  behind real time at the end: {}",
+            p.final_lag_ms.text()
+        );
+        for o in p
+            .per_publisher
+            .iter()
+            .filter(|o| o.outcome != Outcome::Finished)
+        {
             let _ = writeln!(
                 s,
                 "  publisher {}: {:?} {}",
@@ -470,11 +485,7 @@ impl Report {
             );
             let _ = writeln!(s, "  errors: {} {:?}", v.errors, v.errors_by_kind);
             let _ = writeln!(s, "  stalls: {}", v.stalls);
-            let _ = writeln!(
-                s,
-                "  PDT+duration -> listed: {}",
-                v.pdt_to_listed_ms.text()
-            );
+            let _ = writeln!(s, "  PDT+duration -> listed: {}", v.pdt_to_listed_ms.text());
             let _ = writeln!(s, "  segment fetch: {}", v.segment_fetch_ms.text());
         }
         if let Some(l) = &self.server_segment_latency {
@@ -523,7 +534,10 @@ mod tests {
     fn quantiles_nearest_rank() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         let q = Quantiles::of(&v);
-        assert_eq!((q.count, q.p50, q.p99, q.max), (100, Some(50.0), Some(99.0), Some(100.0)));
+        assert_eq!(
+            (q.count, q.p50, q.p99, q.max),
+            (100, Some(50.0), Some(99.0), Some(100.0))
+        );
         let q = Quantiles::of(&[7.0]);
         assert_eq!((q.p50, q.p99), (Some(7.0), Some(7.0)));
         assert_eq!(Quantiles::of(&[]).p50, None);

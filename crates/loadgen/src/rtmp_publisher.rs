@@ -122,6 +122,7 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
         queued_bytes: 0,
         last_queued_ms: None,
         base: None,
+        high_ms: 0,
         live: t.live.clone(),
         out: &mut out,
     };
@@ -170,6 +171,8 @@ struct Driver<'a> {
     last_queued_ms: Option<u64>,
     /// When media time 0 is due (set at `NetStream.Publish.Start`).
     base: Option<Instant>,
+    /// Newest media time handed to the session.
+    high_ms: u64,
     live: Arc<PublisherLive>,
     out: &'a mut PublisherOutcome,
 }
@@ -305,11 +308,15 @@ impl Driver<'_> {
         let mut max_lag = 0u64;
         let mut n = 0u64;
         let mut last = None;
+        let mut high = self.high_ms;
         sched.pop_due(until_ms, |media_ms, tag| {
             if err.is_some() {
                 return;
             }
-            let due = base + Duration::from_millis(media_ms);
+            // Files interleave audio and video a little out of timestamp order; lateness is
+            // measured against the newest timestamp sent so far, not each tag's own.
+            high = high.max(media_ms);
+            let due = base + Duration::from_millis(high);
             let lag = now.saturating_duration_since(due).as_millis() as u64;
             max_lag = max_lag.max(lag);
             let ts = wire_timestamp(media_ms);
@@ -321,12 +328,13 @@ impl Driver<'_> {
                 err = Some(e);
             }
             n += 1;
-            last = Some(media_ms);
+            last = Some(high);
         });
         if let Some(e) = err {
             return Err(e);
         }
         self.out.tags_sent += n;
+        self.high_ms = high;
         if last.is_some() {
             self.last_queued_ms = last;
         }

@@ -54,7 +54,8 @@ impl Schedule {
                 return n;
             };
             f(
-                self.loop_offset_ms.saturating_add(u64::from(tag.timestamp_ms)),
+                self.loop_offset_ms
+                    .saturating_add(u64::from(tag.timestamp_ms)),
                 tag,
             );
             n += 1;

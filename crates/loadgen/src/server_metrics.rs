@@ -57,7 +57,12 @@ impl Histogram {
         let buckets = self
             .buckets
             .iter()
-            .map(|(k, v)| (*k, (v - earlier.buckets.get(k).copied().unwrap_or(0.0)).max(0.0)))
+            .map(|(k, v)| {
+                (
+                    *k,
+                    (v - earlier.buckets.get(k).copied().unwrap_or(0.0)).max(0.0),
+                )
+            })
             .collect();
         Histogram { buckets }
     }
@@ -83,7 +88,11 @@ impl Histogram {
                     return Some(prev_bound);
                 }
                 let width = count - prev_count;
-                let frac = if width > 0.0 { (rank - prev_count) / width } else { 1.0 };
+                let frac = if width > 0.0 {
+                    (rank - prev_count) / width
+                } else {
+                    1.0
+                };
                 return Some(prev_bound + (bound - prev_bound) * frac);
             }
             prev_bound = bound;
@@ -121,10 +130,7 @@ other_bucket{le=\"1\"} 99\n";
     #[test]
     fn difference_between_scrapes() {
         let before = Histogram::parse(PAGE, SEGMENT_LATENCY_METRIC);
-        let after = Histogram::parse(
-            &PAGE.replace("} 10\n", "} 14\n"),
-            SEGMENT_LATENCY_METRIC,
-        );
+        let after = Histogram::parse(&PAGE.replace("} 10\n", "} 14\n"), SEGMENT_LATENCY_METRIC);
         let d = after.since(&before);
         assert_eq!(d.count(), 4);
         // All four new ones are in (0.005, 0.01].
@@ -133,10 +139,7 @@ other_bucket{le=\"1\"} 99\n";
 
     #[test]
     fn past_the_last_bound_reports_that_bound() {
-        let h = Histogram::parse(
-            "m_bucket{le=\"1.0\"} 1\nm_bucket{le=\"+Inf\"} 3\n",
-            "m",
-        );
+        let h = Histogram::parse("m_bucket{le=\"1.0\"} 1\nm_bucket{le=\"+Inf\"} 3\n", "m");
         assert_eq!(h.quantile(0.99), Some(1.0));
     }
 }

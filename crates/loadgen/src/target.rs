@@ -95,7 +95,9 @@ impl RtmpTarget {
                 None => format!("{authority}:{RTMP_DEFAULT_PORT}"),
             }
         };
-        let (app, key) = path.split_once('/').ok_or(bad("no stream key after the app"))?;
+        let (app, key) = path
+            .split_once('/')
+            .ok_or(bad("no stream key after the app"))?;
         if app.is_empty() || key.is_empty() {
             return Err(bad("empty app or stream key"));
         }
@@ -129,7 +131,10 @@ mod tests {
         assert_eq!(t.stream_key, "a/b?token=x");
         let t = RtmpTarget::parse("rtmp://[::1]:19350/live/k").unwrap();
         assert_eq!(t.addr, "[::1]:19350");
-        assert_eq!(RtmpTarget::parse("rtmp://[::1]/live/k").unwrap().addr, "[::1]:1935");
+        assert_eq!(
+            RtmpTarget::parse("rtmp://[::1]/live/k").unwrap().addr,
+            "[::1]:1935"
+        );
     }
 
     #[test]

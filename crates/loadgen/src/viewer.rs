@@ -238,9 +238,7 @@ impl Player<'_> {
                 self.out.bytes += body.len() as u64;
                 self.live.segments.fetch_add(1, Ordering::Relaxed);
                 if timed {
-                    self.out
-                        .fetch_ms
-                        .push(t0.elapsed().as_secs_f64() * 1000.0);
+                    self.out.fetch_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
                 }
                 true
             }

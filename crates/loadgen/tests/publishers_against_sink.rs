@@ -152,7 +152,10 @@ async fn publishers_pace_loop_and_stagger() {
     let p = &report.publishers;
     assert_eq!((p.connected, p.dropped, p.refused, p.failed), (2, 0, 0, 0));
     assert!(p.bytes_sent > 0);
-    assert!(p.per_publisher.iter().all(|o| o.outcome == Outcome::Finished));
+    assert!(p
+        .per_publisher
+        .iter()
+        .all(|o| o.outcome == Outcome::Finished));
     assert_eq!(report.input.gop_ms, 500);
     assert_eq!(report.input.duration_ms, 1000);
 
@@ -201,17 +204,27 @@ async fn refusals_and_drops_are_reported() {
     let log: Log = Default::default();
     let addr = sink(log.clone()).await;
     let file = clip();
-    let r = run(config(addr, "reject", 2, 1.0), file.clone(), std::future::pending(), |_| {})
-        .await
-        .unwrap();
+    let r = run(
+        config(addr, "reject", 2, 1.0),
+        file.clone(),
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((r.publishers.connected, r.publishers.refused), (0, 2));
     assert_eq!(
         r.publishers.per_publisher[0].detail.as_deref(),
         Some("NetStream.Publish.BadName")
     );
-    let r = run(config(addr, "drop", 1, 2.0), file, std::future::pending(), |_| {})
-        .await
-        .unwrap();
+    let r = run(
+        config(addr, "drop", 1, 2.0),
+        file,
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((r.publishers.connected, r.publishers.dropped), (1, 1));
 }
 
@@ -221,9 +234,14 @@ async fn nothing_listening_is_a_failure_not_a_hang() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let r = run(config(port, "x", 3, 1.0), clip(), std::future::pending(), |_| {})
-        .await
-        .unwrap();
+    let r = run(
+        config(port, "x", 3, 1.0),
+        clip(),
+        std::future::pending(),
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!((r.publishers.connected, r.publishers.failed), (0, 3));
 }
 
