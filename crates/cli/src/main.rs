@@ -11,6 +11,8 @@ use tidegate_server::config::{SegmentFormat, TakeoverPolicy};
 use tidegate_server::ServeConfig;
 use tokio_util::sync::CancellationToken;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(
     name = "tidegate",
@@ -28,6 +30,9 @@ enum Command {
     Serve(ServeArgs),
     /// Parse and validate the configuration, print the effective result, and exit.
     CheckConfig(ServeArgs),
+    /// Load generator: N paced publishers (and M HLS viewers) from one media file, with a
+    /// report.
+    Bench(bench::BenchArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -147,6 +152,7 @@ impl ServeArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Bench(args) => bench::run(args),
         Command::CheckConfig(args) => {
             let config = args.resolve()?;
             config.validate()?;
