@@ -119,6 +119,8 @@ pub struct ServeConfig {
     /// boundary) so their encoders reconnect to another worker.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Stream health thresholds (server defaults; tenants may override them).
+    pub health: tidegate_health::HealthConfig,
 }
 
 impl Default for ServeConfig {
@@ -144,6 +146,7 @@ impl Default for ServeConfig {
             rtmp_idle_timeout: Duration::from_secs(30),
             takeover_policy: TakeoverPolicy::Newest,
             drain_timeout: Duration::from_secs(30),
+            health: tidegate_health::HealthConfig::default(),
         }
     }
 }
@@ -217,6 +220,12 @@ impl ServeConfig {
         }
         if self.rtmp_handshake_timeout < Duration::from_millis(100) {
             return invalid("rtmp-handshake-timeout", "must be at least 100ms");
+        }
+        if let Err(e) = self.health.validate() {
+            return Err(ConfigError::Invalid {
+                field: "health",
+                reason: e.to_string(),
+            });
         }
         if self.drain_timeout > Duration::from_secs(3600) {
             return invalid("drain-timeout", "must be at most 1h");

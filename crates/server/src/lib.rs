@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod origin;
 pub mod store;
 pub mod stream;
+pub mod telemetry;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub fn unix_ms() -> i64 {
 pub struct Context {
     /// The validated configuration.
     pub config: ServeConfig,
+    /// Per-stream health and the stream event bus.
+    pub telemetry: Arc<telemetry::Telemetry>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// The stream registry.
@@ -112,7 +115,18 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         takeover_policy: config.takeover_policy,
         worker_id: worker_id(),
     };
-    let streams = Streams::new(state, media, settings.clone(), metrics.clone());
+    let telemetry = Arc::new(telemetry::Telemetry::new(
+        metrics.clone(),
+        config.health.clone(),
+        settings.worker_id.clone(),
+    ));
+    let streams = Streams::new(
+        state,
+        media,
+        settings.clone(),
+        metrics.clone(),
+        telemetry.clone(),
+    );
     // Finish what a previous incarnation left: streams whose publisher is long gone end
     // now; the others wait for what is left of their window (the sweeper keeps watching).
     let recovered = streams
@@ -148,6 +162,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let ctx = Arc::new(Context {
         config,
+        telemetry,
         metrics,
         streams: streams.clone(),
         ready: AtomicBool::new(true),

@@ -11,13 +11,32 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Ingest protocols.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+/// Ingest protocols (label values `rtmp`, `srt`).
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Protocol {
     /// RTMP and Enhanced RTMP.
     Rtmp,
     /// SRT.
     Srt,
+}
+
+impl Protocol {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rtmp => "rtmp",
+            Self::Srt => "srt",
+        }
+    }
+}
+
+impl EncodeLabelValue for Protocol {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 /// `protocol` label.
@@ -34,6 +53,43 @@ pub struct ReasonLabels {
     pub protocol: Protocol,
     /// Why (fixed vocabulary, e.g. `handshake`, `timeout`, `malformed`, `unsupported_codec`).
     pub reason: &'static str,
+}
+
+/// Per-stream labels: tenant, public stream name, protocol. Stream keys and client addresses
+/// never become labels; series are removed when the stream's session or the stream ends.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamLabels {
+    /// Tenant.
+    pub tenant: String,
+    /// Public stream name.
+    pub stream: String,
+    /// Ingest protocol.
+    pub protocol: Protocol,
+}
+
+/// Per-stream labels plus a status value (one series per status, 1 for the current one).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StreamStatusLabels {
+    /// Tenant.
+    pub tenant: String,
+    /// Public stream name.
+    pub stream: String,
+    /// Ingest protocol.
+    pub protocol: Protocol,
+    /// `healthy`, `warning`, `reconnecting`, `offline`.
+    pub status: &'static str,
+}
+
+impl StreamStatusLabels {
+    /// The labels of `stream` with `status`.
+    pub fn of(stream: &StreamLabels, status: &'static str) -> Self {
+        Self {
+            tenant: stream.tenant.clone(),
+            stream: stream.stream.clone(),
+            protocol: stream.protocol,
+            status,
+        }
+    }
 }
 
 /// `op` label for storage operations.
@@ -74,6 +130,16 @@ pub struct Metrics {
     pub segment_latency: Histogram,
     /// Unix time the process started.
     pub process_start: Gauge<f64, AtomicU64>,
+    /// Per stream: incoming bitrate over the last seconds, bits per second.
+    pub stream_bitrate: Family<StreamLabels, Gauge>,
+    /// Per stream: bytes received from the publisher.
+    pub stream_bytes: Family<StreamLabels, Counter>,
+    /// Per stream: media frames packaged.
+    pub stream_frames: Family<StreamLabels, Counter>,
+    /// Per stream: 1 for the current status, 0 for the others.
+    pub stream_status: Family<StreamStatusLabels, Gauge>,
+    /// Per stream: publisher reconnects (a new session within the reconnect window).
+    pub reconnects: Family<StreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -162,6 +228,36 @@ impl Metrics {
             process_start.clone(),
         );
         process_start.set(crate::unix_ms() as f64 / 1000.0);
+        let stream_bitrate = Family::<StreamLabels, Gauge>::default();
+        registry.register(
+            "stream_ingest_bitrate_bps",
+            "Incoming bitrate of a live stream over the last seconds, bits per second",
+            stream_bitrate.clone(),
+        );
+        let stream_bytes = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_ingest_bytes",
+            "Bytes received from a stream's publisher",
+            stream_bytes.clone(),
+        );
+        let stream_frames = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_frames",
+            "Media frames packaged for a stream",
+            stream_frames.clone(),
+        );
+        let stream_status = Family::<StreamStatusLabels, Gauge>::default();
+        registry.register(
+            "stream_status",
+            "1 for a stream's current status (healthy, warning, reconnecting, offline)",
+            stream_status.clone(),
+        );
+        let reconnects = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_reconnects",
+            "Publisher reconnects within the reconnect window",
+            reconnects.clone(),
+        );
         Self {
             registry,
             connections,
@@ -178,6 +274,11 @@ impl Metrics {
             store_errors,
             segment_latency,
             process_start,
+            stream_bitrate,
+            stream_bytes,
+            stream_frames,
+            stream_status,
+            reconnects,
         }
     }
 

@@ -141,6 +141,9 @@ impl Connection {
                     Ok(0) => break End::PeerClosed,
                     Ok(n) => {
                         ingest.inc_by(n as u64);
+                        if let Some(p) = &self.publishing {
+                            p.publisher.telemetry().note_bytes(n as u64);
+                        }
                         let now = Instant::now();
                         self.last_input = now;
                         if let Err(e) = self.session.handle_input(now, &mut buf) {
@@ -297,7 +300,12 @@ impl Connection {
             );
             return;
         };
-        match self.ctx.streams.begin_publish(id.clone()).await {
+        match self
+            .ctx
+            .streams
+            .begin_publish(id.clone(), Protocol::Rtmp)
+            .await
+        {
             Ok(publisher) => {
                 info!(stream = %id, epoch = publisher.epoch(), peer = %self.peer, "publishing");
                 let closed = publisher.closed();

@@ -46,10 +46,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::TakeoverPolicy;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Protocol};
 use crate::store::{
     MediaStore, StateStore, StoreError, StreamId, StreamRecord, MAX_TAKEOVER_HISTORY,
 };
+use crate::telemetry::{HealthSnapshot, StreamTelemetry, Telemetry};
 use crate::unix_ms;
 
 /// How often the sweeper ends abandoned streams.
@@ -166,6 +167,7 @@ pub struct Stream {
     id: StreamId,
     inner: Mutex<StreamInner>,
     view: SyncMutex<View>,
+    telemetry: Arc<StreamTelemetry>,
 }
 
 struct StreamInner {
@@ -190,6 +192,11 @@ impl Stream {
     /// The stream's id.
     pub fn id(&self) -> &StreamId {
         &self.id
+    }
+
+    /// Health and counters as this worker sees them.
+    pub fn health(&self) -> HealthSnapshot {
+        self.telemetry.snapshot()
     }
 
     fn set_owned_view(&self, playlist: &PlaylistState) {
@@ -250,6 +257,7 @@ pub struct Streams {
     media: Arc<dyn MediaStore>,
     settings: StreamSettings,
     metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
     draining: CancellationToken,
     /// Cancelled when draining publishers must leave at their next segment boundary.
     close_at_boundary: CancellationToken,
@@ -275,6 +283,7 @@ impl Streams {
         media: Arc<dyn MediaStore>,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
+        telemetry: Arc<Telemetry>,
     ) -> Arc<Self> {
         Arc::new(Self {
             streams: Mutex::default(),
@@ -282,6 +291,7 @@ impl Streams {
             media,
             settings,
             metrics,
+            telemetry,
             draining: CancellationToken::new(),
             close_at_boundary: CancellationToken::new(),
             state_healthy: AtomicBool::new(true),
@@ -343,6 +353,7 @@ impl Streams {
                         live: None,
                     }),
                     view: SyncMutex::default(),
+                    telemetry: self.telemetry.stream(id),
                 })
             })
             .clone()
@@ -410,7 +421,11 @@ impl Streams {
 
     /// A publisher arrives for `id`: takes the stream's next epoch and starts (or resumes) its
     /// playlist, or refuses (see [`TakeoverPolicy`]).
-    pub async fn begin_publish(self: &Arc<Self>, id: StreamId) -> Result<Publisher, PublishError> {
+    pub async fn begin_publish(
+        self: &Arc<Self>,
+        id: StreamId,
+        protocol: Protocol,
+    ) -> Result<Publisher, PublishError> {
         if self.draining.is_cancelled() {
             return Err(PublishError::Draining);
         }
@@ -424,6 +439,7 @@ impl Streams {
             let fresh = now.saturating_sub(live.last_activity_ms()) < LEASE_TIMEOUT_MS;
             if fresh {
                 // A second encoder on a key that is live on this very worker.
+                stream.telemetry.note_competing_publisher();
                 return Err(PublishError::AlreadyLive);
             }
         }
@@ -441,7 +457,10 @@ impl Streams {
                     .filter(|t| now.saturating_sub(**t) < FLAP_WINDOW_MS)
                     .count();
                 match self.settings.takeover_policy {
-                    TakeoverPolicy::Refuse if fresh => return Err(PublishError::AlreadyLive),
+                    TakeoverPolicy::Refuse if fresh => {
+                        stream.telemetry.note_competing_publisher();
+                        return Err(PublishError::AlreadyLive);
+                    }
                     TakeoverPolicy::Newest if fresh && recent >= FLAP_TAKEOVERS => {
                         self.metrics.competing_publishers.inc();
                         warn!(stream = %id, takeovers = recent, "competing publishers: refusing the newcomer");
@@ -535,6 +554,8 @@ impl Streams {
         });
         drop(inner);
         self.metrics.live_streams.inc();
+        self.telemetry
+            .session_started(&stream.telemetry, protocol, epoch);
         for entry in stale_objects {
             self.delete_later(format!("{}/{}", id.prefix(), entry.uri), Duration::ZERO);
         }
@@ -557,6 +578,7 @@ impl Streams {
         Ok(Publisher {
             id,
             epoch,
+            telemetry: stream.telemetry.clone(),
             segmenter: Segmenter::new(config),
             tx,
             fenced,
@@ -591,6 +613,7 @@ impl Streams {
             self.metrics.live_streams.dec();
             stream.release_view();
             drop(inner);
+            self.telemetry.session_ended(&stream.telemetry);
             info!(stream = %stream.id, window_s = self.settings.reconnect_window.as_secs_f64(), "publisher gone; stream reconnecting");
         }
     }
@@ -604,8 +627,18 @@ impl Streams {
                 _ = tick.tick() => {}
                 () = stop.cancelled() => return,
             }
+            self.tick_health().await;
             if let Err(e) = self.sweep().await {
                 warn!(error = %e, "sweeper: state store unavailable");
+            }
+        }
+    }
+
+    async fn tick_health(&self) {
+        let streams: Vec<_> = self.streams.lock().await.values().cloned().collect();
+        for s in streams {
+            if s.inner.lock().await.live.is_some() {
+                self.telemetry.tick(&s.telemetry);
             }
         }
     }
@@ -653,6 +686,7 @@ impl Streams {
                     let stream = self.get_or_insert(&id).await;
                     stream.set_fetched_view(&record.playlist);
                     stream.inner.lock().await.record = Some(record);
+                    self.telemetry.stream_ended(&stream.telemetry);
                 }
                 // Someone published (or ended it) in the meantime.
                 Err(StoreError::Conflict { .. }) => {}
@@ -689,6 +723,7 @@ struct StreamInfo {
 pub struct Publisher {
     id: StreamId,
     epoch: u64,
+    telemetry: Arc<StreamTelemetry>,
     segmenter: Segmenter,
     tx: mpsc::Sender<WriterMsg>,
     fenced: CancellationToken,
@@ -727,14 +762,26 @@ impl Publisher {
         self.fenced.clone()
     }
 
+    /// The stream's telemetry (drivers report bytes and packet counters to it).
+    pub fn telemetry(&self) -> &Arc<StreamTelemetry> {
+        &self.telemetry
+    }
+
     /// Feeds one media event through the segmenter and hands what it cut to the writer.
     pub async fn handle_media(
         &mut self,
         event: MediaEvent,
         metrics: &Metrics,
     ) -> Result<(), PublisherClosed> {
-        if matches!(event, MediaEvent::TimestampJump { .. }) {
-            metrics.timestamp_jumps.inc();
+        match &event {
+            MediaEvent::TimestampJump { .. } => {
+                metrics.timestamp_jumps.inc();
+                self.telemetry.note_timestamp_jump();
+            }
+            MediaEvent::Frame(f) => self
+                .telemetry
+                .note_frame(f.track == tidegate_media::TrackKind::Video, f.keyframe),
+            _ => {}
         }
         let now = unix_ms();
         self.last_media_ms.store(now, Ordering::Relaxed);

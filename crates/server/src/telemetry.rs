@@ -1,0 +1,386 @@
+//! Per-stream observation: the health state machine (`tidegate-health`), the per-stream
+//! Prometheus series, and the bus of stream events (published, unpublished, status changed,
+//! ended) that webhooks and the dashboard consume.
+//!
+//! Inputs arrive from the ingest drivers (bytes per read, SRT packet counters) and from the
+//! publisher (frames, keyframes, timestamp jumps); the sweeper evaluates every live stream's
+//! health once a second ([`Telemetry::tick`]) and turns its status changes into events.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use tidegate_health::{HealthConfig, HealthEvent, Reason, Status, StreamHealth};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
+
+use crate::metrics::{Metrics, Protocol, StreamLabels, StreamStatusLabels};
+use crate::store::StreamId;
+use crate::unix_ms;
+
+/// Events buffered for slow subscribers of the bus (a lagging subscriber skips the oldest).
+pub const EVENT_BUS_CAPACITY: usize = 1024;
+
+/// What happened to a stream, as webhooks deliver it (`type` is the event name).
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamEvent {
+    /// `stream.published`, `stream.unpublished`, `stream.status_changed`, `stream.ended`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Unix ms.
+    pub at_ms: i64,
+    /// Tenant.
+    pub tenant: String,
+    /// Public stream name.
+    pub stream: String,
+    /// The publish session's epoch.
+    pub epoch: u64,
+    /// The worker that saw it.
+    pub worker: String,
+    /// Ingest protocol (`rtmp`, `srt`), when a session is concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
+    /// For `stream.status_changed`: the previous status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<Status>,
+    /// The status after the event.
+    pub status: Status,
+    /// Why the stream is in `warning`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<Reason>,
+}
+
+/// One stream's observation on this worker (kept across its publish sessions).
+pub struct StreamTelemetry {
+    id: StreamId,
+    health: Mutex<StreamHealth>,
+    protocol: Mutex<Option<Protocol>>,
+    epoch: AtomicU64,
+    bytes: Mutex<Option<Counter>>,
+    frames: Mutex<Option<Counter>>,
+}
+
+impl StreamTelemetry {
+    fn new(id: StreamId, config: HealthConfig) -> Self {
+        Self {
+            id,
+            health: Mutex::new(StreamHealth::new(config, now_ms())),
+            protocol: Mutex::new(None),
+            epoch: AtomicU64::new(0),
+            bytes: Mutex::new(None),
+            frames: Mutex::new(None),
+        }
+    }
+
+    /// Bytes received from this stream's publisher (called per socket read or datagram).
+    pub fn note_bytes(&self, n: u64) {
+        if let Ok(mut h) = self.health.lock() {
+            h.handle_bytes(now_ms(), n);
+        }
+        if let Ok(c) = self.bytes.lock() {
+            if let Some(c) = c.as_ref() {
+                c.inc_by(n);
+            }
+        }
+    }
+
+    /// SRT packet counter deltas.
+    pub fn note_packets(&self, received: u64, lost: u64, dropped: u64, retransmitted: u64) {
+        if let Ok(mut h) = self.health.lock() {
+            h.handle_packets(now_ms(), received, lost, dropped, retransmitted);
+        }
+    }
+
+    /// One media frame went into the packager.
+    pub fn note_frame(&self, video: bool, keyframe: bool) {
+        if let Ok(c) = self.frames.lock() {
+            if let Some(c) = c.as_ref() {
+                c.inc();
+            }
+        }
+        if video && keyframe {
+            if let Ok(mut h) = self.health.lock() {
+                h.handle_keyframe(now_ms());
+            }
+        }
+    }
+
+    /// The publisher's timeline jumped.
+    pub fn note_timestamp_jump(&self) {
+        if let Ok(mut h) = self.health.lock() {
+            h.handle_timestamp_jump(now_ms());
+        }
+    }
+
+    /// Another encoder tried to take the key.
+    pub fn note_competing_publisher(&self) {
+        if let Ok(mut h) = self.health.lock() {
+            h.handle_competing_publisher(now_ms());
+        }
+    }
+
+    /// Status, reasons, current and average bitrate, reconnects.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let now = now_ms();
+        match self.health.lock() {
+            Ok(h) => HealthSnapshot {
+                status: h.status(),
+                reasons: h.reasons().to_vec(),
+                bitrate_bps: h.bitrate_bps(now),
+                average_bitrate_bps: h.average_bitrate_bps(now),
+                reconnects: h.reconnects(),
+                bytes: h.bytes_total(),
+                history: h.history().cloned().collect(),
+                protocol: self.protocol.lock().ok().and_then(|p| p.map(protocol_name)),
+            },
+            Err(_) => HealthSnapshot::default(),
+        }
+    }
+}
+
+/// A stream's health as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthSnapshot {
+    /// Current status.
+    pub status: Status,
+    /// Why `warning`.
+    pub reasons: Vec<Reason>,
+    /// Incoming bitrate over the last seconds.
+    pub bitrate_bps: u64,
+    /// Average incoming bitrate over the relative window.
+    pub average_bitrate_bps: u64,
+    /// Publisher reconnects seen by this worker.
+    pub reconnects: u64,
+    /// Bytes received by this worker.
+    pub bytes: u64,
+    /// Recent health events (oldest first).
+    pub history: Vec<HealthEvent>,
+    /// Ingest protocol of the current or last session.
+    pub protocol: Option<&'static str>,
+}
+
+impl Default for HealthSnapshot {
+    fn default() -> Self {
+        Self {
+            status: Status::Offline,
+            reasons: Vec::new(),
+            bitrate_bps: 0,
+            average_bitrate_bps: 0,
+            reconnects: 0,
+            bytes: 0,
+            history: Vec::new(),
+            protocol: None,
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(unix_ms()).unwrap_or(0)
+}
+
+fn protocol_name(p: Protocol) -> &'static str {
+    p.as_str()
+}
+
+/// Every stream's telemetry on this worker, and the event bus.
+pub struct Telemetry {
+    metrics: Arc<Metrics>,
+    config: HealthConfig,
+    worker: String,
+    events: broadcast::Sender<StreamEvent>,
+}
+
+impl Telemetry {
+    /// A telemetry hub with server-wide health thresholds.
+    pub fn new(metrics: Arc<Metrics>, config: HealthConfig, worker: String) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUS_CAPACITY);
+        Self {
+            metrics,
+            config,
+            worker,
+            events,
+        }
+    }
+
+    /// A new stream's telemetry.
+    pub fn stream(&self, id: &StreamId) -> Arc<StreamTelemetry> {
+        Arc::new(StreamTelemetry::new(id.clone(), self.config.clone()))
+    }
+
+    /// Subscribes to stream events.
+    pub fn subscribe(&self) -> broadcast::Receiver<StreamEvent> {
+        self.events.subscribe()
+    }
+
+    fn labels(t: &StreamTelemetry, protocol: Protocol) -> StreamLabels {
+        StreamLabels {
+            tenant: t.id.tenant.clone(),
+            stream: t.id.name.clone(),
+            protocol,
+        }
+    }
+
+    fn emit(
+        &self,
+        t: &StreamTelemetry,
+        kind: &'static str,
+        from: Option<Status>,
+        status: Status,
+        reasons: Vec<Reason>,
+    ) {
+        let protocol = t.protocol.lock().ok().and_then(|p| p.map(protocol_name));
+        let event = StreamEvent {
+            kind,
+            at_ms: unix_ms(),
+            tenant: t.id.tenant.clone(),
+            stream: t.id.name.clone(),
+            epoch: t.epoch.load(Ordering::Relaxed),
+            worker: self.worker.clone(),
+            protocol,
+            from,
+            status,
+            reasons,
+        };
+        // No subscriber is fine: nobody listens.
+        let _ = self.events.send(event);
+    }
+
+    /// A publish session started.
+    pub fn session_started(&self, t: &StreamTelemetry, protocol: Protocol, epoch: u64) {
+        if let Ok(mut p) = t.protocol.lock() {
+            *p = Some(protocol);
+        }
+        t.epoch.store(epoch, Ordering::Relaxed);
+        let labels = Self::labels(t, protocol);
+        if let Ok(mut b) = t.bytes.lock() {
+            *b = Some(self.metrics.stream_bytes.get_or_create(&labels).clone());
+        }
+        if let Ok(mut f) = t.frames.lock() {
+            *f = Some(self.metrics.stream_frames.get_or_create(&labels).clone());
+        }
+        let (from, status) = match t.health.lock() {
+            Ok(mut h) => {
+                let from = h.status();
+                if from == Status::Reconnecting {
+                    self.metrics.reconnects.get_or_create(&labels).inc();
+                }
+                h.handle_connected(now_ms());
+                (from, h.status())
+            }
+            Err(_) => return,
+        };
+        self.set_status_series(t, protocol, status);
+        info!(stream = %t.id, epoch, "stream.published");
+        self.emit(t, "stream.published", Some(from), status, Vec::new());
+        self.drain_health(t);
+    }
+
+    /// A publish session ended (the stream enters its reconnect window).
+    pub fn session_ended(&self, t: &StreamTelemetry) {
+        let status = match t.health.lock() {
+            Ok(mut h) => {
+                h.handle_disconnected(now_ms());
+                h.status()
+            }
+            Err(_) => return,
+        };
+        let protocol = t.protocol.lock().ok().and_then(|p| *p);
+        if let Some(protocol) = protocol {
+            let labels = Self::labels(t, protocol);
+            self.metrics.stream_bitrate.remove(&labels);
+            self.metrics.stream_bytes.remove(&labels);
+            self.metrics.stream_frames.remove(&labels);
+            self.set_status_series(t, protocol, status);
+        }
+        if let Ok(mut b) = t.bytes.lock() {
+            *b = None;
+        }
+        if let Ok(mut f) = t.frames.lock() {
+            *f = None;
+        }
+        self.emit(t, "stream.unpublished", None, status, Vec::new());
+        self.drain_health(t);
+    }
+
+    /// The stream ended (reconnect window over): its series go away.
+    pub fn stream_ended(&self, t: &StreamTelemetry) {
+        if let Ok(mut h) = t.health.lock() {
+            h.handle_ended(now_ms());
+        }
+        let protocol = t.protocol.lock().ok().and_then(|p| *p);
+        if let Some(protocol) = protocol {
+            let labels = Self::labels(t, protocol);
+            for status in ALL_STATUSES {
+                self.metrics
+                    .stream_status
+                    .remove(&StreamStatusLabels::of(&labels, status.as_str()));
+            }
+            self.metrics.reconnects.remove(&labels);
+        }
+        self.emit(t, "stream.ended", None, Status::Offline, Vec::new());
+        self.drain_health(t);
+    }
+
+    /// Evaluates a live stream's health and refreshes its gauges (once a second).
+    pub fn tick(&self, t: &StreamTelemetry) {
+        let now = now_ms();
+        let bitrate = match t.health.lock() {
+            Ok(mut h) => {
+                h.handle_timeout(now);
+                h.bitrate_bps(now)
+            }
+            Err(_) => return,
+        };
+        if let Some(protocol) = t.protocol.lock().ok().and_then(|p| *p) {
+            let labels = Self::labels(t, protocol);
+            self.metrics
+                .stream_bitrate
+                .get_or_create(&labels)
+                .set(i64::try_from(bitrate).unwrap_or(i64::MAX));
+        }
+        self.drain_health(t);
+    }
+
+    fn set_status_series(&self, t: &StreamTelemetry, protocol: Protocol, status: Status) {
+        let labels = Self::labels(t, protocol);
+        for s in ALL_STATUSES {
+            self.metrics
+                .stream_status
+                .get_or_create(&StreamStatusLabels::of(&labels, s.as_str()))
+                .set(i64::from(s == status));
+        }
+    }
+
+    fn drain_health(&self, t: &StreamTelemetry) {
+        loop {
+            let ev = match t.health.lock() {
+                Ok(mut h) => h.poll_event(),
+                Err(_) => None,
+            };
+            let Some(ev) = ev else { break };
+            if let HealthEvent::StatusChanged {
+                from, to, reasons, ..
+            } = ev
+            {
+                let codes: Vec<&str> = reasons.iter().map(Reason::code).collect();
+                if to == Status::Warning {
+                    warn!(stream = %t.id, from = %from, reasons = ?codes, "stream status: warning");
+                } else {
+                    info!(stream = %t.id, from = %from, to = %to, "stream status changed");
+                }
+                if let Some(protocol) = t.protocol.lock().ok().and_then(|p| *p) {
+                    self.set_status_series(t, protocol, to);
+                }
+                self.emit(t, "stream.status_changed", Some(from), to, reasons);
+            }
+        }
+    }
+}
+
+const ALL_STATUSES: [Status; 4] = [
+    Status::Healthy,
+    Status::Warning,
+    Status::Reconnecting,
+    Status::Offline,
+];
