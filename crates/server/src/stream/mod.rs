@@ -634,6 +634,55 @@ impl Streams {
         }
     }
 
+    /// Disconnects the publisher of `id` on this worker (the stream enters its reconnect
+    /// window; the encoder will usually reconnect). `false` when none is live here.
+    pub async fn kick(&self, id: &StreamId) -> bool {
+        let Some(stream) = self.get(id).await else {
+            return false;
+        };
+        let inner = stream.inner.lock().await;
+        match &inner.live {
+            Some(live) => {
+                info!(stream = %id, "publisher kicked");
+                live.fenced.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends `id` now, wherever its publisher is: bumps the epoch past any live session (whose
+    /// writer is fenced on its next write, closing its connection) and appends
+    /// `EXT-X-ENDLIST`. `false` when the stream is unknown or already ended.
+    pub async fn end_stream(&self, id: &StreamId) -> Result<bool, StoreError> {
+        let stream = self.get_or_insert(id).await;
+        let mut inner = stream.inner.lock().await;
+        let Some(mut record) = self.state.load(id).await? else {
+            return Ok(false);
+        };
+        if record.playlist.ended {
+            return Ok(false);
+        }
+        let expected = record.playlist.epoch;
+        record.playlist.epoch = expected.saturating_add(1);
+        record.playlist.end();
+        let now = unix_ms();
+        record.updated_ms = now;
+        record.publisher_left_ms.get_or_insert(now);
+        self.state.compare_and_set(Some(expected), &record).await?;
+        if let Some(live) = inner.live.take() {
+            live.fenced.cancel();
+            self.metrics.live_streams.dec();
+        }
+        stream.release_view();
+        stream.set_fetched_view(&record.playlist);
+        inner.record = Some(record);
+        drop(inner);
+        info!(stream = %id, "stream ended by request");
+        self.telemetry.stream_ended(&stream.telemetry);
+        Ok(true)
+    }
+
     async fn tick_health(&self) {
         let streams: Vec<_> = self.streams.lock().await.values().cloned().collect();
         for s in streams {
