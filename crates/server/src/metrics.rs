@@ -140,6 +140,16 @@ pub struct Metrics {
     pub stream_status: Family<StreamStatusLabels, Gauge>,
     /// Per stream: publisher reconnects (a new session within the reconnect window).
     pub reconnects: Family<StreamLabels, Counter>,
+    /// Per SRT stream: data packets received.
+    pub srt_received: Family<StreamLabels, Counter>,
+    /// Per SRT stream: packets detected lost (recovered or not).
+    pub srt_lost: Family<StreamLabels, Counter>,
+    /// Per SRT stream: retransmitted packets received.
+    pub srt_retransmitted: Family<StreamLabels, Counter>,
+    /// Per SRT stream: packets dropped (too late for TSBPD, or never arrived in time).
+    pub srt_dropped: Family<StreamLabels, Counter>,
+    /// Per SRT stream: smoothed round-trip time, seconds.
+    pub srt_rtt: Family<StreamLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -252,6 +262,36 @@ impl Metrics {
             "1 for a stream's current status (healthy, warning, reconnecting, offline)",
             stream_status.clone(),
         );
+        let srt_received = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_srt_packets_received",
+            "SRT data packets received",
+            srt_received.clone(),
+        );
+        let srt_lost = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_srt_packets_lost",
+            "SRT packets detected lost (recovered by retransmission or not)",
+            srt_lost.clone(),
+        );
+        let srt_retransmitted = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_srt_packets_retransmitted",
+            "SRT retransmitted packets received",
+            srt_retransmitted.clone(),
+        );
+        let srt_dropped = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "stream_srt_packets_dropped",
+            "SRT packets dropped because they could not be delivered in time",
+            srt_dropped.clone(),
+        );
+        let srt_rtt = Family::<StreamLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "stream_srt_rtt_seconds",
+            "SRT smoothed round-trip time",
+            srt_rtt.clone(),
+        );
         let reconnects = Family::<StreamLabels, Counter>::default();
         registry.register(
             "stream_reconnects",
@@ -279,6 +319,11 @@ impl Metrics {
             stream_frames,
             stream_status,
             reconnects,
+            srt_received,
+            srt_lost,
+            srt_retransmitted,
+            srt_dropped,
+            srt_rtt,
         }
     }
 

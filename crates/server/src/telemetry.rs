@@ -85,11 +85,39 @@ impl StreamTelemetry {
         }
     }
 
-    /// SRT packet counter deltas.
-    pub fn note_packets(&self, received: u64, lost: u64, dropped: u64, retransmitted: u64) {
+    /// SRT packet counter deltas and the current RTT.
+    pub fn note_packets(&self, metrics: &Metrics, delta: PacketDelta, rtt: std::time::Duration) {
         if let Ok(mut h) = self.health.lock() {
-            h.handle_packets(now_ms(), received, lost, dropped, retransmitted);
+            h.handle_packets(
+                now_ms(),
+                delta.received,
+                delta.lost,
+                delta.dropped,
+                delta.retransmitted,
+            );
         }
+        let labels = StreamLabels {
+            tenant: self.id.tenant.clone(),
+            stream: self.id.name.clone(),
+            protocol: Protocol::Srt,
+        };
+        metrics
+            .srt_received
+            .get_or_create(&labels)
+            .inc_by(delta.received);
+        metrics.srt_lost.get_or_create(&labels).inc_by(delta.lost);
+        metrics
+            .srt_dropped
+            .get_or_create(&labels)
+            .inc_by(delta.dropped);
+        metrics
+            .srt_retransmitted
+            .get_or_create(&labels)
+            .inc_by(delta.retransmitted);
+        metrics
+            .srt_rtt
+            .get_or_create(&labels)
+            .set(rtt.as_secs_f64());
     }
 
     /// One media frame went into the packager.
@@ -137,6 +165,19 @@ impl StreamTelemetry {
             Err(_) => HealthSnapshot::default(),
         }
     }
+}
+
+/// SRT packet counters since the last report.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PacketDelta {
+    /// Data packets received.
+    pub received: u64,
+    /// Packets detected lost.
+    pub lost: u64,
+    /// Packets dropped (too late).
+    pub dropped: u64,
+    /// Retransmitted packets received.
+    pub retransmitted: u64,
 }
 
 /// A stream's health as the API shows it.
@@ -291,6 +332,11 @@ impl Telemetry {
             self.metrics.stream_bitrate.remove(&labels);
             self.metrics.stream_bytes.remove(&labels);
             self.metrics.stream_frames.remove(&labels);
+            self.metrics.srt_received.remove(&labels);
+            self.metrics.srt_lost.remove(&labels);
+            self.metrics.srt_dropped.remove(&labels);
+            self.metrics.srt_retransmitted.remove(&labels);
+            self.metrics.srt_rtt.remove(&labels);
             self.set_status_series(t, protocol, status);
         }
         if let Ok(mut b) = t.bytes.lock() {
