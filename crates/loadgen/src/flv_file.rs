@@ -148,11 +148,7 @@ impl FlvFile {
             let body = data.slice(body_start..body_end);
             pos = body_end + PREV_TAG_SIZE_LEN;
             match tag_type {
-                TAG_SCRIPT => {
-                    if metadata.is_none() {
-                        metadata = parse_metadata(&body);
-                    }
-                }
+                TAG_SCRIPT if metadata.is_none() => metadata = parse_metadata(&body),
                 TAG_AUDIO | TAG_VIDEO if !body.is_empty() => {
                     let kind = if tag_type == TAG_AUDIO {
                         TagKind::Audio

@@ -69,6 +69,9 @@ use target::{expand, Protocol, RtmpTarget};
 
 /// Most publishers or viewers one run may start.
 pub const MAX_CLIENTS: usize = 100_000;
+/// Viewers start spread over this much time after their stream's publisher (the reload
+/// interval of a 2 s target duration), so that their polls sample every phase of the GOP.
+pub const VIEWER_PHASE_SPREAD: Duration = Duration::from_secs(1);
 /// Interval of the progress callback.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -220,7 +223,12 @@ pub async fn run(
             let task = viewer::ViewerTask {
                 index: j,
                 url: expand(play, stream),
-                start_at: origin + schedule::ramp_offset(stream, config.ramp_up_per_sec),
+                // Spread the viewers' polling phases over one reload interval, as real
+                // viewers arriving at random would be: otherwise every poll lands at the
+                // same point of the GOP and the PDT -> listed figure is biased.
+                start_at: origin
+                    + schedule::ramp_offset(stream, config.ramp_up_per_sec)
+                    + VIEWER_PHASE_SPREAD.mul_f64(j as f64 / config.viewers as f64),
                 end_at,
                 live,
                 stop: stop_rx.clone(),
