@@ -17,7 +17,8 @@ mod bench;
 #[command(
     name = "tidegate",
     version,
-    about = "Unbreakable live-video ingest: RTMP/SRT in, HLS out"
+    about = "Unbreakable live-video ingest: RTMP/SRT in, HLS out",
+    args_override_self = true
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,6 +43,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 /// Every flag of `serve`. Each is optional here so that unset flags fall through to the
 /// environment (clap's `env`), then to the file, then to the default.
 #[derive(Args, Debug, Default)]
+#[command(args_override_self = true)]
 struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "TIDEGATE_CONFIG")]
@@ -85,6 +87,9 @@ struct ServeArgs {
     /// Passphrase SRT publishers must encrypt with.
     #[arg(long, env = "TIDEGATE_SRT_PASSPHRASE")]
     srt_passphrase: Option<String>,
+    /// AES key length SRT callers must use: 16, 24, 32, or 0 for the caller's [default: 0].
+    #[arg(long, env = "TIDEGATE_SRT_PBKEYLEN")]
+    srt_pbkeylen: Option<u8>,
     /// SRT receive latency [default: 120ms].
     #[arg(long, env = "TIDEGATE_SRT_LATENCY", value_parser = duration)]
     srt_latency: Option<Duration>,
@@ -129,6 +134,7 @@ impl ServeArgs {
             segment_duration,
             reconnect_window,
             srt_latency,
+            srt_pbkeylen,
             segment_format,
             playlist_window,
             rtmp_handshake_timeout,

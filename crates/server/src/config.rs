@@ -100,6 +100,9 @@ pub struct ServeConfig {
     pub pool: Option<String>,
     /// The passphrase SRT publishers must encrypt with.
     pub srt_passphrase: Option<String>,
+    /// AES key length SRT callers must use (16, 24 or 32 bytes); 0 takes the caller's, as
+    /// libsrt does.
+    pub srt_pbkeylen: u8,
     /// The SRT receive latency this worker asks for.
     #[serde(with = "humantime_serde")]
     pub srt_latency: Duration,
@@ -139,6 +142,7 @@ impl Default for ServeConfig {
             reconnect_window: Duration::from_secs(30),
             pool: None,
             srt_passphrase: None,
+            srt_pbkeylen: 0,
             srt_latency: Duration::from_millis(120),
             segment_format: SegmentFormat::Fmp4,
             playlist_window: 10,
@@ -248,6 +252,9 @@ impl ServeConfig {
             if let Err(reason) = crate::store::parse_storage_url(storage) {
                 return invalid("storage", &reason);
             }
+        }
+        if !matches!(self.srt_pbkeylen, 0 | 16 | 24 | 32) {
+            return invalid("srt-pbkeylen", "must be 0 (the caller's), 16, 24 or 32");
         }
         if let Some(pass) = &self.srt_passphrase {
             if !(10..=79).contains(&pass.len()) {
