@@ -1,4 +1,5 @@
-//! MPEG-TS muxer for HLS `.ts` segments (H.264, HEVC, AAC).
+//! MPEG-TS muxer for HLS `.ts` segments (H.264, HEVC, AAC), and the demuxer for ingest
+//! ([`TsDemuxer`], SRT payloads).
 //!
 //! Drive it like this: create a [`TsMuxer`] for a track configuration (again whenever the
 //! configuration changes), then call [`TsMuxer::segment`] once per cut segment with the
@@ -24,6 +25,7 @@
 //! I/O.
 #![deny(missing_docs)]
 
+mod demux;
 mod error;
 pub mod packet;
 
@@ -32,6 +34,7 @@ use tidegate_media::codec::parameter_sets;
 use tidegate_media::nal::{h264_nal_type, hevc_nal_type, length_prefixed_nals, ANNEXB_START_CODE};
 use tidegate_media::{adts, AudioConfig, Frame, TrackKind, TrackRun, VideoCodec, VideoConfig};
 
+pub use demux::{DemuxStats, TsDemuxer};
 pub use error::TsError;
 use packet::{pes_header, write_pcr_packet, write_pes, write_psi_packet, FirstPacket};
 

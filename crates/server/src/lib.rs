@@ -2,6 +2,7 @@
 //!
 //! ```text
 //!  RTMP socket ─▶ ingest::rtmp (tidegate-rtmp session ─▶ tidegate-flv demuxer)
+//!  SRT socket  ─▶ ingest::srt  (tidegate-srt connection ─▶ tidegate-mpegts demuxer)
 //!                        │ MediaEvent
 //!                        ▼
 //!               stream::Publisher (tidegate-packager Segmenter)
@@ -149,10 +150,16 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             source,
         })?;
 
+    let srt = ingest::srt::bind(config.srt_listen).map_err(|source| ServeError::Bind {
+        what: "srt",
+        addr: config.srt_listen,
+        source,
+    })?;
 
     warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
     info!(
         rtmp = %config.rtmp_listen,
+        srt = %config.srt_listen,
         http = %config.http_listen,
         data_dir = %config.data_dir.display(),
         worker = %settings.worker_id,
@@ -170,6 +177,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let ingest_stop = CancellationToken::new();
     let rtmp_task = tokio::spawn(ingest::rtmp::serve(rtmp, ctx.clone(), ingest_stop.clone()));
+    let srt_task = tokio::spawn(ingest::srt::serve(srt, ctx.clone(), ingest_stop.clone()));
     let sweeper_stop = CancellationToken::new();
     tokio::spawn(streams.clone().run_sweeper(sweeper_stop.clone()));
     let http_stop = CancellationToken::new();
@@ -220,6 +228,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     info!("shutdown: closing remaining connections and flushing their last segments");
     let ingest_done = async {
         let _ = rtmp_task.await;
+        let _ = srt_task.await;
     };
     if tokio::time::timeout(Duration::from_secs(10), ingest_done)
         .await

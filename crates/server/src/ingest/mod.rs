@@ -1,3 +1,4 @@
 //! Ingest protocols: each turns a connection into media events for a stream.
 
 pub mod rtmp;
+pub mod srt;

@@ -1,0 +1,554 @@
+//! The SRT listener and its connection drivers.
+//!
+//! One UDP socket. The *router* task receives in batches (`recvmmsg` and GRO through
+//! `quinn-udp`), answers handshakes with the sans-IO [`Listener`] (stateless SYN cookies, so
+//! a handshake flood costs nothing), and hands every other datagram to the task that owns
+//! its connection, by destination socket ID, over a bounded channel (a full channel drops
+//! the datagram, exactly like a full socket buffer would; SRT retransmits it).
+//!
+//! One task per connection owns one [`Connection`] (ARQ, TSBPD), one [`TsDemuxer`] and one
+//! [`Publisher`]. Its loop: datagram in → `handle_datagram` → send every `poll_transmit` →
+//! payloads from `poll_event` into the demuxer → media events into the publisher → re-arm
+//! the one timer from `poll_timeout`.
+
+use std::collections::HashMap;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
+use tidegate_mpegts::TsDemuxer;
+use tidegate_srt::{
+    peek_dest_socket_id, AcceptParams, Connection, ConnectionRequest, Event, Listener,
+    ListenerConfig, ListenerOutput, RejectReason,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::metrics::{Protocol, ProtocolLabels};
+use crate::store::StreamId;
+use crate::stream::{PublishError, Publisher};
+use crate::Context;
+
+/// Datagrams read per `recvmmsg` call.
+const BATCH: usize = 32;
+/// Largest datagram (SRT live payloads are 1316 bytes + 16 header; room for GRO batches).
+const DATAGRAM_BUF: usize = 64 * 1024;
+/// Datagrams queued per connection before the router drops (as a full socket would).
+const CONNECTION_QUEUE: usize = 1024;
+/// Kernel receive buffer for the shared socket: sized for a few hundred Mbps of SRT with a
+/// burst of a few hundred milliseconds, not libsrt's 11.5 MB per connection.
+const SOCKET_RECV_BUFFER: usize = 8 << 20;
+/// Kernel send buffer (ACKs, NAKs and handshakes only).
+const SOCKET_SEND_BUFFER: usize = 1 << 20;
+
+type Routes = Arc<Mutex<HashMap<u32, mpsc::Sender<Bytes>>>>;
+
+fn os_secret() -> [u8; 32] {
+    let mut secret = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut secret);
+    }
+    // Mixed with the time and pid so a missing /dev/urandom still gives distinct secrets.
+    let t = crate::unix_ms().to_le_bytes();
+    let p = std::process::id().to_le_bytes();
+    for (i, b) in t.iter().chain(p.iter()).enumerate() {
+        secret[i] ^= b;
+    }
+    secret
+}
+
+/// What a stream ID asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// The stream key.
+    pub key: String,
+    /// The user name (`u=`), if any.
+    pub user: Option<String>,
+}
+
+/// Parses an SRT stream ID: the access-control syntax `#!::r=live/KEY,m=publish` (keys `r`,
+/// `m`, `u`, `s`, `h`, `t`; `r` may carry an application prefix) or a bare `KEY`.
+/// `m=request` (playback) and unknown modes are refused with [`RejectReason::BAD_MODE`].
+pub fn parse_stream_id(sid: &str) -> Result<StreamRequest, RejectReason> {
+    let Some(body) = sid.strip_prefix("#!::") else {
+        let key = sid.strip_prefix("live/").unwrap_or(sid);
+        return if key.is_empty() {
+            Err(RejectReason::BAD_REQUEST)
+        } else {
+            Ok(StreamRequest {
+                key: key.to_owned(),
+                user: None,
+            })
+        };
+    };
+    let mut resource = None;
+    let mut user = None;
+    for pair in body.split(',') {
+        let (k, v) = pair.split_once('=').ok_or(RejectReason::BAD_REQUEST)?;
+        match k {
+            "r" => resource = Some(v),
+            "u" => user = Some(v.to_owned()),
+            "m" => match v {
+                "publish" => {}
+                _ => return Err(RejectReason::BAD_MODE),
+            },
+            _ => {}
+        }
+    }
+    let resource = resource.ok_or(RejectReason::BAD_REQUEST)?;
+    // `r=live/KEY` or `r=KEY`: the last path component is the key.
+    let key = resource.rsplit('/').next().unwrap_or(resource);
+    if key.is_empty() {
+        return Err(RejectReason::BAD_REQUEST);
+    }
+    Ok(StreamRequest {
+        key: key.to_owned(),
+        user,
+    })
+}
+
+/// Binds the SRT socket with buffers sized for ingest.
+pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    sock.set_nonblocking(true)?;
+    let _ = sock.set_recv_buffer_size(SOCKET_RECV_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_SEND_BUFFER);
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+/// Serves SRT publishers on `socket` until `shutdown` is cancelled.
+pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationToken) {
+    let socket = Arc::new(socket);
+    let state = match UdpSocketState::new(UdpSockRef::from(&*socket)) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            warn!(error = %e, "srt: cannot set up the UDP socket");
+            return;
+        }
+    };
+    let mut config = ListenerConfig::new(os_secret());
+    config.latency = ctx.config.srt_latency;
+    let mut listener = Listener::new(Instant::now(), config);
+    let routes: Routes = Arc::default();
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; DATAGRAM_BUF]).collect();
+    let mut meta = vec![RecvMeta::default(); BATCH];
+    let ingest = ctx
+        .metrics
+        .ingest_bytes
+        .get_or_create(&ProtocolLabels {
+            protocol: Protocol::Srt,
+        })
+        .clone();
+    loop {
+        let n = tokio::select! {
+            r = socket.async_io(Interest::READABLE, || {
+                let mut slices: Vec<IoSliceMut<'_>> =
+                    bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                state.recv(UdpSockRef::from(&*socket), &mut slices, &mut meta)
+            }) => r,
+            () = shutdown.cancelled() => break,
+        };
+        let n = match n {
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "srt: recv failed");
+                continue;
+            }
+        };
+        let now = Instant::now();
+        for (m, buf) in meta.iter().zip(bufs.iter()).take(n) {
+            let stride = m.stride.max(1);
+            let mut off = 0;
+            while off < m.len {
+                let end = (off + stride).min(m.len);
+                let Some(datagram) = buf.get(off..end) else {
+                    break;
+                };
+                off = end;
+                ingest.inc_by(datagram.len() as u64);
+                route(
+                    &ctx,
+                    &socket,
+                    &state,
+                    &mut listener,
+                    &routes,
+                    &tracker,
+                    &shutdown,
+                    now,
+                    m.addr,
+                    datagram,
+                )
+                .await;
+            }
+        }
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn route(
+    ctx: &Arc<Context>,
+    socket: &Arc<UdpSocket>,
+    state: &Arc<UdpSocketState>,
+    listener: &mut Listener,
+    routes: &Routes,
+    tracker: &tokio_util::task::TaskTracker,
+    shutdown: &CancellationToken,
+    now: Instant,
+    from: SocketAddr,
+    datagram: &[u8],
+) {
+    let Some(dest) = peek_dest_socket_id(datagram) else {
+        ctx.metrics.connection_error(Protocol::Srt, "malformed");
+        return;
+    };
+    if dest != 0 {
+        let tx = routes.lock().ok().and_then(|r| r.get(&dest).cloned());
+        if let Some(tx) = tx {
+            let _ = tx.try_send(Bytes::copy_from_slice(datagram));
+        }
+        return;
+    }
+    match listener.handle_datagram(now, from, datagram) {
+        Ok(ListenerOutput::Nothing) => {}
+        Ok(ListenerOutput::Transmit(resp)) => send(socket, state, from, &resp),
+        Ok(ListenerOutput::Request(req)) => {
+            let resp = admit(
+                ctx, socket, state, listener, routes, tracker, shutdown, now, req,
+            )
+            .await;
+            send(socket, state, from, &resp);
+        }
+        Err(e) => {
+            ctx.metrics.connection_error(Protocol::Srt, "malformed");
+            debug!(peer = %from, error = %e, "srt: bad handshake datagram");
+        }
+    }
+}
+
+fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8]) {
+    let transmit = quinn_udp::Transmit {
+        destination: to,
+        ecn: None,
+        contents: data,
+        segment_size: None,
+        src_ip: None,
+    };
+    // A full send buffer drops the datagram; SRT's ARQ recovers, as with any UDP loss.
+    let _ = state.try_send(UdpSockRef::from(socket), &transmit);
+}
+
+/// Decides on a connection request: stream ID → stream → publish slot → accept.
+#[allow(clippy::too_many_arguments)]
+async fn admit(
+    ctx: &Arc<Context>,
+    socket: &Arc<UdpSocket>,
+    state: &Arc<UdpSocketState>,
+    listener: &mut Listener,
+    routes: &Routes,
+    tracker: &tokio_util::task::TaskTracker,
+    shutdown: &CancellationToken,
+    now: Instant,
+    req: ConnectionRequest,
+) -> Vec<u8> {
+    let peer = req.peer_addr();
+    let metrics = &ctx.metrics;
+    metrics
+        .connections
+        .get_or_create(&ProtocolLabels {
+            protocol: Protocol::Srt,
+        })
+        .inc();
+    let parsed = parse_stream_id(req.stream_id().unwrap_or_default());
+    let id = match parsed {
+        Ok(r) => StreamId::new("default", &r.key).ok_or(RejectReason::BAD_REQUEST),
+        Err(e) => Err(e),
+    };
+    let id = match id {
+        Ok(id) => id,
+        Err(reason) => {
+            metrics.refused(Protocol::Srt, "bad_stream_id");
+            warn!(peer = %peer, reason = reason.0, "srt: publish refused: stream id not usable");
+            return listener.reject(now, req, reason);
+        }
+    };
+    let publisher = match ctx.streams.begin_publish(id.clone(), Protocol::Srt).await {
+        Ok(p) => p,
+        Err(e) => {
+            metrics.refused(Protocol::Srt, e.reason());
+            warn!(stream = %id, peer = %peer, reason = e.reason(), "srt: publish refused: {e}");
+            let reason = match e {
+                PublishError::AlreadyLive | PublishError::Competing(_) => RejectReason::CONFLICT,
+                PublishError::Draining => RejectReason::DOWN,
+                PublishError::Store(_) => RejectReason::ISE,
+            };
+            return listener.reject(now, req, reason);
+        }
+    };
+    let params = AcceptParams {
+        passphrase: ctx.config.srt_passphrase.clone(),
+        latency: Some(ctx.config.srt_latency),
+        enforce_key_length: tidegate_srt::KeyLength::from_bytes(usize::from(
+            ctx.config.srt_pbkeylen,
+        )),
+    };
+    match listener.accept(now, req, params) {
+        Ok((conn, resp)) => {
+            let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+            let socket_id = conn.socket_id();
+            if let Ok(mut r) = routes.lock() {
+                r.insert(socket_id, tx);
+            }
+            info!(stream = %id, peer = %peer, epoch = publisher.epoch(), latency_ms = conn.latency().as_millis() as u64, encrypted = conn.is_encrypted(), "srt: publishing");
+            let driver = ConnectionDriver {
+                ctx: ctx.clone(),
+                socket: socket.clone(),
+                state: state.clone(),
+                conn,
+                demux: TsDemuxer::new(),
+                publisher: Some(publisher),
+                rx,
+                reported: tidegate_srt::Stats::default(),
+                next_report: Instant::now() + STATS_INTERVAL,
+            };
+            let routes = routes.clone();
+            let shutdown = shutdown.clone();
+            let span = info_span!("srt", socket = socket_id, peer = %peer);
+            tracker.spawn(
+                async move {
+                    driver.run(shutdown).await;
+                    if let Ok(mut r) = routes.lock() {
+                        r.remove(&socket_id);
+                    }
+                }
+                .instrument(span),
+            );
+            resp
+        }
+        Err(rejection) => {
+            // Wrong passphrase, missing encryption, key length: the publisher slot goes back.
+            let reason = rejection.reason;
+            let label = match reason {
+                RejectReason::BADSECRET => "bad_passphrase",
+                RejectReason::UNSECURE => "encryption_mismatch",
+                _ => "handshake",
+            };
+            metrics.refused(Protocol::Srt, label);
+            warn!(stream = %id, peer = %peer, reason = reason.0, "srt: handshake refused ({label})");
+            publisher.finish().await;
+            rejection.response
+        }
+    }
+}
+
+struct ConnectionDriver {
+    ctx: Arc<Context>,
+    socket: Arc<UdpSocket>,
+    state: Arc<UdpSocketState>,
+    conn: Connection,
+    demux: TsDemuxer,
+    publisher: Option<Publisher>,
+    rx: mpsc::Receiver<Bytes>,
+    /// Counters as last reported to telemetry.
+    reported: tidegate_srt::Stats,
+    next_report: Instant,
+}
+
+/// How often a connection's SRT counters go to health and metrics.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+impl ConnectionDriver {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let closed = self
+            .publisher
+            .as_ref()
+            .map(|p| p.closed())
+            .unwrap_or_default();
+        let peer = self.conn.peer_addr();
+        let end: Result<&'static str, (&'static str, String)> = loop {
+            self.flush();
+            let deadline = self
+                .conn
+                .poll_timeout()
+                .map_or(self.next_report, |t| t.min(self.next_report));
+            tokio::select! {
+                d = self.rx.recv() => match d {
+                    Some(d) => {
+                        if let Some(p) = &self.publisher {
+                            p.telemetry().note_bytes(d.len() as u64);
+                        }
+                        if let Err(e) = self.conn.handle_datagram(Instant::now(), &d) {
+                            debug!(error = %e, "srt: bad datagram");
+                        }
+                    }
+                    None => break Ok("router closed"),
+                },
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    let now = Instant::now();
+                    self.conn.handle_timeout(now);
+                    if now >= self.next_report {
+                        self.report_stats();
+                        self.next_report = now + STATS_INTERVAL;
+                    }
+                },
+                () = closed.cancelled() => {
+                    self.conn.close(Instant::now());
+                    self.flush();
+                    break Err(("superseded", "the stream was taken over or its writer stopped".into()));
+                },
+                () = shutdown.cancelled() => {
+                    self.conn.close(Instant::now());
+                    self.flush();
+                    break Ok("worker shutting down");
+                },
+            }
+            match self.drain_events().await {
+                Ok(None) => {}
+                Ok(Some(reason)) => break Ok(reason),
+                Err(("drain", _)) => {
+                    // Draining worker, segment boundary reached: leave so the encoder
+                    // reconnects elsewhere.
+                    self.conn.close(Instant::now());
+                    self.flush();
+                    break Ok("worker draining");
+                }
+                Err(e) => {
+                    self.conn.close(Instant::now());
+                    self.flush();
+                    break Err(e);
+                }
+            }
+        };
+        self.report_stats();
+        let stats = self.conn.stats();
+        match end {
+            Ok(reason) => info!(
+                peer = %peer,
+                reason,
+                received = stats.packets_received,
+                lost = stats.packets_lost,
+                retransmitted = stats.packets_retransmitted_received,
+                dropped = stats.packets_dropped,
+                "srt: connection closed"
+            ),
+            Err((kind, msg)) => {
+                self.ctx.metrics.connection_error(Protocol::Srt, kind);
+                warn!(peer = %peer, reason = kind, error = %msg, "srt: connection ended");
+            }
+        }
+        if let Some(p) = self.publisher.take() {
+            p.finish().await;
+        }
+    }
+
+    fn report_stats(&mut self) {
+        let Some(p) = &self.publisher else { return };
+        let now = self.conn.stats();
+        let was = &self.reported;
+        let delta = crate::telemetry::PacketDelta {
+            received: now.packets_received.saturating_sub(was.packets_received),
+            lost: now.packets_lost.saturating_sub(was.packets_lost),
+            dropped: now.packets_dropped.saturating_sub(was.packets_dropped),
+            retransmitted: now
+                .packets_retransmitted_received
+                .saturating_sub(was.packets_retransmitted_received),
+        };
+        p.telemetry()
+            .note_packets(&self.ctx.metrics, delta, now.rtt);
+        self.reported = now;
+    }
+
+    fn flush(&mut self) {
+        let peer = self.conn.peer_addr();
+        while let Some(d) = self.conn.poll_transmit(Instant::now()) {
+            send(&self.socket, &self.state, peer, &d);
+        }
+    }
+
+    /// Payloads into the demuxer, media into the publisher. `Ok(Some(reason))` when the
+    /// connection closed.
+    async fn drain_events(&mut self) -> Result<Option<&'static str>, (&'static str, String)> {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::Payload(data) => {
+                    self.demux
+                        .handle_input(&data)
+                        .map_err(|e| (e.kind(), e.to_string()))?;
+                    while let Some(m) = self.demux.poll_event() {
+                        if let Some(p) = self.publisher.as_mut() {
+                            p.handle_media(m, &self.ctx.metrics).await.map_err(|e| {
+                                if e.is_drain() {
+                                    ("drain", e.to_string())
+                                } else {
+                                    ("packager", e.to_string())
+                                }
+                            })?;
+                        }
+                    }
+                }
+                Event::Closed { reason } => {
+                    return Ok(Some(match reason {
+                        tidegate_srt::CloseReason::PeerShutdown => "peer shutdown",
+                        tidegate_srt::CloseReason::Timeout => "peer idle timeout",
+                        _ => "closed",
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids() {
+        let ok = |s: &str, key: &str| assert_eq!(parse_stream_id(s).unwrap().key, key, "{s}");
+        ok("#!::r=live/cam1,m=publish", "cam1");
+        ok("#!::m=publish,r=cam2", "cam2");
+        ok("#!::r=live/cam3,m=publish,u=alice,s=abc", "cam3");
+        ok("#!::r=cam4", "cam4");
+        ok("cam5", "cam5");
+        ok("live/cam6", "cam6");
+        assert_eq!(
+            parse_stream_id("#!::r=live/cam,m=publish,u=bob")
+                .unwrap()
+                .user
+                .as_deref(),
+            Some("bob")
+        );
+        assert_eq!(
+            parse_stream_id("#!::r=live/cam,m=request"),
+            Err(RejectReason::BAD_MODE)
+        );
+        assert_eq!(
+            parse_stream_id("#!::m=publish"),
+            Err(RejectReason::BAD_REQUEST)
+        );
+        assert_eq!(
+            parse_stream_id("#!::r=live/"),
+            Err(RejectReason::BAD_REQUEST)
+        );
+        assert_eq!(
+            parse_stream_id("#!::garbage"),
+            Err(RejectReason::BAD_REQUEST)
+        );
+        assert_eq!(parse_stream_id(""), Err(RejectReason::BAD_REQUEST));
+    }
+}
