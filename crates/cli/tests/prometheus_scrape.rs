@@ -1,0 +1,262 @@
+//! A real Prometheus server (Debian's `prometheus`) scrapes a running worker while an ffmpeg
+//! publisher streams to it: its query API returns the stream's bitrate series with a value
+//! above zero, the scrape target is up, and the alerting rules of
+//! `deploy/prometheus/rules.yml` load and evaluate without error. `promtool check metrics`
+//! passes on the worker's `/metrics` body (with the stream's series present).
+//!
+//! The `promtool check metrics` verdict is asserted last, so that a lint finding does not hide
+//! whether Prometheus itself can scrape and query the worker.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+/// How long Prometheus may take to start, scrape and answer with the series.
+const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// `deploy/prometheus/rules.yml` in this repository.
+fn rules_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/rules.yml")
+}
+
+/// Percent-encodes a URL query value (everything but RFC 3986 unreserved characters).
+fn encode_query(v: &str) -> String {
+    let mut out = String::new();
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The value of the bitrate sample of stream `key` in a `/metrics` body, if present.
+fn bitrate_on_metrics(body: &str, key: &str) -> Option<f64> {
+    let needle = format!("stream=\"{key}\"");
+    body.lines()
+        .filter(|l| l.starts_with("tidegate_stream_ingest_bitrate_bps{") && l.contains(&needle))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Runs `promtool check metrics` with `body` on stdin: (success, combined output).
+fn promtool_check_metrics(body: &str) -> (bool, String) {
+    let mut child = Command::new(require_cmd("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A Prometheus server on a free loopback port with a temporary TSDB, scraping `target`
+/// every second and evaluating the project's rules every second.
+struct Prometheus {
+    proc: Proc,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let exe = require_cmd("prometheus");
+        let dir = tempfile::Builder::new()
+            .prefix("tidegate-prometheus-")
+            .tempdir()
+            .unwrap();
+        let config = dir.path().join("prometheus.yml");
+        let rules = rules_file().canonicalize().unwrap();
+        fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+                 rule_files:\n  - {rules}\n\
+                 scrape_configs:\n  - job_name: tidegate\n    static_configs:\n      - targets: ['{target}']\n",
+                rules = rules.display()
+            ),
+        )
+        .unwrap();
+        let listen = format!("127.0.0.1:{}", free_tcp_port());
+        let mut cmd = Command::new(exe);
+        cmd.arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={listen}"))
+            .arg("--log.level=info");
+        let mut p = Prometheus {
+            proc: Proc::spawn("prometheus", cmd),
+            base: format!("http://{listen}"),
+            _dir: dir,
+        };
+        let ready = format!("{}/-/ready", p.base);
+        wait_for(
+            "prometheus /-/ready",
+            PROMETHEUS_TIMEOUT,
+            Duration::from_millis(200),
+            || {
+                if let Some(status) = p.proc.try_exit() {
+                    panic!(
+                        "prometheus exited during startup with {status}; log:\n{}",
+                        p.proc.log_tail(40)
+                    );
+                }
+                try_get(&ready).ok().filter(|r| r.status == 200)
+            },
+        );
+        p
+    }
+
+    /// `GET /api/v1/<path>` as JSON; panics unless the API says `success`.
+    fn api(&self, path: &str) -> serde_json::Value {
+        let r = get(&format!("{}/api/v1/{path}", self.base));
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("/api/v1/{path}: not JSON ({e}): {}", r.text()));
+        assert_eq!(
+            v["status"], "success",
+            "/api/v1/{path}: status {}: {v}",
+            r.status
+        );
+        v
+    }
+
+    /// The result vector of an instant query.
+    fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let v = self.api(&format!("query?query={}", encode_query(expr)));
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+#[test]
+fn prometheus_scrapes_worker_and_queries_stream_bitrate() {
+    // Fail early, naming the tool, before starting anything.
+    require_cmd("prometheus");
+    require_cmd("promtool");
+
+    let mut server = Server::start(&[]);
+    let key = unique_name("prom");
+    let mut publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url(&key), &Publish::forever());
+
+    // The worker exports the stream's bitrate once its sweeper has measured it.
+    let body = wait_for(
+        "the stream's bitrate > 0 on /metrics",
+        Duration::from_secs(20),
+        Duration::from_millis(250),
+        || {
+            let m = server.metrics();
+            bitrate_on_metrics(&m, &key).filter(|v| *v > 0.0).map(|_| m)
+        },
+    );
+    for family in [
+        "tidegate_stream_status{",
+        "tidegate_stream_ingest_bytes_total{",
+        "tidegate_stream_frames_total{",
+        "tidegate_process_start_time_seconds ",
+        "tidegate_segment_latency_seconds_bucket{",
+    ] {
+        assert!(
+            body.contains(family),
+            "/metrics lacks {family}…; body:\n{body}"
+        );
+    }
+    let (lint_ok, lint_out) = promtool_check_metrics(&body);
+
+    let prometheus = Prometheus::start(&server.http.to_string());
+    let expr = format!("tidegate_stream_ingest_bitrate_bps{{stream=\"{key}\"}}");
+    let sample = wait_for(
+        "Prometheus to return the stream's bitrate",
+        PROMETHEUS_TIMEOUT,
+        Duration::from_millis(500),
+        || {
+            assert!(publisher.is_running(), "publisher exited early");
+            let result = prometheus.query(&expr);
+            result.into_iter().find(|s| {
+                s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v > 0.0)
+            })
+        },
+    );
+    let metric = &sample["metric"];
+    assert_eq!(metric["__name__"], "tidegate_stream_ingest_bitrate_bps");
+    assert_eq!(metric["stream"], key.as_str());
+    assert_eq!(metric["tenant"], "default");
+    assert_eq!(metric["protocol"], "rtmp");
+    assert_eq!(metric["job"], "tidegate");
+    assert_eq!(metric["instance"], server.http.to_string().as_str());
+
+    // The stream is healthy as Prometheus sees it too.
+    let healthy = prometheus.query(&format!(
+        "tidegate_stream_status{{stream=\"{key}\",status=\"healthy\"}} == 1"
+    ));
+    assert_eq!(healthy.len(), 1, "healthy status series: {healthy:?}");
+
+    // The only target is up, with no scrape error.
+    let targets = prometheus.api("targets?state=active");
+    let active = targets["data"]["activeTargets"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "targets: {targets}");
+    assert_eq!(active[0]["health"], "up", "target: {}", active[0]);
+    assert_eq!(active[0]["lastError"], "", "target: {}", active[0]);
+
+    // Every alerting rule loaded, and none fails to evaluate against real series.
+    let expected_rules = fs::read_to_string(rules_file())
+        .unwrap()
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- alert:"))
+        .count();
+    assert!(expected_rules >= 7, "rules.yml has {expected_rules} alerts");
+    let rules = wait_for(
+        "every rule evaluated once",
+        Duration::from_secs(10),
+        Duration::from_millis(500),
+        || {
+            let v = prometheus.api("rules?type=alert");
+            let rules: Vec<serde_json::Value> = v["data"]["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+                .collect();
+            rules
+                .iter()
+                .all(|r| r["health"] != "unknown")
+                .then_some(rules)
+        },
+    );
+    assert_eq!(rules.len(), expected_rules, "rules loaded: {rules:?}");
+    for r in &rules {
+        assert_eq!(r["health"], "ok", "rule {} failed: {}", r["name"], r);
+    }
+
+    server.assert_alive();
+    drop(prometheus);
+    publisher.kill();
+
+    assert!(
+        lint_ok,
+        "`promtool check metrics` rejects the worker's /metrics:\n{lint_out}\n--- body ---\n{body}"
+    );
+}
