@@ -122,3 +122,31 @@ if ((${#cluster_missing[@]} > 0)); then
 else
   log "cluster test servers present (redis-server, moto)"
 fi
+
+# --- Prometheus (scripts/check-prometheus.sh, crates/cli/tests/prometheus_scrape.rs) ----------
+# Debian's `prometheus` package gives `prometheus` (a real server the e2e test points at a
+# worker) and `promtool` (rule checks and unit tests, `check metrics` on /metrics). Its
+# service is not started here (the tests run their own on free loopback ports).
+if ! have_cmd prometheus || ! have_cmd promtool; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
+  if have_cmd apt-get; then
+    log "apt-get install prometheus"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } \
+      || log "apt-get install prometheus failed"
+  else
+    log "apt-get not available; cannot install prometheus"
+  fi
+fi
+prometheus_missing=()
+have_cmd prometheus || prometheus_missing+=("prometheus")
+have_cmd promtool || prometheus_missing+=("promtool")
+if ((${#prometheus_missing[@]} > 0)); then
+  for what in "${prometheus_missing[@]}"; do log "STILL MISSING after install: $what (Debian package prometheus)"; done
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and prometheus/promtool are missing (see above)"
+    exit 1
+  fi
+else
+  log "prometheus and promtool present"
+fi

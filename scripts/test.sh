@@ -20,6 +20,8 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build --workspace"
 cargo build --workspace
 
+step "prometheus rules"; ./scripts/check-prometheus.sh
+
 step "fuzz smoke run"
 ./scripts/fuzz-smoke.sh
 

@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,65 @@ const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(25);
 /// `deploy/prometheus/rules.yml` in this repository.
 fn rules_file() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/rules.yml")
+}
+
+/// `deploy/grafana/tidegate-dashboard.json` in this repository.
+fn dashboard_file() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana/tidegate-dashboard.json")
+}
+
+/// Every `tidegate_…` series name mentioned in `text`.
+fn referenced_series(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("tidegate_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        // Only whole identifiers (not e.g. `scripts/tidegate_x`).
+        let whole = rest[..i]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'));
+        // A bare prefix (`tidegate_` in prose) names no series.
+        if whole && end > "tidegate_".len() {
+            out.insert(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The series names a `/metrics` body's families can produce, from its `# TYPE` lines
+/// (OpenMetrics: a counter family `x` has samples `x_total`; a histogram `x_bucket`,
+/// `x_sum`, `x_count`), whether or not a family has samples yet.
+fn exported_series(body: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for line in body.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("#") || words.next() != Some("TYPE") {
+            continue;
+        }
+        let (Some(name), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let name = name.to_string();
+        match kind {
+            "counter" => {
+                out.insert(format!("{}_total", name.trim_end_matches("_total")));
+            }
+            "histogram" => {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    out.insert(format!("{name}{suffix}"));
+                }
+            }
+            _ => {
+                out.insert(name);
+            }
+        }
+    }
+    out
 }
 
 /// Percent-encodes a URL query value (everything but RFC 3986 unreserved characters).
@@ -182,6 +242,21 @@ fn prometheus_scrapes_worker_and_queries_stream_bitrate() {
         );
     }
     let (lint_ok, lint_out) = promtool_check_metrics(&body);
+
+    // The alerting rules and the dashboard only use series the worker exports.
+    let exported = exported_series(&body);
+    assert!(exported.contains("tidegate_stream_status"), "{exported:?}");
+    for file in [rules_file(), dashboard_file()] {
+        let text = fs::read_to_string(&file).unwrap();
+        let used = referenced_series(&text);
+        assert!(used.len() >= 5, "{}: {used:?}", file.display());
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{} uses series the worker does not export: {unknown:?}; exported: {exported:?}",
+            file.display()
+        );
+    }
 
     let prometheus = Prometheus::start(&server.http.to_string());
     let expr = format!("tidegate_stream_ingest_bitrate_bps{{stream=\"{key}\"}}");
