@@ -326,6 +326,31 @@ fn prometheus_scrapes_worker_and_queries_stream_bitrate() {
         assert_eq!(r["health"], "ok", "rule {} failed: {}", r["name"], r);
     }
 
+    // Every dashboard query parses and evaluates on a real Prometheus (variables replaced the
+    // way Grafana would with "All" selected).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dashboard_file()).unwrap()).unwrap();
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let Some(expr) = target["expr"].as_str() else {
+                continue;
+            };
+            let expr = expr
+                .replace("$tenant", ".*")
+                .replace("$instance", ".*")
+                .replace("$__rate_interval", "1m");
+            // `api` panics unless Prometheus answers `success`.
+            prometheus.query(&expr);
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10, "dashboard has {queries} queries");
+    let bitrate_panel = prometheus.query(&format!(
+        "sum by (tenant, stream, protocol) (tidegate_stream_ingest_bitrate_bps{{stream=\"{key}\"}})"
+    ));
+    assert_eq!(bitrate_panel.len(), 1, "{bitrate_panel:?}");
+
     server.assert_alive();
     drop(prometheus);
     publisher.kill();
