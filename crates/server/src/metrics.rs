@@ -346,6 +346,40 @@ impl Metrics {
         self.store_errors.get_or_create(&OpLabels { op }).inc();
     }
 
+    /// The classic Prometheus text format (0.0.4), for clients that do not ask for
+    /// OpenMetrics (`promtool check metrics`, older scrapers): counter families are declared
+    /// under their `_total` sample name and there is no `# EOF`.
+    pub fn encode_prometheus(&self) -> String {
+        let open = self.encode();
+        let mut counters = std::collections::HashSet::new();
+        for line in open.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                if let Some(name) = rest.strip_suffix(" counter") {
+                    counters.insert(name.to_owned());
+                }
+            }
+        }
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line == "# EOF" || line.starts_with("# UNIT ") {
+                continue;
+            }
+            let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+                let rest = line.strip_prefix(prefix)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(name)
+                    .then(|| format!("{prefix}{name}_total {tail}"))
+            });
+            match rewritten {
+                Some(l) => out.push_str(&l),
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        out
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();

@@ -47,15 +47,27 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        ctx.metrics.encode(),
-    )
-        .into_response()
+async fn metrics(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap) -> Response {
+    let open_metrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    if open_metrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            ctx.metrics.encode(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            ctx.metrics.encode_prometheus(),
+        )
+            .into_response()
+    }
 }
 
 #[derive(Serialize)]
