@@ -30,6 +30,11 @@ CHECKS=(
   "gst aacparse|have_gst aacparse|gstreamer1.0-plugins-good"
   "gst x264enc|have_gst x264enc|gstreamer1.0-plugins-ugly"
   "gst avenc_aac|have_gst avenc_aac|gstreamer1.0-libav"
+  "gst srtsink|have_gst srtsink|gstreamer1.0-plugins-bad"
+  "gst tsparse|have_gst tsparse|gstreamer1.0-plugins-bad"
+  "srt-live-transmit|have_cmd srt-live-transmit|srt-tools"
+  "ip (network namespaces)|have_cmd ip|iproute2"
+  "tc (netem)|have_cmd tc|iproute2"
 )
 
 missing_debs=()
