@@ -19,7 +19,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NS="${NS:-50 200 500}"
+NS="${NS:-50 200 300 500}"
 RAMP="${RAMP:-100}"                  # publisher connections per second
 WARMUP_EXTRA="${WARMUP_EXTRA:-8}"    # seconds after the ramp before measuring (>= 1 GOP)
 MEASURE="${MEASURE:-30}"             # measured window, seconds
@@ -122,7 +122,7 @@ ingest_bytes() {
         awk '/^tidegate_ingest_bytes_total/ { s += $NF } END { printf "%.0f\n", s }' ;;
     nginx)
       curl -fsS "http://127.0.0.1:$HTTP_PORT/stat" |
-        grep -o '<bytes_in>[0-9]*' | head -1 | sed 's/<bytes_in>//' ;;
+        sed -n 's/.*<bytes_in>\([0-9]*\)<.*/\1/p' | awk 'NR == 1 { print }' ;;
   esac
 }
 
@@ -201,8 +201,22 @@ stop_server() {
 }
 trap 'stop_server 2>/dev/null || true' EXIT
 
+# Media written during one step: N x ~3.3 Mbit/s x the step's length, kept on disk until
+# the step ends (both servers keep their window plus a grace period). Refuse to start a
+# step that could fill the filesystem.
+check_disk() {
+  local n="$1" seconds="$2" need_kb avail_kb
+  need_kb=$((n * 3400 / 8 * seconds + 2 * 1024 * 1024))
+  avail_kb="$(df -Pk "$OUT" | awk 'NR == 2 { print $4 }')"
+  if ((avail_kb < need_kb)); then
+    log "N=$n needs ~$((need_kb / 1024)) MB free in $OUT, only $((avail_kb / 1024)) MB: skipped"
+    return 1
+  fi
+}
+
 run_one() {
   local server="$1" n="$2" dir="$OUT/$1-$2"
+  check_disk "$n" $(((n + RAMP - 1) / RAMP + WARMUP_EXTRA + MEASURE + 3)) || return 0
   mkdir -p "$dir"
   "start_$server" "$dir"
   wait_tcp "$RTMP_PORT"
@@ -227,14 +241,17 @@ run_one() {
   sleep "$warmup"
   local t0 c0 b0 t1 c1 b1
   [[ "$server" == tidegate ]] && curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >"$dir/metrics-0.txt"
-  t0="$(date +%s.%N)"; c0="$(cpu_ticks $SERVER_PIDS)"; b0="$(ingest_bytes "$server")"
+  # The byte counter first (its HTTP answer can take a while from a loaded server), then
+  # the clock and the CPU counters together, so CPU and wall time cover the same window.
+  b0="$(ingest_bytes "$server")"; t0="$(date +%s.%N)"; c0="$(cpu_ticks $SERVER_PIDS)"
   sleep "$MEASURE"
-  t1="$(date +%s.%N)"; c1="$(cpu_ticks $SERVER_PIDS)"; b1="$(ingest_bytes "$server")"
+  b1="$(ingest_bytes "$server")"; t1="$(date +%s.%N)"; c1="$(cpu_ticks $SERVER_PIDS)"
   [[ "$server" == tidegate ]] && curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >"$dir/metrics-1.txt"
   local hwm rss
   hwm="$(status_kb "$MAIN_PID" VmHWM)"; rss="$(status_kb "$MAIN_PID" VmRSS)"
   wait "$gen" || log "$server N=$n: generator exited with $?"
   stop_server
+  rm -rf "$dir/hls" "$dir/data"   # the segments: gigabytes at large N
   cat >"$dir/measure.json" <<EOF
 {"server": "$server", "n": $n, "window_s": $(python3 -c "print($t1 - $t0)"),
  "cpu_ticks": $((c1 - c0)), "clk_tck": $CLK_TCK, "ingest_bytes": $((b1 - b0)),
