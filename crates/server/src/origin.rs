@@ -63,7 +63,10 @@ async fn metrics(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap
             .into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             ctx.metrics.encode_prometheus(),
         )
             .into_response()

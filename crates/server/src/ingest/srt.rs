@@ -32,7 +32,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::metrics::{Protocol, ProtocolLabels};
 use crate::store::StreamId;
-use crate::stream::{PublishError, Publisher};
+use crate::stream::Publisher;
 use crate::Context;
 
 /// Datagrams read per `recvmmsg` call.
@@ -241,6 +241,9 @@ async fn route(
 }
 
 fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
     let transmit = quinn_udp::Transmit {
         destination: to,
         ecn: None,
@@ -286,19 +289,8 @@ async fn admit(
             return listener.reject(now, req, reason);
         }
     };
-    let publisher = match ctx.streams.begin_publish(id.clone(), Protocol::Srt).await {
-        Ok(p) => p,
-        Err(e) => {
-            metrics.refused(Protocol::Srt, e.reason());
-            warn!(stream = %id, peer = %peer, reason = e.reason(), "srt: publish refused: {e}");
-            let reason = match e {
-                PublishError::AlreadyLive | PublishError::Competing(_) => RejectReason::CONFLICT,
-                PublishError::Draining => RejectReason::DOWN,
-                PublishError::Store(_) => RejectReason::ISE,
-            };
-            return listener.reject(now, req, reason);
-        }
-    };
+    // The handshake first (passphrase, key length, latency): a caller refused here leaves no
+    // trace in the stream state.
     let params = AcceptParams {
         passphrase: ctx.config.srt_passphrase.clone(),
         latency: Some(ctx.config.srt_latency),
@@ -306,41 +298,9 @@ async fn admit(
             ctx.config.srt_pbkeylen,
         )),
     };
-    match listener.accept(now, req, params) {
-        Ok((conn, resp)) => {
-            let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
-            let socket_id = conn.socket_id();
-            if let Ok(mut r) = routes.lock() {
-                r.insert(socket_id, tx);
-            }
-            info!(stream = %id, peer = %peer, epoch = publisher.epoch(), latency_ms = conn.latency().as_millis() as u64, encrypted = conn.is_encrypted(), "srt: publishing");
-            let driver = ConnectionDriver {
-                ctx: ctx.clone(),
-                socket: socket.clone(),
-                state: state.clone(),
-                conn,
-                demux: TsDemuxer::new(),
-                publisher: Some(publisher),
-                rx,
-                reported: tidegate_srt::Stats::default(),
-                next_report: Instant::now() + STATS_INTERVAL,
-            };
-            let routes = routes.clone();
-            let shutdown = shutdown.clone();
-            let span = info_span!("srt", socket = socket_id, peer = %peer);
-            tracker.spawn(
-                async move {
-                    driver.run(shutdown).await;
-                    if let Ok(mut r) = routes.lock() {
-                        r.remove(&socket_id);
-                    }
-                }
-                .instrument(span),
-            );
-            resp
-        }
+    let (mut conn, resp) = match listener.accept(now, req, params) {
+        Ok(accepted) => accepted,
         Err(rejection) => {
-            // Wrong passphrase, missing encryption, key length: the publisher slot goes back.
             let reason = rejection.reason;
             let label = match reason {
                 RejectReason::BADSECRET => "bad_passphrase",
@@ -349,10 +309,53 @@ async fn admit(
             };
             metrics.refused(Protocol::Srt, label);
             warn!(stream = %id, peer = %peer, reason = reason.0, "srt: handshake refused ({label})");
-            publisher.finish().await;
-            rejection.response
+            return rejection.response;
         }
+    };
+    let publisher = match ctx.streams.begin_publish(id.clone(), Protocol::Srt).await {
+        Ok(p) => p,
+        Err(e) => {
+            // The connection is up but may not publish: answer, then shut it down at once.
+            metrics.refused(Protocol::Srt, e.reason());
+            warn!(stream = %id, peer = %peer, reason = e.reason(), "srt: publish refused: {e}");
+            send(socket, state, peer, &resp);
+            conn.close(now);
+            while let Some(d) = conn.poll_transmit(now) {
+                send(socket, state, peer, &d);
+            }
+            return Vec::new();
+        }
+    };
+    let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+    let socket_id = conn.socket_id();
+    if let Ok(mut r) = routes.lock() {
+        r.insert(socket_id, tx);
     }
+    info!(stream = %id, peer = %peer, epoch = publisher.epoch(), latency_ms = conn.latency().as_millis() as u64, encrypted = conn.is_encrypted(), "srt: publishing");
+    let driver = ConnectionDriver {
+        ctx: ctx.clone(),
+        socket: socket.clone(),
+        state: state.clone(),
+        conn,
+        demux: TsDemuxer::new(),
+        publisher: Some(publisher),
+        rx,
+        reported: tidegate_srt::Stats::default(),
+        next_report: Instant::now() + STATS_INTERVAL,
+    };
+    let routes = routes.clone();
+    let shutdown = shutdown.clone();
+    let span = info_span!("srt", socket = socket_id, peer = %peer);
+    tracker.spawn(
+        async move {
+            driver.run(shutdown).await;
+            if let Ok(mut r) = routes.lock() {
+                r.remove(&socket_id);
+            }
+        }
+        .instrument(span),
+    );
+    resp
 }
 
 struct ConnectionDriver {
