@@ -18,18 +18,33 @@ use super::{valid_name, MediaStore, StateStore, StoreError, StreamId, StreamReco
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Writes `data` to `path` atomically (temporary file + rename), creating directories.
-async fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    tokio::fs::create_dir_all(dir).await?;
+/// Writes `data` to `path` atomically (temporary file + rename), creating directories only
+/// when they are missing. All of it runs in one blocking-pool task, and `data` is moved in
+/// (no copy of the segment).
+async fn write_atomic(path: PathBuf, data: Bytes) -> std::io::Result<()> {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
-    tokio::fs::write(&tmp, data).await?;
-    if let Err(e) = tokio::fs::rename(&tmp, path).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(e);
-    }
-    Ok(())
+    tokio::task::spawn_blocking(move || {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+        let write = |tmp: &Path| -> std::io::Result<()> {
+            let mut f = std::fs::File::create(tmp)?;
+            std::io::Write::write_all(&mut f, &data)
+        };
+        if let Err(e) = write(&tmp) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            std::fs::create_dir_all(dir)?;
+            write(&tmp)?;
+        }
+        if let Err(e) = std::fs::rename(&tmp, &path) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        Ok(())
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Splits and checks an object path `TENANT/STREAM/FILE` into a filesystem path under `root`.
@@ -66,7 +81,7 @@ impl FsMediaStore {
 impl MediaStore for FsMediaStore {
     async fn put(&self, path: &str, data: Bytes) -> Result<(), StoreError> {
         let p = object_path(&self.root, path)?;
-        write_atomic(&p, &data).await?;
+        write_atomic(p, data).await?;
         Ok(())
     }
 
@@ -169,7 +184,7 @@ impl StateStore for FsStateStore {
             what: record.id.to_string(),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.path(&record.id), &json).await?;
+        write_atomic(self.path(&record.id), Bytes::from(json)).await?;
         Ok(())
     }
 
