@@ -1,6 +1,7 @@
 //! Real-decoder tests: ffmpeg-encoded H.264/HEVC + AAC muxed into HLS `.ts` segments, then
 //! read back by ffprobe/ffmpeg through a playlist and as one concatenated file.
 
+#[path = "../../fmp4/tests/common/mod.rs"]
 mod common;
 
 use common::{

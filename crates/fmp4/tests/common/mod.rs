@@ -1,3 +1,4 @@
+//! Shared with crates/mpegts/tests (included there by path).
 //! Test-side media: ffmpeg lavfi sources encoded to an MP4, split back into tidegate frames
 //! (length-prefixed video access units with 90 kHz timestamps from ffprobe, raw AAC frames
 //! with RTMP-style millisecond timestamps), plus helpers to cut segments and run ffmpeg.
