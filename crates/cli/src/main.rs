@@ -111,6 +111,9 @@ struct ServeArgs {
     /// On SIGTERM, how long live publishers may stay before they are moved [default: 30s].
     #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", value_parser = duration)]
     drain_timeout: Option<Duration>,
+    /// Bearer token required by the admin API (kick, end) [default: none, open].
+    #[arg(long, env = "TIDEGATE_ADMIN_TOKEN")]
+    admin_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -149,7 +152,8 @@ impl ServeArgs {
             state,
             storage,
             pool,
-            srt_passphrase
+            srt_passphrase,
+            admin_token
         );
         Ok(c)
     }
@@ -165,6 +169,9 @@ fn main() -> anyhow::Result<()> {
             let mut shown = config.clone();
             if shown.srt_passphrase.is_some() {
                 shown.srt_passphrase = Some("<redacted>".into());
+            }
+            if shown.admin_token.is_some() {
+                shown.admin_token = Some("<redacted>".into());
             }
             println!("{}", toml::to_string_pretty(&shown)?);
             eprintln!("configuration is valid");

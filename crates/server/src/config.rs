@@ -122,6 +122,8 @@ pub struct ServeConfig {
     /// boundary) so their encoders reconnect to another worker.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Bearer token the admin API calls (kick, end) require; open when unset.
+    pub admin_token: Option<String>,
     /// Stream health thresholds (server defaults; tenants may override them).
     pub health: tidegate_health::HealthConfig,
 }
@@ -150,6 +152,7 @@ impl Default for ServeConfig {
             rtmp_idle_timeout: Duration::from_secs(30),
             takeover_policy: TakeoverPolicy::Newest,
             drain_timeout: Duration::from_secs(30),
+            admin_token: None,
             health: tidegate_health::HealthConfig::default(),
         }
     }

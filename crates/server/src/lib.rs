@@ -157,6 +157,9 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     })?;
 
     warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
+    if config.admin_token.is_none() {
+        warn!("admin API is open: set --admin-token to require a bearer token for kick and end");
+    }
     info!(
         rtmp = %config.rtmp_listen,
         srt = %config.srt_listen,

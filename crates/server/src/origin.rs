@@ -25,7 +25,7 @@ const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
 pub fn router(ctx: Arc<Context>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
-        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS, Method::POST])
         .allow_headers(Any)
         .expose_headers(Any);
     Router::new()
@@ -34,6 +34,15 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/streams", get(api_streams))
+        .route("/api/v1/streams/{tenant}/{stream}", get(api_stream))
+        .route(
+            "/api/v1/streams/{tenant}/{stream}/kick",
+            axum::routing::post(api_kick),
+        )
+        .route(
+            "/api/v1/streams/{tenant}/{stream}/end",
+            axum::routing::post(api_end),
+        )
         .route("/hls/{tenant}/{stream}/{file}", get(hls))
         .layer(cors)
         .with_state(ctx)
@@ -75,6 +84,14 @@ async fn metrics(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap
 
 #[derive(Serialize)]
 struct StreamJson {
+    reasons: Vec<tidegate_health::Reason>,
+    bitrate_bps: Option<u64>,
+    reconnects: Option<u64>,
+    protocol: Option<&'static str>,
+    codecs: Option<String>,
+    resolution: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    history: Vec<tidegate_health::HealthEvent>,
     tenant: String,
     stream: String,
     status: &'static str,
@@ -86,12 +103,53 @@ struct StreamJson {
 }
 
 fn status_of(s: &StreamSummary) -> &'static str {
-    match &s.record {
-        _ if s.live_here => "live",
-        Some(r) if r.playlist.ended => "offline",
-        Some(r) if r.publisher_left_ms.is_none() => "live",
-        Some(_) => "reconnecting",
-        None => "offline",
+    match (&s.record, &s.health) {
+        (_, Some(h)) if s.live_here => h.status.as_str(),
+        (Some(r), _) if r.playlist.ended => "offline",
+        // Live on another worker: that worker judges its health.
+        (Some(r), _) if r.publisher_left_ms.is_none() => "healthy",
+        (Some(_), _) => "reconnecting",
+        (None, _) => "offline",
+    }
+}
+
+fn stream_json(s: StreamSummary, with_history: bool) -> StreamJson {
+    let status = status_of(&s);
+    let (epoch, seq, n, worker, codecs, resolution) = match &s.record {
+        Some(r) => (
+            r.playlist.epoch,
+            r.playlist.media_sequence,
+            r.playlist.segments.len(),
+            Some(r.owner.clone()),
+            r.playlist.codecs.clone(),
+            r.playlist.resolution,
+        ),
+        None => (0, 0, 0, None, None, None),
+    };
+    let health = s.health.filter(|_| s.live_here || with_history);
+    StreamJson {
+        playlist: format!("/hls/{}/{}/index.m3u8", s.id.tenant, s.id.name),
+        tenant: s.id.tenant,
+        stream: s.id.name,
+        status,
+        reasons: health
+            .as_ref()
+            .map(|h| h.reasons.clone())
+            .unwrap_or_default(),
+        bitrate_bps: health.as_ref().map(|h| h.bitrate_bps),
+        reconnects: health.as_ref().map(|h| h.reconnects),
+        protocol: health.as_ref().and_then(|h| h.protocol),
+        codecs,
+        resolution: resolution.map(|(w, h)| format!("{w}x{h}")),
+        epoch,
+        media_sequence: seq,
+        segments: n,
+        worker,
+        history: if with_history {
+            health.map(|h| h.history).unwrap_or_default()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -101,30 +159,84 @@ async fn api_streams(State(ctx): State<Arc<Context>>) -> Response {
         .list()
         .await
         .into_iter()
-        .map(|s| {
-            let status = status_of(&s);
-            let (epoch, seq, n, worker) = match &s.record {
-                Some(r) => (
-                    r.playlist.epoch,
-                    r.playlist.media_sequence,
-                    r.playlist.segments.len(),
-                    Some(r.owner.clone()),
-                ),
-                None => (0, 0, 0, None),
-            };
-            StreamJson {
-                playlist: format!("/hls/{}/{}/index.m3u8", s.id.tenant, s.id.name),
-                tenant: s.id.tenant,
-                stream: s.id.name,
-                status,
-                epoch,
-                media_sequence: seq,
-                segments: n,
-                worker,
-            }
-        })
+        .map(|s| stream_json(s, false))
         .collect();
     axum::Json(out).into_response()
+}
+
+async fn api_stream(
+    State(ctx): State<Arc<Context>>,
+    Path((tenant, stream)): Path<(String, String)>,
+) -> Response {
+    let Some(id) = StreamId::new(&tenant, &stream) else {
+        return not_found();
+    };
+    match ctx.streams.list().await.into_iter().find(|s| s.id == id) {
+        Some(s) => axum::Json(stream_json(s, true)).into_response(),
+        None => not_found(),
+    }
+}
+
+/// Admin calls need `Authorization: Bearer <admin-token>` when a token is configured.
+fn authorized(ctx: &Context, headers: &axum::http::HeaderMap) -> bool {
+    let Some(token) = ctx.config.admin_token.as_deref() else {
+        return true;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn api_kick(
+    State(ctx): State<Arc<Context>>,
+    headers: axum::http::HeaderMap,
+    Path((tenant, stream)): Path<(String, String)>,
+) -> Response {
+    if !authorized(&ctx, &headers) {
+        return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+    }
+    let Some(id) = StreamId::new(&tenant, &stream) else {
+        return not_found();
+    };
+    if ctx.streams.kick(&id).await {
+        (StatusCode::OK, "kicked\n").into_response()
+    } else {
+        (
+            StatusCode::CONFLICT,
+            "no publisher of this stream on this worker\n",
+        )
+            .into_response()
+    }
+}
+
+async fn api_end(
+    State(ctx): State<Arc<Context>>,
+    headers: axum::http::HeaderMap,
+    Path((tenant, stream)): Path<(String, String)>,
+) -> Response {
+    if !authorized(&ctx, &headers) {
+        return (StatusCode::UNAUTHORIZED, "admin token required\n").into_response();
+    }
+    let Some(id) = StreamId::new(&tenant, &stream) else {
+        return not_found();
+    };
+    match ctx.streams.end_stream(&id).await {
+        Ok(true) => (StatusCode::OK, "ended\n").into_response(),
+        Ok(false) => not_found(),
+        Err(e) => {
+            ctx.metrics.store_error("put_state");
+            (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
+        }
+    }
 }
 
 async fn index(State(ctx): State<Arc<Context>>) -> Response {

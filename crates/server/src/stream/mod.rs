@@ -274,6 +274,8 @@ pub struct StreamSummary {
     pub live_here: bool,
     /// The record as last seen.
     pub record: Option<StreamRecord>,
+    /// Health as this worker sees it (when it has seen the stream).
+    pub health: Option<HealthSnapshot>,
 }
 
 impl Streams {
@@ -405,15 +407,13 @@ impl Streams {
                 }
                 None => (false, None),
             };
-            let record = if live_here {
-                cached
-            } else {
-                self.state.load(&id).await.ok().flatten().or(cached)
-            };
+            let health = local.as_ref().map(|s| s.health());
+            let record = self.state.load(&id).await.ok().flatten().or(cached);
             out.push(StreamSummary {
                 id,
                 live_here,
                 record,
+                health,
             });
         }
         out
