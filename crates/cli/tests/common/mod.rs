@@ -1564,3 +1564,755 @@ pub fn assert_streams(streams: &[StreamInfo], video: Option<&str>, audio: bool) 
         assert!(a.is_empty(), "no audio expected: {streams:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A local cluster: Redis + S3 (moto) + N workers + HAProxy (TCP mode) for RTMP
+// ---------------------------------------------------------------------------------------
+
+/// A loopback TCP relay the test can cut, standing in for a network partition between the
+/// workers and a backend: while closed, new connections are accepted and dropped at once
+/// and the ones in flight are shut down, so clients fail fast (no hang, no lost data on the
+/// backend, which keeps running).
+pub struct TcpGate {
+    /// The address clients connect to.
+    pub addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl TcpGate {
+    /// Relays a fresh loopback port to `backend`; starts open.
+    pub fn new(backend: SocketAddr) -> TcpGate {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let live: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (o, l) = (open.clone(), live.clone());
+        thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !o.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(backend) else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                {
+                    let mut l = l.lock().unwrap();
+                    l.retain(|s| s.peer_addr().is_ok());
+                    l.push(client.try_clone().unwrap());
+                    l.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        TcpGate { addr, open, live }
+    }
+
+    /// Cuts the backend off: connections in flight are shut down, new ones dropped.
+    pub fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for s in self.live.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A `redis-server` on a loopback port with an append-only file in `dir`, so a restart on
+/// the same directory keeps every record (decision 0005: the fencing is only as durable as
+/// Redis).
+pub struct RedisServer {
+    /// The process (`None` while stopped).
+    pub proc: Option<Proc>,
+    /// Its port.
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts one on a free port with its files in `dir`.
+    pub fn start(dir: &Path) -> RedisServer {
+        let mut r = RedisServer {
+            proc: None,
+            port: free_tcp_port(),
+            dir: dir.to_path_buf(),
+        };
+        r.start_again();
+        r
+    }
+
+    /// `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts it (again) on the same port and directory; waits for PONG.
+    pub fn start_again(&mut self) {
+        assert!(self.proc.is_none(), "redis-server already running");
+        let mut cmd = Command::new(require_cmd("redis-server"));
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&self.dir);
+        let mut proc = Proc::spawn("redis-server", cmd);
+        let port = self.port;
+        wait_for(
+            "redis-server to answer PING",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || {
+                if let Some(s) = proc.try_exit() {
+                    panic!("redis-server exited with {s}:\n{}", proc.log_tail(20));
+                }
+                redis_ping(port).then_some(())
+            },
+        );
+        self.proc = Some(proc);
+    }
+
+    /// Stops it with SIGTERM (it writes its append-only file) and waits for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal(15);
+            if p.wait_exit(Duration::from_secs(10)).is_none() {
+                panic!("redis-server did not stop on SIGTERM");
+            }
+        }
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if buf[..n].starts_with(b"+PONG"))
+}
+
+/// The S3 server moto (`python3 -m moto.server`) on a free loopback port, with one bucket.
+pub struct MotoS3 {
+    /// The process.
+    pub proc: Proc,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The bucket created at start.
+    pub bucket: String,
+}
+
+impl MotoS3 {
+    /// Starts moto and creates `bucket` through the S3 API (`PUT /bucket`).
+    pub fn start(bucket: &str) -> MotoS3 {
+        let port = free_tcp_port();
+        let mut cmd = Command::new(require_cmd("python3"));
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ]);
+        let mut proc = Proc::spawn("moto-s3", cmd);
+        let base = format!("http://127.0.0.1:{port}");
+        wait_for(
+            "moto to answer (python3 -m moto.server; pip install 'moto[server]')",
+            Duration::from_secs(30),
+            Duration::from_millis(50),
+            || {
+                if let Some(s) = proc.try_exit() {
+                    panic!(
+                        "moto exited with {s} (is `moto[server]` installed? \
+                         scripts/install-test-tools.sh):\n{}",
+                        proc.log_tail(20)
+                    );
+                }
+                try_get(&format!("{base}/"))
+                    .ok()
+                    .filter(|r| r.status == 200)
+            },
+        );
+        let put = agent().put(&format!("{base}/{bucket}")).call();
+        assert!(put.is_ok(), "CreateBucket {bucket}: {put:?}");
+        MotoS3 {
+            proc,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            bucket: bucket.to_string(),
+        }
+    }
+}
+
+/// How a [`Cluster`] is started.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    /// Number of workers.
+    pub workers: usize,
+    /// Extra `tidegate serve` flags for every worker.
+    pub worker_args: Vec<String>,
+    /// HAProxy closes the sessions of a worker it marks down (`on-marked-down
+    /// shutdown-sessions`): a hung (SIGSTOPped) worker's publisher is cut loose and
+    /// reconnects elsewhere, as an encoder's own timeout would do. Off for drain tests,
+    /// where the worker itself must move its publishers.
+    pub shutdown_sessions_on_down: bool,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            workers: 3,
+            worker_args: Vec::new(),
+            shutdown_sessions_on_down: true,
+        }
+    }
+}
+
+/// HAProxy's health-check period on each worker's `/readyz` (and the check timeout).
+pub const HAPROXY_CHECK_MS: u64 = 300;
+
+/// A local cluster on loopback: `redis-server` (append-only), moto S3 behind a
+/// [`TcpGate`], N `tidegate serve` workers with `--state redis://… --storage s3://…`, and
+/// HAProxy in TCP mode on one RTMP port (the stand-in for a Kubernetes Service), checking
+/// each worker's `/readyz` every [`HAPROXY_CHECK_MS`], so a dead or draining worker is taken
+/// out. Everything is killed on drop.
+pub struct Cluster {
+    /// The workers, in start order (a killed one stays in the list, dead).
+    pub workers: Vec<Server>,
+    /// HAProxy.
+    pub haproxy: Proc,
+    /// HAProxy's RTMP frontend.
+    pub rtmp: SocketAddr,
+    /// The state store.
+    pub redis: RedisServer,
+    /// The gate in front of S3 (close it for an object-storage outage).
+    pub s3_gate: TcpGate,
+    /// The S3 server.
+    pub s3: MotoS3,
+    /// The run directory (configs, Redis files, worker data dirs).
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts everything and waits until every worker is ready and HAProxy listens.
+    pub fn start(opts: ClusterOpts) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("tidegate-cluster-")
+            .tempdir()
+            .unwrap();
+        let redis_dir = dir.path().join("redis");
+        fs::create_dir_all(&redis_dir).unwrap();
+        let redis = RedisServer::start(&redis_dir);
+        let s3 = MotoS3::start("tidegate");
+        let s3_gate = TcpGate::new(s3.addr);
+        let mut workers = Vec::new();
+        for i in 0..opts.workers {
+            workers.push(Self::spawn_worker(
+                dir.path(),
+                i,
+                &redis.url(),
+                s3_gate.addr,
+                &s3.bucket,
+                &opts.worker_args,
+            ));
+        }
+        for w in &mut workers {
+            w.wait_ready(Duration::from_secs(30));
+        }
+        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let cfg = dir.path().join("haproxy.cfg");
+        fs::write(
+            &cfg,
+            haproxy_config(rtmp, &workers, opts.shutdown_sessions_on_down),
+        )
+        .unwrap();
+        let mut check = Command::new(require_cmd("haproxy"));
+        let out = check.arg("-c").arg("-f").arg(&cfg).output().unwrap();
+        assert!(
+            out.status.success(),
+            "haproxy -c rejects the config: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut cmd = Command::new(require_cmd("haproxy"));
+        cmd.arg("-db").arg("-f").arg(&cfg);
+        let mut haproxy = Proc::spawn("haproxy", cmd);
+        wait_for(
+            "haproxy to listen",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || {
+                if let Some(s) = haproxy.try_exit() {
+                    panic!("haproxy exited with {s}:\n{}", haproxy.log_tail(30));
+                }
+                TcpStream::connect(rtmp).ok()
+            },
+        );
+        Cluster {
+            workers,
+            haproxy,
+            rtmp,
+            redis,
+            s3_gate,
+            s3,
+            dir,
+        }
+    }
+
+    fn spawn_worker(
+        run: &Path,
+        i: usize,
+        redis: &str,
+        s3: SocketAddr,
+        bucket: &str,
+        extra: &[String],
+    ) -> Server {
+        let data_dir = run.join(format!("worker-{i}"));
+        fs::create_dir_all(&data_dir).unwrap();
+        let rtmp: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+        let srt: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tidegate"));
+        cmd.arg("serve")
+            .args(["--rtmp-listen", &rtmp.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .args(["--srt-listen", &srt.to_string()])
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(["--state", redis])
+            .args(["--storage", &format!("s3://{bucket}/live")])
+            .args(extra);
+        cmd.env("NO_COLOR", "1")
+            .env("AWS_ENDPOINT_URL", format!("http://{s3}"))
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env_remove("AWS_ENDPOINT")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_VIRTUAL_HOSTED_STYLE_REQUEST")
+            .env_remove("TIDEGATE_STATE")
+            .env_remove("TIDEGATE_STORAGE");
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        Server {
+            proc: Proc::spawn(&format!("tidegate-w{i}"), cmd),
+            rtmp,
+            http,
+            srt,
+            data_dir,
+            _tmp: None,
+        }
+    }
+
+    /// `rtmp://HAPROXY/live/KEY`.
+    pub fn rtmp_url(&self, key: &str) -> String {
+        format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    /// Indices of the workers whose process is still running.
+    pub fn running(&mut self) -> Vec<usize> {
+        (0..self.workers.len())
+            .filter(|&i| self.workers[i].proc.is_running())
+            .collect()
+    }
+
+    /// The worker whose process holds `key` now (the record's owner, as any running worker
+    /// reports it), if the stream is live.
+    pub fn owner_of(&mut self, key: &str) -> Option<usize> {
+        for i in self.running() {
+            let url = self.workers[i].url(&format!("/api/v1/streams/default/{key}"));
+            let Ok(r) = try_get(&url) else { continue };
+            if r.status != 200 {
+                continue;
+            }
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) else {
+                continue;
+            };
+            let owner = v["worker"].as_str().unwrap_or_default().to_string();
+            let live = !matches!(v["status"].as_str(), Some("reconnecting" | "offline"));
+            if !live {
+                return None;
+            }
+            return (0..self.workers.len())
+                .find(|&j| owner.ends_with(&format!("-{}", self.workers[j].proc.pid())));
+        }
+        None
+    }
+
+    /// Waits until `key` is live on some worker and returns it.
+    pub fn wait_owner(&mut self, key: &str, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.owner_of(key) {
+                return i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no worker holds {key} after {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Every worker's log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for (i, w) in self.workers.iter().enumerate() {
+            s.push_str(&format!(
+                "----- worker {i} -----\n{}\n",
+                w.proc.log_tail(40)
+            ));
+        }
+        s
+    }
+}
+
+/// The HAProxy configuration of a [`Cluster`] (and the shape `deploy/local/cluster.sh`
+/// writes): TCP mode, a connect failure is retried on another worker (`option
+/// redispatch`), `/readyz` checked every [`HAPROXY_CHECK_MS`].
+pub fn haproxy_config(frontend: SocketAddr, workers: &[Server], shutdown_sessions: bool) -> String {
+    let ms = HAPROXY_CHECK_MS;
+    let mut cfg = format!(
+        "global\n  maxconn 2000\n\n\
+         defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  \
+         timeout check {ms}ms\n  retries 3\n  option redispatch\n\n\
+         frontend rtmp\n  bind {frontend}\n  default_backend workers\n\n\
+         backend workers\n  balance leastconn\n  option httpchk GET /readyz\n  \
+         http-check expect status 200\n  \
+         default-server inter {ms}ms fastinter {ms}ms downinter {ms}ms fall 2 rise 2{}\n",
+        if shutdown_sessions {
+            " on-marked-down shutdown-sessions"
+        } else {
+            ""
+        }
+    );
+    for (i, w) in workers.iter().enumerate() {
+        cfg.push_str(&format!(
+            "  server w{i} {} check port {}\n",
+            w.rtmp,
+            w.http.port()
+        ));
+    }
+    cfg
+}
+
+/// An encoder that reconnects on failure: a thread that runs `ffmpeg -re -stream_loop -1
+/// -i FILE -c copy -f flv URL` and starts it again at once whenever it exits, until
+/// stopped. Every run appends to one log.
+pub struct ReconnectingPublisher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    child: std::sync::Arc<std::sync::Mutex<Option<Child>>>,
+    /// How many times ffmpeg was started.
+    pub starts: std::sync::Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// The log file of every run.
+    pub log: PathBuf,
+}
+
+impl ReconnectingPublisher {
+    /// Starts publishing `file` to `url`.
+    pub fn start(file: &Path, url: &str) -> ReconnectingPublisher {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex};
+        let stop = Arc::new(AtomicBool::new(false));
+        let child: Arc<Mutex<Option<Child>>> = Arc::default();
+        let starts = Arc::new(AtomicU64::new(0));
+        let log = log_dir().join(format!("{}.log", unique_name("reconnecting-publisher")));
+        let (s, c, n, l) = (stop.clone(), child.clone(), starts.clone(), log.clone());
+        let (file, url) = (file.to_path_buf(), url.to_string());
+        let exe = ffmpeg();
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::SeqCst) {
+                let f = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&l)
+                    .unwrap();
+                let mut cmd = Command::new(&exe);
+                cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
+                    .args(["-stream_loop", "-1", "-i"])
+                    .arg(&file)
+                    .args(["-c", "copy", "-f", "flv", &url])
+                    .stdin(Stdio::null())
+                    .stdout(f.try_clone().unwrap())
+                    .stderr(f);
+                {
+                    let mut slot = c.lock().unwrap();
+                    if s.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let started = cmd.spawn().expect("start ffmpeg");
+                    n.fetch_add(1, Ordering::SeqCst);
+                    *slot = Some(started);
+                }
+                loop {
+                    let done = c
+                        .lock()
+                        .unwrap()
+                        .as_mut()
+                        .map(|ch| ch.try_wait().ok().flatten().is_some())
+                        .unwrap_or(true);
+                    if done {
+                        break;
+                    }
+                    thread::sleep(Duration::from_millis(20));
+                }
+                // A pause of a few ms keeps a refused encoder from spinning.
+                thread::sleep(Duration::from_millis(50));
+            }
+        });
+        ReconnectingPublisher {
+            stop,
+            child,
+            starts,
+            thread: Some(thread),
+            log,
+        }
+    }
+
+    /// How many times ffmpeg has been started.
+    pub fn start_count(&self) -> u64 {
+        self.starts.load(Ordering::SeqCst)
+    }
+
+    /// Stops the loop and kills the running ffmpeg.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(mut ch) = self.child.lock().unwrap().take() {
+            let _ = ch.kill();
+            let _ = ch.wait();
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// The last `n` lines of its log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for ReconnectingPublisher {
+    fn drop(&mut self) {
+        self.stop();
+        if thread::panicking() {
+            eprintln!(
+                "----- reconnecting publisher ({}), {} starts -----\n{}\n-----",
+                self.log.display(),
+                self.start_count(),
+                self.log_tail(40)
+            );
+        }
+    }
+}
+
+/// A test file like [`Media::H264Aac`] but with a keyframe every `gop_ms` (for tests that
+/// need many short segments: `--segment-duration` down to 500 ms), generated once.
+pub fn media_short_gop(gop_frames: u32) -> PathBuf {
+    let dir = target_dir().join("test-media");
+    fs::create_dir_all(&dir).unwrap();
+    let name = format!("h264aac-20fps-gop{gop_frames}-v1.mp4");
+    let path = dir.join(&name);
+    if path.exists() {
+        return path;
+    }
+    let lock = File::create(dir.join(format!("{name}.lock"))).unwrap();
+    lock.lock().unwrap();
+    if path.exists() {
+        return path;
+    }
+    let tmp = dir.join(format!("{name}.tmp.{}.mp4", std::process::id()));
+    let g = gop_frames.to_string();
+    let out = Command::new(ffmpeg())
+        .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=20"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+        .args(["-t", &MEDIA_SECS.to_string()])
+        .args([
+            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+        ])
+        .args([
+            "-g",
+            &g,
+            "-keyint_min",
+            &g,
+            "-sc_threshold",
+            "0",
+            "-b:v",
+            "300k",
+        ])
+        .args(AAC)
+        .args(["-movflags", "+faststart"])
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "generating {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// The sequence number in a segment name `seg-EPOCH-N.ext`: `(EPOCH, N)`.
+pub fn segment_epoch_index(uri: &str) -> Option<(u64, u64)> {
+    let stem = uri.rsplit('/').next()?.strip_prefix("seg-")?;
+    let stem = stem.split('.').next()?;
+    let (e, n) = stem.split_once('-')?;
+    Some((e.parse().ok()?, n.parse().ok()?))
+}
+
+/// Value of an unlabelled counter or gauge in Prometheus text (`name` with or without the
+/// `_total` suffix); 0 when absent.
+pub fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == name || n == format!("{name}_total")).then(|| v.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// POST with an empty body; transport errors are `Err`, any HTTP status is `Ok(status)`.
+pub fn try_post(url: &str) -> Result<u16, String> {
+    match agent().post(url).send_bytes(&[]) {
+        Ok(r) => Ok(r.status()),
+        Err(ureq::Error::Status(s, _)) => Ok(s),
+        Err(e) => Err(format!("POST {url}: {e}")),
+    }
+}
+
+/// Follows one stream's playlist on several workers at once: every fetch must answer 200
+/// and pass the RFC checks and the progress rules against the previous fetch from the same
+/// worker; every segment URL is fetched once when first listed, and
+/// [`ClusterWatch::fetch_all_listed`] re-fetches everything listed.
+#[derive(Default)]
+pub struct ClusterWatch {
+    prev: BTreeMap<usize, MediaPlaylist>,
+    /// Segment file names (without the worker's address) ever listed, by msn.
+    pub listed: BTreeMap<u64, String>,
+    fetched: std::collections::BTreeSet<String>,
+    /// Playlist fetches that passed.
+    pub fetches: usize,
+}
+
+impl ClusterWatch {
+    /// Fetches and checks the playlist of worker `i` at `url`; fetches newly listed media.
+    pub fn observe(
+        &mut self,
+        i: usize,
+        url: &str,
+        expect: &Expect,
+    ) -> Result<MediaPlaylist, String> {
+        let pl = fetch_playlist(url, expect).map_err(|e| format!("worker {i}: {e}"))?;
+        if let Some(prev) = self.prev.get(&i) {
+            check_progress(prev, &pl).map_err(|e| {
+                format!(
+                    "worker {i}: {e}\n--- before:\n{}\n--- after:\n{}",
+                    prev.text, pl.text
+                )
+            })?;
+        }
+        for s in &pl.segments {
+            if let Some(old) = self.listed.get(&s.msn) {
+                if old != &s.uri {
+                    return Err(format!(
+                        "worker {i}: msn {} is {} here but was {old} before\n{}",
+                        s.msn, s.uri, pl.text
+                    ));
+                }
+            }
+            self.listed.insert(s.msn, s.uri.clone());
+        }
+        let fresh: Vec<Segment> = pl
+            .segments
+            .iter()
+            .filter(|s| !self.fetched.contains(&s.uri))
+            .cloned()
+            .collect();
+        if !fresh.is_empty() {
+            let mut sub = pl.clone();
+            sub.segments = fresh.clone();
+            fetch_all_media(&sub).map_err(|e| format!("worker {i}: {e}\n{}", pl.text))?;
+            self.fetched.extend(fresh.into_iter().map(|s| s.uri));
+        }
+        self.prev.insert(i, pl.clone());
+        self.fetches += 1;
+        Ok(pl)
+    }
+
+    /// Fetches every map and segment `pl` lists (all must answer 200).
+    pub fn fetch_all_listed(&self, pl: &MediaPlaylist) -> Result<(), String> {
+        fetch_all_media(pl)
+            .map(|_| ())
+            .map_err(|e| format!("{e}\n--- playlist:\n{}", pl.text))
+    }
+}
+
+/// Checks a finished cluster playlist: segment epochs never go back, each epoch's segment
+/// indices are contiguous unless the next listed one carries `EXT-X-DISCONTINUITY`, and
+/// every change of epoch carries one. Returns the missing (epoch, index) pairs.
+pub fn check_epochs(pl: &MediaPlaylist) -> Result<Vec<(u64, u64)>, String> {
+    let mut missing = Vec::new();
+    let mut prev: Option<(u64, u64)> = None;
+    for s in &pl.segments {
+        let (e, n) = segment_epoch_index(&s.uri)
+            .ok_or_else(|| format!("segment name {} is not seg-EPOCH-N", s.uri))?;
+        if let Some((pe, pn)) = prev {
+            if e < pe {
+                return Err(format!("epoch went back at {}:\n{}", s.uri, pl.text));
+            }
+            if e > pe && !s.discontinuity {
+                return Err(format!(
+                    "new epoch at {} without a discontinuity:\n{}",
+                    s.uri, pl.text
+                ));
+            }
+            if e == pe && n != pn + 1 {
+                if !s.discontinuity {
+                    return Err(format!(
+                        "segments {pe}-{pn} .. {e}-{n} missing without a discontinuity:\n{}",
+                        pl.text
+                    ));
+                }
+                missing.extend((pn + 1..n).map(|k| (e, k)));
+            }
+        }
+        prev = Some((e, n));
+    }
+    Ok(missing)
+}
