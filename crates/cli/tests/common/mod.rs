@@ -1816,6 +1816,8 @@ pub struct Cluster {
     pub s3: MotoS3,
     /// The run directory (configs, Redis files, worker data dirs).
     pub dir: tempfile::TempDir,
+    /// Workers stopped with SIGSTOP (left out of [`Cluster::running`]).
+    pub paused: Vec<usize>,
 }
 
 impl Cluster {
@@ -1881,7 +1883,21 @@ impl Cluster {
             s3_gate,
             s3,
             dir,
+            paused: Vec::new(),
         }
+    }
+
+    /// `SIGSTOP`s worker `i`: it keeps its sockets but does nothing (a hung process, a
+    /// long GC pause, a partitioned node).
+    pub fn pause(&mut self, i: usize) {
+        self.workers[i].proc.signal(19);
+        self.paused.push(i);
+    }
+
+    /// `SIGCONT`s worker `i`.
+    pub fn resume(&mut self, i: usize) {
+        self.workers[i].proc.signal(18);
+        self.paused.retain(|&p| p != i);
     }
 
     fn spawn_worker(
@@ -1937,10 +1953,10 @@ impl Cluster {
         format!("rtmp://{}/live/{key}", self.rtmp)
     }
 
-    /// Indices of the workers whose process is still running.
+    /// Indices of the workers whose process is still running (and not paused).
     pub fn running(&mut self) -> Vec<usize> {
         (0..self.workers.len())
-            .filter(|&i| self.workers[i].proc.is_running())
+            .filter(|&i| self.workers[i].proc.is_running() && !self.paused.contains(&i))
             .collect()
     }
 
