@@ -2291,6 +2291,25 @@ impl ClusterWatch {
         Ok(pl)
     }
 
+    /// Applies the checks of [`ClusterWatch::observe`] to a playlist already fetched from
+    /// worker `i`.
+    pub fn accept_for(&mut self, i: usize, pl: &MediaPlaylist) {
+        if let Some(prev) = self.prev.get(&i) {
+            check_progress(prev, pl).unwrap_or_else(|e| {
+                panic!(
+                    "worker {i}: {e}\n--- before:\n{}\n--- after:\n{}",
+                    prev.text, pl.text
+                )
+            });
+        }
+        self.fetch_all_listed(pl).unwrap_or_else(|e| panic!("{e}"));
+        for s in &pl.segments {
+            self.listed.insert(s.msn, s.uri.clone());
+            self.fetched.insert(s.uri.clone());
+        }
+        self.prev.insert(i, pl.clone());
+    }
+
     /// Fetches every map and segment `pl` lists (all must answer 200).
     pub fn fetch_all_listed(&self, pl: &MediaPlaylist) -> Result<(), String> {
         fetch_all_media(pl)
