@@ -155,3 +155,32 @@ if ((${#prometheus_missing[@]} > 0)); then
 else
   log "prometheus and promtool present"
 fi
+
+# --- Local cluster (deploy/local/cluster.sh; crates/cli/tests/cluster_*.rs, drain.rs) -------
+# Debian's haproxy (TCP load balancer in front of the workers' RTMP ports, health-checking
+# /readyz) and nginx with its stream module (UDP proxy for SRT). Their system services are
+# not started here; the script and the tests run their own on loopback ports.
+if ! have_cmd haproxy || ! have_cmd nginx || [[ ! -f /usr/lib/nginx/modules/ngx_stream_module.so ]]; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
+  if have_cmd apt-get; then
+    log "apt-get install haproxy nginx libnginx-mod-stream"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends haproxy nginx libnginx-mod-stream >/dev/null; } \
+      || log "apt-get install haproxy nginx libnginx-mod-stream failed"
+  else
+    log "apt-get not available; cannot install haproxy/nginx"
+  fi
+fi
+local_cluster_missing=()
+have_cmd haproxy || local_cluster_missing+=("haproxy")
+have_cmd nginx || local_cluster_missing+=("nginx")
+[[ -f /usr/lib/nginx/modules/ngx_stream_module.so ]] || local_cluster_missing+=("libnginx-mod-stream")
+if ((${#local_cluster_missing[@]} > 0)); then
+  for what in "${local_cluster_missing[@]}"; do log "STILL MISSING after install: $what"; done
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and the local-cluster tools are missing (see above)"
+    exit 1
+  fi
+else
+  log "local cluster tools present (haproxy, nginx stream module)"
+fi
