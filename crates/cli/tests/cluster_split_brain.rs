@@ -62,6 +62,7 @@ fn a_frozen_owner_that_wakes_up_writes_nothing_and_lets_go() {
         Duration::from_millis(100),
         || c.owner_of(KEY).filter(|&j| j != old),
     );
+    let moved_after = paused_at.elapsed().as_secs_f64();
     let new_url = c.workers[new].playlist_url(KEY);
     let moved = wait_playlist(
         &new_url,
@@ -77,7 +78,8 @@ fn a_frozen_owner_that_wakes_up_writes_nothing_and_lets_go() {
     );
     let new_epoch = epoch_of(&moved);
     eprintln!(
-        "SPLIT BRAIN: frozen owner replaced after {:.2} s (epoch {old_epoch} -> {new_epoch})",
+        "SPLIT BRAIN: stream on worker {new} {moved_after:.2} s after SIGSTOP, two of its \
+         segments listed after {:.2} s (epoch {old_epoch} -> {new_epoch})",
         paused_at.elapsed().as_secs_f64()
     );
     for i in c.running() {
