@@ -628,8 +628,14 @@ impl Streams {
                 () = stop.cancelled() => return,
             }
             self.tick_health().await;
-            if let Err(e) = self.sweep().await {
-                warn!(error = %e, "sweeper: state store unavailable");
+            // The sweeper reads the state store every second, so readiness follows the
+            // store even on a worker with no live stream (no writes to notice a failure).
+            match self.sweep().await {
+                Ok(_) => self.note_state(true),
+                Err(e) => {
+                    self.note_state(false);
+                    warn!(error = %e, "sweeper: state store unavailable");
+                }
             }
         }
     }
