@@ -184,3 +184,45 @@ if ((${#local_cluster_missing[@]} > 0)); then
 else
   log "local cluster tools present (haproxy, nginx stream module)"
 fi
+
+# --- Kubernetes manifests (scripts/check-kubernetes.sh) -----------------------------------------
+# kubectl renders deploy/kubernetes with its embedded kustomize (Debian's kubernetes-client is
+# enough; any newer kubectl works too). kubernetes-validate (schemas of every Kubernetes
+# version, offline) and checkov (security checks) come from PyPI into their own virtualenv:
+# checkov pins many libraries (boto3, packaging...) that would otherwise replace the versions
+# other tools here rely on.
+k8s_tools="${TIDEGATE_K8S_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/tidegate/k8s-tools}"
+have_kubectl() { have_cmd kubectl && kubectl kustomize --help >/dev/null 2>&1; }
+have_k8s_python() { [[ -x "$k8s_tools/bin/python" ]] && "$k8s_tools/bin/python" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1; }
+have_checkov() { [[ -x "$k8s_tools/bin/checkov" ]] || have_cmd checkov; }
+if ! have_kubectl; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
+  if have_cmd apt-get; then
+    log "apt-get install kubernetes-client"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null; } \
+      || log "apt-get install kubernetes-client failed"
+  else
+    log "apt-get not available; cannot install kubectl"
+  fi
+fi
+if ! have_k8s_python || ! have_checkov; then
+  log "pip install kubernetes-validate checkov into $k8s_tools"
+  { [[ -x "$k8s_tools/bin/python" ]] || python3 -m venv "$k8s_tools"; } \
+    && "$k8s_tools/bin/python" -m pip install --quiet --disable-pip-version-check \
+      'kubernetes-validate==1.37.0' 'checkov==3.3.30' \
+    || log "pip install kubernetes-validate checkov failed"
+fi
+k8s_missing=()
+have_kubectl || k8s_missing+=("kubectl with kustomize (Debian package kubernetes-client)")
+have_k8s_python || k8s_missing+=("kubernetes-validate in $k8s_tools (PyPI kubernetes-validate)")
+have_checkov || k8s_missing+=("checkov in $k8s_tools (PyPI checkov)")
+if ((${#k8s_missing[@]} > 0)); then
+  for what in "${k8s_missing[@]}"; do log "STILL MISSING after install: $what"; done
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and the Kubernetes manifest tools are missing (see above)"
+    exit 1
+  fi
+else
+  log "Kubernetes manifest tools present (kubectl, kubernetes-validate, checkov)"
+fi

@@ -22,6 +22,8 @@ cargo build --workspace
 
 step "prometheus rules"; ./scripts/check-prometheus.sh
 
+step "kubernetes manifests"; ./scripts/check-kubernetes.sh
+
 step "fuzz smoke run"
 ./scripts/fuzz-smoke.sh
 
