@@ -51,6 +51,10 @@ if ((${#missing_debs[@]} > 0)); then
   # absent, and the others are cheap when already present.
   pkgs=(ffmpeg gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
     gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+  # ...plus every other package a check named (srt-tools, iproute2, ...), once each.
+  for pkg in "${missing_debs[@]}"; do
+    [[ "$pkg" == "-" || " ${pkgs[*]} " == *" $pkg "* ]] || pkgs+=("$pkg")
+  done
   SUDO=""
   if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
   if have_cmd apt-get; then

@@ -98,6 +98,35 @@ fn worker_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// With a Redis state store, follows its change notifications so every worker drops a
+/// stream's cached playlist as soon as the owner lists a segment (the origin then serves it
+/// at once instead of after [`stream::REMOTE_RENDER_TTL`]).
+fn spawn_change_listener(config: &ServeConfig, streams: Arc<Streams>, stop: CancellationToken) {
+    let Some(Ok(store::StateBackend::Redis(url))) =
+        config.state.as_deref().map(store::parse_state_url)
+    else {
+        return;
+    };
+    let mut changes = match store::redis::subscribe_changes(&url) {
+        Ok(rx) => rx,
+        Err(e) => {
+            warn!(error = %e, "redis change notifications unavailable; playlists are re-read every {:?}", stream::REMOTE_RENDER_TTL);
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                c = changes.recv() => match c {
+                    Some(c) => streams.apply_change(c).await,
+                    None => return,
+                },
+                () = stop.cancelled() => return,
+            }
+        }
+    });
+}
+
 /// Runs the worker until `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT).
 pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     config.validate()?;
@@ -183,6 +212,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let srt_task = tokio::spawn(ingest::srt::serve(srt, ctx.clone(), ingest_stop.clone()));
     let sweeper_stop = CancellationToken::new();
     tokio::spawn(streams.clone().run_sweeper(sweeper_stop.clone()));
+    spawn_change_listener(&ctx.config, streams.clone(), sweeper_stop.clone());
     let http_stop = CancellationToken::new();
     let http_task = {
         let stop = http_stop.clone();

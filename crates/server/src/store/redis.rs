@@ -110,6 +110,10 @@ pub enum Change {
     /// lost, so a consumer should refresh everything it caches when it sees this; it is
     /// also the first item, once the subscription is live.
     Subscribed,
+    /// The subscription was lost (connection closed, or the server stopped answering its
+    /// liveness probe): until the next [`Change::Subscribed`], writes go unannounced, so a
+    /// consumer must not trust its caches for longer than it would without notifications.
+    Lost,
 }
 
 fn unavailable(e: RedisError) -> StoreError {
@@ -265,6 +269,9 @@ fn spawn_subscriber(client: Client, channel: String) -> mpsc::Receiver<Change> {
                         }
                     }
                     tracing::warn!("redis change subscription lost; resubscribing");
+                    if tx.send(Change::Lost).await.is_err() {
+                        return;
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "redis change subscription failed"),
             }

@@ -25,7 +25,9 @@
 //!
 //! **Any worker is an origin.** A stream this worker publishes is rendered from its own
 //! state at every change; any other stream is rendered from the state store on request and
-//! cached for [`REMOTE_RENDER_TTL`].
+//! cached for [`REMOTE_RENDER_TTL`] — or, while the state store's change notifications are
+//! live (Redis pub/sub), until the owner's next write announces a change
+//! ([`Streams::apply_change`], bounded by [`NOTIFIED_RENDER_TTL`]).
 //!
 //! **Ending.** A sweeper ([`Streams::sweep`], every [`SWEEP_INTERVAL`]) ends every stream
 //! whose publisher has been gone — or whose owner has been silent — for the reconnect window,
@@ -34,7 +36,7 @@
 mod writer;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as SyncMutex};
 use std::time::{Duration, Instant};
 
@@ -47,6 +49,7 @@ use tracing::{info, warn};
 
 use crate::config::TakeoverPolicy;
 use crate::metrics::{Metrics, Protocol};
+use crate::store::redis::Change;
 use crate::store::{
     MediaStore, StateStore, StoreError, StreamId, StreamRecord, MAX_TAKEOVER_HISTORY,
 };
@@ -61,6 +64,10 @@ pub const LEASE_TIMEOUT_MS: i64 = 2_500;
 /// How long a stream rendered from the state store (owned by another worker, or by nobody)
 /// is served before it is read again: a fraction of a segment.
 pub const REMOTE_RENDER_TTL: Duration = Duration::from_millis(500);
+/// The longest a view rendered from the state store is served while the state store's change
+/// notifications are live (Redis pub/sub): a change drops the view at once, so this bound
+/// only matters for a notification that never arrives.
+pub const NOTIFIED_RENDER_TTL: Duration = Duration::from_secs(1);
 /// Takeovers within [`FLAP_WINDOW_MS`] after which encoders are considered to be fighting.
 pub const FLAP_TAKEOVERS: usize = 4;
 /// See [`FLAP_TAKEOVERS`].
@@ -167,6 +174,9 @@ pub struct Stream {
     id: StreamId,
     inner: Mutex<StreamInner>,
     view: SyncMutex<View>,
+    /// Bumped by every change notification, so a view fetched while a change arrived is not
+    /// taken for fresh.
+    changes: AtomicU64,
     telemetry: Arc<StreamTelemetry>,
 }
 
@@ -217,22 +227,29 @@ impl Stream {
         }
     }
 
-    fn fresh_view(&self) -> Option<Rendered> {
+    fn fresh_view(&self, ttl: Duration) -> Option<Rendered> {
         let v = self.view.lock().ok()?;
-        if v.owned || v.fetched.is_some_and(|t| t.elapsed() < REMOTE_RENDER_TTL) {
+        if v.owned || v.fetched.is_some_and(|t| t.elapsed() < ttl) {
             Some(v.rendered.clone())
         } else {
             None
         }
     }
 
-    fn set_fetched_view(&self, playlist: &PlaylistState) {
+    fn change_generation(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Keeps `playlist`, read from the state store when the change generation was
+    /// `generation`, as the view; fresh only if no change was announced since.
+    fn set_fetched_view(&self, playlist: &PlaylistState, generation: u64) {
         let rendered = Rendered::of(playlist);
         if let Ok(mut v) = self.view.lock() {
             if !v.owned {
+                let unchanged = self.change_generation() == generation;
                 *v = View {
                     rendered,
-                    fetched: Some(Instant::now()),
+                    fetched: unchanged.then(Instant::now),
                     owned: false,
                 };
             }
@@ -242,6 +259,7 @@ impl Stream {
     /// Forgets the cached view so the next request reads the state store (a change
     /// notification from another worker).
     pub fn invalidate(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut v) = self.view.lock() {
             if !v.owned {
                 v.fetched = None;
@@ -263,6 +281,8 @@ pub struct Streams {
     close_at_boundary: CancellationToken,
     state_healthy: AtomicBool,
     media_healthy: AtomicBool,
+    /// The state store's change notifications are live (see [`Streams::apply_change`]).
+    notified: AtomicBool,
 }
 
 /// One row of [`Streams::list`].
@@ -298,7 +318,40 @@ impl Streams {
             close_at_boundary: CancellationToken::new(),
             state_healthy: AtomicBool::new(true),
             media_healthy: AtomicBool::new(true),
+            notified: AtomicBool::new(false),
         })
+    }
+
+    /// How long a view rendered from the state store is served before it is read again.
+    fn remote_render_ttl(&self) -> Duration {
+        if self.notified.load(Ordering::Acquire) {
+            NOTIFIED_RENDER_TTL
+        } else {
+            REMOTE_RENDER_TTL
+        }
+    }
+
+    /// Takes a change notification of the state store (Redis pub/sub): the changed stream's
+    /// cached view is dropped at once, so every worker serves a new segment as soon as it is
+    /// listed. While notifications are down, views fall back to [`REMOTE_RENDER_TTL`].
+    pub async fn apply_change(&self, change: Change) {
+        match change {
+            Change::Stream(id) => {
+                if let Some(s) = self.get(&id).await {
+                    s.invalidate();
+                }
+            }
+            Change::Subscribed | Change::Lost => {
+                // Notifications sent while the subscription was down are lost: forget every
+                // cached view either way.
+                self.notified
+                    .store(change == Change::Subscribed, Ordering::Release);
+                let all: Vec<_> = self.streams.lock().await.values().cloned().collect();
+                for s in all {
+                    s.invalidate();
+                }
+            }
+        }
     }
 
     /// The media store (the origin reads segments from it).
@@ -355,6 +408,7 @@ impl Streams {
                         live: None,
                     }),
                     view: SyncMutex::default(),
+                    changes: AtomicU64::new(0),
                     telemetry: self.telemetry.stream(id),
                 })
             })
@@ -370,16 +424,22 @@ impl Streams {
     /// when it publishes the stream, else from the state store (cached briefly). `None` for
     /// an unknown stream.
     pub async fn rendered(&self, id: &StreamId) -> Result<Option<Rendered>, StoreError> {
-        if let Some(s) = self.get(id).await {
-            if let Some(r) = s.fresh_view() {
+        let ttl = self.remote_render_ttl();
+        let known = self.get(id).await;
+        if let Some(s) = &known {
+            if let Some(r) = s.fresh_view(ttl) {
                 return Ok(Some(r));
             }
         }
+        let generation = known.as_ref().map_or(0, |s| s.change_generation());
         let Some(record) = self.state.load(id).await? else {
             return Ok(None);
         };
         let stream = self.get_or_insert(id).await;
-        stream.set_fetched_view(&record.playlist);
+        // A stream first seen now starts at generation 0; one seen before keeps what was
+        // read before the load, so a change announced meanwhile is not missed.
+        let generation = if known.is_some() { generation } else { 0 };
+        stream.set_fetched_view(&record.playlist, generation);
         {
             let mut inner = stream.inner.lock().await;
             if inner.live.is_none() {
@@ -387,7 +447,7 @@ impl Streams {
             }
         }
         Ok(stream
-            .fresh_view()
+            .fresh_view(ttl)
             .or_else(|| stream.view.lock().ok().map(|v| v.rendered.clone())))
     }
 
@@ -681,7 +741,7 @@ impl Streams {
             self.metrics.live_streams.dec();
         }
         stream.release_view();
-        stream.set_fetched_view(&record.playlist);
+        stream.set_fetched_view(&record.playlist, stream.change_generation());
         inner.record = Some(record);
         drop(inner);
         info!(stream = %id, "stream ended by request");
@@ -739,7 +799,7 @@ impl Streams {
                     ended += 1;
                     info!(stream = %id, "no publisher for the reconnect window; stream ended");
                     let stream = self.get_or_insert(&id).await;
-                    stream.set_fetched_view(&record.playlist);
+                    stream.set_fetched_view(&record.playlist, stream.change_generation());
                     stream.inner.lock().await.record = Some(record);
                     self.telemetry.stream_ended(&stream.telemetry);
                 }
@@ -884,5 +944,98 @@ impl Publisher {
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+    use crate::store::fs::{FsMediaStore, FsStateStore};
+
+    fn record(id: &StreamId, epoch: u64, media_sequence: u64) -> StreamRecord {
+        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+        playlist.epoch = epoch;
+        playlist.media_sequence = media_sequence;
+        StreamRecord {
+            id: id.clone(),
+            playlist,
+            updated_ms: unix_ms(),
+            publisher_left_ms: None,
+            owner: "elsewhere".into(),
+            last_media_ms: Some(unix_ms()),
+            takeovers: Vec::new(),
+        }
+    }
+
+    fn sequence_of(r: &Rendered) -> String {
+        let text = String::from_utf8_lossy(&r.media).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("#EXT-X-MEDIA-SEQUENCE:"))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A view read from the state store is served until a change notification drops it;
+    /// without live notifications it is not trusted beyond [`REMOTE_RENDER_TTL`].
+    #[tokio::test]
+    async fn a_change_notification_drops_the_cached_view() {
+        let dir = std::env::temp_dir().join(format!(
+            "tidegate-change-test-{}-{}",
+            std::process::id(),
+            unix_ms()
+        ));
+        let state: Arc<dyn StateStore> = Arc::new(FsStateStore::new(dir.join("state")));
+        let media: Arc<dyn MediaStore> = Arc::new(FsMediaStore::new(dir.join("media")));
+        let metrics = Arc::new(Metrics::new());
+        let telemetry = Arc::new(Telemetry::new(
+            metrics.clone(),
+            tidegate_health::HealthConfig::default(),
+            "here".into(),
+        ));
+        let settings = StreamSettings {
+            container: Container::Fmp4,
+            segment_ticks: 180_000,
+            segment_duration: Duration::from_secs(2),
+            playlist_window: 6,
+            reconnect_window: Duration::from_secs(30),
+            takeover_policy: TakeoverPolicy::Newest,
+            worker_id: "here".into(),
+        };
+        let streams = Streams::new(state.clone(), media, settings, metrics, telemetry);
+        let id = StreamId::new("default", "watched").unwrap();
+
+        streams.apply_change(Change::Subscribed).await;
+        assert_eq!(streams.remote_render_ttl(), NOTIFIED_RENDER_TTL);
+        state
+            .compare_and_set(None, &record(&id, 1, 10))
+            .await
+            .unwrap();
+        let first = streams.rendered(&id).await.unwrap().unwrap();
+        assert_eq!(sequence_of(&first), "#EXT-X-MEDIA-SEQUENCE:10");
+
+        // Another worker writes: until its notification arrives the cached view stands...
+        state
+            .compare_and_set(Some(1), &record(&id, 1, 11))
+            .await
+            .unwrap();
+        let cached = streams.rendered(&id).await.unwrap().unwrap();
+        assert_eq!(sequence_of(&cached), "#EXT-X-MEDIA-SEQUENCE:10");
+        // ...and the notification makes the next request read the new state.
+        streams.apply_change(Change::Stream(id.clone())).await;
+        let fresh = streams.rendered(&id).await.unwrap().unwrap();
+        assert_eq!(sequence_of(&fresh), "#EXT-X-MEDIA-SEQUENCE:11");
+
+        // A change announced while a read is under way leaves that read's view stale.
+        let stream = streams.get(&id).await.unwrap();
+        let before = stream.change_generation();
+        stream.invalidate();
+        stream.set_fetched_view(&record(&id, 1, 11).playlist, before);
+        assert!(stream.fresh_view(NOTIFIED_RENDER_TTL).is_none());
+
+        // Notifications lost: back to the short TTL, and every cached view is dropped.
+        streams.apply_change(Change::Lost).await;
+        assert_eq!(streams.remote_render_ttl(), REMOTE_RENDER_TTL);
+        assert!(stream.fresh_view(REMOTE_RENDER_TTL).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
