@@ -126,6 +126,17 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Stream health thresholds (server defaults; tenants may override them).
     pub health: tidegate_health::HealthConfig,
+    /// Per-tenant settings, by tenant name (`[tenants.NAME]`).
+    pub tenants: std::collections::BTreeMap<String, TenantConfig>,
+}
+
+/// One tenant's settings (`[tenants.NAME]` in the file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TenantConfig {
+    /// Health thresholds that differ from the server's `[health]`: only the keys given here
+    /// change, the rest follow the server (`[tenants.NAME.health]`, same keys as `[health]`).
+    pub health: Option<toml::Table>,
 }
 
 impl Default for ServeConfig {
@@ -154,6 +165,7 @@ impl Default for ServeConfig {
             drain_timeout: Duration::from_secs(30),
             admin_token: None,
             health: tidegate_health::HealthConfig::default(),
+            tenants: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -234,6 +246,7 @@ impl ServeConfig {
                 reason: e.to_string(),
             });
         }
+        self.tenant_health()?;
         if self.drain_timeout > Duration::from_secs(3600) {
             return invalid("drain-timeout", "must be at most 1h");
         }
@@ -265,6 +278,37 @@ impl ServeConfig {
             }
         }
         Ok(())
+    }
+
+    /// The health thresholds of every tenant that overrides some: the server's `[health]`
+    /// with the tenant's keys laid over it, validated.
+    pub fn tenant_health(
+        &self,
+    ) -> Result<std::collections::HashMap<String, tidegate_health::HealthConfig>, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "tenants",
+            reason,
+        };
+        let mut out = std::collections::HashMap::new();
+        for (tenant, t) in &self.tenants {
+            if !crate::store::valid_name(tenant) {
+                return Err(invalid(format!("`{tenant}` is not a valid tenant name")));
+            }
+            let Some(overrides) = &t.health else { continue };
+            let mut table = toml::Table::try_from(&self.health)
+                .map_err(|e| invalid(format!("{tenant}: {e}")))?;
+            for (k, v) in overrides {
+                table.insert(k.clone(), v.clone());
+            }
+            let health: tidegate_health::HealthConfig = table
+                .try_into()
+                .map_err(|e| invalid(format!("tenants.{tenant}.health: {e}")))?;
+            health
+                .validate()
+                .map_err(|e| invalid(format!("tenants.{tenant}.health: {e}")))?;
+            out.insert(tenant.clone(), health);
+        }
+        Ok(out)
     }
 
     /// Target segment duration in 90 kHz ticks.
@@ -306,6 +350,36 @@ mod tests {
         assert_eq!(c.segment_format, SegmentFormat::Ts);
         assert_eq!(c.segment_ticks(), 360_000);
         assert!(ServeConfig::from_toml("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn tenant_health_overrides_only_what_it_names() {
+        let c = ServeConfig::from_toml(
+            "[health]\nlow-bitrate-for = \"7s\"\nmax-drop-rate = 0.05\n\
+             [tenants.premium.health]\nmin-bitrate-bps = 2000000\nlow-bitrate-for = \"2s\"\n\
+             [tenants.basic]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let t = c.tenant_health().unwrap();
+        let premium = &t["premium"];
+        assert_eq!(premium.min_bitrate_bps, Some(2_000_000));
+        assert_eq!(premium.low_bitrate_for, Duration::from_secs(2));
+        // Not named by the tenant: the server's value.
+        assert!((premium.max_drop_rate - 0.05).abs() < 1e-9);
+        assert!(!t.contains_key("basic"), "no overrides, server defaults");
+
+        let bad = ServeConfig::from_toml("[tenants.x.health]\nno-such-threshold = 1\n").unwrap();
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                field: "tenants",
+                ..
+            })
+        ));
+        let out_of_range =
+            ServeConfig::from_toml("[tenants.x.health]\nmax-drop-rate = 7.0\n").unwrap();
+        assert!(out_of_range.validate().is_err());
     }
 
     #[test]

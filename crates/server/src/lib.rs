@@ -145,11 +145,15 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         takeover_policy: config.takeover_policy,
         worker_id: worker_id(),
     };
-    let telemetry = Arc::new(telemetry::Telemetry::new(
-        metrics.clone(),
-        config.health.clone(),
-        settings.worker_id.clone(),
-    ));
+    let tenant_health = config.tenant_health()?;
+    let telemetry = Arc::new(
+        telemetry::Telemetry::new(
+            metrics.clone(),
+            config.health.clone(),
+            settings.worker_id.clone(),
+        )
+        .with_tenant_health(tenant_health),
+    );
     let streams = Streams::new(
         state,
         media,

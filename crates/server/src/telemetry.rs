@@ -228,6 +228,8 @@ fn protocol_name(p: Protocol) -> &'static str {
 pub struct Telemetry {
     metrics: Arc<Metrics>,
     config: HealthConfig,
+    /// Tenants whose thresholds differ from `config`.
+    tenant_config: std::collections::HashMap<String, HealthConfig>,
     worker: String,
     events: broadcast::Sender<StreamEvent>,
 }
@@ -239,14 +241,33 @@ impl Telemetry {
         Self {
             metrics,
             config,
+            tenant_config: std::collections::HashMap::new(),
             worker,
             events,
         }
     }
 
+    /// Health thresholds per tenant, for the tenants that override the server's.
+    #[must_use]
+    pub fn with_tenant_health(
+        mut self,
+        tenants: std::collections::HashMap<String, HealthConfig>,
+    ) -> Self {
+        self.tenant_config = tenants;
+        self
+    }
+
+    /// The health thresholds that apply to `tenant`'s streams.
+    pub fn health_config(&self, tenant: &str) -> &HealthConfig {
+        self.tenant_config.get(tenant).unwrap_or(&self.config)
+    }
+
     /// A new stream's telemetry.
     pub fn stream(&self, id: &StreamId) -> Arc<StreamTelemetry> {
-        Arc::new(StreamTelemetry::new(id.clone(), self.config.clone()))
+        Arc::new(StreamTelemetry::new(
+            id.clone(),
+            self.health_config(&id.tenant).clone(),
+        ))
     }
 
     /// Subscribes to stream events.
