@@ -114,6 +114,26 @@ struct ServeArgs {
     /// Bearer token required by the admin API (kick, end) [default: none, open].
     #[arg(long, env = "TIDEGATE_ADMIN_TOKEN")]
     admin_token: Option<String>,
+    /// URL that receives signed stream events (repeat the flag for several; the variable
+    /// takes a comma-separated list) [default: none].
+    #[arg(
+        long = "webhook-url",
+        env = "TIDEGATE_WEBHOOK_URLS",
+        value_delimiter = ','
+    )]
+    webhook_urls: Vec<String>,
+    /// Secret webhook and on-publish requests are signed with (HMAC-SHA256, 16+ characters).
+    #[arg(long, env = "TIDEGATE_WEBHOOK_SECRET")]
+    webhook_secret: Option<String>,
+    /// Time one webhook attempt may take before it is retried [default: 5s].
+    #[arg(long, env = "TIDEGATE_WEBHOOK_TIMEOUT", value_parser = duration)]
+    webhook_timeout: Option<Duration>,
+    /// Authorisation callback asked before a publisher is accepted (2xx accepts) [default: none].
+    #[arg(long, env = "TIDEGATE_ON_PUBLISH")]
+    on_publish: Option<String>,
+    /// Time the on-publish callback may take; the publisher is refused after it [default: 3s].
+    #[arg(long, env = "TIDEGATE_ON_PUBLISH_TIMEOUT", value_parser = duration)]
+    on_publish_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -143,7 +163,9 @@ impl ServeArgs {
             rtmp_handshake_timeout,
             rtmp_idle_timeout,
             takeover_policy,
-            drain_timeout
+            drain_timeout,
+            webhook_timeout,
+            on_publish_timeout
         );
         overlay_opt!(
             rtmps_listen,
@@ -153,8 +175,13 @@ impl ServeArgs {
             storage,
             pool,
             srt_passphrase,
-            admin_token
+            admin_token,
+            webhook_secret,
+            on_publish
         );
+        if !self.webhook_urls.is_empty() {
+            c.webhooks = self.webhook_urls;
+        }
         Ok(c)
     }
 }
@@ -172,6 +199,9 @@ fn main() -> anyhow::Result<()> {
             }
             if shown.admin_token.is_some() {
                 shown.admin_token = Some("<redacted>".into());
+            }
+            if shown.webhook_secret.is_some() {
+                shown.webhook_secret = Some("<redacted>".into());
             }
             println!("{}", toml::to_string_pretty(&shown)?);
             eprintln!("configuration is valid");

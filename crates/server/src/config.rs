@@ -124,6 +124,21 @@ pub struct ServeConfig {
     pub drain_timeout: Duration,
     /// Bearer token the admin API calls (kick, end) require; open when unset.
     pub admin_token: Option<String>,
+    /// URLs that receive stream events (`stream.published`, `stream.unpublished`,
+    /// `stream.status_changed`, `stream.ended`) as signed JSON POSTs; needs `webhook-secret`.
+    pub webhooks: Vec<String>,
+    /// Secret the webhook (and on-publish) requests are signed with (HMAC-SHA256, header
+    /// `Tidegate-Signature: t=<unix s>,v1=<hex>`); at least 16 characters.
+    pub webhook_secret: Option<String>,
+    /// How long one webhook attempt may take before it counts as failed (and is retried).
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Authorisation callback POSTed before a publisher is accepted: 2xx accepts, anything
+    /// else (or no answer within `on-publish-timeout`) refuses. Off when unset.
+    pub on_publish: Option<String>,
+    /// How long the on-publish callback may take; a publisher is refused after it.
+    #[serde(with = "humantime_serde")]
+    pub on_publish_timeout: Duration,
     /// Stream health thresholds (server defaults; tenants may override them).
     pub health: tidegate_health::HealthConfig,
     /// Per-tenant settings, by tenant name (`[tenants.NAME]`).
@@ -164,6 +179,11 @@ impl Default for ServeConfig {
             takeover_policy: TakeoverPolicy::Newest,
             drain_timeout: Duration::from_secs(30),
             admin_token: None,
+            webhooks: Vec::new(),
+            webhook_secret: None,
+            webhook_timeout: Duration::from_secs(5),
+            on_publish: None,
+            on_publish_timeout: Duration::from_secs(3),
             health: tidegate_health::HealthConfig::default(),
             tenants: std::collections::BTreeMap::new(),
         }
@@ -277,6 +297,35 @@ impl ServeConfig {
                 return invalid("srt-passphrase", "must be 10 to 79 characters (SRT rule)");
             }
         }
+        for url in &self.webhooks {
+            if let Err(reason) = crate::webhooks::check_url(url) {
+                return invalid("webhooks", &reason);
+            }
+        }
+        if let Some(secret) = &self.webhook_secret {
+            if secret.len() < 16 {
+                return invalid("webhook-secret", "must be at least 16 characters");
+            }
+        }
+        if !self.webhooks.is_empty() && self.webhook_secret.is_none() {
+            return invalid(
+                "webhooks",
+                "needs webhook-secret (receivers must be able to verify what they get)",
+            );
+        }
+        if let Some(url) = &self.on_publish {
+            if let Err(reason) = crate::webhooks::check_url(url) {
+                return invalid("on-publish", &reason);
+            }
+        }
+        for (field, d) in [
+            ("webhook-timeout", self.webhook_timeout),
+            ("on-publish-timeout", self.on_publish_timeout),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
+                return invalid(field, "must be between 100ms and 60s");
+            }
+        }
         Ok(())
     }
 
@@ -380,6 +429,44 @@ mod tests {
         let out_of_range =
             ServeConfig::from_toml("[tenants.x.health]\nmax-drop-rate = 7.0\n").unwrap();
         assert!(out_of_range.validate().is_err());
+    }
+
+    #[test]
+    fn webhook_settings() {
+        let c = ServeConfig::from_toml(
+            "webhooks = [\"http://127.0.0.1:9/a\", \"https://hooks.example.invalid/b\"]\n\
+             webhook-secret = \"0123456789abcdef\"\n\
+             on-publish = \"http://127.0.0.1:9/auth\"\n\
+             on-publish-timeout = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.on_publish_timeout, Duration::from_secs(1));
+        c.validate().unwrap();
+        let invalid_field = |c: ServeConfig| match c.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let no_secret = ServeConfig {
+            webhook_secret: None,
+            ..c.clone()
+        };
+        assert_eq!(invalid_field(no_secret), "webhooks");
+        let short = ServeConfig {
+            webhook_secret: Some("short".into()),
+            ..c.clone()
+        };
+        assert_eq!(invalid_field(short), "webhook-secret");
+        let bad_url = ServeConfig {
+            on_publish: Some("ftp://x/".into()),
+            ..c.clone()
+        };
+        assert_eq!(invalid_field(bad_url), "on-publish");
+        let bad_timeout = ServeConfig {
+            webhook_timeout: Duration::ZERO,
+            ..c
+        };
+        assert_eq!(invalid_field(bad_timeout), "webhook-timeout");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod origin;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -57,6 +58,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The stream registry.
     pub streams: Arc<Streams>,
+    /// The on-publish authorisation callback, when configured.
+    pub on_publish: Option<webhooks::OnPublish>,
     ready: AtomicBool,
 }
 
@@ -154,6 +157,28 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         )
         .with_tenant_health(tenant_health),
     );
+    // Subscribed before anything can emit (the first sweep may end streams).
+    let webhooks_stop = CancellationToken::new();
+    let webhooks_task = match &config.webhook_secret {
+        Some(secret) if !config.webhooks.is_empty() => Some(webhooks::start(
+            &config.webhooks,
+            secret,
+            config.webhook_timeout,
+            telemetry.subscribe(),
+            metrics.clone(),
+            webhooks_stop.clone(),
+        )),
+        _ => None,
+    };
+    let on_publish = config.on_publish.clone().map(|url| {
+        webhooks::OnPublish::new(
+            url,
+            config.webhook_secret.as_deref(),
+            config.on_publish_timeout,
+            settings.worker_id.clone(),
+            metrics.clone(),
+        )
+    });
     let streams = Streams::new(
         state,
         media,
@@ -208,6 +233,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         telemetry,
         metrics,
         streams: streams.clone(),
+        on_publish,
         ready: AtomicBool::new(true),
     });
 
@@ -276,6 +302,11 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     sweeper_stop.cancel();
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    webhooks_stop.cancel();
+    if let Some(task) = webhooks_task {
+        // The task bounds its own flush (webhooks::SHUTDOWN_GRACE).
+        let _ = task.await;
+    }
     info!("shutdown: done");
     Ok(())
 }

@@ -99,6 +99,14 @@ pub struct OpLabels {
     pub op: &'static str,
 }
 
+/// `result` label (fixed vocabulary: webhook `delivered`, `failed`, `dropped`; on-publish
+/// `accepted`, `refused`, `unavailable`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// The outcome.
+    pub result: &'static str,
+}
+
 /// The worker's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -150,6 +158,13 @@ pub struct Metrics {
     pub srt_dropped: Family<StreamLabels, Counter>,
     /// Per SRT stream: smoothed round-trip time, seconds.
     pub srt_rtt: Family<StreamLabels, Gauge<f64, AtomicU64>>,
+    /// Webhook events by final outcome: `delivered` (2xx), `failed` (gave up after the last
+    /// attempt), `dropped` (queue full or bus overrun), counted once per event and URL.
+    pub webhook_deliveries: Family<ResultLabels, Counter>,
+    /// Webhook attempts that failed and were scheduled again.
+    pub webhook_retries: Counter,
+    /// on-publish callback answers: `accepted`, `refused`, `unavailable`.
+    pub on_publish_calls: Family<ResultLabels, Counter>,
 }
 
 impl Metrics {
@@ -298,6 +313,24 @@ impl Metrics {
             "Publisher reconnects within the reconnect window",
             reconnects.clone(),
         );
+        let webhook_deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook events by outcome (delivered, failed, dropped), per URL",
+            webhook_deliveries.clone(),
+        );
+        let webhook_retries = Counter::default();
+        registry.register(
+            "webhook_retries",
+            "Webhook attempts that failed and were retried",
+            webhook_retries.clone(),
+        );
+        let on_publish_calls = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "on_publish_calls",
+            "on-publish callback answers (accepted, refused, unavailable)",
+            on_publish_calls.clone(),
+        );
         Self {
             registry,
             connections,
@@ -324,7 +357,24 @@ impl Metrics {
             srt_retransmitted,
             srt_dropped,
             srt_rtt,
+            webhook_deliveries,
+            webhook_retries,
+            on_publish_calls,
         }
+    }
+
+    /// Counts a webhook event's outcome for one URL.
+    pub fn webhook_delivery(&self, result: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// Counts an on-publish callback answer.
+    pub fn on_publish_call(&self, result: &'static str) {
+        self.on_publish_calls
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts a failed connection.

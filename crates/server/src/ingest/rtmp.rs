@@ -21,6 +21,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::metrics::{Protocol, ProtocolLabels};
 use crate::store::StreamId;
 use crate::stream::Publisher;
+use crate::webhooks::Verdict;
 use crate::Context;
 
 /// Bytes read from the socket at once.
@@ -300,6 +301,20 @@ impl Connection {
             );
             return;
         };
+        if let Some(hook) = &self.ctx.on_publish {
+            let verdict = hook.check(&id, Protocol::Rtmp, Some(app), self.peer).await;
+            if verdict != Verdict::Accept {
+                metrics.refused(Protocol::Rtmp, verdict.reason());
+                warn!(stream = %id, reason = verdict.reason(), "publish refused by the on-publish callback");
+                let text = match verdict {
+                    Verdict::Unavailable => "authorisation callback unavailable",
+                    _ => "not authorised to publish",
+                };
+                self.session
+                    .reject_publish(stream_id, "NetStream.Publish.Unauthorized", text);
+                return;
+            }
+        }
         match self
             .ctx
             .streams

@@ -26,13 +26,14 @@ use tidegate_srt::{
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::metrics::{Protocol, ProtocolLabels};
 use crate::store::StreamId;
 use crate::stream::Publisher;
+use crate::webhooks::Verdict;
 use crate::Context;
 
 /// Datagrams read per `recvmmsg` call.
@@ -152,6 +153,11 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationT
             protocol: Protocol::Srt,
         })
         .clone();
+    // Verdicts of the on-publish callback, which runs in its own task so that the router
+    // never waits on it; the caller repeats its conclusion meanwhile (answered with
+    // nothing by the listener, which keeps the request pending).
+    let (decided_tx, mut decided_rx) = mpsc::channel::<Decided>(DECIDED_QUEUE);
+    let checks = Arc::new(Semaphore::new(MAX_PUBLISH_CHECKS));
     loop {
         let n = tokio::select! {
             r = socket.async_io(Interest::READABLE, || {
@@ -159,6 +165,28 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationT
                     bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
                 state.recv(UdpSockRef::from(&*socket), &mut slices, &mut meta)
             }) => r,
+            Some(d) = decided_rx.recv() => {
+                let now = Instant::now();
+                let peer = d.req.peer_addr();
+                let resp = if d.verdict == Verdict::Accept {
+                    admit(
+                        &ctx, &socket, &state, &mut listener, &routes, &tracker, &shutdown, now,
+                        d.req, d.id,
+                    )
+                    .await
+                } else {
+                    let reason = d.verdict.reason();
+                    ctx.metrics.refused(Protocol::Srt, reason);
+                    warn!(stream = %d.id, peer = %peer, reason, "srt: publish refused by the on-publish callback");
+                    let code = match d.verdict {
+                        Verdict::Unavailable => RejectReason::ISE,
+                        _ => RejectReason::FORBIDDEN,
+                    };
+                    listener.reject(now, d.req, code)
+                };
+                send(&socket, &state, peer, &resp);
+                continue;
+            }
             () = shutdown.cancelled() => break,
         };
         let n = match n {
@@ -187,6 +215,8 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationT
                     &routes,
                     &tracker,
                     &shutdown,
+                    &decided_tx,
+                    &checks,
                     now,
                     m.addr,
                     datagram,
@@ -208,6 +238,8 @@ async fn route(
     routes: &Routes,
     tracker: &tokio_util::task::TaskTracker,
     shutdown: &CancellationToken,
+    decided: &mpsc::Sender<Decided>,
+    checks: &Arc<Semaphore>,
     now: Instant,
     from: SocketAddr,
     datagram: &[u8],
@@ -227,8 +259,43 @@ async fn route(
         Ok(ListenerOutput::Nothing) => {}
         Ok(ListenerOutput::Transmit(resp)) => send(socket, state, from, &resp),
         Ok(ListenerOutput::Request(req)) => {
+            ctx.metrics
+                .connections
+                .get_or_create(&ProtocolLabels {
+                    protocol: Protocol::Srt,
+                })
+                .inc();
+            let id = match request_stream(&req) {
+                Ok(id) => id,
+                Err(reason) => {
+                    ctx.metrics.refused(Protocol::Srt, "bad_stream_id");
+                    warn!(peer = %from, reason = reason.0, "srt: publish refused: stream id not usable");
+                    let resp = listener.reject(now, req, reason);
+                    send(socket, state, from, &resp);
+                    return;
+                }
+            };
+            if ctx.on_publish.is_some() {
+                let Ok(permit) = checks.clone().try_acquire_owned() else {
+                    ctx.metrics.refused(Protocol::Srt, "on_publish_busy");
+                    warn!(stream = %id, peer = %from, "srt: publish refused: too many on-publish checks in flight");
+                    let resp = listener.reject(now, req, RejectReason::BACKLOG);
+                    send(socket, state, from, &resp);
+                    return;
+                };
+                let ctx = ctx.clone();
+                let decided = decided.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let Some(hook) = &ctx.on_publish else { return };
+                    let verdict = hook.check(&id, Protocol::Srt, None, from).await;
+                    // A full queue or a stopped router: the caller times out and retries.
+                    let _ = decided.send(Decided { req, id, verdict }).await;
+                });
+                return;
+            }
             let resp = admit(
-                ctx, socket, state, listener, routes, tracker, shutdown, now, req,
+                ctx, socket, state, listener, routes, tracker, shutdown, now, req, id,
             )
             .await;
             send(socket, state, from, &resp);
@@ -255,7 +322,26 @@ fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8])
     let _ = state.try_send(UdpSockRef::from(socket), &transmit);
 }
 
-/// Decides on a connection request: stream ID → stream → publish slot → accept.
+/// The stream a connection request asks to publish (open mode: tenant `default`).
+fn request_stream(req: &ConnectionRequest) -> Result<StreamId, RejectReason> {
+    let r = parse_stream_id(req.stream_id().unwrap_or_default())?;
+    StreamId::new("default", &r.key).ok_or(RejectReason::BAD_REQUEST)
+}
+
+/// A connection request and the on-publish callback's verdict on it.
+struct Decided {
+    req: ConnectionRequest,
+    id: StreamId,
+    verdict: Verdict,
+}
+
+/// Verdicts waiting for the router.
+const DECIDED_QUEUE: usize = 64;
+/// on-publish callbacks in flight at once; beyond, callers are refused with
+/// `SRT_REJ_BACKLOG` (a handshake flood must not become a flood of HTTP calls).
+const MAX_PUBLISH_CHECKS: usize = 256;
+
+/// Decides on a connection request for `id`: handshake → publish slot → accept.
 #[allow(clippy::too_many_arguments)]
 async fn admit(
     ctx: &Arc<Context>,
@@ -267,28 +353,10 @@ async fn admit(
     shutdown: &CancellationToken,
     now: Instant,
     req: ConnectionRequest,
+    id: StreamId,
 ) -> Vec<u8> {
     let peer = req.peer_addr();
     let metrics = &ctx.metrics;
-    metrics
-        .connections
-        .get_or_create(&ProtocolLabels {
-            protocol: Protocol::Srt,
-        })
-        .inc();
-    let parsed = parse_stream_id(req.stream_id().unwrap_or_default());
-    let id = match parsed {
-        Ok(r) => StreamId::new("default", &r.key).ok_or(RejectReason::BAD_REQUEST),
-        Err(e) => Err(e),
-    };
-    let id = match id {
-        Ok(id) => id,
-        Err(reason) => {
-            metrics.refused(Protocol::Srt, "bad_stream_id");
-            warn!(peer = %peer, reason = reason.0, "srt: publish refused: stream id not usable");
-            return listener.reject(now, req, reason);
-        }
-    };
     // The handshake first (passphrase, key length, latency): a caller refused here leaves no
     // trace in the stream state.
     let params = AcceptParams {
