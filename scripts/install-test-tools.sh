@@ -230,3 +230,43 @@ if ((${#k8s_missing[@]} > 0)); then
 else
   log "Kubernetes manifest tools present (kubectl, kubernetes-validate, checkov)"
 fi
+
+# --- Browser (crates/cli/tests/dashboard.rs) --------------------------------------------------
+# Debian's chromium (headless; never a browser downloaded by Playwright) driven by the npm
+# package playwright-core, pinned in crates/cli/tests/browser/package-lock.json and installed
+# there with `npm ci` (node and npm from Debian when missing).
+browser_dir="$(cd "$(dirname "$0")/.." && pwd)/crates/cli/tests/browser"
+have_playwright() {
+  [[ -f "$browser_dir/node_modules/playwright-core/package.json" ]] &&
+    [[ "$(cd "$browser_dir" && node -p 'require("./node_modules/playwright-core/package.json").version' 2>/dev/null)" == \
+      "$(cd "$browser_dir" && node -p 'require("./package.json").dependencies["playwright-core"]' 2>/dev/null)" ]]
+}
+if ! have_cmd chromium || ! have_cmd node || ! have_cmd npm; then
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
+  if have_cmd apt-get; then
+    log "apt-get install chromium nodejs npm"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium nodejs npm >/dev/null; } \
+      || log "apt-get install chromium nodejs npm failed"
+  else
+    log "apt-get not available; cannot install chromium/nodejs/npm"
+  fi
+fi
+if have_cmd npm && ! have_playwright; then
+  log "npm ci in crates/cli/tests/browser (playwright-core)"
+  (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent) \
+    || log "npm ci in crates/cli/tests/browser failed"
+fi
+browser_missing=()
+have_cmd chromium || browser_missing+=("chromium")
+have_cmd node || browser_missing+=("node (Debian nodejs)")
+have_playwright || browser_missing+=("playwright-core (npm ci in crates/cli/tests/browser)")
+if ((${#browser_missing[@]} > 0)); then
+  for what in "${browser_missing[@]}"; do log "STILL MISSING after install: $what"; done
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and the browser test tools are missing (see above)"
+    exit 1
+  fi
+else
+  log "browser test tools present (chromium, playwright-core)"
+fi

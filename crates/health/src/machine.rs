@@ -359,6 +359,11 @@ impl StreamHealth {
         self.status_since_ms
     }
 
+    /// Since when (driver clock, ms) the current publisher is connected; `None` while none is.
+    pub fn connected_since_ms(&self) -> Option<u64> {
+        self.connected_at_ms
+    }
+
     /// The reasons of a `warning` status, in a fixed order (empty otherwise). While the
     /// anti-flap dwell holds a `warning` whose reasons have all cleared, the last reported
     /// ones stay.

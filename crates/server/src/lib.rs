@@ -19,6 +19,7 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod dashboard;
 pub mod ingest;
 pub mod metrics;
 pub mod origin;

@@ -29,7 +29,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .allow_headers(Any)
         .expose_headers(Any);
     Router::new()
-        .route("/", get(index))
+        .merge(crate::dashboard::routes())
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -88,6 +88,12 @@ struct StreamJson {
     bitrate_bps: Option<u64>,
     reconnects: Option<u64>,
     protocol: Option<&'static str>,
+    /// Unix ms since which the status holds (as this worker saw it).
+    status_since_ms: Option<u64>,
+    /// Unix ms since which the current publisher is connected: the stream's uptime.
+    connected_since_ms: Option<u64>,
+    /// Cumulative SRT packet counters (received, lost, dropped, retransmitted).
+    packets: Option<tidegate_health::PacketTotals>,
     codecs: Option<String>,
     resolution: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -139,6 +145,9 @@ fn stream_json(s: StreamSummary, with_history: bool) -> StreamJson {
         bitrate_bps: health.as_ref().map(|h| h.bitrate_bps),
         reconnects: health.as_ref().map(|h| h.reconnects),
         protocol: health.as_ref().and_then(|h| h.protocol),
+        status_since_ms: health.as_ref().map(|h| h.status_since_ms),
+        connected_since_ms: health.as_ref().and_then(|h| h.connected_since_ms),
+        packets: health.as_ref().map(|h| h.packets),
         codecs,
         resolution: resolution.map(|(w, h)| format!("{w}x{h}")),
         epoch,
@@ -237,25 +246,6 @@ async fn api_end(
             (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response()
         }
     }
-}
-
-async fn index(State(ctx): State<Arc<Context>>) -> Response {
-    let mut rows = String::new();
-    for s in ctx.streams.list().await {
-        let status = status_of(&s);
-        rows.push_str(&format!(
-            "<tr><td>{t}</td><td>{n}</td><td class=\"{status}\">{status}</td><td><a href=\"/hls/{t}/{n}/index.m3u8\">index.m3u8</a></td></tr>\n",
-            t = s.id.tenant,
-            n = s.id.name,
-        ));
-    }
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>tidegate</title>\
-<meta http-equiv=\"refresh\" content=\"2\"><style>body{{font-family:sans-serif;margin:2em}}\
-td,th{{padding:.3em 1em;text-align:left}}.live{{color:#080}}.reconnecting{{color:#b60}}.offline{{color:#888}}</style>\
-</head><body><h1>tidegate</h1><table><tr><th>tenant</th><th>stream</th><th>status</th><th>HLS</th></tr>\n{rows}</table></body></html>"
-    );
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
 }
 
 fn not_found() -> Response {

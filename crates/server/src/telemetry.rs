@@ -161,6 +161,9 @@ impl StreamTelemetry {
                 bytes: h.bytes_total(),
                 history: h.history().cloned().collect(),
                 protocol: self.protocol.lock().ok().and_then(|p| p.map(protocol_name)),
+                status_since_ms: h.status_since_ms(),
+                connected_since_ms: h.connected_since_ms(),
+                packets: h.packet_totals(),
             },
             Err(_) => HealthSnapshot::default(),
         }
@@ -199,6 +202,12 @@ pub struct HealthSnapshot {
     pub history: Vec<HealthEvent>,
     /// Ingest protocol of the current or last session.
     pub protocol: Option<&'static str>,
+    /// Unix ms since which the current status holds.
+    pub status_since_ms: u64,
+    /// Unix ms since which the current publisher is connected (`None` while none is).
+    pub connected_since_ms: Option<u64>,
+    /// Cumulative SRT packet counters (all zero for RTMP).
+    pub packets: tidegate_health::PacketTotals,
 }
 
 impl Default for HealthSnapshot {
@@ -212,6 +221,9 @@ impl Default for HealthSnapshot {
             bytes: 0,
             history: Vec::new(),
             protocol: None,
+            status_since_ms: 0,
+            connected_since_ms: None,
+            packets: tidegate_health::PacketTotals::default(),
         }
     }
 }

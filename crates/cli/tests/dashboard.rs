@@ -1,0 +1,167 @@
+//! The dashboard at `/`, in a real browser: Debian's headless chromium, driven by
+//! playwright-core from `tests/browser/dashboard.mjs`, opens the page while an ffmpeg
+//! publisher is live. The stream appears `healthy` (green); its detail view plays the HLS
+//! preview with hls.js (the `<video>`'s `currentTime` advances); then the publisher is
+//! stopped with SIGSTOP (the connection stays open, the bitrate drops to zero) and the page
+//! turns `warning` (amber) with the low-bitrate reason. Screenshots land in
+//! `target/test-artifacts/dashboard-*.png`.
+//!
+//! Before the browser, plain HTTP checks of what the binary serves: the page, its assets
+//! with content types, ETags and cache headers.
+
+mod common;
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Short health windows so that the stall turns `warning` within a few seconds (defaults:
+/// 10 s warm-up, 5 s low, 60 s average window, 10 s dwell).
+const HEALTH: &str = r#"
+[health]
+warmup = "2s"
+relative-window = "10s"
+low-bitrate-for = "2s"
+recover-after = "2s"
+min-dwell = "1s"
+"#;
+
+fn browser_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// node, playwright-core (`npm ci` in tests/browser) and Debian's chromium, or a panic that
+/// names the install script.
+fn require_browser_tools() -> PathBuf {
+    let node = require_cmd("node");
+    let chromium = PathBuf::from(
+        std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string()),
+    );
+    assert!(
+        chromium.is_file(),
+        "required test tool `chromium` is missing ({} not found, Debian package chromium); \
+         run ./scripts/install-test-tools.sh",
+        chromium.display()
+    );
+    assert!(
+        browser_dir()
+            .join("node_modules/playwright-core/package.json")
+            .is_file(),
+        "required test tool `playwright-core` is missing (npm ci in crates/cli/tests/browser); \
+         run ./scripts/install-test-tools.sh"
+    );
+    node
+}
+
+fn header(url: &str, name: &str, if_none_match: Option<&str>) -> (u16, Option<String>) {
+    let mut req = ureq::get(url);
+    if let Some(tag) = if_none_match {
+        req = req.set("If-None-Match", tag);
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    (resp.status(), resp.header(name).map(str::to_string))
+}
+
+/// The page and its assets, as plain HTTP.
+fn check_served_assets(server: &Server) {
+    let page = get(&server.url("/"));
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.content_type.as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    let html = page.text();
+    let (_, etag) = header(&server.url("/"), "etag", None);
+    let etag = etag.expect("the page has an ETag");
+    assert_eq!(header(&server.url("/"), "etag", Some(&etag)).0, 304);
+    let (_, cache) = header(&server.url("/"), "cache-control", None);
+    assert_eq!(cache.as_deref(), Some("no-cache"));
+
+    for (file, ctype) in [
+        ("app.js", "text/javascript; charset=utf-8"),
+        ("app.css", "text/css; charset=utf-8"),
+        ("hls.light.min.js", "text/javascript; charset=utf-8"),
+    ] {
+        let marker = format!("/{file}\"");
+        let at = html
+            .find(&marker)
+            .unwrap_or_else(|| panic!("the page loads {file}: {html}"));
+        let start = html[..at].rfind('"').unwrap() + 1;
+        let path = &html[start..at + marker.len() - 1];
+        assert!(path.starts_with("/dashboard/"), "{path}");
+        let r = get(&server.url(path));
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.content_type.as_deref(), Some(ctype), "{path}");
+        assert!(r.body.len() > 500, "{path} is {} bytes", r.body.len());
+        let (_, cache) = header(&server.url(path), "cache-control", None);
+        assert_eq!(
+            cache.as_deref(),
+            Some("public, max-age=31536000, immutable"),
+            "{path}: versioned assets are cached for good"
+        );
+        let (_, tag) = header(&server.url(path), "etag", None);
+        assert_eq!(
+            header(&server.url(path), "etag", Some(&tag.unwrap())).0,
+            304
+        );
+    }
+    assert_eq!(get(&server.url("/dashboard/x/nope.js")).status, 404);
+}
+
+#[test]
+fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
+    let node = require_browser_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tidegate.toml");
+    fs::write(&config, HEALTH).unwrap();
+    let mut server = Server::start(&["--config", config.to_str().unwrap()]);
+    check_served_assets(&server);
+
+    let publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url("cam"), &Publish::forever());
+    wait_playlist(
+        &server.playlist_url("cam"),
+        Duration::from_secs(30),
+        "two segments",
+        |pl| pl.segments.len() >= 2,
+    );
+
+    let artifacts = target_dir().join("test-artifacts");
+    fs::create_dir_all(&artifacts).unwrap();
+    let mut cmd = Command::new(node);
+    cmd.current_dir(browser_dir())
+        .arg("dashboard.mjs")
+        .arg(server.url(""))
+        .arg("default/cam")
+        .arg(publisher.pid().to_string())
+        .arg(&artifacts);
+    let mut browser = Proc::spawn("chromium-dashboard", cmd);
+    // The script's own steps time out after 30 s each; this only bounds a hung browser.
+    let status = browser.wait_exit(Duration::from_secs(150));
+    let out = browser.log_text();
+    println!("{out}");
+    match status {
+        Some(s) if s.success() => {}
+        Some(s) => panic!("dashboard.mjs failed ({s}):\n{out}"),
+        None => panic!("dashboard.mjs still running after 150 s:\n{out}"),
+    }
+    assert!(out.contains("dashboard.mjs: PASS"), "{out}");
+    for name in ["overview", "detail", "warning"] {
+        let png = artifacts.join(format!("dashboard-{name}.png"));
+        let bytes = fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", png.display());
+    }
+    // The API agrees with what the page showed.
+    let v: serde_json::Value =
+        serde_json::from_slice(&get(&server.url("/api/v1/streams/default/cam")).body).unwrap();
+    assert_eq!(v["status"], "warning", "{v}");
+    assert!(v["connected_since_ms"].as_u64().unwrap_or(0) > 0, "{v}");
+    server.assert_alive();
+    drop(publisher); // SIGKILL works on a stopped process too.
+}

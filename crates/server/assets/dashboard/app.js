@@ -1,0 +1,543 @@
+// tidegate dashboard: polls the read-only API once a second, keeps a short bitrate and packet
+// history per stream in the page, and plays a preview with hls.js in the detail view.
+// No framework, no build step; every text from the API goes through textContent.
+"use strict";
+
+(function () {
+  const POLL_MS = 1000;
+  const DETAIL_POLL_MS = 2000;
+  /** Samples kept per stream (one per poll): a little over two minutes. */
+  const HISTORY_SAMPLES = 150;
+  /** Samples the overview sparklines show (one minute). */
+  const SPARK_SAMPLES = 60;
+  /** Window of the drop rate shown, ms (the health rules use 10 s by default too). */
+  const DROP_WINDOW_MS = 10000;
+  const TOKEN_KEY = "tidegate-admin-token";
+  const SEVERITY = { warning: 0, reconnecting: 1, healthy: 2, offline: 3 };
+  const SVG_NS = "http://www.w3.org/2000/svg";
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, cls, text) => {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined) e.textContent = text;
+    return e;
+  };
+
+  const state = {
+    streams: new Map(), // key -> last JSON object
+    samples: new Map(), // key -> [{t, bps, rx, drop, lost}]
+    cards: new Map(), // key -> {root, parts...}
+    serverOffsetMs: 0,
+    lastOk: 0,
+    failing: false,
+    detail: null, // {tenant, stream, key, hls, timer, json}
+  };
+
+  // ---- formatting ------------------------------------------------------------------------
+
+  function fmtBps(bps) {
+    if (bps === null || bps === undefined) return "—";
+    if (bps >= 1e6) return (bps / 1e6).toFixed(bps >= 1e7 ? 1 : 2) + " Mb/s";
+    if (bps >= 1e3) return Math.round(bps / 1e3) + " kb/s";
+    return bps + " b/s";
+  }
+
+  function fmtDuration(ms) {
+    if (!(ms >= 0)) return "—";
+    let s = Math.floor(ms / 1000);
+    const d = Math.floor(s / 86400);
+    s -= d * 86400;
+    const h = Math.floor(s / 3600);
+    s -= h * 3600;
+    const m = Math.floor(s / 60);
+    s -= m * 60;
+    const pad = (n) => String(n).padStart(2, "0");
+    if (d > 0) return d + "d " + h + "h";
+    if (h > 0) return h + "h " + pad(m) + "m";
+    if (m > 0) return m + "m " + pad(s) + "s";
+    return s + "s";
+  }
+
+  function fmtPct(x) {
+    if (x === null || x === undefined) return "—";
+    const p = x * 100;
+    return (p >= 10 ? p.toFixed(0) : p.toFixed(p >= 1 ? 1 : 2)) + "%";
+  }
+
+  function reasonText(r) {
+    switch (r.code) {
+      case "low_bitrate":
+        return "low bitrate " + fmtBps(r.bps) + " < " + fmtBps(r.threshold_bps);
+      case "high_drop_rate":
+        return "drops " + fmtPct(r.rate) + " > " + fmtPct(r.threshold);
+      case "high_loss_rate":
+        return "loss " + fmtPct(r.rate) + " > " + fmtPct(r.threshold);
+      case "no_keyframe":
+        return "no keyframe for " + fmtDuration(r.for_ms);
+      case "timestamp_jump":
+        return "timestamps jumped";
+      case "competing_publishers":
+        return "competing publishers on one key";
+      default:
+        return String(r.code || "unknown");
+    }
+  }
+
+  const reasonsText = (s) => (s.reasons || []).map(reasonText).join("; ");
+  const keyOf = (s) => s.tenant + "/" + s.stream;
+  const serverNow = () => Date.now() + state.serverOffsetMs;
+
+  /** What the "uptime" column says for a stream. */
+  function uptimeText(s) {
+    if (s.status === "healthy" || s.status === "warning") {
+      return s.connected_since_ms ? fmtDuration(serverNow() - s.connected_since_ms) : "live";
+    }
+    if (s.status === "reconnecting" && s.status_since_ms) {
+      return "away " + fmtDuration(serverNow() - s.status_since_ms);
+    }
+    return "—";
+  }
+
+  /** Drop rate over the last DROP_WINDOW_MS of samples; null when no packet counts exist. */
+  function dropRate(key, field) {
+    const h = state.samples.get(key);
+    if (!h || h.length < 2) return null;
+    const last = h[h.length - 1];
+    if (last.rx === null) return null;
+    let first = last;
+    for (let i = h.length - 1; i >= 0 && last.t - h[i].t <= DROP_WINDOW_MS; i--) {
+      if (h[i].rx !== null) first = h[i];
+    }
+    const rx = last.rx - first.rx;
+    const bad = last[field] - first[field];
+    if (rx + bad <= 0 || rx < 0 || bad < 0) return 0;
+    return bad / (rx + bad);
+  }
+
+  function dropText(s) {
+    if (s.protocol !== "srt") return s.protocol ? "n/a" : "—";
+    return fmtPct(dropRate(keyOf(s), "drop"));
+  }
+
+  // ---- sparklines --------------------------------------------------------------------------
+
+  function drawSpark(svg, samples, n) {
+    const pts = samples.slice(-n);
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    if (pts.length < 2) return;
+    const W = 300;
+    const H = 60;
+    const max = Math.max(1, ...pts.map((p) => p.bps || 0)) * 1.1;
+    const x = (i) => ((i + (n - pts.length)) / (n - 1)) * W;
+    const y = (v) => H - ((v || 0) / max) * (H - 2) - 1;
+    const line = pts.map((p, i) => x(i).toFixed(1) + "," + y(p.bps).toFixed(1)).join(" ");
+    const area = document.createElementNS(SVG_NS, "polygon");
+    area.setAttribute("points", x(0).toFixed(1) + "," + H + " " + line + " " + W + "," + H);
+    const pl = document.createElementNS(SVG_NS, "polyline");
+    pl.setAttribute("points", line);
+    svg.appendChild(area);
+    svg.appendChild(pl);
+  }
+
+  function newSpark(cls) {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("class", cls);
+    svg.setAttribute("viewBox", "0 0 300 60");
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("aria-hidden", "true");
+    return svg;
+  }
+
+  // ---- overview ------------------------------------------------------------------------------
+
+  function stat(label) {
+    const d = el("div");
+    const b = el("b", "", "—");
+    d.appendChild(b);
+    d.appendChild(el("small", "", label));
+    return { d, b };
+  }
+
+  function makeCard(s) {
+    const root = el("a", "card");
+    root.setAttribute("role", "listitem");
+    root.href = "#/s/" + encodeURIComponent(s.tenant) + "/" + encodeURIComponent(s.stream);
+    root.dataset.tenant = s.tenant;
+    root.dataset.stream = s.stream;
+    const top = el("div", "top");
+    const name = el("span", "name");
+    name.appendChild(el("span", "tenant", s.tenant + " / "));
+    name.appendChild(document.createTextNode(s.stream));
+    name.title = s.tenant + "/" + s.stream;
+    const badge = el("span", "badge status");
+    top.appendChild(name);
+    top.appendChild(badge);
+    const reason = el("div", "reason");
+    const spark = newSpark("spark");
+    const stats = el("div", "stats");
+    const bitrate = stat("bitrate");
+    const drops = stat("drops");
+    const uptime = stat("uptime");
+    const worker = stat("worker");
+    for (const x of [bitrate, drops, uptime, worker]) stats.appendChild(x.d);
+    const meta = el("div", "meta");
+    for (const x of [top, reason, spark, stats, meta]) root.appendChild(x);
+    return { root, badge, reason, spark, bitrate, drops, uptime, worker, meta };
+  }
+
+  function updateCard(c, s) {
+    const key = keyOf(s);
+    c.root.className = "card " + s.status;
+    c.root.dataset.status = s.status;
+    c.badge.className = "badge status " + s.status;
+    c.badge.textContent = s.status;
+    c.reason.textContent = reasonsText(s);
+    c.bitrate.b.textContent = fmtBps(s.bitrate_bps);
+    c.drops.b.textContent = dropText(s);
+    c.uptime.b.textContent = uptimeText(s);
+    c.worker.b.textContent = s.worker || "—";
+    c.worker.d.title = s.worker || "";
+    const meta = [s.protocol, s.codecs, s.resolution].filter(Boolean);
+    if (s.reconnects) meta.push(s.reconnects + " reconnect" + (s.reconnects > 1 ? "s" : ""));
+    c.meta.textContent = meta.join(" · ") || "\u00a0";
+    drawSpark(c.spark, state.samples.get(key) || [], SPARK_SAMPLES);
+  }
+
+  function renderOverview(list) {
+    const sorted = list.slice().sort((a, b) => {
+      const d = (SEVERITY[a.status] ?? 9) - (SEVERITY[b.status] ?? 9);
+      return d || keyOf(a).localeCompare(keyOf(b));
+    });
+    const grid = $("grid");
+    const seen = new Set();
+    sorted.forEach((s, i) => {
+      const key = keyOf(s);
+      seen.add(key);
+      let c = state.cards.get(key);
+      if (!c) {
+        c = makeCard(s);
+        state.cards.set(key, c);
+      }
+      updateCard(c, s);
+      if (grid.children[i] !== c.root) grid.insertBefore(c.root, grid.children[i] || null);
+    });
+    for (const [key, c] of state.cards) {
+      if (!seen.has(key)) {
+        c.root.remove();
+        state.cards.delete(key);
+      }
+    }
+    $("empty").hidden = list.length > 0;
+
+    const counts = {};
+    for (const s of list) counts[s.status] = (counts[s.status] || 0) + 1;
+    const summary = $("summary");
+    summary.textContent = "";
+    summary.appendChild(el("span", "", list.length + " stream" + (list.length === 1 ? "" : "s")));
+    for (const st of ["healthy", "warning", "reconnecting", "offline"]) {
+      if (counts[st]) summary.appendChild(el("span", "to " + st, counts[st] + " " + st));
+    }
+  }
+
+  // ---- polling -----------------------------------------------------------------------------
+
+  function record(list) {
+    const now = Date.now();
+    const live = new Set();
+    for (const s of list) {
+      const key = keyOf(s);
+      live.add(key);
+      state.streams.set(key, s);
+      let h = state.samples.get(key);
+      if (!h) state.samples.set(key, (h = []));
+      const p = s.packets;
+      h.push({
+        t: now,
+        bps: s.bitrate_bps ?? null,
+        rx: p ? p.received : null,
+        drop: p ? p.dropped : 0,
+        lost: p ? p.lost : 0,
+      });
+      if (h.length > HISTORY_SAMPLES) h.splice(0, h.length - HISTORY_SAMPLES);
+    }
+    for (const key of [...state.samples.keys()]) {
+      if (!live.has(key)) {
+        state.samples.delete(key);
+        state.streams.delete(key);
+      }
+    }
+  }
+
+  function setConn(ok, text) {
+    const c = $("conn");
+    c.className = ok ? "conn" : "conn bad";
+    c.textContent = text;
+    const b = $("banner");
+    b.hidden = ok;
+    if (!ok) b.textContent = "The API does not answer: the figures below are stale. Retrying.";
+  }
+
+  async function poll() {
+    try {
+      const r = await fetch("/api/v1/streams", { cache: "no-store" });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      const date = Date.parse(r.headers.get("date") || "");
+      if (!Number.isNaN(date)) {
+        // The Date header has second resolution: only correct a clear skew.
+        const off = date + 500 - Date.now();
+        if (Math.abs(off - state.serverOffsetMs) > 1500) state.serverOffsetMs = off;
+      }
+      const list = await r.json();
+      record(list);
+      renderOverview(list);
+      if (state.detail) renderDetailLive();
+      state.lastOk = Date.now();
+      setConn(true, "updated " + new Date().toLocaleTimeString());
+    } catch (e) {
+      setConn(false, "API unreachable (" + e.message + ")");
+    } finally {
+      setTimeout(poll, POLL_MS);
+    }
+  }
+
+  // ---- detail view -----------------------------------------------------------------------------
+
+  function parseRoute() {
+    const m = /^#\/s\/([^/]+)\/([^/]+)$/.exec(location.hash);
+    if (!m) return null;
+    try {
+      return { tenant: decodeURIComponent(m[1]), stream: decodeURIComponent(m[2]) };
+    } catch (_) {
+      return null;
+    }
+  }
+
+  function route() {
+    const r = parseRoute();
+    if (state.detail && (!r || keyOf(r) !== state.detail.key)) closeDetail();
+    $("overview").hidden = !!r;
+    $("detail").hidden = !r;
+    if (r && !state.detail) openDetail(r);
+  }
+
+  function playerNote(text) {
+    $("d-player-note").textContent = text;
+  }
+
+  function startPlayer(d) {
+    const video = $("d-video");
+    const url =
+      "/hls/" + encodeURIComponent(d.tenant) + "/" + encodeURIComponent(d.stream) + "/index.m3u8";
+    video.muted = true;
+    if (window.Hls && window.Hls.isSupported()) {
+      const hls = new window.Hls({ liveSyncDurationCount: 3, manifestLoadingMaxRetry: 2 });
+      d.hls = hls;
+      hls.on(window.Hls.Events.MANIFEST_PARSED, () => {
+        playerNote("playing " + url);
+        video.play().catch(() => playerNote("press play (the browser blocked autoplay)"));
+      });
+      hls.on(window.Hls.Events.ERROR, (_ev, data) => {
+        if (!data.fatal || d !== state.detail) return;
+        playerNote("preview error: " + data.details + "; retrying");
+        hls.destroy();
+        d.hls = null;
+        d.retry = setTimeout(() => {
+          if (d === state.detail) startPlayer(d);
+        }, 2000);
+      });
+      hls.loadSource(url);
+      hls.attachMedia(video);
+      playerNote("loading " + url);
+    } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
+      video.src = url; // Safari plays HLS natively.
+      video.play().catch(() => {});
+      playerNote("playing " + url + " (native HLS)");
+    } else {
+      playerNote("this browser has neither MediaSource nor native HLS: no preview");
+    }
+  }
+
+  function openDetail(r) {
+    const d = {
+      tenant: r.tenant,
+      stream: r.stream,
+      key: keyOf(r),
+      hls: null,
+      timer: null,
+      retry: null,
+      json: null,
+    };
+    state.detail = d;
+    $("d-title").textContent = r.tenant + " / " + r.stream;
+    $("d-history").textContent = "";
+    $("d-facts").textContent = "";
+    $("d-admin-note").textContent = "";
+    startPlayer(d);
+    const load = async () => {
+      try {
+        const res = await fetch(
+          "/api/v1/streams/" + encodeURIComponent(r.tenant) + "/" + encodeURIComponent(r.stream),
+          { cache: "no-store" },
+        );
+        if (d !== state.detail) return;
+        if (res.status === 404) {
+          d.json = null;
+          $("d-status").className = "badge";
+          $("d-status").textContent = "unknown";
+        } else if (res.ok) {
+          d.json = await res.json();
+          renderHistory(d.json.history || []);
+        }
+      } catch (_) {
+        /* the overview poll reports the API's state */
+      }
+      if (d === state.detail) d.timer = setTimeout(load, DETAIL_POLL_MS);
+    };
+    load();
+    renderDetailLive();
+  }
+
+  function closeDetail() {
+    const d = state.detail;
+    state.detail = null;
+    if (!d) return;
+    clearTimeout(d.timer);
+    clearTimeout(d.retry);
+    if (d.hls) d.hls.destroy();
+    const video = $("d-video");
+    video.pause();
+    video.removeAttribute("src");
+    video.load();
+  }
+
+  /** The parts of the detail view that follow the once-a-second overview poll. */
+  function renderDetailLive() {
+    const d = state.detail;
+    const s = state.streams.get(d.key);
+    const badge = $("d-status");
+    if (!s) {
+      badge.className = "badge";
+      badge.textContent = "unknown";
+      $("d-reason").textContent = "";
+      return;
+    }
+    badge.className = "badge status " + s.status;
+    badge.textContent = s.status;
+    $("detail").dataset.status = s.status;
+    $("d-reason").textContent = reasonsText(s);
+    const video = $("d-video");
+    const facts = [
+      ["bitrate", fmtBps(s.bitrate_bps)],
+      ["drop rate (10 s)", dropText(s)],
+      ["loss rate (10 s)", s.protocol === "srt" ? fmtPct(dropRate(d.key, "lost")) : "n/a"],
+      ["uptime", uptimeText(s)],
+      ["worker", s.worker || "—"],
+      ["protocol", s.protocol || "—"],
+      ["codecs", s.codecs || "—"],
+      ["resolution", s.resolution || "—"],
+      ["reconnects", s.reconnects ?? "—"],
+      ["epoch", s.epoch],
+      ["media sequence", s.media_sequence],
+      ["segments", s.segments],
+      ["playlist", s.playlist],
+      ["preview position", video.currentTime ? video.currentTime.toFixed(1) + " s" : "—"],
+    ];
+    if (d.hls && typeof d.hls.latency === "number" && d.hls.latency > 0) {
+      facts.push(["preview latency", d.hls.latency.toFixed(1) + " s"]);
+    }
+    const dl = $("d-facts");
+    dl.textContent = "";
+    for (const [k, v] of facts) {
+      dl.appendChild(el("dt", "", k));
+      dl.appendChild(el("dd", "", String(v)));
+    }
+    const spark = $("d-spark");
+    spark.setAttribute("class", "spark big " + s.status);
+    drawSpark(spark, state.samples.get(d.key) || [], HISTORY_SAMPLES);
+  }
+
+  function renderHistory(events) {
+    const ol = $("d-history");
+    ol.textContent = "";
+    if (events.length === 0) {
+      ol.appendChild(el("li", "note", "no health events yet"));
+      return;
+    }
+    for (const e of events.slice().reverse()) {
+      const li = el("li");
+      const t = el("time", "", e.at_ms ? new Date(e.at_ms).toLocaleString() : "");
+      li.appendChild(t);
+      if (e.event === "status_changed") {
+        li.appendChild(el("span", "to " + e.from, e.from));
+        li.appendChild(document.createTextNode(" → "));
+        li.appendChild(el("span", "to " + e.to, e.to));
+      } else {
+        li.appendChild(el("span", "to warning", "reasons changed"));
+      }
+      const why = (e.reasons || []).map(reasonText).join("; ");
+      if (why) li.appendChild(document.createTextNode(": " + why));
+      ol.appendChild(li);
+    }
+  }
+
+  // ---- admin (kick / end) ------------------------------------------------------------------------
+
+  async function admin(action) {
+    const d = state.detail;
+    if (!d) return;
+    if (action === "end" && !confirm("End " + d.key + " now? Viewers get the end of the stream.")) {
+      return;
+    }
+    const note = $("d-admin-note");
+    const url =
+      "/api/v1/streams/" +
+      encodeURIComponent(d.tenant) +
+      "/" +
+      encodeURIComponent(d.stream) +
+      "/" +
+      action;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      const headers = token ? { Authorization: "Bearer " + token } : {};
+      let res;
+      try {
+        res = await fetch(url, { method: "POST", headers });
+      } catch (e) {
+        note.textContent = action + " failed: " + e.message;
+        return;
+      }
+      if (res.status === 401 && attempt === 0) {
+        const t = prompt("Admin token (kept for this browser tab only)");
+        if (!t) {
+          note.textContent = action + ": the admin token is required";
+          return;
+        }
+        sessionStorage.setItem(TOKEN_KEY, t);
+        continue;
+      }
+      if (res.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+      note.textContent = action + ": " + (await res.text()).trim();
+      return;
+    }
+  }
+
+  // ---- start -------------------------------------------------------------------------------------
+
+  function start() {
+    const params = new URLSearchParams(location.search);
+    const wall = params.get("wall");
+    const on = wall !== null && wall !== "0" && wall !== "false";
+    document.body.classList.toggle("wall", on);
+    const toggle = $("wall-toggle");
+    toggle.href = on ? "?" + location.hash : "?wall=1" + location.hash;
+    toggle.textContent = on ? "normal" : "wall";
+    $("d-kick").addEventListener("click", () => admin("kick"));
+    $("d-end").addEventListener("click", () => admin("end"));
+    window.addEventListener("hashchange", route);
+    route();
+    poll();
+  }
+
+  start();
+})();
