@@ -14,10 +14,13 @@ use tidegate_loadgen::{BenchConfig, Progress};
 /// `tidegate bench` flags.
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Publish URL; `{i}` becomes the publisher's index (rtmp:// now, srt:// later).
+    /// Publish URL: `rtmp://HOST[:PORT]/APP/KEY` or
+    /// `srt://HOST:PORT[?streamid=...&passphrase=...&pbkeylen=16&latency=MS]`; `{i}` becomes
+    /// the publisher's index and `{N+i}` N plus it (e.g. one port per publisher).
     #[arg(long, default_value = "rtmp://127.0.0.1:1935/live/bench{i}")]
     url: String,
-    /// Input FLV file (make one with --generate-clip), read into memory once.
+    /// Input file, read into memory once: FLV (make one with --generate-clip), or MPEG-TS
+    /// for srt:// URLs (an FLV input is muxed to MPEG-TS for SRT).
     #[arg(long, required_unless_present = "generate_clip")]
     input: Option<PathBuf>,
     /// Concurrent publishers.
@@ -99,8 +102,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         config.publishers,
         config.viewers,
         config.duration,
-        f64::from(file.duration_ms) / 1000.0,
-        file.gop_ms,
+        file.duration_ms() as f64 / 1000.0,
+        file.gop_ms(),
         file.bitrate_bps() / 1000
     );
     let runtime = if config.threads == 1 {

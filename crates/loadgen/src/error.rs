@@ -7,10 +7,8 @@
 /// input file apart from a bad command line.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadgenError {
-    /// The input file does not start with an FLV header.
-    #[error(
-        "not an FLV file (no `FLV` signature); make one with `tidegate bench --generate-clip`"
-    )]
+    /// The input file does not start with an FLV header (nor a TS sync byte).
+    #[error("not an FLV or MPEG-TS file; make one with `tidegate bench --generate-clip`")]
     NotFlv,
     /// The input file ends in the middle of a header or tag.
     #[error("FLV file truncated at byte {offset}")]
@@ -27,8 +25,12 @@ pub enum LoadgenError {
         what: &'static str,
     },
     /// The file holds no audio or video tag to send.
-    #[error("the FLV file holds no audio or video")]
+    #[error("the input holds no audio or video")]
     NoMedia,
+    /// The media cannot be sent over the chosen transport (an MPEG-TS input for RTMP,
+    /// AV1 for SRT, a TS file without PCR, ...).
+    #[error("unusable media: {0}")]
+    Media(String),
     /// The file is larger than [`MAX_FILE_BYTES`](crate::flv_file::MAX_FILE_BYTES).
     #[error("input of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge {
@@ -45,8 +47,8 @@ pub enum LoadgenError {
         /// What is wrong.
         why: &'static str,
     },
-    /// A protocol that is designed for but not built yet (SRT publishing).
-    #[error("{0} is not yet supported by `tidegate bench`")]
+    /// A protocol `tidegate bench` does not speak (RTMPS).
+    #[error("{0} is not supported by `tidegate bench`")]
     Unsupported(&'static str),
     /// A setting out of range (zero publishers, a zero ramp-up rate, ...).
     #[error("invalid setting: {0}")]
@@ -65,6 +67,7 @@ impl LoadgenError {
                 | LoadgenError::Truncated { .. }
                 | LoadgenError::Malformed { .. }
                 | LoadgenError::NoMedia
+                | LoadgenError::Media(_)
                 | LoadgenError::TooLarge { .. }
         )
     }

@@ -1,8 +1,9 @@
-//! `tidegate bench`: a load generator for an ingest fleet — N paced RTMP publishers from
-//! one media file, M HLS viewers, and a report.
+//! `tidegate bench`: a load generator for an ingest fleet — N paced RTMP or SRT publishers
+//! from one media file, M HLS viewers, and a report.
 //!
 //! Unlike the protocol crates this one owns sockets and a clock (it is a tool, like the
-//! server crate); the protocol itself is [`tidegate_rtmp::ClientSession`], sans-IO.
+//! server crate); the protocols themselves are [`tidegate_rtmp::ClientSession`] and
+//! [`tidegate_srt::Caller`], sans-IO.
 //!
 //! # The run
 //!
@@ -27,10 +28,13 @@
 //! publisher's *lag* is how late a tag was handed to the socket compared with real time;
 //! a server that reads slowly shows up there (the queue in front of the socket is bounded).
 //!
-//! SRT: [`target::Protocol`] names the transports; the scheduler and the accounting are
-//! transport-independent, and an SRT driver (MPEG-TS in 1316-byte payloads through the
-//! `tidegate-srt` caller) slots in next to [`rtmp_publisher`]. Until then `srt://` URLs are
-//! refused with [`LoadgenError::Unsupported`].
+//! SRT ([`srt_publisher`]): the input becomes one pass of MPEG-TS once
+//! ([`ts_source::TsPass`]: an FLV file muxed by `tidegate-mpegts`, or a `.ts` file as it
+//! is), cut into 1316-byte payloads paced by the transport clock (PCR); each publisher
+//! sends it through its own UDP socket and [`tidegate_srt::Caller`], looping with
+//! continuous clocks. The ramp-up, the keyframe staggering and the accounting are the
+//! RTMP ones; the report adds the SRT counters (packets sent, retransmitted, reported lost
+//! by the server's NAKs, RTT).
 #![deny(missing_docs)]
 
 pub mod cpu;
@@ -42,7 +46,9 @@ pub mod report;
 pub mod rtmp_publisher;
 pub mod schedule;
 pub mod server_metrics;
+pub mod srt_publisher;
 pub mod target;
+pub mod ts_source;
 pub mod viewer;
 
 use std::future::Future;
@@ -60,12 +66,14 @@ pub use error::LoadgenError;
 pub use flv_file::FlvFile;
 pub use report::{Progress, Report};
 
+pub use ts_source::TsPass;
+
 use report::{
     GeneratorCost, InputSummary, LiveState, PublisherLive, PublisherOutcome, PublisherSummary,
     ServerLatency, ViewerLive, ViewerOutcome, ViewerSummary,
 };
 use server_metrics::{Histogram, SEGMENT_LATENCY_METRIC};
-use target::{expand, Protocol, RtmpTarget};
+use target::{expand, Protocol, RtmpTarget, SrtTarget};
 
 /// Most publishers or viewers one run may start.
 pub const MAX_CLIENTS: usize = 100_000;
@@ -127,7 +135,7 @@ impl BenchConfig {
                 RtmpTarget::parse(&expand(&self.url, 0))?;
             }
             Protocol::Srt => {
-                return Err(LoadgenError::Unsupported("SRT publishing (srt://)"));
+                SrtTarget::parse(&expand(&self.url, 0), 0)?;
             }
         }
         if self.viewers > 0 {
@@ -156,8 +164,50 @@ impl BenchConfig {
     }
 }
 
-/// Reads and parses the input file (held in memory for the run).
-pub fn load_input(path: &Path) -> Result<Arc<FlvFile>, LoadgenError> {
+/// The media a run sends, parsed once and shared by every publisher.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// An FLV file: RTMP sends its tags; SRT muxes it to MPEG-TS first.
+    Flv(Arc<FlvFile>),
+    /// An MPEG-TS file: SRT only.
+    Ts(Arc<TsPass>),
+}
+
+impl Input {
+    /// Length of one pass, ms.
+    pub fn duration_ms(&self) -> u64 {
+        match self {
+            Input::Flv(f) => u64::from(f.duration_ms),
+            Input::Ts(t) => t.duration_ms(),
+        }
+    }
+
+    /// Typical keyframe interval, ms.
+    pub fn gop_ms(&self) -> u32 {
+        match self {
+            Input::Flv(f) => f.gop_ms,
+            Input::Ts(t) => t.gop_ms,
+        }
+    }
+
+    /// Average bitrate, bits per second (FLV: the media payloads; TS: the whole stream).
+    pub fn bitrate_bps(&self) -> u64 {
+        match self {
+            Input::Flv(f) => f.bitrate_bps(),
+            Input::Ts(t) => t.bitrate_bps(),
+        }
+    }
+}
+
+impl From<Arc<FlvFile>> for Input {
+    fn from(f: Arc<FlvFile>) -> Input {
+        Input::Flv(f)
+    }
+}
+
+/// Reads and parses the input file (held in memory for the run): FLV (`FLV` signature)
+/// or MPEG-TS (a 0x47 sync byte every 188 bytes).
+pub fn load_input(path: &Path) -> Result<Input, LoadgenError> {
     let len = std::fs::metadata(path)?.len();
     if len > flv_file::MAX_FILE_BYTES {
         return Err(LoadgenError::TooLarge {
@@ -165,8 +215,17 @@ pub fn load_input(path: &Path) -> Result<Arc<FlvFile>, LoadgenError> {
             max: flv_file::MAX_FILE_BYTES,
         });
     }
-    let data = std::fs::read(path)?;
-    Ok(Arc::new(FlvFile::parse(Bytes::from(data))?))
+    let data = Bytes::from(std::fs::read(path)?);
+    if data.first() == Some(&0x47) && data.get(188).is_none_or(|&b| b == 0x47) {
+        return Ok(Input::Ts(Arc::new(TsPass::from_ts(data)?)));
+    }
+    Ok(Input::Flv(Arc::new(FlvFile::parse(data)?)))
+}
+
+/// The publishers' destinations and what they send.
+enum Plan {
+    Rtmp(Arc<FlvFile>, Vec<RtmpTarget>),
+    Srt(Arc<TsPass>, Vec<SrtTarget>),
 }
 
 enum Done {
@@ -176,16 +235,43 @@ enum Done {
 
 /// Runs the bench on the current tokio runtime until `config.duration` has passed or
 /// `shutdown` resolves, calling `on_progress` every [`PROGRESS_INTERVAL`].
+///
+/// `input` is an [`Input`] (or an `Arc<FlvFile>`). SRT accepts both kinds (an FLV file is
+/// muxed to MPEG-TS once, before the run starts); RTMP needs FLV.
 pub async fn run(
     config: BenchConfig,
-    file: Arc<FlvFile>,
+    input: impl Into<Input>,
     shutdown: impl Future<Output = ()>,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<Report, LoadgenError> {
     config.validate()?;
-    let targets = (0..config.publishers)
-        .map(|i| RtmpTarget::parse(&expand(&config.url, i)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let input = input.into();
+    let plan = match (Protocol::parse(&config.url)?, &input) {
+        (Protocol::Rtmp, Input::Flv(f)) => Plan::Rtmp(
+            f.clone(),
+            (0..config.publishers)
+                .map(|i| RtmpTarget::parse(&expand(&config.url, i)))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        (Protocol::Rtmp, Input::Ts(_)) => {
+            return Err(LoadgenError::Media(
+                "RTMP publishing needs an FLV input; MPEG-TS input is for srt:// URLs".into(),
+            ))
+        }
+        (Protocol::Srt, _) => {
+            let ts = match &input {
+                Input::Ts(t) => t.clone(),
+                Input::Flv(f) => Arc::new(TsPass::from_flv(f)?),
+            };
+            Plan::Srt(
+                ts,
+                (0..config.publishers)
+                    .map(|i| SrtTarget::parse(&expand(&config.url, i), i))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        }
+    };
+    let gop_ms = input.gop_ms();
     let metrics_url = config.metrics_url();
     let metrics_client = http::client();
     let before = match &metrics_url {
@@ -197,22 +283,48 @@ pub async fn run(
     let end_at = origin + config.duration;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let mut pub_live = Vec::with_capacity(targets.len());
-    for (i, target) in targets.into_iter().enumerate() {
+    let mut pub_live = Vec::with_capacity(config.publishers);
+    for i in 0..config.publishers {
         let live = Arc::new(PublisherLive::default());
         pub_live.push(live.clone());
-        let task = rtmp_publisher::PublisherTask {
-            index: i,
-            target,
-            file: file.clone(),
-            origin,
-            start_at: origin + schedule::ramp_offset(i, config.ramp_up_per_sec),
-            phase_ms: schedule::stagger_phase_ms(i, config.publishers, file.gop_ms),
-            end_at,
-            live,
-            stop: stop_rx.clone(),
-        };
-        tasks.spawn(async move { Done::Publisher(rtmp_publisher::run(task).await) });
+        let start_at = origin + schedule::ramp_offset(i, config.ramp_up_per_sec);
+        let phase_ms = schedule::stagger_phase_ms(i, config.publishers, gop_ms);
+        match &plan {
+            Plan::Rtmp(file, targets) => {
+                let Some(target) = targets.get(i).cloned() else {
+                    break;
+                };
+                let task = rtmp_publisher::PublisherTask {
+                    index: i,
+                    target,
+                    file: file.clone(),
+                    origin,
+                    start_at,
+                    phase_ms,
+                    end_at,
+                    live,
+                    stop: stop_rx.clone(),
+                };
+                tasks.spawn(async move { Done::Publisher(rtmp_publisher::run(task).await) });
+            }
+            Plan::Srt(ts, targets) => {
+                let Some(target) = targets.get(i).cloned() else {
+                    break;
+                };
+                let task = srt_publisher::PublisherTask {
+                    index: i,
+                    target,
+                    ts: ts.clone(),
+                    origin,
+                    start_at,
+                    phase_ms,
+                    end_at,
+                    live,
+                    stop: stop_rx.clone(),
+                };
+                tasks.spawn(async move { Done::Publisher(srt_publisher::run(task).await) });
+            }
+        }
     }
     let mut view_live = Vec::with_capacity(config.viewers);
     if let Some(play) = &config.play_url {
@@ -291,10 +403,20 @@ pub async fn run(
     let gbit = pubs.bytes_sent as f64 * 8.0 / 1e9;
     Ok(Report {
         input: InputSummary {
-            duration_ms: file.duration_ms,
-            gop_ms: file.gop_ms,
-            bitrate_kbps: file.bitrate_bps() / 1000,
-            tags: file.tags.len(),
+            duration_ms: u32::try_from(input.duration_ms()).unwrap_or(u32::MAX),
+            gop_ms,
+            bitrate_kbps: match &plan {
+                Plan::Srt(ts, _) => ts.bitrate_bps() / 1000,
+                Plan::Rtmp(..) => input.bitrate_bps() / 1000,
+            },
+            tags: match &input {
+                Input::Flv(f) => f.tags.len(),
+                Input::Ts(_) => 0,
+            },
+            ts_payloads: match &plan {
+                Plan::Srt(ts, _) => Some(ts.chunks.len()),
+                Plan::Rtmp(..) => None,
+            },
         },
         wall_seconds: wall,
         viewers: (config.viewers > 0).then(|| ViewerSummary::from_outcomes(viewers)),

@@ -155,6 +155,68 @@ pub struct PublisherOutcome {
     pub final_lag_ms: u64,
     /// Seconds of media sent (media time of the last tag).
     pub media_seconds: f64,
+    /// The SRT connection's counters (SRT publishers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt: Option<SrtCounters>,
+}
+
+/// One SRT publisher's sender-side counters, as its connection saw them at the end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct SrtCounters {
+    /// Data packets sent for the first time.
+    pub packets_sent: u64,
+    /// Data packets sent again after a NAK.
+    pub packets_retransmitted: u64,
+    /// Distinct packets the server reported lost in its NAKs.
+    pub packets_reported_lost: u64,
+    /// Packets dropped unacknowledged (older than the latency allows, or buffer full).
+    pub packets_send_dropped: u64,
+    /// NAK packets received.
+    pub naks_received: u64,
+    /// The smoothed round-trip time at the end (the server's estimate, from its ACKs), ms.
+    pub rtt_ms: f64,
+}
+
+/// SRT totals over all publishers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SrtSummary {
+    /// Data packets sent for the first time.
+    pub packets_sent: u64,
+    /// Data packets retransmitted.
+    pub packets_retransmitted: u64,
+    /// Distinct packets the server reported lost.
+    pub packets_reported_lost: u64,
+    /// Packets the senders dropped unacknowledged.
+    pub packets_send_dropped: u64,
+    /// `packets_reported_lost / packets_sent`, percent.
+    pub loss_percent: f64,
+    /// Distribution of the per-publisher RTT at the end, ms.
+    pub rtt_ms: Quantiles,
+}
+
+impl SrtSummary {
+    /// Totals of the publishers that had an SRT connection; `None` if none had.
+    pub fn of(per: &[PublisherOutcome]) -> Option<SrtSummary> {
+        let all: Vec<&SrtCounters> = per.iter().filter_map(|p| p.srt.as_ref()).collect();
+        if all.is_empty() {
+            return None;
+        }
+        let sum = |f: fn(&SrtCounters) -> u64| all.iter().map(|c| f(c)).sum::<u64>();
+        let sent = sum(|c| c.packets_sent);
+        let lost = sum(|c| c.packets_reported_lost);
+        Some(SrtSummary {
+            packets_sent: sent,
+            packets_retransmitted: sum(|c| c.packets_retransmitted),
+            packets_reported_lost: lost,
+            packets_send_dropped: sum(|c| c.packets_send_dropped),
+            loss_percent: if sent > 0 {
+                lost as f64 * 100.0 / sent as f64
+            } else {
+                0.0
+            },
+            rtt_ms: Quantiles::of(&all.iter().map(|c| c.rtt_ms).collect::<Vec<_>>()),
+        })
+    }
 }
 
 /// What one viewer saw.
@@ -252,8 +314,11 @@ pub struct InputSummary {
     pub gop_ms: u32,
     /// Average media bitrate, kbit/s.
     pub bitrate_kbps: u64,
-    /// Media tags in one pass.
+    /// Media tags in one pass (FLV input).
     pub tags: usize,
+    /// 1316-byte MPEG-TS payloads in one pass (SRT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts_payloads: Option<usize>,
 }
 
 /// Totals over all publishers.
@@ -281,6 +346,9 @@ pub struct PublisherSummary {
     pub final_lag_ms: Quantiles,
     /// Distribution of connect times, ms.
     pub connect_ms: Quantiles,
+    /// SRT totals (SRT publishers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub srt: Option<SrtSummary>,
     /// Each publisher.
     pub per_publisher: Vec<PublisherOutcome>,
 }
@@ -386,6 +454,7 @@ impl PublisherSummary {
             max_lag_ms: Quantiles::of(&lags(|p| p.max_lag_ms)),
             final_lag_ms: Quantiles::of(&lags(|p| p.final_lag_ms)),
             connect_ms: Quantiles::of(&connects),
+            srt: SrtSummary::of(&per),
             per_publisher: per,
         }
     }
@@ -460,6 +529,18 @@ impl Report {
             "  behind real time at the end: {}",
             p.final_lag_ms.text()
         );
+        if let Some(srt) = &p.srt {
+            let _ = writeln!(
+                s,
+                "  SRT: {} packets sent, {} retransmitted, {} reported lost by the server ({:.3} %), {} dropped unacknowledged",
+                srt.packets_sent,
+                srt.packets_retransmitted,
+                srt.packets_reported_lost,
+                srt.loss_percent,
+                srt.packets_send_dropped
+            );
+            let _ = writeln!(s, "  SRT round-trip time: {}", srt.rtt_ms.text());
+        }
         for o in p
             .per_publisher
             .iter()
@@ -527,6 +608,7 @@ mod tests {
             max_lag_ms: lag,
             final_lag_ms: 0,
             media_seconds: 1.0,
+            srt: None,
         }
     }
 
@@ -581,6 +663,7 @@ mod tests {
                 gop_ms: 2000,
                 bitrate_kbps: 3000,
                 tags: 770,
+                ts_payloads: None,
             },
             wall_seconds: 2.0,
             publishers: PublisherSummary::from_outcomes(
@@ -611,5 +694,44 @@ mod tests {
         let text = r.to_text();
         assert!(text.contains("1 connected"), "{text}");
         assert!(text.contains("errors: 1"), "{text}");
+        assert!(j["publishers"].get("srt").is_none());
+        assert!(!text.contains("SRT"), "{text}");
+    }
+
+    #[test]
+    fn srt_totals() {
+        let mut a = publisher(0, Outcome::Finished, true, 5);
+        a.srt = Some(SrtCounters {
+            packets_sent: 1000,
+            packets_retransmitted: 12,
+            packets_reported_lost: 10,
+            packets_send_dropped: 0,
+            naks_received: 4,
+            rtt_ms: 0.5,
+        });
+        let mut b = a.clone();
+        b.index = 1;
+        if let Some(c) = b.srt.as_mut() {
+            c.packets_reported_lost = 0;
+            c.rtt_ms = 1.5;
+        }
+        let s = PublisherSummary::from_outcomes(
+            vec![a, b, publisher(2, Outcome::Failed, false, 0)],
+            1.0,
+        );
+        let srt = s.srt.as_ref().unwrap();
+        assert_eq!(
+            (
+                srt.packets_sent,
+                srt.packets_retransmitted,
+                srt.packets_reported_lost
+            ),
+            (2000, 24, 10)
+        );
+        assert!((srt.loss_percent - 0.5).abs() < 1e-9);
+        assert_eq!(srt.rtt_ms.max, Some(1.5));
+        let j = serde_json::to_value(&s).unwrap();
+        assert_eq!(j["srt"]["packets_reported_lost"], 10);
+        assert_eq!(j["per_publisher"][0]["srt"]["naks_received"], 4);
     }
 }

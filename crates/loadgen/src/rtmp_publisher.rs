@@ -83,6 +83,7 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
         max_lag_ms: 0,
         final_lag_ms: 0,
         media_seconds: 0.0,
+        srt: None,
     };
     if *t.stop.borrow() {
         return out;

@@ -113,6 +113,9 @@ pub struct Stats {
     pub naks_sent: u64,
     /// NAK packets received.
     pub naks_received: u64,
+    /// Distinct packets the peer reported lost in its NAKs (sender side: the loss the
+    /// receiver saw on the way; a packet reported again counts once).
+    pub packets_reported_lost: u64,
     /// Smoothed round-trip time.
     pub rtt: Duration,
     /// Round-trip time variance.
@@ -187,6 +190,8 @@ struct SendSlot {
     payload: Bytes,
     origin: Instant,
     in_loss: bool,
+    /// A NAK has reported this packet lost at least once.
+    nak_reported: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -699,6 +704,10 @@ impl Connection {
             }
             for i in lo..=hi.min(sent.saturating_sub(1)) {
                 if let Some(s) = self.snd_buf.get_mut(i) {
+                    if !s.nak_reported {
+                        s.nak_reported = true;
+                        self.stats.packets_reported_lost += 1;
+                    }
                     if !s.in_loss {
                         s.in_loss = true;
                         self.loss_queue.push_back(s.seq);
@@ -782,6 +791,7 @@ impl Connection {
             payload,
             origin: now,
             in_loss: false,
+            nak_reported: false,
         });
         Ok(())
     }
