@@ -226,11 +226,14 @@ fn low_bitrate_warning_webhook_and_recovery() {
     // Pause the source: the TCP connection stays up, nothing is sent.
     publisher.signal(19); // SIGSTOP
     let paused = Instant::now();
-    let (v, seen) = wait_api_status(&server, "warning", LOW_FOR + Duration::from_secs(15));
+    // Health counts whole seconds: the second the pause falls in may already count as low,
+    // so the warning may come up to a second before `low-bitrate-for` has passed since the
+    // pause; the upper bound leaves room for a busy machine (the sweeper ticks once a second).
+    let (v, seen) = wait_api_status(&server, "warning", LOW_FOR + Duration::from_secs(10));
     let took = seen.duration_since(paused);
     eprintln!("warning {took:?} after the pause (low-bitrate-for {LOW_FOR:?})");
     assert!(
-        took >= LOW_FOR - Duration::from_millis(500),
+        took >= LOW_FOR - Duration::from_secs(1),
         "warning after {took:?}, before low-bitrate-for ({LOW_FOR:?})"
     );
     let reasons = v["reasons"].as_array().cloned().unwrap_or_default();

@@ -350,8 +350,11 @@ impl Telemetry {
         self.drain_health(t);
     }
 
-    /// A publish session ended (the stream enters its reconnect window).
-    pub fn session_ended(&self, t: &StreamTelemetry) {
+    /// A publish session ended (the stream enters its reconnect window). `superseded`: the
+    /// session lost its stream to a newer epoch (a takeover on another worker, or the API
+    /// ended it): the worker that made that transition reports it, so this one emits no
+    /// event (each event is sent once across the cluster).
+    pub fn session_ended(&self, t: &StreamTelemetry, superseded: bool) {
         let status = match t.health.lock() {
             Ok(mut h) => {
                 h.handle_disconnected(now_ms());
@@ -378,8 +381,13 @@ impl Telemetry {
         if let Ok(mut f) = t.frames.lock() {
             *f = None;
         }
-        self.emit(t, "stream.unpublished", None, status, Vec::new());
-        self.drain_health(t);
+        if superseded {
+            info!(stream = %t.id, "session superseded by a newer epoch; no event from this worker");
+            self.drain_health_quietly(t);
+        } else {
+            self.emit(t, "stream.unpublished", None, status, Vec::new());
+            self.drain_health(t);
+        }
     }
 
     /// The stream ended (reconnect window over): its series go away.
@@ -428,6 +436,23 @@ impl Telemetry {
                 .stream_status
                 .get_or_create(&StreamStatusLabels::of(&labels, s.as_str()))
                 .set(i64::from(s == status));
+        }
+    }
+
+    /// Consumes the health machine's pending events without emitting them (series are
+    /// still updated).
+    fn drain_health_quietly(&self, t: &StreamTelemetry) {
+        loop {
+            let ev = match t.health.lock() {
+                Ok(mut h) => h.poll_event(),
+                Err(_) => None,
+            };
+            let Some(ev) = ev else { break };
+            if let HealthEvent::StatusChanged { to, .. } = ev {
+                if let Some(protocol) = t.protocol.lock().ok().and_then(|p| *p) {
+                    self.set_status_series(t, protocol, to);
+                }
+            }
         }
     }
 

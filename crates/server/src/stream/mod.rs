@@ -660,8 +660,14 @@ impl Streams {
     }
 
     /// Called by a writer when its session is over (publisher gone or fenced) and everything
-    /// it could store is stored.
-    async fn session_ended(&self, stream: &Arc<Stream>, generation: u64, record: StreamRecord) {
+    /// it could store is stored. `superseded`: it lost the stream to a newer epoch.
+    async fn session_ended(
+        &self,
+        stream: &Arc<Stream>,
+        generation: u64,
+        record: StreamRecord,
+        superseded: bool,
+    ) {
         let mut inner = stream.inner.lock().await;
         if inner
             .live
@@ -673,7 +679,7 @@ impl Streams {
             self.metrics.live_streams.dec();
             stream.release_view();
             drop(inner);
-            self.telemetry.session_ended(&stream.telemetry);
+            self.telemetry.session_ended(&stream.telemetry, superseded);
             info!(stream = %stream.id, window_s = self.settings.reconnect_window.as_secs_f64(), "publisher gone; stream reconnecting");
         }
     }

@@ -337,7 +337,8 @@ pub(super) async fn run(mut w: Writer) {
         info!(stream = %w.stream.id, stored, held, "stream taken over by a newer epoch; closing this publisher");
     }
     w.fenced.cancel();
+    let superseded = matches!(outcome, Err(StoreError::Conflict { .. }));
     w.streams
-        .session_ended(&w.stream, w.generation, w.record.clone())
+        .session_ended(&w.stream, w.generation, w.record.clone(), superseded)
         .await;
 }
