@@ -92,6 +92,9 @@ struct StreamJson {
     status_since_ms: Option<u64>,
     /// Unix ms since which the current publisher is connected: the stream's uptime.
     connected_since_ms: Option<u64>,
+    /// Unix ms when the publisher of the current epoch left (reconnecting or ended), from
+    /// the shared record: right on every worker.
+    publisher_left_ms: Option<i64>,
     /// Cumulative SRT packet counters (received, lost, dropped, retransmitted).
     packets: Option<tidegate_health::PacketTotals>,
     codecs: Option<String>,
@@ -147,6 +150,7 @@ fn stream_json(s: StreamSummary, with_history: bool) -> StreamJson {
         protocol: health.as_ref().and_then(|h| h.protocol),
         status_since_ms: health.as_ref().map(|h| h.status_since_ms),
         connected_since_ms: health.as_ref().and_then(|h| h.connected_since_ms),
+        publisher_left_ms: s.record.as_ref().and_then(|r| r.publisher_left_ms),
         packets: health.as_ref().map(|h| h.packets),
         codecs,
         resolution: resolution.map(|(w, h)| format!("{w}x{h}")),

@@ -93,9 +93,8 @@
     if (s.status === "healthy" || s.status === "warning") {
       return s.connected_since_ms ? fmtDuration(serverNow() - s.connected_since_ms) : "live";
     }
-    if (s.status === "reconnecting" && s.status_since_ms) {
-      return "away " + fmtDuration(serverNow() - s.status_since_ms);
-    }
+    const left = s.publisher_left_ms || s.status_since_ms;
+    if (s.status === "reconnecting" && left) return "away " + fmtDuration(serverNow() - left);
     return "—";
   }
 
@@ -440,7 +439,7 @@
       ["epoch", s.epoch],
       ["media sequence", s.media_sequence],
       ["segments", s.segments],
-      ["playlist", s.playlist],
+      ["playlist", { href: s.playlist }],
       ["preview position", video.currentTime ? video.currentTime.toFixed(1) + " s" : "—"],
     ];
     if (d.hls && typeof d.hls.latency === "number" && d.hls.latency > 0) {
@@ -450,7 +449,15 @@
     dl.textContent = "";
     for (const [k, v] of facts) {
       dl.appendChild(el("dt", "", k));
-      dl.appendChild(el("dd", "", String(v)));
+      const dd = el("dd");
+      if (v && v.href) {
+        const a = el("a", "", v.href);
+        a.href = v.href;
+        dd.appendChild(a);
+      } else {
+        dd.textContent = String(v);
+      }
+      dl.appendChild(dd);
     }
     const spark = $("d-spark");
     spark.setAttribute("class", "spark big " + s.status);
