@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tidegate_server::config::{SegmentFormat, TakeoverPolicy};
+use tidegate_server::config::{PullConfig, SegmentFormat, TakeoverPolicy};
 use tidegate_server::ServeConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -134,6 +134,15 @@ struct ServeArgs {
     /// Time the on-publish callback may take; the publisher is refused after it [default: 3s].
     #[arg(long, env = "TIDEGATE_ON_PUBLISH_TIMEOUT", value_parser = duration)]
     on_publish_timeout: Option<Duration>,
+    /// Pull stream KEY from a remote SRT listener: KEY=srt://HOST:PORT?streamid=..&passphrase=..
+    /// (repeatable; in the environment, space-separated). Replaces the file's [[pull]] list.
+    #[arg(
+        long = "pull",
+        env = "TIDEGATE_PULL",
+        value_name = "KEY=URL",
+        value_delimiter = ' '
+    )]
+    pull: Vec<PullConfig>,
 }
 
 impl ServeArgs {
@@ -182,6 +191,9 @@ impl ServeArgs {
         if !self.webhook_urls.is_empty() {
             c.webhooks = self.webhook_urls;
         }
+        if !self.pull.is_empty() {
+            c.pull = self.pull;
+        }
         Ok(c)
     }
 }
@@ -193,17 +205,7 @@ fn main() -> anyhow::Result<()> {
         Command::CheckConfig(args) => {
             let config = args.resolve()?;
             config.validate()?;
-            let mut shown = config.clone();
-            if shown.srt_passphrase.is_some() {
-                shown.srt_passphrase = Some("<redacted>".into());
-            }
-            if shown.admin_token.is_some() {
-                shown.admin_token = Some("<redacted>".into());
-            }
-            if shown.webhook_secret.is_some() {
-                shown.webhook_secret = Some("<redacted>".into());
-            }
-            println!("{}", toml::to_string_pretty(&shown)?);
+            println!("{}", toml::to_string_pretty(&config.redacted())?);
             eprintln!("configuration is valid");
             Ok(())
         }

@@ -67,6 +67,32 @@ impl SegmentFormat {
     }
 }
 
+/// A stream this worker pulls from a remote SRT listener (`[[pull]]` in the file,
+/// `--pull KEY=URL` on the command line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullConfig {
+    /// The stream key it feeds (tenant `default` in open mode).
+    pub stream: String,
+    /// `srt://HOST:PORT?streamid=..&passphrase=..&pbkeylen=..&latency=..` (libsrt URI
+    /// options; times in milliseconds).
+    pub url: String,
+}
+
+impl std::str::FromStr for PullConfig {
+    type Err = String;
+    /// `KEY=srt://...`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (stream, url) = s
+            .split_once('=')
+            .ok_or_else(|| "expected KEY=srt://HOST:PORT?...".to_owned())?;
+        Ok(PullConfig {
+            stream: stream.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+}
+
 /// Everything `tidegate serve` can be told. Every field has a default, so an empty file (or no
 /// file) is a complete single-node configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +169,8 @@ pub struct ServeConfig {
     pub health: tidegate_health::HealthConfig,
     /// Per-tenant settings, by tenant name (`[tenants.NAME]`).
     pub tenants: std::collections::BTreeMap<String, TenantConfig>,
+    /// Streams pulled from remote SRT listeners (this worker calls them).
+    pub pull: Vec<PullConfig>,
 }
 
 /// One tenant's settings (`[tenants.NAME]` in the file).
@@ -186,6 +214,7 @@ impl Default for ServeConfig {
             on_publish_timeout: Duration::from_secs(3),
             health: tidegate_health::HealthConfig::default(),
             tenants: std::collections::BTreeMap::new(),
+            pull: Vec::new(),
         }
     }
 }
@@ -326,7 +355,49 @@ impl ServeConfig {
                 return invalid(field, "must be between 100ms and 60s");
             }
         }
+        let mut keys = std::collections::HashSet::new();
+        for p in &self.pull {
+            if crate::store::StreamId::new("default", &p.stream).is_none() {
+                return Err(ConfigError::Invalid {
+                    field: "pull",
+                    reason: format!(
+                        "stream `{}` is not a valid stream key (letters, digits, `_`, `-`, `.`)",
+                        p.stream
+                    ),
+                });
+            }
+            if !keys.insert(p.stream.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: "pull",
+                    reason: format!("stream `{}` is pulled twice", p.stream),
+                });
+            }
+            if let Err(reason) = crate::ingest::srt_pull::parse_srt_url(&p.url) {
+                return Err(ConfigError::Invalid {
+                    field: "pull",
+                    reason: format!("stream `{}`: url {reason}", p.stream),
+                });
+            }
+        }
         Ok(())
+    }
+
+    /// A copy safe to print: passphrases, tokens and secrets replaced.
+    pub fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        for secret in [
+            &mut c.srt_passphrase,
+            &mut c.admin_token,
+            &mut c.webhook_secret,
+        ] {
+            if secret.is_some() {
+                *secret = Some("<redacted>".into());
+            }
+        }
+        for p in &mut c.pull {
+            p.url = crate::ingest::srt_pull::redact_url(&p.url);
+        }
+        c
     }
 
     /// The health thresholds of every tenant that overrides some: the server's `[health]`
@@ -467,6 +538,40 @@ mod tests {
             ..c
         };
         assert_eq!(invalid_field(bad_timeout), "webhook-timeout");
+    }
+
+    #[test]
+    fn pulls_parse_validate_and_redact() {
+        let c = ServeConfig::from_toml(
+            "[[pull]]\nstream = \"cam\"\nurl = \"srt://127.0.0.1:7001?passphrase=correcthorse\"\n\n[[pull]]\nstream = \"cam2\"\nurl = \"srt://gw:7002\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.pull.len(), 2);
+        c.validate().unwrap();
+        let shown = toml::to_string_pretty(&c.redacted()).unwrap();
+        assert!(!shown.contains("correcthorse"), "{shown}");
+        assert!(shown.contains("passphrase=<redacted>"), "{shown}");
+        let err = |pull: Vec<PullConfig>| match (ServeConfig {
+            pull,
+            ..Default::default()
+        })
+        .validate()
+        {
+            Err(ConfigError::Invalid {
+                field: "pull",
+                reason,
+            }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let p = |s: &str| s.parse::<PullConfig>().unwrap();
+        assert!(err(vec![p("cam=srt://h")]).contains("port"));
+        assert!(err(vec![p("c/m=srt://h:1")]).contains("stream key"));
+        assert!(err(vec![p("cam=srt://h:1"), p("cam=srt://h:2")]).contains("twice"));
+        assert!("nokey".parse::<PullConfig>().is_err());
+        assert!(ServeConfig::from_toml(
+            "[[pull]]\nstream = \"a\"\nurl = \"srt://h:1\"\nextra = 1\n"
+        )
+        .is_err());
     }
 
     #[test]

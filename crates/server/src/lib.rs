@@ -3,6 +3,7 @@
 //! ```text
 //!  RTMP socket ─▶ ingest::rtmp (tidegate-rtmp session ─▶ tidegate-flv demuxer)
 //!  SRT socket  ─▶ ingest::srt  (tidegate-srt connection ─▶ tidegate-mpegts demuxer)
+//!  SRT pull    ─▶ ingest::srt_pull (tidegate-srt caller, then the same driver)
 //!                        │ MediaEvent
 //!                        ▼
 //!               stream::Publisher (tidegate-packager Segmenter)
@@ -225,6 +226,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         http = %config.http_listen,
         data_dir = %config.data_dir.display(),
         worker = %settings.worker_id,
+        pulls = config.pull.len(),
         ended_on_start = recovered,
         "tidegate worker started"
     );
@@ -241,6 +243,15 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let ingest_stop = CancellationToken::new();
     let rtmp_task = tokio::spawn(ingest::rtmp::serve(rtmp, ctx.clone(), ingest_stop.clone()));
     let srt_task = tokio::spawn(ingest::srt::serve(srt, ctx.clone(), ingest_stop.clone()));
+    let pulls = tokio_util::task::TaskTracker::new();
+    for p in &ctx.config.pull {
+        pulls.spawn(ingest::srt_pull::run(
+            ctx.clone(),
+            p.clone(),
+            ingest_stop.clone(),
+        ));
+    }
+    pulls.close();
     let sweeper_stop = CancellationToken::new();
     tokio::spawn(streams.clone().run_sweeper(sweeper_stop.clone()));
     spawn_change_listener(&ctx.config, streams.clone(), sweeper_stop.clone());
@@ -293,6 +304,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let ingest_done = async {
         let _ = rtmp_task.await;
         let _ = srt_task.await;
+        pulls.wait().await;
     };
     if tokio::time::timeout(Duration::from_secs(10), ingest_done)
         .await

@@ -2,3 +2,4 @@
 
 pub mod rtmp;
 pub mod srt;
+pub mod srt_pull;

@@ -10,6 +10,9 @@
 //! [`Publisher`]. Its loop: datagram in → `handle_datagram` → send every `poll_transmit` →
 //! payloads from `poll_event` into the demuxer → media events into the publisher → re-arm
 //! the one timer from `poll_timeout`.
+//!
+//! The same driver runs pulled connections ([`super::srt_pull`]): there the task owns its
+//! own socket instead of a routed channel ([`Inbox`]).
 
 use std::collections::HashMap;
 use std::io::IoSliceMut;
@@ -30,6 +33,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::srt_pull::PullSocket;
 use crate::metrics::{Protocol, ProtocolLabels};
 use crate::store::StreamId;
 use crate::stream::Publisher;
@@ -50,7 +54,7 @@ const SOCKET_SEND_BUFFER: usize = 1 << 20;
 
 type Routes = Arc<Mutex<HashMap<u32, mpsc::Sender<Bytes>>>>;
 
-fn os_secret() -> [u8; 32] {
+pub(crate) fn os_secret() -> [u8; 32] {
     let mut secret = [0u8; 32];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
         let _ = std::io::Read::read_exact(&mut f, &mut secret);
@@ -307,7 +311,7 @@ async fn route(
     }
 }
 
-fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8]) {
+pub(crate) fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, data: &[u8]) {
     if data.is_empty() {
         return;
     }
@@ -400,17 +404,14 @@ async fn admit(
         r.insert(socket_id, tx);
     }
     info!(stream = %id, peer = %peer, epoch = publisher.epoch(), latency_ms = conn.latency().as_millis() as u64, encrypted = conn.is_encrypted(), "srt: publishing");
-    let driver = ConnectionDriver {
-        ctx: ctx.clone(),
-        socket: socket.clone(),
-        state: state.clone(),
+    let driver = ConnectionDriver::new(
+        ctx.clone(),
+        socket.clone(),
+        state.clone(),
         conn,
-        demux: TsDemuxer::new(),
-        publisher: Some(publisher),
-        rx,
-        reported: tidegate_srt::Stats::default(),
-        next_report: Instant::now() + STATS_INTERVAL,
-    };
+        publisher,
+        Inbox::Routed(rx),
+    );
     let routes = routes.clone();
     let shutdown = shutdown.clone();
     let span = info_span!("srt", socket = socket_id, peer = %peer);
@@ -426,14 +427,33 @@ async fn admit(
     resp
 }
 
-struct ConnectionDriver {
+/// Where a connection's datagrams come from.
+pub(crate) enum Inbox {
+    /// The listener's router, by destination socket ID.
+    Routed(mpsc::Receiver<Bytes>),
+    /// A socket of its own (a pulled connection); datagrams from anyone but the peer are
+    /// ignored.
+    Own(PullSocket),
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DriverEnd {
+    /// Why (a fixed phrase, logged).
+    pub reason: &'static str,
+    /// Payloads the connection delivered.
+    pub delivered: u64,
+}
+
+/// One established connection feeding one publisher: SRT → MPEG-TS demuxer → stream.
+pub(crate) struct ConnectionDriver {
     ctx: Arc<Context>,
     socket: Arc<UdpSocket>,
     state: Arc<UdpSocketState>,
     conn: Connection,
     demux: TsDemuxer,
     publisher: Option<Publisher>,
-    rx: mpsc::Receiver<Bytes>,
+    inbox: Inbox,
     /// Counters as last reported to telemetry.
     reported: tidegate_srt::Stats,
     next_report: Instant,
@@ -443,7 +463,52 @@ struct ConnectionDriver {
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 impl ConnectionDriver {
-    async fn run(mut self, shutdown: CancellationToken) {
+    pub(crate) fn new(
+        ctx: Arc<Context>,
+        socket: Arc<UdpSocket>,
+        state: Arc<UdpSocketState>,
+        conn: Connection,
+        publisher: Publisher,
+        inbox: Inbox,
+    ) -> Self {
+        ConnectionDriver {
+            ctx,
+            socket,
+            state,
+            conn,
+            demux: TsDemuxer::new(),
+            publisher: Some(publisher),
+            inbox,
+            reported: tidegate_srt::Stats::default(),
+            next_report: Instant::now() + STATS_INTERVAL,
+        }
+    }
+
+    /// The next datagram from the peer; `Err(reason)` when no more can come.
+    async fn recv(&mut self) -> Result<Bytes, &'static str> {
+        let peer = self.conn.peer_addr();
+        match &mut self.inbox {
+            Inbox::Routed(rx) => rx.recv().await.ok_or("router closed"),
+            Inbox::Own(sock) => loop {
+                match sock.recv().await {
+                    Ok((from, d)) if from == peer => return Ok(d),
+                    Ok(_) => {}
+                    // ICMP port unreachable on our connected socket: the remote is gone.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        return Err("peer unreachable");
+                    }
+                    // Anything else: the idle timeout decides.
+                    Err(e) => {
+                        debug!(error = %e, "srt: recv failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            },
+        }
+    }
+
+    /// Runs until the connection ends, then finishes the publisher.
+    pub(crate) async fn run(mut self, shutdown: CancellationToken) -> DriverEnd {
         let closed = self
             .publisher
             .as_ref()
@@ -451,14 +516,16 @@ impl ConnectionDriver {
             .unwrap_or_default();
         let peer = self.conn.peer_addr();
         let end: Result<&'static str, (&'static str, String)> = loop {
-            self.flush();
+            if !self.flush() {
+                break Ok("peer unreachable");
+            }
             let deadline = self
                 .conn
                 .poll_timeout()
                 .map_or(self.next_report, |t| t.min(self.next_report));
             tokio::select! {
-                d = self.rx.recv() => match d {
-                    Some(d) => {
+                d = self.recv() => match d {
+                    Ok(d) => {
                         if let Some(p) = &self.publisher {
                             p.telemetry().note_bytes(d.len() as u64);
                         }
@@ -466,7 +533,7 @@ impl ConnectionDriver {
                             debug!(error = %e, "srt: bad datagram");
                         }
                     }
-                    None => break Ok("router closed"),
+                    Err(reason) => break Ok(reason),
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {
                     let now = Instant::now();
@@ -478,12 +545,12 @@ impl ConnectionDriver {
                 },
                 () = closed.cancelled() => {
                     self.conn.close(Instant::now());
-                    self.flush();
+                    let _ = self.flush();
                     break Err(("superseded", "the stream was taken over or its writer stopped".into()));
                 },
                 () = shutdown.cancelled() => {
                     self.conn.close(Instant::now());
-                    self.flush();
+                    let _ = self.flush();
                     break Ok("worker shutting down");
                 },
             }
@@ -494,18 +561,22 @@ impl ConnectionDriver {
                     // Draining worker, segment boundary reached: leave so the encoder
                     // reconnects elsewhere.
                     self.conn.close(Instant::now());
-                    self.flush();
+                    let _ = self.flush();
                     break Ok("worker draining");
                 }
                 Err(e) => {
                     self.conn.close(Instant::now());
-                    self.flush();
+                    let _ = self.flush();
                     break Err(e);
                 }
             }
         };
         self.report_stats();
         let stats = self.conn.stats();
+        let reason: &'static str = match &end {
+            Ok(reason) => reason,
+            Err((kind, _)) => kind,
+        };
         match end {
             Ok(reason) => info!(
                 peer = %peer,
@@ -523,6 +594,10 @@ impl ConnectionDriver {
         }
         if let Some(p) = self.publisher.take() {
             p.finish().await;
+        }
+        DriverEnd {
+            reason,
+            delivered: stats.packets_delivered,
         }
     }
 
@@ -543,11 +618,23 @@ impl ConnectionDriver {
         self.reported = now;
     }
 
-    fn flush(&mut self) {
+    /// Sends everything due. `false` when the peer is known to be gone (our own connected
+    /// socket got an ICMP "port unreachable" back).
+    fn flush(&mut self) -> bool {
         let peer = self.conn.peer_addr();
+        let mut reachable = true;
         while let Some(d) = self.conn.poll_transmit(Instant::now()) {
-            send(&self.socket, &self.state, peer, &d);
+            match &self.inbox {
+                Inbox::Routed(_) => send(&self.socket, &self.state, peer, &d),
+                // A full send buffer drops the datagram, as any UDP loss; a refusal is final.
+                Inbox::Own(_) => {
+                    if let Err(e) = self.socket.try_send(&d) {
+                        reachable &= e.kind() != std::io::ErrorKind::ConnectionRefused;
+                    }
+                }
+            }
         }
+        reachable
     }
 
     /// Payloads into the demuxer, media into the publisher. `Ok(Some(reason))` when the
