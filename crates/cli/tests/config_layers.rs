@@ -123,4 +123,19 @@ fn secrets_are_not_printed() {
     let (ok, out, err) = check_config(&["--srt-passphrase", "supersecretpass"], &[]);
     assert!(ok, "{err}");
     assert!(!out.contains("supersecretpass") && !err.contains("supersecretpass"));
+    let (ok, out, err) = check_config(
+        &[
+            "--webhook-url",
+            "http://127.0.0.1:9/hook",
+            "--webhook-secret",
+            "webhook-secret-value-xyz",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("http://127.0.0.1:9/hook"), "{out}");
+    assert!(
+        !out.contains("webhook-secret-value-xyz") && !err.contains("webhook-secret-value-xyz"),
+        "{out}"
+    );
 }
