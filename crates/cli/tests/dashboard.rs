@@ -3,7 +3,8 @@
 //! publisher is live. The stream appears `healthy` (green); its detail view plays the HLS
 //! preview with hls.js (the `<video>`'s `currentTime` advances); then the publisher is
 //! stopped with SIGSTOP (the connection stays open, the bitrate drops to zero) and the page
-//! turns `warning` (amber) with the low-bitrate reason. Screenshots land in
+//! turns `warning` (amber) with the low-bitrate reason; the kick button, given the admin
+//! token at its prompt, turns it `reconnecting` (blue). Screenshots land in
 //! `target/test-artifacts/dashboard-*.png`.
 //!
 //! Before the browser, plain HTTP checks of what the binary serves: the page, its assets
@@ -28,6 +29,9 @@ low-bitrate-for = "2s"
 recover-after = "2s"
 min-dwell = "1s"
 "#;
+
+/// The server's admin token, which the page asks for when kick is pressed.
+const ADMIN_TOKEN: &str = "dashboard-test-token";
 
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -121,7 +125,12 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tidegate.toml");
     fs::write(&config, HEALTH).unwrap();
-    let mut server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]);
     check_served_assets(&server);
 
     let publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url("cam"), &Publish::forever());
@@ -140,7 +149,8 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
         .arg(server.url(""))
         .arg("default/cam")
         .arg(publisher.pid().to_string())
-        .arg(&artifacts);
+        .arg(&artifacts)
+        .env("TIDEGATE_ADMIN_TOKEN", ADMIN_TOKEN);
     let mut browser = Proc::spawn("chromium-dashboard", cmd);
     // The script's own steps time out after 30 s each; this only bounds a hung browser.
     let status = browser.wait_exit(Duration::from_secs(150));
@@ -152,7 +162,7 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
         None => panic!("dashboard.mjs still running after 150 s:\n{out}"),
     }
     assert!(out.contains("dashboard.mjs: PASS"), "{out}");
-    for name in ["overview", "detail", "warning"] {
+    for name in ["overview", "detail", "warning", "reconnecting"] {
         let png = artifacts.join(format!("dashboard-{name}.png"));
         let bytes = fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
         assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", png.display());
@@ -160,8 +170,8 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
     // The API agrees with what the page showed.
     let v: serde_json::Value =
         serde_json::from_slice(&get(&server.url("/api/v1/streams/default/cam")).body).unwrap();
-    assert_eq!(v["status"], "warning", "{v}");
-    assert!(v["connected_since_ms"].as_u64().unwrap_or(0) > 0, "{v}");
+    assert_eq!(v["status"], "reconnecting", "kicked from the page: {v}");
+    assert!(v["publisher_left_ms"].as_i64().unwrap_or(0) > 0, "{v}");
     server.assert_alive();
     drop(publisher); // SIGKILL works on a stopped process too.
 }

@@ -7,7 +7,9 @@
 //    currentTime advances;
 // 3. the publisher is degraded (SIGSTOP: its connection stays open, its bitrate drops to
 //    zero) and the page turns `warning` (amber) with the reason, in the detail view and on
-//    the overview.
+//    the overview;
+// 4. with TIDEGATE_ADMIN_TOKEN set, the detail view's kick button asks for the token and the
+//    stream turns `reconnecting` (blue).
 // Screenshots go to <artifact-dir>/dashboard-*.png. Exits non-zero with a message on the
 // first failed check. Never downloads a browser: it launches /usr/bin/chromium.
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
@@ -20,11 +22,14 @@ if (!base || !streamKey || !pidArg || !artifacts) {
   console.error("usage: node dashboard.mjs <base-url> <tenant/stream> <publisher-pid> <artifact-dir>");
   process.exit(2);
 }
+// The server's --admin-token, typed into the page's prompt for the kick button.
+const ADMIN_TOKEN = process.env.TIDEGATE_ADMIN_TOKEN || "";
 const [tenant, stream] = streamKey.split("/");
 const publisherPid = Number(pidArg);
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 const GREEN = "rgb(46, 160, 67)";
 const AMBER = "rgb(210, 153, 34)";
+const BLUE = "rgb(56, 139, 253)";
 // Generous: the CI machine has two cores shared with the server, the encoder and the browser.
 const STEP_MS = 30000;
 
@@ -153,6 +158,29 @@ try {
     throw new Error(`overview shows "${warnText}" in ${warnBorder} with "${cardReason}", want warning in ${AMBER} with the reason`);
   }
   await shot(page, "warning");
+
+  // 4. Kick from the detail view: the page asks for the admin token (kept in
+  //    sessionStorage), the server closes the connection, the stream turns reconnecting (blue).
+  if (ADMIN_TOKEN) {
+    await card.click();
+    await page.locator("#detail").waitFor({ state: "visible", timeout: STEP_MS });
+    let prompted = 0;
+    page.on("dialog", async (d) => {
+      prompted += 1;
+      if (d.type() === "prompt") await d.accept(ADMIN_TOKEN);
+      else await d.dismiss();
+    });
+    await page.locator("#d-kick").click();
+    await page.locator('#detail[data-status="reconnecting"]').waitFor({ timeout: STEP_MS });
+    const kickNote = (await page.locator("#d-admin-note").textContent()).trim();
+    const blue = await page.locator("#d-status").evaluate((e) => getComputedStyle(e).backgroundColor);
+    const kept = await page.evaluate(() => sessionStorage.getItem("tidegate-admin-token"));
+    log("after kick:", JSON.stringify(kickNote), blue, "prompts", prompted);
+    if (prompted !== 1 || kept !== ADMIN_TOKEN) throw new Error("the admin token was not asked for once and kept for the tab");
+    if (!/kicked/.test(kickNote)) throw new Error(`kick answered "${kickNote}"`);
+    if (blue !== BLUE) throw new Error(`reconnecting badge in ${blue}, want ${BLUE}`);
+    await shot(page, "reconnecting");
+  }
   if (failed) throw new Error("the page threw a JavaScript error (see above)");
   log("PASS");
 } catch (e) {

@@ -413,7 +413,16 @@
   /** The parts of the detail view that follow the once-a-second overview poll. */
   function renderDetailLive() {
     const d = state.detail;
-    const s = state.streams.get(d.key);
+    const listed = state.streams.get(d.key);
+    // The list leaves out this worker's last figures once the publisher has gone; the
+    // stream's own call (every 2 s) still has them (protocol, reconnects...).
+    const s = listed && d.json ? { ...listed } : listed;
+    if (s && d.json) {
+      for (const [k, v] of Object.entries(d.json)) {
+        // Not the last connection's bitrate: a stream without a publisher receives nothing.
+        if (k !== "bitrate_bps" && (s[k] === null || s[k] === undefined)) s[k] = v;
+      }
+    }
     const badge = $("d-status");
     if (!s) {
       badge.className = "badge";
