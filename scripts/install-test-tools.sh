@@ -270,3 +270,28 @@ if ((${#browser_missing[@]} > 0)); then
 else
   log "browser test tools present (chromium, playwright-core)"
 fi
+
+# --- API conformance (crates/cli/tests/openapi.rs) --------------------------------------------
+# schemathesis from PyPI checks a live worker against docs/openapi.yaml. Pinned: its CLI
+# options change between versions (the test uses `run --checks all --phases ...
+# --generation-deterministic` as 4.x spells them). In its own virtualenv, so that its
+# libraries (hypothesis, jsonschema, requests...) never replace versions other tools rely on;
+# the test finds it at $TIDEGATE_API_TOOLS/bin/schemathesis (default below).
+SCHEMATHESIS_VERSION=4.32.5
+api_tools="${TIDEGATE_API_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/tidegate/api-tools}"
+have_schemathesis() { [[ "$("$api_tools/bin/schemathesis" --version 2>/dev/null)" == *"version $SCHEMATHESIS_VERSION" ]]; }
+if ! have_schemathesis; then
+  log "pip install schemathesis==$SCHEMATHESIS_VERSION into $api_tools"
+  { [[ -x "$api_tools/bin/python" ]] || python3 -m venv "$api_tools"; } \
+    && "$api_tools/bin/python" -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION" \
+    || log "pip install schemathesis failed"
+fi
+if ! have_schemathesis; then
+  log "STILL MISSING after install: schemathesis $SCHEMATHESIS_VERSION in $api_tools (PyPI schemathesis)"
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and schemathesis is missing (see above)"
+    exit 1
+  fi
+else
+  log "schemathesis $SCHEMATHESIS_VERSION present ($api_tools)"
+fi

@@ -111,7 +111,7 @@ struct ServeArgs {
     /// On SIGTERM, how long live publishers may stay before they are moved [default: 30s].
     #[arg(long, env = "TIDEGATE_DRAIN_TIMEOUT", value_parser = duration)]
     drain_timeout: Option<Duration>,
-    /// Bearer token required by the admin API (kick, end) [default: none, open].
+    /// Bearer token every /api/v1 call requires [default: none, open].
     #[arg(long, env = "TIDEGATE_ADMIN_TOKEN")]
     admin_token: Option<String>,
     /// URL that receives signed stream events (repeat the flag for several; the variable
@@ -143,6 +143,9 @@ struct ServeArgs {
         value_delimiter = ' '
     )]
     pull: Vec<PullConfig>,
+    /// This worker's id in the cluster, stable across restarts [default: HOSTNAME-HTTPPORT].
+    #[arg(long, env = "TIDEGATE_WORKER_ID")]
+    worker_id: Option<String>,
 }
 
 impl ServeArgs {
@@ -186,7 +189,8 @@ impl ServeArgs {
             srt_passphrase,
             admin_token,
             webhook_secret,
-            on_publish
+            on_publish,
+            worker_id
         );
         if !self.webhook_urls.is_empty() {
             c.webhooks = self.webhook_urls;

@@ -1,5 +1,6 @@
 //! The HTTP API: streams with status, health, protocol, codecs and resolution; one stream
-//! with its health history; kick and end, which need the admin token when one is set.
+//! with its health history; kick and end. With an admin token set, every call needs it.
+//! (`openapi.rs` checks the same API against `docs/openapi.yaml`.)
 
 mod common;
 
@@ -20,10 +21,33 @@ fn post(url: &str, token: Option<&str>) -> u16 {
     }
 }
 
+const TOKEN: &str = "s3cr3t-token";
+
+/// GET with the admin token: (status, body as JSON).
+fn get_api(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let mut req = ureq::get(url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    let resp = match req.call() {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("GET {url}: {e}"),
+    };
+    let status = resp.status();
+    let body = resp.into_string().unwrap();
+    let json = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("GET {url}: {status}, not JSON ({e}): {body}"));
+    (status, json)
+}
+
 fn stream_json(server: &Server, key: &str) -> serde_json::Value {
-    let r = get(&server.url(&format!("/api/v1/streams/default/{key}")));
-    assert_eq!(r.status, 200, "{}", r.text());
-    serde_json::from_slice(&r.body).unwrap()
+    let (status, v) = get_api(
+        &server.url(&format!("/api/v1/streams/default/{key}")),
+        Some(TOKEN),
+    );
+    assert_eq!(status, 200, "{v}");
+    v
 }
 
 fn wait_status(server: &Server, key: &str, want: &str) -> serde_json::Value {
@@ -40,11 +64,10 @@ fn wait_status(server: &Server, key: &str, want: &str) -> serde_json::Value {
 
 #[test]
 fn streams_health_kick_and_end() {
-    let mut server = Server::start(&["--admin-token", "s3cr3t-token", "--reconnect-window", "30s"]);
-    assert_eq!(
-        get(&server.url("/api/v1/streams/default/nobody")).status,
-        404
-    );
+    let mut server = Server::start(&["--admin-token", TOKEN, "--reconnect-window", "30s"]);
+    let nobody = server.url("/api/v1/streams/default/nobody");
+    assert_eq!(get_api(&nobody, Some(TOKEN)).0, 404);
+    assert_eq!(get_api(&nobody, None).0, 401, "the token is checked first");
     let mut publisher =
         publish_ffmpeg(Media::H264Aac, &server.rtmp_url("cam"), &Publish::forever());
     wait_playlist(
@@ -62,8 +85,10 @@ fn streams_health_kick_and_end() {
     );
     assert!(v["bitrate_bps"].as_u64().unwrap_or(0) > 0, "{v}");
     assert!(!v["history"].as_array().unwrap().is_empty(), "{v}");
-    let list: serde_json::Value =
-        serde_json::from_slice(&get(&server.url("/api/v1/streams")).body).unwrap();
+    assert!(v["uptime_s"].as_u64().is_some(), "{v}");
+    assert_eq!(v["live_here"], true, "{v}");
+    assert_eq!(get_api(&server.url("/api/v1/streams"), None).0, 401);
+    let (_, list) = get_api(&server.url("/api/v1/streams"), Some(TOKEN));
     assert!(list
         .as_array()
         .unwrap()
@@ -74,7 +99,7 @@ fn streams_health_kick_and_end() {
     let kick = server.url("/api/v1/streams/default/cam/kick");
     assert_eq!(post(&kick, None), 401);
     assert_eq!(post(&kick, Some("wrong-token-xx")), 401);
-    assert_eq!(post(&kick, Some("s3cr3t-token")), 200);
+    assert_eq!(post(&kick, Some(TOKEN)), 200);
     assert!(
         publisher.wait_exit(Duration::from_secs(20)).is_some(),
         "the kicked publisher's connection must close"
@@ -83,7 +108,7 @@ fn streams_health_kick_and_end() {
 
     let end = server.url("/api/v1/streams/default/cam/end");
     assert_eq!(post(&end, None), 401);
-    assert_eq!(post(&end, Some("s3cr3t-token")), 200);
+    assert_eq!(post(&end, Some(TOKEN)), 200);
     wait_playlist(
         &server.playlist_url("cam"),
         Duration::from_secs(10),
@@ -91,6 +116,6 @@ fn streams_health_kick_and_end() {
         |pl| pl.endlist,
     );
     wait_status(&server, "cam", "offline");
-    assert_eq!(post(&end, Some("s3cr3t-token")), 404, "already ended");
+    assert_eq!(post(&end, Some(TOKEN)), 404, "already ended");
     server.assert_alive();
 }

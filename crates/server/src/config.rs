@@ -148,7 +148,7 @@ pub struct ServeConfig {
     /// boundary) so their encoders reconnect to another worker.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// Bearer token the admin API calls (kick, end) require; open when unset.
+    /// Bearer token every `/api/v1` call requires; open when unset.
     pub admin_token: Option<String>,
     /// URLs that receive stream events (`stream.published`, `stream.unpublished`,
     /// `stream.status_changed`, `stream.ended`) as signed JSON POSTs; needs `webhook-secret`.
@@ -165,6 +165,9 @@ pub struct ServeConfig {
     /// How long the on-publish callback may take; a publisher is refused after it.
     #[serde(with = "humantime_serde")]
     pub on_publish_timeout: Duration,
+    /// This worker's id in the cluster, stable across its restarts (so they can be counted);
+    /// by default the host name and the HTTP port.
+    pub worker_id: Option<String>,
     /// Stream health thresholds (server defaults; tenants may override them).
     pub health: tidegate_health::HealthConfig,
     /// Per-tenant settings, by tenant name (`[tenants.NAME]`).
@@ -212,6 +215,7 @@ impl Default for ServeConfig {
             webhook_timeout: Duration::from_secs(5),
             on_publish: None,
             on_publish_timeout: Duration::from_secs(3),
+            worker_id: None,
             health: tidegate_health::HealthConfig::default(),
             tenants: std::collections::BTreeMap::new(),
             pull: Vec::new(),
@@ -316,6 +320,14 @@ impl ServeConfig {
         if let Some(storage) = &self.storage {
             if let Err(reason) = crate::store::parse_storage_url(storage) {
                 return invalid("storage", &reason);
+            }
+        }
+        if let Some(id) = &self.worker_id {
+            if !crate::store::valid_name(id) {
+                return invalid(
+                    "worker-id",
+                    "must be 1 to 128 of [A-Za-z0-9_.-], not starting with a dot",
+                );
             }
         }
         if !matches!(self.srt_pbkeylen, 0 | 16 | 24 | 32) {

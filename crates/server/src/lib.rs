@@ -19,6 +19,7 @@
 //! exit.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod dashboard;
 pub mod ingest;
@@ -28,6 +29,7 @@ pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod webhooks;
+pub mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -62,6 +64,10 @@ pub struct Context {
     pub streams: Arc<Streams>,
     /// The on-publish authorisation callback, when configured.
     pub on_publish: Option<webhooks::OnPublish>,
+    /// The shared state (stream records, cluster members).
+    pub state: Arc<dyn store::StateStore>,
+    /// This worker as a cluster member.
+    pub member: Arc<worker::Member>,
     ready: AtomicBool,
 }
 
@@ -91,16 +97,6 @@ pub enum ServeError {
     /// The data directory or the stores could not be opened.
     #[error("cannot open the stores: {0}")]
     Store(String),
-}
-
-fn worker_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "tidegate".to_owned());
-    format!("{host}-{}", std::process::id())
 }
 
 /// With a Redis state store, follows its change notifications so every worker drops a
@@ -141,6 +137,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     let (state, media) = store::open(&config)
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
+    let member = Arc::new(worker::Member::new(&config));
+    // Count this start now, so the restarts gauge is right from the first scrape; the
+    // heartbeat retries when the store is unreachable.
+    if let Err(e) = member.register(state.as_ref(), &metrics).await {
+        warn!(error = %e, "cannot register this worker in the state store yet; retrying");
+    }
     let settings = StreamSettings {
         container: config.segment_format.container(),
         segment_ticks: config.segment_ticks(),
@@ -148,7 +150,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         playlist_window: config.playlist_window,
         reconnect_window: config.reconnect_window,
         takeover_policy: config.takeover_policy,
-        worker_id: worker_id(),
+        worker_id: member.id.clone(),
     };
     let tenant_health = config.tenant_health()?;
     let telemetry = Arc::new(
@@ -182,7 +184,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         )
     });
     let streams = Streams::new(
-        state,
+        state.clone(),
         media,
         settings.clone(),
         metrics.clone(),
@@ -218,7 +220,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
     if config.admin_token.is_none() {
-        warn!("admin API is open: set --admin-token to require a bearer token for kick and end");
+        warn!("admin API is open: set --admin-token to require a bearer token for /api/v1");
     }
     info!(
         rtmp = %config.rtmp_listen,
@@ -227,6 +229,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         data_dir = %config.data_dir.display(),
         worker = %settings.worker_id,
         pulls = config.pull.len(),
+        incarnations = member.incarnations(),
         ended_on_start = recovered,
         "tidegate worker started"
     );
@@ -237,8 +240,16 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         metrics,
         streams: streams.clone(),
         on_publish,
+        state: state.clone(),
+        member,
         ready: AtomicBool::new(true),
     });
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat_task = tokio::spawn(worker::run_heartbeat(
+        ctx.clone(),
+        state,
+        heartbeat_stop.clone(),
+    ));
 
     let ingest_stop = CancellationToken::new();
     let rtmp_task = tokio::spawn(ingest::rtmp::serve(rtmp, ctx.clone(), ingest_stop.clone()));
@@ -313,6 +324,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         warn!("shutdown: publishers did not finish in 10 s");
     }
     sweeper_stop.cancel();
+    heartbeat_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), heartbeat_task).await;
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
     webhooks_stop.cancel();

@@ -138,6 +138,8 @@ pub struct Metrics {
     pub segment_latency: Histogram,
     /// Unix time the process started.
     pub process_start: Gauge<f64, AtomicU64>,
+    /// Previous incarnations of this worker id as the shared state counted them.
+    pub worker_restarts: Gauge,
     /// Per stream: incoming bitrate over the last seconds, bits per second.
     pub stream_bitrate: Family<StreamLabels, Gauge>,
     /// Per stream: bytes received from the publisher.
@@ -253,6 +255,12 @@ impl Metrics {
             process_start.clone(),
         );
         process_start.set(crate::unix_ms() as f64 / 1000.0);
+        let worker_restarts = Gauge::default();
+        registry.register(
+            "worker_restarts",
+            "Previous starts of this worker id as the shared state counted them",
+            worker_restarts.clone(),
+        );
         let stream_bitrate = Family::<StreamLabels, Gauge>::default();
         registry.register(
             "stream_ingest_bitrate_bps",
@@ -347,6 +355,7 @@ impl Metrics {
             store_errors,
             segment_latency,
             process_start,
+            worker_restarts,
             stream_bitrate,
             stream_bytes,
             stream_frames,

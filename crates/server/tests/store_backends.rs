@@ -13,7 +13,9 @@ use tidegate_packager::{Container, PlaylistState};
 use tidegate_server::store::fs::FsStateStore;
 use tidegate_server::store::redis::{self as redis_store, Change, RedisStateStore};
 use tidegate_server::store::s3::{self as s3_store, AmazonS3Builder, S3MediaStore};
-use tidegate_server::store::{MediaStore, StateStore, StoreError, StreamId, StreamRecord};
+use tidegate_server::store::{
+    MediaStore, StateStore, StoreError, StreamId, StreamRecord, WorkerRecord,
+};
 use tidegate_server::ServeConfig;
 
 /// How long a test service may take to accept connections.
@@ -533,6 +535,74 @@ async fn corrupt_records_and_worker_incarnations() {
         .unwrap();
     assert!(other.load(&id).await.unwrap().is_none());
     assert!(other.list().await.unwrap().is_empty());
+}
+
+fn worker(id: &str) -> WorkerRecord {
+    serde_json::from_value(serde_json::json!({
+        "id": id,
+        "version": "0.0.0",
+        "pool": null,
+        "addresses": {"http": "127.0.0.1:8080", "rtmp": "127.0.0.1:1935", "srt": "127.0.0.1:9000"},
+        "started_ms": 1,
+        "incarnations": 1,
+        "heartbeat_ms": 1,
+        "state": "ready",
+        "load": {"live_publishers": 0, "ingest_bitrate_bps": 0, "cpu_percent": null, "rss_bytes": null},
+    }))
+    .unwrap()
+}
+
+fn worker_ids(list: &[WorkerRecord]) -> Vec<&str> {
+    list.iter().map(|w| w.id.as_str()).collect()
+}
+
+/// Worker records in Redis: listed while fresh, gone when removed or expired (Redis's own
+/// TTL), and the member set pruned of expired ids.
+#[tokio::test]
+async fn redis_worker_records_expire() {
+    let redis = start_redis();
+    let store = RedisStateStore::connect_with_prefix(&redis_url(redis.port), "tw")
+        .await
+        .unwrap();
+    assert!(store.workers().await.unwrap().is_empty());
+    let long = Duration::from_secs(60);
+    store.put_worker(&worker("w-2"), long).await.unwrap();
+    store.put_worker(&worker("w-1"), long).await.unwrap();
+    // A refresh replaces the record.
+    let mut w1 = worker("w-1");
+    w1.incarnations = 3;
+    store.put_worker(&w1, long).await.unwrap();
+    let list = store.workers().await.unwrap();
+    assert_eq!(worker_ids(&list), ["w-1", "w-2"]);
+    assert_eq!(list[0], w1);
+    assert!(
+        store.list().await.unwrap().is_empty(),
+        "workers are not streams"
+    );
+    assert!(store.put_worker(&worker("../x"), long).await.is_err());
+
+    store.remove_worker("w-1").await.unwrap();
+    store.remove_worker("w-1").await.unwrap();
+    assert_eq!(worker_ids(&store.workers().await.unwrap()), ["w-2"]);
+
+    store
+        .put_worker(&worker("w-2"), Duration::from_millis(300))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !store.workers().await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the expired worker is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let members = raw_exchange(redis.port, b"SMEMBERS tw:workers\r\nQUIT\r\n").unwrap();
+    assert!(
+        members.starts_with(b"*0\r\n"),
+        "expired ids are pruned from the member set: {}",
+        String::from_utf8_lossy(&members)
+    );
 }
 
 #[tokio::test]

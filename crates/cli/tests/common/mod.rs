@@ -1978,7 +1978,8 @@ impl Cluster {
                 return None;
             }
             return (0..self.workers.len())
-                .find(|&j| owner.ends_with(&format!("-{}", self.workers[j].proc.pid())));
+                // The default worker id is `HOST-HTTPPORT`.
+                .find(|&j| owner.ends_with(&format!("-{}", self.workers[j].http.port())));
         }
         None
     }

@@ -277,10 +277,29 @@
     if (!ok) b.textContent = "The API does not answer: the figures below are stale. Retrying.";
   }
 
+  // With --admin-token set every API call needs the token: asked once, kept for this tab.
+  function authHeaders() {
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    return token ? { Authorization: "Bearer " + token } : {};
+  }
+
+  function askToken() {
+    if (state.tokenAsked) return;
+    state.tokenAsked = true;
+    const t = prompt("Admin token (kept for this browser tab only)");
+    if (t) sessionStorage.setItem(TOKEN_KEY, t);
+  }
+
   async function poll() {
     try {
-      const r = await fetch("/api/v1/streams", { cache: "no-store" });
+      const r = await fetch("/api/v1/streams", { cache: "no-store", headers: authHeaders() });
+      if (r.status === 401) {
+        sessionStorage.removeItem(TOKEN_KEY);
+        askToken();
+        throw new Error("admin token required");
+      }
       if (!r.ok) throw new Error("HTTP " + r.status);
+      state.tokenAsked = false;
       const date = Date.parse(r.headers.get("date") || "");
       if (!Number.isNaN(date)) {
         // The Date header has second resolution: only correct a clear skew.
@@ -377,7 +396,7 @@
       try {
         const res = await fetch(
           "/api/v1/streams/" + encodeURIComponent(r.tenant) + "/" + encodeURIComponent(r.stream),
-          { cache: "no-store" },
+          { cache: "no-store", headers: authHeaders() },
         );
         if (d !== state.detail) return;
         if (res.status === 404) {
@@ -514,11 +533,9 @@
       "/" +
       action;
     for (let attempt = 0; attempt < 2; attempt++) {
-      const token = sessionStorage.getItem(TOKEN_KEY);
-      const headers = token ? { Authorization: "Bearer " + token } : {};
       let res;
       try {
-        res = await fetch(url, { method: "POST", headers });
+        res = await fetch(url, { method: "POST", headers: authHeaders() });
       } catch (e) {
         note.textContent = action + " failed: " + e.message;
         return;
@@ -533,7 +550,8 @@
         continue;
       }
       if (res.status === 401) sessionStorage.removeItem(TOKEN_KEY);
-      note.textContent = action + ": " + (await res.text()).trim();
+      const body = await res.json().catch(() => ({}));
+      note.textContent = action + ": " + (body.error || body.action || "HTTP " + res.status);
       return;
     }
   }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use super::{valid_name, MediaStore, StateStore, StoreError, StreamId, StreamRecord};
+use super::{valid_name, MediaStore, StateStore, StoreError, StreamId, StreamRecord, WorkerRecord};
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -124,10 +124,34 @@ impl MediaStore for FsMediaStore {
 
 /// Stream records as JSON files `<root>/TENANT/STREAM.json`, compare-and-set under a
 /// per-process lock (the embedded store serves one worker).
+///
+/// Workers live under `<root>/.workers` (a name no tenant can have): `ID.json` holds the
+/// [`WorkerRecord`] with its expiry time, `ID.incarnations` the start count. On a shared
+/// volume several workers list each other; expiry compares the writer's clock with the
+/// reader's, so their clocks must roughly agree (NTP), as for the stream records.
 #[derive(Debug, Clone)]
 pub struct FsStateStore {
     root: PathBuf,
     locks: Arc<Mutex<HashMap<StreamId, Arc<Mutex<()>>>>>,
+    register_lock: Arc<Mutex<()>>,
+}
+
+/// The directory under the state root that holds the worker records.
+const WORKERS_DIR: &str = ".workers";
+
+/// A worker record file: the record and when it stops counting.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WorkerFile {
+    expires_ms: i64,
+    worker: WorkerRecord,
+}
+
+fn worker_name(worker_id: &str) -> Result<&str, StoreError> {
+    if valid_name(worker_id) {
+        Ok(worker_id)
+    } else {
+        Err(StoreError::InvalidPath(worker_id.to_owned()))
+    }
 }
 
 impl FsStateStore {
@@ -136,7 +160,12 @@ impl FsStateStore {
         Self {
             root,
             locks: Arc::default(),
+            register_lock: Arc::default(),
         }
+    }
+
+    fn workers_dir(&self) -> PathBuf {
+        self.root.join(WORKERS_DIR)
     }
 
     fn path(&self, id: &StreamId) -> PathBuf {
@@ -215,6 +244,87 @@ impl StateStore for FsStateStore {
         }
         Ok(out)
     }
+
+    async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError> {
+        let path = self
+            .workers_dir()
+            .join(format!("{}.incarnations", worker_name(worker_id)?));
+        let _guard = self.register_lock.lock().await;
+        let previous = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text.trim().parse::<u64>().unwrap_or(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
+        let count = previous.saturating_add(1);
+        write_atomic(path, Bytes::from(format!("{count}\n"))).await?;
+        Ok(count)
+    }
+
+    async fn put_worker(
+        &self,
+        record: &WorkerRecord,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let path = self
+            .workers_dir()
+            .join(format!("{}.json", worker_name(&record.id)?));
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        let file = WorkerFile {
+            expires_ms: crate::unix_ms().saturating_add(ttl_ms),
+            worker: record.clone(),
+        };
+        let json = serde_json::to_vec(&file).map_err(|e| StoreError::Corrupt {
+            what: format!("worker {}", record.id),
+            reason: e.to_string(),
+        })?;
+        write_atomic(path, Bytes::from(json)).await?;
+        Ok(())
+    }
+
+    async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError> {
+        let path = self
+            .workers_dir()
+            .join(format!("{}.json", worker_name(worker_id)?));
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut rd = match tokio::fs::read_dir(self.workers_dir()).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        let now = crate::unix_ms();
+        while let Some(entry) = rd.next_entry().await? {
+            let fname = entry.file_name();
+            let Some(id) = fname.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !valid_name(id) {
+                continue;
+            }
+            let bytes = match tokio::fs::read(entry.path()).await {
+                Ok(b) => b,
+                // Removed since the listing (a clean exit).
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            // A record this version cannot read is skipped, not fatal: one odd file must
+            // not hide every other member.
+            match serde_json::from_slice::<WorkerFile>(&bytes) {
+                Ok(f) if f.expires_ms >= now && f.worker.id == id => out.push(f.worker),
+                Ok(_) => {}
+                Err(e) => tracing::debug!(worker = id, error = %e, "unreadable worker record"),
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
 }
 
 #[cfg(test)]
@@ -233,7 +343,65 @@ mod tests {
             owner: "w".into(),
             last_media_ms: None,
             takeovers: Vec::new(),
+            session_started_ms: None,
         }
+    }
+
+    fn worker(id: &str) -> WorkerRecord {
+        WorkerRecord {
+            id: id.into(),
+            version: "0.0.0".into(),
+            pool: None,
+            addresses: Default::default(),
+            started_ms: 1,
+            incarnations: 1,
+            heartbeat_ms: 1,
+            state: crate::store::WorkerState::Ready,
+            load: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn workers_register_list_expire_and_leave() {
+        let dir = tempdir("tg-workers");
+        let store = FsStateStore::new(dir.clone());
+        assert!(store.workers().await.unwrap().is_empty());
+        assert_eq!(store.register_worker("w-1").await.unwrap(), 1);
+        assert_eq!(store.register_worker("w-1").await.unwrap(), 2);
+        assert_eq!(store.register_worker("w-2").await.unwrap(), 1);
+        assert!(store.register_worker("../x").await.is_err());
+        let ttl = std::time::Duration::from_secs(60);
+        store.put_worker(&worker("w-2"), ttl).await.unwrap();
+        store.put_worker(&worker("w-1"), ttl).await.unwrap();
+        let ids: Vec<String> = store
+            .workers()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|w| w.id)
+            .collect();
+        assert_eq!(ids, ["w-1", "w-2"]);
+        // Workers are not streams.
+        assert!(store.list().await.unwrap().is_empty());
+        store.remove_worker("w-1").await.unwrap();
+        store.remove_worker("w-1").await.unwrap();
+        store
+            .put_worker(&worker("w-2"), std::time::Duration::ZERO)
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        assert!(
+            store.workers().await.unwrap().is_empty(),
+            "expired or removed"
+        );
+        // The count survives the record.
+        assert_eq!(store.register_worker("w-1").await.unwrap(), 3);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    fn tempdir(prefix: &str) -> PathBuf {
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()))
     }
 
     #[tokio::test]

@@ -10,6 +10,11 @@
 //!   object. The embedded implementation writes files under `<data-dir>/media` via a temporary
 //!   file and a rename; an S3 implementation puts objects.
 //!
+//! The state store also keeps the cluster's member list: each worker registers at start
+//! ([`StateStore::register_worker`] counts its incarnations), then refreshes a
+//! [`WorkerRecord`] every [`WORKER_HEARTBEAT`] that expires after [`WORKER_TTL`], so a
+//! worker that died without a word drops out of [`StateStore::workers`] on its own.
+//!
 //! [`open`] builds both from the configuration: `--state` unset → [`fs::FsStateStore`] under
 //! `<data-dir>/state`, `redis://` or `rediss://` → [`redis::RedisStateStore`]; `--storage`
 //! unset → [`fs::FsMediaStore`] under `<data-dir>/media`, `file:///path` → the same at that
@@ -95,6 +100,78 @@ pub struct StreamRecord {
     /// encoders fighting over one key show up here.
     #[serde(default)]
     pub takeovers: Vec<i64>,
+    /// Unix ms when the current epoch's publisher connected (`None` in records written
+    /// before this field existed): the stream's uptime, as every worker can see it.
+    #[serde(default)]
+    pub session_started_ms: Option<i64>,
+}
+
+/// How often a worker refreshes its [`WorkerRecord`].
+pub const WORKER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a [`WorkerRecord`] stays listed without a refresh: a few heartbeats, so one slow
+/// store call does not drop a live worker, and a dead one is gone within seconds.
+pub const WORKER_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What a worker is doing, as its record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerState {
+    /// Taking publishers.
+    Ready,
+    /// Told to stop: takes no new publishers and lets its own finish or move.
+    Draining,
+}
+
+/// A worker's load, sampled at each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerLoad {
+    /// Publishers live on this worker.
+    pub live_publishers: u64,
+    /// Bits per second received from all its publishers since the previous heartbeat.
+    pub ingest_bitrate_bps: u64,
+    /// CPU used by the process since the previous heartbeat, in percent of one core
+    /// (`None` where the platform does not say).
+    pub cpu_percent: Option<f64>,
+    /// Resident memory of the process in bytes (`None` where the platform does not say).
+    pub rss_bytes: Option<u64>,
+}
+
+/// Addresses a worker advertises (`host:port`; the listen address, with an unspecified IP
+/// replaced by the pod IP or the host name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerAddresses {
+    /// HTTP: playback origin, API, metrics.
+    pub http: String,
+    /// RTMP publishers.
+    pub rtmp: String,
+    /// SRT publishers (UDP).
+    pub srt: String,
+}
+
+/// One member of the cluster, as the shared state lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// The worker id: stable across restarts of the same worker (see `--worker-id`), a
+    /// valid name ([`valid_name`]).
+    pub id: String,
+    /// The tidegate version it runs.
+    pub version: String,
+    /// Its dedicated tenant pool, `None` for the shared pool.
+    pub pool: Option<String>,
+    /// Where to reach it.
+    pub addresses: WorkerAddresses,
+    /// Unix ms when this incarnation started.
+    pub started_ms: i64,
+    /// How many times a worker with this id started, this incarnation included, as the
+    /// shared state counted them.
+    pub incarnations: u64,
+    /// Unix ms of its latest heartbeat.
+    pub heartbeat_ms: i64,
+    /// Ready or draining.
+    pub state: WorkerState,
+    /// Its load at the latest heartbeat.
+    pub load: WorkerLoad,
 }
 
 /// Takeover times kept per stream.
@@ -153,6 +230,20 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Every stream with a record.
     async fn list(&self) -> Result<Vec<StreamId>, StoreError>;
+    /// Counts a start of worker `worker_id` and returns how many starts the store has seen
+    /// for it, this one included (so the restarts are this minus one).
+    async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError>;
+    /// Writes (or refreshes) a worker's record; it is listed until `ttl` passes without
+    /// another call.
+    async fn put_worker(
+        &self,
+        record: &WorkerRecord,
+        ttl: std::time::Duration,
+    ) -> Result<(), StoreError>;
+    /// Removes a worker's record (a clean exit); absent is fine.
+    async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError>;
+    /// Every worker whose record has not expired, sorted by id.
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
 }
 
 /// Media objects by path (`TENANT/STREAM/FILE`).

@@ -8,7 +8,9 @@
 //! | `P:stream:TENANT/NAME` | string | the [`StreamRecord`] as JSON (the same bytes `fs.rs` writes) |
 //! | `P:streams` | set | `TENANT/NAME` of every stream with a record ([`StateStore::list`]) |
 //! | `P:changes` | channel | `TENANT/NAME` published after each successful write |
-//! | `P:worker:ID:incarnations` | integer | how often worker `ID` registered ([`RedisStateStore::register_worker`]) |
+//! | `P:worker:ID:incarnations` | integer | how often worker `ID` registered ([`StateStore::register_worker`]) |
+//! | `P:worker:ID` | string, with a TTL | the [`WorkerRecord`] as JSON, refreshed by each heartbeat ([`StateStore::put_worker`]) |
+//! | `P:workers` | set | ids of workers that wrote a record; members whose record expired are pruned when listed |
 //!
 //! The compare-and-set is one Lua script ([`CAS_SCRIPT`]): Redis runs it atomically, so the
 //! read of the stored epoch, the comparison, the write, the set membership and the change
@@ -28,7 +30,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script, Value};
 use tokio::sync::mpsc;
 
-use super::{StateStore, StoreError, StreamId, StreamRecord};
+use super::{StateStore, StoreError, StreamId, StreamRecord, WorkerRecord};
 
 /// Default key prefix: every key and the change channel start with `tidegate:`.
 pub const KEY_PREFIX: &str = "tidegate";
@@ -186,17 +188,15 @@ impl RedisStateStore {
         changes_channel(&self.prefix)
     }
 
-    /// Counts a start of worker `worker_id` (INCR `PREFIX:worker:ID:incarnations`) and
-    /// returns how many starts Redis has seen for it, this one included: the restarts of a
-    /// worker as the shared state saw them.
-    pub async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError> {
-        let key = format!("{}:worker:{worker_id}:incarnations", self.prefix);
-        let mut conn = self.conn.clone();
-        bounded(
-            "INCR",
-            async move { conn.incr::<_, _, u64>(key, 1u64).await },
-        )
-        .await
+    fn worker_key(&self, worker_id: &str) -> Result<String, StoreError> {
+        if !super::valid_name(worker_id) {
+            return Err(StoreError::InvalidPath(worker_id.to_owned()));
+        }
+        Ok(format!("{}:worker:{worker_id}", self.prefix))
+    }
+
+    fn workers_key(&self) -> String {
+        format!("{}:workers", self.prefix)
     }
 
     /// Subscribes to the change channel of this store's prefix; see [`subscribe_changes`].
@@ -368,6 +368,111 @@ impl StateStore for RedisStateStore {
         .await?;
         let mut out: Vec<StreamId> = members.iter().filter_map(|m| parse_member(m)).collect();
         out.sort();
+        Ok(out)
+    }
+
+    /// INCR `PREFIX:worker:ID:incarnations`.
+    async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError> {
+        let key = format!("{}:incarnations", self.worker_key(worker_id)?);
+        let mut conn = self.conn.clone();
+        bounded(
+            "INCR",
+            async move { conn.incr::<_, _, u64>(key, 1u64).await },
+        )
+        .await
+    }
+
+    /// SET `PREFIX:worker:ID` with a PX expiry and SADD the id to `PREFIX:workers`, in one
+    /// MULTI.
+    async fn put_worker(&self, record: &WorkerRecord, ttl: Duration) -> Result<(), StoreError> {
+        let key = self.worker_key(&record.id)?;
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            what: format!("worker {}", record.id),
+            reason: e.to_string(),
+        })?;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .sadd(self.workers_key(), &record.id)
+            .ignore();
+        let mut conn = self.conn.clone();
+        bounded("SET worker", async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError> {
+        let key = self.worker_key(worker_id)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(&key)
+            .ignore()
+            .srem(self.workers_key(), worker_id)
+            .ignore();
+        let mut conn = self.conn.clone();
+        bounded("DEL worker", async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    /// SMEMBERS `PREFIX:workers`, then MGET their records; ids whose record expired are
+    /// removed from the set (a worker that is still alive adds itself back at its next
+    /// heartbeat).
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let set = self.workers_key();
+        let mut ids: Vec<String> = bounded("SMEMBERS", async move {
+            conn.smembers::<_, Vec<String>>(set).await
+        })
+        .await?;
+        ids.retain(|id| super::valid_name(id));
+        ids.sort();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids
+            .iter()
+            .filter_map(|id| self.worker_key(id).ok())
+            .collect();
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<Vec<u8>>> = bounded("MGET", async move {
+            redis::cmd("MGET")
+                .arg(keys)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                .await
+        })
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for (id, raw) in ids.iter().zip(raw) {
+            match raw.map(|b| serde_json::from_slice::<WorkerRecord>(&b)) {
+                Some(Ok(w)) if &w.id == id => out.push(w),
+                Some(Ok(_)) => {}
+                // A record this version cannot read is skipped, not fatal.
+                Some(Err(e)) => {
+                    tracing::debug!(worker = %id, error = %e, "unreadable worker record")
+                }
+                None => gone.push(id.clone()),
+            }
+        }
+        if !gone.is_empty() {
+            let mut conn = self.conn.clone();
+            let set = self.workers_key();
+            // Best effort: a failure leaves the ids for the next listing to prune.
+            let _ = bounded(
+                "SREM",
+                async move { conn.srem::<_, _, ()>(set, gone).await },
+            )
+            .await;
+        }
         Ok(out)
     }
 }

@@ -553,6 +553,7 @@ impl Streams {
                     owner: self.settings.worker_id.clone(),
                     last_media_ms: None,
                     takeovers: Vec::new(),
+                    session_started_ms: Some(now),
                 };
                 (None, record)
             }
@@ -585,6 +586,7 @@ impl Streams {
                 r.owner = self.settings.worker_id.clone();
                 r.updated_ms = now;
                 r.last_media_ms = None;
+                r.session_started_ms = Some(now);
                 (expected, r)
             }
         };
@@ -727,6 +729,10 @@ impl Streams {
     /// writer is fenced on its next write, closing its connection) and appends
     /// `EXT-X-ENDLIST`. `false` when the stream is unknown or already ended.
     pub async fn end_stream(&self, id: &StreamId) -> Result<bool, StoreError> {
+        // A name nobody published leaves no trace (no registry entry, no telemetry).
+        if self.get(id).await.is_none() && self.state.load(id).await?.is_none() {
+            return Ok(false);
+        }
         let stream = self.get_or_insert(id).await;
         let mut inner = stream.inner.lock().await;
         let Some(mut record) = self.state.load(id).await? else {
@@ -970,6 +976,7 @@ mod change_tests {
             owner: "elsewhere".into(),
             last_media_ms: Some(unix_ms()),
             takeovers: Vec::new(),
+            session_started_ms: None,
         }
     }
 

@@ -1,0 +1,323 @@
+//! The JSON API under `/api/v1`, described by `docs/openapi.yaml` (served at
+//! `/api/v1/openapi.yaml`; `crates/cli/tests/openapi.rs` checks the server against it).
+//!
+//! | call | what |
+//! | --- | --- |
+//! | `GET streams` | every stream: status, bitrate, uptime, worker, protocol, codecs, resolution, reconnects |
+//! | `GET streams/{tenant}/{stream}` | one stream, with its recent health events |
+//! | `POST streams/{tenant}/{stream}/kick` | disconnect its publisher on this worker |
+//! | `POST streams/{tenant}/{stream}/end` | end it now, wherever its publisher is |
+//! | `GET workers` | the cluster's live members with their load |
+//! | `GET openapi.yaml` | the description (no token needed) |
+//!
+//! When `--admin-token` is set every call but `openapi.yaml` needs
+//! `Authorization: Bearer <token>` (401 otherwise, before anything else is looked at).
+//! Every answer is JSON, errors included (`{"error": "..."}`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::store::{StreamId, WorkerRecord};
+use crate::stream::StreamSummary;
+use crate::{unix_ms, Context};
+
+/// The OpenAPI description of this module's routes.
+pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
+
+/// The routes, to be nested under `/api/v1`.
+pub fn router() -> Router<Arc<Context>> {
+    Router::new()
+        .route("/streams", get(streams))
+        .route("/streams/{tenant}/{stream}", get(one_stream))
+        .route("/streams/{tenant}/{stream}/kick", post(kick))
+        .route("/streams/{tenant}/{stream}/end", post(end))
+        .route("/workers", get(workers))
+        .route("/openapi.yaml", get(openapi))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+}
+
+/// A stream as `GET /api/v1/streams` lists it.
+#[derive(Debug, Serialize)]
+pub struct StreamJson {
+    /// Tenant.
+    pub tenant: String,
+    /// Public stream name.
+    pub stream: String,
+    /// `healthy`, `warning`, `reconnecting` or `offline`.
+    pub status: &'static str,
+    /// Why `warning` (empty otherwise, and for streams live on another worker).
+    pub reasons: Vec<tidegate_health::Reason>,
+    /// Incoming bitrate over the last seconds, when live on this worker.
+    pub bitrate_bps: Option<u64>,
+    /// Publisher reconnects this worker saw.
+    pub reconnects: Option<u64>,
+    /// `rtmp` or `srt`, when this worker saw the publisher.
+    pub protocol: Option<&'static str>,
+    /// RFC 6381 codecs of the current playlist.
+    pub codecs: Option<String>,
+    /// `WIDTHxHEIGHT` of the video.
+    pub resolution: Option<String>,
+    /// The worker that holds the stream's current epoch.
+    pub worker: Option<String>,
+    /// Whether its publisher is connected to this worker.
+    pub live_here: bool,
+    /// Unix ms since which the status holds (as this worker saw it).
+    pub status_since_ms: Option<u64>,
+    /// Unix ms since which the current publisher is connected (`null` when none is).
+    pub connected_since_ms: Option<u64>,
+    /// Seconds since then: the stream's uptime.
+    pub uptime_s: Option<u64>,
+    /// Unix ms when the publisher of the current epoch left (reconnecting or ended), from
+    /// the shared record: right on every worker.
+    pub publisher_left_ms: Option<i64>,
+    /// Cumulative SRT packet counters (received, lost, dropped, retransmitted).
+    pub packets: Option<tidegate_health::PacketTotals>,
+    /// Fencing epoch (one per publish session).
+    pub epoch: u64,
+    /// `EXT-X-MEDIA-SEQUENCE` of the playlist.
+    pub media_sequence: u64,
+    /// Segments in the playlist.
+    pub segments: usize,
+    /// The HLS playlist path.
+    pub playlist: String,
+}
+
+/// One stream with its recent health events (`GET /api/v1/streams/{tenant}/{stream}`).
+#[derive(Debug, Serialize)]
+pub struct StreamDetailJson {
+    /// Everything the list shows.
+    #[serde(flatten)]
+    pub stream: StreamJson,
+    /// Recent health events, oldest first (as this worker saw them).
+    pub history: Vec<tidegate_health::HealthEvent>,
+}
+
+/// A member of the cluster as `GET /api/v1/workers` lists it.
+#[derive(Debug, Serialize)]
+pub struct WorkerJson {
+    /// The stored record.
+    #[serde(flatten)]
+    pub record: WorkerRecord,
+    /// Whether this is the worker that answered.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+}
+
+/// The status the API and the dashboard show for a stream.
+pub fn status_of(s: &StreamSummary) -> &'static str {
+    match (&s.record, &s.health) {
+        (_, Some(h)) if s.live_here => h.status.as_str(),
+        (Some(r), _) if r.playlist.ended => "offline",
+        // Live on another worker: that worker judges its health.
+        (Some(r), _) if r.publisher_left_ms.is_none() => "healthy",
+        (Some(_), _) => "reconnecting",
+        (None, _) => "offline",
+    }
+}
+
+/// `detail`: the one-stream call, which also shows what this worker saw of a publisher
+/// that has left.
+fn stream_json(s: &StreamSummary, now_ms: i64, detail: bool) -> StreamJson {
+    let status = status_of(s);
+    let connected = matches!(status, "healthy" | "warning");
+    let health = s.health.as_ref().filter(|_| s.live_here || detail);
+    let record = s.record.as_ref();
+    // This worker's own view when it has the publisher, else the record's (any worker).
+    let connected_since_ms = if s.live_here {
+        health.and_then(|h| h.connected_since_ms)
+    } else {
+        record
+            .and_then(|r| r.session_started_ms)
+            .and_then(|t| u64::try_from(t).ok())
+    }
+    .filter(|_| connected);
+    let now = u64::try_from(now_ms).unwrap_or(0);
+    StreamJson {
+        tenant: s.id.tenant.clone(),
+        stream: s.id.name.clone(),
+        status,
+        reasons: health.map(|h| h.reasons.clone()).unwrap_or_default(),
+        bitrate_bps: health.map(|h| h.bitrate_bps),
+        reconnects: health.map(|h| h.reconnects),
+        protocol: health.and_then(|h| h.protocol),
+        codecs: record.and_then(|r| r.playlist.codecs.clone()),
+        resolution: record
+            .and_then(|r| r.playlist.resolution)
+            .map(|(w, h)| format!("{w}x{h}")),
+        worker: record.map(|r| r.owner.clone()),
+        live_here: s.live_here,
+        status_since_ms: health.map(|h| h.status_since_ms),
+        connected_since_ms,
+        uptime_s: connected_since_ms.map(|t| now.saturating_sub(t) / 1000),
+        publisher_left_ms: record.and_then(|r| r.publisher_left_ms),
+        packets: health.map(|h| h.packets),
+        epoch: record.map_or(0, |r| r.playlist.epoch),
+        media_sequence: record.map_or(0, |r| r.playlist.media_sequence),
+        segments: record.map_or(0, |r| r.playlist.segments.len()),
+        playlist: format!("/hls/{}/{}/index.m3u8", s.id.tenant, s.id.name),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    #[derive(Serialize)]
+    struct ErrorJson<'a> {
+        error: &'a str,
+    }
+    (status, Json(ErrorJson { error: message })).into_response()
+}
+
+/// With `--admin-token` set and no `Authorization: Bearer <token>`: the 401 to answer.
+fn refused(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
+    let token = ctx.config.admin_token.as_deref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison.
+    let equal = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if equal {
+        return None;
+    }
+    let mut resp = error(StatusCode::UNAUTHORIZED, "admin token required");
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"tidegate\""),
+    );
+    Some(resp)
+}
+
+async fn streams(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = refused(&ctx, &headers) {
+        return resp;
+    }
+    let now = unix_ms();
+    let out: Vec<StreamJson> = ctx
+        .streams
+        .list()
+        .await
+        .iter()
+        .map(|s| stream_json(s, now, false))
+        .collect();
+    Json(out).into_response()
+}
+
+async fn one_stream(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    Path((tenant, stream)): Path<(String, String)>,
+) -> Response {
+    if let Some(resp) = refused(&ctx, &headers) {
+        return resp;
+    }
+    let Some(id) = StreamId::new(&tenant, &stream) else {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    };
+    match ctx.streams.list().await.into_iter().find(|s| s.id == id) {
+        Some(s) => Json(StreamDetailJson {
+            stream: stream_json(&s, unix_ms(), true),
+            history: s.health.map(|h| h.history).unwrap_or_default(),
+        })
+        .into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such stream"),
+    }
+}
+
+#[derive(Serialize)]
+struct ActionJson {
+    tenant: String,
+    stream: String,
+    action: &'static str,
+}
+
+fn done(id: StreamId, action: &'static str) -> Response {
+    Json(ActionJson {
+        tenant: id.tenant,
+        stream: id.name,
+        action,
+    })
+    .into_response()
+}
+
+async fn kick(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    Path((tenant, stream)): Path<(String, String)>,
+) -> Response {
+    if let Some(resp) = refused(&ctx, &headers) {
+        return resp;
+    }
+    let Some(id) = StreamId::new(&tenant, &stream) else {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    };
+    if ctx.streams.kick(&id).await {
+        done(id, "kicked")
+    } else {
+        error(
+            StatusCode::CONFLICT,
+            "no publisher of this stream on this worker",
+        )
+    }
+}
+
+async fn end(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    Path((tenant, stream)): Path<(String, String)>,
+) -> Response {
+    if let Some(resp) = refused(&ctx, &headers) {
+        return resp;
+    }
+    let Some(id) = StreamId::new(&tenant, &stream) else {
+        return error(StatusCode::NOT_FOUND, "no such stream");
+    };
+    match ctx.streams.end_stream(&id).await {
+        Ok(true) => done(id, "ended"),
+        Ok(false) => error(StatusCode::NOT_FOUND, "no such stream, or already ended"),
+        Err(e) => {
+            ctx.metrics.store_error("put_state");
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    }
+}
+
+async fn workers(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Response {
+    if let Some(resp) = refused(&ctx, &headers) {
+        return resp;
+    }
+    match ctx.state.workers().await {
+        Ok(list) => {
+            let out: Vec<WorkerJson> = list
+                .into_iter()
+                .map(|record| WorkerJson {
+                    is_self: record.id == ctx.member.id,
+                    record,
+                })
+                .collect();
+            Json(out).into_response()
+        }
+        Err(e) => {
+            ctx.metrics.store_error("list_workers");
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+    }
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/yaml; charset=utf-8")],
+        OPENAPI_YAML,
+    )
+        .into_response()
+}
