@@ -168,8 +168,13 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
         assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", png.display());
     }
     // The API agrees with what the page showed.
-    let v: serde_json::Value =
-        serde_json::from_slice(&get(&server.url("/api/v1/streams/default/cam")).body).unwrap();
+    let v: serde_json::Value = ureq::get(&server.url("/api/v1/streams/default/cam"))
+        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .unwrap()
+        .into_string()
+        .map(|body| serde_json::from_str(&body).unwrap())
+        .unwrap();
     assert_eq!(v["status"], "reconnecting", "kicked from the page: {v}");
     assert!(v["publisher_left_ms"].as_i64().unwrap_or(0) > 0, "{v}");
     server.assert_alive();
