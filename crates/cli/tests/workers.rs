@@ -89,3 +89,48 @@ fn restarts_are_counted_and_members_listed() {
     wait_members(&a, &["worker-a"]);
     a.assert_alive();
 }
+
+/// The same through Redis (`--state redis://`): each worker lists the other with its load,
+/// restarts are counted in Redis, and a worker killed without a word drops out of the list
+/// once its record's TTL (10 s) runs out.
+#[test]
+fn redis_members_restart_and_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path());
+    let state = redis.url();
+    let start = |id: &str| {
+        let data = tempfile::tempdir().unwrap();
+        let s = Server::start_in(data.path(), &["--state", &state, "--worker-id", id]);
+        (s, data)
+    };
+    let (mut a, _da) = start("redis-a");
+    let (b, _db) = start("redis-b");
+    for (server, me) in [(&a, "redis-a"), (&b, "redis-b")] {
+        let list = wait_members(server, &["redis-a", "redis-b"]);
+        for w in &list {
+            assert_eq!(w["self"], w["id"] == me, "{me} lists {w}");
+            assert_eq!(w["incarnations"], 1, "{w}");
+        }
+    }
+
+    a.kill9();
+    let (a2, _da2) = start("redis-a");
+    assert_eq!(
+        restarts_metric(&a2),
+        1,
+        "Redis counted the second start of redis-a"
+    );
+    let list = wait_members(&b, &["redis-a", "redis-b"]);
+    assert_eq!(list[0]["incarnations"], 2, "{}", list[0]);
+    assert_eq!(list[0]["addresses"]["http"], a2.http.to_string());
+
+    // Killed: gone once the TTL runs out (10 s), no clean-up needed.
+    let mut b = b;
+    b.kill9();
+    wait_for(
+        "the killed redis-b to expire from the member list",
+        Duration::from_secs(25),
+        Duration::from_millis(500),
+        || (ids(&workers(&a2)) == ["redis-a"]).then_some(()),
+    );
+}
