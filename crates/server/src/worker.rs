@@ -34,6 +34,10 @@ const MAX_HOST_PART: usize = 100;
 /// `/proc` reports CPU times in USER_HZ ticks, which Linux fixes at 100 for user space.
 const USER_HZ: f64 = 100.0;
 
+/// Shortest interval a CPU percentage is computed over (the first heartbeat follows the
+/// sampler's creation at once and reports none).
+const MIN_CPU_INTERVAL_S: f64 = 0.5;
+
 /// The default worker id: the host name (`HOSTNAME`, else `/etc/hostname`; characters outside
 /// `[A-Za-z0-9_.-]` become `-`) and the HTTP port, e.g. `tidegate-7f9c-0-8080`.
 pub fn default_id(http_listen: SocketAddr) -> String {
@@ -226,7 +230,8 @@ impl LoadSampler {
             ingest_bitrate_bps: (bytes.saturating_sub(self.ingest_bytes) as f64 * 8.0 / secs)
                 as u64,
             cpu_percent: match (cpu, self.cpu_ticks) {
-                (Some(now), Some(before)) => {
+                // A tick is 10 ms: over a shorter interval one tick would read as a huge load.
+                (Some(now), Some(before)) if secs >= MIN_CPU_INTERVAL_S => {
                     let pct = now.saturating_sub(before) as f64 / USER_HZ / secs * 100.0;
                     Some((pct * 10.0).round() / 10.0)
                 }
