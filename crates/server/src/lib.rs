@@ -212,11 +212,13 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             source,
         })?;
 
-    let srt = ingest::srt::bind(config.srt_listen).map_err(|source| ServeError::Bind {
-        what: "srt",
-        addr: config.srt_listen,
-        source,
-    })?;
+    let srt = ingest::srt::bind(config.srt_listen, ingest::srt::LISTENER_RECV_BUFFER).map_err(
+        |source| ServeError::Bind {
+            what: "srt",
+            addr: config.srt_listen,
+            source,
+        },
+    )?;
 
     warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
     if config.admin_token.is_none() {

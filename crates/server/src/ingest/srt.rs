@@ -46,9 +46,13 @@ const BATCH: usize = 32;
 const DATAGRAM_BUF: usize = 64 * 1024;
 /// Datagrams queued per connection before the router drops (as a full socket would).
 const CONNECTION_QUEUE: usize = 1024;
-/// Kernel receive buffer for the shared socket: sized for a few hundred Mbps of SRT with a
-/// burst of a few hundred milliseconds, not libsrt's 11.5 MB per connection.
-const SOCKET_RECV_BUFFER: usize = 8 << 20;
+/// Kernel receive buffer for the shared listener socket: one buffer for every connection,
+/// sized for about 1 Gbit/s of SRT with a 250 ms stall of the receive task (libsrt gives each
+/// connection 11.5 MB of its own instead). Linux counts its bookkeeping against the buffer
+/// (about twice a 1.3 KB datagram's size on loopback), hence the headroom.
+pub const LISTENER_RECV_BUFFER: usize = 32 << 20;
+/// Kernel receive buffer of a pull (caller) socket: one stream.
+pub const PULL_RECV_BUFFER: usize = 4 << 20;
 /// Kernel send buffer (ACKs, NAKs and handshakes only).
 const SOCKET_SEND_BUFFER: usize = 1 << 20;
 
@@ -118,8 +122,40 @@ pub fn parse_stream_id(sid: &str) -> Result<StreamRequest, RejectReason> {
     })
 }
 
-/// Binds the SRT socket with buffers sized for ingest.
-pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Sets the socket's receive buffer to `want` bytes. When `net.core.rmem_max` caps it, tries
+/// `SO_RCVBUFFORCE` (allowed with CAP_NET_ADMIN, e.g. as root), and says so when neither
+/// works: a small buffer drops datagrams in bursts, which SRT then has to retransmit.
+/// Returns the size the kernel reports (Linux reports twice what it was asked for).
+fn size_recv_buffer(sock: &socket2::Socket, want: usize) -> usize {
+    let _ = sock.set_recv_buffer_size(want);
+    let got = sock.recv_buffer_size().unwrap_or(0);
+    if got >= want {
+        return got;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        if rustix::net::sockopt::set_socket_recv_buffer_size_force(sock, want).is_ok() {
+            let forced = sock.recv_buffer_size().unwrap_or(got);
+            debug!(
+                bytes = forced,
+                "srt: receive buffer forced past net.core.rmem_max"
+            );
+            return forced;
+        }
+    }
+    warn!(
+        wanted = want,
+        got,
+        "srt: the kernel capped the UDP receive buffer (net.core.rmem_max); bursts of many \
+         publishers may be dropped and retransmitted: raise net.core.rmem_max or grant \
+         CAP_NET_ADMIN"
+    );
+    got
+}
+
+/// Binds an SRT socket with a receive buffer of `recv_buffer` bytes (see
+/// [`LISTENER_RECV_BUFFER`], [`PULL_RECV_BUFFER`]).
+pub fn bind(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {
@@ -127,7 +163,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     };
     let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     sock.set_nonblocking(true)?;
-    let _ = sock.set_recv_buffer_size(SOCKET_RECV_BUFFER);
+    size_recv_buffer(&sock, recv_buffer);
     let _ = sock.set_send_buffer_size(SOCKET_SEND_BUFFER);
     sock.bind(&addr.into())?;
     UdpSocket::from_std(sock.into())

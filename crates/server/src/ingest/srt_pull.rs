@@ -372,7 +372,7 @@ async fn attempt_once(
     };
     // Connected: only the remote's datagrams arrive, and an ICMP "port unreachable" (nobody
     // listens) fails the attempt at once instead of after the connect timeout.
-    let socket = match super::srt::bind(local) {
+    let socket = match super::srt::bind(local, super::srt::PULL_RECV_BUFFER) {
         Ok(s) => match s.connect(remote).await {
             Ok(()) => Arc::new(s),
             Err(e) => {
