@@ -160,6 +160,24 @@ pub struct PublisherOutcome {
     pub srt: Option<SrtCounters>,
 }
 
+impl PublisherOutcome {
+    /// A publisher that has not started (yet): what is reported if it never does.
+    pub fn not_started(index: usize) -> Self {
+        Self {
+            index,
+            outcome: Outcome::NotStarted,
+            detail: None,
+            connect_ms: None,
+            bytes_sent: 0,
+            tags_sent: 0,
+            max_lag_ms: 0,
+            final_lag_ms: 0,
+            media_seconds: 0.0,
+            srt: None,
+        }
+    }
+}
+
 /// One SRT publisher's sender-side counters, as its connection saw them at the end.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct SrtCounters {

@@ -22,7 +22,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::flv_file::{FlvFile, TagKind};
 use crate::report::{LiveState, Outcome, PublisherLive, PublisherOutcome};
-use crate::schedule::{aligned_start, wire_timestamp, Schedule};
+use crate::schedule::{aligned_start, wait_for_start, wire_timestamp, Schedule};
 use crate::target::RtmpTarget;
 
 /// Tags due within this much of now are handed in together: fewer wake-ups and writes,
@@ -73,26 +73,8 @@ enum Exit {
 
 /// Runs one publisher to its end.
 pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
-    let mut out = PublisherOutcome {
-        index: t.index,
-        outcome: Outcome::NotStarted,
-        detail: None,
-        connect_ms: None,
-        bytes_sent: 0,
-        tags_sent: 0,
-        max_lag_ms: 0,
-        final_lag_ms: 0,
-        media_seconds: 0.0,
-        srt: None,
-    };
-    if *t.stop.borrow() {
-        return out;
-    }
-    tokio::select! {
-        _ = sleep_until(t.start_at) => {}
-        _ = t.stop.changed() => return out,
-    }
-    if Instant::now() >= t.end_at {
+    let mut out = PublisherOutcome::not_started(t.index);
+    if !wait_for_start(&mut t.stop, t.start_at, t.end_at).await {
         return out;
     }
     t.live.set_state(LiveState::Connecting);

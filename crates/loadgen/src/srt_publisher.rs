@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use crate::report::{LiveState, Outcome, PublisherLive, PublisherOutcome, SrtCounters};
-use crate::schedule::aligned_start;
+use crate::schedule::{aligned_start, wait_for_start};
 use crate::target::SrtTarget;
 use crate::ts_source::TsPass;
 
@@ -91,26 +91,8 @@ fn secret(index: usize) -> [u8; 32] {
 
 /// Runs one SRT publisher to its end.
 pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
-    let mut out = PublisherOutcome {
-        index: t.index,
-        outcome: Outcome::NotStarted,
-        detail: None,
-        connect_ms: None,
-        bytes_sent: 0,
-        tags_sent: 0,
-        max_lag_ms: 0,
-        final_lag_ms: 0,
-        media_seconds: 0.0,
-        srt: None,
-    };
-    if *t.stop.borrow() {
-        return out;
-    }
-    tokio::select! {
-        _ = sleep_until(t.start_at) => {}
-        _ = t.stop.changed() => return out,
-    }
-    if Instant::now() >= t.end_at {
+    let mut out = PublisherOutcome::not_started(t.index);
+    if !wait_for_start(&mut t.stop, t.start_at, t.end_at).await {
         return out;
     }
     t.live.set_state(LiveState::Connecting);
