@@ -24,6 +24,12 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 128;
 pub const MAX_CHUNK_STREAMS: usize = 64;
 /// Most bytes held in partially received messages across all chunk streams.
 pub const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
+/// A message that fits in one chunk and is smaller than this is copied out of the input
+/// buffer instead of sliced from it: a slice would keep the caller's whole read buffer
+/// (typically 64 KiB) alive for as long as the frame lives — a segment's duration for audio
+/// frames of a few hundred bytes — and the next read would need a fresh buffer. Larger
+/// payloads are sliced (they make up most of the buffer they pin).
+pub const COPY_BELOW: usize = 16 * 1024;
 
 /// The timestamp field value that announces an extended timestamp.
 const EXTENDED_TIMESTAMP: u32 = 0x00FF_FFFF;
@@ -370,7 +376,13 @@ impl ChunkReader {
             buf.advance(h.len);
             if single {
                 st.received = 0;
-                let payload = buf.split_to(payload_len).freeze();
+                let payload = if payload_len < COPY_BELOW {
+                    let copy = Bytes::copy_from_slice(buf.get(..payload_len).unwrap_or_default());
+                    buf.advance(payload_len);
+                    copy
+                } else {
+                    buf.split_to(payload_len).freeze()
+                };
                 return Ok(Some(ChunkMessage {
                     chunk_stream_id: h.csid,
                     timestamp,
@@ -815,11 +827,31 @@ mod tests {
     }
 
     #[test]
-    fn single_chunk_message_is_a_slice_of_the_input() {
+    fn single_chunk_messages_are_sliced_when_large_and_copied_when_small() {
+        // Small: copied, so the input buffer is not kept alive by the message.
         let bytes = hex("04 000000 000003 08 01000000 010203");
         let mut buf = BytesMut::from(&bytes[..]);
         let base = buf.as_ptr() as usize;
         let m = ChunkReader::new().read(&mut buf).unwrap().unwrap();
+        assert_eq!(&m.payload[..], &[1, 2, 3]);
+        let p = m.payload.as_ptr() as usize;
+        assert!(
+            p < base || p >= base + bytes.len(),
+            "small payload must be a copy"
+        );
+
+        // Large (one chunk thanks to a large chunk size): a slice of the input.
+        let len = COPY_BELOW + 1;
+        let mut big = hex("04 000000");
+        big.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+        big.extend_from_slice(&hex("09 01000000"));
+        big.extend(std::iter::repeat_n(7u8, len));
+        let mut buf = BytesMut::from(&big[..]);
+        let base = buf.as_ptr() as usize;
+        let mut r = ChunkReader::new();
+        r.set_chunk_size(64 * 1024).unwrap();
+        let m = r.read(&mut buf).unwrap().unwrap();
+        assert_eq!(m.payload.len(), len);
         assert_eq!(m.payload.as_ptr() as usize, base + 12);
     }
 
