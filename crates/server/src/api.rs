@@ -224,7 +224,7 @@ async fn one_stream(
     let Some(id) = StreamId::new(&tenant, &stream) else {
         return error(StatusCode::NOT_FOUND, "no such stream");
     };
-    match ctx.streams.list().await.into_iter().find(|s| s.id == id) {
+    match ctx.streams.summary(&id).await {
         Some(s) => Json(StreamDetailJson {
             stream: stream_json(&s, unix_ms(), true),
             history: s.health.map(|h| h.history).unwrap_or_default(),

@@ -459,24 +459,35 @@ impl Streams {
         ids.dedup();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let local = self.get(&id).await;
-            let (live_here, cached) = match &local {
-                Some(s) => {
-                    let inner = s.inner.lock().await;
-                    (inner.live.is_some(), inner.record.clone())
-                }
-                None => (false, None),
-            };
-            let health = local.as_ref().map(|s| s.health());
-            let record = self.state.load(&id).await.ok().flatten().or(cached);
-            out.push(StreamSummary {
-                id,
-                live_here,
-                record,
-                health,
-            });
+            out.push(self.summary_of(id).await);
         }
         out
+    }
+
+    /// One stream as [`Streams::list`] shows it; `None` when neither this worker nor the
+    /// state store knows it.
+    pub async fn summary(&self, id: &StreamId) -> Option<StreamSummary> {
+        let s = self.summary_of(id.clone()).await;
+        (s.record.is_some() || s.health.is_some()).then_some(s)
+    }
+
+    async fn summary_of(&self, id: StreamId) -> StreamSummary {
+        let local = self.get(&id).await;
+        let (live_here, cached) = match &local {
+            Some(s) => {
+                let inner = s.inner.lock().await;
+                (inner.live.is_some(), inner.record.clone())
+            }
+            None => (false, None),
+        };
+        let health = local.as_ref().map(|s| s.health());
+        let record = self.state.load(&id).await.ok().flatten().or(cached);
+        StreamSummary {
+            id,
+            live_here,
+            record,
+            health,
+        }
     }
 
     /// A publisher arrives for `id`: takes the stream's next epoch and starts (or resumes) its
