@@ -15,7 +15,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -134,22 +134,60 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// A free loopback TCP port (bind port 0, read it, close).
+/// A free loopback TCP port, reserved for this test process (see [`reserve_port`]).
 pub fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    reserve_port()
 }
 
-/// A free loopback UDP port.
+/// A free loopback UDP port, reserved for this test process (see [`reserve_port`]).
 pub fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    reserve_port()
+}
+
+/// The lock files of the ports this process reserved, held open until it exits.
+static RESERVED: Mutex<Vec<File>> = Mutex::new(Vec::new());
+
+/// A loopback port, free for both TCP and UDP, that no other test process of this
+/// machine holds and this process never handed out before.
+///
+/// Asking the kernel for port 0 and closing the socket is not enough: nextest runs
+/// tests as parallel processes, and the kernel hands the same ephemeral port to the
+/// next one who asks (a CI run saw worker 0's RTMP port given to worker 2's HTTP
+/// listener). So ports come from below the ephemeral range, where neither `bind(0)`
+/// nor an outgoing connection ever lands, and each is claimed by an advisory lock on
+/// a file named after it; the lock dies with the process.
+pub fn reserve_port() -> u16 {
+    let dir = std::env::temp_dir().join("tidegate-test-ports");
+    fs::create_dir_all(&dir).unwrap();
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let hi = ephemeral_low.clamp(11_024, 65_535);
+    let lo = hi.saturating_sub(20_000).max(10_000);
+    let span = hi - lo;
+    let seed = std::process::id().wrapping_mul(2_654_435_761)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+    let mut reserved = RESERVED.lock().unwrap();
+    for i in 0..span {
+        let port = (lo + (seed.wrapping_add(i.wrapping_mul(7919))) % span) as u16;
+        let Ok(file) = File::create(dir.join(port.to_string())) else {
+            continue;
+        };
+        if file.try_lock().is_err() {
+            continue; // another test process holds it, or this one already does
+        }
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            reserved.push(file);
+            return port;
+        }
+    }
+    panic!("no free loopback port in {lo}..{hi}");
 }
 
 /// Polls `f` every `every` until it returns `Some`, or panics with `what` after `timeout`.
@@ -1355,18 +1393,61 @@ pub fn probe_duration(target: &str) -> f64 {
     hi - lo
 }
 
-/// Decodes everything at `target` with ffmpeg; panics if ffmpeg reports any error.
+/// Decodes everything at `target` with ffmpeg; panics if ffmpeg reports any error, or if
+/// the packets' decode timestamps ever stand still or go back within a stream.
+///
+/// ffmpeg's null muxer also complains ("non monotonically increasing dts to muxer") when
+/// two decoded frames land on one tick of ffmpeg's own output time base: a live publisher
+/// whose clock jitters (GStreamer on a busy machine sends video at 85 ms and 90 ms) does
+/// that, and the repackaged stream faithfully keeps it. That line says nothing of our
+/// output, so it is left out here; the packet timestamps themselves are checked instead.
 pub fn assert_decodes_cleanly(target: &str) {
     let out = Command::new(ffmpeg())
         .args(["-nostdin", "-v", "error", "-i", target, "-f", "null", "-"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !(l.starts_with("[null @") && l.contains("non monotonically increasing dts")))
+        .collect();
     assert!(
-        out.status.success() && err.trim().is_empty(),
+        out.status.success() && errors.is_empty(),
         "decoding {target} reported errors (exit {}):\n{err}",
         out.status
     );
+    assert_dts_increase(target);
+}
+
+/// Panics unless every stream's packet decode timestamps strictly increase, except once
+/// per `EXT-X-DISCONTINUITY` of the media playlist at `url` (a new publisher's
+/// timestamps start afresh there, as RFC 8216 allows).
+pub fn assert_dts_increase(url: &str) {
+    let playlist = get(url);
+    let resets = String::from_utf8_lossy(&playlist.body)
+        .lines()
+        .filter(|l| l.trim() == "#EXT-X-DISCONTINUITY")
+        .count();
+    let v = run_ffprobe(&["-show_entries", "packet=stream_index,dts"], url);
+    let mut last: BTreeMap<i64, (i64, usize)> = BTreeMap::new();
+    for p in v["packets"].as_array().cloned().unwrap_or_default() {
+        let (Some(stream), Some(dts)) = (p["stream_index"].as_i64(), p["dts"].as_i64()) else {
+            continue;
+        };
+        let entry = last.entry(stream).or_insert((i64::MIN, 0));
+        if dts <= entry.0 {
+            entry.1 += 1;
+            assert!(
+                entry.1 <= resets,
+                "{url}: stream {stream} dts {dts} after {}: not increasing \
+                 ({resets} discontinuities in the playlist)",
+                entry.0
+            );
+        }
+        entry.0 = dts;
+    }
+    assert!(!last.is_empty(), "ffprobe found no packets in {url}");
 }
 
 /// For every segment of `pl` with video: init + segment decode to a first frame that is a
