@@ -22,29 +22,57 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// when they are missing. All of it runs in one blocking-pool task, and `data` is moved in
 /// (no copy of the segment).
 async fn write_atomic(path: PathBuf, data: Bytes) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || write_atomic_blocking(&path, &data).map(drop))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// The blocking body of [`write_atomic`]; returns the stamp of the file it put in place.
+fn write_atomic_blocking(path: &Path, data: &[u8]) -> std::io::Result<FileStamp> {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
-        let write = |tmp: &Path| -> std::io::Result<()> {
-            let mut f = std::fs::File::create(tmp)?;
-            std::io::Write::write_all(&mut f, &data)
-        };
-        if let Err(e) = write(&tmp) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                return Err(e);
-            }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+    let write = |tmp: &Path| -> std::io::Result<FileStamp> {
+        let mut f = std::fs::File::create(tmp)?;
+        std::io::Write::write_all(&mut f, data)?;
+        Ok(FileStamp::of(&f.metadata()?))
+    };
+    let stamp = match write(&tmp) {
+        Ok(stamp) => stamp,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir)?;
-            write(&tmp)?;
+            write(&tmp)?
         }
-        if let Err(e) = std::fs::rename(&tmp, &path) {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(stamp)
+}
+
+/// Which file a path named when it was last looked at: device, inode, size and change
+/// time. Every write replaces the file by a rename, so a new write by anyone (this
+/// process, another worker on a shared volume, an operator) shows as a new stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         }
-        Ok(())
-    })
-    .await
-    .map_err(std::io::Error::other)?
+    }
 }
 
 /// Splits and checks an object path `TENANT/STREAM/FILE` into a filesystem path under `root`.
@@ -133,6 +161,10 @@ impl MediaStore for FsMediaStore {
 pub struct FsStateStore {
     root: PathBuf,
     locks: Arc<Mutex<HashMap<StreamId, Arc<Mutex<()>>>>>,
+    /// The stamp and epoch of each record file this store last wrote, so that the next
+    /// compare-and-set of a stream (one per segment) finds the stored epoch with one
+    /// `stat` instead of reading and parsing the whole record back.
+    known: Arc<std::sync::Mutex<HashMap<StreamId, (FileStamp, u64)>>>,
     register_lock: Arc<Mutex<()>>,
 }
 
@@ -160,6 +192,7 @@ impl FsStateStore {
         Self {
             root,
             locks: Arc::default(),
+            known: Arc::default(),
             register_lock: Arc::default(),
         }
     }
@@ -186,6 +219,44 @@ impl FsStateStore {
     }
 }
 
+/// The epoch of the record at `path`: the one remembered in `known` when the file is
+/// still the one this store wrote, else read from the file.
+fn stored_epoch(
+    path: &Path,
+    id: &StreamId,
+    known: Option<(FileStamp, u64)>,
+) -> Result<Option<u64>, StoreError> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if let Some((stamp, epoch)) = known {
+        if stamp == FileStamp::of(&meta) {
+            return Ok(Some(epoch));
+        }
+    }
+    /// Only the epoch is needed; serde skips the rest of the record.
+    #[derive(serde::Deserialize)]
+    struct Epoch {
+        playlist: EpochOnly,
+    }
+    #[derive(serde::Deserialize)]
+    struct EpochOnly {
+        epoch: u64,
+    }
+    match std::fs::read(path) {
+        Ok(v) => serde_json::from_slice::<Epoch>(&v)
+            .map(|r| Some(r.playlist.epoch))
+            .map_err(|e| StoreError::Corrupt {
+                what: id.to_string(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[async_trait]
 impl StateStore for FsStateStore {
     async fn load(&self, id: &StreamId) -> Result<Option<StreamRecord>, StoreError> {
@@ -202,19 +273,38 @@ impl StateStore for FsStateStore {
             locks.entry(record.id.clone()).or_default().clone()
         };
         let _guard = lock.lock().await;
-        let stored = self.read(&record.id).await?.map(|r| r.playlist.epoch);
-        if stored != expected_epoch {
-            return Err(StoreError::Conflict {
-                stored: stored.unwrap_or(0),
-                held: expected_epoch.unwrap_or(0),
-            });
-        }
         let json = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
             what: record.id.to_string(),
             reason: e.to_string(),
         })?;
-        write_atomic(self.path(&record.id), Bytes::from(json)).await?;
-        Ok(())
+        let path = self.path(&record.id);
+        let known = self.known.lock().unwrap().get(&record.id).copied();
+        let new_epoch = record.playlist.epoch;
+        let id = record.id.clone();
+        // Stat, compare, write and rename in one blocking-pool task.
+        let stamp = tokio::task::spawn_blocking(move || -> Result<FileStamp, StoreError> {
+            let stored = stored_epoch(&path, &id, known)?;
+            if stored != expected_epoch {
+                return Err(StoreError::Conflict {
+                    stored: stored.unwrap_or(0),
+                    held: expected_epoch.unwrap_or(0),
+                });
+            }
+            Ok(write_atomic_blocking(&path, &json)?)
+        })
+        .await
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        let mut known = self.known.lock().unwrap();
+        match stamp {
+            Ok(stamp) => {
+                known.insert(record.id.clone(), (stamp, new_epoch));
+                Ok(())
+            }
+            Err(e) => {
+                known.remove(&record.id);
+                Err(e)
+            }
+        }
     }
 
     async fn list(&self) -> Result<Vec<StreamId>, StoreError> {
@@ -424,6 +514,28 @@ mod tests {
         ));
         assert_eq!(store.load(&id).await.unwrap().unwrap().playlist.epoch, 2);
         assert_eq!(store.list().await.unwrap(), vec![id]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_write_by_another_store_on_the_same_root_is_seen() {
+        // Two workers on a shared volume: the first remembers what it wrote, the second
+        // takes the stream over; the first must see the newer epoch, not its memory.
+        let dir = tempdir("tg-state-shared");
+        let a = FsStateStore::new(dir.clone());
+        let b = FsStateStore::new(dir.clone());
+        let id = StreamId::new("default", "cam").unwrap();
+        a.compare_and_set(None, &record(&id, 1)).await.unwrap();
+        a.compare_and_set(Some(1), &record(&id, 1)).await.unwrap();
+        b.compare_and_set(Some(1), &record(&id, 2)).await.unwrap();
+        assert!(matches!(
+            a.compare_and_set(Some(1), &record(&id, 1)).await,
+            Err(StoreError::Conflict { stored: 2, held: 1 })
+        ));
+        // An operator removes the record: the next writer starts afresh.
+        std::fs::remove_file(dir.join("default/cam.json")).unwrap();
+        a.compare_and_set(None, &record(&id, 3)).await.unwrap();
+        assert_eq!(b.load(&id).await.unwrap().unwrap().playlist.epoch, 3);
         let _ = std::fs::remove_dir_all(dir);
     }
 
