@@ -195,7 +195,11 @@ struct View {
     /// When it was rendered from the state store; `None` while a session on this worker
     /// keeps it current.
     fetched: Option<Instant>,
-    owned: bool,
+    /// The publish session (its generation) that keeps the view current, if any.
+    owner: Option<u64>,
+    /// Sessions up to this generation are over: a late write from one of their writers
+    /// (a segment listed just before it learned it was fenced) must not take the view back.
+    released: u64,
 }
 
 impl Stream {
@@ -209,27 +213,35 @@ impl Stream {
         self.telemetry.snapshot()
     }
 
-    fn set_owned_view(&self, playlist: &PlaylistState) {
-        let rendered = Rendered::of(playlist);
+    /// Session `generation` shows `playlist`, unless that session is already over or a
+    /// newer one owns the view.
+    fn set_owned_view(&self, playlist: &PlaylistState, generation: u64) {
         if let Ok(mut v) = self.view.lock() {
-            *v = View {
-                rendered,
-                fetched: None,
-                owned: true,
-            };
+            if generation <= v.released || v.owner.is_some_and(|o| o > generation) {
+                return;
+            }
+            v.rendered = Rendered::of(playlist);
+            v.fetched = None;
+            v.owner = Some(generation);
         }
     }
 
-    fn release_view(&self) {
+    /// Every session up to `generation` is over. `current`: what the last of them showed
+    /// is what the store holds (a session that ended itself), so it stays fresh for the
+    /// usual time; otherwise the next request reads the store.
+    fn release_view(&self, generation: u64, current: bool) {
         if let Ok(mut v) = self.view.lock() {
-            v.owned = false;
-            v.fetched = Some(Instant::now());
+            v.released = v.released.max(generation);
+            if v.owner.is_some_and(|o| o <= generation) {
+                v.owner = None;
+                v.fetched = current.then(Instant::now);
+            }
         }
     }
 
     fn fresh_view(&self, ttl: Duration) -> Option<Rendered> {
         let v = self.view.lock().ok()?;
-        if v.owned || v.fetched.is_some_and(|t| t.elapsed() < ttl) {
+        if v.owner.is_some() || v.fetched.is_some_and(|t| t.elapsed() < ttl) {
             Some(v.rendered.clone())
         } else {
             None
@@ -245,13 +257,10 @@ impl Stream {
     fn set_fetched_view(&self, playlist: &PlaylistState, generation: u64) {
         let rendered = Rendered::of(playlist);
         if let Ok(mut v) = self.view.lock() {
-            if !v.owned {
+            if v.owner.is_none() {
                 let unchanged = self.change_generation() == generation;
-                *v = View {
-                    rendered,
-                    fetched: unchanged.then(Instant::now),
-                    owned: false,
-                };
+                v.rendered = rendered;
+                v.fetched = unchanged.then(Instant::now);
             }
         }
     }
@@ -261,7 +270,7 @@ impl Stream {
     pub fn invalidate(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut v) = self.view.lock() {
-            if !v.owned {
+            if v.owner.is_none() {
                 v.fetched = None;
             }
         }
@@ -613,10 +622,10 @@ impl Streams {
             self.metrics.live_streams.dec();
         }
         let epoch = record.playlist.epoch;
-        stream.set_owned_view(&record.playlist);
         inner.record = Some(record.clone());
         inner.generation += 1;
         let generation = inner.generation;
+        stream.set_owned_view(&record.playlist, generation);
         let fenced = CancellationToken::new();
         let last_media_ms = Arc::new(AtomicI64::new(now));
         inner.live = Some(LiveSession {
@@ -690,10 +699,14 @@ impl Streams {
             inner.live = None;
             inner.record = Some(record);
             self.metrics.live_streams.dec();
-            stream.release_view();
+            stream.release_view(generation, true);
             drop(inner);
             self.telemetry.session_ended(&stream.telemetry, superseded);
             info!(stream = %stream.id, window_s = self.settings.reconnect_window.as_secs_f64(), "publisher gone; stream reconnecting");
+        } else {
+            // Already replaced (a newer session here, or ended by request): whatever this
+            // writer showed last is not what the store holds.
+            stream.release_view(generation, false);
         }
     }
 
@@ -763,7 +776,7 @@ impl Streams {
             live.fenced.cancel();
             self.metrics.live_streams.dec();
         }
-        stream.release_view();
+        stream.release_view(inner.generation, false);
         stream.set_fetched_view(&record.playlist, stream.change_generation());
         inner.record = Some(record);
         drop(inner);
@@ -1061,5 +1074,52 @@ mod change_tests {
         assert_eq!(streams.remote_render_ttl(), REMOTE_RENDER_TTL);
         assert!(stream.fresh_view(REMOTE_RENDER_TTL).is_none());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A writer that lists one more segment after its session was ended by request (or
+    /// replaced by a newer one on this worker) must not take the view back: viewers would
+    /// be served that session's last playlist, without its `EXT-X-ENDLIST`, for good.
+    #[test]
+    fn a_late_write_from_an_ended_session_does_not_take_the_view_back() {
+        let id = StreamId::new("default", "late").unwrap();
+        let stream = Stream {
+            id: id.clone(),
+            inner: Mutex::new(StreamInner {
+                record: None,
+                generation: 0,
+                live: None,
+            }),
+            view: SyncMutex::default(),
+            changes: AtomicU64::new(0),
+            telemetry: Telemetry::new(
+                Arc::new(Metrics::new()),
+                tidegate_health::HealthConfig::default(),
+                "here".into(),
+            )
+            .stream(&id),
+        };
+        let live = record(&id, 2, 5).playlist;
+        let mut ended = record(&id, 3, 5).playlist;
+        ended.end();
+        let ends = |r: &Rendered| String::from_utf8_lossy(&r.media).contains("#EXT-X-ENDLIST");
+
+        // Session 1 publishes; the stream is ended by request; its writer lists a last
+        // segment before it learns it was fenced.
+        stream.set_owned_view(&live, 1);
+        stream.release_view(1, false);
+        stream.set_fetched_view(&ended, stream.change_generation());
+        stream.set_owned_view(&live, 1);
+        assert!(ends(&stream.fresh_view(NOTIFIED_RENDER_TTL).unwrap()));
+        // Its end is reported after session 2 started here: session 2 keeps the view.
+        stream.set_owned_view(&live, 2);
+        stream.release_view(1, false);
+        assert!(!ends(&stream.fresh_view(NOTIFIED_RENDER_TTL).unwrap()));
+        // Session 2 ends by itself: what it showed stays fresh for the usual time.
+        stream.release_view(2, true);
+        assert!(stream.fresh_view(NOTIFIED_RENDER_TTL).is_some());
+        // Session 3 is replaced here before its writer reports: the view is read again.
+        stream.set_owned_view(&live, 3);
+        stream.release_view(3, false);
+        assert!(stream.fresh_view(NOTIFIED_RENDER_TTL).is_none());
     }
 }

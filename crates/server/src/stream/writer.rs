@@ -199,7 +199,8 @@ impl Writer {
                     let sequence = self.record.playlist.next_sequence;
                     let evicted = self.record.playlist.push_segment(entry);
                     self.dirty = true;
-                    self.stream.set_owned_view(&self.record.playlist);
+                    self.stream
+                        .set_owned_view(&self.record.playlist, self.generation);
                     self.streams.metrics.segments.inc();
                     self.streams
                         .metrics
