@@ -16,8 +16,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::{header, request::Parts, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -31,15 +32,48 @@ use crate::{unix_ms, Context};
 pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
 
 /// The routes, to be nested under `/api/v1`.
-pub fn router() -> Router<Arc<Context>> {
+pub fn router(ctx: Arc<Context>) -> Router<Arc<Context>> {
     Router::new()
         .route("/streams", get(streams))
         .route("/streams/{tenant}/{stream}", get(one_stream))
         .route("/streams/{tenant}/{stream}/kick", post(kick))
         .route("/streams/{tenant}/{stream}/end", post(end))
         .route("/workers", get(workers))
+        // Every route above needs the token; the description below does not.
+        .route_layer(middleware::from_fn_with_state(ctx, require_token))
         .route("/openapi.yaml", get(openapi))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+}
+
+/// Answers 401 unless the admin token (when one is set) comes with the request; runs
+/// before the handler or any of its extractors looks at the request.
+async fn require_token(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    request: Request,
+    next: Next,
+) -> Response {
+    match refused(&ctx, &headers) {
+        Some(resp) => resp,
+        None => next.run(request).await,
+    }
+}
+
+/// The stream named by a `/streams/{tenant}/{stream}` path; a name no stream can have is
+/// a 404, like a stream that does not exist.
+struct StreamPath(StreamId);
+
+impl<S: Send + Sync> FromRequestParts<S> for StreamPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((tenant, stream)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| error(StatusCode::NOT_FOUND, "no such stream"))?;
+        StreamId::new(&tenant, &stream)
+            .map(StreamPath)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, "no such stream"))
+    }
 }
 
 /// A stream as `GET /api/v1/streams` lists it.
@@ -198,10 +232,7 @@ fn refused(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
     Some(resp)
 }
 
-async fn streams(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = refused(&ctx, &headers) {
-        return resp;
-    }
+async fn streams(State(ctx): State<Arc<Context>>) -> Response {
     let now = unix_ms();
     let out: Vec<StreamJson> = ctx
         .streams
@@ -213,17 +244,7 @@ async fn streams(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Respons
     Json(out).into_response()
 }
 
-async fn one_stream(
-    State(ctx): State<Arc<Context>>,
-    headers: HeaderMap,
-    Path((tenant, stream)): Path<(String, String)>,
-) -> Response {
-    if let Some(resp) = refused(&ctx, &headers) {
-        return resp;
-    }
-    let Some(id) = StreamId::new(&tenant, &stream) else {
-        return error(StatusCode::NOT_FOUND, "no such stream");
-    };
+async fn one_stream(State(ctx): State<Arc<Context>>, StreamPath(id): StreamPath) -> Response {
     match ctx.streams.summary(&id).await {
         Some(s) => Json(StreamDetailJson {
             stream: stream_json(&s, unix_ms(), true),
@@ -250,17 +271,7 @@ fn done(id: StreamId, action: &'static str) -> Response {
     .into_response()
 }
 
-async fn kick(
-    State(ctx): State<Arc<Context>>,
-    headers: HeaderMap,
-    Path((tenant, stream)): Path<(String, String)>,
-) -> Response {
-    if let Some(resp) = refused(&ctx, &headers) {
-        return resp;
-    }
-    let Some(id) = StreamId::new(&tenant, &stream) else {
-        return error(StatusCode::NOT_FOUND, "no such stream");
-    };
+async fn kick(State(ctx): State<Arc<Context>>, StreamPath(id): StreamPath) -> Response {
     if ctx.streams.kick(&id).await {
         done(id, "kicked")
     } else {
@@ -271,17 +282,7 @@ async fn kick(
     }
 }
 
-async fn end(
-    State(ctx): State<Arc<Context>>,
-    headers: HeaderMap,
-    Path((tenant, stream)): Path<(String, String)>,
-) -> Response {
-    if let Some(resp) = refused(&ctx, &headers) {
-        return resp;
-    }
-    let Some(id) = StreamId::new(&tenant, &stream) else {
-        return error(StatusCode::NOT_FOUND, "no such stream");
-    };
+async fn end(State(ctx): State<Arc<Context>>, StreamPath(id): StreamPath) -> Response {
     match ctx.streams.end_stream(&id).await {
         Ok(true) => done(id, "ended"),
         Ok(false) => error(StatusCode::NOT_FOUND, "no such stream, or already ended"),
@@ -292,10 +293,7 @@ async fn end(
     }
 }
 
-async fn workers(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> Response {
-    if let Some(resp) = refused(&ctx, &headers) {
-        return resp;
-    }
+async fn workers(State(ctx): State<Arc<Context>>) -> Response {
     match ctx.state.workers().await {
         Ok(list) => {
             let out: Vec<WorkerJson> = list

@@ -32,7 +32,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .nest("/api/v1", crate::api::router())
+        .nest("/api/v1", crate::api::router(ctx.clone()))
         .route("/hls/{tenant}/{stream}/{file}", get(hls))
         .layer(cors)
         .with_state(ctx)
