@@ -43,21 +43,12 @@ RTMP_PORT="${RTMP_PORT:-29935}"
 HTTP_PORT="${HTTP_PORT:-29980}"
 SRT_PORT="${SRT_PORT:-29900}"
 SLT_BASE_PORT="${SLT_BASE_PORT:-30000}"
-CLK_TCK="$(getconf CLK_TCK)"
-SERVER_PIDS=""
-mkdir -p "$OUT" "$CACHE"
-
-log() { printf '[compare-srt] %s\n' "$*" >&2; }
+BENCH_NAME=compare-srt
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools
-need() { command -v "$1" >/dev/null 2>&1; }
-for tool in taskset curl python3 ss; do
-  need "$tool" || { log "missing $tool"; exit 1; }
-done
-if ! need ffmpeg; then
-  log "installing ffmpeg (needed to generate the clip)"
-  apt-get install -y ffmpeg >/dev/null
-fi
+bench_tools taskset curl python3 ss
 SLT_BIN="${SLT_BIN:-$(command -v srt-live-transmit || true)}"
 if [[ -z "$SLT_BIN" ]]; then
   log "installing srt-tools (srt-live-transmit)"
@@ -65,60 +56,18 @@ if [[ -z "$SLT_BIN" ]]; then
   SLT_BIN="$(command -v srt-live-transmit)"
 fi
 
-if [[ -z "${TIDEGATE_BIN:-}" ]]; then
-  log "building tidegate (cargo build --release -p tidegate)"
-  (cd "$ROOT" && cargo build --release -q -p tidegate)
-  TIDEGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tidegate"
-fi
-
-CLIP="$CACHE/clip-720p30-3M.flv"
-if [[ ! -s "$CLIP" ]]; then
-  log "generating $CLIP"
-  "$TIDEGATE_BIN" bench --generate-clip "$CLIP" >/dev/null
-fi
+build_tidegate
+make_clip
 
 # ---------------------------------------------------------------- measuring helpers
-cpu_ticks() {
-  local total=0 pid rest
-  for pid in "$@"; do
-    rest="$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null || true)"
-    [[ -n "$rest" ]] || continue
-    set -- $rest
-    total=$((total + ${12} + ${13}))
-  done
-  echo "$total"
-}
-sum_status_kb() {
-  local key="$1" total=0 pid v
-  shift
-  for pid in "$@"; do
-    v="$(awk -v k="$key:" '$1 == k { print $2 }' "/proc/$pid/status" 2>/dev/null || true)"
-    total=$((total + ${v:-0}))
-  done
-  echo "$total"
-}
-udp_busy() { ss -uln | awk '{ print $4 }' | grep -q ":$1\$"; }
-wait_tcp() {
-  local i
-  for i in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  log "nothing listens on $1"
-  return 1
-}
-wait_udp() {
-  local i
-  for i in $(seq 100); do
-    udp_busy "$1" && return 0
-    sleep 0.1
-  done
-  log "nothing listens on udp $1"
-  return 1
-}
-tidegate_ingest_bytes() {
-  curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" |
-    awk '/^tidegate_ingest_bytes_total\{protocol="srt"\}/ { s += $NF } END { printf "%.0f\n", s }'
+# the server's ingest byte counter (libsrt has none: the generator's figures are used)
+ingest_bytes() {
+  case "$1" in
+    tidegate)
+      curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" |
+        awk '/^tidegate_ingest_bytes_total\{protocol="srt"\}/ { s += $NF } END { printf "%.0f\n", s }' ;;
+    *) echo 0 ;;
+  esac
 }
 
 start_tidegate() {
@@ -153,21 +102,6 @@ start_libsrt() {
   URL="srt://127.0.0.1:{$SLT_BASE_PORT+i}"
 }
 
-stop_server() {
-  local pid
-  for pid in $SERVER_PIDS; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 30); do
-    local alive=0
-    for pid in $SERVER_PIDS; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    ((alive)) || break
-    sleep 0.1
-  done
-  for pid in $SERVER_PIDS; do kill -KILL "$pid" 2>/dev/null || true; done
-  SERVER_PIDS=""
-  wait 2>/dev/null || true
-}
-trap 'stop_server 2>/dev/null || true' EXIT
-
 run_one() {
   local server="$1" n="$2" dir="$OUT/$1-$2"
   mkdir -p "$dir"
@@ -175,46 +109,22 @@ run_one() {
   sleep 0.5
   local idle_rss
   idle_rss="$(sum_status_kb VmRSS $SERVER_PIDS)"
-  local ramp_s=$(((n + RAMP - 1) / RAMP))
-  local warmup=$((ramp_s + WARMUP_EXTRA))
-  local duration=$((warmup + MEASURE + 3))
-  log "$server N=$n: ramp ${ramp_s}s, warm-up ${warmup}s, measure ${MEASURE}s"
-  local g0
-  g0="$(date +%s.%N)"
-  taskset -c "$GEN_CPU" "$TIDEGATE_BIN" bench \
-    --url "$URL" --input "$CLIP" \
-    --publishers "$n" --ramp-up-rate "$RAMP/s" --duration "${duration}s" \
-    --threads "$GEN_THREADS" --json "$dir/generator.json" \
-    >"$dir/generator.txt" 2>"$dir/generator.err" &
-  local gen="$!"
+  step_plan "$server" "$n"
+  start_generator "$dir" "$n" "$URL"
 
-  sleep "$warmup"
-  local t0 c0 b0="0" t1 c1 b1="0"
-  [[ "$server" == tidegate ]] && b0="$(tidegate_ingest_bytes)"
-  t0="$(date +%s.%N)"; c0="$(cpu_ticks $SERVER_PIDS)"
-  sleep "$MEASURE"
-  [[ "$server" == tidegate ]] && b1="$(tidegate_ingest_bytes)"
-  t1="$(date +%s.%N)"; c1="$(cpu_ticks $SERVER_PIDS)"
+  sleep "$WARMUP"
+  measure_window "$server"
   local hwm rss threads procs
   hwm="$(sum_status_kb VmHWM $SERVER_PIDS)"; rss="$(sum_status_kb VmRSS $SERVER_PIDS)"
   threads="$(sum_status_kb Threads $SERVER_PIDS)"; procs="$(wc -w <<<"$SERVER_PIDS")"
-  wait "$gen" || log "$server N=$n: generator exited with $?"
-  stop_server
+  end_step "$server" "$n"
   rm -rf "$dir/data"
   cat >"$dir/measure.json" <<EOF
-{"server": "$server", "n": $n, "gen_start": $g0, "t0": $t0, "t1": $t1,
- "cpu_ticks": $((c1 - c0)), "clk_tck": $CLK_TCK, "server_ingest_bytes": $((b1 - b0)),
+{"server": "$server", "n": $n, "gen_start": $GEN_START, "t0": $WIN_T0, "t1": $WIN_T1,
+ "cpu_ticks": $((WIN_C1 - WIN_C0)), "clk_tck": $CLK_TCK, "server_ingest_bytes": $((WIN_B1 - WIN_B0)),
  "processes": $procs, "threads": ${threads:-0},
  "idle_rss_kb": $idle_rss, "peak_rss_kb": $hwm, "end_rss_kb": $rss}
 EOF
 }
 
-log "results in $OUT"
-for n in $NS; do
-  for server in libsrt tidegate; do
-    run_one "$server" "$n"
-  done
-done
-python3 "$ROOT/bench/compare_srt_report.py" --lag-limit-ms "$LAG_LIMIT_MS" "$OUT" | tee "$OUT/table.md"
-echo
-echo "raw files: $OUT"
+run_steps "libsrt tidegate" compare_srt_report.py

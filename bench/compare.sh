@@ -33,29 +33,14 @@ OUT="${OUT:-$(mktemp -d /tmp/tidegate-compare.XXXXXX)}"
 RTMP_PORT="${RTMP_PORT:-19935}"
 HTTP_PORT="${HTTP_PORT:-19980}"
 SRT_PORT="${SRT_PORT:-19900}"
-CLK_TCK="$(getconf CLK_TCK)"
-SERVER_PIDS=""
 MAIN_PID=""
-mkdir -p "$OUT" "$CACHE"
-
-log() { printf '[compare] %s\n' "$*" >&2; }
+BENCH_NAME=compare
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 
 # ---------------------------------------------------------------- tools
-need() { command -v "$1" >/dev/null 2>&1; }
-for tool in taskset curl python3; do
-  need "$tool" || { log "missing $tool"; exit 1; }
-done
-if ! need ffmpeg; then
-  log "installing ffmpeg (needed to generate the clip)"
-  apt-get install -y ffmpeg >/dev/null
-fi
-
-# tidegate
-if [[ -z "${TIDEGATE_BIN:-}" ]]; then
-  log "building tidegate (cargo build --release -p tidegate)"
-  (cd "$ROOT" && cargo build --release -q -p tidegate)
-  TIDEGATE_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/tidegate"
-fi
+bench_tools taskset curl python3
+build_tidegate
 
 # nginx-rtmp: the system's if it has both the binary and the module; otherwise Debian's
 # packages unpacked into $CACHE (apt-get download + dpkg-deb -x: no service, no postinst).
@@ -85,35 +70,9 @@ if [[ -z "${NGINX_BIN:-}" ]]; then
 fi
 [[ -n "${NGINX_BIN:-}" && -f "${NGINX_MODULE:-}" ]] || { log "no nginx-rtmp"; exit 1; }
 
-# the clip
-CLIP="$CACHE/clip-720p30-3M.flv"
-if [[ ! -s "$CLIP" ]]; then
-  log "generating $CLIP"
-  "$TIDEGATE_BIN" bench --generate-clip "$CLIP" >/dev/null
-fi
+make_clip
 
 # ---------------------------------------------------------------- measuring helpers
-# utime + stime of the given pids, in clock ticks (fields 14 and 15 of /proc/PID/stat;
-# the command name is skipped by cutting after its closing parenthesis).
-cpu_ticks() {
-  local total=0 pid rest
-  for pid in "$@"; do
-    rest="$(sed 's/^.*) //' "/proc/$pid/stat")"
-    set -- $rest
-    total=$((total + ${12} + ${13}))
-  done
-  echo "$total"
-}
-status_kb() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
-wait_tcp() {
-  local i
-  for i in $(seq 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  log "nothing listens on $1"
-  return 1
-}
 # the server's ingest byte counter
 ingest_bytes() {
   case "$1" in
@@ -189,18 +148,6 @@ EOF
   MAIN_PID="$worker"   # the worker does all the RTMP and HLS work
 }
 
-stop_server() {
-  local pid
-  for pid in $SERVER_PIDS; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 30); do
-    kill -0 ${SERVER_PIDS%% *} 2>/dev/null || break
-    sleep 0.1
-  done
-  for pid in $SERVER_PIDS; do kill -KILL "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap 'stop_server 2>/dev/null || true' EXIT
-
 # Media written during one step: N x ~3.3 Mbit/s x the step's length, kept on disk until
 # the step ends (both servers keep their window plus a grace period). Refuse to start a
 # step that could fill the filesystem.
@@ -223,49 +170,27 @@ run_one() {
   wait_tcp "$HTTP_PORT"
   sleep 0.5
   local idle_rss
-  idle_rss="$(status_kb "$MAIN_PID" VmRSS)"
+  idle_rss="$(sum_status_kb VmRSS "$MAIN_PID")"
 
-  local ramp_s=$(((n + RAMP - 1) / RAMP))
-  local warmup=$((ramp_s + WARMUP_EXTRA))
-  local duration=$((warmup + MEASURE + 3))
+  step_plan "$server" "$n"
   local metrics=()
   [[ "$server" == tidegate ]] && metrics=(--metrics-url "http://127.0.0.1:$HTTP_PORT/metrics")
-  log "$server N=$n: ramp ${ramp_s}s, warm-up ${warmup}s, measure ${MEASURE}s"
-  taskset -c "$GEN_CPU" "$TIDEGATE_BIN" bench \
-    --url "rtmp://127.0.0.1:$RTMP_PORT/live/bench{i}" --input "$CLIP" \
-    --publishers "$n" --ramp-up-rate "$RAMP/s" --duration "${duration}s" \
-    --threads "$GEN_THREADS" --json "$dir/generator.json" --quiet "${metrics[@]}" \
-    >"$dir/generator.txt" 2>"$dir/generator.err" &
-  local gen="$!"
+  start_generator "$dir" "$n" "rtmp://127.0.0.1:$RTMP_PORT/live/bench{i}" --quiet "${metrics[@]}"
 
-  sleep "$warmup"
-  local t0 c0 b0 t1 c1 b1
+  sleep "$WARMUP"
   [[ "$server" == tidegate ]] && curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >"$dir/metrics-0.txt"
-  # The byte counter first (its HTTP answer can take a while from a loaded server), then
-  # the clock and the CPU counters together, so CPU and wall time cover the same window.
-  b0="$(ingest_bytes "$server")"; t0="$(date +%s.%N)"; c0="$(cpu_ticks $SERVER_PIDS)"
-  sleep "$MEASURE"
-  b1="$(ingest_bytes "$server")"; t1="$(date +%s.%N)"; c1="$(cpu_ticks $SERVER_PIDS)"
+  measure_window "$server"
   [[ "$server" == tidegate ]] && curl -fsS "http://127.0.0.1:$HTTP_PORT/metrics" >"$dir/metrics-1.txt"
   local hwm rss
-  hwm="$(status_kb "$MAIN_PID" VmHWM)"; rss="$(status_kb "$MAIN_PID" VmRSS)"
-  wait "$gen" || log "$server N=$n: generator exited with $?"
-  stop_server
+  hwm="$(sum_status_kb VmHWM "$MAIN_PID")"; rss="$(sum_status_kb VmRSS "$MAIN_PID")"
+  end_step "$server" "$n"
   rm -rf "$dir/hls" "$dir/data"   # the segments: gigabytes at large N
   cat >"$dir/measure.json" <<EOF
-{"server": "$server", "n": $n, "window_s": $(python3 -c "print($t1 - $t0)"),
- "cpu_ticks": $((c1 - c0)), "clk_tck": $CLK_TCK, "ingest_bytes": $((b1 - b0)),
+{"server": "$server", "n": $n, "window_s": $(python3 -c "print($WIN_T1 - $WIN_T0)"),
+ "cpu_ticks": $((WIN_C1 - WIN_C0)), "clk_tck": $CLK_TCK, "ingest_bytes": $((WIN_B1 - WIN_B0)),
  "idle_rss_kb": $idle_rss, "peak_rss_kb": $hwm, "end_rss_kb": $rss,
  "segment_format": "$SEGMENT_FORMAT"}
 EOF
 }
 
-log "results in $OUT"
-for n in $NS; do
-  for server in nginx tidegate; do
-    run_one "$server" "$n"
-  done
-done
-python3 "$ROOT/bench/compare_report.py" --lag-limit-ms "$LAG_LIMIT_MS" "$OUT" | tee "$OUT/table.md"
-echo
-echo "raw files: $OUT"
+run_steps "nginx tidegate" compare_report.py

@@ -7,12 +7,14 @@ peak RSS, RSS per stream, whether the N publishers were sustained, tidegate's ke
 playlist latency p50/p99 over the measured window, and the ratios tidegate / nginx.
 """
 
-import argparse
-import json
 import math
 import os
 import re
 import sys
+
+# report_common.py sits next to this script, which may be run from anywhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report_common import common_fields, fmt, get, kept_up, parse_args, publishers, ratio, read_step, steps
 
 LATENCY_METRIC = "tidegate_segment_latency_seconds_bucket"
 
@@ -56,49 +58,28 @@ def quantile(before, after, q):
 
 
 def load(out, server, n, lag_limit_ms):
-    d = os.path.join(out, f"{server}-{n}")
-    try:
-        with open(os.path.join(d, "measure.json")) as f:
-            m = json.load(f)
-    except FileNotFoundError:
+    step = read_step(out, server, n)
+    if step is None:
         return None
-    gen = {}
-    try:
-        with open(os.path.join(d, "generator.json")) as f:
-            gen = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        pass
-    cpu_s = m["cpu_ticks"] / m["clk_tck"]
+    d, m, gen = step
+    r = common_fields(n, m, gen, m["window_s"])
     gbit = m["ingest_bytes"] * 8 / 1e9
-    pubs = gen.get("publishers", {})
-    worst_lag = (pubs.get("max_lag_ms") or {}).get("max")
-    sustained = (
-        bool(pubs)
-        and pubs.get("connected") == n
-        and pubs.get("dropped") == 0
-        and pubs.get("failed") == 0
-        and pubs.get("refused") == 0
-        and worst_lag is not None
-        and worst_lag < lag_limit_ms
+    pubs, worst_lag = publishers(gen)
+    r.update(
+        {
+            "gbps": gbit / m["window_s"] if m["window_s"] > 0 else 0.0,
+            "core_s_per_gbit": r["cpu_s"] / gbit if gbit > 0 else None,
+            "rss_per_stream_kb": (m["peak_rss_kb"] - m["idle_rss_kb"]) / n,
+            "sustained": kept_up(pubs, n, worst_lag, lag_limit_ms)
+            and pubs.get("dropped") == 0
+            and pubs.get("failed") == 0
+            and pubs.get("refused") == 0,
+            "gop_bytes": None,
+            "p50_ms": None,
+            "p99_ms": None,
+            "segments": 0,
+        }
     )
-    r = {
-        "n": n,
-        "cpu_s": cpu_s,
-        "window_s": m["window_s"],
-        "gbps": gbit / m["window_s"] if m["window_s"] > 0 else 0.0,
-        "core_s_per_gbit": cpu_s / gbit if gbit > 0 else None,
-        "cpu_pct": 100 * cpu_s / m["window_s"] if m["window_s"] > 0 else None,
-        "peak_rss_mb": m["peak_rss_kb"] / 1024,
-        "rss_per_stream_kb": (m["peak_rss_kb"] - m["idle_rss_kb"]) / n,
-        "sustained": sustained,
-        "worst_lag_ms": worst_lag,
-        "connected": pubs.get("connected"),
-        "gen_cpu_pct": (gen.get("generator") or {}).get("cpu_percent"),
-        "gop_bytes": None,
-        "p50_ms": None,
-        "p99_ms": None,
-        "segments": 0,
-    }
     inp = gen.get("input") or {}
     if inp.get("bitrate_kbps") and inp.get("gop_ms"):
         r["gop_bytes"] = inp["bitrate_kbps"] * 1000 / 8 * inp["gop_ms"] / 1000
@@ -113,40 +94,9 @@ def load(out, server, n, lag_limit_ms):
     return r
 
 
-def fmt(x, spec):
-    return "–" if x is None else format(x, spec)
-
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "–"
-    return f"{a / b:.2f}×"
-
-
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--lag-limit-ms", type=float, default=1000)
-    args = ap.parse_args()
-    ns = sorted(
-        {
-            int(name.split("-")[1])
-            for name in os.listdir(args.out)
-            if re.fullmatch(r"(nginx|tidegate)-\d+", name)
-        }
-    )
-    rows = []
-    best = {"nginx": None, "tidegate": None}
-    for n in ns:
-        ng = load(args.out, "nginx", n, args.lag_limit_ms)
-        tg = load(args.out, "tidegate", n, args.lag_limit_ms)
-        rows.append((n, ng, tg))
-        for name, r in (("nginx", ng), ("tidegate", tg)):
-            if r and r["sustained"]:
-                best[name] = n
-
-    def get(r, k):
-        return None if r is None else r[k]
+    args = parse_args()
+    ns, rows, best = steps(args.out, ("nginx", "tidegate"), load, args.lag_limit_ms)
 
     print(
         "| N | Gbit/s in (ng / tg) | core-s per Gbit: nginx | tidegate | tg/ng "

@@ -9,10 +9,13 @@ reported (NAKs), whether the N publishers were sustained without loss, and the r
 tidegate / libsrt.
 """
 
-import argparse
-import json
 import os
 import re
+import sys
+
+# report_common.py sits next to this script, which may be run from anywhere
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from report_common import common_fields, fmt, get, kept_up, parse_args, publishers, ratio, read_step, steps
 
 PROGRESS = re.compile(r"^\[\s*([0-9.]+)s\].*\|\s*([0-9.]+) Mbps")
 
@@ -41,96 +44,46 @@ def window_gbit(err_path, start, t0, t1):
 
 
 def load(out, server, n, lag_limit_ms):
-    d = os.path.join(out, f"{server}-{n}")
-    try:
-        with open(os.path.join(d, "measure.json")) as f:
-            m = json.load(f)
-    except FileNotFoundError:
+    step = read_step(out, server, n)
+    if step is None:
         return None
-    gen = {}
-    try:
-        with open(os.path.join(d, "generator.json")) as f:
-            gen = json.load(f)
-    except (FileNotFoundError, json.JSONDecodeError):
-        pass
+    d, m, gen = step
     window = m["t1"] - m["t0"]
-    cpu_s = m["cpu_ticks"] / m["clk_tck"]
+    r = common_fields(n, m, gen, window)
+    cpu_s = r["cpu_s"]
     gbit = window_gbit(os.path.join(d, "generator.err"), m["gen_start"], m["t0"], m["t1"])
-    pubs = gen.get("publishers", {})
+    pubs, worst_lag = publishers(gen)
     srt = pubs.get("srt") or {}
-    worst_lag = (pubs.get("max_lag_ms") or {}).get("max")
     finished = sum(1 for p in pubs.get("per_publisher", []) if p.get("outcome") == "finished")
     lost = srt.get("packets_reported_lost")
-    connected_all = (
-        bool(pubs)
-        and pubs.get("connected") == n
-        and finished == n
-        and worst_lag is not None
-        and worst_lag < lag_limit_ms
-    )
+    connected_all = kept_up(pubs, n, worst_lag, lag_limit_ms) and finished == n
     sustained = connected_all and lost == 0 and srt.get("packets_send_dropped") == 0
-    return {
-        "n": n,
-        "window_s": window,
-        "cpu_s": cpu_s,
-        "gbps": gbit / window if gbit and window > 0 else None,
-        "core_s_per_gbit": cpu_s / gbit if gbit else None,
-        "cpu_pct": 100 * cpu_s / window if window > 0 else None,
-        "server_gbps": (m["server_ingest_bytes"] * 8 / 1e9 / window)
-        if m.get("server_ingest_bytes")
-        else None,
-        "peak_rss_mb": m["peak_rss_kb"] / 1024,
-        "processes": m.get("processes"),
-        "threads": m.get("threads"),
-        "sent": srt.get("packets_sent"),
-        "lost": lost,
-        "loss_pct": srt.get("loss_percent"),
-        "retransmitted": srt.get("packets_retransmitted"),
-        "send_dropped": srt.get("packets_send_dropped"),
-        "rtt_p50": (srt.get("rtt_ms") or {}).get("p50"),
-        "connected": pubs.get("connected"),
-        "finished": finished,
-        "connected_all": connected_all,
-        "sustained": sustained,
-        "worst_lag_ms": worst_lag,
-        "gen_cpu_pct": (gen.get("generator") or {}).get("cpu_percent"),
-    }
-
-
-def fmt(x, spec):
-    return "–" if x is None else format(x, spec)
-
-
-def ratio(a, b):
-    if a is None or b is None or b == 0:
-        return "–"
-    return f"{a / b:.2f}×"
+    r.update(
+        {
+            "gbps": gbit / window if gbit and window > 0 else None,
+            "core_s_per_gbit": cpu_s / gbit if gbit else None,
+            "server_gbps": (m["server_ingest_bytes"] * 8 / 1e9 / window)
+            if m.get("server_ingest_bytes")
+            else None,
+            "processes": m.get("processes"),
+            "threads": m.get("threads"),
+            "sent": srt.get("packets_sent"),
+            "lost": lost,
+            "loss_pct": srt.get("loss_percent"),
+            "retransmitted": srt.get("packets_retransmitted"),
+            "send_dropped": srt.get("packets_send_dropped"),
+            "rtt_p50": (srt.get("rtt_ms") or {}).get("p50"),
+            "finished": finished,
+            "connected_all": connected_all,
+            "sustained": sustained,
+        }
+    )
+    return r
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--lag-limit-ms", type=float, default=1000)
-    args = ap.parse_args()
-    ns = sorted(
-        {
-            int(name.split("-")[1])
-            for name in os.listdir(args.out)
-            if re.fullmatch(r"(libsrt|tidegate)-\d+", name)
-        }
-    )
-    rows = []
-    best = {"libsrt": None, "tidegate": None}
-    for n in ns:
-        ls = load(args.out, "libsrt", n, args.lag_limit_ms)
-        tg = load(args.out, "tidegate", n, args.lag_limit_ms)
-        rows.append((n, ls, tg))
-        for name, r in (("libsrt", ls), ("tidegate", tg)):
-            if r and r["sustained"]:
-                best[name] = n
-
-    def get(r, k):
-        return None if r is None else r[k]
+    args = parse_args()
+    ns, rows, best = steps(args.out, ("libsrt", "tidegate"), load, args.lag_limit_ms)
 
     def loss(r):
         if r is None or r["lost"] is None:
