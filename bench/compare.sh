@@ -99,8 +99,14 @@ start_tidegate() {
 start_nginx() {
   local dir="$1"
   mkdir -p "$dir/hls" "$dir/logs" "$dir/tmp"
+  # Run as root (as tidegate does here), the master would hand the worker to `nobody`,
+  # which cannot enter the 0700 results directory: every HLS write would fail
+  # ("hls: stat() failed ... Permission denied") and nginx would be measured without HLS.
+  local user=""
+  ((EUID == 0)) && user="user $(id -un) $(id -gn);"
   cat >"$dir/nginx.conf" <<EOF
 load_module $NGINX_MODULE;
+$user
 worker_processes 1;
 worker_rlimit_nofile 8192;
 daemon off;
@@ -184,6 +190,13 @@ run_one() {
   local hwm rss
   hwm="$(sum_status_kb VmHWM "$MAIN_PID")"; rss="$(sum_status_kb VmRSS "$MAIN_PID")"
   end_step "$server" "$n"
+  # A server that did not package is not a baseline: refuse the figures.
+  local segments
+  segments="$(find "$dir" \( -name '*.ts' -o -name '*.m4s' \) -type f | wc -l)"
+  if ((segments < n)); then
+    log "$server N=$n: only $segments segments on disk for $n streams; see $dir/logs or $dir/server.log"
+    exit 1
+  fi
   rm -rf "$dir/hls" "$dir/data"   # the segments: gigabytes at large N
   cat >"$dir/measure.json" <<EOF
 {"server": "$server", "n": $n, "window_s": $(python3 -c "print($WIN_T1 - $WIN_T0)"),
