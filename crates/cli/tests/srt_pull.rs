@@ -13,26 +13,6 @@ use common::*;
 
 const PASS: &str = "correcthorsebattery";
 
-/// ffmpeg loops the test file in real time into an SRT listener on `port`.
-fn ffmpeg_listener(port: u16, extra: &str) -> Proc {
-    let mut cmd = Command::new(ffmpeg());
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-stream_loop",
-        "-1",
-    ]);
-    cmd.arg("-i").arg(media(Media::H264Aac));
-    cmd.args(["-c", "copy", "-f", "mpegts"]);
-    cmd.arg(format!(
-        "srt://127.0.0.1:{port}?mode=listener&latency=200000&pkt_size=1316{extra}"
-    ));
-    Proc::spawn("ffmpeg-srt-listener", cmd)
-}
-
 fn live() -> Expect {
     Expect {
         endlist: Some(false),
@@ -105,14 +85,14 @@ fn pull_and_survive_a_source_restart(
 #[test]
 fn ffmpeg_listener_encrypted_with_restart() {
     let port = free_udp_port();
-    let source = ffmpeg_listener(port, &format!("&passphrase={PASS}&pbkeylen=16"));
+    let source = srt_ffmpeg_listener(port, &format!("&passphrase={PASS}&pbkeylen=16"));
     let pull = format!(
         "cam=srt://127.0.0.1:{port}?passphrase={PASS}&pbkeylen=16&latency=200&peeridletimeo=3000"
     );
     let mut server = Server::start(&["--reconnect-window", "30s", "--pull", &pull]);
     // Down for a while: the pull notices (ICMP unreachable), then retries with backoff.
     pull_and_survive_a_source_restart(&mut server, source, Duration::from_secs(3), || {
-        ffmpeg_listener(port, &format!("&passphrase={PASS}&pbkeylen=16"))
+        srt_ffmpeg_listener(port, &format!("&passphrase={PASS}&pbkeylen=16"))
     });
     let log = server.log_text();
     assert!(

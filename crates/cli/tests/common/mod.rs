@@ -483,6 +483,27 @@ impl Drop for Proc {
 // The server
 // ---------------------------------------------------------------------------------------
 
+/// ffmpeg loops the H.264 + AAC test file in real time into an SRT listener on `port`
+/// (a source that only listens, for SRT pull); `extra` is appended to the URL's query.
+pub fn srt_ffmpeg_listener(port: u16, extra: &str) -> Proc {
+    let mut cmd = Command::new(ffmpeg());
+    cmd.args([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-stream_loop",
+        "-1",
+    ]);
+    cmd.arg("-i").arg(media(Media::H264Aac));
+    cmd.args(["-c", "copy", "-f", "mpegts"]);
+    cmd.arg(format!(
+        "srt://127.0.0.1:{port}?mode=listener&latency=200000&pkt_size=1316{extra}"
+    ));
+    Proc::spawn("ffmpeg-srt-listener", cmd)
+}
+
 /// A running `tidegate serve` on loopback ports chosen at run time.
 pub struct Server {
     /// The process (logs to stderr, captured in `proc.log`).

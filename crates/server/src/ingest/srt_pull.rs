@@ -7,6 +7,13 @@
 //! connection fails or ends, the task tries again with capped exponential backoff
 //! ([`BACKOFF_MIN`] → [`BACKOFF_MAX`]); meanwhile the stream follows the normal lifecycle
 //! (reconnecting, resumed with a discontinuity, ended after the reconnect window).
+//!
+//! In a cluster every replica may carry the same `[[pull]]` list: before calling its
+//! source a worker looks at the stream's lease, and while another worker holds it live it
+//! stands by (polls every [`STANDBY_POLL`]) instead of calling. A pull never takes a stream
+//! from a live holder ([`crate::stream::Streams::begin_pull`]). When the pulling worker dies
+//! or drains, its lease lapses (or says the publisher left) and a standing-by worker calls
+//! the source and continues the playlist.
 
 use std::collections::VecDeque;
 use std::io::IoSliceMut;
@@ -33,6 +40,8 @@ use crate::Context;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// Longest wait between attempts.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a standing-by worker looks at the lease of the worker that pulls.
+pub const STANDBY_POLL: Duration = Duration::from_secs(1);
 /// Largest receive latency a pull URL may ask for.
 const MAX_LATENCY: Duration = Duration::from_secs(10);
 /// Largest datagram read (SRT live packets are 1332 bytes; room for GRO batches).
@@ -304,7 +313,33 @@ async fn run_source(
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut attempt: u64 = 0;
+    let mut standing_by: Option<String> = None;
     while !shutdown.is_cancelled() {
+        // Another worker pulls this stream (same `[[pull]]` on every replica): stand by
+        // without calling the source, and take over once that worker's lease lapses.
+        match ctx.streams.held_elsewhere(&id).await {
+            Ok(Some(owner)) => {
+                if standing_by.as_deref() != Some(owner.as_str()) {
+                    info!(worker = %owner, "srt pull: standing by; another worker pulls this stream");
+                    standing_by = Some(owner);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(STANDBY_POLL) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            Ok(None) => {
+                if standing_by.take().is_some() {
+                    info!("srt pull: the other worker let go; pulling");
+                    backoff = BACKOFF_MIN;
+                    attempt = 0;
+                }
+            }
+            // The store is down: pulling anyway keeps the stream going on this worker;
+            // the epoch still fences a second puller once the store is back.
+            Err(e) => warn!(error = %e, "srt pull: cannot tell whether another worker pulls"),
+        }
         attempt += 1;
         let outcome = tokio::select! {
             o = attempt_once(&ctx, &id, &source, &shutdown) => o,
@@ -428,7 +463,7 @@ async fn attempt_once(
             protocol: Protocol::Srt,
         })
         .inc();
-    let publisher = match ctx.streams.begin_publish(id.clone(), Protocol::Srt).await {
+    let publisher = match ctx.streams.begin_pull(id.clone()).await {
         Ok(p) => p,
         Err(e) => {
             metrics.refused(Protocol::Srt, e.reason());

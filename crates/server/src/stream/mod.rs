@@ -499,12 +499,58 @@ impl Streams {
         }
     }
 
+    /// The worker that holds `id` with a live lease, when that is another worker (its
+    /// publisher is connected there and it renewed the lease within [`LEASE_TIMEOUT_MS`]).
+    /// A pull asks this before it calls its source, so that of several workers configured
+    /// with the same pull one pulls and the others stand by until its lease lapses.
+    pub async fn held_elsewhere(&self, id: &StreamId) -> Result<Option<String>, StoreError> {
+        if let Some(s) = self.get(id).await {
+            if s.inner.lock().await.live.is_some() {
+                return Ok(None);
+            }
+        }
+        Ok(self
+            .state
+            .load(id)
+            .await?
+            .filter(|r| self.live_elsewhere(r, unix_ms()))
+            .map(|r| r.owner))
+    }
+
+    /// `record` is held by a publisher on another worker whose lease is fresh.
+    fn live_elsewhere(&self, r: &StreamRecord, now: i64) -> bool {
+        let activity = r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms);
+        !r.playlist.ended
+            && r.publisher_left_ms.is_none()
+            && r.owner != self.settings.worker_id
+            && now.saturating_sub(activity) < LEASE_TIMEOUT_MS
+    }
+
     /// A publisher arrives for `id`: takes the stream's next epoch and starts (or resumes) its
     /// playlist, or refuses (see [`TakeoverPolicy`]).
     pub async fn begin_publish(
         self: &Arc<Self>,
         id: StreamId,
         protocol: Protocol,
+    ) -> Result<Publisher, PublishError> {
+        self.begin_publish_as(id, protocol, self.settings.takeover_policy)
+            .await
+    }
+
+    /// A pull (this worker called the source) arrives for `id`: like
+    /// [`Streams::begin_publish`], but it never takes the stream from a live holder on
+    /// another worker, whatever the takeover policy (two workers pulling one source
+    /// would otherwise take it from each other for ever).
+    pub async fn begin_pull(self: &Arc<Self>, id: StreamId) -> Result<Publisher, PublishError> {
+        self.begin_publish_as(id, Protocol::Srt, TakeoverPolicy::Refuse)
+            .await
+    }
+
+    async fn begin_publish_as(
+        self: &Arc<Self>,
+        id: StreamId,
+        protocol: Protocol,
+        policy: TakeoverPolicy,
     ) -> Result<Publisher, PublishError> {
         if self.draining.is_cancelled() {
             return Err(PublishError::Draining);
@@ -529,14 +575,13 @@ impl Streams {
                 && r.publisher_left_ms.is_none()
                 && r.owner != self.settings.worker_id;
             if held_elsewhere {
-                let activity = r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms);
-                let fresh = now.saturating_sub(activity) < LEASE_TIMEOUT_MS;
+                let fresh = self.live_elsewhere(r, now);
                 let recent = r
                     .takeovers
                     .iter()
                     .filter(|t| now.saturating_sub(**t) < FLAP_WINDOW_MS)
                     .count();
-                match self.settings.takeover_policy {
+                match policy {
                     TakeoverPolicy::Refuse if fresh => {
                         stream.telemetry.note_competing_publisher();
                         return Err(PublishError::AlreadyLive);
