@@ -97,8 +97,23 @@ fn one_worker_pulls_the_other_stands_by_then_takes_over() {
     // The pulling worker dies. The source (an ffmpeg listener serves one caller) is
     // restarted on the same port, as a gateway would still be listening.
     cluster.workers[owner].kill9();
+    let killed = std::time::Instant::now();
     source.kill();
     let _source = srt_ffmpeg_listener(port, "");
+    wait_for(
+        "the other worker to take the pull over",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let log = cluster.workers[standby].proc.log_text();
+            let since = &log[log.find(STANDING_BY).unwrap()..];
+            since.contains(PULLING).then_some(())
+        },
+    );
+    eprintln!(
+        "pull taken over {:.1} s after the kill -9",
+        killed.elapsed().as_secs_f64()
+    );
     let before = steady.next_msn();
     let after = wait_playlist(
         &url,
