@@ -17,14 +17,6 @@ const KEY: &str = "failover";
 /// The goal for kill → next new segment listed.
 const GAP_GOAL_SECS: f64 = SEGMENT_SECS + 2.0;
 
-fn live() -> Expect {
-    Expect {
-        endlist: Some(false),
-        fmp4: Some(true),
-        min_segments: 1,
-    }
-}
-
 #[test]
 fn kill9_of_the_owning_worker_costs_at_most_a_segment_and_two_seconds() {
     let mut c = Cluster::start(ClusterOpts {
@@ -46,11 +38,11 @@ fn kill9_of_the_owning_worker_costs_at_most_a_segment_and_two_seconds() {
     for i in c.running() {
         let url = c.workers[i].playlist_url(KEY);
         watch
-            .observe(i, &url, &live())
+            .observe(i, &url, &live_fmp4())
             .unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     }
     let before = watch
-        .observe(owner, &owner_url, &live())
+        .observe(owner, &owner_url, &live_fmp4())
         .unwrap_or_else(|e| panic!("{e}"));
     let starts_before = publisher.start_count();
 
@@ -68,7 +60,7 @@ fn kill9_of_the_owning_worker_costs_at_most_a_segment_and_two_seconds() {
         for &i in &survivors {
             let url = c.workers[i].playlist_url(KEY);
             let pl = watch
-                .observe(i, &url, &live())
+                .observe(i, &url, &live_fmp4())
                 .unwrap_or_else(|e| panic!("after the kill: {e}\n{}", c.logs()));
             if gap.is_none() && pl.next_msn() > before.next_msn() {
                 gap = Some(killed_at.elapsed().as_secs_f64());
@@ -131,7 +123,7 @@ fn kill9_of_the_owning_worker_costs_at_most_a_segment_and_two_seconds() {
                 &url,
                 &Expect {
                     endlist: Some(true),
-                    ..live()
+                    ..live_fmp4()
                 },
             )
             .unwrap_or_else(|e| panic!("{e}"));

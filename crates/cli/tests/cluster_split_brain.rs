@@ -16,14 +16,6 @@ use common::*;
 
 const KEY: &str = "splitbrain";
 
-fn live() -> Expect {
-    Expect {
-        endlist: Some(false),
-        fmp4: Some(true),
-        min_segments: 1,
-    }
-}
-
 fn epoch_of(pl: &MediaPlaylist) -> u64 {
     let last = pl.segments.last().expect("a segment");
     segment_epoch_index(&last.uri).expect("seg-EPOCH-N").0
@@ -48,7 +40,7 @@ fn a_frozen_owner_that_wakes_up_writes_nothing_and_lets_go() {
     for i in c.running() {
         let url = c.workers[i].playlist_url(KEY);
         watch
-            .observe(i, &url, &live())
+            .observe(i, &url, &live_fmp4())
             .unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -85,7 +77,7 @@ fn a_frozen_owner_that_wakes_up_writes_nothing_and_lets_go() {
     for i in c.running() {
         let url = c.workers[i].playlist_url(KEY);
         watch
-            .observe(i, &url, &live())
+            .observe(i, &url, &live_fmp4())
             .unwrap_or_else(|e| panic!("{e}"));
     }
     // What the old epoch had listed (in the shared playlist) before it was frozen.
@@ -150,7 +142,7 @@ fn a_frozen_owner_that_wakes_up_writes_nothing_and_lets_go() {
         for i in c.running() {
             let url = c.workers[i].playlist_url(KEY);
             let pl = watch
-                .observe(i, &url, &live())
+                .observe(i, &url, &live_fmp4())
                 .unwrap_or_else(|e| panic!("after SIGCONT: {e}\n{}", c.logs()));
             for s in &pl.segments {
                 let stale = segment_epoch_index(&s.uri).is_some_and(|(e, _)| e == old_epoch);

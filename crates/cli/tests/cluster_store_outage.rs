@@ -25,14 +25,6 @@ use common::*;
 /// honest on a 2-core machine.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-fn live() -> Expect {
-    Expect {
-        endlist: Some(false),
-        fmp4: Some(true),
-        min_segments: 1,
-    }
-}
-
 fn ready(w: &Server) -> Option<bool> {
     try_get(&w.url("/readyz")).ok().map(|r| r.status == 200)
 }
@@ -58,10 +50,10 @@ fn redis_restart_shorter_than_the_window_loses_no_segment() {
     });
     let mut watch = ClusterWatch::default();
     watch
-        .observe(1, &url1, &live())
+        .observe(1, &url1, &live_fmp4())
         .unwrap_or_else(|e| panic!("{e}"));
     let before = watch
-        .observe(0, &url0, &live())
+        .observe(0, &url0, &live_fmp4())
         .unwrap_or_else(|e| panic!("{e}"));
 
     c.redis.stop();
@@ -74,7 +66,7 @@ fn redis_restart_shorter_than_the_window_loses_no_segment() {
         }
         // The owner keeps serving its playlist (from memory), with new segments from S3.
         during = watch
-            .observe(0, &url0, &live())
+            .observe(0, &url0, &live_fmp4())
             .unwrap_or_else(|e| panic!("while Redis is down: {e}\n{}", c.logs()));
         thread::sleep(Duration::from_millis(200));
     }
@@ -95,7 +87,7 @@ fn redis_restart_shorter_than_the_window_loses_no_segment() {
         Duration::from_millis(200),
         || {
             // Until its Redis connection is back, the other worker answers 503.
-            let pl = match watch.observe(1, &url1, &live()) {
+            let pl = match watch.observe(1, &url1, &live_fmp4()) {
                 Ok(pl) => pl,
                 Err(e) if e.contains("status 503") => return None,
                 Err(e) => panic!("after Redis is back: {e}\n{}", c.logs()),
@@ -207,7 +199,7 @@ fn s3_outage_past_the_backlog_drops_the_oldest_and_marks_the_gap() {
     });
     let mut watch = ClusterWatch::default();
     let before = watch
-        .observe(0, &url, &live())
+        .observe(0, &url, &live_fmp4())
         .unwrap_or_else(|e| panic!("{e}"));
 
     c.s3_gate.close();
@@ -225,7 +217,7 @@ fn s3_outage_past_the_backlog_drops_the_oldest_and_marks_the_gap() {
         Duration::from_millis(250),
         || {
             // The playlist keeps answering (unchanged) meanwhile.
-            let pl = fetch_playlist(&url, &live()).unwrap_or_else(|e| panic!("{e}"));
+            let pl = fetch_playlist(&url, &live_fmp4()).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(
                 pl.next_msn(),
                 before.next_msn(),

@@ -18,14 +18,6 @@ const DRAIN_SECS: f64 = 3.0;
 /// Readiness must flip within this of the SIGTERM.
 const READY_FLIP: Duration = Duration::from_millis(500);
 
-fn live() -> Expect {
-    Expect {
-        endlist: Some(false),
-        fmp4: Some(true),
-        min_segments: 1,
-    }
-}
-
 #[test]
 fn sigterm_flips_readiness_and_moves_the_publisher_within_the_drain_timeout() {
     let mut c = Cluster::start(ClusterOpts {
@@ -50,7 +42,7 @@ fn sigterm_flips_readiness_and_moves_the_publisher_within_the_drain_timeout() {
     });
     let mut watch = ClusterWatch::default();
     watch
-        .observe(old, &old_url, &live())
+        .observe(old, &old_url, &live_fmp4())
         .unwrap_or_else(|e| panic!("{e}"));
     let ready_url = c.workers[old].url("/readyz");
     assert_eq!(get(&ready_url).status, 200);
@@ -85,7 +77,7 @@ fn sigterm_flips_readiness_and_moves_the_publisher_within_the_drain_timeout() {
         for &i in &others {
             let url = c.workers[i].playlist_url(KEY);
             let pl = watch
-                .observe(i, &url, &live())
+                .observe(i, &url, &live_fmp4())
                 .unwrap_or_else(|e| panic!("during the drain: {e}\n{}", c.logs()));
             if latest.as_ref().is_none_or(|l| pl.next_msn() > l.next_msn()) {
                 latest = Some(pl);

@@ -5,32 +5,16 @@
 mod common;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 fn ffmpeg_srt(addr: SocketAddr, key: &str) -> Proc {
-    let mut cmd = Command::new(ffmpeg());
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-stream_loop",
-        "-1",
-    ]);
-    cmd.arg("-i").arg(media(Media::H264Aac));
-    cmd.args([
-        "-c",
-        "copy",
-        "-f",
-        "mpegts",
+    ffmpeg_ts_loop(
+        "ffmpeg-srt",
         &format!("srt://{addr}?streamid={key}&pkt_size=1316&latency=200000"),
-    ]);
-    Proc::spawn("ffmpeg-srt", cmd)
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {

@@ -13,14 +13,6 @@ use common::*;
 
 const PASS: &str = "correcthorsebattery";
 
-fn live() -> Expect {
-    Expect {
-        endlist: Some(false),
-        fmp4: Some(true),
-        min_segments: 1,
-    }
-}
-
 /// Waits for two segments, checks the codecs, kills the source, restarts it with
 /// `restart()` after `down`, and waits for the playlist to continue after a discontinuity.
 fn pull_and_survive_a_source_restart(
@@ -34,7 +26,7 @@ fn pull_and_survive_a_source_restart(
         pl.segments.len() >= 2
     });
     let mut watch = Watch::default();
-    let first = watch.observe(&url, &live());
+    let first = watch.observe(&url, &live_fmp4());
     assert_eq!(first.discontinuities(), 0, "{}", first.text);
     assert_streams(&probe_streams(&url), Some("h264"), true);
 
@@ -43,22 +35,15 @@ fn pull_and_survive_a_source_restart(
     std::thread::sleep(down);
     let mut source = restart();
     let before = first.next_msn();
-    let after = wait_playlist(
+    let after = wait_continued_after_discontinuity(
         &url,
+        before,
+        3,
         Duration::from_secs(30),
         "segments after the reconnect",
-        |pl| {
-            pl.discontinuities() >= 1
-                && pl.next_msn() >= before + 3
-                && pl
-                    .text
-                    .rsplit("#EXT-X-DISCONTINUITY")
-                    .next()
-                    .is_some_and(|tail| tail.matches("#EXTINF").count() >= 2)
-        },
     );
     assert!(!after.endlist, "the stream must not have ended");
-    watch.accept(fetch_playlist(&url, &live()).unwrap_or_else(|e| panic!("{e}")));
+    watch.accept(fetch_playlist(&url, &live_fmp4()).unwrap_or_else(|e| panic!("{e}")));
     assert!(
         source.is_running(),
         "the source stopped: {}",
@@ -107,20 +92,10 @@ fn srt_live_transmit_listener_with_restart() {
     let slt = require_cmd("srt-live-transmit");
     // ffmpeg feeds MPEG-TS over local UDP; srt-live-transmit serves it as an SRT listener.
     let udp = free_udp_port();
-    let mut feed = Command::new(ffmpeg());
-    feed.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-stream_loop",
-        "-1",
-    ]);
-    feed.arg("-i").arg(media(Media::H264Aac));
-    feed.args(["-c", "copy", "-f", "mpegts"]);
-    feed.arg(format!("udp://127.0.0.1:{udp}?pkt_size=1316"));
-    let _feed = Proc::spawn("ffmpeg-udp-feed", feed);
+    let _feed = ffmpeg_ts_loop(
+        "ffmpeg-udp-feed",
+        &format!("udp://127.0.0.1:{udp}?pkt_size=1316"),
+    );
     let port = free_udp_port();
     let start = || {
         let mut cmd = Command::new(&slt);

@@ -483,9 +483,9 @@ impl Drop for Proc {
 // The server
 // ---------------------------------------------------------------------------------------
 
-/// ffmpeg loops the H.264 + AAC test file in real time into an SRT listener on `port`
-/// (a source that only listens, for SRT pull); `extra` is appended to the URL's query.
-pub fn srt_ffmpeg_listener(port: u16, extra: &str) -> Proc {
+/// ffmpeg loops the H.264 + AAC test file in real time, copied into MPEG-TS, to `output`
+/// (an `srt://` or `udp://` URL); the process is named `name` in the logs.
+pub fn ffmpeg_ts_loop(name: &str, output: &str) -> Proc {
     let mut cmd = Command::new(ffmpeg());
     cmd.args([
         "-hide_banner",
@@ -497,11 +497,48 @@ pub fn srt_ffmpeg_listener(port: u16, extra: &str) -> Proc {
         "-1",
     ]);
     cmd.arg("-i").arg(media(Media::H264Aac));
-    cmd.args(["-c", "copy", "-f", "mpegts"]);
-    cmd.arg(format!(
-        "srt://127.0.0.1:{port}?mode=listener&latency=200000&pkt_size=1316{extra}"
-    ));
-    Proc::spawn("ffmpeg-srt-listener", cmd)
+    cmd.args(["-c", "copy", "-f", "mpegts", output]);
+    Proc::spawn(name, cmd)
+}
+
+/// [`ffmpeg_ts_loop`] into an SRT listener on `port` (a source that only listens, for SRT
+/// pull); `extra` is appended to the URL's query.
+pub fn srt_ffmpeg_listener(port: u16, extra: &str) -> Proc {
+    ffmpeg_ts_loop(
+        "ffmpeg-srt-listener",
+        &format!("srt://127.0.0.1:{port}?mode=listener&latency=200000&pkt_size=1316{extra}"),
+    )
+}
+
+/// What a live fMP4 media playlist must look like: no `EXT-X-ENDLIST`, at least one
+/// segment.
+pub fn live_fmp4() -> Expect {
+    Expect {
+        endlist: Some(false),
+        fmp4: Some(true),
+        min_segments: 1,
+    }
+}
+
+/// Waits until the playlist at `url` goes on after an `EXT-X-DISCONTINUITY`: its next
+/// media sequence number at least `min_new` past `before`, and at least two segments after
+/// the last discontinuity.
+pub fn wait_continued_after_discontinuity(
+    url: &str,
+    before: u64,
+    min_new: u64,
+    timeout: Duration,
+    what: &str,
+) -> MediaPlaylist {
+    wait_playlist(url, timeout, what, |pl| {
+        pl.discontinuities() >= 1
+            && pl.next_msn() >= before + min_new
+            && pl
+                .text
+                .rsplit("#EXT-X-DISCONTINUITY")
+                .next()
+                .is_some_and(|tail| tail.matches("#EXTINF").count() >= 2)
+    })
 }
 
 /// A running `tidegate serve` on loopback ports chosen at run time.

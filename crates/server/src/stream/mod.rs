@@ -203,6 +203,20 @@ struct View {
 }
 
 impl Stream {
+    fn new(id: StreamId, telemetry: Arc<StreamTelemetry>) -> Self {
+        Stream {
+            id,
+            inner: Mutex::new(StreamInner {
+                record: None,
+                generation: 0,
+                live: None,
+            }),
+            view: SyncMutex::default(),
+            changes: AtomicU64::new(0),
+            telemetry,
+        }
+    }
+
     /// The stream's id.
     pub fn id(&self) -> &StreamId {
         &self.id
@@ -408,19 +422,7 @@ impl Streams {
         let mut streams = self.streams.lock().await;
         streams
             .entry(id.clone())
-            .or_insert_with(|| {
-                Arc::new(Stream {
-                    id: id.clone(),
-                    inner: Mutex::new(StreamInner {
-                        record: None,
-                        generation: 0,
-                        live: None,
-                    }),
-                    view: SyncMutex::default(),
-                    changes: AtomicU64::new(0),
-                    telemetry: self.telemetry.stream(id),
-                })
-            })
+            .or_insert_with(|| Arc::new(Stream::new(id.clone(), self.telemetry.stream(id))))
             .clone()
     }
 
@@ -1127,22 +1129,12 @@ mod change_tests {
     #[test]
     fn a_late_write_from_an_ended_session_does_not_take_the_view_back() {
         let id = StreamId::new("default", "late").unwrap();
-        let stream = Stream {
-            id: id.clone(),
-            inner: Mutex::new(StreamInner {
-                record: None,
-                generation: 0,
-                live: None,
-            }),
-            view: SyncMutex::default(),
-            changes: AtomicU64::new(0),
-            telemetry: Telemetry::new(
-                Arc::new(Metrics::new()),
-                tidegate_health::HealthConfig::default(),
-                "here".into(),
-            )
-            .stream(&id),
-        };
+        let telemetry = Telemetry::new(
+            Arc::new(Metrics::new()),
+            tidegate_health::HealthConfig::default(),
+            "here".into(),
+        );
+        let stream = Stream::new(id.clone(), telemetry.stream(&id));
         let live = record(&id, 2, 5).playlist;
         let mut ended = record(&id, 3, 5).playlist;
         ended.end();
