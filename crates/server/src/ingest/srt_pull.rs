@@ -314,6 +314,15 @@ async fn run_source(
     let mut backoff = BACKOFF_MIN;
     let mut attempt: u64 = 0;
     let mut standing_by: Option<String> = None;
+    // Replicas started together would all find the lease free and call the source at
+    // once; a random wait of up to one standby poll lets the first one's lease show.
+    let secret = os_secret();
+    let jitter = u64::from(u16::from_le_bytes([secret[0], secret[1]]));
+    let first_wait = STANDBY_POLL.mul_f64(jitter as f64 / f64::from(u16::MAX));
+    tokio::select! {
+        () = tokio::time::sleep(first_wait) => {}
+        () = shutdown.cancelled() => return,
+    }
     while !shutdown.is_cancelled() {
         // Another worker pulls this stream (same `[[pull]]` on every replica): stand by
         // without calling the source, and take over once that worker's lease lapses.
