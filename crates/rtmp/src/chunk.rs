@@ -376,12 +376,11 @@ impl ChunkReader {
             buf.advance(h.len);
             if single {
                 st.received = 0;
+                let payload = buf.split_to(payload_len);
                 let payload = if payload_len < COPY_BELOW {
-                    let copy = Bytes::copy_from_slice(buf.get(..payload_len).unwrap_or_default());
-                    buf.advance(payload_len);
-                    copy
+                    Bytes::copy_from_slice(&payload)
                 } else {
-                    buf.split_to(payload_len).freeze()
+                    payload.freeze()
                 };
                 return Ok(Some(ChunkMessage {
                     chunk_stream_id: h.csid,

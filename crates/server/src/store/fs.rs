@@ -27,18 +27,20 @@ async fn write_atomic(path: PathBuf, data: Bytes) -> std::io::Result<()> {
         .map_err(std::io::Error::other)?
 }
 
-/// The blocking body of [`write_atomic`]; returns the stamp of the file it put in place.
-fn write_atomic_blocking(path: &Path, data: &[u8]) -> std::io::Result<FileStamp> {
+/// The blocking body of [`write_atomic`]; returns the file's (device, inode).
+fn write_atomic_blocking(path: &Path, data: &[u8]) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
-    let write = |tmp: &Path| -> std::io::Result<FileStamp> {
+    let write = |tmp: &Path| -> std::io::Result<(u64, u64)> {
         let mut f = std::fs::File::create(tmp)?;
         std::io::Write::write_all(&mut f, data)?;
-        Ok(FileStamp::of(&f.metadata()?))
+        let m = f.metadata()?;
+        Ok((m.dev(), m.ino()))
     };
-    let stamp = match write(&tmp) {
-        Ok(stamp) => stamp,
+    let file = match write(&tmp) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(dir)?;
             write(&tmp)?
@@ -49,7 +51,14 @@ fn write_atomic_blocking(path: &Path, data: &[u8]) -> std::io::Result<FileStamp>
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    Ok(stamp)
+    Ok(file)
+}
+
+/// The stamp of the file now at `path`, if it is still the file (device, inode) this
+/// process just renamed there. Taken after the rename: a rename changes the file's ctime.
+fn stamp_if_ours(path: &Path, file: (u64, u64)) -> Option<FileStamp> {
+    let stamp = FileStamp::of(&std::fs::metadata(path).ok()?);
+    ((stamp.dev, stamp.ino) == file).then_some(stamp)
 }
 
 /// Which file a path named when it was last looked at: device, inode, size and change
@@ -197,6 +206,12 @@ impl FsStateStore {
         }
     }
 
+    /// The remembered record stamps (a panic elsewhere while it was held leaves it usable:
+    /// at worst an entry is stale, and a stale stamp only means a read).
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, (FileStamp, u64)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn workers_dir(&self) -> PathBuf {
         self.root.join(WORKERS_DIR)
     }
@@ -278,11 +293,11 @@ impl StateStore for FsStateStore {
             reason: e.to_string(),
         })?;
         let path = self.path(&record.id);
-        let known = self.known.lock().unwrap().get(&record.id).copied();
+        let known = self.known().get(&record.id).copied();
         let new_epoch = record.playlist.epoch;
         let id = record.id.clone();
-        // Stat, compare, write and rename in one blocking-pool task.
-        let stamp = tokio::task::spawn_blocking(move || -> Result<FileStamp, StoreError> {
+        // Stat, compare, write, rename and stat again in one blocking-pool task.
+        let outcome = tokio::task::spawn_blocking(move || {
             let stored = stored_epoch(&path, &id, known)?;
             if stored != expected_epoch {
                 return Err(StoreError::Conflict {
@@ -290,14 +305,19 @@ impl StateStore for FsStateStore {
                     held: expected_epoch.unwrap_or(0),
                 });
             }
-            Ok(write_atomic_blocking(&path, &json)?)
+            let file = write_atomic_blocking(&path, &json)?;
+            Ok(stamp_if_ours(&path, file))
         })
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-        let mut known = self.known.lock().unwrap();
-        match stamp {
-            Ok(stamp) => {
+        let mut known = self.known();
+        match outcome {
+            Ok(Some(stamp)) => {
                 known.insert(record.id.clone(), (stamp, new_epoch));
+                Ok(())
+            }
+            Ok(None) => {
+                known.remove(&record.id);
                 Ok(())
             }
             Err(e) => {
@@ -514,6 +534,30 @@ mod tests {
         ));
         assert_eq!(store.load(&id).await.unwrap().unwrap().playlist.epoch, 2);
         assert_eq!(store.list().await.unwrap(), vec![id]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn its_own_last_write_is_recognised_without_reading_it() {
+        let dir = tempdir("tg-state-stamp");
+        let store = FsStateStore::new(dir.clone());
+        let id = StreamId::new("default", "cam").unwrap();
+        store.compare_and_set(None, &record(&id, 1)).await.unwrap();
+        store
+            .compare_and_set(Some(1), &record(&id, 1))
+            .await
+            .unwrap();
+        let (stamp, epoch) = store.known().get(&id).copied().expect("remembered");
+        assert_eq!(epoch, 1);
+        // The remembered epoch is trusted while the file is the one written (a different
+        // epoch here proves the file was not read)...
+        let path = dir.join("default/cam.json");
+        assert_eq!(stored_epoch(&path, &id, Some((stamp, 7))).unwrap(), Some(7));
+        // ...and not once it was replaced.
+        let replaced = dir.join("default/cam.json.new");
+        std::fs::copy(&path, &replaced).unwrap();
+        std::fs::rename(&replaced, &path).unwrap();
+        assert_eq!(stored_epoch(&path, &id, Some((stamp, 7))).unwrap(), Some(1));
         let _ = std::fs::remove_dir_all(dir);
     }
 

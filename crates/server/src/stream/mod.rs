@@ -519,13 +519,16 @@ impl Streams {
             .map(|r| r.owner))
     }
 
+    /// `record` names a publisher on another worker that has not left (its lease may have
+    /// lapsed since).
+    fn held_by_other(&self, r: &StreamRecord) -> bool {
+        !r.playlist.ended && r.publisher_left_ms.is_none() && r.owner != self.settings.worker_id
+    }
+
     /// `record` is held by a publisher on another worker whose lease is fresh.
     fn live_elsewhere(&self, r: &StreamRecord, now: i64) -> bool {
         let activity = r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms);
-        !r.playlist.ended
-            && r.publisher_left_ms.is_none()
-            && r.owner != self.settings.worker_id
-            && now.saturating_sub(activity) < LEASE_TIMEOUT_MS
+        self.held_by_other(r) && now.saturating_sub(activity) < LEASE_TIMEOUT_MS
     }
 
     /// A publisher arrives for `id`: takes the stream's next epoch and starts (or resumes) its
@@ -572,11 +575,7 @@ impl Streams {
             }
         }
         if let Some(r) = &stored {
-            let held_elsewhere = inner.live.is_none()
-                && !r.playlist.ended
-                && r.publisher_left_ms.is_none()
-                && r.owner != self.settings.worker_id;
-            if held_elsewhere {
+            if inner.live.is_none() && self.held_by_other(r) {
                 let fresh = self.live_elsewhere(r, now);
                 let recent = r
                     .takeovers
@@ -597,12 +596,8 @@ impl Streams {
                 }
             }
         }
-        let takeover = inner.live.is_some()
-            || stored.as_ref().is_some_and(|r| {
-                !r.playlist.ended
-                    && r.publisher_left_ms.is_none()
-                    && r.owner != self.settings.worker_id
-            });
+        let takeover =
+            inner.live.is_some() || stored.as_ref().is_some_and(|r| self.held_by_other(r));
 
         let mut stale_objects = Vec::new();
         let (expected, mut record) = match stored {
