@@ -241,13 +241,19 @@ have_playwright() {
     [[ "$(cd "$browser_dir" && node -p 'require("./node_modules/playwright-core/package.json").version' 2>/dev/null)" == \
       "$(cd "$browser_dir" && node -p 'require("./package.json").dependencies["playwright-core"]' 2>/dev/null)" ]]
 }
-if ! have_cmd chromium || ! have_cmd node || ! have_cmd npm; then
+# Only what is missing: a machine whose node and npm came from elsewhere (an image's own
+# Node.js) cannot take Debian's npm beside it ("held broken packages"), and must not need to.
+browser_debs=()
+have_cmd chromium || browser_debs+=(chromium)
+have_cmd node || browser_debs+=(nodejs)
+have_cmd npm || browser_debs+=(npm)
+if ((${#browser_debs[@]} > 0)); then
   SUDO=""
   if [[ $(id -u) -ne 0 ]] && have_cmd sudo; then SUDO="sudo"; fi
   if have_cmd apt-get; then
-    log "apt-get install chromium nodejs npm"
-    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium nodejs npm >/dev/null; } \
-      || log "apt-get install chromium nodejs npm failed"
+    log "apt-get install ${browser_debs[*]}"
+    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${browser_debs[@]}" >/dev/null; } \
+      || log "apt-get install ${browser_debs[*]} failed"
   else
     log "apt-get not available; cannot install chromium/nodejs/npm"
   fi
