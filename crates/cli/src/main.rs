@@ -229,8 +229,8 @@ fn report(e: &anyhow::Error) {
         }
     }
     eprintln!("error: {line}");
-    let verbose = std::env::var("TIDEGATE_LOG")
-        .is_ok_and(|v| v.contains("debug") || v.contains("trace"));
+    let verbose =
+        std::env::var("TIDEGATE_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace"));
     if verbose {
         eprintln!("\n{e:?}");
     }

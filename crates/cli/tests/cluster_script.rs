@@ -80,7 +80,12 @@ impl Script {
     /// Every worker's log, for failure messages.
     fn logs(&self) -> String {
         (0..2)
-            .map(|i| format!("--- worker-{i}.log ---\n{}", self.log(&format!("worker-{i}"))))
+            .map(|i| {
+                format!(
+                    "--- worker-{i}.log ---\n{}",
+                    self.log(&format!("worker-{i}"))
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -121,7 +126,14 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn down_drains_workers_before_the_stores_and_restart_keeps_the_worker_id() {
-    for tool in ["redis-server", "redis-cli", "haproxy", "nginx", "curl", "python3"] {
+    for tool in [
+        "redis-server",
+        "redis-cli",
+        "haproxy",
+        "nginx",
+        "curl",
+        "python3",
+    ] {
         require_cmd(tool);
     }
     let tmp = tempfile::Builder::new()
@@ -180,9 +192,12 @@ fn down_drains_workers_before_the_stores_and_restart_keeps_the_worker_id() {
         "http://127.0.0.1:{}/hls/default/{key}/index.m3u8",
         script.http_port(0)
     );
-    wait_playlist(&playlist, Duration::from_secs(30), "a first segment", |pl| {
-        !pl.segments.is_empty()
-    });
+    wait_playlist(
+        &playlist,
+        Duration::from_secs(30),
+        "a first segment",
+        |pl| !pl.segments.is_empty(),
+    );
 
     let pids: Vec<(String, u32)> = ["worker-0", "worker-1", "redis", "s3"]
         .iter()
@@ -204,7 +219,10 @@ fn down_drains_workers_before_the_stores_and_restart_keeps_the_worker_id() {
         pos("workers stopped") < pos("stopping redis"),
         "the stores were stopped before the workers were done:\n{log}"
     );
-    assert!(!log.contains("SIGKILL"), "a process had to be killed:\n{log}");
+    assert!(
+        !log.contains("SIGKILL"),
+        "a process had to be killed:\n{log}"
+    );
 
     // And the workers saw it that way: each exited cleanly, the publisher's worker drained,
     // and none logged a state-store error while it did.
@@ -235,5 +253,10 @@ fn down_drains_workers_before_the_stores_and_restart_keeps_the_worker_id() {
             store_errors.join("\n")
         );
     }
-    assert_eq!(drained, 1, "the publisher's worker drained:\n{}", script.logs());
+    assert_eq!(
+        drained,
+        1,
+        "the publisher's worker drained:\n{}",
+        script.logs()
+    );
 }

@@ -83,7 +83,10 @@ fn a_taken_port_is_one_error_line_and_not_a_restart() {
     // Twice, as an operator retrying would.
     for attempt in 1..=2 {
         let (status, out) = run_to_exit(&args, &[]);
-        assert!(!status.success(), "attempt {attempt} exited {status}:\n{out}");
+        assert!(
+            !status.success(),
+            "attempt {attempt} exited {status}:\n{out}"
+        );
         let errors = error_lines(&out);
         assert_eq!(errors.len(), 1, "one error line, attempt {attempt}:\n{out}");
         assert!(errors[0].contains(&rtmp), "the address is named:\n{out}");

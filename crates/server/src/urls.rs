@@ -44,7 +44,10 @@ impl Urls {
         let (r, s, h) = (host_of(rtmp), host_of(srt), host_of(http));
         Self {
             rtmp: format!("rtmp://{r}:{}/live/{KEY}", rtmp.port()),
-            srt: format!("srt://{s}:{}?streamid=#!::r=live/{KEY},m=publish", srt.port()),
+            srt: format!(
+                "srt://{s}:{}?streamid=#!::r=live/{KEY},m=publish",
+                srt.port()
+            ),
             srt_bare: format!("srt://{s}:{}?streamid={KEY}", srt.port()),
             play: format!("http://{h}:{}/hls/default/{KEY}/index.m3u8", http.port()),
             dashboard: format!("http://{h}:{}/", http.port()),
