@@ -7,9 +7,13 @@
 # every process is started by this script, its pid kept in the run directory, and only those
 # pids are stopped by `down`.
 #
-#   deploy/local/cluster.sh up       # build (release) if needed, start, print the URLs
-#   deploy/local/cluster.sh status   # which processes run, each worker's /readyz
-#   deploy/local/cluster.sh down     # stop what `up` started
+#   deploy/local/cluster.sh up         # build (release) if needed, start, print the URLs
+#   deploy/local/cluster.sh status     # which processes run, each worker's id and /readyz
+#   deploy/local/cluster.sh restart N  # start worker N again (e.g. after a kill -9), with
+#                                      # its id, ports and flags; a running one is stopped first
+#   deploy/local/cluster.sh down       # stop what `up` started: the workers first (each may
+#                                      # drain for its --drain-timeout), then HAProxy and
+#                                      # nginx, then Redis and the S3 server
 #
 # Settings (environment):
 #   CLUSTER_DIR   run directory (configs, logs, data)        default ./tidegate-cluster
@@ -83,31 +87,127 @@ start_bg() { # NAME COMMAND... (stdout+stderr to NAME.log, pid to NAME.pid)
   echo $! >"$run/$name.pid"
 }
 
-stop_all() {
-  local names=()
-  for f in "$run"/*.pid; do
-    [[ -e "$f" ]] || continue
-    names+=("$(basename "$f" .pid)")
-  done
-  # Workers first (they drain), then the proxies, then the backends.
-  local ordered=()
-  for n in "${names[@]}"; do [[ $n == worker-* ]] && ordered+=("$n"); done
-  for n in "${names[@]}"; do [[ $n == haproxy || $n == nginx ]] && ordered+=("$n"); done
-  for n in "${names[@]}"; do [[ $n == redis || $n == s3 ]] && ordered+=("$n"); done
-  for n in "${ordered[@]}"; do
+# Seconds past a worker's --drain-timeout that `down` and `restart` wait for it: after the
+# drain a worker closes its publishers at their next segment boundary (up to three segment
+# durations and a second), flushes their last segments (10 s at most) and leaves the cluster.
+DRAIN_MARGIN_S=30
+
+stop_group() { # SECONDS NAME... : SIGTERM to each, wait for all up to SECONDS, then SIGKILL
+  local limit="$1" n pid
+  shift
+  for n in "$@"; do
     if alive "$n"; then kill -TERM "$(cat "$run/$n.pid")" 2>/dev/null || true; fi
   done
-  for n in "${ordered[@]}"; do
-    local pid
+  local deadline=$(($(date +%s) + limit))
+  for n in "$@"; do
     pid="$(cat "$run/$n.pid" 2>/dev/null || true)"
     [[ -n "$pid" ]] || continue
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    while kill -0 "$pid" 2>/dev/null && (($(date +%s) < deadline)); do sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
-      log "$n ($pid) did not stop on SIGTERM; SIGKILL"
+      log "$n ($pid) did not stop within ${limit}s of SIGTERM; SIGKILL"
       kill -KILL "$pid" 2>/dev/null || true
     fi
     rm -f "$run/$n.pid"
   done
+}
+
+drain_limit() { # WORKER-NAMES... : the longest --drain-timeout among them, plus the margin
+  local max=0 n d
+  for n in "$@"; do
+    d="$(cat "$run/$n.drain" 2>/dev/null || echo 30)"
+    ((d > max)) && max="$d"
+  done
+  echo $((max + DRAIN_MARGIN_S))
+}
+
+stop_all() {
+  local names=() workers=() proxies=() stores=() n
+  for f in "$run"/*.pid; do
+    [[ -e "$f" ]] || continue
+    names+=("$(basename "$f" .pid)")
+  done
+  for n in "${names[@]}"; do
+    case "$n" in
+    worker-*) workers+=("$n") ;;
+    haproxy | nginx) proxies+=("$n") ;;
+    redis | s3) stores+=("$n") ;;
+    esac
+  done
+  # Workers first: they drain (their publishers stay reachable through the proxies) and
+  # leave the cluster while Redis and S3 still answer.
+  if ((${#workers[@]})); then
+    local limit
+    limit="$(drain_limit "${workers[@]}")"
+    log "stopping ${workers[*]} (SIGTERM; each may drain, waiting up to ${limit}s)"
+    stop_group "$limit" "${workers[@]}"
+    log "workers stopped"
+  fi
+  if ((${#proxies[@]})); then
+    log "stopping ${proxies[*]}"
+    stop_group 10 "${proxies[@]}"
+  fi
+  if ((${#stores[@]})); then
+    log "stopping ${stores[*]}"
+    stop_group 10 "${stores[@]}"
+  fi
+}
+
+seconds() { # a humantime duration as `check-config` prints it ("30s", "1m 30s", "500ms") -> whole seconds, rounded up
+  python3 - "$1" <<'PY'
+import math, re, sys
+unit = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
+total = sum(float(v) * unit.get(u, 1) for v, u in re.findall(r"([0-9.]+)\s*([a-z]*)", sys.argv[1]))
+print(math.ceil(total))
+PY
+}
+
+start_worker() { # N : start worker N with the flags `up` stored for it
+  local i="$1" bin
+  bin="$(cat "$run/bin")"
+  local args=()
+  mapfile -t args <"$run/worker-$i.args"
+  # Appends: a restarted worker's log keeps what the previous run said.
+  "$bin" serve "${args[@]}" >>"$run/worker-$i.log" 2>&1 &
+  echo $! >"$run/worker-$i.pid"
+}
+
+wait_worker_ready() { # N
+  local h
+  h="$(awk -v i="$1" '$1 == i {print $3}' "$run/workers")"
+  wait_for "worker $1" 30 curl -sf "http://127.0.0.1:$h/readyz"
+}
+
+restart() { # N
+  local i="${1:-}"
+  [[ -d "$run" && -f "$run/workers" ]] || die "no cluster in $run"
+  [[ -n "$i" && -f "$run/worker-$i.args" ]] || die "no worker '$i' in $run (workers: $(awk '{printf "%s ", $1}' "$run/workers"))"
+  if alive "worker-$i"; then
+    local limit
+    limit="$(drain_limit "worker-$i")"
+    log "stopping worker-$i (SIGTERM; it may drain, waiting up to ${limit}s)"
+    stop_group "$limit" "worker-$i"
+  fi
+  # shellcheck disable=SC1091 # written by `up`: the S3 endpoint and credentials
+  source "$run/env"
+  log "starting worker-$i (id $(worker_id "$i"))"
+  start_worker "$i"
+  wait_worker_ready "$i"
+  status
+}
+
+worker_id() { # N : the --worker-id `up` gave worker N (the last one in its flags wins)
+  awk 'prev == "--worker-id" {id = $0} {prev = $0} END {print id}' "$run/worker-$1.args"
+}
+
+api_id() { # HTTP-PORT : this worker's id as its /api/v1/workers lists it (empty if unknown)
+  curl -sf --max-time 2 "http://127.0.0.1:$1/api/v1/workers" 2>/dev/null | python3 -c '
+import json, sys
+me = "127.0.0.1:" + sys.argv[1]
+try:
+    print(next(w["id"] for w in json.load(sys.stdin) if w.get("addresses", {}).get("http") == me))
+except Exception:
+    pass
+' "$1" || true
 }
 
 up() {
@@ -148,25 +248,32 @@ up() {
   unset TIDEGATE_STATE TIDEGATE_STORAGE
   local haproxy_servers="" nginx_servers="" i
   : >"$run/workers"
+  echo "$bin" >"$run/bin"
   for ((i = 0; i < workers; i++)); do
     local r h s
     r="$(free_port tcp)"
     h="$(free_port tcp)"
     s="$(free_port udp)"
     mkdir -p "$run/worker-$i"
+    # Its flags, one a line, for `restart`; the id is worker-N (WORKER_ARGS may override).
     # shellcheck disable=SC2086 # WORKER_ARGS is a list of flags
-    start_bg "worker-$i" "$bin" serve \
+    printf '%s\n' \
       --rtmp-listen "127.0.0.1:$r" --http-listen "127.0.0.1:$h" --srt-listen "127.0.0.1:$s" \
-      --data-dir "$run/worker-$i" \
+      --data-dir "$run/worker-$i" --worker-id "worker-$i" \
       --state "redis://127.0.0.1:$redis_port/0" --storage "s3://$bucket/live" \
-      ${WORKER_ARGS:-}
+      ${WORKER_ARGS:-} >"$run/worker-$i.args"
+    # Its effective drain timeout (flags, TIDEGATE_DRAIN_TIMEOUT, a --config file), for `down`.
+    local args=() drain
+    mapfile -t args <"$run/worker-$i.args"
+    drain="$("$bin" check-config "${args[@]}" 2>/dev/null | awk -F'"' '/^drain-timeout = / {print $2}')"
+    seconds "${drain:-30s}" >"$run/worker-$i.drain"
+    : >"$run/worker-$i.log"
+    start_worker "$i"
     echo "$i $r $h $s" >>"$run/workers"
     haproxy_servers+="  server w$i 127.0.0.1:$r check port $h"$'\n'
     nginx_servers+="    server 127.0.0.1:$s;"$'\n'
   done
-  while read -r i r h s; do
-    wait_for "worker $i" 30 curl -sf "http://127.0.0.1:$h/readyz"
-  done <"$run/workers"
+  while read -r i _; do wait_worker_ready "$i"; done <"$run/workers"
 
   python3 - "$here/haproxy.cfg.in" "$run/haproxy.cfg" "$rtmp_port" "$haproxy_servers" <<'PY'
 import sys
@@ -206,9 +313,13 @@ status() {
   done
   if [[ -f "$run/workers" ]]; then
     while read -r i r h s; do
-      local ready
+      local ready id
       ready="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$h/readyz" || true)"
-      echo "worker-$i: rtmp 127.0.0.1:$r srt 127.0.0.1:$s http http://127.0.0.1:$h  /readyz $ready"
+      # The id as /api/v1/workers lists it; the configured one when the API does not answer
+      # (a stopped worker, or --admin-token).
+      id="$(api_id "$h")"
+      [[ -n "$id" ]] || id="$(worker_id "$i") (configured; not listed by its API)"
+      echo "worker-$i: id $id  rtmp 127.0.0.1:$r srt 127.0.0.1:$s http http://127.0.0.1:$h  /readyz $ready"
     done <"$run/workers"
     local h0
     h0="$(awk 'NR==1 {print $3}' "$run/workers")"
@@ -230,8 +341,9 @@ down)
   log "stopped (data and logs stay in $run)"
   ;;
 status) status ;;
+restart) restart "${2:-}" ;;
 *)
-  echo "usage: $0 up|down|status   (CLUSTER_DIR, WORKERS, RTMP_PORT, SRT_PORT, TIDEGATE_BIN, WORKER_ARGS)" >&2
+  echo "usage: $0 up|down|status|restart N   (CLUSTER_DIR, WORKERS, RTMP_PORT, SRT_PORT, TIDEGATE_BIN, WORKER_ARGS)" >&2
   exit 2
   ;;
 esac

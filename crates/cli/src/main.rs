@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -51,14 +52,15 @@ struct ServeArgs {
     /// RTMP publishers [default: 0.0.0.0:1935].
     #[arg(long, env = "TIDEGATE_RTMP_LISTEN")]
     rtmp_listen: Option<SocketAddr>,
-    /// RTMP over TLS (with --tls-cert, --tls-key) [default: off].
-    #[arg(long, env = "TIDEGATE_RTMPS_LISTEN")]
+    /// RTMP over TLS (with --tls-cert, --tls-key) [default: off]. Hidden from `--help`
+    /// with its two companions while RTMPS is not built (check-config refuses it).
+    #[arg(long, env = "TIDEGATE_RTMPS_LISTEN", hide = true)]
     rtmps_listen: Option<SocketAddr>,
     /// PEM certificate chain for RTMPS.
-    #[arg(long, env = "TIDEGATE_TLS_CERT")]
+    #[arg(long, env = "TIDEGATE_TLS_CERT", hide = true)]
     tls_cert: Option<PathBuf>,
     /// PEM private key for RTMPS.
-    #[arg(long, env = "TIDEGATE_TLS_KEY")]
+    #[arg(long, env = "TIDEGATE_TLS_KEY", hide = true)]
     tls_key: Option<PathBuf>,
     /// SRT publishers (UDP) [default: 0.0.0.0:9000].
     #[arg(long, env = "TIDEGATE_SRT_LISTEN")]
@@ -202,8 +204,39 @@ impl ServeArgs {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            report(&e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a failure as one line an operator can act on: `error: ` and the message, then each
+/// cause the message does not already quote (a bind error names its address and the OS
+/// error once). No backtrace, even with `RUST_BACKTRACE=1` (panics keep theirs): with
+/// `TIDEGATE_LOG` set to debug or trace, the error's full chain follows, with the backtrace
+/// when `RUST_BACKTRACE` had it captured.
+fn report(e: &anyhow::Error) {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    eprintln!("error: {line}");
+    let verbose =
+        std::env::var("TIDEGATE_LOG").is_ok_and(|v| v.contains("debug") || v.contains("trace"));
+    if verbose {
+        eprintln!("\n{e:?}");
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::CheckConfig(args) => {

@@ -76,12 +76,16 @@ static VERSION: LazyLock<String> = LazyLock::new(|| {
     format!("{:012x}", fnv1a(&parts) >> 16)
 });
 
-/// The page with the asset version filled in, and its ETag.
-static INDEX: LazyLock<(String, String)> = LazyLock::new(|| {
-    let html = INDEX_HTML.replace("{{VERSION}}", &VERSION);
+/// The page with the asset version and this worker's ingest ports (shown in the empty
+/// state) filled in, and its ETag.
+fn index_page(rtmp_port: u16, srt_port: u16) -> (String, String) {
+    let html = INDEX_HTML
+        .replace("{{VERSION}}", &VERSION)
+        .replace("{{RTMP_PORT}}", &rtmp_port.to_string())
+        .replace("{{SRT_PORT}}", &srt_port.to_string());
     let etag = format!("\"{:016x}\"", fnv1a(&[html.as_bytes()]));
     (html, etag)
-});
+}
 
 /// Per-asset ETags, in the order of [`ASSETS`].
 static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
@@ -91,10 +95,18 @@ static ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
-/// The dashboard's routes: `/` and `/dashboard/{version}/{file}`.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// The dashboard's routes: `/` and `/dashboard/{version}/{file}`. The page's empty state
+/// tells where to publish: `rtmp_port` and `srt_port` are the ports this worker listens on.
+pub fn routes<S: Clone + Send + Sync + 'static>(rtmp_port: u16, srt_port: u16) -> Router<S> {
+    let page = std::sync::Arc::new(index_page(rtmp_port, srt_port));
     Router::new()
-        .route("/", get(index))
+        .route(
+            "/",
+            get(move |headers: HeaderMap| {
+                let page = page.clone();
+                async move { index(&headers, &page.0, &page.1) }
+            }),
+        )
         .route("/dashboard/{version}/{file}", get(asset))
 }
 
@@ -132,14 +144,13 @@ fn respond(
     resp
 }
 
-async fn index(headers: HeaderMap) -> Response {
-    let (html, etag) = &*INDEX;
+fn index(headers: &HeaderMap, html: &str, etag: &str) -> Response {
     let mut resp = respond(
-        &headers,
+        headers,
         etag,
         REVALIDATE,
         "text/html; charset=utf-8",
-        html.clone().into(),
+        html.to_owned().into(),
     );
     // The page loads only its own scripts and styles, and talks only to this origin; media
     // comes as blob: URLs from MediaSource.
@@ -200,9 +211,12 @@ mod tests {
     }
 
     #[test]
-    fn page_names_the_current_asset_version() {
-        let (html, _) = &*INDEX;
-        assert!(!html.contains("{{VERSION}}"));
+    fn page_names_the_current_asset_version_and_the_ingest_ports() {
+        let (html, _) = index_page(41935, 49000);
+        assert!(!html.contains("{{"), "a placeholder is left in the page");
+        assert!(html.contains("rtmp://HOST:41935/live/KEY"), "{html}");
+        assert!(html.contains("srt://HOST:49000?streamid=KEY"), "{html}");
+        assert!(!html.contains(":1935/") && !html.contains(":9000?"));
         for a in ASSETS {
             if a.name == "favicon.svg" || a.name.ends_with(".js") || a.name.ends_with(".css") {
                 assert!(

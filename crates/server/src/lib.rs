@@ -28,6 +28,7 @@ pub mod origin;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
+pub mod urls;
 pub mod webhooks;
 pub mod worker;
 
@@ -128,9 +129,39 @@ fn spawn_change_listener(config: &ServeConfig, streams: Arc<Streams>, stop: Canc
     });
 }
 
+/// Binds the RTMP, HTTP and SRT listeners, then writes the addresses they bound into
+/// `config` (so a port given as 0 reads as the one the kernel chose, in the worker's
+/// advertised addresses, the dashboard and the startup text).
+async fn bind_listeners(
+    config: &mut ServeConfig,
+) -> Result<(TcpListener, TcpListener, tokio::net::UdpSocket), ServeError> {
+    let bind_error = |what, addr| move |source| ServeError::Bind { what, addr, source };
+    let rtmp = TcpListener::bind(config.rtmp_listen)
+        .await
+        .map_err(bind_error("rtmp", config.rtmp_listen))?;
+    let http = TcpListener::bind(config.http_listen)
+        .await
+        .map_err(bind_error("http", config.http_listen))?;
+    let srt = ingest::srt::bind(config.srt_listen, ingest::srt::LISTENER_RECV_BUFFER)
+        .map_err(bind_error("srt", config.srt_listen))?;
+    config.rtmp_listen = rtmp
+        .local_addr()
+        .map_err(bind_error("rtmp", config.rtmp_listen))?;
+    config.http_listen = http
+        .local_addr()
+        .map_err(bind_error("http", config.http_listen))?;
+    config.srt_listen = srt
+        .local_addr()
+        .map_err(bind_error("srt", config.srt_listen))?;
+    Ok((rtmp, http, srt))
+}
+
 /// Runs the worker until `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT).
-pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     config.validate()?;
+    // Listen before anything touches the stores: a start that cannot bind its ports is not
+    // a start, and must not be counted as a restart of this worker id.
+    let (rtmp, http, srt) = bind_listeners(&mut config).await?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Store(format!("{}: {e}", config.data_dir.display())))?;
     let metrics = Arc::new(Metrics::new());
@@ -197,29 +228,6 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
 
-    let rtmp = TcpListener::bind(config.rtmp_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "rtmp",
-            addr: config.rtmp_listen,
-            source,
-        })?;
-    let http = TcpListener::bind(config.http_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            what: "http",
-            addr: config.http_listen,
-            source,
-        })?;
-
-    let srt = ingest::srt::bind(config.srt_listen, ingest::srt::LISTENER_RECV_BUFFER).map_err(
-        |source| ServeError::Bind {
-            what: "srt",
-            addr: config.srt_listen,
-            source,
-        },
-    )?;
-
     warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
     if config.admin_token.is_none() {
         warn!("admin API is open: set --admin-token to require a bearer token for /api/v1");
@@ -235,6 +243,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         ended_on_start = recovered,
         "tidegate worker started"
     );
+    let urls = urls::Urls::new(config.rtmp_listen, config.srt_listen, config.http_listen);
+    info!("{}", urls.banner(worker::host_name().as_deref()));
 
     let ctx = Arc::new(Context {
         config,

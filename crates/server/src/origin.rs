@@ -28,7 +28,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .allow_headers(Any)
         .expose_headers(Any);
     Router::new()
-        .merge(crate::dashboard::routes())
+        .merge(crate::dashboard::routes(
+            ctx.config.rtmp_listen.port(),
+            ctx.config.srt_listen.port(),
+        ))
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

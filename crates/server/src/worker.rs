@@ -65,7 +65,8 @@ pub fn default_id(http_listen: SocketAddr) -> String {
     }
 }
 
-fn host_name() -> Option<String> {
+/// This host's name: `HOSTNAME`, else `/etc/hostname`.
+pub(crate) fn host_name() -> Option<String> {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
