@@ -37,7 +37,7 @@ fn gst_publisher(sink: &'static str) -> impl FnOnce(&str) -> Proc {
         eprintln!("{sink}: the FLV sent is kept in {copy}");
         let pipeline = format!(
             "videotestsrc is-live=true num-buffers={video_buffers} \
-             ! video/x-raw,width=640,height=360,framerate=25/1 \
+             ! video/x-raw,format=I420,width=640,height=360,framerate=25/1 \
              ! x264enc key-int-max=50 tune=zerolatency speed-preset=ultrafast bitrate=800 \
              ! h264parse ! queue ! flvmux streamable=true name=m ! tee name=t \
              ! queue ! {sink} location={url} t. ! queue ! filesink location={copy} \
