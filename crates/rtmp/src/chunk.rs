@@ -977,7 +977,10 @@ mod tests {
         let b = hex("06 000000 0003e9 09 01000000");
         assert_eq!(
             r.read(&mut BytesMut::from(&b[..])),
-            Err(RtmpError::MessageTooLarge { len: 1001, max: 1000 })
+            Err(RtmpError::MessageTooLarge {
+                len: 1001,
+                max: 1000
+            })
         );
         // Two 1000-byte messages in progress would hold 2000 > 1500.
         let mut r = ChunkReader::new();

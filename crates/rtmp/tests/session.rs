@@ -877,7 +877,9 @@ fn replies_the_driver_does_not_write_are_bounded() {
     p.handshake();
     // Ping requests (User Control 6) provoke one 18-byte response each; the driver here
     // never calls poll_transmit.
-    let ping = p.client.chunk(0, 2, 0, 4, 0, &hex(&["0006 00000001"]), true);
+    let ping = p
+        .client
+        .chunk(0, 2, 0, 4, 0, &hex(&["0006 00000001"]), true);
     let mut buf = BytesMut::new();
     let mut now = p.now;
     let mut result = Ok(());

@@ -69,6 +69,9 @@ pub struct Context {
     /// This worker as a cluster member.
     pub member: Arc<worker::Member>,
     ready: AtomicBool,
+    // --- ingest limits (issue 10, RTMP side) ---
+    /// Caps on ingest connections, publishers and buffered bytes (RTMP and SRT share them).
+    pub ingest_limits: Arc<ingest::limits::IngestLimits>,
 }
 
 impl Context {
@@ -236,6 +239,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         "tidegate worker started"
     );
 
+    let ingest_limits = Arc::new(ingest::limits::IngestLimits::new(&config));
     let ctx = Arc::new(Context {
         config,
         telemetry,
@@ -245,6 +249,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         state: state.clone(),
         member,
         ready: AtomicBool::new(true),
+        ingest_limits,
     });
     let heartbeat_stop = CancellationToken::new();
     let heartbeat_task = tokio::spawn(worker::run_heartbeat(
