@@ -322,7 +322,7 @@ fn unfinished_flood(addr: SocketAddr, i: usize) -> usize {
             Err(_) => false,
         }
     };
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         // The header and the first 128-byte chunk, then 64 continuation chunks at a time.
         let mut first = header(6, 9, 1, CLAIM);
         first.extend_from_slice(&[0x55; 128]);
