@@ -77,6 +77,7 @@ start_tidegate() {
     --rtmp-listen "127.0.0.1:$RTMP_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
     --srt-listen "127.0.0.1:$SRT_PORT" --srt-latency "${LATENCY_MS}ms" --data-dir "$dir/data" \
     --segment-duration 2s --playlist-window 10 \
+    --max-connections 100000 --max-connections-per-ip 100000 --max-publishers 100000 \
     >"$dir/server.log" 2>&1 &
   SERVER_PIDS="$!"
   wait_tcp "$HTTP_PORT"

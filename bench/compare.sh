@@ -91,6 +91,7 @@ start_tidegate() {
     --rtmp-listen "127.0.0.1:$RTMP_PORT" --http-listen "127.0.0.1:$HTTP_PORT" \
     --srt-listen "127.0.0.1:$SRT_PORT" --data-dir "$dir/data" \
     --segment-duration 2s --playlist-window 10 --segment-format "$SEGMENT_FORMAT" \
+    --max-connections 100000 --max-connections-per-ip 100000 --max-publishers 100000 \
     >"$dir/server.log" 2>&1 &
   SERVER_PIDS="$!"
   MAIN_PID="$!"   # tokio: one process, every thread counted in /proc/PID/stat

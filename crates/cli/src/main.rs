@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 
 mod bench;
 
+/// Threads of the runtime's blocking pool (see the runtime builder in `main`).
+const BLOCKING_THREADS: usize = 64;
+
 #[derive(Parser)]
 #[command(
     name = "tidegate",
@@ -148,6 +151,19 @@ struct ServeArgs {
     /// This worker's id in the cluster, stable across restarts [default: HOSTNAME-HTTPPORT].
     #[arg(long, env = "TIDEGATE_WORKER_ID")]
     worker_id: Option<String>,
+    // --- ingest limits (issue 10, RTMP side) ---
+    /// Most open ingest connections, RTMP and SRT together [default: 1024].
+    #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Most open ingest connections from one source address [default: 64].
+    #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Most live publishers on this worker [default: 512].
+    #[arg(long, env = "TIDEGATE_MAX_PUBLISHERS")]
+    max_publishers: Option<usize>,
+    /// Time one write to an RTMP peer may take before the peer is dropped [default: 10s].
+    #[arg(long, env = "TIDEGATE_RTMP_WRITE_TIMEOUT", value_parser = duration)]
+    rtmp_write_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -180,6 +196,13 @@ impl ServeArgs {
             drain_timeout,
             webhook_timeout,
             on_publish_timeout
+        );
+        // --- ingest limits (issue 10, RTMP side) ---
+        overlay!(
+            max_connections,
+            max_connections_per_ip,
+            max_publishers,
+            rtmp_write_timeout
         );
         overlay_opt!(
             rtmps_listen,
@@ -251,6 +274,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = args.resolve()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
+                // The blocking pool runs the embedded stores' file work (store/fs.rs: segment
+                // and record writes, reads, deletes; tokio::fs). Each publish session's writer
+                // does one such job at a time, so the jobs in flight are bounded by the
+                // publishers (--max-publishers) plus the origin's reads; 64 threads keep a disk
+                // busy, and past them jobs wait in tokio's queue instead of each growing the
+                // process by a thread (tokio's default of 512 let 300 publishers leave 515
+                // threads behind).
+                .max_blocking_threads(BLOCKING_THREADS)
                 .thread_name("tidegate")
                 .build()
                 .context("cannot start the async runtime")?;

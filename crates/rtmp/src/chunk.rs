@@ -31,6 +31,27 @@ pub const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
 /// payloads are sliced (they make up most of the buffer they pin).
 pub const COPY_BELOW: usize = 16 * 1024;
 
+/// The memory limits a [`ChunkReader`] enforces; the session lowers them for a peer that is
+/// not (yet) a publisher ([`crate::session::LIMITS_BEFORE_PUBLISH`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReaderLimits {
+    /// Largest message accepted (bytes, as announced in the header).
+    pub max_message_size: u32,
+    /// Most bytes held in partially received messages across all chunk streams (counted as
+    /// announced, since the assembly buffer is sized by the announcement).
+    pub max_pending_bytes: usize,
+}
+
+impl Default for ReaderLimits {
+    /// [`MAX_MESSAGE_SIZE`] and [`MAX_PENDING_BYTES`].
+    fn default() -> Self {
+        ReaderLimits {
+            max_message_size: MAX_MESSAGE_SIZE,
+            max_pending_bytes: MAX_PENDING_BYTES,
+        }
+    }
+}
+
 /// The timestamp field value that announces an extended timestamp.
 const EXTENDED_TIMESTAMP: u32 = 0x00FF_FFFF;
 
@@ -137,6 +158,7 @@ pub struct ChunkReader {
     chunk_size: u32,
     streams: StreamTable,
     pending_bytes: usize,
+    limits: ReaderLimits,
 }
 
 impl Default for ChunkReader {
@@ -175,7 +197,23 @@ impl ChunkReader {
             chunk_size: DEFAULT_CHUNK_SIZE,
             streams: StreamTable::default(),
             pending_bytes: 0,
+            limits: ReaderLimits::default(),
         }
+    }
+
+    /// Changes the limits in force (capped at [`MAX_MESSAGE_SIZE`] and
+    /// [`MAX_PENDING_BYTES`]). Lowering them below what is already held is allowed: the next
+    /// [`read`](Self::read) then fails with [`RtmpError::TooMuchPending`].
+    pub fn set_limits(&mut self, limits: ReaderLimits) {
+        self.limits = ReaderLimits {
+            max_message_size: limits.max_message_size.min(MAX_MESSAGE_SIZE),
+            max_pending_bytes: limits.max_pending_bytes.min(MAX_PENDING_BYTES),
+        };
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> ReaderLimits {
+        self.limits
     }
 
     /// Applies a Set Chunk Size from the peer: rejects 0, the high bit and sizes above
@@ -289,7 +327,15 @@ impl ChunkReader {
     /// Reads chunks from the front of `buf` until one message is complete (returned) or
     /// the data runs out (`Ok(None)`; an incomplete chunk stays in `buf`).
     pub fn read(&mut self, buf: &mut BytesMut) -> Result<Option<ChunkMessage>, RtmpError> {
+        let ReaderLimits {
+            max_message_size,
+            max_pending_bytes,
+        } = self.limits;
         loop {
+            // Limits may have been lowered while messages were in progress.
+            if self.pending_bytes > max_pending_bytes {
+                return Err(RtmpError::TooMuchPending(max_pending_bytes));
+            }
             let Some(h) = self.peek_header(buf)? else {
                 return Ok(None);
             };
@@ -333,10 +379,10 @@ impl ChunkReader {
                     )
                 }
             };
-            if length > MAX_MESSAGE_SIZE {
+            if length > max_message_size {
                 return Err(RtmpError::MessageTooLarge {
                     len: length,
-                    max: MAX_MESSAGE_SIZE,
+                    max: max_message_size,
                 });
             }
             let remaining = length.saturating_sub(received);
@@ -356,8 +402,8 @@ impl ChunkReader {
                     .pending_bytes
                     .saturating_sub(freed)
                     .saturating_add(length as usize);
-                if new_total > MAX_PENDING_BYTES {
-                    return Err(RtmpError::TooMuchPending(MAX_PENDING_BYTES));
+                if new_total > max_pending_bytes {
+                    return Err(RtmpError::TooMuchPending(max_pending_bytes));
                 }
             }
 
@@ -916,6 +962,54 @@ mod tests {
             Err(RtmpError::TooMuchPending(MAX_PENDING_BYTES))
         );
         assert!(r.pending_bytes() <= MAX_PENDING_BYTES);
+    }
+
+    #[test]
+    fn lowered_limits_apply_to_new_messages_and_to_what_is_held() {
+        let small = ReaderLimits {
+            max_message_size: 1000,
+            max_pending_bytes: 1500,
+        };
+        let mut r = ChunkReader::new();
+        r.set_limits(small);
+        assert_eq!(r.limits(), small);
+        // A 1001-byte message is refused at its header.
+        let b = hex("06 000000 0003e9 09 01000000");
+        assert_eq!(
+            r.read(&mut BytesMut::from(&b[..])),
+            Err(RtmpError::MessageTooLarge {
+                len: 1001,
+                max: 1000
+            })
+        );
+        // Two 1000-byte messages in progress would hold 2000 > 1500.
+        let mut r = ChunkReader::new();
+        r.set_limits(small);
+        let mut b = hex("06 000000 0003e8 09 01000000");
+        b.extend_from_slice(&[0; 128]);
+        assert_eq!(r.read(&mut BytesMut::from(&b[..])), Ok(None));
+        let mut b = hex("07 000000 0003e8 09 01000000");
+        b.extend_from_slice(&[0; 128]);
+        assert_eq!(
+            r.read(&mut BytesMut::from(&b[..])),
+            Err(RtmpError::TooMuchPending(1500))
+        );
+        // Raised, then lowered below what is held: the next read fails.
+        let mut r = ChunkReader::new();
+        let mut b = hex("06 000000 0007d0 09 01000000");
+        b.extend_from_slice(&[0; 128]);
+        assert_eq!(r.read(&mut BytesMut::from(&b[..])), Ok(None));
+        r.set_limits(small);
+        assert_eq!(
+            r.read(&mut BytesMut::from(&[0xc6u8][..])),
+            Err(RtmpError::TooMuchPending(1500))
+        );
+        // Limits above the crate's maxima are capped.
+        r.set_limits(ReaderLimits {
+            max_message_size: u32::MAX,
+            max_pending_bytes: usize::MAX,
+        });
+        assert_eq!(r.limits(), ReaderLimits::default());
     }
 
     #[test]

@@ -30,6 +30,16 @@ pub enum RtmpError {
     /// Messages being reassembled would hold more bytes than the limit allows.
     #[error("pending reassembly exceeds {0} bytes")]
     TooMuchPending(usize),
+    /// A connection that has no publish pending or accepted held (or announced) more
+    /// unfinished-message bytes than the session's before-publish limit: it costs at most a
+    /// few tens of KB until it is a publisher.
+    #[error("more than {0} bytes of unfinished messages before publishing")]
+    PrePublishBuffer(usize),
+    /// The replies waiting for the driver to write them passed the session's bound: the
+    /// driver is not writing (a peer that stopped reading) or the peer provokes replies
+    /// faster than it reads them.
+    #[error("more than {0} bytes of replies waiting to be sent")]
+    TransmitBacklog(usize),
     /// An AMF0 value could not be decoded.
     #[error("AMF decode error: {0}")]
     Amf(&'static str),
@@ -56,8 +66,8 @@ impl RtmpError {
         !matches!(self, RtmpError::Closed | RtmpError::NotPublishing)
     }
 
-    /// A short, bounded label for metrics: `handshake`, `timeout`, `chunk`, `amf`,
-    /// `protocol`, `usage` or `closed`.
+    /// A short, bounded label for metrics: `handshake`, `timeout`, `chunk`,
+    /// `prepublish_buffer`, `transmit_backlog`, `amf`, `protocol`, `usage` or `closed`.
     pub fn kind(&self) -> &'static str {
         match self {
             RtmpError::UnsupportedVersion(_) => "handshake",
@@ -66,6 +76,8 @@ impl RtmpError {
             | RtmpError::InvalidChunkSize(_)
             | RtmpError::TooManyChunkStreams(_)
             | RtmpError::TooMuchPending(_) => "chunk",
+            RtmpError::PrePublishBuffer(_) => "prepublish_buffer",
+            RtmpError::TransmitBacklog(_) => "transmit_backlog",
             RtmpError::Amf(_) => "amf",
             RtmpError::Protocol(_) => "protocol",
             RtmpError::NotPublishing => "usage",

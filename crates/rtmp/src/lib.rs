@@ -46,7 +46,7 @@ pub mod handshake;
 pub mod session;
 
 pub use amf0::Amf0Value;
-pub use chunk::{ChunkEncoder, ChunkMessage, ChunkReader, ChunkWriter};
+pub use chunk::{ChunkEncoder, ChunkMessage, ChunkReader, ChunkWriter, ReaderLimits};
 pub use client::{ClientConfig, ClientEvent, ClientSession};
 pub use error::RtmpError;
 pub use session::{Event, ServerSession, SessionConfig};

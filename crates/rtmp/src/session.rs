@@ -6,12 +6,29 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::amf0::{self, Amf0Value};
-use crate::chunk::{message_type, ChunkMessage, ChunkReader, ChunkWriter, MAX_CHUNK_SIZE};
+use crate::chunk::{
+    message_type, ChunkMessage, ChunkReader, ChunkWriter, ReaderLimits, MAX_CHUNK_SIZE,
+};
 use crate::error::RtmpError;
 use crate::handshake::ServerHandshake;
 
 /// Most message streams one connection may create (a publisher needs one).
 pub const MAX_STREAMS_LIMIT: u32 = 64;
+
+/// What a connection may hold in unfinished messages while it has no publish pending or
+/// accepted: `connect`, `createStream` and `publish` are a few hundred bytes each, so 64 KiB
+/// is generous for a real client and keeps an anonymous peer at tens of KB (the full
+/// [`ReaderLimits::default`] allows an 8 MiB message and 32 MiB in progress).
+pub const LIMITS_BEFORE_PUBLISH: ReaderLimits = ReaderLimits {
+    max_message_size: 64 * 1024,
+    max_pending_bytes: 64 * 1024,
+};
+
+/// Most bytes of replies that may wait in the session for the driver to write them. A driver
+/// that writes after every input never gets near it (a publisher's replies are a few hundred
+/// bytes; a 64 KiB read of ping requests yields 64 KiB of responses); a peer that provokes
+/// replies and never reads them cannot make the session buffer more.
+pub const MAX_PENDING_TRANSMIT_BYTES: usize = 256 * 1024;
 
 /// Chunk stream the server sends protocol control messages on.
 const CSID_CONTROL: u32 = 2;
@@ -46,6 +63,16 @@ pub struct SessionConfig {
     pub max_streams: u32,
     /// Seed for the handshake's filler bytes (any value; a random one is nicer).
     pub seed: u64,
+    /// Chunk reader limits while no publish is pending or accepted on the connection
+    /// (default [`LIMITS_BEFORE_PUBLISH`]).
+    pub limits_before_publish: ReaderLimits,
+    /// Chunk reader limits once a publish is pending or accepted (default
+    /// [`ReaderLimits::default`]).
+    pub limits_publishing: ReaderLimits,
+    /// Most bytes of replies waiting for [`ServerSession::poll_transmit`]; past it the
+    /// session fails with [`RtmpError::TransmitBacklog`] (default
+    /// [`MAX_PENDING_TRANSMIT_BYTES`]).
+    pub max_pending_transmit: usize,
 }
 
 impl Default for SessionConfig {
@@ -56,6 +83,9 @@ impl Default for SessionConfig {
             window_ack_size: 2_500_000,
             max_streams: 8,
             seed: 0x5EED,
+            limits_before_publish: LIMITS_BEFORE_PUBLISH,
+            limits_publishing: ReaderLimits::default(),
+            max_pending_transmit: MAX_PENDING_TRANSMIT_BYTES,
         }
     }
 }
@@ -148,6 +178,13 @@ struct Stream {
 ///    counted) until accepted.
 /// 6. On any error, flush what `poll_transmit` still returns (optional) and close the
 ///    connection; the session accepts no more input.
+///
+/// Memory a peer can make the session hold: until a publish is pending or accepted,
+/// [`SessionConfig::limits_before_publish`] (64 KiB of unfinished messages, and so at most
+/// one 64 KiB chunk waiting in the driver's buffer); then
+/// [`SessionConfig::limits_publishing`]. Replies waiting to be written are bounded by
+/// [`SessionConfig::max_pending_transmit`]. A driver that bounds memory across connections
+/// reads [`pending_bytes`](Self::pending_bytes) after each input.
 #[derive(Debug)]
 pub struct ServerSession {
     config: SessionConfig,
@@ -313,6 +350,12 @@ impl ServerSession {
         );
     }
 
+    /// Bytes held in partially received messages (counted as their headers announced
+    /// them), not counting the driver's own input buffer.
+    pub fn pending_bytes(&self) -> usize {
+        self.reader.pending_bytes()
+    }
+
     /// Bytes consumed from the peer so far (handshake included).
     pub fn bytes_received(&self) -> u64 {
         self.bytes_received
@@ -354,14 +397,42 @@ impl ServerSession {
         }
     }
 
+    /// Whether a publish is pending or accepted on any stream of the connection.
+    fn has_publish(&self) -> bool {
+        self.streams
+            .iter()
+            .any(|s| matches!(s.state, PublishState::Publishing | PublishState::Pending))
+    }
+
     fn process(&mut self, data: &mut BytesMut) -> Result<(), RtmpError> {
         if !self.handshake.is_done() && !self.handshake.handle(data, &mut self.out)? {
             return Ok(());
         }
-        while let Some(msg) = self.reader.read(data)? {
+        loop {
+            // The limits follow the publish state: a `publish` (or its refusal) in this very
+            // input changes them for the messages behind it.
+            let publishing = self.has_publish();
+            self.reader.set_limits(if publishing {
+                self.config.limits_publishing
+            } else {
+                self.config.limits_before_publish
+            });
+            let msg = match self.reader.read(data) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return Ok(()),
+                Err(RtmpError::MessageTooLarge { max, .. }) if !publishing => {
+                    return Err(RtmpError::PrePublishBuffer(max as usize));
+                }
+                Err(RtmpError::TooMuchPending(max)) if !publishing => {
+                    return Err(RtmpError::PrePublishBuffer(max));
+                }
+                Err(e) => return Err(e),
+            };
             self.handle_message(msg)?;
+            if self.out.len() > self.config.max_pending_transmit {
+                return Err(RtmpError::TransmitBacklog(self.config.max_pending_transmit));
+            }
         }
-        Ok(())
     }
 
     fn send_control(&mut self, type_id: u8, payload: &[u8]) {

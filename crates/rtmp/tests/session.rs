@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use tidegate_rtmp::amf0::{self, Amf0Value};
 use tidegate_rtmp::chunk::{message_type, ChunkReader};
 use tidegate_rtmp::handshake::{self, DigestScheme, HANDSHAKE_SIZE};
+use tidegate_rtmp::session::{LIMITS_BEFORE_PUBLISH, MAX_PENDING_TRANSMIT_BYTES};
 use tidegate_rtmp::{Event, RtmpError, ServerSession, SessionConfig};
 
 fn hex(parts: &[&str]) -> Vec<u8> {
@@ -667,11 +668,19 @@ fn handshake_timeout_with_simulated_clock() {
 
 #[test]
 fn oversized_message_and_garbage_are_errors() {
+    // Publishing: the full limits (8 MiB per message).
     let mut p = Pair::new(None);
     p.handshake();
+    p.connect_and_publish(vec![]);
     let err = p.send(&hex(&["06 000000 ffffff 09 01000000"])).unwrap_err();
     assert!(matches!(err, RtmpError::MessageTooLarge { .. }));
     assert_eq!(err.kind(), "chunk");
+    // Not publishing: the before-publish limit.
+    let mut p = Pair::new(None);
+    p.handshake();
+    let err = p.send(&hex(&["06 000000 ffffff 09 01000000"])).unwrap_err();
+    assert_eq!(err, RtmpError::PrePublishBuffer(64 * 1024));
+    assert_eq!(err.kind(), "prepublish_buffer");
 
     let mut p = Pair::new(None);
     let err = p.send(b"GET / HTTP/1.1\r\n\r\n").unwrap_err();
@@ -764,4 +773,133 @@ fn create_stream_limit_and_unknown_commands() {
     assert_eq!(names.iter().filter(|n| *n == "_result").count(), 7);
     assert_eq!(names.iter().filter(|n| *n == "_error").count(), 3);
     assert_eq!(names.len(), 10);
+}
+
+/// The first chunk (128 bytes at the default chunk size) of a video message on `csid`
+/// announced as `len` bytes: the message stays unfinished.
+fn unfinished_video(csid: u8, len: u32) -> Vec<u8> {
+    let mut b = vec![csid, 0, 0, 0];
+    b.extend_from_slice(&len.to_be_bytes()[1..]);
+    b.extend_from_slice(&hex(&["09 01000000"]));
+    b.extend_from_slice(&[0u8; 128]);
+    b
+}
+
+fn connect_only(p: &mut Pair) {
+    let c = &p.client;
+    let obj = Amf0Value::Object(vec![("app".to_string(), s("live"))]);
+    let b = c.command(3, 0, &[s("connect"), n(1.0), obj]);
+    p.send(&b).unwrap();
+}
+
+#[test]
+fn a_connection_that_is_not_publishing_holds_at_most_64_kib_of_unfinished_messages() {
+    let limit = LIMITS_BEFORE_PUBLISH.max_pending_bytes;
+    assert_eq!(limit, 64 * 1024);
+    // One message announced just above the limit: refused at its header, before a byte of
+    // its body is kept.
+    let mut p = Pair::new(None);
+    p.handshake();
+    connect_only(&mut p);
+    let err = p.send(&unfinished_video(6, limit as u32 + 1)).unwrap_err();
+    assert_eq!(err, RtmpError::PrePublishBuffer(limit));
+    assert_eq!(err.kind(), "prepublish_buffer");
+    assert!(err.is_peer_error());
+
+    // Several messages under the limit each, together above it: the one that would pass
+    // the total is refused; what is held never exceeds the limit.
+    let mut p = Pair::new(None);
+    p.handshake();
+    connect_only(&mut p);
+    p.send(&unfinished_video(6, 40_000)).unwrap();
+    assert_eq!(p.server.pending_bytes(), 40_000);
+    let err = p.send(&unfinished_video(7, 40_000)).unwrap_err();
+    assert_eq!(err, RtmpError::PrePublishBuffer(limit));
+    assert!(p.server.pending_bytes() <= limit);
+
+    // A whole message under the limit is fine (the limit is on what waits, not on traffic).
+    let mut p = Pair::new(None);
+    p.handshake();
+    connect_only(&mut p);
+    for _ in 0..4 {
+        let b = p.client.chunk(0, 6, 0, 9, 1, &vec![0u8; 60_000], true);
+        p.send(&b).unwrap();
+    }
+    assert_eq!(p.server.pending_bytes(), 0);
+    assert_eq!(p.server.dropped_media_messages(), 4);
+}
+
+#[test]
+fn a_pending_or_accepted_publish_gets_the_full_limits_and_a_refusal_takes_them_back() {
+    // Pending (the driver is deciding): a 1 MiB keyframe in progress is fine.
+    let mut p = Pair::new(None);
+    p.accept = false;
+    p.handshake();
+    p.connect_and_publish(vec![]);
+    p.send(&unfinished_video(6, 1 << 20)).unwrap();
+    assert_eq!(p.server.pending_bytes(), 1 << 20);
+    // Refused: the connection is nobody again, and what it holds is over the limit.
+    p.server
+        .reject_publish(1, "NetStream.Publish.BadName", "no such key");
+    let more = [0xc6u8; 1];
+    let err = p.send(&more).unwrap_err();
+    assert_eq!(
+        err,
+        RtmpError::PrePublishBuffer(LIMITS_BEFORE_PUBLISH.max_pending_bytes)
+    );
+
+    // Accepted: several MiB in progress are fine, up to the full limits.
+    let mut p = Pair::new(None);
+    p.handshake();
+    p.connect_and_publish(vec![]);
+    p.send(&unfinished_video(6, 4 << 20)).unwrap();
+    p.send(&unfinished_video(4, 4 << 20)).unwrap();
+    assert_eq!(p.server.pending_bytes(), 8 << 20);
+    // ... and a configured lower bound for publishers is honoured too.
+    let config = SessionConfig {
+        limits_publishing: tidegate_rtmp::chunk::ReaderLimits {
+            max_message_size: 1 << 20,
+            max_pending_bytes: 1 << 20,
+        },
+        ..SessionConfig::default()
+    };
+    let mut p = Pair::new(None);
+    p.server = ServerSession::new(config, p.now);
+    p.handshake();
+    p.connect_and_publish(vec![]);
+    let err = p.send(&unfinished_video(6, (1 << 20) + 1)).unwrap_err();
+    assert!(matches!(err, RtmpError::MessageTooLarge { .. }), "{err:?}");
+}
+
+#[test]
+fn replies_the_driver_does_not_write_are_bounded() {
+    let mut p = Pair::new(None);
+    p.handshake();
+    // Ping requests (User Control 6) provoke one 18-byte response each; the driver here
+    // never calls poll_transmit.
+    let ping = p
+        .client
+        .chunk(0, 2, 0, 4, 0, &hex(&["0006 00000001"]), true);
+    let mut buf = BytesMut::new();
+    let mut now = p.now;
+    let mut result = Ok(());
+    for _ in 0..1000 {
+        for _ in 0..100 {
+            buf.extend_from_slice(&ping);
+        }
+        now += Duration::from_millis(1);
+        result = p.server.handle_input(now, &mut buf);
+        if result.is_err() {
+            break;
+        }
+    }
+    let err = result.unwrap_err();
+    assert_eq!(err, RtmpError::TransmitBacklog(MAX_PENDING_TRANSMIT_BYTES));
+    assert_eq!(err.kind(), "transmit_backlog");
+    // What waits is bounded by the cap plus one message's reply.
+    let mut waiting = 0;
+    while let Some(b) = p.server.poll_transmit() {
+        waiting += b.len();
+    }
+    assert!(waiting <= MAX_PENDING_TRANSMIT_BYTES + 64, "{waiting}");
 }

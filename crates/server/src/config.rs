@@ -174,6 +174,17 @@ pub struct ServeConfig {
     pub tenants: std::collections::BTreeMap<String, TenantConfig>,
     /// Streams pulled from remote SRT listeners (this worker calls them).
     pub pull: Vec<PullConfig>,
+    // --- ingest limits (issue 10, RTMP side) ---
+    /// Most open ingest connections (RTMP and SRT together); more are refused at once.
+    pub max_connections: usize,
+    /// Most open ingest connections from one source address.
+    pub max_connections_per_ip: usize,
+    /// Most live publishers on this worker; a publish past it is refused.
+    pub max_publishers: usize,
+    /// How long one write to an RTMP peer may take; a peer that reads nothing for this long
+    /// is dropped.
+    #[serde(with = "humantime_serde")]
+    pub rtmp_write_timeout: Duration,
 }
 
 /// One tenant's settings (`[tenants.NAME]` in the file).
@@ -219,6 +230,10 @@ impl Default for ServeConfig {
             health: tidegate_health::HealthConfig::default(),
             tenants: std::collections::BTreeMap::new(),
             pull: Vec::new(),
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            max_publishers: 512,
+            rtmp_write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -366,6 +381,20 @@ impl ServeConfig {
             if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
                 return invalid(field, "must be between 100ms and 60s");
             }
+        }
+        for (field, n) in [
+            ("max-connections", self.max_connections),
+            ("max-connections-per-ip", self.max_connections_per_ip),
+            ("max-publishers", self.max_publishers),
+        ] {
+            if n == 0 {
+                return invalid(field, "must be at least 1");
+            }
+        }
+        if self.rtmp_write_timeout < Duration::from_millis(100)
+            || self.rtmp_write_timeout > Duration::from_secs(600)
+        {
+            return invalid("rtmp-write-timeout", "must be between 100ms and 10m");
         }
         let mut keys = std::collections::HashSet::new();
         for p in &self.pull {

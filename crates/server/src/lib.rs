@@ -70,6 +70,9 @@ pub struct Context {
     /// This worker as a cluster member.
     pub member: Arc<worker::Member>,
     ready: AtomicBool,
+    // --- ingest limits (issue 10, RTMP side) ---
+    /// Caps on ingest connections, publishers and buffered bytes (RTMP and SRT share them).
+    pub ingest_limits: Arc<ingest::limits::IngestLimits>,
 }
 
 impl Context {
@@ -246,6 +249,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     let urls = urls::Urls::new(config.rtmp_listen, config.srt_listen, config.http_listen);
     info!("{}", urls.banner(worker::host_name().as_deref()));
 
+    let ingest_limits = Arc::new(ingest::limits::IngestLimits::new(&config));
     let ctx = Arc::new(Context {
         config,
         telemetry,
@@ -255,6 +259,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         state: state.clone(),
         member,
         ready: AtomicBool::new(true),
+        ingest_limits,
     });
     let heartbeat_stop = CancellationToken::new();
     let heartbeat_task = tokio::spawn(worker::run_heartbeat(

@@ -107,6 +107,13 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// `area` label of suppressed log lines (`rtmp`, `srt`, `http`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AreaLabels {
+    /// The part of the worker whose lines were suppressed.
+    pub area: &'static str,
+}
+
 /// The worker's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -167,6 +174,12 @@ pub struct Metrics {
     pub webhook_retries: Counter,
     /// on-publish callback answers: `accepted`, `refused`, `unavailable`.
     pub on_publish_calls: Family<ResultLabels, Counter>,
+    // --- ingest limits (issue 10, RTMP side) ---
+    /// Ingest connections (or publishes) refused by a cap: `max_connections`, `per_source`,
+    /// `max_publishers`.
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    /// Log lines suppressed by rate limiting, by area.
+    pub log_lines_suppressed: Family<AreaLabels, Counter>,
 }
 
 impl Metrics {
@@ -339,6 +352,19 @@ impl Metrics {
             "on-publish callback answers (accepted, refused, unavailable)",
             on_publish_calls.clone(),
         );
+        // --- ingest limits (issue 10, RTMP side) ---
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Ingest connections or publishes refused by a cap, by reason",
+            connections_refused.clone(),
+        );
+        let log_lines_suppressed = Family::<AreaLabels, Counter>::default();
+        registry.register(
+            "log_lines_suppressed",
+            "Log lines suppressed by rate limiting, by area",
+            log_lines_suppressed.clone(),
+        );
         Self {
             registry,
             connections,
@@ -369,7 +395,23 @@ impl Metrics {
             webhook_deliveries,
             webhook_retries,
             on_publish_calls,
+            connections_refused,
+            log_lines_suppressed,
         }
+    }
+
+    /// Counts an ingest connection (or publish) refused by a cap.
+    pub fn connection_refused(&self, protocol: Protocol, reason: &'static str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabels { protocol, reason })
+            .inc();
+    }
+
+    /// The counter of log lines suppressed in `area`.
+    pub fn log_suppressed(&self, area: &'static str) -> Counter {
+        self.log_lines_suppressed
+            .get_or_create(&AreaLabels { area })
+            .clone()
     }
 
     /// Counts a webhook event's outcome for one URL.

@@ -4,6 +4,16 @@
 //! [`FlvDemuxer`] and one [`Publisher`]. Its loop: read into the buffer → `handle_input` →
 //! write every `poll_transmit` → act on every `poll_event` → re-arm one timer from
 //! `poll_timeout` and the idle deadline.
+//!
+//! What a peer can make a connection hold, and for how long:
+//! - a connection slot (`--max-connections`, `--max-connections-per-ip`; refused at accept)
+//!   and, once publishing, a publisher slot (`--max-publishers`);
+//! - until it publishes, 64 KiB of unfinished messages (the session's before-publish limits)
+//!   and a read buffer of [`READ_CHUNK_BEFORE_PUBLISH`]; across connections, a share of
+//!   [`INGEST_BUFFER_BUDGET_BYTES`](super::limits::INGEST_BUFFER_BUDGET_BYTES);
+//! - every read has the handshake or idle deadline, every write `--rtmp-write-timeout`; a
+//!   kick closes the socket at once, even while a write is stuck;
+//! - its kernel send buffer is [`SEND_BUFFER_BYTES`] (the server only sends small replies).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,20 +28,37 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::key_hint;
+use super::limits::{BudgetShare, ConnectionPermit, LogLimiter, Slot};
 use crate::metrics::{Protocol, ProtocolLabels};
 use crate::store::StreamId;
 use crate::stream::Publisher;
 use crate::webhooks::Verdict;
 use crate::Context;
 
-/// Bytes read from the socket at once.
+/// Bytes read from the socket at once while publishing.
 const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read at once before: the handshake is 1537 + 1536 bytes and the commands before
+/// `publish` are a few hundred.
+const READ_CHUNK_BEFORE_PUBLISH: usize = 8 * 1024;
+/// The kernel send buffer of an RTMP connection. The server only sends small replies
+/// (acknowledgements, status, ping responses), so this is plenty, and a peer that stops
+/// reading pins at most this much kernel memory on our side.
+const SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// Per-connection log lines (a connection that never published ending, a refusal) allowed
+/// per second; a flood of connections gets one summary line a second beyond them.
+const LOG_LINES_PER_SECOND: u32 = 20;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts RTMP connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken) {
     let tracker = tokio_util::task::TaskTracker::new();
+    let log = Arc::new(LogLimiter::new(
+        "rtmp",
+        LOG_LINES_PER_SECOND,
+        ctx.metrics.log_suppressed("rtmp"),
+    ));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -45,13 +72,28 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellat
                 continue;
             }
         };
+        let permit = match ctx.ingest_limits.connections.try_acquire(peer.ip()) {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                ctx.metrics
+                    .connection_refused(Protocol::Rtmp, refusal.reason());
+                if log.allow(Instant::now()) {
+                    warn!(%peer, reason = refusal.reason(), "rtmp connection refused");
+                }
+                // Dropping the socket closes it at once.
+                continue;
+            }
+        };
         let id = CONNECTION_IDS.fetch_add(1, Ordering::Relaxed);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
+        let log = log.clone();
         let span = info_span!("rtmp", conn = id, peer = %peer);
         tracker.spawn(
             async move {
-                Connection::new(ctx, peer).run(sock, shutdown).await;
+                Connection::new(ctx, peer, permit, log)
+                    .run(sock, shutdown)
+                    .await;
             }
             .instrument(span),
         );
@@ -65,41 +107,70 @@ struct Publishing {
     publisher: Publisher,
     flv: FlvDemuxer,
     closed: CancellationToken,
+    /// This worker's publisher slot, given back when the publish ends.
+    _slot: Slot,
 }
 
 struct Connection {
     ctx: Arc<Context>,
     session: ServerSession,
     publishing: Option<Publishing>,
+    /// Whether a publish was accepted on this connection (its lines are never suppressed).
+    published: bool,
     last_input: Instant,
     peer: SocketAddr,
+    /// Bytes this connection holds, as a share of the budget across connections.
+    buffered: BudgetShare,
+    log: Arc<LogLimiter>,
+    /// The connection slot, given back when the task ends.
+    _permit: ConnectionPermit,
 }
 
 /// Why a connection ended, for the log and the metric.
 enum End {
     PeerClosed,
     Shutdown,
+    /// The API kicked the publisher.
+    Kicked,
     Error(&'static str, String),
 }
 
+/// How a flush ended when it did not finish.
+enum FlushEnd {
+    Failed(std::io::Error),
+    TimedOut,
+    Closed,
+}
+
 impl Connection {
-    fn new(ctx: Arc<Context>, peer: SocketAddr) -> Self {
+    fn new(
+        ctx: Arc<Context>,
+        peer: SocketAddr,
+        permit: ConnectionPermit,
+        log: Arc<LogLimiter>,
+    ) -> Self {
         let now = Instant::now();
         let config = SessionConfig {
             handshake_timeout: ctx.config.rtmp_handshake_timeout,
             ..SessionConfig::default()
         };
+        let buffered = ctx.ingest_limits.buffers.share();
         Self {
             ctx,
             session: ServerSession::new(config, now),
             publishing: None,
+            published: false,
             last_input: now,
             peer,
+            buffered,
+            log,
+            _permit: permit,
         }
     }
 
     async fn run(mut self, mut sock: TcpStream, shutdown: CancellationToken) {
         let _ = sock.set_nodelay(true);
+        let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER_BYTES);
         let metrics = self.ctx.metrics.clone();
         metrics
             .connections
@@ -114,10 +185,10 @@ impl Connection {
             })
             .clone();
         debug!("connection accepted");
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = BytesMut::with_capacity(READ_CHUNK_BEFORE_PUBLISH);
         let end = loop {
-            if let Err(e) = self.flush(&mut sock).await {
-                break End::Error("write", e.to_string());
+            if let Err(end) = self.flush(&mut sock).await {
+                break end;
             }
             let idle = if self.publishing.is_some() {
                 self.ctx.config.rtmp_idle_timeout
@@ -136,7 +207,11 @@ impl Connection {
                 .as_ref()
                 .map(|p| p.closed.clone())
                 .unwrap_or_default();
-            buf.reserve(READ_CHUNK);
+            buf.reserve(if self.publishing.is_some() {
+                READ_CHUNK
+            } else {
+                READ_CHUNK_BEFORE_PUBLISH
+            });
             tokio::select! {
                 r = sock.read_buf(&mut buf) => match r {
                     Ok(0) => break End::PeerClosed,
@@ -149,6 +224,10 @@ impl Connection {
                         self.last_input = now;
                         if let Err(e) = self.session.handle_input(now, &mut buf) {
                             break End::Error(e.kind(), e.to_string());
+                        }
+                        let holding = self.session.pending_bytes().saturating_add(buf.len());
+                        if let Err(e) = self.buffered.set(holding) {
+                            break End::Error("buffer_total", format!("unfinished messages across connections: {e}"));
                         }
                     }
                     Err(e) => break End::Error("read", e.to_string()),
@@ -163,7 +242,7 @@ impl Connection {
                     }
                 },
                 () = closed.cancelled(), if self.publishing.is_some() => {
-                    break End::Error("superseded", "the stream was taken over or its writer stopped".into());
+                    break self.closed_end();
                 },
                 () = shutdown.cancelled() => break End::Shutdown,
             }
@@ -171,32 +250,91 @@ impl Connection {
                 break end;
             }
         };
+        let now = Instant::now();
         match &end {
             End::PeerClosed => debug!("connection closed by peer"),
-            End::Shutdown => info!("connection closed: worker shutting down"),
+            End::Shutdown if self.published => info!("connection closed: worker shutting down"),
+            End::Shutdown => debug!("connection closed: worker shutting down"),
+            End::Kicked => {
+                metrics.connection_error(Protocol::Rtmp, "kicked");
+                info!("connection closed: publisher kicked");
+            }
             End::Error(kind, msg) => {
                 metrics.connection_error(Protocol::Rtmp, kind);
-                warn!(reason = kind, error = %msg, "connection ended");
+                // A connection that never published is anyone: a flood of them must not
+                // flood the log.
+                if self.published || self.log.allow(now) {
+                    warn!(reason = kind, error = %msg, "connection ended");
+                }
             }
         }
         if matches!(end, End::Shutdown) {
-            // Tell the publisher we are going so it can reconnect elsewhere.
+            // Tell the publisher we are going so it can reconnect elsewhere (bounded by the
+            // write timeout like every write).
             if let Some(p) = &self.publishing {
                 self.session.end_publish(p.stream_id);
                 let _ = self.flush(&mut sock).await;
             }
         }
+        // Let the peer go before the last segment is stored: a kicked or stuck peer is
+        // closed at once, not after the store answers.
+        let _ = sock.shutdown().await;
+        drop(sock);
+        self.buffered.set(0).ok();
         if let Some(p) = self.publishing.take() {
             p.publisher.finish().await;
         }
-        let _ = sock.shutdown().await;
     }
 
-    async fn flush(&mut self, sock: &mut TcpStream) -> std::io::Result<()> {
-        while let Some(data) = self.session.poll_transmit() {
-            sock.write_all(&data).await?;
+    /// Why the publisher's `closed` token fired.
+    fn closed_end(&self) -> End {
+        if self
+            .publishing
+            .as_ref()
+            .is_some_and(|p| p.publisher.was_kicked())
+        {
+            End::Kicked
+        } else {
+            End::Error(
+                "superseded",
+                "the stream was taken over or its writer stopped".into(),
+            )
         }
-        Ok(())
+    }
+
+    /// Writes what the session has to send, within the write timeout; a kick ends it at once
+    /// even while the peer reads nothing.
+    async fn flush(&mut self, sock: &mut TcpStream) -> Result<(), End> {
+        let timeout = self.ctx.config.rtmp_write_timeout;
+        let closed = self.publishing.as_ref().map(|p| p.closed.clone());
+        let session = &mut self.session;
+        let write = async {
+            while let Some(data) = session.poll_transmit() {
+                sock.write_all(&data).await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(timeout, write) => match r {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => FlushEnd::Failed(e),
+                Err(_) => FlushEnd::TimedOut,
+            },
+            () = async {
+                match &closed {
+                    Some(c) => c.cancelled().await,
+                    None => std::future::pending().await,
+                }
+            } => FlushEnd::Closed,
+        };
+        Err(match outcome {
+            FlushEnd::Failed(e) => End::Error("write", e.to_string()),
+            FlushEnd::TimedOut => End::Error(
+                "write_timeout",
+                format!("could not send our replies within {timeout:?}: the peer is not reading"),
+            ),
+            FlushEnd::Closed => self.closed_end(),
+        })
     }
 
     async fn handle_events(&mut self) -> Result<(), End> {
@@ -280,7 +418,10 @@ impl Connection {
     }
 
     async fn publish(&mut self, stream_id: u32, app: &str, key: &str) {
-        let metrics = &self.ctx.metrics;
+        let metrics = self.ctx.metrics.clone();
+        let now = Instant::now();
+        // The key is a secret: a refusal names only its hint.
+        let hint = key_hint(key);
         if self.publishing.is_some() {
             metrics.refused(Protocol::Rtmp, "second_publish");
             self.session.reject_publish(
@@ -290,14 +431,37 @@ impl Connection {
             );
             return;
         }
-        // Open mode: any key K is tenant `default`, stream K.
+        // Open mode: any key K is tenant `default`, stream K. The app name is not used
+        // (README: `rtmp://HOST/APP/KEY`, APP ignored).
         let Some(id) = StreamId::new("default", key) else {
             metrics.refused(Protocol::Rtmp, "bad_key");
-            warn!(app, "publish refused: stream key is not a valid name");
+            let text = if key.is_empty() {
+                "no stream key: publish to rtmp://HOST/live/KEY"
+            } else {
+                "invalid stream key: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot"
+            };
+            if self.log.allow(now) {
+                warn!(key = %hint, app, "publish refused: {text}");
+            }
+            self.session
+                .reject_publish(stream_id, "NetStream.Publish.BadName", text);
+            return;
+        };
+        // The worker's publisher cap, before anything costs more (the on-publish callback,
+        // the state store).
+        let Some(slot) = self.ctx.ingest_limits.publishers.try_acquire() else {
+            metrics.connection_refused(Protocol::Rtmp, "max_publishers");
+            if self.log.allow(now) {
+                warn!(
+                    key = %hint,
+                    max_publishers = self.ctx.ingest_limits.publishers.max(),
+                    "publish refused: this worker has its maximum of publishers"
+                );
+            }
             self.session.reject_publish(
                 stream_id,
-                "NetStream.Publish.BadName",
-                "invalid stream key",
+                "NetStream.Publish.Rejected",
+                "this worker has its maximum of publishers; try another one",
             );
             return;
         };
@@ -305,7 +469,9 @@ impl Connection {
             let verdict = hook.check(&id, Protocol::Rtmp, Some(app), self.peer).await;
             if verdict != Verdict::Accept {
                 metrics.refused(Protocol::Rtmp, verdict.reason());
-                warn!(stream = %id, reason = verdict.reason(), "publish refused by the on-publish callback");
+                if self.log.allow(now) {
+                    warn!(key = %hint, reason = verdict.reason(), "publish refused by the on-publish callback");
+                }
                 let text = match verdict {
                     Verdict::Unavailable => "authorisation callback unavailable",
                     _ => "not authorised to publish",
@@ -329,12 +495,16 @@ impl Connection {
                     publisher,
                     flv: FlvDemuxer::new(),
                     closed,
+                    _slot: slot,
                 });
+                self.published = true;
                 self.session.accept_publish(stream_id);
             }
             Err(e) => {
                 metrics.refused(Protocol::Rtmp, e.reason());
-                warn!(stream = %id, reason = e.reason(), "publish refused: {e}");
+                if self.log.allow(now) {
+                    warn!(key = %hint, reason = e.reason(), "publish refused: {e}");
+                }
                 self.session
                     .reject_publish(stream_id, "NetStream.Publish.BadName", &e.to_string());
             }

@@ -159,6 +159,9 @@ struct LiveSession {
     started_ms: i64,
     last_media_ms: Arc<AtomicI64>,
     fenced: CancellationToken,
+    /// Set before `fenced` is cancelled by [`Streams::kick`], so the connection can tell a
+    /// kick from a takeover.
+    kicked: Arc<AtomicBool>,
 }
 
 impl LiveSession {
@@ -669,12 +672,14 @@ impl Streams {
         let generation = inner.generation;
         stream.set_owned_view(&record.playlist, generation);
         let fenced = CancellationToken::new();
+        let kicked = Arc::new(AtomicBool::new(false));
         let last_media_ms = Arc::new(AtomicI64::new(now));
         inner.live = Some(LiveSession {
             generation,
             started_ms: now,
             last_media_ms: last_media_ms.clone(),
             fenced: fenced.clone(),
+            kicked: kicked.clone(),
         });
         drop(inner);
         self.metrics.live_streams.inc();
@@ -706,6 +711,7 @@ impl Streams {
             segmenter: Segmenter::new(config),
             tx,
             fenced,
+            kicked,
             last_media_ms,
             close_at_boundary: self.close_at_boundary.clone(),
             task: Some(task),
@@ -784,6 +790,7 @@ impl Streams {
         match &inner.live {
             Some(live) => {
                 info!(stream = %id, "publisher kicked");
+                live.kicked.store(true, Ordering::Release);
                 live.fenced.cancel();
                 true
             }
@@ -920,6 +927,7 @@ pub struct Publisher {
     segmenter: Segmenter,
     tx: mpsc::Sender<WriterMsg>,
     fenced: CancellationToken,
+    kicked: Arc<AtomicBool>,
     last_media_ms: Arc<AtomicI64>,
     close_at_boundary: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -953,6 +961,11 @@ impl Publisher {
     /// Cancelled when this session lost its stream (fenced) or its writer stopped.
     pub fn closed(&self) -> CancellationToken {
         self.fenced.clone()
+    }
+
+    /// Whether [`closed`](Self::closed) fired because the API kicked this publisher.
+    pub fn was_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
     }
 
     /// The stream's telemetry (drivers report bytes and packet counters to it).

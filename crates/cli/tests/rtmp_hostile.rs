@@ -1,0 +1,566 @@
+//! Hostile RTMP peers against a live worker while one legitimate ffmpeg publisher plays
+//! throughout (issue 10, hostile peers 3, 4 and 6):
+//!
+//! - (a) connections that handshake and `connect`, then send huge unfinished messages, are
+//!   closed after at most 64 KiB (`reason="prepublish_buffer"`) and the worker's memory stays
+//!   low;
+//! - (b) a publisher that stops reading while the server has replies for it is dropped within
+//!   the write timeout (`reason="write_timeout"`); a kick closes a publisher at once even
+//!   while the server's write to it is stuck (`reason="kicked"`; the client sees the end);
+//! - (c) connections past `--max-connections-per-ip` and `--max-connections`, and a publisher
+//!   past `--max-publishers`, are refused and counted;
+//! - (d) the legitimate stream (published under another app name than `live`, which is
+//!   ignored) keeps listing segments, without a discontinuity.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The server's default `--rtmp-write-timeout`.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections of the pre-publish flood.
+const FLOOD: usize = 20;
+/// What each flood connection announces (under the old 8 MiB message limit, so a server
+/// without the before-publish limit would buffer all of it).
+const CLAIM: usize = 8 * 1024 * 1024;
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sum of the samples of `name` (with or without `_total`) whose labels contain every one of
+/// `labels` (e.g. `reason="kicked"`).
+fn labelled(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name}_total{{"))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn rtmp_errors(server: &Server, reason: &str) -> f64 {
+    labelled(
+        &server.metrics(),
+        "tidegate_connection_errors",
+        &["protocol=\"rtmp\"", &format!("reason=\"{reason}\"")],
+    )
+}
+
+fn rtmp_refused(server: &Server, reason: &str) -> f64 {
+    labelled(
+        &server.metrics(),
+        "tidegate_connections_refused",
+        &["protocol=\"rtmp\"", &format!("reason=\"{reason}\"")],
+    )
+}
+
+/// An AMF0 value, enough for the commands a publisher sends.
+enum Amf<'a> {
+    Str(&'a str),
+    Num(f64),
+    Null,
+    Obj(Vec<(&'a str, Amf<'a>)>),
+}
+
+fn amf(values: &[Amf], out: &mut Vec<u8>) {
+    for v in values {
+        match v {
+            Amf::Num(n) => {
+                out.push(0x00);
+                out.extend_from_slice(&n.to_be_bytes());
+            }
+            Amf::Str(s) => {
+                out.push(0x02);
+                out.extend_from_slice(&(s.len() as u16).to_be_bytes());
+                out.extend_from_slice(s.as_bytes());
+            }
+            Amf::Null => out.push(0x05),
+            Amf::Obj(props) => {
+                out.push(0x03);
+                for (k, v) in props {
+                    out.extend_from_slice(&(k.len() as u16).to_be_bytes());
+                    out.extend_from_slice(k.as_bytes());
+                    amf(std::slice::from_ref(v), out);
+                }
+                out.extend_from_slice(&[0, 0, 9]);
+            }
+        }
+    }
+}
+
+/// The header (format 0) of a message of `len` bytes on chunk stream `csid`.
+fn header(csid: u8, type_id: u8, stream_id: u32, len: usize) -> Vec<u8> {
+    let mut out = vec![csid, 0, 0, 0];
+    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
+    out.push(type_id);
+    out.extend_from_slice(&stream_id.to_le_bytes());
+    out
+}
+
+/// A whole message in 128-byte chunks (the chunk size a client starts with).
+fn message(csid: u8, type_id: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+    let mut out = header(csid, type_id, stream_id, payload.len());
+    for (i, part) in payload.chunks(128).enumerate() {
+        if i > 0 {
+            out.push(0xC0 | csid);
+        }
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+fn command(csid: u8, stream_id: u32, values: &[Amf]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    amf(values, &mut payload);
+    message(csid, 20, stream_id, &payload)
+}
+
+/// A User Control Ping Request: the server answers each with a Ping Response.
+fn ping() -> Vec<u8> {
+    message(2, 4, 0, &[0, 6, 0, 0, 0, 1])
+}
+
+/// A raw RTMP client on a blocking socket.
+struct Raw {
+    s: TcpStream,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw { s }
+    }
+
+    /// A client whose kernel receive buffer is as small as Linux allows, so that a server
+    /// with replies for it fills it at once.
+    fn connect_small_rcvbuf(addr: SocketAddr) -> Raw {
+        Raw::connect_with(addr, |sock| sock.set_recv_buffer_size(4096))
+    }
+
+    /// A client whose kernel send buffer is small, so that what it could send before the
+    /// server closed the connection says what the server read (not what our kernel took).
+    fn connect_small_sndbuf(addr: SocketAddr) -> Raw {
+        Raw::connect_with(addr, |sock| sock.set_send_buffer_size(16 * 1024))
+    }
+
+    fn connect_with(
+        addr: SocketAddr,
+        set: impl FnOnce(&socket2::Socket) -> std::io::Result<()>,
+    ) -> Raw {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        set(&sock).unwrap();
+        sock.connect(&addr.into()).unwrap();
+        let s: TcpStream = sock.into();
+        s.set_nodelay(true).unwrap();
+        Raw { s }
+    }
+
+    /// C0+C1 (plain), S0+S1+S2, C2.
+    fn handshake(&mut self) {
+        let mut c0c1 = vec![3u8];
+        c0c1.extend_from_slice(&[0; 8]);
+        c0c1.extend((0..1528u32).map(|i| (i * 7 + 3) as u8));
+        self.s.write_all(&c0c1).unwrap();
+        let mut s0s1s2 = vec![0u8; 1 + 1536 + 1536];
+        self.s
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        self.s.read_exact(&mut s0s1s2).expect("S0+S1+S2");
+        self.s.write_all(&s0s1s2[1..1537]).unwrap();
+    }
+
+    fn connect_app(&mut self, app: &str) {
+        let tc_url = format!("rtmp://127.0.0.1/{app}");
+        let b = command(
+            3,
+            0,
+            &[
+                Amf::Str("connect"),
+                Amf::Num(1.0),
+                Amf::Obj(vec![
+                    ("app", Amf::Str(app)),
+                    ("type", Amf::Str("nonprivate")),
+                    ("tcUrl", Amf::Str(&tc_url)),
+                ]),
+            ],
+        );
+        self.s.write_all(&b).unwrap();
+    }
+
+    /// connect, createStream, publish `key` on stream 1; returns the `NetStream.Publish.*`
+    /// code the server answered.
+    fn publish(&mut self, key: &str) -> String {
+        self.handshake();
+        self.connect_app("live");
+        let mut b = command(3, 0, &[Amf::Str("createStream"), Amf::Num(2.0), Amf::Null]);
+        b.extend(command(
+            8,
+            1,
+            &[
+                Amf::Str("publish"),
+                Amf::Num(3.0),
+                Amf::Null,
+                Amf::Str(key),
+                Amf::Str("live"),
+            ],
+        ));
+        self.s.write_all(&b).unwrap();
+        self.read_code("NetStream.Publish.", Duration::from_secs(15))
+    }
+
+    /// Reads until `prefix` followed by a code appears in what the server sent.
+    fn read_code(&mut self, prefix: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        self.s
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        loop {
+            let text = String::from_utf8_lossy(&seen).into_owned();
+            if let Some(at) = text.find(prefix) {
+                let code: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '.')
+                    .collect();
+                if code.len() > prefix.len() {
+                    return code;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {prefix}* from the server within {within:?}"
+            );
+            match self.s.read(&mut buf) {
+                Ok(0) => panic!("the server closed before answering {prefix}*"),
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("reading the answer: {e}"),
+            }
+        }
+    }
+
+    /// Sends ping requests and never reads the responses, until our own writes block (the
+    /// server stopped reading because its write to us is stuck). Returns when that happened.
+    fn flood_pings_until_blocked(&mut self) -> Instant {
+        let batch: Vec<u8> = ping().repeat(1000);
+        self.s
+            .set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut sent = 0usize;
+        loop {
+            match self.s.write_all(&batch) {
+                Ok(()) => sent += batch.len(),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return Instant::now();
+                }
+                Err(e) => panic!("the server closed a reading-stalled publisher at once: {e}"),
+            }
+            assert!(
+                sent < 256 << 20,
+                "256 MiB of pings and the server still reads: it does not answer them?"
+            );
+        }
+    }
+
+    /// Reads until the server has closed the connection (EOF or reset), within `within`.
+    fn expect_closed(&mut self, within: Duration, what: &str) -> Duration {
+        let since = Instant::now();
+        self.s
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match self.s.read(&mut buf) {
+                Ok(0) => return since.elapsed(),
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return since.elapsed(), // reset: closed too
+            }
+            assert!(
+                since.elapsed() < within,
+                "{what}: the server did not close the connection within {within:?}"
+            );
+        }
+    }
+}
+
+/// One connection of the pre-publish flood: handshake, `connect`, then unfinished messages.
+/// Even ones announce one 8 MiB message and send its body (or try to); odd ones start 60,000-byte
+/// messages on many chunk streams (each under 64 KiB, together far above). Returns the bytes
+/// the kernel accepted before the server closed the connection.
+fn unfinished_flood(addr: SocketAddr, i: usize) -> usize {
+    let mut raw = Raw::connect_small_sndbuf(addr);
+    raw.handshake();
+    raw.connect_app("live");
+    raw.s
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sent = 0usize;
+    let mut send = |raw: &mut Raw, b: &[u8]| -> bool {
+        match raw.s.write_all(b) {
+            Ok(()) => {
+                sent += b.len();
+                true
+            }
+            Err(_) => false,
+        }
+    };
+    if i.is_multiple_of(2) {
+        // The header and the first 128-byte chunk, then 64 continuation chunks at a time.
+        let mut first = header(6, 9, 1, CLAIM);
+        first.extend_from_slice(&[0x55; 128]);
+        let mut more = Vec::with_capacity(129 * 64);
+        for _ in 0..64 {
+            more.push(0xC6);
+            more.extend_from_slice(&[0x55; 128]);
+        }
+        let mut body = 128;
+        let mut open = send(&mut raw, &first);
+        while open && body < CLAIM {
+            open = send(&mut raw, &more);
+            body += 128 * 64;
+        }
+    } else {
+        for csid in 4..=40u8 {
+            let mut b = header(csid, 9, 1, 60_000);
+            b.extend_from_slice(&[0x55; 128]);
+            if !send(&mut raw, &b) {
+                break;
+            }
+        }
+    }
+    raw.expect_closed(Duration::from_secs(10), "an unfinished-message flood");
+    sent
+}
+
+#[test]
+fn hostile_rtmp_peers_cost_little_are_dropped_and_counted_while_a_stream_plays() {
+    let started = Instant::now();
+    let mut server = Server::start(&[
+        "--max-connections-per-ip",
+        "30",
+        "--max-publishers",
+        "3",
+        "--reconnect-window",
+        "30s",
+    ]);
+    // The app name is ignored: `other` works like `live`.
+    let mut good = publish_ffmpeg(
+        Media::H264Aac,
+        &format!("rtmp://{}/other/good", server.rtmp),
+        &Publish::forever(),
+    );
+    let url = server.playlist_url("good");
+    let live = Expect {
+        endlist: Some(false),
+        fmp4: None,
+        min_segments: 1,
+    };
+    wait_playlist(&url, Duration::from_secs(25), "the good stream", |pl| {
+        !pl.segments.is_empty()
+    });
+    let mut watch = Watch::default();
+    let first = watch.observe(&url, &live);
+    let pid = server.proc.pid();
+    let rss_before = rss_kib(pid);
+
+    // A refused key is logged by its hint, never whole.
+    let mut bad = Raw::connect(server.rtmp);
+    assert_eq!(bad.publish("secret$key"), "NetStream.Publish.BadName");
+    drop(bad);
+
+    // (a) Unfinished messages before publishing: at most 64 KiB each.
+    let floods: Vec<_> = (0..FLOOD)
+        .map(|i| {
+            let addr = server.rtmp;
+            thread::spawn(move || unfinished_flood(addr, i))
+        })
+        .collect();
+    let sent: Vec<usize> = floods.into_iter().map(|t| t.join().unwrap()).collect();
+    let rss_after = rss_kib(pid);
+    eprintln!(
+        "pre-publish flood: RSS {rss_before} → {rss_after} KiB; bytes the kernel took: {sent:?}"
+    );
+    // The server stops reading at the header that passes 64 KiB; what else got out sits in
+    // kernel buffers (ours is 16 KiB, the server's receive buffer some hundred KiB).
+    for (i, n) in sent.iter().enumerate() {
+        assert!(
+            *n < 1 << 20,
+            "connection {i} could send {n} bytes of a {CLAIM}-byte message: the server kept reading"
+        );
+    }
+    assert!(
+        rss_after < rss_before + 40 * 1024,
+        "{FLOOD} connections that never published grew the worker from {rss_before} to {rss_after} KiB"
+    );
+    let prepublish = wait_for(
+        "every flood connection counted as prepublish_buffer",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let n = rtmp_errors(&server, "prepublish_buffer");
+            (n >= FLOOD as f64).then_some(n)
+        },
+    );
+    assert_eq!(prepublish, FLOOD as f64);
+    watch.observe(&url, &live);
+
+    // (b) Two publishers that stop reading while the server has replies for them.
+    let mut stuck = Raw::connect_small_rcvbuf(server.rtmp);
+    assert_eq!(stuck.publish("stuck"), "NetStream.Publish.Start");
+    let stuck_since = stuck.flood_pings_until_blocked();
+    let mut kicked = Raw::connect_small_rcvbuf(server.rtmp);
+    assert_eq!(kicked.publish("kickme"), "NetStream.Publish.Start");
+    kicked.flood_pings_until_blocked();
+
+    // (c) The publisher cap: good, stuck and kickme are three.
+    let mut extra = Raw::connect(server.rtmp);
+    assert_eq!(extra.publish("extra"), "NetStream.Publish.Rejected");
+    assert_eq!(rtmp_refused(&server, "max_publishers"), 1.0);
+    drop(extra);
+
+    // Kick closes the socket at once, though the server's write to it is stuck.
+    let kick = server.url("/api/v1/streams/default/kickme/kick");
+    assert_eq!(try_post(&kick), Ok(200), "kick of a live publisher");
+    let took = kicked.expect_closed(Duration::from_secs(8), "a kicked publisher");
+    eprintln!("kicked publisher closed {took:?} after the kick");
+    wait_for(
+        "the kick counted as reason=\"kicked\"",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || (rtmp_errors(&server, "kicked") >= 1.0).then_some(()),
+    );
+    watch.observe(&url, &live);
+
+    // (c) Connections past --max-connections-per-ip from 127.0.0.1 (good and stuck are open).
+    let per_source_before = rtmp_refused(&server, "per_source");
+    let suppressed_before = labelled(
+        &server.metrics(),
+        "tidegate_log_lines_suppressed",
+        &["area=\"rtmp\""],
+    );
+    let held: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(server.rtmp).unwrap())
+        .collect();
+    thread::sleep(Duration::from_secs(1));
+    let mut refused_seen = 0;
+    for s in &held {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        match (&*s).read(&mut b) {
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            _ => refused_seen += 1, // EOF or reset: refused
+        }
+    }
+    let per_source = rtmp_refused(&server, "per_source") - per_source_before;
+    assert!(
+        refused_seen >= 70,
+        "100 connections against a cap of 30 per source: only {refused_seen} refused"
+    );
+    assert_eq!(
+        per_source, refused_seen as f64,
+        "every refused connection is counted"
+    );
+    let suppressed = labelled(
+        &server.metrics(),
+        "tidegate_log_lines_suppressed",
+        &["area=\"rtmp\""],
+    ) - suppressed_before;
+    assert!(
+        suppressed >= 1.0,
+        "{refused_seen} refusals within a second wrote every log line"
+    );
+    drop(held);
+    // The slots come back: a new client gets in.
+    wait_for(
+        "a connection accepted again after the others left",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let mut raw = Raw::connect(server.rtmp);
+            let mut c0c1 = vec![3u8];
+            c0c1.extend_from_slice(&[0; 1536]);
+            raw.s.write_all(&c0c1).ok()?;
+            raw.s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut s0 = [0u8; 1];
+            raw.s.read_exact(&mut s0).ok()
+        },
+    );
+
+    // (c) --max-connections, on a worker of its own (all test peers share 127.0.0.1).
+    let capped = Server::start(&["--max-connections", "3"]);
+    let conns: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(capped.rtmp).unwrap())
+        .collect();
+    wait_for(
+        "two connections refused as max_connections",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || (rtmp_refused(&capped, "max_connections") == 2.0).then_some(()),
+    );
+    drop(conns);
+    drop(capped);
+
+    // (b) The publisher that stopped reading is dropped within the write timeout.
+    wait_for(
+        "the reading-stalled publisher dropped with reason=\"write_timeout\"",
+        WRITE_TIMEOUT + Duration::from_secs(15),
+        Duration::from_millis(250),
+        || (rtmp_errors(&server, "write_timeout") >= 1.0).then_some(()),
+    );
+    eprintln!(
+        "stalled publisher dropped {:?} after its writes blocked",
+        stuck_since.elapsed()
+    );
+    stuck.expect_closed(Duration::from_secs(5), "a reading-stalled publisher");
+    assert_eq!(
+        rtmp_errors(&server, "write_timeout"),
+        1.0,
+        "only the stalled publisher timed out (the kicked one was closed by the kick)"
+    );
+
+    // (d) The legitimate stream played throughout.
+    let log = server.log_text();
+    assert!(
+        !log.contains("secret$key"),
+        "a refused key must not be logged"
+    );
+    assert!(
+        log.contains("secr…"),
+        "a refused key is logged by its hint; log:\n{}",
+        server.proc.log_tail(40)
+    );
+    let last = wait_playlist(
+        &url,
+        Duration::from_secs(15),
+        "the good stream to keep growing",
+        |pl| pl.next_msn() >= first.next_msn() + 3,
+    );
+    let last = watch.accept(last);
+    assert_eq!(last.discontinuities(), 0, "{}", last.text);
+    assert!(
+        good.is_running(),
+        "the legitimate publisher died; log:\n{}",
+        good.log_tail(20)
+    );
+    assert_eq!(get(&server.url("/livez")).status, 200);
+    server.assert_alive();
+    eprintln!("hostile RTMP test took {:?}", started.elapsed());
+}
