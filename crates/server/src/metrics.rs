@@ -553,7 +553,9 @@ impl Metrics {
 
     /// Counts an HTTP connection closed by a timeout in `phase` (`header` or `idle`).
     pub fn http_timeout(&self, phase: &'static str) {
-        self.http_timeouts.get_or_create(&PhaseLabels { phase }).inc();
+        self.http_timeouts
+            .get_or_create(&PhaseLabels { phase })
+            .inc();
     }
 
     /// Counts an HTTP answer by its status class.
@@ -565,7 +567,9 @@ impl Metrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.http_requests.get_or_create(&ClassLabels { class }).inc();
+        self.http_requests
+            .get_or_create(&ClassLabels { class })
+            .inc();
     }
 
     /// Counts `n` log lines of `area` left out by rate limiting.
