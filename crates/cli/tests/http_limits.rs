@@ -25,6 +25,8 @@ const TIMEOUT_SECS: u64 = 2;
 /// How long a connection may take to be closed by the server, far past the timeouts so
 /// that a busy machine does not fail the test.
 const CLOSE_WITHIN: Duration = Duration::from_secs(20);
+/// The worker's `--admin-token`.
+const ADMIN_TOKEN: &str = "flood-test-token";
 
 /// A TCP connection to `to` from the loopback address `from`.
 fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
@@ -131,6 +133,8 @@ fn connection_floods_are_capped_timed_out_and_counted_while_a_stream_plays() {
         &timeout,
         "--http-header-timeout",
         &timeout,
+        "--admin-token",
+        ADMIN_TOKEN,
     ]);
     let key = unique_name("flood");
     let _publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url(&key), &Publish::forever());
@@ -222,7 +226,18 @@ fn connection_floods_are_capped_timed_out_and_counted_while_a_stream_plays() {
         pl.next_msn() >= before.next_msn() + 2
     });
     server.assert_alive();
+    // The API token: a missing one is a counted 401; the scheme may be written in any case.
+    let streams = server.url("/api/v1/streams");
+    assert_eq!(get(&streams).status, 401);
+    let lower_case = ureq::get(&streams)
+        .set("Authorization", &format!("bearer {ADMIN_TOKEN}"))
+        .call()
+        .map(|r| r.status())
+        .unwrap_or_else(|e| panic!("GET {streams} with `bearer`: {e}"));
+    assert_eq!(lower_case, 200);
     let metrics = server.metrics();
+    assert_eq!(metric_value(&metrics, "tidegate_http_unauthorized"), 1.0);
+    assert!(series(&metrics, "tidegate_http_requests_total{class=\"4xx\"}") >= 1.0);
     let refused = |reason: &str| {
         series(
             &metrics,

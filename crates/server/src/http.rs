@@ -120,7 +120,9 @@ pub async fn serve(
                         retry_in_ms = backoff.as_millis() as u64,
                         "cannot accept HTTP connections; waiting"
                     ),
-                    None => metrics.log_suppressed(LOG_AREA, 1),
+                    None => {
+                        metrics.log_suppressed(LOG_AREA).inc();
+                    }
                 }
                 tokio::select! {
                     () = stop.cancelled() => break,
@@ -192,7 +194,9 @@ impl RefusalLog {
         self.tally.add(refusal);
         match self.throttle.hit(now) {
             Some(_) => self.write(),
-            None => self.metrics.log_suppressed(LOG_AREA, 1),
+            None => {
+                self.metrics.log_suppressed(LOG_AREA).inc();
+            }
         }
     }
 

@@ -178,7 +178,7 @@ pub struct Metrics {
     pub http_requests: Family<ClassLabels, Counter>,
     /// 401 answers of `/api/v1`.
     pub http_unauthorized: Counter,
-    /// Log lines left out by rate limiting, by `area` (`http`, `rtmp`, `srt`).
+    /// Log lines suppressed by rate limiting, by area.
     pub log_lines_suppressed: Family<AreaLabels, Counter>,
 }
 
@@ -386,7 +386,7 @@ impl Metrics {
         let log_lines_suppressed = Family::<AreaLabels, Counter>::default();
         registry.register(
             "log_lines_suppressed",
-            "Log lines left out by rate limiting, by area",
+            "Log lines suppressed by rate limiting, by area",
             log_lines_suppressed.clone(),
         );
         Self {
@@ -534,10 +534,10 @@ pub struct ClassLabels {
     pub class: &'static str,
 }
 
-/// `area` label of rate-limited log lines (`http`, `rtmp`, `srt`).
+/// `area` label of suppressed log lines (`rtmp`, `srt`, `http`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AreaLabels {
-    /// Which part of the worker left the lines out.
+    /// The part of the worker whose lines were suppressed.
     pub area: &'static str,
 }
 
@@ -572,12 +572,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts `n` log lines of `area` left out by rate limiting.
-    pub fn log_suppressed(&self, area: &'static str, n: u64) {
-        if n > 0 {
-            self.log_lines_suppressed
-                .get_or_create(&AreaLabels { area })
-                .inc_by(n);
-        }
+    /// The counter of log lines suppressed in `area` (same signature as the RTMP side's).
+    pub fn log_suppressed(&self, area: &'static str) -> Counter {
+        self.log_lines_suppressed
+            .get_or_create(&AreaLabels { area })
+            .clone()
     }
 }
