@@ -496,6 +496,7 @@ async fn connection(
         // The watchdog times heads, so that hyper's clock (which also runs between
         // requests) does not stand in for the idle timeout.
         .header_read_timeout(None)
+        .max_header_size(MAX_REQUEST_HEAD_BYTES)
         .max_buf_size(MAX_REQUEST_HEAD_BYTES);
     let conn = builder.serve_connection(io, service);
     tokio::pin!(conn);
@@ -512,6 +513,11 @@ async fn connection(
         tokio::select! {
             ended = conn.as_mut() => {
                 if let Err(e) = ended {
+                    if e.is_parse() {
+                        // hyper answered a malformed or oversized head itself (400, 414,
+                        // 431): the router never saw it, so count it here.
+                        metrics.http_answer(http::StatusCode::BAD_REQUEST);
+                    }
                     debug!(%peer, error = %e, "HTTP connection ended with an error");
                 }
                 break;
