@@ -164,6 +164,19 @@ struct ServeArgs {
     /// Time one write to an RTMP peer may take before the peer is dropped [default: 10s].
     #[arg(long, env = "TIDEGATE_RTMP_WRITE_TIMEOUT", value_parser = duration)]
     rtmp_write_timeout: Option<Duration>,
+    // --- HTTP limits (issue #10, helper `http`) ---
+    /// Most HTTP connections open at once; more are closed on accept [default: 4096].
+    #[arg(long, env = "TIDEGATE_HTTP_MAX_CONNECTIONS")]
+    http_max_connections: Option<usize>,
+    /// Most HTTP connections from one source address (IPv6: one /64) [default: 256].
+    #[arg(long, env = "TIDEGATE_HTTP_MAX_CONNECTIONS_PER_IP")]
+    http_max_connections_per_ip: Option<usize>,
+    /// Time a client has to send a request's head [default: 10s].
+    #[arg(long, env = "TIDEGATE_HTTP_HEADER_TIMEOUT", value_parser = duration)]
+    http_header_timeout: Option<Duration>,
+    /// Time a connection may move nothing with no request pending before it is closed [default: 60s].
+    #[arg(long, env = "TIDEGATE_HTTP_IDLE_TIMEOUT", value_parser = duration)]
+    http_idle_timeout: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -216,6 +229,13 @@ impl ServeArgs {
             webhook_secret,
             on_publish,
             worker_id
+        );
+        // HTTP limits (issue #10, helper `http`).
+        overlay!(
+            http_max_connections,
+            http_max_connections_per_ip,
+            http_header_timeout,
+            http_idle_timeout
         );
         if !self.webhook_urls.is_empty() {
             c.webhooks = self.webhook_urls;

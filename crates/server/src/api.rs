@@ -11,7 +11,8 @@
 //! | `GET openapi.yaml` | the description (no token needed) |
 //!
 //! When `--admin-token` is set every call but `openapi.yaml` needs
-//! `Authorization: Bearer <token>` (401 otherwise, before anything else is looked at).
+//! `Authorization: Bearer <token>` (the scheme in any case; 401 otherwise, before anything
+//! else is looked at, counted in `tidegate_http_unauthorized_total`).
 //! Every answer is JSON, errors included (`{"error": "..."}`).
 
 use std::sync::Arc;
@@ -54,7 +55,10 @@ async fn require_token(
     next: Next,
 ) -> Response {
     match refused(&ctx, &headers) {
-        Some(resp) => resp,
+        Some(resp) => {
+            ctx.metrics.http_unauthorized.inc();
+            resp
+        }
         None => next.run(request).await,
     }
 }
@@ -212,16 +216,9 @@ fn refused(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or("");
-    // Constant-time comparison.
-    let equal = given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
-    if equal {
+    if same_token(given, token) {
         return None;
     }
     let mut resp = error(StatusCode::UNAUTHORIZED, "admin token required");
@@ -230,6 +227,26 @@ fn refused(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
         header::HeaderValue::from_static("Bearer realm=\"tidegate\""),
     );
     Some(resp)
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme is matched
+/// without regard to case (RFC 7235 section 2.1: `bearer`, `BEARER` are the same scheme)
+/// and may be followed by more than one space.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(' '))
+}
+
+/// Whether `given` is `token`, in time that does not depend on where they differ.
+fn same_token(given: &str, token: &str) -> bool {
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 async fn streams(State(ctx): State<Arc<Context>>) -> Response {
@@ -318,4 +335,33 @@ async fn openapi() -> Response {
         OPENAPI_YAML,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_matched_without_regard_to_case() {
+        for value in [
+            "Bearer s3cret",
+            "bearer s3cret",
+            "BEARER s3cret",
+            "bEaReR   s3cret",
+        ] {
+            assert_eq!(bearer_token(value), Some("s3cret"), "{value}");
+        }
+        assert_eq!(bearer_token("Basic czNjcmV0"), None);
+        assert_eq!(bearer_token("Bearers3cret"), None);
+        assert_eq!(bearer_token("Bearer"), None);
+        assert_eq!(bearer_token("Bearer "), Some(""));
+    }
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(same_token("s3cret", "s3cret"));
+        assert!(!same_token("s3creT", "s3cret"));
+        assert!(!same_token("s3cre", "s3cret"));
+        assert!(!same_token("", "s3cret"));
+    }
 }

@@ -185,6 +185,21 @@ pub struct ServeConfig {
     /// is dropped.
     #[serde(with = "humantime_serde")]
     pub rtmp_write_timeout: Duration,
+    // --- HTTP limits (issue #10, helper `http`) ---
+    /// Most HTTP connections open at once; more are closed as soon as they are accepted.
+    pub http_max_connections: usize,
+    /// Most HTTP connections open at once from one source address (an IPv6 /64 counts as
+    /// one address).
+    pub http_max_connections_per_ip: usize,
+    /// How long a client may take to send a request's head, counted from the connection's
+    /// start or from the first byte of a request after the previous answer.
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// How long a connection may move no bytes while no request is pending (a keep-alive
+    /// connection between requests, or a client that stopped reading an answer) before it
+    /// is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
 }
 
 /// One tenant's settings (`[tenants.NAME]` in the file).
@@ -234,6 +249,10 @@ impl Default for ServeConfig {
             max_connections_per_ip: 64,
             max_publishers: 512,
             rtmp_write_timeout: Duration::from_secs(10),
+            http_max_connections: 4096,
+            http_max_connections_per_ip: 256,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -418,6 +437,21 @@ impl ServeConfig {
                     field: "pull",
                     reason: format!("stream `{}`: url {reason}", p.stream),
                 });
+            }
+        }
+        // --- HTTP limits (issue #10, helper `http`) ---
+        if self.http_max_connections == 0 {
+            return invalid("http-max-connections", "must be at least 1");
+        }
+        if self.http_max_connections_per_ip == 0 {
+            return invalid("http-max-connections-per-ip", "must be at least 1");
+        }
+        for (field, d) in [
+            ("http-header-timeout", self.http_header_timeout),
+            ("http-idle-timeout", self.http_idle_timeout),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                return invalid(field, "must be between 100ms and 1h");
             }
         }
         Ok(())
@@ -613,6 +647,34 @@ mod tests {
             "[[pull]]\nstream = \"a\"\nurl = \"srt://h:1\"\nextra = 1\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn http_limits_parse_and_validate() {
+        let c = ServeConfig::from_toml(
+            "http-max-connections = 64\nhttp-max-connections-per-ip = 8\n\
+             http-header-timeout = \"2s\"\nhttp-idle-timeout = \"5s\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.http_max_connections, 64);
+        assert_eq!(c.http_max_connections_per_ip, 8);
+        assert_eq!(c.http_header_timeout, Duration::from_secs(2));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(5));
+        let field = |c: ServeConfig| match c.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let zero = ServeConfig {
+            http_max_connections_per_ip: 0,
+            ..c.clone()
+        };
+        assert_eq!(field(zero), "http-max-connections-per-ip");
+        let instant = ServeConfig {
+            http_idle_timeout: Duration::ZERO,
+            ..c
+        };
+        assert_eq!(field(instant), "http-idle-timeout");
     }
 
     #[test]

@@ -22,7 +22,9 @@
 pub mod api;
 pub mod config;
 pub mod dashboard;
+pub mod http;
 pub mod ingest;
+pub mod limits;
 pub mod metrics;
 pub mod origin;
 pub mod store;
@@ -38,7 +40,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 pub use config::ServeConfig;
 
@@ -73,6 +75,9 @@ pub struct Context {
     // --- ingest limits (issue 10, RTMP side) ---
     /// Caps on ingest connections, publishers and buffered bytes (RTMP and SRT share them).
     pub ingest_limits: Arc<ingest::limits::IngestLimits>,
+    /// The process's file descriptors and the reserve peers may not take; every listener
+    /// admits its connections through it (`limits::ConnectionLimiter`).
+    pub fds: Arc<limits::FdBudget>,
 }
 
 impl Context {
@@ -159,12 +164,35 @@ async fn bind_listeners(
     Ok((rtmp, http, srt))
 }
 
+/// Raises the descriptor limit to the hard limit, says what it is, and keeps a reserve of
+/// it for storage, state and segment files (`limits::fd_reserve_for`).
+fn fd_budget() -> Arc<limits::FdBudget> {
+    let limit = limits::raise_fd_limit();
+    let reserve = limits::fd_reserve_for(limit.now);
+    match &limit.error {
+        None => info!(
+            limit = limit.now,
+            raised_from = limit.before,
+            reserve,
+            "file descriptors"
+        ),
+        Some(e) => warn!(
+            limit = limit.now,
+            reserve,
+            error = %e,
+            "file descriptors: cannot raise the limit to the hard limit"
+        ),
+    }
+    Arc::new(limits::FdBudget::new(limit.now, reserve))
+}
+
 /// Runs the worker until `shutdown` is cancelled (the binary cancels it on SIGTERM/SIGINT).
 pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     config.validate()?;
     // Listen before anything touches the stores: a start that cannot bind its ports is not
     // a start, and must not be counted as a restart of this worker id.
     let (rtmp, http, srt) = bind_listeners(&mut config).await?;
+    let fds = fd_budget();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Store(format!("{}: {e}", config.data_dir.display())))?;
     let metrics = Arc::new(Metrics::new());
@@ -260,6 +288,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         member,
         ready: AtomicBool::new(true),
         ingest_limits,
+        fds,
     });
     let heartbeat_stop = CancellationToken::new();
     let heartbeat_task = tokio::spawn(worker::run_heartbeat(
@@ -285,16 +314,16 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     spawn_change_listener(&ctx.config, streams.clone(), sweeper_stop.clone());
     let http_stop = CancellationToken::new();
     let http_task = {
-        let stop = http_stop.clone();
-        let app = origin::router(ctx.clone());
-        tokio::spawn(async move {
-            let serve = axum::serve(http, app).with_graceful_shutdown(async move {
-                stop.cancelled().await;
-            });
-            if let Err(e) = serve.await {
-                error!(error = %e, "http server failed");
-            }
-        })
+        let limits = http::HttpLimits::from_config(&ctx.config);
+        http::log_limits(&limits, &ctx.fds);
+        tokio::spawn(http::serve(
+            http,
+            origin::router(ctx.clone()),
+            limits,
+            ctx.fds.clone(),
+            ctx.metrics.clone(),
+            http_stop.clone(),
+        ))
     };
 
     shutdown.cancelled().await;

@@ -178,6 +178,17 @@ pub struct Metrics {
     /// Ingest connections (or publishes) refused by a cap: `max_connections`, `per_source`,
     /// `max_publishers`.
     pub connections_refused: Family<ReasonLabels, Counter>,
+    // --- HTTP connections and requests (issue #10, helper `http`) ---
+    /// HTTP connections open now.
+    pub http_connections_open: Gauge,
+    /// HTTP connections closed at once on accept, by `reason` (`crate::limits::Refusal`).
+    pub http_connections_refused: Family<HttpRefusalLabels, Counter>,
+    /// HTTP connections closed by a timeout, by `phase` (`header`, `idle`).
+    pub http_timeouts: Family<PhaseLabels, Counter>,
+    /// HTTP answers by status class (`2xx`, `4xx`, ...).
+    pub http_requests: Family<ClassLabels, Counter>,
+    /// 401 answers of `/api/v1`.
+    pub http_unauthorized: Counter,
     /// Log lines suppressed by rate limiting, by area.
     pub log_lines_suppressed: Family<AreaLabels, Counter>,
 }
@@ -359,6 +370,37 @@ impl Metrics {
             "Ingest connections or publishes refused by a cap, by reason",
             connections_refused.clone(),
         );
+        // --- HTTP connections and requests (issue #10, helper `http`) ---
+        let http_connections_open = Gauge::default();
+        registry.register(
+            "http_connections_open",
+            "HTTP connections open now",
+            http_connections_open.clone(),
+        );
+        let http_connections_refused = Family::<HttpRefusalLabels, Counter>::default();
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed at once on accept (max_connections, per_source, fd_reserve)",
+            http_connections_refused.clone(),
+        );
+        let http_timeouts = Family::<PhaseLabels, Counter>::default();
+        registry.register(
+            "http_timeouts",
+            "HTTP connections closed by a timeout (header: a request head too slow; idle: nothing moved)",
+            http_timeouts.clone(),
+        );
+        let http_requests = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP answers by status class",
+            http_requests.clone(),
+        );
+        let http_unauthorized = Counter::default();
+        registry.register(
+            "http_unauthorized",
+            "401 answers of /api/v1 (missing or wrong admin token)",
+            http_unauthorized.clone(),
+        );
         let log_lines_suppressed = Family::<AreaLabels, Counter>::default();
         registry.register(
             "log_lines_suppressed",
@@ -396,6 +438,11 @@ impl Metrics {
             webhook_retries,
             on_publish_calls,
             connections_refused,
+            http_connections_open,
+            http_connections_refused,
+            http_timeouts,
+            http_requests,
+            http_unauthorized,
             log_lines_suppressed,
         }
     }
@@ -494,5 +541,61 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+// --- HTTP connections and requests (issue #10, helper `http`) ---
+
+/// `reason` label of HTTP refusals (`max_connections`, `per_source`, `fd_reserve`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpRefusalLabels {
+    /// Why the connection was closed at once.
+    pub reason: &'static str,
+}
+
+/// `phase` label of HTTP timeouts (`header`, `idle`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// What the connection was waiting for.
+    pub phase: &'static str,
+}
+
+/// `class` label of HTTP answers (`1xx` .. `5xx`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// The status class.
+    pub class: &'static str,
+}
+
+
+impl Metrics {
+    /// Counts an HTTP connection closed at once on accept.
+    pub fn http_refused(&self, refusal: crate::limits::Refusal) {
+        self.http_connections_refused
+            .get_or_create(&HttpRefusalLabels {
+                reason: refusal.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts an HTTP connection closed by a timeout in `phase` (`header` or `idle`).
+    pub fn http_timeout(&self, phase: &'static str) {
+        self.http_timeouts
+            .get_or_create(&PhaseLabels { phase })
+            .inc();
+    }
+
+    /// Counts an HTTP answer by its status class.
+    pub fn http_answer(&self, status: http::StatusCode) {
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_requests
+            .get_or_create(&ClassLabels { class })
+            .inc();
     }
 }

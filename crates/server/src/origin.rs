@@ -4,8 +4,9 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -38,7 +39,16 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .nest("/api/v1", crate::api::router(ctx.clone()))
         .route("/hls/{tenant}/{stream}/{file}", get(hls))
         .layer(cors)
+        // Outermost, so every answer is counted: CORS preflights, 404s, 401s.
+        .layer(middleware::from_fn_with_state(ctx.clone(), count_answers))
         .with_state(ctx)
+}
+
+/// Counts every answer by status class (`tidegate_http_requests_total{class}`).
+async fn count_answers(State(ctx): State<Arc<Context>>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    ctx.metrics.http_answer(response.status());
+    response
 }
 
 async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
