@@ -374,7 +374,10 @@ fn video_without_parameter_sets_is_no_video_until_they_arrive() {
     s.run_with(120_000, |_| MBPS3, gop);
     assert_eq!(s.flips()[1], (Warning, Healthy, 65_000));
     assert_eq!(s.flips().len(), 2);
-    assert!(!reason_codes(&s).iter().flatten().any(|c| *c == "no_keyframe"));
+    assert!(!reason_codes(&s)
+        .iter()
+        .flatten()
+        .any(|c| *c == "no_keyframe"));
 }
 
 #[test]
@@ -402,10 +405,10 @@ fn late_parameter_sets_without_a_keyframe_turn_no_video_into_no_keyframe() {
     let codes = reason_codes(&s);
     assert!(codes.iter().all(|r| r.len() <= 1), "{codes:?}");
     let first = |code: &str| {
-        s.events
-            .iter()
-            .position(|e| matches!(e, HealthEvent::StatusChanged { reasons, .. }
-                if reasons.iter().any(|r| r.code() == code)))
+        s.events.iter().position(|e| {
+            matches!(e, HealthEvent::StatusChanged { reasons, .. }
+                if reasons.iter().any(|r| r.code() == code))
+        })
     };
     let (no_video, no_keyframe) = (first("no_video"), first("no_keyframe"));
     assert!(

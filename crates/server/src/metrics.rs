@@ -167,6 +167,13 @@ pub struct Metrics {
     pub webhook_retries: Counter,
     /// on-publish callback answers: `accepted`, `refused`, `unavailable`.
     pub on_publish_calls: Family<ResultLabels, Counter>,
+
+    // ---- issue #10, no decodable video (helper `novideo`) ----
+    /// Per stream: video frames that never reached a playlist because they could not be
+    /// decoded — no decoder configuration yet (parameter sets, sequence header), or no
+    /// keyframe to start from — or that the packager refused. Removed with the stream's
+    /// other per-session series.
+    pub video_frames_dropped: Family<StreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -339,6 +346,13 @@ impl Metrics {
             "on-publish callback answers (accepted, refused, unavailable)",
             on_publish_calls.clone(),
         );
+        // ---- issue #10, no decodable video (helper `novideo`) ----
+        let video_frames_dropped = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "video_frames_dropped",
+            "Video frames dropped per stream: no decoder configuration (parameter sets), no keyframe yet, or refused by the packager",
+            video_frames_dropped.clone(),
+        );
         Self {
             registry,
             connections,
@@ -369,6 +383,7 @@ impl Metrics {
             webhook_deliveries,
             webhook_retries,
             on_publish_calls,
+            video_frames_dropped,
         }
     }
 
