@@ -3,8 +3,10 @@
 //! ended) that webhooks and the dashboard consume.
 //!
 //! Inputs arrive from the ingest drivers (bytes per read, SRT packet counters) and from the
-//! publisher (frames, keyframes, timestamp jumps); the sweeper evaluates every live stream's
-//! health once a second ([`Telemetry::tick`]) and turns its status changes into events.
+//! publisher (frames, keyframes, video declared / configured / dropped as undecodable,
+//! timestamp jumps); the sweeper evaluates every live stream's health once a second
+//! ([`Telemetry::tick`]) and turns its status changes into events. `no_video` and
+//! `no_keyframe` are also logged once per publish session, in words an operator can act on.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
