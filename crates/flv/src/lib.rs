@@ -24,7 +24,8 @@
 //! - converts to 90 kHz: `dts = ms * 90`, `pts = (ms + composition time) * 90`;
 //! - emits a configuration event only when a sequence header differs from the current one;
 //! - drops frames that arrive before their track's configuration, and empty frames
-//!   (both counted in [`FlvStats`]);
+//!   (both counted in [`FlvStats`]); a video frame before any sequence header is also
+//!   reported as [`MediaEvent::VideoWithoutConfig`] (it can never be decoded);
 //! - checks NAL/OBU framing, strips AV1 temporal delimiters, and otherwise passes payloads
 //!   through as slices of the input [`Bytes`] (no copies).
 #![deny(missing_docs)]
@@ -242,6 +243,7 @@ impl FlvDemuxer {
     ) -> Result<(), FlvError> {
         let Some(config) = &self.video else {
             self.stats.frames_before_config += 1;
+            self.events.push_back(MediaEvent::VideoWithoutConfig);
             return Ok(());
         };
         if config.codec != codec {

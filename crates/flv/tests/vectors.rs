@@ -144,7 +144,12 @@ fn frames_before_configuration_and_empty_frames_are_dropped() {
     d.handle_audio(0, hex("af 01")).unwrap();
     assert_eq!(d.stats().empty_frames, 4);
     let ev = frames(&mut d);
-    assert_eq!(ev.len(), 2, "{ev:?}");
+    // The video frame before its sequence header is reported (health counts undecodable
+    // video); the audio one is only counted. Then the two configurations.
+    assert_eq!(ev.len(), 3, "{ev:?}");
+    assert_eq!(ev[0], MediaEvent::VideoWithoutConfig);
+    assert!(matches!(ev[1], MediaEvent::VideoConfig(_)), "{ev:?}");
+    assert!(matches!(ev[2], MediaEvent::AudioConfig(_)), "{ev:?}");
 }
 
 #[test]

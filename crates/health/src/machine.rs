@@ -33,6 +33,7 @@ const LOSS: usize = 2;
 const KEYFRAME: usize = 3;
 const TS_JUMP: usize = 4;
 const COMPETING: usize = 5;
+const NO_VIDEO: usize = 6;
 
 /// The configuration in the units the rules use, clamped to what the ring can answer.
 #[derive(Debug, Clone)]
@@ -129,6 +130,7 @@ fn fresh_slots() -> [Slot; KINDS] {
         Slot::new(Reason::NoKeyframe { for_ms: 0 }),
         Slot::new(Reason::TimestampJump),
         Slot::new(Reason::CompetingPublishers),
+        Slot::new(Reason::NoVideo { for_ms: 0 }),
     ]
 }
 
@@ -147,7 +149,8 @@ fn bps(bytes: u64, secs: u64) -> u64 {
 ///    [`handle_ended`](Self::handle_ended) from the stream lifecycle;
 ///    [`handle_bytes`](Self::handle_bytes) per read (O(1), no allocation),
 ///    [`handle_packets`](Self::handle_packets) with SRT counter deltas,
-///    [`handle_video_track`](Self::handle_video_track) and
+///    [`handle_video_track`](Self::handle_video_track),
+///    [`handle_video_config`](Self::handle_video_config) and
 ///    [`handle_keyframe`](Self::handle_keyframe) from the demuxed media,
 ///    [`handle_timestamp_jump`](Self::handle_timestamp_jump) and
 ///    [`handle_competing_publisher`](Self::handle_competing_publisher);
@@ -175,8 +178,16 @@ pub struct StreamHealth {
     low_threshold_bps: u64,
     /// Reasons reported with the current status (capacity reserved up front).
     reasons: Vec<Reason>,
-    /// Last keyframe, or when video was announced; `None` = no video seen this connection.
+    /// Last keyframe, or when video was announced (or became decodable, before the first
+    /// keyframe); `None` = no video seen this connection.
     keyframe_ref_ms: Option<u64>,
+    /// When this connection's video track was first declared or seen; `None` = none yet.
+    video_since_ms: Option<u64>,
+    /// When this connection's video first had a decoder configuration (or a keyframe came
+    /// through); `None` = not yet.
+    video_config_ms: Option<u64>,
+    /// A keyframe arrived on this connection.
+    keyframe_seen: bool,
     next_eval_ms: Option<u64>,
     pending: VecDeque<HealthEvent>,
     history: VecDeque<HealthEvent>,
@@ -202,6 +213,9 @@ impl StreamHealth {
             low_threshold_bps: 0,
             reasons: Vec::with_capacity(KINDS),
             keyframe_ref_ms: None,
+            video_since_ms: None,
+            video_config_ms: None,
+            keyframe_seen: false,
             next_eval_ms: None,
             pending: VecDeque::with_capacity(MAX_PENDING_EVENTS),
             history: VecDeque::with_capacity(HISTORY_LEN),
@@ -302,16 +316,38 @@ impl StreamHealth {
         );
     }
 
-    /// The connection carries a video track: arms the keyframe rule from now, even before
-    /// the first keyframe. (Audio-only streams never call this and are never flagged.)
+    /// The connection declares a video track (an MPEG-TS PMT, RTMP metadata) or a video
+    /// frame arrived, decodable or not: arms the `no_video` rule (no decoder configuration
+    /// within `max-keyframe-interval`) and the keyframe rule from now. Repeated calls keep
+    /// the first time. (Audio-only streams never call this and are never flagged.)
     pub fn handle_video_track(&mut self, now_ms: u64) {
+        if self.video_since_ms.is_none() {
+            self.video_since_ms = Some(now_ms);
+        }
         if self.keyframe_ref_ms.is_none() {
             self.keyframe_ref_ms = Some(now_ms);
         }
     }
 
-    /// A video keyframe arrived (also arms the keyframe rule).
+    /// The video's decoder configuration arrived (parameter sets, a sequence header): the
+    /// video can be decoded from its next keyframe on. Clears the `no_video` condition; the
+    /// keyframe rule counts from now if no keyframe came yet. Also arms both rules.
+    pub fn handle_video_config(&mut self, now_ms: u64) {
+        self.handle_video_track(now_ms);
+        if self.video_config_ms.is_none() {
+            self.video_config_ms = Some(now_ms);
+            if !self.keyframe_seen {
+                self.keyframe_ref_ms = Some(now_ms);
+            }
+        }
+    }
+
+    /// A decodable video keyframe arrived (it implies a decoder configuration; also arms
+    /// the keyframe rule).
     pub fn handle_keyframe(&mut self, now_ms: u64) {
+        self.handle_video_track(now_ms);
+        self.video_config_ms.get_or_insert(now_ms);
+        self.keyframe_seen = true;
         self.keyframe_ref_ms = Some(now_ms);
     }
 
@@ -416,6 +452,9 @@ impl StreamHealth {
         self.reasons.clear();
         self.low_threshold_bps = 0;
         self.keyframe_ref_ms = None;
+        self.video_since_ms = None;
+        self.video_config_ms = None;
+        self.keyframe_seen = false;
         self.last_flip_ms = None;
     }
 
@@ -467,6 +506,7 @@ impl StreamHealth {
         let cur = now_ms / 1000;
         self.rule_low_bitrate(now_ms, cur);
         self.rule_packets(now_ms, cur);
+        self.rule_no_video(now_ms);
         self.rule_keyframe(now_ms);
         let recover_ms = self.limits.recover_ms;
         for slot in [TS_JUMP, COMPETING] {
@@ -565,12 +605,45 @@ impl StreamHealth {
         }
     }
 
+    /// `no_video`: a video track declared or seen longer than `max-keyframe-interval` ago
+    /// that still has no decoder configuration.
+    fn rule_no_video(&mut self, now_ms: u64) {
+        let (max, recover_ms) = (self.limits.max_keyframe_ms, self.limits.recover_ms);
+        let Some(slot) = self.slots.get_mut(NO_VIDEO) else {
+            return;
+        };
+        let Some(since) = self.video_since_ms else {
+            slot.cond = false;
+            slot.active = false;
+            return;
+        };
+        let for_ms = now_ms.saturating_sub(since);
+        let cond = self.video_config_ms.is_none() && for_ms > max;
+        if cond != slot.cond {
+            slot.cond = cond;
+            // Since when the condition has its value: the moment the bound passed, or the
+            // moment the configuration arrived.
+            slot.since_ms = if cond {
+                since.saturating_add(max)
+            } else {
+                self.video_config_ms.unwrap_or(now_ms)
+            };
+        }
+        if cond {
+            slot.value = Reason::NoVideo { for_ms };
+        }
+        slot.settle(now_ms, recover_ms);
+    }
+
+    /// `no_keyframe`: decodable video (a configuration exists) without a keyframe for longer
+    /// than `max-keyframe-interval`. Video without a configuration is `no_video`'s case.
     fn rule_keyframe(&mut self, now_ms: u64) {
         let (max, recover_ms) = (self.limits.max_keyframe_ms, self.limits.recover_ms);
+        let video_config = self.video_config_ms.is_some();
         let Some(slot) = self.slots.get_mut(KEYFRAME) else {
             return;
         };
-        let Some(reference) = self.keyframe_ref_ms else {
+        let Some(reference) = self.keyframe_ref_ms.filter(|_| video_config) else {
             slot.cond = false;
             slot.active = false;
             return;

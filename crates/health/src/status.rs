@@ -77,11 +77,20 @@ pub enum Reason {
     TimestampJump,
     /// Another publisher tried to publish the same stream key.
     CompetingPublishers,
+    /// The stream declares or carries a video track that cannot be decoded: no decoder
+    /// configuration (H.264/HEVC parameter sets, an FLV sequence header) arrived within
+    /// `max-keyframe-interval` of the track being declared or its first frame, so every
+    /// video frame is dropped and the playlist is audio-only.
+    NoVideo {
+        /// Milliseconds since the video track was declared or its first frame arrived.
+        for_ms: u64,
+    },
 }
 
 impl Reason {
     /// A short, stable code for metrics labels and logs (`"low_bitrate"`, `"high_drop_rate"`,
-    /// `"high_loss_rate"`, `"no_keyframe"`, `"timestamp_jump"`, `"competing_publishers"`).
+    /// `"high_loss_rate"`, `"no_keyframe"`, `"timestamp_jump"`, `"competing_publishers"`,
+    /// `"no_video"`).
     pub fn code(&self) -> &'static str {
         REASON_CODES.get(self.index()).copied().unwrap_or("unknown")
     }
@@ -95,18 +104,20 @@ impl Reason {
             Reason::NoKeyframe { .. } => 3,
             Reason::TimestampJump => 4,
             Reason::CompetingPublishers => 5,
+            Reason::NoVideo { .. } => 6,
         }
     }
 }
 
 /// Every reason code, in reporting order: the complete (bounded) label set for metrics.
-pub const REASON_CODES: [&str; 6] = [
+pub const REASON_CODES: [&str; 7] = [
     "low_bitrate",
     "high_drop_rate",
     "high_loss_rate",
     "no_keyframe",
     "timestamp_jump",
     "competing_publishers",
+    "no_video",
 ];
 
 /// Something the server forwards to webhooks, metrics, logs and the dashboard.

@@ -305,16 +305,156 @@ fn missing_keyframes() {
     // Keyframes resume at 50 s; the reason clears recover-after later.
     assert_eq!(s.flips()[1], (Warning, Healthy, 55_000));
 
-    // Video announced, never a keyframe: flagged after the limit.
+    // Video announced with its configuration, never a keyframe: flagged after the limit.
     let mut s = Sim::connected(HealthConfig::default());
-    s.h.handle_video_track(1_000);
+    s.h.handle_video_track(500);
+    s.h.handle_video_config(1_000);
     s.run(20_000, |_| MBPS3);
     assert_eq!(s.flips(), vec![(Healthy, Warning, 12_000)]);
+    assert_eq!(s.h.reasons(), [Reason::NoKeyframe { for_ms: 19_000 }]);
 
     // Audio only: no keyframes ever, never flagged.
     let mut s = Sim::connected(HealthConfig::default());
     s.run(120_000, |_| 128_000);
     assert_eq!(s.flips(), vec![]);
+}
+
+/// The reasons carried by every event so far, as codes, one entry per event.
+fn reason_codes(s: &Sim) -> Vec<Vec<&'static str>> {
+    s.events
+        .iter()
+        .map(|e| match e {
+            HealthEvent::StatusChanged { reasons, .. }
+            | HealthEvent::ReasonsChanged { reasons, .. } => {
+                reasons.iter().map(Reason::code).collect()
+            }
+        })
+        .collect()
+}
+
+/// Video frames every 40 ms from `from_ms` (announced, never decodable), as a demuxer that
+/// drops them for want of parameter sets reports them.
+fn undecodable_video(from_ms: u64) -> impl FnMut(&mut StreamHealth, u64) {
+    move |h, t| {
+        if t >= from_ms && t % 40 == 0 {
+            h.handle_video_track(t);
+        }
+    }
+}
+
+#[test]
+fn video_without_parameter_sets_is_no_video_until_they_arrive() {
+    // The srtsink case: the PMT declares H.264 at 500 ms, video frames keep arriving, none
+    // carries SPS/PPS. Flagged at the first evaluation past max-keyframe-interval, as
+    // `no_video` and never as `no_keyframe`, for as long as it lasts.
+    let mut s = Sim::connected(HealthConfig::default());
+    s.h.handle_video_track(500);
+    s.run_with(60_000, |_| MBPS3, undecodable_video(500));
+    assert_eq!(s.flips(), vec![(Healthy, Warning, 11_000)]);
+    assert_eq!(
+        s.events[1],
+        HealthEvent::StatusChanged {
+            from: Healthy,
+            to: Warning,
+            reasons: vec![Reason::NoVideo { for_ms: 10_500 }],
+            at_ms: 11_000,
+        }
+    );
+    assert_eq!(s.h.reasons(), [Reason::NoVideo { for_ms: 59_500 }]);
+    assert!(reason_codes(&s).iter().flatten().all(|c| *c == "no_video"));
+
+    // The encoder is fixed mid-stream: parameter sets with a keyframe every 2 s from 60 s.
+    // `no_video` clears recover-after (5 s) later; no `no_keyframe` on the way.
+    let gop = |h: &mut StreamHealth, t: u64| {
+        if t.is_multiple_of(2000) {
+            h.handle_video_config(t);
+            h.handle_keyframe(t);
+        }
+    };
+    s.run_with(120_000, |_| MBPS3, gop);
+    assert_eq!(s.flips()[1], (Warning, Healthy, 65_000));
+    assert_eq!(s.flips().len(), 2);
+    assert!(!reason_codes(&s)
+        .iter()
+        .flatten()
+        .any(|c| *c == "no_keyframe"));
+}
+
+#[test]
+fn a_video_track_declared_but_never_sent_is_no_video() {
+    // RTMP metadata or a PMT announce video; not one video frame follows.
+    let mut s = Sim::connected(HealthConfig::default());
+    s.h.handle_video_track(0);
+    s.run(30_000, |_| 128_000);
+    assert_eq!(s.flips(), vec![(Healthy, Warning, 11_000)]);
+    assert_eq!(s.h.reasons(), [Reason::NoVideo { for_ms: 30_000 }]);
+}
+
+#[test]
+fn late_parameter_sets_without_a_keyframe_turn_no_video_into_no_keyframe() {
+    // Parameter sets arrive at 12 s but no keyframe ever: `no_video` first, then (counted
+    // from the configuration, not from the declaration) `no_keyframe`; never both at once.
+    let mut s = Sim::connected(HealthConfig::default());
+    s.h.handle_video_track(0);
+    let late_config = |h: &mut StreamHealth, t: u64| {
+        if t == 12_000 {
+            h.handle_video_config(t);
+        }
+    };
+    s.run_with(60_000, |_| MBPS3, late_config);
+    let codes = reason_codes(&s);
+    assert!(codes.iter().all(|r| r.len() <= 1), "{codes:?}");
+    let first = |code: &str| {
+        s.events.iter().position(|e| {
+            matches!(e, HealthEvent::StatusChanged { reasons, .. }
+                if reasons.iter().any(|r| r.code() == code))
+        })
+    };
+    let (no_video, no_keyframe) = (first("no_video"), first("no_keyframe"));
+    assert!(
+        no_video.is_some() && no_keyframe.is_some() && no_video < no_keyframe,
+        "{:?}",
+        s.events
+    );
+    // 11 s: no_video; it clears 5 s after the configuration (17 s) but the dwell holds the
+    // warning until 21 s; no_keyframe holds from 22 s and waits for the dwell again.
+    assert_eq!(
+        s.flips(),
+        vec![
+            (Healthy, Warning, 11_000),
+            (Warning, Healthy, 21_000),
+            (Healthy, Warning, 31_000)
+        ]
+    );
+    assert_eq!(s.h.reasons(), [Reason::NoKeyframe { for_ms: 48_000 }]);
+}
+
+#[test]
+fn a_new_connection_starts_without_video_state() {
+    // The first connection's video never became decodable; the publisher comes back with a
+    // fixed encoder whose configuration and keyframes arrive at once: healthy throughout.
+    let mut s = Sim::connected(HealthConfig::default());
+    s.h.handle_video_track(0);
+    s.run(20_000, |_| MBPS3);
+    assert_eq!(s.h.status(), Warning);
+    s.h.handle_disconnected(s.now);
+    s.h.handle_connected(s.now);
+    s.drain();
+    let start = s.now;
+    let gop = move |h: &mut StreamHealth, t: u64| {
+        if (t - start).is_multiple_of(2000) {
+            h.handle_video_config(t);
+            h.handle_keyframe(t);
+        }
+    };
+    s.run_with(start + 60_000, |_| MBPS3, gop);
+    assert_eq!(s.h.status(), Healthy);
+    assert_eq!(
+        s.changes().last(),
+        Some(&(Reconnecting, Healthy, start)),
+        "{:?}",
+        s.changes()
+    );
 }
 
 /// Feeds SRT counters once a second: `recv` received, plus `lost`/`dropped` per second from
@@ -561,6 +701,8 @@ fn hostile_clock_values_do_not_panic() {
     h.handle_packets(u64::MAX, u64::MAX, u64::MAX, u64::MAX, u64::MAX);
     h.handle_keyframe(0);
     h.handle_video_track(u64::MAX);
+    h.handle_video_config(u64::MAX);
+    h.handle_video_config(0);
     h.handle_timeout(u64::MAX);
     h.handle_timestamp_jump(3); // clock going backwards
     h.handle_timeout(u64::MAX);
@@ -619,6 +761,7 @@ fn status_and_reason_json_is_stable() {
         Reason::NoKeyframe { for_ms: 11_000 },
         Reason::TimestampJump,
         Reason::CompetingPublishers,
+        Reason::NoVideo { for_ms: 10_500 },
     ];
     let json = serde_json::to_string(&reasons).unwrap();
     assert_eq!(
@@ -629,7 +772,8 @@ fn status_and_reason_json_is_stable() {
             r#"{"code":"high_loss_rate","rate":0.125,"threshold":0.1},"#,
             r#"{"code":"no_keyframe","for_ms":11000},"#,
             r#"{"code":"timestamp_jump"},"#,
-            r#"{"code":"competing_publishers"}]"#
+            r#"{"code":"competing_publishers"},"#,
+            r#"{"code":"no_video","for_ms":10500}]"#
         )
     );
     let back: Vec<Reason> = serde_json::from_str(&json).unwrap();

@@ -104,7 +104,9 @@ impl TsPass {
                     MediaEvent::AudioConfig(c) => audio_cfg = audio_cfg.or(Some(c)),
                     MediaEvent::Frame(f) if f.track == TrackKind::Video => video.push(f),
                     MediaEvent::Frame(f) => audio.push(f),
-                    MediaEvent::TimestampJump { .. } => {}
+                    MediaEvent::TimestampJump { .. }
+                    | MediaEvent::VideoDeclared
+                    | MediaEvent::VideoWithoutConfig => {}
                 }
             }
         }

@@ -120,6 +120,14 @@ pub enum MediaEvent {
         /// The jump seen in the source, in [`TIMESCALE`] ticks.
         delta: i64,
     },
+    /// The source declares a video track (an MPEG-TS PMT lists one, RTMP metadata names a
+    /// video codec), whether or not any of it turns out decodable. Health watches that such
+    /// a track gets a decoder configuration; the packager ignores it.
+    VideoDeclared,
+    /// A video access unit arrived before any decoder configuration (H.264/HEVC parameter
+    /// sets, an FLV sequence header) and was dropped: it cannot be decoded. Counted and
+    /// watched by health; the packager ignores it.
+    VideoWithoutConfig,
 }
 
 /// The frames of one track inside one segment, in decode order, as muxers take them.

@@ -7,9 +7,12 @@
 //! What it understands: the first program of the PAT, its PMT (CRC checked), and one video
 //! (H.264 `0x1b`, HEVC `0x24`) and one audio (AAC ADTS `0x0f`) elementary stream. Other
 //! streams are ignored and counted. A PES ends at the next `payload_unit_start` on its PID.
+//! A PMT that adds a video stream queues [`MediaEvent::VideoDeclared`].
 //! Video access units are split into NAL units: parameter sets become the configuration
 //! record (a [`MediaEvent::VideoConfig`] whenever they change) and are removed from the frame
-//! with access-unit delimiters; the rest is written with 4-byte length prefixes. Audio PES
+//! with access-unit delimiters; the rest is written with 4-byte length prefixes. An access
+//! unit before any parameter sets cannot be decoded: it is dropped, counted, and reported as
+//! [`MediaEvent::VideoWithoutConfig`]. Audio PES
 //! are split into ADTS frames, each timed `pts + k × frame duration`. Timestamps are unwrapped
 //! from 33 bits, passed through one jump detector for both tracks, and rebased so the first
 //! decode time is 0.
@@ -376,6 +379,11 @@ impl TsDemuxer {
                 what: "video codec (only H.264 and HEVC are ingested)",
             });
         }
+        let is_new_video =
+            |s: &Pid| s.kind != Kind::Aac && !self.streams.iter().any(|o| o.pid == s.pid);
+        if streams.iter().any(is_new_video) {
+            self.events.push_back(MediaEvent::VideoDeclared);
+        }
         self.streams = streams;
         Ok(())
     }
@@ -531,7 +539,12 @@ impl TsDemuxer {
                 }
             }
         }
-        if self.video.is_none() || out.is_empty() {
+        if self.video.is_none() {
+            self.stats.dropped_frames += 1;
+            self.events.push_back(MediaEvent::VideoWithoutConfig);
+            return;
+        }
+        if out.is_empty() {
             self.stats.dropped_frames += 1;
             return;
         }

@@ -1,5 +1,6 @@
 //! The demuxer on streams written by real ffmpeg (H.264 and HEVC with AAC), whole and split
-//! into 1316-byte SRT payloads and at odd offsets, plus garbage and loss.
+//! into 1316-byte SRT payloads and at odd offsets, plus garbage and loss, and H.264 whose
+//! parameter sets were stripped (what GStreamer's `mpegtsmux ! srtsink` can deliver).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -17,6 +18,15 @@ fn ffmpeg_ts(codec: &str) -> Vec<u8> {
         .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "4"]);
     match codec {
         "h264" => cmd.args(["-c:v", "libx264", "-g", "50", "-bf", "2"]),
+        // SPS (7) and PPS (8) removed from the bitstream: the PMT still declares H.264.
+        "h264-no-parameter-sets" => cmd.args([
+            "-c:v",
+            "libx264",
+            "-g",
+            "50",
+            "-bsf:v",
+            "filter_units=remove_types=7|8",
+        ]),
         _ => cmd.args([
             "-c:v",
             "libx265",
@@ -36,6 +46,10 @@ struct Summary {
     video_frames: usize,
     keyframes: Vec<usize>,
     audio_frames: usize,
+    /// `VideoDeclared` events.
+    declared: usize,
+    /// `VideoWithoutConfig` events.
+    without_config: usize,
     codec: String,
     audio_codec: String,
     dts_monotonic: bool,
@@ -48,6 +62,8 @@ fn demux(data: &[u8], chunk: usize) -> (Summary, TsDemuxer) {
         video_frames: 0,
         keyframes: vec![],
         audio_frames: 0,
+        declared: 0,
+        without_config: 0,
         codec: String::new(),
         audio_codec: String::new(),
         dts_monotonic: true,
@@ -72,6 +88,8 @@ fn demux(data: &[u8], chunk: usize) -> (Summary, TsDemuxer) {
                 }
                 MediaEvent::Frame(_) => s.audio_frames += 1,
                 MediaEvent::TimestampJump { .. } => panic!("no jump in a clean file"),
+                MediaEvent::VideoDeclared => s.declared += 1,
+                MediaEvent::VideoWithoutConfig => s.without_config += 1,
             }
         }
     }
@@ -95,9 +113,28 @@ fn h264_aac_from_ffmpeg_in_srt_sized_chunks() {
         // 4 s at 48 kHz / 1024 ≈ 187 frames (the last PES may be pending).
         assert!((170..=190).contains(&s.audio_frames), "{}", s.audio_frames);
         assert!(s.dts_monotonic);
+        assert_eq!((s.declared, s.without_config), (1, 0), "{chunk}");
         assert_eq!(d.stats().cc_errors, 0);
         assert_eq!(d.stats().sync_losses, 0);
     }
+}
+
+#[test]
+fn h264_without_parameter_sets_is_declared_and_every_access_unit_reported() {
+    let ts = ffmpeg_ts("h264-no-parameter-sets");
+    let (s, d) = demux(&ts, 1316);
+    assert_eq!(s.declared, 1, "the PMT declares the video once");
+    assert_eq!(s.video_frames, 0, "nothing decodable goes to the packager");
+    assert!(s.codec.is_empty(), "no configuration: {}", s.codec);
+    assert!(
+        (99..=100).contains(&s.without_config),
+        "{}",
+        s.without_config
+    );
+    assert!(d.stats().dropped_frames >= 99);
+    // The audio is untouched.
+    assert_eq!(s.audio_codec, "mp4a.40.2");
+    assert!((170..=190).contains(&s.audio_frames), "{}", s.audio_frames);
 }
 
 #[test]

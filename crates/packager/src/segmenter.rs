@@ -330,6 +330,8 @@ impl Segmenter {
                 self.stats.timestamp_jumps = self.stats.timestamp_jumps.saturating_add(1);
                 self.flag_discontinuity();
             }
+            // Nothing to package: these are for health and metrics.
+            MediaEvent::VideoDeclared | MediaEvent::VideoWithoutConfig => {}
         }
         match self.error.take() {
             Some(error) => Err(error),

@@ -191,6 +191,13 @@ pub struct Metrics {
     pub http_unauthorized: Counter,
     /// Log lines suppressed by rate limiting, by area.
     pub log_lines_suppressed: Family<AreaLabels, Counter>,
+
+    // ---- issue #10, no decodable video (helper `novideo`) ----
+    /// Per stream: video frames that never reached a playlist because they could not be
+    /// decoded — no decoder configuration yet (parameter sets, sequence header), or no
+    /// keyframe to start from — or that the packager refused. Removed with the stream's
+    /// other per-session series.
+    pub video_frames_dropped: Family<StreamLabels, Counter>,
 }
 
 impl Metrics {
@@ -407,6 +414,13 @@ impl Metrics {
             "Log lines suppressed by rate limiting, by area",
             log_lines_suppressed.clone(),
         );
+        // ---- issue #10, no decodable video (helper `novideo`) ----
+        let video_frames_dropped = Family::<StreamLabels, Counter>::default();
+        registry.register(
+            "video_frames_dropped",
+            "Video frames dropped per stream: no decoder configuration (parameter sets), no keyframe yet, or refused by the packager",
+            video_frames_dropped.clone(),
+        );
         Self {
             registry,
             connections,
@@ -444,6 +458,7 @@ impl Metrics {
             http_requests,
             http_unauthorized,
             log_lines_suppressed,
+            video_frames_dropped,
         }
     }
 
@@ -566,7 +581,6 @@ pub struct ClassLabels {
     /// The status class.
     pub class: &'static str,
 }
-
 
 impl Metrics {
     /// Counts an HTTP connection closed at once on accept.

@@ -3,10 +3,12 @@
 //! ended) that webhooks and the dashboard consume.
 //!
 //! Inputs arrive from the ingest drivers (bytes per read, SRT packet counters) and from the
-//! publisher (frames, keyframes, timestamp jumps); the sweeper evaluates every live stream's
-//! health once a second ([`Telemetry::tick`]) and turns its status changes into events.
+//! publisher (frames, keyframes, video declared / configured / dropped as undecodable,
+//! timestamp jumps); the sweeper evaluates every live stream's health once a second
+//! ([`Telemetry::tick`]) and turns its status changes into events. `no_video` and
+//! `no_keyframe` are also logged once per publish session, in words an operator can act on.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
@@ -59,7 +61,17 @@ pub struct StreamTelemetry {
     epoch: AtomicU64,
     bytes: Mutex<Option<Counter>>,
     frames: Mutex<Option<Counter>>,
+    /// This session's `tidegate_video_frames_dropped_total` series.
+    video_dropped: Mutex<Option<Counter>>,
+    /// Which undecodable-video warnings this session already logged ([`VIDEO_WARNED_NO_VIDEO`],
+    /// [`VIDEO_WARNED_NO_KEYFRAME`]): each is logged once per session.
+    video_warned: AtomicU8,
 }
+
+/// `video_warned` bit: `no_video` was logged this session.
+const VIDEO_WARNED_NO_VIDEO: u8 = 1;
+/// `video_warned` bit: `no_keyframe` was logged this session.
+const VIDEO_WARNED_NO_KEYFRAME: u8 = 2;
 
 impl StreamTelemetry {
     fn new(id: StreamId, config: HealthConfig) -> Self {
@@ -70,6 +82,8 @@ impl StreamTelemetry {
             epoch: AtomicU64::new(0),
             bytes: Mutex::new(None),
             frames: Mutex::new(None),
+            video_dropped: Mutex::new(None),
+            video_warned: AtomicU8::new(0),
         }
     }
 
@@ -132,6 +146,40 @@ impl StreamTelemetry {
                 h.handle_keyframe(now_ms());
             }
         }
+    }
+
+    /// The session declares a video track or sent its first video frame, decodable or not:
+    /// arms the `no_video` and `no_keyframe` rules. (The publisher calls it once a session.)
+    pub fn note_video_track(&self) {
+        if let Ok(mut h) = self.health.lock() {
+            h.handle_video_track(now_ms());
+        }
+    }
+
+    /// The video's decoder configuration (parameter sets, sequence header) arrived.
+    pub fn note_video_config(&self) {
+        if let Ok(mut h) = self.health.lock() {
+            h.handle_video_config(now_ms());
+        }
+    }
+
+    /// `n` video frames were dropped: undecodable (no configuration, no keyframe yet) or
+    /// refused by the packager.
+    pub fn note_video_dropped(&self, n: u64) {
+        if let Ok(c) = self.video_dropped.lock() {
+            if let Some(c) = c.as_ref() {
+                c.inc_by(n);
+            }
+        }
+    }
+
+    /// Video frames dropped this session (what the series says).
+    fn video_dropped_count(&self) -> u64 {
+        self.video_dropped
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(Counter::get))
+            .unwrap_or(0)
     }
 
     /// The publisher's timeline jumped.
@@ -333,6 +381,15 @@ impl Telemetry {
         if let Ok(mut f) = t.frames.lock() {
             *f = Some(self.metrics.stream_frames.get_or_create(&labels).clone());
         }
+        if let Ok(mut v) = t.video_dropped.lock() {
+            *v = Some(
+                self.metrics
+                    .video_frames_dropped
+                    .get_or_create(&labels)
+                    .clone(),
+            );
+        }
+        t.video_warned.store(0, Ordering::Relaxed);
         let (from, status) = match t.health.lock() {
             Ok(mut h) => {
                 let from = h.status();
@@ -368,6 +425,7 @@ impl Telemetry {
             self.metrics.stream_bitrate.remove(&labels);
             self.metrics.stream_bytes.remove(&labels);
             self.metrics.stream_frames.remove(&labels);
+            self.metrics.video_frames_dropped.remove(&labels);
             self.metrics.srt_received.remove(&labels);
             self.metrics.srt_lost.remove(&labels);
             self.metrics.srt_dropped.remove(&labels);
@@ -380,6 +438,9 @@ impl Telemetry {
         }
         if let Ok(mut f) = t.frames.lock() {
             *f = None;
+        }
+        if let Ok(mut v) = t.video_dropped.lock() {
+            *v = None;
         }
         if superseded {
             info!(stream = %t.id, "session superseded by a newer epoch; no event from this worker");
@@ -463,6 +524,9 @@ impl Telemetry {
                 Err(_) => None,
             };
             let Some(ev) = ev else { break };
+            let (HealthEvent::StatusChanged { reasons, .. }
+            | HealthEvent::ReasonsChanged { reasons, .. }) = &ev;
+            self.log_undecodable_video(t, reasons);
             if let HealthEvent::StatusChanged {
                 from, to, reasons, ..
             } = ev
@@ -477,6 +541,47 @@ impl Telemetry {
                     self.set_status_series(t, protocol, to);
                 }
                 self.emit(t, "stream.status_changed", Some(from), to, reasons);
+            }
+        }
+    }
+}
+
+impl Telemetry {
+    /// Says once per session, in words an operator can act on, that a stream's video cannot
+    /// be decoded (`no_video`) or has no keyframe (`no_keyframe`).
+    fn log_undecodable_video(&self, t: &StreamTelemetry, reasons: &[Reason]) {
+        let protocol = t.protocol.lock().ok().and_then(|p| p.map(protocol_name));
+        for r in reasons {
+            let (bit, for_ms) = match r {
+                Reason::NoVideo { for_ms } => (VIDEO_WARNED_NO_VIDEO, *for_ms),
+                Reason::NoKeyframe { for_ms } => (VIDEO_WARNED_NO_KEYFRAME, *for_ms),
+                _ => continue,
+            };
+            if t.video_warned.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+                continue;
+            }
+            let dropped = t.video_dropped_count();
+            if bit == VIDEO_WARNED_NO_VIDEO {
+                warn!(
+                    stream = %t.id,
+                    protocol,
+                    for_ms,
+                    video_frames_dropped = dropped,
+                    "no decodable video: the publisher declares or sends video but no parameter \
+                     sets (SPS/PPS, or an RTMP sequence header) arrived, so every video frame is \
+                     dropped and the playlist is audio-only (GStreamer over SRT: put \
+                     `h264parse config-interval=-1` before `mpegtsmux`)"
+                );
+            } else {
+                warn!(
+                    stream = %t.id,
+                    protocol,
+                    for_ms,
+                    video_frames_dropped = dropped,
+                    "no video keyframe: the video has its parameter sets but no keyframe \
+                     arrived in time; players cannot start decoding it and segments are only \
+                     cut at keyframes (set the encoder's keyframe interval to about 2 s)"
+                );
             }
         }
     }

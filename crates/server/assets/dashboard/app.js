@@ -75,6 +75,8 @@
         return "loss " + fmtPct(r.rate) + " > " + fmtPct(r.threshold);
       case "no_keyframe":
         return "no keyframe for " + fmtDuration(r.for_ms);
+      case "no_video":
+        return "no decodable video (no SPS/PPS) for " + fmtDuration(r.for_ms);
       case "timestamp_jump":
         return "timestamps jumped";
       case "competing_publishers":

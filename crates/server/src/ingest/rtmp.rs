@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tidegate_flv::FlvDemuxer;
-use tidegate_rtmp::{Event, ServerSession, SessionConfig};
+use tidegate_media::MediaEvent;
+use tidegate_rtmp::{Amf0Value, Event, ServerSession, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -347,7 +348,26 @@ impl Connection {
                     stream_key,
                     ..
                 } => self.publish(stream_id, &app, &stream_key).await,
-                Event::Metadata { .. } => debug!("metadata"),
+                Event::Metadata { stream_id, data } => {
+                    debug!("metadata");
+                    if let Some(p) = self
+                        .publishing
+                        .as_mut()
+                        .filter(|p| p.stream_id == stream_id && declares_video(&data))
+                    {
+                        // Health then expects a sequence header (`no_video` otherwise).
+                        p.publisher
+                            .handle_media(MediaEvent::VideoDeclared, &self.ctx.metrics)
+                            .await
+                            .map_err(|e| {
+                                if e.is_drain() {
+                                    End::Shutdown
+                                } else {
+                                    End::Error("packager", e.to_string())
+                                }
+                            })?;
+                    }
+                }
                 Event::Video {
                     stream_id,
                     timestamp,
@@ -509,5 +529,15 @@ impl Connection {
                     .reject_publish(stream_id, "NetStream.Publish.BadName", &e.to_string());
             }
         }
+    }
+}
+
+/// Whether `onMetaData` names a video codec (`videocodecid`: a number such as 7, or an
+/// Enhanced RTMP FourCC such as `"hvc1"`), i.e. the publisher declares a video track.
+fn declares_video(metadata: &Amf0Value) -> bool {
+    match metadata.get("videocodecid") {
+        Some(Amf0Value::Number(n)) => *n > 0.0,
+        Some(Amf0Value::String(s)) => !s.is_empty(),
+        _ => false,
     }
 }

@@ -715,6 +715,7 @@ impl Streams {
             last_media_ms,
             close_at_boundary: self.close_at_boundary.clone(),
             task: Some(task),
+            video_seen: false,
         })
     }
 
@@ -931,6 +932,8 @@ pub struct Publisher {
     last_media_ms: Arc<AtomicI64>,
     close_at_boundary: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// The session declared or sent video (health was told once).
+    video_seen: bool,
 }
 
 /// The publish session must end: the worker is draining and a segment boundary was reached
@@ -945,6 +948,14 @@ impl PublisherClosed {
     pub fn is_drain(&self) -> bool {
         self.0 == "drain"
     }
+}
+
+/// Frames the segmenter dropped so far, for any reason.
+fn dropped_frames(segmenter: &Segmenter) -> u64 {
+    let s = segmenter.stats();
+    s.dropped_before_keyframe
+        .saturating_add(s.dropped_without_config)
+        .saturating_add(s.dropped_backwards)
 }
 
 impl Publisher {
@@ -979,25 +990,54 @@ impl Publisher {
         event: MediaEvent,
         metrics: &Metrics,
     ) -> Result<(), PublisherClosed> {
+        let mut video_frame = false;
         match &event {
             MediaEvent::TimestampJump { .. } => {
                 metrics.timestamp_jumps.inc();
                 self.telemetry.note_timestamp_jump();
             }
-            MediaEvent::Frame(f) => self
-                .telemetry
-                .note_frame(f.track == tidegate_media::TrackKind::Video, f.keyframe),
-            _ => {}
+            MediaEvent::Frame(f) => {
+                video_frame = f.track == tidegate_media::TrackKind::Video;
+                if video_frame {
+                    self.note_video_seen();
+                }
+                self.telemetry.note_frame(video_frame, f.keyframe);
+            }
+            MediaEvent::VideoDeclared => self.note_video_seen(),
+            MediaEvent::VideoWithoutConfig => {
+                // The demuxer dropped it: it can never be decoded.
+                self.note_video_seen();
+                self.telemetry.note_video_dropped(1);
+            }
+            MediaEvent::VideoConfig(_) => self.telemetry.note_video_config(),
+            MediaEvent::AudioConfig(_) => {}
         }
         let now = unix_ms();
         self.last_media_ms.store(now, Ordering::Relaxed);
+        let dropped_before = video_frame.then(|| dropped_frames(&self.segmenter));
         if let Err(e) = self.segmenter.handle_event(event, now) {
             // The segmenter drops what it cannot use (a frame going backwards, a segment
             // the muxer refused) and carries on; the publisher is not cut off for it.
             metrics.frames_dropped.inc();
             tracing::debug!(stream = %self.id, error = %e, "packager dropped media");
         }
+        if let Some(before) = dropped_before {
+            // Video the packager could not use (no keyframe to start from yet, going
+            // backwards): it never reaches a playlist either.
+            let n = dropped_frames(&self.segmenter).saturating_sub(before);
+            if n > 0 {
+                self.telemetry.note_video_dropped(n);
+            }
+        }
         self.drain().await
+    }
+
+    /// Tells health, once a session, that this session has a video track.
+    fn note_video_seen(&mut self) {
+        if !self.video_seen {
+            self.video_seen = true;
+            self.telemetry.note_video_track();
+        }
     }
 
     async fn drain(&mut self) -> Result<(), PublisherClosed> {
