@@ -146,6 +146,14 @@ struct ServeArgs {
     /// This worker's id in the cluster, stable across restarts [default: HOSTNAME-HTTPPORT].
     #[arg(long, env = "TIDEGATE_WORKER_ID")]
     worker_id: Option<String>,
+    // Ingest connection caps (issue #10).
+    /// Ingest connections open at once (SRT callers in the handshake or connected); more are
+    /// refused [default: 1024].
+    #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Ingest connections from one source IP at once [default: 64].
+    #[arg(long, env = "TIDEGATE_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
 }
 
 impl ServeArgs {
@@ -177,7 +185,9 @@ impl ServeArgs {
             takeover_policy,
             drain_timeout,
             webhook_timeout,
-            on_publish_timeout
+            on_publish_timeout,
+            max_connections,
+            max_connections_per_ip
         );
         overlay_opt!(
             rtmps_listen,

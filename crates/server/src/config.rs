@@ -174,6 +174,12 @@ pub struct ServeConfig {
     pub tenants: std::collections::BTreeMap<String, TenantConfig>,
     /// Streams pulled from remote SRT listeners (this worker calls them).
     pub pull: Vec<PullConfig>,
+    // --- Ingest connection caps (issue #10; the SRT side, shared with RTMP at merge) ---
+    /// Ingest connections (SRT callers in the handshake or connected) open at once; more are
+    /// refused.
+    pub max_connections: usize,
+    /// Ingest connections from one source IP at once; more from that address are refused.
+    pub max_connections_per_ip: usize,
 }
 
 /// One tenant's settings (`[tenants.NAME]` in the file).
@@ -219,6 +225,8 @@ impl Default for ServeConfig {
             health: tidegate_health::HealthConfig::default(),
             tenants: std::collections::BTreeMap::new(),
             pull: Vec::new(),
+            max_connections: 1024,
+            max_connections_per_ip: 64,
         }
     }
 }
@@ -366,6 +374,12 @@ impl ServeConfig {
             if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
                 return invalid(field, "must be between 100ms and 60s");
             }
+        }
+        if self.max_connections == 0 {
+            return invalid("max-connections", "must be at least 1");
+        }
+        if self.max_connections_per_ip == 0 {
+            return invalid("max-connections-per-ip", "must be at least 1");
         }
         let mut keys = std::collections::HashSet::new();
         for p in &self.pull {

@@ -97,6 +97,10 @@ pub enum ServeError {
     /// The data directory or the stores could not be opened.
     #[error("cannot open the stores: {0}")]
     Store(String),
+    /// The operating system gave no random bytes (the SRT listener's cookies and keys need
+    /// them).
+    #[error("cannot read random bytes from the operating system (needed for SRT cookies and keys): {0}")]
+    Entropy(String),
 }
 
 /// With a Redis state store, follows its change notifications so every worker drops a
@@ -219,6 +223,7 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             source,
         },
     )?;
+    let srt_secret = ingest::srt::os_secret().map_err(|e| ServeError::Entropy(e.to_string()))?;
 
     warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
     if config.admin_token.is_none() {
@@ -255,7 +260,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
 
     let ingest_stop = CancellationToken::new();
     let rtmp_task = tokio::spawn(ingest::rtmp::serve(rtmp, ctx.clone(), ingest_stop.clone()));
-    let srt_task = tokio::spawn(ingest::srt::serve(srt, ctx.clone(), ingest_stop.clone()));
+    let srt_task = tokio::spawn(ingest::srt::serve(
+        srt,
+        srt_secret,
+        ctx.clone(),
+        ingest_stop.clone(),
+    ));
     let pulls = tokio_util::task::TaskTracker::new();
     for p in &ctx.config.pull {
         pulls.spawn(ingest::srt_pull::run(

@@ -107,6 +107,20 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// `reason` label alone (fixed vocabulary).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonOnlyLabels {
+    /// Why (e.g. `unknown_socket`, `wrong_peer`, `bad_cookie`, `malformed`).
+    pub reason: &'static str,
+}
+
+/// `area` label: the part of the worker a log line is about (`rtmp`, `srt`, `http`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AreaLabels {
+    /// The area.
+    pub area: &'static str,
+}
+
 /// The worker's metrics.
 pub struct Metrics {
     registry: Registry,
@@ -167,6 +181,16 @@ pub struct Metrics {
     pub webhook_retries: Counter,
     /// on-publish callback answers: `accepted`, `refused`, `unavailable`.
     pub on_publish_calls: Family<ResultLabels, Counter>,
+    // --- SRT under attack (issue #10, helper `srt`) ---
+    /// SRT datagrams dropped before any connection saw them: `unknown_socket`, `wrong_peer`
+    /// (a connection's socket ID from another address), `bad_cookie` (a conclusion with a
+    /// SYN cookie we did not give), `malformed`.
+    pub srt_packets_ignored: Family<ReasonOnlyLabels, Counter>,
+    /// Connections refused before any handshake or publish decision, by protocol and reason
+    /// (`max_connections`, `per_source`).
+    pub connections_refused: Family<ReasonLabels, Counter>,
+    /// Log lines not written because of rate limiting, by area.
+    pub log_lines_suppressed: Family<AreaLabels, Counter>,
 }
 
 impl Metrics {
@@ -339,6 +363,25 @@ impl Metrics {
             "on-publish callback answers (accepted, refused, unavailable)",
             on_publish_calls.clone(),
         );
+        // --- SRT under attack (issue #10, helper `srt`) ---
+        let srt_packets_ignored = Family::<ReasonOnlyLabels, Counter>::default();
+        registry.register(
+            "srt_packets_ignored",
+            "SRT datagrams dropped before reaching a connection (unknown_socket, wrong_peer, bad_cookie, malformed)",
+            srt_packets_ignored.clone(),
+        );
+        let connections_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Ingest connections refused by a connection cap, by protocol and reason",
+            connections_refused.clone(),
+        );
+        let log_lines_suppressed = Family::<AreaLabels, Counter>::default();
+        registry.register(
+            "log_lines_suppressed",
+            "Log lines not written because of rate limiting, by area",
+            log_lines_suppressed.clone(),
+        );
         Self {
             registry,
             connections,
@@ -369,6 +412,9 @@ impl Metrics {
             webhook_deliveries,
             webhook_retries,
             on_publish_calls,
+            srt_packets_ignored,
+            connections_refused,
+            log_lines_suppressed,
         }
     }
 

@@ -328,10 +328,10 @@ fn handshake_flood_costs_no_state() {
         let from = SocketAddr::from(([192, 0, 2, (port % 200) as u8], port));
         let out = l.handle_datagram(t0, from, &induction).unwrap();
         assert!(matches!(out, ListenerOutput::Transmit(_)));
-        // A conclusion with a guessed cookie is ignored without a trace.
+        // A conclusion with a guessed cookie is ignored without a trace (and told apart).
         forged[44..48].copy_from_slice(&u32::from(port).to_be_bytes());
         let out = l.handle_datagram(t0, from, &forged).unwrap();
-        assert!(matches!(out, ListenerOutput::Nothing));
+        assert!(matches!(out, ListenerOutput::BadCookie));
     }
     assert_eq!(l.state_len(), 0);
 }
@@ -352,13 +352,13 @@ fn cookies_expire() {
     let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
     assert!(matches!(
         l.handle_datagram(t0, other, &concl).unwrap(),
-        ListenerOutput::Nothing
+        ListenerOutput::BadCookie
     ));
     // Three minutes later it is stale.
     let later = t0 + Duration::from_secs(200);
     assert!(matches!(
         l.handle_datagram(later, from, &concl).unwrap(),
-        ListenerOutput::Nothing
+        ListenerOutput::BadCookie
     ));
     // A minute later it is still good.
     let soon = t0 + Duration::from_secs(70);

@@ -2,4 +2,5 @@
 
 pub mod rtmp;
 pub mod srt;
+mod srt_limits;
 pub mod srt_pull;
