@@ -99,7 +99,9 @@ pub enum ServeError {
     Store(String),
     /// The operating system gave no random bytes (the SRT listener's cookies and keys need
     /// them).
-    #[error("cannot read random bytes from the operating system (needed for SRT cookies and keys): {0}")]
+    #[error(
+        "cannot read random bytes from the operating system (needed for SRT cookies and keys): {0}"
+    )]
     Entropy(String),
 }
 

@@ -14,7 +14,8 @@ use tidegate_srt::packet::{
     Ack, AckInfo, ControlBody, ControlPacket, DataPacket, KeyFlag, LossRange, PacketPosition,
 };
 use tidegate_srt::{
-    AcceptParams, Error, KeyLength, Listener, ListenerConfig, ListenerOutput, MsgNo, Packet, SeqNo,
+    AcceptParams, Error, KeyLength, Listener, ListenerConfig, ListenerOutput, MsgNo, Packet,
+    RejectReason, SeqNo,
 };
 
 fn hex(s: &str) -> Vec<u8> {
@@ -424,4 +425,55 @@ fn hostile_datagrams_never_panic() {
             while conn.poll_event().is_some() {}
         }
     }
+}
+
+#[test]
+fn a_verified_request_can_still_be_refused_with_a_code_of_the_applications() {
+    // verify → (the stream is busy) → reject: the caller gets the application's code, and a
+    // repeat of its conclusion gets the same answer.
+    let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let t0 = Instant::now();
+    let mut l = Listener::new(t0, ListenerConfig::new([1; 32]));
+    let ListenerOutput::Transmit(resp) =
+        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
+    else {
+        panic!()
+    };
+    let mut concl = hex(LIBSRT_CONCLUSION);
+    concl[44..48].copy_from_slice(&resp[44..48]);
+    let ListenerOutput::Request(req) = l.handle_datagram(t0, from, &concl).unwrap() else {
+        panic!("no request")
+    };
+    let params = AcceptParams {
+        passphrase: Some("secret-passphrase".into()),
+        ..AcceptParams::default()
+    };
+    let verified = l.verify(t0, req, &params).unwrap();
+    assert!(verified.is_encrypted());
+    assert_eq!(verified.request().peer_addr(), from);
+    let answer = l.reject(t0, verified.into_request(), RejectReason::CONFLICT);
+    let hs_type = u32::from_be_bytes([answer[36], answer[37], answer[38], answer[39]]);
+    assert_eq!(hs_type, 1000 + 1409);
+    let ListenerOutput::Transmit(again) = l.handle_datagram(t0, from, &concl).unwrap() else {
+        panic!("a repeated conclusion must get the same answer")
+    };
+    assert_eq!(again, answer);
+
+    // A wrong passphrase is refused by verify itself.
+    let mut l = Listener::new(t0, ListenerConfig::new([2; 32]));
+    let ListenerOutput::Transmit(resp) =
+        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
+    else {
+        panic!()
+    };
+    concl[44..48].copy_from_slice(&resp[44..48]);
+    let ListenerOutput::Request(req) = l.handle_datagram(t0, from, &concl).unwrap() else {
+        panic!("no request")
+    };
+    let wrong = AcceptParams {
+        passphrase: Some("another-passphrase".into()),
+        ..AcceptParams::default()
+    };
+    let rejection = l.verify(t0, req, &wrong).unwrap_err();
+    assert_eq!(rejection.reason, RejectReason::BADSECRET);
 }

@@ -32,12 +32,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use tidegate_mpegts::TsDemuxer;
-use prometheus_client::metrics::counter::Counter;
 use tidegate_srt::{
-    AcceptParams, Connection, ConnectionRequest, Event, Listener, ListenerConfig,
-    ListenerOutput, RejectReason, Route,
+    AcceptParams, Connection, ConnectionRequest, Event, Listener, ListenerConfig, ListenerOutput,
+    RejectReason, Route,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -214,6 +214,18 @@ pub fn key_hint(key: &str) -> String {
         hint.push_str(&format!("{b:02x}"));
     }
     hint
+}
+
+/// The part of a stream ID that names the key, for [`key_hint`]: the last path component
+/// of `r=` in the `#!::` syntax, else the whole ID.
+fn stream_id_key_part(sid: &str) -> &str {
+    let Some(body) = sid.strip_prefix("#!::") else {
+        return sid;
+    };
+    body.split(',')
+        .find_map(|pair| pair.strip_prefix("r="))
+        .map(|r| r.rsplit('/').next().unwrap_or(r))
+        .unwrap_or(body)
 }
 
 /// Sets the socket's receive buffer to `want` bytes. When `net.core.rmem_max` caps it, tries
@@ -436,7 +448,8 @@ impl Router {
                     return;
                 }
                 other => {
-                    self.ignored.count(other.ignored_reason().unwrap_or("malformed"));
+                    self.ignored
+                        .count(other.ignored_reason().unwrap_or("malformed"));
                     return;
                 }
             }
@@ -490,7 +503,10 @@ impl Router {
         let id = match request_stream(&req) {
             Ok(id) => id,
             Err(e) => {
-                let hint = req.stream_id().filter(|s| !s.is_empty()).map(key_hint);
+                let hint = req
+                    .stream_id()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| key_hint(stream_id_key_part(s)));
                 self.refuse(now, req, e.label(), e.code(), e.rule(), hint);
                 return;
             }
@@ -586,7 +602,10 @@ impl Router {
             return;
         };
         if suppressed > 0 {
-            warn!(suppressed, "srt: {suppressed} refusal log lines suppressed (rate limit)");
+            warn!(
+                suppressed,
+                "srt: {suppressed} refusal log lines suppressed (rate limit)"
+            );
         }
         let key = key.unwrap_or_else(|| "-".to_owned());
         warn!(peer = %peer, reason = label, code = %code, key = %key, "srt: refused: {rule}");
@@ -595,7 +614,10 @@ impl Router {
     /// Sums up refusal lines suppressed in a window that ended quietly.
     fn log_overdue_summary(&mut self, now: Instant) {
         if let Some(suppressed) = self.log.overdue_summary(now) {
-            warn!(suppressed, "srt: {suppressed} refusal log lines suppressed (rate limit)");
+            warn!(
+                suppressed,
+                "srt: {suppressed} refusal log lines suppressed (rate limit)"
+            );
         }
     }
 
@@ -669,7 +691,7 @@ impl Router {
                 protocol: Protocol::Srt,
             })
             .inc();
-        info!(stream = %id, peer = %peer, epoch = publisher.epoch(), latency_ms = conn.latency().as_millis() as u64, encrypted = conn.is_encrypted(), "srt: publishing");
+        info!(stream = %id, peer = %peer, socket = socket_id, epoch = publisher.epoch(), latency_ms = conn.latency().as_millis() as u64, encrypted = conn.is_encrypted(), "srt: publishing");
         let driver = ConnectionDriver::new(
             self.ctx.clone(),
             self.socket.clone(),
@@ -1076,16 +1098,25 @@ mod tests {
     #[test]
     fn handshake_refusals_name_the_rule() {
         use tidegate_srt::KeyLength;
-        let (label, rule) = handshake_refusal(RejectReason::BADSECRET, Some(KeyLength::Aes128), true, 0);
+        let (label, rule) =
+            handshake_refusal(RejectReason::BADSECRET, Some(KeyLength::Aes128), true, 0);
         assert_eq!((label, rule.as_str()), ("passphrase", "wrong passphrase"));
         let (label, rule) = handshake_refusal(RejectReason::UNSECURE, None, true, 0);
         assert_eq!(label, "passphrase");
         assert!(rule.contains("does not encrypt"), "{rule}");
-        let (_, rule) = handshake_refusal(RejectReason::UNSECURE, Some(KeyLength::Aes128), false, 0);
+        let (_, rule) =
+            handshake_refusal(RejectReason::UNSECURE, Some(KeyLength::Aes128), false, 0);
         assert!(rule.contains("no --srt-passphrase"), "{rule}");
-        let (_, rule) = handshake_refusal(RejectReason::UNSECURE, Some(KeyLength::Aes128), true, 32);
-        assert!(rule.contains("pbkeylen=16") && rule.contains("requires 32"), "{rule}");
-        assert_eq!(handshake_refusal(RejectReason::ROGUE, None, true, 0).0, "handshake");
+        let (_, rule) =
+            handshake_refusal(RejectReason::UNSECURE, Some(KeyLength::Aes128), true, 32);
+        assert!(
+            rule.contains("pbkeylen=16") && rule.contains("requires 32"),
+            "{rule}"
+        );
+        assert_eq!(
+            handshake_refusal(RejectReason::ROGUE, None, true, 0).0,
+            "handshake"
+        );
     }
 
     #[test]
@@ -1099,5 +1130,8 @@ mod tests {
         assert!(key_hint("").starts_with("...#"));
         assert!(key_hint("\n\x1b[1mkey").starts_with("??[1...#"));
         assert_ne!(key_hint("key-a"), key_hint("key-b"));
+        assert_eq!(stream_id_key_part("#!::r=live/cam9,m=request"), "cam9");
+        assert_eq!(stream_id_key_part("#!::m=request"), "m=request");
+        assert_eq!(stream_id_key_part("bad key"), "bad key");
     }
 }

@@ -200,10 +200,7 @@ mod tests {
         let a2 = limits
             .try_acquire("::ffff:127.0.0.1".parse().unwrap())
             .unwrap();
-        assert_eq!(
-            limits.try_acquire(a).unwrap_err(),
-            LimitRefusal::PerSource
-        );
+        assert_eq!(limits.try_acquire(a).unwrap_err(), LimitRefusal::PerSource);
         let b1 = limits.try_acquire(b).unwrap();
         assert_eq!(
             limits.try_acquire(b).unwrap_err(),
@@ -233,7 +230,10 @@ mod tests {
         assert_eq!(written, LOG_LINES_PER_WINDOW);
         assert_eq!(counter.get(), 1_000 - u64::from(LOG_LINES_PER_WINDOW));
         // Within the window: no summary yet; after it, one.
-        assert_eq!(budget.overdue_summary(t0 + Duration::from_millis(500)), None);
+        assert_eq!(
+            budget.overdue_summary(t0 + Duration::from_millis(500)),
+            None
+        );
         let later = t0 + LOG_WINDOW + Duration::from_millis(1);
         assert_eq!(budget.overdue_summary(later), Some(990));
         assert_eq!(budget.overdue_summary(later), None);
