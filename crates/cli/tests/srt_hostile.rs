@@ -213,11 +213,12 @@ fn wait_counter(server: &Server, name: &str, labels: &str, min: f64) -> String {
 /// publisher sends carries, in clear text), from the "srt: publishing" log line.
 fn live_socket_id(server: &Server, key: &str) -> u32 {
     let log = server.log_text();
+    let stream = format!("stream=default/{key} ");
     log.lines()
-        .filter(|l| l.contains("srt: publishing") && l.contains(&format!("stream=default/{key} ")))
+        .rev()
+        .filter(|l| l.contains("srt: publishing") && l.contains(&stream))
         .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("socket=")))
-        .filter_map(|v| v.parse().ok())
-        .last()
+        .find_map(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no `srt: publishing` line with a socket id for {key}:\n{log}"))
 }
 
