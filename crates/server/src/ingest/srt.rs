@@ -399,15 +399,6 @@ impl Ignored {
             malformed: c("malformed"),
         }
     }
-
-    fn count(&self, reason: &str) {
-        match reason {
-            "unknown_socket" => self.unknown_socket.inc(),
-            "wrong_peer" => self.wrong_peer.inc(),
-            "bad_cookie" => self.bad_cookie.inc(),
-            _ => self.malformed.inc(),
-        };
-    }
 }
 
 /// The router task's state: the listener, the routing table, and what callers that are
@@ -447,9 +438,16 @@ impl Router {
                     let _ = tx.try_send(Bytes::copy_from_slice(datagram));
                     return;
                 }
-                other => {
-                    self.ignored
-                        .count(other.ignored_reason().unwrap_or("malformed"));
+                Route::UnknownSocket => {
+                    self.ignored.unknown_socket.inc();
+                    return;
+                }
+                Route::WrongPeer => {
+                    self.ignored.wrong_peer.inc();
+                    return;
+                }
+                Route::Malformed => {
+                    self.ignored.malformed.inc();
                     return;
                 }
             }
