@@ -1,16 +1,20 @@
 #![no_main]
 //! A Listener fed arbitrary datagrams (split at 0xFF 0xFE markers into several), accepting
-//! every request it produces; the resulting connection gets the remaining datagrams.
+//! every request it produces; the resulting connection gets the remaining datagrams. Each
+//! datagram also goes through the router (`Routes`), which must never hand a datagram from
+//! an address other than the connection's peer to the connection.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use tidegate_srt::{AcceptParams, Listener, ListenerConfig, ListenerOutput};
+use tidegate_srt::{AcceptParams, Listener, ListenerConfig, ListenerOutput, Route, Routes};
 
 fuzz_target!(|data: &[u8]| {
     let t0 = Instant::now();
     let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let other: SocketAddr = "127.0.0.1:4001".parse().unwrap();
+    let mut routes = Routes::default();
     let mut l = Listener::new(t0, ListenerConfig::new([5; 32]));
     let mut conn = None;
     let mut now = t0;
@@ -22,9 +26,12 @@ fuzz_target!(|data: &[u8]| {
                 ..AcceptParams::default()
             };
             if let Ok((c, _)) = l.accept(now, req, params) {
+                routes.insert(c.socket_id(), from, ());
                 conn = Some(c);
             }
         }
+        assert!(!matches!(routes.route(other, d), Route::Connection(_)));
+        let _ = routes.route(from, d);
         if let Some(c) = &mut conn {
             let _ = c.handle_datagram(now, d);
             c.handle_timeout(now);

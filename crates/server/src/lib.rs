@@ -106,6 +106,12 @@ pub enum ServeError {
     /// The data directory or the stores could not be opened.
     #[error("cannot open the stores: {0}")]
     Store(String),
+    /// The operating system gave no random bytes (the SRT listener's cookies and keys need
+    /// them).
+    #[error(
+        "cannot read random bytes from the operating system (needed for SRT cookies and keys): {0}"
+    )]
+    Entropy(String),
 }
 
 /// With a Redis state store, follows its change notifications so every worker drops a
@@ -192,6 +198,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     // Listen before anything touches the stores: a start that cannot bind its ports is not
     // a start, and must not be counted as a restart of this worker id.
     let (rtmp, http, srt) = bind_listeners(&mut config).await?;
+    let srt_secret = ingest::srt::os_secret().map_err(|e| ServeError::Entropy(e.to_string()))?;
     let fds = fd_budget();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Store(format!("{}: {e}", config.data_dir.display())))?;
@@ -299,7 +306,12 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
 
     let ingest_stop = CancellationToken::new();
     let rtmp_task = tokio::spawn(ingest::rtmp::serve(rtmp, ctx.clone(), ingest_stop.clone()));
-    let srt_task = tokio::spawn(ingest::srt::serve(srt, ctx.clone(), ingest_stop.clone()));
+    let srt_task = tokio::spawn(ingest::srt::serve(
+        srt,
+        srt_secret,
+        ctx.clone(),
+        ingest_stop.clone(),
+    ));
     let pulls = tokio_util::task::TaskTracker::new();
     for p in &ctx.config.pull {
         pulls.spawn(ingest::srt_pull::run(

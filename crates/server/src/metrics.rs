@@ -107,6 +107,13 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// `reason` label alone (fixed vocabulary).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonOnlyLabels {
+    /// Why (e.g. `unknown_socket`, `wrong_peer`, `bad_cookie`, `malformed`).
+    pub reason: &'static str,
+}
+
 /// `area` label of suppressed log lines (`rtmp`, `srt`, `http`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AreaLabels {
@@ -191,6 +198,11 @@ pub struct Metrics {
     pub http_unauthorized: Counter,
     /// Log lines suppressed by rate limiting, by area.
     pub log_lines_suppressed: Family<AreaLabels, Counter>,
+    // --- SRT under attack (issue #10, helper `srt`) ---
+    /// SRT datagrams dropped before any connection saw them: `unknown_socket`, `wrong_peer`
+    /// (a connection's socket ID from another address), `bad_cookie` (a conclusion with a
+    /// SYN cookie we did not give), `malformed`.
+    pub srt_packets_ignored: Family<ReasonOnlyLabels, Counter>,
 
     // ---- issue #10, no decodable video (helper `novideo`) ----
     /// Per stream: video frames that never reached a playlist because they could not be
@@ -421,6 +433,12 @@ impl Metrics {
             "Video frames dropped per stream: no decoder configuration (parameter sets), no keyframe yet, or refused by the packager",
             video_frames_dropped.clone(),
         );
+        let srt_packets_ignored = Family::<ReasonOnlyLabels, Counter>::default();
+        registry.register(
+            "srt_packets_ignored",
+            "SRT datagrams dropped before reaching a connection (unknown_socket, wrong_peer, bad_cookie, malformed)",
+            srt_packets_ignored.clone(),
+        );
         Self {
             registry,
             connections,
@@ -458,6 +476,7 @@ impl Metrics {
             http_requests,
             http_unauthorized,
             log_lines_suppressed,
+            srt_packets_ignored,
             video_frames_dropped,
         }
     }

@@ -161,7 +161,7 @@ pub fn run(sock: &UdpSocket, o: &RecvOptions) -> Result<RecvReport, Box<dyn std:
                             }
                         }
                     }
-                    Ok(ListenerOutput::Nothing) => {}
+                    Ok(ListenerOutput::Nothing | ListenerOutput::BadCookie) => {}
                     Err(e) => eprintln!("bad handshake datagram: {e}"),
                 },
                 Some(id) => {

@@ -14,9 +14,10 @@
 //!   ACKACK/RTT, TSBPD delivery, too-late drop, decryption) and sends (send buffer,
 //!   retransmission, drop after the latency, encryption with key rotation).
 //!
-//! A server owns one UDP socket and routes each datagram by its destination socket ID
-//! ([`peek_dest_socket_id`]): 0 to the listener, anything else to the connection with that
-//! [`Connection::socket_id`]. The run loop per connection is documented on [`Connection`].
+//! A server owns one UDP socket and routes each datagram by its destination socket ID and
+//! its source address ([`Routes`]): ID 0 to the listener, anything else to the connection
+//! with that [`Connection::socket_id`] when it comes from that connection's peer, and
+//! nowhere otherwise. The run loop per connection is documented on [`Connection`].
 //!
 //! Nothing a peer sends can make this crate panic; malformed input is an [`Error`].
 
@@ -29,6 +30,7 @@ pub mod error;
 pub mod handshake;
 pub mod listener;
 pub mod packet;
+pub mod router;
 pub mod seq;
 
 pub use caller::{Caller, CallerConfig};
@@ -37,7 +39,8 @@ pub use crypto::KeyLength;
 pub use error::Error;
 pub use handshake::RejectReason;
 pub use listener::{
-    AcceptParams, ConnectionRequest, Listener, ListenerConfig, ListenerOutput, Rejection,
+    AcceptParams, ConnectionRequest, Listener, ListenerConfig, ListenerOutput, Rejection, Verified,
 };
 pub use packet::{peek_dest_socket_id, Packet};
+pub use router::{Route, Routes};
 pub use seq::{MsgNo, SeqNo};

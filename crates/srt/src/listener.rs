@@ -146,6 +146,10 @@ impl ConnectionRequest {
 pub enum ListenerOutput {
     /// Nothing to do (ignored or already answered).
     Nothing,
+    /// A conclusion whose SYN cookie is not one this listener gave to that address in the
+    /// current or the previous bucket (spoofed, guessed or stale): ignored, nothing sent, no
+    /// state kept. Reported apart from [`ListenerOutput::Nothing`] so a driver can count it.
+    BadCookie,
     /// Send this datagram back to the sender.
     Transmit(Vec<u8>),
     /// A caller wants to connect: call [`Listener::accept`] or [`Listener::reject`].
@@ -338,7 +342,7 @@ impl Listener {
             || (bucket > 0 && hs.syn_cookie == self.cookie(from, bucket - 1));
         if !valid {
             // Unknown cookie: spoofed or stale. No answer, no state.
-            return Ok(ListenerOutput::Nothing);
+            return Ok(ListenerOutput::BadCookie);
         }
         if let Some(r) = self
             .replies
@@ -415,15 +419,35 @@ impl Listener {
     /// Accepts a request with this connection's passphrase and latency. On success, send
     /// the returned datagram and route the connection's socket ID to it. The request can
     /// still be refused here (wrong or missing passphrase, key length); then send the
-    /// rejection's datagram.
+    /// rejection's datagram. Same as [`Listener::verify`] then [`Listener::complete`].
     pub fn accept(
         &mut self,
         now: Instant,
         req: ConnectionRequest,
         params: AcceptParams,
     ) -> Result<(Connection, Vec<u8>), Rejection> {
-        match self.try_accept(now, &req, &params) {
-            Ok(ok) => Ok(ok),
+        let verified = self.verify(now, req, &params)?;
+        Ok(self.complete(now, verified))
+    }
+
+    /// Checks a request against this connection's passphrase, key length and latency
+    /// without answering it yet, so the application can still refuse a request whose
+    /// handshake is good (e.g. its stream is busy) with a rejection code of its own:
+    /// [`Listener::complete`] it, or [`Listener::reject`] its [`Verified::into_request`].
+    /// A request that fails the checks is refused here; send the rejection's datagram.
+    pub fn verify(
+        &mut self,
+        now: Instant,
+        req: ConnectionRequest,
+        params: &AcceptParams,
+    ) -> Result<Verified, Rejection> {
+        match self.check(&req, params) {
+            Ok((crypto, recv_latency, peer_latency)) => Ok(Verified {
+                req,
+                crypto,
+                recv_latency,
+                peer_latency,
+            }),
             Err(reason) => Err(Rejection {
                 reason,
                 response: self.reject(now, req, reason),
@@ -431,12 +455,12 @@ impl Listener {
         }
     }
 
-    fn try_accept(
-        &mut self,
-        now: Instant,
+    /// The crypto state and the receive and peer latencies of a request, or why not.
+    fn check(
+        &self,
         req: &ConnectionRequest,
         params: &AcceptParams,
-    ) -> Result<(Connection, Vec<u8>), RejectReason> {
+    ) -> Result<(Option<CryptoParams>, Duration, Duration), RejectReason> {
         let hs = &req.hs;
         let latency = params.latency.unwrap_or(self.config.latency);
         let recv_latency = latency.max(Duration::from_millis(u64::from(req.hsreq.send_latency_ms)));
@@ -461,6 +485,19 @@ impl Listener {
                 })
             }
         };
+        Ok((crypto, recv_latency, peer_latency))
+    }
+
+    /// Answers a [`Verified`] request: send the returned datagram and route the
+    /// connection's socket ID (from the request's address) to the connection.
+    pub fn complete(&mut self, now: Instant, verified: Verified) -> (Connection, Vec<u8>) {
+        let Verified {
+            req,
+            crypto,
+            recv_latency,
+            peer_latency,
+        } = verified;
+        let hs = &req.hs;
         let mut local_id = 0;
         while local_id == 0 {
             local_id = self.rng.next_u32() & 0x3FFF_FFFF;
@@ -513,6 +550,30 @@ impl Listener {
             crypto,
             rng: KeyedRng::new(seed),
         });
-        Ok((conn, response))
+        (conn, response)
+    }
+}
+
+/// A connection request whose handshake passed [`Listener::verify`], not answered yet.
+#[derive(Debug)]
+pub struct Verified {
+    req: ConnectionRequest,
+    crypto: Option<CryptoParams>,
+    recv_latency: Duration,
+    peer_latency: Duration,
+}
+
+impl Verified {
+    /// The request (to [`Listener::reject`] it after all).
+    pub fn into_request(self) -> ConnectionRequest {
+        self.req
+    }
+    /// The request.
+    pub fn request(&self) -> &ConnectionRequest {
+        &self.req
+    }
+    /// Whether the connection will be encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        self.crypto.is_some()
     }
 }

@@ -14,7 +14,8 @@ use tidegate_srt::packet::{
     Ack, AckInfo, ControlBody, ControlPacket, DataPacket, KeyFlag, LossRange, PacketPosition,
 };
 use tidegate_srt::{
-    AcceptParams, Error, KeyLength, Listener, ListenerConfig, ListenerOutput, MsgNo, Packet, SeqNo,
+    AcceptParams, Error, KeyLength, Listener, ListenerConfig, ListenerOutput, MsgNo, Packet,
+    RejectReason, SeqNo,
 };
 
 fn hex(s: &str) -> Vec<u8> {
@@ -328,10 +329,10 @@ fn handshake_flood_costs_no_state() {
         let from = SocketAddr::from(([192, 0, 2, (port % 200) as u8], port));
         let out = l.handle_datagram(t0, from, &induction).unwrap();
         assert!(matches!(out, ListenerOutput::Transmit(_)));
-        // A conclusion with a guessed cookie is ignored without a trace.
+        // A conclusion with a guessed cookie is ignored without a trace (and told apart).
         forged[44..48].copy_from_slice(&u32::from(port).to_be_bytes());
         let out = l.handle_datagram(t0, from, &forged).unwrap();
-        assert!(matches!(out, ListenerOutput::Nothing));
+        assert!(matches!(out, ListenerOutput::BadCookie));
     }
     assert_eq!(l.state_len(), 0);
 }
@@ -352,13 +353,13 @@ fn cookies_expire() {
     let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
     assert!(matches!(
         l.handle_datagram(t0, other, &concl).unwrap(),
-        ListenerOutput::Nothing
+        ListenerOutput::BadCookie
     ));
     // Three minutes later it is stale.
     let later = t0 + Duration::from_secs(200);
     assert!(matches!(
         l.handle_datagram(later, from, &concl).unwrap(),
-        ListenerOutput::Nothing
+        ListenerOutput::BadCookie
     ));
     // A minute later it is still good.
     let soon = t0 + Duration::from_secs(70);
@@ -424,4 +425,55 @@ fn hostile_datagrams_never_panic() {
             while conn.poll_event().is_some() {}
         }
     }
+}
+
+#[test]
+fn a_verified_request_can_still_be_refused_with_a_code_of_the_applications() {
+    // verify → (the stream is busy) → reject: the caller gets the application's code, and a
+    // repeat of its conclusion gets the same answer.
+    let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let t0 = Instant::now();
+    let mut l = Listener::new(t0, ListenerConfig::new([1; 32]));
+    let ListenerOutput::Transmit(resp) =
+        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
+    else {
+        panic!()
+    };
+    let mut concl = hex(LIBSRT_CONCLUSION);
+    concl[44..48].copy_from_slice(&resp[44..48]);
+    let ListenerOutput::Request(req) = l.handle_datagram(t0, from, &concl).unwrap() else {
+        panic!("no request")
+    };
+    let params = AcceptParams {
+        passphrase: Some("secret-passphrase".into()),
+        ..AcceptParams::default()
+    };
+    let verified = l.verify(t0, req, &params).unwrap();
+    assert!(verified.is_encrypted());
+    assert_eq!(verified.request().peer_addr(), from);
+    let answer = l.reject(t0, verified.into_request(), RejectReason::CONFLICT);
+    let hs_type = u32::from_be_bytes([answer[36], answer[37], answer[38], answer[39]]);
+    assert_eq!(hs_type, 1000 + 1409);
+    let ListenerOutput::Transmit(again) = l.handle_datagram(t0, from, &concl).unwrap() else {
+        panic!("a repeated conclusion must get the same answer")
+    };
+    assert_eq!(again, answer);
+
+    // A wrong passphrase is refused by verify itself.
+    let mut l = Listener::new(t0, ListenerConfig::new([2; 32]));
+    let ListenerOutput::Transmit(resp) =
+        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
+    else {
+        panic!()
+    };
+    concl[44..48].copy_from_slice(&resp[44..48]);
+    let ListenerOutput::Request(req) = l.handle_datagram(t0, from, &concl).unwrap() else {
+        panic!("no request")
+    };
+    let wrong = AcceptParams {
+        passphrase: Some("another-passphrase".into()),
+        ..AcceptParams::default()
+    };
+    let rejection = l.verify(t0, req, &wrong).unwrap_err();
+    assert_eq!(rejection.reason, RejectReason::BADSECRET);
 }

@@ -3,8 +3,20 @@
 //! One UDP socket. The *router* task receives in batches (`recvmmsg` and GRO through
 //! `quinn-udp`), answers handshakes with the sans-IO [`Listener`] (stateless SYN cookies, so
 //! a handshake flood costs nothing), and hands every other datagram to the task that owns
-//! its connection, by destination socket ID, over a bounded channel (a full channel drops
-//! the datagram, exactly like a full socket buffer would; SRT retransmits it).
+//! its connection, by destination socket ID *and* source address ([`tidegate_srt::Routes`]:
+//! a connection hears only its own peer, as in libsrt), over a bounded channel (a full
+//! channel drops the datagram, exactly like a full socket buffer would; SRT retransmits
+//! it). What is dropped is counted in `tidegate_srt_packets_ignored_total{reason}`.
+//!
+//! What a caller can make the router hold before it is admitted is bounded: nothing for an
+//! induction (SYN cookie); a connection slot ([`ConnectionLimits`], `--max-connections`,
+//! `--max-connections-per-ip`) and a pending request in the listener (at most
+//! [`tidegate_srt::listener::MAX_PENDING_REQUESTS`]) once its cookie is valid; one of
+//! [`MAX_PUBLISH_CHECKS`] on-publish checks. Refusals name the rule in one WARN line each,
+//! at most [`super::srt_limits::LOG_LINES_PER_WINDOW`] a second (the rest are counted and
+//! summed up). An admitted connection holds at most [`CONNECTION_QUEUE`] queued datagrams
+//! of at most [`tidegate_srt::packet::MAX_PACKET_SIZE`] bytes and its receive buffer
+//! ([`tidegate_srt::connection::RECV_BUFFER_PACKETS`] packets).
 //!
 //! One task per connection owns one [`Connection`] (ARQ, TSBPD), one [`TsDemuxer`] and one
 //! [`Publisher`]. Its loop: datagram in → `handle_datagram` → send every `poll_transmit` →
@@ -14,18 +26,18 @@
 //! The same driver runs pulled connections ([`super::srt_pull`]): there the task owns its
 //! own socket instead of a routed channel ([`Inbox`]).
 
-use std::collections::HashMap;
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use prometheus_client::metrics::counter::Counter;
 use quinn_udp::{RecvMeta, UdpSockRef, UdpSocketState};
 use tidegate_mpegts::TsDemuxer;
 use tidegate_srt::{
-    peek_dest_socket_id, AcceptParams, Connection, ConnectionRequest, Event, Listener,
-    ListenerConfig, ListenerOutput, RejectReason,
+    AcceptParams, Connection, ConnectionRequest, Event, Listener, ListenerConfig, ListenerOutput,
+    RejectReason, Route,
 };
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
@@ -33,10 +45,13 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use super::srt_limits::{ConnectionLimits, LimitRefusal, LogBudget, LogVerdict, Slot, LOG_WINDOW};
 use super::srt_pull::PullSocket;
-use crate::metrics::{Protocol, ProtocolLabels};
-use crate::store::StreamId;
-use crate::stream::Publisher;
+use crate::metrics::{
+    AreaLabels, Metrics, Protocol, ProtocolLabels, ReasonLabels, ReasonOnlyLabels,
+};
+use crate::store::{StoreError, StreamId};
+use crate::stream::{PublishError, Publisher};
 use crate::webhooks::Verdict;
 use crate::Context;
 
@@ -45,7 +60,7 @@ const BATCH: usize = 32;
 /// Largest datagram (SRT live payloads are 1316 bytes + 16 header; room for GRO batches).
 const DATAGRAM_BUF: usize = 64 * 1024;
 /// Datagrams queued per connection before the router drops (as a full socket would).
-const CONNECTION_QUEUE: usize = 1024;
+pub const CONNECTION_QUEUE: usize = 1024;
 /// Kernel receive buffer for the shared listener socket: one buffer for every connection,
 /// sized for about 1 Gbit/s of SRT with a 250 ms stall of the receive task (libsrt gives each
 /// connection 11.5 MB of its own instead). Linux counts its bookkeeping against the buffer
@@ -56,20 +71,16 @@ pub const PULL_RECV_BUFFER: usize = 4 << 20;
 /// Kernel send buffer (ACKs, NAKs and handshakes only).
 const SOCKET_SEND_BUFFER: usize = 1 << 20;
 
-type Routes = Arc<Mutex<HashMap<u32, mpsc::Sender<Bytes>>>>;
+/// The listener's routing table: connection socket ID → (peer address, datagram queue).
+type Routes = Arc<Mutex<tidegate_srt::Routes<mpsc::Sender<Bytes>>>>;
 
-pub(crate) fn os_secret() -> [u8; 32] {
+/// 32 random bytes from the operating system, for SYN cookies, socket IDs, initial
+/// sequence numbers and key material. `Err` when the OS cannot give any; the worker then
+/// refuses to start rather than run SRT on guessable cookies and keys.
+pub(crate) fn os_secret() -> Result<[u8; 32], getrandom::Error> {
     let mut secret = [0u8; 32];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        let _ = std::io::Read::read_exact(&mut f, &mut secret);
-    }
-    // Mixed with the time and pid so a missing /dev/urandom still gives distinct secrets.
-    let t = crate::unix_ms().to_le_bytes();
-    let p = std::process::id().to_le_bytes();
-    for (i, b) in t.iter().chain(p.iter()).enumerate() {
-        secret[i] ^= b;
-    }
-    secret
+    getrandom::fill(&mut secret)?;
+    Ok(secret)
 }
 
 /// What a stream ID asks for.
@@ -81,14 +92,73 @@ pub struct StreamRequest {
     pub user: Option<String>,
 }
 
+/// Why a stream ID cannot be published to: the rule it breaks. libsrt callers only see
+/// the rejection code (most print "Input/output error"), so the server's log line and the
+/// `reason` label of `tidegate_publish_refused_total` are the user's clue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamIdError {
+    /// No stream ID (`streamid=` not set), or an empty one.
+    Missing,
+    /// `#!::` syntax with an element that is not `key=value`.
+    Syntax,
+    /// `#!::` syntax without an `r=` resource, or a resource with an empty key.
+    NoKey,
+    /// `m=request`: the caller wants to play, and this server only takes publishers.
+    Playback,
+    /// A mode other than `publish` or `request`.
+    UnknownMode,
+    /// The key has characters outside `[A-Za-z0-9._-]`, starts with `.`, or is longer than
+    /// 128 characters.
+    BadKey,
+}
+
+impl StreamIdError {
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing_streamid",
+            Self::Syntax | Self::NoKey | Self::UnknownMode => "bad_streamid",
+            Self::Playback => "playback_refused",
+            Self::BadKey => "bad_key",
+        }
+    }
+
+    /// The rejection code sent to the caller.
+    pub fn code(self) -> RejectReason {
+        match self {
+            Self::Playback | Self::UnknownMode => RejectReason::BAD_MODE,
+            Self::Missing | Self::Syntax | Self::NoKey | Self::BadKey => RejectReason::BAD_REQUEST,
+        }
+    }
+
+    /// The rule, for the log.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::Missing => "no stream id: set streamid=KEY or streamid=#!::r=KEY,m=publish",
+            Self::Syntax => "stream id `#!::` elements must be key=value pairs separated by commas",
+            Self::NoKey => "stream id `#!::` syntax without a key: give r=KEY (or r=live/KEY)",
+            Self::Playback => {
+                "stream id asks to play (m=request): this server only takes publishers, play over HLS"
+            }
+            Self::UnknownMode => "stream id mode is not m=publish",
+            Self::BadKey => {
+                "stream key must be 1 to 128 of [A-Za-z0-9._-] and must not start with `.`"
+            }
+        }
+    }
+}
+
 /// Parses an SRT stream ID: the access-control syntax `#!::r=live/KEY,m=publish` (keys `r`,
 /// `m`, `u`, `s`, `h`, `t`; `r` may carry an application prefix) or a bare `KEY`.
-/// `m=request` (playback) and unknown modes are refused with [`RejectReason::BAD_MODE`].
-pub fn parse_stream_id(sid: &str) -> Result<StreamRequest, RejectReason> {
+/// `m=request` (playback) and unknown modes are refused.
+pub fn parse_stream_id(sid: &str) -> Result<StreamRequest, StreamIdError> {
     let Some(body) = sid.strip_prefix("#!::") else {
+        if sid.is_empty() {
+            return Err(StreamIdError::Missing);
+        }
         let key = sid.strip_prefix("live/").unwrap_or(sid);
         return if key.is_empty() {
-            Err(RejectReason::BAD_REQUEST)
+            Err(StreamIdError::NoKey)
         } else {
             Ok(StreamRequest {
                 key: key.to_owned(),
@@ -98,28 +168,64 @@ pub fn parse_stream_id(sid: &str) -> Result<StreamRequest, RejectReason> {
     };
     let mut resource = None;
     let mut user = None;
+    let mut mode = None;
     for pair in body.split(',') {
-        let (k, v) = pair.split_once('=').ok_or(RejectReason::BAD_REQUEST)?;
+        let (k, v) = pair.split_once('=').ok_or(StreamIdError::Syntax)?;
         match k {
             "r" => resource = Some(v),
             "u" => user = Some(v.to_owned()),
-            "m" => match v {
-                "publish" => {}
-                _ => return Err(RejectReason::BAD_MODE),
-            },
+            "m" => mode = Some(v),
             _ => {}
         }
     }
-    let resource = resource.ok_or(RejectReason::BAD_REQUEST)?;
+    match mode {
+        None | Some("publish") => {}
+        Some("request") => return Err(StreamIdError::Playback),
+        Some(_) => return Err(StreamIdError::UnknownMode),
+    }
+    let resource = resource.ok_or(StreamIdError::NoKey)?;
     // `r=live/KEY` or `r=KEY`: the last path component is the key.
     let key = resource.rsplit('/').next().unwrap_or(resource);
     if key.is_empty() {
-        return Err(RejectReason::BAD_REQUEST);
+        return Err(StreamIdError::NoKey);
     }
     Ok(StreamRequest {
         key: key.to_owned(),
         user,
     })
+}
+
+/// What a log line may show of a stream key (or a stream ID that holds one): at most its
+/// first 4 characters (never more than half of it) and a short hash of the whole, so an
+/// operator can match a refusal to an encoder without the log holding the key. Characters
+/// that are not printable ASCII show as `?`.
+pub fn key_hint(key: &str) -> String {
+    use sha2::Digest as _;
+    let n = key.chars().count();
+    let shown: String = key
+        .chars()
+        .take((n / 2).min(4))
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut hint = shown;
+    hint.push_str("...#");
+    for b in digest.iter().take(4) {
+        hint.push_str(&format!("{b:02x}"));
+    }
+    hint
+}
+
+/// The part of a stream ID that names the key, for [`key_hint`]: the last path component
+/// of `r=` in the `#!::` syntax, else the whole ID.
+fn stream_id_key_part(sid: &str) -> &str {
+    let Some(body) = sid.strip_prefix("#!::") else {
+        return sid;
+    };
+    body.split(',')
+        .find_map(|pair| pair.strip_prefix("r="))
+        .map(|r| r.rsplit('/').next().unwrap_or(r))
+        .unwrap_or(body)
 }
 
 /// Sets the socket's receive buffer to `want` bytes. When `net.core.rmem_max` caps it, tries
@@ -169,8 +275,14 @@ pub fn bind(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> 
     UdpSocket::from_std(sock.into())
 }
 
-/// Serves SRT publishers on `socket` until `shutdown` is cancelled.
-pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationToken) {
+/// Serves SRT publishers on `socket` until `shutdown` is cancelled. `secret` keys the SYN
+/// cookies, socket IDs and sequence numbers ([`os_secret`]).
+pub async fn serve(
+    socket: UdpSocket,
+    secret: [u8; 32],
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let state = match UdpSocketState::new(UdpSockRef::from(&*socket)) {
         Ok(s) => Arc::new(s),
@@ -179,11 +291,8 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationT
             return;
         }
     };
-    let mut config = ListenerConfig::new(os_secret());
+    let mut config = ListenerConfig::new(secret);
     config.latency = ctx.config.srt_latency;
-    let mut listener = Listener::new(Instant::now(), config);
-    let routes: Routes = Arc::default();
-    let tracker = tokio_util::task::TaskTracker::new();
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| vec![0u8; DATAGRAM_BUF]).collect();
     let mut meta = vec![RecvMeta::default(); BATCH];
     let ingest = ctx
@@ -197,7 +306,32 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationT
     // never waits on it; the caller repeats its conclusion meanwhile (answered with
     // nothing by the listener, which keeps the request pending).
     let (decided_tx, mut decided_rx) = mpsc::channel::<Decided>(DECIDED_QUEUE);
-    let checks = Arc::new(Semaphore::new(MAX_PUBLISH_CHECKS));
+    let log = LogBudget::new(
+        ctx.metrics
+            .log_lines_suppressed
+            .get_or_create(&AreaLabels { area: "srt" })
+            .clone(),
+    );
+    let ignored = Ignored::new(&ctx.metrics);
+    let mut router = Router {
+        listener: Listener::new(Instant::now(), config),
+        routes: Arc::default(),
+        tracker: tokio_util::task::TaskTracker::new(),
+        shutdown: shutdown.clone(),
+        decided: decided_tx,
+        checks: Arc::new(Semaphore::new(MAX_PUBLISH_CHECKS)),
+        limits: ConnectionLimits::new(
+            ctx.config.max_connections,
+            ctx.config.max_connections_per_ip,
+        ),
+        log,
+        ignored,
+        socket: socket.clone(),
+        state: state.clone(),
+        ctx,
+    };
+    let mut summary = tokio::time::interval(LOG_WINDOW);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let n = tokio::select! {
             r = socket.async_io(Interest::READABLE, || {
@@ -206,25 +340,11 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationT
                 state.recv(UdpSockRef::from(&*socket), &mut slices, &mut meta)
             }) => r,
             Some(d) = decided_rx.recv() => {
-                let now = Instant::now();
-                let peer = d.req.peer_addr();
-                let resp = if d.verdict == Verdict::Accept {
-                    admit(
-                        &ctx, &socket, &state, &mut listener, &routes, &tracker, &shutdown, now,
-                        d.req, d.id,
-                    )
-                    .await
-                } else {
-                    let reason = d.verdict.reason();
-                    ctx.metrics.refused(Protocol::Srt, reason);
-                    warn!(stream = %d.id, peer = %peer, reason, "srt: publish refused by the on-publish callback");
-                    let code = match d.verdict {
-                        Verdict::Unavailable => RejectReason::ISE,
-                        _ => RejectReason::FORBIDDEN,
-                    };
-                    listener.reject(now, d.req, code)
-                };
-                send(&socket, &state, peer, &resp);
+                router.on_decided(d).await;
+                continue;
+            }
+            _ = summary.tick() => {
+                router.log_overdue_summary(Instant::now());
                 continue;
             }
             () = shutdown.cancelled() => break,
@@ -247,103 +367,394 @@ pub async fn serve(socket: UdpSocket, ctx: Arc<Context>, shutdown: CancellationT
                 };
                 off = end;
                 ingest.inc_by(datagram.len() as u64);
-                route(
-                    &ctx,
-                    &socket,
-                    &state,
-                    &mut listener,
-                    &routes,
-                    &tracker,
-                    &shutdown,
-                    &decided_tx,
-                    &checks,
-                    now,
-                    m.addr,
-                    datagram,
-                )
-                .await;
+                router.route(now, m.addr, datagram).await;
             }
         }
     }
-    tracker.close();
-    tracker.wait().await;
+    router.tracker.close();
+    router.tracker.wait().await;
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn route(
-    ctx: &Arc<Context>,
-    socket: &Arc<UdpSocket>,
-    state: &Arc<UdpSocketState>,
-    listener: &mut Listener,
-    routes: &Routes,
-    tracker: &tokio_util::task::TaskTracker,
-    shutdown: &CancellationToken,
-    decided: &mpsc::Sender<Decided>,
-    checks: &Arc<Semaphore>,
-    now: Instant,
-    from: SocketAddr,
-    datagram: &[u8],
-) {
-    let Some(dest) = peek_dest_socket_id(datagram) else {
-        ctx.metrics.connection_error(Protocol::Srt, "malformed");
-        return;
-    };
-    if dest != 0 {
-        let tx = routes.lock().ok().and_then(|r| r.get(&dest).cloned());
-        if let Some(tx) = tx {
-            let _ = tx.try_send(Bytes::copy_from_slice(datagram));
+/// The counters of datagrams dropped before any connection saw them, resolved once (the
+/// router counts per datagram).
+struct Ignored {
+    unknown_socket: Counter,
+    wrong_peer: Counter,
+    bad_cookie: Counter,
+    malformed: Counter,
+}
+
+impl Ignored {
+    fn new(metrics: &Metrics) -> Self {
+        let c = |reason| {
+            metrics
+                .srt_packets_ignored
+                .get_or_create(&ReasonOnlyLabels { reason })
+                .clone()
+        };
+        Ignored {
+            unknown_socket: c("unknown_socket"),
+            wrong_peer: c("wrong_peer"),
+            bad_cookie: c("bad_cookie"),
+            malformed: c("malformed"),
         }
-        return;
     }
-    match listener.handle_datagram(now, from, datagram) {
-        Ok(ListenerOutput::Nothing) => {}
-        Ok(ListenerOutput::Transmit(resp)) => send(socket, state, from, &resp),
-        Ok(ListenerOutput::Request(req)) => {
-            ctx.metrics
-                .connections
-                .get_or_create(&ProtocolLabels {
-                    protocol: Protocol::Srt,
-                })
-                .inc();
-            let id = match request_stream(&req) {
-                Ok(id) => id,
-                Err(reason) => {
-                    ctx.metrics.refused(Protocol::Srt, "bad_stream_id");
-                    warn!(peer = %from, reason = reason.0, "srt: publish refused: stream id not usable");
-                    let resp = listener.reject(now, req, reason);
-                    send(socket, state, from, &resp);
+}
+
+/// The router task's state: the listener, the routing table, and what callers that are
+/// not admitted yet may hold (a [`Slot`] each, on-publish checks in flight) or log.
+struct Router {
+    ctx: Arc<Context>,
+    socket: Arc<UdpSocket>,
+    state: Arc<UdpSocketState>,
+    listener: Listener,
+    routes: Routes,
+    tracker: tokio_util::task::TaskTracker,
+    shutdown: CancellationToken,
+    decided: mpsc::Sender<Decided>,
+    checks: Arc<Semaphore>,
+    limits: ConnectionLimits,
+    log: LogBudget,
+    ignored: Ignored,
+}
+
+impl Router {
+    fn send(&self, to: SocketAddr, data: &[u8]) {
+        send(&self.socket, &self.state, to, data);
+    }
+
+    /// One datagram from `from`: to its connection (only from that connection's peer), to
+    /// the listener (socket ID 0), or counted and dropped.
+    async fn route(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+        {
+            let routes = self
+                .routes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match routes.route(from, datagram) {
+                Route::Listener => {}
+                Route::Connection(tx) => {
+                    // A full queue drops the datagram, as a full socket buffer would.
+                    let _ = tx.try_send(Bytes::copy_from_slice(datagram));
                     return;
                 }
-            };
-            if ctx.on_publish.is_some() {
-                let Ok(permit) = checks.clone().try_acquire_owned() else {
-                    ctx.metrics.refused(Protocol::Srt, "on_publish_busy");
-                    warn!(stream = %id, peer = %from, "srt: publish refused: too many on-publish checks in flight");
-                    let resp = listener.reject(now, req, RejectReason::BACKLOG);
-                    send(socket, state, from, &resp);
+                Route::UnknownSocket => {
+                    self.ignored.unknown_socket.inc();
                     return;
+                }
+                Route::WrongPeer => {
+                    self.ignored.wrong_peer.inc();
+                    return;
+                }
+                Route::Malformed => {
+                    self.ignored.malformed.inc();
+                    return;
+                }
+            }
+        }
+        match self.listener.handle_datagram(now, from, datagram) {
+            Ok(ListenerOutput::Nothing) => {}
+            Ok(ListenerOutput::BadCookie) => {
+                self.ignored.bad_cookie.inc();
+            }
+            Ok(ListenerOutput::Transmit(resp)) => self.send(from, &resp),
+            Ok(ListenerOutput::Request(req)) => self.on_request(now, req).await,
+            Err(e) => {
+                self.ignored.malformed.inc();
+                debug!(peer = %from, error = %e, "srt: bad handshake datagram");
+            }
+        }
+    }
+
+    /// A caller that passed the cookie exchange: a connection slot, a stream ID, the
+    /// on-publish callback (when configured), then [`Router::admit`].
+    async fn on_request(&mut self, now: Instant, req: ConnectionRequest) {
+        let peer = req.peer_addr();
+        let slot = match self.limits.try_acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let label = refusal.label();
+                self.ctx
+                    .metrics
+                    .connections_refused
+                    .get_or_create(&ReasonLabels {
+                        protocol: Protocol::Srt,
+                        reason: label,
+                    })
+                    .inc();
+                let (code, rule) = match refusal {
+                    LimitRefusal::MaxConnections => (
+                        RejectReason::BACKLOG,
+                        "--max-connections ingest connections are open",
+                    ),
+                    LimitRefusal::PerSource => (
+                        RejectReason::OVERLOAD,
+                        "--max-connections-per-ip connections from this address are open",
+                    ),
                 };
-                let ctx = ctx.clone();
-                let decided = decided.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let Some(hook) = &ctx.on_publish else { return };
-                    let verdict = hook.check(&id, Protocol::Srt, None, from).await;
-                    // A full queue or a stopped router: the caller times out and retries.
-                    let _ = decided.send(Decided { req, id, verdict }).await;
-                });
+                self.log_refusal(now, peer, label, code, rule, None);
+                let resp = self.listener.reject(now, req, code);
+                self.send(peer, &resp);
                 return;
             }
-            let resp = admit(
-                ctx, socket, state, listener, routes, tracker, shutdown, now, req, id,
+        };
+        let id = match request_stream(&req) {
+            Ok(id) => id,
+            Err(e) => {
+                let hint = req
+                    .stream_id()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| key_hint(stream_id_key_part(s)));
+                self.refuse(now, req, e.label(), e.code(), e.rule(), hint);
+                return;
+            }
+        };
+        if self.ctx.on_publish.is_some() {
+            let Ok(permit) = self.checks.clone().try_acquire_owned() else {
+                self.refuse(
+                    now,
+                    req,
+                    "on_publish_busy",
+                    RejectReason::BACKLOG,
+                    "too many on-publish checks in flight",
+                    Some(key_hint(&id.name)),
+                );
+                return;
+            };
+            let ctx = self.ctx.clone();
+            let decided = self.decided.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let Some(hook) = &ctx.on_publish else { return };
+                let verdict = hook.check(&id, Protocol::Srt, None, peer).await;
+                // A full queue or a stopped router: the caller times out and retries.
+                let _ = decided
+                    .send(Decided {
+                        req,
+                        id,
+                        verdict,
+                        slot,
+                    })
+                    .await;
+            });
+            return;
+        }
+        self.admit(now, req, id, slot).await;
+    }
+
+    /// The on-publish callback's verdict on a request.
+    async fn on_decided(&mut self, d: Decided) {
+        let now = Instant::now();
+        if d.verdict == Verdict::Accept {
+            self.admit(now, d.req, d.id, d.slot).await;
+            return;
+        }
+        let code = match d.verdict {
+            Verdict::Unavailable => RejectReason::ISE,
+            _ => RejectReason::FORBIDDEN,
+        };
+        let rule = match d.verdict {
+            Verdict::Unavailable => "the on-publish callback did not answer in time",
+            _ => "the on-publish callback refused it",
+        };
+        self.refuse(
+            now,
+            d.req,
+            d.verdict.reason(),
+            code,
+            rule,
+            Some(key_hint(&d.id.name)),
+        );
+    }
+
+    /// Refuses `req` with `code`: counted in `tidegate_publish_refused_total{protocol="srt",
+    /// reason=label}` and logged (within the log budget) with the rule it broke.
+    fn refuse(
+        &mut self,
+        now: Instant,
+        req: ConnectionRequest,
+        label: &'static str,
+        code: RejectReason,
+        rule: &str,
+        key: Option<String>,
+    ) {
+        let peer = req.peer_addr();
+        self.ctx.metrics.refused(Protocol::Srt, label);
+        self.log_refusal(now, peer, label, code, rule, key);
+        let resp = self.listener.reject(now, req, code);
+        self.send(peer, &resp);
+    }
+
+    /// One WARN line about a caller that was not admitted, unless the budget is spent (then
+    /// it is counted in `tidegate_log_lines_suppressed_total{area="srt"}`).
+    fn log_refusal(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        label: &'static str,
+        code: RejectReason,
+        rule: &str,
+        key: Option<String>,
+    ) {
+        let LogVerdict::Write { suppressed } = self.log.take(now) else {
+            return;
+        };
+        if suppressed > 0 {
+            warn!(
+                suppressed,
+                "srt: {suppressed} refusal log lines suppressed (rate limit)"
+            );
+        }
+        let key = key.unwrap_or_else(|| "-".to_owned());
+        warn!(peer = %peer, reason = label, code = %code, key = %key, "srt: refused: {rule}");
+    }
+
+    /// Sums up refusal lines suppressed in a window that ended quietly.
+    fn log_overdue_summary(&mut self, now: Instant) {
+        if let Some(suppressed) = self.log.overdue_summary(now) {
+            warn!(
+                suppressed,
+                "srt: {suppressed} refusal log lines suppressed (rate limit)"
+            );
+        }
+    }
+
+    /// Decides on a connection request for `id`: handshake (passphrase, key length) →
+    /// publish slot → accept. A caller refused at the handshake leaves no trace in the
+    /// stream state; one refused for its stream (busy, draining) gets a rejection code too.
+    async fn admit(&mut self, now: Instant, req: ConnectionRequest, id: StreamId, slot: Slot) {
+        let peer = req.peer_addr();
+        let caller_key = req.key_length();
+        let params = AcceptParams {
+            passphrase: self.ctx.config.srt_passphrase.clone(),
+            latency: Some(self.ctx.config.srt_latency),
+            enforce_key_length: tidegate_srt::KeyLength::from_bytes(usize::from(
+                self.ctx.config.srt_pbkeylen,
+            )),
+        };
+        let verified = match self.listener.verify(now, req, &params) {
+            Ok(v) => v,
+            Err(rejection) => {
+                let (label, rule) = handshake_refusal(
+                    rejection.reason,
+                    caller_key,
+                    self.ctx.config.srt_passphrase.is_some(),
+                    self.ctx.config.srt_pbkeylen,
+                );
+                self.ctx.metrics.refused(Protocol::Srt, label);
+                self.log_refusal(
+                    now,
+                    peer,
+                    label,
+                    rejection.reason,
+                    &rule,
+                    Some(key_hint(&id.name)),
+                );
+                self.send(peer, &rejection.response);
+                return;
+            }
+        };
+        let publisher = match self
+            .ctx
+            .streams
+            .begin_publish(id.clone(), Protocol::Srt)
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let (label, code) = publish_refusal(&e);
+                let rule = format!("stream {id}: {e}");
+                self.refuse(
+                    Instant::now(),
+                    verified.into_request(),
+                    label,
+                    code,
+                    &rule,
+                    Some(key_hint(&id.name)),
+                );
+                return;
+            }
+        };
+        let (conn, resp) = self.listener.complete(Instant::now(), verified);
+        let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
+        let socket_id = conn.socket_id();
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(socket_id, peer, tx);
+        self.ctx
+            .metrics
+            .connections
+            .get_or_create(&ProtocolLabels {
+                protocol: Protocol::Srt,
+            })
+            .inc();
+        info!(stream = %id, peer = %peer, socket = socket_id, epoch = publisher.epoch(), latency_ms = conn.latency().as_millis() as u64, encrypted = conn.is_encrypted(), "srt: publishing");
+        let driver = ConnectionDriver::new(
+            self.ctx.clone(),
+            self.socket.clone(),
+            self.state.clone(),
+            conn,
+            publisher,
+            Inbox::Routed(rx),
+        );
+        let routes = self.routes.clone();
+        let shutdown = self.shutdown.clone();
+        let span = info_span!("srt", socket = socket_id, peer = %peer);
+        self.tracker.spawn(
+            async move {
+                let _slot = slot;
+                driver.run(shutdown).await;
+                routes
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(socket_id);
+            }
+            .instrument(span),
+        );
+        self.send(peer, &resp);
+    }
+}
+
+/// The `reason` label and the rule of a caller refused at the handshake.
+fn handshake_refusal(
+    code: RejectReason,
+    caller_key: Option<tidegate_srt::KeyLength>,
+    passphrase_set: bool,
+    pbkeylen: u8,
+) -> (&'static str, String) {
+    let rule = match code {
+        RejectReason::BADSECRET => "wrong passphrase".to_owned(),
+        RejectReason::UNSECURE => match caller_key {
+            None => "a passphrase is required (--srt-passphrase) and the caller does not encrypt"
+                .to_owned(),
+            Some(_) if !passphrase_set => {
+                "the caller encrypts but this server has no --srt-passphrase".to_owned()
+            }
+            Some(k) => format!(
+                "key length mismatch: the caller uses pbkeylen={}, this server requires {pbkeylen}",
+                k.bytes()
+            ),
+        },
+        other => {
+            return (
+                "handshake",
+                format!("handshake refused ({other}): malformed key material"),
             )
-            .await;
-            send(socket, state, from, &resp);
         }
-        Err(e) => {
-            ctx.metrics.connection_error(Protocol::Srt, "malformed");
-            debug!(peer = %from, error = %e, "srt: bad handshake datagram");
+    };
+    ("passphrase", rule)
+}
+
+/// The `reason` label and the rejection code of a caller whose stream cannot be published.
+fn publish_refusal(e: &PublishError) -> (&'static str, RejectReason) {
+    match e {
+        PublishError::AlreadyLive | PublishError::Store(StoreError::Conflict { .. }) => {
+            ("busy", RejectReason::CONFLICT)
         }
+        PublishError::Competing(_) => (e.reason(), RejectReason::CONFLICT),
+        PublishError::Draining => (e.reason(), RejectReason::DOWN),
+        PublishError::Store(_) => (e.reason(), RejectReason::ISE),
     }
 }
 
@@ -363,16 +774,17 @@ pub(crate) fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, d
 }
 
 /// The stream a connection request asks to publish (open mode: tenant `default`).
-fn request_stream(req: &ConnectionRequest) -> Result<StreamId, RejectReason> {
+fn request_stream(req: &ConnectionRequest) -> Result<StreamId, StreamIdError> {
     let r = parse_stream_id(req.stream_id().unwrap_or_default())?;
-    StreamId::new("default", &r.key).ok_or(RejectReason::BAD_REQUEST)
+    StreamId::new("default", &r.key).ok_or(StreamIdError::BadKey)
 }
 
-/// A connection request and the on-publish callback's verdict on it.
+/// A connection request, its slot, and the on-publish callback's verdict on it.
 struct Decided {
     req: ConnectionRequest,
     id: StreamId,
     verdict: Verdict,
+    slot: Slot,
 }
 
 /// Verdicts waiting for the router.
@@ -380,88 +792,6 @@ const DECIDED_QUEUE: usize = 64;
 /// on-publish callbacks in flight at once; beyond, callers are refused with
 /// `SRT_REJ_BACKLOG` (a handshake flood must not become a flood of HTTP calls).
 const MAX_PUBLISH_CHECKS: usize = 256;
-
-/// Decides on a connection request for `id`: handshake → publish slot → accept.
-#[allow(clippy::too_many_arguments)]
-async fn admit(
-    ctx: &Arc<Context>,
-    socket: &Arc<UdpSocket>,
-    state: &Arc<UdpSocketState>,
-    listener: &mut Listener,
-    routes: &Routes,
-    tracker: &tokio_util::task::TaskTracker,
-    shutdown: &CancellationToken,
-    now: Instant,
-    req: ConnectionRequest,
-    id: StreamId,
-) -> Vec<u8> {
-    let peer = req.peer_addr();
-    let metrics = &ctx.metrics;
-    // The handshake first (passphrase, key length, latency): a caller refused here leaves no
-    // trace in the stream state.
-    let params = AcceptParams {
-        passphrase: ctx.config.srt_passphrase.clone(),
-        latency: Some(ctx.config.srt_latency),
-        enforce_key_length: tidegate_srt::KeyLength::from_bytes(usize::from(
-            ctx.config.srt_pbkeylen,
-        )),
-    };
-    let (mut conn, resp) = match listener.accept(now, req, params) {
-        Ok(accepted) => accepted,
-        Err(rejection) => {
-            let reason = rejection.reason;
-            let label = match reason {
-                RejectReason::BADSECRET => "bad_passphrase",
-                RejectReason::UNSECURE => "encryption_mismatch",
-                _ => "handshake",
-            };
-            metrics.refused(Protocol::Srt, label);
-            warn!(stream = %id, peer = %peer, reason = reason.0, "srt: handshake refused ({label})");
-            return rejection.response;
-        }
-    };
-    let publisher = match ctx.streams.begin_publish(id.clone(), Protocol::Srt).await {
-        Ok(p) => p,
-        Err(e) => {
-            // The connection is up but may not publish: answer, then shut it down at once.
-            metrics.refused(Protocol::Srt, e.reason());
-            warn!(stream = %id, peer = %peer, reason = e.reason(), "srt: publish refused: {e}");
-            send(socket, state, peer, &resp);
-            conn.close(now);
-            while let Some(d) = conn.poll_transmit(now) {
-                send(socket, state, peer, &d);
-            }
-            return Vec::new();
-        }
-    };
-    let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
-    let socket_id = conn.socket_id();
-    if let Ok(mut r) = routes.lock() {
-        r.insert(socket_id, tx);
-    }
-    info!(stream = %id, peer = %peer, epoch = publisher.epoch(), latency_ms = conn.latency().as_millis() as u64, encrypted = conn.is_encrypted(), "srt: publishing");
-    let driver = ConnectionDriver::new(
-        ctx.clone(),
-        socket.clone(),
-        state.clone(),
-        conn,
-        publisher,
-        Inbox::Routed(rx),
-    );
-    let routes = routes.clone();
-    let shutdown = shutdown.clone();
-    let span = info_span!("srt", socket = socket_id, peer = %peer);
-    tracker.spawn(
-        async move {
-            driver.run(shutdown).await;
-            if let Ok(mut r) = routes.lock() {
-                r.remove(&socket_id);
-            }
-        }
-        .instrument(span),
-    );
-    resp
-}
 
 /// Where a connection's datagrams come from.
 pub(crate) enum Inbox {
@@ -727,22 +1057,79 @@ mod tests {
                 .as_deref(),
             Some("bob")
         );
+        let err = |s: &str| parse_stream_id(s).unwrap_err();
+        assert_eq!(err("#!::r=live/cam,m=request"), StreamIdError::Playback);
+        // The mode wins over a missing resource: a player is told it cannot play.
+        assert_eq!(err("#!::m=request"), StreamIdError::Playback);
+        assert_eq!(err("#!::r=cam,m=bidirectional"), StreamIdError::UnknownMode);
+        assert_eq!(err("#!::m=publish"), StreamIdError::NoKey);
+        assert_eq!(err("#!::r=live/"), StreamIdError::NoKey);
+        assert_eq!(err("live/"), StreamIdError::NoKey);
+        assert_eq!(err("#!::garbage"), StreamIdError::Syntax);
+        assert_eq!(err(""), StreamIdError::Missing);
+    }
+
+    #[test]
+    fn every_stream_id_refusal_has_a_contract_label_and_an_srt_code() {
+        for (e, label, code) in [
+            (StreamIdError::Missing, "missing_streamid", 1400),
+            (StreamIdError::Syntax, "bad_streamid", 1400),
+            (StreamIdError::NoKey, "bad_streamid", 1400),
+            (StreamIdError::UnknownMode, "bad_streamid", 1405),
+            (StreamIdError::Playback, "playback_refused", 1405),
+            (StreamIdError::BadKey, "bad_key", 1400),
+        ] {
+            assert_eq!(e.label(), label, "{e:?}");
+            assert_eq!(e.code().0, code, "{e:?}");
+            assert!(!e.rule().is_empty());
+        }
         assert_eq!(
-            parse_stream_id("#!::r=live/cam,m=request"),
-            Err(RejectReason::BAD_MODE)
+            publish_refusal(&PublishError::AlreadyLive),
+            ("busy", RejectReason::CONFLICT)
         );
         assert_eq!(
-            parse_stream_id("#!::m=publish"),
-            Err(RejectReason::BAD_REQUEST)
+            publish_refusal(&PublishError::Draining).1,
+            RejectReason::DOWN
+        );
+    }
+
+    #[test]
+    fn handshake_refusals_name_the_rule() {
+        use tidegate_srt::KeyLength;
+        let (label, rule) =
+            handshake_refusal(RejectReason::BADSECRET, Some(KeyLength::Aes128), true, 0);
+        assert_eq!((label, rule.as_str()), ("passphrase", "wrong passphrase"));
+        let (label, rule) = handshake_refusal(RejectReason::UNSECURE, None, true, 0);
+        assert_eq!(label, "passphrase");
+        assert!(rule.contains("does not encrypt"), "{rule}");
+        let (_, rule) =
+            handshake_refusal(RejectReason::UNSECURE, Some(KeyLength::Aes128), false, 0);
+        assert!(rule.contains("no --srt-passphrase"), "{rule}");
+        let (_, rule) =
+            handshake_refusal(RejectReason::UNSECURE, Some(KeyLength::Aes128), true, 32);
+        assert!(
+            rule.contains("pbkeylen=16") && rule.contains("requires 32"),
+            "{rule}"
         );
         assert_eq!(
-            parse_stream_id("#!::r=live/"),
-            Err(RejectReason::BAD_REQUEST)
+            handshake_refusal(RejectReason::ROGUE, None, true, 0).0,
+            "handshake"
         );
-        assert_eq!(
-            parse_stream_id("#!::garbage"),
-            Err(RejectReason::BAD_REQUEST)
-        );
-        assert_eq!(parse_stream_id(""), Err(RejectReason::BAD_REQUEST));
+    }
+
+    #[test]
+    fn key_hints_show_little_of_the_key() {
+        let h = key_hint("supersecretkey123");
+        assert!(h.starts_with("supe...#"), "{h}");
+        assert_eq!(h.len(), "supe...#".len() + 8);
+        assert!(!h.contains("secret"));
+        // Short keys show at most half of themselves; control characters never reach the log.
+        assert!(key_hint("abc").starts_with("a...#"));
+        assert!(key_hint("").starts_with("...#"));
+        assert!(key_hint("\n\x1b[1mkey").starts_with("??[1...#"));
+        assert_ne!(key_hint("key-a"), key_hint("key-b"));
+        assert_eq!(stream_id_key_part("#!::r=live/cam9,m=request"), "cam9");
+        assert_eq!(stream_id_key_part("#!::m=request"), "m=request");
+        assert_eq!(stream_id_key_part("bad key"), "bad key");
     }
 }

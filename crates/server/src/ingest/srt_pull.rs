@@ -316,7 +316,8 @@ async fn run_source(
     let mut standing_by: Option<String> = None;
     // Replicas started together would all find the lease free and call the source at
     // once; a random wait of up to one standby poll lets the first one's lease show.
-    let secret = os_secret();
+    // Without OS randomness (the worker checked it at start) there is no jitter.
+    let secret = os_secret().unwrap_or_default();
     let jitter = u64::from(u16::from_le_bytes([secret[0], secret[1]]));
     let first_wait = STANDBY_POLL.mul_f64(jitter as f64 / f64::from(u16::MAX));
     tokio::select! {
@@ -451,7 +452,15 @@ async fn attempt_once(
             })
             .clone(),
     };
-    let mut config = CallerConfig::new(os_secret());
+    let secret = match os_secret() {
+        Ok(s) => s,
+        Err(e) => {
+            metrics.connection_error(Protocol::Srt, "random");
+            warn!(error = %e, "srt pull: no random bytes from the operating system");
+            return Attempt::Failed;
+        }
+    };
+    let mut config = CallerConfig::new(secret);
     config.stream_id = source.stream_id.clone();
     config.passphrase = source.passphrase.clone();
     config.key_length = source.key_length;

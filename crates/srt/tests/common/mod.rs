@@ -148,6 +148,7 @@ pub fn handshake(
                             }
                         },
                         Ok(ListenerOutput::Nothing) => {}
+                        Ok(ListenerOutput::BadCookie) => panic!("the caller's cookie was refused"),
                         Err(e) => panic!("listener refused a handshake datagram: {e}"),
                     }
                 }
