@@ -206,7 +206,7 @@ impl Scene {
 
     /// Asserts counter `name{labels}` is above zero: the refusal was counted.
     fn counted(&mut self, metrics: &str, name: &str, labels: &[(&str, &str)], defence: &str) {
-        let v = metric_sum(metrics, name, labels) + 0.0;
+        let v = metric_sum(metrics, name, labels);
         let present = metrics.lines().any(|l| l.starts_with(name));
         let shown = if present {
             v.to_string()
@@ -244,6 +244,12 @@ fn supported_caps(findings: &mut Findings) -> Vec<&'static str> {
 #[test]
 fn hostile_peers_leave_a_live_stream_playing_cost_nothing_lasting_and_are_all_counted() {
     let t0 = Instant::now();
+    let fd_limit = raise_fd_limit();
+    assert!(
+        fd_limit >= TEST_FDS_WANTED,
+        "this test holds ~1,000 sockets at once and needs a soft RLIMIT_NOFILE of \
+         {TEST_FDS_WANTED}; it is {fd_limit} and prlimit could not raise it"
+    );
     let mut findings = Findings::default();
     let mut args = supported_caps(&mut findings);
     args.extend(["--admin-token", TOKEN]);

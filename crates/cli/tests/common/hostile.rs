@@ -52,6 +52,35 @@ pub fn tcp_from(
     Ok(s)
 }
 
+/// Descriptors this test process wants: the HTTP attack alone holds about a thousand
+/// sockets at once.
+pub const TEST_FDS_WANTED: u64 = 4096;
+
+/// Raises this process's soft `RLIMIT_NOFILE` towards [`TEST_FDS_WANTED`] (within the hard
+/// limit) with util-linux `prlimit`, for machines whose default soft limit is 1024. Returns
+/// the soft limit in force afterwards.
+pub fn raise_fd_limit() -> u64 {
+    let read = || -> Option<(u64, Option<u64>)> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        let mut nums = line
+            .trim_start_matches("Max open files")
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().ok());
+        Some((nums.next()??, nums.next()?))
+    };
+    let Some((soft, hard)) = read() else { return 0 };
+    if soft >= TEST_FDS_WANTED {
+        return soft;
+    }
+    let want = hard.map_or(TEST_FDS_WANTED, |h| h.min(TEST_FDS_WANTED));
+    let _ = std::process::Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg(format!("--nofile={want}:"))
+        .status();
+    read().map_or(soft, |(s, _)| s)
+}
+
 /// A UDP socket bound to `from` on a kernel-chosen port.
 pub fn udp_from(from: Ipv4Addr) -> UdpSocket {
     UdpSocket::bind(SocketAddrV4::new(from, 0))
@@ -148,7 +177,8 @@ pub fn metric_sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
                 .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")));
             all.then(|| value.trim().parse::<f64>().ok())?
         })
-        .sum()
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0.0
 }
 
 // ---------------------------------------------------------------------------------------
@@ -554,10 +584,14 @@ impl Checker {
 
     /// The highest next media sequence number seen so far (0 before the first success).
     pub fn latest_msn(&self) -> u64 {
-        self.since(Instant::now() - Duration::from_secs(3600))
-            .iter()
-            .filter_map(|l| l.next_msn.as_ref().ok().copied())
-            .max()
+        self.looks
+            .lock()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|x| x.next_msn.as_ref().ok().copied())
+                    .max()
+                    .unwrap_or(0)
+            })
             .unwrap_or(0)
     }
 
