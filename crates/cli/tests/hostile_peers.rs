@@ -882,9 +882,11 @@ fn rtmp_nonreading_attack(scene: &mut Scene) {
 // 4. Records of streams that never carried media
 // ---------------------------------------------------------------------------------------
 
-/// Publishes that never send a frame, from four threads.
+/// RTMP publishes that never send a frame, from four threads.
 const GHOSTS: usize = 200;
 const GHOST_THREADS: usize = 4;
+/// SRT callers that complete the handshake and never send a packet.
+const SRT_GHOSTS: usize = 24;
 
 fn records_attack(scene: &mut Scene) {
     let rtmp = scene.server.rtmp;
@@ -904,13 +906,34 @@ fn records_attack(scene: &mut Scene) {
         })
         .collect();
     let started: usize = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
-    let ended_at = Instant::now();
-    eprintln!("records: {started} of {GHOSTS} media-less publishes were started");
+    eprintln!("records: {started} of {GHOSTS} media-less RTMP publishes were started");
     scene
         .findings
         .check(started > GHOSTS / 2, "records attack", || {
-            format!("only {started} of {GHOSTS} publishes were started: the attack did not run")
+            format!(
+                "only {started} of {GHOSTS} RTMP publishes were started: the attack did not run"
+            )
         });
+    // SRT callers that complete the handshake and then send nothing; they keep their
+    // sockets (a real caller would) until the phase ends.
+    let srt = scene.server.srt;
+    let mut rng = Rng(0x0005_17C0_FFEE_0001);
+    let mut srt_ghosts = Vec::new();
+    let mut connected = 0;
+    let mut answers = std::collections::BTreeMap::new();
+    for i in 0..SRT_GHOSTS {
+        let sock = udp_from(attacker_ip(i));
+        let sid = format!("#!::r=ghost-srt-{i},m=publish");
+        let answer = srt_connect_silent(&sock, srt, rng.nonzero_u32(), &sid);
+        connected += usize::from(answer == SrtAnswer::Connected);
+        *answers.entry(format!("{answer:?}")).or_insert(0) += 1;
+        srt_ghosts.push(sock);
+    }
+    eprintln!("records: SRT media-less callers: {answers:?}");
+    scene.findings.check(connected > 0, "records attack", || {
+        format!("none of {SRT_GHOSTS} SRT callers completed the handshake: {answers:?}")
+    });
+    let ended_at = Instant::now();
     // Once the retention has passed, nothing of them is left: not in the API, not in the
     // metrics, not in the sweeper's records.
     let legit = scene.legit_key;
@@ -945,8 +968,8 @@ fn records_attack(scene: &mut Scene) {
         .count();
     scene.findings.check(listed <= 2, "stream records", || {
         format!(
-            "{:?} after {GHOSTS} publishes that never carried media ended, /api/v1/streams \
-             lists {listed} streams ({ghosts} of them never carried media; --ended-retention 5s); \
+            "{:?} after {GHOSTS} RTMP and {SRT_GHOSTS} SRT publishes that never carried media, \
+             /api/v1/streams lists {listed} streams ({ghosts} of them never carried media; --ended-retention 5s); \
              first: {:?}",
             ended_at.elapsed(),
             &names[..names.len().min(5)]
@@ -965,4 +988,5 @@ fn records_attack(scene: &mut Scene) {
         "stream records",
         || format!("tidegate_stream_records is {records} (absent or above 4) after the retention"),
     );
+    drop(srt_ghosts);
 }

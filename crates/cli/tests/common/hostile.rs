@@ -521,6 +521,91 @@ pub fn srt_shutdown(dest_socket_id: u32) -> Vec<u8> {
     p
 }
 
+/// An HSv5 conclusion as libsrt's caller sends it in live mode: `HSREQ` (version 1.5.0,
+/// TSBPD both ways, too-late drop, NAK reports, retransmit flag; 120 ms latency) and the
+/// stream id `sid` (libsrt's word-swapped encoding), with the listener's `cookie`.
+pub fn srt_conclusion_publish(socket_id: u32, cookie: u32, sid: &str) -> Vec<u8> {
+    // HSREQ | CONFIG (a stream id) in the extension field.
+    let mut p = srt_handshake(5, 0x1 | 0x4, SRT_HS_CONCLUSION, socket_id, cookie);
+    let hsreq: [u32; 3] = [
+        0x0001_0500,
+        0x01 | 0x02 | 0x08 | 0x10 | 0x20,
+        (120 << 16) | 120,
+    ];
+    p.extend_from_slice(&((1u32 << 16) | 3).to_be_bytes());
+    for w in hsreq {
+        p.extend_from_slice(&w.to_be_bytes());
+    }
+    let mut id = sid.as_bytes().to_vec();
+    id.resize(id.len().div_ceil(4) * 4, 0);
+    for w in id.chunks_exact_mut(4) {
+        w.reverse();
+    }
+    p.extend_from_slice(&((5u32 << 16) | (id.len() / 4) as u32).to_be_bytes());
+    p.extend_from_slice(&id);
+    p
+}
+
+/// What an SRT caller's handshake came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtAnswer {
+    /// The listener answered the conclusion with its own: the connection is up.
+    Connected,
+    /// It answered with a rejection (a handshake type that is a reject code).
+    Rejected(u32),
+    /// No answer to the induction or the conclusion.
+    NoAnswer,
+}
+
+/// A caller that completes the handshake for stream id `sid` on `sock` and then sends
+/// nothing: a publisher that never carries media.
+pub fn srt_connect_silent(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    socket_id: u32,
+    sid: &str,
+) -> SrtAnswer {
+    let _ = sock.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 1500];
+    // A handshake answer: control type 0 with a CIF of at least 48 bytes.
+    let mut answer = |send: &[u8]| -> Option<[u8; 64]> {
+        for _ in 0..4 {
+            let _ = sock.send_to(send, to);
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < deadline {
+                let Ok((n, _)) = sock.recv_from(&mut buf) else {
+                    break;
+                };
+                if n >= 64 && buf[0..4] == [0x80, 0, 0, 0] {
+                    let mut hs = [0u8; 64];
+                    hs.copy_from_slice(&buf[..64]);
+                    return Some(hs);
+                }
+            }
+        }
+        None
+    };
+    let Some(induction) = answer(&srt_induction(socket_id)) else {
+        return SrtAnswer::NoAnswer;
+    };
+    let word = |hs: &[u8; 64], i: usize| {
+        u32::from_be_bytes([
+            hs[16 + i * 4],
+            hs[17 + i * 4],
+            hs[18 + i * 4],
+            hs[19 + i * 4],
+        ])
+    };
+    let cookie = word(&induction, 7);
+    let Some(conclusion) = answer(&srt_conclusion_publish(socket_id, cookie, sid)) else {
+        return SrtAnswer::NoAnswer;
+    };
+    match word(&conclusion, 5) {
+        SRT_HS_CONCLUSION => SrtAnswer::Connected,
+        code => SrtAnswer::Rejected(code),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The checker: a viewer on 127.0.0.1 that never stops looking
 // ---------------------------------------------------------------------------------------
