@@ -50,7 +50,7 @@ const CAPS: &[(&str, &str)] = &[
     ("--max-connections", "64"),
     ("--max-connections-per-ip", "32"),
     ("--max-publishers", "16"),
-    ("--rtmp-write-timeout", "3s"),
+    ("--rtmp-write-timeout", "5s"),
     ("--ended-retention", "5s"),
 ];
 
@@ -793,7 +793,7 @@ fn rtmp_nonreading_attack(scene: &mut Scene) {
         .map(|(i, (key, mut s))| {
             let kick_url = (i == 0).then(|| format!("{kick_base}/{key}/kick"));
             thread::spawn(move || {
-                let _ = s.set_write_timeout(Some(Duration::from_millis(500)));
+                let _ = s.set_write_timeout(Some(Duration::from_millis(250)));
                 let cmd = rtmp_fcpublish_echo(ECHO_NAME_LEN);
                 let mut sent = 0;
                 let blocked = loop {
@@ -838,14 +838,14 @@ fn rtmp_nonreading_attack(scene: &mut Scene) {
     let blocked_at = Instant::now();
     if let Some((url, status)) = &kicked {
         scene.findings.check(*status == 200, "rtmp kick", || {
-            format!("POST {url} answered {status}")
+            format!("POST {url} answered {status} right after the publisher stopped reading")
         });
     }
     let base_fds = scene.base_fds;
-    let (fds, _, ok) = scene.wait_resources(base_fds + 8, None, Duration::from_secs(10), || {});
+    let (fds, _, ok) = scene.wait_resources(base_fds + 8, None, Duration::from_secs(12), || {});
     scene.findings.check(ok, "rtmp write deadline", || {
         format!(
-            "{:?} after {} publishers stopped reading (--rtmp-write-timeout 3s), the server \
+            "{:?} after {} publishers stopped reading (--rtmp-write-timeout 5s), the server \
              still holds {fds} descriptors (baseline {base_fds}): their connections stay",
             blocked_at.elapsed(),
             stuck.len()
