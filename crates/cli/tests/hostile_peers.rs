@@ -2,7 +2,7 @@
 //! legitimate ffmpeg RTMP publisher plays and a checker on 127.0.0.1 keeps fetching its
 //! playlist and newest segment, attackers from 127.0.0.2..=127.0.0.9 run, one after another:
 //!
-//! 1. HTTP: ~1,100 connections that never finish a request (silent ones, slowloris
+//! 1. HTTP: ~1,000 connections that never finish a request (silent ones, slowloris
 //!    half-headers, keep-alive ones left idle), past the per-source and the total cap; then
 //!    API calls with a wrong admin token.
 //! 2. SRT: a handshake flood of ~2,000 inductions and conclusions with random socket ids and
@@ -10,14 +10,13 @@
 //! 3. RTMP: connections past the per-source and the total cap; 50 connections that claim
 //!    16 MB of messages before publishing and stall; 20 publishers (past the publisher cap)
 //!    that flood commands whose answers they never read, one of them kicked through the API.
-//! 4. Records: 200 RTMP publishes that never carry media.
+//! 4. Records: 200 RTMP publishes and 24 SRT callers (handshake done) that never carry media.
 //!
 //! It asserts that the process lives; that the legitimate stream stays reachable and keeps
 //! listing new segments through every phase; that the server lets go of what the attackers
 //! made it hold while they still hold their end (descriptors and memory back near the
-//! baseline); that every refusal is counted under the metric names of
-//! `/work/notes/contract.md` as documented in the README; and that `/api/v1/streams` keeps no
-//! record of the streams that never carried media.
+//! baseline); that every refusal is counted under the metric names the README lists; and
+//! that `/api/v1/streams` keeps no record of the streams that never carried media.
 //!
 //! Failures of a defence are collected and reported together at the end, each naming the
 //! defence and what was seen; the process dying or the legitimate publisher failing stops
