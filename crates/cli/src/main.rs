@@ -146,6 +146,9 @@ struct ServeArgs {
     /// This worker's id in the cluster, stable across restarts [default: HOSTNAME-HTTPPORT].
     #[arg(long, env = "TIDEGATE_WORKER_ID")]
     worker_id: Option<String>,
+    /// How long an ended stream stays listed before its record and media are deleted [default: 1h].
+    #[arg(long, env = "TIDEGATE_ENDED_RETENTION", value_parser = duration)]
+    ended_retention: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -177,7 +180,8 @@ impl ServeArgs {
             takeover_policy,
             drain_timeout,
             webhook_timeout,
-            on_publish_timeout
+            on_publish_timeout,
+            ended_retention
         );
         overlay_opt!(
             rtmps_listen,

@@ -167,6 +167,12 @@ pub struct Metrics {
     pub webhook_retries: Counter,
     /// on-publish callback answers: `accepted`, `refused`, `unavailable`.
     pub on_publish_calls: Family<ResultLabels, Counter>,
+
+    // --- stream records (issue #10, registry) ---
+    /// Stream records in the state store, as the sweeper last counted them.
+    pub stream_records: Gauge,
+    /// Ended streams whose record and media were deleted after `--ended-retention`.
+    pub stream_records_expired: Counter,
 }
 
 impl Metrics {
@@ -339,6 +345,20 @@ impl Metrics {
             "on-publish callback answers (accepted, refused, unavailable)",
             on_publish_calls.clone(),
         );
+
+        // --- stream records (issue #10, registry) ---
+        let stream_records = Gauge::default();
+        registry.register(
+            "stream_records",
+            "Stream records in the state store, as the sweeper last counted them",
+            stream_records.clone(),
+        );
+        let stream_records_expired = Counter::default();
+        registry.register(
+            "stream_records_expired",
+            "Ended streams whose record and media were deleted after the ended retention",
+            stream_records_expired.clone(),
+        );
         Self {
             registry,
             connections,
@@ -369,6 +389,8 @@ impl Metrics {
             webhook_deliveries,
             webhook_retries,
             on_publish_calls,
+            stream_records,
+            stream_records_expired,
         }
     }
 

@@ -392,6 +392,12 @@ impl Telemetry {
 
     /// The stream ended (reconnect window over): its series go away.
     pub fn stream_ended(&self, t: &StreamTelemetry) {
+        self.stream_gone(t, true);
+    }
+
+    /// The stream is over on this worker: its series go away; `announce` emits
+    /// `stream.ended` (not when another worker holds the stream now).
+    pub fn stream_gone(&self, t: &StreamTelemetry, announce: bool) {
         if let Ok(mut h) = t.health.lock() {
             h.handle_ended(now_ms());
         }
@@ -405,8 +411,12 @@ impl Telemetry {
             }
             self.metrics.reconnects.remove(&labels);
         }
-        self.emit(t, "stream.ended", None, Status::Offline, Vec::new());
-        self.drain_health(t);
+        if announce {
+            self.emit(t, "stream.ended", None, Status::Offline, Vec::new());
+            self.drain_health(t);
+        } else {
+            self.drain_health_quietly(t);
+        }
     }
 
     /// Evaluates a live stream's health and refreshes its gauges (once a second).

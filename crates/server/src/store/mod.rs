@@ -230,6 +230,17 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Every stream with a record.
     async fn list(&self) -> Result<Vec<StreamId>, StoreError>;
+    /// Streams whose record is not ended: the sweeper's working set, read every second, so
+    /// its cost follows the live and reconnecting streams, not the history. Kept by
+    /// [`StateStore::compare_and_set`] in an index (a Redis set, marker files); it may
+    /// still name a record that ended or went since (the reader checks the record), and
+    /// may miss a record written by a version without the index (the sweeper's rarer full
+    /// pass over [`StateStore::list`] finds those).
+    async fn list_active(&self) -> Result<Vec<StreamId>, StoreError>;
+    /// Deletes the record of `id` if it is ended and its epoch is still `epoch` (an ended
+    /// stream past its retention); `false` when it is not (gone already, restarted by a
+    /// new publisher, or not ended).
+    async fn delete(&self, id: &StreamId, epoch: u64) -> Result<bool, StoreError>;
     /// Counts a start of worker `worker_id` and returns how many starts the store has seen
     /// for it, this one included (so the restarts are this minus one).
     async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError>;
@@ -257,6 +268,11 @@ pub trait MediaStore: Send + Sync + 'static {
     async fn delete(&self, path: &str) -> Result<(), StoreError>;
     /// Object names (file part only) under a stream's prefix.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Removes what is left of a stream's prefix once its objects are deleted (the
+    /// embedded store's empty directory); nothing to do for an object store.
+    async fn remove_prefix(&self, _prefix: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The state backend a `--state` value names.
