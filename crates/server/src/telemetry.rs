@@ -401,6 +401,13 @@ impl Telemetry {
         if let Ok(mut h) = t.health.lock() {
             h.handle_ended(now_ms());
         }
+        if announce {
+            self.emit(t, "stream.ended", None, Status::Offline, Vec::new());
+            self.drain_health(t);
+        } else {
+            self.drain_health_quietly(t);
+        }
+        // After the status change above, which sets the status series once more.
         let protocol = t.protocol.lock().ok().and_then(|p| *p);
         if let Some(protocol) = protocol {
             let labels = Self::labels(t, protocol);
@@ -410,12 +417,6 @@ impl Telemetry {
                     .remove(&StreamStatusLabels::of(&labels, status.as_str()));
             }
             self.metrics.reconnects.remove(&labels);
-        }
-        if announce {
-            self.emit(t, "stream.ended", None, Status::Offline, Vec::new());
-            self.drain_health(t);
-        } else {
-            self.drain_health_quietly(t);
         }
     }
 
