@@ -1354,3 +1354,74 @@ mod change_tests {
         assert!(stream.fresh_view(NOTIFIED_RENDER_TTL).is_none());
     }
 }
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn object_names_carry_their_epoch() {
+        assert_eq!(object_epoch("seg-7-12.m4s"), Some(7));
+        assert_eq!(object_epoch("seg-1796459589079-0.ts"), Some(1_796_459_589_079));
+        assert_eq!(object_epoch("init-3-0.mp4"), Some(3));
+        for other in ["index.m3u8", "seg-x-1.m4s", "seg-.m4s", "init-4", "segment-1-2.m4s"] {
+            assert_eq!(object_epoch(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_new_record_starts_above_every_epoch_of_an_expired_one() {
+        // An incarnation created at t0 with a session every second for a day, expired an
+        // hour after its last session: its successor starts above its last epoch.
+        let t0 = 1_800_000_000_000_i64;
+        let last = first_epoch(t0) + 86_400;
+        let back = t0 + 86_400_000 + 3_600_000;
+        assert!(first_epoch(back) > last);
+        assert_eq!(first_epoch(-5), 1);
+    }
+
+    #[test]
+    fn only_ended_records_past_the_retention_expire() {
+        let id = StreamId::new("default", "x").unwrap();
+        let mut r = StreamRecord {
+            id,
+            playlist: PlaylistState::new(Container::Fmp4, 5, 2),
+            updated_ms: 10_000,
+            publisher_left_ms: Some(9_000),
+            owner: "w".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: None,
+        };
+        assert!(!expired(&r, 1_000_000, 1_000), "not ended");
+        r.playlist.end();
+        assert!(!expired(&r, 10_999, 1_000));
+        assert!(expired(&r, 11_000, 1_000));
+    }
+
+    #[test]
+    fn the_full_pass_runs_a_quarter_of_the_retention_apart_within_bounds() {
+        let with = |retention: Duration| StreamSettings {
+            container: Container::Fmp4,
+            segment_ticks: 180_000,
+            segment_duration: Duration::from_secs(2),
+            playlist_window: 6,
+            reconnect_window: Duration::from_secs(30),
+            takeover_policy: TakeoverPolicy::Newest,
+            worker_id: "here".into(),
+            ended_retention: retention,
+        };
+        assert_eq!(
+            with(Duration::from_secs(3)).full_sweep_interval(),
+            SWEEP_INTERVAL
+        );
+        assert_eq!(
+            with(Duration::from_secs(120)).full_sweep_interval(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            with(Duration::from_secs(3600)).full_sweep_interval(),
+            MAX_FULL_SWEEP_INTERVAL
+        );
+    }
+}
