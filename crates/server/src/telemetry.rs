@@ -148,6 +148,28 @@ impl StreamTelemetry {
         }
     }
 
+    /// What the holder of a live stream publishes with its lease (see
+    /// [`crate::store::StreamRecord::holder`]).
+    pub fn holder_figures(&self) -> Option<crate::store::HolderFigures> {
+        let now = now_ms();
+        let protocol = self
+            .protocol
+            .lock()
+            .ok()
+            .and_then(|p| p.map(|p| protocol_name(p).to_owned()));
+        let h = self.health.lock().ok()?;
+        Some(crate::store::HolderFigures {
+            at_ms: unix_ms(),
+            status: h.status(),
+            reasons: h.reasons().to_vec(),
+            bitrate_bps: h.bitrate_bps(now),
+            protocol,
+            packets: h.packet_totals(),
+            reconnects: h.reconnects(),
+            status_since_ms: h.status_since_ms(),
+        })
+    }
+
     /// Status, reasons, current and average bitrate, reconnects.
     pub fn snapshot(&self) -> HealthSnapshot {
         let now = now_ms();

@@ -583,6 +583,7 @@ mod tests {
             last_media_ms: None,
             takeovers: Vec::new(),
             session_started_ms: None,
+            holder: None,
         }
     }
 

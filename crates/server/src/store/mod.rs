@@ -104,6 +104,44 @@ pub struct StreamRecord {
     /// before this field existed): the stream's uptime, as every worker can see it.
     #[serde(default)]
     pub session_started_ms: Option<i64>,
+    /// What the worker with the live publisher measured, renewed with the lease (`None`
+    /// while no publisher is connected): other workers answer for the stream with these
+    /// instead of figures they do not have. A value this version cannot read (written by
+    /// a newer one) reads as `None`, not as a corrupt record.
+    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    pub holder: Option<HolderFigures>,
+}
+
+/// A live stream's figures as the worker holding its publisher measured them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HolderFigures {
+    /// Unix ms when they were measured.
+    pub at_ms: i64,
+    /// `healthy` or `warning`.
+    pub status: tidegate_health::Status,
+    /// Why `warning`.
+    pub reasons: Vec<tidegate_health::Reason>,
+    /// Incoming bitrate over the last seconds.
+    pub bitrate_bps: u64,
+    /// `rtmp` or `srt`.
+    pub protocol: Option<String>,
+    /// Cumulative SRT packet counters (zero for RTMP).
+    pub packets: tidegate_health::PacketTotals,
+    /// Publisher reconnects the holder saw.
+    pub reconnects: u64,
+    /// Unix ms since which the status holds.
+    pub status_since_ms: u64,
+}
+
+/// `Some` when the value reads as a `T`, `None` otherwise (unknown variants of a newer
+/// version included).
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 /// How often a worker refreshes its [`WorkerRecord`].

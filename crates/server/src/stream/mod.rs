@@ -697,6 +697,7 @@ impl Streams {
                     last_media_ms: None,
                     takeovers: Vec::new(),
                     session_started_ms: Some(now),
+                    holder: None,
                 };
                 (None, record)
             }
@@ -730,6 +731,7 @@ impl Streams {
                 r.updated_ms = now;
                 r.last_media_ms = None;
                 r.session_started_ms = Some(now);
+                r.holder = None;
                 (expected, r)
             }
         };
@@ -919,6 +921,7 @@ impl Streams {
         let now = unix_ms();
         record.updated_ms = now;
         record.publisher_left_ms.get_or_insert(now);
+        record.holder = None;
         self.state.compare_and_set(Some(expected), &record).await?;
         if let Some(live) = inner.live.take() {
             live.fenced.cancel();
@@ -998,6 +1001,7 @@ impl Streams {
             record.playlist.end();
             record.updated_ms = now;
             record.publisher_left_ms.get_or_insert(left);
+            record.holder = None;
             match self.state.compare_and_set(Some(epoch), &record).await {
                 Ok(()) => {
                     ended += 1;
@@ -1241,6 +1245,7 @@ mod change_tests {
             last_media_ms: Some(unix_ms()),
             takeovers: Vec::new(),
             session_started_ms: None,
+            holder: None,
         }
     }
 
@@ -1392,6 +1397,7 @@ mod record_tests {
             last_media_ms: None,
             takeovers: Vec::new(),
             session_started_ms: None,
+            holder: None,
         };
         assert!(!expired(&r, 1_000_000, 1_000), "not ended");
         r.playlist.end();

@@ -257,6 +257,10 @@ impl Writer {
         next.updated_ms = unix_ms();
         if next.publisher_left_ms.is_none() {
             next.last_media_ms = Some(media);
+            // Published with the lease, so other workers can answer for this stream.
+            next.holder = self.stream.telemetry.holder_figures();
+        } else {
+            next.holder = None;
         }
         let expected = self.stored.then_some(self.epoch);
         match self.streams.state.compare_and_set(expected, &next).await {
