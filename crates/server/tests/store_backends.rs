@@ -312,14 +312,21 @@ async fn expiry_scenario(store: &dyn StateStore) -> Vec<String> {
     let mut both = active().await;
     both.sort();
     assert_eq!(both, vec![id.clone(), live.clone()]);
-    out.push(format!("not ended: {}", store.delete(&id, 1).await.unwrap()));
-    store
-        .compare_and_set(Some(1), &ended(2))
-        .await
-        .unwrap();
-    assert_eq!(active().await, vec![live.clone()], "an ended stream left the index");
+    out.push(format!(
+        "not ended: {}",
+        store.delete(&id, 1).await.unwrap()
+    ));
+    store.compare_and_set(Some(1), &ended(2)).await.unwrap();
+    assert_eq!(
+        active().await,
+        vec![live.clone()],
+        "an ended stream left the index"
+    );
     assert_eq!(store.list().await.unwrap().len(), 2);
-    out.push(format!("old epoch: {}", store.delete(&id, 1).await.unwrap()));
+    out.push(format!(
+        "old epoch: {}",
+        store.delete(&id, 1).await.unwrap()
+    ));
     out.push(format!("expired: {}", store.delete(&id, 2).await.unwrap()));
     assert!(store.load(&id).await.unwrap().is_none());
     assert_eq!(store.list().await.unwrap(), vec![live.clone()]);

@@ -108,7 +108,11 @@ pub struct StreamRecord {
     /// while no publisher is connected): other workers answer for the stream with these
     /// instead of figures they do not have. A value this version cannot read (written by
     /// a newer one) reads as `None`, not as a corrupt record.
-    #[serde(default, deserialize_with = "lenient", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub holder: Option<HolderFigures>,
 }
 

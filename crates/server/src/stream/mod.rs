@@ -481,7 +481,10 @@ impl Streams {
     async fn forget(&self, stream: &Arc<Stream>, inner: &mut StreamInner) {
         inner.removed = true;
         let mut streams = self.streams.lock().await;
-        if streams.get(&stream.id).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+        if streams
+            .get(&stream.id)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
             streams.remove(&stream.id);
         }
     }
@@ -977,10 +980,11 @@ impl Streams {
                 continue;
             };
             if record.playlist.ended {
-                if full && expired(&record, now, self.settings.retention_ms()) {
-                    if self.expire(&record).await? {
-                        records = records.saturating_sub(1);
-                    }
+                if full
+                    && expired(&record, now, self.settings.retention_ms())
+                    && self.expire(&record).await?
+                {
+                    records = records.saturating_sub(1);
                 }
                 continue;
             }
@@ -1042,7 +1046,11 @@ impl Streams {
             Ok(names) => {
                 for name in names {
                     if object_epoch(&name).is_some_and(|e| e <= epoch)
-                        && self.media.delete(&format!("{prefix}/{name}")).await.is_err()
+                        && self
+                            .media
+                            .delete(&format!("{prefix}/{name}"))
+                            .await
+                            .is_err()
                     {
                         self.metrics.store_error("delete");
                     }
@@ -1367,9 +1375,18 @@ mod record_tests {
     #[test]
     fn object_names_carry_their_epoch() {
         assert_eq!(object_epoch("seg-7-12.m4s"), Some(7));
-        assert_eq!(object_epoch("seg-1796459589079-0.ts"), Some(1_796_459_589_079));
+        assert_eq!(
+            object_epoch("seg-1796459589079-0.ts"),
+            Some(1_796_459_589_079)
+        );
         assert_eq!(object_epoch("init-3-0.mp4"), Some(3));
-        for other in ["index.m3u8", "seg-x-1.m4s", "seg-.m4s", "init-4", "segment-1-2.m4s"] {
+        for other in [
+            "index.m3u8",
+            "seg-x-1.m4s",
+            "seg-.m4s",
+            "init-4",
+            "segment-1-2.m4s",
+        ] {
             assert_eq!(object_epoch(other), None, "{other}");
         }
     }
