@@ -1108,6 +1108,8 @@ enum WriterMsg {
     /// What the segmenter produced, when it was cut, and (for segments) what the multivariant
     /// playlist should say about the stream.
     Output(SegmenterOutput, Instant, Option<StreamInfo>),
+    /// The first media frame arrived: a new stream's record (and lease) is written now.
+    FirstMedia,
     Finish,
 }
 
@@ -1180,7 +1182,10 @@ impl Publisher {
                 self.telemetry.note_timestamp_jump();
             }
             MediaEvent::Frame(f) => {
-                self.media_seen.store(true, Ordering::Relaxed);
+                if !self.media_seen.swap(true, Ordering::Relaxed) {
+                    // Best effort: a full queue wakes the writer anyway.
+                    let _ = self.tx.try_send(WriterMsg::FirstMedia);
+                }
                 self.telemetry
                     .note_frame(f.track == tidegate_media::TrackKind::Video, f.keyframe);
             }

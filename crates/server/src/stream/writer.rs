@@ -250,7 +250,8 @@ impl Writer {
         let lease_due = self.last_commit.elapsed() >= LEASE_RENEW
             && self.record.last_media_ms != Some(media)
             && self.record.publisher_left_ms.is_none();
-        if !(self.dirty || (force_lease && lease_due)) {
+        // A new stream's record is created as soon as media flows (it is its lease).
+        if !(self.dirty || !self.stored || (force_lease && lease_due)) {
             return Ok(());
         }
         let mut next = self.record.clone();
@@ -325,6 +326,7 @@ pub(super) async fn run(mut w: Writer) {
         tokio::select! {
             msg = w.rx.recv(), if finishing.is_none() => match msg {
                 Some(WriterMsg::Output(out, cut_at, info)) => w.accept(out, cut_at, info),
+                Some(WriterMsg::FirstMedia) => {}
                 Some(WriterMsg::Finish) | None => {
                     finishing = Some(Instant::now());
                     w.record.publisher_left_ms = Some(unix_ms());
