@@ -1,5 +1,6 @@
 //! Stream records are bounded by the streams that carried media, not by the connections a
-//! peer can open: RTMP publishers that connect, publish and send nothing leave no record,
+//! peer can open: RTMP publishers that connect, publish and send nothing, and SRT callers
+//! that complete the handshake and send nothing, leave no record,
 //! no listing and no metric series once they are gone; an ended stream leaves the API, the
 //! origin and the stores after `--ended-retention` while a live one stays; and a stream
 //! that comes back after that gets segment names that cannot be the old ones.
@@ -7,7 +8,7 @@
 mod common;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -16,6 +17,8 @@ use tidegate_rtmp::{ClientConfig, ClientEvent, ClientSession};
 
 /// Publishers without media in the first test.
 const EMPTY_PUBLISHERS: usize = 200;
+/// SRT callers without media in the first test.
+const EMPTY_CALLERS: usize = 50;
 /// How many of them are connected at once (below any per-source connection cap).
 const BATCH: usize = 40;
 
@@ -63,6 +66,58 @@ fn publish_without_media(addr: SocketAddr, key: &str) -> TcpStream {
             }
             Err(e) => panic!("{key}: {e}"),
         }
+    }
+}
+
+/// A real SRT caller (the sans-IO caller of `tidegate-srt` over a UDP socket) completes
+/// the handshake with stream id `key` and sends no media; returns its socket and connection.
+fn call_without_media(
+    addr: SocketAddr,
+    key: &str,
+    n: usize,
+) -> (UdpSocket, tidegate_srt::Connection) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut secret = [7u8; 32];
+    secret[..8].copy_from_slice(&(n as u64 + 1).to_le_bytes());
+    let mut config = tidegate_srt::CallerConfig::new(secret);
+    config.stream_id = Some(key.to_owned());
+    let start = Instant::now();
+    let mut caller = tidegate_srt::Caller::new(start, addr, config).unwrap();
+    let mut buf = [0u8; 2048];
+    let conn = loop {
+        let now = Instant::now();
+        while let Some(d) = caller.poll_transmit(now) {
+            sock.send(&d).unwrap();
+        }
+        if let Some(outcome) = caller.poll_outcome() {
+            break outcome.unwrap_or_else(|e| panic!("{key}: handshake failed: {e}"));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{key}: no SRT connection within 20 s"
+        );
+        match sock.recv(&mut buf) {
+            Ok(n) => {
+                let _ = caller.handle_datagram(Instant::now(), &buf[..n]);
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                caller.handle_timeout(Instant::now());
+            }
+            Err(e) => panic!("{key}: {e}"),
+        }
+    };
+    (sock, conn)
+}
+
+/// Closes an SRT connection with a shutdown packet.
+fn close_srt(sock: UdpSocket, mut conn: tidegate_srt::Connection) {
+    let now = Instant::now();
+    conn.close(now);
+    while let Some(d) = conn.poll_transmit(now) {
+        sock.send(&d).unwrap();
     }
 }
 
@@ -119,6 +174,20 @@ fn publishers_that_send_no_media_leave_no_record() {
             "connected publishers are not listed: {names:?}"
         );
         drop(conns);
+    }
+    for i in 0..EMPTY_CALLERS {
+        let key = format!("empty-srt-{i}");
+        let (sock, conn) = call_without_media(server.srt, &key, i);
+        if i == 0 {
+            // A caller is a publisher once connected: listed while it is.
+            wait_for(
+                "the SRT caller to be listed",
+                Duration::from_secs(10),
+                Duration::from_millis(100),
+                || listed(&server).contains(&key).then_some(()),
+            );
+        }
+        close_srt(sock, conn);
     }
 
     let names = wait_for(
