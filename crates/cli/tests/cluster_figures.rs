@@ -1,7 +1,9 @@
 //! Unknown is not zero: two workers share a Redis state store; a publisher is connected to
 //! the first. The second answers for the stream with the holder's own figures (bitrate,
 //! protocol, packets, published with the lease through the shared state) and their age,
-//! never a made-up `0`; once the publisher has gone, neither worker shows a bitrate.
+//! never a made-up `0`; when the encoder stalls with its connection open, the second worker
+//! shows the holder's `warning` too (figures renew without media); once the publisher has
+//! gone, neither worker shows a bitrate.
 
 mod common;
 
@@ -9,6 +11,16 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
+
+/// Thresholds that turn a stalled stream `warning` within seconds.
+const HEALTH: &str = r#"
+[health]
+warmup = "2s"
+relative-window = "10s"
+low-bitrate-for = "2s"
+recover-after = "2s"
+min-dwell = "1s"
+"#;
 
 /// `GET /api/v1/streams/default/KEY` as JSON (`Null` on 404).
 fn stream(server: &Server, key: &str) -> Value {
@@ -41,8 +53,12 @@ fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
         .unwrap();
     let redis = RedisServer::start(dir.path());
     let data = dir.path().join("data");
+    let config = dir.path().join("tidegate.toml");
+    std::fs::write(&config, HEALTH).unwrap();
     let args = |id: &'static str| {
         vec![
+            "--config".to_owned(),
+            config.to_str().unwrap().to_owned(),
             "--state".to_owned(),
             redis.url(),
             "--worker-id".to_owned(),
@@ -94,6 +110,29 @@ fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
     assert_eq!(local["live_here"], true, "{local}");
     assert!(local["figures_age_ms"].is_null(), "{local}");
     assert!(local["bitrate_bps"].as_u64().unwrap_or(0) > 0, "{local}");
+
+    // The encoder stalls with its connection open: the holder judges it `warning`, and the
+    // other worker says so too, with fresh figures.
+    publisher.signal(19);
+    let stalled = wait_for(
+        "worker B to show the holder's warning",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let v = stream(&b, "cam");
+            (v["status"] == "warning").then_some(v)
+        },
+    );
+    assert!(
+        stalled["figures_age_ms"]
+            .as_u64()
+            .is_some_and(|a| a <= 5_000),
+        "{stalled}"
+    );
+    assert!(
+        stalled["reasons"].as_array().is_some_and(|r| !r.is_empty()),
+        "{stalled}"
+    );
 
     // The publisher goes: reconnecting on both, and no stale bitrate anywhere.
     publisher.kill();

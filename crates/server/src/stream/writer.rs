@@ -247,15 +247,21 @@ impl Writer {
             });
         }
         let media = self.last_media_ms.load(Ordering::Relaxed);
-        let lease_due = self.last_commit.elapsed() >= LEASE_RENEW
-            && self.record.last_media_ms != Some(media)
+        let renew_due = force_lease
+            && self.last_commit.elapsed() >= LEASE_RENEW
             && self.record.publisher_left_ms.is_none();
-        // A new stream's record is created as soon as media flows (it is its lease).
-        if !(self.dirty || !self.stored || (force_lease && lease_due)) {
+        let lease_due = renew_due && self.record.last_media_ms != Some(media);
+        // A new stream's record is created as soon as media flows (it is its lease). While
+        // connected, the holder's figures are renewed every LEASE_RENEW even when no media
+        // came (a stalled encoder must show as `warning` everywhere), without renewing the
+        // lease: `updated_ms` and `last_media_ms` move only with a change or new media.
+        if !(self.dirty || !self.stored || renew_due) {
             return Ok(());
         }
         let mut next = self.record.clone();
-        next.updated_ms = unix_ms();
+        if self.dirty || !self.stored || lease_due {
+            next.updated_ms = unix_ms();
+        }
         if next.publisher_left_ms.is_none() {
             next.last_media_ms = Some(media);
             // Published with the lease, so other workers can answer for this stream.
