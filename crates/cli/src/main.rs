@@ -177,6 +177,9 @@ struct ServeArgs {
     /// Time a connection may move nothing with no request pending before it is closed [default: 60s].
     #[arg(long, env = "TIDEGATE_HTTP_IDLE_TIMEOUT", value_parser = duration)]
     http_idle_timeout: Option<Duration>,
+    /// How long an ended stream stays listed before its record and media are deleted [default: 1h].
+    #[arg(long, env = "TIDEGATE_ENDED_RETENTION", value_parser = duration)]
+    ended_retention: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -208,7 +211,8 @@ impl ServeArgs {
             takeover_policy,
             drain_timeout,
             webhook_timeout,
-            on_publish_timeout
+            on_publish_timeout,
+            ended_retention
         );
         // --- ingest limits (issue 10, RTMP side) ---
         overlay!(

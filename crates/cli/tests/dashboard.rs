@@ -4,7 +4,9 @@
 //! preview with hls.js (the `<video>`'s `currentTime` advances); then the publisher is
 //! stopped with SIGSTOP (the connection stays open, the bitrate drops to zero) and the page
 //! turns `warning` (amber) with the low-bitrate reason; the kick button, given the admin
-//! token at its prompt, turns it `reconnecting` (blue). Screenshots land in
+//! token at its prompt, turns it `reconnecting` (blue). A second stream, whose name sorts
+//! first, stays ahead of it throughout: cards keep their order when a status changes.
+//! Screenshots land in
 //! `target/test-artifacts/dashboard-*.png`.
 //!
 //! Before the browser, plain HTTP checks of what the binary serves: the page, its assets
@@ -134,12 +136,21 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
     check_served_assets(&server);
 
     let publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url("cam"), &Publish::forever());
-    wait_playlist(
-        &server.playlist_url("cam"),
-        Duration::from_secs(30),
-        "two segments",
-        |pl| pl.segments.len() >= 2,
+    // A second stream whose name sorts first: the page must keep `cam` after it when `cam`
+    // turns `warning` (cards do not move on a status change).
+    let mut bystander = publish_ffmpeg(
+        Media::H264Aac,
+        &server.rtmp_url("bystander"),
+        &Publish::forever(),
     );
+    for key in ["cam", "bystander"] {
+        wait_playlist(
+            &server.playlist_url(key),
+            Duration::from_secs(30),
+            "two segments",
+            |pl| pl.segments.len() >= 2,
+        );
+    }
 
     let artifacts = target_dir().join("test-artifacts");
     fs::create_dir_all(&artifacts).unwrap();
@@ -178,5 +189,6 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
     assert_eq!(v["status"], "reconnecting", "kicked from the page: {v}");
     assert!(v["publisher_left_ms"].as_i64().unwrap_or(0) > 0, "{v}");
     server.assert_alive();
+    bystander.kill();
     drop(publisher); // SIGKILL works on a stopped process too.
 }

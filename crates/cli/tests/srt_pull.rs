@@ -51,7 +51,7 @@ fn pull_and_survive_a_source_restart(
     );
     let log = server.log_text();
     assert!(
-        log.contains("srt pull: connected, publishing") && log.contains("epoch=2"),
+        log.matches("srt pull: connected, publishing").count() >= 2,
         "reconnect not logged:\n{}",
         server.proc.log_tail(40)
     );

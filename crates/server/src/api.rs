@@ -10,6 +10,13 @@
 //! | `GET workers` | the cluster's live members with their load |
 //! | `GET openapi.yaml` | the description (no token needed) |
 //!
+//! **Figures of a stream held elsewhere.** Bitrate, protocol, packets, reasons and
+//! reconnects are measured by the worker the publisher is connected to; it publishes them
+//! with its lease in the stream's record (about once a second). Any other worker answers
+//! with those, and says how old they are (`figures_age_ms`); when it has none, or they are
+//! older than [`HOLDER_FIGURES_MAX_AGE_MS`], it answers `null` (unknown), never `0`. A
+//! stream without a connected publisher (`reconnecting`, `offline`) has no bitrate (`null`).
+//!
 //! When `--admin-token` is set every call but `openapi.yaml` needs
 //! `Authorization: Bearer <token>` (the scheme in any case; 401 otherwise, before anything
 //! else is looked at, counted in `tidegate_http_unauthorized_total`).
@@ -25,9 +32,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::store::{StreamId, WorkerRecord};
+use crate::store::{HolderFigures, StreamId, WorkerRecord};
 use crate::stream::StreamSummary;
 use crate::{unix_ms, Context};
+
+/// Figures from the holder through the shared state are served up to this age; older
+/// ones (a holder that stopped renewing its lease) are unknown.
+pub const HOLDER_FIGURES_MAX_AGE_MS: i64 = 5_000;
 
 /// The OpenAPI description of this module's routes.
 pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
@@ -89,20 +100,26 @@ pub struct StreamJson {
     pub stream: String,
     /// `healthy`, `warning`, `reconnecting` or `offline`.
     pub status: &'static str,
-    /// Why `warning` (empty otherwise, and for streams live on another worker).
+    /// Why `warning` (empty otherwise, and when unknown).
     pub reasons: Vec<tidegate_health::Reason>,
-    /// Incoming bitrate over the last seconds, when live on this worker.
+    /// Incoming bitrate over the last seconds while a publisher is connected (measured
+    /// here or by the holder); `null` when unknown or when none is connected.
     pub bitrate_bps: Option<u64>,
-    /// Publisher reconnects this worker saw.
+    /// Publisher reconnects the measuring worker saw.
     pub reconnects: Option<u64>,
-    /// `rtmp` or `srt`, when this worker saw the publisher.
-    pub protocol: Option<&'static str>,
+    /// `rtmp` or `srt`, when known.
+    pub protocol: Option<String>,
     /// RFC 6381 codecs of the current playlist.
     pub codecs: Option<String>,
     /// `WIDTHxHEIGHT` of the video.
     pub resolution: Option<String>,
     /// The worker that holds the stream's current epoch.
     pub worker: Option<String>,
+    /// The worker the publisher is connected to (`null` when none is).
+    pub held_by: Option<String>,
+    /// How old the figures are when they come from the holder through the shared state;
+    /// `null` when measured by the worker that answered (or unknown).
+    pub figures_age_ms: Option<u64>,
     /// Whether its publisher is connected to this worker.
     pub live_here: bool,
     /// Unix ms since which the status holds (as this worker saw it).
@@ -149,11 +166,28 @@ pub struct WorkerJson {
 
 /// The status the API and the dashboard show for a stream.
 pub fn status_of(s: &StreamSummary) -> &'static str {
+    status_at(s, crate::unix_ms())
+}
+
+/// The holder's figures of a stream live on another worker, when fresh at `now_ms`.
+fn holder_figures(s: &StreamSummary, now_ms: i64) -> Option<&HolderFigures> {
+    let r = s.record.as_ref()?;
+    if s.live_here || r.playlist.ended || r.publisher_left_ms.is_some() {
+        return None;
+    }
+    r.holder
+        .as_ref()
+        .filter(|h| now_ms.saturating_sub(h.at_ms) <= HOLDER_FIGURES_MAX_AGE_MS)
+}
+
+fn status_at(s: &StreamSummary, now_ms: i64) -> &'static str {
     match (&s.record, &s.health) {
         (_, Some(h)) if s.live_here => h.status.as_str(),
         (Some(r), _) if r.playlist.ended => "offline",
         // Live on another worker: that worker judges its health.
-        (Some(r), _) if r.publisher_left_ms.is_none() => "healthy",
+        (Some(r), _) if r.publisher_left_ms.is_none() => {
+            holder_figures(s, now_ms).map_or("healthy", |h| h.status.as_str())
+        }
         (Some(_), _) => "reconnecting",
         (None, _) => "offline",
     }
@@ -162,10 +196,16 @@ pub fn status_of(s: &StreamSummary) -> &'static str {
 /// `detail`: the one-stream call, which also shows what this worker saw of a publisher
 /// that has left.
 fn stream_json(s: &StreamSummary, now_ms: i64, detail: bool) -> StreamJson {
-    let status = status_of(s);
+    let status = status_at(s, now_ms);
     let connected = matches!(status, "healthy" | "warning");
-    let health = s.health.as_ref().filter(|_| s.live_here || detail);
     let record = s.record.as_ref();
+    let holder = holder_figures(s, now_ms);
+    // Measured here: the publisher is on this worker, or (detail) what this worker saw of
+    // one that left; a stream live elsewhere takes the holder's figures.
+    let health = s
+        .health
+        .as_ref()
+        .filter(|_| s.live_here || (detail && holder.is_none() && !connected));
     // This worker's own view when it has the publisher, else the record's (any worker).
     let connected_since_ms = if s.live_here {
         health.and_then(|h| h.connected_since_ms)
@@ -176,25 +216,45 @@ fn stream_json(s: &StreamSummary, now_ms: i64, detail: bool) -> StreamJson {
     }
     .filter(|_| connected);
     let now = u64::try_from(now_ms).unwrap_or(0);
+    let held_by = record
+        .filter(|r| connected && !r.playlist.ended && r.publisher_left_ms.is_none())
+        .map(|r| r.owner.clone());
     StreamJson {
         tenant: s.id.tenant.clone(),
         stream: s.id.name.clone(),
         status,
-        reasons: health.map(|h| h.reasons.clone()).unwrap_or_default(),
-        bitrate_bps: health.map(|h| h.bitrate_bps),
-        reconnects: health.map(|h| h.reconnects),
-        protocol: health.and_then(|h| h.protocol),
+        reasons: match (health, holder) {
+            (Some(h), _) => h.reasons.clone(),
+            (None, Some(h)) => h.reasons.clone(),
+            (None, None) => Vec::new(),
+        },
+        bitrate_bps: health
+            .map(|h| h.bitrate_bps)
+            .or(holder.map(|h| h.bitrate_bps))
+            .filter(|_| connected),
+        reconnects: health
+            .map(|h| h.reconnects)
+            .or(holder.map(|h| h.reconnects)),
+        protocol: health
+            .and_then(|h| h.protocol.map(str::to_owned))
+            .or_else(|| holder.and_then(|h| h.protocol.clone())),
         codecs: record.and_then(|r| r.playlist.codecs.clone()),
         resolution: record
             .and_then(|r| r.playlist.resolution)
             .map(|(w, h)| format!("{w}x{h}")),
         worker: record.map(|r| r.owner.clone()),
+        held_by,
+        figures_age_ms: holder
+            .filter(|_| health.is_none())
+            .map(|h| u64::try_from(now_ms.saturating_sub(h.at_ms)).unwrap_or(0)),
         live_here: s.live_here,
-        status_since_ms: health.map(|h| h.status_since_ms),
+        status_since_ms: health
+            .map(|h| h.status_since_ms)
+            .or(holder.map(|h| h.status_since_ms)),
         connected_since_ms,
         uptime_s: connected_since_ms.map(|t| now.saturating_sub(t) / 1000),
         publisher_left_ms: record.and_then(|r| r.publisher_left_ms),
-        packets: health.map(|h| h.packets),
+        packets: health.map(|h| h.packets).or(holder.map(|h| h.packets)),
         epoch: record.map_or(0, |r| r.playlist.epoch),
         media_sequence: record.map_or(0, |r| r.playlist.media_sequence),
         segments: record.map_or(0, |r| r.playlist.segments.len()),

@@ -200,6 +200,12 @@ pub struct ServeConfig {
     /// is closed.
     #[serde(with = "humantime_serde")]
     pub http_idle_timeout: Duration,
+
+    // --- stream records (issue #10, registry) ---
+    /// How long an ended stream stays listed (API, dashboard, its last playlist) before its
+    /// record and its leftover media are deleted.
+    #[serde(with = "humantime_serde")]
+    pub ended_retention: Duration,
 }
 
 /// One tenant's settings (`[tenants.NAME]` in the file).
@@ -253,6 +259,7 @@ impl Default for ServeConfig {
             http_max_connections_per_ip: 256,
             http_header_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(60),
+            ended_retention: Duration::from_secs(3600),
         }
     }
 }
@@ -320,6 +327,11 @@ impl ServeConfig {
         }
         if self.reconnect_window > Duration::from_secs(24 * 3600) {
             return invalid("reconnect-window", "must be at most 24h");
+        }
+        if self.ended_retention < Duration::from_secs(1)
+            || self.ended_retention > Duration::from_secs(30 * 24 * 3600)
+        {
+            return invalid("ended-retention", "must be between 1s and 30 days");
         }
         if !(3..=1000).contains(&self.playlist_window) {
             return invalid("playlist-window", "must be between 3 and 1000 segments");

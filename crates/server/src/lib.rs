@@ -220,6 +220,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         reconnect_window: config.reconnect_window,
         takeover_policy: config.takeover_policy,
         worker_id: member.id.clone(),
+        ended_retention: config.ended_retention,
     };
     let tenant_health = config.tenant_health()?;
     let telemetry = Arc::new(

@@ -210,6 +210,12 @@ pub struct Metrics {
     /// keyframe to start from — or that the packager refused. Removed with the stream's
     /// other per-session series.
     pub video_frames_dropped: Family<StreamLabels, Counter>,
+
+    // --- stream records (issue #10, registry) ---
+    /// Stream records in the state store, as the sweeper last counted them.
+    pub stream_records: Gauge,
+    /// Ended streams whose record and media were deleted after `--ended-retention`.
+    pub stream_records_expired: Counter,
 }
 
 impl Metrics {
@@ -439,6 +445,19 @@ impl Metrics {
             "SRT datagrams dropped before reaching a connection (unknown_socket, wrong_peer, bad_cookie, malformed)",
             srt_packets_ignored.clone(),
         );
+        // --- stream records (issue #10, registry) ---
+        let stream_records = Gauge::default();
+        registry.register(
+            "stream_records",
+            "Stream records in the state store, as the sweeper last counted them",
+            stream_records.clone(),
+        );
+        let stream_records_expired = Counter::default();
+        registry.register(
+            "stream_records_expired",
+            "Ended streams whose record and media were deleted after the ended retention",
+            stream_records_expired.clone(),
+        );
         Self {
             registry,
             connections,
@@ -478,6 +497,8 @@ impl Metrics {
             log_lines_suppressed,
             srt_packets_ignored,
             video_frames_dropped,
+            stream_records,
+            stream_records_expired,
         }
     }
 

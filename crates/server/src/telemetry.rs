@@ -196,6 +196,28 @@ impl StreamTelemetry {
         }
     }
 
+    /// What the holder of a live stream publishes with its lease (see
+    /// [`crate::store::StreamRecord::holder`]).
+    pub fn holder_figures(&self) -> Option<crate::store::HolderFigures> {
+        let now = now_ms();
+        let protocol = self
+            .protocol
+            .lock()
+            .ok()
+            .and_then(|p| p.map(|p| protocol_name(p).to_owned()));
+        let h = self.health.lock().ok()?;
+        Some(crate::store::HolderFigures {
+            at_ms: unix_ms(),
+            status: h.status(),
+            reasons: h.reasons().to_vec(),
+            bitrate_bps: h.bitrate_bps(now),
+            protocol,
+            packets: h.packet_totals(),
+            reconnects: h.reconnects(),
+            status_since_ms: h.status_since_ms(),
+        })
+    }
+
     /// Status, reasons, current and average bitrate, reconnects.
     pub fn snapshot(&self) -> HealthSnapshot {
         let now = now_ms();
@@ -453,9 +475,22 @@ impl Telemetry {
 
     /// The stream ended (reconnect window over): its series go away.
     pub fn stream_ended(&self, t: &StreamTelemetry) {
+        self.stream_gone(t, true);
+    }
+
+    /// The stream is over on this worker: its series go away; `announce` emits
+    /// `stream.ended` (not when another worker holds the stream now).
+    pub fn stream_gone(&self, t: &StreamTelemetry, announce: bool) {
         if let Ok(mut h) = t.health.lock() {
             h.handle_ended(now_ms());
         }
+        if announce {
+            self.emit(t, "stream.ended", None, Status::Offline, Vec::new());
+            self.drain_health(t);
+        } else {
+            self.drain_health_quietly(t);
+        }
+        // After the status change above, which sets the status series once more.
         let protocol = t.protocol.lock().ok().and_then(|p| *p);
         if let Some(protocol) = protocol {
             let labels = Self::labels(t, protocol);
@@ -466,8 +501,6 @@ impl Telemetry {
             }
             self.metrics.reconnects.remove(&labels);
         }
-        self.emit(t, "stream.ended", None, Status::Offline, Vec::new());
-        self.drain_health(t);
     }
 
     /// Evaluates a live stream's health and refreshes its gauges (once a second).

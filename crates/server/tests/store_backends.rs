@@ -289,6 +289,94 @@ async fn redis_compare_and_set_matches_the_embedded_store() {
     assert_eq!(from_redis, from_fs);
 }
 
+/// The index of streams that are not ended and the deletion of an expired record, for
+/// any state store; returns each step's outcome so two backends can be compared.
+async fn expiry_scenario(store: &dyn StateStore) -> Vec<String> {
+    let id = StreamId::new("default", "expiring").unwrap();
+    let live = StreamId::new("default", "live").unwrap();
+    let ended = |epoch| {
+        let mut r = record(&id, epoch, "a");
+        r.playlist.end();
+        r
+    };
+    let active = || async { store.list_active().await.unwrap() };
+    let mut out = Vec::new();
+    store
+        .compare_and_set(None, &record(&id, 1, "a"))
+        .await
+        .unwrap();
+    store
+        .compare_and_set(None, &record(&live, 1, "a"))
+        .await
+        .unwrap();
+    let mut both = active().await;
+    both.sort();
+    assert_eq!(both, vec![id.clone(), live.clone()]);
+    out.push(format!(
+        "not ended: {}",
+        store.delete(&id, 1).await.unwrap()
+    ));
+    store.compare_and_set(Some(1), &ended(2)).await.unwrap();
+    assert_eq!(
+        active().await,
+        vec![live.clone()],
+        "an ended stream left the index"
+    );
+    assert_eq!(store.list().await.unwrap().len(), 2);
+    out.push(format!(
+        "old epoch: {}",
+        store.delete(&id, 1).await.unwrap()
+    ));
+    out.push(format!("expired: {}", store.delete(&id, 2).await.unwrap()));
+    assert!(store.load(&id).await.unwrap().is_none());
+    assert_eq!(store.list().await.unwrap(), vec![live.clone()]);
+    assert_eq!(active().await, vec![live.clone()]);
+    out.push(format!("again: {}", store.delete(&id, 2).await.unwrap()));
+    // The stream comes back: a new record at an epoch taken from the clock (exact through
+    // Redis's Lua numbers too).
+    let epoch = tidegate_server::stream::first_epoch(1_800_000_000_000);
+    store
+        .compare_and_set(None, &record(&id, epoch, "b"))
+        .await
+        .unwrap();
+    store
+        .compare_and_set(Some(epoch), &record(&id, epoch + 1, "b"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.load(&id).await.unwrap().unwrap().playlist.epoch,
+        epoch + 1
+    );
+    let mut both = active().await;
+    both.sort();
+    assert_eq!(both, vec![id, live]);
+    out
+}
+
+#[tokio::test]
+async fn expired_records_are_deleted_alike_in_redis_and_the_embedded_store() {
+    let redis = start_redis();
+    let store = RedisStateStore::connect(&redis_url(redis.port))
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("tg-expiry-compare-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fs = FsStateStore::new(dir.clone());
+    let from_redis = expiry_scenario(&store).await;
+    let from_fs = expiry_scenario(&fs).await;
+    let _ = std::fs::remove_dir_all(dir);
+    assert_eq!(
+        from_redis,
+        [
+            "not ended: false",
+            "old epoch: false",
+            "expired: true",
+            "again: false"
+        ]
+    );
+    assert_eq!(from_redis, from_fs);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_compare_and_set_has_exactly_one_winner() {
     let redis = start_redis();

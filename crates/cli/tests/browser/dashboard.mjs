@@ -118,6 +118,14 @@ try {
     { timeout: STEP_MS },
   );
   log("overview bitrate:", await card.locator(".stats b").first().textContent());
+  // The order of the cards, to compare after a status change (another stream, whose name
+  // sorts first, is published too: a card must not jump ahead of it).
+  const cardOrder = () => page.$$eval(".card", (cs) => cs.map((c) => c.dataset.stream).join(","));
+  await page.waitForFunction(() => document.querySelectorAll(".card").length >= 2, null, {
+    timeout: STEP_MS,
+  });
+  const orderBefore = await cardOrder();
+  log("overview order:", orderBefore);
   await shot(page, "overview");
 
   // 2. The detail view plays the preview.
@@ -168,6 +176,11 @@ try {
   log("overview after stall:", warnText, warnBorder, JSON.stringify(cardReason));
   if (warnText !== "warning" || warnBorder !== AMBER || !/low bitrate/.test(cardReason)) {
     throw new Error(`overview shows "${warnText}" in ${warnBorder} with "${cardReason}", want warning in ${AMBER} with the reason`);
+  }
+  const orderAfter = await cardOrder();
+  log("overview order after stall:", orderAfter);
+  if (orderAfter !== orderBefore) {
+    throw new Error(`the cards moved when a status changed: ${orderBefore} -> ${orderAfter}`);
   }
   await shot(page, "warning");
 

@@ -13,7 +13,6 @@
   /** Window of the drop rate shown, ms (the health rules use 10 s by default too). */
   const DROP_WINDOW_MS = 10000;
   const TOKEN_KEY = "tidegate-admin-token";
-  const SEVERITY = { warning: 0, reconnecting: 1, healthy: 2, offline: 3 };
   const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
@@ -181,6 +180,7 @@
     const drops = stat("drops");
     const uptime = stat("uptime");
     const worker = stat("worker");
+    worker.d.className = "worker";
     for (const x of [bitrate, drops, uptime, worker]) stats.appendChild(x.d);
     const meta = el("div", "meta");
     for (const x of [top, reason, spark, stats, meta]) root.appendChild(x);
@@ -206,10 +206,9 @@
   }
 
   function renderOverview(list) {
-    const sorted = list.slice().sort((a, b) => {
-      const d = (SEVERITY[a.status] ?? 9) - (SEVERITY[b.status] ?? 9);
-      return d || keyOf(a).localeCompare(keyOf(b));
-    });
+    // A fixed order (tenant, then stream name): a card does not move when its status
+    // changes, so the eye finds it where it was.
+    const sorted = list.slice().sort((a, b) => keyOf(a).localeCompare(keyOf(b)));
     const grid = $("grid");
     const seen = new Set();
     sorted.forEach((s, i) => {

@@ -157,10 +157,33 @@ impl MediaStore for FsMediaStore {
         }
         Ok(out)
     }
+
+    /// Removes the stream's directory if it is empty (a new object since is left alone).
+    async fn remove_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let p = object_path(&self.root, prefix)?;
+        match tokio::fs::remove_dir(&p).await {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 /// Stream records as JSON files `<root>/TENANT/STREAM.json`, compare-and-set under a
 /// per-process lock (the embedded store serves one worker).
+///
+/// The streams that are not ended have an empty marker file `<root>/.active/TENANT/STREAM`
+/// ([`StateStore::list_active`]): created before a record that is not ended is written
+/// (at every epoch change, and the first time this process writes the stream), removed
+/// after an ended one is. A crash in between leaves at worst a marker too many, which the
+/// sweeper reads once and drops.
 ///
 /// Workers live under `<root>/.workers` (a name no tenant can have): `ID.json` holds the
 /// [`WorkerRecord`] with its expiry time, `ID.incarnations` the start count. On a shared
@@ -175,10 +198,79 @@ pub struct FsStateStore {
     /// `stat` instead of reading and parsing the whole record back.
     known: Arc<std::sync::Mutex<HashMap<StreamId, (FileStamp, u64)>>>,
     register_lock: Arc<Mutex<()>>,
+    /// Streams whose active marker this store created (and has not removed since).
+    marked: Arc<std::sync::Mutex<std::collections::HashSet<StreamId>>>,
 }
 
 /// The directory under the state root that holds the worker records.
 const WORKERS_DIR: &str = ".workers";
+
+/// The directory under the state root that holds the markers of the streams that are not
+/// ended (a name no tenant can have).
+const ACTIVE_DIR: &str = ".active";
+
+/// Creates the empty file at `path` (and its directory) if it is missing.
+fn touch(path: &Path) -> std::io::Result<()> {
+    let create = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(p)
+            .map(drop)
+    };
+    match create(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            create(path)
+        }
+        other => other,
+    }
+}
+
+/// Removes the file at `path`; absent is fine.
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Valid stream ids from a two-level `TENANT/NAME[suffix]` directory tree under `root`.
+async fn list_tree(root: &Path, suffix: &str) -> Result<Vec<StreamId>, StoreError> {
+    let mut out = Vec::new();
+    let mut tenants = match tokio::fs::read_dir(root).await {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e.into()),
+    };
+    while let Some(t) = tenants.next_entry().await? {
+        let Some(tenant) = t.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !valid_name(&tenant) || !t.file_type().await?.is_dir() {
+            continue;
+        }
+        let mut streams = match tokio::fs::read_dir(t.path()).await {
+            Ok(rd) => rd,
+            // Removed since the listing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(s) = streams.next_entry().await? {
+            let fname = s.file_name();
+            let Some(name) = fname.to_str().and_then(|n| n.strip_suffix(suffix)) else {
+                continue;
+            };
+            if let Some(id) = StreamId::new(&tenant, name) {
+                out.push(id);
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// A worker record file: the record and when it stops counting.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -203,7 +295,21 @@ impl FsStateStore {
             locks: Arc::default(),
             known: Arc::default(),
             register_lock: Arc::default(),
+            marked: Arc::default(),
         }
+    }
+
+    fn marked(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<StreamId>> {
+        self.marked.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn marker_path(&self, id: &StreamId) -> PathBuf {
+        self.root.join(ACTIVE_DIR).join(&id.tenant).join(&id.name)
+    }
+
+    async fn stream_lock(&self, id: &StreamId) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().await;
+        locks.entry(id.clone()).or_default().clone()
     }
 
     /// The remembered record stamps (a panic elsewhere while it was held leaves it usable:
@@ -283,10 +389,7 @@ impl StateStore for FsStateStore {
         expected_epoch: Option<u64>,
         record: &StreamRecord,
     ) -> Result<(), StoreError> {
-        let lock = {
-            let mut locks = self.locks.lock().await;
-            locks.entry(record.id.clone()).or_default().clone()
-        };
+        let lock = self.stream_lock(&record.id).await;
         let _guard = lock.lock().await;
         let json = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
             what: record.id.to_string(),
@@ -296,7 +399,15 @@ impl StateStore for FsStateStore {
         let known = self.known().get(&record.id).copied();
         let new_epoch = record.playlist.epoch;
         let id = record.id.clone();
-        // Stat, compare, write, rename and stat again in one blocking-pool task.
+        let ended = record.playlist.ended;
+        // The marker goes first for a stream that is not ended (at a new epoch another
+        // worker on a shared volume may have removed it), last for an ended one.
+        let mark = (!ended
+            && (expected_epoch != Some(new_epoch) || !self.marked().contains(&record.id)))
+        .then(|| self.marker_path(&record.id));
+        let unmark = ended.then(|| self.marker_path(&record.id));
+        // Stat, compare, mark, write, rename, stat again (and unmark) in one blocking-pool
+        // task.
         let outcome = tokio::task::spawn_blocking(move || {
             let stored = stored_epoch(&path, &id, known)?;
             if stored != expected_epoch {
@@ -305,11 +416,25 @@ impl StateStore for FsStateStore {
                     held: expected_epoch.unwrap_or(0),
                 });
             }
+            if let Some(marker) = &mark {
+                touch(marker)?;
+            }
             let file = write_atomic_blocking(&path, &json)?;
+            if let Some(marker) = &unmark {
+                remove_if_present(marker)?;
+            }
             Ok(stamp_if_ours(&path, file))
         })
         .await
         .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+        if outcome.is_ok() {
+            let mut marked = self.marked();
+            if ended {
+                marked.remove(&record.id);
+            } else {
+                marked.insert(record.id.clone());
+            }
+        }
         let mut known = self.known();
         match outcome {
             Ok(Some(stamp)) => {
@@ -328,31 +453,35 @@ impl StateStore for FsStateStore {
     }
 
     async fn list(&self) -> Result<Vec<StreamId>, StoreError> {
-        let mut out = Vec::new();
-        let mut tenants = match tokio::fs::read_dir(&self.root).await {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e.into()),
+        list_tree(&self.root, ".json").await
+    }
+
+    async fn list_active(&self) -> Result<Vec<StreamId>, StoreError> {
+        list_tree(&self.root.join(ACTIVE_DIR), "").await
+    }
+
+    async fn delete(&self, id: &StreamId, epoch: u64) -> Result<bool, StoreError> {
+        let lock = self.stream_lock(id).await;
+        let guard = lock.lock().await;
+        let deleted = match self.read(id).await? {
+            Some(r) if r.playlist.ended && r.playlist.epoch == epoch => {
+                remove_if_present(&self.path(id))?;
+                remove_if_present(&self.marker_path(id))?;
+                true
+            }
+            _ => false,
         };
-        while let Some(t) = tenants.next_entry().await? {
-            let Some(tenant) = t.file_name().to_str().map(str::to_owned) else {
-                continue;
-            };
-            if !valid_name(&tenant) || !t.file_type().await?.is_dir() {
-                continue;
-            }
-            let mut streams = tokio::fs::read_dir(t.path()).await?;
-            while let Some(s) = streams.next_entry().await? {
-                let fname = s.file_name();
-                let Some(name) = fname.to_str().and_then(|n| n.strip_suffix(".json")) else {
-                    continue;
-                };
-                if let Some(id) = StreamId::new(&tenant, name) {
-                    out.push(id);
-                }
-            }
+        if deleted {
+            self.known().remove(id);
+            self.marked().remove(id);
         }
-        Ok(out)
+        drop(guard);
+        // Forget the stream's lock unless another call holds it meanwhile.
+        let mut locks = self.locks.lock().await;
+        if locks.get(id).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            locks.remove(id);
+        }
+        Ok(deleted)
     }
 
     async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError> {
@@ -454,6 +583,7 @@ mod tests {
             last_media_ms: None,
             takeovers: Vec::new(),
             session_started_ms: None,
+            holder: None,
         }
     }
 

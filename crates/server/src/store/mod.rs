@@ -104,6 +104,48 @@ pub struct StreamRecord {
     /// before this field existed): the stream's uptime, as every worker can see it.
     #[serde(default)]
     pub session_started_ms: Option<i64>,
+    /// What the worker with the live publisher measured, renewed with the lease (`None`
+    /// while no publisher is connected): other workers answer for the stream with these
+    /// instead of figures they do not have. A value this version cannot read (written by
+    /// a newer one) reads as `None`, not as a corrupt record.
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub holder: Option<HolderFigures>,
+}
+
+/// A live stream's figures as the worker holding its publisher measured them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HolderFigures {
+    /// Unix ms when they were measured.
+    pub at_ms: i64,
+    /// `healthy` or `warning`.
+    pub status: tidegate_health::Status,
+    /// Why `warning`.
+    pub reasons: Vec<tidegate_health::Reason>,
+    /// Incoming bitrate over the last seconds.
+    pub bitrate_bps: u64,
+    /// `rtmp` or `srt`.
+    pub protocol: Option<String>,
+    /// Cumulative SRT packet counters (zero for RTMP).
+    pub packets: tidegate_health::PacketTotals,
+    /// Publisher reconnects the holder saw.
+    pub reconnects: u64,
+    /// Unix ms since which the status holds.
+    pub status_since_ms: u64,
+}
+
+/// `Some` when the value reads as a `T`, `None` otherwise (unknown variants of a newer
+/// version included).
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
 }
 
 /// How often a worker refreshes its [`WorkerRecord`].
@@ -230,6 +272,17 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Every stream with a record.
     async fn list(&self) -> Result<Vec<StreamId>, StoreError>;
+    /// Streams whose record is not ended: the sweeper's working set, read every second, so
+    /// its cost follows the live and reconnecting streams, not the history. Kept by
+    /// [`StateStore::compare_and_set`] in an index (a Redis set, marker files); it may
+    /// still name a record that ended or went since (the reader checks the record), and
+    /// may miss a record written by a version without the index (the sweeper's rarer full
+    /// pass over [`StateStore::list`] finds those).
+    async fn list_active(&self) -> Result<Vec<StreamId>, StoreError>;
+    /// Deletes the record of `id` if it is ended and its epoch is still `epoch` (an ended
+    /// stream past its retention); `false` when it is not (gone already, restarted by a
+    /// new publisher, or not ended).
+    async fn delete(&self, id: &StreamId, epoch: u64) -> Result<bool, StoreError>;
     /// Counts a start of worker `worker_id` and returns how many starts the store has seen
     /// for it, this one included (so the restarts are this minus one).
     async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError>;
@@ -257,6 +310,11 @@ pub trait MediaStore: Send + Sync + 'static {
     async fn delete(&self, path: &str) -> Result<(), StoreError>;
     /// Object names (file part only) under a stream's prefix.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Removes what is left of a stream's prefix once its objects are deleted (the
+    /// embedded store's empty directory); nothing to do for an object store.
+    async fn remove_prefix(&self, _prefix: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The state backend a `--state` value names.

@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | `P:stream:TENANT/NAME` | string | the [`StreamRecord`] as JSON (the same bytes `fs.rs` writes) |
 //! | `P:streams` | set | `TENANT/NAME` of every stream with a record ([`StateStore::list`]) |
+//! | `P:active` | set | `TENANT/NAME` of every stream whose record is not ended ([`StateStore::list_active`]) |
 //! | `P:changes` | channel | `TENANT/NAME` published after each successful write |
 //! | `P:worker:ID:incarnations` | integer | how often worker `ID` registered ([`StateStore::register_worker`]) |
 //! | `P:worker:ID` | string, with a TTL | the [`WorkerRecord`] as JSON, refreshed by each heartbeat ([`StateStore::put_worker`]) |
@@ -55,9 +56,10 @@ const CORRUPT_CODE: &str = "TIDEGATE_CORRUPT";
 
 /// The compare-and-set, run atomically by Redis.
 ///
-/// `KEYS[1]` the record, `KEYS[2]` the set of streams; `ARGV[1]` the expected epoch (`""` for
-/// "no record"), `ARGV[2]` the new JSON, `ARGV[3]` the set member / change payload
-/// (`TENANT/NAME`), `ARGV[4]` the change channel.
+/// `KEYS[1]` the record, `KEYS[2]` the set of streams, `KEYS[3]` the set of streams not
+/// ended; `ARGV[1]` the expected epoch (`""` for "no record"), `ARGV[2]` the new JSON,
+/// `ARGV[3]` the set member / change payload (`TENANT/NAME`), `ARGV[4]` the change channel,
+/// `ARGV[5]` `1` when the new record is ended.
 ///
 /// Returns `{1}` when written, `{0, stored}` on a conflict (`stored` = -1 when there is no
 /// record), or an error reply when the stored record is not JSON.
@@ -81,8 +83,40 @@ if stored ~= expected then
 end
 redis.call('SET', KEYS[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
+if ARGV[5] == '1' then
+  redis.call('SREM', KEYS[3], ARGV[3])
+else
+  redis.call('SADD', KEYS[3], ARGV[3])
+end
 redis.call('PUBLISH', ARGV[4], ARGV[3])
 return {1}
+"#;
+
+/// Deletes an ended record whose epoch is still the expected one, run atomically by Redis.
+///
+/// `KEYS[1]` the record, `KEYS[2]` the set of streams, `KEYS[3]` the set of streams not
+/// ended; `ARGV[1]` the epoch, `ARGV[2]` the set member / change payload, `ARGV[3]` the
+/// change channel. Returns 1 when deleted, 0 otherwise (absent, another epoch, not ended,
+/// or not JSON: a record this script cannot read is left alone).
+pub const DELETE_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('SREM', KEYS[3], ARGV[2])
+  return 0
+end
+local ok, rec = pcall(cjson.decode, cur)
+if not ok or type(rec) ~= 'table' or type(rec['playlist']) ~= 'table' then
+  return 0
+end
+if rec['playlist']['ended'] ~= true or rec['playlist']['epoch'] ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
 "#;
 
 /// Stream records in Redis with an atomic compare-and-set on the epoch.
@@ -92,6 +126,7 @@ pub struct RedisStateStore {
     conn: ConnectionManager,
     prefix: String,
     cas: Script,
+    delete: Script,
 }
 
 impl std::fmt::Debug for RedisStateStore {
@@ -160,6 +195,7 @@ impl RedisStateStore {
             conn,
             prefix: prefix.to_owned(),
             cas: Script::new(CAS_SCRIPT),
+            delete: Script::new(DELETE_SCRIPT),
         };
         store.ping().await?;
         Ok(store)
@@ -181,6 +217,21 @@ impl RedisStateStore {
 
     fn set_key(&self) -> String {
         format!("{}:streams", self.prefix)
+    }
+
+    fn active_key(&self) -> String {
+        format!("{}:active", self.prefix)
+    }
+
+    async fn members(&self, key: String) -> Result<Vec<StreamId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = bounded("SMEMBERS", async move {
+            conn.smembers::<_, Vec<String>>(key).await
+        })
+        .await?;
+        let mut out: Vec<StreamId> = members.iter().filter_map(|m| parse_member(m)).collect();
+        out.sort();
+        Ok(out)
     }
 
     /// The channel change notifications are published on (`PREFIX:changes`).
@@ -323,10 +374,12 @@ impl StateStore for RedisStateStore {
         let mut invocation = self.cas.key(self.record_key(&record.id));
         invocation
             .key(self.set_key())
+            .key(self.active_key())
             .arg(expected_epoch.map(|e| e.to_string()).unwrap_or_default())
             .arg(json)
             .arg(record.id.to_string())
-            .arg(self.changes_channel());
+            .arg(self.changes_channel())
+            .arg(if record.playlist.ended { "1" } else { "0" });
         let reply: Value =
             match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Value>(&mut conn))
                 .await
@@ -360,15 +413,24 @@ impl StateStore for RedisStateStore {
     }
 
     async fn list(&self) -> Result<Vec<StreamId>, StoreError> {
+        self.members(self.set_key()).await
+    }
+
+    async fn list_active(&self) -> Result<Vec<StreamId>, StoreError> {
+        self.members(self.active_key()).await
+    }
+
+    async fn delete(&self, id: &StreamId, epoch: u64) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.set_key();
-        let members: Vec<String> = bounded("SMEMBERS", async move {
-            conn.smembers::<_, Vec<String>>(key).await
-        })
-        .await?;
-        let mut out: Vec<StreamId> = members.iter().filter_map(|m| parse_member(m)).collect();
-        out.sort();
-        Ok(out)
+        let mut invocation = self.delete.key(self.record_key(id));
+        invocation
+            .key(self.set_key())
+            .key(self.active_key())
+            .arg(epoch.to_string())
+            .arg(id.to_string())
+            .arg(self.changes_channel());
+        let deleted: i64 = bounded("delete", invocation.invoke_async::<i64>(&mut conn)).await?;
+        Ok(deleted == 1)
     }
 
     /// INCR `PREFIX:worker:ID:incarnations`.

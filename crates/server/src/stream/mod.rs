@@ -32,6 +32,19 @@
 //! **Ending.** A sweeper ([`Streams::sweep`], every [`SWEEP_INTERVAL`]) ends every stream
 //! whose publisher has been gone — or whose owner has been silent — for the reconnect window,
 //! whichever worker it was on; on a single node it also finishes what a killed process left.
+//! Each tick it reads only the streams that are not ended ([`StateStore::list_active`]), so
+//! its cost follows the live and reconnecting streams, not the history; a rarer full pass
+//! ([`StreamSettings::full_sweep_interval`]) finds the rest and expires them.
+//!
+//! **Records.** A stream gets a record when its first media frame arrives, not when its
+//! publisher connects: a connection that publishes and sends nothing (or only a handshake)
+//! leaves no record, no media and no metric series behind, so a flood of them costs
+//! nothing once they are gone. An ended stream keeps its record, its last playlist and its
+//! listing for `--ended-retention`; then the sweeper deletes the record and the media of
+//! its epochs ([`expired`]). A stream that comes back after that starts a new record: its
+//! media sequence starts at 0 again, but its first epoch is taken from the clock
+//! ([`first_epoch`]), so its segment names (`seg-EPOCH-N`) can never be those of an old
+//! incarnation a CDN or player may still cache, and the old URLs are gone (404).
 
 mod writer;
 
@@ -68,6 +81,9 @@ pub const REMOTE_RENDER_TTL: Duration = Duration::from_millis(500);
 /// notifications are live (Redis pub/sub): a change drops the view at once, so this bound
 /// only matters for a notification that never arrives.
 pub const NOTIFIED_RENDER_TTL: Duration = Duration::from_secs(1);
+/// The longest interval between two full passes of the sweeper (every record, for expiry
+/// and for records no index lists); shorter with a short `--ended-retention`.
+pub const MAX_FULL_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 /// Takeovers within [`FLAP_WINDOW_MS`] after which encoders are considered to be fighting.
 pub const FLAP_TAKEOVERS: usize = 4;
 /// See [`FLAP_TAKEOVERS`].
@@ -90,6 +106,8 @@ pub struct StreamSettings {
     pub takeover_policy: TakeoverPolicy,
     /// This worker's name (recorded as the owner of the epochs it holds).
     pub worker_id: String,
+    /// How long an ended stream keeps its record and media.
+    pub ended_retention: Duration,
 }
 
 impl StreamSettings {
@@ -101,6 +119,39 @@ impl StreamSettings {
     fn window_ms(&self) -> i64 {
         i64::try_from(self.reconnect_window.as_millis()).unwrap_or(i64::MAX)
     }
+
+    fn retention_ms(&self) -> i64 {
+        i64::try_from(self.ended_retention.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// How often the sweeper reads every record (not only the active ones): a quarter of
+    /// the retention, between [`SWEEP_INTERVAL`] and [`MAX_FULL_SWEEP_INTERVAL`], so an
+    /// ended stream goes at most that late.
+    pub fn full_sweep_interval(&self) -> Duration {
+        (self.ended_retention / 4).clamp(SWEEP_INTERVAL, MAX_FULL_SWEEP_INTERVAL)
+    }
+}
+
+/// The first epoch of a new record: the wall clock in ms. Epochs only grow within a record,
+/// and a record is only deleted an `--ended-retention` after its last session, so a stream
+/// that comes back after its record expired starts above every epoch its old incarnation
+/// reached (unless that one started more than a session per ms on average), and its segment
+/// names cannot be the old ones.
+pub fn first_epoch(now_ms: i64) -> u64 {
+    u64::try_from(now_ms).unwrap_or(0).max(1)
+}
+
+/// Whether `record` is an ended stream past its retention at `now_ms`.
+pub fn expired(record: &StreamRecord, now_ms: i64, retention_ms: i64) -> bool {
+    record.playlist.ended && now_ms.saturating_sub(record.updated_ms) >= retention_ms
+}
+
+/// The epoch a media object's name carries (`seg-EPOCH-N.ext`, `init-EPOCH-ID.mp4`).
+pub fn object_epoch(name: &str) -> Option<u64> {
+    let rest = name
+        .strip_prefix("seg-")
+        .or_else(|| name.strip_prefix("init-"))?;
+    rest.split_once('-')?.0.parse().ok()
 }
 
 /// Why a publish was refused.
@@ -189,6 +240,9 @@ struct StreamInner {
     /// Bumped on every publish session started here.
     generation: u64,
     live: Option<LiveSession>,
+    /// Taken out of the registry (its record expired, or it never got one): a caller that
+    /// found it just before must look the stream up again.
+    removed: bool,
 }
 
 /// What the origin serves for a stream.
@@ -213,6 +267,7 @@ impl Stream {
                 record: None,
                 generation: 0,
                 live: None,
+                removed: false,
             }),
             view: SyncMutex::default(),
             changes: AtomicU64::new(0),
@@ -309,6 +364,8 @@ pub struct Streams {
     media_healthy: AtomicBool,
     /// The state store's change notifications are live (see [`Streams::apply_change`]).
     notified: AtomicBool,
+    /// When the sweeper last read every record.
+    last_full_sweep: SyncMutex<Option<Instant>>,
 }
 
 /// One row of [`Streams::list`].
@@ -345,6 +402,7 @@ impl Streams {
             state_healthy: AtomicBool::new(true),
             media_healthy: AtomicBool::new(true),
             notified: AtomicBool::new(false),
+            last_full_sweep: SyncMutex::new(None),
         })
     }
 
@@ -419,6 +477,19 @@ impl Streams {
 
     fn note_media(&self, ok: bool) {
         self.media_healthy.store(ok, Ordering::Relaxed);
+    }
+
+    /// Takes `stream` out of the registry (the caller holds its `inner`, which has no live
+    /// session): its telemetry goes with it.
+    async fn forget(&self, stream: &Arc<Stream>, inner: &mut StreamInner) {
+        inner.removed = true;
+        let mut streams = self.streams.lock().await;
+        if streams
+            .get(&stream.id)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            streams.remove(&stream.id);
+        }
     }
 
     async fn get_or_insert(&self, id: &StreamId) -> Arc<Stream> {
@@ -563,8 +634,19 @@ impl Streams {
         if self.draining.is_cancelled() {
             return Err(PublishError::Draining);
         }
-        let stream = self.get_or_insert(&id).await;
+        let stream = loop {
+            let stream = self.get_or_insert(&id).await;
+            if !stream.inner.lock().await.removed {
+                break stream;
+            }
+        };
         let mut inner = stream.inner.lock().await;
+        if inner.removed {
+            // Forgotten between the two locks (a rare race): the caller may try again.
+            return Err(PublishError::Store(StoreError::Unavailable(
+                "stream was being removed; try again".to_owned(),
+            )));
+        }
         let now = unix_ms();
         let stored = self.state.load(&id).await?;
 
@@ -605,11 +687,13 @@ impl Streams {
         let mut stale_objects = Vec::new();
         let (expected, mut record) = match stored {
             None => {
-                let playlist = PlaylistState::new(
+                let mut playlist = PlaylistState::new(
                     self.settings.container,
                     self.settings.playlist_window,
                     target_secs(self.settings.segment_duration),
                 );
+                // begin_session below adds one.
+                playlist.epoch = first_epoch(now) - 1;
                 let record = StreamRecord {
                     id: id.clone(),
                     playlist,
@@ -619,6 +703,7 @@ impl Streams {
                     last_media_ms: None,
                     takeovers: Vec::new(),
                     session_started_ms: Some(now),
+                    holder: None,
                 };
                 (None, record)
             }
@@ -652,15 +737,22 @@ impl Streams {
                 r.updated_ms = now;
                 r.last_media_ms = None;
                 r.session_started_ms = Some(now);
+                r.holder = None;
                 (expected, r)
             }
         };
         record.playlist.begin_session();
-        if let Err(e) = self.state.compare_and_set(expected, &record).await {
-            self.note_state(!e.is_unavailable());
-            return Err(e.into());
+        // A new stream is written when its first media frame arrives (the writer's first
+        // commit, a compare-and-set on "no record"); a stream with a record moves to the
+        // new epoch now, which fences any older session.
+        let stored = expected.is_some();
+        if stored {
+            if let Err(e) = self.state.compare_and_set(expected, &record).await {
+                self.note_state(!e.is_unavailable());
+                return Err(e.into());
+            }
+            self.note_state(true);
         }
-        self.note_state(true);
         // A local holder (hung connection) loses the stream now.
         if let Some(old) = inner.live.take() {
             old.fenced.cancel();
@@ -674,6 +766,7 @@ impl Streams {
         let fenced = CancellationToken::new();
         let kicked = Arc::new(AtomicBool::new(false));
         let last_media_ms = Arc::new(AtomicI64::new(now));
+        let media_seen = Arc::new(AtomicBool::new(false));
         inner.live = Some(LiveSession {
             generation,
             started_ms: now,
@@ -698,6 +791,8 @@ impl Streams {
             rx,
             fenced.clone(),
             last_media_ms.clone(),
+            stored,
+            media_seen.clone(),
         )));
         let config = SegmenterConfig {
             container: self.settings.container,
@@ -713,6 +808,7 @@ impl Streams {
             fenced,
             kicked,
             last_media_ms,
+            media_seen,
             close_at_boundary: self.close_at_boundary.clone(),
             task: Some(task),
             video_seen: false,
@@ -732,12 +828,15 @@ impl Streams {
 
     /// Called by a writer when its session is over (publisher gone or fenced) and everything
     /// it could store is stored. `superseded`: it lost the stream to a newer epoch.
+    /// `stored`: the stream has a record (a session that never delivered media to a stream
+    /// without one leaves nothing: the stream is forgotten at once).
     async fn session_ended(
         &self,
         stream: &Arc<Stream>,
         generation: u64,
         record: StreamRecord,
         superseded: bool,
+        stored: bool,
     ) {
         let mut inner = stream.inner.lock().await;
         if inner
@@ -746,6 +845,18 @@ impl Streams {
             .is_some_and(|l| l.generation == generation)
         {
             inner.live = None;
+            if !stored {
+                self.metrics.live_streams.dec();
+                stream.release_view(generation, false);
+                self.forget(stream, &mut inner).await;
+                drop(inner);
+                self.telemetry.session_ended(&stream.telemetry, superseded);
+                // A newcomer on another worker wrote the record first: the stream lives
+                // on there, only this worker's series go.
+                self.telemetry.stream_gone(&stream.telemetry, !superseded);
+                info!(stream = %stream.id, "publisher gone before sending media; nothing kept");
+                return;
+            }
             inner.record = Some(record);
             self.metrics.live_streams.dec();
             stream.release_view(generation, true);
@@ -821,6 +932,7 @@ impl Streams {
         let now = unix_ms();
         record.updated_ms = now;
         record.publisher_left_ms.get_or_insert(now);
+        record.holder = None;
         self.state.compare_and_set(Some(expected), &record).await?;
         if let Some(live) = inner.live.take() {
             live.fenced.cancel();
@@ -846,21 +958,42 @@ impl Streams {
 
     /// Ends every stream that has had no publisher for the reconnect window: one whose
     /// publisher left, or whose owner stopped renewing its lease (a dead worker). Any worker
-    /// may do it; the compare-and-set on the epoch makes it safe. Returns how many it ended.
+    /// may do it; the compare-and-set on the epoch makes it safe. Reads the streams that are
+    /// not ended; every [`StreamSettings::full_sweep_interval`] (and on the first call) it
+    /// reads every record instead, expires the ended streams past their retention, counts
+    /// the records and forgets streams whose record went. Returns how many it ended.
     pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let full = self
+            .last_full_sweep
+            .lock()
+            .map(|t| t.is_none_or(|t| t.elapsed() >= self.settings.full_sweep_interval()))
+            .unwrap_or(true);
+        let ids = if full {
+            self.state.list().await?
+        } else {
+            self.state.list_active().await?
+        };
         let now = unix_ms();
         let window = self.settings.window_ms();
         let mut ended = 0;
-        for id in self.state.list().await? {
-            if let Some(s) = self.get(&id).await {
+        let mut records = ids.len();
+        for id in &ids {
+            if let Some(s) = self.get(id).await {
                 if s.inner.lock().await.live.is_some() {
                     continue;
                 }
             }
-            let Some(mut record) = self.state.load(&id).await? else {
+            let Some(mut record) = self.state.load(id).await? else {
+                records = records.saturating_sub(1);
                 continue;
             };
             if record.playlist.ended {
+                if full
+                    && expired(&record, now, self.settings.retention_ms())
+                    && self.expire(&record).await?
+                {
+                    records = records.saturating_sub(1);
+                }
                 continue;
             }
             let activity = record
@@ -880,11 +1013,12 @@ impl Streams {
             record.playlist.end();
             record.updated_ms = now;
             record.publisher_left_ms.get_or_insert(left);
+            record.holder = None;
             match self.state.compare_and_set(Some(epoch), &record).await {
                 Ok(()) => {
                     ended += 1;
                     info!(stream = %id, "no publisher for the reconnect window; stream ended");
-                    let stream = self.get_or_insert(&id).await;
+                    let stream = self.get_or_insert(id).await;
                     stream.set_fetched_view(&record.playlist, stream.change_generation());
                     stream.inner.lock().await.record = Some(record);
                     self.telemetry.stream_ended(&stream.telemetry);
@@ -894,7 +1028,79 @@ impl Streams {
                 Err(e) => return Err(e),
             }
         }
+        if full {
+            self.forget_unrecorded(&ids).await;
+            self.metrics
+                .stream_records
+                .set(i64::try_from(records).unwrap_or(i64::MAX));
+            if let Ok(mut t) = self.last_full_sweep.lock() {
+                *t = Some(Instant::now());
+            }
+        }
         Ok(ended)
+    }
+
+    /// Deletes an ended stream past its retention: its record (if it is still the ended
+    /// one), then the media of its epochs (a newer epoch's objects belong to a stream that
+    /// came back meanwhile). `false` when the record changed or went first.
+    async fn expire(&self, record: &StreamRecord) -> Result<bool, StoreError> {
+        let id = &record.id;
+        let epoch = record.playlist.epoch;
+        if !self.state.delete(id, epoch).await? {
+            return Ok(false);
+        }
+        let prefix = id.prefix();
+        match self.media.list(&prefix).await {
+            Ok(names) => {
+                for name in names {
+                    if object_epoch(&name).is_some_and(|e| e <= epoch)
+                        && self
+                            .media
+                            .delete(&format!("{prefix}/{name}"))
+                            .await
+                            .is_err()
+                    {
+                        self.metrics.store_error("delete");
+                    }
+                }
+                if self.media.remove_prefix(&prefix).await.is_err() {
+                    self.metrics.store_error("delete");
+                }
+            }
+            Err(e) => {
+                self.metrics.store_error("list_media");
+                warn!(stream = %id, error = %e, "expired stream: could not list its media; left in place");
+            }
+        }
+        if let Some(stream) = self.get(id).await {
+            let mut inner = stream.inner.lock().await;
+            if inner.live.is_none() {
+                self.forget(&stream, &mut inner).await;
+            }
+        }
+        self.metrics.stream_records_expired.inc();
+        info!(stream = %id, retention_s = self.settings.ended_retention.as_secs_f64(), "ended stream expired; record and media deleted");
+        Ok(true)
+    }
+
+    /// Forgets the streams this worker knows that have no live session here and no record
+    /// any more (`ids`: every record; another worker expired them).
+    async fn forget_unrecorded(&self, ids: &[StreamId]) {
+        let recorded: std::collections::HashSet<&StreamId> = ids.iter().collect();
+        let known: Vec<_> = self.streams.lock().await.values().cloned().collect();
+        for stream in known {
+            if recorded.contains(&stream.id) {
+                continue;
+            }
+            let mut inner = stream.inner.lock().await;
+            if inner.live.is_some() {
+                continue;
+            }
+            // Listed before the record was written: ask the store itself.
+            if matches!(self.state.load(&stream.id).await, Ok(None)) {
+                self.forget(&stream, &mut inner).await;
+            }
+        }
     }
 }
 
@@ -910,6 +1116,8 @@ enum WriterMsg {
     /// What the segmenter produced, when it was cut, and (for segments) what the multivariant
     /// playlist should say about the stream.
     Output(SegmenterOutput, Instant, Option<StreamInfo>),
+    /// The first media frame arrived: a new stream's record (and lease) is written now.
+    FirstMedia,
     Finish,
 }
 
@@ -930,6 +1138,8 @@ pub struct Publisher {
     fenced: CancellationToken,
     kicked: Arc<AtomicBool>,
     last_media_ms: Arc<AtomicI64>,
+    /// Set at the first media frame: the stream gets its record then.
+    media_seen: Arc<AtomicBool>,
     close_at_boundary: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
     /// The session declared or sent video (health was told once).
@@ -1000,6 +1210,10 @@ impl Publisher {
                 video_frame = f.track == tidegate_media::TrackKind::Video;
                 if video_frame {
                     self.note_video_seen();
+                }
+                if !self.media_seen.swap(true, Ordering::Relaxed) {
+                    // Best effort: a full queue wakes the writer anyway.
+                    let _ = self.tx.try_send(WriterMsg::FirstMedia);
                 }
                 self.telemetry.note_frame(video_frame, f.keyframe);
             }
@@ -1096,6 +1310,7 @@ mod change_tests {
             last_media_ms: Some(unix_ms()),
             takeovers: Vec::new(),
             session_started_ms: None,
+            holder: None,
         }
     }
 
@@ -1132,6 +1347,7 @@ mod change_tests {
             reconnect_window: Duration::from_secs(30),
             takeover_policy: TakeoverPolicy::Newest,
             worker_id: "here".into(),
+            ended_retention: Duration::from_secs(3600),
         };
         let streams = Streams::new(state.clone(), media, settings, metrics, telemetry);
         let id = StreamId::new("default", "watched").unwrap();
@@ -1206,5 +1422,86 @@ mod change_tests {
         stream.set_owned_view(&live, 3);
         stream.release_view(3, false);
         assert!(stream.fresh_view(NOTIFIED_RENDER_TTL).is_none());
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn object_names_carry_their_epoch() {
+        assert_eq!(object_epoch("seg-7-12.m4s"), Some(7));
+        assert_eq!(
+            object_epoch("seg-1796459589079-0.ts"),
+            Some(1_796_459_589_079)
+        );
+        assert_eq!(object_epoch("init-3-0.mp4"), Some(3));
+        for other in [
+            "index.m3u8",
+            "seg-x-1.m4s",
+            "seg-.m4s",
+            "init-4",
+            "segment-1-2.m4s",
+        ] {
+            assert_eq!(object_epoch(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_new_record_starts_above_every_epoch_of_an_expired_one() {
+        // An incarnation created at t0 with a session every second for a day, expired an
+        // hour after its last session: its successor starts above its last epoch.
+        let t0 = 1_800_000_000_000_i64;
+        let last = first_epoch(t0) + 86_400;
+        let back = t0 + 86_400_000 + 3_600_000;
+        assert!(first_epoch(back) > last);
+        assert_eq!(first_epoch(-5), 1);
+    }
+
+    #[test]
+    fn only_ended_records_past_the_retention_expire() {
+        let id = StreamId::new("default", "x").unwrap();
+        let mut r = StreamRecord {
+            id,
+            playlist: PlaylistState::new(Container::Fmp4, 5, 2),
+            updated_ms: 10_000,
+            publisher_left_ms: Some(9_000),
+            owner: "w".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: None,
+            holder: None,
+        };
+        assert!(!expired(&r, 1_000_000, 1_000), "not ended");
+        r.playlist.end();
+        assert!(!expired(&r, 10_999, 1_000));
+        assert!(expired(&r, 11_000, 1_000));
+    }
+
+    #[test]
+    fn the_full_pass_runs_a_quarter_of_the_retention_apart_within_bounds() {
+        let with = |retention: Duration| StreamSettings {
+            container: Container::Fmp4,
+            segment_ticks: 180_000,
+            segment_duration: Duration::from_secs(2),
+            playlist_window: 6,
+            reconnect_window: Duration::from_secs(30),
+            takeover_policy: TakeoverPolicy::Newest,
+            worker_id: "here".into(),
+            ended_retention: retention,
+        };
+        assert_eq!(
+            with(Duration::from_secs(3)).full_sweep_interval(),
+            SWEEP_INTERVAL
+        );
+        assert_eq!(
+            with(Duration::from_secs(120)).full_sweep_interval(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            with(Duration::from_secs(3600)).full_sweep_interval(),
+            MAX_FULL_SWEEP_INTERVAL
+        );
     }
 }

@@ -13,9 +13,14 @@
 //!   connection closes and nothing more is written.
 //!
 //! While live, the record's `last_media_ms` is renewed every [`LEASE_RENEW`] (the lease).
+//!
+//! A session of a stream without a record (a new stream) writes nothing until its first
+//! media frame: then its first commit creates the record (a compare-and-set on "no record",
+//! which fences it if another worker created one first). A session that ends before that
+//! leaves nothing in either store.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +74,10 @@ pub(super) struct Writer {
     rx: mpsc::Receiver<WriterMsg>,
     fenced: CancellationToken,
     last_media_ms: Arc<AtomicI64>,
+    /// The record is in the state store at `epoch` (else the first commit creates it).
+    stored: bool,
+    /// The publisher delivered a media frame.
+    media_seen: Arc<AtomicBool>,
     /// The init segment the next media segments need (fMP4).
     map_uri: Option<String>,
     backlog: VecDeque<Object>,
@@ -87,6 +96,8 @@ impl Writer {
         rx: mpsc::Receiver<WriterMsg>,
         fenced: CancellationToken,
         last_media_ms: Arc<AtomicI64>,
+        stored: bool,
+        media_seen: Arc<AtomicBool>,
     ) -> Self {
         Self {
             epoch: record.playlist.epoch,
@@ -99,6 +110,8 @@ impl Writer {
             rx,
             fenced,
             last_media_ms,
+            stored,
+            media_seen,
             map_uri: None,
             backlog: VecDeque::new(),
             segment_counter: 0,
@@ -219,27 +232,47 @@ impl Writer {
         self.retry = (self.retry * 2).min(MAX_RETRY);
     }
 
+    /// A new stream whose publisher has sent no media yet: nothing is stored for it.
+    fn unborn(&self) -> bool {
+        !self.stored && !self.media_seen.load(Ordering::Relaxed)
+    }
+
     /// Writes the record if it changed or the lease is due. `Err` when fenced.
     async fn commit(&mut self, force_lease: bool) -> Result<(), StoreError> {
+        if !self.stored && self.fenced.is_cancelled() {
+            // Replaced on this worker before the record existed: never create it now.
+            return Err(StoreError::Conflict {
+                stored: 0,
+                held: self.epoch,
+            });
+        }
         let media = self.last_media_ms.load(Ordering::Relaxed);
-        let lease_due = self.last_commit.elapsed() >= LEASE_RENEW
-            && self.record.last_media_ms != Some(media)
+        let renew_due = force_lease
+            && self.last_commit.elapsed() >= LEASE_RENEW
             && self.record.publisher_left_ms.is_none();
-        if !(self.dirty || (force_lease && lease_due)) {
+        let lease_due = renew_due && self.record.last_media_ms != Some(media);
+        // A new stream's record is created as soon as media flows (it is its lease). While
+        // connected, the holder's figures are renewed every LEASE_RENEW even when no media
+        // came (a stalled encoder must show as `warning` everywhere), without renewing the
+        // lease: `updated_ms` and `last_media_ms` move only with a change or new media.
+        if !(self.dirty || !self.stored || renew_due) {
             return Ok(());
         }
         let mut next = self.record.clone();
-        next.updated_ms = unix_ms();
+        if self.dirty || !self.stored || lease_due {
+            next.updated_ms = unix_ms();
+        }
         if next.publisher_left_ms.is_none() {
             next.last_media_ms = Some(media);
+            // Published with the lease, so other workers can answer for this stream.
+            next.holder = self.stream.telemetry.holder_figures();
+        } else {
+            next.holder = None;
         }
-        match self
-            .streams
-            .state
-            .compare_and_set(Some(self.epoch), &next)
-            .await
-        {
+        let expected = self.stored.then_some(self.epoch);
+        match self.streams.state.compare_and_set(expected, &next).await {
             Ok(()) => {
+                self.stored = true;
                 self.record = next;
                 self.dirty = false;
                 self.last_commit = Instant::now();
@@ -299,6 +332,7 @@ pub(super) async fn run(mut w: Writer) {
         tokio::select! {
             msg = w.rx.recv(), if finishing.is_none() => match msg {
                 Some(WriterMsg::Output(out, cut_at, info)) => w.accept(out, cut_at, info),
+                Some(WriterMsg::FirstMedia) => {}
                 Some(WriterMsg::Finish) | None => {
                     finishing = Some(Instant::now());
                     w.record.publisher_left_ms = Some(unix_ms());
@@ -320,12 +354,14 @@ pub(super) async fn run(mut w: Writer) {
             }
             continue;
         }
-        w.pump().await;
-        if let Err(e) = w.commit(true).await {
-            break Err(e);
+        if !w.unborn() {
+            w.pump().await;
+            if let Err(e) = w.commit(true).await {
+                break Err(e);
+            }
         }
         if let Some(since) = finishing {
-            let done = w.backlog.is_empty() && !w.dirty;
+            let done = w.unborn() || (w.backlog.is_empty() && !w.dirty);
             if done || since.elapsed() > FINISH_DEADLINE {
                 if !done {
                     warn!(stream = %w.stream.id, waiting = w.backlog.len(), "gave up storing the last segments of a session");
@@ -340,6 +376,12 @@ pub(super) async fn run(mut w: Writer) {
     w.fenced.cancel();
     let superseded = matches!(outcome, Err(StoreError::Conflict { .. }));
     w.streams
-        .session_ended(&w.stream, w.generation, w.record.clone(), superseded)
+        .session_ended(
+            &w.stream,
+            w.generation,
+            w.record.clone(),
+            superseded,
+            w.stored,
+        )
         .await;
 }

@@ -1,0 +1,156 @@
+//! Unknown is not zero: two workers share a Redis state store; a publisher is connected to
+//! the first. The second answers for the stream with the holder's own figures (bitrate,
+//! protocol, packets, published with the lease through the shared state) and their age,
+//! never a made-up `0`; when the encoder stalls with its connection open, the second worker
+//! shows the holder's `warning` too (figures renew without media); once the publisher has
+//! gone, neither worker shows a bitrate.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// Thresholds that turn a stalled stream `warning` within seconds.
+const HEALTH: &str = r#"
+[health]
+warmup = "2s"
+relative-window = "10s"
+low-bitrate-for = "2s"
+recover-after = "2s"
+min-dwell = "1s"
+"#;
+
+/// `GET /api/v1/streams/default/KEY` as JSON (`Null` on 404).
+fn stream(server: &Server, key: &str) -> Value {
+    let r = get(&server.url(&format!("/api/v1/streams/default/{key}")));
+    match r.status {
+        404 => Value::Null,
+        200 => serde_json::from_slice(&r.body).unwrap(),
+        s => panic!("API answered {s}: {}", r.text()),
+    }
+}
+
+/// The entry of `key` in `GET /api/v1/streams`.
+fn listed(server: &Server, key: &str) -> Value {
+    let r = get(&server.url("/api/v1/streams"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == key)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
+    let dir = tempfile::Builder::new()
+        .prefix("tidegate-figures-")
+        .tempdir()
+        .unwrap();
+    let redis = RedisServer::start(dir.path());
+    let data = dir.path().join("data");
+    let config = dir.path().join("tidegate.toml");
+    std::fs::write(&config, HEALTH).unwrap();
+    let args = |id: &'static str| {
+        vec![
+            "--config".to_owned(),
+            config.to_str().unwrap().to_owned(),
+            "--state".to_owned(),
+            redis.url(),
+            "--worker-id".to_owned(),
+            id.to_owned(),
+            "--reconnect-window".to_owned(),
+            "20s".to_owned(),
+        ]
+    };
+    let a_args = args("worker-a");
+    let b_args = args("worker-b");
+    let mut a = Server::start_in(
+        &data,
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut b = Server::start_in(
+        &data,
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+
+    let mut publisher = publish_ffmpeg(Media::H264Aac, &a.rtmp_url("cam"), &Publish::forever());
+    // Worker B has no connection from the publisher; it answers with A's figures.
+    let remote = wait_for(
+        "worker B to answer with the holder's bitrate",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let v = stream(&b, "cam");
+            (v["bitrate_bps"].as_u64().unwrap_or(0) > 0).then_some(v)
+        },
+    );
+    assert_eq!(remote["status"], "healthy", "{remote}");
+    assert_eq!(remote["live_here"], false, "{remote}");
+    assert_eq!(remote["protocol"], "rtmp", "{remote}");
+    assert_eq!(remote["held_by"], "worker-a", "{remote}");
+    assert_eq!(remote["worker"], "worker-a", "{remote}");
+    assert!(remote["packets"].is_object(), "{remote}");
+    let age = remote["figures_age_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no figures_age_ms from the non-holder: {remote}"));
+    assert!(age <= 5_000, "figures {age} ms old: {remote}");
+    // The list says the same.
+    let row = listed(&b, "cam");
+    assert!(row["bitrate_bps"].as_u64().unwrap_or(0) > 0, "{row}");
+    assert_eq!(row["protocol"], "rtmp", "{row}");
+    assert!(row["figures_age_ms"].is_u64(), "{row}");
+
+    // The holder measures its own: no age.
+    let local = stream(&a, "cam");
+    assert_eq!(local["live_here"], true, "{local}");
+    assert!(local["figures_age_ms"].is_null(), "{local}");
+    assert!(local["bitrate_bps"].as_u64().unwrap_or(0) > 0, "{local}");
+
+    // The encoder stalls with its connection open: the holder judges it `warning`, and the
+    // other worker says so too, with fresh figures.
+    publisher.signal(19);
+    let stalled = wait_for(
+        "worker B to show the holder's warning",
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let v = stream(&b, "cam");
+            (v["status"] == "warning").then_some(v)
+        },
+    );
+    assert!(
+        stalled["figures_age_ms"]
+            .as_u64()
+            .is_some_and(|a| a <= 5_000),
+        "{stalled}"
+    );
+    assert!(
+        stalled["reasons"].as_array().is_some_and(|r| !r.is_empty()),
+        "{stalled}"
+    );
+
+    // The publisher goes: reconnecting on both, and no stale bitrate anywhere.
+    publisher.kill();
+    for (name, server) in [("A", &a), ("B", &b)] {
+        let v = wait_for(
+            &format!("worker {name} to show the stream reconnecting"),
+            Duration::from_secs(20),
+            Duration::from_millis(250),
+            || {
+                let v = stream(server, "cam");
+                (v["status"] == "reconnecting").then_some(v)
+            },
+        );
+        assert!(v["bitrate_bps"].is_null(), "worker {name}: {v}");
+        assert!(v["held_by"].is_null(), "worker {name}: {v}");
+        let row = listed(server, "cam");
+        assert!(row["bitrate_bps"].is_null(), "worker {name}: {row}");
+    }
+    a.assert_alive();
+    b.assert_alive();
+}
