@@ -2,8 +2,8 @@
 //! or idle timeout and no connection cap: idle connections could take every descriptor).
 //!
 //! For each accepted socket the [`ConnectionLimiter`] (total, per source address, the
-//! descriptor reserve) admits it or it is closed at once, counted by reason and summed up in
-//! at most one log line a second. An admitted connection is served by hyper's HTTP/1 server
+//! descriptor reserve) admits it or it is closed at once, counted by reason and logged
+//! within the `http` area's [`LogLimiter`]. An admitted connection is served by hyper's HTTP/1 server
 //! with [`crate::origin::router`] as its service, under a watchdog that closes it when
 //!
 //! - a request's head has not arrived in full [`HttpLimits::header_timeout`] after the
@@ -12,7 +12,8 @@
 //!   connection between requests, or a client that stopped reading its answer.
 //!
 //! When accepting fails for want of descriptors or memory, the loop waits (doubling up to
-//! a second) instead of retrying at once, and logs once a second at most. On `stop` it stops
+//! a second) instead of retrying at once, and logs once a second at most ([`AcceptBackoff`],
+//! shared with the RTMP listener). On `stop` it stops
 //! accepting; every connection finishes the request it is serving, then closes.
 
 use std::convert::Infallible;
@@ -35,19 +36,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::limits::{ConnectionGuard, ConnectionLimiter, FdBudget, LogThrottle, RefusalTally};
+use crate::limits::{
+    AcceptBackoff, ConnectionGuard, ConnectionLimiter, FdBudget, LogLimiter, LOG_LINES_PER_SECOND,
+    LOG_WINDOW,
+};
 use crate::metrics::Metrics;
 
 /// The largest request head (request line and headers) a client may send; hyper answers
 /// 431 past it. Also bounds what a slow client can make a connection buffer.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
-/// At most one refusal or accept-failure log line per this interval.
-const LOG_INTERVAL: Duration = Duration::from_secs(1);
-/// The first wait after accepting failed for want of resources; doubled up to
-/// [`ACCEPT_BACKOFF_MAX`].
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// The longest wait between accept attempts while resources are short.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// The `area` label of the HTTP listener's rate-limited log lines.
 const LOG_AREA: &str = "http";
 
@@ -93,46 +90,38 @@ pub async fn serve(
         Some(fds),
     );
     let connections = TaskTracker::new();
-    let mut refusals = RefusalLog::new(metrics.clone());
-    let mut accept_failures = LogThrottle::new(LOG_INTERVAL);
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    let mut summary = tokio::time::interval(LOG_INTERVAL);
+    let log = LogLimiter::new(
+        LOG_AREA,
+        LOG_LINES_PER_SECOND,
+        metrics.log_suppressed(LOG_AREA),
+    );
+    let mut accept = AcceptBackoff::new("HTTP", LOG_AREA, metrics.log_suppressed(LOG_AREA));
+    let mut summary = tokio::time::interval(LOG_WINDOW);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
             _ = summary.tick() => {
-                refusals.flush(Instant::now());
+                let now = Instant::now();
+                log.flush(now);
+                accept.flush(now);
                 continue;
             }
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
-            Err(e) if is_peer_error(&e) => continue,
             Err(e) => {
-                // Out of descriptors or memory: accepting again at once would fail again
-                // (the connection stays queued), so wait and say so once a second.
-                match accept_failures.hit(Instant::now()) {
-                    Some(folded) => warn!(
-                        error = %e,
-                        failures_since_last_line = folded,
-                        retry_in_ms = backoff.as_millis() as u64,
-                        "cannot accept HTTP connections; waiting"
-                    ),
-                    None => {
-                        metrics.log_suppressed(LOG_AREA).inc();
+                if let Some(wait) = accept.failed(&e, Instant::now()) {
+                    tokio::select! {
+                        () = stop.cancelled() => break,
+                        () = tokio::time::sleep(wait) => {}
                     }
                 }
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
                 continue;
             }
         };
-        backoff = ACCEPT_BACKOFF_MIN;
+        accept.accepted();
         match limiter.try_acquire(peer.ip()) {
             Ok(guard) => {
                 connections.spawn(connection(
@@ -151,77 +140,17 @@ pub async fn serve(
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
                 drop(stream);
                 metrics.http_refused(refusal);
-                refusals.note(refusal, Instant::now());
+                if log.allow(Instant::now()) {
+                    warn!(%peer, reason = refusal.as_str(), "HTTP connection refused");
+                }
             }
         }
     }
     drop(listener);
-    refusals.flush_now();
+    // The last summary, though its window has not ended.
+    log.flush(Instant::now() + LOG_WINDOW);
     connections.close();
     connections.wait().await;
-}
-
-/// An accept error that concerns one connection only (it went away before it was
-/// accepted); the listener is fine.
-fn is_peer_error(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionRefused
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    )
-}
-
-/// The refusals since the last line, written at most once per [`LOG_INTERVAL`].
-struct RefusalLog {
-    metrics: Arc<Metrics>,
-    throttle: LogThrottle,
-    tally: RefusalTally,
-}
-
-impl RefusalLog {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        Self {
-            metrics,
-            throttle: LogThrottle::new(LOG_INTERVAL),
-            tally: RefusalTally::default(),
-        }
-    }
-
-    fn note(&mut self, refusal: crate::limits::Refusal, now: Instant) {
-        self.tally.add(refusal);
-        match self.throttle.hit(now) {
-            Some(_) => self.write(),
-            None => {
-                self.metrics.log_suppressed(LOG_AREA).inc();
-            }
-        }
-    }
-
-    fn flush(&mut self, now: Instant) {
-        if self.throttle.flush(now).is_some() {
-            self.write();
-        }
-    }
-
-    fn flush_now(&mut self) {
-        if self.tally.total() > 0 {
-            self.write();
-        }
-    }
-
-    fn write(&mut self) {
-        let tally = self.tally.take();
-        if tally.total() > 0 {
-            warn!(
-                refused = tally.total(),
-                reasons = %tally,
-                "HTTP connections refused (connection caps or the descriptor reserve)"
-            );
-        }
-    }
 }
 
 /// Why the watchdog closed a connection (the `phase` label).
@@ -624,14 +553,5 @@ mod tests {
         let t0 = Instant::now();
         let a = Activity::new(t0, &limits(30, 5));
         assert_eq!(a.poll_deadline(secs(t0, 5)), Err(Phase::Idle));
-    }
-
-    #[test]
-    fn resource_errors_back_off_and_peer_errors_do_not() {
-        assert!(is_peer_error(&io::Error::from(
-            io::ErrorKind::ConnectionAborted
-        )));
-        // EMFILE
-        assert!(!is_peer_error(&io::Error::from_raw_os_error(24)));
     }
 }

@@ -73,7 +73,8 @@ pub struct Context {
     pub member: Arc<worker::Member>,
     ready: AtomicBool,
     // --- ingest limits (issue 10, RTMP side) ---
-    /// Caps on ingest connections, publishers and buffered bytes (RTMP and SRT share them).
+    /// Caps on ingest connections, publishers and buffered bytes (RTMP and SRT share them;
+    /// the connections also keep out of `fds`' reserve).
     pub ingest_limits: Arc<ingest::limits::IngestLimits>,
     /// The process's file descriptors and the reserve peers may not take; every listener
     /// admits its connections through it (`limits::ConnectionLimiter`).
@@ -285,7 +286,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     let urls = urls::Urls::new(config.rtmp_listen, config.srt_listen, config.http_listen);
     info!("{}", urls.banner(worker::host_name().as_deref()));
 
-    let ingest_limits = Arc::new(ingest::limits::IngestLimits::new(&config));
+    let ingest_limits = Arc::new(ingest::limits::IngestLimits::new(&config, fds.clone()));
     let ctx = Arc::new(Context {
         config,
         telemetry,

@@ -1,22 +1,31 @@
 //! Caps on what peers can make the worker hold, shared by every listener.
 //!
-//! - [`ConnectionLimiter`]: connections in total and per source address. A listener asks
-//!   it for each accepted socket and gets a [`ConnectionGuard`] (dropped with the
-//!   connection) or a [`Refusal`] (close the socket at once and count the reason).
+//! - [`ConnectionLimiter`]: connections in total and per source address (an IPv6 /64 is one
+//!   source). A listener asks it for each accepted socket and gets a [`ConnectionGuard`]
+//!   (dropped with the connection) or a [`Refusal`] (close the socket at once and count the
+//!   reason). HTTP has one of its own (`--http-max-connections*`); RTMP and SRT share one
+//!   (`--max-connections*`, in `ingest::limits::IngestLimits`).
 //! - [`FdBudget`]: the process's file-descriptor limit with a reserve kept for storage,
 //!   state and segment files. A limiter built with a budget refuses with
 //!   [`Refusal::FdReserve`] before peers can take the last descriptors.
-//! - [`LogThrottle`]: at most one log line per interval for events a peer can cause in bulk;
-//!   the rest are folded into the next line and counted.
+//! - [`LogLimiter`]: at most [`LOG_LINES_PER_SECOND`] lines a second for one area (`http`,
+//!   `rtmp`, `srt`) of lines peers can cause in bulk; the rest are counted in
+//!   `tidegate_log_lines_suppressed_total{area}` and summed up in one line.
+//! - [`AcceptBackoff`]: what an accept loop does when accepting fails for want of
+//!   descriptors or memory: wait (doubling up to a second) and say so once a second.
 //!
 //! All of it is plain bookkeeping behind short `std` mutexes and atomics: no I/O but the
 //! occasional count of `/proc/self/fd`, nothing async.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::counter::Counter;
+use tracing::warn;
 
 /// Descriptors kept for storage, state and segment files at least, whatever the limit.
 pub const FD_RESERVE_MIN: u64 = 256;
@@ -51,14 +60,6 @@ impl Refusal {
             Self::MaxConnections => "max_connections",
             Self::PerSource => "per_source",
             Self::FdReserve => "fd_reserve",
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Self::MaxConnections => 0,
-            Self::PerSource => 1,
-            Self::FdReserve => 2,
         }
     }
 }
@@ -375,95 +376,162 @@ impl Drop for FdGuard {
     }
 }
 
-/// At most one log line per interval for an event peers can cause in bulk. The caller
-/// writes a line when [`LogThrottle::hit`] says so (with how many events were folded since
-/// the last line) and counts a suppressed line otherwise; [`LogThrottle::flush`] tells when a
-/// summary of folded events is due, so the last of a burst is not lost.
+/// Log lines one area may write per second before the rest are suppressed (and summed up).
+pub const LOG_LINES_PER_SECOND: u32 = 10;
+/// The window of [`LOG_LINES_PER_SECOND`]; owners call [`LogLimiter::flush`] about this
+/// often, so the summary of a flood that stopped is written too.
+pub const LOG_WINDOW: Duration = Duration::from_secs(1);
+
+/// At most `per_second` log lines per second for one area (lines a flood of peers could
+/// multiply: refusals, connections that ended before they were anyone, accept failures);
+/// the rest are counted in `suppressed` (`tidegate_log_lines_suppressed_total{area}`) and
+/// summed up in one line ("suppressed K log lines") when the window ends: at the next line
+/// allowed, or at [`LogLimiter::flush`]. Shared by reference (a short mutex inside).
 #[derive(Debug)]
-pub struct LogThrottle {
-    interval: Duration,
-    last_line: Option<Instant>,
-    folded: u64,
+pub struct LogLimiter {
+    area: &'static str,
+    per_second: u32,
+    suppressed: Counter,
+    window: Mutex<LogWindow>,
 }
 
-impl LogThrottle {
-    /// At most one line per `interval`.
-    pub fn new(interval: Duration) -> Self {
+#[derive(Debug, Default)]
+struct LogWindow {
+    started: Option<Instant>,
+    written: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// A limiter for `area` (a metric label: `rtmp`, `srt`, `http`) that counts what it
+    /// suppresses in `suppressed`.
+    pub fn new(area: &'static str, per_second: u32, suppressed: Counter) -> Self {
         Self {
-            interval,
-            last_line: None,
-            folded: 0,
+            area,
+            per_second,
+            suppressed,
+            window: Mutex::default(),
         }
     }
 
-    /// One event at `now`: `Some(folded)` when a line may be written (`folded` events since
-    /// the last line were not logged), `None` when this one is folded into the next line.
-    pub fn hit(&mut self, now: Instant) -> Option<u64> {
-        let due = self
-            .last_line
-            .is_none_or(|at| now.duration_since(at) >= self.interval);
-        if due {
-            self.last_line = Some(now);
-            Some(std::mem::take(&mut self.folded))
+    /// Whether one more line may be written at `now`. The first line allowed after some
+    /// were suppressed is preceded by the summary line.
+    pub fn allow(&self, now: Instant) -> bool {
+        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        self.roll(&mut w, now);
+        if w.written < self.per_second {
+            w.written += 1;
+            true
         } else {
-            self.folded += 1;
-            None
+            w.suppressed += 1;
+            self.suppressed.inc();
+            false
         }
     }
 
-    /// `Some(folded)` when events were folded and a summary line may be written now.
-    pub fn flush(&mut self, now: Instant) -> Option<u64> {
-        if self.folded == 0 {
+    /// Writes the summary of a window that has ended with lines suppressed; returns how
+    /// many it summed up (0 when none or the window is still open).
+    pub fn flush(&self, now: Instant) -> u64 {
+        let mut w = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        self.roll(&mut w, now)
+    }
+
+    /// Starts a new window when the last one has ended, summing up what it suppressed.
+    fn roll(&self, w: &mut LogWindow, now: Instant) -> u64 {
+        let expired = w
+            .started
+            .is_none_or(|t| now.saturating_duration_since(t) >= LOG_WINDOW);
+        if !expired {
+            return 0;
+        }
+        let suppressed = w.suppressed;
+        if suppressed > 0 {
+            warn!(
+                area = self.area,
+                suppressed,
+                "{}: suppressed {suppressed} log lines (more than {} a second)",
+                self.area,
+                self.per_second
+            );
+        }
+        *w = LogWindow {
+            started: Some(now),
+            ..LogWindow::default()
+        };
+        suppressed
+    }
+}
+
+/// The first wait after accepting failed for want of resources; doubled up to
+/// [`ACCEPT_BACKOFF_MAX`].
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between accept attempts while resources are short.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Accept failures of one TCP listener. Out of descriptors or memory, accepting again at
+/// once fails again (the connection stays queued) and would log in a tight loop; so the
+/// loop waits what [`AcceptBackoff::failed`] says (doubling from [`ACCEPT_BACKOFF_MIN`] to
+/// [`ACCEPT_BACKOFF_MAX`]), which also writes at most one line a second, and calls
+/// [`AcceptBackoff::accepted`] after each accepted socket.
+#[derive(Debug)]
+pub struct AcceptBackoff {
+    listener: &'static str,
+    next: Duration,
+    log: LogLimiter,
+}
+
+impl AcceptBackoff {
+    /// For the listener named `listener` in the log (`HTTP`, `RTMP`), counting suppressed
+    /// lines in `suppressed`.
+    pub fn new(listener: &'static str, area: &'static str, suppressed: Counter) -> Self {
+        Self {
+            listener,
+            next: ACCEPT_BACKOFF_MIN,
+            log: LogLimiter::new(area, 1, suppressed),
+        }
+    }
+
+    /// A socket was accepted: the next failure waits the least again.
+    pub fn accepted(&mut self) {
+        self.next = ACCEPT_BACKOFF_MIN;
+    }
+
+    /// Accepting failed with `e` at `now`: `None` when it concerned one connection only
+    /// (accept again at once), else how long to wait before the next attempt.
+    pub fn failed(&mut self, e: &io::Error, now: Instant) -> Option<Duration> {
+        if is_peer_error(e) {
             return None;
         }
-        let due = self
-            .last_line
-            .is_none_or(|at| now.duration_since(at) >= self.interval);
-        due.then(|| {
-            self.last_line = Some(now);
-            std::mem::take(&mut self.folded)
-        })
-    }
-}
-
-/// Refusals by reason since the last log line, for a listener's one-line-a-second summary.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct RefusalTally([u64; 3]);
-
-impl RefusalTally {
-    /// Counts one.
-    pub fn add(&mut self, r: Refusal) {
-        self.0[r.index()] += 1;
-    }
-
-    /// All reasons together.
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-
-    /// Refusals for `r`.
-    pub fn of(&self, r: Refusal) -> u64 {
-        self.0[r.index()]
-    }
-
-    /// The counts so far, leaving zeros.
-    pub fn take(&mut self) -> Self {
-        std::mem::take(self)
-    }
-}
-
-impl std::fmt::Display for RefusalTally {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut first = true;
-        for r in Refusal::ALL {
-            let n = self.of(r);
-            if n > 0 {
-                write!(f, "{}{}={n}", if first { "" } else { " " }, r.as_str())?;
-                first = false;
-            }
+        let wait = self.next;
+        if self.log.allow(now) {
+            warn!(
+                error = %e,
+                retry_in_ms = wait.as_millis() as u64,
+                "cannot accept {} connections; waiting",
+                self.listener
+            );
         }
-        Ok(())
+        self.next = (wait * 2).min(ACCEPT_BACKOFF_MAX);
+        Some(wait)
     }
+
+    /// Sums up the failure lines suppressed in a window that has ended.
+    pub fn flush(&self, now: Instant) {
+        self.log.flush(now);
+    }
+}
+
+/// An accept error that concerns one connection only (it went away before it was
+/// accepted); the listener is fine.
+pub fn is_peer_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
 }
 
 #[cfg(test)]
@@ -581,29 +649,71 @@ mod tests {
     }
 
     #[test]
-    fn a_throttle_writes_one_line_per_interval_and_summarises_the_rest() {
+    fn log_lines_past_the_rate_are_suppressed_counted_and_summed_up() {
+        let counter = Counter::default();
+        let limiter = LogLimiter::new("rtmp", 3, counter.clone());
         let t0 = Instant::now();
-        let mut t = LogThrottle::new(Duration::from_secs(1));
-        assert_eq!(t.hit(t0), Some(0));
-        for i in 1..=20 {
-            assert_eq!(t.hit(t0 + Duration::from_millis(i * 40)), None);
-        }
-        assert_eq!(t.flush(t0 + Duration::from_millis(900)), None, "not yet");
-        assert_eq!(t.flush(t0 + Duration::from_millis(1000)), Some(20));
-        assert_eq!(t.flush(t0 + Duration::from_millis(3000)), None, "nothing");
-        assert_eq!(t.hit(t0 + Duration::from_millis(1500)), None);
-        assert_eq!(t.hit(t0 + Duration::from_millis(2100)), Some(1));
+        let allowed = (0..10).filter(|_| limiter.allow(t0)).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(counter.get(), 7);
+        // Still the same second.
+        assert!(!limiter.allow(t0 + Duration::from_millis(999)));
+        assert_eq!(counter.get(), 8);
+        // The next second allows lines again (after the summary line).
+        assert!(limiter.allow(t0 + Duration::from_secs(1)));
+        assert_eq!(limiter.window.lock().unwrap().suppressed, 0);
+        assert_eq!(counter.get(), 8);
     }
 
     #[test]
-    fn a_tally_names_the_reasons_it_saw() {
-        let mut t = RefusalTally::default();
-        t.add(Refusal::PerSource);
-        t.add(Refusal::PerSource);
-        t.add(Refusal::FdReserve);
-        assert_eq!(t.total(), 3);
-        assert_eq!(t.to_string(), "per_source=2 fd_reserve=1");
-        assert_eq!(t.take().total(), 3);
-        assert_eq!(t.total(), 0);
+    fn a_flood_that_stopped_is_summed_up_by_flush() {
+        let counter = Counter::default();
+        let limiter = LogLimiter::new("srt", LOG_LINES_PER_SECOND, counter.clone());
+        let t0 = Instant::now();
+        let mut written = 0;
+        for i in 0..1_000u64 {
+            // 1000 lines in 0.1 s.
+            if limiter.allow(t0 + Duration::from_micros(i * 100)) {
+                written += 1;
+            }
+        }
+        assert_eq!(written, LOG_LINES_PER_SECOND);
+        assert_eq!(counter.get(), 1_000 - u64::from(LOG_LINES_PER_SECOND));
+        // Within the window: no summary yet; after it, one.
+        assert_eq!(limiter.flush(t0 + Duration::from_millis(500)), 0);
+        let later = t0 + LOG_WINDOW + Duration::from_millis(1);
+        assert_eq!(limiter.flush(later), 990);
+        assert_eq!(limiter.flush(later), 0);
+        // The next window's lines are allowed again.
+        for _ in 0..(LOG_LINES_PER_SECOND + 5) {
+            limiter.allow(later);
+        }
+        assert_eq!(limiter.flush(later + LOG_WINDOW), 5);
+    }
+
+    #[test]
+    fn accept_failures_for_want_of_descriptors_wait_longer_each_time_up_to_a_second() {
+        let mut b = AcceptBackoff::new("RTMP", "rtmp", Counter::default());
+        let t0 = Instant::now();
+        let emfile = io::Error::from_raw_os_error(24);
+        let waits: Vec<_> = (0..10).map(|_| b.failed(&emfile, t0).unwrap()).collect();
+        assert_eq!(waits[0], ACCEPT_BACKOFF_MIN);
+        assert_eq!(waits[1], ACCEPT_BACKOFF_MIN * 2);
+        assert_eq!(waits[9], ACCEPT_BACKOFF_MAX);
+        // Nine of ten lines in the same second were suppressed.
+        assert_eq!(b.log.suppressed.get(), 9);
+        // A peer that went away is no reason to wait.
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(b.failed(&reset, t0), None);
+        b.accepted();
+        assert_eq!(b.failed(&emfile, t0), Some(ACCEPT_BACKOFF_MIN));
+    }
+
+    #[test]
+    fn accept_errors_of_one_peer_are_told_from_the_listeners() {
+        assert!(is_peer_error(&io::Error::from(
+            io::ErrorKind::ConnectionAborted
+        )));
+        assert!(!is_peer_error(&io::Error::from_raw_os_error(24)));
     }
 }

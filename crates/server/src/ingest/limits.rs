@@ -1,19 +1,19 @@
-//! Caps on what ingest peers can make the worker hold: connections (in total and per source
-//! address), publishers, bytes of unfinished messages across connections, and log lines.
+//! Caps on what ingest peers (RTMP and SRT together) can make the worker hold:
+//! connections (in total and per source address, through the descriptor reserve),
+//! publishers, and bytes of unfinished messages across connections.
 //!
 //! Each cap is a small type whose guard gives back what it took when dropped, so a connection
 //! task cannot leak a slot on any exit path. The RTMP and SRT drivers share one
-//! [`IngestLimits`] through the worker's `Context`.
+//! [`IngestLimits`] through the worker's `Context`; the connection limiter is the one every
+//! listener uses ([`crate::limits::ConnectionLimiter`]).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-use prometheus_client::metrics::counter::Counter;
+use std::sync::Arc;
 
 use crate::config::ServeConfig;
+use crate::limits::{ConnectionGuard, ConnectionLimiter, FdBudget, Refusal};
+use crate::metrics::{Metrics, Protocol};
 
 /// Most bytes all ingest connections together may hold in unfinished messages and
 /// unparsed input. A publisher holds about one frame (a keyframe of a few hundred KB, a few
@@ -25,121 +25,55 @@ pub const INGEST_BUFFER_BUDGET_BYTES: usize = 256 * 1024 * 1024;
 
 /// The caps every ingest driver (RTMP, SRT) takes from.
 pub struct IngestLimits {
-    /// Open ingest connections, in total and per source address (`--max-connections`,
-    /// `--max-connections-per-ip`).
-    pub connections: Arc<ConnectionLimiter>,
-    /// Live publishers on this worker (`--max-publishers`).
+    /// Open ingest connections of both protocols, in total and per source address
+    /// (`--max-connections`, `--max-connections-per-ip`), and the descriptor reserve.
+    pub connections: ConnectionLimiter,
+    /// Live publishers on this worker, of both protocols (`--max-publishers`).
     pub publishers: Arc<SlotLimiter>,
     /// Bytes of unfinished messages across connections ([`INGEST_BUFFER_BUDGET_BYTES`]).
     pub buffers: Arc<ByteBudget>,
 }
 
+/// Why a publisher is refused when [`IngestLimits::publisher`] has no slot (the log line).
+pub const MAX_PUBLISHERS_RULE: &str =
+    "this worker has its maximum of publishers (--max-publishers)";
+
 impl IngestLimits {
-    /// The caps the configuration names.
-    pub fn new(config: &ServeConfig) -> Self {
+    /// The caps the configuration names; connections also keep out of `fds`' reserve.
+    pub fn new(config: &ServeConfig, fds: Arc<FdBudget>) -> Self {
         Self {
             connections: ConnectionLimiter::new(
                 config.max_connections,
                 config.max_connections_per_ip,
+                Some(fds),
             ),
             publishers: SlotLimiter::new(config.max_publishers),
             buffers: ByteBudget::new(INGEST_BUFFER_BUDGET_BYTES),
         }
     }
-}
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // The data stays consistent under every panic point here (plain counters).
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Why a connection was not let in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// The worker holds its maximum of connections.
-    MaxConnections,
-    /// The peer's address holds its maximum of connections.
-    PerSource,
-}
-
-impl Refusal {
-    /// The metric's `reason` label.
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::MaxConnections => "max_connections",
-            Self::PerSource => "per_source",
-        }
-    }
-}
-
-/// Counts open connections in total and per source address.
-#[derive(Debug)]
-pub struct ConnectionLimiter {
-    max_total: usize,
-    max_per_source: usize,
-    open: Mutex<OpenConnections>,
-}
-
-#[derive(Debug, Default)]
-struct OpenConnections {
-    total: usize,
-    /// Only addresses with at least one open connection (the map never outgrows `total`).
-    per_source: HashMap<IpAddr, usize>,
-}
-
-/// One open connection; dropping it gives the slot back.
-#[derive(Debug)]
-pub struct ConnectionPermit {
-    limiter: Arc<ConnectionLimiter>,
-    source: IpAddr,
-}
-
-impl ConnectionLimiter {
-    /// A limiter for at most `max_total` connections, `max_per_source` from one address.
-    pub fn new(max_total: usize, max_per_source: usize) -> Arc<Self> {
-        Arc::new(Self {
-            max_total,
-            max_per_source,
-            open: Mutex::default(),
+    /// Admits a `protocol` connection from `ip`, or counts why not in
+    /// `tidegate_connections_refused_total{protocol,reason}` and says it.
+    pub fn connection(
+        &self,
+        protocol: Protocol,
+        ip: IpAddr,
+        metrics: &Metrics,
+    ) -> Result<ConnectionGuard, Refusal> {
+        self.connections.try_acquire(ip).inspect_err(|refusal| {
+            metrics.connection_refused(protocol, refusal.as_str());
         })
     }
 
-    /// Takes a slot for a connection from `source`, or says why not.
-    pub fn try_acquire(self: &Arc<Self>, source: IpAddr) -> Result<ConnectionPermit, Refusal> {
-        // An IPv4 peer on a dual-stack socket is the same source as on an IPv4 socket.
-        let source = source.to_canonical();
-        let mut open = lock(&self.open);
-        if open.total >= self.max_total {
-            return Err(Refusal::MaxConnections);
+    /// A publisher slot for a publish over `protocol`, held until dropped; `None` when the
+    /// worker has `--max-publishers` already (counted as `reason="max_publishers"`; the
+    /// caller refuses the publish, naming [`MAX_PUBLISHERS_RULE`]).
+    pub fn publisher(&self, protocol: Protocol, metrics: &Metrics) -> Option<Slot> {
+        let slot = self.publishers.try_acquire();
+        if slot.is_none() {
+            metrics.connection_refused(protocol, "max_publishers");
         }
-        let from_source = open.per_source.get(&source).copied().unwrap_or(0);
-        if from_source >= self.max_per_source {
-            return Err(Refusal::PerSource);
-        }
-        open.total += 1;
-        open.per_source.insert(source, from_source + 1);
-        Ok(ConnectionPermit {
-            limiter: self.clone(),
-            source,
-        })
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        lock(&self.open).total
-    }
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        let mut open = lock(&self.limiter.open);
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.per_source.get_mut(&self.source) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                open.per_source.remove(&self.source);
-            }
-        }
+        slot
     }
 }
 
@@ -277,99 +211,55 @@ impl Drop for BudgetShare {
     }
 }
 
-/// At most `per_second` log lines per second for one area (per-connection lines a flood of
-/// peers could multiply); the rest are counted in `suppressed` and summed up in one line
-/// ("suppressed K log lines") when the next line is allowed.
-#[derive(Debug)]
-pub struct LogLimiter {
-    area: &'static str,
-    per_second: u32,
-    suppressed: Counter,
-    window: Mutex<LogWindow>,
-}
-
-#[derive(Debug, Default)]
-struct LogWindow {
-    started: Option<Instant>,
-    written: u32,
-    suppressed: u64,
-}
-
-impl LogLimiter {
-    /// The length of one window.
-    const WINDOW: Duration = Duration::from_secs(1);
-
-    /// A limiter for `area` (a metric label: `rtmp`, `srt`, `http`) that counts what it
-    /// suppresses in `suppressed`.
-    pub fn new(area: &'static str, per_second: u32, suppressed: Counter) -> Self {
-        Self {
-            area,
-            per_second,
-            suppressed,
-            window: Mutex::default(),
-        }
-    }
-
-    /// Whether one more line may be written at `now`. The first line allowed after some
-    /// were suppressed is preceded by the summary line.
-    pub fn allow(&self, now: Instant) -> bool {
-        let mut w = lock(&self.window);
-        let expired = w
-            .started
-            .is_none_or(|t| now.saturating_duration_since(t) >= Self::WINDOW);
-        if expired {
-            if w.suppressed > 0 {
-                tracing::warn!(
-                    area = self.area,
-                    suppressed = w.suppressed,
-                    "suppressed {} log lines (more than {} a second)",
-                    w.suppressed,
-                    self.per_second
-                );
-            }
-            *w = LogWindow {
-                started: Some(now),
-                ..LogWindow::default()
-            };
-        }
-        if w.written < self.per_second {
-            w.written += 1;
-            true
-        } else {
-            w.suppressed += 1;
-            self.suppressed.inc();
-            false
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn refused(metrics: &Metrics, protocol: Protocol, reason: &'static str) -> u64 {
+        metrics
+            .connections_refused
+            .get_or_create(&crate::metrics::ReasonLabels { protocol, reason })
+            .get()
+    }
+
     #[test]
-    fn connections_are_capped_in_total_and_per_source_and_given_back_on_drop() {
-        let limiter = ConnectionLimiter::new(3, 2);
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let a1 = limiter.try_acquire(a).unwrap();
-        // The same IPv4 source seen through a dual-stack socket.
-        let a2 = limiter
-            .try_acquire("::ffff:192.0.2.1".parse().unwrap())
-            .unwrap();
-        assert_eq!(limiter.try_acquire(a).unwrap_err(), Refusal::PerSource);
-        let b1 = limiter.try_acquire(b).unwrap();
-        let c: IpAddr = "192.0.2.3".parse().unwrap();
-        assert_eq!(limiter.try_acquire(c).unwrap_err(), Refusal::MaxConnections);
-        assert_eq!(limiter.open(), 3);
-        drop(a1);
-        assert_eq!(limiter.open(), 2);
-        let a3 = limiter.try_acquire(a).unwrap();
-        drop((a2, a3, b1));
-        assert_eq!(limiter.open(), 0);
-        assert!(lock(&limiter.open).per_source.is_empty());
-        assert_eq!(Refusal::PerSource.reason(), "per_source");
-        assert_eq!(Refusal::MaxConnections.reason(), "max_connections");
+    fn rtmp_and_srt_share_the_connection_and_publisher_caps_and_count_refusals_apart() {
+        let config = ServeConfig {
+            max_connections: 10,
+            max_connections_per_ip: 2,
+            max_publishers: 1,
+            ..ServeConfig::default()
+        };
+        let fds = Arc::new(FdBudget::with_counter(
+            100_000,
+            10,
+            || Some(0),
+            std::time::Duration::from_secs(3600),
+        ));
+        let limits = IngestLimits::new(&config, fds.clone());
+        let metrics = Metrics::new();
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let _rtmp = limits.connection(Protocol::Rtmp, ip, &metrics).unwrap();
+        let srt = limits.connection(Protocol::Srt, ip, &metrics).unwrap();
+        assert_eq!(
+            fds.held(),
+            2,
+            "ingest connections go through the descriptor budget"
+        );
+        assert_eq!(
+            limits.connection(Protocol::Srt, ip, &metrics).unwrap_err(),
+            Refusal::PerSource
+        );
+        assert_eq!(refused(&metrics, Protocol::Srt, "per_source"), 1);
+        assert_eq!(refused(&metrics, Protocol::Rtmp, "per_source"), 0);
+        drop(srt);
+        let _again = limits.connection(Protocol::Rtmp, ip, &metrics).unwrap();
+
+        let publishing = limits.publisher(Protocol::Rtmp, &metrics).unwrap();
+        assert!(limits.publisher(Protocol::Srt, &metrics).is_none());
+        assert_eq!(refused(&metrics, Protocol::Srt, "max_publishers"), 1);
+        drop(publishing);
+        assert!(limits.publisher(Protocol::Srt, &metrics).is_some());
     }
 
     #[test]
@@ -411,22 +301,5 @@ mod tests {
         assert_eq!(budget.used(), 500);
         drop(b);
         assert_eq!(budget.used(), 0);
-    }
-
-    #[test]
-    fn log_lines_past_the_rate_are_suppressed_counted_and_summed_up() {
-        let counter = Counter::default();
-        let limiter = LogLimiter::new("rtmp", 3, counter.clone());
-        let t0 = Instant::now();
-        let allowed = (0..10).filter(|_| limiter.allow(t0)).count();
-        assert_eq!(allowed, 3);
-        assert_eq!(counter.get(), 7);
-        // Still the same second.
-        assert!(!limiter.allow(t0 + Duration::from_millis(999)));
-        assert_eq!(counter.get(), 8);
-        // The next second allows lines again (after the summary line).
-        assert!(limiter.allow(t0 + Duration::from_secs(1)));
-        assert_eq!(lock(&limiter.window).suppressed, 0);
-        assert_eq!(counter.get(), 8);
     }
 }

@@ -3,7 +3,6 @@
 pub mod limits;
 pub mod rtmp;
 pub mod srt;
-mod srt_limits;
 pub mod srt_pull;
 
 /// What a log line may say about a stream key: at most its first four characters (fewer for

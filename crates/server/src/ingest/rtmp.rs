@@ -6,8 +6,9 @@
 //! `poll_timeout` and the idle deadline.
 //!
 //! What a peer can make a connection hold, and for how long:
-//! - a connection slot (`--max-connections`, `--max-connections-per-ip`; refused at accept)
-//!   and, once publishing, a publisher slot (`--max-publishers`);
+//! - a connection slot (`--max-connections`, `--max-connections-per-ip`, shared with SRT,
+//!   and the descriptor reserve; refused at accept) and, once publishing, a publisher slot
+//!   (`--max-publishers`, shared with SRT);
 //! - until it publishes, 64 KiB of unfinished messages (the session's before-publish limits)
 //!   and a read buffer of [`READ_CHUNK_BEFORE_PUBLISH`]; across connections, a share of
 //!   [`INGEST_BUFFER_BUDGET_BYTES`](super::limits::INGEST_BUFFER_BUDGET_BYTES);
@@ -18,7 +19,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tidegate_flv::FlvDemuxer;
@@ -30,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::key_hint;
-use super::limits::{BudgetShare, ConnectionPermit, LogLimiter, Slot};
+use super::limits::{BudgetShare, Slot, MAX_PUBLISHERS_RULE};
+use crate::limits::{AcceptBackoff, ConnectionGuard, LogLimiter, LOG_LINES_PER_SECOND, LOG_WINDOW};
 use crate::metrics::{Protocol, ProtocolLabels};
 use crate::store::StreamId;
 use crate::stream::Publisher;
@@ -46,40 +48,54 @@ const READ_CHUNK_BEFORE_PUBLISH: usize = 8 * 1024;
 /// (acknowledgements, status, ping responses), so this is plenty, and a peer that stops
 /// reading pins at most this much kernel memory on our side.
 const SEND_BUFFER_BYTES: usize = 64 * 1024;
-/// Per-connection log lines (a connection that never published ending, a refusal) allowed
-/// per second; a flood of connections gets one summary line a second beyond them.
-const LOG_LINES_PER_SECOND: u32 = 20;
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts RTMP connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken) {
     let tracker = tokio_util::task::TaskTracker::new();
+    // Per-connection lines (a connection that never published ending, a refusal): a flood
+    // of connections gets one summary line a second beyond them.
     let log = Arc::new(LogLimiter::new(
         "rtmp",
         LOG_LINES_PER_SECOND,
         ctx.metrics.log_suppressed("rtmp"),
     ));
+    let mut accept = AcceptBackoff::new("RTMP", "rtmp", ctx.metrics.log_suppressed("rtmp"));
+    let mut summary = tokio::time::interval(LOG_WINDOW);
+    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            _ = summary.tick() => {
+                let now = Instant::now();
+                log.flush(now);
+                accept.flush(now);
+                continue;
+            }
             () = shutdown.cancelled() => break,
         };
         let (sock, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
-                warn!(error = %e, "rtmp accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(wait) = accept.failed(&e, Instant::now()) {
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
                 continue;
             }
         };
-        let permit = match ctx.ingest_limits.connections.try_acquire(peer.ip()) {
+        accept.accepted();
+        let permit = match ctx
+            .ingest_limits
+            .connection(Protocol::Rtmp, peer.ip(), &ctx.metrics)
+        {
             Ok(permit) => permit,
             Err(refusal) => {
-                ctx.metrics
-                    .connection_refused(Protocol::Rtmp, refusal.reason());
                 if log.allow(Instant::now()) {
-                    warn!(%peer, reason = refusal.reason(), "rtmp connection refused");
+                    warn!(%peer, reason = refusal.as_str(), "rtmp connection refused");
                 }
                 // Dropping the socket closes it at once.
                 continue;
@@ -124,7 +140,7 @@ struct Connection {
     buffered: BudgetShare,
     log: Arc<LogLimiter>,
     /// The connection slot, given back when the task ends.
-    _permit: ConnectionPermit,
+    _permit: ConnectionGuard,
 }
 
 /// Why a connection ended, for the log and the metric.
@@ -147,7 +163,7 @@ impl Connection {
     fn new(
         ctx: Arc<Context>,
         peer: SocketAddr,
-        permit: ConnectionPermit,
+        permit: ConnectionGuard,
         log: Arc<LogLimiter>,
     ) -> Self {
         let now = Instant::now();
@@ -469,13 +485,12 @@ impl Connection {
         };
         // The worker's publisher cap, before anything costs more (the on-publish callback,
         // the state store).
-        let Some(slot) = self.ctx.ingest_limits.publishers.try_acquire() else {
-            metrics.connection_refused(Protocol::Rtmp, "max_publishers");
+        let Some(slot) = self.ctx.ingest_limits.publisher(Protocol::Rtmp, &metrics) else {
             if self.log.allow(now) {
                 warn!(
                     key = %hint,
                     max_publishers = self.ctx.ingest_limits.publishers.max(),
-                    "publish refused: this worker has its maximum of publishers"
+                    "publish refused: {MAX_PUBLISHERS_RULE}"
                 );
             }
             self.session.reject_publish(

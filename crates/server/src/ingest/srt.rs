@@ -9,12 +9,14 @@
 //! it). What is dropped is counted in `tidegate_srt_packets_ignored_total{reason}`.
 //!
 //! What a caller can make the router hold before it is admitted is bounded: nothing for an
-//! induction (SYN cookie); a connection slot ([`ConnectionLimits`], `--max-connections`,
-//! `--max-connections-per-ip`) and a pending request in the listener (at most
-//! [`tidegate_srt::listener::MAX_PENDING_REQUESTS`]) once its cookie is valid; one of
-//! [`MAX_PUBLISH_CHECKS`] on-publish checks. Refusals name the rule in one WARN line each,
-//! at most [`super::srt_limits::LOG_LINES_PER_WINDOW`] a second (the rest are counted and
-//! summed up). An admitted connection holds at most [`CONNECTION_QUEUE`] queued datagrams
+//! induction (SYN cookie); once its cookie is valid, a connection slot (the ingest
+//! [`ConnectionLimiter`](crate::limits::ConnectionLimiter) RTMP shares: `--max-connections`,
+//! `--max-connections-per-ip`, the descriptor reserve), a publisher slot (`--max-publishers`,
+//! also shared with RTMP) and a pending request in the listener (at most
+//! [`tidegate_srt::listener::MAX_PENDING_REQUESTS`]); one of [`MAX_PUBLISH_CHECKS`]
+//! on-publish checks. Refusals name the rule in one WARN line each, at most
+//! [`LOG_LINES_PER_SECOND`] a second (the rest are counted and summed up by the `srt`
+//! area's [`LogLimiter`]). An admitted connection holds at most [`CONNECTION_QUEUE`] queued datagrams
 //! of at most [`tidegate_srt::packet::MAX_PACKET_SIZE`] bytes and its receive buffer
 //! ([`tidegate_srt::connection::RECV_BUFFER_PACKETS`] packets).
 //!
@@ -45,11 +47,10 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::srt_limits::{ConnectionLimits, LimitRefusal, LogBudget, LogVerdict, Slot, LOG_WINDOW};
+use super::limits::{Slot, MAX_PUBLISHERS_RULE};
 use super::srt_pull::PullSocket;
-use crate::metrics::{
-    AreaLabels, Metrics, Protocol, ProtocolLabels, ReasonLabels, ReasonOnlyLabels,
-};
+use crate::limits::{ConnectionGuard, LogLimiter, Refusal, LOG_LINES_PER_SECOND, LOG_WINDOW};
+use crate::metrics::{Metrics, Protocol, ProtocolLabels, ReasonOnlyLabels};
 use crate::store::{StoreError, StreamId};
 use crate::stream::{PublishError, Publisher};
 use crate::webhooks::Verdict;
@@ -306,11 +307,10 @@ pub async fn serve(
     // never waits on it; the caller repeats its conclusion meanwhile (answered with
     // nothing by the listener, which keeps the request pending).
     let (decided_tx, mut decided_rx) = mpsc::channel::<Decided>(DECIDED_QUEUE);
-    let log = LogBudget::new(
-        ctx.metrics
-            .log_lines_suppressed
-            .get_or_create(&AreaLabels { area: "srt" })
-            .clone(),
+    let log = LogLimiter::new(
+        "srt",
+        LOG_LINES_PER_SECOND,
+        ctx.metrics.log_suppressed("srt"),
     );
     let ignored = Ignored::new(&ctx.metrics);
     let mut router = Router {
@@ -320,10 +320,6 @@ pub async fn serve(
         shutdown: shutdown.clone(),
         decided: decided_tx,
         checks: Arc::new(Semaphore::new(MAX_PUBLISH_CHECKS)),
-        limits: ConnectionLimits::new(
-            ctx.config.max_connections,
-            ctx.config.max_connections_per_ip,
-        ),
         log,
         ignored,
         socket: socket.clone(),
@@ -344,7 +340,7 @@ pub async fn serve(
                 continue;
             }
             _ = summary.tick() => {
-                router.log_overdue_summary(Instant::now());
+                router.log.flush(Instant::now());
                 continue;
             }
             () = shutdown.cancelled() => break,
@@ -402,7 +398,7 @@ impl Ignored {
 }
 
 /// The router task's state: the listener, the routing table, and what callers that are
-/// not admitted yet may hold (a [`Slot`] each, on-publish checks in flight) or log.
+/// not admitted yet may hold ([`Held`] slots each, on-publish checks in flight) or log.
 struct Router {
     ctx: Arc<Context>,
     socket: Arc<UdpSocket>,
@@ -413,8 +409,7 @@ struct Router {
     shutdown: CancellationToken,
     decided: mpsc::Sender<Decided>,
     checks: Arc<Semaphore>,
-    limits: ConnectionLimits,
-    log: LogBudget,
+    log: LogLimiter,
     ignored: Ignored,
 }
 
@@ -470,34 +465,32 @@ impl Router {
     /// on-publish callback (when configured), then [`Router::admit`].
     async fn on_request(&mut self, now: Instant, req: ConnectionRequest) {
         let peer = req.peer_addr();
-        let slot = match self.limits.try_acquire(peer.ip()) {
-            Ok(slot) => slot,
-            Err(refusal) => {
-                let label = refusal.label();
-                self.ctx
-                    .metrics
-                    .connections_refused
-                    .get_or_create(&ReasonLabels {
-                        protocol: Protocol::Srt,
-                        reason: label,
-                    })
-                    .inc();
-                let (code, rule) = match refusal {
-                    LimitRefusal::MaxConnections => (
-                        RejectReason::BACKLOG,
-                        "--max-connections ingest connections are open",
-                    ),
-                    LimitRefusal::PerSource => (
-                        RejectReason::OVERLOAD,
-                        "--max-connections-per-ip connections from this address are open",
-                    ),
-                };
-                self.log_refusal(now, peer, label, code, rule, None);
-                let resp = self.listener.reject(now, req, code);
-                self.send(peer, &resp);
-                return;
-            }
-        };
+        let connection =
+            match self
+                .ctx
+                .ingest_limits
+                .connection(Protocol::Srt, peer.ip(), &self.ctx.metrics)
+            {
+                Ok(guard) => guard,
+                Err(refusal) => {
+                    let (code, rule) = match refusal {
+                        Refusal::MaxConnections => (
+                            RejectReason::BACKLOG,
+                            "--max-connections ingest connections are open",
+                        ),
+                        Refusal::PerSource => (
+                            RejectReason::OVERLOAD,
+                            "--max-connections-per-ip connections from this address are open",
+                        ),
+                        Refusal::FdReserve => (
+                            RejectReason::RESOURCE,
+                            "the file descriptors left are kept for storage and state",
+                        ),
+                    };
+                    self.reject(now, req, refusal.as_str(), code, rule, None);
+                    return;
+                }
+            };
         let id = match request_stream(&req) {
             Ok(id) => id,
             Err(e) => {
@@ -508,6 +501,27 @@ impl Router {
                 self.refuse(now, req, e.label(), e.code(), e.rule(), hint);
                 return;
             }
+        };
+        // The worker's publisher cap (counted as `max_publishers`), before anything costs
+        // more (the on-publish callback, the state store).
+        let Some(publisher) = self
+            .ctx
+            .ingest_limits
+            .publisher(Protocol::Srt, &self.ctx.metrics)
+        else {
+            self.reject(
+                now,
+                req,
+                "max_publishers",
+                RejectReason::OVERLOAD,
+                MAX_PUBLISHERS_RULE,
+                Some(key_hint(&id.name)),
+            );
+            return;
+        };
+        let slot = Held {
+            _connection: connection,
+            _publisher: publisher,
         };
         if self.ctx.on_publish.is_some() {
             let Ok(permit) = self.checks.clone().try_acquire_owned() else {
@@ -568,7 +582,7 @@ impl Router {
     }
 
     /// Refuses `req` with `code`: counted in `tidegate_publish_refused_total{protocol="srt",
-    /// reason=label}` and logged (within the log budget) with the rule it broke.
+    /// reason=label}`, then [`Router::reject`].
     fn refuse(
         &mut self,
         now: Instant,
@@ -578,15 +592,28 @@ impl Router {
         rule: &str,
         key: Option<String>,
     ) {
-        let peer = req.peer_addr();
         self.ctx.metrics.refused(Protocol::Srt, label);
+        self.reject(now, req, label, code, rule, key);
+    }
+
+    /// Answers `req` with `code` and logs (within the log budget) the rule it broke.
+    fn reject(
+        &mut self,
+        now: Instant,
+        req: ConnectionRequest,
+        label: &'static str,
+        code: RejectReason,
+        rule: &str,
+        key: Option<String>,
+    ) {
+        let peer = req.peer_addr();
         self.log_refusal(now, peer, label, code, rule, key);
         let resp = self.listener.reject(now, req, code);
         self.send(peer, &resp);
     }
 
-    /// One WARN line about a caller that was not admitted, unless the budget is spent (then
-    /// it is counted in `tidegate_log_lines_suppressed_total{area="srt"}`).
+    /// One WARN line about a caller that was not admitted, unless the `srt` area's budget
+    /// is spent (then it is counted in `tidegate_log_lines_suppressed_total{area="srt"}`).
     fn log_refusal(
         &mut self,
         now: Instant,
@@ -596,33 +623,17 @@ impl Router {
         rule: &str,
         key: Option<String>,
     ) {
-        let LogVerdict::Write { suppressed } = self.log.take(now) else {
+        if !self.log.allow(now) {
             return;
-        };
-        if suppressed > 0 {
-            warn!(
-                suppressed,
-                "srt: {suppressed} refusal log lines suppressed (rate limit)"
-            );
         }
         let key = key.unwrap_or_else(|| "-".to_owned());
         warn!(peer = %peer, reason = label, code = %code, key = %key, "srt: refused: {rule}");
     }
 
-    /// Sums up refusal lines suppressed in a window that ended quietly.
-    fn log_overdue_summary(&mut self, now: Instant) {
-        if let Some(suppressed) = self.log.overdue_summary(now) {
-            warn!(
-                suppressed,
-                "srt: {suppressed} refusal log lines suppressed (rate limit)"
-            );
-        }
-    }
-
     /// Decides on a connection request for `id`: handshake (passphrase, key length) →
     /// publish slot → accept. A caller refused at the handshake leaves no trace in the
     /// stream state; one refused for its stream (busy, draining) gets a rejection code too.
-    async fn admit(&mut self, now: Instant, req: ConnectionRequest, id: StreamId, slot: Slot) {
+    async fn admit(&mut self, now: Instant, req: ConnectionRequest, id: StreamId, slot: Held) {
         let peer = req.peer_addr();
         let caller_key = req.key_length();
         let params = AcceptParams {
@@ -779,12 +790,19 @@ fn request_stream(req: &ConnectionRequest) -> Result<StreamId, StreamIdError> {
     StreamId::new("default", &r.key).ok_or(StreamIdError::BadKey)
 }
 
-/// A connection request, its slot, and the on-publish callback's verdict on it.
+/// What an admitted caller holds until its connection ends (or it is refused): its place
+/// under the ingest connection caps and a publisher slot, both shared with RTMP.
+struct Held {
+    _connection: ConnectionGuard,
+    _publisher: Slot,
+}
+
+/// A connection request, its slots, and the on-publish callback's verdict on it.
 struct Decided {
     req: ConnectionRequest,
     id: StreamId,
     verdict: Verdict,
-    slot: Slot,
+    slot: Held,
 }
 
 /// Verdicts waiting for the router.
