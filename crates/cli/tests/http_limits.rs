@@ -281,10 +281,11 @@ fn connection_floods_are_capped_timed_out_and_counted_while_a_stream_plays() {
         ) >= 1.0,
         "suppressed refusal log lines: {metrics}"
     );
+    // At most one refusal line a second, the rest counted and summed up.
     let refusal_lines = server
         .log_text()
         .lines()
-        .filter(|l| l.contains("HTTP connections refused"))
+        .filter(|l| l.contains("HTTP connection refused"))
         .count();
     let elapsed_s = started.elapsed().as_secs() as usize;
     assert!(
@@ -367,6 +368,22 @@ fn http_connections_stop_short_of_the_descriptors_kept_for_storage() {
         peak_fds + 256 <= SMALL_FD_LIMIT + 8,
         "the worker holds {peak_fds} descriptors of {SMALL_FD_LIMIT}: the reserve is gone"
     );
+    // Ingest connections keep out of the reserve too: an RTMP connection is refused now.
+    let rtmp = TcpStream::connect(server.rtmp).unwrap();
+    wait_for(
+        "an RTMP connection refused at the descriptor reserve",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let m = server.metrics();
+            (series(
+                &m,
+                "tidegate_connections_refused_total{protocol=\"rtmp\",reason=\"fd_reserve\"}",
+            ) >= 1.0)
+                .then_some(())
+        },
+    );
+    drop(rtmp);
     // While HTTP sits at the reserve, segments keep being written (files need descriptors).
     std::thread::sleep(Duration::from_secs(5));
     drop(held);

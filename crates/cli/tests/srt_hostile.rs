@@ -472,7 +472,7 @@ fn a_handshake_flood_is_counted_capped_and_keeps_the_log_short() {
         server.proc.log_tail(40)
     );
     assert!(
-        log.contains("refusal log lines suppressed"),
+        log.contains("srt: suppressed"),
         "the suppressed lines must be summed up"
     );
     drop(held);
@@ -582,4 +582,85 @@ fn each_refused_caller_is_told_apart_in_the_log_and_the_metrics() {
     );
     assert_eq!(get(&server.playlist_url("secretkey42")).status, 404);
     good.kill();
+}
+
+#[test]
+fn rtmp_and_srt_share_the_ingest_connection_and_publisher_caps() {
+    let server = Server::start(&[
+        "--max-connections-per-ip",
+        "3",
+        "--max-publishers",
+        "1",
+        "--rtmp-handshake-timeout",
+        "60s",
+    ]);
+    let refused = |reason: &str| {
+        counter(
+            &server.metrics(),
+            "tidegate_connections_refused_total",
+            &format!("protocol=\"srt\",reason=\"{reason}\""),
+        )
+    };
+    // An RTMP publisher takes one connection of this address and the worker's only
+    // publisher slot: an SRT caller is refused for the publisher cap.
+    let mut rtmp = publish_ffmpeg(
+        Media::H264Aac,
+        &server.rtmp_url("rtmp-pub"),
+        &Publish::forever(),
+    );
+    wait_playlist(
+        &server.playlist_url("rtmp-pub"),
+        Duration::from_secs(25),
+        "the RTMP stream",
+        |pl| !pl.segments.is_empty(),
+    );
+    let (_s, answer) = handshake(server.srt, 0x7000, "srt-pub");
+    assert_eq!(
+        answer,
+        1000 + 1402,
+        "a caller past --max-publishers gets SRT_REJX_OVERLOAD"
+    );
+    wait_counter(
+        &server,
+        "tidegate_connections_refused_total",
+        "protocol=\"srt\",reason=\"max_publishers\"",
+        1.0,
+    );
+
+    // Two more RTMP connections (held open, saying nothing) fill the address's 3 ingest
+    // connections: the next SRT caller from it is refused for its share.
+    let held: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| std::net::TcpStream::connect(server.rtmp).unwrap())
+        .collect();
+    wait_counter(
+        &server,
+        "tidegate_connections_total",
+        "protocol=\"rtmp\"",
+        3.0,
+    );
+    let (_s, answer) = handshake(server.srt, 0x7001, "srt-pub");
+    assert_eq!(
+        answer,
+        1000 + 1402,
+        "a caller past --max-connections-per-ip gets SRT_REJX_OVERLOAD"
+    );
+    assert_eq!(refused("per_source"), 1.0, "{}", server.metrics());
+    assert_eq!(refused("max_publishers"), 1.0);
+
+    // The RTMP connections give their places back (once the server has read their end):
+    // then a caller meets the publisher cap again, not the connection cap.
+    drop(held);
+    let mut sid = 0x7100;
+    wait_for(
+        "an SRT caller refused for the publisher cap again",
+        Duration::from_secs(15),
+        Duration::from_millis(300),
+        || {
+            sid += 1;
+            handshake(server.srt, sid, "srt-pub");
+            (refused("max_publishers") >= 2.0).then_some(())
+        },
+    );
+    assert!(rtmp.is_running(), "the RTMP publisher was disturbed");
+    rtmp.kill();
 }

@@ -37,8 +37,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::limits::{
-    AcceptBackoff, ConnectionGuard, ConnectionLimiter, FdBudget, LogLimiter, LOG_LINES_PER_SECOND,
-    LOG_WINDOW,
+    AcceptBackoff, ConnectionGuard, ConnectionLimiter, FdBudget, LogLimiter, LOG_WINDOW,
 };
 use crate::metrics::Metrics;
 
@@ -47,6 +46,9 @@ use crate::metrics::Metrics;
 pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 /// The `area` label of the HTTP listener's rate-limited log lines.
 const LOG_AREA: &str = "http";
+/// Refusal lines a second: one (a flood of viewers' connections is common and each
+/// refusal is counted by reason in the metrics), then the rest are summed up.
+const LOG_LINES_PER_SECOND: u32 = 1;
 
 /// The caps and timeouts of the HTTP listener (from `--http-*`).
 #[derive(Debug, Clone, Copy)]

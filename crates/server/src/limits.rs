@@ -8,9 +8,9 @@
 //! - [`FdBudget`]: the process's file-descriptor limit with a reserve kept for storage,
 //!   state and segment files. A limiter built with a budget refuses with
 //!   [`Refusal::FdReserve`] before peers can take the last descriptors.
-//! - [`LogLimiter`]: at most [`LOG_LINES_PER_SECOND`] lines a second for one area (`http`,
-//!   `rtmp`, `srt`) of lines peers can cause in bulk; the rest are counted in
-//!   `tidegate_log_lines_suppressed_total{area}` and summed up in one line.
+//! - [`LogLimiter`]: at most N lines a second for one area (`rtmp`, `srt`:
+//!   [`LOG_LINES_PER_SECOND`]; `http`: one) of lines peers can cause in bulk; the rest are
+//!   counted in `tidegate_log_lines_suppressed_total{area}` and summed up in one line.
 //! - [`AcceptBackoff`]: what an accept loop does when accepting fails for want of
 //!   descriptors or memory: wait (doubling up to a second) and say so once a second.
 //!
@@ -376,7 +376,8 @@ impl Drop for FdGuard {
     }
 }
 
-/// Log lines one area may write per second before the rest are suppressed (and summed up).
+/// Log lines an ingest area (`rtmp`, `srt`) may write per second before the rest are
+/// suppressed (and summed up).
 pub const LOG_LINES_PER_SECOND: u32 = 10;
 /// The window of [`LOG_LINES_PER_SECOND`]; owners call [`LogLimiter::flush`] about this
 /// often, so the summary of a flood that stopped is written too.

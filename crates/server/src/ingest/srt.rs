@@ -16,9 +16,9 @@
 //! [`tidegate_srt::listener::MAX_PENDING_REQUESTS`]); one of [`MAX_PUBLISH_CHECKS`]
 //! on-publish checks. Refusals name the rule in one WARN line each, at most
 //! [`LOG_LINES_PER_SECOND`] a second (the rest are counted and summed up by the `srt`
-//! area's [`LogLimiter`]). An admitted connection holds at most [`CONNECTION_QUEUE`] queued datagrams
-//! of at most [`tidegate_srt::packet::MAX_PACKET_SIZE`] bytes and its receive buffer
-//! ([`tidegate_srt::connection::RECV_BUFFER_PACKETS`] packets).
+//! area's [`LogLimiter`]). An admitted connection holds at most [`CONNECTION_QUEUE`]
+//! queued datagrams of at most [`tidegate_srt::packet::MAX_PACKET_SIZE`] bytes and its
+//! receive buffer ([`tidegate_srt::connection::RECV_BUFFER_PACKETS`] packets).
 //!
 //! One task per connection owns one [`Connection`] (ARQ, TSBPD), one [`TsDemuxer`] and one
 //! [`Publisher`]. Its loop: datagram in → `handle_datagram` → send every `poll_transmit` →
