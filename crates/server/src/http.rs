@@ -113,15 +113,8 @@ pub async fn serve(
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
-            Err(e) => {
-                if let Some(wait) = accept.failed(&e, Instant::now()) {
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
-                continue;
-            }
+            Err(e) if accept.pause(&e, &stop).await => continue,
+            Err(_) => break,
         };
         accept.accepted();
         match limiter.try_acquire(peer.ip()) {

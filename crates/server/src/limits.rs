@@ -15,7 +15,7 @@
 //!   descriptors or memory: wait (doubling up to a second) and say so once a second.
 //!
 //! All of it is plain bookkeeping behind short `std` mutexes and atomics: no I/O but the
-//! occasional count of `/proc/self/fd`, nothing async.
+//! occasional count of `/proc/self/fd`, nothing async but [`AcceptBackoff::pause`]'s wait.
 
 use std::collections::HashMap;
 use std::io;
@@ -25,6 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// Descriptors kept for storage, state and segment files at least, whatever the limit.
@@ -472,8 +473,8 @@ pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Accept failures of one TCP listener. Out of descriptors or memory, accepting again at
 /// once fails again (the connection stays queued) and would log in a tight loop; so the
 /// loop waits what [`AcceptBackoff::failed`] says (doubling from [`ACCEPT_BACKOFF_MIN`] to
-/// [`ACCEPT_BACKOFF_MAX`]), which also writes at most one line a second, and calls
-/// [`AcceptBackoff::accepted`] after each accepted socket.
+/// [`ACCEPT_BACKOFF_MAX`]; [`AcceptBackoff::pause`] does the wait), which also writes at
+/// most one line a second, and calls [`AcceptBackoff::accepted`] after each accepted socket.
 #[derive(Debug)]
 pub struct AcceptBackoff {
     listener: &'static str,
@@ -514,6 +515,18 @@ impl AcceptBackoff {
         }
         self.next = (wait * 2).min(ACCEPT_BACKOFF_MAX);
         Some(wait)
+    }
+
+    /// After accepting failed with `e`: waits what [`AcceptBackoff::failed`] says. False
+    /// when `stop` was cancelled meanwhile (the loop should end).
+    pub async fn pause(&mut self, e: &io::Error, stop: &CancellationToken) -> bool {
+        let Some(wait) = self.failed(e, Instant::now()) else {
+            return !stop.is_cancelled();
+        };
+        tokio::select! {
+            () = stop.cancelled() => false,
+            () = tokio::time::sleep(wait) => true,
+        }
     }
 
     /// Sums up the failure lines suppressed in a window that has ended.

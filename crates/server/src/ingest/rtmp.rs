@@ -77,15 +77,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellat
         };
         let (sock, peer) = match accepted {
             Ok(a) => a,
-            Err(e) => {
-                if let Some(wait) = accept.failed(&e, Instant::now()) {
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(wait) => {}
-                    }
-                }
-                continue;
-            }
+            Err(e) if accept.pause(&e, &shutdown).await => continue,
+            Err(_) => break,
         };
         accept.accepted();
         let permit = match ctx

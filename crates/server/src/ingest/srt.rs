@@ -498,7 +498,8 @@ impl Router {
                     .stream_id()
                     .filter(|s| !s.is_empty())
                     .map(|s| key_hint(stream_id_key_part(s)));
-                self.refuse(now, req, e.label(), e.code(), e.rule(), hint);
+                self.ctx.metrics.refused(Protocol::Srt, e.label());
+                self.reject(now, req, e.label(), e.code(), e.rule(), hint);
                 return;
             }
         };
@@ -525,7 +526,8 @@ impl Router {
         };
         if self.ctx.on_publish.is_some() {
             let Ok(permit) = self.checks.clone().try_acquire_owned() else {
-                self.refuse(
+                self.ctx.metrics.refused(Protocol::Srt, "on_publish_busy");
+                self.reject(
                     now,
                     req,
                     "on_publish_busy",
@@ -571,7 +573,8 @@ impl Router {
             Verdict::Unavailable => "the on-publish callback did not answer in time",
             _ => "the on-publish callback refused it",
         };
-        self.refuse(
+        self.ctx.metrics.refused(Protocol::Srt, d.verdict.reason());
+        self.reject(
             now,
             d.req,
             d.verdict.reason(),
@@ -581,22 +584,9 @@ impl Router {
         );
     }
 
-    /// Refuses `req` with `code`: counted in `tidegate_publish_refused_total{protocol="srt",
-    /// reason=label}`, then [`Router::reject`].
-    fn refuse(
-        &mut self,
-        now: Instant,
-        req: ConnectionRequest,
-        label: &'static str,
-        code: RejectReason,
-        rule: &str,
-        key: Option<String>,
-    ) {
-        self.ctx.metrics.refused(Protocol::Srt, label);
-        self.reject(now, req, label, code, rule, key);
-    }
-
-    /// Answers `req` with `code` and logs (within the log budget) the rule it broke.
+    /// Answers `req` with `code` and logs (within the log budget) the rule it broke. The
+    /// caller counts the refusal: `tidegate_publish_refused_total{protocol="srt",reason}`,
+    /// or the ingest limits' `tidegate_connections_refused_total`.
     fn reject(
         &mut self,
         now: Instant,
@@ -675,7 +665,8 @@ impl Router {
             Err(e) => {
                 let (label, code) = publish_refusal(&e);
                 let rule = format!("stream {id}: {e}");
-                self.refuse(
+                self.ctx.metrics.refused(Protocol::Srt, label);
+                self.reject(
                     Instant::now(),
                     verified.into_request(),
                     label,
