@@ -45,12 +45,7 @@ fn gst_srt(addr: SocketAddr, key: &str, parse: &str, mux: &str) -> Proc {
     ] {
         require_gst_element(e);
     }
-    let aac = if has_gst_element("avenc_aac") {
-        "avenc_aac"
-    } else {
-        require_gst_element("voaacenc");
-        "voaacenc"
-    };
+    let aac = gst_aac_encoder();
     let pipeline = format!(
         "videotestsrc is-live=true \
          ! video/x-raw,format=I420,width=640,height=360,framerate=30/1 \

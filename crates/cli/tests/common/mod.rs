@@ -110,6 +110,17 @@ pub fn has_gst_element(element: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// GStreamer's AAC encoder: `avenc_aac` (gst-libav) where it is installed, else
+/// `voaacenc`; panics when there is neither.
+pub fn gst_aac_encoder() -> &'static str {
+    if has_gst_element("avenc_aac") {
+        "avenc_aac"
+    } else {
+        require_gst_element("voaacenc");
+        "voaacenc"
+    }
+}
+
 /// The cargo target directory of this build.
 pub fn target_dir() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
