@@ -36,49 +36,45 @@ fn media_3mbps() -> PathBuf {
         return path;
     }
     let tmp = dir.join(format!("h264aac-3mbps.tmp.{}.mp4", std::process::id()));
-    let out = Command::new(ffmpeg())
-        .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25,noise=alls=30:allf=t",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "10"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-keyint_min",
-            "25",
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "3M",
-            "-minrate",
-            "3M",
-            "-maxrate",
-            "3M",
-            "-bufsize",
-            "3M",
-            "-x264-params",
-            "nal-hrd=cbr",
-        ])
-        .args(["-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "48000"])
-        .args(["-movflags", "+faststart"])
-        .arg(&tmp)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "generating the 3 Mbps file failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(ffmpeg())
+            .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25,noise=alls=30:allf=t",
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", "10"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "25",
+                "-keyint_min",
+                "25",
+                "-sc_threshold",
+                "0",
+                "-b:v",
+                "3M",
+                "-minrate",
+                "3M",
+                "-maxrate",
+                "3M",
+                "-bufsize",
+                "3M",
+                "-x264-params",
+                "nal-hrd=cbr",
+            ])
+            .args(["-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "48000"])
+            .args(["-movflags", "+faststart"])
+            .arg(&tmp),
+        "generating the 3 Mbps file",
     );
     fs::rename(&tmp, &path).unwrap();
     path

@@ -272,21 +272,13 @@ fn the_readme_pipeline_plays_with_video_and_stays_healthy() {
     assert_eq!(no_video_lines(&server, key), 0);
 
     // What a player gets: H.264 in 4:2:0, and AAC.
-    let out = Command::new(ffprobe())
-        .args(["-v", "error", "-of", "json"])
-        .args([
+    let probe = run_ffprobe(
+        &[
             "-show_entries",
             "stream=codec_type,codec_name,pix_fmt,width,height",
-        ])
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &url,
     );
-    let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let streams = probe["streams"].as_array().cloned().unwrap_or_default();
     let video = streams
         .iter()

@@ -121,6 +121,20 @@ pub fn gst_aac_encoder() -> &'static str {
     }
 }
 
+/// Runs `cmd` to the end and panics, with `what` and its stderr, unless it exits 0.
+pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The cargo target directory of this build.
 pub fn target_dir() -> PathBuf {
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
@@ -364,12 +378,9 @@ pub fn media(kind: Media) -> PathBuf {
     }
     args.extend(s(&["-movflags", "+faststart"]));
     args.push(tmp.to_string_lossy().into_owned());
-    let out = Command::new(&exe).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "generating {kind:?} with {} {args:?} failed: {}",
-        exe.display(),
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(&exe).args(&args),
+        &format!("generating {kind:?} with {} {args:?}", exe.display()),
     );
     fs::rename(&tmp, &path).unwrap();
     path
@@ -1391,17 +1402,14 @@ pub struct StreamInfo {
     pub height: Option<u64>,
 }
 
-fn run_ffprobe(args: &[&str], target: &str) -> serde_json::Value {
-    let out = Command::new(ffprobe())
-        .args(["-v", "error", "-of", "json"])
-        .args(args)
-        .arg(target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {args:?} {target} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// `ffprobe -v error -of json ARGS TARGET`, parsed; panics when ffprobe fails.
+pub fn run_ffprobe(args: &[&str], target: &str) -> serde_json::Value {
+    let out = run_ok(
+        Command::new(ffprobe())
+            .args(["-v", "error", "-of", "json"])
+            .args(args)
+            .arg(target),
+        &format!("ffprobe {args:?} {target}"),
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -2321,33 +2329,29 @@ pub fn media_short_gop(gop_frames: u32) -> PathBuf {
     }
     let tmp = dir.join(format!("{name}.tmp.{}.mp4", std::process::id()));
     let g = gop_frames.to_string();
-    let out = Command::new(ffmpeg())
-        .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=20"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &MEDIA_SECS.to_string()])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .args([
-            "-g",
-            &g,
-            "-keyint_min",
-            &g,
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "300k",
-        ])
-        .args(AAC)
-        .args(["-movflags", "+faststart"])
-        .arg(&tmp)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "generating {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(ffmpeg())
+            .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=20"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &MEDIA_SECS.to_string()])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            ])
+            .args([
+                "-g",
+                &g,
+                "-keyint_min",
+                &g,
+                "-sc_threshold",
+                "0",
+                "-b:v",
+                "300k",
+            ])
+            .args(AAC)
+            .args(["-movflags", "+faststart"])
+            .arg(&tmp),
+        &format!("generating {name}"),
     );
     fs::rename(&tmp, &path).unwrap();
     path
