@@ -80,16 +80,6 @@ fn media_3mbps() -> PathBuf {
     path
 }
 
-/// The API's view of stream `cam` (`null` until the stream exists).
-fn api(server: &Server) -> serde_json::Value {
-    let r = get(&server.url("/api/v1/streams/default/cam"));
-    match r.status {
-        404 => serde_json::Value::Null,
-        200 => serde_json::from_slice(&r.body).unwrap(),
-        s => panic!("API answered {s}: {}", r.text()),
-    }
-}
-
 /// `(status with value 1, bitrate gauge)` of stream `cam` in /metrics.
 fn from_metrics(server: &Server) -> (Option<String>, Option<f64>) {
     let m = server.metrics();
@@ -119,7 +109,7 @@ fn wait_api_status(
 ) -> (serde_json::Value, Instant) {
     let deadline = Instant::now() + timeout;
     loop {
-        let v = api(server);
+        let v = server.stream_json("cam");
         if v["status"] == status {
             return (v, Instant::now());
         }
@@ -137,7 +127,7 @@ fn wait_api_status(
 fn wait_agree(server: &Server, status: &str, above: bool) -> (serde_json::Value, f64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let v = api(server);
+        let v = server.stream_json("cam");
         let (m_status, m_bitrate) = from_metrics(server);
         let api_bps = v["bitrate_bps"].as_u64().unwrap_or(0);
         let m_bps = m_bitrate.unwrap_or(-1.0);

@@ -60,40 +60,6 @@ fn gst_srt(addr: SocketAddr, key: &str, parse: &str, mux: &str) -> Proc {
     Proc::spawn(&format!("gst-srt-{key}"), cmd)
 }
 
-/// The API's view of stream `key` (`null` until it exists).
-fn api(server: &Server, key: &str) -> serde_json::Value {
-    let r = get(&server.url(&format!("/api/v1/streams/default/{key}")));
-    match r.status {
-        404 => serde_json::Value::Null,
-        200 => serde_json::from_slice(&r.body).unwrap(),
-        s => panic!("API answered {s}: {}", r.text()),
-    }
-}
-
-/// Polls the API until `pred` holds for stream `key`; panics with the last view after
-/// `timeout`.
-fn wait_api(
-    server: &Server,
-    key: &str,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = api(server, key);
-        if pred(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{key}: {what} not seen within {timeout:?}; API: {v}\nserver log:\n{}",
-            server.proc.log_tail(40)
-        );
-        thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn reason_codes(v: &serde_json::Value) -> Vec<String> {
     v["reasons"]
         .as_array()
@@ -148,8 +114,7 @@ fn mpegtsmux_into_srtsink_without_alignment_is_no_video_counted_logged_once_and_
     let started = Instant::now();
 
     for key in ["plain", "repeated"] {
-        let v = wait_api(
-            &server,
+        let v = server.wait_stream_json(
             key,
             "status warning with reason no_video",
             NO_VIDEO_BOUND + Duration::from_secs(40),
@@ -247,13 +212,9 @@ fn the_readme_pipeline_plays_with_video_and_stays_healthy() {
         pl.segments.len() >= 2
     });
     // Past the no_video bound, with margin, while still publishing.
-    let connected = wait_api(
-        &server,
-        key,
-        "status healthy",
-        Duration::from_secs(10),
-        |v| v["status"] == "healthy",
-    );
+    let connected = server.wait_stream_json(key, "status healthy", Duration::from_secs(10), |v| {
+        v["status"] == "healthy"
+    });
     eprintln!("{key}: {connected}");
     thread::sleep(NO_VIDEO_BOUND + Duration::from_secs(3));
     assert!(
@@ -261,7 +222,7 @@ fn the_readme_pipeline_plays_with_video_and_stays_healthy() {
         "gst-launch exited:\n{}",
         publisher.log_tail(30)
     );
-    let v = api(&server, key);
+    let v = server.stream_json(key);
     assert_eq!(v["status"], "healthy", "{v}");
     assert!(reason_codes(&v).is_empty(), "{v}");
     let codecs = v["codecs"].as_str().unwrap_or("");

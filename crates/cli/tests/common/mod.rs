@@ -658,6 +658,41 @@ impl Server {
         format!("rtmp://{}/live/{key}", self.rtmp)
     }
 
+    /// `GET /api/v1/streams/default/KEY` as JSON (`null` while the stream does not exist);
+    /// panics on any other answer than 200 or 404.
+    pub fn stream_json(&self, key: &str) -> serde_json::Value {
+        let r = get(&self.url(&format!("/api/v1/streams/default/{key}")));
+        match r.status {
+            404 => serde_json::Value::Null,
+            200 => serde_json::from_slice(&r.body).unwrap(),
+            s => panic!("API answered {s}: {}", r.text()),
+        }
+    }
+
+    /// Polls [`Server::stream_json`] until `pred` holds for it and returns that view;
+    /// panics with the last view and the server's log after `timeout`.
+    pub fn wait_stream_json(
+        &self,
+        key: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.stream_json(key);
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key}: {what} not seen within {timeout:?}; API: {v}\nserver log:\n{}",
+                self.proc.log_tail(40)
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     /// The open-mode HLS media playlist of stream `key`.
     pub fn playlist_url(&self, key: &str) -> String {
         self.url(&format!("/hls/default/{key}/index.m3u8"))
