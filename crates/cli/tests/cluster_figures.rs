@@ -12,16 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// Thresholds that turn a stalled stream `warning` within seconds.
-const HEALTH: &str = r#"
-[health]
-warmup = "2s"
-relative-window = "10s"
-low-bitrate-for = "2s"
-recover-after = "2s"
-min-dwell = "1s"
-"#;
-
 /// The entry of `key` in `GET /api/v1/streams`.
 fn listed(server: &Server, key: &str) -> Value {
     let r = get(&server.url("/api/v1/streams"));
@@ -44,7 +34,7 @@ fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
     let redis = RedisServer::start(dir.path());
     let data = dir.path().join("data");
     let config = dir.path().join("tidegate.toml");
-    std::fs::write(&config, HEALTH).unwrap();
+    std::fs::write(&config, FAST_HEALTH_TOML).unwrap();
     let args = |id: &'static str| {
         vec![
             "--config".to_owned(),

@@ -19,6 +19,17 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// A `[health]` config section whose short windows turn a stalled stream `warning` within a
+/// few seconds (defaults: 10 s warm-up, 5 s low, 60 s average window, 10 s dwell).
+pub const FAST_HEALTH_TOML: &str = r#"
+[health]
+warmup = "2s"
+relative-window = "10s"
+low-bitrate-for = "2s"
+recover-after = "2s"
+min-dwell = "1s"
+"#;
+
 /// Target segment duration the tests run the server with (its default).
 pub const SEGMENT_SECS: f64 = 2.0;
 /// Length of the generated H.264/AAC test files; longer publishes loop them.
