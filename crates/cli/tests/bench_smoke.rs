@@ -10,25 +10,14 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ffmpeg, get, media, wait_playlist, Media, Server};
+use common::{ffmpeg, get, media, run_ok, wait_playlist, Media, Server};
 
 #[test]
 fn bench_publishers_and_viewers_against_serve() {
     let mut server = Server::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let flv = dir.path().join("clip.flv");
-    let out = Command::new(ffmpeg())
-        .args(["-y", "-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
-        .arg(media(Media::H264Aac))
-        .args(["-t", "10", "-c", "copy", "-f", "flv"])
-        .arg(&flv)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    remux(&flv, "flv");
     let json = dir.path().join("report.json");
     let url = format!("rtmp://{}/live/bench{{i}}", server.rtmp);
     let play = server.url("/hls/default/bench{i}/index.m3u8");
@@ -83,17 +72,13 @@ fn bench_publishers_and_viewers_against_serve() {
 
 /// `media` remuxed (no re-encoding) into `format` (`flv` or `mpegts`) at `path`.
 fn remux(path: &std::path::Path, format: &str) {
-    let out = Command::new(ffmpeg())
-        .args(["-y", "-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
-        .arg(media(Media::H264Aac))
-        .args(["-t", "10", "-c", "copy", "-f", format])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(ffmpeg())
+            .args(["-y", "-nostdin", "-hide_banner", "-loglevel", "error", "-i"])
+            .arg(media(Media::H264Aac))
+            .args(["-t", "10", "-c", "copy", "-f", format])
+            .arg(path),
+        &format!("remuxing into {format}"),
     );
 }
 

@@ -12,26 +12,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// Thresholds that turn a stalled stream `warning` within seconds.
-const HEALTH: &str = r#"
-[health]
-warmup = "2s"
-relative-window = "10s"
-low-bitrate-for = "2s"
-recover-after = "2s"
-min-dwell = "1s"
-"#;
-
-/// `GET /api/v1/streams/default/KEY` as JSON (`Null` on 404).
-fn stream(server: &Server, key: &str) -> Value {
-    let r = get(&server.url(&format!("/api/v1/streams/default/{key}")));
-    match r.status {
-        404 => Value::Null,
-        200 => serde_json::from_slice(&r.body).unwrap(),
-        s => panic!("API answered {s}: {}", r.text()),
-    }
-}
-
 /// The entry of `key` in `GET /api/v1/streams`.
 fn listed(server: &Server, key: &str) -> Value {
     let r = get(&server.url("/api/v1/streams"));
@@ -54,7 +34,7 @@ fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
     let redis = RedisServer::start(dir.path());
     let data = dir.path().join("data");
     let config = dir.path().join("tidegate.toml");
-    std::fs::write(&config, HEALTH).unwrap();
+    std::fs::write(&config, FAST_HEALTH_TOML).unwrap();
     let args = |id: &'static str| {
         vec![
             "--config".to_owned(),
@@ -80,14 +60,11 @@ fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
 
     let mut publisher = publish_ffmpeg(Media::H264Aac, &a.rtmp_url("cam"), &Publish::forever());
     // Worker B has no connection from the publisher; it answers with A's figures.
-    let remote = wait_for(
+    let remote = b.wait_stream_json(
+        "cam",
         "worker B to answer with the holder's bitrate",
         Duration::from_secs(30),
-        Duration::from_millis(250),
-        || {
-            let v = stream(&b, "cam");
-            (v["bitrate_bps"].as_u64().unwrap_or(0) > 0).then_some(v)
-        },
+        |v| v["bitrate_bps"].as_u64().unwrap_or(0) > 0,
     );
     assert_eq!(remote["status"], "healthy", "{remote}");
     assert_eq!(remote["live_here"], false, "{remote}");
@@ -106,7 +83,7 @@ fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
     assert!(row["figures_age_ms"].is_u64(), "{row}");
 
     // The holder measures its own: no age.
-    let local = stream(&a, "cam");
+    let local = a.stream_json("cam");
     assert_eq!(local["live_here"], true, "{local}");
     assert!(local["figures_age_ms"].is_null(), "{local}");
     assert!(local["bitrate_bps"].as_u64().unwrap_or(0) > 0, "{local}");
@@ -114,14 +91,11 @@ fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
     // The encoder stalls with its connection open: the holder judges it `warning`, and the
     // other worker says so too, with fresh figures.
     publisher.signal(19);
-    let stalled = wait_for(
+    let stalled = b.wait_stream_json(
+        "cam",
         "worker B to show the holder's warning",
         Duration::from_secs(30),
-        Duration::from_millis(250),
-        || {
-            let v = stream(&b, "cam");
-            (v["status"] == "warning").then_some(v)
-        },
+        |v| v["status"] == "warning",
     );
     assert!(
         stalled["figures_age_ms"]
@@ -137,14 +111,11 @@ fn the_worker_without_the_publisher_answers_with_the_holders_figures() {
     // The publisher goes: reconnecting on both, and no stale bitrate anywhere.
     publisher.kill();
     for (name, server) in [("A", &a), ("B", &b)] {
-        let v = wait_for(
+        let v = server.wait_stream_json(
+            "cam",
             &format!("worker {name} to show the stream reconnecting"),
             Duration::from_secs(20),
-            Duration::from_millis(250),
-            || {
-                let v = stream(server, "cam");
-                (v["status"] == "reconnecting").then_some(v)
-            },
+            |v| v["status"] == "reconnecting",
         );
         assert!(v["bitrate_bps"].is_null(), "worker {name}: {v}");
         assert!(v["held_by"].is_null(), "worker {name}: {v}");

@@ -21,17 +21,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Short health windows so that the stall turns `warning` within a few seconds (defaults:
-/// 10 s warm-up, 5 s low, 60 s average window, 10 s dwell).
-const HEALTH: &str = r#"
-[health]
-warmup = "2s"
-relative-window = "10s"
-low-bitrate-for = "2s"
-recover-after = "2s"
-min-dwell = "1s"
-"#;
-
 /// The server's admin token, which the page asks for when kick is pressed.
 const ADMIN_TOKEN: &str = "dashboard-test-token";
 
@@ -126,7 +115,7 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
     let node = require_browser_tools();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("tidegate.toml");
-    fs::write(&config, HEALTH).unwrap();
+    fs::write(&config, FAST_HEALTH_TOML).unwrap();
     let mut server = Server::start(&[
         "--config",
         config.to_str().unwrap(),

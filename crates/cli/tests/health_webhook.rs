@@ -36,62 +36,48 @@ fn media_3mbps() -> PathBuf {
         return path;
     }
     let tmp = dir.join(format!("h264aac-3mbps.tmp.{}.mp4", std::process::id()));
-    let out = Command::new(ffmpeg())
-        .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=640x360:rate=25,noise=alls=30:allf=t",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "10"])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-pix_fmt",
-            "yuv420p",
-            "-g",
-            "25",
-            "-keyint_min",
-            "25",
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "3M",
-            "-minrate",
-            "3M",
-            "-maxrate",
-            "3M",
-            "-bufsize",
-            "3M",
-            "-x264-params",
-            "nal-hrd=cbr",
-        ])
-        .args(["-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "48000"])
-        .args(["-movflags", "+faststart"])
-        .arg(&tmp)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "generating the 3 Mbps file failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(ffmpeg())
+            .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+            .args([
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=640x360:rate=25,noise=alls=30:allf=t",
+            ])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", "10"])
+            .args([
+                "-c:v",
+                "libx264",
+                "-preset",
+                "veryfast",
+                "-pix_fmt",
+                "yuv420p",
+                "-g",
+                "25",
+                "-keyint_min",
+                "25",
+                "-sc_threshold",
+                "0",
+                "-b:v",
+                "3M",
+                "-minrate",
+                "3M",
+                "-maxrate",
+                "3M",
+                "-bufsize",
+                "3M",
+                "-x264-params",
+                "nal-hrd=cbr",
+            ])
+            .args(["-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "48000"])
+            .args(["-movflags", "+faststart"])
+            .arg(&tmp),
+        "generating the 3 Mbps file",
     );
     fs::rename(&tmp, &path).unwrap();
     path
-}
-
-/// The API's view of stream `cam` (`null` until the stream exists).
-fn api(server: &Server) -> serde_json::Value {
-    let r = get(&server.url("/api/v1/streams/default/cam"));
-    match r.status {
-        404 => serde_json::Value::Null,
-        200 => serde_json::from_slice(&r.body).unwrap(),
-        s => panic!("API answered {s}: {}", r.text()),
-    }
 }
 
 /// `(status with value 1, bitrate gauge)` of stream `cam` in /metrics.
@@ -123,7 +109,7 @@ fn wait_api_status(
 ) -> (serde_json::Value, Instant) {
     let deadline = Instant::now() + timeout;
     loop {
-        let v = api(server);
+        let v = server.stream_json("cam");
         if v["status"] == status {
             return (v, Instant::now());
         }
@@ -141,7 +127,7 @@ fn wait_api_status(
 fn wait_agree(server: &Server, status: &str, above: bool) -> (serde_json::Value, f64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let v = api(server);
+        let v = server.stream_json("cam");
         let (m_status, m_bitrate) = from_metrics(server);
         let api_bps = v["bitrate_bps"].as_u64().unwrap_or(0);
         let m_bps = m_bitrate.unwrap_or(-1.0);

@@ -23,12 +23,7 @@ fn gst_publisher(sink: &'static str) -> impl FnOnce(&str) -> Proc {
         ] {
             require_gst_element(e);
         }
-        let aac = if has_gst_element("avenc_aac") {
-            "avenc_aac"
-        } else {
-            require_gst_element("voaacenc");
-            "voaacenc"
-        };
+        let aac = gst_aac_encoder();
         let video_buffers = SENT * 25;
         let audio_buffers = (SENT * 48_000).div_ceil(1024);
         // What was sent is kept beside the logs, to tell publisher from server problems.

@@ -13,6 +13,8 @@
 //!   ignored) keeps listing segments, without a discontinuity.
 
 mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,6 +22,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use hostile::{
+    amf0, metric_sum, rss_kib, rtmp_chunks, rtmp_plain_handshake, rtmp_type, Amf,
+    RTMP_DEFAULT_CHUNK_SIZE,
+};
 
 /// The server's default `--rtmp-write-timeout`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,109 +35,62 @@ const FLOOD: usize = 20;
 /// without the before-publish limit would buffer all of it).
 const CLAIM: usize = 8 * 1024 * 1024;
 
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Sum of the samples of `name` (with or without `_total`) whose labels contain every one of
-/// `labels` (e.g. `reason="kicked"`).
-fn labelled(metrics: &str, name: &str, labels: &[&str]) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name}_total{{"))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+/// Samples of `name` for RTMP with `reason="REASON"`, summed.
+fn rtmp_reason(server: &Server, name: &str, reason: &str) -> f64 {
+    metric_sum(
+        &server.metrics(),
+        name,
+        &[("protocol", "rtmp"), ("reason", reason)],
+    )
 }
 
 fn rtmp_errors(server: &Server, reason: &str) -> f64 {
-    labelled(
-        &server.metrics(),
-        "tidegate_connection_errors",
-        &["protocol=\"rtmp\"", &format!("reason=\"{reason}\"")],
-    )
+    rtmp_reason(server, "tidegate_connection_errors", reason)
 }
 
 fn rtmp_refused(server: &Server, reason: &str) -> f64 {
-    labelled(
-        &server.metrics(),
-        "tidegate_connections_refused",
-        &["protocol=\"rtmp\"", &format!("reason=\"{reason}\"")],
+    rtmp_reason(server, "tidegate_connections_refused", reason)
+}
+
+/// Waits until `tidegate_connection_errors{protocol="rtmp",reason}` reaches `at_least`;
+/// returns the count then.
+fn wait_rtmp_errors(server: &Server, reason: &str, at_least: f64, within: Duration) -> f64 {
+    wait_for(
+        &format!("{at_least} RTMP connection(s) ended with reason=\"{reason}\""),
+        within,
+        Duration::from_millis(200),
+        || {
+            let n = rtmp_errors(server, reason);
+            (n >= at_least).then_some(n)
+        },
     )
 }
 
-/// An AMF0 value, enough for the commands a publisher sends.
-enum Amf<'a> {
-    Str(&'a str),
-    Num(f64),
-    Null,
-    Obj(Vec<(&'a str, Amf<'a>)>),
-}
-
-fn amf(values: &[Amf], out: &mut Vec<u8>) {
-    for v in values {
-        match v {
-            Amf::Num(n) => {
-                out.push(0x00);
-                out.extend_from_slice(&n.to_be_bytes());
-            }
-            Amf::Str(s) => {
-                out.push(0x02);
-                out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-                out.extend_from_slice(s.as_bytes());
-            }
-            Amf::Null => out.push(0x05),
-            Amf::Obj(props) => {
-                out.push(0x03);
-                for (k, v) in props {
-                    out.extend_from_slice(&(k.len() as u16).to_be_bytes());
-                    out.extend_from_slice(k.as_bytes());
-                    amf(std::slice::from_ref(v), out);
-                }
-                out.extend_from_slice(&[0, 0, 9]);
-            }
-        }
-    }
-}
-
-/// The header (format 0) of a message of `len` bytes on chunk stream `csid`.
-fn header(csid: u8, type_id: u8, stream_id: u32, len: usize) -> Vec<u8> {
-    let mut out = vec![csid, 0, 0, 0];
-    out.extend_from_slice(&(len as u32).to_be_bytes()[1..]);
-    out.push(type_id);
-    out.extend_from_slice(&stream_id.to_le_bytes());
-    out
-}
-
-/// A whole message in 128-byte chunks (the chunk size a client starts with).
-fn message(csid: u8, type_id: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = header(csid, type_id, stream_id, payload.len());
-    for (i, part) in payload.chunks(128).enumerate() {
-        if i > 0 {
-            out.push(0xC0 | csid);
-        }
-        out.extend_from_slice(part);
-    }
-    out
-}
-
+/// A command message in default-size (128-byte) chunks: this client never sends Set Chunk
+/// Size.
 fn command(csid: u8, stream_id: u32, values: &[Amf]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    amf(values, &mut payload);
-    message(csid, 20, stream_id, &payload)
+    let payload = amf0(values);
+    rtmp_chunks(
+        csid,
+        rtmp_type::COMMAND_AMF0,
+        stream_id,
+        payload.len() as u32,
+        &payload,
+        RTMP_DEFAULT_CHUNK_SIZE,
+    )
 }
 
 /// A User Control Ping Request: the server answers each with a Ping Response.
 fn ping() -> Vec<u8> {
-    message(2, 4, 0, &[0, 6, 0, 0, 0, 1])
+    let payload = [0, 6, 0, 0, 0, 1];
+    rtmp_chunks(
+        2,
+        rtmp_type::USER_CONTROL,
+        0,
+        payload.len() as u32,
+        &payload,
+        RTMP_DEFAULT_CHUNK_SIZE,
+    )
 }
 
 /// A raw RTMP client on a blocking socket.
@@ -171,18 +130,9 @@ impl Raw {
         Raw { s }
     }
 
-    /// C0+C1 (plain), S0+S1+S2, C2.
+    /// C0+C1 (plain), S0+S1+S2, C2; the chunk size stays 128.
     fn handshake(&mut self) {
-        let mut c0c1 = vec![3u8];
-        c0c1.extend_from_slice(&[0; 8]);
-        c0c1.extend((0..1528u32).map(|i| (i * 7 + 3) as u8));
-        self.s.write_all(&c0c1).unwrap();
-        let mut s0s1s2 = vec![0u8; 1 + 1536 + 1536];
-        self.s
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        self.s.read_exact(&mut s0s1s2).expect("S0+S1+S2");
-        self.s.write_all(&s0s1s2[1..1537]).unwrap();
+        rtmp_plain_handshake(&mut self.s, Duration::from_secs(10)).expect("S0+S1+S2");
     }
 
     fn connect_app(&mut self, app: &str) {
@@ -191,12 +141,12 @@ impl Raw {
             3,
             0,
             &[
-                Amf::Str("connect"),
+                Amf::Str("connect".into()),
                 Amf::Num(1.0),
                 Amf::Obj(vec![
-                    ("app", Amf::Str(app)),
-                    ("type", Amf::Str("nonprivate")),
-                    ("tcUrl", Amf::Str(&tc_url)),
+                    ("app", Amf::Str(app.into())),
+                    ("type", Amf::Str("nonprivate".into())),
+                    ("tcUrl", Amf::Str(tc_url)),
                 ]),
             ],
         );
@@ -208,16 +158,20 @@ impl Raw {
     fn publish(&mut self, key: &str) -> String {
         self.handshake();
         self.connect_app("live");
-        let mut b = command(3, 0, &[Amf::Str("createStream"), Amf::Num(2.0), Amf::Null]);
+        let mut b = command(
+            3,
+            0,
+            &[Amf::Str("createStream".into()), Amf::Num(2.0), Amf::Null],
+        );
         b.extend(command(
             8,
             1,
             &[
-                Amf::Str("publish"),
+                Amf::Str("publish".into()),
                 Amf::Num(3.0),
                 Amf::Null,
-                Amf::Str(key),
-                Amf::Str("live"),
+                Amf::Str(key.into()),
+                Amf::Str("live".into()),
             ],
         ));
         self.s.write_all(&b).unwrap();
@@ -324,8 +278,14 @@ fn unfinished_flood(addr: SocketAddr, i: usize) -> usize {
     };
     if i.is_multiple_of(2) {
         // The header and the first 128-byte chunk, then 64 continuation chunks at a time.
-        let mut first = header(6, 9, 1, CLAIM);
-        first.extend_from_slice(&[0x55; 128]);
+        let first = rtmp_chunks(
+            6,
+            rtmp_type::VIDEO,
+            1,
+            CLAIM as u32,
+            &[0x55; 128],
+            RTMP_DEFAULT_CHUNK_SIZE,
+        );
         let mut more = Vec::with_capacity(129 * 64);
         for _ in 0..64 {
             more.push(0xC6);
@@ -339,8 +299,14 @@ fn unfinished_flood(addr: SocketAddr, i: usize) -> usize {
         }
     } else {
         for csid in 4..=40u8 {
-            let mut b = header(csid, 9, 1, 60_000);
-            b.extend_from_slice(&[0x55; 128]);
+            let b = rtmp_chunks(
+                csid,
+                rtmp_type::VIDEO,
+                1,
+                60_000,
+                &[0x55; 128],
+                RTMP_DEFAULT_CHUNK_SIZE,
+            );
             if !send(&mut raw, &b) {
                 break;
             }
@@ -410,14 +376,11 @@ fn hostile_rtmp_peers_cost_little_are_dropped_and_counted_while_a_stream_plays()
         rss_after < rss_before + 40 * 1024,
         "{FLOOD} connections that never published grew the worker from {rss_before} to {rss_after} KiB"
     );
-    let prepublish = wait_for(
-        "every flood connection counted as prepublish_buffer",
+    let prepublish = wait_rtmp_errors(
+        &server,
+        "prepublish_buffer",
+        FLOOD as f64,
         Duration::from_secs(10),
-        Duration::from_millis(200),
-        || {
-            let n = rtmp_errors(&server, "prepublish_buffer");
-            (n >= FLOOD as f64).then_some(n)
-        },
     );
     assert_eq!(prepublish, FLOOD as f64);
     watch.observe(&url, &live);
@@ -441,20 +404,15 @@ fn hostile_rtmp_peers_cost_little_are_dropped_and_counted_while_a_stream_plays()
     assert_eq!(try_post(&kick), Ok(200), "kick of a live publisher");
     let took = kicked.expect_closed(Duration::from_secs(8), "a kicked publisher");
     eprintln!("kicked publisher closed {took:?} after the kick");
-    wait_for(
-        "the kick counted as reason=\"kicked\"",
-        Duration::from_secs(5),
-        Duration::from_millis(100),
-        || (rtmp_errors(&server, "kicked") >= 1.0).then_some(()),
-    );
+    wait_rtmp_errors(&server, "kicked", 1.0, Duration::from_secs(5));
     watch.observe(&url, &live);
 
     // (c) Connections past --max-connections-per-ip from 127.0.0.1 (good and stuck are open).
     let per_source_before = rtmp_refused(&server, "per_source");
-    let suppressed_before = labelled(
+    let suppressed_before = metric_sum(
         &server.metrics(),
         "tidegate_log_lines_suppressed",
-        &["area=\"rtmp\""],
+        &[("area", "rtmp")],
     );
     let held: Vec<TcpStream> = (0..100)
         .map(|_| TcpStream::connect(server.rtmp).unwrap())
@@ -478,10 +436,10 @@ fn hostile_rtmp_peers_cost_little_are_dropped_and_counted_while_a_stream_plays()
         per_source, refused_seen as f64,
         "every refused connection is counted"
     );
-    let suppressed = labelled(
+    let suppressed = metric_sum(
         &server.metrics(),
         "tidegate_log_lines_suppressed",
-        &["area=\"rtmp\""],
+        &[("area", "rtmp")],
     ) - suppressed_before;
     assert!(
         suppressed >= 1.0,
@@ -495,12 +453,7 @@ fn hostile_rtmp_peers_cost_little_are_dropped_and_counted_while_a_stream_plays()
         Duration::from_millis(200),
         || {
             let mut raw = Raw::connect(server.rtmp);
-            let mut c0c1 = vec![3u8];
-            c0c1.extend_from_slice(&[0; 1536]);
-            raw.s.write_all(&c0c1).ok()?;
-            raw.s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            let mut s0 = [0u8; 1];
-            raw.s.read_exact(&mut s0).ok()
+            rtmp_plain_handshake(&mut raw.s, Duration::from_secs(2)).ok()
         },
     );
 
@@ -519,11 +472,11 @@ fn hostile_rtmp_peers_cost_little_are_dropped_and_counted_while_a_stream_plays()
     drop(capped);
 
     // (b) The publisher that stopped reading is dropped within the write timeout.
-    wait_for(
-        "the reading-stalled publisher dropped with reason=\"write_timeout\"",
+    wait_rtmp_errors(
+        &server,
+        "write_timeout",
+        1.0,
         WRITE_TIMEOUT + Duration::from_secs(15),
-        Duration::from_millis(250),
-        || (rtmp_errors(&server, "write_timeout") >= 1.0).then_some(()),
     );
     eprintln!(
         "stalled publisher dropped {:?} after its writes blocked",

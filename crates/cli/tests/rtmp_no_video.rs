@@ -20,20 +20,16 @@ const TAG_VIDEO: u8 = 9;
 
 /// 8 s of 640x360 30 fps H.264 (2 s GOP) + AAC in FLV, as ffmpeg writes it.
 fn ffmpeg_flv(path: &Path) {
-    let out = Command::new(ffmpeg())
-        .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "8", "-c:v", "libx264", "-preset", "veryfast"])
-        .args(["-pix_fmt", "yuv420p", "-g", "60", "-b:v", "1M"])
-        .args(["-c:a", "aac", "-f", "flv"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffmpeg: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(ffmpeg())
+            .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", "8", "-c:v", "libx264", "-preset", "veryfast"])
+            .args(["-pix_fmt", "yuv420p", "-g", "60", "-b:v", "1M"])
+            .args(["-c:a", "aac", "-f", "flv"])
+            .arg(path),
+        "ffmpeg",
     );
 }
 

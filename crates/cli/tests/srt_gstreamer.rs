@@ -45,12 +45,7 @@ fn gst_srt(addr: SocketAddr, key: &str, parse: &str, mux: &str) -> Proc {
     ] {
         require_gst_element(e);
     }
-    let aac = if has_gst_element("avenc_aac") {
-        "avenc_aac"
-    } else {
-        require_gst_element("voaacenc");
-        "voaacenc"
-    };
+    let aac = gst_aac_encoder();
     let pipeline = format!(
         "videotestsrc is-live=true \
          ! video/x-raw,format=I420,width=640,height=360,framerate=30/1 \
@@ -63,40 +58,6 @@ fn gst_srt(addr: SocketAddr, key: &str, parse: &str, mux: &str) -> Proc {
     let mut cmd = Command::new(gst);
     cmd.arg("-e").args(pipeline.split_whitespace());
     Proc::spawn(&format!("gst-srt-{key}"), cmd)
-}
-
-/// The API's view of stream `key` (`null` until it exists).
-fn api(server: &Server, key: &str) -> serde_json::Value {
-    let r = get(&server.url(&format!("/api/v1/streams/default/{key}")));
-    match r.status {
-        404 => serde_json::Value::Null,
-        200 => serde_json::from_slice(&r.body).unwrap(),
-        s => panic!("API answered {s}: {}", r.text()),
-    }
-}
-
-/// Polls the API until `pred` holds for stream `key`; panics with the last view after
-/// `timeout`.
-fn wait_api(
-    server: &Server,
-    key: &str,
-    what: &str,
-    timeout: Duration,
-    pred: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = api(server, key);
-        if pred(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{key}: {what} not seen within {timeout:?}; API: {v}\nserver log:\n{}",
-            server.proc.log_tail(40)
-        );
-        thread::sleep(Duration::from_millis(300));
-    }
 }
 
 fn reason_codes(v: &serde_json::Value) -> Vec<String> {
@@ -153,8 +114,7 @@ fn mpegtsmux_into_srtsink_without_alignment_is_no_video_counted_logged_once_and_
     let started = Instant::now();
 
     for key in ["plain", "repeated"] {
-        let v = wait_api(
-            &server,
+        let v = server.wait_stream_json(
             key,
             "status warning with reason no_video",
             NO_VIDEO_BOUND + Duration::from_secs(40),
@@ -252,13 +212,9 @@ fn the_readme_pipeline_plays_with_video_and_stays_healthy() {
         pl.segments.len() >= 2
     });
     // Past the no_video bound, with margin, while still publishing.
-    let connected = wait_api(
-        &server,
-        key,
-        "status healthy",
-        Duration::from_secs(10),
-        |v| v["status"] == "healthy",
-    );
+    let connected = server.wait_stream_json(key, "status healthy", Duration::from_secs(10), |v| {
+        v["status"] == "healthy"
+    });
     eprintln!("{key}: {connected}");
     thread::sleep(NO_VIDEO_BOUND + Duration::from_secs(3));
     assert!(
@@ -266,7 +222,7 @@ fn the_readme_pipeline_plays_with_video_and_stays_healthy() {
         "gst-launch exited:\n{}",
         publisher.log_tail(30)
     );
-    let v = api(&server, key);
+    let v = server.stream_json(key);
     assert_eq!(v["status"], "healthy", "{v}");
     assert!(reason_codes(&v).is_empty(), "{v}");
     let codecs = v["codecs"].as_str().unwrap_or("");
@@ -277,21 +233,13 @@ fn the_readme_pipeline_plays_with_video_and_stays_healthy() {
     assert_eq!(no_video_lines(&server, key), 0);
 
     // What a player gets: H.264 in 4:2:0, and AAC.
-    let out = Command::new(ffprobe())
-        .args(["-v", "error", "-of", "json"])
-        .args([
+    let probe = run_ffprobe(
+        &[
             "-show_entries",
             "stream=codec_type,codec_name,pix_fmt,width,height",
-        ])
-        .arg(&url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {url}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &url,
     );
-    let probe: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let streams = probe["streams"].as_array().cloned().unwrap_or_default();
     let video = streams
         .iter()

@@ -6,12 +6,15 @@
 //! short.
 
 mod common;
+#[path = "common/hostile.rs"]
+mod hostile;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use hostile::{rss_kib, Rng};
 
 fn ffmpeg_srt(addr: SocketAddr, key: &str) -> Proc {
     ffmpeg_srt_url(&format!(
@@ -21,26 +24,6 @@ fn ffmpeg_srt(addr: SocketAddr, key: &str) -> Proc {
 
 fn ffmpeg_srt_url(url: &str) -> Proc {
     ffmpeg_ts_loop("ffmpeg-srt", url)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// A deterministic xorshift generator (no external crate, reproducible).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// An SRT v4 induction handshake (what a caller sends first) with socket id `sid`.
@@ -91,8 +74,8 @@ fn hostile_datagrams_floods_and_silent_peers_leave_a_live_stream_alone() {
         // Random datagrams, including ones that look like SRT data and control packets
         // addressed to random socket ids (and to the good connection's neighbourhood).
         for _ in 0..3000 {
-            let len = (rng.next() % 1500) as usize;
-            let mut d: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let len = (rng.next_u64() % 1500) as usize;
+            let mut d: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
             if round % 2 == 0 && d.len() >= 16 {
                 d[0] |= 0x80; // control packets
             }
@@ -390,9 +373,9 @@ fn a_handshake_flood_is_counted_capped_and_keeps_the_log_short() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..2_000 {
-        let sid = (rng.next() as u32 & 0x3FFF_FFFF) | 1;
+        let sid = (rng.next_u64() as u32 & 0x3FFF_FFFF) | 1;
         let _ = raw.send_to(&induction(sid), server.srt);
-        let _ = raw.send_to(&conclusion(sid, rng.next() as u32, "flood"), server.srt);
+        let _ = raw.send_to(&conclusion(sid, rng.next_u64() as u32, "flood"), server.srt);
     }
     // 300 complete handshakes that are refused (players: m=request), each a WARN line
     // without the rate limit.

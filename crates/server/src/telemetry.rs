@@ -87,11 +87,17 @@ impl StreamTelemetry {
         }
     }
 
+    /// Hands the stream's health state and the current time to `f` (a poisoned lock skips
+    /// it: health is advisory, the stream goes on).
+    fn with_health(&self, f: impl FnOnce(&mut StreamHealth, u64)) {
+        if let Ok(mut h) = self.health.lock() {
+            f(&mut h, now_ms());
+        }
+    }
+
     /// Bytes received from this stream's publisher (called per socket read or datagram).
     pub fn note_bytes(&self, n: u64) {
-        if let Ok(mut h) = self.health.lock() {
-            h.handle_bytes(now_ms(), n);
-        }
+        self.with_health(|h, now| h.handle_bytes(now, n));
         if let Ok(c) = self.bytes.lock() {
             if let Some(c) = c.as_ref() {
                 c.inc_by(n);
@@ -101,15 +107,15 @@ impl StreamTelemetry {
 
     /// SRT packet counter deltas and the current RTT.
     pub fn note_packets(&self, metrics: &Metrics, delta: PacketDelta, rtt: std::time::Duration) {
-        if let Ok(mut h) = self.health.lock() {
+        self.with_health(|h, now| {
             h.handle_packets(
-                now_ms(),
+                now,
                 delta.received,
                 delta.lost,
                 delta.dropped,
                 delta.retransmitted,
-            );
-        }
+            )
+        });
         let labels = StreamLabels {
             tenant: self.id.tenant.clone(),
             stream: self.id.name.clone(),
@@ -142,25 +148,19 @@ impl StreamTelemetry {
             }
         }
         if video && keyframe {
-            if let Ok(mut h) = self.health.lock() {
-                h.handle_keyframe(now_ms());
-            }
+            self.with_health(|h, now| h.handle_keyframe(now));
         }
     }
 
     /// The session declares a video track or sent its first video frame, decodable or not:
     /// arms the `no_video` and `no_keyframe` rules. (The publisher calls it once a session.)
     pub fn note_video_track(&self) {
-        if let Ok(mut h) = self.health.lock() {
-            h.handle_video_track(now_ms());
-        }
+        self.with_health(|h, now| h.handle_video_track(now));
     }
 
     /// The video's decoder configuration (parameter sets, sequence header) arrived.
     pub fn note_video_config(&self) {
-        if let Ok(mut h) = self.health.lock() {
-            h.handle_video_config(now_ms());
-        }
+        self.with_health(|h, now| h.handle_video_config(now));
     }
 
     /// `n` video frames were dropped: undecodable (no configuration, no keyframe yet) or
@@ -184,16 +184,12 @@ impl StreamTelemetry {
 
     /// The publisher's timeline jumped.
     pub fn note_timestamp_jump(&self) {
-        if let Ok(mut h) = self.health.lock() {
-            h.handle_timestamp_jump(now_ms());
-        }
+        self.with_health(|h, now| h.handle_timestamp_jump(now));
     }
 
     /// Another encoder tried to take the key.
     pub fn note_competing_publisher(&self) {
-        if let Ok(mut h) = self.health.lock() {
-            h.handle_competing_publisher(now_ms());
-        }
+        self.with_health(|h, now| h.handle_competing_publisher(now));
     }
 
     /// What the holder of a live stream publishes with its lease (see

@@ -233,6 +233,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 pub mod rtmp_type {
     /// Set Chunk Size.
     pub const SET_CHUNK_SIZE: u8 = 1;
+    /// User Control (ping requests among others).
+    pub const USER_CONTROL: u8 = 4;
     /// Audio.
     pub const AUDIO: u8 = 8;
     /// Video.
@@ -329,11 +331,13 @@ pub fn rtmp_message(csid: u8, msg_type: u8, stream_id: u32, payload: &[u8]) -> V
     )
 }
 
-/// The plain RTMP handshake: C0+C1, read S0+S1+S2, C2 (an echo of S1); then Set Chunk Size
-/// [`RTMP_CHUNK_SIZE`] (sent with the default 128-byte chunking, as it is one chunk).
-/// `Err` when the server closes or does not answer within `timeout`: how a refused
-/// connection looks from here.
-pub fn rtmp_handshake(s: &mut TcpStream, timeout: Duration) -> std::io::Result<()> {
+/// The chunk size an RTMP connection starts with, until a Set Chunk Size.
+pub const RTMP_DEFAULT_CHUNK_SIZE: usize = 128;
+
+/// The plain RTMP handshake: C0+C1, read S0+S1+S2, C2 (an echo of S1). The chunk size
+/// stays [`RTMP_DEFAULT_CHUNK_SIZE`]. `Err` when the server closes or does not answer
+/// within `timeout`: how a refused connection looks from here.
+pub fn rtmp_plain_handshake(s: &mut TcpStream, timeout: Duration) -> std::io::Result<()> {
     let mut c0c1 = vec![3u8];
     c0c1.extend_from_slice(&[0; 8]);
     c0c1.extend((0..1528u32).map(|i| (i * 7 + 3) as u8));
@@ -341,9 +345,22 @@ pub fn rtmp_handshake(s: &mut TcpStream, timeout: Duration) -> std::io::Result<(
     s.set_read_timeout(Some(timeout))?;
     let mut s0s1s2 = vec![0u8; 1 + 1536 + 1536];
     s.read_exact(&mut s0s1s2)?;
-    s.write_all(&s0s1s2[1..1537])?;
+    s.write_all(&s0s1s2[1..1537])
+}
+
+/// [`rtmp_plain_handshake`], then Set Chunk Size [`RTMP_CHUNK_SIZE`] (sent with the default
+/// 128-byte chunking, as it is one chunk).
+pub fn rtmp_handshake(s: &mut TcpStream, timeout: Duration) -> std::io::Result<()> {
+    rtmp_plain_handshake(s, timeout)?;
     let size = (RTMP_CHUNK_SIZE as u32).to_be_bytes();
-    s.write_all(&rtmp_chunks(2, rtmp_type::SET_CHUNK_SIZE, 0, 4, &size, 128))?;
+    s.write_all(&rtmp_chunks(
+        2,
+        rtmp_type::SET_CHUNK_SIZE,
+        0,
+        4,
+        &size,
+        RTMP_DEFAULT_CHUNK_SIZE,
+    ))?;
     Ok(())
 }
 

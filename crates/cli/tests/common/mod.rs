@@ -19,6 +19,17 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// A `[health]` config section whose short windows turn a stalled stream `warning` within a
+/// few seconds (defaults: 10 s warm-up, 5 s low, 60 s average window, 10 s dwell).
+pub const FAST_HEALTH_TOML: &str = r#"
+[health]
+warmup = "2s"
+relative-window = "10s"
+low-bitrate-for = "2s"
+recover-after = "2s"
+min-dwell = "1s"
+"#;
+
 /// Target segment duration the tests run the server with (its default).
 pub const SEGMENT_SECS: f64 = 2.0;
 /// Length of the generated H.264/AAC test files; longer publishes loop them.
@@ -108,6 +119,31 @@ pub fn has_gst_element(element: &str) -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// GStreamer's AAC encoder: `avenc_aac` (gst-libav) where it is installed, else
+/// `voaacenc`; panics when there is neither.
+pub fn gst_aac_encoder() -> &'static str {
+    if has_gst_element("avenc_aac") {
+        "avenc_aac"
+    } else {
+        require_gst_element("voaacenc");
+        "voaacenc"
+    }
+}
+
+/// Runs `cmd` to the end and panics, with `what` and its stderr, unless it exits 0.
+pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// The cargo target directory of this build.
@@ -353,12 +389,9 @@ pub fn media(kind: Media) -> PathBuf {
     }
     args.extend(s(&["-movflags", "+faststart"]));
     args.push(tmp.to_string_lossy().into_owned());
-    let out = Command::new(&exe).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "generating {kind:?} with {} {args:?} failed: {}",
-        exe.display(),
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(&exe).args(&args),
+        &format!("generating {kind:?} with {} {args:?}", exe.display()),
     );
     fs::rename(&tmp, &path).unwrap();
     path
@@ -634,6 +667,41 @@ impl Server {
     /// `rtmp://127.0.0.1:P/live/KEY`.
     pub fn rtmp_url(&self, key: &str) -> String {
         format!("rtmp://{}/live/{key}", self.rtmp)
+    }
+
+    /// `GET /api/v1/streams/default/KEY` as JSON (`null` while the stream does not exist);
+    /// panics on any other answer than 200 or 404.
+    pub fn stream_json(&self, key: &str) -> serde_json::Value {
+        let r = get(&self.url(&format!("/api/v1/streams/default/{key}")));
+        match r.status {
+            404 => serde_json::Value::Null,
+            200 => serde_json::from_slice(&r.body).unwrap(),
+            s => panic!("API answered {s}: {}", r.text()),
+        }
+    }
+
+    /// Polls [`Server::stream_json`] until `pred` holds for it and returns that view;
+    /// panics with the last view and the server's log after `timeout`.
+    pub fn wait_stream_json(
+        &self,
+        key: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.stream_json(key);
+            if pred(&v) {
+                return v;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{key}: {what} not seen within {timeout:?}; API: {v}\nserver log:\n{}",
+                self.proc.log_tail(40)
+            );
+            thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// The open-mode HLS media playlist of stream `key`.
@@ -1380,17 +1448,14 @@ pub struct StreamInfo {
     pub height: Option<u64>,
 }
 
-fn run_ffprobe(args: &[&str], target: &str) -> serde_json::Value {
-    let out = Command::new(ffprobe())
-        .args(["-v", "error", "-of", "json"])
-        .args(args)
-        .arg(target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ffprobe {args:?} {target} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+/// `ffprobe -v error -of json ARGS TARGET`, parsed; panics when ffprobe fails.
+pub fn run_ffprobe(args: &[&str], target: &str) -> serde_json::Value {
+    let out = run_ok(
+        Command::new(ffprobe())
+            .args(["-v", "error", "-of", "json"])
+            .args(args)
+            .arg(target),
+        &format!("ffprobe {args:?} {target}"),
     );
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
@@ -2310,33 +2375,29 @@ pub fn media_short_gop(gop_frames: u32) -> PathBuf {
     }
     let tmp = dir.join(format!("{name}.tmp.{}.mp4", std::process::id()));
     let g = gop_frames.to_string();
-    let out = Command::new(ffmpeg())
-        .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=20"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", &MEDIA_SECS.to_string()])
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .args([
-            "-g",
-            &g,
-            "-keyint_min",
-            &g,
-            "-sc_threshold",
-            "0",
-            "-b:v",
-            "300k",
-        ])
-        .args(AAC)
-        .args(["-movflags", "+faststart"])
-        .arg(&tmp)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "generating {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(ffmpeg())
+            .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=20"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args(["-t", &MEDIA_SECS.to_string()])
+            .args([
+                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+            ])
+            .args([
+                "-g",
+                &g,
+                "-keyint_min",
+                &g,
+                "-sc_threshold",
+                "0",
+                "-b:v",
+                "300k",
+            ])
+            .args(AAC)
+            .args(["-movflags", "+faststart"])
+            .arg(&tmp),
+        &format!("generating {name}"),
     );
     fs::rename(&tmp, &path).unwrap();
     path

@@ -1292,6 +1292,22 @@ impl Publisher {
     }
 }
 
+/// Settings for the unit tests: fMP4, 2 s segments, a window of 6, worker `here`, ended
+/// streams kept for `ended_retention`.
+#[cfg(test)]
+fn test_settings(ended_retention: Duration) -> StreamSettings {
+    StreamSettings {
+        container: Container::Fmp4,
+        segment_ticks: 180_000,
+        segment_duration: Duration::from_secs(2),
+        playlist_window: 6,
+        reconnect_window: Duration::from_secs(30),
+        takeover_policy: TakeoverPolicy::Newest,
+        worker_id: "here".into(),
+        ended_retention,
+    }
+}
+
 #[cfg(test)]
 mod change_tests {
     use super::*;
@@ -1339,16 +1355,7 @@ mod change_tests {
             tidegate_health::HealthConfig::default(),
             "here".into(),
         ));
-        let settings = StreamSettings {
-            container: Container::Fmp4,
-            segment_ticks: 180_000,
-            segment_duration: Duration::from_secs(2),
-            playlist_window: 6,
-            reconnect_window: Duration::from_secs(30),
-            takeover_policy: TakeoverPolicy::Newest,
-            worker_id: "here".into(),
-            ended_retention: Duration::from_secs(3600),
-        };
+        let settings = test_settings(Duration::from_secs(3600));
         let streams = Streams::new(state.clone(), media, settings, metrics, telemetry);
         let id = StreamId::new("default", "watched").unwrap();
 
@@ -1481,26 +1488,16 @@ mod record_tests {
 
     #[test]
     fn the_full_pass_runs_a_quarter_of_the_retention_apart_within_bounds() {
-        let with = |retention: Duration| StreamSettings {
-            container: Container::Fmp4,
-            segment_ticks: 180_000,
-            segment_duration: Duration::from_secs(2),
-            playlist_window: 6,
-            reconnect_window: Duration::from_secs(30),
-            takeover_policy: TakeoverPolicy::Newest,
-            worker_id: "here".into(),
-            ended_retention: retention,
-        };
         assert_eq!(
-            with(Duration::from_secs(3)).full_sweep_interval(),
+            test_settings(Duration::from_secs(3)).full_sweep_interval(),
             SWEEP_INTERVAL
         );
         assert_eq!(
-            with(Duration::from_secs(120)).full_sweep_interval(),
+            test_settings(Duration::from_secs(120)).full_sweep_interval(),
             Duration::from_secs(30)
         );
         assert_eq!(
-            with(Duration::from_secs(3600)).full_sweep_interval(),
+            test_settings(Duration::from_secs(3600)).full_sweep_interval(),
             MAX_FULL_SWEEP_INTERVAL
         );
     }
