@@ -1533,7 +1533,8 @@ pub fn assert_decodes_cleanly(target: &str) {
     let errors: Vec<&str> = err
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .filter(|l| !(l.starts_with("[null @") && l.contains("non monotonically increasing dts")))
+        // Matched anywhere in the line: ffmpeg's threads can print it glued to another line.
+        .filter(|l| !l.contains("non monotonically increasing dts"))
         .collect();
     assert!(
         out.status.success() && errors.is_empty(),
