@@ -592,6 +592,35 @@ async fn a_frozen_server_does_not_freeze_the_change_subscription() {
     assert_eq!(next_change(&mut changes).await, Change::Stream(id));
 }
 
+/// An entry of the index of active streams whose record is gone (a crash between the two
+/// writes) is dropped by `delete`, which the sweeper calls when the record is missing.
+#[tokio::test]
+async fn an_index_entry_without_a_record_is_dropped_alike() {
+    let redis = start_redis();
+    let store = RedisStateStore::connect_with_prefix(&redis_url(redis.port), "t2")
+        .await
+        .unwrap();
+    let sadd = b"*3\r\n$4\r\nSADD\r\n$9\r\nt2:active\r\n$13\r\ndefault/ghost\r\nQUIT\r\n";
+    let reply = raw_exchange(redis.port, sadd).unwrap();
+    assert!(
+        reply.starts_with(b":1"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let dir = std::env::temp_dir().join(format!("tg-stale-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join(".active/default")).unwrap();
+    std::fs::write(dir.join(".active/default/ghost"), b"").unwrap();
+    let fs = FsStateStore::new(dir.clone());
+    let ghost = StreamId::new("default", "ghost").unwrap();
+    for store in [&store as &dyn StateStore, &fs] {
+        assert_eq!(store.list_active().await.unwrap(), vec![ghost.clone()]);
+        assert!(!store.delete(&ghost, 0).await.unwrap());
+        assert!(store.list_active().await.unwrap().is_empty());
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn corrupt_records_and_worker_incarnations() {
     let redis = start_redis();

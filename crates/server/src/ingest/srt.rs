@@ -700,21 +700,37 @@ impl Router {
             publisher,
             Inbox::Routed(rx),
         );
-        let routes = self.routes.clone();
+        let route = RouteGuard {
+            routes: self.routes.clone(),
+            socket_id,
+        };
         let shutdown = self.shutdown.clone();
         let span = info_span!("srt", socket = socket_id, peer = %peer);
         self.tracker.spawn(
             async move {
                 let _slot = slot;
+                // Dropped after the driver, also when it panics: no route outlives it.
+                let _route = route;
                 driver.run(shutdown).await;
-                routes
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(socket_id);
             }
             .instrument(span),
         );
         self.send(peer, &resp);
+    }
+}
+
+/// Removes a connection's route when dropped (its driver returned or panicked).
+struct RouteGuard {
+    routes: Routes,
+    socket_id: u32,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(self.socket_id);
     }
 }
 
@@ -1140,5 +1156,32 @@ mod tests {
         assert_eq!(stream_id_key_part("#!::r=live/cam9,m=request"), "cam9");
         assert_eq!(stream_id_key_part("#!::m=request"), "m=request");
         assert_eq!(stream_id_key_part("bad key"), "bad key");
+    }
+
+    /// A connection task that panics takes its route with it: datagrams for its socket ID
+    /// are no longer routed to a dead inbox.
+    #[tokio::test]
+    async fn a_panicking_connection_task_leaves_no_route() {
+        let routes: Routes = Arc::default();
+        let (tx, _rx) = mpsc::channel(1);
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(7, peer, tx);
+        let route = RouteGuard {
+            routes: routes.clone(),
+            socket_id: 7,
+        };
+        let task = tokio::spawn(async move {
+            let _route = route;
+            panic!("driver bug");
+        });
+        assert!(task.await.is_err_and(|e| e.is_panic()));
+        let left = routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        assert_eq!(left, 0);
     }
 }

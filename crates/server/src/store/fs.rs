@@ -469,7 +469,13 @@ impl StateStore for FsStateStore {
                 remove_if_present(&self.marker_path(id))?;
                 true
             }
-            _ => false,
+            // A marker without its record: dropped.
+            None => {
+                remove_if_present(&self.marker_path(id))?;
+                self.marked().remove(id);
+                false
+            }
+            Some(_) => false,
         };
         if deleted {
             self.known().remove(id);

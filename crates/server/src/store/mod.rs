@@ -281,7 +281,8 @@ pub trait StateStore: Send + Sync + 'static {
     async fn list_active(&self) -> Result<Vec<StreamId>, StoreError>;
     /// Deletes the record of `id` if it is ended and its epoch is still `epoch` (an ended
     /// stream past its retention); `false` when it is not (gone already, restarted by a
-    /// new publisher, or not ended).
+    /// new publisher, or not ended). With no record, it drops `id` from the index of
+    /// [`StateStore::list_active`] (an entry left by a crash between index and record).
     async fn delete(&self, id: &StreamId, epoch: u64) -> Result<bool, StoreError>;
     /// Counts a start of worker `worker_id` and returns how many starts the store has seen
     /// for it, this one included (so the restarts are this minus one).

@@ -957,8 +957,9 @@ impl Streams {
     }
 
     /// Ends every stream that has had no publisher for the reconnect window: one whose
-    /// publisher left, or whose owner stopped renewing its lease (a dead worker). Any worker
-    /// may do it; the compare-and-set on the epoch makes it safe. Reads the streams that are
+    /// publisher left, or whose owner stopped renewing its lease (a dead worker, a stalled
+    /// encoder). Any worker may do it; the compare-and-set on the epoch makes it safe, and
+    /// the stream ends at the next epoch, which fences its last holder. Reads the streams that are
     /// not ended; every [`StreamSettings::full_sweep_interval`] (and on the first call) it
     /// reads every record instead, expires the ended streams past their retention, counts
     /// the records and forgets streams whose record went. Returns how many it ended.
@@ -985,6 +986,9 @@ impl Streams {
             }
             let Some(mut record) = self.state.load(id).await? else {
                 records = records.saturating_sub(1);
+                // An index entry without a record (a crash between the two writes): drop
+                // it, or it is read again every second for good.
+                self.state.delete(id, 0).await?;
                 continue;
             };
             if record.playlist.ended {
@@ -1010,6 +1014,11 @@ impl Streams {
                 continue;
             }
             let epoch = record.playlist.epoch;
+            // Ended at a new epoch, as by request: a holder that is still connected but went
+            // silent (a stalled encoder: its figures are written every second without moving
+            // the lease), or a writer still storing a session's last segments, is fenced by
+            // its next write instead of writing the stream back to not ended.
+            record.playlist.epoch = epoch.saturating_add(1);
             record.playlist.end();
             record.updated_ms = now;
             record.publisher_left_ms.get_or_insert(left);
@@ -1308,6 +1317,31 @@ fn test_settings(ended_retention: Duration) -> StreamSettings {
     }
 }
 
+/// A registry over embedded stores in a fresh directory under the system's temp dir (`tag`
+/// names it), with the `state` root given relative to it; returns the directory too.
+#[cfg(test)]
+fn test_streams(tag: &str, state_root: &str) -> (std::path::PathBuf, Arc<Streams>) {
+    use crate::store::fs::{FsMediaStore, FsStateStore};
+    let dir = std::env::temp_dir().join(format!(
+        "tidegate-{tag}-{}-{}",
+        std::process::id(),
+        unix_ms()
+    ));
+    let state: Arc<dyn StateStore> = Arc::new(FsStateStore::new(dir.join(state_root)));
+    let media: Arc<dyn MediaStore> = Arc::new(FsMediaStore::new(dir.join("media")));
+    let metrics = Arc::new(Metrics::new());
+    let telemetry = Arc::new(Telemetry::new(
+        metrics.clone(),
+        tidegate_health::HealthConfig::default(),
+        "here".into(),
+    ));
+    let settings = test_settings(Duration::from_secs(3600));
+    (
+        dir,
+        Streams::new(state, media, settings, metrics, telemetry),
+    )
+}
+
 #[cfg(test)]
 mod change_tests {
     use super::*;
@@ -1484,6 +1518,61 @@ mod record_tests {
         r.playlist.end();
         assert!(!expired(&r, 10_999, 1_000));
         assert!(expired(&r, 11_000, 1_000));
+    }
+
+    /// A holder still connected but silent (a stalled encoder) rewrites its figures every
+    /// second at its epoch without moving the lease. Once another worker's sweeper ended the
+    /// stream, that write must be refused, not write the stream back to not ended.
+    #[tokio::test]
+    async fn a_stream_ended_by_the_sweeper_fences_its_silent_holder() {
+        let (dir, streams) = test_streams("sweep-fence", "state");
+        let id = StreamId::new("default", "stalled").unwrap();
+        let long_ago = unix_ms() - 120_000;
+        let held = StreamRecord {
+            id: id.clone(),
+            playlist: PlaylistState::new(Container::Fmp4, 6, 2),
+            updated_ms: long_ago,
+            publisher_left_ms: None,
+            owner: "elsewhere".into(),
+            last_media_ms: Some(long_ago),
+            takeovers: Vec::new(),
+            session_started_ms: None,
+            holder: None,
+        };
+        let epoch = held.playlist.epoch;
+        streams.state.compare_and_set(None, &held).await.unwrap();
+        assert_eq!(streams.sweep().await.unwrap(), 1);
+        let ended = streams.state.load(&id).await.unwrap().unwrap();
+        assert!(ended.playlist.ended);
+
+        // The holder's next figures-only write (same epoch, lease not moved).
+        let figures = held.clone();
+        let refused = streams.state.compare_and_set(Some(epoch), &figures).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict { .. })),
+            "{refused:?}"
+        );
+        let stored = streams.state.load(&id).await.unwrap().unwrap();
+        assert!(stored.playlist.ended, "the stream came back");
+        assert_eq!(streams.sweep().await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An active marker left without its record (a crash between the two) is dropped by
+    /// the sweeper instead of being read every second for good.
+    #[tokio::test]
+    async fn the_sweeper_drops_an_index_entry_without_a_record() {
+        let (dir, streams) = test_streams("sweep-stale", "state");
+        let marker = dir.join("state/.active/default/ghost");
+        std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+        std::fs::write(&marker, b"").unwrap();
+        assert_eq!(streams.state.list_active().await.unwrap().len(), 1);
+        // The first pass reads the records; the next one the index.
+        streams.sweep().await.unwrap();
+        streams.sweep().await.unwrap();
+        assert!(streams.state.list_active().await.unwrap().is_empty());
+        assert!(!marker.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

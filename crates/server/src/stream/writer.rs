@@ -17,7 +17,8 @@
 //! A session of a stream without a record (a new stream) writes nothing until its first
 //! media frame: then its first commit creates the record (a compare-and-set on "no record",
 //! which fences it if another worker created one first). A session that ends before that
-//! leaves nothing in either store.
+//! leaves nothing in either store; nor does one whose record the state store refused until
+//! it ended (the media it stored is deleted).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -84,6 +85,8 @@ pub(super) struct Writer {
     segment_counter: u64,
     retry: Duration,
     retry_at: Option<Instant>,
+    /// [`FINISH_DEADLINE`] (shorter in unit tests).
+    finish_deadline: Duration,
 }
 
 impl Writer {
@@ -117,6 +120,7 @@ impl Writer {
             segment_counter: 0,
             retry: FIRST_RETRY,
             retry_at: None,
+            finish_deadline: FINISH_DEADLINE,
         }
     }
 
@@ -291,6 +295,39 @@ impl Writer {
         }
     }
 
+    /// Deletes the objects this session stored and listed when its record was never
+    /// written (the state store refused it until the session ended): with no record, the
+    /// expiry of ended streams would never find them. Evicted ones are deleted already;
+    /// with no record, no other worker serves them.
+    async fn discard_unrecorded(&mut self) {
+        let prefix = self.stream.id.prefix();
+        let mut names: Vec<String> = Vec::new();
+        for s in &self.record.playlist.segments {
+            names.push(s.uri.clone());
+            names.extend(s.map_uri.clone());
+        }
+        names.extend(self.map_uri.take());
+        names.sort();
+        names.dedup();
+        for name in &names {
+            if self
+                .streams
+                .media
+                .delete(&format!("{prefix}/{name}"))
+                .await
+                .is_err()
+            {
+                self.streams.metrics.store_error("delete");
+            }
+        }
+        if !names.is_empty() {
+            if self.streams.media.remove_prefix(&prefix).await.is_err() {
+                self.streams.metrics.store_error("delete");
+            }
+            info!(stream = %self.stream.id, objects = names.len(), "session ended before its record could be written; its media deleted");
+        }
+    }
+
     /// Deletes evicted segments (and init segments no longer referenced) after the grace
     /// period, so a player that fetched the playlist just before can still fetch them.
     fn schedule_deletes(&self, evicted: Vec<SegmentEntry>) {
@@ -349,7 +386,7 @@ pub(super) async fn run(mut w: Writer) {
         }
         if w.retry_at.is_some_and(|t| t > Instant::now()) {
             // Backing off after a failure: only new messages are taken meanwhile.
-            if finishing.is_some_and(|f| f.elapsed() > FINISH_DEADLINE) {
+            if finishing.is_some_and(|f| f.elapsed() > w.finish_deadline) {
                 break Ok(());
             }
             continue;
@@ -362,7 +399,7 @@ pub(super) async fn run(mut w: Writer) {
         }
         if let Some(since) = finishing {
             let done = w.unborn() || (w.backlog.is_empty() && !w.dirty);
-            if done || since.elapsed() > FINISH_DEADLINE {
+            if done || since.elapsed() > w.finish_deadline {
                 if !done {
                     warn!(stream = %w.stream.id, waiting = w.backlog.len(), "gave up storing the last segments of a session");
                 }
@@ -375,6 +412,9 @@ pub(super) async fn run(mut w: Writer) {
     }
     w.fenced.cancel();
     let superseded = matches!(outcome, Err(StoreError::Conflict { .. }));
+    if !w.stored && !superseded {
+        w.discard_unrecorded().await;
+    }
     w.streams
         .session_ended(
             &w.stream,
@@ -384,4 +424,75 @@ pub(super) async fn run(mut w: Writer) {
             w.stored,
         )
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use tidegate_packager::{Container, PlaylistState};
+
+    use super::*;
+    use crate::store::StreamId;
+
+    /// A new stream whose record the state store refused until its publisher left: the
+    /// media it stored meanwhile would be listed and expired by nobody, so it is deleted.
+    #[tokio::test]
+    async fn a_session_whose_record_was_never_written_leaves_no_media() {
+        // The state root is a file: every write of a record fails.
+        let (dir, streams) = super::super::test_streams("unrecorded", "state-file");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("state-file"), b"").unwrap();
+        let id = StreamId::new("default", "orphan").unwrap();
+        let stream = streams.get_or_insert(&id).await;
+        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+        playlist.epoch = 5;
+        let record = StreamRecord {
+            id: id.clone(),
+            playlist,
+            updated_ms: unix_ms(),
+            publisher_left_ms: None,
+            owner: "here".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: None,
+            holder: None,
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let mut w = Writer::new(
+            streams.clone(),
+            stream,
+            record,
+            1,
+            rx,
+            CancellationToken::new(),
+            Arc::new(AtomicI64::new(unix_ms())),
+            false,
+            Arc::new(AtomicBool::new(true)),
+        );
+        w.finish_deadline = Duration::from_millis(300);
+        let task = tokio::spawn(run(w));
+        let init = SegmenterOutput::Init {
+            data: Bytes::from_static(b"ftyp"),
+            id: 0,
+        };
+        tx.send(WriterMsg::Output(init, Instant::now(), None))
+            .await
+            .unwrap();
+        let path = format!("{}/init-5-0.mp4", id.prefix());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while streams.media.get(&path).await.unwrap().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the init segment was never stored"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The publisher leaves; the record still cannot be written.
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(streams.media.get(&path).await.unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
