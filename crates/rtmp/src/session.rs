@@ -376,9 +376,9 @@ impl ServerSession {
     }
 
     /// Whether media on stream `id` is delivered: publishing, or waiting for the driver's
-    /// answer. Some publishers send media right behind `publish` without waiting for
-    /// `NetStream.Publish.Start`; those messages come after the [`Event::PublishRequest`] in
-    /// the event queue, so a driver that accepts keeps them and one that rejects ignores them.
+    /// answer. (Nothing behind a `publish` is parsed until it is answered, so media on a
+    /// pending stream only comes from the same message, e.g. an aggregate; the driver ignores
+    /// it if it refuses.)
     fn is_publishing(&self, id: u32) -> bool {
         self.streams.iter().any(|s| {
             s.id == id && matches!(s.state, PublishState::Publishing | PublishState::Pending)

@@ -862,13 +862,23 @@ fn a_pending_publish_does_not_raise_the_limits_and_bytes_behind_it_wait_for_the_
     b.extend(c.command(
         4,
         1,
-        &[s("publish"), n(3.0), Amf0Value::Null, s("../bad"), s("live")],
+        &[
+            s("publish"),
+            n(3.0),
+            Amf0Value::Null,
+            s("../bad"),
+            s("live"),
+        ],
     ));
     let attack = four_8_mib_headers();
     b.extend_from_slice(&attack);
     p.send(&b).unwrap();
     assert!(p.server.awaiting_publish_answer());
-    assert_eq!(p.server.pending_bytes(), 0, "nothing behind `publish` is parsed");
+    assert_eq!(
+        p.server.pending_bytes(),
+        0,
+        "nothing behind `publish` is parsed"
+    );
     assert_eq!(p.buf.len(), attack.len());
     // Refused: the headers are parsed under the before-publish limits.
     p.server
@@ -902,7 +912,9 @@ fn an_accepted_publish_gets_the_full_limits_and_an_unpublish_takes_them_back() {
     assert_eq!(p.server.pending_bytes(), 8 << 20);
     // The client unpublishes: the connection is nobody again, and what it holds is over
     // the limit.
-    let b = p.client.command(3, 1, &[s("closeStream"), n(0.0), Amf0Value::Null]);
+    let b = p
+        .client
+        .command(3, 1, &[s("closeStream"), n(0.0), Amf0Value::Null]);
     let err = p.send(&b).unwrap_err();
     assert_eq!(
         err,
