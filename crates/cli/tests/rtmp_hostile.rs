@@ -9,6 +9,10 @@
 //!   while the server's write to it is stuck (`reason="kicked"`; the client sees the end);
 //! - (c) connections past `--max-connections-per-ip` and `--max-connections`, and a publisher
 //!   past `--max-publishers`, are refused and counted;
+//! - `publish` with a bad key followed in the same write by chunk headers announcing 32 MiB
+//!   holds nothing: the headers are parsed only after the refusal, under the 64 KiB limit;
+//! - a connection that trickles a byte a second and never publishes is closed at twice
+//!   `--rtmp-handshake-timeout` after its accept;
 //! - (d) the legitimate stream (published under another app name than `live`, which is
 //!   ignored) keeps listing segments, without a discontinuity.
 
@@ -516,4 +520,154 @@ fn hostile_rtmp_peers_cost_little_are_dropped_and_counted_while_a_stream_plays()
     assert_eq!(get(&server.url("/livez")).status, 200);
     server.assert_alive();
     eprintln!("hostile RTMP test took {:?}", started.elapsed());
+}
+
+/// Connections of the refused-publish attack: more than the 8 that would fill the 256 MiB
+/// budget at 32 MiB each if the headers behind a refused `publish` were charged.
+const REFUSED_PUBLISH_ATTACKS: usize = 12;
+
+/// `publish` with an invalid key and, in the same write, four first chunks on different
+/// chunk streams each announcing an 8 MiB video message (~560 bytes that claim 32 MiB);
+/// then nothing more. Returns the connection, still open on our side.
+fn refused_publish_with_huge_headers(addr: SocketAddr) -> Raw {
+    let mut raw = Raw::connect(addr);
+    raw.handshake();
+    raw.connect_app("live");
+    let mut b = command(
+        3,
+        0,
+        &[Amf::Str("createStream".into()), Amf::Num(2.0), Amf::Null],
+    );
+    b.extend(command(
+        8,
+        1,
+        &[
+            Amf::Str("publish".into()),
+            Amf::Num(3.0),
+            Amf::Null,
+            Amf::Str("bad$key".into()),
+            Amf::Str("live".into()),
+        ],
+    ));
+    for csid in 4..8u8 {
+        b.extend(rtmp_chunks(
+            csid,
+            rtmp_type::VIDEO,
+            1,
+            CLAIM as u32,
+            &[0x55; 128],
+            RTMP_DEFAULT_CHUNK_SIZE,
+        ));
+    }
+    raw.s.write_all(&b).unwrap();
+    raw
+}
+
+#[test]
+fn headers_behind_a_refused_publish_are_parsed_as_a_nobodys_and_close_the_connection() {
+    let mut server = Server::start(&["--max-connections-per-ip", "40"]);
+    let mut good = publish_ffmpeg(
+        Media::H264Aac,
+        &format!("rtmp://{}/live/good", server.rtmp),
+        &Publish::forever(),
+    );
+    let url = server.playlist_url("good");
+    let first = wait_playlist(&url, Duration::from_secs(25), "the good stream", |pl| {
+        !pl.segments.is_empty()
+    });
+    let pid = server.proc.pid();
+    let rss_before = rss_kib(pid);
+
+    // The attack connections send nothing more and keep their end open: only the server
+    // can end them, and it must do so at once (the headers pass the 64 KiB before-publish
+    // limit once the publish is refused), not after the 20 s pre-publish deadline while
+    // charging 32 MiB each to the shared budget.
+    let since = Instant::now();
+    let mut attacks: Vec<Raw> = (0..REFUSED_PUBLISH_ATTACKS)
+        .map(|_| refused_publish_with_huge_headers(server.rtmp))
+        .collect();
+    for raw in &mut attacks {
+        raw.expect_closed(
+            Duration::from_secs(8),
+            "a refused publish with 32 MiB of headers behind it",
+        );
+    }
+    eprintln!(
+        "{REFUSED_PUBLISH_ATTACKS} refused-publish attacks closed within {:?}; RSS {rss_before} → {} KiB",
+        since.elapsed(),
+        rss_kib(pid)
+    );
+    wait_rtmp_errors(
+        &server,
+        "prepublish_buffer",
+        REFUSED_PUBLISH_ATTACKS as f64,
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        rtmp_reason(&server, "tidegate_publish_refused", "bad_key"),
+        REFUSED_PUBLISH_ATTACKS as f64,
+        "every attack connection's publish was answered before the headers behind it were parsed"
+    );
+    assert_eq!(rtmp_errors(&server, "timeout"), 0.0);
+    assert_eq!(rtmp_errors(&server, "buffer_total"), 0.0);
+
+    // Legitimate publishers are untouched: the new one is accepted, the old one plays on.
+    let mut late = Raw::connect(server.rtmp);
+    assert_eq!(late.publish("late"), "NetStream.Publish.Start");
+    wait_playlist(
+        &url,
+        Duration::from_secs(15),
+        "the good stream to keep growing",
+        |pl| pl.next_msn() >= first.next_msn() + 2,
+    );
+    assert!(
+        good.is_running(),
+        "the legitimate publisher died; log:\n{}",
+        good.log_tail(20)
+    );
+    server.assert_alive();
+}
+
+#[test]
+fn a_connection_that_trickles_bytes_and_never_publishes_is_closed_at_twice_the_handshake_timeout() {
+    let mut server = Server::start(&["--rtmp-handshake-timeout", "2s"]);
+    let since = Instant::now();
+    let mut raw = Raw::connect(server.rtmp);
+    raw.handshake();
+    raw.connect_app("live");
+    // One byte a second of ping requests, forever: every read moves the last-input time,
+    // which must not move the pre-publish deadline (4 s after accept).
+    let trickle = ping();
+    raw.s
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let closed_after = 'trickle: {
+        for b in trickle.iter().cycle() {
+            assert!(
+                since.elapsed() < Duration::from_secs(20),
+                "a trickling connection that never published was held for 20 s (deadline 4 s)"
+            );
+            if raw.s.write_all(&[*b]).is_err() {
+                break 'trickle since.elapsed();
+            }
+            let until = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < until {
+                match raw.s.read(&mut buf) {
+                    Ok(0) => break 'trickle since.elapsed(),
+                    Ok(_) => {}
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                    Err(_) => break 'trickle since.elapsed(),
+                }
+            }
+        }
+        unreachable!("the trickle is endless");
+    };
+    eprintln!("trickling connection closed {closed_after:?} after connect");
+    assert!(
+        closed_after >= Duration::from_secs(3),
+        "closed after {closed_after:?}, before its 4 s deadline"
+    );
+    wait_rtmp_errors(&server, "timeout", 1.0, Duration::from_secs(5));
+    server.assert_alive();
 }

@@ -63,10 +63,10 @@ pub struct SessionConfig {
     pub max_streams: u32,
     /// Seed for the handshake's filler bytes (any value; a random one is nicer).
     pub seed: u64,
-    /// Chunk reader limits while no publish is pending or accepted on the connection
+    /// Chunk reader limits until a publish is accepted on the connection
     /// (default [`LIMITS_BEFORE_PUBLISH`]).
     pub limits_before_publish: ReaderLimits,
-    /// Chunk reader limits once a publish is pending or accepted (default
+    /// Chunk reader limits once a publish is accepted (default
     /// [`ReaderLimits::default`]).
     pub limits_publishing: ReaderLimits,
     /// Most bytes of replies waiting for [`ServerSession::poll_transmit`]; past it the
@@ -179,7 +179,7 @@ struct Stream {
 /// 6. On any error, flush what `poll_transmit` still returns (optional) and close the
 ///    connection; the session accepts no more input.
 ///
-/// Memory a peer can make the session hold: until a publish is pending or accepted,
+/// Memory a peer can make the session hold: until a publish is accepted,
 /// [`SessionConfig::limits_before_publish`] (64 KiB of unfinished messages, and so at most
 /// one 64 KiB chunk waiting in the driver's buffer); then
 /// [`SessionConfig::limits_publishing`]. Replies waiting to be written are bounded by
@@ -376,9 +376,9 @@ impl ServerSession {
     }
 
     /// Whether media on stream `id` is delivered: publishing, or waiting for the driver's
-    /// answer. Some publishers send media right behind `publish` without waiting for
-    /// `NetStream.Publish.Start`; those messages come after the [`Event::PublishRequest`] in
-    /// the event queue, so a driver that accepts keeps them and one that rejects ignores them.
+    /// answer. (Nothing behind a `publish` is parsed until it is answered, so media on a
+    /// pending stream only comes from the same message, e.g. an aggregate; the driver ignores
+    /// it if it refuses.)
     fn is_publishing(&self, id: u32) -> bool {
         self.streams.iter().any(|s| {
             s.id == id && matches!(s.state, PublishState::Publishing | PublishState::Pending)
@@ -397,11 +397,23 @@ impl ServerSession {
         }
     }
 
-    /// Whether a publish is pending or accepted on any stream of the connection.
+    /// Whether a publish was accepted on any stream of the connection: only then do the
+    /// reader limits rise to [`SessionConfig::limits_publishing`]. A publish that is only
+    /// pending does not count: its key may be bad or the driver may refuse it.
     fn has_publish(&self) -> bool {
         self.streams
             .iter()
-            .any(|s| matches!(s.state, PublishState::Publishing | PublishState::Pending))
+            .any(|s| s.state == PublishState::Publishing)
+    }
+
+    /// Whether a `publish` waits for the driver's answer. Until it is answered the session
+    /// parses no more input: what the peer sent behind `publish` (media, or an attack that
+    /// announces large messages) stays in the driver's buffer and is parsed under the limits
+    /// the answer sets.
+    pub fn awaiting_publish_answer(&self) -> bool {
+        self.streams
+            .iter()
+            .any(|s| s.state == PublishState::Pending)
     }
 
     fn process(&mut self, data: &mut BytesMut) -> Result<(), RtmpError> {
@@ -409,8 +421,13 @@ impl ServerSession {
             return Ok(());
         }
         loop {
-            // The limits follow the publish state: a `publish` (or its refusal) in this very
-            // input changes them for the messages behind it.
+            // Nothing behind a `publish` is parsed until the driver answers it (see
+            // `awaiting_publish_answer`); the bytes stay in `data`.
+            if self.awaiting_publish_answer() {
+                return Ok(());
+            }
+            // The limits follow the publish state: an accepted publish raises them for the
+            // messages behind it, a refusal or an unpublish lowers them again.
             let publishing = self.has_publish();
             self.reader.set_limits(if publishing {
                 self.config.limits_publishing

@@ -218,12 +218,19 @@ impl Pair {
         }
     }
 
+    /// Feeds `bytes` like the server's driver: after answering a `publish`, parses what
+    /// waited behind it.
     fn send(&mut self, bytes: &[u8]) -> Result<(), RtmpError> {
         self.now += Duration::from_millis(1);
         self.buf.extend_from_slice(bytes);
-        let res = self.server.handle_input(self.now, &mut self.buf);
-        self.drain();
-        res
+        loop {
+            let before = self.buf.len();
+            self.server.handle_input(self.now, &mut self.buf)?;
+            self.drain();
+            if self.buf.len() == before || self.buf.is_empty() {
+                return Ok(());
+            }
+        }
     }
 
     fn drain(&mut self) {
@@ -500,9 +507,9 @@ fn enhanced_rtmp_fourcc_list_is_echoed() {
 }
 
 #[test]
-fn media_while_publish_is_pending_is_delivered_after_the_request_then_reject() {
-    // Some publishers send media right behind `publish`; it must not be lost while the
-    // driver decides. It is queued after the PublishRequest event.
+fn media_behind_publish_waits_for_the_answer_then_flows_or_is_dropped() {
+    // Some publishers send media right behind `publish`; it is not parsed (it stays in the
+    // driver's buffer) until the driver answers, then flows if accepted.
     let mut p = Pair::new(None);
     p.accept = false;
     p.handshake();
@@ -510,24 +517,28 @@ fn media_while_publish_is_pending_is_delivered_after_the_request_then_reject() {
     p.client.take_received();
     let b = p.client.chunk(0, 6, 0, 9, 1, &[0x17, 0, 0, 0, 0], true);
     p.send(&b).unwrap();
+    assert!(p.server.awaiting_publish_answer());
+    assert_eq!(media_messages(&p.events), vec![]);
+    assert_eq!(p.buf.len(), b.len(), "the media waits unparsed");
+    p.server.accept_publish(1);
+    p.send(&[]).unwrap();
     assert_eq!(media_messages(&p.events), vec![('v', 0, 5)]);
-    let request = p
-        .events
-        .iter()
-        .position(|e| matches!(e, Event::PublishRequest { .. }));
-    let media = p
-        .events
-        .iter()
-        .position(|e| matches!(e, Event::Video { .. }));
-    assert!(request.is_some() && request < media, "{:?}", p.events);
+    assert!(p.buf.is_empty());
     assert_eq!(p.server.dropped_media_messages(), 0);
-    p.server
-        .reject_publish(1, "NetStream.Publish.BadName", "no such key");
-    // After a rejection, media on that stream is dropped and counted.
+
+    // Refused: what waited behind `publish` is parsed as a nobody's and dropped.
+    let mut p = Pair::new(None);
+    p.accept = false;
+    p.handshake();
+    p.connect_and_publish(vec![]);
+    p.client.take_received();
     let b = p.client.chunk(0, 6, 0, 9, 1, &[0x17, 0, 0, 0, 0], true);
     p.send(&b).unwrap();
+    p.server
+        .reject_publish(1, "NetStream.Publish.BadName", "no such key");
+    p.send(&[]).unwrap();
+    assert_eq!(media_messages(&p.events), vec![]);
     assert_eq!(p.server.dropped_media_messages(), 1);
-    p.drain();
     let rx = p.client.take_received();
     let status = rx[0].command().unwrap();
     assert_eq!(status[0], s("onStatus"));
@@ -829,33 +840,88 @@ fn a_connection_that_is_not_publishing_holds_at_most_64_kib_of_unfinished_messag
     assert_eq!(p.server.dropped_media_messages(), 4);
 }
 
+/// Four first chunks (type-0 header and 128 bytes) on different chunk streams, each
+/// announcing an 8 MiB message: 560 bytes that claim 32 MiB.
+fn four_8_mib_headers() -> Vec<u8> {
+    (6u8..10)
+        .flat_map(|csid| unfinished_video(csid, 8 << 20))
+        .collect()
+}
+
 #[test]
-fn a_pending_or_accepted_publish_gets_the_full_limits_and_a_refusal_takes_them_back() {
-    // Pending (the driver is deciding): a 1 MiB keyframe in progress is fine.
+fn a_pending_publish_does_not_raise_the_limits_and_bytes_behind_it_wait_for_the_answer() {
+    // The attack: `publish` with a key the driver refuses and, in the same read, four
+    // chunks announcing 8 MiB each (32 MiB "in progress" for 560 bytes).
+    let mut p = Pair::new(None);
+    p.accept = false;
+    p.handshake();
+    let c = &p.client;
+    let obj = Amf0Value::Object(vec![("app".to_string(), s("live"))]);
+    let mut b = c.command(3, 0, &[s("connect"), n(1.0), obj]);
+    b.extend(c.command(3, 0, &[s("createStream"), n(2.0), Amf0Value::Null]));
+    b.extend(c.command(
+        4,
+        1,
+        &[
+            s("publish"),
+            n(3.0),
+            Amf0Value::Null,
+            s("../bad"),
+            s("live"),
+        ],
+    ));
+    let attack = four_8_mib_headers();
+    b.extend_from_slice(&attack);
+    p.send(&b).unwrap();
+    assert!(p.server.awaiting_publish_answer());
+    assert_eq!(
+        p.server.pending_bytes(),
+        0,
+        "nothing behind `publish` is parsed"
+    );
+    assert_eq!(p.buf.len(), attack.len());
+    // Refused: the headers are parsed under the before-publish limits.
+    p.server
+        .reject_publish(1, "NetStream.Publish.BadName", "bad key");
+    let err = p.send(&[]).unwrap_err();
+    assert_eq!(
+        err,
+        RtmpError::PrePublishBuffer(LIMITS_BEFORE_PUBLISH.max_message_size as usize)
+    );
+    assert_eq!(p.server.pending_bytes(), 0);
+
+    // Accepted: the full limits (here 4 x 8 MiB = 32 MiB, the most in progress).
     let mut p = Pair::new(None);
     p.accept = false;
     p.handshake();
     p.connect_and_publish(vec![]);
-    p.send(&unfinished_video(6, 1 << 20)).unwrap();
-    assert_eq!(p.server.pending_bytes(), 1 << 20);
-    // Refused: the connection is nobody again, and what it holds is over the limit.
-    p.server
-        .reject_publish(1, "NetStream.Publish.BadName", "no such key");
-    let more = [0xc6u8; 1];
-    let err = p.send(&more).unwrap_err();
-    assert_eq!(
-        err,
-        RtmpError::PrePublishBuffer(LIMITS_BEFORE_PUBLISH.max_pending_bytes)
-    );
+    p.send(&attack[..attack.len() / 2]).unwrap();
+    assert_eq!(p.server.pending_bytes(), 0);
+    p.server.accept_publish(1);
+    p.send(&attack[attack.len() / 2..]).unwrap();
+    assert_eq!(p.server.pending_bytes(), 32 << 20);
+}
 
-    // Accepted: several MiB in progress are fine, up to the full limits.
+#[test]
+fn an_accepted_publish_gets_the_full_limits_and_an_unpublish_takes_them_back() {
     let mut p = Pair::new(None);
     p.handshake();
     p.connect_and_publish(vec![]);
     p.send(&unfinished_video(6, 4 << 20)).unwrap();
     p.send(&unfinished_video(4, 4 << 20)).unwrap();
     assert_eq!(p.server.pending_bytes(), 8 << 20);
-    // ... and a configured lower bound for publishers is honoured too.
+    // The client unpublishes: the connection is nobody again, and what it holds is over
+    // the limit.
+    let b = p
+        .client
+        .command(3, 1, &[s("closeStream"), n(0.0), Amf0Value::Null]);
+    let err = p.send(&b).unwrap_err();
+    assert_eq!(
+        err,
+        RtmpError::PrePublishBuffer(LIMITS_BEFORE_PUBLISH.max_pending_bytes)
+    );
+
+    // A configured lower bound for publishers is honoured too.
     let config = SessionConfig {
         limits_publishing: tidegate_rtmp::chunk::ReaderLimits {
             max_message_size: 1 << 20,

@@ -178,6 +178,11 @@ impl ByteBudget {
     pub fn used(&self) -> usize {
         self.used.load(Ordering::Acquire)
     }
+
+    /// The budget.
+    pub fn max(&self) -> usize {
+        self.max
+    }
 }
 
 impl BudgetShare {
@@ -197,6 +202,22 @@ impl BudgetShare {
         }
         self.held = holding;
         Ok(())
+    }
+
+    /// Like [`set`](Self::set), but up to `guaranteed` bytes the growth always succeeds,
+    /// even past the budget: an accepted publisher within its fair share
+    /// (budget / `--max-publishers`) is never the one let go. The guaranteed shares together
+    /// stay within the budget, so going past it only refuses the others' growth.
+    pub fn set_within(&mut self, holding: usize, guaranteed: usize) -> Result<(), BudgetExceeded> {
+        match self.set(holding) {
+            Err(_) if holding <= guaranteed => {
+                let wanted = holding - self.held;
+                self.budget.used.fetch_add(wanted, Ordering::AcqRel);
+                self.held = holding;
+                Ok(())
+            }
+            other => other,
+        }
     }
 
     /// What this holder holds.
@@ -300,6 +321,26 @@ mod tests {
         drop(a);
         assert_eq!(budget.used(), 500);
         drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_guaranteed_share_grows_past_a_full_budget_and_the_others_are_refused() {
+        let budget = ByteBudget::new(1000);
+        let mut publisher = budget.share();
+        let mut others = budget.share();
+        others.set(900).unwrap();
+        // Within its guaranteed 500 bytes the publisher grows though the budget is full.
+        publisher.set_within(400, 500).unwrap();
+        assert_eq!(budget.used(), 1300);
+        // Above it, it is refused like anyone.
+        assert!(publisher.set_within(600, 500).is_err());
+        assert_eq!(publisher.held(), 400);
+        // The others cannot grow until the total is under the budget again.
+        assert!(others.set(901).is_err());
+        others.set(100).unwrap();
+        others.set(600).unwrap();
+        drop((publisher, others));
         assert_eq!(budget.used(), 0);
     }
 }

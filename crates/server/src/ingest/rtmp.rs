@@ -12,8 +12,12 @@
 //! - until it publishes, 64 KiB of unfinished messages (the session's before-publish limits)
 //!   and a read buffer of [`READ_CHUNK_BEFORE_PUBLISH`]; across connections, a share of
 //!   [`INGEST_BUFFER_BUDGET_BYTES`](super::limits::INGEST_BUFFER_BUDGET_BYTES);
-//! - every read has the handshake or idle deadline, every write `--rtmp-write-timeout`; a
-//!   kick closes the socket at once, even while a write is stuck;
+//! - until it has a publish accepted, twice the handshake timeout counted from its accept (or
+//!   its last unpublish), however it trickles bytes; then every read has the idle deadline;
+//!   every write `--rtmp-write-timeout`; a kick closes the socket at once, even while a write
+//!   is stuck;
+//! - across connections, an accepted publisher within its fair share of the budget (budget /
+//!   `--max-publishers`) is never the one closed for passing it;
 //! - its kernel send buffer is [`SEND_BUFFER_BYTES`] (the server only sends small replies).
 
 use std::net::SocketAddr;
@@ -128,6 +132,9 @@ struct Connection {
     /// Whether a publish was accepted on this connection (its lines are never suppressed).
     published: bool,
     last_input: Instant,
+    /// When the connection was accepted or its publish last ended: until it publishes, it
+    /// must do so within twice the handshake timeout of this, however it trickles input.
+    not_publishing_since: Instant,
     peer: SocketAddr,
     /// Bytes this connection holds, as a share of the budget across connections.
     buffered: BudgetShare,
@@ -171,6 +178,7 @@ impl Connection {
             publishing: None,
             published: false,
             last_input: now,
+            not_publishing_since: now,
             peer,
             buffered,
             log,
@@ -200,14 +208,16 @@ impl Connection {
             if let Err(end) = self.flush(&mut sock).await {
                 break end;
             }
-            let idle = if self.publishing.is_some() {
-                self.ctx.config.rtmp_idle_timeout
+            let (idle, idle_deadline) = if self.publishing.is_some() {
+                let idle = self.ctx.config.rtmp_idle_timeout;
+                (idle, self.last_input + idle)
             } else {
-                // Before publishing, the whole connection gets the handshake budget twice:
-                // a client that connects and never publishes is a stalled client.
-                self.ctx.config.rtmp_handshake_timeout * 2
+                // Before publishing (and after an unpublish), the whole connection gets the
+                // handshake budget twice, counted from a fixed start: a client that never
+                // publishes is a stalled client, however it trickles bytes.
+                let idle = self.ctx.config.rtmp_handshake_timeout * 2;
+                (idle, self.not_publishing_since + idle)
             };
-            let idle_deadline = self.last_input + idle;
             let deadline = self
                 .session
                 .poll_timeout()
@@ -230,14 +240,9 @@ impl Connection {
                         if let Some(p) = &self.publishing {
                             p.publisher.telemetry().note_bytes(n as u64);
                         }
-                        let now = Instant::now();
-                        self.last_input = now;
-                        if let Err(e) = self.session.handle_input(now, &mut buf) {
-                            break End::Error(e.kind(), e.to_string());
-                        }
-                        let holding = self.session.pending_bytes().saturating_add(buf.len());
-                        if let Err(e) = self.buffered.set(holding) {
-                            break End::Error("buffer_total", format!("unfinished messages across connections: {e}"));
+                        self.last_input = Instant::now();
+                        if let Err(end) = self.take_input(&mut buf).await {
+                            break end;
                         }
                     }
                     Err(e) => break End::Error("read", e.to_string()),
@@ -245,7 +250,14 @@ impl Connection {
                 () = tokio::time::sleep_until(deadline.into()) => {
                     let now = Instant::now();
                     if now >= idle_deadline {
-                        break End::Error("timeout", format!("no data for {idle:?}"));
+                        break End::Error(
+                            "timeout",
+                            if self.publishing.is_some() {
+                                format!("no data for {idle:?}")
+                            } else {
+                                format!("no accepted publish within {idle:?}")
+                            },
+                        );
                     }
                     if let Err(e) = self.session.handle_timeout(now) {
                         break End::Error(e.kind(), e.to_string());
@@ -293,6 +305,38 @@ impl Connection {
         self.buffered.set(0).ok();
         if let Some(p) = self.publishing.take() {
             p.publisher.finish().await;
+        }
+    }
+
+    /// Parses what `buf` holds and acts on it. The session stops parsing behind a `publish`
+    /// until it is answered (answering happens in `handle_events`), so this parses again
+    /// while that makes progress: media sent right behind `publish` flows once accepted.
+    async fn take_input(&mut self, buf: &mut BytesMut) -> Result<(), End> {
+        loop {
+            let before = buf.len();
+            self.session
+                .handle_input(Instant::now(), buf)
+                .map_err(|e| End::Error(e.kind(), e.to_string()))?;
+            let holding = self.session.pending_bytes().saturating_add(buf.len());
+            // An accepted publisher within its fair share of the budget is never the one
+            // let go: the budget refuses connections that are not publishing and
+            // publishers above their share instead.
+            let fair_share = if self.publishing.is_some() {
+                let limits = &self.ctx.ingest_limits;
+                limits.buffers.max() / limits.publishers.max().max(1)
+            } else {
+                0
+            };
+            self.buffered.set_within(holding, fair_share).map_err(|e| {
+                End::Error(
+                    "buffer_total",
+                    format!("unfinished messages across connections: {e}"),
+                )
+            })?;
+            self.handle_events().await?;
+            if buf.len() == before || buf.is_empty() {
+                return Ok(());
+            }
         }
     }
 
@@ -416,6 +460,7 @@ impl Connection {
                         .is_some_and(|p| p.stream_id == stream_id) =>
                 {
                     if let Some(p) = self.publishing.take() {
+                        self.not_publishing_since = Instant::now();
                         info!(stream = %p.publisher.id(), "publisher unpublished");
                         p.publisher.finish().await;
                     }
