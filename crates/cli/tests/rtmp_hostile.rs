@@ -162,23 +162,7 @@ impl Raw {
     fn publish(&mut self, key: &str) -> String {
         self.handshake();
         self.connect_app("live");
-        let mut b = command(
-            3,
-            0,
-            &[Amf::Str("createStream".into()), Amf::Num(2.0), Amf::Null],
-        );
-        b.extend(command(
-            8,
-            1,
-            &[
-                Amf::Str("publish".into()),
-                Amf::Num(3.0),
-                Amf::Null,
-                Amf::Str(key.into()),
-                Amf::Str("live".into()),
-            ],
-        ));
-        self.s.write_all(&b).unwrap();
+        self.s.write_all(&create_stream_and_publish(key)).unwrap();
         self.read_code("NetStream.Publish.", Duration::from_secs(15))
     }
 
@@ -522,17 +506,8 @@ fn hostile_rtmp_peers_cost_little_are_dropped_and_counted_while_a_stream_plays()
     eprintln!("hostile RTMP test took {:?}", started.elapsed());
 }
 
-/// Connections of the refused-publish attack: more than the 8 that would fill the 256 MiB
-/// budget at 32 MiB each if the headers behind a refused `publish` were charged.
-const REFUSED_PUBLISH_ATTACKS: usize = 12;
-
-/// `publish` with an invalid key and, in the same write, four first chunks on different
-/// chunk streams each announcing an 8 MiB video message (~560 bytes that claim 32 MiB);
-/// then nothing more. Returns the connection, still open on our side.
-fn refused_publish_with_huge_headers(addr: SocketAddr) -> Raw {
-    let mut raw = Raw::connect(addr);
-    raw.handshake();
-    raw.connect_app("live");
+/// `createStream` then `publish` of `key` on stream 1, as one write.
+fn create_stream_and_publish(key: &str) -> Vec<u8> {
     let mut b = command(
         3,
         0,
@@ -545,10 +520,25 @@ fn refused_publish_with_huge_headers(addr: SocketAddr) -> Raw {
             Amf::Str("publish".into()),
             Amf::Num(3.0),
             Amf::Null,
-            Amf::Str("bad$key".into()),
+            Amf::Str(key.into()),
             Amf::Str("live".into()),
         ],
     ));
+    b
+}
+
+/// Connections of the refused-publish attack: more than the 8 that would fill the 256 MiB
+/// budget at 32 MiB each if the headers behind a refused `publish` were charged.
+const REFUSED_PUBLISH_ATTACKS: usize = 12;
+
+/// `publish` with an invalid key and, in the same write, four first chunks on different
+/// chunk streams each announcing an 8 MiB video message (~560 bytes that claim 32 MiB);
+/// then nothing more. Returns the connection, still open on our side.
+fn refused_publish_with_huge_headers(addr: SocketAddr) -> Raw {
+    let mut raw = Raw::connect(addr);
+    raw.handshake();
+    raw.connect_app("live");
+    let mut b = create_stream_and_publish("bad$key");
     for csid in 4..8u8 {
         b.extend(rtmp_chunks(
             csid,

@@ -1345,7 +1345,6 @@ fn test_streams(tag: &str, state_root: &str) -> (std::path::PathBuf, Arc<Streams
 #[cfg(test)]
 mod change_tests {
     use super::*;
-    use crate::store::fs::{FsMediaStore, FsStateStore};
 
     fn record(id: &StreamId, epoch: u64, media_sequence: u64) -> StreamRecord {
         let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
@@ -1376,21 +1375,8 @@ mod change_tests {
     /// without live notifications it is not trusted beyond [`REMOTE_RENDER_TTL`].
     #[tokio::test]
     async fn a_change_notification_drops_the_cached_view() {
-        let dir = std::env::temp_dir().join(format!(
-            "tidegate-change-test-{}-{}",
-            std::process::id(),
-            unix_ms()
-        ));
-        let state: Arc<dyn StateStore> = Arc::new(FsStateStore::new(dir.join("state")));
-        let media: Arc<dyn MediaStore> = Arc::new(FsMediaStore::new(dir.join("media")));
-        let metrics = Arc::new(Metrics::new());
-        let telemetry = Arc::new(Telemetry::new(
-            metrics.clone(),
-            tidegate_health::HealthConfig::default(),
-            "here".into(),
-        ));
-        let settings = test_settings(Duration::from_secs(3600));
-        let streams = Streams::new(state.clone(), media, settings, metrics, telemetry);
+        let (dir, streams) = test_streams("change-test", "state");
+        let state = streams.state.clone();
         let id = StreamId::new("default", "watched").unwrap();
 
         streams.apply_change(Change::Subscribed).await;
