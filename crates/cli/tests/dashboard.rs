@@ -24,6 +24,9 @@ use common::*;
 /// The server's admin token, which the page asks for when kick is pressed.
 const ADMIN_TOKEN: &str = "dashboard-test-token";
 
+/// A worker id as long as a Deployment pod's name and port; the page reads it from the API.
+const LONG_WORKER_ID: &str = "tidegate-premium-pool-7f9c8d6b5d-x2x9z-8080";
+
 fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
@@ -121,6 +124,9 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
         config.to_str().unwrap(),
         "--admin-token",
         ADMIN_TOKEN,
+        // As long as a Kubernetes pod's HOSTNAME-PORT: the card must show all of it.
+        "--worker-id",
+        LONG_WORKER_ID,
     ]);
     check_served_assets(&server);
 
@@ -150,7 +156,8 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
         .arg("default/cam")
         .arg(publisher.pid().to_string())
         .arg(&artifacts)
-        .env("TIDEGATE_ADMIN_TOKEN", ADMIN_TOKEN);
+        .env("TIDEGATE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("WORKER_ID", LONG_WORKER_ID);
     let mut browser = Proc::spawn("chromium-dashboard", cmd);
     // The script's own steps time out after 30 s each; this only bounds a hung browser.
     let status = browser.wait_exit(Duration::from_secs(150));

@@ -118,6 +118,17 @@ try {
     { timeout: STEP_MS },
   );
   log("overview bitrate:", await card.locator(".stats b").first().textContent());
+  // The worker id is shown whole: all of its text, and nothing cut off by the card's width.
+  const worker = await card.locator(".stats .worker").evaluate((e) => {
+    const b = e.querySelector("b");
+    return { text: b.textContent, clipped: e.scrollWidth > e.clientWidth || b.scrollWidth > b.clientWidth };
+  });
+  log("overview worker:", JSON.stringify(worker));
+  const wantWorker = process.env.WORKER_ID;
+  if (!wantWorker) throw new Error("WORKER_ID (the worker id the server runs with) is not set");
+  if (worker.text !== wantWorker || worker.clipped) {
+    throw new Error(`worker shown as ${JSON.stringify(worker)}, want all of "${wantWorker}" unclipped`);
+  }
   // The order of the cards, to compare after a status change (another stream, whose name
   // sorts first, is published too: a card must not jump ahead of it).
   const cardOrder = () => page.$$eval(".card", (cs) => cs.map((c) => c.dataset.stream).join(","));
