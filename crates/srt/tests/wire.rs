@@ -18,6 +18,19 @@ use tidegate_srt::{
     RejectReason, SeqNo,
 };
 
+/// Answers the captured libsrt induction from `from` and returns the captured conclusion with
+/// the listener's SYN cookie patched in, ready to send.
+fn libsrt_conclusion(l: &mut Listener, t0: Instant, from: SocketAddr) -> Vec<u8> {
+    let ListenerOutput::Transmit(resp) =
+        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
+    else {
+        panic!("no induction answer")
+    };
+    let mut concl = hex(LIBSRT_CONCLUSION);
+    concl[44..48].copy_from_slice(&resp[44..48]);
+    concl
+}
+
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     (0..s.len())
@@ -124,13 +137,7 @@ fn listener_accepts_libsrt_conclusion_shape() {
     let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let t0 = Instant::now();
     let mut l = Listener::new(t0, ListenerConfig::new([1; 32]));
-    let ListenerOutput::Transmit(resp) =
-        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
-    else {
-        panic!()
-    };
-    let mut concl = hex(LIBSRT_CONCLUSION);
-    concl[44..48].copy_from_slice(&resp[44..48]);
+    let concl = libsrt_conclusion(&mut l, t0, from);
     let ListenerOutput::Request(req) = l.handle_datagram(t0, from, &concl).unwrap() else {
         panic!("no request")
     };
@@ -342,13 +349,7 @@ fn cookies_expire() {
     let t0 = Instant::now();
     let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let mut l = Listener::new(t0, ListenerConfig::new([1; 32]));
-    let ListenerOutput::Transmit(resp) =
-        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
-    else {
-        panic!()
-    };
-    let mut concl = hex(LIBSRT_CONCLUSION);
-    concl[44..48].copy_from_slice(&resp[44..48]);
+    let concl = libsrt_conclusion(&mut l, t0, from);
     // From another port the cookie is wrong.
     let other: SocketAddr = "127.0.0.1:40001".parse().unwrap();
     assert!(matches!(
@@ -376,13 +377,7 @@ fn hostile_datagrams_never_panic() {
     let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let mut l = Listener::new(t0, ListenerConfig::new([1; 32]));
     // An established connection to attack.
-    let ListenerOutput::Transmit(resp) =
-        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
-    else {
-        panic!()
-    };
-    let mut concl = hex(LIBSRT_CONCLUSION);
-    concl[44..48].copy_from_slice(&resp[44..48]);
+    let concl = libsrt_conclusion(&mut l, t0, from);
     let ListenerOutput::Request(req) = l.handle_datagram(t0, from, &concl).unwrap() else {
         panic!()
     };
@@ -434,13 +429,7 @@ fn a_verified_request_can_still_be_refused_with_a_code_of_the_applications() {
     let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
     let t0 = Instant::now();
     let mut l = Listener::new(t0, ListenerConfig::new([1; 32]));
-    let ListenerOutput::Transmit(resp) =
-        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
-    else {
-        panic!()
-    };
-    let mut concl = hex(LIBSRT_CONCLUSION);
-    concl[44..48].copy_from_slice(&resp[44..48]);
+    let concl = libsrt_conclusion(&mut l, t0, from);
     let ListenerOutput::Request(req) = l.handle_datagram(t0, from, &concl).unwrap() else {
         panic!("no request")
     };
@@ -461,12 +450,7 @@ fn a_verified_request_can_still_be_refused_with_a_code_of_the_applications() {
 
     // A wrong passphrase is refused by verify itself.
     let mut l = Listener::new(t0, ListenerConfig::new([2; 32]));
-    let ListenerOutput::Transmit(resp) =
-        l.handle_datagram(t0, from, &hex(LIBSRT_INDUCTION)).unwrap()
-    else {
-        panic!()
-    };
-    concl[44..48].copy_from_slice(&resp[44..48]);
+    let concl = libsrt_conclusion(&mut l, t0, from);
     let ListenerOutput::Request(req) = l.handle_datagram(t0, from, &concl).unwrap() else {
         panic!("no request")
     };

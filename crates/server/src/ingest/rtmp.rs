@@ -39,7 +39,7 @@ use super::limits::{BudgetShare, Slot, MAX_PUBLISHERS_RULE};
 use crate::limits::{AcceptBackoff, ConnectionGuard, LogLimiter, LOG_LINES_PER_SECOND, LOG_WINDOW};
 use crate::metrics::{Protocol, ProtocolLabels};
 use crate::store::StreamId;
-use crate::stream::Publisher;
+use crate::stream::{Publisher, PublisherClosed};
 use crate::webhooks::Verdict;
 use crate::Context;
 
@@ -150,6 +150,18 @@ enum End {
     /// The API kicked the publisher.
     Kicked,
     Error(&'static str, String),
+}
+
+impl From<PublisherClosed> for End {
+    /// A publisher told to go by a drain ends the connection as a shutdown; anything else
+    /// is the packager's error.
+    fn from(e: PublisherClosed) -> Self {
+        if e.is_drain() {
+            Self::Shutdown
+        } else {
+            Self::Error("packager", e.to_string())
+        }
+    }
 }
 
 /// How a flush ended when it did not finish.
@@ -412,13 +424,7 @@ impl Connection {
                         p.publisher
                             .handle_media(MediaEvent::VideoDeclared, &self.ctx.metrics)
                             .await
-                            .map_err(|e| {
-                                if e.is_drain() {
-                                    End::Shutdown
-                                } else {
-                                    End::Error("packager", e.to_string())
-                                }
-                            })?;
+                            .map_err(End::from)?;
                     }
                 }
                 Event::Video {
@@ -480,13 +486,7 @@ impl Connection {
             p.publisher
                 .handle_media(ev, &self.ctx.metrics)
                 .await
-                .map_err(|e| {
-                    if e.is_drain() {
-                        End::Shutdown
-                    } else {
-                        End::Error("packager", e.to_string())
-                    }
-                })?;
+                .map_err(End::from)?;
         }
         Ok(())
     }
