@@ -60,7 +60,7 @@ struct Spec {
 
 impl Spec {
     fn load() -> Spec {
-        let doc: Value = serde_yaml::from_str(&doc_text()).expect("docs/openapi.yaml is YAML");
+        let doc: Value = serde_saphyr::from_str(&doc_text()).expect("docs/openapi.yaml is YAML");
         assert_eq!(doc["openapi"], "3.1.0");
         Spec { doc }
     }
