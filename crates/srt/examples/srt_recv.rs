@@ -78,12 +78,9 @@ pub fn run(sock: &UdpSocket, o: &RecvOptions) -> Result<RecvReport, Box<dyn std:
     let latency = o.latency;
     let mut report = RecvReport::default();
     let t0 = Instant::now();
+    // SYN cookies, socket IDs and keys come from this secret: from the OS, or no listener.
     let mut secret = [0u8; 32];
-    // Not cryptographic: an example. A server seeds this from the OS.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_nanos();
-    secret[..16].copy_from_slice(&nanos.to_le_bytes());
+    getrandom::fill(&mut secret)?;
     let mut listener = Listener::new(t0, ListenerConfig::new(secret));
     let mut conns: HashMap<u32, (Connection, SocketAddr, u64)> = HashMap::new();
     let mut out = match &o.out {
