@@ -1,0 +1,270 @@
+//! AV1: OBU headers, the av1C record with its sequence header, and the temporal-delimiter
+//! removal the sample format needs.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{dimension, malformed, truncated, CodecError};
+use crate::bits::{leb128, BitReader};
+use crate::{VideoCodec, VideoConfig};
+
+/// AV1 OBU types used here.
+pub mod obu_type {
+    /// Sequence header.
+    pub const SEQUENCE_HEADER: u8 = 1;
+    /// Temporal delimiter.
+    pub const TEMPORAL_DELIMITER: u8 = 2;
+}
+
+/// One parsed OBU header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObuHeader {
+    /// `obu_type`.
+    pub obu_type: u8,
+    /// Bytes of header (1 or 2) plus the `obu_size` field, if any.
+    pub header_len: usize,
+    /// Payload bytes following the header.
+    pub payload_len: usize,
+    /// Whether the OBU carries an `obu_size` field.
+    pub has_size_field: bool,
+}
+
+impl ObuHeader {
+    /// Total bytes of the OBU.
+    pub fn total_len(&self) -> usize {
+        self.header_len.saturating_add(self.payload_len)
+    }
+}
+
+/// Parses the OBU header at the start of `data`. An OBU without `obu_size` extends to the
+/// end of `data`.
+pub fn parse_obu_header(data: &[u8]) -> Result<ObuHeader, CodecError> {
+    const WHAT: &str = "AV1 OBU header";
+    let first = *data.first().ok_or(truncated(WHAT))?;
+    if first & 0x80 != 0 {
+        return Err(malformed(WHAT, "forbidden bit set"));
+    }
+    let obu_type = (first >> 3) & 0x0f;
+    let has_extension = first & 0x04 != 0;
+    let has_size_field = first & 0x02 != 0;
+    let mut header_len = if has_extension { 2 } else { 1 };
+    if data.len() < header_len {
+        return Err(truncated(WHAT));
+    }
+    let payload_len = if has_size_field {
+        let (size, n) = leb128(data.get(header_len..).unwrap_or_default(), WHAT)?;
+        header_len += n;
+        usize::try_from(size).map_err(|_| truncated(WHAT))?
+    } else {
+        data.len() - header_len
+    };
+    let h = ObuHeader {
+        obu_type,
+        header_len,
+        payload_len,
+        has_size_field,
+    };
+    if h.total_len() > data.len() {
+        return Err(truncated("AV1 OBU"));
+    }
+    Ok(h)
+}
+
+/// Fields of an AV1 sequence header that tidegate needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Av1SequenceHeader {
+    width: u32,
+    height: u32,
+}
+
+fn parse_av1_sequence_header(payload: &[u8]) -> Result<Av1SequenceHeader, CodecError> {
+    const WHAT: &str = "AV1 sequence header";
+    let mut r = BitReader::new(payload, WHAT);
+    let _seq_profile = r.bits32(3)?;
+    let _still_picture = r.bit()?;
+    let reduced_still_picture_header = r.bit()?;
+    if reduced_still_picture_header {
+        let _seq_level_idx = r.bits32(5)?;
+    } else {
+        let timing_info_present = r.bit()?;
+        let mut decoder_model_info_present = false;
+        let mut buffer_delay_length = 0;
+        if timing_info_present {
+            r.skip(64)?; // num_units_in_display_tick, time_scale
+            if r.bit()? {
+                let _num_ticks_per_picture_minus_1 = r.uvlc()?;
+            }
+            decoder_model_info_present = r.bit()?;
+            if decoder_model_info_present {
+                buffer_delay_length = r.bits32(5)? + 1;
+                r.skip(32 + 5 + 5)?;
+            }
+        }
+        let initial_display_delay_present = r.bit()?;
+        let operating_points = r.bits32(5)? + 1;
+        for _ in 0..operating_points {
+            let _idc = r.bits32(12)?;
+            let level = r.bits32(5)?;
+            if level > 7 {
+                let _tier = r.bit()?;
+            }
+            if decoder_model_info_present && r.bit()? {
+                r.skip(2 * buffer_delay_length as usize + 1)?;
+            }
+            if initial_display_delay_present && r.bit()? {
+                r.skip(4)?;
+            }
+        }
+    }
+    let width_bits = r.bits32(4)? + 1;
+    let height_bits = r.bits32(4)? + 1;
+    let width = u64::from(r.bits32(width_bits)?) + 1;
+    let height = u64::from(r.bits32(height_bits)?) + 1;
+    Ok(Av1SequenceHeader {
+        width: dimension(width, WHAT)?,
+        height: dimension(height, WHAT)?,
+    })
+}
+
+/// Parses an AV1CodecConfigurationRecord (the body of `av1C`) and the sequence header OBU in
+/// its `configOBUs` for the picture size (0×0 when absent). `codec_string` is
+/// `av01.P.LLT.DD`.
+pub fn parse_av1_record(record: Bytes) -> Result<VideoConfig, CodecError> {
+    const WHAT: &str = "AV1CodecConfigurationRecord";
+    let head = record.get(..4).ok_or(truncated(WHAT))?;
+    if head[0] != 0x81 {
+        return Err(malformed(WHAT, "marker/version is not 1/1"));
+    }
+    let profile = head[1] >> 5;
+    let level = head[1] & 0x1f;
+    let tier = if head[2] & 0x80 != 0 { 'H' } else { 'M' };
+    let high_bitdepth = head[2] & 0x40 != 0;
+    let twelve_bit = head[2] & 0x20 != 0;
+    let depth = match (high_bitdepth, twelve_bit) {
+        (true, true) => 12,
+        (true, false) => 10,
+        _ => 8,
+    };
+    let (mut width, mut height) = (0, 0);
+    let mut obus = record.get(4..).unwrap_or_default();
+    while !obus.is_empty() {
+        let h = parse_obu_header(obus)?;
+        if h.obu_type == obu_type::SEQUENCE_HEADER {
+            let payload = obus.get(h.header_len..h.total_len()).unwrap_or_default();
+            let seq = parse_av1_sequence_header(payload)?;
+            width = seq.width;
+            height = seq.height;
+            break;
+        }
+        obus = obus.get(h.total_len()..).unwrap_or_default();
+    }
+    Ok(VideoConfig {
+        codec: VideoCodec::Av1,
+        width,
+        height,
+        nal_length_size: 0,
+        codec_string: format!("av01.{profile}.{level:02}{tier}.{depth:02}"),
+        record,
+    })
+}
+
+/// Removes temporal-delimiter OBUs from an AV1 temporal unit and checks that every OBU is
+/// well framed. Returns the input itself (no copy) when there is nothing to remove or only
+/// leading delimiters; copies only when a delimiter sits in the middle or an OBU lacks
+/// `obu_size` (which is then added, as the sample format requires).
+pub fn av1_strip_temporal_delimiters(data: Bytes) -> Result<Bytes, CodecError> {
+    let mut pos = 0usize;
+    let mut leading = 0usize;
+    let mut needs_copy = false;
+    let mut seen_other = false;
+    while pos < data.len() {
+        let h = parse_obu_header(data.get(pos..).unwrap_or_default())?;
+        if h.obu_type == obu_type::TEMPORAL_DELIMITER {
+            if seen_other {
+                needs_copy = true;
+            } else {
+                leading = pos + h.total_len();
+            }
+        } else {
+            seen_other = true;
+            if !h.has_size_field {
+                needs_copy = true;
+            }
+        }
+        pos += h.total_len();
+    }
+    if !needs_copy {
+        return Ok(data.slice(leading..));
+    }
+    let mut out = BytesMut::with_capacity(data.len().saturating_add(8));
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let rest = data.get(pos..).unwrap_or_default();
+        let h = parse_obu_header(rest)?;
+        if h.obu_type != obu_type::TEMPORAL_DELIMITER {
+            if h.has_size_field {
+                out.put_slice(rest.get(..h.total_len()).unwrap_or_default());
+            } else {
+                let ext = h.header_len == 2;
+                let first = rest.first().copied().unwrap_or_default() | 0x02;
+                out.put_u8(first);
+                if ext {
+                    out.put_u8(rest.get(1).copied().unwrap_or_default());
+                }
+                let mut size = h.payload_len as u64;
+                loop {
+                    let byte = (size & 0x7f) as u8;
+                    size >>= 7;
+                    if size == 0 {
+                        out.put_u8(byte);
+                        break;
+                    }
+                    out.put_u8(byte | 0x80);
+                }
+                out.put_slice(rest.get(h.header_len..h.total_len()).unwrap_or_default());
+            }
+        }
+        pos += h.total_len();
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::parameter_sets;
+    use super::super::testdata::*;
+    use super::*;
+
+    #[test]
+    fn av1_record_from_ffmpeg() {
+        let cfg = parse_av1_record(hex(AV1C_MAIN_10BIT_320X180)).unwrap();
+        assert_eq!(cfg.codec, VideoCodec::Av1);
+        assert_eq!(cfg.codec_string, "av01.0.00M.10");
+        assert_eq!((cfg.width, cfg.height), (320, 180));
+        assert_eq!(cfg.nal_length_size, 0);
+        assert!(parameter_sets(&cfg).unwrap().is_empty());
+        // A bare 4-byte record without configOBUs is valid, size unknown.
+        let bare = parse_av1_record(hex("81004c00")).unwrap();
+        assert_eq!((bare.width, bare.height), (0, 0));
+        assert!(parse_av1_record(hex("01004c00")).is_err());
+    }
+
+    #[test]
+    fn av1_temporal_delimiters() {
+        // TD, then a sequence header OBU with size field: the TD is sliced off.
+        let tu = hex("1200 0a0b0200000561e7f66017c202");
+        let out = av1_strip_temporal_delimiters(tu.clone()).unwrap();
+        assert_eq!(out, tu.slice(2..));
+        // A TD in the middle forces a copy without it.
+        let tu = hex("0a0b0200000561e7f66017c202 1200 3201aa");
+        let out = av1_strip_temporal_delimiters(tu).unwrap();
+        assert_eq!(out, hex("0a0b0200000561e7f66017c202 3201aa"));
+        // An OBU without size field gets one.
+        let out = av1_strip_temporal_delimiters(hex("1200 30aabb")).unwrap();
+        assert_eq!(out, hex("3202aabb"));
+        assert!(av1_strip_temporal_delimiters(hex("3205aa")).is_err());
+        assert!(av1_strip_temporal_delimiters(hex("b200")).is_err());
+        assert!(av1_strip_temporal_delimiters(hex("1200"))
+            .unwrap()
+            .is_empty());
+    }
+}
