@@ -47,15 +47,13 @@ pub fn parse_obu_header(data: &[u8]) -> Result<ObuHeader, CodecError> {
     let has_extension = first & 0x04 != 0;
     let has_size_field = first & 0x02 != 0;
     let mut header_len = if has_extension { 2 } else { 1 };
-    if data.len() < header_len {
-        return Err(truncated(WHAT));
-    }
+    let after_header = data.get(header_len..).ok_or(truncated(WHAT))?;
     let payload_len = if has_size_field {
-        let (size, n) = leb128(data.get(header_len..).unwrap_or_default(), WHAT)?;
+        let (size, n) = leb128(after_header, WHAT)?;
         header_len += n;
         usize::try_from(size).map_err(|_| truncated(WHAT))?
     } else {
-        data.len() - header_len
+        after_header.len()
     };
     let h = ObuHeader {
         obu_type,
@@ -67,6 +65,34 @@ pub fn parse_obu_header(data: &[u8]) -> Result<ObuHeader, CodecError> {
         return Err(truncated("AV1 OBU"));
     }
     Ok(h)
+}
+
+/// One OBU split off the front of a buffer.
+struct Obu<'a> {
+    header: ObuHeader,
+    /// The header bytes: one or two, plus the `obu_size` field if there is one.
+    head: &'a [u8],
+    /// The payload.
+    payload: &'a [u8],
+}
+
+/// Splits the OBU at the start of `data` off; returns it and the bytes after it.
+fn split_obu(data: &[u8]) -> Result<(Obu<'_>, &[u8]), CodecError> {
+    let header = parse_obu_header(data)?;
+    let (obu, rest) = data
+        .split_at_checked(header.total_len())
+        .ok_or(truncated("AV1 OBU"))?;
+    let (head, payload) = obu
+        .split_at_checked(header.header_len)
+        .ok_or(truncated("AV1 OBU"))?;
+    Ok((
+        Obu {
+            header,
+            head,
+            payload,
+        },
+        rest,
+    ))
 }
 
 /// Fields of an AV1 sequence header that tidegate needs.
@@ -130,32 +156,31 @@ fn parse_av1_sequence_header(payload: &[u8]) -> Result<Av1SequenceHeader, CodecE
 /// `av01.P.LLT.DD`.
 pub fn parse_av1_record(record: Bytes) -> Result<VideoConfig, CodecError> {
     const WHAT: &str = "AV1CodecConfigurationRecord";
-    let head = record.get(..4).ok_or(truncated(WHAT))?;
-    if head[0] != 0x81 {
+    let (&[marker_version, profile_level, flags, _], mut obus) =
+        record.split_first_chunk::<4>().ok_or(truncated(WHAT))?;
+    if marker_version != 0x81 {
         return Err(malformed(WHAT, "marker/version is not 1/1"));
     }
-    let profile = head[1] >> 5;
-    let level = head[1] & 0x1f;
-    let tier = if head[2] & 0x80 != 0 { 'H' } else { 'M' };
-    let high_bitdepth = head[2] & 0x40 != 0;
-    let twelve_bit = head[2] & 0x20 != 0;
+    let profile = profile_level >> 5;
+    let level = profile_level & 0x1f;
+    let tier = if flags & 0x80 != 0 { 'H' } else { 'M' };
+    let high_bitdepth = flags & 0x40 != 0;
+    let twelve_bit = flags & 0x20 != 0;
     let depth = match (high_bitdepth, twelve_bit) {
         (true, true) => 12,
         (true, false) => 10,
         _ => 8,
     };
     let (mut width, mut height) = (0, 0);
-    let mut obus = record.get(4..).unwrap_or_default();
     while !obus.is_empty() {
-        let h = parse_obu_header(obus)?;
-        if h.obu_type == obu_type::SEQUENCE_HEADER {
-            let payload = obus.get(h.header_len..h.total_len()).unwrap_or_default();
-            let seq = parse_av1_sequence_header(payload)?;
+        let (obu, rest) = split_obu(obus)?;
+        if obu.header.obu_type == obu_type::SEQUENCE_HEADER {
+            let seq = parse_av1_sequence_header(obu.payload)?;
             width = seq.width;
             height = seq.height;
             break;
         }
-        obus = obus.get(h.total_len()..).unwrap_or_default();
+        obus = rest;
     }
     Ok(VideoConfig {
         codec: VideoCodec::Av1,
@@ -172,58 +197,58 @@ pub fn parse_av1_record(record: Bytes) -> Result<VideoConfig, CodecError> {
 /// leading delimiters; copies only when a delimiter sits in the middle or an OBU lacks
 /// `obu_size` (which is then added, as the sample format requires).
 pub fn av1_strip_temporal_delimiters(data: Bytes) -> Result<Bytes, CodecError> {
-    let mut pos = 0usize;
     let mut leading = 0usize;
     let mut needs_copy = false;
     let mut seen_other = false;
-    while pos < data.len() {
-        let h = parse_obu_header(data.get(pos..).unwrap_or_default())?;
-        if h.obu_type == obu_type::TEMPORAL_DELIMITER {
+    let mut rest: &[u8] = &data;
+    while !rest.is_empty() {
+        let (obu, after) = split_obu(rest)?;
+        if obu.header.obu_type == obu_type::TEMPORAL_DELIMITER {
             if seen_other {
                 needs_copy = true;
             } else {
-                leading = pos + h.total_len();
+                // `after` is a suffix of `data`: this is where the delimiter ends.
+                leading = data.len() - after.len();
             }
         } else {
             seen_other = true;
-            if !h.has_size_field {
+            if !obu.header.has_size_field {
                 needs_copy = true;
             }
         }
-        pos += h.total_len();
+        rest = after;
     }
     if !needs_copy {
         return Ok(data.slice(leading..));
     }
     let mut out = BytesMut::with_capacity(data.len().saturating_add(8));
-    let mut pos = 0usize;
-    while pos < data.len() {
-        let rest = data.get(pos..).unwrap_or_default();
-        let h = parse_obu_header(rest)?;
-        if h.obu_type != obu_type::TEMPORAL_DELIMITER {
-            if h.has_size_field {
-                out.put_slice(rest.get(..h.total_len()).unwrap_or_default());
-            } else {
-                let ext = h.header_len == 2;
-                let first = rest.first().copied().unwrap_or_default() | 0x02;
-                out.put_u8(first);
-                if ext {
-                    out.put_u8(rest.get(1).copied().unwrap_or_default());
+    let mut rest: &[u8] = &data;
+    while !rest.is_empty() {
+        let (obu, after) = split_obu(rest)?;
+        rest = after;
+        if obu.header.obu_type == obu_type::TEMPORAL_DELIMITER {
+            continue;
+        }
+        if obu.header.has_size_field {
+            out.put_slice(obu.head);
+        } else {
+            // Without a size field the head is the one or two header bytes: set
+            // obu_has_size_field in the first and append obu_size as leb128.
+            let (first, extension) = obu.head.split_first().ok_or(truncated("AV1 OBU"))?;
+            out.put_u8(first | 0x02);
+            out.put_slice(extension);
+            let mut size = obu.payload.len() as u64;
+            loop {
+                let byte = (size & 0x7f) as u8;
+                size >>= 7;
+                if size == 0 {
+                    out.put_u8(byte);
+                    break;
                 }
-                let mut size = h.payload_len as u64;
-                loop {
-                    let byte = (size & 0x7f) as u8;
-                    size >>= 7;
-                    if size == 0 {
-                        out.put_u8(byte);
-                        break;
-                    }
-                    out.put_u8(byte | 0x80);
-                }
-                out.put_slice(rest.get(h.header_len..h.total_len()).unwrap_or_default());
+                out.put_u8(byte | 0x80);
             }
         }
-        pos += h.total_len();
+        out.put_slice(obu.payload);
     }
     Ok(out.freeze())
 }

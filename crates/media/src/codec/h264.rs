@@ -6,7 +6,7 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::MAX_PARSED_PARAMETER_SET;
-use super::{dimension, malformed, put_u16_prefixed, read_nal_list, CodecError, Cursor};
+use super::{dimension, malformed, put_u16_prefixed, read_nal_list, truncated, CodecError, Cursor};
 use crate::bits::{nal_to_rbsp, BitReader};
 use crate::{VideoCodec, VideoConfig};
 
@@ -237,7 +237,10 @@ pub fn parse_avc_record(record: Bytes) -> Result<VideoConfig, CodecError> {
     if layout.pps.is_empty() {
         return Err(malformed("AVCDecoderConfigurationRecord", "no PPS"));
     }
-    let sps_nal = record.get(sps_range.clone()).unwrap_or_default();
+    // The range came from reading this record, so it is inside it.
+    let sps_nal = record
+        .get(sps_range.clone())
+        .ok_or(truncated("AVCDecoderConfigurationRecord"))?;
     let sps = parse_avc_sps(sps_nal)?;
     let codec_string = format!(
         "avc1.{:02x}{:02x}{:02x}",

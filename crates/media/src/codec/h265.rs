@@ -75,22 +75,21 @@ fn parse_hevc_sps(nal: &[u8]) -> Result<HevcSps, CodecError> {
     for b in &mut profile_tier_level {
         *b = r.bits32(8)? as u8;
     }
-    let mut sub_profile = [false; 8];
-    let mut sub_level = [false; 8];
-    for i in 0..usize::from(max_sub_layers_minus1) {
-        sub_profile[i] = r.bit()?;
-        sub_level[i] = r.bit()?;
+    // (sub_layer_profile_present_flag, sub_layer_level_present_flag) per sub-layer.
+    let mut sub_layer_flags = Vec::with_capacity(usize::from(max_sub_layers_minus1));
+    for _ in 0..max_sub_layers_minus1 {
+        sub_layer_flags.push((r.bit()?, r.bit()?));
     }
     if max_sub_layers_minus1 > 0 {
         for _ in max_sub_layers_minus1..8 {
             r.skip(2)?;
         }
     }
-    for i in 0..usize::from(max_sub_layers_minus1) {
-        if sub_profile[i] {
+    for (profile_present, level_present) in sub_layer_flags {
+        if profile_present {
             r.skip(88)?;
         }
-        if sub_level[i] {
+        if level_present {
             r.skip(8)?;
         }
     }
@@ -185,7 +184,8 @@ pub fn parse_hevc_record(record: Bytes) -> Result<VideoConfig, CodecError> {
         .flat_map(|a| a.nals.first())
         .next()
         .ok_or(malformed(WHAT, "no SPS"))?;
-    let sps = parse_hevc_sps(record.get(sps_range.clone()).unwrap_or_default())?;
+    // The range came from reading this record, so it is inside it.
+    let sps = parse_hevc_sps(record.get(sps_range.clone()).ok_or(truncated(WHAT))?)?;
     let mut ptl = [0u8; 12];
     ptl.copy_from_slice(record.get(1..13).ok_or(truncated(WHAT))?);
     Ok(VideoConfig {
