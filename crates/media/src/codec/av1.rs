@@ -286,6 +286,15 @@ mod tests {
         // An OBU without size field gets one.
         let out = av1_strip_temporal_delimiters(hex("1200 30aabb")).unwrap();
         assert_eq!(out, hex("3202aabb"));
+        // With an extension byte (temporal/spatial ids) too: the size goes after it.
+        let out = av1_strip_temporal_delimiters(hex("1200 3408aabb")).unwrap();
+        assert_eq!(out, hex("360802aabb"));
+        // A payload of 128 bytes needs a two-byte leb128 size.
+        let mut tu = hex("30").to_vec();
+        tu.extend_from_slice(&[0xcc; 128]);
+        let out = av1_strip_temporal_delimiters(Bytes::from(tu)).unwrap();
+        assert_eq!(out[..3], [0x32, 0x80, 0x01]);
+        assert_eq!(out.len(), 3 + 128);
         assert!(av1_strip_temporal_delimiters(hex("3205aa")).is_err());
         assert!(av1_strip_temporal_delimiters(hex("b200")).is_err());
         assert!(av1_strip_temporal_delimiters(hex("1200"))
