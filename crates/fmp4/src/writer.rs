@@ -49,8 +49,14 @@ impl BoxWriter {
                 what: "box size",
                 limit: u64::from(u32::MAX),
             })?;
-        if let Some(field) = self.buf.get_mut(open.0..open.0.saturating_add(4)) {
-            field.copy_from_slice(&size.to_be_bytes());
+        // `open` put a 4-byte placeholder at `open.0` of this buffer, which only grows.
+        let field = self
+            .buf
+            .get_mut(open.0..)
+            .and_then(|rest| rest.first_chunk_mut::<4>());
+        debug_assert!(field.is_some(), "box size field at {} missing", open.0);
+        if let Some(field) = field {
+            *field = size.to_be_bytes();
         }
         Ok(())
     }

@@ -92,24 +92,24 @@ pub fn build_header(config: &AudioConfig, payload_len: usize) -> Result<[u8; 7],
 /// Parses the ADTS header at the start of `data` (which must hold at least the header).
 pub fn parse_header(data: &[u8]) -> Result<AdtsHeader, CodecError> {
     const WHAT: &str = "ADTS header";
-    let h = data
-        .get(..ADTS_HEADER_LEN)
+    let (&[b0, b1, b2, b3, b4, b5, b6], _) = data
+        .split_first_chunk::<ADTS_HEADER_LEN>()
         .ok_or(CodecError::Truncated { what: WHAT })?;
-    if h[0] != 0xff || h[1] & 0xf0 != 0xf0 {
+    if b0 != 0xff || b1 & 0xf0 != 0xf0 {
         return Err(CodecError::Malformed {
             what: WHAT,
             reason: "no syncword",
         });
     }
-    if h[1] & 0x06 != 0 {
+    if b1 & 0x06 != 0 {
         return Err(CodecError::Malformed {
             what: WHAT,
             reason: "layer is not 0",
         });
     }
-    let protection_absent = h[1] & 0x01 != 0;
-    let object_type = (h[2] >> 6) + 1;
-    let frequency_index = (h[2] >> 2) & 0x0f;
+    let protection_absent = b1 & 0x01 != 0;
+    let object_type = (b2 >> 6) + 1;
+    let frequency_index = (b2 >> 2) & 0x0f;
     let sample_rate =
         *AAC_SAMPLE_RATES
             .get(usize::from(frequency_index))
@@ -117,9 +117,8 @@ pub fn parse_header(data: &[u8]) -> Result<AdtsHeader, CodecError> {
                 what: WHAT,
                 reason: "reserved sampling_frequency_index",
             })?;
-    let channel_config = ((h[2] & 0x01) << 2) | (h[3] >> 6);
-    let frame_len =
-        (usize::from(h[3] & 0x03) << 11) | (usize::from(h[4]) << 3) | usize::from(h[5] >> 5);
+    let channel_config = ((b2 & 0x01) << 2) | (b3 >> 6);
+    let frame_len = (usize::from(b3 & 0x03) << 11) | (usize::from(b4) << 3) | usize::from(b5 >> 5);
     let header_len = if protection_absent {
         ADTS_HEADER_LEN
     } else {
@@ -138,7 +137,7 @@ pub fn parse_header(data: &[u8]) -> Result<AdtsHeader, CodecError> {
         channel_config,
         header_len,
         frame_len,
-        raw_data_blocks: (h[6] & 0x03) + 1,
+        raw_data_blocks: (b6 & 0x03) + 1,
     })
 }
 

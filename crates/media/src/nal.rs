@@ -100,9 +100,19 @@ pub fn annexb_nals(data: &[u8]) -> AnnexBNals<'_> {
     }
 }
 
-/// Position of the next `00 00 01` in `data`.
-fn find_start_code(data: &[u8]) -> Option<usize> {
-    data.windows(3).position(|w| w == [0, 0, 1])
+/// The 3-byte Annex B start code (the 4-byte form is a zero byte before it).
+const START_CODE_3: [u8; 3] = [0, 0, 1];
+
+/// Splits `data` around its first `00 00 01`: the bytes before it and the bytes after it.
+fn split_at_start_code(data: &[u8]) -> Option<(&[u8], &[u8])> {
+    let pos = data.windows(3).position(|w| w == START_CODE_3)?;
+    let split = data
+        .split_at_checked(pos)
+        .and_then(|(before, code_and_after)| {
+            Some((before, code_and_after.strip_prefix(&START_CODE_3)?))
+        });
+    debug_assert!(split.is_some(), "a start code was found at {pos}");
+    split
 }
 
 impl<'a> Iterator for AnnexBNals<'a> {
@@ -111,23 +121,19 @@ impl<'a> Iterator for AnnexBNals<'a> {
     fn next(&mut self) -> Option<Self::Item> {
         if !self.started {
             self.started = true;
-            let start = find_start_code(self.rest)?;
-            self.rest = self.rest.get(start + 3..).unwrap_or_default();
+            let (_, after) = split_at_start_code(self.rest)?;
+            self.rest = after;
         }
         loop {
             if self.rest.is_empty() {
                 return None;
             }
-            let (nal, rest) = match find_start_code(self.rest) {
-                Some(pos) => (
-                    self.rest.get(..pos).unwrap_or_default(),
-                    self.rest.get(pos + 3..).unwrap_or_default(),
-                ),
-                None => (self.rest, &[][..]),
-            };
+            let (mut nal, rest) = split_at_start_code(self.rest).unwrap_or((self.rest, &[]));
             self.rest = rest;
-            let end = nal.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
-            let nal = nal.get(..end).unwrap_or_default();
+            // Trailing zero bytes belong to the next (4-byte) start code or are padding.
+            while let [head @ .., 0] = nal {
+                nal = head;
+            }
             if !nal.is_empty() {
                 return Some(nal);
             }

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tidegate_media::codec::{
     avc_record_from_parameter_sets, hevc_record_from_parameter_sets, parse_avc_record,
     parse_hevc_record,
@@ -168,16 +168,16 @@ impl TsDemuxer {
                 self.stats.sync_losses += 1;
                 let _ = self.pending.split_to(start);
             }
-            if self.pending.len() < PACKET {
+            let Some(&packet) = self.pending.first_chunk::<PACKET>() else {
                 break;
-            }
+            };
             if self.pending.len() > PACKET && self.pending.get(PACKET) != Some(&0x47) {
                 // False sync byte: skip it.
                 self.stats.sync_losses += 1;
-                let _ = self.pending.split_to(1);
+                self.pending.advance(1);
                 continue;
             }
-            let packet = self.pending.split_to(PACKET).freeze();
+            self.pending.advance(PACKET);
             self.packet(&packet)?;
         }
         if self.pending.len() > MAX_PENDING_INPUT {
@@ -187,11 +187,11 @@ impl TsDemuxer {
         Ok(())
     }
 
-    fn packet(&mut self, p: &[u8]) -> Result<(), TsError> {
+    fn packet(&mut self, p: &[u8; PACKET]) -> Result<(), TsError> {
         self.stats.packets += 1;
-        let (Some(&b1), Some(&b2), Some(&b3)) = (p.get(1), p.get(2), p.get(3)) else {
-            return Ok(());
-        };
+        // The header, then (when there is an adaptation field) its length, its flags and
+        // the PCR's 33-bit base, which sits first when PCR_flag is set.
+        let &[_, b1, b2, b3, af_len, af_flags, c0, c1, c2, c3, c4, ..] = p;
         if b1 & 0x80 != 0 {
             self.stats.tei_packets += 1;
             return Ok(());
@@ -203,32 +203,30 @@ impl TsDemuxer {
         let mut off = 4;
         let mut discontinuity = false;
         if afc & 0x2 != 0 {
-            let len = usize::from(*p.get(4).unwrap_or(&0));
+            let len = usize::from(af_len);
             if len > 0 {
-                let flags = *p.get(5).unwrap_or(&0);
-                discontinuity = flags & 0x80 != 0;
-                if flags & 0x10 != 0 && Some(pid) == self.pcr_pid {
-                    if let Some(pcr) = p.get(6..11) {
-                        let base = (u64::from(pcr[0]) << 25)
-                            | (u64::from(pcr[1]) << 17)
-                            | (u64::from(pcr[2]) << 9)
-                            | (u64::from(pcr[3]) << 1)
-                            | (u64::from(pcr[4]) >> 7);
-                        let pcr = self.pcr_unwrap.unwrap(base);
-                        if let Some(last) = self.last_pcr {
-                            let d = pcr - last;
-                            if !discontinuity && !(0..=PCR_JUMP_TICKS).contains(&d) {
-                                self.stats.pcr_jumps += 1;
-                            }
+                discontinuity = af_flags & 0x80 != 0;
+                if af_flags & 0x10 != 0 && Some(pid) == self.pcr_pid {
+                    let base = (u64::from(c0) << 25)
+                        | (u64::from(c1) << 17)
+                        | (u64::from(c2) << 9)
+                        | (u64::from(c3) << 1)
+                        | (u64::from(c4) >> 7);
+                    let pcr = self.pcr_unwrap.unwrap(base);
+                    if let Some(last) = self.last_pcr {
+                        let d = pcr - last;
+                        if !discontinuity && !(0..=PCR_JUMP_TICKS).contains(&d) {
+                            self.stats.pcr_jumps += 1;
                         }
-                        self.last_pcr = Some(pcr);
                     }
+                    self.last_pcr = Some(pcr);
                 }
             }
             off = 5 + len;
         }
         let has_payload = afc & 0x1 != 0;
         let payload = if has_payload {
+            // An adaptation field longer than the packet leaves no payload.
             p.get(off..).unwrap_or(&[])
         } else {
             &[]
@@ -239,12 +237,11 @@ impl TsDemuxer {
         if Some(pid) == self.pmt_pid {
             return self.psi(pid, pusi, payload);
         }
-        let Some(idx) = self.streams.iter().position(|s| s.pid == pid) else {
+        let Some(s) = self.streams.iter_mut().find(|s| s.pid == pid) else {
             return Ok(());
         };
         // Continuity: duplicates are allowed once; a gap is counted.
         if has_payload {
-            let s = &mut self.streams[idx];
             if let Some(prev) = s.cc {
                 let expected = (prev + 1) & 0x0f;
                 if cc == prev {
@@ -256,20 +253,26 @@ impl TsDemuxer {
             }
             s.cc = Some(cc);
         }
-        if pusi {
-            self.flush_pes(idx)?;
+        // A payload unit start ends the PES before it: take it out, then start the next.
+        let finished = pusi.then(|| {
+            (
+                s.kind,
+                std::mem::take(&mut s.overflow),
+                std::mem::take(&mut s.pes),
+            )
+        });
+        if !s.overflow {
+            if s.pes.len() + payload.len() > MAX_PES_BYTES {
+                s.overflow = true;
+                s.pes.clear();
+                self.stats.dropped_frames += 1;
+            } else {
+                s.pes.extend_from_slice(payload);
+            }
         }
-        let s = &mut self.streams[idx];
-        if s.overflow {
-            return Ok(());
+        if let Some((kind, overflow, pes)) = finished {
+            self.flush_pes(kind, overflow, pes)?;
         }
-        if s.pes.len() + payload.len() > MAX_PES_BYTES {
-            s.overflow = true;
-            s.pes.clear();
-            self.stats.dropped_frames += 1;
-            return Ok(());
-        }
-        s.pes.extend_from_slice(payload);
         Ok(())
     }
 
@@ -300,30 +303,40 @@ impl TsDemuxer {
         }
         let section = self.section.split_to(total).freeze();
         self.section.clear();
-        if total < 12 || crc32_mpeg2(&section) != 0 {
+        // table_id .. last_section_number (8 bytes), the body, CRC_32 (4 bytes).
+        let Some((&[table_id, _, _, _, _, version_byte, _, _], after_header)) =
+            section.split_first_chunk::<8>()
+        else {
+            return Ok(()); // too short to be a section: wait for the next repetition
+        };
+        let Some((body, _crc)) = after_header.split_last_chunk::<4>() else {
+            return Ok(());
+        };
+        if crc32_mpeg2(&section) != 0 {
             return Ok(()); // corrupt: wait for the next repetition
         }
-        let body = section.get(8..total - 4).unwrap_or(&[]);
-        match section.first() {
-            Some(0x00) => {
+        match table_id {
+            0x00 => {
                 // PAT: the first program with a non-zero number.
-                for entry in body.chunks_exact(4) {
-                    let program = (u16::from(entry[0]) << 8) | u16::from(entry[1]);
-                    let map_pid = (u16::from(entry[2] & 0x1f) << 8) | u16::from(entry[3]);
+                let (entries, _) = body.as_chunks::<4>();
+                for &[program_hi, program_lo, pid_hi, pid_lo] in entries {
+                    let program = (u16::from(program_hi) << 8) | u16::from(program_lo);
+                    let map_pid = (u16::from(pid_hi & 0x1f) << 8) | u16::from(pid_lo);
                     if program != 0 {
                         self.pmt_pid = Some(map_pid);
                         break;
                     }
                 }
             }
-            Some(0x02) => self.pmt(&section, body)?,
+            0x02 => self.pmt(version_byte, body)?,
             _ => {}
         }
         Ok(())
     }
 
-    fn pmt(&mut self, section: &[u8], body: &[u8]) -> Result<(), TsError> {
-        let version = (section.get(5).copied().unwrap_or(0) >> 1) & 0x1f;
+    /// `version_byte` is the section's byte 5 (reserved, version_number, current_next).
+    fn pmt(&mut self, version_byte: u8, body: &[u8]) -> Result<(), TsError> {
+        let version = (version_byte >> 1) & 0x1f;
         if self.pmt_version == Some(version) {
             return Ok(());
         }
@@ -335,14 +348,16 @@ impl TsDemuxer {
         };
         self.pcr_pid = Some((u16::from(p0 & 0x1f) << 8) | u16::from(p1));
         let info_len = (usize::from(i0 & 0x0f) << 8) | usize::from(i1);
+        // Descriptors running past the section leave no stream entries.
         let mut rest = body.get(4 + info_len..).unwrap_or(&[]);
         let mut streams = Vec::new();
         let mut unsupported_video = false;
-        while rest.len() >= 5 {
-            let stream_type = rest[0];
-            let pid = (u16::from(rest[1] & 0x1f) << 8) | u16::from(rest[2]);
-            let es_len = (usize::from(rest[3] & 0x0f) << 8) | usize::from(rest[4]);
-            rest = rest.get(5 + es_len..).unwrap_or(&[]);
+        while let Some((&[stream_type, pid_hi, pid_lo, es_hi, es_lo], after)) =
+            rest.split_first_chunk::<5>()
+        {
+            let pid = (u16::from(pid_hi & 0x1f) << 8) | u16::from(pid_lo);
+            let es_len = (usize::from(es_hi & 0x0f) << 8) | usize::from(es_lo);
+            rest = after.get(es_len..).unwrap_or(&[]);
             let kind = match stream_type {
                 0x1b => Some(Kind::H264),
                 0x24 => Some(Kind::Hevc),
@@ -388,36 +403,31 @@ impl TsDemuxer {
         Ok(())
     }
 
-    fn flush_pes(&mut self, idx: usize) -> Result<(), TsError> {
-        let Some(s) = self.streams.get_mut(idx) else {
-            return Ok(());
-        };
-        let kind = s.kind;
-        let overflow = std::mem::take(&mut s.overflow);
-        let pes = std::mem::take(&mut s.pes).freeze();
+    /// Turns one finished PES of a `kind` stream into events (`overflow`: it was dropped).
+    fn flush_pes(&mut self, kind: Kind, overflow: bool, pes: BytesMut) -> Result<(), TsError> {
+        let pes = pes.freeze();
         if overflow || pes.is_empty() {
             return Ok(());
         }
-        // PES header.
-        if pes.get(..3) != Some(&[0, 0, 1][..]) || pes.len() < 9 {
+        // PES header: start code prefix, stream_id, PES_packet_length, flags, header length.
+        let Some((&[0, 0, 1, _, _, _, _, flags, header_len], _)) = pes.split_first_chunk::<9>()
+        else {
             self.stats.dropped_frames += 1;
             return Ok(());
-        }
-        let flags = pes[7];
-        let header_len = usize::from(pes[8]);
-        let data_start = 9 + header_len;
+        };
+        let data_start = 9 + usize::from(header_len);
         let Some(data) = pes.get(data_start..) else {
             self.stats.dropped_frames += 1;
             return Ok(());
         };
         let read_ts = |at: usize| -> Option<u64> {
-            let b = pes.get(at..at + 5)?;
+            let &[b0, b1, b2, b3, b4] = pes.get(at..)?.first_chunk::<5>()?;
             Some(
-                (u64::from(b[0] >> 1 & 0x07) << 30)
-                    | (u64::from(b[1]) << 22)
-                    | (u64::from(b[2] >> 1) << 15)
-                    | (u64::from(b[3]) << 7)
-                    | u64::from(b[4] >> 1),
+                (u64::from(b0 >> 1 & 0x07) << 30)
+                    | (u64::from(b1) << 22)
+                    | (u64::from(b2 >> 1) << 15)
+                    | (u64::from(b3) << 7)
+                    | u64::from(b4 >> 1),
             )
         };
         let pts = if flags & 0x80 != 0 { read_ts(9) } else { None };
@@ -506,9 +516,12 @@ impl TsDemuxer {
                 },
             };
             if !drop {
-                let len = u32::try_from(nal.len()).unwrap_or(u32::MAX);
-                out.extend_from_slice(&len.to_be_bytes());
-                out.extend_from_slice(nal);
+                // A PES is at most MAX_PES_BYTES, so every NAL unit has a 32-bit length.
+                debug_assert!(nal.len() <= MAX_PES_BYTES);
+                if let Ok(len) = u32::try_from(nal.len()) {
+                    out.extend_from_slice(&len.to_be_bytes());
+                    out.extend_from_slice(nal);
+                }
             }
         }
         if !sps.is_empty() && !pps.is_empty() && (kind == Kind::H264 || !vps.is_empty()) {
@@ -558,18 +571,25 @@ impl TsDemuxer {
     }
 
     fn audio_pes(&mut self, dts: i64, data: Bytes) {
-        let mut off = 0;
+        let mut rest: &[u8] = &data;
         let mut k: i64 = 0;
-        while off < data.len() {
-            let Ok(h) = adts::parse_header(data.get(off..).unwrap_or(&[])) else {
+        while !rest.is_empty() {
+            let Ok(h) = adts::parse_header(rest) else {
                 self.stats.dropped_frames += 1;
                 return;
             };
-            let end = off + h.frame_len;
-            if h.frame_len <= h.header_len || end > data.len() {
+            // A frame running past the PES, or one with no payload, ends the PES.
+            let Some((frame, after)) = rest.split_at_checked(h.frame_len) else {
                 self.stats.dropped_frames += 1;
                 return;
-            }
+            };
+            let Some((_, payload)) = frame
+                .split_at_checked(h.header_len)
+                .filter(|(_, payload)| !payload.is_empty())
+            else {
+                self.stats.dropped_frames += 1;
+                return;
+            };
             if let Ok(config) = h.audio_config() {
                 if self.audio.as_ref() != Some(&config) {
                     self.events
@@ -589,10 +609,10 @@ impl TsDemuxer {
                 dts: t,
                 pts: t,
                 keyframe: true,
-                data: data.slice(off + h.header_len..end),
+                data: data.slice_ref(payload),
             }));
             k += 1;
-            off = end;
+            rest = after;
         }
     }
 }

@@ -29,7 +29,7 @@ mod demux;
 mod error;
 pub mod packet;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tidegate_media::codec::parameter_sets;
 use tidegate_media::nal::{h264_nal_type, hevc_nal_type, length_prefixed_nals, ANNEXB_START_CODE};
 use tidegate_media::{adts, AudioConfig, Frame, TrackKind, TrackRun, VideoCodec, VideoConfig};
@@ -174,23 +174,23 @@ impl TsMuxer {
     pub fn segment(&mut self, runs: &[TrackRun<'_>]) -> Result<Bytes, TsError> {
         let mut video_frames: &[Frame] = &[];
         let mut audio_frames: &[Frame] = &[];
-        let mut seen = [false; 2];
+        let (mut video_seen, mut audio_seen) = (false, false);
         for run in runs {
             if run.frames.is_empty() {
                 continue;
             }
-            let (slot, configured, frames) = match run.track {
-                TrackKind::Video => (0, self.video.is_some(), &mut video_frames),
-                TrackKind::Audio => (1, self.audio.is_some(), &mut audio_frames),
+            let (seen, configured, frames) = match run.track {
+                TrackKind::Video => (&mut video_seen, self.video.is_some(), &mut video_frames),
+                TrackKind::Audio => (&mut audio_seen, self.audio.is_some(), &mut audio_frames),
             };
             if !configured {
                 return Err(TsError::UnconfiguredTrack(run.track));
             }
-            if seen[slot] {
+            if *seen {
                 return Err(TsError::DuplicateTrack(run.track));
             }
-            seen[slot] = true;
-            if run.frames.windows(2).any(|w| w[1].dts < w[0].dts) {
+            *seen = true;
+            if !run.frames.is_sorted_by_key(|f| f.dts) {
                 return Err(TsError::Timestamp {
                     what: "decode times going backwards",
                 });
@@ -209,10 +209,11 @@ impl TsMuxer {
         write_psi_packet(&mut out, PMT_PID, &mut cc.pmt, &self.pmt);
         let pcr_on_video = self.video.is_some();
         let mut last_pcr: Option<i64> = None;
-        let (mut vi, mut ai) = (0usize, 0usize);
+        // The frames not yet written.
+        let (mut video_rest, mut audio_rest) = (video_frames, audio_frames);
         loop {
-            let next_video = video_frames.get(vi);
-            let next_audio = audio_frames.get(ai);
+            let next_video = video_rest.first();
+            let next_audio = audio_rest.first();
             let take_video = match (next_video, next_audio) {
                 (Some(v), Some(a)) => v.dts <= a.dts,
                 (Some(_), None) => true,
@@ -220,7 +221,9 @@ impl TsMuxer {
                 (None, None) => break,
             };
             if take_video {
-                let Some(frame) = next_video else { break };
+                let Some((frame, after)) = video_rest.split_first() else {
+                    break;
+                };
                 let Some(video) = self.video.as_ref() else {
                     break;
                 };
@@ -243,17 +246,16 @@ impl TsMuxer {
                     &mut out,
                     VIDEO_PID,
                     &mut cc.video,
-                    header.get(..len).unwrap_or_default(),
+                    header.as_slice().take(len),
                     &self.scratch,
                     first,
                 );
-                vi += 1;
+                video_rest = after;
             } else {
                 let Some(audio) = self.audio.as_ref() else {
                     break;
                 };
-                let rest = audio_frames.get(ai..).unwrap_or_default();
-                let group = audio_group(rest, next_video.map(|v| v.dts));
+                let (group, after) = audio_group(audio_rest, next_video.map(|v| v.dts));
                 let Some(first_frame) = group.first() else {
                     break;
                 };
@@ -283,11 +285,11 @@ impl TsMuxer {
                     &mut out,
                     AUDIO_PID,
                     &mut cc.audio,
-                    header.get(..len).unwrap_or_default(),
+                    header.as_slice().take(len),
                     &self.scratch,
                     first,
                 );
-                ai += group.len();
+                audio_rest = after;
             }
         }
         self.pat_cc = cc.pat;
@@ -374,11 +376,11 @@ fn annexb_access_unit(
 
 /// The audio frames at the start of `frames` that share one PES: at most
 /// [`MAX_AAC_FRAMES_PER_PES`], spanning less than [`MAX_AUDIO_PES_SPAN`], none at or after
-/// the next video frame's `dts`, and fitting `PES_packet_length`. Never empty when `frames`
-/// is not.
-fn audio_group(frames: &[Frame], next_video_dts: Option<i64>) -> &[Frame] {
+/// the next video frame's `dts`, and fitting `PES_packet_length`; and the frames after them.
+/// Never empty when `frames` is not.
+fn audio_group(frames: &[Frame], next_video_dts: Option<i64>) -> (&[Frame], &[Frame]) {
     let Some(first) = frames.first() else {
-        return frames;
+        return (frames, &[]);
     };
     let mut bytes = 0usize;
     let mut count = 0usize;
@@ -393,7 +395,13 @@ fn audio_group(frames: &[Frame], next_video_dts: Option<i64>) -> &[Frame] {
         bytes = bytes.saturating_add(size);
         count += 1;
     }
-    frames.get(..count).unwrap_or(frames)
+    let split = frames.split_at_checked(count);
+    debug_assert!(
+        split.is_some(),
+        "counted {count} of {} frames",
+        frames.len()
+    );
+    split.unwrap_or((frames, &[]))
 }
 
 /// Decides whether a PCR goes before the PES at `dts`: always on the PCR PID's own PES

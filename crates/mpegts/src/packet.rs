@@ -1,7 +1,7 @@
 //! Transport stream packets: PSI sections (PAT, PMT) with CRC32/MPEG-2, PES headers, and
 //! packetization with adaptation-field stuffing.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 /// Every transport stream packet is this long.
 pub const PACKET_LEN: usize = 188;
@@ -10,31 +10,22 @@ const PACKET_BODY_LEN: usize = PACKET_LEN - 4;
 /// The sync byte that starts every packet.
 pub const SYNC_BYTE: u8 = 0x47;
 
-/// CRC-32/MPEG-2 lookup table (polynomial 0x04C11DB7, MSB first).
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut crc = (i as u32) << 24;
-        let mut bit = 0;
-        while bit < 8 {
+/// The CRC-32/MPEG-2 polynomial (MSB first).
+const CRC_POLYNOMIAL: u32 = 0x04c1_1db7;
+
+/// CRC-32/MPEG-2 (init 0xFFFFFFFF, no reflection, no final XOR) as PSI sections use.
+/// Bit by bit: sections are at most a few hundred bytes, a table would buy nothing.
+pub fn crc32_mpeg2(data: &[u8]) -> u32 {
+    data.iter().fold(0xffff_ffff, |crc, &b| {
+        let mut crc = crc ^ (u32::from(b) << 24);
+        for _ in 0..8 {
             crc = if crc & 0x8000_0000 != 0 {
-                (crc << 1) ^ 0x04c1_1db7
+                (crc << 1) ^ CRC_POLYNOMIAL
             } else {
                 crc << 1
             };
-            bit += 1;
         }
-        table[i] = crc;
-        i += 1;
-    }
-    table
-};
-
-/// CRC-32/MPEG-2 (init 0xFFFFFFFF, no reflection, no final XOR) as PSI sections use.
-pub fn crc32_mpeg2(data: &[u8]) -> u32 {
-    data.iter().fold(0xffff_ffff, |crc, &b| {
-        (crc << 8) ^ CRC_TABLE[usize::from((crc >> 24) as u8 ^ b)]
+        crc
     })
 }
 
@@ -140,14 +131,13 @@ pub fn write_pes(
     out: &mut BytesMut,
     pid: u16,
     cc: &mut u8,
-    header: &[u8],
+    header: impl Buf,
     payload: &[u8],
     first: FirstPacket,
 ) {
-    let total = header.len().saturating_add(payload.len());
-    let mut pos = 0usize;
+    let mut pes = header.chain(payload);
     let mut is_first = true;
-    while pos < total || is_first {
+    while pes.has_remaining() || is_first {
         let (rai, pcr) = if is_first {
             (first.random_access, first.pcr)
         } else {
@@ -160,7 +150,7 @@ pub fn write_pes(
             0
         };
         let space = PACKET_BODY_LEN - af_min;
-        let take = (total - pos).min(space);
+        let take = pes.remaining().min(space);
         let af_len = if af_min > 0 || take < PACKET_BODY_LEN {
             PACKET_BODY_LEN - take
         } else {
@@ -190,22 +180,8 @@ pub fn write_pes(
             }
             out.put_bytes(0xff, af_len - used);
         }
-        copy_range(out, header, payload, pos, take);
-        pos += take;
+        out.put((&mut pes).take(take));
         *cc = (*cc + 1) & 0x0f;
         is_first = false;
-    }
-}
-
-/// Appends `len` bytes starting at `pos` of the concatenation `a ++ b`.
-fn copy_range(out: &mut BytesMut, a: &[u8], b: &[u8], pos: usize, len: usize) {
-    let end = pos.saturating_add(len);
-    if pos < a.len() {
-        out.put_slice(a.get(pos..end.min(a.len())).unwrap_or_default());
-    }
-    if end > a.len() {
-        let from = pos.saturating_sub(a.len());
-        let to = end - a.len();
-        out.put_slice(b.get(from..to).unwrap_or_default());
     }
 }

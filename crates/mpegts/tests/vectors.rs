@@ -1,12 +1,20 @@
 //! Byte-exact vectors (PAT/PMT as ffmpeg 5.1 writes them, PES timestamps) and structural
 //! properties of whole segments (packet size, continuity, PCR spacing).
+// A test binary: its helpers (outside `#[test]` functions, which clippy.toml already
+// covers) may unwrap, panic and index too; the crate's deny lints are for its library code.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use bytes::Bytes;
 use tidegate_media::{
-    AudioCodec, AudioConfig, Frame, TrackKind, TrackRun, VideoCodec, VideoConfig,
+    AudioCodec, AudioConfig, Frame, MediaEvent, TrackKind, TrackRun, VideoCodec, VideoConfig,
 };
 use tidegate_mpegts::packet::{crc32_mpeg2, pes_header, timestamp_bytes, PACKET_LEN};
-use tidegate_mpegts::{TsError, TsMuxer, AUDIO_PID, PMT_PID, VIDEO_PID};
+use tidegate_mpegts::{TsDemuxer, TsError, TsMuxer, AUDIO_PID, PMT_PID, VIDEO_PID};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
@@ -307,4 +315,81 @@ fn av1_and_bad_input_are_errors() {
     // A failed call leaves the counters as they were.
     let seg = m.segment(&[]).unwrap();
     assert_eq!(seg[3] & 0x0f, 0);
+}
+
+#[test]
+fn muxed_segments_demux_back_to_the_frames_that_went_in() {
+    let config = video_config(VideoCodec::H264);
+    let mut m = TsMuxer::new(Some(&config), Some(&audio_config())).unwrap();
+    let mut ts = Vec::new();
+    let (mut video_in, mut audio_in) = (Vec::new(), Vec::new());
+    // Two 2 s segments; frame sizes from 5 bytes (one packet with stuffing) to 9 kB (many
+    // packets), so PES headers and payloads cross packet boundaries at many offsets.
+    for s in 0..2i64 {
+        let video: Vec<Frame> = (0..20)
+            .map(|i| {
+                let len = if i == 0 { 9000 } else { 5 + 181 * i as usize };
+                frame(TrackKind::Video, (s * 20 + i) * 9000, i == 0, len)
+            })
+            .collect();
+        let audio: Vec<Frame> = (0..94i64)
+            .map(|i| {
+                frame(
+                    TrackKind::Audio,
+                    s * 180_000 + i * 1920,
+                    true,
+                    7 + 3 * i as usize,
+                )
+            })
+            .filter(|f| f.dts < (s + 1) * 180_000)
+            .collect();
+        let end_dts = (s + 1) * 180_000;
+        let runs = [
+            TrackRun {
+                track: TrackKind::Video,
+                frames: &video,
+                end_dts,
+            },
+            TrackRun {
+                track: TrackKind::Audio,
+                frames: &audio,
+                end_dts,
+            },
+        ];
+        ts.extend_from_slice(&m.segment(&runs).unwrap());
+        video_in.extend(video);
+        audio_in.extend(audio);
+    }
+    let mut d = TsDemuxer::new();
+    d.handle_input(&ts).unwrap();
+    let (mut video_out, mut audio_out) = (Vec::new(), Vec::new());
+    let mut configs = 0;
+    while let Some(event) = d.poll_event() {
+        match event {
+            MediaEvent::Frame(f) if f.track == TrackKind::Video => video_out.push(f),
+            MediaEvent::Frame(f) => audio_out.push(f),
+            MediaEvent::VideoConfig(v) => {
+                assert_eq!(v.record, config.record);
+                configs += 1;
+            }
+            MediaEvent::AudioConfig(a) => {
+                assert_eq!(a, audio_config());
+                configs += 1;
+            }
+            MediaEvent::VideoDeclared => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(configs, 2);
+    let stats = d.stats();
+    assert_eq!(
+        (stats.cc_errors, stats.sync_losses, stats.dropped_frames),
+        (0, 0, 0)
+    );
+    // The last PES of each PID ends only at the next one, so the tail stays in the demuxer.
+    assert_eq!(video_out.len(), video_in.len() - 1);
+    assert_eq!(video_out[..], video_in[..video_out.len()]);
+    assert!(audio_out.len() < audio_in.len());
+    assert!(audio_out.len() + 8 >= audio_in.len(), "{}", audio_out.len());
+    assert_eq!(audio_out[..], audio_in[..audio_out.len()]);
 }
