@@ -40,7 +40,8 @@ snapshot_commit="$(snapshot_field commit)"
 snapshot_date="$(snapshot_field date)"
 snapshot_epoch="$(date -d "$snapshot_date" +%s)"
 snapshot_day="$(date -u -d "$snapshot_date" +%F)"
-snapshot_age_days=$((($(date +%s) - snapshot_epoch) / 86400))
+now="$(date +%s)"
+snapshot_age_days=$(((now - snapshot_epoch) / 86400))
 
 # The crates.io packages in Cargo.lock the snapshot has no entry for (our own crates, path
 # dependencies, are never matched against advisories).
@@ -76,12 +77,23 @@ if [[ -n "$db" && -d "$db/crates" ]]; then
   if ((db_epoch >= snapshot_epoch)); then
     log "warning: cannot fetch the advisory database; using the copy in $db" \
       "(last advisory commit $(git -C "$db" log -1 --format=%cs))"
+    # cargo-deny's own age limit counts from the last fetch attempt, even a failed one.
+    if (((now - db_epoch) / 86400 > 90)); then
+      log "warning: that copy is more than 90 days old: it has no advisory published since then"
+    fi
     cargo deny --offline check
     exit 0
   fi
   log "the copy in $db is older than the committed snapshot: not using it"
 fi
 
+log "warning: cannot fetch the advisory database; checking advisories against the committed" \
+  "snapshot of $snapshot_day (RustSec advisory-db ${snapshot_commit:0:12}," \
+  "$snapshot_age_days days old, $snapshot)"
+if ((snapshot_age_days > 90)); then
+  log "warning: the advisory snapshot is more than 90 days old: it has no advisory published" \
+    "after $snapshot_day; run ./scripts/refresh-advisory-snapshot.sh"
+fi
 missing="$(uncovered)"
 if [[ -n "$missing" ]]; then
   if [[ "${CI:-}" == "true" ]]; then
@@ -116,13 +128,10 @@ if grep -q '^db-path' deny.toml; then
 fi
 awk -v path="$tmp/advisory-dbs" '{ print } /^\[advisories\]$/ { print "db-path = \"" path "\"" }' \
   deny.toml >"$tmp/deny.toml"
-
-log "warning: cannot fetch the advisory database; checking advisories against the committed" \
-  "snapshot of $snapshot_day (RustSec advisory-db ${snapshot_commit:0:12}," \
-  "$snapshot_age_days days old, $snapshot)"
-if ((snapshot_age_days > 90)); then
-  log "warning: the advisory snapshot is more than 90 days old: advisories published since" \
-    "$snapshot_day are not checked; run ./scripts/refresh-advisory-snapshot.sh"
+if [[ "$(grep -c '^db-path' "$tmp/deny.toml")" != 1 ]]; then
+  log "error: deny.toml has no [advisories] table to name the snapshot in"
+  exit 1
 fi
+
 cargo deny --offline --config "$tmp/deny.toml" check
 log "advisories checked against the snapshot of $snapshot_day"
