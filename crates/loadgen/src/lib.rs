@@ -32,9 +32,9 @@
 //! ([`ts_source::TsPass`]: an FLV file muxed by `tidegate-mpegts`, or a `.ts` file as it
 //! is), cut into 1316-byte payloads paced by the transport clock (PCR); each publisher
 //! sends it through its own UDP socket and [`tidegate_srt::Caller`], looping with
-//! continuous clocks. The ramp-up, the keyframe staggering and the accounting are the
-//! RTMP ones; the report adds the SRT counters (packets sent, retransmitted, reported lost
-//! by the server's NAKs, RTT).
+//! continuous clocks. The ramp-up, the keyframe staggering, the pacing and the accounting
+//! are one piece of code for both protocols ([`publisher`]); the report adds the SRT
+//! counters (packets sent, retransmitted, reported lost by the server's NAKs, RTT).
 #![deny(missing_docs)]
 
 pub mod cpu;
@@ -42,6 +42,7 @@ mod error;
 pub mod flv_file;
 pub mod http;
 pub mod playlist;
+pub mod publisher;
 pub mod report;
 pub mod rtmp_publisher;
 pub mod schedule;
@@ -68,6 +69,7 @@ pub use report::{Progress, Report};
 
 pub use ts_source::TsPass;
 
+use publisher::PublisherTask;
 use report::{
     GeneratorCost, InputSummary, LiveState, PublisherLive, PublisherOutcome, PublisherSummary,
     ServerLatency, ViewerLive, ViewerOutcome, ViewerSummary,
@@ -289,21 +291,24 @@ pub async fn run(
         pub_live.push(live.clone());
         let start_at = origin + schedule::ramp_offset(i, config.ramp_up_per_sec);
         let phase_ms = schedule::stagger_phase_ms(i, config.publishers, gop_ms);
+        let slot = publisher::Slot {
+            index: i,
+            origin,
+            start_at,
+            phase_ms,
+            end_at,
+            live,
+            stop: stop_rx.clone(),
+        };
         match &plan {
             Plan::Rtmp(file, targets) => {
                 let Some(target) = targets.get(i).cloned() else {
                     break;
                 };
-                let task = rtmp_publisher::PublisherTask {
-                    index: i,
+                let task = PublisherTask {
+                    slot,
                     target,
-                    file: file.clone(),
-                    origin,
-                    start_at,
-                    phase_ms,
-                    end_at,
-                    live,
-                    stop: stop_rx.clone(),
+                    media: file.clone(),
                 };
                 tasks.spawn(async move { Done::Publisher(rtmp_publisher::run(task).await) });
             }
@@ -311,16 +316,10 @@ pub async fn run(
                 let Some(target) = targets.get(i).cloned() else {
                     break;
                 };
-                let task = srt_publisher::PublisherTask {
-                    index: i,
+                let task = PublisherTask {
+                    slot,
                     target,
-                    ts: ts.clone(),
-                    origin,
-                    start_at,
-                    phase_ms,
-                    end_at,
-                    live,
-                    stop: stop_rx.clone(),
+                    media: ts.clone(),
                 };
                 tasks.spawn(async move { Done::Publisher(srt_publisher::run(task).await) });
             }

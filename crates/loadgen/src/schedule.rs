@@ -111,23 +111,6 @@ pub fn ramp_offset(index: usize, rate_per_sec: f64) -> Duration {
     Duration::try_from_secs_f64(index as f64 / rate_per_sec).unwrap_or(Duration::MAX)
 }
 
-/// Waits for a publisher's start time. `false` when it must not run at all: stopped before
-/// or while waiting, or its end time has already passed.
-pub(crate) async fn wait_for_start(
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-    start_at: tokio::time::Instant,
-    end_at: tokio::time::Instant,
-) -> bool {
-    if *stop.borrow() {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep_until(start_at) => {}
-        _ = stop.changed() => return false,
-    }
-    tokio::time::Instant::now() < end_at
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
