@@ -226,8 +226,26 @@ pub fn load_input(path: &Path) -> Result<Input, LoadgenError> {
 
 /// The publishers' destinations and what they send.
 enum Plan {
-    Rtmp(Arc<FlvFile>, Vec<RtmpTarget>),
-    Srt(Arc<TsPass>, Vec<SrtTarget>),
+    Rtmp(Fleet<RtmpTarget, FlvFile>),
+    Srt(Fleet<SrtTarget, TsPass>),
+}
+
+/// What every publisher of a run sends, and where each publishes.
+struct Fleet<T, M> {
+    media: Arc<M>,
+    /// Publisher `i`'s target at `i`.
+    targets: Vec<T>,
+}
+
+impl<T: Clone, M> Fleet<T, M> {
+    /// The task of the publisher in `slot` (`None` past the last target).
+    fn task(&self, slot: publisher::Slot) -> Option<PublisherTask<T, M>> {
+        Some(PublisherTask {
+            target: self.targets.get(slot.index)?.clone(),
+            media: self.media.clone(),
+            slot,
+        })
+    }
 }
 
 enum Done {
@@ -249,12 +267,12 @@ pub async fn run(
     config.validate()?;
     let input = input.into();
     let plan = match (Protocol::parse(&config.url)?, &input) {
-        (Protocol::Rtmp, Input::Flv(f)) => Plan::Rtmp(
-            f.clone(),
-            (0..config.publishers)
+        (Protocol::Rtmp, Input::Flv(f)) => Plan::Rtmp(Fleet {
+            media: f.clone(),
+            targets: (0..config.publishers)
                 .map(|i| RtmpTarget::parse(&expand(&config.url, i)))
                 .collect::<Result<Vec<_>, _>>()?,
-        ),
+        }),
         (Protocol::Rtmp, Input::Ts(_)) => {
             return Err(LoadgenError::Media(
                 "RTMP publishing needs an FLV input; MPEG-TS input is for srt:// URLs".into(),
@@ -265,12 +283,12 @@ pub async fn run(
                 Input::Ts(t) => t.clone(),
                 Input::Flv(f) => Arc::new(TsPass::from_flv(f)?),
             };
-            Plan::Srt(
-                ts,
-                (0..config.publishers)
+            Plan::Srt(Fleet {
+                media: ts,
+                targets: (0..config.publishers)
                     .map(|i| SrtTarget::parse(&expand(&config.url, i), i))
                     .collect::<Result<Vec<_>, _>>()?,
-            )
+            })
         }
     };
     let gop_ms = input.gop_ms();
@@ -300,29 +318,16 @@ pub async fn run(
             live,
             stop: stop_rx.clone(),
         };
-        match &plan {
-            Plan::Rtmp(file, targets) => {
-                let Some(target) = targets.get(i).cloned() else {
-                    break;
-                };
-                let task = PublisherTask {
-                    slot,
-                    target,
-                    media: file.clone(),
-                };
-                tasks.spawn(async move { Done::Publisher(rtmp_publisher::run(task).await) });
-            }
-            Plan::Srt(ts, targets) => {
-                let Some(target) = targets.get(i).cloned() else {
-                    break;
-                };
-                let task = PublisherTask {
-                    slot,
-                    target,
-                    media: ts.clone(),
-                };
-                tasks.spawn(async move { Done::Publisher(srt_publisher::run(task).await) });
-            }
+        let spawned = match &plan {
+            Plan::Rtmp(fleet) => fleet.task(slot).map(|task| {
+                tasks.spawn(async move { Done::Publisher(rtmp_publisher::run(task).await) })
+            }),
+            Plan::Srt(fleet) => fleet.task(slot).map(|task| {
+                tasks.spawn(async move { Done::Publisher(srt_publisher::run(task).await) })
+            }),
+        };
+        if spawned.is_none() {
+            break;
         }
     }
     let mut view_live = Vec::with_capacity(config.viewers);
@@ -405,7 +410,7 @@ pub async fn run(
             duration_ms: u32::try_from(input.duration_ms()).unwrap_or(u32::MAX),
             gop_ms,
             bitrate_kbps: match &plan {
-                Plan::Srt(ts, _) => ts.bitrate_bps() / 1000,
+                Plan::Srt(fleet) => fleet.media.bitrate_bps() / 1000,
                 Plan::Rtmp(..) => input.bitrate_bps() / 1000,
             },
             tags: match &input {
@@ -413,7 +418,7 @@ pub async fn run(
                 Input::Ts(_) => 0,
             },
             ts_payloads: match &plan {
-                Plan::Srt(ts, _) => Some(ts.chunks.len()),
+                Plan::Srt(fleet) => Some(fleet.media.chunks.len()),
                 Plan::Rtmp(..) => None,
             },
         },

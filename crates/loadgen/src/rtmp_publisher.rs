@@ -151,7 +151,7 @@ impl Driver<'_> {
             }
             let media_due = match self.pacer {
                 Some(pacer) if stop_deadline.is_none() && self.queued_bytes < MAX_QUEUED_BYTES => {
-                    Some(pacer.wake_at(Duration::from_millis(sched.next_ms()), COALESCE))
+                    Some(pacer.wake_at(sched.next_due(), COALESCE))
                 }
                 _ => None,
             };
@@ -218,24 +218,24 @@ impl Driver<'_> {
     }
 
     /// Hands every tag due within [`COALESCE`] to the session, measuring how late each is.
-    fn queue_due(&mut self, sched: &mut Schedule) -> Result<(), RtmpError> {
+    fn queue_due(&mut self, sched: &mut Schedule<FlvFile>) -> Result<(), RtmpError> {
         let Some(mut pacer) = self.pacer else {
             return Ok(());
         };
         let now = Instant::now();
-        let until_ms = pacer.due_by(now, COALESCE).as_millis() as u64;
+        let until = pacer.due_by(now, COALESCE);
         let session = &mut self.session;
         let mut err = None;
         let mut max_lag = 0u64;
         let mut n = 0u64;
         let mut last = None;
-        sched.pop_due(until_ms, |media_ms, tag| {
+        sched.pop_due(until, |media, tag| {
             if err.is_some() {
                 return;
             }
-            let lag = pacer.hand_in(now, Duration::from_millis(media_ms));
+            let lag = pacer.hand_in(now, media);
             max_lag = max_lag.max(lag);
-            let ts = wire_timestamp(media_ms);
+            let ts = wire_timestamp(media.as_millis() as u64);
             let r = match tag.kind {
                 TagKind::Video => session.send_video(ts, tag.data.clone()),
                 TagKind::Audio => session.send_audio(ts, tag.data.clone()),
@@ -307,9 +307,9 @@ impl Driver<'_> {
         Ok(())
     }
 
-    fn begin_stop(&mut self, sched: &Schedule) -> Instant {
+    fn begin_stop(&mut self, sched: &Schedule<FlvFile>) -> Instant {
         if let Some(pacer) = self.pacer {
-            let next = Duration::from_millis(sched.next_ms());
+            let next = sched.next_due();
             pacer.record_stop(self.out, Instant::now(), COALESCE, next);
         }
         self.session.unpublish();

@@ -28,6 +28,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::publisher::{self, note_lag, Exit, Pacer};
 use crate::report::{PublisherLive, PublisherOutcome, SrtCounters};
+use crate::schedule::Schedule;
 use crate::target::SrtTarget;
 use crate::ts_source::TsPass;
 
@@ -97,16 +98,15 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
         conn,
         socket,
         ts: t.media.clone(),
+        sched: Schedule::new(t.media.clone()),
         pending: VecDeque::new(),
         pacer,
-        pass: 0,
-        index: 0,
         live: t.slot.live.clone(),
         out: &mut out,
     };
     let exit = d.drive(&mut t, &mut buf).await;
     let stats = d.conn.stats();
-    let (pass, index) = (d.pass, d.index);
+    let handed_out = d.sched.handed_out();
     drop(d);
     out.srt = Some(SrtCounters {
         packets_sent: stats.packets_sent,
@@ -116,7 +116,7 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
         naks_received: stats.naks_received,
         rtt_ms: stats.rtt.as_secs_f64() * 1000.0,
     });
-    out.tags_sent = pass * t.media.chunks.len() as u64 + index as u64;
+    out.tags_sent = handed_out;
     t.slot.conclude(out, exit, true)
 }
 
@@ -187,12 +187,10 @@ struct Driver<'a> {
     ts: Arc<TsPass>,
     /// Datagrams the kernel did not take yet, in order.
     pending: VecDeque<Vec<u8>>,
+    /// Which payload is next, and its media time.
+    sched: Schedule<TsPass>,
     /// The pacing: media time 0 is pass 0's start.
     pacer: Pacer,
-    /// Current pass over the input.
-    pass: u64,
-    /// Next payload of the pass.
-    index: usize,
     live: Arc<PublisherLive>,
     out: &'a mut PublisherOutcome,
 }
@@ -227,7 +225,7 @@ impl Driver<'_> {
                 return self.close().await;
             }
             let media_due = (stop_deadline.is_none() && self.pending.len() < MAX_PENDING_DATAGRAMS)
-                .then(|| self.pacer.wake_at(self.next_due(), COALESCE));
+                .then(|| self.pacer.wake_at(self.sched.next_due(), COALESCE));
             let conn_due = self.conn.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 biased;
@@ -260,14 +258,6 @@ impl Driver<'_> {
         }
     }
 
-    /// Media time of the next payload (µs precision).
-    fn next_due(&self) -> Duration {
-        let passes_ticks = u128::from(self.pass) * u128::from(self.ts.duration_ticks);
-        let passes_us = u64::try_from(passes_ticks * 1000 / 90).unwrap_or(u64::MAX);
-        let chunk = self.ts.chunks.get(self.index).map_or(0, |c| c.due_us);
-        Duration::from_micros(passes_us.saturating_add(chunk))
-    }
-
     /// Reads every datagram waiting on the socket into the connection.
     fn receive(&mut self, buf: &mut [u8]) {
         loop {
@@ -292,20 +282,17 @@ impl Driver<'_> {
         let until = now + COALESCE;
         let mut lag = 0u64;
         while self.pending.len() < MAX_PENDING_DATAGRAMS {
-            let media = self.next_due();
+            let media = self.sched.next_due();
             if self.pacer.due(media) > until {
                 break;
             }
-            let Some(payload) = self.ts.payload(self.pass, self.index) else {
+            let (pass, index) = self.sched.position();
+            let Some(payload) = self.ts.payload(pass, index) else {
                 break;
             };
             self.conn.send(now.into_std(), payload)?;
             lag = lag.max(self.pacer.hand_in(now, media));
-            self.index += 1;
-            if self.index >= self.ts.chunks.len() {
-                self.index = 0;
-                self.pass += 1;
-            }
+            self.sched.advance();
             // Send as we go: the connection's queue stays short.
             if self.flush().is_err() {
                 break;
@@ -345,7 +332,7 @@ impl Driver<'_> {
     fn begin_stop(&mut self) -> Instant {
         let now = Instant::now();
         self.pacer
-            .record_stop(self.out, now, COALESCE, self.next_due());
+            .record_stop(self.out, now, COALESCE, self.sched.next_due());
         now + STOP_FLUSH_TIMEOUT
     }
 
