@@ -1,12 +1,12 @@
 //! What the RTMP and SRT publisher drivers share, whatever they speak: the task's place in
 //! the run ([`Slot`]: ramp-up slot, keyframe phase, end, stop signal, live counters), the
-//! start (wait for the slot, connect, then pace from a keyframe-aligned [`Pacer`] base),
-//! the lag accounting, and how an [`Exit`] becomes the reported outcome.
+//! start (wait for the slot, connect, then pace from a keyframe-aligned base), the lag
+//! accounting, and how the way a connection ended becomes the reported outcome.
 //!
-//! A driver's life: [`Slot::start`]; connect and ask to publish; once the server accepts,
-//! [`Slot::publishing`] gives the [`Pacer`]; every hand-in of media measures its lateness
-//! with [`Pacer::hand_in`] and [`note_lag`]; [`Slot::stop_requested`] starts the stop
-//! ([`Pacer::record_stop`]); [`Slot::conclude`] turns the [`Exit`] into the outcome.
+//! A driver's life: `Slot::start`; connect and ask to publish; once the server accepts,
+//! `Slot::publishing` gives the `Pacer`; every hand-in of media measures its lateness
+//! with `Pacer::hand_in` and `note_lag`; `Slot::stop_requested` starts the stop
+//! (`Pacer::record_stop`); `Slot::conclude` turns the `Exit` into the outcome.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Pacing, without a clock: which piece of the input is due when, where each publisher
 //! starts, and how the connections ramp up. The drivers turn these media times into
-//! deadlines ([`crate::publisher::Pacer`]).
+//! deadlines (`crate::publisher::Pacer`).
 //!
 //! A publisher's *media time* is the time since its first media; the piece at media time
 //! `t` is due at `base + t`, where `base` is chosen by [`aligned_start`] so that the
