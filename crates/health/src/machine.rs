@@ -27,13 +27,6 @@ pub const MIN_PACKETS_FOR_RATE: u64 = 100;
 
 /// Number of reason kinds (slots).
 const KINDS: usize = REASON_CODES.len();
-const LOW_BITRATE: usize = 0;
-const DROP: usize = 1;
-const LOSS: usize = 2;
-const KEYFRAME: usize = 3;
-const TS_JUMP: usize = 4;
-const COMPETING: usize = 5;
-const NO_VIDEO: usize = 6;
 
 /// The configuration in the units the rules use, clamped to what the ring can answer.
 #[derive(Debug, Clone)]
@@ -113,25 +106,54 @@ impl Slot {
     }
 }
 
-fn fresh_slots() -> [Slot; KINDS] {
-    [
-        Slot::new(Reason::LowBitrate {
-            bps: 0,
-            threshold_bps: 0,
-        }),
-        Slot::new(Reason::HighDropRate {
-            rate: 0.0,
-            threshold: 0.0,
-        }),
-        Slot::new(Reason::HighLossRate {
-            rate: 0.0,
-            threshold: 0.0,
-        }),
-        Slot::new(Reason::NoKeyframe { for_ms: 0 }),
-        Slot::new(Reason::TimestampJump),
-        Slot::new(Reason::CompetingPublishers),
-        Slot::new(Reason::NoVideo { for_ms: 0 }),
-    ]
+/// One slot per reason kind, each named, so that no rule can look up a slot that is not
+/// there.
+#[derive(Debug, Clone)]
+struct Slots {
+    low_bitrate: Slot,
+    high_drop_rate: Slot,
+    high_loss_rate: Slot,
+    no_keyframe: Slot,
+    timestamp_jump: Slot,
+    competing_publishers: Slot,
+    no_video: Slot,
+}
+
+impl Slots {
+    fn new() -> Self {
+        Self {
+            low_bitrate: Slot::new(Reason::LowBitrate {
+                bps: 0,
+                threshold_bps: 0,
+            }),
+            high_drop_rate: Slot::new(Reason::HighDropRate {
+                rate: 0.0,
+                threshold: 0.0,
+            }),
+            high_loss_rate: Slot::new(Reason::HighLossRate {
+                rate: 0.0,
+                threshold: 0.0,
+            }),
+            no_keyframe: Slot::new(Reason::NoKeyframe { for_ms: 0 }),
+            timestamp_jump: Slot::new(Reason::TimestampJump),
+            competing_publishers: Slot::new(Reason::CompetingPublishers),
+            no_video: Slot::new(Reason::NoVideo { for_ms: 0 }),
+        }
+    }
+
+    /// Every slot, in reporting order ([`REASON_CODES`]).
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        [
+            &self.low_bitrate,
+            &self.high_drop_rate,
+            &self.high_loss_rate,
+            &self.no_keyframe,
+            &self.timestamp_jump,
+            &self.competing_publishers,
+            &self.no_video,
+        ]
+        .into_iter()
+    }
 }
 
 /// Bits per second of `bytes` received over `secs` seconds (0 for an empty window).
@@ -172,7 +194,7 @@ pub struct StreamHealth {
     /// First complete second of the current (or last) connection.
     start_sec: u64,
     ring: Ring,
-    slots: [Slot; KINDS],
+    slots: Slots,
     /// Threshold fixed when the low-bitrate reason was raised (relative mode): a stalled
     /// stream's own average decays towards zero, and must not clear its own warning.
     low_threshold_bps: u64,
@@ -209,7 +231,7 @@ impl StreamHealth {
             connected_at_ms: None,
             start_sec: now_ms.div_ceil(1000),
             ring: Ring::new(now_ms / 1000),
-            slots: fresh_slots(),
+            slots: Slots::new(),
             low_threshold_bps: 0,
             reasons: Vec::with_capacity(KINDS),
             keyframe_ref_ms: None,
@@ -354,13 +376,13 @@ impl StreamHealth {
     /// The ingest session saw the publisher's timestamps jump or drift. Raises
     /// `timestamp_jump` at once; it clears `recover-after` after the last jump.
     pub fn handle_timestamp_jump(&mut self, now_ms: u64) {
-        self.raise_instant(TS_JUMP, now_ms);
+        self.raise_instant(|s| &mut s.timestamp_jump, now_ms);
     }
 
     /// Another publisher tried to take the same stream key. Raises `competing_publishers` at
     /// once; it clears `recover-after` after the last attempt.
     pub fn handle_competing_publisher(&mut self, now_ms: u64) {
-        self.raise_instant(COMPETING, now_ms);
+        self.raise_instant(|s| &mut s.competing_publishers, now_ms);
     }
 
     /// The timer from [`poll_timeout`](Self::poll_timeout) fired: evaluates the rules. Early
@@ -448,7 +470,7 @@ impl StreamHealth {
     }
 
     fn clear_reasons(&mut self) {
-        self.slots = fresh_slots();
+        self.slots = Slots::new();
         self.reasons.clear();
         self.low_threshold_bps = 0;
         self.keyframe_ref_ms = None;
@@ -458,17 +480,16 @@ impl StreamHealth {
         self.last_flip_ms = None;
     }
 
-    fn raise_instant(&mut self, idx: usize, now_ms: u64) {
+    fn raise_instant(&mut self, slot: fn(&mut Slots) -> &mut Slot, now_ms: u64) {
         if !self.status.is_live() {
             return;
         }
-        if let Some(slot) = self.slots.get_mut(idx) {
-            slot.active = true;
-            // The condition is an instant: false again from now on, so the reason clears
-            // `recover-after` from the last occurrence.
-            slot.cond = false;
-            slot.since_ms = now_ms;
-        }
+        let slot = slot(&mut self.slots);
+        slot.active = true;
+        // The condition is an instant: false again from now on, so the reason clears
+        // `recover-after` from the last occurrence.
+        slot.cond = false;
+        slot.since_ms = now_ms;
         self.evaluate(now_ms);
     }
 
@@ -509,10 +530,11 @@ impl StreamHealth {
         self.rule_no_video(now_ms);
         self.rule_keyframe(now_ms);
         let recover_ms = self.limits.recover_ms;
-        for slot in [TS_JUMP, COMPETING] {
-            if let Some(s) = self.slots.get_mut(slot) {
-                s.settle(now_ms, recover_ms);
-            }
+        for s in [
+            &mut self.slots.timestamp_jump,
+            &mut self.slots.competing_publishers,
+        ] {
+            s.settle(now_ms, recover_ms);
         }
         self.decide(now_ms);
     }
@@ -526,20 +548,17 @@ impl StreamHealth {
             return;
         }
         let last_bps = bps(self.ring.get(cur.saturating_sub(1)).bytes, 1);
-        let active = self.slots.get(LOW_BITRATE).is_some_and(|s| s.active);
-        if active {
+        if self.slots.low_bitrate.active {
             let threshold = self.low_threshold_bps;
             let ok_run = self.run(cur, threshold, false, l.recover_secs);
-            let recovered = ok_run >= l.recover_secs;
-            if let Some(s) = self.slots.get_mut(LOW_BITRATE) {
-                if recovered {
-                    s.active = false;
-                } else if last_bps < threshold {
-                    s.value = Reason::LowBitrate {
-                        bps: last_bps,
-                        threshold_bps: threshold,
-                    };
-                }
+            let s = &mut self.slots.low_bitrate;
+            if ok_run >= l.recover_secs {
+                s.active = false;
+            } else if last_bps < threshold {
+                s.value = Reason::LowBitrate {
+                    bps: last_bps,
+                    threshold_bps: threshold,
+                };
             }
             return;
         }
@@ -557,13 +576,12 @@ impl StreamHealth {
         }
         if self.run(cur, threshold, true, l.low_for_secs) >= l.low_for_secs {
             self.low_threshold_bps = threshold;
-            if let Some(s) = self.slots.get_mut(LOW_BITRATE) {
-                s.active = true;
-                s.value = Reason::LowBitrate {
-                    bps: last_bps,
-                    threshold_bps: threshold,
-                };
-            }
+            let s = &mut self.slots.low_bitrate;
+            s.active = true;
+            s.value = Reason::LowBitrate {
+                bps: last_bps,
+                threshold_bps: threshold,
+            };
         }
     }
 
@@ -579,27 +597,28 @@ impl StreamHealth {
             let total = good.saturating_add(bad);
             (total >= MIN_PACKETS_FOR_RATE).then(|| bad as f64 / total as f64)
         };
-        for (idx, r, max) in [
-            (DROP, rate(w.dropped, w.received), l.max_drop_rate),
-            (LOSS, rate(w.lost, w.received), l.max_loss_rate),
+        let drop_reason: fn(f64, f64) -> Reason =
+            |rate, threshold| Reason::HighDropRate { rate, threshold };
+        let loss_reason: fn(f64, f64) -> Reason =
+            |rate, threshold| Reason::HighLossRate { rate, threshold };
+        for (slot, r, max, reason) in [
+            (
+                &mut self.slots.high_drop_rate,
+                rate(w.dropped, w.received),
+                l.max_drop_rate,
+                drop_reason,
+            ),
+            (
+                &mut self.slots.high_loss_rate,
+                rate(w.lost, w.received),
+                l.max_loss_rate,
+                loss_reason,
+            ),
         ] {
-            let Some(slot) = self.slots.get_mut(idx) else {
-                continue;
-            };
             let cond = r.is_some_and(|r| r > max);
             slot.observe(cond, now_ms);
             if let (true, Some(rate)) = (cond, r) {
-                slot.value = if idx == DROP {
-                    Reason::HighDropRate {
-                        rate,
-                        threshold: max,
-                    }
-                } else {
-                    Reason::HighLossRate {
-                        rate,
-                        threshold: max,
-                    }
-                };
+                slot.value = reason(rate, max);
             }
             slot.settle(now_ms, l.recover_ms);
         }
@@ -609,9 +628,7 @@ impl StreamHealth {
     /// that still has no decoder configuration.
     fn rule_no_video(&mut self, now_ms: u64) {
         let (max, recover_ms) = (self.limits.max_keyframe_ms, self.limits.recover_ms);
-        let Some(slot) = self.slots.get_mut(NO_VIDEO) else {
-            return;
-        };
+        let slot = &mut self.slots.no_video;
         let Some(since) = self.video_since_ms else {
             slot.cond = false;
             slot.active = false;
@@ -640,9 +657,7 @@ impl StreamHealth {
     fn rule_keyframe(&mut self, now_ms: u64) {
         let (max, recover_ms) = (self.limits.max_keyframe_ms, self.limits.recover_ms);
         let video_config = self.video_config_ms.is_some();
-        let Some(slot) = self.slots.get_mut(KEYFRAME) else {
-            return;
-        };
+        let slot = &mut self.slots.no_keyframe;
         let Some(reference) = self.keyframe_ref_ms.filter(|_| video_config) else {
             slot.cond = false;
             slot.active = false;
@@ -671,9 +686,8 @@ impl StreamHealth {
         let mask = self
             .slots
             .iter()
-            .enumerate()
-            .filter(|(_, s)| s.active)
-            .fold(0u8, |m, (i, _)| m | (1 << i));
+            .filter(|s| s.active)
+            .fold(0u8, |m, s| m | (1 << s.value.index()));
         let reported = self.reasons.iter().fold(0u8, |m, r| m | (1 << r.index()));
         let desired = if mask != 0 {
             Status::Warning

@@ -58,6 +58,22 @@ impl Ring {
         (sec % RING_SECONDS as u64) as usize
     }
 
+    /// The bucket that second `sec` maps to. [`Ring::slot`] is below `RING_SECONDS`, the
+    /// array's length, so the lookup cannot miss; the assertion tells tests and fuzzing if
+    /// it ever does.
+    fn bucket(&self, sec: u64) -> Option<&Bucket> {
+        let bucket = self.buckets.get(Self::slot(sec));
+        debug_assert!(bucket.is_some(), "ring slot out of range");
+        bucket
+    }
+
+    /// [`Ring::bucket`], to write.
+    fn bucket_mut(&mut self, sec: u64) -> Option<&mut Bucket> {
+        let bucket = self.buckets.get_mut(Self::slot(sec));
+        debug_assert!(bucket.is_some(), "ring slot out of range");
+        bucket
+    }
+
     /// Adds `delta` to second `sec`. Writes older than the ring reaches are ignored; writes
     /// slightly in the past (a driver clock that is not perfectly monotonic) land in their own
     /// second.
@@ -70,7 +86,7 @@ impl Ring {
                 // Clear the seconds skipped since `head` (at most RING_SECONDS iterations;
                 // amortised one per second of clock).
                 for s in self.head.saturating_add(1)..=sec {
-                    if let Some(b) = self.buckets.get_mut(Self::slot(s)) {
+                    if let Some(b) = self.bucket_mut(s) {
                         *b = Bucket::default();
                     }
                 }
@@ -79,7 +95,7 @@ impl Ring {
         } else if self.head - sec >= RING_SECONDS as u64 {
             return;
         }
-        if let Some(b) = self.buckets.get_mut(Self::slot(sec)) {
+        if let Some(b) = self.bucket_mut(sec) {
             b.add(delta);
         }
     }
@@ -89,10 +105,7 @@ impl Ring {
         if sec > self.head || self.head - sec >= RING_SECONDS as u64 {
             return Bucket::default();
         }
-        self.buckets
-            .get(Self::slot(sec))
-            .copied()
-            .unwrap_or_default()
+        self.bucket(sec).copied().unwrap_or_default()
     }
 
     /// Sum over seconds `from..to`.

@@ -92,10 +92,18 @@ impl Reason {
     /// `"high_loss_rate"`, `"no_keyframe"`, `"timestamp_jump"`, `"competing_publishers"`,
     /// `"no_video"`).
     pub fn code(&self) -> &'static str {
-        REASON_CODES.get(self.index()).copied().unwrap_or("unknown")
+        match self {
+            Reason::LowBitrate { .. } => "low_bitrate",
+            Reason::HighDropRate { .. } => "high_drop_rate",
+            Reason::HighLossRate { .. } => "high_loss_rate",
+            Reason::NoKeyframe { .. } => "no_keyframe",
+            Reason::TimestampJump => "timestamp_jump",
+            Reason::CompetingPublishers => "competing_publishers",
+            Reason::NoVideo { .. } => "no_video",
+        }
     }
 
-    /// Position in the fixed reporting order (also the slot index in the state machine).
+    /// Position in the fixed reporting order (of [`REASON_CODES`]).
     pub(crate) fn index(&self) -> usize {
         match self {
             Reason::LowBitrate { .. } => 0,

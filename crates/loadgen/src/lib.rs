@@ -32,9 +32,9 @@
 //! ([`ts_source::TsPass`]: an FLV file muxed by `tidegate-mpegts`, or a `.ts` file as it
 //! is), cut into 1316-byte payloads paced by the transport clock (PCR); each publisher
 //! sends it through its own UDP socket and [`tidegate_srt::Caller`], looping with
-//! continuous clocks. The ramp-up, the keyframe staggering and the accounting are the
-//! RTMP ones; the report adds the SRT counters (packets sent, retransmitted, reported lost
-//! by the server's NAKs, RTT).
+//! continuous clocks. The ramp-up, the keyframe staggering, the pacing and the accounting
+//! are one piece of code for both protocols ([`publisher`]); the report adds the SRT
+//! counters (packets sent, retransmitted, reported lost by the server's NAKs, RTT).
 #![deny(missing_docs)]
 
 pub mod cpu;
@@ -42,6 +42,7 @@ mod error;
 pub mod flv_file;
 pub mod http;
 pub mod playlist;
+pub mod publisher;
 pub mod report;
 pub mod rtmp_publisher;
 pub mod schedule;
@@ -68,6 +69,7 @@ pub use report::{Progress, Report};
 
 pub use ts_source::TsPass;
 
+use publisher::PublisherTask;
 use report::{
     GeneratorCost, InputSummary, LiveState, PublisherLive, PublisherOutcome, PublisherSummary,
     ServerLatency, ViewerLive, ViewerOutcome, ViewerSummary,
@@ -224,8 +226,26 @@ pub fn load_input(path: &Path) -> Result<Input, LoadgenError> {
 
 /// The publishers' destinations and what they send.
 enum Plan {
-    Rtmp(Arc<FlvFile>, Vec<RtmpTarget>),
-    Srt(Arc<TsPass>, Vec<SrtTarget>),
+    Rtmp(Fleet<RtmpTarget, FlvFile>),
+    Srt(Fleet<SrtTarget, TsPass>),
+}
+
+/// What every publisher of a run sends, and where each publishes.
+struct Fleet<T, M> {
+    media: Arc<M>,
+    /// Publisher `i`'s target at `i`.
+    targets: Vec<T>,
+}
+
+impl<T: Clone, M> Fleet<T, M> {
+    /// The task of the publisher in `slot` (`None` past the last target).
+    fn task(&self, slot: publisher::Slot) -> Option<PublisherTask<T, M>> {
+        Some(PublisherTask {
+            target: self.targets.get(slot.index)?.clone(),
+            media: self.media.clone(),
+            slot,
+        })
+    }
 }
 
 enum Done {
@@ -247,12 +267,12 @@ pub async fn run(
     config.validate()?;
     let input = input.into();
     let plan = match (Protocol::parse(&config.url)?, &input) {
-        (Protocol::Rtmp, Input::Flv(f)) => Plan::Rtmp(
-            f.clone(),
-            (0..config.publishers)
+        (Protocol::Rtmp, Input::Flv(f)) => Plan::Rtmp(Fleet {
+            media: f.clone(),
+            targets: (0..config.publishers)
                 .map(|i| RtmpTarget::parse(&expand(&config.url, i)))
                 .collect::<Result<Vec<_>, _>>()?,
-        ),
+        }),
         (Protocol::Rtmp, Input::Ts(_)) => {
             return Err(LoadgenError::Media(
                 "RTMP publishing needs an FLV input; MPEG-TS input is for srt:// URLs".into(),
@@ -263,12 +283,12 @@ pub async fn run(
                 Input::Ts(t) => t.clone(),
                 Input::Flv(f) => Arc::new(TsPass::from_flv(f)?),
             };
-            Plan::Srt(
-                ts,
-                (0..config.publishers)
+            Plan::Srt(Fleet {
+                media: ts,
+                targets: (0..config.publishers)
                     .map(|i| SrtTarget::parse(&expand(&config.url, i), i))
                     .collect::<Result<Vec<_>, _>>()?,
-            )
+            })
         }
     };
     let gop_ms = input.gop_ms();
@@ -289,41 +309,25 @@ pub async fn run(
         pub_live.push(live.clone());
         let start_at = origin + schedule::ramp_offset(i, config.ramp_up_per_sec);
         let phase_ms = schedule::stagger_phase_ms(i, config.publishers, gop_ms);
-        match &plan {
-            Plan::Rtmp(file, targets) => {
-                let Some(target) = targets.get(i).cloned() else {
-                    break;
-                };
-                let task = rtmp_publisher::PublisherTask {
-                    index: i,
-                    target,
-                    file: file.clone(),
-                    origin,
-                    start_at,
-                    phase_ms,
-                    end_at,
-                    live,
-                    stop: stop_rx.clone(),
-                };
-                tasks.spawn(async move { Done::Publisher(rtmp_publisher::run(task).await) });
-            }
-            Plan::Srt(ts, targets) => {
-                let Some(target) = targets.get(i).cloned() else {
-                    break;
-                };
-                let task = srt_publisher::PublisherTask {
-                    index: i,
-                    target,
-                    ts: ts.clone(),
-                    origin,
-                    start_at,
-                    phase_ms,
-                    end_at,
-                    live,
-                    stop: stop_rx.clone(),
-                };
-                tasks.spawn(async move { Done::Publisher(srt_publisher::run(task).await) });
-            }
+        let slot = publisher::Slot {
+            index: i,
+            origin,
+            start_at,
+            phase_ms,
+            end_at,
+            live,
+            stop: stop_rx.clone(),
+        };
+        let spawned = match &plan {
+            Plan::Rtmp(fleet) => fleet.task(slot).map(|task| {
+                tasks.spawn(async move { Done::Publisher(rtmp_publisher::run(task).await) })
+            }),
+            Plan::Srt(fleet) => fleet.task(slot).map(|task| {
+                tasks.spawn(async move { Done::Publisher(srt_publisher::run(task).await) })
+            }),
+        };
+        if spawned.is_none() {
+            break;
         }
     }
     let mut view_live = Vec::with_capacity(config.viewers);
@@ -406,7 +410,7 @@ pub async fn run(
             duration_ms: u32::try_from(input.duration_ms()).unwrap_or(u32::MAX),
             gop_ms,
             bitrate_kbps: match &plan {
-                Plan::Srt(ts, _) => ts.bitrate_bps() / 1000,
+                Plan::Srt(fleet) => fleet.media.bitrate_bps() / 1000,
                 Plan::Rtmp(..) => input.bitrate_bps() / 1000,
             },
             tags: match &input {
@@ -414,7 +418,7 @@ pub async fn run(
                 Input::Ts(_) => 0,
             },
             ts_payloads: match &plan {
-                Plan::Srt(ts, _) => Some(ts.chunks.len()),
+                Plan::Srt(fleet) => Some(fleet.media.chunks.len()),
                 Plan::Rtmp(..) => None,
             },
         },

@@ -17,12 +17,12 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tidegate_rtmp::{ClientConfig, ClientEvent, ClientSession, RtmpError};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use crate::flv_file::{FlvFile, TagKind};
-use crate::report::{LiveState, Outcome, PublisherLive, PublisherOutcome};
-use crate::schedule::{aligned_start, wait_for_start, wire_timestamp, Schedule};
+use crate::publisher::{self, note_lag, Exit, Pacer};
+use crate::report::{PublisherLive, PublisherOutcome};
+use crate::schedule::{wire_timestamp, Schedule};
 use crate::target::RtmpTarget;
 
 /// Tags due within this much of now are handed in together: fewer wake-ups and writes,
@@ -41,52 +41,31 @@ const STOP_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Receive buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// Everything one publisher task needs.
-#[derive(Debug)]
-pub struct PublisherTask {
-    /// Index (the `{i}` of its URL).
-    pub index: usize,
-    /// Where to publish.
-    pub target: RtmpTarget,
-    /// The shared input.
-    pub file: Arc<FlvFile>,
-    /// Start of the run: the origin of the keyframe phases.
-    pub origin: Instant,
-    /// When to connect (the ramp-up slot).
-    pub start_at: Instant,
-    /// Keyframe phase within the GOP, ms (see [`crate::schedule::stagger_phase_ms`]).
-    pub phase_ms: u64,
-    /// When to unpublish.
-    pub end_at: Instant,
-    /// Live counters.
-    pub live: Arc<PublisherLive>,
-    /// Turns true to stop early.
-    pub stop: watch::Receiver<bool>,
-}
-
-/// What ends the loop.
-enum Exit {
-    Stopped,
-    Refused(String),
-    Lost(String),
-}
+/// Everything one RTMP publisher task needs: the file's tags go to an RTMP target.
+pub type PublisherTask = publisher::PublisherTask<RtmpTarget, FlvFile>;
 
 /// Runs one publisher to its end.
 pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
-    let mut out = PublisherOutcome::not_started(t.index);
-    if !wait_for_start(&mut t.stop, t.start_at, t.end_at).await {
+    let mut out = PublisherOutcome::not_started(t.slot.index);
+    let Some(connect_started) = t.slot.start().await else {
         return out;
-    }
-    t.live.set_state(LiveState::Connecting);
-    let connect_started = Instant::now();
+    };
     let stream = tokio::select! {
         r = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&t.target.addr)) => r,
-        _ = t.stop.changed() => return out,
+        _ = t.slot.stop.changed() => return out,
     };
     let stream = match stream {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return failed(&t, out, format!("connect: {e}")),
-        Err(_) => return failed(&t, out, "connect: timed out".into()),
+        Ok(Err(e)) => {
+            return t
+                .slot
+                .conclude(out, Exit::Lost(format!("connect: {e}")), false)
+        }
+        Err(_) => {
+            return t
+                .slot
+                .conclude(out, Exit::Lost("connect: timed out".into()), false)
+        }
     };
     let _ = stream.set_nodelay(true);
     let mut d = Driver {
@@ -95,7 +74,7 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
                 app: t.target.app.clone(),
                 stream_key: t.target.stream_key.clone(),
                 tc_url: t.target.tc_url.clone(),
-                seed: t.index as u64 ^ 0x7469_6465,
+                seed: t.slot.index as u64 ^ 0x7469_6465,
                 ..ClientConfig::default()
             },
             Instant::now().into_std(),
@@ -103,46 +82,14 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
         stream,
         queue: VecDeque::new(),
         queued_bytes: 0,
-        last_queued_ms: None,
-        base: None,
-        high_ms: 0,
-        live: t.live.clone(),
+        last_queued: None,
+        pacer: None,
+        live: t.slot.live.clone(),
         out: &mut out,
     };
     let exit = d.drive(&mut t, connect_started).await;
-    let Driver { base, .. } = d;
-    finish(&t, out, base, exit)
-}
-
-fn failed(t: &PublisherTask, mut out: PublisherOutcome, detail: String) -> PublisherOutcome {
-    t.live.set_state(LiveState::Failed);
-    out.outcome = Outcome::Failed;
-    out.detail = Some(detail);
-    out
-}
-
-fn finish(
-    t: &PublisherTask,
-    mut out: PublisherOutcome,
-    base: Option<Instant>,
-    exit: Exit,
-) -> PublisherOutcome {
-    out.bytes_sent = t.live.bytes_sent.load(Ordering::Relaxed);
-    let (state, outcome, detail) = match exit {
-        Exit::Stopped if base.is_some() => (LiveState::Finished, Outcome::Finished, None),
-        Exit::Stopped => (
-            LiveState::Failed,
-            Outcome::Failed,
-            Some("the run ended before the server let it publish".to_string()),
-        ),
-        Exit::Refused(code) => (LiveState::Refused, Outcome::Refused, Some(code)),
-        Exit::Lost(why) if base.is_some() => (LiveState::Dropped, Outcome::Dropped, Some(why)),
-        Exit::Lost(why) => (LiveState::Failed, Outcome::Failed, Some(why)),
-    };
-    t.live.set_state(state);
-    out.outcome = outcome;
-    out.detail = detail;
-    out
+    let published = d.pacer.is_some();
+    t.slot.conclude(out, exit, published)
 }
 
 struct Driver<'a> {
@@ -151,18 +98,17 @@ struct Driver<'a> {
     queue: VecDeque<Bytes>,
     queued_bytes: usize,
     /// Media time of the last tag queued and not yet known to be written.
-    last_queued_ms: Option<u64>,
-    /// When media time 0 is due (set at `NetStream.Publish.Start`).
-    base: Option<Instant>,
-    /// Newest media time handed to the session.
-    high_ms: u64,
+    last_queued: Option<Duration>,
+    /// The pacing (set at `NetStream.Publish.Start`).
+    pacer: Option<Pacer>,
     live: Arc<PublisherLive>,
     out: &'a mut PublisherOutcome,
 }
 
 impl Driver<'_> {
     async fn drive(&mut self, t: &mut PublisherTask, connect_started: Instant) -> Exit {
-        let mut sched = Schedule::new(t.file.clone());
+        let mut sched = Schedule::new(t.media.clone());
+        let end_at = t.slot.end_at;
         let mut stop_deadline: Option<Instant> = None;
         let mut inbuf = BytesMut::with_capacity(READ_CHUNK);
         loop {
@@ -170,20 +116,16 @@ impl Driver<'_> {
             while let Some(ev) = self.session.poll_event() {
                 match ev {
                     ClientEvent::PublishStarted { .. } => {
-                        let now = Instant::now();
-                        self.out.connect_ms =
-                            Some(now.duration_since(connect_started).as_secs_f64() * 1000.0);
-                        self.live.set_state(LiveState::Publishing);
-                        if let Err(e) = self.send_headers(&t.file) {
+                        let pacer = t.slot.publishing(
+                            self.out,
+                            connect_started,
+                            Instant::now(),
+                            t.media.gop_ms,
+                        );
+                        if let Err(e) = self.send_headers(&t.media) {
                             return Exit::Lost(e.to_string());
                         }
-                        let start = aligned_start(
-                            t.origin.into_std(),
-                            now.into_std(),
-                            t.phase_ms,
-                            t.file.gop_ms,
-                        );
-                        self.base = Some(Instant::from_std(start));
+                        self.pacer = Some(pacer);
                     }
                     ClientEvent::PublishRejected { code, .. } => {
                         self.pull_transmits();
@@ -195,7 +137,7 @@ impl Driver<'_> {
                     }
                     ClientEvent::StatusMessage { code, .. }
                         if stop_deadline.is_none()
-                            && self.base.is_some()
+                            && self.pacer.is_some()
                             && !self.session.is_publishing() =>
                     {
                         return Exit::Lost(format!("server ended the publish: {code}"));
@@ -207,23 +149,19 @@ impl Driver<'_> {
             if stop_deadline.is_some() && self.queue.is_empty() {
                 return Exit::Stopped;
             }
-            let media_due = match self.base {
-                Some(base) if stop_deadline.is_none() && self.queued_bytes < MAX_QUEUED_BYTES => {
-                    let due = base + Duration::from_millis(sched.next_ms());
-                    Some(due.checked_sub(COALESCE).unwrap_or(due))
+            let media_due = match self.pacer {
+                Some(pacer) if stop_deadline.is_none() && self.queued_bytes < MAX_QUEUED_BYTES => {
+                    Some(pacer.wake_at(sched.next_due(), COALESCE))
                 }
                 _ => None,
             };
             let session_due = self.session.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 biased;
-                _ = t.stop.changed(), if stop_deadline.is_none() => {
+                _ = t.slot.stop_requested(), if stop_deadline.is_none() => {
                     stop_deadline = Some(self.begin_stop(&sched));
                 }
-                _ = sleep_until(t.end_at), if stop_deadline.is_none() => {
-                    stop_deadline = Some(self.begin_stop(&sched));
-                }
-                _ = sleep_until(stop_deadline.unwrap_or(t.end_at)), if stop_deadline.is_some() => {
+                _ = sleep_until(stop_deadline.unwrap_or(end_at)), if stop_deadline.is_some() => {
                     return Exit::Stopped;
                 }
                 r = self.stream.writable(), if !self.queue.is_empty() => {
@@ -252,12 +190,12 @@ impl Driver<'_> {
                         Err(e) => return Exit::Lost(format!("read: {e}")),
                     }
                 }
-                _ = sleep_until(media_due.unwrap_or(t.end_at)), if media_due.is_some() => {
+                _ = sleep_until(media_due.unwrap_or(end_at)), if media_due.is_some() => {
                     if let Err(e) = self.queue_due(&mut sched) {
                         return Exit::Lost(e.to_string());
                     }
                 }
-                _ = sleep_until(session_due.unwrap_or(t.end_at)), if session_due.is_some() => {
+                _ = sleep_until(session_due.unwrap_or(end_at)), if session_due.is_some() => {
                     if let Err(e) = self.session.handle_timeout(Instant::now().into_std()) {
                         return Exit::Lost(e.to_string());
                     }
@@ -280,29 +218,24 @@ impl Driver<'_> {
     }
 
     /// Hands every tag due within [`COALESCE`] to the session, measuring how late each is.
-    fn queue_due(&mut self, sched: &mut Schedule) -> Result<(), RtmpError> {
-        let Some(base) = self.base else {
+    fn queue_due(&mut self, sched: &mut Schedule<FlvFile>) -> Result<(), RtmpError> {
+        let Some(mut pacer) = self.pacer else {
             return Ok(());
         };
         let now = Instant::now();
-        let until_ms = (now + COALESCE).saturating_duration_since(base).as_millis() as u64;
+        let until = pacer.due_by(now, COALESCE);
         let session = &mut self.session;
         let mut err = None;
         let mut max_lag = 0u64;
         let mut n = 0u64;
         let mut last = None;
-        let mut high = self.high_ms;
-        sched.pop_due(until_ms, |media_ms, tag| {
+        sched.pop_due(until, |media, tag| {
             if err.is_some() {
                 return;
             }
-            // Files interleave audio and video a little out of timestamp order; lateness is
-            // measured against the newest timestamp sent so far, not each tag's own.
-            high = high.max(media_ms);
-            let due = base + Duration::from_millis(high);
-            let lag = now.saturating_duration_since(due).as_millis() as u64;
+            let lag = pacer.hand_in(now, media);
             max_lag = max_lag.max(lag);
-            let ts = wire_timestamp(media_ms);
+            let ts = wire_timestamp(media.as_millis() as u64);
             let r = match tag.kind {
                 TagKind::Video => session.send_video(ts, tag.data.clone()),
                 TagKind::Audio => session.send_audio(ts, tag.data.clone()),
@@ -311,24 +244,19 @@ impl Driver<'_> {
                 err = Some(e);
             }
             n += 1;
-            last = Some(high);
+            last = Some(pacer.newest());
         });
         if let Some(e) = err {
             return Err(e);
         }
         self.out.tags_sent += n;
-        self.high_ms = high;
+        self.pacer = Some(pacer);
         if last.is_some() {
-            self.last_queued_ms = last;
+            self.last_queued = last;
         }
-        self.note_lag(max_lag);
+        note_lag(&self.live, self.out, max_lag);
         self.pull_transmits();
         Ok(())
-    }
-
-    fn note_lag(&mut self, lag: u64) {
-        self.out.max_lag_ms = self.out.max_lag_ms.max(lag);
-        self.live.lag_ms.store(lag, Ordering::Relaxed);
     }
 
     fn pull_transmits(&mut self) {
@@ -372,28 +300,18 @@ impl Driver<'_> {
             }
         }
         // Everything queued is in the kernel: how late was the last tag?
-        if let (Some(base), Some(ms)) = (self.base, self.last_queued_ms.take()) {
-            let due = base + Duration::from_millis(ms);
-            let lag = Instant::now().saturating_duration_since(due).as_millis() as u64;
+        if let (Some(pacer), Some(media)) = (self.pacer, self.last_queued.take()) {
+            let lag = pacer.late_ms(Instant::now(), media);
             self.out.max_lag_ms = self.out.max_lag_ms.max(lag);
         }
         Ok(())
     }
 
-    fn record_final_lag(&mut self, sched: &Schedule) {
-        if let Some(base) = self.base {
-            let due = base + Duration::from_millis(sched.next_ms());
-            let lag = Instant::now()
-                .checked_sub(COALESCE)
-                .unwrap_or_else(Instant::now)
-                .saturating_duration_since(due);
-            self.out.final_lag_ms = lag.as_millis() as u64;
-            self.out.media_seconds = sched.next_ms() as f64 / 1000.0;
+    fn begin_stop(&mut self, sched: &Schedule<FlvFile>) -> Instant {
+        if let Some(pacer) = self.pacer {
+            let next = sched.next_due();
+            pacer.record_stop(self.out, Instant::now(), COALESCE, next);
         }
-    }
-
-    fn begin_stop(&mut self, sched: &Schedule) -> Instant {
-        self.record_final_lag(sched);
         self.session.unpublish();
         self.pull_transmits();
         Instant::now() + STOP_FLUSH_TIMEOUT

@@ -1,72 +1,134 @@
-//! Pacing, without a clock: which tag is due when, where each publisher starts, and how
-//! the connections ramp up. The drivers turn these media times into deadlines.
+//! Pacing, without a clock: which piece of the input is due when, where each publisher
+//! starts, and how the connections ramp up. The drivers turn these media times into
+//! deadlines (`crate::publisher::Pacer`).
 //!
-//! A publisher's *media time* is milliseconds since its first media frame; the tag at
-//! media time `t` is due at `base + t`, where `base` is chosen by [`aligned_start`] so that
-//! the keyframes of N publishers are spread evenly over one GOP instead of all landing on
-//! the server at once.
+//! A publisher's *media time* is the time since its first media; the piece at media time
+//! `t` is due at `base + t`, where `base` is chosen by [`aligned_start`] so that the
+//! keyframes of N publishers are spread evenly over one GOP instead of all landing on the
+//! server at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::flv_file::{FlvFile, Tag};
+use crate::ts_source::{Chunk, TsPass};
 
-/// Walks a file's tags forever, adding the file's duration to the timestamps on each pass
-/// so that the timeline never goes back.
-#[derive(Debug, Clone)]
-pub struct Schedule {
-    file: Arc<FlvFile>,
-    index: usize,
-    loop_offset_ms: u64,
-    loops: u64,
+/// One pass of an input that publishers loop forever: its pieces (FLV tags, TS payloads)
+/// in order, each with a media time from the start of the pass.
+pub trait Looped {
+    /// One piece.
+    type Piece;
+    /// The pieces of one pass, in order.
+    fn pieces(&self) -> &[Self::Piece];
+    /// Media time of a piece from the start of its pass.
+    fn piece_time(piece: &Self::Piece) -> Duration;
+    /// Media time at which pass `pass` starts: `pass` times the length of a pass.
+    fn pass_start(&self, pass: u64) -> Duration;
 }
 
-impl Schedule {
-    /// A schedule at the start of the file. The file must hold at least one tag
-    /// ([`FlvFile::parse`] guarantees it).
-    pub fn new(file: Arc<FlvFile>) -> Self {
+impl Looped for FlvFile {
+    type Piece = Tag;
+
+    fn pieces(&self) -> &[Tag] {
+        &self.tags
+    }
+
+    fn piece_time(tag: &Tag) -> Duration {
+        Duration::from_millis(u64::from(tag.timestamp_ms))
+    }
+
+    /// Loop `k` adds `k` file durations (at least 1 ms, so that the timeline always
+    /// advances) to every timestamp.
+    fn pass_start(&self, pass: u64) -> Duration {
+        let ms = pass.saturating_mul(u64::from(self.duration_ms.max(1)));
+        Duration::from_millis(ms)
+    }
+}
+
+impl Looped for TsPass {
+    type Piece = Chunk;
+
+    fn pieces(&self) -> &[Chunk] {
+        &self.chunks
+    }
+
+    fn piece_time(chunk: &Chunk) -> Duration {
+        Duration::from_micros(chunk.due_us)
+    }
+
+    /// Pass `k` adds `k` times [`TsPass::duration_ticks`] to every clock (µs precision).
+    fn pass_start(&self, pass: u64) -> Duration {
+        let ticks = u128::from(pass) * u128::from(self.duration_ticks);
+        Duration::from_micros(u64::try_from(ticks * 1000 / 90).unwrap_or(u64::MAX))
+    }
+}
+
+/// Walks an input's pieces forever, adding the pass length to the media times on each
+/// pass so that the timeline never goes back.
+#[derive(Debug, Clone)]
+pub struct Schedule<P> {
+    input: Arc<P>,
+    pass: u64,
+    index: usize,
+}
+
+impl<P: Looped> Schedule<P> {
+    /// A schedule at the start of the input. The input must hold at least one piece
+    /// ([`FlvFile::parse`] and [`TsPass`]'s constructors guarantee it).
+    pub fn new(input: Arc<P>) -> Self {
         Schedule {
-            file,
+            input,
+            pass: 0,
             index: 0,
-            loop_offset_ms: 0,
-            loops: 0,
         }
     }
 
-    /// Media time of the next tag.
-    pub fn next_ms(&self) -> u64 {
-        let ts = self.file.tags.get(self.index).map_or(0, |t| t.timestamp_ms);
-        self.loop_offset_ms.saturating_add(u64::from(ts))
+    /// Media time of the next piece.
+    pub fn next_due(&self) -> Duration {
+        let start = self.input.pass_start(self.pass);
+        let piece = self.input.pieces().get(self.index).map(P::piece_time);
+        debug_assert!(piece.is_some(), "the schedule's index is within its pass");
+        start.saturating_add(piece.unwrap_or_default())
     }
 
-    /// Completed passes over the file.
+    /// Completed passes over the input.
     pub fn loops(&self) -> u64 {
-        self.loops
+        self.pass
     }
 
-    /// Calls `f(media_ms, tag)` for every tag whose media time is at or before `until_ms`,
-    /// in file order, and returns how many there were. `f` gets a reference: cloning the
-    /// tag's `data` is a reference-count increment, not a copy.
-    pub fn pop_due(&mut self, until_ms: u64, mut f: impl FnMut(u64, &Tag)) -> usize {
+    /// The next piece: its pass and its index within the pass.
+    pub fn position(&self) -> (u64, usize) {
+        (self.pass, self.index)
+    }
+
+    /// Pieces handed out so far, over all passes.
+    pub fn handed_out(&self) -> u64 {
+        self.pass
+            .saturating_mul(self.input.pieces().len() as u64)
+            .saturating_add(self.index as u64)
+    }
+
+    /// Moves on to the next piece (the first of the next pass after the last).
+    pub fn advance(&mut self) {
+        self.index += 1;
+        if self.index >= self.input.pieces().len() {
+            self.index = 0;
+            self.pass += 1;
+        }
+    }
+
+    /// Calls `f(media_time, piece)` for every piece whose media time is at or before
+    /// `until`, in order, and returns how many there were. `f` gets a reference: cloning
+    /// a tag's `data` is a reference-count increment, not a copy.
+    pub fn pop_due(&mut self, until: Duration, mut f: impl FnMut(Duration, &P::Piece)) -> usize {
         let mut n = 0;
-        while self.next_ms() <= until_ms {
-            let Some(tag) = self.file.tags.get(self.index) else {
+        while self.next_due() <= until {
+            let Some(piece) = self.input.pieces().get(self.index) else {
                 return n;
             };
-            f(
-                self.loop_offset_ms
-                    .saturating_add(u64::from(tag.timestamp_ms)),
-                tag,
-            );
+            f(self.next_due(), piece);
             n += 1;
-            self.index += 1;
-            if self.index >= self.file.tags.len() {
-                self.index = 0;
-                self.loops += 1;
-                self.loop_offset_ms = self
-                    .loop_offset_ms
-                    .saturating_add(u64::from(self.file.duration_ms.max(1)));
-            }
+            self.advance();
         }
         n
     }
@@ -111,27 +173,10 @@ pub fn ramp_offset(index: usize, rate_per_sec: f64) -> Duration {
     Duration::try_from_secs_f64(index as f64 / rate_per_sec).unwrap_or(Duration::MAX)
 }
 
-/// Waits for a publisher's start time. `false` when it must not run at all: stopped before
-/// or while waiting, or its end time has already passed.
-pub(crate) async fn wait_for_start(
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-    start_at: tokio::time::Instant,
-    end_at: tokio::time::Instant,
-) -> bool {
-    if *stop.borrow() {
-        return false;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep_until(start_at) => {}
-        _ = stop.changed() => return false,
-    }
-    tokio::time::Instant::now() < end_at
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flv_file::TagKind;
+    use crate::flv_file::{Tag, TagKind};
     use bytes::Bytes;
 
     fn file(ts: &[u32], duration_ms: u32) -> Arc<FlvFile> {
@@ -153,23 +198,37 @@ mod tests {
         })
     }
 
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
     #[test]
     fn loops_with_continuous_timestamps() {
         let mut s = Schedule::new(file(&[0, 40, 80], 120));
         let mut got = vec![];
-        assert_eq!(s.pop_due(250, |t, _| got.push(t)), 7);
-        assert_eq!(got, [0, 40, 80, 120, 160, 200, 240]);
-        assert_eq!(s.next_ms(), 280);
+        assert_eq!(
+            s.pop_due(ms(250), |t, tag| got.push((t, tag.timestamp_ms))),
+            7
+        );
+        let times: Vec<Duration> = [0, 40, 80, 120, 160, 200, 240].map(ms).into();
+        assert_eq!(got.iter().map(|g| g.0).collect::<Vec<_>>(), times);
+        assert_eq!(
+            got.iter().map(|g| g.1).collect::<Vec<_>>(),
+            [0, 40, 80, 0, 40, 80, 0]
+        );
+        assert_eq!(s.next_due(), ms(280));
         assert_eq!(s.loops(), 2);
+        assert_eq!(s.position(), (2, 1));
+        assert_eq!(s.handed_out(), 7);
         // Nothing due before the next tag.
-        assert_eq!(s.pop_due(279, |_, _| panic!("not due")), 0);
+        assert_eq!(s.pop_due(ms(279), |_, _| panic!("not due")), 0);
     }
 
     #[test]
     fn zero_duration_file_still_advances() {
         let mut s = Schedule::new(file(&[0], 0));
         let mut n = 0;
-        s.pop_due(3, |_, _| n += 1);
+        s.pop_due(ms(3), |_, _| n += 1);
         assert_eq!(n, 4);
     }
 

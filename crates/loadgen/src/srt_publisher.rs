@@ -24,11 +24,11 @@ use std::time::Duration;
 
 use tidegate_srt::{Caller, CallerConfig, CloseReason, Connection, Error as SrtError, Event};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
-use crate::report::{LiveState, Outcome, PublisherLive, PublisherOutcome, SrtCounters};
-use crate::schedule::{aligned_start, wait_for_start};
+use crate::publisher::{self, note_lag, Exit, Pacer};
+use crate::report::{PublisherLive, PublisherOutcome, SrtCounters};
+use crate::schedule::Schedule;
 use crate::target::SrtTarget;
 use crate::ts_source::TsPass;
 
@@ -42,34 +42,8 @@ const MAX_PENDING_DATAGRAMS: usize = 1024;
 /// Receive buffer: larger than any SRT datagram.
 const RECV_BUF: usize = 2048;
 
-/// Everything one SRT publisher task needs.
-#[derive(Debug)]
-pub struct PublisherTask {
-    /// Index (the `{i}` of its URL).
-    pub index: usize,
-    /// Where to publish.
-    pub target: SrtTarget,
-    /// The shared input, as MPEG-TS.
-    pub ts: Arc<TsPass>,
-    /// Start of the run: the origin of the keyframe phases.
-    pub origin: Instant,
-    /// When to connect (the ramp-up slot).
-    pub start_at: Instant,
-    /// Keyframe phase within the GOP, ms (see [`crate::schedule::stagger_phase_ms`]).
-    pub phase_ms: u64,
-    /// When to stop.
-    pub end_at: Instant,
-    /// Live counters.
-    pub live: Arc<PublisherLive>,
-    /// Turns true to stop early.
-    pub stop: watch::Receiver<bool>,
-}
-
-/// What ends the publishing loop.
-enum Exit {
-    Stopped,
-    Lost(String),
-}
+/// Everything one SRT publisher task needs: the input, as MPEG-TS, goes to an SRT target.
+pub type PublisherTask = publisher::PublisherTask<SrtTarget, TsPass>;
 
 /// A random secret for the caller (socket ID, sequence numbers, keys): the standard
 /// library's randomly keyed hasher, fed with the index and the time.
@@ -91,21 +65,19 @@ fn secret(index: usize) -> [u8; 32] {
 
 /// Runs one SRT publisher to its end.
 pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
-    let mut out = PublisherOutcome::not_started(t.index);
-    if !wait_for_start(&mut t.stop, t.start_at, t.end_at).await {
+    let mut out = PublisherOutcome::not_started(t.slot.index);
+    let Some(connect_started) = t.slot.start().await else {
         return out;
-    }
-    t.live.set_state(LiveState::Connecting);
-    let connect_started = Instant::now();
-    let socket = match open_socket(&t.target.addr).await {
+    };
+    let (socket, remote) = match open_socket(&t.target.addr).await {
         Ok(s) => s,
-        Err(e) => return end(&t, out, Outcome::Failed, Some(format!("socket: {e}"))),
+        Err(e) => {
+            return t
+                .slot
+                .conclude(out, Exit::Lost(format!("socket: {e}")), false)
+        }
     };
-    let remote = match socket.peer_addr() {
-        Ok(a) => a,
-        Err(e) => return end(&t, out, Outcome::Failed, Some(format!("socket: {e}"))),
-    };
-    let mut cfg = CallerConfig::new(secret(t.index));
+    let mut cfg = CallerConfig::new(secret(t.slot.index));
     cfg.stream_id = Some(t.target.stream_id.clone());
     cfg.passphrase = t.target.passphrase.clone();
     if let Some(k) = tidegate_srt::KeyLength::from_bytes(t.target.key_bytes) {
@@ -116,42 +88,25 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
     }
     let mut buf = vec![0u8; RECV_BUF];
     let conn = match handshake(&mut t, &socket, remote, cfg, &mut buf).await {
-        Handshake::Connected(c) => *c,
-        Handshake::Stopped => {
-            return end(
-                &t,
-                out,
-                Outcome::Failed,
-                Some("the run ended before the server let it publish".into()),
-            )
-        }
-        Handshake::Refused(why) => return end(&t, out, Outcome::Refused, Some(why)),
-        Handshake::Failed(why) => return end(&t, out, Outcome::Failed, Some(why)),
+        Ok(c) => *c,
+        Err(exit) => return t.slot.conclude(out, exit, false),
     };
-    let now = Instant::now();
-    out.connect_ms = Some(now.duration_since(connect_started).as_secs_f64() * 1000.0);
-    t.live.set_state(LiveState::Publishing);
-    let base = Instant::from_std(aligned_start(
-        t.origin.into_std(),
-        now.into_std(),
-        t.phase_ms,
-        t.ts.gop_ms,
-    ));
+    let pacer = t
+        .slot
+        .publishing(&mut out, connect_started, Instant::now(), t.media.gop_ms);
     let mut d = Driver {
         conn,
         socket,
-        ts: t.ts.clone(),
+        ts: t.media.clone(),
+        sched: Schedule::new(t.media.clone()),
         pending: VecDeque::new(),
-        base,
-        pass: 0,
-        index: 0,
-        high_us: 0,
-        live: t.live.clone(),
+        pacer,
+        live: t.slot.live.clone(),
         out: &mut out,
     };
     let exit = d.drive(&mut t, &mut buf).await;
     let stats = d.conn.stats();
-    let (pass, index) = (d.pass, d.index);
+    let handed_out = d.sched.handed_out();
     drop(d);
     out.srt = Some(SrtCounters {
         packets_sent: stats.packets_sent,
@@ -161,32 +116,12 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
         naks_received: stats.naks_received,
         rtt_ms: stats.rtt.as_secs_f64() * 1000.0,
     });
-    out.tags_sent = pass * t.ts.chunks.len() as u64 + index as u64;
-    match exit {
-        Exit::Stopped => end(&t, out, Outcome::Finished, None),
-        Exit::Lost(why) => end(&t, out, Outcome::Dropped, Some(why)),
-    }
+    out.tags_sent = handed_out;
+    t.slot.conclude(out, exit, true)
 }
 
-fn end(
-    t: &PublisherTask,
-    mut out: PublisherOutcome,
-    outcome: Outcome,
-    detail: Option<String>,
-) -> PublisherOutcome {
-    out.bytes_sent = t.live.bytes_sent.load(Ordering::Relaxed);
-    t.live.set_state(match outcome {
-        Outcome::Finished => LiveState::Finished,
-        Outcome::Refused => LiveState::Refused,
-        Outcome::Dropped => LiveState::Dropped,
-        Outcome::Failed | Outcome::NotStarted => LiveState::Failed,
-    });
-    out.outcome = outcome;
-    out.detail = detail;
-    out
-}
-
-async fn open_socket(addr: &str) -> std::io::Result<UdpSocket> {
+/// A UDP socket connected to `addr`, and the address it resolved to.
+async fn open_socket(addr: &str) -> std::io::Result<(UdpSocket, SocketAddr)> {
     let remote = tokio::net::lookup_host(addr)
         .await?
         .next()
@@ -198,14 +133,7 @@ async fn open_socket(addr: &str) -> std::io::Result<UdpSocket> {
     };
     let socket = UdpSocket::bind(local).await?;
     socket.connect(remote).await?;
-    Ok(socket)
-}
-
-enum Handshake {
-    Connected(Box<Connection>),
-    Stopped,
-    Refused(String),
-    Failed(String),
+    Ok((socket, remote))
 }
 
 async fn handshake(
@@ -214,32 +142,32 @@ async fn handshake(
     remote: SocketAddr,
     cfg: CallerConfig,
     buf: &mut [u8],
-) -> Handshake {
-    let mut caller = match Caller::new(std::time::Instant::now(), remote, cfg) {
-        Ok(c) => c,
-        Err(e) => return Handshake::Failed(e.to_string()),
-    };
+) -> Result<Box<Connection>, Exit> {
+    let mut caller = Caller::new(std::time::Instant::now(), remote, cfg)
+        .map_err(|e| Exit::Lost(e.to_string()))?;
     loop {
         while let Some(d) = caller.poll_transmit(std::time::Instant::now()) {
             // `send`, not `try_send`: a new socket is not known writable until the reactor
             // says so. An error (nothing listening) loses the datagram; the caller repeats
             // it.
             if let Ok(n) = socket.send(&d).await {
-                t.live.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+                t.slot
+                    .live
+                    .bytes_sent
+                    .fetch_add(n as u64, Ordering::Relaxed);
             }
         }
         match caller.poll_outcome() {
-            Some(Ok(c)) => return Handshake::Connected(Box::new(c)),
-            Some(Err(SrtError::Rejected(r))) => return Handshake::Refused(r.to_string()),
-            Some(Err(e)) => return Handshake::Failed(e.to_string()),
+            Some(Ok(c)) => return Ok(Box::new(c)),
+            Some(Err(SrtError::Rejected(r))) => return Err(Exit::Refused(r.to_string())),
+            Some(Err(e)) => return Err(Exit::Lost(e.to_string())),
             None => {}
         }
         let Some(deadline) = caller.poll_timeout() else {
-            return Handshake::Failed("the handshake stopped".into());
+            return Err(Exit::Lost("the handshake stopped".into()));
         };
         tokio::select! {
-            _ = t.stop.changed() => return Handshake::Stopped,
-            _ = sleep_until(t.end_at) => return Handshake::Stopped,
+            _ = t.slot.stop_requested() => return Err(Exit::Stopped),
             r = socket.recv(buf) => {
                 // ECONNREFUSED (nothing listening yet) is retried until the timeout.
                 if let Ok(n) = r {
@@ -259,14 +187,10 @@ struct Driver<'a> {
     ts: Arc<TsPass>,
     /// Datagrams the kernel did not take yet, in order.
     pending: VecDeque<Vec<u8>>,
-    /// When media time 0 of pass 0 is due.
-    base: Instant,
-    /// Current pass over the input.
-    pass: u64,
-    /// Next payload of the pass.
-    index: usize,
-    /// Newest due time handed to the connection, µs from `base`.
-    high_us: u64,
+    /// Which payload is next, and its media time.
+    sched: Schedule<TsPass>,
+    /// The pacing: media time 0 is pass 0's start.
+    pacer: Pacer,
     live: Arc<PublisherLive>,
     out: &'a mut PublisherOutcome,
 }
@@ -274,6 +198,7 @@ struct Driver<'a> {
 impl Driver<'_> {
     async fn drive(&mut self, t: &mut PublisherTask, buf: &mut [u8]) -> Exit {
         let mut stop_deadline: Option<Instant> = None;
+        let end_at = t.slot.end_at;
         loop {
             if let Err(e) = self.flush() {
                 if stop_deadline.is_some() {
@@ -300,20 +225,14 @@ impl Driver<'_> {
                 return self.close().await;
             }
             let media_due = (stop_deadline.is_none() && self.pending.len() < MAX_PENDING_DATAGRAMS)
-                .then(|| {
-                    let due = self.due(self.next_due_us());
-                    due.checked_sub(COALESCE).unwrap_or(due)
-                });
+                .then(|| self.pacer.wake_at(self.sched.next_due(), COALESCE));
             let conn_due = self.conn.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 biased;
-                _ = t.stop.changed(), if stop_deadline.is_none() => {
+                _ = t.slot.stop_requested(), if stop_deadline.is_none() => {
                     stop_deadline = Some(self.begin_stop());
                 }
-                _ = sleep_until(t.end_at), if stop_deadline.is_none() => {
-                    stop_deadline = Some(self.begin_stop());
-                }
-                _ = sleep_until(stop_deadline.unwrap_or(t.end_at)), if stop_deadline.is_some() => {
+                _ = sleep_until(stop_deadline.unwrap_or(end_at)), if stop_deadline.is_some() => {
                     return self.close().await;
                 }
                 r = self.socket.readable() => {
@@ -327,28 +246,16 @@ impl Driver<'_> {
                         return Exit::Lost(format!("send: {e}"));
                     }
                 }
-                _ = sleep_until(media_due.unwrap_or(t.end_at)), if media_due.is_some() => {
+                _ = sleep_until(media_due.unwrap_or(end_at)), if media_due.is_some() => {
                     if let Err(e) = self.queue_due() {
                         return Exit::Lost(e.to_string());
                     }
                 }
-                _ = sleep_until(conn_due.unwrap_or(t.end_at)), if conn_due.is_some() => {
+                _ = sleep_until(conn_due.unwrap_or(end_at)), if conn_due.is_some() => {
                     self.conn.handle_timeout(std::time::Instant::now());
                 }
             }
         }
-    }
-
-    fn due(&self, us: u64) -> Instant {
-        self.base + Duration::from_micros(us)
-    }
-
-    /// Due time of the next payload, µs from `base`.
-    fn next_due_us(&self) -> u64 {
-        let passes_ticks = u128::from(self.pass) * u128::from(self.ts.duration_ticks);
-        let passes_us = u64::try_from(passes_ticks * 1000 / 90).unwrap_or(u64::MAX);
-        let chunk = self.ts.chunks.get(self.index).map_or(0, |c| c.due_us);
-        passes_us.saturating_add(chunk)
     }
 
     /// Reads every datagram waiting on the socket into the connection.
@@ -375,32 +282,23 @@ impl Driver<'_> {
         let until = now + COALESCE;
         let mut lag = 0u64;
         while self.pending.len() < MAX_PENDING_DATAGRAMS {
-            let due_us = self.next_due_us();
-            let due = self.due(due_us);
-            if due > until {
+            let media = self.sched.next_due();
+            if self.pacer.due(media) > until {
                 break;
             }
-            let Some(payload) = self.ts.payload(self.pass, self.index) else {
+            let (pass, index) = self.sched.position();
+            let Some(payload) = self.ts.payload(pass, index) else {
                 break;
             };
             self.conn.send(now.into_std(), payload)?;
-            self.high_us = self.high_us.max(due_us);
-            lag = lag.max(
-                now.saturating_duration_since(self.due(self.high_us))
-                    .as_millis() as u64,
-            );
-            self.index += 1;
-            if self.index >= self.ts.chunks.len() {
-                self.index = 0;
-                self.pass += 1;
-            }
+            lag = lag.max(self.pacer.hand_in(now, media));
+            self.sched.advance();
             // Send as we go: the connection's queue stays short.
             if self.flush().is_err() {
                 break;
             }
         }
-        self.out.max_lag_ms = self.out.max_lag_ms.max(lag);
-        self.live.lag_ms.store(lag, Ordering::Relaxed);
+        note_lag(&self.live, self.out, lag);
         Ok(())
     }
 
@@ -433,13 +331,8 @@ impl Driver<'_> {
 
     fn begin_stop(&mut self) -> Instant {
         let now = Instant::now();
-        let next = self.next_due_us();
-        let lag = now
-            .checked_sub(COALESCE)
-            .unwrap_or(now)
-            .saturating_duration_since(self.due(next));
-        self.out.final_lag_ms = lag.as_millis() as u64;
-        self.out.media_seconds = next as f64 / 1e6;
+        self.pacer
+            .record_stop(self.out, now, COALESCE, self.sched.next_due());
         now + STOP_FLUSH_TIMEOUT
     }
 

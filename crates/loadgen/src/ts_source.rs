@@ -482,9 +482,8 @@ mod tests {
             | u64::from(b[4] >> 1)
     }
 
-    #[test]
-    fn paces_by_interpolated_pcr_and_loops_with_continuous_clocks() {
-        // 28 packets (4 payloads): PCR 0 at packet 0, PCR 9000 (100 ms) at packet 14.
+    /// 28 packets (4 payloads): PCR 0 at packet 0, PCR 9000 (100 ms) at packet 14.
+    fn two_pcrs() -> Vec<u8> {
         let mut data = Vec::new();
         for i in 0..28u8 {
             let pcr = match i {
@@ -495,6 +494,12 @@ mod tests {
             let pes = (i == 0).then_some((WRAP_33 - 50, Some(WRAP_33 - 80)));
             data.extend(packet(0x100, i % 16, pcr, pes));
         }
+        data
+    }
+
+    #[test]
+    fn paces_by_interpolated_pcr_and_loops_with_continuous_clocks() {
+        let data = two_pcrs();
         let pass = TsPass::from_ts(Bytes::from(data.clone())).unwrap();
         assert_eq!(pass.chunks.len(), 4);
         let due: Vec<u64> = pass.chunks.iter().map(|c| c.due_us).collect();
@@ -528,6 +533,28 @@ mod tests {
         let last_cc = Header::of(&last[last.len() - 188..]).cc;
         assert_eq!(Header::of(&next).cc, (last_cc + 1) % 16);
         assert_eq!(pass.payload(0, 4), None);
+    }
+
+    #[test]
+    fn the_schedule_loops_the_pass_on_the_transport_clock() {
+        let pass = std::sync::Arc::new(TsPass::from_ts(Bytes::from(two_pcrs())).unwrap());
+        let mut sched = crate::schedule::Schedule::new(pass);
+        let mut due = vec![];
+        let popped = sched.pop_due(std::time::Duration::from_millis(450), |t, chunk| {
+            due.push((t.as_millis(), chunk.offset));
+        });
+        // 200 ms passes of 4 payloads 50 ms apart: pass k is due k × 200 ms later.
+        assert_eq!(popped, 10);
+        assert_eq!(
+            due,
+            [0, 50, 100, 150, 200, 250, 300, 350, 400, 450]
+                .into_iter()
+                .zip([0, 1316, 2632, 3948].into_iter().cycle())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(sched.position(), (2, 2));
+        assert_eq!(sched.handed_out(), 10);
+        assert_eq!(sched.next_due(), std::time::Duration::from_millis(500));
     }
 
     #[test]

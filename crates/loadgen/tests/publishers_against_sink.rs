@@ -2,12 +2,15 @@
 //! tidegate-rtmp's `ServerSession`: what arrives (headers once, continuous timestamps over
 //! loops, real-time pacing, staggered keyframes) and how refusals and drops are reported.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use common::{tag, FLV_HEADER};
 use tidegate_loadgen::report::Outcome;
 use tidegate_loadgen::{run, BenchConfig, FlvFile};
 use tidegate_rtmp::{Event, ServerSession, SessionConfig};
@@ -17,21 +20,10 @@ use tokio::net::TcpListener;
 /// What the sink saw on one stream key: (is video, timestamp, body, arrival).
 type Log = Arc<Mutex<HashMap<String, Vec<(bool, u32, Bytes, Instant)>>>>;
 
-fn tag(out: &mut Vec<u8>, tag_type: u8, ts: u32, body: &[u8]) {
-    let size = body.len() as u32;
-    out.push(tag_type);
-    out.extend_from_slice(&size.to_be_bytes()[1..]);
-    out.extend_from_slice(&ts.to_be_bytes()[1..]);
-    out.push((ts >> 24) as u8);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(body);
-    out.extend_from_slice(&(size + 11).to_be_bytes());
-}
-
 /// 1 s of 20 fps "video" with a keyframe every 500 ms and 50 Hz "audio", after an AVC
 /// and an AAC sequence header.
 fn clip() -> Arc<FlvFile> {
-    let mut f = vec![b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0];
+    let mut f = FLV_HEADER.to_vec();
     tag(&mut f, 9, 0, &[0x17, 0, 0, 0, 0, 1, 0x4d]);
     tag(&mut f, 8, 0, &[0xaf, 0, 0x11, 0x90]);
     for i in 0..50u32 {

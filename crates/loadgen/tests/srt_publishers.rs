@@ -5,12 +5,15 @@
 //! stream IDs of the URL template; a sink that drops some data packets shows up in the
 //! report as loss the server reported and retransmissions that repaired it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{tag, FLV_HEADER};
 use tidegate_loadgen::report::Outcome;
 use tidegate_loadgen::{run, BenchConfig, FlvFile, Input, TsPass};
 use tidegate_media::{MediaEvent, TrackKind};
@@ -32,20 +35,9 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn tag(out: &mut Vec<u8>, tag_type: u8, ts: u32, body: &[u8]) {
-    let size = body.len() as u32;
-    out.push(tag_type);
-    out.extend_from_slice(&size.to_be_bytes()[1..]);
-    out.extend_from_slice(&ts.to_be_bytes()[1..]);
-    out.push((ts >> 24) as u8);
-    out.extend_from_slice(&[0, 0, 0]);
-    out.extend_from_slice(body);
-    out.extend_from_slice(&(size + 11).to_be_bytes());
-}
-
 /// 1 s: 50 fps video (2.5 kB frames, a keyframe every 500 ms) and AAC every 20 ms.
 fn clip() -> Arc<FlvFile> {
-    let mut f = vec![b'F', b'L', b'V', 1, 5, 0, 0, 0, 9, 0, 0, 0, 0];
+    let mut f = FLV_HEADER.to_vec();
     let mut seq = vec![0x17, 0, 0, 0, 0];
     seq.extend(hex(AVCC));
     tag(&mut f, 9, 0, &seq);

@@ -8,11 +8,13 @@
 //!
 //! `cargo bench -p tidegate-packager --bench ingest`
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use tidegate_flv::FlvDemuxer;
 use tidegate_packager::{Container, Segmenter, SegmenterConfig, SegmenterOutput};
@@ -22,6 +24,8 @@ use tidegate_rtmp::handshake::HANDSHAKE_SIZE;
 use tidegate_rtmp::{
     ClientConfig, ClientEvent, ClientSession, Event, ServerSession, SessionConfig,
 };
+
+use support::{ffmpeg_testsrc_flv, flv_tags, Error, Tag};
 
 /// Bytes handed to `handle_input` per call, as a driver's socket reads would.
 const READ_SIZE: usize = 64 * 1024;
@@ -33,55 +37,30 @@ fn target_dir() -> PathBuf {
 }
 
 /// The recorded stream (made once with ffmpeg, then reused).
-fn recorded_flv() -> Vec<u8> {
+fn recorded_flv() -> Result<Vec<u8>, Error> {
     let dir = target_dir().join("tidegate-bench");
-    std::fs::create_dir_all(&dir).expect("create cache dir");
+    std::fs::create_dir_all(&dir)?;
     let path = dir.join("ingest-720p30-3M-20s.flv");
     if let Ok(data) = std::fs::read(&path) {
-        return data;
+        return Ok(data);
     }
     let tmp = dir.join(format!("ingest-{}.flv.part", std::process::id()));
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-        .args(["-t", "20", "-c:v", "libx264", "-preset", "veryfast"])
-        .args(["-b:v", "3M", "-maxrate", "3M", "-bufsize", "6M"])
-        .args(["-g", "60", "-keyint_min", "60", "-sc_threshold", "0"])
-        .args([
-            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-f", "flv",
-        ])
-        .arg(&tmp)
-        .status()
-        .expect("run ffmpeg (apt-get install -y ffmpeg)");
-    assert!(status.success(), "ffmpeg failed");
-    std::fs::rename(&tmp, &path).expect("rename");
-    std::fs::read(&path).expect("read flv")
-}
-
-/// One FLV tag: type, timestamp (ms), body.
-type Tag = (u8, u32, Bytes);
-
-fn flv_tags(flv: &[u8]) -> Vec<Tag> {
-    let flv = Bytes::copy_from_slice(flv);
-    let mut tags = Vec::new();
-    let mut pos = 13; // header (9) + PreviousTagSize0 (4)
-    while pos + 11 <= flv.len() {
-        let kind = flv[pos] & 0x1f;
-        let size = u32::from_be_bytes([0, flv[pos + 1], flv[pos + 2], flv[pos + 3]]) as usize;
-        let ts = u32::from_be_bytes([flv[pos + 7], flv[pos + 4], flv[pos + 5], flv[pos + 6]]);
-        if pos + 11 + size > flv.len() {
-            break;
-        }
-        tags.push((kind, ts, flv.slice(pos + 11..pos + 11 + size)));
-        pos += 11 + size + 4;
-    }
-    tags
+    ffmpeg_testsrc_flv(
+        &tmp,
+        "1280x720",
+        "20",
+        &[
+            "-preset", "veryfast", "-b:v", "3M", "-maxrate", "3M", "-bufsize", "6M", "-pix_fmt",
+            "yuv420p", "-b:a", "128k",
+        ],
+    )?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(std::fs::read(&path)?)
 }
 
 /// The exact bytes a `ClientSession` publisher sends for these tags, and how many of them
 /// precede the first media message (handshake and commands up to `publish`).
-fn publisher_wire(tags: &[Tag]) -> (Vec<u8>, usize) {
+fn publisher_wire(tags: &[Tag]) -> Result<(Vec<u8>, usize), Error> {
     let now = Instant::now();
     let mut client = ClientSession::new(
         ClientConfig {
@@ -101,7 +80,7 @@ fn publisher_wire(tags: &[Tag]) -> (Vec<u8>, usize) {
             wire.extend_from_slice(&b);
             to_server.extend_from_slice(&b);
         }
-        server.handle_input(now, &mut to_server).unwrap();
+        server.handle_input(now, &mut to_server)?;
         while let Some(e) = server.poll_event() {
             if let Event::PublishRequest { stream_id, .. } = e {
                 server.accept_publish(stream_id);
@@ -110,7 +89,7 @@ fn publisher_wire(tags: &[Tag]) -> (Vec<u8>, usize) {
         while let Some(b) = server.poll_transmit() {
             to_client.extend_from_slice(&b);
         }
-        client.handle_input(now, &mut to_client).unwrap();
+        client.handle_input(now, &mut to_client)?;
         while let Some(e) = client.poll_event() {
             started |= matches!(e, ClientEvent::PublishStarted { .. });
         }
@@ -118,18 +97,20 @@ fn publisher_wire(tags: &[Tag]) -> (Vec<u8>, usize) {
             break;
         }
     }
-    assert!(started, "publish did not start");
+    if !started {
+        return Err("publish did not start".into());
+    }
     let setup_len = wire.len();
     for (kind, ts, body) in tags {
         match *kind {
-            message_type::AUDIO => client.send_audio(*ts, body.clone()).unwrap(),
-            message_type::VIDEO => client.send_video(*ts, body.clone()).unwrap(),
+            message_type::AUDIO => client.send_audio(*ts, body.clone())?,
+            message_type::VIDEO => client.send_video(*ts, body.clone())?,
             message_type::DATA_AMF0 => {
                 if let Some(meta) = amf0::decode_all(body)
                     .ok()
                     .and_then(|v| v.into_iter().nth(1))
                 {
-                    client.send_metadata(&meta).unwrap();
+                    client.send_metadata(&meta)?;
                 }
             }
             _ => {}
@@ -139,7 +120,7 @@ fn publisher_wire(tags: &[Tag]) -> (Vec<u8>, usize) {
     while let Some(b) = client.poll_transmit() {
         wire.extend_from_slice(&b);
     }
-    (wire, setup_len)
+    Ok((wire, setup_len))
 }
 
 /// What one pass produced (kept so the work cannot be optimised away, and checked).
@@ -155,7 +136,7 @@ struct Counts {
 /// for `NetStream.Publish.Start` before sending media, so the publish is answered before
 /// media arrives), then `READ_SIZE` reads. With a container, the media goes on through the
 /// demuxer and a segmenter whose outputs are drained.
-fn ingest(wire: &[u8], setup_len: usize, container: Option<Container>) -> Counts {
+fn ingest(wire: &[u8], setup_len: usize, container: Option<Container>) -> Result<Counts, Error> {
     let now = Instant::now();
     let mut server = ServerSession::new(SessionConfig::default(), now);
     let mut demuxer = FlvDemuxer::new();
@@ -183,7 +164,7 @@ fn ingest(wire: &[u8], setup_len: usize, container: Option<Container>) -> Counts
     let (setup, media) = wire.split_at(setup_len);
     for read in std::iter::once(setup).chain(media.chunks(READ_SIZE)) {
         buf.extend_from_slice(read);
-        server.handle_input(now, &mut buf).unwrap();
+        server.handle_input(now, &mut buf)?;
         while server.poll_transmit().is_some() {}
         while let Some(event) = server.poll_event() {
             let (video, timestamp, data) = match event {
@@ -205,9 +186,9 @@ fn ingest(wire: &[u8], setup_len: usize, container: Option<Container>) -> Counts
                 continue;
             };
             if video {
-                demuxer.handle_video(timestamp, data).unwrap();
+                demuxer.handle_video(timestamp, data)?;
             } else {
-                demuxer.handle_audio(timestamp, data).unwrap();
+                demuxer.handle_audio(timestamp, data)?;
             }
             while let Some(media) = demuxer.poll_event() {
                 if matches!(media, tidegate_media::MediaEvent::Frame(_)) {
@@ -222,41 +203,45 @@ fn ingest(wire: &[u8], setup_len: usize, container: Option<Container>) -> Counts
         segmenter.finish();
         drain(segmenter, &mut counts);
     }
-    counts
+    Ok(counts)
 }
 
 /// The chunk reader alone over the post-handshake bytes (Set Chunk Size applied).
-fn chunk_reader_only(wire: &[u8]) -> u64 {
+fn chunk_reader_only(wire: &[u8]) -> Result<u64, Error> {
     let mut reader = ChunkReader::new();
     let mut buf = BytesMut::with_capacity(2 * READ_SIZE);
     let mut messages = 0u64;
-    for read in wire[1 + 2 * HANDSHAKE_SIZE..].chunks(READ_SIZE) {
+    let chunks = wire
+        .get(1 + 2 * HANDSHAKE_SIZE..)
+        .ok_or("the wire is shorter than the handshake")?;
+    for read in chunks.chunks(READ_SIZE) {
         buf.extend_from_slice(read);
-        while let Some(m) = reader.read(&mut buf).unwrap() {
+        while let Some(m) = reader.read(&mut buf)? {
             if m.type_id == message_type::SET_CHUNK_SIZE {
-                let size = u32::from_be_bytes(m.payload[..4].try_into().unwrap());
-                reader.set_chunk_size(size).unwrap();
+                let size = m.payload.first_chunk::<4>().ok_or("short Set Chunk Size")?;
+                reader.set_chunk_size(u32::from_be_bytes(*size))?;
             }
             messages += 1;
             black_box(m.payload);
         }
     }
-    messages
+    Ok(messages)
 }
 
-fn bench(c: &mut Criterion) {
-    let flv = recorded_flv();
+/// The recorded stream's publisher wire bytes and how many of them are setup, checked:
+/// every tag arrives, and both containers produce 10 segments' worth.
+fn setup() -> Result<(Vec<u8>, usize), Error> {
+    let flv = recorded_flv()?;
     let tags = flv_tags(&flv);
-    let (wire, setup_len) = publisher_wire(&tags);
+    let (wire, setup_len) = publisher_wire(&tags)?;
     let media_tags = tags
         .iter()
         .filter(|t| t.0 == message_type::AUDIO || t.0 == message_type::VIDEO)
         .count() as u64;
-    // Sanity: every tag arrives, and both containers produce 10 segments' worth.
-    let session = ingest(&wire, setup_len, None);
+    let session = ingest(&wire, setup_len, None)?;
     assert_eq!(session.media_messages, media_tags);
     for container in [Container::Fmp4, Container::MpegTs] {
-        let counts = ingest(&wire, setup_len, Some(container));
+        let counts = ingest(&wire, setup_len, Some(container))?;
         assert_eq!(counts.media_messages, media_tags);
         assert!(counts.segments >= 9, "{container:?}: {counts:?}");
         eprintln!("{container:?}: {counts:?}");
@@ -267,6 +252,17 @@ fn bench(c: &mut Criterion) {
         tags.len(),
         wire.len()
     );
+    Ok((wire, setup_len))
+}
+
+fn bench(c: &mut Criterion) {
+    let (wire, setup_len) = match setup() {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("ingest bench setup failed: {e}");
+            std::process::exit(1);
+        }
+    };
 
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Bytes(wire.len() as u64));

@@ -475,7 +475,9 @@ impl Segmenter {
 
         // A closed segment must not wait forever for a track that went quiet.
         if let Some(closing) = &self.closing {
-            let waited_from = closing.frames.last_dts().unwrap_or(frame.dts);
+            let waited_from = closing.frames.last_dts();
+            debug_assert!(waited_from.is_some(), "a closed segment holds frames");
+            let waited_from = waited_from.unwrap_or(frame.dts);
             if frame.dts.saturating_sub(waited_from) > END_DTS_WAIT {
                 self.finish_closing();
             }
@@ -679,8 +681,15 @@ impl Segmenter {
             audio_end,
         ) {
             (Some(first), Some(end), _, _) | (None, _, Some(first), Some(end)) => (first.dts, end),
-            _ => return,
+            _ => {
+                // `cut` closes only a segment with frames, and a track with frames has an end.
+                debug_assert!(false, "a closed segment without frames or end");
+                return;
+            }
         };
+        // Each track's dts only grows within a session (`on_frame` nudges or drops the
+        // others) and a track ends at or after its last frame.
+        debug_assert!(end_dts >= start_dts, "segment ends before it starts");
 
         let sequence = self.sequence;
         self.sequence = self.sequence.wrapping_add(1);
@@ -691,6 +700,8 @@ impl Segmenter {
                 return;
             }
         };
+        // The first frame appended sets the anchor, and every segment holds frames.
+        debug_assert!(self.anchor.is_some(), "a segment before the first frame");
         let program_date_time_ms = match self.anchor {
             Some((anchor_dts, anchor_ms)) => {
                 let ticks = start_dts.saturating_sub(anchor_dts);
