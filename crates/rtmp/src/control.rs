@@ -417,10 +417,10 @@ mod tests {
             None
         );
         for type_id in [message_type::AUDIO, message_type::COMMAND_AMF0, 0x7f] {
-            let back = c.handle_message(msg(type_id, &[1, 2])).unwrap();
-            assert!(
-                matches!(back, Dispatch::Message(m) if m.type_id == type_id && m.payload[..] == [1, 2])
-            );
+            match c.handle_message(msg(type_id, &[1, 2])).unwrap() {
+                Dispatch::Message(m) => assert_eq!(m, msg(type_id, &[1, 2])),
+                other => panic!("type {type_id} was handled: {other:?}"),
+            }
         }
     }
 }
