@@ -211,7 +211,7 @@ fn be24([a, b, c]: [u8; 3]) -> u32 {
     u32::from_be_bytes([0, a, b, c])
 }
 
-/// Splits the 4-byte extended timestamp off the front of `rest`, if it is all there.
+/// The 4-byte extended timestamp at the front of `rest`, if all of it is there.
 fn extended_timestamp(rest: &[u8]) -> Option<u32> {
     rest.first_chunk::<4>().map(|b| u32::from_be_bytes(*b))
 }
@@ -474,16 +474,16 @@ impl ChunkReader {
                     payload,
                 }));
             }
+            // `buf` holds the whole chunk: checked above before committing.
+            let Some(chunk) = buf.get(..payload_len) else {
+                return Err(RtmpError::internal("chunk shorter than checked"));
+            };
             let mut partial = match st.partial.take() {
                 Some(p) => p,
                 None => {
                     self.pending_bytes = self.pending_bytes.saturating_add(length as usize);
                     BytesMut::with_capacity(length as usize)
                 }
-            };
-            // `buf` holds the whole chunk: checked above before committing.
-            let Some(chunk) = buf.get(..payload_len) else {
-                return Err(RtmpError::internal("chunk shorter than checked"));
             };
             partial.extend_from_slice(chunk);
             buf.advance(payload_len);
@@ -580,6 +580,8 @@ impl ChunkWriter {
             timestamp
         };
         out.put_slice(&ts.to_be_bytes()[1..]);
+        // The server's replies are small: far below the 24-bit length field's limit.
+        debug_assert!(payload.len() <= 0x00FF_FFFF, "{} bytes", payload.len());
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX) & 0x00FF_FFFF;
         out.put_slice(&len.to_be_bytes()[1..]);
         out.put_u8(type_id);
