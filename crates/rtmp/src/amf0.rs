@@ -243,6 +243,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// The first `u32::MAX` elements of `s` at most, and their count: a length field of 32 bits
+/// cannot say more (no real value comes near).
+fn at_most_u32<T>(s: &[T]) -> (u32, &[T]) {
+    let len = s.len().min(u32::MAX as usize);
+    // `len <= s.len()`, so `get` returns the whole prefix; `len <= u32::MAX`, so the cast
+    // is exact.
+    (len as u32, s.get(..len).unwrap_or(s))
+}
+
 /// Appends the encoding of `value` to `out`.
 pub fn encode(value: &Amf0Value, out: &mut BytesMut) {
     match value {
@@ -262,9 +271,8 @@ pub fn encode(value: &Amf0Value, out: &mut BytesMut) {
             }
             Err(_) => {
                 out.put_u8(MARKER_LONG_STRING);
-                let bytes = s.as_bytes();
-                let bytes = &bytes[..bytes.len().min(u32::MAX as usize)];
-                out.put_u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+                let (len, bytes) = at_most_u32(s.as_bytes());
+                out.put_u32(len);
                 out.put_slice(bytes);
             }
         },
@@ -281,8 +289,8 @@ pub fn encode(value: &Amf0Value, out: &mut BytesMut) {
         }
         Amf0Value::StrictArray(items) => {
             out.put_u8(MARKER_STRICT_ARRAY);
-            let items = &items[..items.len().min(u32::MAX as usize)];
-            out.put_u32(u32::try_from(items.len()).unwrap_or(u32::MAX));
+            let (count, items) = at_most_u32(items);
+            out.put_u32(count);
             for item in items {
                 encode(item, out);
             }
@@ -297,10 +305,11 @@ pub fn encode(value: &Amf0Value, out: &mut BytesMut) {
 
 fn encode_properties(props: &[(String, Amf0Value)], out: &mut BytesMut) {
     for (key, value) in props {
-        let key = key.as_bytes();
-        let key = &key[..key.len().min(usize::from(u16::MAX))];
-        out.put_u16(u16::try_from(key.len()).unwrap_or(u16::MAX));
-        out.put_slice(key);
+        // A key longer than a u16 can count is cut (no real key comes near).
+        let bytes = key.as_bytes();
+        let len = bytes.len().min(usize::from(u16::MAX));
+        out.put_u16(len as u16);
+        out.put_slice(bytes.get(..len).unwrap_or(bytes));
         encode(value, out);
     }
     out.put_slice(&[0, 0, MARKER_OBJECT_END]);

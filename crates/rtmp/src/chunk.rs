@@ -85,6 +85,20 @@ pub mod message_type {
     pub const AGGREGATE: u8 = 22;
 }
 
+/// The chunk streams our sessions send on (the choice is the sender's; these are ffmpeg's).
+pub(crate) mod csid {
+    /// Protocol control and User Control messages (fixed by the spec).
+    pub const CONTROL: u32 = 2;
+    /// NetConnection commands and their replies (connect, createStream, ...).
+    pub const COMMAND: u32 = 3;
+    /// Audio.
+    pub const AUDIO: u32 = 4;
+    /// NetStream commands and status messages (publish, onStatus) and data messages.
+    pub const STREAM: u32 = 5;
+    /// Video.
+    pub const VIDEO: u32 = 6;
+}
+
 /// One reassembled message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkMessage {
@@ -98,6 +112,21 @@ pub struct ChunkMessage {
     pub stream_id: u32,
     /// The message body.
     pub payload: Bytes,
+}
+
+impl ChunkMessage {
+    /// The AMF0 values of a command or data message: AMF3 command and data messages from
+    /// RTMP publishers are AMF0 behind one format byte (0), which this skips.
+    pub(crate) fn amf0_body(&self) -> &[u8] {
+        let amf3 = matches!(
+            self.type_id,
+            message_type::COMMAND_AMF3 | message_type::DATA_AMF3
+        );
+        match self.payload.split_first() {
+            Some((0, rest)) if amf3 => rest,
+            _ => &self.payload,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -135,16 +164,16 @@ impl StreamTable {
             .map(|(_, st)| st)
     }
 
-    fn get_or_insert(&mut self, csid: u32) -> &mut ChunkStreamState {
-        let at = match self.0.iter().position(|(id, _)| *id == csid) {
-            Some(at) => at,
+    /// The state of `csid`, added if new (always `Some`).
+    fn get_or_insert(&mut self, csid: u32) -> Option<&mut ChunkStreamState> {
+        match self.0.iter().position(|(id, _)| *id == csid) {
+            Some(at) => self.0.get_mut(at),
             None => {
                 self.0.push((csid, ChunkStreamState::default()));
-                self.0.len() - 1
+                self.0.last_mut()
             }
-        };
-        // `at` is in bounds: found above or just pushed.
-        &mut self.0[at].1
+        }
+        .map(|(_, st)| st)
     }
 
     fn len(&self) -> usize {
@@ -178,16 +207,13 @@ struct Header {
     extended: bool,
 }
 
-fn be24(b: &[u8]) -> u32 {
-    b.iter()
-        .take(3)
-        .fold(0u32, |acc, x| (acc << 8) | u32::from(*x))
+fn be24([a, b, c]: [u8; 3]) -> u32 {
+    u32::from_be_bytes([0, a, b, c])
 }
 
-fn be32(b: &[u8]) -> u32 {
-    b.iter()
-        .take(4)
-        .fold(0u32, |acc, x| (acc << 8) | u32::from(*x))
+/// The 4-byte extended timestamp at the front of `rest`, if all of it is there.
+fn extended_timestamp(rest: &[u8]) -> Option<u32> {
+    rest.first_chunk::<4>().map(|b| u32::from_be_bytes(*b))
 }
 
 impl ChunkReader {
@@ -246,81 +272,91 @@ impl ChunkReader {
         self.pending_bytes
     }
 
-    /// Parses the chunk header at the front of `buf` without consuming it.
+    /// Parses the chunk header at the front of `buf` without consuming it (`Ok(None)`
+    /// until all of it is there).
     fn peek_header(&self, buf: &[u8]) -> Result<Option<Header>, RtmpError> {
-        let Some(&b0) = buf.first() else {
+        let Some((&b0, rest)) = buf.split_first() else {
             return Ok(None);
         };
         let fmt = b0 >> 6;
-        let (csid, basic) = match b0 & 0x3f {
-            0 => match buf.get(1) {
-                Some(&b1) => (64 + u32::from(b1), 2),
+        // Basic header: the chunk stream id in 6 bits, or in 1 or 2 more bytes.
+        let (csid, rest) = match b0 & 0x3f {
+            0 => match rest.split_first() {
+                Some((&b1, rest)) => (64 + u32::from(b1), rest),
                 None => return Ok(None),
             },
-            1 => match (buf.get(1), buf.get(2)) {
-                (Some(&b1), Some(&b2)) => (64 + u32::from(b1) + 256 * u32::from(b2), 3),
-                _ => return Ok(None),
+            1 => match rest.split_first_chunk::<2>() {
+                Some((&[b1, b2], rest)) => (64 + u32::from(b1) + 256 * u32::from(b2), rest),
+                None => return Ok(None),
             },
-            n => (u32::from(n), 1),
-        };
-        let mh_len = match fmt {
-            0 => 11,
-            1 => 7,
-            2 => 3,
-            _ => 0,
-        };
-        let Some(mh) = buf.get(basic..basic + mh_len) else {
-            return Ok(None);
+            n => (u32::from(n), rest),
         };
         let mut h = Header {
             fmt,
             csid,
-            len: basic + mh_len,
+            len: 0,
             ts_field: None,
             length: None,
             type_id: None,
             stream_id: None,
             extended: false,
         };
-        if fmt <= 2 {
-            let ts = be24(mh);
-            h.extended = ts == EXTENDED_TIMESTAMP;
-            h.ts_field = Some(ts);
-        }
-        if fmt <= 1 {
-            h.length = Some(be24(mh.get(3..).unwrap_or_default()));
-            h.type_id = mh.get(6).copied();
-        }
-        if fmt == 0 {
-            let msid = mh.get(7..11).unwrap_or_default();
-            h.stream_id = Some(u32::from_le_bytes([
-                msid.first().copied().unwrap_or(0),
-                msid.get(1).copied().unwrap_or(0),
-                msid.get(2).copied().unwrap_or(0),
-                msid.get(3).copied().unwrap_or(0),
-            ]));
-        }
+        // Message header: 11, 7, 3 or 0 bytes by format.
+        let rest = match fmt {
+            0 => {
+                let Some((mh, rest)) = rest.split_first_chunk::<11>() else {
+                    return Ok(None);
+                };
+                let [t0, t1, t2, l0, l1, l2, type_id, s0, s1, s2, s3] = *mh;
+                h.ts_field = Some(be24([t0, t1, t2]));
+                h.length = Some(be24([l0, l1, l2]));
+                h.type_id = Some(type_id);
+                h.stream_id = Some(u32::from_le_bytes([s0, s1, s2, s3]));
+                rest
+            }
+            1 => {
+                let Some((mh, rest)) = rest.split_first_chunk::<7>() else {
+                    return Ok(None);
+                };
+                let [t0, t1, t2, l0, l1, l2, type_id] = *mh;
+                h.ts_field = Some(be24([t0, t1, t2]));
+                h.length = Some(be24([l0, l1, l2]));
+                h.type_id = Some(type_id);
+                rest
+            }
+            2 => {
+                let Some((mh, rest)) = rest.split_first_chunk::<3>() else {
+                    return Ok(None);
+                };
+                h.ts_field = Some(be24(*mh));
+                rest
+            }
+            _ => rest,
+        };
+        h.extended = h.ts_field == Some(EXTENDED_TIMESTAMP);
+        let mut len = buf.len() - rest.len();
         if h.extended {
-            let Some(ext) = buf.get(h.len..h.len + 4) else {
+            let Some(ts) = extended_timestamp(rest) else {
                 return Ok(None);
             };
-            h.ts_field = Some(be32(ext));
-            h.len += 4;
+            h.ts_field = Some(ts);
+            len += 4;
         } else if fmt == 3 {
             if let Some(prev) = self.streams.get(csid) {
                 if prev.extended {
                     // The spec (and ffmpeg, FMS) repeat the extended timestamp on type-3
                     // chunks; some clients do not. Consume the 4 bytes only if they match.
-                    let Some(ext) = buf.get(h.len..h.len + 4) else {
+                    let Some(ts) = extended_timestamp(rest) else {
                         return Ok(None);
                     };
-                    if be32(ext) == prev.ts_field {
-                        h.len += 4;
+                    if ts == prev.ts_field {
+                        len += 4;
                         h.extended = true;
                     }
                 }
             }
         }
+        h.len = len;
         Ok(Some(h))
     }
 
@@ -408,7 +444,9 @@ impl ChunkReader {
             }
 
             // Commit.
-            let st = self.streams.get_or_insert(h.csid);
+            let Some(st) = self.streams.get_or_insert(h.csid) else {
+                return Err(RtmpError::internal("chunk stream missing after insertion"));
+            };
             if starts_message && st.partial.take().is_some() {
                 // A new header interrupted a message: drop the unfinished one.
                 self.pending_bytes = self.pending_bytes.saturating_sub(st.length as usize);
@@ -436,28 +474,32 @@ impl ChunkReader {
                     payload,
                 }));
             }
-            let partial = match st.partial.as_mut() {
+            // `buf` holds the whole chunk: checked above before committing.
+            let Some(chunk) = buf.get(..payload_len) else {
+                return Err(RtmpError::internal("chunk shorter than checked"));
+            };
+            let mut partial = match st.partial.take() {
                 Some(p) => p,
                 None => {
                     self.pending_bytes = self.pending_bytes.saturating_add(length as usize);
-                    st.partial.insert(BytesMut::with_capacity(length as usize))
+                    BytesMut::with_capacity(length as usize)
                 }
             };
-            partial.extend_from_slice(buf.get(..payload_len).unwrap_or_default());
+            partial.extend_from_slice(chunk);
             buf.advance(payload_len);
             st.received = received.saturating_add(payload_len as u32);
             if st.received >= length {
                 st.received = 0;
-                let payload = st.partial.take().unwrap_or_default().freeze();
                 self.pending_bytes = self.pending_bytes.saturating_sub(length as usize);
                 return Ok(Some(ChunkMessage {
                     chunk_stream_id: h.csid,
                     timestamp,
                     type_id,
                     stream_id,
-                    payload,
+                    payload: partial.freeze(),
                 }));
             }
+            st.partial = Some(partial);
         }
     }
 }
@@ -538,6 +580,8 @@ impl ChunkWriter {
             timestamp
         };
         out.put_slice(&ts.to_be_bytes()[1..]);
+        // The server's replies are small: far below the 24-bit length field's limit.
+        debug_assert!(payload.len() <= 0x00FF_FFFF, "{} bytes", payload.len());
         let len = u32::try_from(payload.len()).unwrap_or(u32::MAX) & 0x00FF_FFFF;
         out.put_slice(&len.to_be_bytes()[1..]);
         out.put_u8(type_id);

@@ -7,25 +7,10 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::amf0::{self, Amf0Value};
-use crate::chunk::{message_type, ChunkEncoder, ChunkMessage, ChunkReader, MAX_CHUNK_SIZE};
+use crate::chunk::{csid, message_type, ChunkEncoder, ChunkMessage, MAX_CHUNK_SIZE};
+use crate::control::{Control, ControlMessage, Dispatch};
 use crate::error::RtmpError;
 use crate::handshake::ClientHandshake;
-
-/// Chunk stream for protocol control messages (fixed by the spec).
-const CSID_CONTROL: u32 = 2;
-/// Chunk stream for NetConnection commands (connect, createStream, ...).
-const CSID_COMMAND: u32 = 3;
-/// Chunk stream for audio (as ffmpeg).
-const CSID_AUDIO: u32 = 4;
-/// Chunk stream for NetStream commands (publish) and data messages (metadata).
-const CSID_STREAM: u32 = 5;
-/// Chunk stream for video (as ffmpeg).
-const CSID_VIDEO: u32 = 6;
-
-/// User Control event: Ping Request.
-const UC_PING_REQUEST: u16 = 6;
-/// User Control event: Ping Response.
-const UC_PING_RESPONSE: u16 = 7;
 
 /// Transaction id of `connect`.
 const TXN_CONNECT: f64 = 1.0;
@@ -158,7 +143,7 @@ pub struct ClientSession {
     phase: Phase,
     handshake: ClientHandshake,
     deadline: Instant,
-    reader: ChunkReader,
+    control: Control,
     encoder: ChunkEncoder,
     /// Scratch for handshake bytes and small control payloads.
     scratch: BytesMut,
@@ -167,16 +152,7 @@ pub struct ClientSession {
     failed: bool,
     closed_reported: bool,
     stream_id: Option<u32>,
-    bytes_received: u64,
     bytes_sent: u64,
-    last_ack: u64,
-    ack_window: Option<u32>,
-    window_sent: Option<u32>,
-}
-
-fn be_u32(payload: &[u8]) -> Option<u32> {
-    let b = payload.get(..4)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 fn string_prop(v: &Amf0Value, key: &str) -> String {
@@ -199,7 +175,7 @@ impl ClientSession {
             phase: Phase::Handshake,
             handshake,
             deadline,
-            reader: ChunkReader::new(),
+            control: Control::client(),
             encoder: ChunkEncoder::new(),
             scratch: BytesMut::new(),
             out,
@@ -207,11 +183,7 @@ impl ClientSession {
             failed: false,
             closed_reported: false,
             stream_id: None,
-            bytes_received: 0,
             bytes_sent: 0,
-            last_ack: 0,
-            ack_window: None,
-            window_sent: None,
         }
     }
 
@@ -224,11 +196,12 @@ impl ClientSession {
         }
         let before = data.len();
         let res = self.process(data);
-        let consumed = before.saturating_sub(data.len());
-        self.bytes_received = self.bytes_received.saturating_add(consumed as u64);
+        self.control.add_received(before.saturating_sub(data.len()));
         match res {
             Ok(()) => {
-                self.maybe_ack();
+                if let Some(ack) = self.control.poll_ack() {
+                    self.send_control(ack);
+                }
                 Ok(())
             }
             Err(e) => Err(self.fail(e)),
@@ -290,7 +263,7 @@ impl ClientSession {
         let stream_id = self.publishing_stream()?;
         self.encoder.encode(
             &mut self.out,
-            CSID_VIDEO,
+            csid::VIDEO,
             timestamp_ms,
             message_type::VIDEO,
             stream_id,
@@ -304,7 +277,7 @@ impl ClientSession {
         let stream_id = self.publishing_stream()?;
         self.encoder.encode(
             &mut self.out,
-            CSID_AUDIO,
+            csid::AUDIO,
             timestamp_ms,
             message_type::AUDIO,
             stream_id,
@@ -323,7 +296,7 @@ impl ClientSession {
         ]);
         self.encoder.encode(
             &mut self.out,
-            CSID_STREAM,
+            csid::STREAM,
             0,
             message_type::DATA_AMF0,
             stream_id,
@@ -351,7 +324,7 @@ impl ClientSession {
         if let Some(id) = self.stream_id {
             let key = Amf0Value::String(self.config.stream_key.clone());
             self.send_command(
-                CSID_COMMAND,
+                csid::COMMAND,
                 0,
                 &[
                     Amf0Value::String("FCUnpublish".into()),
@@ -361,7 +334,7 @@ impl ClientSession {
                 ],
             );
             self.send_command(
-                CSID_COMMAND,
+                csid::COMMAND,
                 0,
                 &[
                     Amf0Value::String("deleteStream".into()),
@@ -382,7 +355,7 @@ impl ClientSession {
 
     /// Bytes consumed from the server so far (handshake included).
     pub fn bytes_received(&self) -> u64 {
-        self.bytes_received
+        self.control.bytes_received()
     }
 
     fn publishing_stream(&self) -> Result<u32, RtmpError> {
@@ -406,17 +379,6 @@ impl ClientSession {
         }
     }
 
-    fn maybe_ack(&mut self) {
-        let Some(window) = self.ack_window else {
-            return;
-        };
-        if self.bytes_received.saturating_sub(self.last_ack) >= u64::from(window) {
-            self.last_ack = self.bytes_received;
-            let seq = (self.bytes_received & 0xFFFF_FFFF) as u32;
-            self.send_control(message_type::ACKNOWLEDGEMENT, &seq.to_be_bytes());
-        }
-    }
-
     fn process(&mut self, data: &mut BytesMut) -> Result<(), RtmpError> {
         if self.phase == Phase::Handshake {
             if !self.handshake.handle(data, &mut self.scratch)? {
@@ -426,8 +388,12 @@ impl ClientSession {
             self.flush_scratch();
             self.after_handshake();
         }
-        while let Some(msg) = self.reader.read(data)? {
-            self.handle_message(msg)?;
+        while let Some(msg) = self.control.read(data)? {
+            match self.control.handle_message(msg)? {
+                Dispatch::Handled => {}
+                Dispatch::Reply(reply) => self.send_control(reply),
+                Dispatch::Message(msg) => self.handle_message(&msg)?,
+            }
         }
         Ok(())
     }
@@ -440,7 +406,7 @@ impl ClientSession {
 
     fn after_handshake(&mut self) {
         let chunk = self.config.chunk_size.clamp(1, MAX_CHUNK_SIZE);
-        self.send_control(message_type::SET_CHUNK_SIZE, &chunk.to_be_bytes());
+        self.send_control(ControlMessage::SetChunkSize(chunk));
         self.encoder.set_chunk_size(chunk);
         let mut props = vec![
             ("app".into(), Amf0Value::String(self.config.app.clone())),
@@ -456,7 +422,7 @@ impl ClientSession {
             props.push(("fourCcList".into(), Amf0Value::StrictArray(items)));
         }
         self.send_command(
-            CSID_COMMAND,
+            csid::COMMAND,
             0,
             &[
                 Amf0Value::String("connect".into()),
@@ -467,13 +433,16 @@ impl ClientSession {
         self.phase = Phase::Connecting;
     }
 
-    fn send_control(&mut self, type_id: u8, payload: &[u8]) {
-        self.scratch.put_slice(payload);
+    fn send_control(&mut self, m: ControlMessage) {
+        self.scratch.put_slice(m.payload().as_slice());
         let payload = self.scratch.split().freeze();
-        // Control payloads are a few bytes: far below the message limit.
-        let _ = self
+        let sent = self
             .encoder
-            .encode(&mut self.out, CSID_CONTROL, 0, type_id, 0, payload);
+            .encode(&mut self.out, csid::CONTROL, 0, m.type_id(), 0, payload);
+        debug_assert!(
+            sent.is_ok(),
+            "a control payload is at most 6 bytes: {sent:?}"
+        );
     }
 
     fn send_command(&mut self, csid: u32, stream_id: u32, values: &[Amf0Value]) {
@@ -490,56 +459,14 @@ impl ClientSession {
         );
     }
 
-    fn handle_message(&mut self, msg: ChunkMessage) -> Result<(), RtmpError> {
+    fn handle_message(&mut self, msg: &ChunkMessage) -> Result<(), RtmpError> {
         match msg.type_id {
-            message_type::SET_CHUNK_SIZE => {
-                let size =
-                    be_u32(&msg.payload).ok_or(RtmpError::Protocol("short Set Chunk Size"))?;
-                self.reader.set_chunk_size(size)?;
-            }
-            message_type::ABORT => {
-                if let Some(csid) = be_u32(&msg.payload) {
-                    self.reader.abort(csid);
-                }
-            }
-            message_type::WINDOW_ACK_SIZE => {
-                if let Some(w) = be_u32(&msg.payload).filter(|w| *w > 0) {
-                    self.ack_window = Some(w);
-                }
-            }
-            message_type::SET_PEER_BANDWIDTH => {
-                if let Some(w) = be_u32(&msg.payload).filter(|w| *w > 0) {
-                    if self.window_sent != Some(w) {
-                        self.window_sent = Some(w);
-                        self.send_control(message_type::WINDOW_ACK_SIZE, &w.to_be_bytes());
-                    }
-                }
-            }
-            message_type::USER_CONTROL => {
-                let p = &msg.payload;
-                if let (Some(hi), Some(lo)) = (p.first(), p.get(1)) {
-                    if u16::from_be_bytes([*hi, *lo]) == UC_PING_REQUEST {
-                        let mut resp = [0u8; 6];
-                        resp[..2].copy_from_slice(&UC_PING_RESPONSE.to_be_bytes());
-                        let ts = be_u32(p.get(2..).unwrap_or_default()).unwrap_or(0);
-                        resp[2..].copy_from_slice(&ts.to_be_bytes());
-                        self.send_control(message_type::USER_CONTROL, &resp);
-                    }
-                }
-            }
             message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
-                let body = if msg.type_id == message_type::COMMAND_AMF3
-                    && msg.payload.first() == Some(&0)
-                {
-                    msg.payload.get(1..).unwrap_or_default()
-                } else {
-                    &msg.payload[..]
-                };
-                let values = amf0::decode_all(body)?;
+                let values = amf0::decode_all(msg.amf0_body())?;
                 self.command(values);
             }
-            // Acknowledgements, audio/video/data (a publisher receives none that matter),
-            // shared objects and unknown types.
+            // Audio/video/data (a publisher receives none that matter), shared objects and
+            // unknown types.
             _ => {}
         }
         Ok(())
@@ -562,7 +489,7 @@ impl ClientSession {
                     ("FCPublish", TXN_FC_PUBLISH),
                 ] {
                     self.send_command(
-                        CSID_COMMAND,
+                        csid::COMMAND,
                         0,
                         &[
                             Amf0Value::String(cmd.into()),
@@ -573,7 +500,7 @@ impl ClientSession {
                     );
                 }
                 self.send_command(
-                    CSID_COMMAND,
+                    csid::COMMAND,
                     0,
                     &[
                         Amf0Value::String("createStream".into()),
@@ -594,7 +521,7 @@ impl ClientSession {
                 };
                 self.stream_id = Some(id);
                 self.send_command(
-                    CSID_STREAM,
+                    csid::STREAM,
                     id,
                     &[
                         Amf0Value::String("publish".into()),

@@ -2,9 +2,9 @@
 
 /// Everything that can go wrong in an RTMP session, server or client.
 ///
-/// Every variant except [`RtmpError::Closed`] and [`RtmpError::NotPublishing`] is caused by
-/// the peer (see [`RtmpError::is_peer_error`]); the driver should close the connection on
-/// any peer error.
+/// Every variant except [`RtmpError::Closed`], [`RtmpError::NotPublishing`] and
+/// [`RtmpError::Internal`] is caused by the peer (see [`RtmpError::is_peer_error`]); the
+/// driver should close the connection on any peer error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RtmpError {
     /// C0 named an RTMP version other than 3.
@@ -57,17 +57,32 @@ pub enum RtmpError {
     /// The session already failed; it accepts no more input.
     #[error("session is closed")]
     Closed,
+    /// A bug: an invariant of this crate did not hold. Debug builds (tests, fuzzing) panic
+    /// instead; release builds close the connection with this error.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl RtmpError {
     /// Whether the peer caused this error (bad bytes, slowness), as opposed to the driver
     /// misusing the session.
     pub fn is_peer_error(&self) -> bool {
-        !matches!(self, RtmpError::Closed | RtmpError::NotPublishing)
+        !matches!(
+            self,
+            RtmpError::Closed | RtmpError::NotPublishing | RtmpError::Internal(_)
+        )
+    }
+
+    /// A broken invariant: panics in debug builds, so that tests and fuzzing find it;
+    /// [`RtmpError::Internal`] in release builds, which ends the connection, not the process.
+    pub(crate) fn internal(what: &'static str) -> RtmpError {
+        debug_assert!(false, "tidegate-rtmp invariant broken: {what}");
+        RtmpError::Internal(what)
     }
 
     /// A short, bounded label for metrics: `handshake`, `timeout`, `chunk`,
-    /// `prepublish_buffer`, `transmit_backlog`, `amf`, `protocol`, `usage` or `closed`.
+    /// `prepublish_buffer`, `transmit_backlog`, `amf`, `protocol`, `usage`, `closed` or
+    /// `internal`.
     pub fn kind(&self) -> &'static str {
         match self {
             RtmpError::UnsupportedVersion(_) => "handshake",
@@ -82,6 +97,7 @@ impl RtmpError {
             RtmpError::Protocol(_) => "protocol",
             RtmpError::NotPublishing => "usage",
             RtmpError::Closed => "closed",
+            RtmpError::Internal(_) => "internal",
         }
     }
 }

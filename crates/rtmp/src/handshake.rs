@@ -63,9 +63,10 @@ impl DigestScheme {
 }
 
 fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; DIGEST_LEN] {
-    // HMAC accepts keys of any length; the error branch is unreachable but handled.
     let mut out = [0u8; DIGEST_LEN];
-    if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) {
+    let mac = Hmac::<Sha256>::new_from_slice(key);
+    debug_assert!(mac.is_ok(), "HMAC accepts keys of any length");
+    if let Ok(mut mac) = mac {
         for p in parts {
             mac.update(p);
         }
@@ -138,9 +139,9 @@ impl XorShift {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
-            let bytes = self.0.to_le_bytes();
-            let n = chunk.len();
-            chunk.copy_from_slice(&bytes[..n]);
+            for (b, r) in chunk.iter_mut().zip(self.0.to_le_bytes()) {
+                *b = r;
+            }
         }
     }
 }
@@ -223,16 +224,18 @@ impl ServerHandshake {
             }
             Some((scheme, client_digest)) => {
                 s1[4..8].copy_from_slice(&SERVER_VERSION);
-                // Cannot fail: the packet is HANDSHAKE_SIZE long.
-                let _ = imprint(&mut s1, scheme, &FMS_KEY[..FMS_KEY_PARTIAL]);
+                let imprinted = imprint(&mut s1, scheme, &FMS_KEY[..FMS_KEY_PARTIAL]);
+                debug_assert!(
+                    imprinted.is_some(),
+                    "S1 is long enough for any digest offset"
+                );
                 out.put_slice(&s1);
-                let mut s2 = [0u8; HANDSHAKE_SIZE];
-                rng.fill(&mut s2);
+                // S2: random bytes, then their HMAC under a key derived from C1's digest.
+                let mut body = [0u8; HANDSHAKE_SIZE - DIGEST_LEN];
+                rng.fill(&mut body);
                 let key = hmac(&FMS_KEY, &[&client_digest]);
-                let split = HANDSHAKE_SIZE - DIGEST_LEN;
-                let sig = hmac(&key, &[&s2[..split]]);
-                s2[split..].copy_from_slice(&sig);
-                out.put_slice(&s2);
+                out.put_slice(&body);
+                out.put_slice(&hmac(&key, &[&body]));
             }
         }
     }

@@ -34,13 +34,15 @@
 //! ```
 //!
 //! Layers, bottom up: [`handshake`] (plain and digest), [`chunk`] (reader, writer and the
-//! zero-copy encoder), [`amf0`], [`session`] (server: commands, protocol control, events)
-//! and [`client`] (publisher).
+//! zero-copy encoder), [`amf0`], protocol control (chunk size, acknowledgements, pings: one
+//! state machine both ends embed), [`session`] (server: commands, events) and [`client`]
+//! (publisher).
 #![deny(missing_docs)]
 
 pub mod amf0;
 pub mod chunk;
 pub mod client;
+mod control;
 mod error;
 pub mod handshake;
 pub mod session;

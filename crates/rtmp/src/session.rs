@@ -3,12 +3,11 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use crate::amf0::{self, Amf0Value};
-use crate::chunk::{
-    message_type, ChunkMessage, ChunkReader, ChunkWriter, ReaderLimits, MAX_CHUNK_SIZE,
-};
+use crate::chunk::{csid, message_type, ChunkMessage, ChunkWriter, ReaderLimits, MAX_CHUNK_SIZE};
+use crate::control::{Control, ControlMessage, Dispatch};
 use crate::error::RtmpError;
 use crate::handshake::ServerHandshake;
 
@@ -30,19 +29,11 @@ pub const LIMITS_BEFORE_PUBLISH: ReaderLimits = ReaderLimits {
 /// replies and never reads them cannot make the session buffer more.
 pub const MAX_PENDING_TRANSMIT_BYTES: usize = 256 * 1024;
 
-/// Chunk stream the server sends protocol control messages on.
-const CSID_CONTROL: u32 = 2;
-/// Chunk stream the server sends NetConnection command replies on.
-const CSID_COMMAND: u32 = 3;
-/// Chunk stream the server sends NetStream status messages on.
-const CSID_STREAM: u32 = 5;
-
-/// User Control event: Stream Begin.
-const UC_STREAM_BEGIN: u16 = 0;
-/// User Control event: Ping Request.
-const UC_PING_REQUEST: u16 = 6;
-/// User Control event: Ping Response.
-const UC_PING_RESPONSE: u16 = 7;
+/// An FLV tag header inside an aggregate message: type, size (24 bits), timestamp (24 bits
+/// and an extension byte), stream id (24 bits).
+const FLV_TAG_HEADER_LEN: usize = 11;
+/// The previous-tag-size field after each tag of an aggregate message.
+const FLV_PREVIOUS_TAG_SIZE_LEN: usize = 4;
 
 /// What the server sends as `fmsVer` in the connect reply.
 const FMS_VERSION: &str = "FMS/3,0,1,123";
@@ -190,31 +181,28 @@ pub struct ServerSession {
     config: SessionConfig,
     handshake: ServerHandshake,
     handshake_deadline: Instant,
-    reader: ChunkReader,
+    control: Control,
     writer: ChunkWriter,
     out: BytesMut,
     events: VecDeque<Event>,
     closed: bool,
-    bytes_received: u64,
-    last_ack: u64,
-    peer_window: Option<u32>,
     app: Option<String>,
     streams: Vec<Stream>,
     next_stream_id: u32,
     dropped_media: u64,
 }
 
-fn status_object(level: &str, code: &str, description: &str) -> Amf0Value {
-    Amf0Value::Object(vec![
+/// The properties of a status object (`onStatus`, `_error`, the connect reply's info).
+fn status_properties(level: &str, code: &str, description: &str) -> Vec<(String, Amf0Value)> {
+    vec![
         ("level".into(), Amf0Value::String(level.into())),
         ("code".into(), Amf0Value::String(code.into())),
         ("description".into(), Amf0Value::String(description.into())),
-    ])
+    ]
 }
 
-fn be_u32(payload: &[u8]) -> Option<u32> {
-    let b = payload.get(..4)?;
-    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+fn status_object(level: &str, code: &str, description: &str) -> Amf0Value {
+    Amf0Value::Object(status_properties(level, code, description))
 }
 
 impl ServerSession {
@@ -224,14 +212,11 @@ impl ServerSession {
         ServerSession {
             handshake: ServerHandshake::new(config.seed),
             handshake_deadline,
-            reader: ChunkReader::new(),
+            control: Control::server(config.window_ack_size),
             writer: ChunkWriter::new(),
             out: BytesMut::new(),
             events: VecDeque::new(),
             closed: false,
-            bytes_received: 0,
-            last_ack: 0,
-            peer_window: None,
             app: None,
             streams: Vec::new(),
             next_stream_id: 1,
@@ -249,8 +234,7 @@ impl ServerSession {
         }
         let before = data.len();
         let res = self.process(data);
-        let consumed = before.saturating_sub(data.len());
-        self.bytes_received = self.bytes_received.saturating_add(consumed as u64);
+        self.control.add_received(before.saturating_sub(data.len()));
         if res.is_err() {
             self.closed = true;
         } else {
@@ -306,10 +290,7 @@ impl ServerSession {
             return;
         }
         s.state = PublishState::Publishing;
-        let mut uc = BytesMut::with_capacity(6);
-        uc.put_u16(UC_STREAM_BEGIN);
-        uc.put_u32(stream_id);
-        self.send_control(message_type::USER_CONTROL, &uc);
+        self.send_control(ControlMessage::StreamBegin(stream_id));
         self.send_on_status(
             stream_id,
             "status",
@@ -353,12 +334,12 @@ impl ServerSession {
     /// Bytes held in partially received messages (counted as their headers announced
     /// them), not counting the driver's own input buffer.
     pub fn pending_bytes(&self) -> usize {
-        self.reader.pending_bytes()
+        self.control.pending_bytes()
     }
 
     /// Bytes consumed from the peer so far (handshake included).
     pub fn bytes_received(&self) -> u64 {
-        self.bytes_received
+        self.control.bytes_received()
     }
 
     /// Audio, video and metadata messages dropped because their stream was not publishing.
@@ -389,11 +370,8 @@ impl ServerSession {
         if !self.handshake.is_done() {
             return;
         }
-        let window = u64::from(self.peer_window.unwrap_or(self.config.window_ack_size));
-        if window > 0 && self.bytes_received.saturating_sub(self.last_ack) >= window {
-            self.last_ack = self.bytes_received;
-            let seq = (self.bytes_received & 0xFFFF_FFFF) as u32;
-            self.send_control(message_type::ACKNOWLEDGEMENT, &seq.to_be_bytes());
+        if let Some(ack) = self.control.poll_ack() {
+            self.send_control(ack);
         }
     }
 
@@ -429,12 +407,12 @@ impl ServerSession {
             // The limits follow the publish state: an accepted publish raises them for the
             // messages behind it, a refusal or an unpublish lowers them again.
             let publishing = self.has_publish();
-            self.reader.set_limits(if publishing {
+            self.control.set_limits(if publishing {
                 self.config.limits_publishing
             } else {
                 self.config.limits_before_publish
             });
-            let msg = match self.reader.read(data) {
+            let msg = match self.control.read(data) {
                 Ok(Some(msg)) => msg,
                 Ok(None) => return Ok(()),
                 Err(RtmpError::MessageTooLarge { max, .. }) if !publishing => {
@@ -445,16 +423,27 @@ impl ServerSession {
                 }
                 Err(e) => return Err(e),
             };
-            self.handle_message(msg)?;
+            match self.control.handle_message(msg)? {
+                Dispatch::Handled => {}
+                Dispatch::Reply(reply) => self.send_control(reply),
+                Dispatch::Message(msg) => self.handle_message(msg)?,
+            }
             if self.out.len() > self.config.max_pending_transmit {
                 return Err(RtmpError::TransmitBacklog(self.config.max_pending_transmit));
             }
         }
     }
 
-    fn send_control(&mut self, type_id: u8, payload: &[u8]) {
-        self.writer
-            .write(&mut self.out, CSID_CONTROL, 0, type_id, 0, payload);
+    fn send_control(&mut self, m: ControlMessage) {
+        let payload = m.payload();
+        self.writer.write(
+            &mut self.out,
+            csid::CONTROL,
+            0,
+            m.type_id(),
+            0,
+            payload.as_slice(),
+        );
     }
 
     fn send_command(&mut self, csid: u32, stream_id: u32, values: &[Amf0Value]) {
@@ -471,7 +460,7 @@ impl ServerSession {
 
     fn send_on_status(&mut self, stream_id: u32, level: &str, code: &str, description: &str) {
         self.send_command(
-            CSID_STREAM,
+            csid::STREAM,
             stream_id,
             &[
                 Amf0Value::String("onStatus".into()),
@@ -485,12 +474,12 @@ impl ServerSession {
     fn send_result(&mut self, txn: f64, values: Vec<Amf0Value>) {
         let mut v = vec![Amf0Value::String("_result".into()), Amf0Value::Number(txn)];
         v.extend(values);
-        self.send_command(CSID_COMMAND, 0, &v);
+        self.send_command(csid::COMMAND, 0, &v);
     }
 
     fn send_error(&mut self, txn: f64, description: &str) {
         self.send_command(
-            CSID_COMMAND,
+            csid::COMMAND,
             0,
             &[
                 Amf0Value::String("_error".into()),
@@ -503,46 +492,18 @@ impl ServerSession {
 
     fn handle_message(&mut self, msg: ChunkMessage) -> Result<(), RtmpError> {
         match msg.type_id {
-            message_type::SET_CHUNK_SIZE => {
-                let size =
-                    be_u32(&msg.payload).ok_or(RtmpError::Protocol("short Set Chunk Size"))?;
-                self.reader.set_chunk_size(size)?;
-            }
-            message_type::ABORT => {
-                if let Some(csid) = be_u32(&msg.payload) {
-                    self.reader.abort(csid);
-                }
-            }
-            message_type::WINDOW_ACK_SIZE => {
-                if let Some(w) = be_u32(&msg.payload).filter(|w| *w > 0) {
-                    self.peer_window = Some(w);
-                }
-            }
-            message_type::USER_CONTROL => {
-                let p = &msg.payload;
-                if let (Some(hi), Some(lo)) = (p.first(), p.get(1)) {
-                    if u16::from_be_bytes([*hi, *lo]) == UC_PING_REQUEST {
-                        let mut resp = BytesMut::with_capacity(6);
-                        resp.put_u16(UC_PING_RESPONSE);
-                        resp.put_u32(be_u32(p.get(2..).unwrap_or_default()).unwrap_or(0));
-                        self.send_control(message_type::USER_CONTROL, &resp);
-                    }
-                }
-            }
             message_type::AUDIO | message_type::VIDEO => {
                 self.media(msg.type_id, msg.stream_id, msg.timestamp, msg.payload);
             }
             message_type::DATA_AMF0 | message_type::DATA_AMF3 => {
-                let body = strip_amf3_marker(msg.type_id, &msg.payload);
-                self.data_message(msg.stream_id, body);
+                self.data_message(msg.stream_id, msg.amf0_body());
             }
             message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
-                let values = amf0::decode_all(strip_amf3_marker(msg.type_id, &msg.payload))?;
+                let values = amf0::decode_all(msg.amf0_body())?;
                 self.command(msg.stream_id, values)?;
             }
             message_type::AGGREGATE => self.aggregate(&msg),
-            // Acknowledgement, Set Peer Bandwidth, shared objects and unknown types: nothing
-            // to do for a publish-only server.
+            // Shared objects and unknown types: nothing to do for a publish-only server.
             _ => {}
         }
         Ok(())
@@ -597,14 +558,16 @@ impl ServerSession {
         let p = &msg.payload;
         let mut pos = 0usize;
         let mut first_ts: Option<u32> = None;
-        while let Some(h) = p.get(pos..pos + 11) {
-            let tag_type = h[0] & 0x1f;
-            let size = usize::from(h[1]) << 16 | usize::from(h[2]) << 8 | usize::from(h[3]);
-            let ts = u32::from(h[7]) << 24
-                | u32::from(h[4]) << 16
-                | u32::from(h[5]) << 8
-                | u32::from(h[6]);
-            let start = pos + 11;
+        while let Some(h) = p
+            .get(pos..)
+            .and_then(<[u8]>::first_chunk::<FLV_TAG_HEADER_LEN>)
+        {
+            let [flags, s0, s1, s2, t1, t2, t3, t0, ..] = *h;
+            let tag_type = flags & 0x1f;
+            let size = usize::from(s0) << 16 | usize::from(s1) << 8 | usize::from(s2);
+            let ts = u32::from_be_bytes([t0, t1, t2, t3]);
+            let start = pos.saturating_add(FLV_TAG_HEADER_LEN);
+            // A tag cut short ends the aggregate (what came before it was delivered).
             let Some(end) = start.checked_add(size).filter(|e| *e <= p.len()) else {
                 return;
             };
@@ -620,7 +583,7 @@ impl ServerSession {
                 }
                 _ => {}
             }
-            pos = end.saturating_add(4);
+            pos = end.saturating_add(FLV_PREVIOUS_TAG_SIZE_LEN);
         }
     }
 
@@ -640,7 +603,7 @@ impl ServerSession {
             "FCPublish" => {
                 let name = arg_str(0).unwrap_or_default();
                 self.send_command(
-                    CSID_COMMAND,
+                    csid::COMMAND,
                     0,
                     &[
                         Amf0Value::String("onFCPublish".into()),
@@ -727,13 +690,10 @@ impl ServerSession {
             .and_then(Amf0Value::as_number)
             .unwrap_or(0.0);
         let window = self.config.window_ack_size;
-        self.send_control(message_type::WINDOW_ACK_SIZE, &window.to_be_bytes());
-        let mut bw = BytesMut::with_capacity(5);
-        bw.put_u32(window);
-        bw.put_u8(2); // dynamic
-        self.send_control(message_type::SET_PEER_BANDWIDTH, &bw);
+        self.send_control(ControlMessage::WindowAckSize(window));
+        self.send_control(ControlMessage::SetPeerBandwidth(window));
         let chunk = self.config.chunk_size_out.clamp(1, MAX_CHUNK_SIZE);
-        self.send_control(message_type::SET_CHUNK_SIZE, &chunk.to_be_bytes());
+        self.send_control(ControlMessage::SetChunkSize(chunk));
         self.writer.set_chunk_size(chunk);
         let mut props = vec![
             ("fmsVer".into(), Amf0Value::String(FMS_VERSION.into())),
@@ -743,13 +703,11 @@ impl ServerSession {
         if let Some(list) = object.get("fourCcList") {
             props.push(("fourCcList".into(), list.clone()));
         }
-        let Amf0Value::Object(mut info) = status_object(
+        let mut info = status_properties(
             "status",
             "NetConnection.Connect.Success",
             "Connection succeeded.",
-        ) else {
-            return Err(RtmpError::Protocol("unreachable"));
-        };
+        );
         info.push(("objectEncoding".into(), Amf0Value::Number(encoding)));
         self.send_result(txn, vec![Amf0Value::Object(props), Amf0Value::Object(info)]);
         self.app = Some(app.clone());
@@ -817,18 +775,5 @@ impl ServerSession {
                 self.events.push_back(Event::Unpublish { stream_id });
             }
         }
-    }
-}
-
-/// AMF3 command/data messages from RTMP publishers are AMF0 behind one format byte.
-fn strip_amf3_marker(type_id: u8, payload: &[u8]) -> &[u8] {
-    if matches!(
-        type_id,
-        message_type::COMMAND_AMF3 | message_type::DATA_AMF3
-    ) && payload.first() == Some(&0)
-    {
-        payload.get(1..).unwrap_or_default()
-    } else {
-        payload
     }
 }

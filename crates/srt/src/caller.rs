@@ -75,6 +75,15 @@ enum State {
     Done,
 }
 
+/// An encrypting caller's key material: the KM message it sends, the key that message
+/// carries and the passphrase that wraps it.
+#[derive(Debug)]
+struct CallerKeys {
+    km: KmMessage,
+    sek: Sek,
+    passphrase: Secret,
+}
+
 /// The calling side of an SRT connection, until it is established.
 ///
 /// # Driver call order
@@ -94,7 +103,7 @@ pub struct Caller {
     state: State,
     socket_id: u32,
     isn: SeqNo,
-    km: Option<(KmMessage, Sek)>,
+    keys: Option<CallerKeys>,
     rng: KeyedRng,
     outcome: Option<Result<Connection, Error>>,
 }
@@ -108,17 +117,18 @@ impl Caller {
             socket_id = rng.next_u32() & 0x3FFF_FFFF;
         }
         let isn = SeqNo::new(rng.next_u32());
-        let km = match &config.passphrase {
+        let keys = match &config.passphrase {
             None => None,
             Some(p) => {
                 check_passphrase(p)?;
-                let mut key = [0u8; 32];
-                rng.fill(&mut key);
-                let sek = Sek::from_slice(key.get(..config.key_length.bytes()).unwrap_or(&[]))
-                    .ok_or(Error::Config("key length"))?;
+                let sek = rng.sek(config.key_length);
                 let mut salt = [0u8; 16];
                 rng.fill(&mut salt);
-                Some((KmMessage::seal(p, salt, Some(&sek), None)?, sek))
+                Some(CallerKeys {
+                    km: KmMessage::seal(p, salt, Some(&sek), None)?,
+                    sek,
+                    passphrase: Secret(p.clone()),
+                })
             }
         };
         if let Some(s) = &config.stream_id {
@@ -135,7 +145,7 @@ impl Caller {
             state: State::Induction,
             socket_id,
             isn,
-            km,
+            keys,
             rng,
             outcome: None,
         })
@@ -172,7 +182,7 @@ impl Caller {
             send_latency_ms: lat,
         })];
         let mut encryption = 0;
-        if let Some((km, _)) = &self.km {
+        if let Some(CallerKeys { km, .. }) = &self.keys {
             ext_field |= ext_flags::KMREQ;
             encryption = km.key_len.hs_field();
             extensions.push(HsExtension::KmReq(Bytes::from(km.to_bytes())));
@@ -234,15 +244,16 @@ impl Caller {
             self.finish(Err(Error::Rejected(RejectReason::ROGUE)));
             return;
         };
-        let crypto = match (&self.km, hs.kmrsp()) {
+        let crypto = match (&self.keys, hs.kmrsp()) {
             (None, _) => None,
             (Some(_), None) => {
                 self.finish(Err(Error::Rejected(RejectReason::UNSECURE)));
                 return;
             }
-            (Some((km, sek)), Some(answer)) => {
-                if answer.len() == 4 {
-                    let state = u32::from_be_bytes([answer[0], answer[1], answer[2], answer[3]]);
+            (Some(keys), Some(answer)) => {
+                // A KMRSP of one word is not key material but a KM state: refused.
+                if let Ok(state) = <[u8; 4]>::try_from(answer.as_ref()) {
+                    let state = u32::from_be_bytes(state);
                     let reason = if state == KmState::BadSecret as u32 {
                         RejectReason::BADSECRET
                     } else {
@@ -251,14 +262,11 @@ impl Caller {
                     self.finish(Err(Error::Rejected(reason)));
                     return;
                 }
-                let Some(pass) = self.config.passphrase.clone() else {
-                    return;
-                };
                 Some(CryptoParams {
-                    passphrase: Secret(pass),
+                    passphrase: keys.passphrase.clone(),
                     keys: KeySet {
-                        salt: km.salt,
-                        even: Some(sek.clone()),
+                        salt: keys.km.salt,
+                        even: Some(keys.sek.clone()),
                         odd: None,
                     },
                 })

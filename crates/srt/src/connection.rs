@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::crypto::{ctr_apply, KeySet, KeyedRng, KmMessage, KmState, Sek};
+use crate::crypto::{ctr_apply, KeyLength, KeySet, KeyedRng, KmMessage, KmState, Sek};
 use crate::error::Error;
 use crate::packet::{
     Ack, AckInfo, ControlBody, ControlPacket, DataPacket, KeyFlag, LossRange, Packet,
@@ -669,10 +669,12 @@ impl Connection {
     }
 
     fn on_ackack(&mut self, now: Instant, n: u32) {
-        let Some(pos) = self.ack_history.iter().position(|(no, _, _)| *no == n) else {
-            return;
-        };
-        let Some((_, seq, sent)) = self.ack_history.get(pos).copied() else {
+        let Some((pos, &(_, seq, sent))) = self
+            .ack_history
+            .iter()
+            .enumerate()
+            .find(|(_, (no, _, _))| *no == n)
+        else {
             return;
         };
         self.ack_history.drain(..=pos);
@@ -808,22 +810,22 @@ impl Connection {
         };
         // Key rotation: announce the next key, switch, then retire the old one.
         if sc.count == KM_REFRESH_PACKETS - KM_PREANNOUNCE_PACKETS {
-            let mut k = [0u8; 32];
             let len = sc
                 .even
                 .as_ref()
                 .or(sc.odd.as_ref())
-                .map_or(16, |s| s.len().bytes());
-            self.rng.fill(&mut k);
-            let new = Sek::from_slice(k.get(..len).unwrap_or(&[]));
+                .map_or(KeyLength::Aes128, Sek::len);
+            let new = Some(self.rng.sek(len));
             if other == KeyFlag::Odd {
                 sc.odd = new;
             } else {
                 sc.even = new;
             }
-            if let Ok(m) =
-                KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref())
-            {
+            let sealed =
+                KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref());
+            // Our own keys of one length, a checked passphrase: sealing cannot fail.
+            debug_assert!(sealed.is_ok(), "sealing our keys failed: {sealed:?}");
+            if let Ok(m) = sealed {
                 sc.pending_km = Some((Bytes::from(m.to_bytes()), now));
                 self.ctrl
                     .push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
@@ -837,9 +839,11 @@ impl Connection {
             } else {
                 sc.even = None;
             }
-            if let Ok(m) =
-                KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref())
-            {
+            let sealed =
+                KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref());
+            // Our own keys of one length, a checked passphrase: sealing cannot fail.
+            debug_assert!(sealed.is_ok(), "sealing our keys failed: {sealed:?}");
+            if let Ok(m) = sealed {
                 sc.pending_km = Some((Bytes::from(m.to_bytes()), now));
                 self.ctrl
                     .push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
@@ -850,6 +854,9 @@ impl Connection {
         } else {
             sc.odd.as_ref()
         };
+        // The current key is never retired (the rotation above only drops the other one)
+        // and the connection starts with the key it announced.
+        debug_assert!(key.is_some(), "no {:?} key to encrypt with", sc.current);
         match key {
             Some(k) => {
                 let mut p = payload.to_vec();

@@ -93,32 +93,64 @@ impl KeyLength {
 
 /// A stream-encrypting key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Sek {
-    bytes: [u8; 32],
-    len: KeyLength,
+pub struct Sek(SekBytes);
+
+/// The key bytes, as long as the key is: no length to check when they are used.
+#[derive(Clone, PartialEq, Eq)]
+enum SekBytes {
+    Aes128([u8; 16]),
+    Aes192([u8; 24]),
+    Aes256([u8; 32]),
 }
 
 impl std::fmt::Debug for Sek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Sek({:?}, <redacted>)", self.len)
+        write!(f, "Sek({:?}, <redacted>)", self.len())
     }
+}
+
+/// The first `N` bytes of `bytes` (`N` is at most 32).
+fn prefix<const N: usize>(bytes: &[u8; 32]) -> [u8; N] {
+    let mut out = [0u8; N];
+    for (o, b) in out.iter_mut().zip(bytes) {
+        *o = *b;
+    }
+    out
 }
 
 impl Sek {
     /// Builds a key from raw bytes (16, 24 or 32 of them).
     pub fn from_slice(b: &[u8]) -> Option<Sek> {
-        let len = KeyLength::from_bytes(b.len())?;
-        let mut bytes = [0u8; 32];
-        bytes.get_mut(..b.len())?.copy_from_slice(b);
-        Some(Sek { bytes, len })
+        let bytes = match KeyLength::from_bytes(b.len())? {
+            KeyLength::Aes128 => SekBytes::Aes128(b.try_into().ok()?),
+            KeyLength::Aes192 => SekBytes::Aes192(b.try_into().ok()?),
+            KeyLength::Aes256 => SekBytes::Aes256(b.try_into().ok()?),
+        };
+        Some(Sek(bytes))
+    }
+    /// The first `len` bytes of `bytes` as a key.
+    fn from_prefix(bytes: &[u8; 32], len: KeyLength) -> Sek {
+        Sek(match len {
+            KeyLength::Aes128 => SekBytes::Aes128(prefix(bytes)),
+            KeyLength::Aes192 => SekBytes::Aes192(prefix(bytes)),
+            KeyLength::Aes256 => SekBytes::Aes256(prefix(bytes)),
+        })
     }
     /// The key bytes.
     pub fn as_slice(&self) -> &[u8] {
-        self.bytes.get(..self.len.bytes()).unwrap_or(&[])
+        match &self.0 {
+            SekBytes::Aes128(b) => b,
+            SekBytes::Aes192(b) => b,
+            SekBytes::Aes256(b) => b,
+        }
     }
     /// The key length.
     pub fn len(&self) -> KeyLength {
-        self.len
+        match self.0 {
+            SekBytes::Aes128(_) => KeyLength::Aes128,
+            SekBytes::Aes192(_) => KeyLength::Aes192,
+            SekBytes::Aes256(_) => KeyLength::Aes256,
+        }
     }
 }
 
@@ -138,56 +170,46 @@ pub struct KmMessage {
 impl KmMessage {
     /// Parses a KM message (as found in a KMREQ/KMRSP extension or control packet).
     pub fn parse(b: &[u8]) -> Result<KmMessage, Error> {
-        if b.len() < KM_HEADER_LEN {
-            return Err(Error::Truncated {
-                what: "KM message",
-                need: KM_HEADER_LEN,
-                have: b.len(),
-            });
-        }
-        let byte = |i: usize| b.get(i).copied().unwrap_or(0);
-        if byte(0) != KM_VERSION_PT {
+        let truncated = |need: usize| Error::Truncated {
+            what: "KM message",
+            need,
+            have: b.len(),
+        };
+        let (header, rest) = b
+            .split_first_chunk::<KM_HEADER_LEN>()
+            .ok_or(truncated(KM_HEADER_LEN))?;
+        let [version_pt, sign0, sign1, kk, _, _, _, _, cipher, _, _, _, _, _, slen, klen] = *header;
+        if version_pt != KM_VERSION_PT {
             return Err(Error::Malformed("KM message version/type"));
         }
-        if u16::from_be_bytes([byte(1), byte(2)]) != KM_SIGN {
+        if u16::from_be_bytes([sign0, sign1]) != KM_SIGN {
             return Err(Error::Malformed("KM message signature"));
         }
-        let keys = KeyFlag::from_bits(u32::from(byte(3)));
+        let keys = KeyFlag::from_bits(u32::from(kk));
         let nkeys = match keys {
             KeyFlag::None => return Err(Error::Malformed("KM message carries no key")),
             KeyFlag::Even | KeyFlag::Odd => 1,
             KeyFlag::Both => 2,
         };
-        if byte(8) != CIPHER_AES_CTR {
+        if cipher != CIPHER_AES_CTR {
             return Err(Error::Malformed("KM cipher is not AES-CTR"));
         }
-        if usize::from(byte(14)) * 4 != SALT_LEN {
+        if usize::from(slen) * 4 != SALT_LEN {
             return Err(Error::Malformed("KM salt length"));
         }
-        let key_len = KeyLength::from_bytes(usize::from(byte(15)) * 4)
+        let key_len = KeyLength::from_bytes(usize::from(klen) * 4)
             .ok_or(Error::Malformed("KM key length"))?;
-        let need = KM_HEADER_LEN + SALT_LEN + KW_ICV_LEN + nkeys * key_len.bytes();
-        if b.len() < need {
-            return Err(Error::Truncated {
-                what: "KM message",
-                need,
-                have: b.len(),
-            });
-        }
-        let mut salt = [0u8; SALT_LEN];
-        salt.copy_from_slice(
-            b.get(KM_HEADER_LEN..KM_HEADER_LEN + SALT_LEN)
-                .unwrap_or(&[0; 16]),
-        );
-        let wrapped = b
-            .get(KM_HEADER_LEN + SALT_LEN..need)
-            .unwrap_or_default()
-            .to_vec();
+        let wrapped_len = KW_ICV_LEN + nkeys * key_len.bytes();
+        let need = KM_HEADER_LEN + SALT_LEN + wrapped_len;
+        let (salt, rest) = rest
+            .split_first_chunk::<SALT_LEN>()
+            .ok_or(truncated(need))?;
+        let wrapped = rest.get(..wrapped_len).ok_or(truncated(need))?;
         Ok(KmMessage {
             keys,
-            salt,
+            salt: *salt,
             key_len,
-            wrapped,
+            wrapped: wrapped.to_vec(),
         })
     }
 
@@ -258,7 +280,7 @@ impl KmMessage {
 /// Derives the key-encrypting key: PBKDF2-HMAC-SHA1(passphrase, last 8 salt bytes, 2048).
 pub fn derive_kek(passphrase: &str, salt: &[u8; SALT_LEN], len: KeyLength) -> Vec<u8> {
     let mut kek = vec![0u8; len.bytes()];
-    let psalt = salt.get(SALT_LEN - PBKDF2_SALT_LEN..).unwrap_or(&[]);
+    let psalt = &salt[SALT_LEN - PBKDF2_SALT_LEN..];
     pbkdf2::pbkdf2_hmac::<Sha1>(passphrase.as_bytes(), psalt, PBKDF2_ITERATIONS, &mut kek);
     kek
 }
@@ -309,23 +331,16 @@ pub fn ctr_iv(salt: &[u8; SALT_LEN], packet_index: u32) -> [u8; 16] {
 /// Encrypts or decrypts (the same operation) `data` in place with AES-CTR.
 pub fn ctr_apply(key: &Sek, salt: &[u8; SALT_LEN], packet_index: u32, data: &mut [u8]) {
     let iv = ctr_iv(salt, packet_index);
-    let k = key.as_slice();
-    // new_from_slices only fails on a wrong key length, which `Sek` rules out.
-    match key.len() {
-        KeyLength::Aes128 => {
-            if let Ok(mut c) = ctr::Ctr128BE::<aes::Aes128>::new_from_slices(k, &iv) {
-                c.apply_keystream(data)
-            }
+    let iv = (&iv).into();
+    match &key.0 {
+        SekBytes::Aes128(k) => {
+            ctr::Ctr128BE::<aes::Aes128>::new(k.into(), iv).apply_keystream(data);
         }
-        KeyLength::Aes192 => {
-            if let Ok(mut c) = ctr::Ctr128BE::<aes::Aes192>::new_from_slices(k, &iv) {
-                c.apply_keystream(data)
-            }
+        SekBytes::Aes192(k) => {
+            ctr::Ctr128BE::<aes::Aes192>::new(k.into(), iv).apply_keystream(data);
         }
-        KeyLength::Aes256 => {
-            if let Ok(mut c) = ctr::Ctr128BE::<aes::Aes256>::new_from_slices(k, &iv) {
-                c.apply_keystream(data)
-            }
+        SekBytes::Aes256(k) => {
+            ctr::Ctr128BE::<aes::Aes256>::new(k.into(), iv).apply_keystream(data);
         }
     }
 }
@@ -358,7 +373,9 @@ impl KeyedRng {
     /// HMAC-SHA1(secret, parts...) — used for SYN cookies.
     pub fn mac(&self, parts: &[&[u8]]) -> [u8; 20] {
         let mut out = [0u8; 20];
-        if let Ok(mut m) = <Hmac<Sha1> as Mac>::new_from_slice(&self.key) {
+        let mac = <Hmac<Sha1> as Mac>::new_from_slice(&self.key);
+        debug_assert!(mac.is_ok(), "HMAC accepts keys of any length");
+        if let Ok(mut m) = mac {
             for p in parts {
                 m.update(p);
             }
@@ -372,9 +389,17 @@ impl KeyedRng {
         for chunk in out.chunks_mut(20) {
             self.counter = self.counter.wrapping_add(1);
             let block = self.mac(&[b"rng", &self.counter.to_be_bytes()]);
-            let n = chunk.len();
-            chunk.copy_from_slice(block.get(..n).unwrap_or(&[]));
+            for (o, b) in chunk.iter_mut().zip(block) {
+                *o = b;
+            }
         }
+    }
+
+    /// A fresh stream-encrypting key of `len` (drawing 32 bytes whatever the length).
+    pub fn sek(&mut self, len: KeyLength) -> Sek {
+        let mut bytes = [0u8; 32];
+        self.fill(&mut bytes);
+        Sek::from_prefix(&bytes, len)
     }
 
     /// A fresh u32.
@@ -444,6 +469,54 @@ mod tests {
         let mut bad = w.clone();
         bad[3] ^= 1;
         assert_eq!(key_unwrap(&kek, &bad), Err(bad_secret()));
+    }
+
+    #[test]
+    fn a_drawn_key_is_the_first_bytes_of_32_drawn_and_the_generator_moves_on_by_32() {
+        for len in [KeyLength::Aes128, KeyLength::Aes192, KeyLength::Aes256] {
+            let mut rng = KeyedRng::new([7; 32]);
+            let mut reference = rng.clone();
+            let key = rng.sek(len);
+            let mut raw = [0u8; 32];
+            reference.fill(&mut raw);
+            assert_eq!(key.len(), len);
+            assert_eq!(key.as_slice(), &raw[..len.bytes()]);
+            assert_eq!(rng.next_u32(), reference.next_u32());
+        }
+    }
+
+    #[test]
+    fn keys_are_made_of_16_24_or_32_bytes_only() {
+        for n in 0..=40 {
+            let bytes: Vec<u8> = (0..n).map(|i| i as u8).collect();
+            let key = Sek::from_slice(&bytes);
+            match KeyLength::from_bytes(n) {
+                Some(len) => {
+                    let key = key.unwrap();
+                    assert_eq!((key.len(), key.as_slice()), (len, &bytes[..]));
+                }
+                None => assert!(key.is_none(), "{n} bytes"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_km_message_cut_anywhere_is_truncated_and_trailing_bytes_are_ignored() {
+        let sek = Sek::from_slice(&[5u8; 24]).unwrap();
+        let wire = KmMessage::seal("passphrase-1", [3; 16], Some(&sek), None)
+            .unwrap()
+            .to_bytes();
+        for cut in 0..wire.len() {
+            assert!(
+                matches!(KmMessage::parse(&wire[..cut]), Err(Error::Truncated { .. })),
+                "cut at {cut}"
+            );
+        }
+        let mut padded = wire.clone();
+        padded.extend_from_slice(&[0xAA; 8]);
+        let m = KmMessage::parse(&padded).unwrap();
+        assert_eq!(m.to_bytes(), wire);
+        assert_eq!(m.open("passphrase-1").unwrap(), (Some(sek), None));
     }
 
     #[test]

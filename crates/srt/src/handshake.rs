@@ -285,20 +285,18 @@ pub struct Handshake {
 impl Handshake {
     /// Parses a handshake CIF (the bytes after the 16-byte header).
     pub fn parse(cif: &[u8]) -> Result<Handshake, Error> {
-        if cif.len() < HANDSHAKE_CIF_LEN {
-            return Err(Error::Truncated {
-                what: "handshake",
-                need: HANDSHAKE_CIF_LEN,
-                have: cif.len(),
-            });
-        }
-        let w = |i: usize| read_u32(cif, i * 4, "handshake");
+        let (fixed, mut rest) =
+            cif.split_first_chunk::<HANDSHAKE_CIF_LEN>()
+                .ok_or(Error::Truncated {
+                    what: "handshake",
+                    need: HANDSHAKE_CIF_LEN,
+                    have: cif.len(),
+                })?;
+        let w = |i: usize| read_u32(fixed, i * 4, "handshake");
         let enc_ext = w(1)?;
         let hs_type = HandshakeType::from_u32(w(5)?);
         let mut peer_ip = [0u8; 16];
-        if let Some(b) = cif.get(32..48) {
-            peer_ip.copy_from_slice(b);
-        }
+        peer_ip.copy_from_slice(&fixed[32..48]);
         let mut hs = Handshake {
             version: w(0)?,
             encryption: (enc_ext >> 16) as u16,
@@ -313,21 +311,22 @@ impl Handshake {
             extensions: Vec::new(),
         };
         if hs.version >= 5 && hs.hs_type == HandshakeType::Conclusion {
-            let mut rest = cif.get(HANDSHAKE_CIF_LEN..).unwrap_or(&[]);
-            while rest.len() >= 4 {
+            // Extension blocks: a 16-bit type, a 16-bit length in 4-byte words, the data.
+            // Fewer than 4 bytes left (padding) end the list.
+            while let Some((head, after)) = rest.split_first_chunk::<4>() {
                 if hs.extensions.len() >= MAX_HS_EXTENSIONS {
                     return Err(Error::Malformed("too many handshake extensions"));
                 }
-                let head = read_u32(rest, 0, "handshake extension")?;
+                let head = u32::from_be_bytes(*head);
                 let ext_type = (head >> 16) as u16;
                 let len = (head & 0xFFFF) as usize * 4;
-                let data = rest.get(4..4 + len).ok_or(Error::Truncated {
+                let (data, tail) = after.split_at_checked(len).ok_or(Error::Truncated {
                     what: "handshake extension",
                     need: 4 + len,
                     have: rest.len(),
                 })?;
                 hs.extensions.push(parse_extension(ext_type, data)?);
-                rest = rest.get(4 + len..).unwrap_or(&[]);
+                rest = tail;
             }
         }
         Ok(hs)

@@ -255,37 +255,39 @@ pub enum Packet {
 /// Reads the destination socket ID of a datagram without parsing the rest, so a server
 /// can route it to the right state machine (0 means "the listener").
 pub fn peek_dest_socket_id(data: &[u8]) -> Option<u32> {
-    data.get(12..16).map(be32)
+    be32_at(data, 12)
 }
 
-fn be32(b: &[u8]) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(b.get(..4).unwrap_or(&[0; 4]));
-    u32::from_be_bytes(a)
+/// The big-endian u32 at `at`, if `data` holds it.
+fn be32_at(data: &[u8], at: usize) -> Option<u32> {
+    let b = data.get(at..)?.first_chunk::<4>()?;
+    Some(u32::from_be_bytes(*b))
 }
 
 /// Reads a big-endian u32 at `at`, or reports truncation of `what`.
 pub(crate) fn read_u32(data: &[u8], at: usize, what: &'static str) -> Result<u32, Error> {
-    let need = at.saturating_add(4);
-    match data.get(at..need) {
-        Some(b) => Ok(be32(b)),
-        None => Err(Error::Truncated {
-            what,
-            need,
-            have: data.len(),
-        }),
-    }
+    be32_at(data, at).ok_or(Error::Truncated {
+        what,
+        need: at.saturating_add(4),
+        have: data.len(),
+    })
 }
 
 impl Packet {
     /// Parses one datagram. Trailing bytes after a fixed-size control body are ignored
     /// (libsrt pads some control packets).
     pub fn parse(data: &[u8]) -> Result<Packet, Error> {
-        let w0 = read_u32(data, 0, "packet header")?;
-        let w1 = read_u32(data, 4, "packet header")?;
-        let timestamp = read_u32(data, 8, "packet header")?;
-        let dest = read_u32(data, 12, "packet header")?;
-        let body = data.get(HEADER_LEN..).unwrap_or(&[]);
+        let (header, body) = data
+            .split_first_chunk::<HEADER_LEN>()
+            .ok_or(Error::Truncated {
+                what: "packet header",
+                need: HEADER_LEN,
+                have: data.len(),
+            })?;
+        let w0 = read_u32(header, 0, "packet header")?;
+        let w1 = read_u32(header, 4, "packet header")?;
+        let timestamp = read_u32(header, 8, "packet header")?;
+        let dest = read_u32(header, 12, "packet header")?;
         if w0 & 0x8000_0000 == 0 {
             return Ok(Packet::Data(DataPacket {
                 seq: SeqNo::new(w0),
