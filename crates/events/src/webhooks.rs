@@ -56,7 +56,7 @@ use crate::metrics::{Metrics, Protocol, ResultLabels};
 use crate::store::StreamId;
 use crate::telemetry::StreamEvent;
 use crate::unix_ms;
-pub use tidegate_model::check_url;
+use tidegate_model::WebhookUrl;
 
 /// Header carrying the signature: `t=<unix seconds>,v1=<hex HMAC-SHA256>`.
 pub const SIGNATURE_HEADER: &str = "Tidegate-Signature";
@@ -318,7 +318,7 @@ impl Queue {
 /// Returns a handle that finishes after `stop` is cancelled and the queues are flushed (or
 /// [`SHUTDOWN_GRACE`] passed).
 pub fn start(
-    urls: &[String],
+    urls: &[WebhookUrl],
     secret: &str,
     timeout: Duration,
     mut events: broadcast::Receiver<StreamEvent>,
@@ -337,7 +337,7 @@ pub fn start(
         });
         queues.push(q.clone());
         tracker.spawn(deliver_loop(
-            url.clone(),
+            url.as_str().to_owned(),
             q,
             http.clone(),
             secret.clone(),
@@ -347,7 +347,7 @@ pub fn start(
     }
     info!(
         urls = urls.len(),
-        targets = ?urls.iter().map(|u| display_url(u)).collect::<Vec<_>>(),
+        targets = ?urls.iter().map(|u| display_url(u.as_str())).collect::<Vec<_>>(),
         "webhooks enabled"
     );
     tokio::spawn(async move {
@@ -514,16 +514,16 @@ struct OnPublishBody<'a> {
 impl OnPublish {
     /// A callback to `url`, signed with `secret` when set.
     pub fn new(
-        url: String,
+        url: &WebhookUrl,
         secret: Option<&str>,
         timeout: Duration,
         worker: String,
         metrics: Arc<Metrics>,
     ) -> Self {
-        info!(url = %display_url(&url), timeout_ms = timeout.as_millis() as u64, "on-publish callback enabled");
+        info!(url = %display_url(url.as_str()), timeout_ms = timeout.as_millis() as u64, "on-publish callback enabled");
         Self {
-            shown: display_url(&url),
-            url,
+            shown: display_url(url.as_str()),
+            url: url.as_str().to_owned(),
             secret: secret.map(|s| Arc::from(s.as_bytes())),
             http: client(timeout),
             worker,
@@ -573,6 +573,7 @@ impl OnPublish {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tidegate_model::check_url;
 
     #[test]
     fn signature_vector() {

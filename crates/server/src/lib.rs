@@ -196,11 +196,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     let webhooks_stop = CancellationToken::new();
     let webhooks_task = match &events.webhook_secret {
         Some(secret) if !events.webhooks.is_empty() => Some(webhooks::start(
-            &events
-                .webhooks
-                .iter()
-                .map(|u| u.as_str().to_owned())
-                .collect::<Vec<_>>(),
+            &events.webhooks,
             secret,
             events.webhook_timeout,
             telemetry.subscribe(),
@@ -211,7 +207,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     };
     let on_publish = events.on_publish.as_ref().map(|url| {
         webhooks::OnPublish::new(
-            url.as_str().to_owned(),
+            url,
             events.webhook_secret.as_deref(),
             events.on_publish_timeout,
             settings.worker_id.clone(),
