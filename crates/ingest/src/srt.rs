@@ -10,7 +10,7 @@
 //!
 //! What a caller can make the router hold before it is admitted is bounded: nothing for an
 //! induction (SYN cookie); once its cookie is valid, a connection slot (the ingest
-//! [`ConnectionLimiter`](crate::limits::ConnectionLimiter) RTMP shares: `--max-connections`,
+//! [`ConnectionLimiter`](tidegate_limits::ConnectionLimiter) RTMP shares: `--max-connections`,
 //! `--max-connections-per-ip`, the descriptor reserve), a publisher slot (`--max-publishers`,
 //! also shared with RTMP) and a pending request in the listener (at most
 //! [`tidegate_srt::listener::MAX_PENDING_REQUESTS`]); one of [`MAX_PUBLISH_CHECKS`]
