@@ -365,16 +365,8 @@ impl ServeConfig {
         if self.rtmps_listen.is_some() {
             return invalid("rtmps-listen", "RTMPS is not implemented in this build yet");
         }
-        if let Some(state) = &self.state {
-            if let Err(reason) = state.parse::<StateUrl>() {
-                return invalid("state", &reason);
-            }
-        }
-        if let Some(storage) = &self.storage {
-            if let Err(reason) = storage.parse::<StorageUrl>() {
-                return invalid("storage", &reason);
-            }
-        }
+        // `state` and `storage` parse as the stores' section does.
+        self.store()?;
         if let Some(id) = &self.worker_id {
             if !tidegate_model::valid_name(id) {
                 return invalid(
@@ -906,6 +898,61 @@ mod tests {
             ..c
         };
         assert_eq!(field(instant), "http-idle-timeout");
+    }
+
+    #[test]
+    fn each_subsystem_gets_its_section_with_its_urls_parsed() {
+        let c = ServeConfig::from_toml(
+            "state = \"redis://127.0.0.1:6379/0\"\nstorage = \"s3://bucket/live\"\n\
+             webhooks = [\"http://127.0.0.1:9/a\"]\nwebhook-secret = \"0123456789abcdef\"\n\
+             on-publish = \"http://127.0.0.1:9/auth\"\nmax-publishers = 7\n\
+             http-max-connections = 64\n\
+             [[pull]]\nstream = \"cam\"\nurl = \"srt://127.0.0.1:7001?latency=200\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let store = c.store().unwrap();
+        assert_eq!(
+            store.state,
+            Some(StateUrl::Redis("redis://127.0.0.1:6379/0".into()))
+        );
+        assert_eq!(
+            store.storage,
+            Some(StorageUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "live".into()
+            })
+        );
+        let events = c.events().unwrap();
+        assert_eq!(events.webhooks[0].as_str(), "http://127.0.0.1:9/a");
+        assert_eq!(
+            events.on_publish.as_ref().map(WebhookUrl::as_str),
+            Some("http://127.0.0.1:9/auth")
+        );
+        assert_eq!(c.ingest().max_publishers, 7);
+        assert_eq!(c.http().max_connections, 64);
+        let pulls = c.pulls().unwrap();
+        assert_eq!(pulls[0].stream.to_string(), "default/cam");
+        assert_eq!(pulls[0].source.remote(), "127.0.0.1:7001");
+        // What validate refuses, the section refuses with the same field.
+        let bad = ServeConfig {
+            storage: Some("gs://bucket".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.store(),
+            Err(ConfigError::Invalid {
+                field: "storage",
+                ..
+            })
+        ));
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                field: "storage",
+                ..
+            })
+        ));
     }
 
     #[test]

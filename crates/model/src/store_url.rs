@@ -130,6 +130,27 @@ mod url_tests {
     }
 
     #[test]
+    fn urls_read_and_write_as_the_strings_they_were_given() {
+        use serde::de::value::{Error, StringDeserializer};
+        use serde::de::IntoDeserializer;
+        use serde::Deserialize;
+        for url in [
+            "file:///srv/media",
+            "s3://my-bucket",
+            "s3://my.bucket/live/eu-1",
+        ] {
+            let parsed: StorageUrl = url.parse().unwrap();
+            assert_eq!(parsed.to_string(), url);
+            let d: StringDeserializer<Error> = url.to_owned().into_deserializer();
+            assert_eq!(StorageUrl::deserialize(d).unwrap(), parsed);
+        }
+        let d: StringDeserializer<Error> = "gs://bucket".to_owned().into_deserializer();
+        assert!(StorageUrl::deserialize(d).is_err());
+        let state: StateUrl = "redis://127.0.0.1:6379/0".parse().unwrap();
+        assert_eq!(state.to_string(), "redis://127.0.0.1:6379/0");
+    }
+
+    #[test]
     fn storage_urls() {
         assert_eq!(
             parse_storage_url("file:///srv/media"),
