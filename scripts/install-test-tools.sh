@@ -99,7 +99,7 @@ else
   log "all test tools present"
 fi
 
-# --- cluster backends (crates/server/tests/store_backends.rs) ---------------------------------
+# --- cluster backends (crates/store/tests/store_backends.rs) ---------------------------------
 # A real redis-server (Debian `redis-server`) and a real S3-compatible server (moto, from the
 # PyPI package `moto[server]`, run as `python3 -m moto.server`). The tests start both on free
 # loopback ports themselves and fail with a message naming the tool when one is missing. The

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throwaway cluster backends for trying `tidegate serve` in cluster mode by hand: a
 # redis-server (no persistence) and an S3 server (moto) on free loopback ports, with bucket
-# `tidegate` created. The integration tests (crates/server/tests/store_backends.rs) start
+# `tidegate` created. The integration tests (crates/store/tests/store_backends.rs) start
 # their own servers and do not need this script.
 #
 #   scripts/test-services.sh start [DIR]   # start both, write DIR/env (default /tmp/tidegate-services)

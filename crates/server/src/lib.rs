@@ -1,4 +1,10 @@
-//! The tidegate ingest worker: the one crate that owns sockets, tasks, storage and HTTP.
+//! The tidegate ingest worker, wired: [`run`] builds the parts from the configuration, each
+//! with its own section and context, runs them, and shuts them down.
+//!
+//! The parts live in crates of their own, their dependencies going one way:
+//! `tidegate-model` (ids, name rules, typed URLs) ← `tidegate-config` ← `tidegate-store`
+//! ← `tidegate-events` ← `tidegate-registry` ← `tidegate-ingest` / `tidegate-origin` ← this
+//! crate (`tidegate-limits` beside them).
 //!
 //! ```text
 //!  RTMP socket ─▶ ingest::rtmp (tidegate-rtmp session ─▶ tidegate-flv demuxer)
@@ -19,20 +25,14 @@
 //! exit.
 #![deny(missing_docs)]
 
-pub mod api;
-pub mod config;
-pub mod dashboard;
-pub mod http;
-pub mod ingest;
-pub mod limits;
-pub mod metrics;
-pub mod origin;
-pub mod store;
-pub mod stream;
-pub mod telemetry;
-pub mod urls;
-pub mod webhooks;
-pub mod worker;
+pub use tidegate_config as config;
+
+use tidegate_events::{metrics, telemetry, webhooks};
+use tidegate_ingest as ingest;
+use tidegate_limits as limits;
+use tidegate_origin::{http, origin, urls};
+use tidegate_registry::{stream, worker};
+use tidegate_store as store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,47 +46,6 @@ pub use config::ServeConfig;
 
 use metrics::Metrics;
 use stream::{StreamSettings, Streams};
-
-/// Milliseconds since the Unix epoch (the wall clock used for program date time and records).
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// What every task of the worker shares.
-pub struct Context {
-    /// The validated configuration.
-    pub config: ServeConfig,
-    /// Per-stream health and the stream event bus.
-    pub telemetry: Arc<telemetry::Telemetry>,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// The stream registry.
-    pub streams: Arc<Streams>,
-    /// The on-publish authorisation callback, when configured.
-    pub on_publish: Option<webhooks::OnPublish>,
-    /// The shared state (stream records, cluster members).
-    pub state: Arc<dyn store::StateStore>,
-    /// This worker as a cluster member.
-    pub member: Arc<worker::Member>,
-    ready: AtomicBool,
-    // --- ingest limits (issue 10, RTMP side) ---
-    /// Caps on ingest connections, publishers and buffered bytes (RTMP and SRT share them;
-    /// the connections also keep out of `fds`' reserve).
-    pub ingest_limits: Arc<ingest::limits::IngestLimits>,
-    /// The process's file descriptors and the reserve peers may not take; every listener
-    /// admits its connections through it (`limits::ConnectionLimiter`).
-    pub fds: Arc<limits::FdBudget>,
-}
-
-impl Context {
-    /// Whether `/readyz` answers 200.
-    pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.streams.stores_healthy()
-    }
-}
 
 /// A failure to start.
 #[derive(Debug, thiserror::Error)]
@@ -118,14 +77,13 @@ pub enum ServeError {
 /// With a Redis state store, follows its change notifications so every worker drops a
 /// stream's cached playlist as soon as the owner lists a segment (the origin then serves it
 /// at once instead of after [`stream::REMOTE_RENDER_TTL`]).
-fn spawn_change_listener(config: &ServeConfig, streams: Arc<Streams>, stop: CancellationToken) {
-    let Some(Ok(store::StateBackend::Redis(url))) =
-        config.state.as_deref().map(store::parse_state_url)
-    else {
-        return;
-    };
-    let mut changes = match store::redis::subscribe_changes(&url) {
-        Ok(rx) => rx,
+fn spawn_change_listener(
+    config: &config::StoreConfig,
+    streams: Arc<Streams>,
+    stop: CancellationToken,
+) {
+    let mut changes = match store::changes(config) {
+        Ok(feed) => feed,
         Err(e) => {
             warn!(error = %e, "redis change notifications unavailable; playlists are re-read every {:?}", stream::REMOTE_RENDER_TTL);
             return;
@@ -134,7 +92,7 @@ fn spawn_change_listener(config: &ServeConfig, streams: Arc<Streams>, stop: Canc
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                c = changes.recv() => match c {
+                c = changes.next() => match c {
                     Some(c) => streams.apply_change(c).await,
                     None => return,
                 },
@@ -204,10 +162,11 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServeError::Store(format!("{}: {e}", config.data_dir.display())))?;
     let metrics = Arc::new(Metrics::new());
-    let (state, media) = store::open(&config)
+    let store_config = config.store()?;
+    let (state, media) = store::open(&store_config)
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
-    let member = Arc::new(worker::Member::new(&config));
+    let member = Arc::new(worker::Member::new(&config.cluster()));
     // Count this start now, so the restarts gauge is right from the first scrape; the
     // heartbeat retries when the store is unreachable.
     if let Err(e) = member.register(state.as_ref(), &metrics).await {
@@ -233,23 +192,24 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .with_tenant_health(tenant_health),
     );
     // Subscribed before anything can emit (the first sweep may end streams).
+    let events = config.events()?;
     let webhooks_stop = CancellationToken::new();
-    let webhooks_task = match &config.webhook_secret {
-        Some(secret) if !config.webhooks.is_empty() => Some(webhooks::start(
-            &config.webhooks,
+    let webhooks_task = match &events.webhook_secret {
+        Some(secret) if !events.webhooks.is_empty() => Some(webhooks::start(
+            &events.webhooks,
             secret,
-            config.webhook_timeout,
+            events.webhook_timeout,
             telemetry.subscribe(),
             metrics.clone(),
             webhooks_stop.clone(),
         )),
         _ => None,
     };
-    let on_publish = config.on_publish.clone().map(|url| {
+    let on_publish = events.on_publish.as_ref().map(|url| {
         webhooks::OnPublish::new(
             url,
-            config.webhook_secret.as_deref(),
-            config.on_publish_timeout,
+            events.webhook_secret.as_deref(),
+            events.on_publish_timeout,
             settings.worker_id.clone(),
             metrics.clone(),
         )
@@ -286,65 +246,82 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     let urls = urls::Urls::new(config.rtmp_listen, config.srt_listen, config.http_listen);
     info!("{}", urls.banner(worker::host_name().as_deref()));
 
-    let ingest_limits = Arc::new(ingest::limits::IngestLimits::new(&config, fds.clone()));
-    let ctx = Arc::new(Context {
-        config,
-        telemetry,
-        metrics,
+    let ingest_config = config.ingest();
+    let ingest_limits = Arc::new(ingest::limits::IngestLimits::new(
+        &ingest_config,
+        fds.clone(),
+    ));
+    let ready = Arc::new(AtomicBool::new(true));
+    let ingest_ctx = Arc::new(ingest::Context {
+        config: ingest_config,
+        metrics: metrics.clone(),
         streams: streams.clone(),
         on_publish,
-        state: state.clone(),
-        member,
-        ready: AtomicBool::new(true),
         ingest_limits,
-        fds,
+    });
+    let origin_ctx = Arc::new(tidegate_origin::Context {
+        config: config.origin(),
+        metrics: metrics.clone(),
+        streams: streams.clone(),
+        state: state.clone(),
+        member: member.clone(),
+        ready: ready.clone(),
     });
     let heartbeat_stop = CancellationToken::new();
     let heartbeat_task = tokio::spawn(worker::run_heartbeat(
-        ctx.clone(),
+        Arc::new(worker::Heartbeat {
+            metrics: metrics.clone(),
+            streams: streams.clone(),
+            member,
+            ready: ready.clone(),
+        }),
         state,
         heartbeat_stop.clone(),
     ));
 
     let ingest_stop = CancellationToken::new();
-    let rtmp_task = tokio::spawn(ingest::rtmp::serve(rtmp, ctx.clone(), ingest_stop.clone()));
+    let rtmp_task = tokio::spawn(ingest::rtmp::serve(
+        rtmp,
+        ingest_ctx.clone(),
+        ingest_stop.clone(),
+    ));
     let srt_task = tokio::spawn(ingest::srt::serve(
         srt,
         srt_secret,
-        ctx.clone(),
+        ingest_ctx.clone(),
         ingest_stop.clone(),
     ));
     let pulls = tokio_util::task::TaskTracker::new();
-    for p in &ctx.config.pull {
+    for p in config.pulls()? {
         pulls.spawn(ingest::srt_pull::run(
-            ctx.clone(),
-            p.clone(),
+            ingest_ctx.clone(),
+            p,
             ingest_stop.clone(),
         ));
     }
     pulls.close();
     let sweeper_stop = CancellationToken::new();
     tokio::spawn(streams.clone().run_sweeper(sweeper_stop.clone()));
-    spawn_change_listener(&ctx.config, streams.clone(), sweeper_stop.clone());
+    spawn_change_listener(&store_config, streams.clone(), sweeper_stop.clone());
     let http_stop = CancellationToken::new();
     let http_task = {
-        let limits = http::HttpLimits::from_config(&ctx.config);
-        http::log_limits(&limits, &ctx.fds);
+        let limits = http::HttpLimits::from_config(&config.http());
+        http::log_limits(&limits, &fds);
         tokio::spawn(http::serve(
             http,
-            origin::router(ctx.clone()),
+            origin::router(origin_ctx),
             limits,
-            ctx.fds.clone(),
-            ctx.metrics.clone(),
+            fds.clone(),
+            metrics.clone(),
             http_stop.clone(),
         ))
     };
 
     shutdown.cancelled().await;
     info!("shutdown: not ready, refusing new publishers");
-    ctx.ready.store(false, Ordering::Relaxed);
+    ready.store(false, Ordering::Relaxed);
     streams.start_draining();
-    let drain_timeout = ctx.config.drain_timeout;
+    let drain_timeout = config.drain_timeout;
     let live = streams.live_count().await;
     if live > 0 {
         info!(
@@ -363,7 +340,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
                 "shutdown: drain timeout; closing publishers at their next segment boundary"
             );
             streams.close_publishers_at_boundary();
-            let boundary = ctx.config.segment_duration * 3 + Duration::from_secs(1);
+            let boundary = config.segment_duration * 3 + Duration::from_secs(1);
             let deadline = tokio::time::Instant::now() + boundary;
             while tokio::time::Instant::now() < deadline && streams.live_count().await > 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,0 +1,972 @@
+//! The worker's configuration: one serde struct, parsed from TOML, overlaid by the
+//! environment and the command line (in the `tidegate` binary), then validated.
+//!
+//! The file stays one flat table; each subsystem receives only its own section, cut from
+//! the validated whole with its URLs typed ([`ServeConfig::ingest`], [`ServeConfig::http`],
+//! [`ServeConfig::origin`], [`ServeConfig::store`], [`ServeConfig::events`],
+//! [`ServeConfig::cluster`], [`ServeConfig::pulls`]).
+#![deny(missing_docs)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidegate_model::{SrtSource, StateUrl, StorageUrl, StreamId, WebhookUrl};
+
+/// HLS segment container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentFormat {
+    /// CMAF fragmented MP4 (`init.mp4` + `.m4s`).
+    #[default]
+    Fmp4,
+    /// MPEG-TS (`.ts`).
+    Ts,
+}
+
+impl std::str::FromStr for SegmentFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fmp4" | "cmaf" => Ok(Self::Fmp4),
+            "ts" | "mpegts" => Ok(Self::Ts),
+            other => Err(format!("unknown segment format `{other}` (fmp4 or ts)")),
+        }
+    }
+}
+
+/// What happens when a publisher arrives for a stream that another publisher holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TakeoverPolicy {
+    /// The newcomer takes the stream over at once when its holder is on another worker or has
+    /// sent nothing for a moment (an encoder reconnecting after its old connection died); a
+    /// holder that is live on this worker keeps it. Encoders that keep taking a stream from
+    /// each other are detected and the newcomer is refused for a while.
+    #[default]
+    Newest,
+    /// The holder keeps the stream while it delivers media; a newcomer takes over only once
+    /// the holder has been silent for a moment (its worker died or its connection hung).
+    Refuse,
+}
+
+impl std::str::FromStr for TakeoverPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "newest" => Ok(Self::Newest),
+            "refuse" => Ok(Self::Refuse),
+            other => Err(format!(
+                "unknown takeover policy `{other}` (newest or refuse)"
+            )),
+        }
+    }
+}
+
+impl SegmentFormat {
+    /// The packager's container for this format.
+    pub fn container(self) -> tidegate_packager::Container {
+        match self {
+            Self::Fmp4 => tidegate_packager::Container::Fmp4,
+            Self::Ts => tidegate_packager::Container::MpegTs,
+        }
+    }
+}
+
+/// A stream this worker pulls from a remote SRT listener (`[[pull]]` in the file,
+/// `--pull KEY=URL` on the command line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullConfig {
+    /// The stream key it feeds (tenant `default` in open mode).
+    pub stream: String,
+    /// `srt://HOST:PORT?streamid=..&passphrase=..&pbkeylen=..&latency=..` (libsrt URI
+    /// options; times in milliseconds).
+    pub url: String,
+}
+
+impl std::str::FromStr for PullConfig {
+    type Err = String;
+    /// `KEY=srt://...`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (stream, url) = s
+            .split_once('=')
+            .ok_or_else(|| "expected KEY=srt://HOST:PORT?...".to_owned())?;
+        Ok(PullConfig {
+            stream: stream.to_owned(),
+            url: url.to_owned(),
+        })
+    }
+}
+
+/// Everything `tidegate serve` can be told. Every field has a default, so an empty file (or no
+/// file) is a complete single-node configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ServeConfig {
+    /// Where RTMP publishers connect.
+    pub rtmp_listen: SocketAddr,
+    /// RTMP over TLS listener (needs `tls-cert` and `tls-key`); off when unset.
+    pub rtmps_listen: Option<SocketAddr>,
+    /// PEM certificate chain for RTMPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for RTMPS.
+    pub tls_key: Option<PathBuf>,
+    /// Where SRT publishers connect (UDP).
+    pub srt_listen: SocketAddr,
+    /// Playback origin, API, metrics and health.
+    pub http_listen: SocketAddr,
+    /// Embedded state and media when no cluster backends are named.
+    pub data_dir: PathBuf,
+    /// Shared stream state for a cluster (e.g. `redis://host:6379/0`); embedded when unset.
+    pub state: Option<String>,
+    /// Where segments go (e.g. `s3://bucket/prefix`); embedded when unset.
+    pub storage: Option<String>,
+    /// Target segment duration; segments are cut at the first video keyframe past it.
+    #[serde(with = "humantime_serde")]
+    pub segment_duration: Duration,
+    /// How long a stream waits for its publisher to come back before it ends.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_window: Duration,
+    /// The dedicated tenant pool this worker serves (shared when unset).
+    pub pool: Option<String>,
+    /// The passphrase SRT publishers must encrypt with.
+    pub srt_passphrase: Option<String>,
+    /// AES key length SRT callers must use (16, 24 or 32 bytes); 0 takes the caller's, as
+    /// libsrt does.
+    pub srt_pbkeylen: u8,
+    /// The SRT receive latency this worker asks for.
+    #[serde(with = "humantime_serde")]
+    pub srt_latency: Duration,
+    /// HLS segment container: `fmp4` (CMAF, default) or `ts` (MPEG-TS).
+    pub segment_format: SegmentFormat,
+    /// Segments listed in the sliding-window playlist.
+    pub playlist_window: usize,
+    /// How long an RTMP client may take to finish its handshake and start publishing.
+    #[serde(with = "humantime_serde")]
+    pub rtmp_handshake_timeout: Duration,
+    /// How long a publishing connection may stay silent before it is closed.
+    #[serde(with = "humantime_serde")]
+    pub rtmp_idle_timeout: Duration,
+    /// Who wins when a second publisher arrives for a live stream: `newest` or `refuse`.
+    pub takeover_policy: TakeoverPolicy,
+    /// On SIGTERM, how long live publishers may stay before they are closed (at a segment
+    /// boundary) so their encoders reconnect to another worker.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// Bearer token every `/api/v1` call requires; open when unset.
+    pub admin_token: Option<String>,
+    /// URLs that receive stream events (`stream.published`, `stream.unpublished`,
+    /// `stream.status_changed`, `stream.ended`) as signed JSON POSTs; needs `webhook-secret`.
+    pub webhooks: Vec<String>,
+    /// Secret the webhook (and on-publish) requests are signed with (HMAC-SHA256, header
+    /// `Tidegate-Signature: t=<unix s>,v1=<hex>`); at least 16 characters.
+    pub webhook_secret: Option<String>,
+    /// How long one webhook attempt may take before it counts as failed (and is retried).
+    #[serde(with = "humantime_serde")]
+    pub webhook_timeout: Duration,
+    /// Authorisation callback POSTed before a publisher is accepted: 2xx accepts, anything
+    /// else (or no answer within `on-publish-timeout`) refuses. Off when unset.
+    pub on_publish: Option<String>,
+    /// How long the on-publish callback may take; a publisher is refused after it.
+    #[serde(with = "humantime_serde")]
+    pub on_publish_timeout: Duration,
+    /// This worker's id in the cluster, stable across its restarts (so they can be counted);
+    /// by default the host name and the HTTP port.
+    pub worker_id: Option<String>,
+    /// Stream health thresholds (server defaults; tenants may override them).
+    pub health: tidegate_health::HealthConfig,
+    /// Per-tenant settings, by tenant name (`[tenants.NAME]`).
+    pub tenants: std::collections::BTreeMap<String, TenantConfig>,
+    /// Streams pulled from remote SRT listeners (this worker calls them).
+    pub pull: Vec<PullConfig>,
+    // --- ingest limits (issue 10, RTMP side) ---
+    /// Most open ingest connections (RTMP and SRT together); more are refused at once.
+    pub max_connections: usize,
+    /// Most open ingest connections from one source address.
+    pub max_connections_per_ip: usize,
+    /// Most live publishers on this worker; a publish past it is refused.
+    pub max_publishers: usize,
+    /// How long one write to an RTMP peer may take; a peer that reads nothing for this long
+    /// is dropped.
+    #[serde(with = "humantime_serde")]
+    pub rtmp_write_timeout: Duration,
+    // --- HTTP limits (issue #10, helper `http`) ---
+    /// Most HTTP connections open at once; more are closed as soon as they are accepted.
+    pub http_max_connections: usize,
+    /// Most HTTP connections open at once from one source address (an IPv6 /64 counts as
+    /// one address).
+    pub http_max_connections_per_ip: usize,
+    /// How long a client may take to send a request's head, counted from the connection's
+    /// start or from the first byte of a request after the previous answer.
+    #[serde(with = "humantime_serde")]
+    pub http_header_timeout: Duration,
+    /// How long a connection may move no bytes while no request is pending (a keep-alive
+    /// connection between requests, or a client that stopped reading an answer) before it
+    /// is closed.
+    #[serde(with = "humantime_serde")]
+    pub http_idle_timeout: Duration,
+
+    // --- stream records (issue #10, registry) ---
+    /// How long an ended stream stays listed (API, dashboard, its last playlist) before its
+    /// record and its leftover media are deleted.
+    #[serde(with = "humantime_serde")]
+    pub ended_retention: Duration,
+}
+
+/// One tenant's settings (`[tenants.NAME]` in the file).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TenantConfig {
+    /// Health thresholds that differ from the server's `[health]`: only the keys given here
+    /// change, the rest follow the server (`[tenants.NAME.health]`, same keys as `[health]`).
+    pub health: Option<toml::Table>,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            rtmp_listen: SocketAddr::from(([0, 0, 0, 0], 1935)),
+            rtmps_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            srt_listen: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            data_dir: PathBuf::from("./tidegate-data"),
+            state: None,
+            storage: None,
+            segment_duration: Duration::from_secs(2),
+            reconnect_window: Duration::from_secs(30),
+            pool: None,
+            srt_passphrase: None,
+            srt_pbkeylen: 0,
+            srt_latency: Duration::from_millis(120),
+            segment_format: SegmentFormat::Fmp4,
+            playlist_window: 10,
+            rtmp_handshake_timeout: Duration::from_secs(10),
+            rtmp_idle_timeout: Duration::from_secs(30),
+            takeover_policy: TakeoverPolicy::Newest,
+            drain_timeout: Duration::from_secs(30),
+            admin_token: None,
+            webhooks: Vec::new(),
+            webhook_secret: None,
+            webhook_timeout: Duration::from_secs(5),
+            on_publish: None,
+            on_publish_timeout: Duration::from_secs(3),
+            worker_id: None,
+            health: tidegate_health::HealthConfig::default(),
+            tenants: std::collections::BTreeMap::new(),
+            pull: Vec::new(),
+            max_connections: 1024,
+            max_connections_per_ip: 64,
+            max_publishers: 512,
+            rtmp_write_timeout: Duration::from_secs(10),
+            http_max_connections: 4096,
+            http_max_connections_per_ip: 256,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
+            ended_retention: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is not valid.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid setting `{field}`: {reason}")]
+    Invalid {
+        /// The setting (kebab-case, as in the file and the flag).
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ServeConfig {
+    /// Reads a TOML file (every field optional).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text (every field optional).
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Checks ranges and combinations. Parsing and validation are separate steps so that
+    /// `tidegate check-config` can report every layer's result.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.segment_duration < Duration::from_millis(500)
+            || self.segment_duration > Duration::from_secs(30)
+        {
+            return invalid("segment-duration", "must be between 500ms and 30s");
+        }
+        if self.reconnect_window > Duration::from_secs(24 * 3600) {
+            return invalid("reconnect-window", "must be at most 24h");
+        }
+        if self.ended_retention < Duration::from_secs(1)
+            || self.ended_retention > Duration::from_secs(30 * 24 * 3600)
+        {
+            return invalid("ended-retention", "must be between 1s and 30 days");
+        }
+        if !(3..=1000).contains(&self.playlist_window) {
+            return invalid("playlist-window", "must be between 3 and 1000 segments");
+        }
+        if self.rtmp_handshake_timeout < Duration::from_millis(100) {
+            return invalid("rtmp-handshake-timeout", "must be at least 100ms");
+        }
+        if let Err(e) = self.health.validate() {
+            return Err(ConfigError::Invalid {
+                field: "health",
+                reason: e.to_string(),
+            });
+        }
+        self.tenant_health()?;
+        if self.drain_timeout > Duration::from_secs(3600) {
+            return invalid("drain-timeout", "must be at most 1h");
+        }
+        if self.rtmp_idle_timeout < Duration::from_secs(1) {
+            return invalid("rtmp-idle-timeout", "must be at least 1s");
+        }
+        if self.rtmps_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
+            return invalid("rtmps-listen", "needs tls-cert and tls-key");
+        }
+        if self.rtmps_listen.is_some() {
+            return invalid("rtmps-listen", "RTMPS is not implemented in this build yet");
+        }
+        // `state` and `storage` parse as the stores' section does.
+        self.store()?;
+        if let Some(id) = &self.worker_id {
+            if !tidegate_model::valid_name(id) {
+                return invalid(
+                    "worker-id",
+                    "must be 1 to 128 of [A-Za-z0-9_.-], not starting with a dot",
+                );
+            }
+        }
+        if !matches!(self.srt_pbkeylen, 0 | 16 | 24 | 32) {
+            return invalid("srt-pbkeylen", "must be 0 (the caller's), 16, 24 or 32");
+        }
+        if let Some(pass) = &self.srt_passphrase {
+            if !(10..=79).contains(&pass.len()) {
+                return invalid("srt-passphrase", "must be 10 to 79 characters (SRT rule)");
+            }
+        }
+        for url in &self.webhooks {
+            if let Err(reason) = url.parse::<WebhookUrl>() {
+                return invalid("webhooks", &reason);
+            }
+        }
+        if let Some(secret) = &self.webhook_secret {
+            if secret.len() < 16 {
+                return invalid("webhook-secret", "must be at least 16 characters");
+            }
+        }
+        if !self.webhooks.is_empty() && self.webhook_secret.is_none() {
+            return invalid(
+                "webhooks",
+                "needs webhook-secret (receivers must be able to verify what they get)",
+            );
+        }
+        if let Some(url) = &self.on_publish {
+            if let Err(reason) = url.parse::<WebhookUrl>() {
+                return invalid("on-publish", &reason);
+            }
+        }
+        for (field, d) in [
+            ("webhook-timeout", self.webhook_timeout),
+            ("on-publish-timeout", self.on_publish_timeout),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(60) {
+                return invalid(field, "must be between 100ms and 60s");
+            }
+        }
+        for (field, n) in [
+            ("max-connections", self.max_connections),
+            ("max-connections-per-ip", self.max_connections_per_ip),
+            ("max-publishers", self.max_publishers),
+        ] {
+            if n == 0 {
+                return invalid(field, "must be at least 1");
+            }
+        }
+        if self.rtmp_write_timeout < Duration::from_millis(100)
+            || self.rtmp_write_timeout > Duration::from_secs(600)
+        {
+            return invalid("rtmp-write-timeout", "must be between 100ms and 10m");
+        }
+        let mut keys = std::collections::HashSet::new();
+        for p in &self.pull {
+            if StreamId::new("default", &p.stream).is_none() {
+                return Err(ConfigError::Invalid {
+                    field: "pull",
+                    reason: format!(
+                        "stream `{}` is not a valid stream key (letters, digits, `_`, `-`, `.`)",
+                        p.stream
+                    ),
+                });
+            }
+            if !keys.insert(p.stream.as_str()) {
+                return Err(ConfigError::Invalid {
+                    field: "pull",
+                    reason: format!("stream `{}` is pulled twice", p.stream),
+                });
+            }
+            if let Err(reason) = p.url.parse::<SrtSource>() {
+                return Err(ConfigError::Invalid {
+                    field: "pull",
+                    reason: format!("stream `{}`: url {reason}", p.stream),
+                });
+            }
+        }
+        // --- HTTP limits (issue #10, helper `http`) ---
+        if self.http_max_connections == 0 {
+            return invalid("http-max-connections", "must be at least 1");
+        }
+        if self.http_max_connections_per_ip == 0 {
+            return invalid("http-max-connections-per-ip", "must be at least 1");
+        }
+        for (field, d) in [
+            ("http-header-timeout", self.http_header_timeout),
+            ("http-idle-timeout", self.http_idle_timeout),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+                return invalid(field, "must be between 100ms and 1h");
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy safe to print: passphrases, tokens and secrets replaced.
+    pub fn redacted(&self) -> Self {
+        let mut c = self.clone();
+        for secret in [
+            &mut c.srt_passphrase,
+            &mut c.admin_token,
+            &mut c.webhook_secret,
+        ] {
+            if secret.is_some() {
+                *secret = Some("<redacted>".into());
+            }
+        }
+        for p in &mut c.pull {
+            p.url = tidegate_model::redact_url(&p.url);
+        }
+        c
+    }
+
+    /// The health thresholds of every tenant that overrides some: the server's `[health]`
+    /// with the tenant's keys laid over it, validated.
+    pub fn tenant_health(
+        &self,
+    ) -> Result<std::collections::HashMap<String, tidegate_health::HealthConfig>, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            field: "tenants",
+            reason,
+        };
+        let mut out = std::collections::HashMap::new();
+        for (tenant, t) in &self.tenants {
+            if !tidegate_model::valid_name(tenant) {
+                return Err(invalid(format!("`{tenant}` is not a valid tenant name")));
+            }
+            let Some(overrides) = &t.health else { continue };
+            let mut table = toml::Table::try_from(&self.health)
+                .map_err(|e| invalid(format!("{tenant}: {e}")))?;
+            for (k, v) in overrides {
+                table.insert(k.clone(), v.clone());
+            }
+            let health: tidegate_health::HealthConfig = table
+                .try_into()
+                .map_err(|e| invalid(format!("tenants.{tenant}.health: {e}")))?;
+            health
+                .validate()
+                .map_err(|e| invalid(format!("tenants.{tenant}.health: {e}")))?;
+            out.insert(tenant.clone(), health);
+        }
+        Ok(out)
+    }
+
+    /// Target segment duration in 90 kHz ticks.
+    pub fn segment_ticks(&self) -> u64 {
+        let ticks =
+            self.segment_duration.as_micros() * u128::from(tidegate_media::TIMESCALE) / 1_000_000;
+        u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+
+    /// Where segments live: `file://` storage or `<data-dir>/media`.
+    pub fn media_root(&self) -> PathBuf {
+        match &self.storage {
+            Some(s) if s.starts_with("file://") => PathBuf::from(&s["file://".len()..]),
+            _ => self.data_dir.join("media"),
+        }
+    }
+}
+
+/// The ingest listeners' section: RTMP and SRT timeouts, SRT encryption, and the caps on
+/// connections and publishers.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// How long an RTMP client may take to finish its handshake and start publishing.
+    pub rtmp_handshake_timeout: Duration,
+    /// How long a publishing RTMP connection may stay silent before it is closed.
+    pub rtmp_idle_timeout: Duration,
+    /// How long one write to an RTMP peer may take.
+    pub rtmp_write_timeout: Duration,
+    /// The passphrase SRT publishers must encrypt with.
+    pub srt_passphrase: Option<String>,
+    /// AES key length SRT callers must use (0: the caller's).
+    pub srt_pbkeylen: u8,
+    /// The SRT receive latency this worker asks for.
+    pub srt_latency: Duration,
+    /// Most open ingest connections (RTMP and SRT together).
+    pub max_connections: usize,
+    /// Most open ingest connections from one source address.
+    pub max_connections_per_ip: usize,
+    /// Most live publishers on this worker.
+    pub max_publishers: usize,
+}
+
+/// A stream this worker pulls, typed (`[[pull]]`).
+#[derive(Debug, Clone)]
+pub struct Pull {
+    /// The stream it feeds (tenant `default`).
+    pub stream: StreamId,
+    /// Where it pulls from.
+    pub source: SrtSource,
+}
+
+/// The HTTP listener's section: its caps and timeouts.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Most HTTP connections open at once.
+    pub max_connections: usize,
+    /// Most HTTP connections open at once from one source address.
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send a request's head.
+    pub header_timeout: Duration,
+    /// How long a connection may move no bytes while no request is pending.
+    pub idle_timeout: Duration,
+}
+
+/// The origin's section (HLS, API, dashboard).
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// Bearer token every `/api/v1` call requires; open when unset.
+    pub admin_token: Option<String>,
+    /// Where RTMP publishers connect (the dashboard shows it).
+    pub rtmp_listen: SocketAddr,
+    /// Where SRT publishers connect (the dashboard shows it).
+    pub srt_listen: SocketAddr,
+}
+
+/// The stores' section: where state and media live.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Embedded state and media when no cluster backends are named.
+    pub data_dir: PathBuf,
+    /// Shared stream state; embedded under `data_dir` when unset.
+    pub state: Option<StateUrl>,
+    /// Where segments go; embedded under `data_dir` when unset.
+    pub storage: Option<StorageUrl>,
+    /// Where segments live when they are files: `file://` storage or `<data-dir>/media`.
+    pub media_root: PathBuf,
+}
+
+/// The events' section: webhooks and the on-publish callback.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// URLs that receive stream events.
+    pub webhooks: Vec<WebhookUrl>,
+    /// Secret the webhook and on-publish requests are signed with.
+    pub webhook_secret: Option<String>,
+    /// How long one webhook attempt may take.
+    pub webhook_timeout: Duration,
+    /// The authorisation callback POSTed before a publisher is accepted.
+    pub on_publish: Option<WebhookUrl>,
+    /// How long the on-publish callback may take.
+    pub on_publish_timeout: Duration,
+}
+
+/// The cluster member's section: who this worker is and where it is reached.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This worker's id (by default the host name and the HTTP port).
+    pub worker_id: Option<String>,
+    /// The dedicated tenant pool this worker serves (shared when unset).
+    pub pool: Option<String>,
+    /// The HTTP listener (bound: a port 0 reads as the kernel's choice).
+    pub http_listen: SocketAddr,
+    /// The RTMP listener.
+    pub rtmp_listen: SocketAddr,
+    /// The SRT listener.
+    pub srt_listen: SocketAddr,
+}
+
+impl ServeConfig {
+    /// The ingest listeners' section.
+    pub fn ingest(&self) -> IngestConfig {
+        IngestConfig {
+            rtmp_handshake_timeout: self.rtmp_handshake_timeout,
+            rtmp_idle_timeout: self.rtmp_idle_timeout,
+            rtmp_write_timeout: self.rtmp_write_timeout,
+            srt_passphrase: self.srt_passphrase.clone(),
+            srt_pbkeylen: self.srt_pbkeylen,
+            srt_latency: self.srt_latency,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_publishers: self.max_publishers,
+        }
+    }
+
+    /// The pulled streams, typed; an entry [`validate`](Self::validate) refuses is an error
+    /// here too.
+    pub fn pulls(&self) -> Result<Vec<Pull>, ConfigError> {
+        self.pull
+            .iter()
+            .map(|p| {
+                let invalid = |reason: String| ConfigError::Invalid {
+                    field: "pull",
+                    reason,
+                };
+                let stream = StreamId::new("default", &p.stream).ok_or_else(|| {
+                    invalid(format!("stream `{}` is not a valid stream key", p.stream))
+                })?;
+                let source = p
+                    .url
+                    .parse::<SrtSource>()
+                    .map_err(|reason| invalid(format!("stream `{}`: url {reason}", p.stream)))?;
+                Ok(Pull { stream, source })
+            })
+            .collect()
+    }
+
+    /// The HTTP listener's section.
+    pub fn http(&self) -> HttpConfig {
+        HttpConfig {
+            max_connections: self.http_max_connections,
+            max_connections_per_ip: self.http_max_connections_per_ip,
+            header_timeout: self.http_header_timeout,
+            idle_timeout: self.http_idle_timeout,
+        }
+    }
+
+    /// The origin's section.
+    pub fn origin(&self) -> OriginConfig {
+        OriginConfig {
+            admin_token: self.admin_token.clone(),
+            rtmp_listen: self.rtmp_listen,
+            srt_listen: self.srt_listen,
+        }
+    }
+
+    /// The stores' section, its URLs parsed.
+    pub fn store(&self) -> Result<StoreConfig, ConfigError> {
+        let invalid = |field, reason| ConfigError::Invalid { field, reason };
+        Ok(StoreConfig {
+            data_dir: self.data_dir.clone(),
+            state: self
+                .state
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|r| invalid("state", r))?,
+            storage: self
+                .storage
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|r| invalid("storage", r))?,
+            media_root: self.media_root(),
+        })
+    }
+
+    /// The events' section, its URLs parsed.
+    pub fn events(&self) -> Result<EventsConfig, ConfigError> {
+        let invalid = |field, reason| ConfigError::Invalid { field, reason };
+        Ok(EventsConfig {
+            webhooks: self
+                .webhooks
+                .iter()
+                .map(|u| u.parse())
+                .collect::<Result<_, _>>()
+                .map_err(|r| invalid("webhooks", r))?,
+            webhook_secret: self.webhook_secret.clone(),
+            webhook_timeout: self.webhook_timeout,
+            on_publish: self
+                .on_publish
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|r| invalid("on-publish", r))?,
+            on_publish_timeout: self.on_publish_timeout,
+        })
+    }
+
+    /// The cluster member's section.
+    pub fn cluster(&self) -> ClusterConfig {
+        ClusterConfig {
+            worker_id: self.worker_id.clone(),
+            pool: self.pool.clone(),
+            http_listen: self.http_listen,
+            rtmp_listen: self.rtmp_listen,
+            srt_listen: self.srt_listen,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let c = ServeConfig::from_toml("").unwrap();
+        assert_eq!(c.segment_duration, Duration::from_secs(2));
+        assert_eq!(c.rtmp_listen.port(), 1935);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn file_values_parse_and_unknown_keys_fail() {
+        let c = ServeConfig::from_toml(
+            "segment-duration = \"4s\"\nreconnect-window = \"1m\"\nsegment-format = \"ts\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.segment_duration, Duration::from_secs(4));
+        assert_eq!(c.reconnect_window, Duration::from_secs(60));
+        assert_eq!(c.segment_format, SegmentFormat::Ts);
+        assert_eq!(c.segment_ticks(), 360_000);
+        assert!(ServeConfig::from_toml("no-such-key = 1").is_err());
+    }
+
+    #[test]
+    fn tenant_health_overrides_only_what_it_names() {
+        let c = ServeConfig::from_toml(
+            "[health]\nlow-bitrate-for = \"7s\"\nmax-drop-rate = 0.05\n\
+             [tenants.premium.health]\nmin-bitrate-bps = 2000000\nlow-bitrate-for = \"2s\"\n\
+             [tenants.basic]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let t = c.tenant_health().unwrap();
+        let premium = &t["premium"];
+        assert_eq!(premium.min_bitrate_bps, Some(2_000_000));
+        assert_eq!(premium.low_bitrate_for, Duration::from_secs(2));
+        // Not named by the tenant: the server's value.
+        assert!((premium.max_drop_rate - 0.05).abs() < 1e-9);
+        assert!(!t.contains_key("basic"), "no overrides, server defaults");
+
+        let bad = ServeConfig::from_toml("[tenants.x.health]\nno-such-threshold = 1\n").unwrap();
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                field: "tenants",
+                ..
+            })
+        ));
+        let out_of_range =
+            ServeConfig::from_toml("[tenants.x.health]\nmax-drop-rate = 7.0\n").unwrap();
+        assert!(out_of_range.validate().is_err());
+    }
+
+    #[test]
+    fn webhook_settings() {
+        let c = ServeConfig::from_toml(
+            "webhooks = [\"http://127.0.0.1:9/a\", \"https://hooks.example.invalid/b\"]\n\
+             webhook-secret = \"0123456789abcdef\"\n\
+             on-publish = \"http://127.0.0.1:9/auth\"\n\
+             on-publish-timeout = \"1s\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.webhooks.len(), 2);
+        assert_eq!(c.on_publish_timeout, Duration::from_secs(1));
+        c.validate().unwrap();
+        let invalid_field = |c: ServeConfig| match c.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let no_secret = ServeConfig {
+            webhook_secret: None,
+            ..c.clone()
+        };
+        assert_eq!(invalid_field(no_secret), "webhooks");
+        let short = ServeConfig {
+            webhook_secret: Some("short".into()),
+            ..c.clone()
+        };
+        assert_eq!(invalid_field(short), "webhook-secret");
+        let bad_url = ServeConfig {
+            on_publish: Some("ftp://x/".into()),
+            ..c.clone()
+        };
+        assert_eq!(invalid_field(bad_url), "on-publish");
+        let bad_timeout = ServeConfig {
+            webhook_timeout: Duration::ZERO,
+            ..c
+        };
+        assert_eq!(invalid_field(bad_timeout), "webhook-timeout");
+    }
+
+    #[test]
+    fn pulls_parse_validate_and_redact() {
+        let c = ServeConfig::from_toml(
+            "[[pull]]\nstream = \"cam\"\nurl = \"srt://127.0.0.1:7001?passphrase=correcthorse\"\n\n[[pull]]\nstream = \"cam2\"\nurl = \"srt://gw:7002\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.pull.len(), 2);
+        c.validate().unwrap();
+        let shown = toml::to_string_pretty(&c.redacted()).unwrap();
+        assert!(!shown.contains("correcthorse"), "{shown}");
+        assert!(shown.contains("passphrase=<redacted>"), "{shown}");
+        let err = |pull: Vec<PullConfig>| match (ServeConfig {
+            pull,
+            ..Default::default()
+        })
+        .validate()
+        {
+            Err(ConfigError::Invalid {
+                field: "pull",
+                reason,
+            }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let p = |s: &str| s.parse::<PullConfig>().unwrap();
+        assert!(err(vec![p("cam=srt://h")]).contains("port"));
+        assert!(err(vec![p("c/m=srt://h:1")]).contains("stream key"));
+        assert!(err(vec![p("cam=srt://h:1"), p("cam=srt://h:2")]).contains("twice"));
+        assert!("nokey".parse::<PullConfig>().is_err());
+        assert!(ServeConfig::from_toml(
+            "[[pull]]\nstream = \"a\"\nurl = \"srt://h:1\"\nextra = 1\n"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn http_limits_parse_and_validate() {
+        let c = ServeConfig::from_toml(
+            "http-max-connections = 64\nhttp-max-connections-per-ip = 8\n\
+             http-header-timeout = \"2s\"\nhttp-idle-timeout = \"5s\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.http_max_connections, 64);
+        assert_eq!(c.http_max_connections_per_ip, 8);
+        assert_eq!(c.http_header_timeout, Duration::from_secs(2));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(5));
+        let field = |c: ServeConfig| match c.validate() {
+            Err(ConfigError::Invalid { field, .. }) => field,
+            other => panic!("expected invalid, got {other:?}"),
+        };
+        let zero = ServeConfig {
+            http_max_connections_per_ip: 0,
+            ..c.clone()
+        };
+        assert_eq!(field(zero), "http-max-connections-per-ip");
+        let instant = ServeConfig {
+            http_idle_timeout: Duration::ZERO,
+            ..c
+        };
+        assert_eq!(field(instant), "http-idle-timeout");
+    }
+
+    #[test]
+    fn each_subsystem_gets_its_section_with_its_urls_parsed() {
+        let c = ServeConfig::from_toml(
+            "state = \"redis://127.0.0.1:6379/0\"\nstorage = \"s3://bucket/live\"\n\
+             webhooks = [\"http://127.0.0.1:9/a\"]\nwebhook-secret = \"0123456789abcdef\"\n\
+             on-publish = \"http://127.0.0.1:9/auth\"\nmax-publishers = 7\n\
+             http-max-connections = 64\n\
+             [[pull]]\nstream = \"cam\"\nurl = \"srt://127.0.0.1:7001?latency=200\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let store = c.store().unwrap();
+        assert_eq!(
+            store.state,
+            Some(StateUrl::Redis("redis://127.0.0.1:6379/0".into()))
+        );
+        assert_eq!(
+            store.storage,
+            Some(StorageUrl::S3 {
+                bucket: "bucket".into(),
+                prefix: "live".into()
+            })
+        );
+        let events = c.events().unwrap();
+        assert_eq!(events.webhooks[0].as_str(), "http://127.0.0.1:9/a");
+        assert_eq!(
+            events.on_publish.as_ref().map(WebhookUrl::as_str),
+            Some("http://127.0.0.1:9/auth")
+        );
+        assert_eq!(c.ingest().max_publishers, 7);
+        assert_eq!(c.http().max_connections, 64);
+        let pulls = c.pulls().unwrap();
+        assert_eq!(pulls[0].stream.to_string(), "default/cam");
+        assert_eq!(pulls[0].source.remote(), "127.0.0.1:7001");
+        // What validate refuses, the section refuses with the same field.
+        let bad = ServeConfig {
+            storage: Some("gs://bucket".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            bad.store(),
+            Err(ConfigError::Invalid {
+                field: "storage",
+                ..
+            })
+        ));
+        assert!(matches!(
+            bad.validate(),
+            Err(ConfigError::Invalid {
+                field: "storage",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn validation_rejects_out_of_range() {
+        let c = ServeConfig {
+            segment_duration: Duration::from_millis(10),
+            ..Default::default()
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Invalid {
+                field: "segment-duration",
+                ..
+            })
+        ));
+    }
+}

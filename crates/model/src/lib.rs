@@ -1,0 +1,90 @@
+//! What every part of tidegate names the same way: stream and tenant ids and their name
+//! rules, the wall clock in Unix milliseconds, and the URLs of the configuration, each parsed
+//! once into a type ([`StateUrl`], [`StorageUrl`], [`SrtSource`], [`WebhookUrl`]).
+//!
+//! A leaf: it depends on no other tidegate crate but the SRT protocol's constants.
+#![deny(missing_docs)]
+
+/// Serde for a type with `FromStr` and `Display`: written as its string, read through its
+/// parser (so a configuration file can hold it typed).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! serde_as_string {
+    ($t:ty) => {
+        impl ::serde::Serialize for $t {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(::serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+mod srt_source;
+mod store_url;
+mod webhook_url;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+pub use srt_source::{parse_srt_url, redact_url, SrtSource};
+pub use store_url::{valid_bucket, StateUrl, StorageUrl};
+pub use webhook_url::{check_url, WebhookUrl};
+
+/// Milliseconds since the Unix epoch (the wall clock used for program date time and records).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// A stream's identity: the tenant and the public stream name. Both are validated path-safe
+/// names (see [`StreamId::new`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct StreamId {
+    /// The tenant.
+    pub tenant: String,
+    /// The public stream name.
+    pub name: String,
+}
+
+/// Longest tenant or stream name accepted.
+pub const MAX_NAME_LEN: usize = 128;
+
+impl StreamId {
+    /// Builds an id from untrusted parts: each must be 1..=128 of `[A-Za-z0-9_.-]` and must not
+    /// start with a dot, so it can name a directory or an object prefix safely.
+    pub fn new(tenant: &str, name: &str) -> Option<Self> {
+        (valid_name(tenant) && valid_name(name)).then(|| Self {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+
+    /// The key prefix of this stream's objects: `TENANT/NAME`.
+    pub fn prefix(&self) -> String {
+        format!("{}/{}", self.tenant, self.name)
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.name)
+    }
+}
+
+/// Whether `s` is a safe tenant, stream or object file name.
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}

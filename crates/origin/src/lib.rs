@@ -1,0 +1,47 @@
+//! The HTTP side of the worker: the playback origin (HLS), health and metrics endpoints
+//! ([`origin`]), the admin API ([`api`]), the dashboard ([`dashboard`]), all served on an
+//! accept loop of its own with per-connection caps and timeouts ([`http`]); and the startup
+//! banner's addresses ([`urls`]).
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod dashboard;
+pub mod http;
+pub mod origin;
+pub mod urls;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tidegate_config::OriginConfig;
+use tidegate_events::metrics;
+use tidegate_events::metrics::Metrics;
+use tidegate_model::unix_ms;
+use tidegate_registry::stream;
+use tidegate_registry::stream::Streams;
+use tidegate_registry::worker::Member;
+use tidegate_store as store;
+use tidegate_store::StateStore;
+
+/// What the HTTP handlers share (the server builds it).
+pub struct Context {
+    /// The origin's section of the configuration.
+    pub config: OriginConfig,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The stream registry.
+    pub streams: Arc<Streams>,
+    /// The shared state (the cluster's members, for `/api/v1/workers`).
+    pub state: Arc<dyn StateStore>,
+    /// This worker as a cluster member.
+    pub member: Arc<Member>,
+    /// Cleared when the worker starts draining.
+    pub ready: Arc<AtomicBool>,
+}
+
+impl Context {
+    /// Whether `/readyz` answers 200.
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed) && self.streams.stores_healthy()
+    }
+}

@@ -1,0 +1,11 @@
+//! The stream registry: streams, their publishers, the writer task that stores segments and
+//! playlists, and the sweeper ([`stream`]); this worker as a cluster member ([`worker`]).
+#![deny(missing_docs)]
+
+pub mod stream;
+pub mod worker;
+
+use tidegate_config as config;
+use tidegate_events::{metrics, telemetry};
+use tidegate_model::unix_ms;
+use tidegate_store as store;

@@ -1,0 +1,1579 @@
+//! Streams apart from connections.
+//!
+//! A stream (tenant, name) owns its playlist state, kept in the [`StateStore`] as a
+//! [`StreamRecord`]; a connection only feeds it through a [`Publisher`]. The lifecycle of
+//! PRODUCT.md lives here:
+//!
+//! ```text
+//!   begin_publish ──▶ Live ──(publisher gone)──▶ Reconnecting ──(window passes)──▶ Ended
+//!        ▲                                          │                               │
+//!        └──────────── Resumed (same playlist, ◀────┘                               │
+//!                       EXT-X-DISCONTINUITY)          new playlist (sequence goes on) ◀┘
+//! ```
+//!
+//! **Ownership.** Each publish session takes the stream's next *epoch* with a
+//! compare-and-set; every later write of that session is a compare-and-set on it, so a
+//! session that lost the stream (to a newer publisher, possibly on another worker) can never
+//! write again: its writer sees the conflict on its next write or liveness renewal and closes
+//! the connection. While live, the record's `last_media_ms` is renewed about once a second:
+//! that is the lease other workers read before taking over (see [`TakeoverPolicy`]).
+//!
+//! **Media path.** The connection task runs the [`Segmenter`] (cheap, synchronous) and hands
+//! what it cuts to the session's writer task (`writer.rs`) over a bounded channel. The writer
+//! stores each object, then lists it; when a store is unreachable it keeps a bounded backlog
+//! and retries, so an outage shorter than the reconnect window loses nothing.
+//!
+//! **Any worker is an origin.** A stream this worker publishes is rendered from its own
+//! state at every change; any other stream is rendered from the state store on request and
+//! cached for [`REMOTE_RENDER_TTL`] — or, while the state store's change notifications are
+//! live (Redis pub/sub), until the owner's next write announces a change
+//! ([`Streams::apply_change`], bounded by [`NOTIFIED_RENDER_TTL`]).
+//!
+//! **Ending.** A sweeper ([`Streams::sweep`], every [`SWEEP_INTERVAL`]) ends every stream
+//! whose publisher has been gone — or whose owner has been silent — for the reconnect window,
+//! whichever worker it was on; on a single node it also finishes what a killed process left.
+//! Each tick it reads only the streams that are not ended ([`StateStore::list_active`]), so
+//! its cost follows the live and reconnecting streams, not the history; a rarer full pass
+//! ([`StreamSettings::full_sweep_interval`]) finds the rest and expires them.
+//!
+//! **Records.** A stream gets a record when its first media frame arrives, not when its
+//! publisher connects: a connection that publishes and sends nothing (or only a handshake)
+//! leaves no record, no media and no metric series behind, so a flood of them costs
+//! nothing once they are gone. An ended stream keeps its record, its last playlist and its
+//! listing for `--ended-retention`; then the sweeper deletes the record and the media of
+//! its epochs ([`expired`]). A stream that comes back after that starts a new record: its
+//! media sequence starts at 0 again, but its first epoch is taken from the clock
+//! ([`first_epoch`]), so its segment names (`seg-EPOCH-N`) can never be those of an old
+//! incarnation a CDN or player may still cache, and the old URLs are gone (404).
+
+mod writer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as SyncMutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tidegate_media::MediaEvent;
+use tidegate_packager::{Container, PlaylistState, Segmenter, SegmenterConfig, SegmenterOutput};
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::TakeoverPolicy;
+use crate::metrics::{Metrics, Protocol};
+use crate::store::Change;
+use crate::store::{
+    MediaStore, StateStore, StoreError, StreamId, StreamRecord, MAX_TAKEOVER_HISTORY,
+};
+use crate::telemetry::{HealthSnapshot, StreamTelemetry, Telemetry};
+use crate::unix_ms;
+
+/// How often the sweeper ends abandoned streams.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// A publisher that delivered no media for this long no longer holds its stream against a
+/// newcomer (its worker died, or its connection hung).
+pub const LEASE_TIMEOUT_MS: i64 = 2_500;
+/// How long a stream rendered from the state store (owned by another worker, or by nobody)
+/// is served before it is read again: a fraction of a segment.
+pub const REMOTE_RENDER_TTL: Duration = Duration::from_millis(500);
+/// The longest a view rendered from the state store is served while the state store's change
+/// notifications are live (Redis pub/sub): a change drops the view at once, so this bound
+/// only matters for a notification that never arrives.
+pub const NOTIFIED_RENDER_TTL: Duration = Duration::from_secs(1);
+/// The longest interval between two full passes of the sweeper (every record, for expiry
+/// and for records no index lists); shorter with a short `--ended-retention`.
+pub const MAX_FULL_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
+/// Takeovers within [`FLAP_WINDOW_MS`] after which encoders are considered to be fighting.
+pub const FLAP_TAKEOVERS: usize = 4;
+/// See [`FLAP_TAKEOVERS`].
+pub const FLAP_WINDOW_MS: i64 = 60_000;
+
+/// Settings every stream of this worker shares.
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    /// Segment container.
+    pub container: Container,
+    /// Target segment duration, 90 kHz ticks.
+    pub segment_ticks: u64,
+    /// Target segment duration.
+    pub segment_duration: Duration,
+    /// Segments in the sliding window.
+    pub playlist_window: usize,
+    /// How long a stream waits for its publisher.
+    pub reconnect_window: Duration,
+    /// Who wins when a second publisher arrives.
+    pub takeover_policy: TakeoverPolicy,
+    /// This worker's name (recorded as the owner of the epochs it holds).
+    pub worker_id: String,
+    /// How long an ended stream keeps its record and media.
+    pub ended_retention: Duration,
+}
+
+impl StreamSettings {
+    /// How long a segment stays fetchable after it left the playlist.
+    pub fn delete_grace(&self) -> Duration {
+        self.segment_duration * 4 + Duration::from_secs(10)
+    }
+
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.reconnect_window.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    fn retention_ms(&self) -> i64 {
+        i64::try_from(self.ended_retention.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// How often the sweeper reads every record (not only the active ones): a quarter of
+    /// the retention, between [`SWEEP_INTERVAL`] and [`MAX_FULL_SWEEP_INTERVAL`], so an
+    /// ended stream goes at most that late.
+    pub fn full_sweep_interval(&self) -> Duration {
+        (self.ended_retention / 4).clamp(SWEEP_INTERVAL, MAX_FULL_SWEEP_INTERVAL)
+    }
+}
+
+/// The first epoch of a new record: the wall clock in ms. Epochs only grow within a record,
+/// and a record is only deleted an `--ended-retention` after its last session, so a stream
+/// that comes back after its record expired starts above every epoch its old incarnation
+/// reached (unless that one started more than a session per ms on average), and its segment
+/// names cannot be the old ones.
+pub fn first_epoch(now_ms: i64) -> u64 {
+    u64::try_from(now_ms).unwrap_or(0).max(1)
+}
+
+/// Whether `record` is an ended stream past its retention at `now_ms`.
+pub fn expired(record: &StreamRecord, now_ms: i64, retention_ms: i64) -> bool {
+    record.playlist.ended && now_ms.saturating_sub(record.updated_ms) >= retention_ms
+}
+
+/// The epoch a media object's name carries (`seg-EPOCH-N.ext`, `init-EPOCH-ID.mp4`).
+pub fn object_epoch(name: &str) -> Option<u64> {
+    let rest = name
+        .strip_prefix("seg-")
+        .or_else(|| name.strip_prefix("init-"))?;
+    rest.split_once('-')?.0.parse().ok()
+}
+
+/// Why a publish was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// A publisher is live on this key and keeps it.
+    #[error("stream is already live")]
+    AlreadyLive,
+    /// Two encoders keep taking this key from each other; the newcomer is refused.
+    #[error("competing publishers: this key changed hands {0} times in a minute")]
+    Competing(usize),
+    /// The worker is shutting down.
+    #[error("worker is draining")]
+    Draining,
+    /// The state store failed or another worker won the race for the stream.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl PublishError {
+    /// Metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::AlreadyLive => "already_live",
+            Self::Competing(_) => "competing_publishers",
+            Self::Draining => "draining",
+            Self::Store(StoreError::Conflict { .. }) => "conflict",
+            Self::Store(_) => "store_error",
+        }
+    }
+}
+
+/// Rendered playlists, swapped whole on every change.
+#[derive(Debug, Default, Clone)]
+pub struct Rendered {
+    /// The media playlist.
+    pub media: Bytes,
+    /// The multivariant playlist, once codecs are known.
+    pub multivariant: Option<Bytes>,
+}
+
+impl Rendered {
+    fn of(playlist: &PlaylistState) -> Self {
+        Self {
+            media: Bytes::from(playlist.render_media_playlist()),
+            multivariant: playlist
+                .render_multivariant_playlist("index.m3u8")
+                .map(Bytes::from),
+        }
+    }
+}
+
+/// The live publish session of a stream on this worker.
+struct LiveSession {
+    generation: u64,
+    started_ms: i64,
+    last_media_ms: Arc<AtomicI64>,
+    fenced: CancellationToken,
+    /// Set before `fenced` is cancelled by [`Streams::kick`], so the connection can tell a
+    /// kick from a takeover.
+    kicked: Arc<AtomicBool>,
+}
+
+impl LiveSession {
+    fn last_activity_ms(&self) -> i64 {
+        self.last_media_ms
+            .load(Ordering::Relaxed)
+            .max(self.started_ms)
+    }
+}
+
+/// One stream this worker knows.
+pub struct Stream {
+    id: StreamId,
+    inner: Mutex<StreamInner>,
+    view: SyncMutex<View>,
+    /// Bumped by every change notification, so a view fetched while a change arrived is not
+    /// taken for fresh.
+    changes: AtomicU64,
+    telemetry: Arc<StreamTelemetry>,
+}
+
+struct StreamInner {
+    /// The last record this worker wrote or read.
+    record: Option<StreamRecord>,
+    /// Bumped on every publish session started here.
+    generation: u64,
+    live: Option<LiveSession>,
+    /// Taken out of the registry (its record expired, or it never got one): a caller that
+    /// found it just before must look the stream up again.
+    removed: bool,
+}
+
+/// What the origin serves for a stream.
+#[derive(Default)]
+struct View {
+    rendered: Rendered,
+    /// When it was rendered from the state store; `None` while a session on this worker
+    /// keeps it current.
+    fetched: Option<Instant>,
+    /// The publish session (its generation) that keeps the view current, if any.
+    owner: Option<u64>,
+    /// Sessions up to this generation are over: a late write from one of their writers
+    /// (a segment listed just before it learned it was fenced) must not take the view back.
+    released: u64,
+}
+
+impl Stream {
+    fn new(id: StreamId, telemetry: Arc<StreamTelemetry>) -> Self {
+        Stream {
+            id,
+            inner: Mutex::new(StreamInner {
+                record: None,
+                generation: 0,
+                live: None,
+                removed: false,
+            }),
+            view: SyncMutex::default(),
+            changes: AtomicU64::new(0),
+            telemetry,
+        }
+    }
+
+    /// The stream's id.
+    pub fn id(&self) -> &StreamId {
+        &self.id
+    }
+
+    /// Health and counters as this worker sees them.
+    pub fn health(&self) -> HealthSnapshot {
+        self.telemetry.snapshot()
+    }
+
+    /// Session `generation` shows `playlist`, unless that session is already over or a
+    /// newer one owns the view.
+    fn set_owned_view(&self, playlist: &PlaylistState, generation: u64) {
+        if let Ok(mut v) = self.view.lock() {
+            if generation <= v.released || v.owner.is_some_and(|o| o > generation) {
+                return;
+            }
+            v.rendered = Rendered::of(playlist);
+            v.fetched = None;
+            v.owner = Some(generation);
+        }
+    }
+
+    /// Every session up to `generation` is over. `current`: what the last of them showed
+    /// is what the store holds (a session that ended itself), so it stays fresh for the
+    /// usual time; otherwise the next request reads the store.
+    fn release_view(&self, generation: u64, current: bool) {
+        if let Ok(mut v) = self.view.lock() {
+            v.released = v.released.max(generation);
+            if v.owner.is_some_and(|o| o <= generation) {
+                v.owner = None;
+                v.fetched = current.then(Instant::now);
+            }
+        }
+    }
+
+    fn fresh_view(&self, ttl: Duration) -> Option<Rendered> {
+        let v = self.view.lock().ok()?;
+        if v.owner.is_some() || v.fetched.is_some_and(|t| t.elapsed() < ttl) {
+            Some(v.rendered.clone())
+        } else {
+            None
+        }
+    }
+
+    fn change_generation(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Keeps `playlist`, read from the state store when the change generation was
+    /// `generation`, as the view; fresh only if no change was announced since.
+    fn set_fetched_view(&self, playlist: &PlaylistState, generation: u64) {
+        let rendered = Rendered::of(playlist);
+        if let Ok(mut v) = self.view.lock() {
+            if v.owner.is_none() {
+                let unchanged = self.change_generation() == generation;
+                v.rendered = rendered;
+                v.fetched = unchanged.then(Instant::now);
+            }
+        }
+    }
+
+    /// Forgets the cached view so the next request reads the state store (a change
+    /// notification from another worker).
+    pub fn invalidate(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut v) = self.view.lock() {
+            if v.owner.is_none() {
+                v.fetched = None;
+            }
+        }
+    }
+}
+
+/// The registry of streams known to this worker, and the stores behind them.
+pub struct Streams {
+    streams: Mutex<HashMap<StreamId, Arc<Stream>>>,
+    state: Arc<dyn StateStore>,
+    media: Arc<dyn MediaStore>,
+    settings: StreamSettings,
+    metrics: Arc<Metrics>,
+    telemetry: Arc<Telemetry>,
+    draining: CancellationToken,
+    /// Cancelled when draining publishers must leave at their next segment boundary.
+    close_at_boundary: CancellationToken,
+    state_healthy: AtomicBool,
+    media_healthy: AtomicBool,
+    /// The state store's change notifications are live (see [`Streams::apply_change`]).
+    notified: AtomicBool,
+    /// When the sweeper last read every record.
+    last_full_sweep: SyncMutex<Option<Instant>>,
+}
+
+/// One row of [`Streams::list`].
+#[derive(Debug, Clone)]
+pub struct StreamSummary {
+    /// The stream.
+    pub id: StreamId,
+    /// A publisher is live on this worker.
+    pub live_here: bool,
+    /// The record as last seen.
+    pub record: Option<StreamRecord>,
+    /// Health as this worker sees it (when it has seen the stream).
+    pub health: Option<HealthSnapshot>,
+}
+
+impl Streams {
+    /// A registry over the given stores.
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        media: Arc<dyn MediaStore>,
+        settings: StreamSettings,
+        metrics: Arc<Metrics>,
+        telemetry: Arc<Telemetry>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            streams: Mutex::default(),
+            state,
+            media,
+            settings,
+            metrics,
+            telemetry,
+            draining: CancellationToken::new(),
+            close_at_boundary: CancellationToken::new(),
+            state_healthy: AtomicBool::new(true),
+            media_healthy: AtomicBool::new(true),
+            notified: AtomicBool::new(false),
+            last_full_sweep: SyncMutex::new(None),
+        })
+    }
+
+    /// How long a view rendered from the state store is served before it is read again.
+    fn remote_render_ttl(&self) -> Duration {
+        if self.notified.load(Ordering::Acquire) {
+            NOTIFIED_RENDER_TTL
+        } else {
+            REMOTE_RENDER_TTL
+        }
+    }
+
+    /// Takes a change notification of the state store (Redis pub/sub): the changed stream's
+    /// cached view is dropped at once, so every worker serves a new segment as soon as it is
+    /// listed. While notifications are down, views fall back to [`REMOTE_RENDER_TTL`].
+    pub async fn apply_change(&self, change: Change) {
+        match change {
+            Change::Stream(id) => {
+                if let Some(s) = self.get(&id).await {
+                    s.invalidate();
+                }
+            }
+            Change::Subscribed | Change::Lost => {
+                // Notifications sent while the subscription was down are lost: forget every
+                // cached view either way.
+                self.notified
+                    .store(change == Change::Subscribed, Ordering::Release);
+                let all: Vec<_> = self.streams.lock().await.values().cloned().collect();
+                for s in all {
+                    s.invalidate();
+                }
+            }
+        }
+    }
+
+    /// The media store (the origin reads segments from it).
+    pub fn media(&self) -> &Arc<dyn MediaStore> {
+        &self.media
+    }
+
+    /// Refuses new publishers from now on.
+    pub fn start_draining(&self) {
+        self.draining.cancel();
+    }
+
+    /// Asks every live publisher to leave right after its next segment is cut, so no viewer
+    /// loses a partial segment and the encoder reconnects elsewhere.
+    pub fn close_publishers_at_boundary(&self) {
+        self.close_at_boundary.cancel();
+    }
+
+    /// Publish sessions live on this worker.
+    pub async fn live_count(&self) -> usize {
+        let streams: Vec<_> = self.streams.lock().await.values().cloned().collect();
+        let mut n = 0;
+        for s in streams {
+            if s.inner.lock().await.live.is_some() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether the last state and media writes succeeded (`/readyz` fails otherwise).
+    pub fn stores_healthy(&self) -> bool {
+        self.state_healthy.load(Ordering::Relaxed) && self.media_healthy.load(Ordering::Relaxed)
+    }
+
+    fn note_state(&self, ok: bool) {
+        self.state_healthy.store(ok, Ordering::Relaxed);
+    }
+
+    fn note_media(&self, ok: bool) {
+        self.media_healthy.store(ok, Ordering::Relaxed);
+    }
+
+    /// Takes `stream` out of the registry (the caller holds its `inner`, which has no live
+    /// session): its telemetry goes with it.
+    async fn forget(&self, stream: &Arc<Stream>, inner: &mut StreamInner) {
+        inner.removed = true;
+        let mut streams = self.streams.lock().await;
+        if streams
+            .get(&stream.id)
+            .is_some_and(|s| Arc::ptr_eq(s, stream))
+        {
+            streams.remove(&stream.id);
+        }
+    }
+
+    async fn get_or_insert(&self, id: &StreamId) -> Arc<Stream> {
+        let mut streams = self.streams.lock().await;
+        streams
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(Stream::new(id.clone(), self.telemetry.stream(id))))
+            .clone()
+    }
+
+    /// The stream, if this worker has seen it.
+    pub async fn get(&self, id: &StreamId) -> Option<Arc<Stream>> {
+        self.streams.lock().await.get(id).cloned()
+    }
+
+    /// The playlists of `id` as a viewer should see them now: from this worker's own session
+    /// when it publishes the stream, else from the state store (cached briefly). `None` for
+    /// an unknown stream.
+    pub async fn rendered(&self, id: &StreamId) -> Result<Option<Rendered>, StoreError> {
+        let ttl = self.remote_render_ttl();
+        let known = self.get(id).await;
+        if let Some(s) = &known {
+            if let Some(r) = s.fresh_view(ttl) {
+                return Ok(Some(r));
+            }
+        }
+        let generation = known.as_ref().map_or(0, |s| s.change_generation());
+        let Some(record) = self.state.load(id).await? else {
+            return Ok(None);
+        };
+        let stream = self.get_or_insert(id).await;
+        // A stream first seen now starts at generation 0; one seen before keeps what was
+        // read before the load, so a change announced meanwhile is not missed.
+        let generation = if known.is_some() { generation } else { 0 };
+        stream.set_fetched_view(&record.playlist, generation);
+        {
+            let mut inner = stream.inner.lock().await;
+            if inner.live.is_none() {
+                inner.record = Some(record);
+            }
+        }
+        Ok(stream
+            .fresh_view(ttl)
+            .or_else(|| stream.view.lock().ok().map(|v| v.rendered.clone())))
+    }
+
+    /// Every stream in the state store, with what this worker knows of it.
+    pub async fn list(&self) -> Vec<StreamSummary> {
+        let mut ids: Vec<StreamId> = self.state.list().await.unwrap_or_default();
+        ids.extend(self.streams.lock().await.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(self.summary_of(id).await);
+        }
+        out
+    }
+
+    /// One stream as [`Streams::list`] shows it; `None` when neither this worker nor the
+    /// state store knows it.
+    pub async fn summary(&self, id: &StreamId) -> Option<StreamSummary> {
+        let s = self.summary_of(id.clone()).await;
+        (s.record.is_some() || s.health.is_some()).then_some(s)
+    }
+
+    async fn summary_of(&self, id: StreamId) -> StreamSummary {
+        let local = self.get(&id).await;
+        let (live_here, cached) = match &local {
+            Some(s) => {
+                let inner = s.inner.lock().await;
+                (inner.live.is_some(), inner.record.clone())
+            }
+            None => (false, None),
+        };
+        let health = local.as_ref().map(|s| s.health());
+        let record = self.state.load(&id).await.ok().flatten().or(cached);
+        StreamSummary {
+            id,
+            live_here,
+            record,
+            health,
+        }
+    }
+
+    /// The worker that holds `id` with a live lease, when that is another worker (its
+    /// publisher is connected there and it renewed the lease within [`LEASE_TIMEOUT_MS`]).
+    /// A pull asks this before it calls its source, so that of several workers configured
+    /// with the same pull one pulls and the others stand by until its lease lapses.
+    pub async fn held_elsewhere(&self, id: &StreamId) -> Result<Option<String>, StoreError> {
+        if let Some(s) = self.get(id).await {
+            if s.inner.lock().await.live.is_some() {
+                return Ok(None);
+            }
+        }
+        Ok(self
+            .state
+            .load(id)
+            .await?
+            .filter(|r| self.live_elsewhere(r, unix_ms()))
+            .map(|r| r.owner))
+    }
+
+    /// `record` names a publisher on another worker that has not left (its lease may have
+    /// lapsed since).
+    fn held_by_other(&self, r: &StreamRecord) -> bool {
+        !r.playlist.ended && r.publisher_left_ms.is_none() && r.owner != self.settings.worker_id
+    }
+
+    /// `record` is held by a publisher on another worker whose lease is fresh.
+    fn live_elsewhere(&self, r: &StreamRecord, now: i64) -> bool {
+        let activity = r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms);
+        self.held_by_other(r) && now.saturating_sub(activity) < LEASE_TIMEOUT_MS
+    }
+
+    /// A publisher arrives for `id`: takes the stream's next epoch and starts (or resumes) its
+    /// playlist, or refuses (see [`TakeoverPolicy`]).
+    pub async fn begin_publish(
+        self: &Arc<Self>,
+        id: StreamId,
+        protocol: Protocol,
+    ) -> Result<Publisher, PublishError> {
+        self.begin_publish_as(id, protocol, self.settings.takeover_policy)
+            .await
+    }
+
+    /// A pull (this worker called the source) arrives for `id`: like
+    /// [`Streams::begin_publish`], but it never takes the stream from a live holder on
+    /// another worker, whatever the takeover policy (two workers pulling one source
+    /// would otherwise take it from each other for ever).
+    pub async fn begin_pull(self: &Arc<Self>, id: StreamId) -> Result<Publisher, PublishError> {
+        self.begin_publish_as(id, Protocol::Srt, TakeoverPolicy::Refuse)
+            .await
+    }
+
+    async fn begin_publish_as(
+        self: &Arc<Self>,
+        id: StreamId,
+        protocol: Protocol,
+        policy: TakeoverPolicy,
+    ) -> Result<Publisher, PublishError> {
+        if self.draining.is_cancelled() {
+            return Err(PublishError::Draining);
+        }
+        let stream = loop {
+            let stream = self.get_or_insert(&id).await;
+            if !stream.inner.lock().await.removed {
+                break stream;
+            }
+        };
+        let mut inner = stream.inner.lock().await;
+        if inner.removed {
+            // Forgotten between the two locks (a rare race): the caller may try again.
+            return Err(PublishError::Store(StoreError::Unavailable(
+                "stream was being removed; try again".to_owned(),
+            )));
+        }
+        let now = unix_ms();
+        let stored = self.state.load(&id).await?;
+
+        // Who holds the stream now, and may the newcomer have it?
+        if let Some(live) = &inner.live {
+            let fresh = now.saturating_sub(live.last_activity_ms()) < LEASE_TIMEOUT_MS;
+            if fresh {
+                // A second encoder on a key that is live on this very worker.
+                stream.telemetry.note_competing_publisher();
+                return Err(PublishError::AlreadyLive);
+            }
+        }
+        if let Some(r) = &stored {
+            if inner.live.is_none() && self.held_by_other(r) {
+                let fresh = self.live_elsewhere(r, now);
+                let recent = r
+                    .takeovers
+                    .iter()
+                    .filter(|t| now.saturating_sub(**t) < FLAP_WINDOW_MS)
+                    .count();
+                match policy {
+                    TakeoverPolicy::Refuse if fresh => {
+                        stream.telemetry.note_competing_publisher();
+                        return Err(PublishError::AlreadyLive);
+                    }
+                    TakeoverPolicy::Newest if fresh && recent >= FLAP_TAKEOVERS => {
+                        self.metrics.competing_publishers.inc();
+                        warn!(stream = %id, takeovers = recent, "competing publishers: refusing the newcomer");
+                        return Err(PublishError::Competing(recent));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let takeover =
+            inner.live.is_some() || stored.as_ref().is_some_and(|r| self.held_by_other(r));
+
+        let mut stale_objects = Vec::new();
+        let (expected, mut record) = match stored {
+            None => {
+                let mut playlist = PlaylistState::new(
+                    self.settings.container,
+                    self.settings.playlist_window,
+                    target_secs(self.settings.segment_duration),
+                );
+                // begin_session below adds one.
+                playlist.epoch = first_epoch(now) - 1;
+                let record = StreamRecord {
+                    id: id.clone(),
+                    playlist,
+                    updated_ms: now,
+                    publisher_left_ms: None,
+                    owner: self.settings.worker_id.clone(),
+                    last_media_ms: None,
+                    takeovers: Vec::new(),
+                    session_started_ms: Some(now),
+                    holder: None,
+                };
+                (None, record)
+            }
+            Some(mut r) => {
+                let expected = Some(r.playlist.epoch);
+                let left = r
+                    .publisher_left_ms
+                    .unwrap_or_else(|| r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms));
+                let expired = now.saturating_sub(left) > self.settings.window_ms();
+                let resumable = !r.playlist.ended
+                    && !expired
+                    && r.playlist.container == self.settings.container;
+                if !resumable {
+                    // A new playlist at the same URL; numbering goes on so no player that
+                    // still holds the old one sees the sequence go back.
+                    stale_objects = r.playlist.reset_for_new_stream();
+                    r.playlist.container = self.settings.container;
+                    r.playlist.window = self.settings.playlist_window;
+                    info!(stream = %id, "new playlist (previous one ended)");
+                } else if takeover {
+                    info!(stream = %id, from = %r.owner, "taking the stream over from its previous publisher");
+                    r.takeovers.push(now);
+                    let excess = r.takeovers.len().saturating_sub(MAX_TAKEOVER_HISTORY);
+                    r.takeovers.drain(..excess);
+                    self.metrics.takeovers.inc();
+                } else if !r.playlist.segments.is_empty() {
+                    info!(stream = %id, "publisher back within the reconnect window; resuming");
+                }
+                r.publisher_left_ms = None;
+                r.owner = self.settings.worker_id.clone();
+                r.updated_ms = now;
+                r.last_media_ms = None;
+                r.session_started_ms = Some(now);
+                r.holder = None;
+                (expected, r)
+            }
+        };
+        record.playlist.begin_session();
+        // A new stream is written when its first media frame arrives (the writer's first
+        // commit, a compare-and-set on "no record"); a stream with a record moves to the
+        // new epoch now, which fences any older session.
+        let stored = expected.is_some();
+        if stored {
+            if let Err(e) = self.state.compare_and_set(expected, &record).await {
+                self.note_state(!e.is_unavailable());
+                return Err(e.into());
+            }
+            self.note_state(true);
+        }
+        // A local holder (hung connection) loses the stream now.
+        if let Some(old) = inner.live.take() {
+            old.fenced.cancel();
+            self.metrics.live_streams.dec();
+        }
+        let epoch = record.playlist.epoch;
+        inner.record = Some(record.clone());
+        inner.generation += 1;
+        let generation = inner.generation;
+        stream.set_owned_view(&record.playlist, generation);
+        let fenced = CancellationToken::new();
+        let kicked = Arc::new(AtomicBool::new(false));
+        let last_media_ms = Arc::new(AtomicI64::new(now));
+        let media_seen = Arc::new(AtomicBool::new(false));
+        inner.live = Some(LiveSession {
+            generation,
+            started_ms: now,
+            last_media_ms: last_media_ms.clone(),
+            fenced: fenced.clone(),
+            kicked: kicked.clone(),
+        });
+        drop(inner);
+        self.metrics.live_streams.inc();
+        self.telemetry
+            .session_started(&stream.telemetry, protocol, epoch);
+        for entry in stale_objects {
+            self.delete_later(format!("{}/{}", id.prefix(), entry.uri), Duration::ZERO);
+        }
+
+        let (tx, rx) = mpsc::channel(writer::QUEUE_DEPTH);
+        let task = tokio::spawn(writer::run(writer::Writer::new(
+            self.clone(),
+            stream.clone(),
+            record,
+            generation,
+            rx,
+            fenced.clone(),
+            last_media_ms.clone(),
+            stored,
+            media_seen.clone(),
+        )));
+        let config = SegmenterConfig {
+            container: self.settings.container,
+            target_duration: self.settings.segment_ticks,
+            ..SegmenterConfig::default()
+        };
+        Ok(Publisher {
+            id,
+            epoch,
+            telemetry: stream.telemetry.clone(),
+            segmenter: Segmenter::new(config),
+            tx,
+            fenced,
+            kicked,
+            last_media_ms,
+            media_seen,
+            close_at_boundary: self.close_at_boundary.clone(),
+            task: Some(task),
+            video_seen: false,
+        })
+    }
+
+    fn delete_later(&self, path: String, after: Duration) {
+        let media = self.media.clone();
+        let metrics = self.metrics.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if media.delete(&path).await.is_err() {
+                metrics.store_error("delete");
+            }
+        });
+    }
+
+    /// Called by a writer when its session is over (publisher gone or fenced) and everything
+    /// it could store is stored. `superseded`: it lost the stream to a newer epoch.
+    /// `stored`: the stream has a record (a session that never delivered media to a stream
+    /// without one leaves nothing: the stream is forgotten at once).
+    async fn session_ended(
+        &self,
+        stream: &Arc<Stream>,
+        generation: u64,
+        record: StreamRecord,
+        superseded: bool,
+        stored: bool,
+    ) {
+        let mut inner = stream.inner.lock().await;
+        if inner
+            .live
+            .as_ref()
+            .is_some_and(|l| l.generation == generation)
+        {
+            inner.live = None;
+            if !stored {
+                self.metrics.live_streams.dec();
+                stream.release_view(generation, false);
+                self.forget(stream, &mut inner).await;
+                drop(inner);
+                self.telemetry.session_ended(&stream.telemetry, superseded);
+                // A newcomer on another worker wrote the record first: the stream lives
+                // on there, only this worker's series go.
+                self.telemetry.stream_gone(&stream.telemetry, !superseded);
+                info!(stream = %stream.id, "publisher gone before sending media; nothing kept");
+                return;
+            }
+            inner.record = Some(record);
+            self.metrics.live_streams.dec();
+            stream.release_view(generation, true);
+            drop(inner);
+            self.telemetry.session_ended(&stream.telemetry, superseded);
+            info!(stream = %stream.id, window_s = self.settings.reconnect_window.as_secs_f64(), "publisher gone; stream reconnecting");
+        } else {
+            // Already replaced (a newer session here, or ended by request): whatever this
+            // writer showed last is not what the store holds.
+            stream.release_view(generation, false);
+        }
+    }
+
+    /// Runs the sweeper until `stop` is cancelled.
+    pub async fn run_sweeper(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => return,
+            }
+            self.tick_health().await;
+            // The sweeper reads the state store every second, so readiness follows the
+            // store even on a worker with no live stream (no writes to notice a failure).
+            match self.sweep().await {
+                Ok(_) => self.note_state(true),
+                Err(e) => {
+                    self.note_state(false);
+                    warn!(error = %e, "sweeper: state store unavailable");
+                }
+            }
+        }
+    }
+
+    /// Disconnects the publisher of `id` on this worker (the stream enters its reconnect
+    /// window; the encoder will usually reconnect). `false` when none is live here.
+    pub async fn kick(&self, id: &StreamId) -> bool {
+        let Some(stream) = self.get(id).await else {
+            return false;
+        };
+        let inner = stream.inner.lock().await;
+        match &inner.live {
+            Some(live) => {
+                info!(stream = %id, "publisher kicked");
+                live.kicked.store(true, Ordering::Release);
+                live.fenced.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends `id` now, wherever its publisher is: bumps the epoch past any live session (whose
+    /// writer is fenced on its next write, closing its connection) and appends
+    /// `EXT-X-ENDLIST`. `false` when the stream is unknown or already ended.
+    pub async fn end_stream(&self, id: &StreamId) -> Result<bool, StoreError> {
+        // A name nobody published leaves no trace (no registry entry, no telemetry).
+        if self.get(id).await.is_none() && self.state.load(id).await?.is_none() {
+            return Ok(false);
+        }
+        let stream = self.get_or_insert(id).await;
+        let mut inner = stream.inner.lock().await;
+        let Some(mut record) = self.state.load(id).await? else {
+            return Ok(false);
+        };
+        if record.playlist.ended {
+            return Ok(false);
+        }
+        let expected = record.playlist.epoch;
+        record.playlist.epoch = expected.saturating_add(1);
+        record.playlist.end();
+        let now = unix_ms();
+        record.updated_ms = now;
+        record.publisher_left_ms.get_or_insert(now);
+        record.holder = None;
+        self.state.compare_and_set(Some(expected), &record).await?;
+        if let Some(live) = inner.live.take() {
+            live.fenced.cancel();
+            self.metrics.live_streams.dec();
+        }
+        stream.release_view(inner.generation, false);
+        stream.set_fetched_view(&record.playlist, stream.change_generation());
+        inner.record = Some(record);
+        drop(inner);
+        info!(stream = %id, "stream ended by request");
+        self.telemetry.stream_ended(&stream.telemetry);
+        Ok(true)
+    }
+
+    async fn tick_health(&self) {
+        let streams: Vec<_> = self.streams.lock().await.values().cloned().collect();
+        for s in streams {
+            if s.inner.lock().await.live.is_some() {
+                self.telemetry.tick(&s.telemetry);
+            }
+        }
+    }
+
+    /// Ends every stream that has had no publisher for the reconnect window: one whose
+    /// publisher left, or whose owner stopped renewing its lease (a dead worker, a stalled
+    /// encoder). Any worker may do it; the compare-and-set on the epoch makes it safe, and
+    /// the stream ends at the next epoch, which fences its last holder. Reads the streams that are
+    /// not ended; every [`StreamSettings::full_sweep_interval`] (and on the first call) it
+    /// reads every record instead, expires the ended streams past their retention, counts
+    /// the records and forgets streams whose record went. Returns how many it ended.
+    pub async fn sweep(&self) -> Result<usize, StoreError> {
+        let full = self
+            .last_full_sweep
+            .lock()
+            .map(|t| t.is_none_or(|t| t.elapsed() >= self.settings.full_sweep_interval()))
+            .unwrap_or(true);
+        let ids = if full {
+            self.state.list().await?
+        } else {
+            self.state.list_active().await?
+        };
+        let now = unix_ms();
+        let window = self.settings.window_ms();
+        let mut ended = 0;
+        let mut records = ids.len();
+        for id in &ids {
+            if let Some(s) = self.get(id).await {
+                if s.inner.lock().await.live.is_some() {
+                    continue;
+                }
+            }
+            let Some(mut record) = self.state.load(id).await? else {
+                records = records.saturating_sub(1);
+                // An index entry without a record (a crash between the two writes): drop
+                // it, or it is read again every second for good.
+                self.state.delete(id, 0).await?;
+                continue;
+            };
+            if record.playlist.ended {
+                if full
+                    && expired(&record, now, self.settings.retention_ms())
+                    && self.expire(&record).await?
+                {
+                    records = records.saturating_sub(1);
+                }
+                continue;
+            }
+            let activity = record
+                .last_media_ms
+                .unwrap_or(record.updated_ms)
+                .max(record.updated_ms);
+            let left = match record.publisher_left_ms {
+                Some(left) => left,
+                // Still marked live: abandoned once its owner stopped renewing.
+                None if now.saturating_sub(activity) >= LEASE_TIMEOUT_MS => activity,
+                None => continue,
+            };
+            if now.saturating_sub(left) < window {
+                continue;
+            }
+            let epoch = record.playlist.epoch;
+            // Ended at a new epoch, as by request: a holder that is still connected but went
+            // silent (a stalled encoder: its figures are written every second without moving
+            // the lease), or a writer still storing a session's last segments, is fenced by
+            // its next write instead of writing the stream back to not ended.
+            record.playlist.epoch = epoch.saturating_add(1);
+            record.playlist.end();
+            record.updated_ms = now;
+            record.publisher_left_ms.get_or_insert(left);
+            record.holder = None;
+            match self.state.compare_and_set(Some(epoch), &record).await {
+                Ok(()) => {
+                    ended += 1;
+                    info!(stream = %id, "no publisher for the reconnect window; stream ended");
+                    let stream = self.get_or_insert(id).await;
+                    stream.set_fetched_view(&record.playlist, stream.change_generation());
+                    stream.inner.lock().await.record = Some(record);
+                    self.telemetry.stream_ended(&stream.telemetry);
+                }
+                // Someone published (or ended it) in the meantime.
+                Err(StoreError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if full {
+            self.forget_unrecorded(&ids).await;
+            self.metrics
+                .stream_records
+                .set(i64::try_from(records).unwrap_or(i64::MAX));
+            if let Ok(mut t) = self.last_full_sweep.lock() {
+                *t = Some(Instant::now());
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Deletes an ended stream past its retention: its record (if it is still the ended
+    /// one), then the media of its epochs (a newer epoch's objects belong to a stream that
+    /// came back meanwhile). `false` when the record changed or went first.
+    async fn expire(&self, record: &StreamRecord) -> Result<bool, StoreError> {
+        let id = &record.id;
+        let epoch = record.playlist.epoch;
+        if !self.state.delete(id, epoch).await? {
+            return Ok(false);
+        }
+        let prefix = id.prefix();
+        match self.media.list(&prefix).await {
+            Ok(names) => {
+                for name in names {
+                    if object_epoch(&name).is_some_and(|e| e <= epoch)
+                        && self
+                            .media
+                            .delete(&format!("{prefix}/{name}"))
+                            .await
+                            .is_err()
+                    {
+                        self.metrics.store_error("delete");
+                    }
+                }
+                if self.media.remove_prefix(&prefix).await.is_err() {
+                    self.metrics.store_error("delete");
+                }
+            }
+            Err(e) => {
+                self.metrics.store_error("list_media");
+                warn!(stream = %id, error = %e, "expired stream: could not list its media; left in place");
+            }
+        }
+        if let Some(stream) = self.get(id).await {
+            let mut inner = stream.inner.lock().await;
+            if inner.live.is_none() {
+                self.forget(&stream, &mut inner).await;
+            }
+        }
+        self.metrics.stream_records_expired.inc();
+        info!(stream = %id, retention_s = self.settings.ended_retention.as_secs_f64(), "ended stream expired; record and media deleted");
+        Ok(true)
+    }
+
+    /// Forgets the streams this worker knows that have no live session here and no record
+    /// any more (`ids`: every record; another worker expired them).
+    async fn forget_unrecorded(&self, ids: &[StreamId]) {
+        let recorded: std::collections::HashSet<&StreamId> = ids.iter().collect();
+        let known: Vec<_> = self.streams.lock().await.values().cloned().collect();
+        for stream in known {
+            if recorded.contains(&stream.id) {
+                continue;
+            }
+            let mut inner = stream.inner.lock().await;
+            if inner.live.is_some() {
+                continue;
+            }
+            // Listed before the record was written: ask the store itself.
+            if matches!(self.state.load(&stream.id).await, Ok(None)) {
+                self.forget(&stream, &mut inner).await;
+            }
+        }
+    }
+}
+
+fn target_secs(d: Duration) -> u32 {
+    u32::try_from(d.as_millis().div_ceil(1000))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
+/// Messages from a publisher's connection to its stream's writer.
+#[derive(Debug)]
+enum WriterMsg {
+    /// What the segmenter produced, when it was cut, and (for segments) what the multivariant
+    /// playlist should say about the stream.
+    Output(SegmenterOutput, Instant, Option<StreamInfo>),
+    /// The first media frame arrived: a new stream's record (and lease) is written now.
+    FirstMedia,
+    Finish,
+}
+
+/// Codec and resolution of the media, for `EXT-X-STREAM-INF`.
+#[derive(Debug)]
+struct StreamInfo {
+    codecs: Option<String>,
+    resolution: Option<(u32, u32)>,
+}
+
+/// A live publish session's handle: feed it media; end it when the connection ends.
+pub struct Publisher {
+    id: StreamId,
+    epoch: u64,
+    telemetry: Arc<StreamTelemetry>,
+    segmenter: Segmenter,
+    tx: mpsc::Sender<WriterMsg>,
+    fenced: CancellationToken,
+    kicked: Arc<AtomicBool>,
+    last_media_ms: Arc<AtomicI64>,
+    /// Set at the first media frame: the stream gets its record then.
+    media_seen: Arc<AtomicBool>,
+    close_at_boundary: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+    /// The session declared or sent video (health was told once).
+    video_seen: bool,
+}
+
+/// The publish session must end: the worker is draining and a segment boundary was reached
+/// ([`PublisherClosed::is_drain`]), or the writer stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("publish session ended: {0}")]
+pub struct PublisherClosed(pub &'static str);
+
+impl PublisherClosed {
+    /// The worker is draining and the session reached a segment boundary: the connection
+    /// should say goodbye (so the encoder reconnects elsewhere), not report an error.
+    pub fn is_drain(&self) -> bool {
+        self.0 == "drain"
+    }
+}
+
+/// Frames the segmenter dropped so far, for any reason.
+fn dropped_frames(segmenter: &Segmenter) -> u64 {
+    let s = segmenter.stats();
+    s.dropped_before_keyframe
+        .saturating_add(s.dropped_without_config)
+        .saturating_add(s.dropped_backwards)
+}
+
+impl Publisher {
+    /// The stream.
+    pub fn id(&self) -> &StreamId {
+        &self.id
+    }
+
+    /// The epoch this session holds.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Cancelled when this session lost its stream (fenced) or its writer stopped.
+    pub fn closed(&self) -> CancellationToken {
+        self.fenced.clone()
+    }
+
+    /// Whether [`closed`](Self::closed) fired because the API kicked this publisher.
+    pub fn was_kicked(&self) -> bool {
+        self.kicked.load(Ordering::Acquire)
+    }
+
+    /// The stream's telemetry (drivers report bytes and packet counters to it).
+    pub fn telemetry(&self) -> &Arc<StreamTelemetry> {
+        &self.telemetry
+    }
+
+    /// Feeds one media event through the segmenter and hands what it cut to the writer.
+    pub async fn handle_media(
+        &mut self,
+        event: MediaEvent,
+        metrics: &Metrics,
+    ) -> Result<(), PublisherClosed> {
+        let mut video_frame = false;
+        match &event {
+            MediaEvent::TimestampJump { .. } => {
+                metrics.timestamp_jumps.inc();
+                self.telemetry.note_timestamp_jump();
+            }
+            MediaEvent::Frame(f) => {
+                video_frame = f.track == tidegate_media::TrackKind::Video;
+                if video_frame {
+                    self.note_video_seen();
+                }
+                if !self.media_seen.swap(true, Ordering::Relaxed) {
+                    // Best effort: a full queue wakes the writer anyway.
+                    let _ = self.tx.try_send(WriterMsg::FirstMedia);
+                }
+                self.telemetry.note_frame(video_frame, f.keyframe);
+            }
+            MediaEvent::VideoDeclared => self.note_video_seen(),
+            MediaEvent::VideoWithoutConfig => {
+                // The demuxer dropped it: it can never be decoded.
+                self.note_video_seen();
+                self.telemetry.note_video_dropped(1);
+            }
+            MediaEvent::VideoConfig(_) => self.telemetry.note_video_config(),
+            MediaEvent::AudioConfig(_) => {}
+        }
+        let now = unix_ms();
+        self.last_media_ms.store(now, Ordering::Relaxed);
+        let dropped_before = video_frame.then(|| dropped_frames(&self.segmenter));
+        if let Err(e) = self.segmenter.handle_event(event, now) {
+            // The segmenter drops what it cannot use (a frame going backwards, a segment
+            // the muxer refused) and carries on; the publisher is not cut off for it.
+            metrics.frames_dropped.inc();
+            tracing::debug!(stream = %self.id, error = %e, "packager dropped media");
+        }
+        if let Some(before) = dropped_before {
+            // Video the packager could not use (no keyframe to start from yet, going
+            // backwards): it never reaches a playlist either.
+            let n = dropped_frames(&self.segmenter).saturating_sub(before);
+            if n > 0 {
+                self.telemetry.note_video_dropped(n);
+            }
+        }
+        self.drain().await
+    }
+
+    /// Tells health, once a session, that this session has a video track.
+    fn note_video_seen(&mut self) {
+        if !self.video_seen {
+            self.video_seen = true;
+            self.telemetry.note_video_track();
+        }
+    }
+
+    async fn drain(&mut self) -> Result<(), PublisherClosed> {
+        let mut cut = false;
+        while let Some(out) = self.segmenter.poll_output() {
+            cut |= matches!(out, SegmenterOutput::Segment(_));
+            let info = matches!(out, SegmenterOutput::Segment(_)).then(|| StreamInfo {
+                codecs: self.segmenter.codecs(),
+                resolution: self.segmenter.resolution(),
+            });
+            if self
+                .tx
+                .send(WriterMsg::Output(out, Instant::now(), info))
+                .await
+                .is_err()
+            {
+                return Err(PublisherClosed("writer stopped"));
+            }
+        }
+        if cut && self.close_at_boundary.is_cancelled() {
+            return Err(PublisherClosed("drain"));
+        }
+        Ok(())
+    }
+
+    /// The publisher is gone: closes the segment in progress, waits until it is stored and
+    /// listed (or the writer gives up), and puts the stream into its reconnect window.
+    pub async fn finish(mut self) {
+        self.segmenter.finish();
+        if let Some(e) = self.segmenter.take_error() {
+            warn!(stream = %self.id, error = %e, "the last segment could not be packaged");
+        }
+        let _ = self.drain().await;
+        let _ = self.tx.send(WriterMsg::Finish).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Settings for the unit tests: fMP4, 2 s segments, a window of 6, worker `here`, ended
+/// streams kept for `ended_retention`.
+#[cfg(test)]
+fn test_settings(ended_retention: Duration) -> StreamSettings {
+    StreamSettings {
+        container: Container::Fmp4,
+        segment_ticks: 180_000,
+        segment_duration: Duration::from_secs(2),
+        playlist_window: 6,
+        reconnect_window: Duration::from_secs(30),
+        takeover_policy: TakeoverPolicy::Newest,
+        worker_id: "here".into(),
+        ended_retention,
+    }
+}
+
+/// A registry over embedded stores in a fresh directory under the system's temp dir (`tag`
+/// names it), with the `state` root given relative to it; returns the directory too.
+#[cfg(test)]
+fn test_streams(tag: &str, state_root: &str) -> (std::path::PathBuf, Arc<Streams>) {
+    use crate::store::fs::{FsMediaStore, FsStateStore};
+    let dir = std::env::temp_dir().join(format!(
+        "tidegate-{tag}-{}-{}",
+        std::process::id(),
+        unix_ms()
+    ));
+    let state: Arc<dyn StateStore> = Arc::new(FsStateStore::new(dir.join(state_root)));
+    let media: Arc<dyn MediaStore> = Arc::new(FsMediaStore::new(dir.join("media")));
+    let metrics = Arc::new(Metrics::new());
+    let telemetry = Arc::new(Telemetry::new(
+        metrics.clone(),
+        tidegate_health::HealthConfig::default(),
+        "here".into(),
+    ));
+    let settings = test_settings(Duration::from_secs(3600));
+    (
+        dir,
+        Streams::new(state, media, settings, metrics, telemetry),
+    )
+}
+
+#[cfg(test)]
+mod change_tests {
+    use super::*;
+
+    fn record(id: &StreamId, epoch: u64, media_sequence: u64) -> StreamRecord {
+        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+        playlist.epoch = epoch;
+        playlist.media_sequence = media_sequence;
+        StreamRecord {
+            id: id.clone(),
+            playlist,
+            updated_ms: unix_ms(),
+            publisher_left_ms: None,
+            owner: "elsewhere".into(),
+            last_media_ms: Some(unix_ms()),
+            takeovers: Vec::new(),
+            session_started_ms: None,
+            holder: None,
+        }
+    }
+
+    fn sequence_of(r: &Rendered) -> String {
+        let text = String::from_utf8_lossy(&r.media).into_owned();
+        text.lines()
+            .find(|l| l.starts_with("#EXT-X-MEDIA-SEQUENCE:"))
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// A view read from the state store is served until a change notification drops it;
+    /// without live notifications it is not trusted beyond [`REMOTE_RENDER_TTL`].
+    #[tokio::test]
+    async fn a_change_notification_drops_the_cached_view() {
+        let (dir, streams) = test_streams("change-test", "state");
+        let state = streams.state.clone();
+        let id = StreamId::new("default", "watched").unwrap();
+
+        streams.apply_change(Change::Subscribed).await;
+        assert_eq!(streams.remote_render_ttl(), NOTIFIED_RENDER_TTL);
+        state
+            .compare_and_set(None, &record(&id, 1, 10))
+            .await
+            .unwrap();
+        let first = streams.rendered(&id).await.unwrap().unwrap();
+        assert_eq!(sequence_of(&first), "#EXT-X-MEDIA-SEQUENCE:10");
+
+        // Another worker writes: until its notification arrives the cached view stands...
+        state
+            .compare_and_set(Some(1), &record(&id, 1, 11))
+            .await
+            .unwrap();
+        let cached = streams.rendered(&id).await.unwrap().unwrap();
+        assert_eq!(sequence_of(&cached), "#EXT-X-MEDIA-SEQUENCE:10");
+        // ...and the notification makes the next request read the new state.
+        streams.apply_change(Change::Stream(id.clone())).await;
+        let fresh = streams.rendered(&id).await.unwrap().unwrap();
+        assert_eq!(sequence_of(&fresh), "#EXT-X-MEDIA-SEQUENCE:11");
+
+        // A change announced while a read is under way leaves that read's view stale.
+        let stream = streams.get(&id).await.unwrap();
+        let before = stream.change_generation();
+        stream.invalidate();
+        stream.set_fetched_view(&record(&id, 1, 11).playlist, before);
+        assert!(stream.fresh_view(NOTIFIED_RENDER_TTL).is_none());
+
+        // Notifications lost: back to the short TTL, and every cached view is dropped.
+        streams.apply_change(Change::Lost).await;
+        assert_eq!(streams.remote_render_ttl(), REMOTE_RENDER_TTL);
+        assert!(stream.fresh_view(REMOTE_RENDER_TTL).is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A writer that lists one more segment after its session was ended by request (or
+    /// replaced by a newer one on this worker) must not take the view back: viewers would
+    /// be served that session's last playlist, without its `EXT-X-ENDLIST`, for good.
+    #[test]
+    fn a_late_write_from_an_ended_session_does_not_take_the_view_back() {
+        let id = StreamId::new("default", "late").unwrap();
+        let telemetry = Telemetry::new(
+            Arc::new(Metrics::new()),
+            tidegate_health::HealthConfig::default(),
+            "here".into(),
+        );
+        let stream = Stream::new(id.clone(), telemetry.stream(&id));
+        let live = record(&id, 2, 5).playlist;
+        let mut ended = record(&id, 3, 5).playlist;
+        ended.end();
+        let ends = |r: &Rendered| String::from_utf8_lossy(&r.media).contains("#EXT-X-ENDLIST");
+
+        // Session 1 publishes; the stream is ended by request; its writer lists a last
+        // segment before it learns it was fenced.
+        stream.set_owned_view(&live, 1);
+        stream.release_view(1, false);
+        stream.set_fetched_view(&ended, stream.change_generation());
+        stream.set_owned_view(&live, 1);
+        assert!(ends(&stream.fresh_view(NOTIFIED_RENDER_TTL).unwrap()));
+        // Its end is reported after session 2 started here: session 2 keeps the view.
+        stream.set_owned_view(&live, 2);
+        stream.release_view(1, false);
+        assert!(!ends(&stream.fresh_view(NOTIFIED_RENDER_TTL).unwrap()));
+        // Session 2 ends by itself: what it showed stays fresh for the usual time.
+        stream.release_view(2, true);
+        assert!(stream.fresh_view(NOTIFIED_RENDER_TTL).is_some());
+        // Session 3 is replaced here before its writer reports: the view is read again.
+        stream.set_owned_view(&live, 3);
+        stream.release_view(3, false);
+        assert!(stream.fresh_view(NOTIFIED_RENDER_TTL).is_none());
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use super::*;
+
+    #[test]
+    fn object_names_carry_their_epoch() {
+        assert_eq!(object_epoch("seg-7-12.m4s"), Some(7));
+        assert_eq!(
+            object_epoch("seg-1796459589079-0.ts"),
+            Some(1_796_459_589_079)
+        );
+        assert_eq!(object_epoch("init-3-0.mp4"), Some(3));
+        for other in [
+            "index.m3u8",
+            "seg-x-1.m4s",
+            "seg-.m4s",
+            "init-4",
+            "segment-1-2.m4s",
+        ] {
+            assert_eq!(object_epoch(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn a_new_record_starts_above_every_epoch_of_an_expired_one() {
+        // An incarnation created at t0 with a session every second for a day, expired an
+        // hour after its last session: its successor starts above its last epoch.
+        let t0 = 1_800_000_000_000_i64;
+        let last = first_epoch(t0) + 86_400;
+        let back = t0 + 86_400_000 + 3_600_000;
+        assert!(first_epoch(back) > last);
+        assert_eq!(first_epoch(-5), 1);
+    }
+
+    #[test]
+    fn only_ended_records_past_the_retention_expire() {
+        let id = StreamId::new("default", "x").unwrap();
+        let mut r = StreamRecord {
+            id,
+            playlist: PlaylistState::new(Container::Fmp4, 5, 2),
+            updated_ms: 10_000,
+            publisher_left_ms: Some(9_000),
+            owner: "w".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: None,
+            holder: None,
+        };
+        assert!(!expired(&r, 1_000_000, 1_000), "not ended");
+        r.playlist.end();
+        assert!(!expired(&r, 10_999, 1_000));
+        assert!(expired(&r, 11_000, 1_000));
+    }
+
+    /// A holder still connected but silent (a stalled encoder) rewrites its figures every
+    /// second at its epoch without moving the lease. Once another worker's sweeper ended the
+    /// stream, that write must be refused, not write the stream back to not ended.
+    #[tokio::test]
+    async fn a_stream_ended_by_the_sweeper_fences_its_silent_holder() {
+        let (dir, streams) = test_streams("sweep-fence", "state");
+        let id = StreamId::new("default", "stalled").unwrap();
+        let long_ago = unix_ms() - 120_000;
+        let held = StreamRecord {
+            id: id.clone(),
+            playlist: PlaylistState::new(Container::Fmp4, 6, 2),
+            updated_ms: long_ago,
+            publisher_left_ms: None,
+            owner: "elsewhere".into(),
+            last_media_ms: Some(long_ago),
+            takeovers: Vec::new(),
+            session_started_ms: None,
+            holder: None,
+        };
+        let epoch = held.playlist.epoch;
+        streams.state.compare_and_set(None, &held).await.unwrap();
+        assert_eq!(streams.sweep().await.unwrap(), 1);
+        let ended = streams.state.load(&id).await.unwrap().unwrap();
+        assert!(ended.playlist.ended);
+
+        // The holder's next figures-only write (same epoch, lease not moved).
+        let figures = held.clone();
+        let refused = streams.state.compare_and_set(Some(epoch), &figures).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict { .. })),
+            "{refused:?}"
+        );
+        let stored = streams.state.load(&id).await.unwrap().unwrap();
+        assert!(stored.playlist.ended, "the stream came back");
+        assert_eq!(streams.sweep().await.unwrap(), 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An active marker left without its record (a crash between the two) is dropped by
+    /// the sweeper instead of being read every second for good.
+    #[tokio::test]
+    async fn the_sweeper_drops_an_index_entry_without_a_record() {
+        let (dir, streams) = test_streams("sweep-stale", "state");
+        let marker = dir.join("state/.active/default/ghost");
+        std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+        std::fs::write(&marker, b"").unwrap();
+        assert_eq!(streams.state.list_active().await.unwrap().len(), 1);
+        // The first pass reads the records; the next one the index.
+        streams.sweep().await.unwrap();
+        streams.sweep().await.unwrap();
+        assert!(streams.state.list_active().await.unwrap().is_empty());
+        assert!(!marker.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_full_pass_runs_a_quarter_of_the_retention_apart_within_bounds() {
+        assert_eq!(
+            test_settings(Duration::from_secs(3)).full_sweep_interval(),
+            SWEEP_INTERVAL
+        );
+        assert_eq!(
+            test_settings(Duration::from_secs(120)).full_sweep_interval(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            test_settings(Duration::from_secs(3600)).full_sweep_interval(),
+            MAX_FULL_SWEEP_INTERVAL
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! Stream state in Redis, shared by every worker of a cluster.
+//!
+//! Layout (every key under [`KEY_PREFIX`], or the prefix given to
+//! [`RedisStateStore::connect_with_prefix`]):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `P:stream:TENANT/NAME` | string | the [`StreamRecord`] as JSON (the same bytes `fs.rs` writes) |
+//! | `P:streams` | set | `TENANT/NAME` of every stream with a record ([`StateStore::list`]) |
+//! | `P:active` | set | `TENANT/NAME` of every stream whose record is not ended ([`StateStore::list_active`]) |
+//! | `P:changes` | channel | `TENANT/NAME` published after each successful write |
+//! | `P:worker:ID:incarnations` | integer | how often worker `ID` registered ([`StateStore::register_worker`]) |
+//! | `P:worker:ID` | string, with a TTL | the [`WorkerRecord`] as JSON, refreshed by each heartbeat ([`StateStore::put_worker`]) |
+//! | `P:workers` | set | ids of workers that wrote a record; members whose record expired are pruned when listed |
+//!
+//! The compare-and-set is one Lua script ([`CAS_SCRIPT`]): Redis runs it atomically, so the
+//! read of the stored epoch, the comparison, the write, the set membership and the change
+//! notification are one step no other client can interleave with. The epoch is read from the
+//! stored JSON with `cjson`, whose numbers are doubles: epochs are exact up to 2^53, which one
+//! publish session per epoch never reaches.
+//!
+//! Every call is bounded by [`CALL_TIMEOUT`]. The [`ConnectionManager`] reconnects in the
+//! background after a failure; meanwhile calls fail with [`StoreError::Unavailable`] instead of
+//! waiting, and succeed again once the server is back.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, RedisError, Script, Value};
+use tokio::sync::mpsc;
+
+use super::{Change, StateStore, StoreError, StreamId, StreamRecord, WorkerRecord};
+
+/// Default key prefix: every key and the change channel start with `tidegate:`.
+pub const KEY_PREFIX: &str = "tidegate";
+
+/// Upper bound on one store call (connect, command, script), so a dead or partitioned Redis
+/// turns into an error instead of a hung writer.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Delay before the change subscriber tries again after its connection failed.
+pub const RESUBSCRIBE_DELAY: Duration = Duration::from_millis(500);
+
+/// How often an idle change subscription checks (PING, answered within [`CALL_TIMEOUT`])
+/// that its server is still there.
+pub const SUBSCRIPTION_PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Change notifications buffered for a slow consumer; past this the subscriber waits (Redis
+/// then buffers on its side, up to its own client-output-buffer limit).
+pub const CHANGES_BUFFER: usize = 1024;
+
+/// The error code [`CAS_SCRIPT`] replies with when the stored record is not JSON.
+const CORRUPT_CODE: &str = "TIDEGATE_CORRUPT";
+
+/// The compare-and-set, run atomically by Redis.
+///
+/// `KEYS[1]` the record, `KEYS[2]` the set of streams, `KEYS[3]` the set of streams not
+/// ended; `ARGV[1]` the expected epoch (`""` for "no record"), `ARGV[2]` the new JSON,
+/// `ARGV[3]` the set member / change payload (`TENANT/NAME`), `ARGV[4]` the change channel,
+/// `ARGV[5]` `1` when the new record is ended.
+///
+/// Returns `{1}` when written, `{0, stored}` on a conflict (`stored` = -1 when there is no
+/// record), or an error reply when the stored record is not JSON.
+pub const CAS_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+local stored = -1
+if cur then
+  local ok, rec = pcall(cjson.decode, cur)
+  if not ok or type(rec) ~= 'table' then
+    return redis.error_reply('TIDEGATE_CORRUPT record ' .. ARGV[3] .. ' is not JSON')
+  end
+  stored = 0
+  if type(rec['playlist']) == 'table' and type(rec['playlist']['epoch']) == 'number' then
+    stored = rec['playlist']['epoch']
+  end
+end
+local expected = -1
+if ARGV[1] ~= '' then expected = tonumber(ARGV[1]) end
+if stored ~= expected then
+  return {0, stored}
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+if ARGV[5] == '1' then
+  redis.call('SREM', KEYS[3], ARGV[3])
+else
+  redis.call('SADD', KEYS[3], ARGV[3])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[3])
+return {1}
+"#;
+
+/// Deletes an ended record whose epoch is still the expected one, run atomically by Redis.
+///
+/// `KEYS[1]` the record, `KEYS[2]` the set of streams, `KEYS[3]` the set of streams not
+/// ended; `ARGV[1]` the epoch, `ARGV[2]` the set member / change payload, `ARGV[3]` the
+/// change channel. Returns 1 when deleted, 0 otherwise (absent, another epoch, not ended,
+/// or not JSON: a record this script cannot read is left alone).
+pub const DELETE_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('SREM', KEYS[3], ARGV[2])
+  return 0
+end
+local ok, rec = pcall(cjson.decode, cur)
+if not ok or type(rec) ~= 'table' or type(rec['playlist']) ~= 'table' then
+  return 0
+end
+if rec['playlist']['ended'] ~= true or rec['playlist']['epoch'] ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[2])
+return 1
+"#;
+
+/// Stream records in Redis with an atomic compare-and-set on the epoch.
+#[derive(Clone)]
+pub struct RedisStateStore {
+    client: Client,
+    conn: ConnectionManager,
+    prefix: String,
+    cas: Script,
+    delete: Script,
+}
+
+impl std::fmt::Debug for RedisStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL: it may carry a password.
+        f.debug_struct("RedisStateStore")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: RedisError) -> StoreError {
+    StoreError::Unavailable(format!("redis: {e}"))
+}
+
+/// Runs `fut` within [`CALL_TIMEOUT`], mapping Redis and timeout errors.
+async fn bounded<T>(
+    what: &str,
+    fut: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(unavailable),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "redis: {what} took longer than {CALL_TIMEOUT:?}"
+        ))),
+    }
+}
+
+impl RedisStateStore {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]` or `rediss://`) with the
+    /// default [`KEY_PREFIX`]. Fails when the server does not answer a PING in time.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_with_prefix(url, KEY_PREFIX).await
+    }
+
+    /// As [`RedisStateStore::connect`], with every key under `prefix:` (several deployments
+    /// sharing one Redis, or isolated tests).
+    pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(unavailable)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CALL_TIMEOUT))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            // Reconnection is retried in the background on the next failing call; a call
+            // never waits for more than one attempt.
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        let store = Self {
+            client,
+            conn,
+            prefix: prefix.to_owned(),
+            cas: Script::new(CAS_SCRIPT),
+            delete: Script::new(DELETE_SCRIPT),
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// Checks that the server answers (a readiness probe).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        bounded("PING", async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .map(drop)
+    }
+
+    fn record_key(&self, id: &StreamId) -> String {
+        format!("{}:stream:{id}", self.prefix)
+    }
+
+    fn set_key(&self) -> String {
+        format!("{}:streams", self.prefix)
+    }
+
+    fn active_key(&self) -> String {
+        format!("{}:active", self.prefix)
+    }
+
+    async fn members(&self, key: String) -> Result<Vec<StreamId>, StoreError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = bounded("SMEMBERS", async move {
+            conn.smembers::<_, Vec<String>>(key).await
+        })
+        .await?;
+        let mut out: Vec<StreamId> = members.iter().filter_map(|m| parse_member(m)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// The channel change notifications are published on (`PREFIX:changes`).
+    pub fn changes_channel(&self) -> String {
+        changes_channel(&self.prefix)
+    }
+
+    fn worker_key(&self, worker_id: &str) -> Result<String, StoreError> {
+        if !super::valid_name(worker_id) {
+            return Err(StoreError::InvalidPath(worker_id.to_owned()));
+        }
+        Ok(format!("{}:worker:{worker_id}", self.prefix))
+    }
+
+    fn workers_key(&self) -> String {
+        format!("{}:workers", self.prefix)
+    }
+
+    /// Subscribes to the change channel of this store's prefix; see [`subscribe_changes`].
+    pub fn subscribe_changes(&self) -> mpsc::Receiver<Change> {
+        spawn_subscriber(self.client.clone(), self.changes_channel())
+    }
+}
+
+fn changes_channel(prefix: &str) -> String {
+    format!("{prefix}:changes")
+}
+
+/// Subscribes to the change notifications of the default [`KEY_PREFIX`] at `url`.
+///
+/// A background task (on the current tokio runtime) holds the subscription, probes it every
+/// [`SUBSCRIPTION_PING_INTERVAL`], and reconnects after [`RESUBSCRIBE_DELAY`] whenever it
+/// fails, sending [`Change::Subscribed`] each time it
+/// is live again. It stops when the receiver is dropped. Payloads that are not a valid
+/// `TENANT/NAME` are ignored.
+pub fn subscribe_changes(url: &str) -> Result<mpsc::Receiver<Change>, StoreError> {
+    let client = Client::open(url).map_err(unavailable)?;
+    Ok(spawn_subscriber(client, changes_channel(KEY_PREFIX)))
+}
+
+fn spawn_subscriber(client: Client, channel: String) -> mpsc::Receiver<Change> {
+    let (tx, rx) = mpsc::channel(CHANGES_BUFFER);
+    tokio::spawn(async move {
+        loop {
+            let attempt = async {
+                let mut pubsub = bounded("SUBSCRIBE", client.get_async_pubsub()).await?;
+                bounded("SUBSCRIBE", pubsub.subscribe(&channel)).await?;
+                Ok::<_, StoreError>(pubsub)
+            };
+            let pubsub = tokio::select! {
+                r = attempt => r,
+                () = tx.closed() => return,
+            };
+            match pubsub {
+                Ok(pubsub) => {
+                    if tx.send(Change::Subscribed).await.is_err() {
+                        return;
+                    }
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut ping = tokio::time::interval(SUBSCRIPTION_PING_INTERVAL);
+                    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ping.tick().await;
+                    loop {
+                        let msg = tokio::select! {
+                            m = messages.next() => m,
+                            _ = ping.tick() => {
+                                // A partitioned server never closes the connection: without
+                                // this probe the subscription would wait silently forever.
+                                if bounded("PING", sink.ping::<Value>()).await.is_err() {
+                                    break;
+                                }
+                                continue;
+                            }
+                            () = tx.closed() => return,
+                        };
+                        // `None`: the connection ended; subscribe again.
+                        let Some(msg) = msg else { break };
+                        let Ok(payload) = msg.get_payload::<String>() else {
+                            continue;
+                        };
+                        let Some(id) = parse_member(&payload) else {
+                            continue;
+                        };
+                        if tx.send(Change::Stream(id)).await.is_err() {
+                            return;
+                        }
+                    }
+                    tracing::warn!("redis change subscription lost; resubscribing");
+                    if tx.send(Change::Lost).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "redis change subscription failed"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
+
+/// `TENANT/NAME` back into an id; `None` for anything else.
+fn parse_member(s: &str) -> Option<StreamId> {
+    let (tenant, name) = s.split_once('/')?;
+    StreamId::new(tenant, name)
+}
+
+#[async_trait]
+impl StateStore for RedisStateStore {
+    async fn load(&self, id: &StreamId) -> Result<Option<StreamRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.record_key(id);
+        let raw: Option<Vec<u8>> =
+            bounded(
+                "GET",
+                async move { conn.get::<_, Option<Vec<u8>>>(key).await },
+            )
+            .await?;
+        raw.map(|v| {
+            serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                what: id.to_string(),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn compare_and_set(
+        &self,
+        expected_epoch: Option<u64>,
+        record: &StreamRecord,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            what: record.id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut conn = self.conn.clone();
+        let mut invocation = self.cas.key(self.record_key(&record.id));
+        invocation
+            .key(self.set_key())
+            .key(self.active_key())
+            .arg(expected_epoch.map(|e| e.to_string()).unwrap_or_default())
+            .arg(json)
+            .arg(record.id.to_string())
+            .arg(self.changes_channel())
+            .arg(if record.playlist.ended { "1" } else { "0" });
+        let reply: Value =
+            match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Value>(&mut conn))
+                .await
+            {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) if e.code() == Some(CORRUPT_CODE) => {
+                    return Err(StoreError::Corrupt {
+                        what: record.id.to_string(),
+                        reason: "stored record is not JSON".to_owned(),
+                    })
+                }
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "redis: compare-and-set took longer than {CALL_TIMEOUT:?}"
+                    )))
+                }
+            };
+        match reply {
+            Value::Array(items) => match items.as_slice() {
+                [Value::Int(1)] => Ok(()),
+                [Value::Int(0), Value::Int(stored)] => Err(StoreError::Conflict {
+                    // -1: no record (reported as 0, as fs.rs does).
+                    stored: u64::try_from(*stored).unwrap_or(0),
+                    held: expected_epoch.unwrap_or(0),
+                }),
+                _ => Err(unexpected(&items)),
+            },
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<StreamId>, StoreError> {
+        self.members(self.set_key()).await
+    }
+
+    async fn list_active(&self) -> Result<Vec<StreamId>, StoreError> {
+        self.members(self.active_key()).await
+    }
+
+    async fn delete(&self, id: &StreamId, epoch: u64) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.delete.key(self.record_key(id));
+        invocation
+            .key(self.set_key())
+            .key(self.active_key())
+            .arg(epoch.to_string())
+            .arg(id.to_string())
+            .arg(self.changes_channel());
+        let deleted: i64 = bounded("delete", invocation.invoke_async::<i64>(&mut conn)).await?;
+        Ok(deleted == 1)
+    }
+
+    /// INCR `PREFIX:worker:ID:incarnations`.
+    async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError> {
+        let key = format!("{}:incarnations", self.worker_key(worker_id)?);
+        let mut conn = self.conn.clone();
+        bounded(
+            "INCR",
+            async move { conn.incr::<_, _, u64>(key, 1u64).await },
+        )
+        .await
+    }
+
+    /// SET `PREFIX:worker:ID` with a PX expiry and SADD the id to `PREFIX:workers`, in one
+    /// MULTI.
+    async fn put_worker(&self, record: &WorkerRecord, ttl: Duration) -> Result<(), StoreError> {
+        let key = self.worker_key(&record.id)?;
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            what: format!("worker {}", record.id),
+            reason: e.to_string(),
+        })?;
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(&key)
+            .arg(json)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .sadd(self.workers_key(), &record.id)
+            .ignore();
+        let mut conn = self.conn.clone();
+        bounded("SET worker", async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError> {
+        let key = self.worker_key(worker_id)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .del(&key)
+            .ignore()
+            .srem(self.workers_key(), worker_id)
+            .ignore();
+        let mut conn = self.conn.clone();
+        bounded("DEL worker", async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    /// SMEMBERS `PREFIX:workers`, then MGET their records; ids whose record expired are
+    /// removed from the set (a worker that is still alive adds itself back at its next
+    /// heartbeat).
+    async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let set = self.workers_key();
+        let mut ids: Vec<String> = bounded("SMEMBERS", async move {
+            conn.smembers::<_, Vec<String>>(set).await
+        })
+        .await?;
+        ids.retain(|id| super::valid_name(id));
+        ids.sort();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids
+            .iter()
+            .filter_map(|id| self.worker_key(id).ok())
+            .collect();
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<Vec<u8>>> = bounded("MGET", async move {
+            redis::cmd("MGET")
+                .arg(keys)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                .await
+        })
+        .await?;
+        let mut out = Vec::with_capacity(ids.len());
+        let mut gone = Vec::new();
+        for (id, raw) in ids.iter().zip(raw) {
+            match raw.map(|b| serde_json::from_slice::<WorkerRecord>(&b)) {
+                Some(Ok(w)) if &w.id == id => out.push(w),
+                Some(Ok(_)) => {}
+                // A record this version cannot read is skipped, not fatal.
+                Some(Err(e)) => {
+                    tracing::debug!(worker = %id, error = %e, "unreadable worker record")
+                }
+                None => gone.push(id.clone()),
+            }
+        }
+        if !gone.is_empty() {
+            let mut conn = self.conn.clone();
+            let set = self.workers_key();
+            // Best effort: a failure leaves the ids for the next listing to prune.
+            let _ = bounded(
+                "SREM",
+                async move { conn.srem::<_, _, ()>(set, gone).await },
+            )
+            .await;
+        }
+        Ok(out)
+    }
+}
+
+fn unexpected(reply: &impl std::fmt::Debug) -> StoreError {
+    StoreError::Unavailable(format!("redis: unexpected compare-and-set reply {reply:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_round_trip_and_reject_junk() {
+        let id = StreamId::new("acme", "cam-1").unwrap();
+        assert_eq!(parse_member(&id.to_string()), Some(id));
+        for bad in ["", "acme", "acme/", "/cam", "acme/a/b", "../x/y", "acme/.x"] {
+            assert_eq!(parse_member(bad), None, "{bad}");
+        }
+    }
+}
