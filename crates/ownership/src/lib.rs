@@ -319,7 +319,11 @@ pub fn admit(
         takeovers.drain(..excess);
         (Start::Takeover, r.epoch.saturating_add(1), takeovers)
     } else {
-        (Start::Resume, r.epoch.saturating_add(1), r.takeovers.clone())
+        (
+            Start::Resume,
+            r.epoch.saturating_add(1),
+            r.takeovers.clone(),
+        )
     };
     Ok(Admission {
         start,

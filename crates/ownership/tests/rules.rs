@@ -131,7 +131,13 @@ fn a_holder_that_only_renews_its_figures_still_loses_its_lease() {
     );
     stored.last_media_ms = Some(T0);
     assert!(!stored.live_elsewhere("b", T0 + LEASE_TIMEOUT_MS, &refuse()));
-    assert!(admit(&worker("b"), Some(&stored), T0 + LEASE_TIMEOUT_MS, &refuse()).is_ok());
+    assert!(admit(
+        &worker("b"),
+        Some(&stored),
+        T0 + LEASE_TIMEOUT_MS,
+        &refuse()
+    )
+    .is_ok());
 }
 
 /// `lifecycle::second_publisher_is_refused_while_the_first_streams`: a second encoder on a
@@ -191,7 +197,7 @@ fn flapping_encoders_are_refused_after_four_takeovers_in_a_minute() {
         stored.last_media_ms = Some(now);
     }
     assert_eq!(stored.takeovers.len(), FLAP_TAKEOVERS);
-    let me = if FLAP_TAKEOVERS % 2 == 0 { "b" } else { "a" };
+    let me = if stored.owner == "a" { "b" } else { "a" };
     assert_eq!(
         admit(&worker(me), Some(&stored), now + 1_000, &p),
         Err(Refusal::Competing(FLAP_TAKEOVERS))
@@ -208,7 +214,9 @@ fn flapping_encoders_are_refused_after_four_takeovers_in_a_minute() {
 #[test]
 fn the_takeover_history_keeps_the_newest_eight() {
     let mut stored = held("a", 1, T0);
-    stored.takeovers = (0..MAX_TAKEOVER_HISTORY as i64).map(|i| T0 - 600_000 + i).collect();
+    stored.takeovers = (0..MAX_TAKEOVER_HISTORY as i64)
+        .map(|i| T0 - 600_000 + i)
+        .collect();
     let a = admit(&worker("b"), Some(&stored), T0, &newest()).unwrap();
     assert_eq!(a.record.takeovers.len(), MAX_TAKEOVER_HISTORY);
     assert_eq!(a.record.takeovers.first(), Some(&(T0 - 600_000 + 1)));
@@ -334,7 +342,13 @@ fn a_fenced_stale_owner_cannot_write_at_its_old_epoch() {
     let stored = held("a", 7, T0);
     let taken = commit(
         Some(&stored),
-        &admit(&worker("b"), Some(&stored), T0 + LEASE_TIMEOUT_MS, &refuse()).unwrap(),
+        &admit(
+            &worker("b"),
+            Some(&stored),
+            T0 + LEASE_TIMEOUT_MS,
+            &refuse(),
+        )
+        .unwrap(),
     );
     let stale = plan_write(&SessionWrite {
         epoch: 7,
@@ -486,14 +500,20 @@ fn a_departing_publisher_writes_its_departure_without_a_lease() {
 fn a_pull_stands_by_while_another_worker_holds_a_fresh_lease() {
     let p = newest();
     let stored = held("a", 7, T0);
-    assert_eq!(stand_by_for("b", false, Some(&stored), T0 + 1_000, &p), Some("a"));
+    assert_eq!(
+        stand_by_for("b", false, Some(&stored), T0 + 1_000, &p),
+        Some("a")
+    );
     assert_eq!(
         stand_by_for("b", false, Some(&stored), T0 + LEASE_TIMEOUT_MS, &p),
         None
     );
     // Nobody holds it, the holder left, or it is this worker's own.
     assert_eq!(stand_by_for("b", false, None, T0, &p), None);
-    assert_eq!(stand_by_for("b", false, Some(&left("a", 7, T0)), T0, &p), None);
+    assert_eq!(
+        stand_by_for("b", false, Some(&left("a", 7, T0)), T0, &p),
+        None
+    );
     assert_eq!(stand_by_for("a", false, Some(&stored), T0, &p), None);
     assert_eq!(stand_by_for("b", true, Some(&stored), T0, &p), None);
 }
@@ -517,8 +537,14 @@ fn a_pull_never_takes_a_live_stream_from_another_worker() {
 #[test]
 fn the_sweeper_leaves_a_live_or_reconnecting_stream_alone() {
     let p = newest();
-    assert_eq!(sweep(&held("a", 7, T0), T0 + LEASE_TIMEOUT_MS - 1, &p), Sweep::Keep);
-    assert_eq!(sweep(&left("a", 7, T0), T0 + WINDOW_MS - 1, &p), Sweep::Keep);
+    assert_eq!(
+        sweep(&held("a", 7, T0), T0 + LEASE_TIMEOUT_MS - 1, &p),
+        Sweep::Keep
+    );
+    assert_eq!(
+        sweep(&left("a", 7, T0), T0 + WINDOW_MS - 1, &p),
+        Sweep::Keep
+    );
 }
 
 /// `lifecycle::reconnect_after_window_starts_a_clean_playlist` (the old playlist gets
@@ -572,4 +598,45 @@ fn only_ended_records_past_the_retention_expire() {
     assert!(r.expired(T0 + RETENTION_MS, &p));
     assert_eq!(sweep(&r, T0 + RETENTION_MS - 1, &p), Sweep::Keep);
     assert_eq!(sweep(&r, T0 + RETENTION_MS, &p), Sweep::Expire { epoch: 7 });
+}
+
+/// A known gap, not closed today (the property tests assume it away): a session admitted
+/// for a stream without a record creates it at its first write with a compare-and-set on
+/// "no record", at the epoch it took from the clock at admission. If its first write comes
+/// later than the retention (its worker frozen in between), another session may have created
+/// a record meanwhile, ended it and seen it expire: the late session then recreates the
+/// record at an epoch that one already wrote (admitted in the same millisecond) or below it.
+/// Closing it would mean fencing such a session (a behaviour change for very short
+/// retentions), so this test pins today's behaviour.
+#[test]
+fn known_gap_a_first_write_after_an_expiry_can_reuse_an_epoch_of_the_expired_record() {
+    let p = newest();
+    let late = admit(&worker("a"), None, T0, &p).unwrap();
+    let other = admit(&worker("b"), None, T0, &p).unwrap();
+    // b creates the record, the stream ends, and its record expires.
+    assert!(cas_admits(None, None));
+    let created = other.record.clone();
+    let ended = end(&created, T0 + 1_000).unwrap().record;
+    assert_eq!(
+        sweep(&ended, T0 + 1_000 + RETENTION_MS, &p),
+        Sweep::Expire {
+            epoch: created.epoch + 1
+        }
+    );
+    // a's first write, after its worker woke up.
+    let w = plan_write(&SessionWrite {
+        epoch: late.epoch(),
+        recorded: false,
+        fenced: false,
+        changed: true,
+        connected: true,
+        renewal_due: true,
+        written_media_ms: None,
+        media_ms: T0 + 2 * RETENTION_MS,
+    });
+    let Write::Put { expected, .. } = w else {
+        panic!("{w:?}")
+    };
+    assert!(cas_admits(None, expected));
+    assert_eq!(late.epoch(), created.epoch, "the same epoch, written twice");
 }
