@@ -179,8 +179,7 @@ pub struct WorkerRecord {
     pub load: WorkerLoad,
 }
 
-/// Takeover times kept per stream.
-pub const MAX_TAKEOVER_HISTORY: usize = 8;
+pub use tidegate_ownership::MAX_TAKEOVER_HISTORY;
 
 /// Errors of either store. `Conflict` is the fencing outcome, not a fault.
 #[derive(Debug, thiserror::Error)]

@@ -41,10 +41,15 @@
 //! leaves no record, no media and no metric series behind, so a flood of them costs
 //! nothing once they are gone. An ended stream keeps its record, its last playlist and its
 //! listing for `--ended-retention`; then the sweeper deletes the record and the media of
-//! its epochs ([`expired`]). A stream that comes back after that starts a new record: its
+//! its epochs ([`Sweep::Expire`]). A stream that comes back after that starts a new record: its
 //! media sequence starts at 0 again, but its first epoch is taken from the clock
 //! ([`first_epoch`]), so its segment names (`seg-EPOCH-N`) can never be those of an old
 //! incarnation a CDN or player may still cache, and the old URLs are gone (404).
+//!
+//! **Decisions.** Who may publish, at which epoch, when a stream resumes, ends or expires,
+//! and what a writer writes are the pure functions of [`tidegate_ownership`], fed with this
+//! worker's view, the record ([`ownership_of`]) and the clock; this module reads and writes
+//! the stores and carries the decisions out.
 
 mod writer;
 
@@ -60,20 +65,18 @@ use tokio::sync::{mpsc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use tidegate_ownership::{self as ownership, Refusal, Start, Sweep, Takeover, ViewHolder};
+
 use crate::config::TakeoverPolicy;
 use crate::metrics::{Metrics, Protocol};
 use crate::store::Change;
-use crate::store::{
-    MediaStore, StateStore, StoreError, StreamId, StreamRecord, MAX_TAKEOVER_HISTORY,
-};
+use crate::store::{MediaStore, StateStore, StoreError, StreamId, StreamRecord};
 use crate::telemetry::{HealthSnapshot, StreamTelemetry, Telemetry};
 use crate::unix_ms;
 
 /// How often the sweeper ends abandoned streams.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// A publisher that delivered no media for this long no longer holds its stream against a
-/// newcomer (its worker died, or its connection hung).
-pub const LEASE_TIMEOUT_MS: i64 = 2_500;
+pub use tidegate_ownership::{first_epoch, FLAP_TAKEOVERS, FLAP_WINDOW_MS, LEASE_TIMEOUT_MS};
 /// How long a stream rendered from the state store (owned by another worker, or by nobody)
 /// is served before it is read again: a fraction of a segment.
 pub const REMOTE_RENDER_TTL: Duration = Duration::from_millis(500);
@@ -84,10 +87,6 @@ pub const NOTIFIED_RENDER_TTL: Duration = Duration::from_secs(1);
 /// The longest interval between two full passes of the sweeper (every record, for expiry
 /// and for records no index lists); shorter with a short `--ended-retention`.
 pub const MAX_FULL_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
-/// Takeovers within [`FLAP_WINDOW_MS`] after which encoders are considered to be fighting.
-pub const FLAP_TAKEOVERS: usize = 4;
-/// See [`FLAP_TAKEOVERS`].
-pub const FLAP_WINDOW_MS: i64 = 60_000;
 
 /// Settings every stream of this worker shares.
 #[derive(Debug, Clone)]
@@ -116,12 +115,13 @@ impl StreamSettings {
         self.segment_duration * 4 + Duration::from_secs(10)
     }
 
-    fn window_ms(&self) -> i64 {
-        i64::try_from(self.reconnect_window.as_millis()).unwrap_or(i64::MAX)
-    }
-
-    fn retention_ms(&self) -> i64 {
-        i64::try_from(self.ended_retention.as_millis()).unwrap_or(i64::MAX)
+    /// The ownership rules of this worker, with `takeover` as the takeover policy.
+    fn policy(&self, takeover: TakeoverPolicy) -> ownership::Policy {
+        let takeover = match takeover {
+            TakeoverPolicy::Newest => Takeover::Newest,
+            TakeoverPolicy::Refuse => Takeover::Refuse,
+        };
+        ownership::Policy::new(takeover, self.reconnect_window, self.ended_retention)
     }
 
     /// How often the sweeper reads every record (not only the active ones): a quarter of
@@ -132,18 +132,28 @@ impl StreamSettings {
     }
 }
 
-/// The first epoch of a new record: the wall clock in ms. Epochs only grow within a record,
-/// and a record is only deleted an `--ended-retention` after its last session, so a stream
-/// that comes back after its record expired starts above every epoch its old incarnation
-/// reached (unless that one started more than a session per ms on average), and its segment
-/// names cannot be the old ones.
-pub fn first_epoch(now_ms: i64) -> u64 {
-    u64::try_from(now_ms).unwrap_or(0).max(1)
+/// What the ownership decisions need of `record`.
+pub fn ownership_of(record: &StreamRecord) -> ownership::Record {
+    ownership::Record {
+        epoch: record.playlist.epoch,
+        owner: record.owner.clone(),
+        ended: record.playlist.ended,
+        updated_ms: record.updated_ms,
+        publisher_left_ms: record.publisher_left_ms,
+        last_media_ms: record.last_media_ms,
+        takeovers: record.takeovers.clone(),
+    }
 }
 
-/// Whether `record` is an ended stream past its retention at `now_ms`.
-pub fn expired(record: &StreamRecord, now_ms: i64, retention_ms: i64) -> bool {
-    record.playlist.ended && now_ms.saturating_sub(record.updated_ms) >= retention_ms
+/// Writes what an ownership decision made of the record back into it.
+fn set_ownership(record: &mut StreamRecord, decided: ownership::Record) {
+    record.playlist.epoch = decided.epoch;
+    record.playlist.ended = decided.ended;
+    record.owner = decided.owner;
+    record.updated_ms = decided.updated_ms;
+    record.publisher_left_ms = decided.publisher_left_ms;
+    record.last_media_ms = decided.last_media_ms;
+    record.takeovers = decided.takeovers;
 }
 
 /// The epoch a media object's name carries (`seg-EPOCH-N.ext`, `init-EPOCH-ID.mp4`).
@@ -252,11 +262,10 @@ struct View {
     /// When it was rendered from the state store; `None` while a session on this worker
     /// keeps it current.
     fetched: Option<Instant>,
-    /// The publish session (its generation) that keeps the view current, if any.
-    owner: Option<u64>,
-    /// Sessions up to this generation are over: a late write from one of their writers
-    /// (a segment listed just before it learned it was fenced) must not take the view back.
-    released: u64,
+    /// The publish session (its generation) that keeps the view current, if any, and the
+    /// sessions that are over: a late write from one of their writers (a segment listed
+    /// just before it learned it was fenced) must not take the view back.
+    holder: ViewHolder,
 }
 
 impl Stream {
@@ -289,12 +298,11 @@ impl Stream {
     /// newer one owns the view.
     fn set_owned_view(&self, playlist: &PlaylistState, generation: u64) {
         if let Ok(mut v) = self.view.lock() {
-            if generation <= v.released || v.owner.is_some_and(|o| o > generation) {
+            if !v.holder.show(generation) {
                 return;
             }
             v.rendered = Rendered::of(playlist);
             v.fetched = None;
-            v.owner = Some(generation);
         }
     }
 
@@ -303,9 +311,7 @@ impl Stream {
     /// usual time; otherwise the next request reads the store.
     fn release_view(&self, generation: u64, current: bool) {
         if let Ok(mut v) = self.view.lock() {
-            v.released = v.released.max(generation);
-            if v.owner.is_some_and(|o| o <= generation) {
-                v.owner = None;
+            if v.holder.release(generation) {
                 v.fetched = current.then(Instant::now);
             }
         }
@@ -313,7 +319,7 @@ impl Stream {
 
     fn fresh_view(&self, ttl: Duration) -> Option<Rendered> {
         let v = self.view.lock().ok()?;
-        if v.owner.is_some() || v.fetched.is_some_and(|t| t.elapsed() < ttl) {
+        if v.holder.owner.is_some() || v.fetched.is_some_and(|t| t.elapsed() < ttl) {
             Some(v.rendered.clone())
         } else {
             None
@@ -329,7 +335,7 @@ impl Stream {
     fn set_fetched_view(&self, playlist: &PlaylistState, generation: u64) {
         let rendered = Rendered::of(playlist);
         if let Ok(mut v) = self.view.lock() {
-            if v.owner.is_none() {
+            if v.holder.owner.is_none() {
                 let unchanged = self.change_generation() == generation;
                 v.rendered = rendered;
                 v.fetched = unchanged.then(Instant::now);
@@ -342,7 +348,7 @@ impl Stream {
     pub fn invalidate(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut v) = self.view.lock() {
-            if v.owner.is_none() {
+            if v.holder.owner.is_none() {
                 v.fetched = None;
             }
         }
@@ -585,24 +591,16 @@ impl Streams {
                 return Ok(None);
             }
         }
-        Ok(self
-            .state
-            .load(id)
-            .await?
-            .filter(|r| self.live_elsewhere(r, unix_ms()))
-            .map(|r| r.owner))
-    }
-
-    /// `record` names a publisher on another worker that has not left (its lease may have
-    /// lapsed since).
-    fn held_by_other(&self, r: &StreamRecord) -> bool {
-        !r.playlist.ended && r.publisher_left_ms.is_none() && r.owner != self.settings.worker_id
-    }
-
-    /// `record` is held by a publisher on another worker whose lease is fresh.
-    fn live_elsewhere(&self, r: &StreamRecord, now: i64) -> bool {
-        let activity = r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms);
-        self.held_by_other(r) && now.saturating_sub(activity) < LEASE_TIMEOUT_MS
+        let stored = self.state.load(id).await?.map(|r| ownership_of(&r));
+        let policy = self.settings.policy(self.settings.takeover_policy);
+        Ok(ownership::stand_by_for(
+            &self.settings.worker_id,
+            false,
+            stored.as_ref(),
+            unix_ms(),
+            &policy,
+        )
+        .map(str::to_owned))
     }
 
     /// A publisher arrives for `id`: takes the stream's next epoch and starts (or resumes) its
@@ -651,97 +649,80 @@ impl Streams {
         let stored = self.state.load(&id).await?;
 
         // Who holds the stream now, and may the newcomer have it?
-        if let Some(live) = &inner.live {
-            let fresh = now.saturating_sub(live.last_activity_ms()) < LEASE_TIMEOUT_MS;
-            if fresh {
-                // A second encoder on a key that is live on this very worker.
+        let here = ownership::Here {
+            worker: &self.settings.worker_id,
+            live_activity_ms: inner.live.as_ref().map(LiveSession::last_activity_ms),
+            same_container: stored
+                .as_ref()
+                .is_some_and(|r| r.playlist.container == self.settings.container),
+        };
+        let view = stored.as_ref().map(ownership_of);
+        let admission = match ownership::admit(
+            &here,
+            view.as_ref(),
+            now,
+            &self.settings.policy(policy),
+        ) {
+            Ok(a) => a,
+            Err(Refusal::LiveHere | Refusal::LiveElsewhere) => {
+                // A second encoder on a key that is live here, or held elsewhere under
+                // `refuse`.
                 stream.telemetry.note_competing_publisher();
                 return Err(PublishError::AlreadyLive);
             }
-        }
-        if let Some(r) = &stored {
-            if inner.live.is_none() && self.held_by_other(r) {
-                let fresh = self.live_elsewhere(r, now);
-                let recent = r
-                    .takeovers
-                    .iter()
-                    .filter(|t| now.saturating_sub(**t) < FLAP_WINDOW_MS)
-                    .count();
-                match policy {
-                    TakeoverPolicy::Refuse if fresh => {
-                        stream.telemetry.note_competing_publisher();
-                        return Err(PublishError::AlreadyLive);
-                    }
-                    TakeoverPolicy::Newest if fresh && recent >= FLAP_TAKEOVERS => {
-                        self.metrics.competing_publishers.inc();
-                        warn!(stream = %id, takeovers = recent, "competing publishers: refusing the newcomer");
-                        return Err(PublishError::Competing(recent));
-                    }
-                    _ => {}
-                }
+            Err(Refusal::Competing(recent)) => {
+                self.metrics.competing_publishers.inc();
+                warn!(stream = %id, takeovers = recent, "competing publishers: refusing the newcomer");
+                return Err(PublishError::Competing(recent));
             }
-        }
-        let takeover =
-            inner.live.is_some() || stored.as_ref().is_some_and(|r| self.held_by_other(r));
+        };
 
         let mut stale_objects = Vec::new();
-        let (expected, mut record) = match stored {
-            None => {
-                let mut playlist = PlaylistState::new(
+        let mut record = match stored {
+            None => StreamRecord {
+                id: id.clone(),
+                playlist: PlaylistState::new(
                     self.settings.container,
                     self.settings.playlist_window,
                     target_secs(self.settings.segment_duration),
-                );
-                // begin_session below adds one.
-                playlist.epoch = first_epoch(now) - 1;
-                let record = StreamRecord {
-                    id: id.clone(),
-                    playlist,
-                    updated_ms: now,
-                    publisher_left_ms: None,
-                    owner: self.settings.worker_id.clone(),
-                    last_media_ms: None,
-                    takeovers: Vec::new(),
-                    session_started_ms: Some(now),
-                    holder: None,
-                };
-                (None, record)
-            }
+                ),
+                updated_ms: now,
+                publisher_left_ms: None,
+                owner: self.settings.worker_id.clone(),
+                last_media_ms: None,
+                takeovers: Vec::new(),
+                session_started_ms: Some(now),
+                holder: None,
+            },
             Some(mut r) => {
-                let expected = Some(r.playlist.epoch);
-                let left = r
-                    .publisher_left_ms
-                    .unwrap_or_else(|| r.last_media_ms.unwrap_or(r.updated_ms).max(r.updated_ms));
-                let expired = now.saturating_sub(left) > self.settings.window_ms();
-                let resumable = !r.playlist.ended
-                    && !expired
-                    && r.playlist.container == self.settings.container;
-                if !resumable {
-                    // A new playlist at the same URL; numbering goes on so no player that
-                    // still holds the old one sees the sequence go back.
-                    stale_objects = r.playlist.reset_for_new_stream();
-                    r.playlist.container = self.settings.container;
-                    r.playlist.window = self.settings.playlist_window;
-                    info!(stream = %id, "new playlist (previous one ended)");
-                } else if takeover {
-                    info!(stream = %id, from = %r.owner, "taking the stream over from its previous publisher");
-                    r.takeovers.push(now);
-                    let excess = r.takeovers.len().saturating_sub(MAX_TAKEOVER_HISTORY);
-                    r.takeovers.drain(..excess);
-                    self.metrics.takeovers.inc();
-                } else if !r.playlist.segments.is_empty() {
-                    info!(stream = %id, "publisher back within the reconnect window; resuming");
+                match admission.start {
+                    Start::NewPlaylist => {
+                        // A new playlist at the same URL; numbering goes on so no player that
+                        // still holds the old one sees the sequence go back.
+                        stale_objects = r.playlist.reset_for_new_stream();
+                        r.playlist.container = self.settings.container;
+                        r.playlist.window = self.settings.playlist_window;
+                        info!(stream = %id, "new playlist (previous one ended)");
+                    }
+                    Start::Takeover => {
+                        info!(stream = %id, from = %r.owner, "taking the stream over from its previous publisher");
+                        self.metrics.takeovers.inc();
+                    }
+                    Start::Resume | Start::New => {
+                        if !r.playlist.segments.is_empty() {
+                            info!(stream = %id, "publisher back within the reconnect window; resuming");
+                        }
+                    }
                 }
-                r.publisher_left_ms = None;
-                r.owner = self.settings.worker_id.clone();
-                r.updated_ms = now;
-                r.last_media_ms = None;
                 r.session_started_ms = Some(now);
                 r.holder = None;
-                (expected, r)
+                r
             }
         };
         record.playlist.begin_session();
+        // The epoch, the owner, a fresh lease and the takeover history are the admission's.
+        let expected = admission.expected_epoch;
+        set_ownership(&mut record, admission.record);
         // A new stream is written when its first media frame arrives (the writer's first
         // commit, a compare-and-set on "no record"); a stream with a record moves to the
         // new epoch now, which fences any older session.
@@ -923,17 +904,14 @@ impl Streams {
         let Some(mut record) = self.state.load(id).await? else {
             return Ok(false);
         };
-        if record.playlist.ended {
+        let Some(ending) = ownership::end(&ownership_of(&record), unix_ms()) else {
             return Ok(false);
-        }
-        let expected = record.playlist.epoch;
-        record.playlist.epoch = expected.saturating_add(1);
-        record.playlist.end();
-        let now = unix_ms();
-        record.updated_ms = now;
-        record.publisher_left_ms.get_or_insert(now);
+        };
+        set_ownership(&mut record, ending.record);
         record.holder = None;
-        self.state.compare_and_set(Some(expected), &record).await?;
+        self.state
+            .compare_and_set(Some(ending.expected_epoch), &record)
+            .await?;
         if let Some(live) = inner.live.take() {
             live.fenced.cancel();
             self.metrics.live_streams.dec();
@@ -975,7 +953,7 @@ impl Streams {
             self.state.list_active().await?
         };
         let now = unix_ms();
-        let window = self.settings.window_ms();
+        let policy = self.settings.policy(self.settings.takeover_policy);
         let mut ended = 0;
         let mut records = ids.len();
         for id in &ids {
@@ -991,37 +969,22 @@ impl Streams {
                 self.state.delete(id, 0).await?;
                 continue;
             };
-            if record.playlist.ended {
-                if full
-                    && expired(&record, now, self.settings.retention_ms())
-                    && self.expire(&record).await?
-                {
-                    records = records.saturating_sub(1);
+            let ending = match ownership::sweep(&ownership_of(&record), now, &policy) {
+                Sweep::Keep => continue,
+                Sweep::Expire { .. } => {
+                    if full && self.expire(&record).await? {
+                        records = records.saturating_sub(1);
+                    }
+                    continue;
                 }
-                continue;
-            }
-            let activity = record
-                .last_media_ms
-                .unwrap_or(record.updated_ms)
-                .max(record.updated_ms);
-            let left = match record.publisher_left_ms {
-                Some(left) => left,
-                // Still marked live: abandoned once its owner stopped renewing.
-                None if now.saturating_sub(activity) >= LEASE_TIMEOUT_MS => activity,
-                None => continue,
+                Sweep::End(ending) => ending,
             };
-            if now.saturating_sub(left) < window {
-                continue;
-            }
-            let epoch = record.playlist.epoch;
+            let epoch = ending.expected_epoch;
             // Ended at a new epoch, as by request: a holder that is still connected but went
             // silent (a stalled encoder: its figures are written every second without moving
             // the lease), or a writer still storing a session's last segments, is fenced by
             // its next write instead of writing the stream back to not ended.
-            record.playlist.epoch = epoch.saturating_add(1);
-            record.playlist.end();
-            record.updated_ms = now;
-            record.publisher_left_ms.get_or_insert(left);
+            set_ownership(&mut record, ending.record);
             record.holder = None;
             match self.state.compare_and_set(Some(epoch), &record).await {
                 Ok(()) => {
@@ -1484,26 +1447,6 @@ mod record_tests {
         let back = t0 + 86_400_000 + 3_600_000;
         assert!(first_epoch(back) > last);
         assert_eq!(first_epoch(-5), 1);
-    }
-
-    #[test]
-    fn only_ended_records_past_the_retention_expire() {
-        let id = StreamId::new("default", "x").unwrap();
-        let mut r = StreamRecord {
-            id,
-            playlist: PlaylistState::new(Container::Fmp4, 5, 2),
-            updated_ms: 10_000,
-            publisher_left_ms: Some(9_000),
-            owner: "w".into(),
-            last_media_ms: None,
-            takeovers: Vec::new(),
-            session_started_ms: None,
-            holder: None,
-        };
-        assert!(!expired(&r, 1_000_000, 1_000), "not ended");
-        r.playlist.end();
-        assert!(!expired(&r, 10_999, 1_000));
-        assert!(expired(&r, 11_000, 1_000));
     }
 
     /// A holder still connected but silent (a stalled encoder) rewrites its figures every

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tidegate_ownership::{self as ownership, Write};
 use tidegate_packager::{SegmentEntry, SegmenterOutput};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -39,8 +40,7 @@ use crate::unix_ms;
 pub(super) const QUEUE_DEPTH: usize = 16;
 /// Segments kept while the media store is unreachable (about a minute at 2 s segments).
 pub const MAX_BACKLOG_SEGMENTS: usize = 32;
-/// How often a live session renews its lease in the record.
-pub const LEASE_RENEW: Duration = Duration::from_secs(1);
+pub use tidegate_ownership::LEASE_RENEW;
 /// Retry delay after a store failure (doubles up to [`MAX_RETRY`]).
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
@@ -243,37 +243,46 @@ impl Writer {
 
     /// Writes the record if it changed or the lease is due. `Err` when fenced.
     async fn commit(&mut self, force_lease: bool) -> Result<(), StoreError> {
-        if !self.stored && self.fenced.is_cancelled() {
-            // Replaced on this worker before the record existed: never create it now.
-            return Err(StoreError::Conflict {
-                stored: 0,
-                held: self.epoch,
-            });
-        }
-        let media = self.last_media_ms.load(Ordering::Relaxed);
-        let renew_due = force_lease
-            && self.last_commit.elapsed() >= LEASE_RENEW
-            && self.record.publisher_left_ms.is_none();
-        let lease_due = renew_due && self.record.last_media_ms != Some(media);
         // A new stream's record is created as soon as media flows (it is its lease). While
         // connected, the holder's figures are renewed every LEASE_RENEW even when no media
         // came (a stalled encoder must show as `warning` everywhere), without renewing the
         // lease: `updated_ms` and `last_media_ms` move only with a change or new media.
-        if !(self.dirty || !self.stored || renew_due) {
-            return Ok(());
-        }
+        let plan = ownership::plan_write(&ownership::SessionWrite {
+            epoch: self.epoch,
+            recorded: self.stored,
+            fenced: self.fenced.is_cancelled(),
+            changed: self.dirty,
+            connected: self.record.publisher_left_ms.is_none(),
+            renewal_due: force_lease && self.last_commit.elapsed() >= LEASE_RENEW,
+            written_media_ms: self.record.last_media_ms,
+            media_ms: self.last_media_ms.load(Ordering::Relaxed),
+        });
+        let (expected, touch, lease_ms) = match plan {
+            // Replaced on this worker before the record existed: never create it now.
+            Write::Fenced => {
+                return Err(StoreError::Conflict {
+                    stored: 0,
+                    held: self.epoch,
+                })
+            }
+            Write::Skip => return Ok(()),
+            Write::Put {
+                expected,
+                touch,
+                lease_ms,
+            } => (expected, touch, lease_ms),
+        };
         let mut next = self.record.clone();
-        if self.dirty || !self.stored || lease_due {
+        if touch {
             next.updated_ms = unix_ms();
         }
-        if next.publisher_left_ms.is_none() {
-            next.last_media_ms = Some(media);
+        if lease_ms.is_some() {
+            next.last_media_ms = lease_ms;
             // Published with the lease, so other workers can answer for this stream.
             next.holder = self.stream.telemetry.holder_figures();
         } else {
             next.holder = None;
         }
-        let expected = self.stored.then_some(self.epoch);
         match self.streams.state.compare_and_set(expected, &next).await {
             Ok(()) => {
                 self.stored = true;
