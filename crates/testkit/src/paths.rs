@@ -30,7 +30,7 @@ fn profile_dir() -> &'static Path {
     })
 }
 
-/// The cargo target directory of this build: the ancestor of [`profile_dir`] that holds
+/// The cargo target directory of this build: the ancestor of the profile directory that holds
 /// cargo's `CACHEDIR.TAG` (the target root, also when building for an explicit `--target`),
 /// else the profile directory's parent.
 pub fn target_dir() -> PathBuf {
