@@ -2,12 +2,10 @@
 //! with its health history; kick and end. With an admin token set, every call needs it.
 //! (`openapi.rs` checks the same API against `docs/openapi.yaml`.)
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 fn post(url: &str, token: Option<&str>) -> u16 {
     let mut req = ureq::post(url);

@@ -4,12 +4,10 @@
 //! it, counts it in a `tidegate_*connection*{reason=...}` metric, keeps `/livez` at 200,
 //! and a concurrent ffmpeg publisher on another key keeps streaming.
 
-mod common;
-
-use common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
+use tidegate_testkit::*;
 
 /// The handshake timeout the server runs with here.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);

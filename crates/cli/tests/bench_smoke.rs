@@ -5,12 +5,10 @@
 //! file with a passphrase): every publisher finishes, the SRT counters add up, and the
 //! server lists each stream with segments.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ffmpeg, get, media, run_ok, wait_playlist, Media, Server};
+use tidegate_testkit::{ffmpeg, get, media, run_ok, wait_playlist, Media, Server};
 
 #[test]
 fn bench_publishers_and_viewers_against_serve() {

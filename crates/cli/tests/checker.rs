@@ -1,10 +1,8 @@
 //! The test tooling checks itself: the RFC 8216 checker accepts what ffmpeg's own HLS muxer
 //! writes and rejects broken playlists, so the end-to-end scenarios can trust it.
 
-mod common;
-
-use common::*;
 use std::process::Command;
+use tidegate_testkit::*;
 
 const GOOD: &str = "#EXTM3U
 #EXT-X-VERSION:7

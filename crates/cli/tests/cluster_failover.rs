@@ -6,12 +6,10 @@
 //! every segment ever listed stays fetchable while listed; ffmpeg decodes the whole
 //! recorded playlist without an error.
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 const KEY: &str = "failover";
 /// The goal for kill → next new segment listed.

@@ -5,12 +5,10 @@
 //! shows the holder's `warning` too (figures renew without media); once the publisher has
 //! gone, neither worker shows a bitrate.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::Value;
+use tidegate_testkit::*;
 
 /// The entry of `key` in `GET /api/v1/streams`.
 fn listed(server: &Server, key: &str) -> Value {

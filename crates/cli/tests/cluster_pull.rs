@@ -4,11 +4,9 @@
 //! its lease lapses, the other calls the source and the playlist continues at the same URL
 //! after one discontinuity.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use tidegate_testkit::*;
 
 const PULLING: &str = "srt pull: connected, publishing";
 const STANDING_BY: &str = "srt pull: standing by";

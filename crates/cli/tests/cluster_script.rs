@@ -3,14 +3,12 @@
 //! id as the API lists it, and `down` stops the workers (letting a live publisher's worker
 //! drain) before Redis and the S3 server, so no worker meets a vanished store.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::*;
 use serde_json::Value;
+use tidegate_testkit::*;
 
 /// Each worker's drain timeout in this test: long enough that the owner of a live stream is
 /// still draining when the old script had already stopped Redis.

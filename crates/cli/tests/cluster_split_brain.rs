@@ -6,13 +6,11 @@
 //! publisher is not disturbed, every listed segment stays fetchable and the whole recording
 //! decodes.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 const KEY: &str = "splitbrain";
 

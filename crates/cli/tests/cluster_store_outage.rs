@@ -13,13 +13,11 @@
 //! The publisher goes straight to one worker (not through HAProxy): during an outage every
 //! worker is rightly not ready, and the point here is what the stream goes through.
 
-mod common;
-
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 /// The two scenarios each run a cluster and a publisher; one at a time keeps the timing
 /// honest on a 2-core machine.

@@ -12,14 +12,12 @@
 //! Before the browser, plain HTTP checks of what the binary serves: the page, its assets
 //! with content types, ETags and cache headers.
 
-mod common;
-
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use tidegate_testkit::*;
 
 /// The server's admin token, which the page asks for when kick is pressed.
 const ADMIN_TOKEN: &str = "dashboard-test-token";

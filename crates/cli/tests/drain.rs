@@ -6,12 +6,10 @@
 //! HAProxy here does not cut sessions of a worker it marks down: the worker moves its
 //! publisher itself.
 
-mod common;
-
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 const KEY: &str = "drain";
 const DRAIN_SECS: f64 = 3.0;

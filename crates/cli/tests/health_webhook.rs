@@ -4,17 +4,14 @@
 //! test receiver (signature verified), and /metrics and the API agree; the source resumes
 //! (SIGCONT) and the stream returns to `healthy`, with its webhook too.
 
-mod common;
-mod hooks;
-
 use std::fs;
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use hooks::{delivered, describe, Receiver, SECRET};
+use tidegate_testkit::hooks::{self, delivered, describe, Receiver, SECRET};
+use tidegate_testkit::*;
 
 /// The absolute low-bitrate threshold of the test configuration.
 const THRESHOLD_BPS: u64 = 1_000_000;

@@ -23,10 +23,6 @@
 //! the test at once. Every attack is bounded in count and time: the whole test takes about a
 //! minute on the 2-core CI machine.
 
-mod common;
-#[path = "common/hostile.rs"]
-mod hostile;
-
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpStream};
@@ -34,8 +30,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use hostile::*;
+use tidegate_testkit::hostile::*;
+use tidegate_testkit::*;
 
 /// The admin token the server runs with (the API calls of the test carry it).
 const TOKEN: &str = "hostile-peers-admin-token";

@@ -9,13 +9,11 @@
 //! Attackers bind loopback source addresses 127.0.0.2-127.0.0.5 (all of 127.0.0.0/8 is
 //! loopback on Linux); the test's own requests come from 127.0.0.1.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 const MAX_CONNECTIONS: usize = 64;
 const MAX_PER_IP: usize = 32;

@@ -3,11 +3,9 @@
 //! killed with SIGKILL and restarted on the same data directory continues the playlist; a
 //! second publisher on a live key is refused while the first keeps streaming.
 
-mod common;
-
-use common::*;
 use std::thread;
 use std::time::Duration;
+use tidegate_testkit::*;
 
 const KEY: &str = "show";
 

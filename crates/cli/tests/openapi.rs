@@ -10,13 +10,11 @@
 //!    codes, content types, headers and bodies must all be the documented ones, invalid input
 //!    must be rejected and a missing or wrong token refused.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{json, Value};
+use tidegate_testkit::*;
 
 const TOKEN: &str = "openapi-conformance-token";
 /// The stream name `docs/openapi.yaml` gives as its example, so schemathesis's examples

@@ -7,8 +7,6 @@
 //! The `promtool check metrics` verdict is asserted last, so that a lint finding does not hide
 //! whether Prometheus itself can scrape and query the worker.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
@@ -16,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use tidegate_testkit::*;
 
 /// How long Prometheus may take to start, scrape and answer with the series.
 const PROMETHEUS_TIMEOUT: Duration = Duration::from_secs(25);

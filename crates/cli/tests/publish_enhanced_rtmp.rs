@@ -2,9 +2,7 @@
 //! AV1 (FourCC video tags) with AAC; the HLS output passes every check and ffprobe sees
 //! the codec that was sent.
 
-mod common;
-
-use common::*;
+use tidegate_testkit::*;
 
 const SENT: u32 = 10;
 

@@ -3,9 +3,7 @@
 //! keyframe, ffprobe sees the codecs sent, it decodes without an error, and its duration
 //! is within one segment of what was sent.
 
-mod common;
-
-use common::*;
+use tidegate_testkit::*;
 
 const SENT: u32 = 12;
 

@@ -2,10 +2,8 @@
 //! (librtmp, the OBS lineage, which sends compressed chunk headers). Both encode live
 //! (x264 zerolatency + AAC) for ten seconds, then send EOS; the output passes every check.
 
-mod common;
-
-use common::*;
 use std::process::Command;
+use tidegate_testkit::*;
 
 const SENT: u32 = 10;
 

@@ -5,14 +5,12 @@
 //! sent. A caller with a wrong passphrase or key length is refused while a correct one on the
 //! same port keeps streaming.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 const SENT: u32 = 10;
 

@@ -2,12 +2,10 @@
 //! worker: it must publish H.264 that players decode, 4:2:0 (`yuv420p`), with AAC. Without
 //! `format=I420` x264enc picks 4:4:4, which browsers cannot play.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use tidegate_testkit::*;
 
 /// The README's URL in the pipeline, replaced by the test worker's.
 const README_URL: &str = "rtmp://localhost:1935/live/mystream";

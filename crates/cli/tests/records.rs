@@ -5,15 +5,13 @@
 //! origin and the stores after `--ended-retention` while a live one stays; and a stream
 //! that comes back after that gets segment names that cannot be the old ones.
 
-mod common;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use common::*;
 use tidegate_rtmp::{ClientConfig, ClientEvent, ClientSession};
+use tidegate_testkit::*;
 
 /// Publishers without media in the first test.
 const EMPTY_PUBLISHERS: usize = 200;

@@ -16,20 +16,16 @@
 //! - (d) the legitimate stream (published under another app name than `live`, which is
 //!   ignored) keeps listing segments, without a discontinuity.
 
-mod common;
-#[path = "common/hostile.rs"]
-mod hostile;
-
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use hostile::{
+use tidegate_testkit::hostile::{
     amf0, metric_sum, rss_kib, rtmp_chunks, rtmp_plain_handshake, rtmp_type, Amf,
     RTMP_DEFAULT_CHUNK_SIZE,
 };
+use tidegate_testkit::*;
 
 /// The server's default `--rtmp-write-timeout`.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -5,15 +5,13 @@
 //! keep arriving, but nothing can be decoded: the stream turns `warning` with `no_video`,
 //! its dropped video frames are counted under `protocol="rtmp"`, and the log says so once.
 
-mod common;
-
 use std::fs;
 use std::path::Path;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 /// FLV tag type of video.
 const TAG_VIDEO: u8 = 9;

@@ -11,17 +11,14 @@
 //! 2. the README's pipeline (`mpegtsmux alignment=7`) plays: the HLS output has an H.264
 //!    4:2:0 video stream and AAC, and the stream stays `healthy` past the `no_video` bound.
 
-mod common;
-mod hooks;
-
 use std::fs;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use hooks::{delivered, describe, Receiver, SECRET};
+use tidegate_testkit::hooks::{delivered, describe, Receiver, SECRET};
+use tidegate_testkit::*;
 
 /// The log line the server writes once per session for `no_video`.
 const NO_VIDEO_LOG: &str = "no decodable video";

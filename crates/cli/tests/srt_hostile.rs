@@ -5,16 +5,12 @@
 //! answers, the worker's memory stays bounded, every refusal is counted, and the log stays
 //! short.
 
-mod common;
-#[path = "common/hostile.rs"]
-mod hostile;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
-use hostile::{rss_kib, Rng};
+use tidegate_testkit::hostile::{rss_kib, Rng};
+use tidegate_testkit::*;
 
 fn ffmpeg_srt(addr: SocketAddr, key: &str) -> Proc {
     ffmpeg_srt_url(&format!(

@@ -8,8 +8,6 @@
 //! loading): `tc qdisc add ... netem` answers "Specified qdisc kind is unknown". The relay
 //! impairs the same traffic in user space, deterministically (seeded).
 
-mod common;
-
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{SocketAddr, UdpSocket};
@@ -19,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use tidegate_testkit::*;
 
 /// A UDP relay on loopback: publisher → `listen` → server, with loss (publisher → server
 /// only, as a percentage set at run time) and a fixed delay each way.

@@ -4,12 +4,10 @@
 //! the playlist continues after an `EXT-X-DISCONTINUITY` with a growing media sequence.
 //! `check-config` rejects a bad pull URL.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use tidegate_testkit::*;
 
 const PASS: &str = "correcthorsebattery";
 

@@ -3,15 +3,13 @@
 //! is one `error:` line (its cause said once), a non-zero exit and no backtrace, even with
 //! `RUST_BACKTRACE=1`; and a start that could not bind is not counted as a restart.
 
-mod common;
-
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
-use common::*;
 use serde_json::Value;
+use tidegate_testkit::*;
 
 /// Runs `tidegate ARGS` (no `TIDEGATE_*` from the test's environment, `RUST_BACKTRACE=1`
 /// plus `env`) to its exit, and returns its status and its output (stdout and stderr).

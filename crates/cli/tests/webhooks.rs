@@ -6,15 +6,12 @@
 //! - on-publish: the callback refuses key `denied` (RTMP and SRT publishers fail, nothing is
 //!   created), accepts others (they publish), and a callback that answers too late refuses.
 
-mod common;
-mod hooks;
-
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::*;
-use hooks::{delivered, describe, Receiver, SECRET};
+use tidegate_testkit::hooks::{delivered, describe, Receiver, SECRET};
+use tidegate_testkit::*;
 
 fn metric_with(metrics: &str, name: &str, label: &str) -> f64 {
     metrics

@@ -4,14 +4,11 @@
 //! once, from the worker that made the transition (no `stream.unpublished` from the worker
 //! that lost the stream, one `stream.ended` although both sweepers watch the stream).
 
-mod common;
-mod hooks;
-
 use std::thread;
 use std::time::Duration;
 
-use common::*;
-use hooks::{delivered, describe, Receiver, SECRET};
+use tidegate_testkit::hooks::{self, delivered, describe, Receiver, SECRET};
+use tidegate_testkit::*;
 
 #[test]
 fn each_event_is_sent_once_by_the_worker_that_made_it() {

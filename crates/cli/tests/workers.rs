@@ -3,12 +3,10 @@
 //! `/api/v1/workers`); two workers sharing one data directory (a shared volume) list each
 //! other, each flagging itself; one that stops cleanly leaves the list at once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::Value;
+use tidegate_testkit::*;
 
 fn workers(server: &Server) -> Vec<Value> {
     let r = get(&server.url("/api/v1/workers"));

@@ -6,8 +6,7 @@
 //! a background checker that keeps fetching a live playlist.
 //!
 //! Nothing here is a fake: every attack talks to the real `tidegate` binary over loopback.
-//! Loaded with `#[path = "common/hostile.rs"] mod hostile;` next to `mod common;`.
-#![allow(dead_code)]
+//! A test imports them with `use tidegate_testkit::hostile::*;`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
@@ -18,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::common::parse_media_playlist;
+use crate::hls::parse_media_playlist;
 
 // ---------------------------------------------------------------------------------------
 // Sources, sockets and the server's process

@@ -2,7 +2,6 @@
 //! thread per connection (keep-alive honoured), every request recorded, the answer chosen by
 //! the test. Signatures are checked here with an independent HMAC-SHA256 (the `hmac` crate),
 //! not with the server's own code.
-#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
