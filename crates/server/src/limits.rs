@@ -36,34 +36,9 @@ pub const FD_RESERVE_DIVISOR: u64 = 8;
 /// the sockets held through the budget's own guards.
 const FD_RECOUNT_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Why a connection was not admitted (the `reason` label of the refusal counters).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Refusal {
-    /// The listener's connection cap is reached.
-    MaxConnections,
-    /// The peer's source address holds its share already.
-    PerSource,
-    /// Admitting it would eat into the descriptors kept for storage and state.
-    FdReserve,
-}
-
-impl Refusal {
-    /// Every reason, in label order.
-    pub const ALL: [Refusal; 3] = [
-        Refusal::MaxConnections,
-        Refusal::PerSource,
-        Refusal::FdReserve,
-    ];
-
-    /// The label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MaxConnections => "max_connections",
-            Self::PerSource => "per_source",
-            Self::FdReserve => "fd_reserve",
-        }
-    }
-}
+/// Why a connection was not admitted (the `reason` label of the refusal counters); its
+/// label values are defined with the other metrics'.
+pub use crate::metrics::Refusal;
 
 /// The key connections are counted under: an IPv4 address, or the /64 of an IPv6 one (a
 /// single host usually holds a whole /64), IPv4-mapped IPv6 counted as IPv4.

@@ -61,7 +61,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::TakeoverPolicy;
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::{Metrics, Protocol, PublishRefusal, StoreOp};
 use crate::store::redis::Change;
 use crate::store::{
     MediaStore, StateStore, StoreError, StreamId, StreamRecord, MAX_TAKEOVER_HISTORY,
@@ -173,13 +173,13 @@ pub enum PublishError {
 
 impl PublishError {
     /// Metric label.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> PublishRefusal {
         match self {
-            Self::AlreadyLive => "already_live",
-            Self::Competing(_) => "competing_publishers",
-            Self::Draining => "draining",
-            Self::Store(StoreError::Conflict { .. }) => "conflict",
-            Self::Store(_) => "store_error",
+            Self::AlreadyLive => PublishRefusal::AlreadyLive,
+            Self::Competing(_) => PublishRefusal::CompetingPublishers,
+            Self::Draining => PublishRefusal::Draining,
+            Self::Store(StoreError::Conflict { .. }) => PublishRefusal::Conflict,
+            Self::Store(_) => PublishRefusal::StoreError,
         }
     }
 }
@@ -821,7 +821,7 @@ impl Streams {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             if media.delete(&path).await.is_err() {
-                metrics.store_error("delete");
+                metrics.store_error(StoreOp::Delete);
             }
         });
     }
@@ -1069,15 +1069,15 @@ impl Streams {
                             .await
                             .is_err()
                     {
-                        self.metrics.store_error("delete");
+                        self.metrics.store_error(StoreOp::Delete);
                     }
                 }
                 if self.media.remove_prefix(&prefix).await.is_err() {
-                    self.metrics.store_error("delete");
+                    self.metrics.store_error(StoreOp::Delete);
                 }
             }
             Err(e) => {
-                self.metrics.store_error("list_media");
+                self.metrics.store_error(StoreOp::ListMedia);
                 warn!(stream = %id, error = %e, "expired stream: could not list its media; left in place");
             }
         }
