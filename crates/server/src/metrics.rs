@@ -783,13 +783,12 @@ pub struct Metrics {
     /// on-publish callback answers: `accepted`, `refused`, `unavailable`.
     pub on_publish_calls: Family<ResultLabels<OnPublishResult>, Counter>,
     // --- ingest limits (issue 10, RTMP side) ---
-    /// Ingest connections (or publishes) refused by a cap: `max_connections`, `per_source`,
-    /// `max_publishers`.
+    /// Ingest connections (or publishes) refused by a cap, by [`IngestRefusal`].
     pub connections_refused: Family<ReasonLabels<IngestRefusal>, Counter>,
     // --- HTTP connections and requests (issue #10, helper `http`) ---
     /// HTTP connections open now.
     pub http_connections_open: Gauge,
-    /// HTTP connections closed at once on accept, by `reason` (`crate::limits::Refusal`).
+    /// HTTP connections closed at once on accept, by [`Refusal`].
     pub http_connections_refused: Family<HttpRefusalLabels, Counter>,
     /// HTTP connections closed by a timeout, by `phase` (`header`, `idle`).
     pub http_timeouts: Family<PhaseLabels, Counter>,
@@ -1260,5 +1259,484 @@ impl Metrics {
         self.http_requests
             .get_or_create(&ClassLabels { class })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The code is the truth about metrics; these tests hold the README's metric table, every
+    //! `tidegate_*` name in the docs, the Prometheus rules and the Grafana dashboard, and the
+    //! protocol crates' error kinds to it.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+
+    /// The README's generated table sits between these lines.
+    const TABLE_BEGIN: &str = "<!-- metrics:begin";
+    const TABLE_END: &str = "<!-- metrics:end -->";
+    /// Set to rewrite the README's table from the code instead of comparing.
+    const BLESS_ENV: &str = "TIDEGATE_BLESS";
+    /// Labels the scrape and the queries add to every series.
+    const SCRAPE_LABELS: [&str; 2] = ["instance", "job"];
+
+    fn repo_root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    #[test]
+    fn readme_metric_table_is_the_registered_metrics() {
+        let path = repo_root().join("README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let begin = readme
+            .find(TABLE_BEGIN)
+            .expect("README has a metrics:begin marker");
+        let body = begin + readme[begin..].find('\n').expect("marker line ends") + 1;
+        let end = readme
+            .find(TABLE_END)
+            .expect("README has a metrics:end marker");
+        assert!(body <= end, "metrics:end comes after metrics:begin");
+        let want = markdown_table(Metrics::new().docs());
+        if std::env::var_os(BLESS_ENV).is_some_and(|v| !v.is_empty()) {
+            let text = format!("{}{want}{}", &readme[..body], &readme[end..]);
+            std::fs::write(&path, text).expect("write README.md");
+            return;
+        }
+        assert!(
+            readme[body..end] == want,
+            "README.md's metric table differs from the registered metrics; rewrite it with \
+             `{BLESS_ENV}=1 cargo test -p tidegate-server readme_metric_table`.\n\
+             --- README\n{}\n--- code\n{want}",
+            &readme[body..end]
+        );
+    }
+
+    /// Every name a query may use for a metric, with the labels the query may name and, for
+    /// a closed label, its values.
+    fn queryable() -> BTreeMap<String, Vec<LabelDoc>> {
+        let mut names = BTreeMap::new();
+        for d in Metrics::new().docs() {
+            let family = d.family();
+            let mut labels = d.labels.clone();
+            let suffixes: &[&str] = match d.kind {
+                MetricKind::Counter => &["", "_total"],
+                MetricKind::Gauge => &[""],
+                MetricKind::Histogram => {
+                    labels.push(LabelDoc {
+                        name: "le",
+                        values: None,
+                    });
+                    &["", "_bucket", "_sum", "_count"]
+                }
+            };
+            for suffix in suffixes {
+                names.insert(format!("{family}{suffix}"), labels.clone());
+            }
+        }
+        names
+    }
+
+    /// Text files under `dir` (recursively).
+    fn text_files(dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                text_files(&path, out);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                out.push((path, text));
+            }
+        }
+    }
+
+    /// A metric mentioned in a document: its name and what stands in the braces right after
+    /// it (`{protocol="rtmp",reason}`), if anything.
+    struct Mention {
+        name: String,
+        line: usize,
+        selector: Option<String>,
+    }
+
+    fn is_name_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || c == '_'
+    }
+
+    /// Every `tidegate_*` word in `text` that is not part of a longer word or a Rust path
+    /// (`tidegate_server::webhooks`).
+    fn mentions(text: &str) -> Vec<Mention> {
+        let prefix = format!("{PREFIX}_");
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(at) = text[from..].find(&prefix) {
+            let start = from + at;
+            let end = text[start..]
+                .find(|c: char| !is_name_char(c))
+                .map_or(text.len(), |n| start + n);
+            from = end.max(start + prefix.len());
+            let before = text[..start].chars().next_back();
+            if end == start + prefix.len()
+                || before.is_some_and(is_name_char)
+                || text[end..].starts_with("::")
+            {
+                continue;
+            }
+            let selector = text[end..].strip_prefix('{').and_then(|rest| {
+                let close = rest.find('}')?;
+                Some(rest[..close].replace("\\\"", "\""))
+            });
+            out.push(Mention {
+                name: text[start..end].to_owned(),
+                line: text[..start].matches('\n').count() + 1,
+                selector,
+            });
+        }
+        out
+    }
+
+    /// The label matchers of a selector: `(label, literal values)`. `a="x"|"y"` (the docs'
+    /// way to list values) and `a=~"x|y"` both give `x` and `y`; values that are patterns or
+    /// dashboard variables are left out.
+    fn matchers(selector: &str) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        let mut item = String::new();
+        let mut quoted = false;
+        for c in selector.chars().chain([',']) {
+            match c {
+                '"' => {
+                    quoted = !quoted;
+                    item.push(c);
+                }
+                ',' if !quoted => {
+                    let text = std::mem::take(&mut item);
+                    let text = text.trim();
+                    let name: String = text.chars().take_while(|c| is_name_char(*c)).collect();
+                    if name.is_empty() {
+                        continue;
+                    }
+                    let values = text[name.len()..]
+                        .split('"')
+                        .skip(1)
+                        .step_by(2)
+                        .flat_map(|v| v.split('|'))
+                        .filter(|v| {
+                            !v.is_empty() && !v.contains(['$', '*', '.', '+', '[', '(', '\\'])
+                        })
+                        .map(str::to_owned)
+                        .collect();
+                    out.push((name, values));
+                }
+                _ => item.push(c),
+            }
+        }
+        out
+    }
+
+    /// How many lines a table may start below the mention of the metric whose label it
+    /// lists.
+    const TABLE_AFTER_MENTION_LINES: usize = 3;
+
+    /// Values a document's table lists for a label but the code does not have. A table
+    /// whose first column is headed by a label (`` | `reason` | rule | ``) within a few
+    /// lines after a metric's mention lists that label's values in its first cells (a
+    /// trailing `*` stands for every value with that prefix).
+    fn table_errors(
+        text: &str,
+        found: &[Mention],
+        known: &BTreeMap<String, Vec<LabelDoc>>,
+    ) -> Vec<(usize, String)> {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = Vec::new();
+        for (i, pair) in lines.windows(2).enumerate() {
+            let header_line = i + 1;
+            if !(pair[0].starts_with("| `") && pair[1].starts_with("| ---")) {
+                continue;
+            }
+            let label = pair[0].split('`').nth(1).unwrap_or_default();
+            let metric = found.iter().rev().find(|m| {
+                m.line <= header_line && header_line - m.line <= TABLE_AFTER_MENTION_LINES
+            });
+            let Some(m) = metric else { continue };
+            let Some(doc) = known
+                .get(&m.name)
+                .and_then(|ls| ls.iter().find(|l| l.name == label))
+            else {
+                out.push((header_line, format!("{} has no label {label}", m.name)));
+                continue;
+            };
+            let Some(allowed) = &doc.values else { continue };
+            for (j, row) in lines.iter().enumerate().skip(i + 2) {
+                if !row.starts_with('|') {
+                    break;
+                }
+                let cell = row.split('|').nth(1).unwrap_or_default();
+                for v in cell.split('`').skip(1).step_by(2) {
+                    let ok = match v.strip_suffix('*') {
+                        Some(prefix) => allowed.iter().any(|a| a.starts_with(prefix)),
+                        None => allowed.contains(&v),
+                    };
+                    if !ok {
+                        out.push((
+                            j + 1,
+                            format!(
+                                "{}{{{label}}} has no value {v:?} (it has {allowed:?})",
+                                m.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_table_of_label_values_is_checked_against_the_metric_it_follows() {
+        let known = queryable();
+        let text = "counted in `tidegate_publish_refused_total{protocol=\"srt\",reason}`:\n\n\
+                    | `reason` | rule |\n| --- | --- |\n| `busy` | x |\n| `bussy`, `on_publish_*` | y |\n\n";
+        let errors = table_errors(text, &mentions(text), &known);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].0, 6);
+        assert!(errors[0].1.contains("\"bussy\""), "{errors:?}");
+    }
+
+    #[test]
+    fn every_metric_the_docs_rules_and_dashboard_name_exists_with_its_labels_and_values() {
+        let root = repo_root();
+        let mut files = Vec::new();
+        if let Ok(text) = std::fs::read_to_string(root.join("README.md")) {
+            files.push((root.join("README.md"), text));
+        }
+        for dir in ["docs", "deploy", "bench"] {
+            text_files(&root.join(dir), &mut files);
+        }
+        let known = queryable();
+        let mut wrong = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (path, text) in &files {
+            let shown = path.strip_prefix(&root).unwrap_or(path).display();
+            let found = mentions(text);
+            for (line, error) in table_errors(text, &found, &known) {
+                wrong.push(format!("{shown}:{line}: {error}"));
+            }
+            for m in found {
+                let Some(labels) = known.get(&m.name) else {
+                    wrong.push(format!("{shown}:{}: no metric {}", m.line, m.name));
+                    continue;
+                };
+                seen.insert(m.name.clone());
+                for (label, values) in m.selector.as_deref().map(matchers).unwrap_or_default() {
+                    if SCRAPE_LABELS.contains(&label.as_str()) {
+                        continue;
+                    }
+                    let Some(doc) = labels.iter().find(|l| l.name == label) else {
+                        wrong.push(format!(
+                            "{shown}:{}: {} has no label {label}",
+                            m.line, m.name
+                        ));
+                        continue;
+                    };
+                    let Some(allowed) = &doc.values else { continue };
+                    for v in values.iter().filter(|v| !allowed.contains(&v.as_str())) {
+                        wrong.push(format!(
+                            "{shown}:{}: {}{{{label}}} has no value {v:?} (it has {allowed:?})",
+                            m.line, m.name
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "docs name what the code does not export:\n{}",
+            wrong.join("\n")
+        );
+        // The scan found the rules and the README's table, not nothing.
+        for name in ["tidegate_stream_status", "tidegate_connections_total"] {
+            assert!(seen.contains(name), "the scan did not find {name}");
+        }
+    }
+
+    #[test]
+    fn the_scan_finds_names_selectors_and_values_and_skips_rust_paths() {
+        let text = "`tidegate_a_total{protocol=\"srt\",reason=\"x\"|\"y\"}` and\n\
+                    tidegate_b{area=~\\\"rtmp|$area\\\"} but not tidegate_server::x or \
+                    label_tidegate_io_pool";
+        let found = mentions(text);
+        let names: Vec<&str> = found.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["tidegate_a_total", "tidegate_b"]);
+        assert_eq!(found[1].line, 2);
+        let a = matchers(found[0].selector.as_deref().unwrap_or_default());
+        assert_eq!(
+            a,
+            [
+                ("protocol".to_owned(), vec!["srt".to_owned()]),
+                ("reason".to_owned(), vec!["x".to_owned(), "y".to_owned()]),
+            ]
+        );
+        let b = matchers(found[1].selector.as_deref().unwrap_or_default());
+        assert_eq!(b, [("area".to_owned(), vec!["rtmp".to_owned()])]);
+        assert_eq!(
+            matchers("protocol,reason"),
+            [
+                ("protocol".to_owned(), vec![]),
+                ("reason".to_owned(), vec![])
+            ]
+        );
+    }
+
+    #[test]
+    fn the_exposition_declares_exactly_the_registered_metrics() {
+        let metrics = Metrics::new();
+        let declared: BTreeSet<(String, String)> = metrics
+            .encode()
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+            .collect();
+        let registered: BTreeSet<(String, String)> = metrics
+            .docs()
+            .iter()
+            .map(|d| (d.family(), d.kind.as_str().to_owned()))
+            .collect();
+        assert_eq!(declared, registered);
+        assert_eq!(
+            registered.len(),
+            metrics.docs().len(),
+            "a name registered twice"
+        );
+    }
+
+    #[test]
+    fn label_values_are_unique_within_each_label() {
+        for d in Metrics::new().docs() {
+            for l in &d.labels {
+                let Some(values) = &l.values else { continue };
+                let unique: BTreeSet<_> = values.iter().collect();
+                assert_eq!(
+                    unique.len(),
+                    values.len(),
+                    "{} {}: {values:?}",
+                    d.name,
+                    l.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn labels_encode_as_before() {
+        let m = Metrics::new();
+        m.connection_error(Protocol::Rtmp, ConnectionErrorReason::PrepublishBuffer);
+        m.refused(Protocol::Srt, PublishRefusal::MissingStreamid);
+        m.connection_refused(Protocol::Srt, Refusal::FdReserve.into());
+        m.http_answer(http::StatusCode::NOT_FOUND);
+        m.stream_status
+            .get_or_create(&StreamStatusLabels {
+                tenant: "t".into(),
+                stream: "s".into(),
+                protocol: Protocol::Srt,
+                status: StreamStatus::Reconnecting,
+            })
+            .set(1);
+        let text = m.encode();
+        for line in [
+            "tidegate_connection_errors_total{protocol=\"rtmp\",reason=\"prepublish_buffer\"} 1",
+            "tidegate_publish_refused_total{protocol=\"srt\",reason=\"missing_streamid\"} 1",
+            "tidegate_connections_refused_total{protocol=\"srt\",reason=\"fd_reserve\"} 1",
+            "tidegate_http_requests_total{class=\"4xx\"} 1",
+            "tidegate_stream_status{tenant=\"t\",stream=\"s\",protocol=\"srt\",status=\"reconnecting\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn protocol_error_kinds_convert_to_the_same_label_values() {
+        use tidegate_flv::FlvError;
+        use tidegate_media::codec::CodecError;
+        use tidegate_media::TrackKind;
+        use tidegate_mpegts::TsError;
+        use tidegate_rtmp::RtmpError;
+
+        let rtmp = [
+            RtmpError::UnsupportedVersion(6),
+            RtmpError::HandshakeTimeout,
+            RtmpError::MessageTooLarge { len: 1, max: 0 },
+            RtmpError::InvalidChunkSize(0),
+            RtmpError::TooManyChunkStreams(1),
+            RtmpError::TooMuchPending(1),
+            RtmpError::PrePublishBuffer(1),
+            RtmpError::TransmitBacklog(1),
+            RtmpError::Amf("x"),
+            RtmpError::Protocol("x"),
+            RtmpError::PublishTimeout,
+            RtmpError::NotPublishing,
+            RtmpError::Closed,
+        ];
+        for e in &rtmp {
+            assert_eq!(ConnectionErrorReason::from(e).as_str(), e.kind(), "{e:?}");
+        }
+        let codec = [
+            CodecError::Truncated { what: "x" },
+            CodecError::Malformed {
+                what: "x",
+                reason: "y",
+            },
+            CodecError::Unsupported { what: "x" },
+            CodecError::LimitExceeded {
+                what: "x",
+                limit: 1,
+            },
+        ];
+        let mut flv = vec![
+            FlvError::Truncated { what: "x" },
+            FlvError::Malformed {
+                what: "x",
+                reason: "y",
+            },
+            FlvError::UnsupportedCodec("vp9".into()),
+            FlvError::CodecMismatch {
+                track: TrackKind::Video,
+            },
+            FlvError::EventQueueFull,
+        ];
+        let mut ts = vec![
+            TsError::Unsupported { what: "x" },
+            TsError::NoTracks,
+            TsError::UnconfiguredTrack(TrackKind::Audio),
+            TsError::DuplicateTrack(TrackKind::Video),
+            TsError::Timestamp { what: "x" },
+        ];
+        for source in codec {
+            flv.push(FlvError::Config {
+                track: TrackKind::Video,
+                source: source.clone(),
+            });
+            flv.push(FlvError::Frame {
+                track: TrackKind::Video,
+                source: source.clone(),
+            });
+            ts.push(TsError::Codec(source));
+        }
+        for e in &flv {
+            assert_eq!(ConnectionErrorReason::from(e).as_str(), e.kind(), "{e:?}");
+        }
+        for e in &ts {
+            assert_eq!(ConnectionErrorReason::from(e).as_str(), e.kind(), "{e:?}");
+        }
+        use tidegate_health::Status;
+        for s in [
+            Status::Healthy,
+            Status::Warning,
+            Status::Reconnecting,
+            Status::Offline,
+        ] {
+            assert_eq!(StreamStatus::from(s).as_str(), s.as_str());
+        }
     }
 }
