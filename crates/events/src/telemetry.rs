@@ -493,7 +493,7 @@ impl Telemetry {
             for status in ALL_STATUSES {
                 self.metrics
                     .stream_status
-                    .remove(&StreamStatusLabels::of(&labels, status.as_str()));
+                    .remove(&StreamStatusLabels::of(&labels, status));
             }
             self.metrics.reconnects.remove(&labels);
         }
@@ -524,7 +524,7 @@ impl Telemetry {
         for s in ALL_STATUSES {
             self.metrics
                 .stream_status
-                .get_or_create(&StreamStatusLabels::of(&labels, s.as_str()))
+                .get_or_create(&StreamStatusLabels::of(&labels, s))
                 .set(i64::from(s == status));
         }
     }

@@ -52,7 +52,9 @@ use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::metrics::{Metrics, Protocol, ResultLabels};
+use crate::metrics::{
+    Metrics, OnPublishResult, Protocol, PublishRefusal, ResultLabels, WebhookResult,
+};
 use crate::store::StreamId;
 use crate::telemetry::StreamEvent;
 use crate::unix_ms;
@@ -303,7 +305,7 @@ impl Queue {
             Err(_) => None,
         };
         if let Some(old) = dropped {
-            metrics.webhook_delivery("dropped");
+            metrics.webhook_delivery(WebhookResult::Dropped);
             warn!(event = %old.id, "webhook queue full: oldest event dropped");
         }
         self.ready.notify_one();
@@ -368,7 +370,9 @@ pub fn start(
                     warn!(skipped = n, "webhooks: event bus overran; events dropped");
                     metrics
                         .webhook_deliveries
-                        .get_or_create(&ResultLabels { result: "dropped" })
+                        .get_or_create(&ResultLabels {
+                            result: WebhookResult::Dropped,
+                        })
                         .inc_by(n.saturating_mul(queues.len() as u64));
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
@@ -416,7 +420,7 @@ async fn deliver_loop(
         loop {
             match post(&http, &url, Some(&*secret), Some(&*d.id), d.body.clone()).await {
                 Ok(()) => {
-                    metrics.webhook_delivery("delivered");
+                    metrics.webhook_delivery(WebhookResult::Delivered);
                     debug!(event = %d.id, url = %shown, attempt, "webhook delivered");
                     break;
                 }
@@ -431,7 +435,7 @@ async fn deliver_loop(
                     attempt += 1;
                 }
                 Err(e) => {
-                    metrics.webhook_delivery("failed");
+                    metrics.webhook_delivery(WebhookResult::Failed);
                     warn!(event = %d.id, url = %shown, attempt, error = %e, "webhook delivery failed; giving up");
                     break;
                 }
@@ -488,12 +492,12 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    /// Metric label for a refusal.
-    pub fn reason(self) -> &'static str {
+    /// Metric label for a refusal. Callers ask only for a refusal's: `Accept` has no label
+    /// of its own and shares `Refuse`'s.
+    pub fn reason(self) -> PublishRefusal {
         match self {
-            Self::Accept => "accepted",
-            Self::Refuse => "on_publish_refused",
-            Self::Unavailable => "on_publish_unavailable",
+            Self::Accept | Self::Refuse => PublishRefusal::OnPublishRefused,
+            Self::Unavailable => PublishRefusal::OnPublishUnavailable,
         }
     }
 }
@@ -562,9 +566,9 @@ impl OnPublish {
             }
         };
         self.metrics.on_publish_call(match verdict {
-            Verdict::Accept => "accepted",
-            Verdict::Refuse => "refused",
-            Verdict::Unavailable => "unavailable",
+            Verdict::Accept => OnPublishResult::Accepted,
+            Verdict::Refuse => OnPublishResult::Refused,
+            Verdict::Unavailable => OnPublishResult::Unavailable,
         });
         verdict
     }

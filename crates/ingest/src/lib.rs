@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod limits;
+pub mod reason;
 pub mod rtmp;
 pub mod srt;
 pub mod srt_pull;

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::{IngestRefusal, Metrics, Protocol};
 use tidegate_config::IngestConfig;
 use tidegate_limits::{ConnectionGuard, ConnectionLimiter, FdBudget, Refusal};
 
@@ -61,7 +61,7 @@ impl IngestLimits {
         metrics: &Metrics,
     ) -> Result<ConnectionGuard, Refusal> {
         self.connections.try_acquire(ip).inspect_err(|refusal| {
-            metrics.connection_refused(protocol, refusal.as_str());
+            metrics.connection_refused(protocol, (*refusal).into());
         })
     }
 
@@ -71,7 +71,7 @@ impl IngestLimits {
     pub fn publisher(&self, protocol: Protocol, metrics: &Metrics) -> Option<Slot> {
         let slot = self.publishers.try_acquire();
         if slot.is_none() {
-            metrics.connection_refused(protocol, "max_publishers");
+            metrics.connection_refused(protocol, IngestRefusal::MaxPublishers);
         }
         slot
     }
@@ -236,7 +236,7 @@ impl Drop for BudgetShare {
 mod tests {
     use super::*;
 
-    fn refused(metrics: &Metrics, protocol: Protocol, reason: &'static str) -> u64 {
+    fn refused(metrics: &Metrics, protocol: Protocol, reason: IngestRefusal) -> u64 {
         metrics
             .connections_refused
             .get_or_create(&crate::metrics::ReasonLabels { protocol, reason })
@@ -272,14 +272,23 @@ mod tests {
             limits.connection(Protocol::Srt, ip, &metrics).unwrap_err(),
             Refusal::PerSource
         );
-        assert_eq!(refused(&metrics, Protocol::Srt, "per_source"), 1);
-        assert_eq!(refused(&metrics, Protocol::Rtmp, "per_source"), 0);
+        assert_eq!(
+            refused(&metrics, Protocol::Srt, IngestRefusal::PerSource),
+            1
+        );
+        assert_eq!(
+            refused(&metrics, Protocol::Rtmp, IngestRefusal::PerSource),
+            0
+        );
         drop(srt);
         let _again = limits.connection(Protocol::Rtmp, ip, &metrics).unwrap();
 
         let publishing = limits.publisher(Protocol::Rtmp, &metrics).unwrap();
         assert!(limits.publisher(Protocol::Srt, &metrics).is_none());
-        assert_eq!(refused(&metrics, Protocol::Srt, "max_publishers"), 1);
+        assert_eq!(
+            refused(&metrics, Protocol::Srt, IngestRefusal::MaxPublishers),
+            1
+        );
         drop(publishing);
         assert!(limits.publisher(Protocol::Srt, &metrics).is_some());
     }

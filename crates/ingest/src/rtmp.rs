@@ -36,7 +36,10 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::key_hint;
 use super::limits::{BudgetShare, Slot, MAX_PUBLISHERS_RULE};
-use crate::metrics::{Protocol, ProtocolLabels};
+use super::reason::ErrorReason;
+use crate::metrics::{
+    ConnectionErrorReason as Reason, LogArea, Protocol, ProtocolLabels, PublishRefusal,
+};
 use crate::store::StreamId;
 use crate::stream::{Publisher, PublisherClosed};
 use crate::webhooks::Verdict;
@@ -65,9 +68,9 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellat
     let log = Arc::new(LogLimiter::new(
         "rtmp",
         LOG_LINES_PER_SECOND,
-        ctx.metrics.log_suppressed("rtmp"),
+        ctx.metrics.log_suppressed(LogArea::Rtmp),
     ));
-    let mut accept = AcceptBackoff::new("RTMP", "rtmp", ctx.metrics.log_suppressed("rtmp"));
+    let mut accept = AcceptBackoff::new("RTMP", "rtmp", ctx.metrics.log_suppressed(LogArea::Rtmp));
     let mut summary = tokio::time::interval(LOG_WINDOW);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -151,7 +154,7 @@ enum End {
     Shutdown,
     /// The API kicked the publisher.
     Kicked,
-    Error(&'static str, String),
+    Error(Reason, String),
 }
 
 impl From<PublisherClosed> for End {
@@ -161,7 +164,7 @@ impl From<PublisherClosed> for End {
         if e.is_drain() {
             Self::Shutdown
         } else {
-            Self::Error("packager", e.to_string())
+            Self::Error(Reason::Packager, e.to_string())
         }
     }
 }
@@ -259,13 +262,13 @@ impl Connection {
                             break end;
                         }
                     }
-                    Err(e) => break End::Error("read", e.to_string()),
+                    Err(e) => break End::Error(Reason::Read, e.to_string()),
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {
                     let now = Instant::now();
                     if now >= idle_deadline {
                         break End::Error(
-                            "timeout",
+                            Reason::Timeout,
                             if self.publishing.is_some() {
                                 format!("no data for {idle:?}")
                             } else {
@@ -274,7 +277,7 @@ impl Connection {
                         );
                     }
                     if let Err(e) = self.session.handle_timeout(now) {
-                        break End::Error(e.kind(), e.to_string());
+                        break End::Error(e.reason(), e.to_string());
                     }
                 },
                 () = closed.cancelled(), if self.publishing.is_some() => {
@@ -292,15 +295,15 @@ impl Connection {
             End::Shutdown if self.published => info!("connection closed: worker shutting down"),
             End::Shutdown => debug!("connection closed: worker shutting down"),
             End::Kicked => {
-                metrics.connection_error(Protocol::Rtmp, "kicked");
+                metrics.connection_error(Protocol::Rtmp, Reason::Kicked);
                 info!("connection closed: publisher kicked");
             }
             End::Error(kind, msg) => {
-                metrics.connection_error(Protocol::Rtmp, kind);
+                metrics.connection_error(Protocol::Rtmp, *kind);
                 // A connection that never published is anyone: a flood of them must not
                 // flood the log.
                 if self.published || self.log.allow(now) {
-                    warn!(reason = kind, error = %msg, "connection ended");
+                    warn!(reason = kind.as_str(), error = %msg, "connection ended");
                 }
             }
         }
@@ -330,7 +333,7 @@ impl Connection {
             let before = buf.len();
             self.session
                 .handle_input(Instant::now(), buf)
-                .map_err(|e| End::Error(e.kind(), e.to_string()))?;
+                .map_err(|e| End::Error(e.reason(), e.to_string()))?;
             let holding = self.session.pending_bytes().saturating_add(buf.len());
             // An accepted publisher within its fair share of the budget is never the one
             // let go: the budget refuses connections that are not publishing and
@@ -343,7 +346,7 @@ impl Connection {
             };
             self.buffered.set_within(holding, fair_share).map_err(|e| {
                 End::Error(
-                    "buffer_total",
+                    Reason::BufferTotal,
                     format!("unfinished messages across connections: {e}"),
                 )
             })?;
@@ -364,7 +367,7 @@ impl Connection {
             End::Kicked
         } else {
             End::Error(
-                "superseded",
+                Reason::Superseded,
                 "the stream was taken over or its writer stopped".into(),
             )
         }
@@ -396,9 +399,9 @@ impl Connection {
             } => FlushEnd::Closed,
         };
         Err(match outcome {
-            FlushEnd::Failed(e) => End::Error("write", e.to_string()),
+            FlushEnd::Failed(e) => End::Error(Reason::Write, e.to_string()),
             FlushEnd::TimedOut => End::Error(
-                "write_timeout",
+                Reason::WriteTimeout,
                 format!("could not send our replies within {timeout:?}: the peer is not reading"),
             ),
             FlushEnd::Closed => self.closed_end(),
@@ -441,7 +444,7 @@ impl Connection {
                     {
                         p.flv
                             .handle_video(timestamp, data)
-                            .map_err(|e| End::Error(e.kind(), e.to_string()))?;
+                            .map_err(|e| End::Error(e.reason(), e.to_string()))?;
                         self.forward_media().await?;
                     }
                 }
@@ -457,7 +460,7 @@ impl Connection {
                     {
                         p.flv
                             .handle_audio(timestamp, data)
-                            .map_err(|e| End::Error(e.kind(), e.to_string()))?;
+                            .map_err(|e| End::Error(e.reason(), e.to_string()))?;
                         self.forward_media().await?;
                     }
                 }
@@ -499,7 +502,7 @@ impl Connection {
         // The key is a secret: a refusal names only its hint.
         let hint = key_hint(key);
         if self.publishing.is_some() {
-            metrics.refused(Protocol::Rtmp, "second_publish");
+            metrics.refused(Protocol::Rtmp, PublishRefusal::SecondPublish);
             self.session.reject_publish(
                 stream_id,
                 "NetStream.Publish.BadName",
@@ -510,7 +513,7 @@ impl Connection {
         // Open mode: any key K is tenant `default`, stream K. The app name is not used
         // (README: `rtmp://HOST/APP/KEY`, APP ignored).
         let Some(id) = StreamId::new("default", key) else {
-            metrics.refused(Protocol::Rtmp, "bad_key");
+            metrics.refused(Protocol::Rtmp, PublishRefusal::BadKey);
             let text = if key.is_empty() {
                 "no stream key: publish to rtmp://HOST/live/KEY"
             } else {
@@ -545,7 +548,7 @@ impl Connection {
             if verdict != Verdict::Accept {
                 metrics.refused(Protocol::Rtmp, verdict.reason());
                 if self.log.allow(now) {
-                    warn!(key = %hint, reason = verdict.reason(), "publish refused by the on-publish callback");
+                    warn!(key = %hint, reason = verdict.reason().as_str(), "publish refused by the on-publish callback");
                 }
                 let text = match verdict {
                     Verdict::Unavailable => "authorisation callback unavailable",
@@ -578,7 +581,7 @@ impl Connection {
             Err(e) => {
                 metrics.refused(Protocol::Rtmp, e.reason());
                 if self.log.allow(now) {
-                    warn!(key = %hint, reason = e.reason(), "publish refused: {e}");
+                    warn!(key = %hint, reason = e.reason().as_str(), "publish refused: {e}");
                 }
                 self.session
                     .reject_publish(stream_id, "NetStream.Publish.BadName", &e.to_string());

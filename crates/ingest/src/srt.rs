@@ -48,8 +48,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::limits::{Slot, MAX_PUBLISHERS_RULE};
+use super::reason::ErrorReason;
 use super::srt_pull::PullSocket;
-use crate::metrics::{Metrics, Protocol, ProtocolLabels, ReasonOnlyLabels};
+use crate::metrics::{
+    ConnectionErrorReason as Reason, IgnoredReason, LogArea, Metrics, Protocol, ProtocolLabels,
+    PublishRefusal, ReasonOnlyLabels,
+};
 use crate::store::{StoreError, StreamId};
 use crate::stream::{PublishError, Publisher};
 use crate::webhooks::Verdict;
@@ -115,12 +119,12 @@ pub enum StreamIdError {
 
 impl StreamIdError {
     /// The `reason` label.
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> PublishRefusal {
         match self {
-            Self::Missing => "missing_streamid",
-            Self::Syntax | Self::NoKey | Self::UnknownMode => "bad_streamid",
-            Self::Playback => "playback_refused",
-            Self::BadKey => "bad_key",
+            Self::Missing => PublishRefusal::MissingStreamid,
+            Self::Syntax | Self::NoKey | Self::UnknownMode => PublishRefusal::BadStreamid,
+            Self::Playback => PublishRefusal::PlaybackRefused,
+            Self::BadKey => PublishRefusal::BadKey,
         }
     }
 
@@ -310,7 +314,7 @@ pub async fn serve(
     let log = LogLimiter::new(
         "srt",
         LOG_LINES_PER_SECOND,
-        ctx.metrics.log_suppressed("srt"),
+        ctx.metrics.log_suppressed(LogArea::Srt),
     );
     let ignored = Ignored::new(&ctx.metrics);
     let mut router = Router {
@@ -389,10 +393,10 @@ impl Ignored {
                 .clone()
         };
         Ignored {
-            unknown_socket: c("unknown_socket"),
-            wrong_peer: c("wrong_peer"),
-            bad_cookie: c("bad_cookie"),
-            malformed: c("malformed"),
+            unknown_socket: c(IgnoredReason::UnknownSocket),
+            wrong_peer: c(IgnoredReason::WrongPeer),
+            bad_cookie: c(IgnoredReason::BadCookie),
+            malformed: c(IgnoredReason::Malformed),
         }
     }
 }
@@ -499,7 +503,7 @@ impl Router {
                     .filter(|s| !s.is_empty())
                     .map(|s| key_hint(stream_id_key_part(s)));
                 self.ctx.metrics.refused(Protocol::Srt, e.label());
-                self.reject(now, req, e.label(), e.code(), e.rule(), hint);
+                self.reject(now, req, e.label().as_str(), e.code(), e.rule(), hint);
                 return;
             }
         };
@@ -526,7 +530,9 @@ impl Router {
         };
         if self.ctx.on_publish.is_some() {
             let Ok(permit) = self.checks.clone().try_acquire_owned() else {
-                self.ctx.metrics.refused(Protocol::Srt, "on_publish_busy");
+                self.ctx
+                    .metrics
+                    .refused(Protocol::Srt, PublishRefusal::OnPublishBusy);
                 self.reject(
                     now,
                     req,
@@ -577,7 +583,7 @@ impl Router {
         self.reject(
             now,
             d.req,
-            d.verdict.reason(),
+            d.verdict.reason().as_str(),
             code,
             rule,
             Some(key_hint(&d.id.name)),
@@ -646,7 +652,7 @@ impl Router {
                 self.log_refusal(
                     now,
                     peer,
-                    label,
+                    label.as_str(),
                     rejection.reason,
                     &rule,
                     Some(key_hint(&id.name)),
@@ -669,7 +675,7 @@ impl Router {
                 self.reject(
                     Instant::now(),
                     verified.into_request(),
-                    label,
+                    label.as_str(),
                     code,
                     &rule,
                     Some(key_hint(&id.name)),
@@ -740,7 +746,7 @@ fn handshake_refusal(
     caller_key: Option<tidegate_srt::KeyLength>,
     passphrase_set: bool,
     pbkeylen: u8,
-) -> (&'static str, String) {
+) -> (PublishRefusal, String) {
     let rule = match code {
         RejectReason::BADSECRET => "wrong passphrase".to_owned(),
         RejectReason::UNSECURE => match caller_key {
@@ -756,19 +762,19 @@ fn handshake_refusal(
         },
         other => {
             return (
-                "handshake",
+                PublishRefusal::Handshake,
                 format!("handshake refused ({other}): malformed key material"),
             )
         }
     };
-    ("passphrase", rule)
+    (PublishRefusal::Passphrase, rule)
 }
 
 /// The `reason` label and the rejection code of a caller whose stream cannot be published.
-fn publish_refusal(e: &PublishError) -> (&'static str, RejectReason) {
+fn publish_refusal(e: &PublishError) -> (PublishRefusal, RejectReason) {
     match e {
         PublishError::AlreadyLive | PublishError::Store(StoreError::Conflict { .. }) => {
-            ("busy", RejectReason::CONFLICT)
+            (PublishRefusal::Busy, RejectReason::CONFLICT)
         }
         PublishError::Competing(_) => (e.reason(), RejectReason::CONFLICT),
         PublishError::Draining => (e.reason(), RejectReason::DOWN),
@@ -906,7 +912,7 @@ impl ConnectionDriver {
             .map(|p| p.closed())
             .unwrap_or_default();
         let peer = self.conn.peer_addr();
-        let end: Result<&'static str, (&'static str, String)> = loop {
+        let end: Result<&'static str, (Reason, String)> = loop {
             if !self.flush() {
                 break Ok("peer unreachable");
             }
@@ -937,7 +943,7 @@ impl ConnectionDriver {
                 () = closed.cancelled() => {
                     self.conn.close(Instant::now());
                     let _ = self.flush();
-                    break Err(("superseded", "the stream was taken over or its writer stopped".into()));
+                    break Err((Reason::Superseded, "the stream was taken over or its writer stopped".into()));
                 },
                 () = shutdown.cancelled() => {
                     self.conn.close(Instant::now());
@@ -948,13 +954,6 @@ impl ConnectionDriver {
             match self.drain_events().await {
                 Ok(None) => {}
                 Ok(Some(reason)) => break Ok(reason),
-                Err(("drain", _)) => {
-                    // Draining worker, segment boundary reached: leave so the encoder
-                    // reconnects elsewhere.
-                    self.conn.close(Instant::now());
-                    let _ = self.flush();
-                    break Ok("worker draining");
-                }
                 Err(e) => {
                     self.conn.close(Instant::now());
                     let _ = self.flush();
@@ -966,7 +965,7 @@ impl ConnectionDriver {
         let stats = self.conn.stats();
         let reason: &'static str = match &end {
             Ok(reason) => reason,
-            Err((kind, _)) => kind,
+            Err((kind, _)) => kind.as_str(),
         };
         match end {
             Ok(reason) => info!(
@@ -980,7 +979,7 @@ impl ConnectionDriver {
             ),
             Err((kind, msg)) => {
                 self.ctx.metrics.connection_error(Protocol::Srt, kind);
-                warn!(peer = %peer, reason = kind, error = %msg, "srt: connection ended");
+                warn!(peer = %peer, reason = kind.as_str(), error = %msg, "srt: connection ended");
             }
         }
         if let Some(p) = self.publisher.take() {
@@ -1029,23 +1028,27 @@ impl ConnectionDriver {
     }
 
     /// Payloads into the demuxer, media into the publisher. `Ok(Some(reason))` when the
-    /// connection closed.
-    async fn drain_events(&mut self) -> Result<Option<&'static str>, (&'static str, String)> {
+    /// connection closed (or was closed here because the worker drains).
+    async fn drain_events(&mut self) -> Result<Option<&'static str>, (Reason, String)> {
         while let Some(ev) = self.conn.poll_event() {
             match ev {
                 Event::Payload(data) => {
                     self.demux
                         .handle_input(&data)
-                        .map_err(|e| (e.kind(), e.to_string()))?;
+                        .map_err(|e| (e.reason(), e.to_string()))?;
                     while let Some(m) = self.demux.poll_event() {
                         if let Some(p) = self.publisher.as_mut() {
-                            p.handle_media(m, &self.ctx.metrics).await.map_err(|e| {
-                                if e.is_drain() {
-                                    ("drain", e.to_string())
-                                } else {
-                                    ("packager", e.to_string())
-                                }
-                            })?;
+                            let Err(e) = p.handle_media(m, &self.ctx.metrics).await else {
+                                continue;
+                            };
+                            if e.is_drain() {
+                                // Draining worker, segment boundary reached: leave so the
+                                // encoder reconnects elsewhere.
+                                self.conn.close(Instant::now());
+                                let _ = self.flush();
+                                return Ok(Some("worker draining"));
+                            }
+                            return Err((Reason::Packager, e.to_string()));
                         }
                     }
                 }
@@ -1104,14 +1107,12 @@ mod tests {
             (StreamIdError::Playback, "playback_refused", 1405),
             (StreamIdError::BadKey, "bad_key", 1400),
         ] {
-            assert_eq!(e.label(), label, "{e:?}");
+            assert_eq!(e.label().as_str(), label, "{e:?}");
             assert_eq!(e.code().0, code, "{e:?}");
             assert!(!e.rule().is_empty());
         }
-        assert_eq!(
-            publish_refusal(&PublishError::AlreadyLive),
-            ("busy", RejectReason::CONFLICT)
-        );
+        let (label, code) = publish_refusal(&PublishError::AlreadyLive);
+        assert_eq!((label.as_str(), code), ("busy", RejectReason::CONFLICT));
         assert_eq!(
             publish_refusal(&PublishError::Draining).1,
             RejectReason::DOWN
@@ -1123,9 +1124,12 @@ mod tests {
         use tidegate_srt::KeyLength;
         let (label, rule) =
             handshake_refusal(RejectReason::BADSECRET, Some(KeyLength::Aes128), true, 0);
-        assert_eq!((label, rule.as_str()), ("passphrase", "wrong passphrase"));
+        assert_eq!(
+            (label.as_str(), rule.as_str()),
+            ("passphrase", "wrong passphrase")
+        );
         let (label, rule) = handshake_refusal(RejectReason::UNSECURE, None, true, 0);
-        assert_eq!(label, "passphrase");
+        assert_eq!(label.as_str(), "passphrase");
         assert!(rule.contains("does not encrypt"), "{rule}");
         let (_, rule) =
             handshake_refusal(RejectReason::UNSECURE, Some(KeyLength::Aes128), false, 0);
@@ -1137,7 +1141,9 @@ mod tests {
             "{rule}"
         );
         assert_eq!(
-            handshake_refusal(RejectReason::ROGUE, None, true, 0).0,
+            handshake_refusal(RejectReason::ROGUE, None, true, 0)
+                .0
+                .as_str(),
             "handshake"
         );
     }

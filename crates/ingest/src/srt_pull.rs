@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::srt::{os_secret, send, ConnectionDriver, Inbox};
-use crate::metrics::{Protocol, ProtocolLabels};
+use crate::metrics::{ConnectionErrorReason as Reason, Protocol, ProtocolLabels};
 use crate::Context;
 use tidegate_config::Pull;
 use tidegate_model::{SrtSource, StreamId};
@@ -184,13 +184,13 @@ async fn attempt_once(
         Ok(mut addrs) => match addrs.next() {
             Some(a) => a,
             None => {
-                metrics.connection_error(Protocol::Srt, "pull_resolve");
+                metrics.connection_error(Protocol::Srt, Reason::PullResolve);
                 warn!("srt pull: host has no address");
                 return Attempt::Failed;
             }
         },
         Err(e) => {
-            metrics.connection_error(Protocol::Srt, "pull_resolve");
+            metrics.connection_error(Protocol::Srt, Reason::PullResolve);
             warn!(error = %e, "srt pull: cannot resolve the host");
             return Attempt::Failed;
         }
@@ -206,13 +206,13 @@ async fn attempt_once(
         Ok(s) => match s.connect(remote).await {
             Ok(()) => Arc::new(s),
             Err(e) => {
-                metrics.connection_error(Protocol::Srt, "pull_socket");
+                metrics.connection_error(Protocol::Srt, Reason::PullSocket);
                 warn!(error = %e, "srt pull: cannot open a UDP socket");
                 return Attempt::Failed;
             }
         },
         Err(e) => {
-            metrics.connection_error(Protocol::Srt, "pull_socket");
+            metrics.connection_error(Protocol::Srt, Reason::PullSocket);
             warn!(error = %e, "srt pull: cannot open a UDP socket");
             return Attempt::Failed;
         }
@@ -220,7 +220,7 @@ async fn attempt_once(
     let state = match UdpSocketState::new(UdpSockRef::from(&*socket)) {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            metrics.connection_error(Protocol::Srt, "pull_socket");
+            metrics.connection_error(Protocol::Srt, Reason::PullSocket);
             warn!(error = %e, "srt pull: cannot set up the UDP socket");
             return Attempt::Failed;
         }
@@ -240,7 +240,7 @@ async fn attempt_once(
     let secret = match os_secret() {
         Ok(s) => s,
         Err(e) => {
-            metrics.connection_error(Protocol::Srt, "random");
+            metrics.connection_error(Protocol::Srt, Reason::Random);
             warn!(error = %e, "srt pull: no random bytes from the operating system");
             return Attempt::Failed;
         }
@@ -280,7 +280,10 @@ async fn attempt_once(
                 info!("srt pull: worker draining, not publishing");
                 return Attempt::Stop;
             }
-            warn!(reason = e.reason(), "srt pull: publish refused: {e}");
+            warn!(
+                reason = e.reason().as_str(),
+                "srt pull: publish refused: {e}"
+            );
             return Attempt::Failed;
         }
     };
@@ -318,12 +321,12 @@ async fn handshake(
     sock: &mut PullSocket,
     remote: SocketAddr,
     config: CallerConfig,
-) -> Result<tidegate_srt::Connection, (&'static str, String)> {
+) -> Result<tidegate_srt::Connection, (Reason, String)> {
     let failed = |e: SrtError| {
         let reason = match e {
-            SrtError::HandshakeTimeout => "pull_timeout",
-            SrtError::Rejected(_) => "pull_rejected",
-            _ => "pull_handshake",
+            SrtError::HandshakeTimeout => Reason::PullTimeout,
+            SrtError::Rejected(_) => Reason::PullRejected,
+            _ => Reason::PullHandshake,
         };
         (reason, e.to_string())
     };
@@ -339,7 +342,10 @@ async fn handshake(
             // the ICMP refusal.
             match sock.socket.try_send(&d) {
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(("pull_refused", "connection refused (nobody listens)".into()));
+                    return Err((
+                        Reason::PullRefused,
+                        "connection refused (nobody listens)".into(),
+                    ));
                 }
                 _ => {}
             }
@@ -353,7 +359,7 @@ async fn handshake(
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                    return Err(("pull_refused", "connection refused (nobody listens)".into()));
+                    return Err((Reason::PullRefused, "connection refused (nobody listens)".into()));
                 }
                 Err(_) => tokio::time::sleep_until(deadline.into()).await,
             },

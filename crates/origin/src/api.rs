@@ -32,6 +32,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 
+use crate::metrics::StoreOp;
 use crate::store::{HolderFigures, StreamId, WorkerRecord};
 use crate::stream::StreamSummary;
 use crate::{unix_ms, Context};
@@ -364,7 +365,7 @@ async fn end(State(ctx): State<Arc<Context>>, StreamPath(id): StreamPath) -> Res
         Ok(true) => done(id, "ended"),
         Ok(false) => error(StatusCode::NOT_FOUND, "no such stream, or already ended"),
         Err(e) => {
-            ctx.metrics.store_error("put_state");
+            ctx.metrics.store_error(StoreOp::PutState);
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
     }
@@ -383,7 +384,7 @@ async fn workers(State(ctx): State<Arc<Context>>) -> Response {
             Json(out).into_response()
         }
         Err(e) => {
-            ctx.metrics.store_error("list_workers");
+            ctx.metrics.store_error(StoreOp::ListWorkers);
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
     }

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::metrics::Metrics;
+use crate::metrics::{HttpPhase as Phase, LogArea, Metrics};
 use tidegate_limits::{
     AcceptBackoff, ConnectionGuard, ConnectionLimiter, FdBudget, LogLimiter, LOG_WINDOW,
 };
@@ -95,9 +95,9 @@ pub async fn serve(
     let log = LogLimiter::new(
         LOG_AREA,
         LOG_LINES_PER_SECOND,
-        metrics.log_suppressed(LOG_AREA),
+        metrics.log_suppressed(LogArea::Http),
     );
-    let mut accept = AcceptBackoff::new("HTTP", LOG_AREA, metrics.log_suppressed(LOG_AREA));
+    let mut accept = AcceptBackoff::new("HTTP", LOG_AREA, metrics.log_suppressed(LogArea::Http));
     let mut summary = tokio::time::interval(LOG_WINDOW);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -146,24 +146,6 @@ pub async fn serve(
     log.flush(Instant::now() + LOG_WINDOW);
     connections.close();
     connections.wait().await;
-}
-
-/// Why the watchdog closed a connection (the `phase` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// A request's head took too long.
-    Header,
-    /// Nothing moved for too long.
-    Idle,
-}
-
-impl Phase {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Header => "header",
-            Self::Idle => "idle",
-        }
-    }
 }
 
 /// No request head is under way.
@@ -429,7 +411,7 @@ async fn connection(
         let deadline = match activity.poll_deadline(Instant::now()) {
             Ok(d) => d,
             Err(phase) => {
-                metrics.http_timeout(phase.as_str());
+                metrics.http_timeout(phase);
                 debug!(%peer, phase = phase.as_str(), "HTTP connection timed out");
                 break;
             }

@@ -13,6 +13,7 @@ use axum::Router;
 use bytes::Bytes;
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::metrics::StoreOp;
 use crate::store::{valid_name, StreamId};
 use crate::Context;
 
@@ -110,7 +111,7 @@ async fn hls(
                 Ok(Some(r)) => r,
                 Ok(None) => return not_found(),
                 Err(e) => {
-                    ctx.metrics.store_error("get_state");
+                    ctx.metrics.store_error(StoreOp::GetState);
                     tracing::warn!(error = %e, "could not read stream state");
                     return (StatusCode::SERVICE_UNAVAILABLE, "state unavailable\n")
                         .into_response();
@@ -148,7 +149,7 @@ async fn hls(
                 Ok(Some(b)) => bytes_response(b, content_type, SEGMENT_CACHE),
                 Ok(None) => not_found(),
                 Err(e) => {
-                    ctx.metrics.store_error("get");
+                    ctx.metrics.store_error(StoreOp::Get);
                     tracing::warn!(error = %e, "could not read a segment");
                     (StatusCode::SERVICE_UNAVAILABLE, "storage error\n").into_response()
                 }

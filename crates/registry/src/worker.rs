@@ -18,7 +18,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::metrics::{Protocol, ProtocolLabels};
+use crate::metrics::{Protocol, ProtocolLabels, StoreOp};
 use crate::store::{
     valid_name, StateStore, WorkerAddresses, WorkerLoad, WorkerRecord, WorkerState,
     WORKER_HEARTBEAT, WORKER_TTL,
@@ -300,7 +300,7 @@ pub async fn run_heartbeat(
             }
             Ok(()) => {}
             Err(e) => {
-                ctx.metrics.store_error("put_worker");
+                ctx.metrics.store_error(StoreOp::PutWorker);
                 if !failing {
                     warn!(error = %e, "worker heartbeat: cannot write this worker's record");
                 }

@@ -68,7 +68,7 @@ use tracing::{info, warn};
 use tidegate_ownership::{self as ownership, Refusal, Start, Sweep, Takeover, ViewHolder};
 
 use crate::config::TakeoverPolicy;
-use crate::metrics::{Metrics, Protocol};
+use crate::metrics::{Metrics, Protocol, PublishRefusal, StoreOp};
 use crate::store::Change;
 use crate::store::{MediaStore, StateStore, StoreError, StreamId, StreamRecord};
 use crate::telemetry::{HealthSnapshot, StreamTelemetry, Telemetry};
@@ -183,13 +183,13 @@ pub enum PublishError {
 
 impl PublishError {
     /// Metric label.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> PublishRefusal {
         match self {
-            Self::AlreadyLive => "already_live",
-            Self::Competing(_) => "competing_publishers",
-            Self::Draining => "draining",
-            Self::Store(StoreError::Conflict { .. }) => "conflict",
-            Self::Store(_) => "store_error",
+            Self::AlreadyLive => PublishRefusal::AlreadyLive,
+            Self::Competing(_) => PublishRefusal::CompetingPublishers,
+            Self::Draining => PublishRefusal::Draining,
+            Self::Store(StoreError::Conflict { .. }) => PublishRefusal::Conflict,
+            Self::Store(_) => PublishRefusal::StoreError,
         }
     }
 }
@@ -802,7 +802,7 @@ impl Streams {
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             if media.delete(&path).await.is_err() {
-                metrics.store_error("delete");
+                metrics.store_error(StoreOp::Delete);
             }
         });
     }
@@ -1032,15 +1032,15 @@ impl Streams {
                             .await
                             .is_err()
                     {
-                        self.metrics.store_error("delete");
+                        self.metrics.store_error(StoreOp::Delete);
                     }
                 }
                 if self.media.remove_prefix(&prefix).await.is_err() {
-                    self.metrics.store_error("delete");
+                    self.metrics.store_error(StoreOp::Delete);
                 }
             }
             Err(e) => {
-                self.metrics.store_error("list_media");
+                self.metrics.store_error(StoreOp::ListMedia);
                 warn!(stream = %id, error = %e, "expired stream: could not list its media; left in place");
             }
         }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{Stream, StreamInfo, Streams, WriterMsg};
+use crate::metrics::StoreOp;
 use crate::store::{StoreError, StreamRecord};
 use crate::unix_ms;
 
@@ -186,9 +187,9 @@ impl Writer {
             };
             if let Err(e) = self.streams.media.put(&path, data).await {
                 let op = if matches!(obj, Object::Init { .. }) {
-                    "put_init"
+                    StoreOp::PutInit
                 } else {
-                    "put_segment"
+                    StoreOp::PutSegment
                 };
                 self.streams.metrics.store_error(op);
                 self.streams.note_media(false);
@@ -294,7 +295,7 @@ impl Writer {
             }
             Err(e @ StoreError::Conflict { .. }) => Err(e),
             Err(e) => {
-                self.streams.metrics.store_error("put_state");
+                self.streams.metrics.store_error(StoreOp::PutState);
                 self.streams.note_state(false);
                 warn!(stream = %self.stream.id, error = %e, "could not update stream state; will retry");
                 self.schedule_retry();
@@ -326,12 +327,12 @@ impl Writer {
                 .await
                 .is_err()
             {
-                self.streams.metrics.store_error("delete");
+                self.streams.metrics.store_error(StoreOp::Delete);
             }
         }
         if !names.is_empty() {
             if self.streams.media.remove_prefix(&prefix).await.is_err() {
-                self.streams.metrics.store_error("delete");
+                self.streams.metrics.store_error(StoreOp::Delete);
             }
             info!(stream = %self.stream.id, objects = names.len(), "session ended before its record could be written; its media deleted");
         }
