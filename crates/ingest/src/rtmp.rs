@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tidegate_flv::FlvDemuxer;
-use tidegate_media::MediaEvent;
+use tidegate_media::{MediaEvent, TrackKind};
 use tidegate_rtmp::{Amf0Value, Event, ServerSession, SessionConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -437,32 +437,16 @@ impl Connection {
                     timestamp,
                     data,
                 } => {
-                    if let Some(p) = self
-                        .publishing
-                        .as_mut()
-                        .filter(|p| p.stream_id == stream_id)
-                    {
-                        p.flv
-                            .handle_video(timestamp, data)
-                            .map_err(|e| End::Error(e.reason(), e.to_string()))?;
-                        self.forward_media().await?;
-                    }
+                    self.media(stream_id, TrackKind::Video, timestamp, data)
+                        .await?
                 }
                 Event::Audio {
                     stream_id,
                     timestamp,
                     data,
                 } => {
-                    if let Some(p) = self
-                        .publishing
-                        .as_mut()
-                        .filter(|p| p.stream_id == stream_id)
-                    {
-                        p.flv
-                            .handle_audio(timestamp, data)
-                            .map_err(|e| End::Error(e.reason(), e.to_string()))?;
-                        self.forward_media().await?;
-                    }
+                    self.media(stream_id, TrackKind::Audio, timestamp, data)
+                        .await?
                 }
                 Event::Unpublish { stream_id }
                     if self
@@ -481,6 +465,30 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// One FLV video or audio tag on the publishing stream: demuxed, its frames passed on. A
+    /// tag for another message stream id is not ours and is dropped.
+    async fn media(
+        &mut self,
+        stream_id: u32,
+        track: TrackKind,
+        timestamp: u32,
+        data: Bytes,
+    ) -> Result<(), End> {
+        let Some(p) = self
+            .publishing
+            .as_mut()
+            .filter(|p| p.stream_id == stream_id)
+        else {
+            return Ok(());
+        };
+        match track {
+            TrackKind::Video => p.flv.handle_video(timestamp, data),
+            TrackKind::Audio => p.flv.handle_audio(timestamp, data),
+        }
+        .map_err(|e| End::Error(e.reason(), e.to_string()))?;
+        self.forward_media().await
     }
 
     async fn forward_media(&mut self) -> Result<(), End> {
