@@ -4,7 +4,7 @@
 //! The parts live in crates of their own, their dependencies going one way:
 //! `tidegate-model` (ids, name rules, typed URLs) ← `tidegate-config` ← `tidegate-store`
 //! ← `tidegate-events` ← `tidegate-registry` ← `tidegate-ingest` / `tidegate-origin` ← this
-//! crate (`tidegate-limits` beside them).
+//! crate (`tidegate-limits` and `tidegate-lifecycle`, the phases, beside them).
 //!
 //! ```text
 //!  RTMP socket ─▶ ingest::rtmp (tidegate-rtmp session ─▶ tidegate-flv demuxer)
@@ -267,6 +267,13 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         fds.clone(),
     ));
     let timeouts = ShutdownTimeouts::from_config(&config);
+    // Draining's own work, bounded by itself (`drain`, then `boundary`).
+    lifecycle.wait_at(
+        Phase::Draining,
+        "draining",
+        None,
+        shutdown::drain_publishers(streams.clone(), timeouts),
+    );
     let ingest_ctx = Arc::new(ingest::Context {
         config: ingest_config,
         metrics: metrics.clone(),
@@ -358,12 +365,6 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     lifecycle.wait_at(Phase::Offline, "HTTP", Some(timeouts.http_close), async {
         let _ = http_task.await;
     });
-    lifecycle.wait_at(
-        Phase::Draining,
-        "draining",
-        None,
-        shutdown::drain_publishers(streams, timeouts),
-    );
 
     shutdown.cancelled().await;
     lifecycle.shut_down().await;
