@@ -230,3 +230,19 @@ async fn shutting_down_from_a_later_phase_joins_what_the_skipped_phases_wait_for
     life.shut_down().await;
     assert_eq!(log.lines(), ["drain", "http"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_part_that_panics_does_not_stop_the_sequence() {
+    let mut life = Lifecycle::new();
+    let watch = life.watch();
+    life.wait_at(
+        Phase::Closing,
+        "broken",
+        Some(Duration::from_secs(1)),
+        async {
+            panic!("a part's bug");
+        },
+    );
+    life.shut_down().await;
+    assert_eq!(watch.phase(), Phase::Stopped);
+}
