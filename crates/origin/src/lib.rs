@@ -10,12 +10,12 @@ pub mod http;
 pub mod origin;
 pub mod urls;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tidegate_config::OriginConfig;
 use tidegate_events::metrics;
 use tidegate_events::metrics::Metrics;
+use tidegate_lifecycle::PhaseWatch;
 use tidegate_model::unix_ms;
 use tidegate_registry::stream;
 use tidegate_registry::stream::Streams;
@@ -35,13 +35,13 @@ pub struct Context {
     pub state: Arc<dyn StateStore>,
     /// This worker as a cluster member.
     pub member: Arc<Member>,
-    /// Cleared when the worker starts draining.
-    pub ready: Arc<AtomicBool>,
+    /// The worker's phase: `/readyz` fails from [`tidegate_lifecycle::Phase::Draining`] on.
+    pub phase: PhaseWatch,
 }
 
 impl Context {
     /// Whether `/readyz` answers 200.
     pub fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.streams.stores_healthy()
+        self.phase.is_ready() && self.streams.stores_healthy()
     }
 }

@@ -11,7 +11,7 @@
 //! [`WORKER_TTL`] expiry; a clean exit removes it, a crash leaves it to expire.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,6 +26,7 @@ use crate::store::{
 use crate::stream::Streams;
 use crate::unix_ms;
 use tidegate_config::ClusterConfig;
+use tidegate_lifecycle::PhaseWatch;
 
 /// What the heartbeat reads (built by the server).
 pub struct Heartbeat {
@@ -35,8 +36,9 @@ pub struct Heartbeat {
     pub streams: Arc<Streams>,
     /// This worker.
     pub member: Arc<Member>,
-    /// Whether the worker takes publishers (cleared when it starts draining).
-    pub ready: Arc<AtomicBool>,
+    /// The worker's phase: the record says `draining` from
+    /// [`tidegate_lifecycle::Phase::Draining`] on.
+    pub phase: PhaseWatch,
 }
 
 /// The version every record carries.
@@ -281,7 +283,7 @@ pub async fn run_heartbeat(
         }
         let live = u64::try_from(ctx.streams.live_count().await).unwrap_or(u64::MAX);
         let load = sampler.sample(&ctx.metrics, live);
-        let worker_state = if ctx.ready.load(Ordering::Relaxed) {
+        let worker_state = if ctx.phase.is_ready() {
             WorkerState::Ready
         } else {
             WorkerState::Draining

@@ -4,7 +4,7 @@
 //! The parts live in crates of their own, their dependencies going one way:
 //! `tidegate-model` (ids, name rules, typed URLs) ← `tidegate-config` ← `tidegate-store`
 //! ← `tidegate-events` ← `tidegate-registry` ← `tidegate-ingest` / `tidegate-origin` ← this
-//! crate (`tidegate-limits` beside them).
+//! crate (`tidegate-limits` and `tidegate-lifecycle`, the phases, beside them).
 //!
 //! ```text
 //!  RTMP socket ─▶ ingest::rtmp (tidegate-rtmp session ─▶ tidegate-flv demuxer)
@@ -20,10 +20,20 @@
 //!                                   ─▶ rendered playlist ─▶ origin (HTTP)
 //! ```
 //!
-//! [`run`] wires it together and runs until SIGTERM/SIGINT, then shuts down in phases:
-//! not ready → no new publishers → publishers told to go and their last segments flushed →
-//! exit.
+//! [`run`] wires it together and runs until SIGTERM/SIGINT, then shuts down in the phases
+//! of [`tidegate_lifecycle`], each part joined to the phase that stops it, each wait bounded
+//! by a [`ShutdownTimeouts`] field:
+//!
+//! | phase | what stops | waits for (bound) |
+//! |---|---|---|
+//! | `Draining` | `/readyz` → 503, heartbeat → draining, new publishers refused | publishers finish or move (`drain`), then close at a segment boundary (`boundary`) |
+//! | `Closing` | RTMP, SRT listeners and pulls close their connections | their last segments flushed (`ingest_close`) |
+//! | `Leaving` | sweeper, change listener, heartbeat | the worker's record removed (`leave`) |
+//! | `Offline` | HTTP | open connections (`http_close`) |
+//! | `Stopped` | webhooks | their queues flushed (`webhooks::SHUTDOWN_GRACE`, their own) |
 #![deny(missing_docs)]
+
+mod shutdown;
 
 pub use tidegate_config as config;
 
@@ -34,15 +44,15 @@ use tidegate_origin::{http, origin, urls};
 use tidegate_registry::{stream, worker};
 use tidegate_store as store;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
+use tidegate_lifecycle::{Lifecycle, Phase};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 pub use config::ServeConfig;
+pub use shutdown::{ShutdownTimeouts, BOUNDARY_POLL_INTERVAL, DRAIN_POLL_INTERVAL};
 
 use metrics::Metrics;
 use stream::{StreamSettings, Streams};
@@ -191,20 +201,25 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         )
         .with_tenant_health(tenant_health),
     );
+    let mut lifecycle = Lifecycle::new();
     // Subscribed before anything can emit (the first sweep may end streams).
     let events = config.events()?;
-    let webhooks_stop = CancellationToken::new();
-    let webhooks_task = match &events.webhook_secret {
-        Some(secret) if !events.webhooks.is_empty() => Some(webhooks::start(
-            &events.webhooks,
-            secret,
-            events.webhook_timeout,
-            telemetry.subscribe(),
-            metrics.clone(),
-            webhooks_stop.clone(),
-        )),
-        _ => None,
-    };
+    if let Some(secret) = &events.webhook_secret {
+        if !events.webhooks.is_empty() {
+            let task = webhooks::start(
+                &events.webhooks,
+                secret,
+                events.webhook_timeout,
+                telemetry.subscribe(),
+                metrics.clone(),
+                lifecycle.stop_at(Phase::Stopped),
+            );
+            // The task bounds its own flush (webhooks::SHUTDOWN_GRACE).
+            lifecycle.wait_at(Phase::Stopped, "webhooks", None, async {
+                let _ = task.await;
+            });
+        }
+    }
     let on_publish = events.on_publish.as_ref().map(|url| {
         webhooks::OnPublish::new(
             url,
@@ -251,7 +266,14 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         &ingest_config,
         fds.clone(),
     ));
-    let ready = Arc::new(AtomicBool::new(true));
+    let timeouts = ShutdownTimeouts::from_config(&config);
+    // Draining's own work, bounded by itself (`drain`, then `boundary`).
+    lifecycle.wait_at(
+        Phase::Draining,
+        "draining",
+        None,
+        shutdown::drain_publishers(streams.clone(), timeouts),
+    );
     let ingest_ctx = Arc::new(ingest::Context {
         config: ingest_config,
         metrics: metrics.clone(),
@@ -265,21 +287,28 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         streams: streams.clone(),
         state: state.clone(),
         member: member.clone(),
-        ready: ready.clone(),
+        phase: lifecycle.watch(),
     });
-    let heartbeat_stop = CancellationToken::new();
     let heartbeat_task = tokio::spawn(worker::run_heartbeat(
         Arc::new(worker::Heartbeat {
             metrics: metrics.clone(),
             streams: streams.clone(),
             member,
-            ready: ready.clone(),
+            phase: lifecycle.watch(),
         }),
         state,
-        heartbeat_stop.clone(),
+        lifecycle.stop_at(Phase::Leaving),
     ));
+    lifecycle.wait_at(
+        Phase::Leaving,
+        "the heartbeat",
+        Some(timeouts.leave),
+        async {
+            let _ = heartbeat_task.await;
+        },
+    );
 
-    let ingest_stop = CancellationToken::new();
+    let ingest_stop = lifecycle.stop_at(Phase::Closing);
     let rtmp_task = tokio::spawn(ingest::rtmp::serve(
         rtmp,
         ingest_ctx.clone(),
@@ -300,10 +329,27 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         ));
     }
     pulls.close();
-    let sweeper_stop = CancellationToken::new();
-    tokio::spawn(streams.clone().run_sweeper(sweeper_stop.clone()));
-    spawn_change_listener(&store_config, streams.clone(), sweeper_stop.clone());
-    let http_stop = CancellationToken::new();
+    lifecycle.wait_at(
+        Phase::Closing,
+        "publishers",
+        Some(timeouts.ingest_close),
+        async move {
+            info!("shutdown: closing remaining connections and flushing their last segments");
+            let _ = rtmp_task.await;
+            let _ = srt_task.await;
+            pulls.wait().await;
+        },
+    );
+    tokio::spawn(
+        streams
+            .clone()
+            .run_sweeper(lifecycle.stop_at(Phase::Leaving)),
+    );
+    spawn_change_listener(
+        &store_config,
+        streams.clone(),
+        lifecycle.stop_at(Phase::Leaving),
+    );
     let http_task = {
         let limits = http::HttpLimits::from_config(&config.http());
         http::log_limits(&limits, &fds);
@@ -313,63 +359,15 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
             limits,
             fds.clone(),
             metrics.clone(),
-            http_stop.clone(),
+            lifecycle.stop_at(Phase::Offline),
         ))
     };
+    lifecycle.wait_at(Phase::Offline, "HTTP", Some(timeouts.http_close), async {
+        let _ = http_task.await;
+    });
 
     shutdown.cancelled().await;
-    info!("shutdown: not ready, refusing new publishers");
-    ready.store(false, Ordering::Relaxed);
-    streams.start_draining();
-    let drain_timeout = config.drain_timeout;
-    let live = streams.live_count().await;
-    if live > 0 {
-        info!(
-            live,
-            timeout_s = drain_timeout.as_secs_f64(),
-            "shutdown: waiting for publishers to finish or move"
-        );
-        let deadline = tokio::time::Instant::now() + drain_timeout;
-        while tokio::time::Instant::now() < deadline && streams.live_count().await > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let live = streams.live_count().await;
-        if live > 0 {
-            info!(
-                live,
-                "shutdown: drain timeout; closing publishers at their next segment boundary"
-            );
-            streams.close_publishers_at_boundary();
-            let boundary = config.segment_duration * 3 + Duration::from_secs(1);
-            let deadline = tokio::time::Instant::now() + boundary;
-            while tokio::time::Instant::now() < deadline && streams.live_count().await > 0 {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    ingest_stop.cancel();
-    info!("shutdown: closing remaining connections and flushing their last segments");
-    let ingest_done = async {
-        let _ = rtmp_task.await;
-        let _ = srt_task.await;
-        pulls.wait().await;
-    };
-    if tokio::time::timeout(Duration::from_secs(10), ingest_done)
-        .await
-        .is_err()
-    {
-        warn!("shutdown: publishers did not finish in 10 s");
-    }
-    sweeper_stop.cancel();
-    heartbeat_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(3), heartbeat_task).await;
-    http_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
-    webhooks_stop.cancel();
-    if let Some(task) = webhooks_task {
-        // The task bounds its own flush (webhooks::SHUTDOWN_GRACE).
-        let _ = task.await;
-    }
+    lifecycle.shut_down().await;
     info!("shutdown: done");
     Ok(())
 }
