@@ -72,3 +72,14 @@ impl LoadgenError {
         )
     }
 }
+
+impl From<tidegate_flv::file::FileError> for LoadgenError {
+    fn from(e: tidegate_flv::file::FileError) -> Self {
+        use tidegate_flv::file::FileError;
+        match e {
+            FileError::NotFlv => LoadgenError::NotFlv,
+            FileError::Truncated { offset } => LoadgenError::Truncated { offset },
+            FileError::Malformed { offset, what } => LoadgenError::Malformed { offset, what },
+        }
+    }
+}

@@ -1,6 +1,6 @@
-//! A small reader for whole FLV files (what `ffmpeg -f flv` writes): the file is read into
-//! memory once and every tag body becomes a zero-copy [`Bytes`] slice of it, shared by
-//! every publisher.
+//! Whole FLV files (what `ffmpeg -f flv` writes) as publishers send them: the file is read
+//! into memory once and split by `tidegate_flv::file`, every tag body a zero-copy
+//! [`Bytes`] slice of it, shared by every publisher.
 //!
 //! Tags before the first media frame that carry codec configuration (AVC/HEVC/AV1 sequence
 //! headers, AAC AudioSpecificConfig, Enhanced RTMP `SequenceStart`) become
@@ -8,6 +8,7 @@
 //! [`FlvFile::metadata`]; everything else is [`FlvFile::tags`], paced and looped.
 
 use bytes::Bytes;
+use tidegate_flv::file::{FileTag, FileTags, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
 use tidegate_flv::{parse_audio_tag, parse_video_tag, AudioTag, VideoTag};
 use tidegate_rtmp::Amf0Value;
 
@@ -15,26 +16,10 @@ use crate::error::LoadgenError;
 
 /// Largest input accepted: the file is held in memory for the whole run.
 pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// Size of the FLV file header as written by every muxer (signature, version, flags,
-/// header size).
-const FLV_HEADER_LEN: usize = 9;
-/// Size of a tag header (type, data size, timestamp, timestamp extension, stream id).
-const TAG_HEADER_LEN: usize = 11;
-/// Size of each PreviousTagSize field.
-const PREV_TAG_SIZE_LEN: usize = 4;
-/// Largest header size field accepted (the spec's is 9; anything past a few KiB is junk).
-const MAX_HEADER_LEN: u32 = 4096;
 /// Frame interval assumed for the last frame of a track that has a single frame.
 const DEFAULT_FRAME_MS: u32 = 33;
 /// GOP assumed when the file has fewer than two keyframes (or no video).
 const DEFAULT_GOP_MS: u32 = 2000;
-
-/// FLV tag type: audio.
-const TAG_AUDIO: u8 = 8;
-/// FLV tag type: video.
-const TAG_VIDEO: u8 = 9;
-/// FLV tag type: script data (AMF0 `onMetaData`).
-const TAG_SCRIPT: u8 = 18;
 
 /// Video frame type "keyframe" (the low 3 bits of the high nibble of the first byte).
 const FRAME_TYPE_KEY: u8 = 1;
@@ -91,93 +76,51 @@ impl FlvFile {
                 max: MAX_FILE_BYTES,
             });
         }
-        let head = data.get(..FLV_HEADER_LEN).ok_or(if data.len() >= 3 {
-            if data.get(..3) == Some(b"FLV") {
-                LoadgenError::Truncated { offset: 0 }
-            } else {
-                LoadgenError::NotFlv
-            }
-        } else {
-            LoadgenError::NotFlv
-        })?;
-        if head.get(..3) != Some(b"FLV") {
-            return Err(LoadgenError::NotFlv);
-        }
-        let header_len = be_u32(&head[5..9]);
-        if !(FLV_HEADER_LEN as u32..=MAX_HEADER_LEN).contains(&header_len) {
-            return Err(LoadgenError::Malformed {
-                offset: 5,
-                what: "header size",
-            });
-        }
-        // Skip the header and PreviousTagSize0.
-        let mut pos = header_len as usize + PREV_TAG_SIZE_LEN;
-        if pos > data.len() {
-            return Err(LoadgenError::Truncated { offset: 0 });
-        }
         let mut metadata = None;
         let mut headers = Vec::new();
-        let mut raw: Vec<(TagKind, i64, bool, Bytes)> = Vec::new();
-        while pos < data.len() {
-            let start = pos;
-            let h = data
-                .get(pos..pos + TAG_HEADER_LEN)
-                .ok_or(LoadgenError::Truncated { offset: start })?;
-            let tag_type = h[0] & 0x1f;
-            if h[0] & 0x20 != 0 {
-                return Err(LoadgenError::Malformed {
-                    offset: start,
-                    what: "encrypted (filtered) tags are not supported",
-                });
-            }
-            let size = be_u24(&h[1..4]) as usize;
-            let ts = i64::from(be_u24(&h[4..7]) | (u32::from(h[7]) << 24));
-            let body_start = pos + TAG_HEADER_LEN;
-            let body_end = body_start + size;
-            if body_end + PREV_TAG_SIZE_LEN > data.len() {
-                return Err(LoadgenError::Truncated { offset: start });
-            }
-            let body = data.slice(body_start..body_end);
-            pos = body_end + PREV_TAG_SIZE_LEN;
-            match tag_type {
-                TAG_SCRIPT if metadata.is_none() => metadata = parse_metadata(&body),
-                TAG_AUDIO | TAG_VIDEO if !body.is_empty() => {
-                    let kind = if tag_type == TAG_AUDIO {
-                        TagKind::Audio
-                    } else {
-                        TagKind::Video
-                    };
-                    let (config, keyframe) = classify(kind, &body);
-                    if config && raw.is_empty() {
-                        headers.push(Tag {
-                            kind,
-                            timestamp_ms: 0,
-                            keyframe: false,
-                            data: body,
-                        });
-                    } else {
-                        raw.push((kind, ts, keyframe && !config, body));
-                    }
+        let mut tags: Vec<Tag> = Vec::new();
+        for tag in FileTags::new(data)? {
+            let FileTag {
+                tag_type,
+                timestamp_ms,
+                data,
+                ..
+            } = tag?;
+            let kind = match tag_type {
+                TAG_SCRIPT if metadata.is_none() => {
+                    metadata = parse_metadata(&data);
+                    continue;
                 }
-                // Empty media tags and unknown types carry nothing to send.
-                _ => {}
+                TAG_AUDIO => TagKind::Audio,
+                TAG_VIDEO => TagKind::Video,
+                _ => continue,
+            };
+            // Empty media tags (like unknown types) carry nothing to send.
+            if data.is_empty() {
+                continue;
+            }
+            let (config, keyframe) = classify(kind, &data);
+            let tag = Tag {
+                kind,
+                timestamp_ms,
+                keyframe: keyframe && !config,
+                data,
+            };
+            if config && tags.is_empty() {
+                headers.push(Tag {
+                    timestamp_ms: 0,
+                    ..tag
+                });
+            } else {
+                tags.push(tag);
             }
         }
-        let first = raw.iter().map(|r| r.1).min().ok_or(LoadgenError::NoMedia)?;
-        let mut media_bytes = 0u64;
-        let tags: Vec<Tag> = raw
-            .into_iter()
-            .map(|(kind, ts, keyframe, data)| {
-                media_bytes += data.len() as u64;
-                Tag {
-                    kind,
-                    // first <= ts <= first + 2^32, so the difference fits.
-                    timestamp_ms: u32::try_from(ts - first).unwrap_or(u32::MAX),
-                    keyframe,
-                    data,
-                }
-            })
-            .collect();
+        let first = tags.iter().map(|t| t.timestamp_ms).min();
+        let first = first.ok_or(LoadgenError::NoMedia)?;
+        for t in &mut tags {
+            t.timestamp_ms -= first;
+        }
+        let media_bytes = tags.iter().map(|t| t.data.len() as u64).sum();
         let duration_ms = pass_duration(&tags);
         Ok(FlvFile {
             metadata,
@@ -196,14 +139,6 @@ impl FlvFile {
         }
         self.media_bytes.saturating_mul(8_000) / u64::from(self.duration_ms)
     }
-}
-
-fn be_u24(b: &[u8]) -> u32 {
-    (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
-}
-
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
 
 /// `(is codec configuration, is a video keyframe)`: configuration is what
