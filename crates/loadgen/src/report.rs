@@ -119,7 +119,7 @@ impl Progress {
 }
 
 /// How one publisher ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Published until the end of the run and unpublished cleanly.
@@ -131,11 +131,12 @@ pub enum Outcome {
     /// Published, then lost the connection before the end of the run.
     Dropped,
     /// The run ended before its ramp-up slot.
+    #[default]
     NotStarted,
 }
 
 /// What one publisher did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PublisherOutcome {
     /// Index (the `{i}` of its URL).
     pub index: usize,
@@ -165,15 +166,7 @@ impl PublisherOutcome {
     pub fn not_started(index: usize) -> Self {
         Self {
             index,
-            outcome: Outcome::NotStarted,
-            detail: None,
-            connect_ms: None,
-            bytes_sent: 0,
-            tags_sent: 0,
-            max_lag_ms: 0,
-            final_lag_ms: 0,
-            media_seconds: 0.0,
-            srt: None,
+            ..Self::default()
         }
     }
 }
@@ -515,98 +508,83 @@ impl Report {
 
     /// The report as text for a terminal.
     pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        let p = &self.publishers;
-        let _ = writeln!(s, "tidegate bench: {:.1} s", self.wall_seconds);
-        let _ = writeln!(
-            s,
-            "input: {:.1} s per pass, GOP {} ms, {} kbit/s",
-            f64::from(self.input.duration_ms) / 1000.0,
-            self.input.gop_ms,
-            self.input.bitrate_kbps
-        );
-        let _ = writeln!(
-            s,
-            "publishers: {} requested, {} connected, {} refused, {} failed, {} dropped, {} not started",
-            p.requested, p.connected, p.refused, p.failed, p.dropped, p.not_started
-        );
-        let _ = writeln!(
-            s,
-            "  sent {:.1} MB, {:.1} Mbit/s average",
-            p.bytes_sent as f64 / 1e6,
-            p.mbps_avg
-        );
-        let _ = writeln!(s, "  connect time: {}", p.connect_ms.text());
-        let _ = writeln!(
-            s,
-            "  behind real time, worst per publisher: {}",
-            p.max_lag_ms.text()
-        );
-        let _ = writeln!(
-            s,
-            "  behind real time at the end: {}",
-            p.final_lag_ms.text()
-        );
+        let (p, g) = (&self.publishers, &self.generator);
+        let mut out = vec![
+            format!("tidegate bench: {:.1} s", self.wall_seconds),
+            format!(
+                "input: {:.1} s per pass, GOP {} ms, {} kbit/s",
+                f64::from(self.input.duration_ms) / 1000.0,
+                self.input.gop_ms,
+                self.input.bitrate_kbps
+            ),
+            format!(
+                "publishers: {} requested, {} connected, {} refused, {} failed, {} dropped, {} not started",
+                p.requested, p.connected, p.refused, p.failed, p.dropped, p.not_started
+            ),
+            format!(
+                "  sent {:.1} MB, {:.1} Mbit/s average",
+                p.bytes_sent as f64 / 1e6,
+                p.mbps_avg
+            ),
+            format!("  connect time: {}", p.connect_ms.text()),
+            format!(
+                "  behind real time, worst per publisher: {}",
+                p.max_lag_ms.text()
+            ),
+            format!("  behind real time at the end: {}", p.final_lag_ms.text()),
+        ];
         if let Some(srt) = &p.srt {
-            let _ = writeln!(
-                s,
+            out.push(format!(
                 "  SRT: {} packets sent, {} retransmitted, {} reported lost by the server ({:.3} %), {} dropped unacknowledged",
                 srt.packets_sent,
                 srt.packets_retransmitted,
                 srt.packets_reported_lost,
                 srt.loss_percent,
                 srt.packets_send_dropped
-            );
-            let _ = writeln!(s, "  SRT round-trip time: {}", srt.rtt_ms.text());
+            ));
+            out.push(format!("  SRT round-trip time: {}", srt.rtt_ms.text()));
         }
-        for o in p
+        let unfinished = p
             .per_publisher
             .iter()
-            .filter(|o| o.outcome != Outcome::Finished)
-        {
-            let _ = writeln!(
-                s,
-                "  publisher {}: {:?} {}",
-                o.index,
-                o.outcome,
-                o.detail.as_deref().unwrap_or("")
-            );
-        }
+            .filter(|o| o.outcome != Outcome::Finished);
+        out.extend(unfinished.map(|o| {
+            let detail = o.detail.as_deref().unwrap_or("");
+            format!("  publisher {}: {:?} {detail}", o.index, o.outcome)
+        }));
         if let Some(v) = &self.viewers {
-            let _ = writeln!(
-                s,
-                "viewers: {} requested, {} started, {} playlists, {} segments, {:.1} MB",
-                v.requested,
-                v.started,
-                v.playlists,
-                v.segments,
-                v.bytes as f64 / 1e6
-            );
-            let _ = writeln!(s, "  errors: {} {:?}", v.errors, v.errors_by_kind);
-            let _ = writeln!(s, "  stalls: {}", v.stalls);
-            let _ = writeln!(s, "  PDT+duration -> listed: {}", v.pdt_to_listed_ms.text());
-            let _ = writeln!(s, "  segment fetch: {}", v.segment_fetch_ms.text());
+            out.extend([
+                format!(
+                    "viewers: {} requested, {} started, {} playlists, {} segments, {:.1} MB",
+                    v.requested,
+                    v.started,
+                    v.playlists,
+                    v.segments,
+                    v.bytes as f64 / 1e6
+                ),
+                format!("  errors: {} {:?}", v.errors, v.errors_by_kind),
+                format!("  stalls: {}", v.stalls),
+                format!("  PDT+duration -> listed: {}", v.pdt_to_listed_ms.text()),
+                format!("  segment fetch: {}", v.segment_fetch_ms.text()),
+            ]);
         }
+        let opt = |x: Option<f64>, d: usize| x.map_or("-".into(), |v| format!("{v:.d$}"));
         if let Some(l) = &self.server_segment_latency {
             let ms = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.1} ms"));
-            let _ = writeln!(
-                s,
+            out.push(format!(
                 "server keyframe -> listed ({} segments): p50 {}, p99 {}",
                 l.segments,
                 ms(l.p50_ms),
                 ms(l.p99_ms)
-            );
+            ));
         }
-        let g = &self.generator;
-        let opt = |x: Option<f64>, d: usize| x.map_or("-".into(), |v| format!("{v:.d$}"));
-        let _ = writeln!(
-            s,
-            "generator: {} thread(s), {} CPU s ({} %), {} CPU s per Gbit sent",
+        out.push(format!(
+            "generator: {} thread(s), {} CPU s ({} %), {} CPU s per Gbit sent\n",
             g.threads,
             opt(g.cpu_seconds, 2),
             opt(g.cpu_percent, 1),
             opt(g.cpu_seconds_per_gbit, 3)
-        );
-        s
+        ));
+        out.join("\n")
     }
 }
