@@ -6,6 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{tag, FLV_HEADER};
+use tidegate_flv::file::FileError;
 use tidegate_loadgen::flv_file::TagKind;
 use tidegate_loadgen::{FlvFile, LoadgenError};
 use tidegate_rtmp::Amf0Value;
@@ -101,7 +102,7 @@ fn rejects_non_flv_and_bad_header_size() {
     ));
     assert!(matches!(
         FlvFile::parse(Bytes::from(hex("464c5601050000000300000000"))),
-        Err(LoadgenError::Malformed { offset: 5, .. })
+        Err(LoadgenError::Flv(FileError::Malformed { offset: 5, .. }))
     ));
     assert!(matches!(
         FlvFile::parse(Bytes::from(hex("464c5601050000000900000000"))),
