@@ -28,9 +28,13 @@
 //!   reported as [`MediaEvent::VideoWithoutConfig`] (it can never be decoded);
 //! - checks NAL/OBU framing, strips AV1 temporal delimiters, and otherwise passes payloads
 //!   through as slices of the input [`Bytes`] (no copies).
+//!
+//! [`file`] splits a whole FLV file into its tags (for tools that publish or inspect
+//! files; the server receives tag bodies in RTMP messages).
 #![deny(missing_docs)]
 
 mod error;
+pub mod file;
 pub mod tag;
 
 use std::collections::VecDeque;

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use bytes::Bytes;
+use tidegate_flv::file::{FileTags, TAG_AUDIO, TAG_VIDEO};
 use tidegate_flv::FlvDemuxer;
 use tidegate_media::{Frame, MediaEvent, TrackKind, VideoCodec};
 
@@ -60,29 +61,18 @@ fn encode(ffmpeg: &PathBuf, name: &str, args: &[&str]) -> Bytes {
     Bytes::from(data)
 }
 
-/// Splits an FLV file into (tag type, timestamp, body) and feeds the demuxer.
+/// Splits an FLV file into its tags and feeds the demuxer.
 fn demux(file: &Bytes) -> (FlvDemuxer, Vec<MediaEvent>) {
-    assert_eq!(&file[..3], b"FLV");
-    let mut pos = 9 + 4;
     let mut d = FlvDemuxer::new();
     let mut events = Vec::new();
-    while pos + 11 <= file.len() {
-        let tag_type = file[pos] & 0x1f;
-        let size = usize::from(file[pos + 1]) << 16
-            | usize::from(file[pos + 2]) << 8
-            | usize::from(file[pos + 3]);
-        let ts = u32::from(file[pos + 4]) << 16
-            | u32::from(file[pos + 5]) << 8
-            | u32::from(file[pos + 6])
-            | u32::from(file[pos + 7]) << 24;
-        let body = file.slice(pos + 11..pos + 11 + size);
-        match tag_type {
-            8 => d.handle_audio(ts, body).unwrap(),
-            9 => d.handle_video(ts, body).unwrap(),
+    for tag in FileTags::new(file.clone()).unwrap() {
+        let tag = tag.unwrap();
+        match tag.tag_type {
+            TAG_AUDIO => d.handle_audio(tag.timestamp_ms, tag.data).unwrap(),
+            TAG_VIDEO => d.handle_video(tag.timestamp_ms, tag.data).unwrap(),
             _ => {}
         }
         events.extend(std::iter::from_fn(|| d.poll_event()));
-        pos += 11 + size + 4;
     }
     (d, events)
 }

@@ -1,5 +1,7 @@
 //! The crate's one error type.
 
+use tidegate_flv::file::FileError;
+
 /// Everything that can stop a bench run before it starts, or a piece of it while it runs.
 ///
 /// Errors of single publishers and viewers during a run do not stop the run: they are
@@ -10,20 +12,9 @@ pub enum LoadgenError {
     /// The input file does not start with an FLV header (nor a TS sync byte).
     #[error("not an FLV or MPEG-TS file; make one with `tidegate bench --generate-clip`")]
     NotFlv,
-    /// The input file ends in the middle of a header or tag.
-    #[error("FLV file truncated at byte {offset}")]
-    Truncated {
-        /// Where the incomplete piece starts.
-        offset: usize,
-    },
-    /// A tag or header field is out of range.
-    #[error("malformed FLV at byte {offset}: {what}")]
-    Malformed {
-        /// Where the bad field is.
-        offset: usize,
-        /// What is wrong.
-        what: &'static str,
-    },
+    /// The FLV file is truncated or malformed (where, and what is wrong).
+    #[error(transparent)]
+    Flv(FileError),
     /// The file holds no audio or video tag to send.
     #[error("the input holds no audio or video")]
     NoMedia,
@@ -64,11 +55,19 @@ impl LoadgenError {
         matches!(
             self,
             LoadgenError::NotFlv
-                | LoadgenError::Truncated { .. }
-                | LoadgenError::Malformed { .. }
+                | LoadgenError::Flv(_)
                 | LoadgenError::NoMedia
                 | LoadgenError::Media(_)
                 | LoadgenError::TooLarge { .. }
         )
+    }
+}
+
+impl From<FileError> for LoadgenError {
+    fn from(e: FileError) -> Self {
+        match e {
+            FileError::NotFlv => LoadgenError::NotFlv,
+            e => LoadgenError::Flv(e),
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! A small reader for whole FLV files (what `ffmpeg -f flv` writes): the file is read into
-//! memory once and every tag body becomes a zero-copy [`Bytes`] slice of it, shared by
-//! every publisher.
+//! Whole FLV files (what `ffmpeg -f flv` writes) as publishers send them: the file is read
+//! into memory once and split by `tidegate_flv::file`, every tag body a zero-copy
+//! [`Bytes`] slice of it, shared by every publisher.
 //!
 //! Tags before the first media frame that carry codec configuration (AVC/HEVC/AV1 sequence
 //! headers, AAC AudioSpecificConfig, Enhanced RTMP `SequenceStart`) become
@@ -8,43 +8,20 @@
 //! [`FlvFile::metadata`]; everything else is [`FlvFile::tags`], paced and looped.
 
 use bytes::Bytes;
+use tidegate_flv::file::{FileTag, FileTags, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
+use tidegate_flv::{parse_audio_tag, parse_video_tag, AudioTag, VideoTag};
 use tidegate_rtmp::Amf0Value;
 
 use crate::error::LoadgenError;
 
 /// Largest input accepted: the file is held in memory for the whole run.
 pub const MAX_FILE_BYTES: u64 = 2 * 1024 * 1024 * 1024;
-/// Size of the FLV file header as written by every muxer (signature, version, flags,
-/// header size).
-const FLV_HEADER_LEN: usize = 9;
-/// Size of a tag header (type, data size, timestamp, timestamp extension, stream id).
-const TAG_HEADER_LEN: usize = 11;
-/// Size of each PreviousTagSize field.
-const PREV_TAG_SIZE_LEN: usize = 4;
-/// Largest header size field accepted (the spec's is 9; anything past a few KiB is junk).
-const MAX_HEADER_LEN: u32 = 4096;
 /// Frame interval assumed for the last frame of a track that has a single frame.
 const DEFAULT_FRAME_MS: u32 = 33;
 /// GOP assumed when the file has fewer than two keyframes (or no video).
 const DEFAULT_GOP_MS: u32 = 2000;
 
-/// FLV tag type: audio.
-const TAG_AUDIO: u8 = 8;
-/// FLV tag type: video.
-const TAG_VIDEO: u8 = 9;
-/// FLV tag type: script data (AMF0 `onMetaData`).
-const TAG_SCRIPT: u8 = 18;
-
-/// Legacy video codec ids whose second byte is an AVC-style packet type (AVC, and the
-/// HEVC id 12 some muxers use).
-const AVC_STYLE_CODECS: [u8; 2] = [7, 12];
-/// Legacy audio format id of AAC.
-const SOUND_FORMAT_AAC: u8 = 10;
-/// Enhanced RTMP audio: SoundFormat value announcing an extended header.
-const SOUND_FORMAT_EX_HEADER: u8 = 9;
-/// Enhanced RTMP video: the IsExHeader bit of the first byte.
-const VIDEO_EX_HEADER_BIT: u8 = 0x80;
-/// Video frame type "keyframe".
+/// Video frame type "keyframe" (the low 3 bits of the high nibble of the first byte).
 const FRAME_TYPE_KEY: u8 = 1;
 
 /// Audio or video.
@@ -99,93 +76,51 @@ impl FlvFile {
                 max: MAX_FILE_BYTES,
             });
         }
-        let head = data.get(..FLV_HEADER_LEN).ok_or(if data.len() >= 3 {
-            if data.get(..3) == Some(b"FLV") {
-                LoadgenError::Truncated { offset: 0 }
-            } else {
-                LoadgenError::NotFlv
-            }
-        } else {
-            LoadgenError::NotFlv
-        })?;
-        if head.get(..3) != Some(b"FLV") {
-            return Err(LoadgenError::NotFlv);
-        }
-        let header_len = be_u32(&head[5..9]);
-        if !(FLV_HEADER_LEN as u32..=MAX_HEADER_LEN).contains(&header_len) {
-            return Err(LoadgenError::Malformed {
-                offset: 5,
-                what: "header size",
-            });
-        }
-        // Skip the header and PreviousTagSize0.
-        let mut pos = header_len as usize + PREV_TAG_SIZE_LEN;
-        if pos > data.len() {
-            return Err(LoadgenError::Truncated { offset: 0 });
-        }
         let mut metadata = None;
         let mut headers = Vec::new();
-        let mut raw: Vec<(TagKind, i64, bool, Bytes)> = Vec::new();
-        while pos < data.len() {
-            let start = pos;
-            let h = data
-                .get(pos..pos + TAG_HEADER_LEN)
-                .ok_or(LoadgenError::Truncated { offset: start })?;
-            let tag_type = h[0] & 0x1f;
-            if h[0] & 0x20 != 0 {
-                return Err(LoadgenError::Malformed {
-                    offset: start,
-                    what: "encrypted (filtered) tags are not supported",
-                });
-            }
-            let size = be_u24(&h[1..4]) as usize;
-            let ts = i64::from(be_u24(&h[4..7]) | (u32::from(h[7]) << 24));
-            let body_start = pos + TAG_HEADER_LEN;
-            let body_end = body_start + size;
-            if body_end + PREV_TAG_SIZE_LEN > data.len() {
-                return Err(LoadgenError::Truncated { offset: start });
-            }
-            let body = data.slice(body_start..body_end);
-            pos = body_end + PREV_TAG_SIZE_LEN;
-            match tag_type {
-                TAG_SCRIPT if metadata.is_none() => metadata = parse_metadata(&body),
-                TAG_AUDIO | TAG_VIDEO if !body.is_empty() => {
-                    let kind = if tag_type == TAG_AUDIO {
-                        TagKind::Audio
-                    } else {
-                        TagKind::Video
-                    };
-                    let (config, keyframe) = classify(kind, &body);
-                    if config && raw.is_empty() {
-                        headers.push(Tag {
-                            kind,
-                            timestamp_ms: 0,
-                            keyframe: false,
-                            data: body,
-                        });
-                    } else {
-                        raw.push((kind, ts, keyframe && !config, body));
-                    }
+        let mut tags: Vec<Tag> = Vec::new();
+        for tag in FileTags::new(data)? {
+            let FileTag {
+                tag_type,
+                timestamp_ms,
+                data,
+                ..
+            } = tag?;
+            let kind = match tag_type {
+                TAG_SCRIPT if metadata.is_none() => {
+                    metadata = parse_metadata(&data);
+                    continue;
                 }
-                // Empty media tags and unknown types carry nothing to send.
-                _ => {}
+                TAG_AUDIO => TagKind::Audio,
+                TAG_VIDEO => TagKind::Video,
+                _ => continue,
+            };
+            // Empty media tags (like unknown types) carry nothing to send.
+            if data.is_empty() {
+                continue;
+            }
+            let (config, keyframe) = classify(kind, &data);
+            let tag = Tag {
+                kind,
+                timestamp_ms,
+                keyframe: keyframe && !config,
+                data,
+            };
+            if config && tags.is_empty() {
+                headers.push(Tag {
+                    timestamp_ms: 0,
+                    ..tag
+                });
+            } else {
+                tags.push(tag);
             }
         }
-        let first = raw.iter().map(|r| r.1).min().ok_or(LoadgenError::NoMedia)?;
-        let mut media_bytes = 0u64;
-        let tags: Vec<Tag> = raw
-            .into_iter()
-            .map(|(kind, ts, keyframe, data)| {
-                media_bytes += data.len() as u64;
-                Tag {
-                    kind,
-                    // first <= ts <= first + 2^32, so the difference fits.
-                    timestamp_ms: u32::try_from(ts - first).unwrap_or(u32::MAX),
-                    keyframe,
-                    data,
-                }
-            })
-            .collect();
+        let first = tags.iter().map(|t| t.timestamp_ms).min();
+        let first = first.ok_or(LoadgenError::NoMedia)?;
+        for t in &mut tags {
+            t.timestamp_ms -= first;
+        }
+        let media_bytes = tags.iter().map(|t| t.data.len() as u64).sum();
         let duration_ms = pass_duration(&tags);
         Ok(FlvFile {
             metadata,
@@ -206,39 +141,26 @@ impl FlvFile {
     }
 }
 
-fn be_u24(b: &[u8]) -> u32 {
-    (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2])
-}
-
-fn be_u32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// `(is codec configuration, is a video keyframe)`.
-fn classify(kind: TagKind, body: &[u8]) -> (bool, bool) {
+/// `(is codec configuration, is a video keyframe)`: configuration is what
+/// `tidegate-flv` parses as a sequence start; the keyframe flag is the frame type of the
+/// first byte (legacy and Enhanced RTMP alike), whatever the codec.
+fn classify(kind: TagKind, body: &Bytes) -> (bool, bool) {
     let b0 = body.first().copied().unwrap_or(0);
-    let b1 = body.get(1).copied();
     match kind {
-        TagKind::Video if b0 & VIDEO_EX_HEADER_BIT != 0 => {
-            // Enhanced RTMP: frame type in bits 4-6, packet type in the low nibble
-            // (0 = SequenceStart).
-            let keyframe = (b0 >> 4) & 0x07 == FRAME_TYPE_KEY;
-            (b0 & 0x0f == 0, keyframe)
-        }
-        TagKind::Video => {
-            let keyframe = b0 >> 4 == FRAME_TYPE_KEY;
-            let config = AVC_STYLE_CODECS.contains(&(b0 & 0x0f)) && b1 == Some(0);
-            (config, keyframe)
-        }
-        TagKind::Audio => {
-            let format = b0 >> 4;
-            let config = match format {
-                SOUND_FORMAT_AAC => b1 == Some(0),
-                SOUND_FORMAT_EX_HEADER => b0 & 0x0f == 0,
-                _ => false,
-            };
-            (config, false)
-        }
+        TagKind::Video => (
+            matches!(
+                parse_video_tag(body.clone()),
+                Ok(VideoTag::SequenceStart { .. })
+            ),
+            (b0 >> 4) & 0x07 == FRAME_TYPE_KEY,
+        ),
+        TagKind::Audio => (
+            matches!(
+                parse_audio_tag(body.clone()),
+                Ok(AudioTag::SequenceStart { .. })
+            ),
+            false,
+        ),
     }
 }
 
@@ -290,151 +212,4 @@ fn median_positive_delta(ts: &[u32]) -> Option<u32> {
         .collect();
     deltas.sort_unstable();
     deltas.get(deltas.len() / 2).copied()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Appends one tag (header, body, PreviousTagSize) to `out`.
-    fn tag(out: &mut Vec<u8>, tag_type: u8, ts: u32, body: &[u8]) {
-        let size = body.len() as u32;
-        out.push(tag_type);
-        out.extend_from_slice(&size.to_be_bytes()[1..]);
-        out.extend_from_slice(&ts.to_be_bytes()[1..]);
-        out.push((ts >> 24) as u8);
-        out.extend_from_slice(&[0, 0, 0]);
-        out.extend_from_slice(body);
-        out.extend_from_slice(&(size + 11).to_be_bytes());
-    }
-
-    /// A small file: metadata, AVC + AAC sequence headers, then 2 s of 25 fps video with
-    /// a keyframe every 1 s, and audio every 20 ms... abbreviated to a few frames.
-    fn sample() -> Vec<u8> {
-        let mut f = hex("464c5601050000000900000000");
-        // onMetaData { duration: 2.0 }: string "onMetaData", ECMA array with one number.
-        let meta = hex("02000a6f6e4d65746144617461\
-             0800000001\
-             00086475726174696f6e004000000000000000\
-             000009");
-        tag(&mut f, TAG_SCRIPT, 0, &meta);
-        tag(&mut f, TAG_VIDEO, 0, &hex("1700000000014d401fffe1"));
-        tag(&mut f, TAG_AUDIO, 0, &hex("af001190"));
-        for i in 0..50u32 {
-            let ts = 1000 + i * 40; // starts at 1000: timestamps become relative
-            let key = i % 25 == 0;
-            let b0 = if key { 0x17 } else { 0x27 };
-            tag(&mut f, TAG_VIDEO, ts, &[b0, 1, 0, 0, 0, 0xAA, i as u8]);
-            tag(&mut f, TAG_AUDIO, ts + 5, &[0xaf, 1, 0x21, i as u8]);
-        }
-        f
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn parses_headers_metadata_and_tags() {
-        let f = FlvFile::parse(Bytes::from(sample())).unwrap();
-        assert_eq!(f.headers.len(), 2);
-        assert_eq!(f.headers[0].kind, TagKind::Video);
-        assert_eq!(f.headers[1].kind, TagKind::Audio);
-        assert_eq!(f.headers[1].data.as_ref(), &hex("af001190")[..]);
-        let meta = f.metadata.as_ref().unwrap();
-        assert_eq!(
-            meta.get("duration").and_then(Amf0Value::as_number),
-            Some(2.0)
-        );
-        assert_eq!(f.tags.len(), 100);
-        assert_eq!(f.tags[0].timestamp_ms, 0);
-        assert!(f.tags[0].keyframe);
-        assert_eq!(f.tags[1].timestamp_ms, 5);
-        assert!(!f.tags[2].keyframe);
-        assert_eq!(f.tags[98].timestamp_ms, 49 * 40);
-        // Last audio at 49*40+5 plus its 40 ms interval (video ends 5 ms earlier).
-        assert_eq!(f.duration_ms, 49 * 40 + 5 + 40);
-        assert_eq!(f.gop_ms, 1000);
-        assert_eq!(f.media_bytes, 50 * 7 + 50 * 4);
-    }
-
-    #[test]
-    fn bodies_are_slices_of_the_input() {
-        let data = Bytes::from(sample());
-        let f = FlvFile::parse(data.clone()).unwrap();
-        let base = data.as_ptr() as usize;
-        for t in &f.tags {
-            let p = t.data.as_ptr() as usize;
-            assert!(p >= base && p + t.data.len() <= base + data.len());
-        }
-    }
-
-    #[test]
-    fn every_truncation_is_an_error_not_a_panic() {
-        let full = sample();
-        // Cuts that end exactly on a tag boundary parse as a shorter file; all others fail.
-        let mut ok = 0;
-        for cut in 0..full.len() {
-            match FlvFile::parse(Bytes::copy_from_slice(&full[..cut])) {
-                Ok(f) => {
-                    ok += 1;
-                    assert!(!f.tags.is_empty());
-                }
-                Err(e) => assert!(e.is_input_error(), "cut {cut}: {e}"),
-            }
-        }
-        // One boundary per media tag but the last (the whole file is not a cut).
-        assert_eq!(ok, 99);
-    }
-
-    #[test]
-    fn rejects_non_flv_and_bad_header_size() {
-        assert!(matches!(
-            FlvFile::parse(Bytes::from_static(b"\x00\x00\x00\x20ftypisom")),
-            Err(LoadgenError::NotFlv)
-        ));
-        assert!(matches!(
-            FlvFile::parse(Bytes::from(hex("464c5601050000000300000000"))),
-            Err(LoadgenError::Malformed { offset: 5, .. })
-        ));
-        assert!(matches!(
-            FlvFile::parse(Bytes::from(hex("464c5601050000000900000000"))),
-            Err(LoadgenError::NoMedia)
-        ));
-    }
-
-    #[test]
-    fn enhanced_rtmp_sequence_start_is_a_header() {
-        let mut f = hex("464c5601010000000900000000");
-        // IsExHeader | keyframe<<4 | SequenceStart, FourCC hvc1, then a coded frame.
-        tag(&mut f, TAG_VIDEO, 0, &hex("9068766331010203"));
-        tag(&mut f, TAG_VIDEO, 0, &hex("916876633100aabb"));
-        tag(&mut f, TAG_VIDEO, 33, &hex("a16876633100ccdd"));
-        let f = FlvFile::parse(Bytes::from(f)).unwrap();
-        assert_eq!(f.headers.len(), 1);
-        assert_eq!(f.tags.len(), 2);
-        assert!(f.tags[0].keyframe);
-        assert!(!f.tags[1].keyframe);
-        assert_eq!(f.duration_ms, 66);
-    }
-
-    #[test]
-    fn random_bytes_after_header_never_panic() {
-        let mut seed = 0x1234_5678_u64;
-        for _ in 0..2000 {
-            let mut f = hex("464c5601050000000900000000");
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let n = (seed % 64) as usize;
-            for k in 0..n {
-                f.push((seed >> (k % 56)) as u8);
-            }
-            let _ = FlvFile::parse(Bytes::from(f));
-        }
-    }
 }

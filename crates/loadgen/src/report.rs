@@ -119,7 +119,7 @@ impl Progress {
 }
 
 /// How one publisher ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// Published until the end of the run and unpublished cleanly.
@@ -131,11 +131,12 @@ pub enum Outcome {
     /// Published, then lost the connection before the end of the run.
     Dropped,
     /// The run ended before its ramp-up slot.
+    #[default]
     NotStarted,
 }
 
 /// What one publisher did.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct PublisherOutcome {
     /// Index (the `{i}` of its URL).
     pub index: usize,
@@ -165,15 +166,7 @@ impl PublisherOutcome {
     pub fn not_started(index: usize) -> Self {
         Self {
             index,
-            outcome: Outcome::NotStarted,
-            detail: None,
-            connect_ms: None,
-            bytes_sent: 0,
-            tags_sent: 0,
-            max_lag_ms: 0,
-            final_lag_ms: 0,
-            media_seconds: 0.0,
-            srt: None,
+            ..Self::default()
         }
     }
 }
@@ -515,241 +508,83 @@ impl Report {
 
     /// The report as text for a terminal.
     pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        let p = &self.publishers;
-        let _ = writeln!(s, "tidegate bench: {:.1} s", self.wall_seconds);
-        let _ = writeln!(
-            s,
-            "input: {:.1} s per pass, GOP {} ms, {} kbit/s",
-            f64::from(self.input.duration_ms) / 1000.0,
-            self.input.gop_ms,
-            self.input.bitrate_kbps
-        );
-        let _ = writeln!(
-            s,
-            "publishers: {} requested, {} connected, {} refused, {} failed, {} dropped, {} not started",
-            p.requested, p.connected, p.refused, p.failed, p.dropped, p.not_started
-        );
-        let _ = writeln!(
-            s,
-            "  sent {:.1} MB, {:.1} Mbit/s average",
-            p.bytes_sent as f64 / 1e6,
-            p.mbps_avg
-        );
-        let _ = writeln!(s, "  connect time: {}", p.connect_ms.text());
-        let _ = writeln!(
-            s,
-            "  behind real time, worst per publisher: {}",
-            p.max_lag_ms.text()
-        );
-        let _ = writeln!(
-            s,
-            "  behind real time at the end: {}",
-            p.final_lag_ms.text()
-        );
+        let (p, g) = (&self.publishers, &self.generator);
+        let mut out = vec![
+            format!("tidegate bench: {:.1} s", self.wall_seconds),
+            format!(
+                "input: {:.1} s per pass, GOP {} ms, {} kbit/s",
+                f64::from(self.input.duration_ms) / 1000.0,
+                self.input.gop_ms,
+                self.input.bitrate_kbps
+            ),
+            format!(
+                "publishers: {} requested, {} connected, {} refused, {} failed, {} dropped, {} not started",
+                p.requested, p.connected, p.refused, p.failed, p.dropped, p.not_started
+            ),
+            format!(
+                "  sent {:.1} MB, {:.1} Mbit/s average",
+                p.bytes_sent as f64 / 1e6,
+                p.mbps_avg
+            ),
+            format!("  connect time: {}", p.connect_ms.text()),
+            format!(
+                "  behind real time, worst per publisher: {}",
+                p.max_lag_ms.text()
+            ),
+            format!("  behind real time at the end: {}", p.final_lag_ms.text()),
+        ];
         if let Some(srt) = &p.srt {
-            let _ = writeln!(
-                s,
+            out.push(format!(
                 "  SRT: {} packets sent, {} retransmitted, {} reported lost by the server ({:.3} %), {} dropped unacknowledged",
                 srt.packets_sent,
                 srt.packets_retransmitted,
                 srt.packets_reported_lost,
                 srt.loss_percent,
                 srt.packets_send_dropped
-            );
-            let _ = writeln!(s, "  SRT round-trip time: {}", srt.rtt_ms.text());
+            ));
+            out.push(format!("  SRT round-trip time: {}", srt.rtt_ms.text()));
         }
-        for o in p
+        let unfinished = p
             .per_publisher
             .iter()
-            .filter(|o| o.outcome != Outcome::Finished)
-        {
-            let _ = writeln!(
-                s,
-                "  publisher {}: {:?} {}",
-                o.index,
-                o.outcome,
-                o.detail.as_deref().unwrap_or("")
-            );
-        }
+            .filter(|o| o.outcome != Outcome::Finished);
+        out.extend(unfinished.map(|o| {
+            let detail = o.detail.as_deref().unwrap_or("");
+            format!("  publisher {}: {:?} {detail}", o.index, o.outcome)
+        }));
         if let Some(v) = &self.viewers {
-            let _ = writeln!(
-                s,
-                "viewers: {} requested, {} started, {} playlists, {} segments, {:.1} MB",
-                v.requested,
-                v.started,
-                v.playlists,
-                v.segments,
-                v.bytes as f64 / 1e6
-            );
-            let _ = writeln!(s, "  errors: {} {:?}", v.errors, v.errors_by_kind);
-            let _ = writeln!(s, "  stalls: {}", v.stalls);
-            let _ = writeln!(s, "  PDT+duration -> listed: {}", v.pdt_to_listed_ms.text());
-            let _ = writeln!(s, "  segment fetch: {}", v.segment_fetch_ms.text());
+            out.extend([
+                format!(
+                    "viewers: {} requested, {} started, {} playlists, {} segments, {:.1} MB",
+                    v.requested,
+                    v.started,
+                    v.playlists,
+                    v.segments,
+                    v.bytes as f64 / 1e6
+                ),
+                format!("  errors: {} {:?}", v.errors, v.errors_by_kind),
+                format!("  stalls: {}", v.stalls),
+                format!("  PDT+duration -> listed: {}", v.pdt_to_listed_ms.text()),
+                format!("  segment fetch: {}", v.segment_fetch_ms.text()),
+            ]);
         }
+        let opt = |x: Option<f64>, d: usize| x.map_or("-".into(), |v| format!("{v:.d$}"));
         if let Some(l) = &self.server_segment_latency {
             let ms = |x: Option<f64>| x.map_or("-".into(), |v| format!("{v:.1} ms"));
-            let _ = writeln!(
-                s,
+            out.push(format!(
                 "server keyframe -> listed ({} segments): p50 {}, p99 {}",
                 l.segments,
                 ms(l.p50_ms),
                 ms(l.p99_ms)
-            );
+            ));
         }
-        let g = &self.generator;
-        let opt = |x: Option<f64>, d: usize| x.map_or("-".into(), |v| format!("{v:.d$}"));
-        let _ = writeln!(
-            s,
-            "generator: {} thread(s), {} CPU s ({} %), {} CPU s per Gbit sent",
+        out.push(format!(
+            "generator: {} thread(s), {} CPU s ({} %), {} CPU s per Gbit sent\n",
             g.threads,
             opt(g.cpu_seconds, 2),
             opt(g.cpu_percent, 1),
             opt(g.cpu_seconds_per_gbit, 3)
-        );
-        s
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn publisher(index: usize, outcome: Outcome, connected: bool, lag: u64) -> PublisherOutcome {
-        PublisherOutcome {
-            index,
-            outcome,
-            detail: None,
-            connect_ms: connected.then_some(12.5),
-            bytes_sent: 1000,
-            tags_sent: 10,
-            max_lag_ms: lag,
-            final_lag_ms: 0,
-            media_seconds: 1.0,
-            srt: None,
-        }
-    }
-
-    #[test]
-    fn quantiles_nearest_rank() {
-        let v: Vec<f64> = (1..=100).map(f64::from).collect();
-        let q = Quantiles::of(&v);
-        assert_eq!(
-            (q.count, q.p50, q.p99, q.max),
-            (100, Some(50.0), Some(99.0), Some(100.0))
-        );
-        let q = Quantiles::of(&[7.0]);
-        assert_eq!((q.p50, q.p99), (Some(7.0), Some(7.0)));
-        assert_eq!(Quantiles::of(&[]).p50, None);
-        assert_eq!(Quantiles::of(&[f64::NAN, 1.0]).count, 1);
-    }
-
-    #[test]
-    fn summary_counts_outcomes() {
-        let s = PublisherSummary::from_outcomes(
-            vec![
-                publisher(2, Outcome::Dropped, true, 30),
-                publisher(0, Outcome::Finished, true, 10),
-                publisher(1, Outcome::Refused, false, 0),
-                publisher(3, Outcome::Failed, false, 0),
-            ],
-            2.0,
-        );
-        assert_eq!(
-            (s.requested, s.connected, s.refused, s.failed, s.dropped),
-            (4, 2, 1, 1, 1)
-        );
-        assert_eq!(s.bytes_sent, 4000);
-        assert!((s.mbps_avg - 0.016).abs() < 1e-9);
-        assert_eq!(s.max_lag_ms.max, Some(30.0));
-        assert_eq!(s.per_publisher[0].index, 0);
-    }
-
-    #[test]
-    fn json_shape() {
-        let mut v = ViewerOutcome {
-            index: 0,
-            started: true,
-            segments: 3,
-            pdt_to_listed_ms: vec![100.0, 300.0],
-            ..Default::default()
-        };
-        v.error("segment_status");
-        let r = Report {
-            input: InputSummary {
-                duration_ms: 10_000,
-                gop_ms: 2000,
-                bitrate_kbps: 3000,
-                tags: 770,
-                ts_payloads: None,
-            },
-            wall_seconds: 2.0,
-            publishers: PublisherSummary::from_outcomes(
-                vec![publisher(0, Outcome::Finished, true, 5)],
-                2.0,
-            ),
-            viewers: Some(ViewerSummary::from_outcomes(vec![v])),
-            server_segment_latency: None,
-            generator: GeneratorCost {
-                threads: 1,
-                cpu_seconds: Some(0.5),
-                cpu_percent: Some(25.0),
-                cpu_seconds_per_gbit: None,
-            },
-        };
-        let j: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
-        assert_eq!(j["publishers"]["connected"], 1);
-        assert_eq!(j["publishers"]["dropped"], 0);
-        assert_eq!(j["publishers"]["bytes_sent"], 1000);
-        assert_eq!(j["publishers"]["per_publisher"][0]["outcome"], "finished");
-        assert_eq!(j["publishers"]["max_lag_ms"]["p99"], 5.0);
-        assert_eq!(j["viewers"]["errors"], 1);
-        assert_eq!(j["viewers"]["errors_by_kind"]["segment_status"], 1);
-        assert_eq!(j["viewers"]["pdt_to_listed_ms"]["p50"], 100.0);
-        assert_eq!(j["viewers"]["pdt_to_listed_ms"]["max"], 300.0);
-        assert!(j["server_segment_latency"].is_null());
-        assert_eq!(j["generator"]["cpu_percent"], 25.0);
-        let text = r.to_text();
-        assert!(text.contains("1 connected"), "{text}");
-        assert!(text.contains("errors: 1"), "{text}");
-        assert!(j["publishers"].get("srt").is_none());
-        assert!(!text.contains("SRT"), "{text}");
-    }
-
-    #[test]
-    fn srt_totals() {
-        let mut a = publisher(0, Outcome::Finished, true, 5);
-        a.srt = Some(SrtCounters {
-            packets_sent: 1000,
-            packets_retransmitted: 12,
-            packets_reported_lost: 10,
-            packets_send_dropped: 0,
-            naks_received: 4,
-            rtt_ms: 0.5,
-        });
-        let mut b = a.clone();
-        b.index = 1;
-        if let Some(c) = b.srt.as_mut() {
-            c.packets_reported_lost = 0;
-            c.rtt_ms = 1.5;
-        }
-        let s = PublisherSummary::from_outcomes(
-            vec![a, b, publisher(2, Outcome::Failed, false, 0)],
-            1.0,
-        );
-        let srt = s.srt.as_ref().unwrap();
-        assert_eq!(
-            (
-                srt.packets_sent,
-                srt.packets_retransmitted,
-                srt.packets_reported_lost
-            ),
-            (2000, 24, 10)
-        );
-        assert!((srt.loss_percent - 0.5).abs() < 1e-9);
-        assert_eq!(srt.rtt_ms.max, Some(1.5));
-        let j = serde_json::to_value(&s).unwrap();
-        assert_eq!(j["srt"]["packets_reported_lost"], 10);
-        assert_eq!(j["per_publisher"][0]["srt"]["naks_received"], 4);
+        ));
+        out.join("\n")
     }
 }

@@ -16,7 +16,6 @@
 //! acknowledged everything, then sends a shutdown.
 
 use std::collections::VecDeque;
-use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,24 +44,6 @@ const RECV_BUF: usize = 2048;
 /// Everything one SRT publisher task needs: the input, as MPEG-TS, goes to an SRT target.
 pub type PublisherTask = publisher::PublisherTask<SrtTarget, TsPass>;
 
-/// A random secret for the caller (socket ID, sequence numbers, keys): the standard
-/// library's randomly keyed hasher, fed with the index and the time.
-fn secret(index: usize) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (k, part) in out.chunks_exact_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(index);
-        h.write_usize(k);
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        part.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    out
-}
-
 /// Runs one SRT publisher to its end.
 pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
     let mut out = PublisherOutcome::not_started(t.slot.index);
@@ -77,7 +58,13 @@ pub async fn run(mut t: PublisherTask) -> PublisherOutcome {
                 .conclude(out, Exit::Lost(format!("socket: {e}")), false)
         }
     };
-    let mut cfg = CallerConfig::new(secret(t.slot.index));
+    // The caller's socket ID, sequence numbers and keys come from the OS, as the server's do.
+    let mut secret = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut secret) {
+        let exit = Exit::Lost(format!("no randomness from the OS: {e}"));
+        return t.slot.conclude(out, exit, false);
+    }
+    let mut cfg = CallerConfig::new(secret);
     cfg.stream_id = Some(t.target.stream_id.clone());
     cfg.passphrase = t.target.passphrase.clone();
     if let Some(k) = tidegate_srt::KeyLength::from_bytes(t.target.key_bytes) {

@@ -19,19 +19,17 @@
 
 use bytes::{Bytes, BytesMut};
 use tidegate_media::{Frame, MediaEvent, TrackKind, TrackRun, TIMESCALE};
-use tidegate_mpegts::TsMuxer;
+use tidegate_mpegts::{packet, TsMuxer};
 
 use crate::error::LoadgenError;
 use crate::flv_file::{FlvFile, TagKind};
 
 /// One MPEG-TS packet.
-pub const TS_PACKET_BYTES: usize = 188;
+pub const TS_PACKET_BYTES: usize = packet::PACKET_LEN;
 /// TS packets per SRT payload.
 pub const PACKETS_PER_PAYLOAD: usize = 7;
 /// One SRT payload: 7 TS packets, libsrt's default `SRTO_PAYLOADSIZE`.
 pub const PAYLOAD_BYTES: usize = TS_PACKET_BYTES * PACKETS_PER_PAYLOAD;
-/// The MPEG-TS sync byte.
-const SYNC: u8 = 0x47;
 /// Null packets (their continuity counter is undefined).
 const NULL_PID: u16 = 0x1fff;
 /// Modulo of 33-bit PCR bases, PTS and DTS.
@@ -204,7 +202,7 @@ impl TsPass {
         let mut first_pcr = 0u64;
         let mut raps: Vec<u64> = Vec::new();
         for (i, p) in data.chunks_exact(TS_PACKET_BYTES).enumerate() {
-            if p.first() != Some(&SYNC) {
+            if p.first() != Some(&packet::SYNC_BYTE) {
                 return Err(LoadgenError::Media(format!(
                     "not MPEG-TS: no sync byte at byte {}",
                     i * TS_PACKET_BYTES
@@ -349,22 +347,12 @@ fn has_pes_header(stream_id: u8) -> bool {
     matches!(stream_id, 0xbd | 0xc0..=0xef | 0xfa..=0xfd)
 }
 
-/// Adds `shift` to a 5-byte PTS/DTS field, keeping its prefix and marker bits.
+/// Adds `shift` to a 5-byte PTS/DTS field, keeping its prefix.
 fn shift_timestamp(b: &mut [u8], shift: u64) {
-    if b.len() < 5 {
-        return;
+    if let Some(field) = b.first_chunk_mut::<5>() {
+        let v = (packet::read_timestamp(*field) + shift) % WRAP_33;
+        *field = packet::timestamp_bytes(field[0] >> 4, v);
     }
-    let v = (u64::from(b[0] >> 1) & 0x7) << 30
-        | u64::from(b[1]) << 22
-        | (u64::from(b[2]) >> 1) << 15
-        | u64::from(b[3]) << 7
-        | u64::from(b[4]) >> 1;
-    let v = (v + shift) % WRAP_33;
-    b[0] = (b[0] & 0xf1) | (((v >> 30) as u8 & 0x7) << 1);
-    b[1] = (v >> 22) as u8;
-    b[2] = (((v >> 15) as u8) << 1) | (b[2] & 1);
-    b[3] = (v >> 7) as u8;
-    b[4] = ((v as u8) << 1) | (b[4] & 1);
 }
 
 fn median_gap_ms(times: &[u64]) -> u32 {
@@ -410,14 +398,7 @@ impl Header {
         if !self.has_af || self.af_len < 7 || p.get(5)? & 0x10 == 0 {
             return None;
         }
-        let b = p.get(6..11)?;
-        Some(
-            u64::from(b[0]) << 25
-                | u64::from(b[1]) << 17
-                | u64::from(b[2]) << 9
-                | u64::from(b[3]) << 1
-                | u64::from(b[4]) >> 7,
-        )
+        Some(packet::pcr_base(*p.get(6..)?.first_chunk::<5>()?))
     }
 
     fn random_access(&self, p: &[u8]) -> bool {
@@ -429,57 +410,24 @@ impl Header {
 mod tests {
     use super::*;
 
-    /// A TS packet: PID, CC, optional PCR, optional PES start with PTS (and DTS).
+    /// One TS packet as the muxer writes it: CC, optional PCR, optional PES start with PTS
+    /// (and DTS), filled to exactly one packet.
     fn packet(pid: u16, cc: u8, pcr: Option<u64>, pes: Option<(u64, Option<u64>)>) -> Vec<u8> {
-        let mut p = vec![SYNC, (pid >> 8) as u8 & 0x1f, pid as u8, 0x10 | cc];
-        if pes.is_some() {
-            p[1] |= 0x40;
-        }
-        if let Some(v) = pcr {
-            p[3] |= 0x20;
-            p.extend_from_slice(&[7, 0x10]);
-            p.extend_from_slice(&[
-                (v >> 25) as u8,
-                (v >> 17) as u8,
-                (v >> 9) as u8,
-                (v >> 1) as u8,
-                ((v & 1) as u8) << 7 | 0x7e,
-                0,
-            ]);
-        }
-        if let Some((pts, dts)) = pes {
-            let ts = |prefix: u8, v: u64| {
-                [
-                    prefix << 4 | ((v >> 29) as u8 & 0xe) | 1,
-                    (v >> 22) as u8,
-                    ((v >> 14) as u8 & 0xfe) | 1,
-                    (v >> 7) as u8,
-                    ((v << 1) as u8) | 1,
-                ]
-            };
-            p.extend_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x80]);
-            match dts {
-                Some(d) => {
-                    p.extend_from_slice(&[0xc0, 10]);
-                    p.extend_from_slice(&ts(3, pts));
-                    p.extend_from_slice(&ts(1, d));
-                }
-                None => {
-                    p.extend_from_slice(&[0x80, 5]);
-                    p.extend_from_slice(&ts(2, pts));
-                }
-            }
-        }
-        p.resize(TS_PACKET_BYTES, 0xff);
-        p
+        let (header, len) = pes.map_or(([0; packet::MAX_PES_HEADER_LEN], 0), |(pts, dts)| {
+            packet::pes_header(0xe0, pts, dts, usize::MAX)
+        });
+        let fill = vec![0xff; 184 - len - if pcr.is_some() { 8 } else { 0 }];
+        let first = packet::FirstPacket {
+            random_access: false,
+            pcr,
+        };
+        let (mut out, mut cc) = (BytesMut::new(), cc);
+        packet::write_pes(&mut out, pid, &mut cc, &header[..len], &fill, first);
+        out.to_vec()
     }
 
     fn read_ts(b: &[u8]) -> u64 {
-        (u64::from(b[0] >> 1) & 7) << 30
-            | u64::from(b[1]) << 22
-            | u64::from(b[2] >> 1) << 15
-            | u64::from(b[3]) << 7
-            | u64::from(b[4] >> 1)
+        packet::read_timestamp(b[..5].try_into().unwrap())
     }
 
     /// 28 packets (4 payloads): PCR 0 at packet 0, PCR 9000 (100 ms) at packet 14.

@@ -30,7 +30,7 @@ use tidegate_media::{
     adts, AudioConfig, Frame, MediaEvent, TrackKind, VideoCodec, VideoConfig, TIMESCALE,
 };
 
-use crate::packet::crc32_mpeg2;
+use crate::packet::{crc32_mpeg2, pcr_base, read_timestamp};
 use crate::TsError;
 
 /// TS packet size.
@@ -207,11 +207,7 @@ impl TsDemuxer {
             if len > 0 {
                 discontinuity = af_flags & 0x80 != 0;
                 if af_flags & 0x10 != 0 && Some(pid) == self.pcr_pid {
-                    let base = (u64::from(c0) << 25)
-                        | (u64::from(c1) << 17)
-                        | (u64::from(c2) << 9)
-                        | (u64::from(c3) << 1)
-                        | (u64::from(c4) >> 7);
+                    let base = pcr_base([c0, c1, c2, c3, c4]);
                     let pcr = self.pcr_unwrap.unwrap(base);
                     if let Some(last) = self.last_pcr {
                         let d = pcr - last;
@@ -420,16 +416,7 @@ impl TsDemuxer {
             self.stats.dropped_frames += 1;
             return Ok(());
         };
-        let read_ts = |at: usize| -> Option<u64> {
-            let &[b0, b1, b2, b3, b4] = pes.get(at..)?.first_chunk::<5>()?;
-            Some(
-                (u64::from(b0 >> 1 & 0x07) << 30)
-                    | (u64::from(b1) << 22)
-                    | (u64::from(b2 >> 1) << 15)
-                    | (u64::from(b3) << 7)
-                    | u64::from(b4 >> 1),
-            )
-        };
+        let read_ts = |at: usize| Some(read_timestamp(*pes.get(at..)?.first_chunk::<5>()?));
         let pts = if flags & 0x80 != 0 { read_ts(9) } else { None };
         let dts = if flags & 0xc0 == 0xc0 {
             read_ts(14)

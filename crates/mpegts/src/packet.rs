@@ -57,6 +57,16 @@ fn pcr_bytes(base: u64) -> [u8; 6] {
     ]
 }
 
+/// Decodes the 33-bit PCR base from the first 5 of the 6 PCR bytes of an adaptation field
+/// (the inverse of what the muxer writes; the reserved bits and the extension are ignored).
+pub fn pcr_base([b0, b1, b2, b3, b4]: [u8; 5]) -> u64 {
+    (u64::from(b0) << 25)
+        | (u64::from(b1) << 17)
+        | (u64::from(b2) << 9)
+        | (u64::from(b3) << 1)
+        | (u64::from(b4) >> 7)
+}
+
 /// Writes a packet with only an adaptation field carrying a PCR (no payload, so the
 /// continuity counter does not advance).
 pub fn write_pcr_packet(out: &mut BytesMut, pid: u16, cc: u8, pcr_base: u64) {
@@ -78,6 +88,16 @@ pub fn timestamp_bytes(prefix: u8, ts: u64) -> [u8; 5] {
         (ts >> 7) as u8,
         (((ts << 1) as u8) & 0xfe) | 1,
     ]
+}
+
+/// Decodes a 33-bit PTS or DTS from the 5 bytes of a PES header: the inverse of
+/// [`timestamp_bytes`] (the prefix and marker bits are ignored).
+pub fn read_timestamp([b0, b1, b2, b3, b4]: [u8; 5]) -> u64 {
+    (u64::from((b0 >> 1) & 0x07) << 30)
+        | (u64::from(b1) << 22)
+        | (u64::from(b2 >> 1) << 15)
+        | (u64::from(b3) << 7)
+        | u64::from(b4 >> 1)
 }
 
 /// Longest PES header written: 9 fixed bytes plus PTS and DTS.

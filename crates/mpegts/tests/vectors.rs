@@ -13,7 +13,10 @@ use bytes::Bytes;
 use tidegate_media::{
     AudioCodec, AudioConfig, Frame, MediaEvent, TrackKind, TrackRun, VideoCodec, VideoConfig,
 };
-use tidegate_mpegts::packet::{crc32_mpeg2, pes_header, timestamp_bytes, PACKET_LEN};
+use tidegate_mpegts::packet::{
+    crc32_mpeg2, pcr_base, pes_header, read_timestamp, timestamp_bytes, write_pcr_packet,
+    PACKET_LEN,
+};
 use tidegate_mpegts::{TsDemuxer, TsError, TsMuxer, AUDIO_PID, PMT_PID, VIDEO_PID};
 
 fn hex(s: &str) -> Vec<u8> {
@@ -142,6 +145,19 @@ fn pes_timestamps_match_ffmpeg() {
         timestamp_bytes(2, (1 << 33) - 1),
         [0x2f, 0xff, 0xff, 0xff, 0xff]
     );
+}
+
+#[test]
+fn timestamps_and_pcrs_read_back_what_was_written() {
+    for v in [0u64, 1, 126_000, 0x1_2345_6789, (1 << 33) - 1] {
+        for prefix in [1, 2, 3] {
+            assert_eq!(read_timestamp(timestamp_bytes(prefix, v)), v);
+        }
+        let mut out = bytes::BytesMut::new();
+        write_pcr_packet(&mut out, VIDEO_PID, 0, v);
+        // Header (4), adaptation_field_length, flags, then the PCR.
+        assert_eq!(pcr_base(out[6..11].try_into().unwrap()), v);
+    }
 }
 
 #[test]
