@@ -9,7 +9,8 @@
 //!   keeps it, see [`Takeover`], or encoders are fighting over the key), or it gets the next
 //!   epoch and starts a new stream, resumes the playlist, takes the stream over, or starts a
 //!   new playlist after the old one ended.
-//! - [`plan_write`]: a live session's writer stores the playlist and renews its lease.
+//! - [`plan_write`]: a live session's writer stores the playlist and renews its lease (or
+//!   learns that a new stream's session came too late to create its record).
 //! - [`sweep`]: the sweeper (on any worker) ends a stream whose publisher left, or whose holder
 //!   went silent, a reconnect window ago, and expires an ended one past its retention.
 //! - [`end`]: an operator ends a stream wherever its publisher is.
@@ -440,6 +441,11 @@ pub struct SessionWrite {
     pub written_media_ms: Option<i64>,
     /// The publisher's last media, Unix ms.
     pub media_ms: i64,
+    /// When the session was admitted: the `now_ms` its [`admit`] was given, read before
+    /// the record was (Unix ms).
+    pub admitted_ms: i64,
+    /// Now, Unix ms.
+    pub now_ms: i64,
 }
 
 /// What the writer does (see [`plan_write`]).
@@ -448,6 +454,10 @@ pub enum Write {
     /// The session was replaced here before its record existed: it must never create it
     /// now; it is over, as if the store had answered with a conflict.
     Fenced,
+    /// The session has no record yet and was admitted a retention ago or more
+    /// ([`Policy::ended_retention_ms`]): it must never create the record now (see
+    /// [`plan_write`]); it is over, superseded, as if the store had answered with a conflict.
+    Lapsed,
     /// Nothing changed and no renewal is due.
     Skip,
     /// A compare-and-set.
@@ -467,9 +477,34 @@ pub enum Write {
 /// every renewal even without new media (a stalled encoder must show everywhere), but only
 /// new media moves its lease, so a silent holder loses the stream after
 /// [`LEASE_TIMEOUT_MS`] however often it writes.
-pub fn plan_write(s: &SessionWrite) -> Write {
+///
+/// A session admitted without a record ([`Start::New`]) creates it with its first write, a
+/// compare-and-set on "no record", at the epoch [`first_epoch`] gave it at admission. That
+/// compare-and-set cannot see a record that was created after the admission read none,
+/// then ended and expired: such a record may have written this very epoch (a session
+/// admitted in the same millisecond) or epochs above it, and a stale writer of it could
+/// then write the new record. So once [`Policy::ended_retention_ms`] has passed since the
+/// admission, the first write is refused ([`Write::Lapsed`]). That is exactly enough: a
+/// record created after the admission has `updated_ms` at or after it, and is deleted only
+/// when ended and a retention past its last `updated_ms`; so while less than a retention
+/// has passed since the admission, every record created since is still stored and the
+/// compare-and-set on "no record" refuses the creation. Before the admission, the store
+/// held no record, and an expired incarnation's epochs are below the clock ([`first_epoch`]).
+/// This relies on the clocks of the workers agreeing (as leases and expiry already do) and
+/// on the caller sending its compare-and-set right after deciding (a freeze between the two
+/// longer than the retention is not covered: only the store could check that); it
+/// changes nothing for a session whose first media comes within the retention of its
+/// admission, which the drivers' idle timeouts ensure unless the retention is shorter than
+/// them, the worker was frozen, or the state store refused the first write that long.
+/// Taking a later epoch at the first write instead (`max(admission epoch, first_epoch(now))`)
+/// would not do: the session's objects are already named after its admission epoch, and an
+/// expiry deletes the objects of every epoch up to the expired one.
+pub fn plan_write(s: &SessionWrite, policy: &Policy) -> Write {
     if !s.recorded && s.fenced {
         return Write::Fenced;
+    }
+    if !s.recorded && s.now_ms.saturating_sub(s.admitted_ms) >= policy.ended_retention_ms {
+        return Write::Lapsed;
     }
     let renew = s.renewal_due && s.connected;
     if !(s.changed || !s.recorded || renew) {

@@ -16,7 +16,8 @@
 //!
 //! A session of a stream without a record (a new stream) writes nothing until its first
 //! media frame: then its first commit creates the record (a compare-and-set on "no record",
-//! which fences it if another worker created one first). A session that ends before that
+//! which fences it if another worker created one first, and is refused outright a retention
+//! after the session's admission: see [`ownership::plan_write`]). A session that ends before that
 //! leaves nothing in either store; nor does one whose record the state store refused until
 //! it ended (the media it stored is deleted).
 
@@ -78,6 +79,8 @@ pub(super) struct Writer {
     last_media_ms: Arc<AtomicI64>,
     /// The record is in the state store at `epoch` (else the first commit creates it).
     stored: bool,
+    /// When the session was admitted, Unix ms (a first commit a retention later is refused).
+    admitted_ms: i64,
     /// The publisher delivered a media frame.
     media_seen: Arc<AtomicBool>,
     /// The init segment the next media segments need (fMP4).
@@ -105,6 +108,7 @@ impl Writer {
     ) -> Self {
         Self {
             epoch: record.playlist.epoch,
+            admitted_ms: record.session_started_ms.unwrap_or(record.updated_ms),
             streams,
             stream,
             generation,
@@ -248,23 +252,35 @@ impl Writer {
         // connected, the holder's figures are renewed every LEASE_RENEW even when no media
         // came (a stalled encoder must show as `warning` everywhere), without renewing the
         // lease: `updated_ms` and `last_media_ms` move only with a change or new media.
-        let plan = ownership::plan_write(&ownership::SessionWrite {
-            epoch: self.epoch,
-            recorded: self.stored,
-            fenced: self.fenced.is_cancelled(),
-            changed: self.dirty,
-            connected: self.record.publisher_left_ms.is_none(),
-            renewal_due: force_lease && self.last_commit.elapsed() >= LEASE_RENEW,
-            written_media_ms: self.record.last_media_ms,
-            media_ms: self.last_media_ms.load(Ordering::Relaxed),
-        });
+        let plan = ownership::plan_write(
+            &ownership::SessionWrite {
+                epoch: self.epoch,
+                recorded: self.stored,
+                fenced: self.fenced.is_cancelled(),
+                changed: self.dirty,
+                connected: self.record.publisher_left_ms.is_none(),
+                renewal_due: force_lease && self.last_commit.elapsed() >= LEASE_RENEW,
+                written_media_ms: self.record.last_media_ms,
+                media_ms: self.last_media_ms.load(Ordering::Relaxed),
+                admitted_ms: self.admitted_ms,
+                now_ms: unix_ms(),
+            },
+            &self
+                .streams
+                .settings
+                .policy(self.streams.settings.takeover_policy),
+        );
         let (expected, touch, lease_ms) = match plan {
-            // Replaced on this worker before the record existed: never create it now.
-            Write::Fenced => {
+            // Replaced on this worker before the record existed, or admitted a retention
+            // ago (a record may have come and expired since): never create it now.
+            Write::Fenced | Write::Lapsed => {
+                if plan == Write::Lapsed {
+                    warn!(stream = %self.stream.id, "no record yet a retention after this publish was admitted: it may not create one now");
+                }
                 return Err(StoreError::Conflict {
                     stored: 0,
                     held: self.epoch,
-                })
+                });
             }
             Write::Skip => return Ok(()),
             Write::Put {
