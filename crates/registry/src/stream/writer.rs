@@ -521,4 +521,69 @@ mod tests {
         assert!(streams.media.get(&path).await.unwrap().is_none());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// A new stream's session whose first write comes a retention after its admission (its
+    /// worker was frozen, say) never creates the record: it is over, superseded. One admitted
+    /// just now creates it.
+    #[tokio::test]
+    async fn a_first_write_a_retention_after_the_admission_creates_no_record() {
+        let (dir, streams) = super::super::test_streams("lapsed", "state");
+        let retention_ms = i64::try_from(streams.settings.ended_retention.as_millis()).unwrap();
+        for (name, admitted_ms, created) in [
+            ("late", unix_ms() - retention_ms, false),
+            ("prompt", unix_ms(), true),
+        ] {
+            let id = StreamId::new("default", name).unwrap();
+            let stream = streams.get_or_insert(&id).await;
+            let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+            playlist.epoch = tidegate_ownership::first_epoch(admitted_ms);
+            let record = StreamRecord {
+                id: id.clone(),
+                playlist,
+                updated_ms: admitted_ms,
+                publisher_left_ms: None,
+                owner: "here".into(),
+                last_media_ms: None,
+                takeovers: Vec::new(),
+                session_started_ms: Some(admitted_ms),
+                holder: None,
+            };
+            let (_tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            let fenced = CancellationToken::new();
+            let w = Writer::new(
+                streams.clone(),
+                stream,
+                record,
+                1,
+                rx,
+                fenced.clone(),
+                Arc::new(AtomicI64::new(unix_ms())),
+                false,
+                Arc::new(AtomicBool::new(true)),
+            );
+            let task = tokio::spawn(run(w));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let stored = streams.state.load(&id).await.unwrap().is_some();
+                if stored || fenced.is_cancelled() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name}: the writer did nothing");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(fenced.is_cancelled(), !created, "{name}");
+            assert_eq!(
+                streams.state.load(&id).await.unwrap().is_some(),
+                created,
+                "{name}"
+            );
+            if !created {
+                tokio::time::timeout(Duration::from_secs(20), task)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
