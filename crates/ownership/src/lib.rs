@@ -166,7 +166,8 @@ impl Record {
 /// and a record is only deleted a retention after its last session, so a stream that comes
 /// back after its record expired starts above every epoch its old incarnation reached
 /// (unless that one started more than a session per ms on average), and its segment names
-/// cannot be the old ones.
+/// cannot be the old ones. A session admitted before the expiry cannot create the record
+/// late at its own, older epoch: see [`plan_write`].
 pub fn first_epoch(now_ms: i64) -> u64 {
     u64::try_from(now_ms).unwrap_or(0).max(1)
 }
@@ -480,25 +481,26 @@ pub enum Write {
 ///
 /// A session admitted without a record ([`Start::New`]) creates it with its first write, a
 /// compare-and-set on "no record", at the epoch [`first_epoch`] gave it at admission. That
-/// compare-and-set cannot see a record that was created after the admission read none,
-/// then ended and expired: such a record may have written this very epoch (a session
-/// admitted in the same millisecond) or epochs above it, and a stale writer of it could
-/// then write the new record. So once [`Policy::ended_retention_ms`] has passed since the
-/// admission, the first write is refused ([`Write::Lapsed`]). That is exactly enough: a
-/// record created after the admission has `updated_ms` at or after it, and is deleted only
-/// when ended and a retention past its last `updated_ms`; so while less than a retention
-/// has passed since the admission, every record created since is still stored and the
-/// compare-and-set on "no record" refuses the creation. Before the admission, the store
-/// held no record, and an expired incarnation's epochs are below the clock ([`first_epoch`]).
-/// This relies on the clocks of the workers agreeing (as leases and expiry already do) and
-/// on the caller sending its compare-and-set right after deciding (a freeze between the two
-/// longer than the retention is not covered: only the store could check that); it
-/// changes nothing for a session whose first media comes within the retention of its
-/// admission, which the drivers' idle timeouts ensure unless the retention is shorter than
-/// them, the worker was frozen, or the state store refused the first write that long.
-/// Taking a later epoch at the first write instead (`max(admission epoch, first_epoch(now))`)
-/// would not do: the session's objects are already named after its admission epoch, and an
-/// expiry deletes the objects of every epoch up to the expired one.
+/// compare-and-set cannot see a record created after the admission read none, then ended and
+/// expired: such a record may have written this very epoch (a session admitted in the same
+/// millisecond) or epochs above it, and a stale writer of it could then write the new record.
+/// So a first write a retention or more after the admission is refused ([`Write::Lapsed`]),
+/// and that is enough: a record created after the admission has its `updated_ms` at or after
+/// it and is deleted only once ended and a retention past its last `updated_ms`, so within a
+/// retention of the admission every record created since is still stored and the
+/// compare-and-set refuses the creation; and the records expired before the admission have
+/// epochs below it ([`first_epoch`]).
+///
+/// This relies on the workers' clocks agreeing and on epochs growing slower than the clock
+/// (as leases, expiry and [`first_epoch`] already do), and on the caller sending its
+/// compare-and-set right after deciding: a freeze between the two longer than the retention
+/// is not covered (only the store could check that). It changes nothing for a session whose
+/// first media comes within the retention of its admission, which the drivers' idle timeouts
+/// ensure unless the retention is shorter than them, the worker was frozen, or the state store
+/// refused the first write that long. Taking a later epoch at the first write instead
+/// (`max(admission epoch, first_epoch(now))`) would not do: the session's objects are already
+/// named after its admission epoch, and an expiry deletes the objects of every epoch up to
+/// the expired one.
 pub fn plan_write(s: &SessionWrite, policy: &Policy) -> Write {
     if !s.recorded && s.fenced {
         return Write::Fenced;

@@ -10,7 +10,8 @@
 //! after another session created a record, ended it and saw it expire, is refused its first
 //! write ([`Write::Lapsed`]); without that rule it would create the record at an epoch that
 //! session wrote, or below it, and the property fails
-//! ([`without_the_lapse_rule_the_simulation_finds_the_gap`]).
+//! ([`without_the_lapse_rule_the_simulation_finds_the_gap`]). A writer's decision and its
+//! compare-and-set are one step here, as [`plan_write`] requires of its caller.
 
 use std::collections::HashMap;
 use std::time::Duration;
