@@ -9,7 +9,8 @@
 //!   keeps it, see [`Takeover`], or encoders are fighting over the key), or it gets the next
 //!   epoch and starts a new stream, resumes the playlist, takes the stream over, or starts a
 //!   new playlist after the old one ended.
-//! - [`plan_write`]: a live session's writer stores the playlist and renews its lease.
+//! - [`plan_write`]: a live session's writer stores the playlist and renews its lease (or
+//!   learns that a new stream's session came too late to create its record).
 //! - [`sweep`]: the sweeper (on any worker) ends a stream whose publisher left, or whose holder
 //!   went silent, a reconnect window ago, and expires an ended one past its retention.
 //! - [`end`]: an operator ends a stream wherever its publisher is.
@@ -165,7 +166,8 @@ impl Record {
 /// and a record is only deleted a retention after its last session, so a stream that comes
 /// back after its record expired starts above every epoch its old incarnation reached
 /// (unless that one started more than a session per ms on average), and its segment names
-/// cannot be the old ones.
+/// cannot be the old ones. A session admitted before the expiry cannot create the record
+/// late at its own, older epoch: see [`plan_write`].
 pub fn first_epoch(now_ms: i64) -> u64 {
     u64::try_from(now_ms).unwrap_or(0).max(1)
 }
@@ -440,6 +442,11 @@ pub struct SessionWrite {
     pub written_media_ms: Option<i64>,
     /// The publisher's last media, Unix ms.
     pub media_ms: i64,
+    /// When the session was admitted: the `now_ms` its [`admit`] was given, read before
+    /// the record was (Unix ms).
+    pub admitted_ms: i64,
+    /// Now, Unix ms.
+    pub now_ms: i64,
 }
 
 /// What the writer does (see [`plan_write`]).
@@ -448,6 +455,10 @@ pub enum Write {
     /// The session was replaced here before its record existed: it must never create it
     /// now; it is over, as if the store had answered with a conflict.
     Fenced,
+    /// The session has no record yet and was admitted a retention ago or more
+    /// ([`Policy::ended_retention_ms`]): it must never create the record now (see
+    /// [`plan_write`]); it is over, superseded, as if the store had answered with a conflict.
+    Lapsed,
     /// Nothing changed and no renewal is due.
     Skip,
     /// A compare-and-set.
@@ -467,9 +478,35 @@ pub enum Write {
 /// every renewal even without new media (a stalled encoder must show everywhere), but only
 /// new media moves its lease, so a silent holder loses the stream after
 /// [`LEASE_TIMEOUT_MS`] however often it writes.
-pub fn plan_write(s: &SessionWrite) -> Write {
+///
+/// A session admitted without a record ([`Start::New`]) creates it with its first write, a
+/// compare-and-set on "no record", at the epoch [`first_epoch`] gave it at admission. That
+/// compare-and-set cannot see a record created after the admission read none, then ended and
+/// expired: such a record may have written this very epoch (a session admitted in the same
+/// millisecond) or epochs above it, and a stale writer of it could then write the new record.
+/// So a first write a retention or more after the admission is refused ([`Write::Lapsed`]),
+/// and that is enough: a record created after the admission has its `updated_ms` at or after
+/// it and is deleted only once ended and a retention past its last `updated_ms`, so within a
+/// retention of the admission every record created since is still stored and the
+/// compare-and-set refuses the creation; and the records expired before the admission have
+/// epochs below it ([`first_epoch`]).
+///
+/// This relies on the workers' clocks agreeing and on epochs growing slower than the clock
+/// (as leases, expiry and [`first_epoch`] already do), and on the caller sending its
+/// compare-and-set right after deciding: a freeze between the two longer than the retention
+/// is not covered (only the store could check that). It changes nothing for a session whose
+/// first media comes within the retention of its admission, which the drivers' idle timeouts
+/// ensure unless the retention is shorter than them, the worker was frozen, or the state store
+/// refused the first write that long. Taking a later epoch at the first write instead
+/// (`max(admission epoch, first_epoch(now))`) would not do: the session's objects are already
+/// named after its admission epoch, and an expiry deletes the objects of every epoch up to
+/// the expired one.
+pub fn plan_write(s: &SessionWrite, policy: &Policy) -> Write {
     if !s.recorded && s.fenced {
         return Write::Fenced;
+    }
+    if !s.recorded && s.now_ms.saturating_sub(s.admitted_ms) >= policy.ended_retention_ms {
+        return Write::Lapsed;
     }
     let renew = s.renewal_due && s.connected;
     if !(s.changed || !s.recorded || renew) {

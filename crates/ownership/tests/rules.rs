@@ -111,16 +111,21 @@ fn a_silent_holder_loses_the_stream_once_its_lease_lapses_under_either_policy() 
 #[test]
 fn a_holder_that_only_renews_its_figures_still_loses_its_lease() {
     let mut stored = held("a", 7, T0);
-    let w = plan_write(&SessionWrite {
-        epoch: 7,
-        recorded: true,
-        fenced: false,
-        changed: false,
-        connected: true,
-        renewal_due: true,
-        written_media_ms: Some(T0),
-        media_ms: T0,
-    });
+    let w = plan_write(
+        &SessionWrite {
+            epoch: 7,
+            recorded: true,
+            fenced: false,
+            changed: false,
+            connected: true,
+            renewal_due: true,
+            written_media_ms: Some(T0),
+            media_ms: T0,
+            admitted_ms: T0,
+            now_ms: T0,
+        },
+        &newest(),
+    );
     assert_eq!(
         w,
         Write::Put {
@@ -312,16 +317,21 @@ fn of_two_new_sessions_only_the_first_to_write_creates_the_record() {
     let b = admit(&worker("b"), None, T0, &newest()).unwrap();
     assert_eq!(a.epoch(), b.epoch());
     let create = |epoch| {
-        plan_write(&SessionWrite {
-            epoch,
-            recorded: false,
-            fenced: false,
-            changed: false,
-            connected: true,
-            renewal_due: false,
-            written_media_ms: None,
-            media_ms: T0 + 10,
-        })
+        plan_write(
+            &SessionWrite {
+                epoch,
+                recorded: false,
+                fenced: false,
+                changed: false,
+                connected: true,
+                renewal_due: false,
+                written_media_ms: None,
+                media_ms: T0 + 10,
+                admitted_ms: T0,
+                now_ms: T0 + 10,
+            },
+            &newest(),
+        )
     };
     let Write::Put { expected, .. } = create(a.epoch()) else {
         panic!("no creation")
@@ -350,16 +360,21 @@ fn a_fenced_stale_owner_cannot_write_at_its_old_epoch() {
         )
         .unwrap(),
     );
-    let stale = plan_write(&SessionWrite {
-        epoch: 7,
-        recorded: true,
-        fenced: false,
-        changed: true,
-        connected: true,
-        renewal_due: true,
-        written_media_ms: Some(T0),
-        media_ms: T0 + 60_000,
-    });
+    let stale = plan_write(
+        &SessionWrite {
+            epoch: 7,
+            recorded: true,
+            fenced: false,
+            changed: true,
+            connected: true,
+            renewal_due: true,
+            written_media_ms: Some(T0),
+            media_ms: T0 + 60_000,
+            admitted_ms: T0,
+            now_ms: T0 + 60_000,
+        },
+        &newest(),
+    );
     let Write::Put { expected, .. } = stale else {
         panic!("{stale:?}")
     };
@@ -369,16 +384,21 @@ fn a_fenced_stale_owner_cannot_write_at_its_old_epoch() {
 
 #[test]
 fn a_session_replaced_here_before_its_record_existed_never_creates_it() {
-    let w = plan_write(&SessionWrite {
-        epoch: first_epoch(T0),
-        recorded: false,
-        fenced: true,
-        changed: true,
-        connected: true,
-        renewal_due: true,
-        written_media_ms: None,
-        media_ms: T0,
-    });
+    let w = plan_write(
+        &SessionWrite {
+            epoch: first_epoch(T0),
+            recorded: false,
+            fenced: true,
+            changed: true,
+            connected: true,
+            renewal_due: true,
+            written_media_ms: None,
+            media_ms: T0,
+            admitted_ms: T0,
+            now_ms: T0,
+        },
+        &newest(),
+    );
     assert_eq!(w, Write::Fenced);
 }
 
@@ -391,16 +411,21 @@ fn a_late_write_from_an_ended_session_is_refused() {
     assert_eq!(ended.expected_epoch, 7);
     assert_eq!(ended.record.epoch, 8);
     assert!(ended.record.ended);
-    let late = plan_write(&SessionWrite {
-        epoch: 7,
-        recorded: true,
-        fenced: false,
-        changed: true,
-        connected: false,
-        renewal_due: false,
-        written_media_ms: Some(T0),
-        media_ms: T0,
-    });
+    let late = plan_write(
+        &SessionWrite {
+            epoch: 7,
+            recorded: true,
+            fenced: false,
+            changed: true,
+            connected: false,
+            renewal_due: false,
+            written_media_ms: Some(T0),
+            media_ms: T0,
+            admitted_ms: T0,
+            now_ms: T0,
+        },
+        &newest(),
+    );
     let Write::Put { expected, .. } = late else {
         panic!("{late:?}")
     };
@@ -428,16 +453,21 @@ fn a_late_write_from_an_ended_session_does_not_take_the_view_back() {
 
 #[test]
 fn new_media_moves_the_lease_and_the_record() {
-    let w = plan_write(&SessionWrite {
-        epoch: 7,
-        recorded: true,
-        fenced: false,
-        changed: false,
-        connected: true,
-        renewal_due: true,
-        written_media_ms: Some(T0),
-        media_ms: T0 + 900,
-    });
+    let w = plan_write(
+        &SessionWrite {
+            epoch: 7,
+            recorded: true,
+            fenced: false,
+            changed: false,
+            connected: true,
+            renewal_due: true,
+            written_media_ms: Some(T0),
+            media_ms: T0 + 900,
+            admitted_ms: T0,
+            now_ms: T0 + 900,
+        },
+        &newest(),
+    );
     assert_eq!(
         w,
         Write::Put {
@@ -459,29 +489,36 @@ fn nothing_is_written_without_a_change_or_a_due_renewal() {
         renewal_due: false,
         written_media_ms: Some(T0),
         media_ms: T0 + 500,
+        admitted_ms: T0,
+        now_ms: T0 + 500,
     };
-    assert_eq!(plan_write(&quiet), Write::Skip);
+    assert_eq!(plan_write(&quiet, &newest()), Write::Skip);
     // A departed publisher renews nothing.
     let gone = SessionWrite {
         connected: false,
         renewal_due: true,
         ..quiet
     };
-    assert_eq!(plan_write(&gone), Write::Skip);
+    assert_eq!(plan_write(&gone, &newest()), Write::Skip);
 }
 
 #[test]
 fn a_departing_publisher_writes_its_departure_without_a_lease() {
-    let w = plan_write(&SessionWrite {
-        epoch: 7,
-        recorded: true,
-        fenced: false,
-        changed: true,
-        connected: false,
-        renewal_due: true,
-        written_media_ms: Some(T0),
-        media_ms: T0 + 500,
-    });
+    let w = plan_write(
+        &SessionWrite {
+            epoch: 7,
+            recorded: true,
+            fenced: false,
+            changed: true,
+            connected: false,
+            renewal_due: true,
+            written_media_ms: Some(T0),
+            media_ms: T0 + 500,
+            admitted_ms: T0,
+            now_ms: T0 + 500,
+        },
+        &newest(),
+    );
     assert_eq!(
         w,
         Write::Put {
@@ -600,31 +637,23 @@ fn only_ended_records_past_the_retention_expire() {
     assert_eq!(sweep(&r, T0 + RETENTION_MS, &p), Sweep::Expire { epoch: 7 });
 }
 
-/// A known gap, not closed today (the property tests assume it away): a session admitted
-/// for a stream without a record creates it at its first write with a compare-and-set on
-/// "no record", at the epoch it took from the clock at admission. If its first write comes
-/// later than the retention (its worker frozen in between), another session may have created
-/// a record meanwhile, ended it and seen it expire: the late session then recreates the
-/// record at an epoch that one already wrote (admitted in the same millisecond) or below it.
-/// Closing it would mean fencing such a session (a behaviour change for very short
-/// retentions), so this test pins today's behaviour.
+/// A session admitted for a stream without a record creates it at its first write, a
+/// compare-and-set on "no record", at the epoch it took from the clock at admission. If that
+/// write comes a retention after the admission (its worker frozen in between), another
+/// session may have created a record meanwhile (here in the same millisecond, so at the same
+/// epoch), ended it and seen it expire: the late session would recreate the record at an
+/// epoch that one already wrote. From a retention after its admission on, it is fenced
+/// instead; before that, any record created since is still stored and refuses the creation.
 #[test]
-fn known_gap_a_first_write_after_an_expiry_can_reuse_an_epoch_of_the_expired_record() {
+fn a_session_without_a_record_is_fenced_a_retention_after_its_admission() {
     let p = newest();
     let late = admit(&worker("a"), None, T0, &p).unwrap();
     let other = admit(&worker("b"), None, T0, &p).unwrap();
-    // b creates the record, the stream ends, and its record expires.
-    assert!(cas_admits(None, None));
+    assert_eq!(late.epoch(), other.epoch());
+    // b creates the record at T0, the stream ends at once, and its record expires.
     let created = other.record.clone();
-    let ended = end(&created, T0 + 1_000).unwrap().record;
-    assert_eq!(
-        sweep(&ended, T0 + 1_000 + RETENTION_MS, &p),
-        Sweep::Expire {
-            epoch: created.epoch + 1
-        }
-    );
-    // a's first write, after its worker woke up.
-    let w = plan_write(&SessionWrite {
+    let ended = end(&created, T0).unwrap().record;
+    let first = SessionWrite {
         epoch: late.epoch(),
         recorded: false,
         fenced: false,
@@ -632,11 +661,47 @@ fn known_gap_a_first_write_after_an_expiry_can_reuse_an_epoch_of_the_expired_rec
         connected: true,
         renewal_due: true,
         written_media_ms: None,
-        media_ms: T0 + 2 * RETENTION_MS,
-    });
-    let Write::Put { expected, .. } = w else {
-        panic!("{w:?}")
+        media_ms: T0,
+        admitted_ms: T0,
+        now_ms: T0,
     };
-    assert!(cas_admits(None, expected));
-    assert_eq!(late.epoch(), created.epoch, "the same epoch, written twice");
+    let first_write = |now_ms| {
+        plan_write(
+            &SessionWrite {
+                media_ms: now_ms,
+                now_ms,
+                ..first
+            },
+            &p,
+        )
+    };
+    // Just under a retention after a's admission, b's record is still stored: a's creation
+    // is refused by the compare-and-set.
+    let just_before = T0 + RETENTION_MS - 1;
+    assert_eq!(sweep(&ended, just_before, &p), Sweep::Keep);
+    let Write::Put { expected, .. } = first_write(just_before) else {
+        panic!("no creation")
+    };
+    assert_eq!(expected, None);
+    assert!(!cas_admits(Some(ended.epoch), expected));
+    // A retention after it, b's record may be gone: a never creates the record.
+    assert_eq!(
+        sweep(&ended, T0 + RETENTION_MS, &p),
+        Sweep::Expire { epoch: ended.epoch }
+    );
+    assert_eq!(first_write(T0 + RETENTION_MS), Write::Lapsed);
+    assert_eq!(first_write(T0 + 2 * RETENTION_MS), Write::Lapsed);
+    // A session with a record is fenced by the compare-and-set alone, however late.
+    let recorded = SessionWrite {
+        recorded: true,
+        now_ms: T0 + 2 * RETENTION_MS,
+        ..first
+    };
+    assert!(matches!(
+        plan_write(&recorded, &p),
+        Write::Put {
+            expected: Some(_),
+            ..
+        }
+    ));
 }

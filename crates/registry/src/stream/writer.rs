@@ -16,7 +16,8 @@
 //!
 //! A session of a stream without a record (a new stream) writes nothing until its first
 //! media frame: then its first commit creates the record (a compare-and-set on "no record",
-//! which fences it if another worker created one first). A session that ends before that
+//! which fences it if another worker created one first, and is refused outright a retention
+//! after the session's admission: see [`ownership::plan_write`]). A session that ends before that
 //! leaves nothing in either store; nor does one whose record the state store refused until
 //! it ended (the media it stored is deleted).
 
@@ -78,6 +79,8 @@ pub(super) struct Writer {
     last_media_ms: Arc<AtomicI64>,
     /// The record is in the state store at `epoch` (else the first commit creates it).
     stored: bool,
+    /// When the session was admitted, Unix ms (a first commit a retention later is refused).
+    admitted_ms: i64,
     /// The publisher delivered a media frame.
     media_seen: Arc<AtomicBool>,
     /// The init segment the next media segments need (fMP4).
@@ -105,6 +108,7 @@ impl Writer {
     ) -> Self {
         Self {
             epoch: record.playlist.epoch,
+            admitted_ms: record.session_started_ms.unwrap_or(record.updated_ms),
             streams,
             stream,
             generation,
@@ -248,23 +252,35 @@ impl Writer {
         // connected, the holder's figures are renewed every LEASE_RENEW even when no media
         // came (a stalled encoder must show as `warning` everywhere), without renewing the
         // lease: `updated_ms` and `last_media_ms` move only with a change or new media.
-        let plan = ownership::plan_write(&ownership::SessionWrite {
-            epoch: self.epoch,
-            recorded: self.stored,
-            fenced: self.fenced.is_cancelled(),
-            changed: self.dirty,
-            connected: self.record.publisher_left_ms.is_none(),
-            renewal_due: force_lease && self.last_commit.elapsed() >= LEASE_RENEW,
-            written_media_ms: self.record.last_media_ms,
-            media_ms: self.last_media_ms.load(Ordering::Relaxed),
-        });
+        let plan = ownership::plan_write(
+            &ownership::SessionWrite {
+                epoch: self.epoch,
+                recorded: self.stored,
+                fenced: self.fenced.is_cancelled(),
+                changed: self.dirty,
+                connected: self.record.publisher_left_ms.is_none(),
+                renewal_due: force_lease && self.last_commit.elapsed() >= LEASE_RENEW,
+                written_media_ms: self.record.last_media_ms,
+                media_ms: self.last_media_ms.load(Ordering::Relaxed),
+                admitted_ms: self.admitted_ms,
+                now_ms: unix_ms(),
+            },
+            &self
+                .streams
+                .settings
+                .policy(self.streams.settings.takeover_policy),
+        );
         let (expected, touch, lease_ms) = match plan {
-            // Replaced on this worker before the record existed: never create it now.
-            Write::Fenced => {
+            // Replaced on this worker before the record existed, or admitted a retention
+            // ago (a record may have come and expired since): never create it now.
+            Write::Fenced | Write::Lapsed => {
+                if plan == Write::Lapsed {
+                    warn!(stream = %self.stream.id, "no record yet a retention after this publish was admitted: it may not create one now");
+                }
                 return Err(StoreError::Conflict {
                     stored: 0,
                     held: self.epoch,
-                })
+                });
             }
             Write::Skip => return Ok(()),
             Write::Put {
@@ -503,6 +519,71 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(streams.media.get(&path).await.unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A new stream's session whose first write comes a retention after its admission (its
+    /// worker was frozen, say) never creates the record: it is over, superseded. One admitted
+    /// just now creates it.
+    #[tokio::test]
+    async fn a_first_write_a_retention_after_the_admission_creates_no_record() {
+        let (dir, streams) = super::super::test_streams("lapsed", "state");
+        let retention_ms = i64::try_from(streams.settings.ended_retention.as_millis()).unwrap();
+        for (name, admitted_ms, created) in [
+            ("late", unix_ms() - retention_ms, false),
+            ("prompt", unix_ms(), true),
+        ] {
+            let id = StreamId::new("default", name).unwrap();
+            let stream = streams.get_or_insert(&id).await;
+            let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+            playlist.epoch = tidegate_ownership::first_epoch(admitted_ms);
+            let record = StreamRecord {
+                id: id.clone(),
+                playlist,
+                updated_ms: admitted_ms,
+                publisher_left_ms: None,
+                owner: "here".into(),
+                last_media_ms: None,
+                takeovers: Vec::new(),
+                session_started_ms: Some(admitted_ms),
+                holder: None,
+            };
+            let (_tx, rx) = mpsc::channel(QUEUE_DEPTH);
+            let fenced = CancellationToken::new();
+            let w = Writer::new(
+                streams.clone(),
+                stream,
+                record,
+                1,
+                rx,
+                fenced.clone(),
+                Arc::new(AtomicI64::new(unix_ms())),
+                false,
+                Arc::new(AtomicBool::new(true)),
+            );
+            let task = tokio::spawn(run(w));
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let stored = streams.state.load(&id).await.unwrap().is_some();
+                if stored || fenced.is_cancelled() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "{name}: the writer did nothing");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(fenced.is_cancelled(), !created, "{name}");
+            assert_eq!(
+                streams.state.load(&id).await.unwrap().is_some(),
+                created,
+                "{name}"
+            );
+            if !created {
+                tokio::time::timeout(Duration::from_secs(20), task)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
