@@ -91,6 +91,27 @@ impl Proc {
             .status();
     }
 
+    /// Polls `ready` every `every` until it returns `Some` (a service answering), or panics
+    /// with `what` after `timeout`, or at once with the log tail if the process exits first.
+    pub fn wait_ready<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> T {
+        wait_for(what, timeout, every, || {
+            if let Some(s) = self.try_exit() {
+                panic!(
+                    "{} exited with {s} while waiting for {what}:\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
+            }
+            ready()
+        })
+    }
+
     /// The whole log so far.
     pub fn log_text(&self) -> String {
         log_text(&self.log)
