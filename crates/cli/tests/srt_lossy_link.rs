@@ -152,46 +152,12 @@ fn clip_3mbps() -> std::path::PathBuf {
     cached_media("h264-3mbps-v1.ts", |tmp| {
         run_ok(
             Command::new(ffmpeg())
-                .args([
-                    "-y",
-                    "-nostdin",
-                    "-hide_banner",
-                    "-v",
-                    "error",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "testsrc2=size=640x360:rate=25",
-                    "-f",
-                    "lavfi",
-                    "-i",
-                    "sine=frequency=440:sample_rate=48000",
-                    "-t",
-                    "14",
-                    "-c:v",
-                    "libx264",
-                    "-preset",
-                    "veryfast",
-                ])
+                .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+                .args(lavfi_inputs("testsrc2=size=640x360:rate=25"))
+                .args(["-t", "14", "-c:v", "libx264", "-preset", "veryfast"])
                 .args(fixed_gop_args(50))
-                .args([
-                    "-b:v",
-                    "3M",
-                    "-minrate",
-                    "3M",
-                    "-maxrate",
-                    "3M",
-                    "-bufsize",
-                    "1500k",
-                    "-x264-params",
-                    "nal-hrd=cbr",
-                    "-c:a",
-                    "aac",
-                    "-b:a",
-                    "96k",
-                    "-f",
-                    "mpegts",
-                ])
+                .args(x264_cbr_args("3M", "1500k"))
+                .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts"])
                 .arg(tmp),
             "ffmpeg",
         );

@@ -578,28 +578,23 @@ impl Telemetry {
                 continue;
             }
             let dropped = t.video_dropped_count();
-            if bit == VIDEO_WARNED_NO_VIDEO {
-                warn!(
-                    stream = %t.id,
-                    protocol,
-                    for_ms,
-                    video_frames_dropped = dropped,
-                    "no decodable video: the publisher declares or sends video but no parameter \
-                     sets (SPS/PPS, or an RTMP sequence header) arrived, so every video frame is \
-                     dropped and the playlist is audio-only (GStreamer over SRT: put \
-                     `h264parse config-interval=-1` before `mpegtsmux`)"
-                );
+            let advice = if bit == VIDEO_WARNED_NO_VIDEO {
+                "no decodable video: the publisher declares or sends video but no parameter \
+                 sets (SPS/PPS, or an RTMP sequence header) arrived, so every video frame is \
+                 dropped and the playlist is audio-only (GStreamer over SRT: put \
+                 `h264parse config-interval=-1` before `mpegtsmux`)"
             } else {
-                warn!(
-                    stream = %t.id,
-                    protocol,
-                    for_ms,
-                    video_frames_dropped = dropped,
-                    "no video keyframe: the video has its parameter sets but no keyframe \
-                     arrived in time; players cannot start decoding it and segments are only \
-                     cut at keyframes (set the encoder's keyframe interval to about 2 s)"
-                );
-            }
+                "no video keyframe: the video has its parameter sets but no keyframe \
+                 arrived in time; players cannot start decoding it and segments are only \
+                 cut at keyframes (set the encoder's keyframe interval to about 2 s)"
+            };
+            warn!(
+                stream = %t.id,
+                protocol,
+                for_ms,
+                video_frames_dropped = dropped,
+                "{advice}"
+            );
         }
     }
 }

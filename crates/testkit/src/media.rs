@@ -46,6 +46,41 @@ pub fn fixed_gop_args(frames: u32) -> [String; 6] {
     ["-g", &g, "-keyint_min", &g, "-sc_threshold", "0"].map(str::to_owned)
 }
 
+/// ffmpeg arguments for constant-bitrate H.264 (libx264): `bitrate` (`3M`) held by the
+/// rate control with a VBV buffer of `bufsize`, and filler data so the rate really is
+/// constant.
+pub fn x264_cbr_args(bitrate: &str, bufsize: &str) -> [String; 10] {
+    [
+        "-b:v",
+        bitrate,
+        "-minrate",
+        bitrate,
+        "-maxrate",
+        bitrate,
+        "-bufsize",
+        bufsize,
+        "-x264-params",
+        "nal-hrd=cbr",
+    ]
+    .map(str::to_owned)
+}
+
+/// ffmpeg arguments for two generated inputs: the lavfi video source `video` (e.g.
+/// `testsrc2=size=640x360:rate=25`) and a 440 Hz tone at 48 kHz.
+pub fn lavfi_inputs(video: &str) -> [String; 8] {
+    [
+        "-f",
+        "lavfi",
+        "-i",
+        video,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+    ]
+    .map(str::to_owned)
+}
+
 /// The H.264 encoding of [`Media::H264Aac`] and [`Media::VideoOnly`]: High, 2 s GOP.
 fn x264_args() -> Vec<String> {
     let mut args: Vec<String> = [
@@ -169,8 +204,7 @@ pub fn media_short_gop(gop_frames: u32) -> PathBuf {
         run_ok(
             Command::new(ffmpeg())
                 .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
-                .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=20"])
-                .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+                .args(lavfi_inputs("testsrc2=size=320x180:rate=20"))
                 .args(["-t", &MEDIA_SECS.to_string()])
                 .args([
                     "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
