@@ -798,6 +798,29 @@ async fn open(
     tidegate_store::open(&section).await
 }
 
+/// This test binary, set to run only the `#[ignore]`d helper test `name`: a child process
+/// whose environment the caller sets.
+fn child_test(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--ignored", "--exact", name, "--nocapture"]);
+    cmd
+}
+
+/// In a helper test: a `ServeConfig` made by `config` from the value of `var`, checked and
+/// opened; `None` (with a note) when the helper runs outside its parent test.
+async fn open_in_child(
+    var: &str,
+    config: impl FnOnce(String) -> ServeConfig,
+) -> Option<(Arc<dyn StateStore>, Arc<dyn MediaStore>)> {
+    let Ok(value) = std::env::var(var) else {
+        eprintln!("{var} unset: this helper only runs as a child process");
+        return None;
+    };
+    let config = config(value);
+    config.validate().unwrap();
+    Some(open(&config).await.unwrap())
+}
+
 /// Environment variable naming the `--storage` URL for [`child_open_s3_from_env`].
 const CHILD_STORAGE_VAR: &str = "TIDEGATE_TEST_CHILD_STORAGE";
 
@@ -806,16 +829,14 @@ const CHILD_STORAGE_VAR: &str = "TIDEGATE_TEST_CHILD_STORAGE";
 #[tokio::test]
 #[ignore = "helper: run in a child process by open_reads_the_aws_environment"]
 async fn child_open_s3_from_env() {
-    let Ok(storage) = std::env::var(CHILD_STORAGE_VAR) else {
-        eprintln!("{CHILD_STORAGE_VAR} unset: this helper only runs as a child process");
-        return;
-    };
-    let config = ServeConfig {
+    let Some((_, media)) = open_in_child(CHILD_STORAGE_VAR, |storage| ServeConfig {
         storage: Some(storage),
         ..Default::default()
+    })
+    .await
+    else {
+        return;
     };
-    config.validate().unwrap();
-    let (_, media) = open(&config).await.unwrap();
     media
         .put("default/env/seg-1-1.m4s", Bytes::from_static(b"from-env"))
         .await
@@ -826,13 +847,7 @@ async fn child_open_s3_from_env() {
 #[tokio::test]
 async fn open_reads_the_aws_environment() {
     let s3 = MotoS3::start("env-bucket");
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_open_s3_from_env",
-            "--nocapture",
-        ])
+    let output = child_test("child_open_s3_from_env")
         .env(CHILD_STORAGE_VAR, "s3://env-bucket/live/eu")
         .env("AWS_ENDPOINT_URL", format!("http://{}", s3.addr))
         .env("AWS_REGION", "us-east-1")
@@ -882,16 +897,14 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 #[tokio::test]
 #[ignore = "helper: run in a child process by rediss_connects_over_tls"]
 async fn child_rediss() {
-    let Ok(url) = std::env::var(CHILD_REDISS_VAR) else {
-        eprintln!("{CHILD_REDISS_VAR} unset: this helper only runs as a child process");
-        return;
-    };
-    let config = ServeConfig {
+    let Some((state, _)) = open_in_child(CHILD_REDISS_VAR, |url| ServeConfig {
         state: Some(url),
         ..Default::default()
+    })
+    .await
+    else {
+        return;
     };
-    config.validate().unwrap();
-    let (state, _) = open(&config).await.unwrap();
     let id = StreamId::new("default", "tls").unwrap();
     state
         .compare_and_set(None, &record(&id, 1, "w"))
@@ -982,8 +995,7 @@ async fn rediss_connects_over_tls() {
         || TcpStream::connect(("127.0.0.1", port)).ok(),
     );
     let run = |ca: &std::path::Path| {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "child_rediss", "--nocapture"])
+        child_test("child_rediss")
             .env(CHILD_REDISS_VAR, format!("rediss://localhost:{port}/0"))
             .env("SSL_CERT_FILE", ca)
             .env_remove("SSL_CERT_DIR")
