@@ -21,60 +21,25 @@ const LOW_FOR: Duration = Duration::from_secs(3);
 /// 10 s of H.264 (noise, so the encoder really spends ~3 Mbps) + AAC, generated once per
 /// target dir.
 fn media_3mbps() -> PathBuf {
-    let dir = target_dir().join("test-media");
-    fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("h264aac-3mbps-v1.mp4");
-    if path.exists() {
-        return path;
-    }
-    let lock = fs::File::create(dir.join("h264aac-3mbps-v1.mp4.lock")).unwrap();
-    lock.lock().unwrap();
-    if path.exists() {
-        return path;
-    }
-    let tmp = dir.join(format!("h264aac-3mbps.tmp.{}.mp4", std::process::id()));
-    run_ok(
-        Command::new(ffmpeg())
-            .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=640x360:rate=25,noise=alls=30:allf=t",
-            ])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", "10"])
-            .args([
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-pix_fmt",
-                "yuv420p",
-                "-g",
-                "25",
-                "-keyint_min",
-                "25",
-                "-sc_threshold",
-                "0",
-                "-b:v",
-                "3M",
-                "-minrate",
-                "3M",
-                "-maxrate",
-                "3M",
-                "-bufsize",
-                "3M",
-                "-x264-params",
-                "nal-hrd=cbr",
-            ])
-            .args(["-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "48000"])
-            .args(["-movflags", "+faststart"])
-            .arg(&tmp),
-        "generating the 3 Mbps file",
-    );
-    fs::rename(&tmp, &path).unwrap();
-    path
+    cached_media("h264aac-3mbps-v1.mp4", |tmp| {
+        run_ok(
+            Command::new(ffmpeg())
+                .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+                .args(lavfi_inputs(
+                    "testsrc2=size=640x360:rate=25,noise=alls=30:allf=t",
+                ))
+                .args(["-t", "10"])
+                .args([
+                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                ])
+                .args(fixed_gop_args(25))
+                .args(x264_cbr_args("3M", "3M"))
+                .args(["-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "48000"])
+                .args(["-movflags", "+faststart"])
+                .arg(tmp),
+            "generating the 3 Mbps file",
+        );
+    })
 }
 
 /// `(status with value 1, bitrate gauge)` of stream `cam` in /metrics.

@@ -56,39 +56,13 @@ fn srt_once_and_check(extra: &[&str], start: impl FnOnce(SocketAddr) -> Proc) {
     let mut server = Server::start(&args);
     let url = server.playlist_url("cam");
     let mut publisher = start(server.srt);
-    let live = Expect {
-        endlist: Some(false),
-        fmp4: Some(true),
-        min_segments: 1,
-    };
-    wait_playlist(&url, Duration::from_secs(25), "the first segment", |pl| {
-        !pl.segments.is_empty()
-    });
-    let mut watch = Watch::default();
-    let mut live_fetches = 0;
-    while publisher.is_running() {
-        watch.observe(&url, &live);
-        live_fetches += 1;
-        thread::sleep(Duration::from_secs(1));
-    }
+    let (mut watch, live_fetches) = watch_while_publishing(&url, true, &mut publisher);
     assert!(live_fetches >= 2, "only {live_fetches} live fetches");
     server.assert_alive();
-    wait_playlist(
-        &url,
-        Duration::from_secs(25),
-        "EXT-X-ENDLIST after the reconnect window",
-        |pl| pl.endlist,
-    );
-    let (playlist, streams) = full_check_ended(&url, true, true);
-    watch.accept(playlist.clone());
+    let (playlist, streams) =
+        check_ended_playlist(&url, Duration::from_secs(25), true, true, &mut watch);
     assert_streams(&streams, Some("h264"), true);
-    let listed = playlist.total_duration();
-    let sent = f64::from(SENT);
-    assert!(
-        (listed - sent).abs() <= SEGMENT_SECS + 0.5,
-        "EXTINF durations add up to {listed:.2}s, {sent}s were sent\n{}",
-        playlist.text
-    );
+    assert_listed_duration(&playlist, f64::from(SENT), SEGMENT_SECS + 0.5);
     let metrics = server.metrics();
     assert!(
         metrics.contains("tidegate_ingest_bytes_total{protocol=\"srt\"}"),
@@ -172,11 +146,7 @@ fn wrong_passphrase_or_key_length_is_refused_while_the_right_one_streams() {
         ),
         None,
     );
-    let live = Expect {
-        endlist: Some(false),
-        fmp4: Some(true),
-        min_segments: 1,
-    };
+    let live = live_fmp4();
     wait_playlist(
         &good_url,
         Duration::from_secs(25),

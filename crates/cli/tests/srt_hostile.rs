@@ -48,11 +48,7 @@ fn hostile_datagrams_floods_and_silent_peers_leave_a_live_stream_alone() {
     let mut server = Server::start(&["--reconnect-window", "30s"]);
     let url = server.playlist_url("good");
     let mut good = ffmpeg_srt(server.srt, "good");
-    let live = Expect {
-        endlist: Some(false),
-        fmp4: Some(true),
-        min_segments: 1,
-    };
+    let live = live_fmp4();
     wait_playlist(&url, Duration::from_secs(25), "the good stream", |pl| {
         !pl.segments.is_empty()
     });

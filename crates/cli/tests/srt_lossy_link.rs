@@ -149,62 +149,19 @@ impl Drop for Relay {
 
 /// A 3 Mbps H.264 + AAC MPEG-TS file (2 s GOP), made once per run.
 fn clip_3mbps() -> std::path::PathBuf {
-    let path = target_dir().join("test-media").join("h264-3mbps-v1.ts");
-    if path.exists() {
-        return path;
-    }
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let tmp = path.with_extension(format!("tmp.{}.ts", std::process::id()));
-    run_ok(
-        Command::new(ffmpeg())
-            .args([
-                "-y",
-                "-nostdin",
-                "-hide_banner",
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=640x360:rate=25",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=frequency=440:sample_rate=48000",
-                "-t",
-                "14",
-                "-c:v",
-                "libx264",
-                "-preset",
-                "veryfast",
-                "-g",
-                "50",
-                "-keyint_min",
-                "50",
-                "-sc_threshold",
-                "0",
-                "-b:v",
-                "3M",
-                "-minrate",
-                "3M",
-                "-maxrate",
-                "3M",
-                "-bufsize",
-                "1500k",
-                "-x264-params",
-                "nal-hrd=cbr",
-                "-c:a",
-                "aac",
-                "-b:a",
-                "96k",
-                "-f",
-                "mpegts",
-            ])
-            .arg(&tmp),
-        "ffmpeg",
-    );
-    std::fs::rename(&tmp, &path).unwrap();
-    path
+    cached_media("h264-3mbps-v1.ts", |tmp| {
+        run_ok(
+            Command::new(ffmpeg())
+                .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+                .args(lavfi_inputs("testsrc2=size=640x360:rate=25"))
+                .args(["-t", "14", "-c:v", "libx264", "-preset", "veryfast"])
+                .args(fixed_gop_args(50))
+                .args(x264_cbr_args("3M", "1500k"))
+                .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts"])
+                .arg(tmp),
+            "ffmpeg",
+        );
+    })
 }
 
 fn publish_via(relay: &Relay, key: &str, secs: u32) -> Proc {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Serialize;
 use tidegate_health::{HealthConfig, HealthEvent, Reason, Status, StreamHealth};
 use tokio::sync::broadcast;
@@ -95,14 +96,21 @@ impl StreamTelemetry {
         }
     }
 
+    /// The next pending event of the stream's health machine (`None` when drained, or when
+    /// its lock is poisoned).
+    fn poll_health_event(&self) -> Option<HealthEvent> {
+        self.health.lock().ok().and_then(|mut h| h.poll_event())
+    }
+
+    /// The ingest protocol of the current or last session.
+    fn protocol(&self) -> Option<Protocol> {
+        self.protocol.lock().ok().and_then(|p| *p)
+    }
+
     /// Bytes received from this stream's publisher (called per socket read or datagram).
     pub fn note_bytes(&self, n: u64) {
         self.with_health(|h, now| h.handle_bytes(now, n));
-        if let Ok(c) = self.bytes.lock() {
-            if let Some(c) = c.as_ref() {
-                c.inc_by(n);
-            }
-        }
+        add_to(&self.bytes, n);
     }
 
     /// SRT packet counter deltas and the current RTT.
@@ -142,11 +150,7 @@ impl StreamTelemetry {
 
     /// One media frame went into the packager.
     pub fn note_frame(&self, video: bool, keyframe: bool) {
-        if let Ok(c) = self.frames.lock() {
-            if let Some(c) = c.as_ref() {
-                c.inc();
-            }
-        }
+        add_to(&self.frames, 1);
         if video && keyframe {
             self.with_health(|h, now| h.handle_keyframe(now));
         }
@@ -166,11 +170,7 @@ impl StreamTelemetry {
     /// `n` video frames were dropped: undecodable (no configuration, no keyframe yet) or
     /// refused by the packager.
     pub fn note_video_dropped(&self, n: u64) {
-        if let Ok(c) = self.video_dropped.lock() {
-            if let Some(c) = c.as_ref() {
-                c.inc_by(n);
-            }
-        }
+        add_to(&self.video_dropped, n);
     }
 
     /// Video frames dropped this session (what the series says).
@@ -196,11 +196,7 @@ impl StreamTelemetry {
     /// [`crate::store::StreamRecord::holder`]).
     pub fn holder_figures(&self) -> Option<crate::store::HolderFigures> {
         let now = now_ms();
-        let protocol = self
-            .protocol
-            .lock()
-            .ok()
-            .and_then(|p| p.map(|p| protocol_name(p).to_owned()));
+        let protocol = self.protocol().map(|p| protocol_name(p).to_owned());
         let h = self.health.lock().ok()?;
         Some(crate::store::HolderFigures {
             at_ms: unix_ms(),
@@ -226,7 +222,7 @@ impl StreamTelemetry {
                 reconnects: h.reconnects(),
                 bytes: h.bytes_total(),
                 history: h.history().cloned().collect(),
-                protocol: self.protocol.lock().ok().and_then(|p| p.map(protocol_name)),
+                protocol: self.protocol().map(protocol_name),
                 status_since_ms: h.status_since_ms(),
                 connected_since_ms: h.connected_since_ms(),
                 packets: h.packet_totals(),
@@ -302,6 +298,23 @@ fn protocol_name(p: Protocol) -> &'static str {
     p.as_str()
 }
 
+/// Adds `n` to this session's series in `slot` (none between sessions; a poisoned lock
+/// skips it: the series is advisory).
+fn add_to(slot: &Mutex<Option<Counter>>, n: u64) {
+    if let Ok(c) = slot.lock() {
+        if let Some(c) = c.as_ref() {
+            c.inc_by(n);
+        }
+    }
+}
+
+/// Points `slot` at this session's series (`Some`) or at none (`None`, the session ended).
+fn set_series(slot: &Mutex<Option<Counter>>, series: Option<Counter>) {
+    if let Ok(mut c) = slot.lock() {
+        *c = series;
+    }
+}
+
 /// Every stream's telemetry on this worker, and the event bus.
 pub struct Telemetry {
     metrics: Arc<Metrics>,
@@ -369,7 +382,7 @@ impl Telemetry {
         status: Status,
         reasons: Vec<Reason>,
     ) {
-        let protocol = t.protocol.lock().ok().and_then(|p| p.map(protocol_name));
+        let protocol = t.protocol().map(protocol_name);
         let event = StreamEvent {
             kind,
             at_ms: unix_ms(),
@@ -393,20 +406,11 @@ impl Telemetry {
         }
         t.epoch.store(epoch, Ordering::Relaxed);
         let labels = Self::labels(t, protocol);
-        if let Ok(mut b) = t.bytes.lock() {
-            *b = Some(self.metrics.stream_bytes.get_or_create(&labels).clone());
-        }
-        if let Ok(mut f) = t.frames.lock() {
-            *f = Some(self.metrics.stream_frames.get_or_create(&labels).clone());
-        }
-        if let Ok(mut v) = t.video_dropped.lock() {
-            *v = Some(
-                self.metrics
-                    .video_frames_dropped
-                    .get_or_create(&labels)
-                    .clone(),
-            );
-        }
+        let series =
+            |family: &Family<StreamLabels, Counter>| Some(family.get_or_create(&labels).clone());
+        set_series(&t.bytes, series(&self.metrics.stream_bytes));
+        set_series(&t.frames, series(&self.metrics.stream_frames));
+        set_series(&t.video_dropped, series(&self.metrics.video_frames_dropped));
         t.video_warned.store(0, Ordering::Relaxed);
         let (from, status) = match t.health.lock() {
             Ok(mut h) => {
@@ -437,7 +441,7 @@ impl Telemetry {
             }
             Err(_) => return,
         };
-        let protocol = t.protocol.lock().ok().and_then(|p| *p);
+        let protocol = t.protocol();
         if let Some(protocol) = protocol {
             let labels = Self::labels(t, protocol);
             self.metrics.stream_bitrate.remove(&labels);
@@ -451,15 +455,9 @@ impl Telemetry {
             self.metrics.srt_rtt.remove(&labels);
             self.set_status_series(t, protocol, status);
         }
-        if let Ok(mut b) = t.bytes.lock() {
-            *b = None;
-        }
-        if let Ok(mut f) = t.frames.lock() {
-            *f = None;
-        }
-        if let Ok(mut v) = t.video_dropped.lock() {
-            *v = None;
-        }
+        set_series(&t.bytes, None);
+        set_series(&t.frames, None);
+        set_series(&t.video_dropped, None);
         if superseded {
             info!(stream = %t.id, "session superseded by a newer epoch; no event from this worker");
             self.drain_health_quietly(t);
@@ -487,7 +485,7 @@ impl Telemetry {
             self.drain_health_quietly(t);
         }
         // After the status change above, which sets the status series once more.
-        let protocol = t.protocol.lock().ok().and_then(|p| *p);
+        let protocol = t.protocol();
         if let Some(protocol) = protocol {
             let labels = Self::labels(t, protocol);
             for status in ALL_STATUSES {
@@ -509,7 +507,7 @@ impl Telemetry {
             }
             Err(_) => return,
         };
-        if let Some(protocol) = t.protocol.lock().ok().and_then(|p| *p) {
+        if let Some(protocol) = t.protocol() {
             let labels = Self::labels(t, protocol);
             self.metrics
                 .stream_bitrate
@@ -532,14 +530,9 @@ impl Telemetry {
     /// Consumes the health machine's pending events without emitting them (series are
     /// still updated).
     fn drain_health_quietly(&self, t: &StreamTelemetry) {
-        loop {
-            let ev = match t.health.lock() {
-                Ok(mut h) => h.poll_event(),
-                Err(_) => None,
-            };
-            let Some(ev) = ev else { break };
+        while let Some(ev) = t.poll_health_event() {
             if let HealthEvent::StatusChanged { to, .. } = ev {
-                if let Some(protocol) = t.protocol.lock().ok().and_then(|p| *p) {
+                if let Some(protocol) = t.protocol() {
                     self.set_status_series(t, protocol, to);
                 }
             }
@@ -547,12 +540,7 @@ impl Telemetry {
     }
 
     fn drain_health(&self, t: &StreamTelemetry) {
-        loop {
-            let ev = match t.health.lock() {
-                Ok(mut h) => h.poll_event(),
-                Err(_) => None,
-            };
-            let Some(ev) = ev else { break };
+        while let Some(ev) = t.poll_health_event() {
             let (HealthEvent::StatusChanged { reasons, .. }
             | HealthEvent::ReasonsChanged { reasons, .. }) = &ev;
             self.log_undecodable_video(t, reasons);
@@ -566,7 +554,7 @@ impl Telemetry {
                 } else {
                     info!(stream = %t.id, from = %from, to = %to, "stream status changed");
                 }
-                if let Some(protocol) = t.protocol.lock().ok().and_then(|p| *p) {
+                if let Some(protocol) = t.protocol() {
                     self.set_status_series(t, protocol, to);
                 }
                 self.emit(t, "stream.status_changed", Some(from), to, reasons);
@@ -579,7 +567,7 @@ impl Telemetry {
     /// Says once per session, in words an operator can act on, that a stream's video cannot
     /// be decoded (`no_video`) or has no keyframe (`no_keyframe`).
     fn log_undecodable_video(&self, t: &StreamTelemetry, reasons: &[Reason]) {
-        let protocol = t.protocol.lock().ok().and_then(|p| p.map(protocol_name));
+        let protocol = t.protocol().map(protocol_name);
         for r in reasons {
             let (bit, for_ms) = match r {
                 Reason::NoVideo { for_ms } => (VIDEO_WARNED_NO_VIDEO, *for_ms),
@@ -590,28 +578,23 @@ impl Telemetry {
                 continue;
             }
             let dropped = t.video_dropped_count();
-            if bit == VIDEO_WARNED_NO_VIDEO {
-                warn!(
-                    stream = %t.id,
-                    protocol,
-                    for_ms,
-                    video_frames_dropped = dropped,
-                    "no decodable video: the publisher declares or sends video but no parameter \
-                     sets (SPS/PPS, or an RTMP sequence header) arrived, so every video frame is \
-                     dropped and the playlist is audio-only (GStreamer over SRT: put \
-                     `h264parse config-interval=-1` before `mpegtsmux`)"
-                );
+            let advice = if bit == VIDEO_WARNED_NO_VIDEO {
+                "no decodable video: the publisher declares or sends video but no parameter \
+                 sets (SPS/PPS, or an RTMP sequence header) arrived, so every video frame is \
+                 dropped and the playlist is audio-only (GStreamer over SRT: put \
+                 `h264parse config-interval=-1` before `mpegtsmux`)"
             } else {
-                warn!(
-                    stream = %t.id,
-                    protocol,
-                    for_ms,
-                    video_frames_dropped = dropped,
-                    "no video keyframe: the video has its parameter sets but no keyframe \
-                     arrived in time; players cannot start decoding it and segments are only \
-                     cut at keyframes (set the encoder's keyframe interval to about 2 s)"
-                );
-            }
+                "no video keyframe: the video has its parameter sets but no keyframe \
+                 arrived in time; players cannot start decoding it and segments are only \
+                 cut at keyframes (set the encoder's keyframe interval to about 2 s)"
+            };
+            warn!(
+                stream = %t.id,
+                protocol,
+                for_ms,
+                video_frames_dropped = dropped,
+                "{advice}"
+            );
         }
     }
 }

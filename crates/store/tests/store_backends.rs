@@ -4,8 +4,8 @@
 //! missing one fails the test with a message naming it (never a silent skip).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,20 +18,13 @@ use tidegate_store::s3::{self as s3_store, AmazonS3Builder, S3MediaStore};
 use tidegate_store::{
     Change, MediaStore, StateStore, StoreError, StreamId, StreamRecord, WorkerRecord,
 };
+use tidegate_testkit::{free_tcp_port, require_cmd, MotoS3, Proc, RedisServer};
 
 /// How long a test service may take to accept connections.
 const START_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Slack over a backend's own timeout for "fails within the timeout".
 const SLACK: Duration = Duration::from_millis(700);
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Sends `request` over a fresh connection and returns what came back before the peer closed
 /// (or 2 s passed).
@@ -58,134 +51,23 @@ fn raw_exchange(port: u16, request: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A child process killed (and reaped) on drop.
-struct Service {
-    child: Option<Child>,
-    port: u16,
-    name: &'static str,
+/// Sends `sig` (`-STOP`, `-CONT`) to a test service with `kill(1)`.
+fn signal(service: &Proc, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &service.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {} failed", service.name);
 }
 
-impl Service {
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.pid().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {} failed", self.name);
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn spawn_or_explain(cmd: &mut Command, what: &str) -> Child {
-    match cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
-        Ok(c) => c,
-        Err(e) => panic!(
-            "cannot start {what} ({e}): install it with scripts/install-test-tools.sh \
-             (Debian package redis-server; PyPI package moto[server])"
-        ),
-    }
-}
-
-fn wait_until(what: &str, child: &mut Child, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "{what} exited during start-up ({status}); is it installed? \
-                 scripts/install-test-tools.sh installs redis-server and moto[server]"
-            );
-        }
-        assert!(
-            start.elapsed() < START_DEADLINE,
-            "{what} did not accept connections within {START_DEADLINE:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!("{what} ready in {:?}", start.elapsed());
-}
-
-/// `redis-server` on `port` with no persistence.
-fn start_redis_on(port: u16) -> Service {
-    let mut child = spawn_or_explain(
-        Command::new("redis-server").args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]),
-        "redis-server",
-    );
-    wait_until("redis-server", &mut child, || {
-        raw_exchange(port, b"PING\r\n").is_ok_and(|r| r.starts_with(b"+PONG"))
-    });
-    Service {
-        child: Some(child),
-        port,
-        name: "redis-server",
-    }
-}
-
-fn start_redis() -> Service {
-    start_redis_on(free_port())
+/// The process of a running Redis.
+fn running(redis: &RedisServer) -> &Proc {
+    redis.proc.as_ref().expect("redis-server is running")
 }
 
 fn redis_url(port: u16) -> String {
     format!("redis://127.0.0.1:{port}/0")
-}
-
-/// An S3 server (moto) on a free port, with bucket `bucket` created.
-fn start_s3(bucket: &str) -> Service {
-    let port = free_port();
-    let mut child = spawn_or_explain(
-        Command::new("python3").args([
-            "-m",
-            "moto.server",
-            "-H",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-        ]),
-        "the S3 server moto (python3 -m moto.server)",
-    );
-    let get = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    wait_until("moto S3 server", &mut child, || {
-        raw_exchange(port, get.as_bytes()).is_ok_and(|r| r.starts_with(b"HTTP/1.1 200"))
-    });
-    let put = format!(
-        "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    let reply = raw_exchange(port, put.as_bytes()).unwrap();
-    assert!(
-        reply.starts_with(b"HTTP/1.1 200"),
-        "CreateBucket failed: {}",
-        String::from_utf8_lossy(&reply)
-    );
-    Service {
-        child: Some(child),
-        port,
-        name: "moto",
-    }
 }
 
 fn s3_builder(port: u16) -> AmazonS3Builder {
@@ -262,18 +144,26 @@ async fn cas_scenario(store: &dyn StateStore) -> Vec<String> {
     out
 }
 
-#[tokio::test]
-async fn redis_compare_and_set_matches_the_embedded_store() {
-    let redis = start_redis();
-    let store = RedisStateStore::connect(&redis_url(redis.port))
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("tg-cas-compare-{}", std::process::id()));
+/// Runs `scenario` on a fresh Redis and on a fresh embedded store (in a scratch directory
+/// named after `tag`); returns what each gave, Redis first.
+async fn on_redis_and_embedded(
+    tag: &str,
+    scenario: impl AsyncFn(&dyn StateStore) -> Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    let redis = RedisServer::start_ephemeral();
+    let store = RedisStateStore::connect(&redis.url()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("tg-{tag}-compare-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let fs = FsStateStore::new(dir.clone());
-    let from_redis = cas_scenario(&store).await;
-    let from_fs = cas_scenario(&fs).await;
+    let from_redis = scenario(&store).await;
+    let from_fs = scenario(&fs).await;
     let _ = std::fs::remove_dir_all(dir);
+    (from_redis, from_fs)
+}
+
+#[tokio::test]
+async fn redis_compare_and_set_matches_the_embedded_store() {
+    let (from_redis, from_fs) = on_redis_and_embedded("cas", cas_scenario).await;
     assert_eq!(
         from_redis,
         [
@@ -357,16 +247,7 @@ async fn expiry_scenario(store: &dyn StateStore) -> Vec<String> {
 
 #[tokio::test]
 async fn expired_records_are_deleted_alike_in_redis_and_the_embedded_store() {
-    let redis = start_redis();
-    let store = RedisStateStore::connect(&redis_url(redis.port))
-        .await
-        .unwrap();
-    let dir = std::env::temp_dir().join(format!("tg-expiry-compare-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let fs = FsStateStore::new(dir.clone());
-    let from_redis = expiry_scenario(&store).await;
-    let from_fs = expiry_scenario(&fs).await;
-    let _ = std::fs::remove_dir_all(dir);
+    let (from_redis, from_fs) = on_redis_and_embedded("expiry", expiry_scenario).await;
     assert_eq!(
         from_redis,
         [
@@ -381,8 +262,8 @@ async fn expired_records_are_deleted_alike_in_redis_and_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_compare_and_set_has_exactly_one_winner() {
-    let redis = start_redis();
-    let url = redis_url(redis.port);
+    let redis = RedisServer::start_ephemeral();
+    let url = redis.url();
     let id = StreamId::new("default", "race").unwrap();
     let first = RedisStateStore::connect(&url).await.unwrap();
     first
@@ -430,8 +311,8 @@ async fn next_change(rx: &mut tokio::sync::mpsc::Receiver<Change>) -> Change {
 
 #[tokio::test]
 async fn writes_are_published_and_conflicts_are_not() {
-    let redis = start_redis();
-    let url = redis_url(redis.port);
+    let redis = RedisServer::start_ephemeral();
+    let url = redis.url();
     let store = RedisStateStore::connect(&url).await.unwrap();
     let mut changes = redis_store::subscribe_changes(&url).unwrap();
     assert_eq!(next_change(&mut changes).await, Change::Subscribed);
@@ -483,9 +364,8 @@ async fn fails_fast<T: std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_fails_within_the_timeout_and_recovers() {
-    let mut redis = start_redis();
-    let port = redis.port;
-    let url = redis_url(port);
+    let mut redis = RedisServer::start_ephemeral();
+    let url = redis.url();
     let store = RedisStateStore::connect(&url).await.unwrap();
     let mut changes = store.subscribe_changes();
     assert_eq!(next_change(&mut changes).await, Change::Subscribed);
@@ -498,7 +378,7 @@ async fn redis_outage_fails_within_the_timeout_and_recovers() {
     let limit = redis_store::CALL_TIMEOUT + SLACK;
 
     // A frozen server (accepts nothing, answers nothing): every call times out.
-    redis.signal("-STOP");
+    signal(running(&redis), "-STOP");
     fails_fast("load (frozen)", limit, store.load(&id)).await;
     fails_fast(
         "compare_and_set (frozen)",
@@ -506,10 +386,10 @@ async fn redis_outage_fails_within_the_timeout_and_recovers() {
         store.compare_and_set(Some(1), &record(&id, 2, "w")),
     )
     .await;
-    redis.signal("-CONT");
+    signal(running(&redis), "-CONT");
 
     // A dead server: refused connections.
-    redis.kill();
+    drop(redis.proc.take());
     fails_fast("load (killed)", limit, store.load(&id)).await;
     fails_fast("list (killed)", limit, store.list()).await;
     fails_fast(
@@ -521,7 +401,7 @@ async fn redis_outage_fails_within_the_timeout_and_recovers() {
     fails_fast("connect (killed)", limit, RedisStateStore::connect(&url)).await;
 
     // Back on the same port (empty: no persistence): the same store object works again.
-    let _redis = start_redis_on(port);
+    redis.start_again();
     let start = Instant::now();
     loop {
         match store.compare_and_set(None, &record(&id, 5, "w")).await {
@@ -558,13 +438,13 @@ async fn redis_outage_fails_within_the_timeout_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_server_does_not_freeze_the_change_subscription() {
-    let redis = start_redis();
-    let url = redis_url(redis.port);
+    let redis = RedisServer::start_ephemeral();
+    let url = redis.url();
     let mut changes = redis_store::subscribe_changes(&url).unwrap();
     assert_eq!(next_change(&mut changes).await, Change::Subscribed);
     // Frozen long enough for the liveness probe to be sent and to time out: the connection
     // stays open, so only the probe can notice.
-    redis.signal("-STOP");
+    signal(running(&redis), "-STOP");
     tokio::time::sleep(redis_store::SUBSCRIPTION_PING_INTERVAL + redis_store::CALL_TIMEOUT + SLACK)
         .await;
     // Only the loss itself can arrive while frozen (once the probe has timed out).
@@ -575,7 +455,7 @@ async fn a_frozen_server_does_not_freeze_the_change_subscription() {
             "nothing but the loss can arrive while frozen"
         );
     }
-    redis.signal("-CONT");
+    signal(running(&redis), "-CONT");
     let start = Instant::now();
     let after_thaw = loop {
         let c = next_change(&mut changes).await;
@@ -598,8 +478,8 @@ async fn a_frozen_server_does_not_freeze_the_change_subscription() {
 /// writes) is dropped by `delete`, which the sweeper calls when the record is missing.
 #[tokio::test]
 async fn an_index_entry_without_a_record_is_dropped_alike() {
-    let redis = start_redis();
-    let store = RedisStateStore::connect_with_prefix(&redis_url(redis.port), "t2")
+    let redis = RedisServer::start_ephemeral();
+    let store = RedisStateStore::connect_with_prefix(&redis.url(), "t2")
         .await
         .unwrap();
     let sadd = b"*3\r\n$4\r\nSADD\r\n$9\r\nt2:active\r\n$13\r\ndefault/ghost\r\nQUIT\r\n";
@@ -625,8 +505,8 @@ async fn an_index_entry_without_a_record_is_dropped_alike() {
 
 #[tokio::test]
 async fn corrupt_records_and_worker_incarnations() {
-    let redis = start_redis();
-    let store = RedisStateStore::connect_with_prefix(&redis_url(redis.port), "t1")
+    let redis = RedisServer::start_ephemeral();
+    let store = RedisStateStore::connect_with_prefix(&redis.url(), "t1")
         .await
         .unwrap();
     let id = StreamId::new("default", "junk").unwrap();
@@ -649,9 +529,7 @@ async fn corrupt_records_and_worker_incarnations() {
     assert_eq!(store.register_worker("w-1").await.unwrap(), 2);
     assert_eq!(store.register_worker("w-2").await.unwrap(), 1);
     // Another prefix sees none of it.
-    let other = RedisStateStore::connect(&redis_url(redis.port))
-        .await
-        .unwrap();
+    let other = RedisStateStore::connect(&redis.url()).await.unwrap();
     assert!(other.load(&id).await.unwrap().is_none());
     assert!(other.list().await.unwrap().is_empty());
 }
@@ -679,8 +557,8 @@ fn worker_ids(list: &[WorkerRecord]) -> Vec<&str> {
 /// TTL), and the member set pruned of expired ids.
 #[tokio::test]
 async fn redis_worker_records_expire() {
-    let redis = start_redis();
-    let store = RedisStateStore::connect_with_prefix(&redis_url(redis.port), "tw")
+    let redis = RedisServer::start_ephemeral();
+    let store = RedisStateStore::connect_with_prefix(&redis.url(), "tw")
         .await
         .unwrap();
     assert!(store.workers().await.unwrap().is_empty());
@@ -726,10 +604,10 @@ async fn redis_worker_records_expire() {
 
 #[tokio::test]
 async fn s3_round_trip() {
-    let s3 = start_s3("media");
-    let store = S3MediaStore::new(s3_builder(s3.port), "media", "live/eu").unwrap();
-    let root = S3MediaStore::new(s3_builder(s3.port), "media", "").unwrap();
-    let outer = S3MediaStore::new(s3_builder(s3.port), "media", "live/eu/acme").unwrap();
+    let s3 = MotoS3::start("media");
+    let store = S3MediaStore::new(s3_builder(s3.addr.port()), "media", "live/eu").unwrap();
+    let root = S3MediaStore::new(s3_builder(s3.addr.port()), "media", "").unwrap();
+    let outer = S3MediaStore::new(s3_builder(s3.addr.port()), "media", "live/eu/acme").unwrap();
 
     assert_eq!(store.get("acme/cam/seg-1-1.m4s").await.unwrap(), None);
     assert!(store.list("acme/cam").await.unwrap().is_empty());
@@ -784,7 +662,7 @@ async fn s3_round_trip() {
 #[tokio::test]
 async fn s3_refuses_unsafe_paths_and_buckets() {
     // Refused before any request: the endpoint is a closed port.
-    let store = S3MediaStore::new(s3_builder(free_port()), "media", "p").unwrap();
+    let store = S3MediaStore::new(s3_builder(free_tcp_port()), "media", "p").unwrap();
     for bad in [
         "../x",
         "a/../../b",
@@ -825,24 +703,24 @@ async fn s3_refuses_unsafe_paths_and_buckets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_fails_within_the_timeout() {
-    let mut s3 = start_s3("media");
-    let store = S3MediaStore::new(s3_builder(s3.port), "media", "").unwrap();
+    let mut s3 = MotoS3::start("media");
+    let store = S3MediaStore::new(s3_builder(s3.addr.port()), "media", "").unwrap();
     store
         .put("t/s/seg-1-1.m4s", Bytes::from_static(b"seg"))
         .await
         .unwrap();
 
     // Frozen: connections are accepted by the kernel but nothing answers.
-    s3.signal("-STOP");
+    signal(&s3.proc, "-STOP");
     let limit = s3_store::CALL_TIMEOUT + SLACK;
     fails_fast("get (frozen)", limit, store.get("t/s/seg-1-1.m4s")).await;
-    s3.signal("-CONT");
+    signal(&s3.proc, "-CONT");
     assert_eq!(
         store.get("t/s/seg-1-1.m4s").await.unwrap(),
         Some(Bytes::from_static(b"seg"))
     );
 
-    s3.kill();
+    s3.proc.kill();
     // Refused connections are retried MAX_RETRIES times with a short backoff: far below the
     // call timeout.
     let fast = Duration::from_secs(3);
@@ -859,11 +737,11 @@ async fn s3_outage_fails_within_the_timeout() {
 
 #[tokio::test]
 async fn open_builds_the_configured_backends() {
-    let redis = start_redis();
+    let redis = RedisServer::start_ephemeral();
     let dir = std::env::temp_dir().join(format!("tg-open-{}", std::process::id()));
     let config = ServeConfig {
         data_dir: dir.join("data"),
-        state: Some(redis_url(redis.port)),
+        state: Some(redis.url()),
         storage: Some(format!("file://{}", dir.join("media").display())),
         ..Default::default()
     };
@@ -875,9 +753,7 @@ async fn open_builds_the_configured_backends() {
         .await
         .unwrap();
     // It is the Redis server that holds the record.
-    let direct = RedisStateStore::connect(&redis_url(redis.port))
-        .await
-        .unwrap();
+    let direct = RedisStateStore::connect(&redis.url()).await.unwrap();
     assert_eq!(direct.list().await.unwrap(), vec![id]);
     media
         .put("default/opened/seg-1-1.m4s", Bytes::from_static(b"x"))
@@ -903,7 +779,7 @@ async fn open_builds_the_configured_backends() {
     }
     // Nothing listening: open fails (within the timeout) instead of starting half-blind.
     let config = ServeConfig {
-        state: Some(redis_url(free_port())),
+        state: Some(redis_url(free_tcp_port())),
         ..Default::default()
     };
     let start = Instant::now();
@@ -922,6 +798,29 @@ async fn open(
     tidegate_store::open(&section).await
 }
 
+/// This test binary, set to run only the `#[ignore]`d helper test `name`: a child process
+/// whose environment the caller sets.
+fn child_test(name: &str) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--ignored", "--exact", name, "--nocapture"]);
+    cmd
+}
+
+/// In a helper test: a `ServeConfig` made by `config` from the value of `var`, checked and
+/// opened; `None` (with a note) when the helper runs outside its parent test.
+async fn open_in_child(
+    var: &str,
+    config: impl FnOnce(String) -> ServeConfig,
+) -> Option<(Arc<dyn StateStore>, Arc<dyn MediaStore>)> {
+    let Ok(value) = std::env::var(var) else {
+        eprintln!("{var} unset: this helper only runs as a child process");
+        return None;
+    };
+    let config = config(value);
+    config.validate().unwrap();
+    Some(open(&config).await.unwrap())
+}
+
 /// Environment variable naming the `--storage` URL for [`child_open_s3_from_env`].
 const CHILD_STORAGE_VAR: &str = "TIDEGATE_TEST_CHILD_STORAGE";
 
@@ -930,16 +829,14 @@ const CHILD_STORAGE_VAR: &str = "TIDEGATE_TEST_CHILD_STORAGE";
 #[tokio::test]
 #[ignore = "helper: run in a child process by open_reads_the_aws_environment"]
 async fn child_open_s3_from_env() {
-    let Ok(storage) = std::env::var(CHILD_STORAGE_VAR) else {
-        eprintln!("{CHILD_STORAGE_VAR} unset: this helper only runs as a child process");
-        return;
-    };
-    let config = ServeConfig {
+    let Some((_, media)) = open_in_child(CHILD_STORAGE_VAR, |storage| ServeConfig {
         storage: Some(storage),
         ..Default::default()
+    })
+    .await
+    else {
+        return;
     };
-    config.validate().unwrap();
-    let (_, media) = open(&config).await.unwrap();
     media
         .put("default/env/seg-1-1.m4s", Bytes::from_static(b"from-env"))
         .await
@@ -949,16 +846,10 @@ async fn child_open_s3_from_env() {
 
 #[tokio::test]
 async fn open_reads_the_aws_environment() {
-    let s3 = start_s3("env-bucket");
-    let output = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "child_open_s3_from_env",
-            "--nocapture",
-        ])
+    let s3 = MotoS3::start("env-bucket");
+    let output = child_test("child_open_s3_from_env")
         .env(CHILD_STORAGE_VAR, "s3://env-bucket/live/eu")
-        .env("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", s3.port))
+        .env("AWS_ENDPOINT_URL", format!("http://{}", s3.addr))
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
@@ -977,7 +868,7 @@ async fn open_reads_the_aws_environment() {
         String::from_utf8_lossy(&output.stderr)
     );
     // The object is where the URL and the environment said, under the key prefix.
-    let store = S3MediaStore::new(s3_builder(s3.port), "env-bucket", "live/eu").unwrap();
+    let store = S3MediaStore::new(s3_builder(s3.addr.port()), "env-bucket", "live/eu").unwrap();
     assert_eq!(
         store.get("default/env/seg-1-1.m4s").await.unwrap(),
         Some(Bytes::from_static(b"from-env"))
@@ -1006,16 +897,14 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 #[tokio::test]
 #[ignore = "helper: run in a child process by rediss_connects_over_tls"]
 async fn child_rediss() {
-    let Ok(url) = std::env::var(CHILD_REDISS_VAR) else {
-        eprintln!("{CHILD_REDISS_VAR} unset: this helper only runs as a child process");
-        return;
-    };
-    let config = ServeConfig {
+    let Some((state, _)) = open_in_child(CHILD_REDISS_VAR, |url| ServeConfig {
         state: Some(url),
         ..Default::default()
+    })
+    .await
+    else {
+        return;
     };
-    config.validate().unwrap();
-    let (state, _) = open(&config).await.unwrap();
     let id = StreamId::new("default", "tls").unwrap();
     state
         .compare_and_set(None, &record(&id, 1, "w"))
@@ -1087,31 +976,26 @@ async fn rediss_connects_over_tls() {
             "ext",
         ],
     );
-    let port = free_port();
-    let mut child = spawn_or_explain(
-        Command::new("redis-server")
-            .args(["--port", "0", "--tls-port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--tls-auth-clients", "no"])
-            .arg("--tls-cert-file")
-            .arg(dir.join("srv.pem"))
-            .arg("--tls-key-file")
-            .arg(dir.join("srv.key"))
-            .arg("--tls-ca-cert-file")
-            .arg(dir.join("ca.pem")),
-        "redis-server",
+    let port = free_tcp_port();
+    let mut cmd = Command::new(require_cmd("redis-server"));
+    cmd.args(["--port", "0", "--tls-port", &port.to_string()])
+        .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(["--tls-auth-clients", "no"])
+        .arg("--tls-cert-file")
+        .arg(dir.join("srv.pem"))
+        .arg("--tls-key-file")
+        .arg(dir.join("srv.key"))
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("ca.pem"));
+    let mut redis = Proc::spawn("redis-server-tls", cmd);
+    redis.wait_ready(
+        "redis-server (TLS) to accept connections",
+        START_DEADLINE,
+        Duration::from_millis(20),
+        || TcpStream::connect(("127.0.0.1", port)).ok(),
     );
-    wait_until("redis-server (TLS)", &mut child, || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
-    let _redis = Service {
-        child: Some(child),
-        port,
-        name: "redis-server (TLS)",
-    };
     let run = |ca: &std::path::Path| {
-        Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "child_rediss", "--nocapture"])
+        child_test("child_rediss")
             .env(CHILD_REDISS_VAR, format!("rediss://localhost:{port}/0"))
             .env("SSL_CERT_FILE", ca)
             .env_remove("SSL_CERT_DIR")

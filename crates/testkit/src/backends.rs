@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::http::{agent, try_get};
 use crate::ports::free_tcp_port;
-use crate::process::{wait_for, Proc};
+use crate::process::Proc;
 use crate::tools::require_cmd;
 
 /// A loopback TCP relay the test can cut, standing in for a network partition between the
@@ -80,24 +80,34 @@ impl TcpGate {
     }
 }
 
-/// A `redis-server` on a loopback port with an append-only file in `dir`, so a restart on
-/// the same directory keeps every record (decision 0005: the fencing is only as durable as
-/// Redis).
+/// A `redis-server` on a loopback port: with an append-only file in a directory, so a
+/// restart on the same directory keeps every record (decision 0005: the fencing is only as
+/// durable as Redis), or with no persistence at all.
 pub struct RedisServer {
     /// The process (`None` while stopped).
     pub proc: Option<Proc>,
     /// Its port.
     pub port: u16,
-    dir: PathBuf,
+    /// Where the append-only file goes (`None`: no persistence).
+    dir: Option<PathBuf>,
 }
 
 impl RedisServer {
     /// Starts one on a free port with its files in `dir`.
     pub fn start(dir: &Path) -> RedisServer {
+        RedisServer::start_in(Some(dir.to_path_buf()))
+    }
+
+    /// Starts one on a free port with no persistence: a restart comes back empty.
+    pub fn start_ephemeral() -> RedisServer {
+        RedisServer::start_in(None)
+    }
+
+    fn start_in(dir: Option<PathBuf>) -> RedisServer {
         let mut r = RedisServer {
             proc: None,
             port: free_tcp_port(),
-            dir: dir.to_path_buf(),
+            dir,
         };
         r.start_again();
         r
@@ -113,28 +123,24 @@ impl RedisServer {
         assert!(self.proc.is_none(), "redis-server already running");
         let mut cmd = Command::new(require_cmd("redis-server"));
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .arg("--dir")
-            .arg(&self.dir);
+            .args(["--save", ""]);
+        match &self.dir {
+            Some(dir) => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "always"])
+                    .arg("--dir")
+                    .arg(dir);
+            }
+            None => {
+                cmd.args(["--appendonly", "no"]);
+            }
+        }
         let mut proc = Proc::spawn("redis-server", cmd);
         let port = self.port;
-        wait_for(
+        proc.wait_ready(
             "redis-server to answer PING",
             Duration::from_secs(10),
             Duration::from_millis(20),
-            || {
-                if let Some(s) = proc.try_exit() {
-                    panic!("redis-server exited with {s}:\n{}", proc.log_tail(20));
-                }
-                redis_ping(port).then_some(())
-            },
+            || redis_ping(port).then_some(()),
         );
         self.proc = Some(proc);
     }
@@ -187,18 +193,12 @@ impl MotoS3 {
         ]);
         let mut proc = Proc::spawn("moto-s3", cmd);
         let base = format!("http://127.0.0.1:{port}");
-        wait_for(
-            "moto to answer (python3 -m moto.server; pip install 'moto[server]')",
+        proc.wait_ready(
+            "moto to answer (python3 -m moto.server; is `moto[server]` installed? \
+             scripts/install-test-tools.sh)",
             Duration::from_secs(30),
             Duration::from_millis(50),
             || {
-                if let Some(s) = proc.try_exit() {
-                    panic!(
-                        "moto exited with {s} (is `moto[server]` installed? \
-                         scripts/install-test-tools.sh):\n{}",
-                        proc.log_tail(20)
-                    );
-                }
                 try_get(&format!("{base}/"))
                     .ok()
                     .filter(|r| r.status == 200)

@@ -15,7 +15,7 @@ use crate::hls::{check_progress, fetch_all_media, fetch_playlist, Expect, MediaP
 use crate::http::try_get;
 use crate::paths::tidegate_bin;
 use crate::ports::{free_tcp_port, free_udp_port};
-use crate::process::{wait_for, Proc};
+use crate::process::Proc;
 use crate::server::Server;
 use crate::tools::require_cmd;
 
@@ -114,16 +114,11 @@ impl Cluster {
         let mut cmd = Command::new(require_cmd("haproxy"));
         cmd.arg("-db").arg("-f").arg(&cfg);
         let mut haproxy = Proc::spawn("haproxy", cmd);
-        wait_for(
+        haproxy.wait_ready(
             "haproxy to listen",
             Duration::from_secs(10),
             Duration::from_millis(20),
-            || {
-                if let Some(s) = haproxy.try_exit() {
-                    panic!("haproxy exited with {s}:\n{}", haproxy.log_tail(30));
-                }
-                TcpStream::connect(rtmp).ok()
-            },
+            || TcpStream::connect(rtmp).ok(),
         );
         Cluster {
             workers,

@@ -236,9 +236,15 @@ pub struct Expect {
 /// What a live fMP4 media playlist must look like: no `EXT-X-ENDLIST`, at least one
 /// segment.
 pub fn live_fmp4() -> Expect {
+    live_playlist(true)
+}
+
+/// What a live media playlist must look like: no `EXT-X-ENDLIST`, at least one segment,
+/// fMP4 (`fmp4`) or MPEG-TS segments.
+pub fn live_playlist(fmp4: bool) -> Expect {
     Expect {
         endlist: Some(false),
-        fmp4: Some(true),
+        fmp4: Some(fmp4),
         min_segments: 1,
     }
 }

@@ -39,24 +39,66 @@ impl Media {
     }
 }
 
-const X264: &[&str] = &[
-    "-c:v",
-    "libx264",
-    "-preset",
-    "veryfast",
-    "-profile:v",
-    "high",
-    "-pix_fmt",
-    "yuv420p",
-    "-g",
-    "50",
-    "-keyint_min",
-    "50",
-    "-sc_threshold",
-    "0",
-    "-b:v",
-    "800k",
-];
+/// ffmpeg arguments for a fixed GOP: a keyframe every `frames` frames and none in between
+/// (no scene-cut keyframes), so that segments are cut where the test expects.
+pub fn fixed_gop_args(frames: u32) -> [String; 6] {
+    let g = frames.to_string();
+    ["-g", &g, "-keyint_min", &g, "-sc_threshold", "0"].map(str::to_owned)
+}
+
+/// ffmpeg arguments for constant-bitrate H.264 (libx264): `bitrate` (`3M`) held by the
+/// rate control with a VBV buffer of `bufsize`, and filler data so the rate really is
+/// constant.
+pub fn x264_cbr_args(bitrate: &str, bufsize: &str) -> [String; 10] {
+    [
+        "-b:v",
+        bitrate,
+        "-minrate",
+        bitrate,
+        "-maxrate",
+        bitrate,
+        "-bufsize",
+        bufsize,
+        "-x264-params",
+        "nal-hrd=cbr",
+    ]
+    .map(str::to_owned)
+}
+
+/// ffmpeg arguments for two generated inputs: the lavfi video source `video` (e.g.
+/// `testsrc2=size=640x360:rate=25`) and a 440 Hz tone at 48 kHz.
+pub fn lavfi_inputs(video: &str) -> [String; 8] {
+    [
+        "-f",
+        "lavfi",
+        "-i",
+        video,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+    ]
+    .map(str::to_owned)
+}
+
+/// The H.264 encoding of [`Media::H264Aac`] and [`Media::VideoOnly`]: High, 2 s GOP.
+fn x264_args() -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-profile:v",
+        "high",
+        "-pix_fmt",
+        "yuv420p",
+    ]
+    .map(str::to_owned)
+    .into();
+    args.extend(fixed_gop_args(50));
+    args.extend(["-b:v", "800k"].map(str::to_owned));
+    args
+}
 
 const AAC: &[&str] = &["-c:a", "aac", "-b:a", "96k", "-ac", "2", "-ar", "48000"];
 
@@ -97,22 +139,15 @@ fn av1_encoder_args(ffmpeg: &Path) -> Vec<String> {
 /// parallel test processes of one run: generation happens under a file lock, into a
 /// temporary name renamed into place.
 pub fn media(kind: Media) -> PathBuf {
-    let dir = target_dir().join("test-media");
-    fs::create_dir_all(&dir).unwrap();
     let name = format!("{kind:?}-v1.mp4").to_lowercase();
-    let path = dir.join(&name);
-    if path.exists() {
-        return path;
-    }
-    let lock = File::create(dir.join(format!("{name}.lock"))).unwrap();
-    lock.lock().unwrap();
-    if path.exists() {
-        return path;
-    }
+    cached_media(&name, |tmp| generate_media(kind, tmp))
+}
+
+/// Writes the test file for `kind` to `tmp`.
+fn generate_media(kind: Media, tmp: &Path) {
     let secs = kind.seconds().to_string();
     let video = "testsrc2=size=640x360:rate=25";
     let audio = "sine=frequency=440:sample_rate=48000";
-    let tmp = dir.join(format!("{name}.tmp.{}.mp4", std::process::id()));
     let (exe, mut args): (PathBuf, Vec<String>) = match kind {
         Media::HevcAac | Media::Av1Aac => (ffmpeg9(), vec![]),
         _ => (ffmpeg(), vec![]),
@@ -129,7 +164,7 @@ pub fn media(kind: Media) -> PathBuf {
     }
     args.extend(s(&["-t", &secs]));
     match kind {
-        Media::H264Aac | Media::VideoOnly => args.extend(s(X264)),
+        Media::H264Aac | Media::VideoOnly => args.extend(x264_args()),
         Media::HevcAac => args.extend(s(&[
             "-c:v",
             "libx265",
@@ -159,17 +194,39 @@ pub fn media(kind: Media) -> PathBuf {
         Command::new(&exe).args(&args),
         &format!("generating {kind:?} with {} {args:?}", exe.display()),
     );
-    fs::rename(&tmp, &path).unwrap();
-    path
 }
 
 /// A test file like [`Media::H264Aac`] but with a keyframe every `gop_ms` (for tests that
 /// need many short segments: `--segment-duration` down to 500 ms), generated once.
 pub fn media_short_gop(gop_frames: u32) -> PathBuf {
+    let name = format!("h264aac-20fps-gop{gop_frames}-v1.mp4");
+    cached_media(&name, |tmp| {
+        run_ok(
+            Command::new(ffmpeg())
+                .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
+                .args(lavfi_inputs("testsrc2=size=320x180:rate=20"))
+                .args(["-t", &MEDIA_SECS.to_string()])
+                .args([
+                    "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+                ])
+                .args(fixed_gop_args(gop_frames))
+                .args(["-b:v", "300k"])
+                .args(AAC)
+                .args(["-movflags", "+faststart"])
+                .arg(tmp),
+            &format!("generating {name}"),
+        );
+    })
+}
+
+/// The file `name` (`stem.ext`) in the test-media directory of the target directory,
+/// written by `generate(tmp)` on first use. Safe across the parallel test processes of one
+/// run: generation happens under a file lock, into a temporary name with the same extension
+/// (ffmpeg picks its muxer from it), renamed into place.
+pub fn cached_media(name: &str, generate: impl FnOnce(&Path)) -> PathBuf {
     let dir = target_dir().join("test-media");
     fs::create_dir_all(&dir).unwrap();
-    let name = format!("h264aac-20fps-gop{gop_frames}-v1.mp4");
-    let path = dir.join(&name);
+    let path = dir.join(name);
     if path.exists() {
         return path;
     }
@@ -178,32 +235,9 @@ pub fn media_short_gop(gop_frames: u32) -> PathBuf {
     if path.exists() {
         return path;
     }
-    let tmp = dir.join(format!("{name}.tmp.{}.mp4", std::process::id()));
-    let g = gop_frames.to_string();
-    run_ok(
-        Command::new(ffmpeg())
-            .args(["-y", "-nostdin", "-hide_banner", "-v", "error"])
-            .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=20"])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
-            .args(["-t", &MEDIA_SECS.to_string()])
-            .args([
-                "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-            ])
-            .args([
-                "-g",
-                &g,
-                "-keyint_min",
-                &g,
-                "-sc_threshold",
-                "0",
-                "-b:v",
-                "300k",
-            ])
-            .args(AAC)
-            .args(["-movflags", "+faststart"])
-            .arg(&tmp),
-        &format!("generating {name}"),
-    );
+    let ext = path.extension().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!("{name}.tmp.{}.{ext}", std::process::id()));
+    generate(&tmp);
     fs::rename(&tmp, &path).unwrap();
     path
 }

@@ -2,7 +2,7 @@
 //! the tail of their log printed when the test is panicking.
 
 use std::fs::{self, File};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -91,17 +91,48 @@ impl Proc {
             .status();
     }
 
+    /// Polls `ready` every `every` until it returns `Some` (a service answering), or panics
+    /// with `what` after `timeout`, or at once with the log tail if the process exits first.
+    pub fn wait_ready<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        every: Duration,
+        mut ready: impl FnMut() -> Option<T>,
+    ) -> T {
+        wait_for(what, timeout, every, || {
+            if let Some(s) = self.try_exit() {
+                panic!(
+                    "{} exited with {s} while waiting for {what}:\n{}",
+                    self.name,
+                    self.log_tail(30)
+                );
+            }
+            ready()
+        })
+    }
+
     /// The whole log so far.
     pub fn log_text(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned()
+        log_text(&self.log)
     }
 
     /// The last `n` lines of the log.
     pub fn log_tail(&self, n: usize) -> String {
-        let text = self.log_text();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        log_tail(&self.log, n)
     }
+}
+
+/// The text of the log file at `path` (empty when it cannot be read).
+pub(crate) fn log_text(path: &Path) -> String {
+    String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned()
+}
+
+/// The last `n` lines of the log file at `path`.
+pub(crate) fn log_tail(path: &Path, n: usize) -> String {
+    let text = log_text(path);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 impl Drop for Proc {

@@ -198,9 +198,7 @@ impl ReconnectingPublisher {
 
     /// The last `n` lines of its log.
     pub fn log_tail(&self, n: usize) -> String {
-        let text = String::from_utf8_lossy(&fs::read(&self.log).unwrap_or_default()).into_owned();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
+        crate::process::log_tail(&self.log, n)
     }
 }
 

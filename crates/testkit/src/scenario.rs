@@ -3,7 +3,7 @@
 use std::thread;
 use std::time::Duration;
 
-use crate::hls::{wait_playlist, Expect, MediaPlaylist, Watch};
+use crate::hls::{live_playlist, wait_playlist, MediaPlaylist, Watch};
 use crate::http::get;
 use crate::probe::{full_check_ended, probe_duration, StreamInfo};
 use crate::process::Proc;
@@ -42,21 +42,7 @@ pub fn publish_once_and_check(
     assert_eq!(missing.status, 404, "unknown stream must be 404");
 
     let mut publisher = start(&server.rtmp_url(key));
-    let live = Expect {
-        endlist: Some(false),
-        fmp4: Some(fmp4),
-        min_segments: 1,
-    };
-    wait_playlist(&url, Duration::from_secs(25), "the first segment", |pl| {
-        !pl.segments.is_empty()
-    });
-    let mut watch = Watch::default();
-    let mut live_fetches = 0;
-    while publisher.is_running() {
-        watch.observe(&url, &live);
-        live_fetches += 1;
-        thread::sleep(Duration::from_secs(1));
-    }
+    let (mut watch, live_fetches) = watch_while_publishing(&url, fmp4, &mut publisher);
     wait_publisher_success(&mut publisher, Duration::from_secs(1));
     assert!(
         live_fetches >= 2,
@@ -65,21 +51,9 @@ pub fn publish_once_and_check(
     server.assert_alive();
 
     // No publisher for the 3 s window: the playlist ends.
-    wait_playlist(
-        &url,
-        Duration::from_secs(20),
-        "EXT-X-ENDLIST after the reconnect window",
-        |pl| pl.endlist,
-    );
-    let (playlist, streams) = full_check_ended(&url, fmp4, video);
-    watch.accept(playlist.clone());
-
-    let listed = playlist.total_duration();
-    assert!(
-        (listed - sent_secs).abs() <= SEGMENT_SECS + 0.25,
-        "EXTINF durations add up to {listed:.2}s, {sent_secs}s were sent\n{}",
-        playlist.text
-    );
+    let (playlist, streams) =
+        check_ended_playlist(&url, Duration::from_secs(20), fmp4, video, &mut watch);
+    assert_listed_duration(&playlist, sent_secs, SEGMENT_SECS + 0.25);
     let probed = probe_duration(&url);
     assert!(
         (probed - sent_secs).abs() <= SEGMENT_SECS + 0.25,
@@ -91,4 +65,56 @@ pub fn publish_once_and_check(
         streams,
         live_fetches,
     }
+}
+
+/// Waits (up to 25 s) for the first segment at `url`, then checks the playlist once a
+/// second while `publisher` runs: every fetch passes the RFC checks of a live playlist
+/// (fMP4 or MPEG-TS as `fmp4` says), never goes back, and every listed segment is
+/// fetchable. Returns the watch (for the checks after the end) and the number of live
+/// fetches.
+pub fn watch_while_publishing(url: &str, fmp4: bool, publisher: &mut Proc) -> (Watch, usize) {
+    let live = live_playlist(fmp4);
+    wait_playlist(url, Duration::from_secs(25), "the first segment", |pl| {
+        !pl.segments.is_empty()
+    });
+    let mut watch = Watch::default();
+    let mut live_fetches = 0;
+    while publisher.is_running() {
+        watch.observe(url, &live);
+        live_fetches += 1;
+        thread::sleep(Duration::from_secs(1));
+    }
+    (watch, live_fetches)
+}
+
+/// Waits (up to `timeout`) for `EXT-X-ENDLIST` after the reconnect window, runs
+/// [`full_check_ended`] on the ended playlist and checks it against what `watch` saw live
+/// (no step back, every segment fetchable).
+pub fn check_ended_playlist(
+    url: &str,
+    timeout: Duration,
+    fmp4: bool,
+    video: bool,
+    watch: &mut Watch,
+) -> (MediaPlaylist, Vec<StreamInfo>) {
+    wait_playlist(
+        url,
+        timeout,
+        "EXT-X-ENDLIST after the reconnect window",
+        |pl| pl.endlist,
+    );
+    let (playlist, streams) = full_check_ended(url, fmp4, video);
+    watch.accept(playlist.clone());
+    (playlist, streams)
+}
+
+/// Asserts that the playlist's EXTINF durations add up to `sent_secs`, within
+/// `tolerance_secs`.
+pub fn assert_listed_duration(playlist: &MediaPlaylist, sent_secs: f64, tolerance_secs: f64) {
+    let listed = playlist.total_duration();
+    assert!(
+        (listed - sent_secs).abs() <= tolerance_secs,
+        "EXTINF durations add up to {listed:.2}s, {sent_secs}s were sent\n{}",
+        playlist.text
+    );
 }

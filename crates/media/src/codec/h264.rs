@@ -6,7 +6,8 @@ use std::ops::Range;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::MAX_PARSED_PARAMETER_SET;
-use super::{dimension, malformed, put_u16_prefixed, read_nal_list, truncated, CodecError, Cursor};
+use super::{cropped, dimension, malformed, put_u16_prefixed, read_crop_window, read_nal_list};
+use super::{truncated, CodecError, Cursor};
 use crate::bits::{nal_to_rbsp, BitReader};
 use crate::{VideoCodec, VideoConfig};
 
@@ -169,13 +170,7 @@ fn parse_avc_sps(nal: &[u8]) -> Result<AvcSps, CodecError> {
         let _mb_adaptive_frame_field = r.bit()?;
     }
     let _direct_8x8_inference = r.bit()?;
-    let (mut crop_l, mut crop_r, mut crop_t, mut crop_b) = (0u64, 0u64, 0u64, 0u64);
-    if r.bit()? {
-        crop_l = r.ue()?.into();
-        crop_r = r.ue()?.into();
-        crop_t = r.ue()?.into();
-        crop_b = r.ue()?.into();
-    }
+    let [crop_l, crop_r, crop_t, crop_b] = read_crop_window(&mut r)?;
     let field_factor: u64 = if frame_mbs_only { 1 } else { 2 };
     let chroma_array_type = if separate_colour_plane {
         0
@@ -192,14 +187,8 @@ fn parse_avc_sps(nal: &[u8]) -> Result<AvcSps, CodecError> {
     let coded_h = height_map_units * 16 * field_factor;
     let crop_w = crop_unit_x * (crop_l + crop_r);
     let crop_h = crop_unit_y * (crop_t + crop_b);
-    let width = coded_w
-        .checked_sub(crop_w)
-        .filter(|w| *w > 0)
-        .ok_or(malformed(WHAT, "cropping exceeds the picture width"))?;
-    let height = coded_h
-        .checked_sub(crop_h)
-        .filter(|h| *h > 0)
-        .ok_or(malformed(WHAT, "cropping exceeds the picture height"))?;
+    let width = cropped(coded_w, crop_w, WHAT, "cropping exceeds the picture width")?;
+    let height = cropped(coded_h, crop_h, WHAT, "cropping exceeds the picture height")?;
     let width = dimension(width, WHAT)?;
     let height = dimension(height, WHAT)?;
     Ok(AvcSps {

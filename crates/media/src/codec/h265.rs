@@ -6,7 +6,8 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{dimension, malformed, put_u16_prefixed, read_nal_list, truncated, CodecError, Cursor};
+use super::{cropped, dimension, malformed, put_u16_prefixed, read_crop_window, read_nal_list};
+use super::{truncated, CodecError, Cursor};
 use super::{MAX_HEVC_ARRAYS, MAX_PARAMETER_SETS, MAX_PARSED_PARAMETER_SET};
 use crate::bits::{nal_to_rbsp, BitReader};
 use crate::{VideoCodec, VideoConfig};
@@ -104,13 +105,7 @@ fn parse_hevc_sps(nal: &[u8]) -> Result<HevcSps, CodecError> {
     }
     let pic_w = u64::from(r.ue()?);
     let pic_h = u64::from(r.ue()?);
-    let (mut l, mut rr, mut t, mut b) = (0u64, 0u64, 0u64, 0u64);
-    if r.bit()? {
-        l = r.ue()?.into();
-        rr = r.ue()?.into();
-        t = r.ue()?.into();
-        b = r.ue()?.into();
-    }
+    let [l, rr, t, b] = read_crop_window(&mut r)?;
     let bit_depth_luma_minus8 = r.ue()?;
     let bit_depth_chroma_minus8 = r.ue()?;
     let chroma_array_type = if separate_colour_plane {
@@ -123,20 +118,18 @@ fn parse_hevc_sps(nal: &[u8]) -> Result<HevcSps, CodecError> {
         2 => (2, 1),
         _ => (1, 1),
     };
-    let width = pic_w
-        .checked_sub(sub_w * (l + rr))
-        .filter(|w| *w > 0)
-        .ok_or(malformed(
-            WHAT,
-            "conformance window exceeds the picture width",
-        ))?;
-    let height = pic_h
-        .checked_sub(sub_h * (t + b))
-        .filter(|h| *h > 0)
-        .ok_or(malformed(
-            WHAT,
-            "conformance window exceeds the picture height",
-        ))?;
+    let width = cropped(
+        pic_w,
+        sub_w * (l + rr),
+        WHAT,
+        "conformance window exceeds the picture width",
+    )?;
+    let height = cropped(
+        pic_h,
+        sub_h * (t + b),
+        WHAT,
+        "conformance window exceeds the picture height",
+    )?;
     Ok(HevcSps {
         profile_tier_level,
         max_sub_layers: max_sub_layers_minus1 + 1,

@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::bits::BitReader;
 use crate::{VideoCodec, VideoConfig};
 
 pub mod aac;
@@ -171,6 +172,33 @@ fn dimension(v: u64, what: &'static str) -> Result<u32, CodecError> {
             what,
             limit: MAX_DIMENSION as usize,
         })
+}
+
+/// The cropping window of an SPS (H.264 `frame_cropping`, HEVC `conformance_window`): the
+/// presence flag, then left, right, top and bottom offsets (all zero when absent), in the
+/// codec's crop units.
+fn read_crop_window(r: &mut BitReader<'_>) -> Result<[u64; 4], CodecError> {
+    let mut window = [0u64; 4];
+    if r.bit()? {
+        for offset in &mut window {
+            *offset = r.ue()?.into();
+        }
+    }
+    Ok(window)
+}
+
+/// A coded picture dimension less its cropping; malformed (`reason`) when the cropping takes
+/// all of it or more.
+fn cropped(
+    coded: u64,
+    crop: u64,
+    what: &'static str,
+    reason: &'static str,
+) -> Result<u64, CodecError> {
+    coded
+        .checked_sub(crop)
+        .filter(|v| *v > 0)
+        .ok_or(malformed(what, reason))
 }
 
 fn put_u16_prefixed(out: &mut BytesMut, nal: &[u8], what: &'static str) -> Result<(), CodecError> {
