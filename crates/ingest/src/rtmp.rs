@@ -302,6 +302,12 @@ impl Connection {
                             break end;
                         }
                     }
+                    // TLS: the peer closed the socket without a close_notify alert, as
+                    // encoders (GStreamer, ffmpeg) do; RTMP frames its own messages, so a
+                    // truncation is no attack here. A TCP read never says this.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        break End::PeerClosed
+                    }
                     Err(e) => break End::Error(Reason::Read, e.to_string()),
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {

@@ -11,8 +11,9 @@
 //!   ([`Certificate::watch`] polls their size, inode and mtime every
 //!   [`CERTIFICATE_POLL_INTERVAL`]). A handshake takes the configuration current when it
 //!   starts, so live connections keep theirs; a reload that fails (a file half-written, a
-//!   key that does not match) keeps the previous certificate, warns once per change and
-//!   counts `tidegate_tls_certificate_reloads_total{result="failed"}`.
+//!   key that does not match) keeps the previous certificate; when the files stay so for one
+//!   more poll it warns (once per change) and counts
+//!   `tidegate_tls_certificate_reloads_total{result="failed"}`.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -97,10 +98,7 @@ impl Certificate {
     /// certificate stays.
     fn reload(&self) -> Result<(), TlsError> {
         let config = self.files.load()?;
-        *self
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = config;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = config;
         Ok(())
     }
 
@@ -109,9 +107,14 @@ impl Certificate {
     }
 
     /// Polls the files every [`CERTIFICATE_POLL_INTERVAL`] until `stop`, reloading after
-    /// each change. A failed reload is tried again at the next change of either file.
+    /// each change. A reload that fails is tried again at the next change of either file;
+    /// it is reported (a warning, the `failed` count) only when the files then stay as they
+    /// are for one more poll, so replacing the certificate and then the key is not a
+    /// failure.
     pub async fn watch(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
         let mut seen = self.stamps();
+        // A failed reload of the files as they are now, not reported yet.
+        let mut unreported: Option<TlsError> = None;
         let mut tick = tokio::time::interval(CERTIFICATE_POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
@@ -121,9 +124,14 @@ impl Certificate {
             }
             let now = self.stamps();
             if now == seen {
+                if let Some(e) = unreported.take() {
+                    metrics.tls_certificate_reloaded(CertificateReload::Failed);
+                    warn!(error = %e, "rtmps: certificate files changed but cannot be used; keeping the previous certificate");
+                }
                 continue;
             }
             seen = now;
+            unreported = None;
             match self.reload() {
                 Ok(()) => {
                     metrics.tls_certificate_reloaded(CertificateReload::Reloaded);
@@ -132,10 +140,7 @@ impl Certificate {
                         "rtmps: certificate reloaded; new handshakes use it"
                     );
                 }
-                Err(e) => {
-                    metrics.tls_certificate_reloaded(CertificateReload::Failed);
-                    warn!(error = %e, "rtmps: certificate files changed but cannot be used; keeping the previous certificate");
-                }
+                Err(e) => unreported = Some(e),
             }
         }
     }
@@ -177,12 +182,18 @@ pub(crate) async fn handshake(
     shutdown: &CancellationToken,
 ) -> Result<Option<TlsStream<TcpStream>>, HandshakeFailure> {
     let deadline = tokio::time::Instant::from_std(deadline);
-    let timeout = || HandshakeFailure::new(TlsHandshakeFailure::Timeout, "no TLS handshake in time");
+    let timeout =
+        || HandshakeFailure::new(TlsHandshakeFailure::Timeout, "no TLS handshake in time");
     let handshake = async {
         let mut first = [0u8; 1];
         match tokio::time::timeout_at(deadline, sock.peek(&mut first)).await {
             Err(_) => return Err(timeout()),
-            Ok(Err(e)) => return Err(HandshakeFailure::new(TlsHandshakeFailure::Closed, e.to_string())),
+            Ok(Err(e)) => {
+                return Err(HandshakeFailure::new(
+                    TlsHandshakeFailure::Closed,
+                    e.to_string(),
+                ))
+            }
             Ok(Ok(0)) => {
                 return Err(HandshakeFailure::new(
                     TlsHandshakeFailure::Closed,
@@ -212,7 +223,10 @@ pub(crate) async fn handshake(
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(
                 HandshakeFailure::new(TlsHandshakeFailure::Closed, e.to_string()),
             ),
-            Ok(Err(e)) => Err(HandshakeFailure::new(TlsHandshakeFailure::Tls, e.to_string())),
+            Ok(Err(e)) => Err(HandshakeFailure::new(
+                TlsHandshakeFailure::Tls,
+                e.to_string(),
+            )),
         }
     };
     tokio::select! {

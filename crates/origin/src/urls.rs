@@ -144,9 +144,15 @@ mod tests {
         assert_eq!(u.rtmps, None);
         assert!(!u.banner(None).contains("rtmps://"));
         let u = u.with_rtmps("0.0.0.0:1936".parse().unwrap());
-        assert_eq!(u.rtmps.as_deref(), Some("rtmps://localhost:1936/live/<key>"));
+        assert_eq!(
+            u.rtmps.as_deref(),
+            Some("rtmps://localhost:1936/live/<key>")
+        );
         let text = u.banner(Some("box"));
-        assert!(text.contains("publish RTMPS rtmps://localhost:1936/live/<key>"), "{text}");
+        assert!(
+            text.contains("publish RTMPS rtmps://localhost:1936/live/<key>"),
+            "{text}"
+        );
         assert!(text.contains("listening on all interfaces"), "{text}");
     }
 }

@@ -192,7 +192,9 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     // Listen before anything touches the stores: a start that cannot bind its ports is not
     // a start, and must not be counted as a restart of this worker id.
     let certificate = match config.tls_files() {
-        Some(files) if config.rtmps_listen.is_some() => Some(ingest::rtmps::Certificate::load(files)?),
+        Some(files) if config.rtmps_listen.is_some() => {
+            Some(ingest::rtmps::Certificate::load(files)?)
+        }
         _ => None,
     };
     let Listeners {
