@@ -357,3 +357,74 @@ fn check_config_refuses_rtmps_without_a_usable_certificate_and_key() {
     let (ok, err) = check_config(&["--config", toml.to_str().unwrap()]);
     assert!(ok, "{err}");
 }
+
+#[test]
+fn a_stalled_tls_handshake_holds_a_connection_slot_and_is_closed_at_the_handshake_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(dir.path(), "one");
+    let rtmps: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let server = Server::start(&[
+        "--rtmps-listen",
+        &rtmps.to_string(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+        "--rtmp-handshake-timeout",
+        "2s",
+        "--max-connections-per-ip",
+        "2",
+    ]);
+    // Two clients start a TLS record and stop: each holds a slot of its source's two.
+    let mut stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(rtmps).unwrap();
+            std::io::Write::write_all(&mut s, &[0x16, 0x03, 0x01]).unwrap();
+            s
+        })
+        .collect();
+    wait_for(
+        "the two stalled handshakes to be counted as connections",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            (metric_sum(
+                &server.metrics(),
+                "tidegate_connections",
+                &[("protocol", "rtmps")],
+            ) >= 2.0)
+                .then_some(())
+        },
+    );
+    // A third from the same source is refused at accept.
+    let mut third = TcpStream::connect(rtmps).unwrap();
+    wait_for(
+        "the third connection to be closed at accept",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || closed_by_peer(&mut third).then_some(()),
+    );
+    wait_counter(
+        &server,
+        "tidegate_connections_refused",
+        &[("protocol", "rtmps"), ("reason", "per_source")],
+        1.0,
+    );
+    // The stalled ones are closed by the handshake deadline, and counted.
+    for s in &mut stalled {
+        wait_for(
+            "a stalled TLS handshake to be closed",
+            Duration::from_secs(15),
+            Duration::from_millis(200),
+            || closed_by_peer(s).then_some(()),
+        );
+    }
+    wait_counter(
+        &server,
+        "tidegate_tls_handshake_failures",
+        &[("reason", "timeout")],
+        2.0,
+    );
+    // Their slots are free again: a real TLS client completes its handshake.
+    assert_eq!(served_cn(rtmps).as_deref(), Some("one"));
+}

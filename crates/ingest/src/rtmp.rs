@@ -138,7 +138,12 @@ pub(crate) async fn accept_loop(
             async move {
                 let _ = sock.set_nodelay(true);
                 let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER_BYTES);
-                // The connection's clocks start at the accept, before any TLS handshake.
+                // The connection counts, and its clocks start, at the accept: before any
+                // TLS handshake.
+                ctx.metrics
+                    .connections
+                    .get_or_create(&ProtocolLabels { protocol })
+                    .inc();
                 let conn = Connection::new(ctx, peer, protocol, permit, log);
                 match tls {
                     None => conn.run(sock, shutdown).await,
@@ -251,10 +256,6 @@ impl Connection {
     {
         let protocol = self.protocol;
         let metrics = self.ctx.metrics.clone();
-        metrics
-            .connections
-            .get_or_create(&ProtocolLabels { protocol })
-            .inc();
         let ingest = metrics
             .ingest_bytes
             .get_or_create(&ProtocolLabels { protocol })
