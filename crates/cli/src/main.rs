@@ -55,15 +55,14 @@ struct ServeArgs {
     /// RTMP publishers [default: 0.0.0.0:1935].
     #[arg(long, env = "TIDEGATE_RTMP_LISTEN")]
     rtmp_listen: Option<SocketAddr>,
-    /// RTMP over TLS (with --tls-cert, --tls-key) [default: off]. Hidden from `--help`
-    /// with its two companions while RTMPS is not built (check-config refuses it).
-    #[arg(long, env = "TIDEGATE_RTMPS_LISTEN", hide = true)]
+    /// RTMP over TLS publishers (needs --tls-cert and --tls-key) [default: off].
+    #[arg(long, env = "TIDEGATE_RTMPS_LISTEN")]
     rtmps_listen: Option<SocketAddr>,
-    /// PEM certificate chain for RTMPS.
-    #[arg(long, env = "TIDEGATE_TLS_CERT", hide = true)]
+    /// PEM certificate chain for RTMPS, leaf first (reloaded when the file changes).
+    #[arg(long, env = "TIDEGATE_TLS_CERT")]
     tls_cert: Option<PathBuf>,
-    /// PEM private key for RTMPS.
-    #[arg(long, env = "TIDEGATE_TLS_KEY", hide = true)]
+    /// PEM private key of the RTMPS certificate (reloaded when the file changes).
+    #[arg(long, env = "TIDEGATE_TLS_KEY")]
     tls_key: Option<PathBuf>,
     /// SRT publishers (UDP) [default: 0.0.0.0:9000].
     #[arg(long, env = "TIDEGATE_SRT_LISTEN")]

@@ -7,6 +7,8 @@
 //! [`ServeConfig::cluster`], [`ServeConfig::pulls`]).
 #![deny(missing_docs)]
 
+pub mod tls;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -359,11 +361,36 @@ impl ServeConfig {
         if self.rtmp_idle_timeout < Duration::from_secs(1) {
             return invalid("rtmp-idle-timeout", "must be at least 1s");
         }
-        if self.rtmps_listen.is_some() && (self.tls_cert.is_none() || self.tls_key.is_none()) {
-            return invalid("rtmps-listen", "needs tls-cert and tls-key");
-        }
         if self.rtmps_listen.is_some() {
-            return invalid("rtmps-listen", "RTMPS is not implemented in this build yet");
+            match (&self.tls_cert, &self.tls_key) {
+                (Some(_), Some(_)) => {}
+                (None, None) => {
+                    return invalid(
+                        "rtmps-listen",
+                        "needs tls-cert and tls-key (PEM files of the certificate chain and its private key)",
+                    )
+                }
+                (None, Some(_)) => {
+                    return invalid("rtmps-listen", "needs tls-cert (the PEM certificate chain) as well as tls-key")
+                }
+                (Some(_), None) => {
+                    return invalid("rtmps-listen", "needs tls-key (the PEM private key) as well as tls-cert")
+                }
+            }
+        }
+        // The files are read and checked (parse, key matches the certificate) whenever they
+        // are given, so check-config finds a broken pair before a start does.
+        if let Some(files) = self.tls_files() {
+            if let Err(e) = files.load() {
+                return Err(ConfigError::Invalid {
+                    field: if matches!(e, tls::TlsError::Key { .. }) {
+                        "tls-key"
+                    } else {
+                        "tls-cert"
+                    },
+                    reason: e.to_string(),
+                });
+            }
         }
         // `state` and `storage` parse as the stores' section does.
         self.store()?;
@@ -634,6 +661,20 @@ pub struct ClusterConfig {
 }
 
 impl ServeConfig {
+    /// The RTMPS certificate files, when both are set.
+    pub fn tls_files(&self) -> Option<tls::TlsFiles> {
+        Some(tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+        })
+    }
+
+    /// The RTMPS listener and its certificate files, when RTMPS is on (`rtmps-listen`; a
+    /// validated configuration has both files then).
+    pub fn rtmps(&self) -> Option<(SocketAddr, tls::TlsFiles)> {
+        Some((self.rtmps_listen?, self.tls_files()?))
+    }
+
     /// The ingest listeners' section.
     pub fn ingest(&self) -> IngestConfig {
         IngestConfig {

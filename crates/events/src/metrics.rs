@@ -134,6 +134,8 @@ label_values! {
     pub enum Protocol {
         /// RTMP and Enhanced RTMP.
         Rtmp = "rtmp",
+        /// RTMP over TLS (`--rtmps-listen`).
+        Rtmps = "rtmps",
         /// SRT.
         Srt = "srt",
     }
@@ -401,10 +403,51 @@ label_values! {
     pub enum LogArea {
         /// The RTMP listener and connections.
         Rtmp = "rtmp",
+        /// The RTMPS listener, its TLS handshakes and certificate reloads.
+        Rtmps = "rtmps",
         /// The SRT listener.
         Srt = "srt",
         /// The HTTP listener.
         Http = "http",
+    }
+}
+
+label_values! {
+    /// Why a TLS handshake on the RTMPS listener failed (`reason` of
+    /// `tidegate_tls_handshake_failures_total`).
+    pub enum TlsHandshakeFailure {
+        /// The client spoke plain RTMP (its first byte is the RTMP version, 3) to the RTMPS
+        /// port.
+        PlainRtmp = "plain_rtmp",
+        /// The first byte was neither a TLS handshake record nor RTMP: garbage.
+        NotTls = "not_tls",
+        /// The handshake did not finish within the RTMP handshake timeout.
+        Timeout = "timeout",
+        /// The client closed the connection before the handshake finished.
+        Closed = "closed",
+        /// TLS failed: a malformed message, no common version or cipher suite, or the
+        /// client's alert (it did not accept our certificate, for one).
+        Tls = "tls",
+    }
+}
+
+label_values! {
+    /// The outcome of reading the RTMPS certificate files again after they changed
+    /// (`result` of `tidegate_tls_certificate_reloads_total`).
+    pub enum CertificateReload {
+        /// New handshakes use the new certificate.
+        Reloaded = "reloaded",
+        /// The files could not be read, did not parse or did not match: the previous
+        /// certificate stays in use.
+        Failed = "failed",
+    }
+}
+
+label_set! {
+    /// `reason` label of TLS handshake failures.
+    pub struct TlsFailureLabels {
+        /// Why.
+        pub reason: TlsHandshakeFailure,
     }
 }
 
@@ -764,6 +807,12 @@ pub struct Metrics {
     /// SYN cookie we did not give), `malformed`.
     pub srt_packets_ignored: Family<ReasonOnlyLabels, Counter>,
 
+    // --- RTMPS (issue #12) ---
+    /// TLS handshakes on the RTMPS listener that failed, by [`TlsHandshakeFailure`].
+    pub tls_handshake_failures: Family<TlsFailureLabels, Counter>,
+    /// Reloads of the RTMPS certificate after its files changed, by [`CertificateReload`].
+    pub tls_certificate_reloads: Family<ResultLabels<CertificateReload>, Counter>,
+
     // ---- issue #10, no decodable video (helper `novideo`) ----
     /// Per stream: video frames that never reached a playlist because they could not be
     /// decoded — no decoder configuration yet (parameter sets, sequence header), or no
@@ -1005,6 +1054,19 @@ impl Metrics {
             "SRT datagrams dropped before reaching a connection (unknown_socket, wrong_peer, bad_cookie, malformed)",
             srt_packets_ignored.clone(),
         );
+        // --- RTMPS (issue #12) ---
+        let tls_handshake_failures = Family::<TlsFailureLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the RTMPS listener that failed (plain_rtmp, not_tls, timeout, closed, tls)",
+            tls_handshake_failures.clone(),
+        );
+        let tls_certificate_reloads = Family::<ResultLabels<CertificateReload>, Counter>::default();
+        registry.register(
+            "tls_certificate_reloads",
+            "Reloads of the RTMPS certificate after its files changed; a failed one keeps the previous certificate",
+            tls_certificate_reloads.clone(),
+        );
         // --- stream records (issue #10, registry) ---
         let stream_records = Gauge::default();
         registry.register(
@@ -1058,10 +1120,26 @@ impl Metrics {
             http_unauthorized,
             log_lines_suppressed,
             srt_packets_ignored,
+            tls_handshake_failures,
+            tls_certificate_reloads,
             video_frames_dropped,
             stream_records,
             stream_records_expired,
         }
+    }
+
+    /// Counts a failed TLS handshake on the RTMPS listener.
+    pub fn tls_handshake_failed(&self, reason: TlsHandshakeFailure) {
+        self.tls_handshake_failures
+            .get_or_create(&TlsFailureLabels { reason })
+            .inc();
+    }
+
+    /// Counts a reload of the RTMPS certificate.
+    pub fn tls_certificate_reloaded(&self, result: CertificateReload) {
+        self.tls_certificate_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Counts an ingest connection (or publish) refused by a cap.

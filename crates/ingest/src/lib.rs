@@ -1,11 +1,13 @@
 //! Ingest protocols: each turns a connection into media events for a stream: RTMP
 //! ([`rtmp`]), the SRT listener ([`srt`], one `Router` task per socket) and SRT pull
-//! ([`srt_pull`]), under the caps of [`limits`].
+//! ([`srt_pull`]), under the caps of [`limits`]; RTMPS ([`rtmps`]) is RTMP's driver over
+//! TLS.
 #![deny(missing_docs)]
 
 pub mod limits;
 pub mod reason;
 pub mod rtmp;
+pub mod rtmps;
 pub mod srt;
 pub mod srt_pull;
 

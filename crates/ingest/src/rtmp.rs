@@ -19,24 +19,29 @@
 //! - across connections, an accepted publisher within its fair share of the budget (budget /
 //!   `--max-publishers`) is never the one closed for passing it;
 //! - its kernel send buffer is [`SEND_BUFFER_BYTES`] (the server only sends small replies).
+//!
+//! RTMPS ([`super::rtmps`]) runs the same accept loop and the same driver over a TLS stream:
+//! the TLS handshake happens in the connection's task, holding its connection slot, within
+//! the handshake timeout and inside the same before-publish budget counted from the accept.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tidegate_flv::FlvDemuxer;
 use tidegate_media::{MediaEvent, TrackKind};
 use tidegate_rtmp::{Amf0Value, Event, ServerSession, SessionConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use super::key_hint;
 use super::limits::{BudgetShare, Slot, MAX_PUBLISHERS_RULE};
 use super::reason::ErrorReason;
+use super::rtmps::{self, Certificate};
 use crate::metrics::{
     ConnectionErrorReason as Reason, LogArea, Protocol, ProtocolLabels, PublishRefusal,
 };
@@ -57,20 +62,37 @@ const READ_CHUNK_BEFORE_PUBLISH: usize = 8 * 1024;
 /// (acknowledgements, status, ping responses), so this is plenty, and a peer that stops
 /// reading pins at most this much kernel memory on our side.
 const SEND_BUFFER_BYTES: usize = 64 * 1024;
+/// How long closing a connection may wait to send its last bytes (TLS: the close_notify
+/// alert) to a peer that reads nothing.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 static CONNECTION_IDS: AtomicU64 = AtomicU64::new(1);
 
 /// Accepts RTMP connections until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken) {
+    accept_loop(listener, ctx, None, shutdown).await;
+}
+
+/// The accept loop of RTMP (`tls` unset) and RTMPS: the same caps, the same driver.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    tls: Option<Arc<Certificate>>,
+    shutdown: CancellationToken,
+) {
     let tracker = tokio_util::task::TaskTracker::new();
+    let (protocol, area, name, upper) = match &tls {
+        None => (Protocol::Rtmp, LogArea::Rtmp, "rtmp", "RTMP"),
+        Some(_) => (Protocol::Rtmps, LogArea::Rtmps, "rtmps", "RTMPS"),
+    };
     // Per-connection lines (a connection that never published ending, a refusal): a flood
     // of connections gets one summary line a second beyond them.
     let log = Arc::new(LogLimiter::new(
-        "rtmp",
+        name,
         LOG_LINES_PER_SECOND,
-        ctx.metrics.log_suppressed(LogArea::Rtmp),
+        ctx.metrics.log_suppressed(area),
     ));
-    let mut accept = AcceptBackoff::new("RTMP", "rtmp", ctx.metrics.log_suppressed(LogArea::Rtmp));
+    let mut accept = AcceptBackoff::new(upper, name, ctx.metrics.log_suppressed(area));
     let mut summary = tokio::time::interval(LOG_WINDOW);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -92,12 +114,12 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellat
         accept.accepted();
         let permit = match ctx
             .ingest_limits
-            .connection(Protocol::Rtmp, peer.ip(), &ctx.metrics)
+            .connection(protocol, peer.ip(), &ctx.metrics)
         {
             Ok(permit) => permit,
             Err(refusal) => {
                 if log.allow(Instant::now()) {
-                    warn!(%peer, reason = refusal.as_str(), "rtmp connection refused");
+                    warn!(%peer, reason = refusal.as_str(), "{name} connection refused");
                 }
                 // Dropping the socket closes it at once.
                 continue;
@@ -107,12 +129,33 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>, shutdown: Cancellat
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let log = log.clone();
-        let span = info_span!("rtmp", conn = id, peer = %peer);
+        let tls = tls.clone();
+        let span = match tls {
+            None => info_span!("rtmp", conn = id, peer = %peer),
+            Some(_) => info_span!("rtmps", conn = id, peer = %peer),
+        };
         tracker.spawn(
             async move {
-                Connection::new(ctx, peer, permit, log)
-                    .run(sock, shutdown)
-                    .await;
+                let _ = sock.set_nodelay(true);
+                let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER_BYTES);
+                // The connection counts, and its clocks start, at the accept: before any
+                // TLS handshake.
+                ctx.metrics
+                    .connections
+                    .get_or_create(&ProtocolLabels { protocol })
+                    .inc();
+                let conn = Connection::new(ctx, peer, protocol, permit, log);
+                match tls {
+                    None => conn.run(sock, shutdown).await,
+                    Some(cert) => {
+                        let deadline = Instant::now() + conn.ctx.config.rtmp_handshake_timeout;
+                        match rtmps::handshake(sock, &cert, deadline, &shutdown).await {
+                            Ok(Some(stream)) => conn.run(stream, shutdown).await,
+                            Ok(None) => debug!("connection closed: worker shutting down"),
+                            Err(failure) => failure.report(&conn.ctx.metrics, &conn.log),
+                        }
+                    }
+                }
             }
             .instrument(span),
         );
@@ -132,6 +175,8 @@ struct Publishing {
 
 struct Connection {
     ctx: Arc<Context>,
+    /// RTMP, or RTMPS over TLS (the `protocol` label of its metrics).
+    protocol: Protocol,
     session: ServerSession,
     publishing: Option<Publishing>,
     /// Whether a publish was accepted on this connection (its lines are never suppressed).
@@ -180,6 +225,7 @@ impl Connection {
     fn new(
         ctx: Arc<Context>,
         peer: SocketAddr,
+        protocol: Protocol,
         permit: ConnectionGuard,
         log: Arc<LogLimiter>,
     ) -> Self {
@@ -191,6 +237,7 @@ impl Connection {
         let buffered = ctx.ingest_limits.buffers.share();
         Self {
             ctx,
+            protocol,
             session: ServerSession::new(config, now),
             publishing: None,
             published: false,
@@ -203,21 +250,15 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, mut sock: TcpStream, shutdown: CancellationToken) {
-        let _ = sock.set_nodelay(true);
-        let _ = socket2::SockRef::from(&sock).set_send_buffer_size(SEND_BUFFER_BYTES);
+    async fn run<S>(mut self, mut sock: S, shutdown: CancellationToken)
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let protocol = self.protocol;
         let metrics = self.ctx.metrics.clone();
-        metrics
-            .connections
-            .get_or_create(&ProtocolLabels {
-                protocol: Protocol::Rtmp,
-            })
-            .inc();
         let ingest = metrics
             .ingest_bytes
-            .get_or_create(&ProtocolLabels {
-                protocol: Protocol::Rtmp,
-            })
+            .get_or_create(&ProtocolLabels { protocol })
             .clone();
         debug!("connection accepted");
         let mut buf = BytesMut::with_capacity(READ_CHUNK_BEFORE_PUBLISH);
@@ -262,6 +303,12 @@ impl Connection {
                             break end;
                         }
                     }
+                    // TLS: the peer closed the socket without a close_notify alert, as
+                    // encoders (GStreamer, ffmpeg) do; RTMP frames its own messages, so a
+                    // truncation is no attack here. A TCP read never says this.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        break End::PeerClosed
+                    }
                     Err(e) => break End::Error(Reason::Read, e.to_string()),
                 },
                 () = tokio::time::sleep_until(deadline.into()) => {
@@ -295,11 +342,11 @@ impl Connection {
             End::Shutdown if self.published => info!("connection closed: worker shutting down"),
             End::Shutdown => debug!("connection closed: worker shutting down"),
             End::Kicked => {
-                metrics.connection_error(Protocol::Rtmp, Reason::Kicked);
+                metrics.connection_error(protocol, Reason::Kicked);
                 info!("connection closed: publisher kicked");
             }
             End::Error(kind, msg) => {
-                metrics.connection_error(Protocol::Rtmp, *kind);
+                metrics.connection_error(protocol, *kind);
                 // A connection that never published is anyone: a flood of them must not
                 // flood the log.
                 if self.published || self.log.allow(now) {
@@ -317,7 +364,7 @@ impl Connection {
         }
         // Let the peer go before the last segment is stored: a kicked or stuck peer is
         // closed at once, not after the store answers.
-        let _ = sock.shutdown().await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, sock.shutdown()).await;
         drop(sock);
         self.buffered.set(0).ok();
         if let Some(p) = self.publishing.take() {
@@ -375,7 +422,7 @@ impl Connection {
 
     /// Writes what the session has to send, within the write timeout; a kick ends it at once
     /// even while the peer reads nothing.
-    async fn flush(&mut self, sock: &mut TcpStream) -> Result<(), End> {
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, sock: &mut S) -> Result<(), End> {
         let timeout = self.ctx.config.rtmp_write_timeout;
         let closed = self.publishing.as_ref().map(|p| p.closed.clone());
         let session = &mut self.session;
@@ -383,6 +430,8 @@ impl Connection {
             while let Some(data) = session.poll_transmit() {
                 sock.write_all(&data).await?;
             }
+            // TLS holds records until flushed (a no-op on TCP).
+            sock.flush().await?;
             Ok::<(), std::io::Error>(())
         };
         let outcome = tokio::select! {
@@ -510,7 +559,7 @@ impl Connection {
         // The key is a secret: a refusal names only its hint.
         let hint = key_hint(key);
         if self.publishing.is_some() {
-            metrics.refused(Protocol::Rtmp, PublishRefusal::SecondPublish);
+            metrics.refused(self.protocol, PublishRefusal::SecondPublish);
             self.session.reject_publish(
                 stream_id,
                 "NetStream.Publish.BadName",
@@ -521,7 +570,7 @@ impl Connection {
         // Open mode: any key K is tenant `default`, stream K. The app name is not used
         // (README: `rtmp://HOST/APP/KEY`, APP ignored).
         let Some(id) = StreamId::new("default", key) else {
-            metrics.refused(Protocol::Rtmp, PublishRefusal::BadKey);
+            metrics.refused(self.protocol, PublishRefusal::BadKey);
             let text = if key.is_empty() {
                 "no stream key: publish to rtmp://HOST/live/KEY"
             } else {
@@ -536,7 +585,7 @@ impl Connection {
         };
         // The worker's publisher cap, before anything costs more (the on-publish callback,
         // the state store).
-        let Some(slot) = self.ctx.ingest_limits.publisher(Protocol::Rtmp, &metrics) else {
+        let Some(slot) = self.ctx.ingest_limits.publisher(self.protocol, &metrics) else {
             if self.log.allow(now) {
                 warn!(
                     key = %hint,
@@ -552,9 +601,9 @@ impl Connection {
             return;
         };
         if let Some(hook) = &self.ctx.on_publish {
-            let verdict = hook.check(&id, Protocol::Rtmp, Some(app), self.peer).await;
+            let verdict = hook.check(&id, self.protocol, Some(app), self.peer).await;
             if verdict != Verdict::Accept {
-                metrics.refused(Protocol::Rtmp, verdict.reason());
+                metrics.refused(self.protocol, verdict.reason());
                 if self.log.allow(now) {
                     warn!(key = %hint, reason = verdict.reason().as_str(), "publish refused by the on-publish callback");
                 }
@@ -570,7 +619,7 @@ impl Connection {
         match self
             .ctx
             .streams
-            .begin_publish(id.clone(), Protocol::Rtmp)
+            .begin_publish(id.clone(), self.protocol)
             .await
         {
             Ok(publisher) => {
@@ -587,7 +636,7 @@ impl Connection {
                 self.session.accept_publish(stream_id);
             }
             Err(e) => {
-                metrics.refused(Protocol::Rtmp, e.reason());
+                metrics.refused(self.protocol, e.reason());
                 if self.log.allow(now) {
                     warn!(key = %hint, reason = e.reason().as_str(), "publish refused: {e}");
                 }

@@ -26,6 +26,8 @@ fn host_of(addr: SocketAddr) -> String {
 pub struct Urls {
     /// `rtmp://HOST:PORT/live/<key>`.
     pub rtmp: String,
+    /// `rtmps://HOST:PORT/live/<key>`, when RTMPS is on.
+    pub rtmps: Option<String>,
     /// `srt://HOST:PORT?streamid=#!::r=live/<key>,m=publish` (the access-control syntax).
     pub srt: String,
     /// `srt://HOST:PORT?streamid=<key>` (the bare form).
@@ -44,6 +46,7 @@ impl Urls {
         let (r, s, h) = (host_of(rtmp), host_of(srt), host_of(http));
         Self {
             rtmp: format!("rtmp://{r}:{}/live/{KEY}", rtmp.port()),
+            rtmps: None,
             srt: format!(
                 "srt://{s}:{}?streamid=#!::r=live/{KEY},m=publish",
                 srt.port()
@@ -55,11 +58,25 @@ impl Urls {
         }
     }
 
+    /// The same, with the RTMPS listener bound to `rtmps`.
+    pub fn with_rtmps(mut self, rtmps: SocketAddr) -> Self {
+        self.rtmps = Some(format!(
+            "rtmps://{}:{}/live/{KEY}",
+            host_of(rtmps),
+            rtmps.port()
+        ));
+        self.wildcard |= rtmps.ip().is_unspecified();
+        self
+    }
+
     /// The text a worker logs once at start: one URL a line, then which host `localhost`
     /// stands for when a listener is on a wildcard address.
     pub fn banner(&self, host_name: Option<&str>) -> String {
         let mut t = String::from("publish and play at:\n");
         let _ = writeln!(t, "  publish RTMP  {}", self.rtmp);
+        if let Some(rtmps) = &self.rtmps {
+            let _ = writeln!(t, "  publish RTMPS {rtmps}");
+        }
         let _ = writeln!(t, "  publish SRT   {}", self.srt);
         let _ = writeln!(t, "                {}  (bare stream id)", self.srt_bare);
         let _ = writeln!(t, "  play HLS      {}", self.play);
@@ -115,5 +132,27 @@ mod tests {
         assert!(text.contains("listening on all interfaces"), "{text}");
         assert!(text.contains("`box`"), "{text}");
         assert_eq!(text.lines().count(), 7, "{text}");
+    }
+
+    #[test]
+    fn the_rtmps_url_is_shown_when_rtmps_listens() {
+        let u = Urls::new(
+            "127.0.0.1:1935".parse().unwrap(),
+            "127.0.0.1:9000".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
+        assert_eq!(u.rtmps, None);
+        assert!(!u.banner(None).contains("rtmps://"));
+        let u = u.with_rtmps("0.0.0.0:1936".parse().unwrap());
+        assert_eq!(
+            u.rtmps.as_deref(),
+            Some("rtmps://localhost:1936/live/<key>")
+        );
+        let text = u.banner(Some("box"));
+        assert!(
+            text.contains("publish RTMPS rtmps://localhost:1936/live/<key>"),
+            "{text}"
+        );
+        assert!(text.contains("listening on all interfaces"), "{text}");
     }
 }

@@ -191,8 +191,9 @@ struct LoadSampler {
 }
 
 fn ingest_bytes(metrics: &crate::metrics::Metrics) -> u64 {
-    [Protocol::Rtmp, Protocol::Srt]
-        .into_iter()
+    Protocol::ALL
+        .iter()
+        .copied()
         .map(|protocol| {
             metrics
                 .ingest_bytes

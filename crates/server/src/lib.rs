@@ -27,7 +27,7 @@
 //! | phase | what stops | waits for (bound) |
 //! |---|---|---|
 //! | `Draining` | `/readyz` → 503, heartbeat → draining, new publishers refused | publishers finish or move (`drain`), then close at a segment boundary (`boundary`) |
-//! | `Closing` | RTMP, SRT listeners and pulls close their connections | their last segments flushed (`ingest_close`) |
+//! | `Closing` | RTMP, RTMPS, SRT listeners and pulls close their connections | their last segments flushed (`ingest_close`) |
 //! | `Leaving` | sweeper, change listener, heartbeat | the worker's record removed (`leave`) |
 //! | `Offline` | HTTP | open connections (`http_close`) |
 //! | `Stopped` | webhooks | their queues flushed (`webhooks::SHUTDOWN_GRACE`, their own) |
@@ -76,6 +76,9 @@ pub enum ServeError {
     /// The data directory or the stores could not be opened.
     #[error("cannot open the stores: {0}")]
     Store(String),
+    /// The RTMPS certificate could not be loaded.
+    #[error("cannot load the RTMPS certificate: {0}")]
+    Tls(#[from] config::tls::TlsError),
     /// The operating system gave no random bytes (the SRT listener's cookies and keys need
     /// them).
     #[error(
@@ -112,12 +115,19 @@ fn spawn_change_listener(
     });
 }
 
-/// Binds the RTMP, HTTP and SRT listeners, then writes the addresses they bound into
+/// The listeners a worker binds before anything else.
+struct Listeners {
+    rtmp: TcpListener,
+    /// When `--rtmps-listen` is set.
+    rtmps: Option<TcpListener>,
+    http: TcpListener,
+    srt: tokio::net::UdpSocket,
+}
+
+/// Binds the RTMP, RTMPS, HTTP and SRT listeners, then writes the addresses they bound into
 /// `config` (so a port given as 0 reads as the one the kernel chose, in the worker's
 /// advertised addresses, the dashboard and the startup text).
-async fn bind_listeners(
-    config: &mut ServeConfig,
-) -> Result<(TcpListener, TcpListener, tokio::net::UdpSocket), ServeError> {
+async fn bind_listeners(config: &mut ServeConfig) -> Result<Listeners, ServeError> {
     let bind_error = |what, addr| move |source| ServeError::Bind { what, addr, source };
     let rtmp = TcpListener::bind(config.rtmp_listen)
         .await
@@ -136,7 +146,22 @@ async fn bind_listeners(
     config.srt_listen = srt
         .local_addr()
         .map_err(bind_error("srt", config.srt_listen))?;
-    Ok((rtmp, http, srt))
+    let rtmps = match config.rtmps_listen {
+        None => None,
+        Some(addr) => {
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(bind_error("rtmps", addr))?;
+            config.rtmps_listen = Some(l.local_addr().map_err(bind_error("rtmps", addr))?);
+            Some(l)
+        }
+    };
+    Ok(Listeners {
+        rtmp,
+        rtmps,
+        http,
+        srt,
+    })
 }
 
 /// Raises the descriptor limit to the hard limit, says what it is, and keeps a reserve of
@@ -166,7 +191,18 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     config.validate()?;
     // Listen before anything touches the stores: a start that cannot bind its ports is not
     // a start, and must not be counted as a restart of this worker id.
-    let (rtmp, http, srt) = bind_listeners(&mut config).await?;
+    let certificate = match config.tls_files() {
+        Some(files) if config.rtmps_listen.is_some() => {
+            Some(ingest::rtmps::Certificate::load(files)?)
+        }
+        _ => None,
+    };
+    let Listeners {
+        rtmp,
+        rtmps,
+        http,
+        srt,
+    } = bind_listeners(&mut config).await?;
     let srt_secret = ingest::srt::os_secret().map_err(|e| ServeError::Entropy(e.to_string()))?;
     let fds = fd_budget();
     std::fs::create_dir_all(&config.data_dir)
@@ -249,6 +285,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     }
     info!(
         rtmp = %config.rtmp_listen,
+        rtmps = ?config.rtmps_listen,
         srt = %config.srt_listen,
         http = %config.http_listen,
         data_dir = %config.data_dir.display(),
@@ -258,7 +295,10 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         ended_on_start = recovered,
         "tidegate worker started"
     );
-    let urls = urls::Urls::new(config.rtmp_listen, config.srt_listen, config.http_listen);
+    let mut urls = urls::Urls::new(config.rtmp_listen, config.srt_listen, config.http_listen);
+    if let Some(addr) = config.rtmps_listen {
+        urls = urls.with_rtmps(addr);
+    }
     info!("{}", urls.banner(worker::host_name().as_deref()));
 
     let ingest_config = config.ingest();
@@ -314,6 +354,18 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         ingest_ctx.clone(),
         ingest_stop.clone(),
     ));
+    let rtmps_task = match (rtmps, certificate) {
+        (Some(listener), Some(cert)) => {
+            tokio::spawn(cert.clone().watch(metrics.clone(), ingest_stop.clone()));
+            Some(tokio::spawn(ingest::rtmps::serve(
+                listener,
+                ingest_ctx.clone(),
+                cert,
+                ingest_stop.clone(),
+            )))
+        }
+        _ => None,
+    };
     let srt_task = tokio::spawn(ingest::srt::serve(
         srt,
         srt_secret,
@@ -336,6 +388,9 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         async move {
             info!("shutdown: closing remaining connections and flushing their last segments");
             let _ = rtmp_task.await;
+            if let Some(task) = rtmps_task {
+                let _ = task.await;
+            }
             let _ = srt_task.await;
             pulls.wait().await;
         },
