@@ -431,6 +431,8 @@ impl Streams {
                     s.invalidate();
                 }
             }
+            // Tenants are not streams: their consumer is the key directory.
+            Change::Tenant(_) => {}
             Change::Subscribed | Change::Lost => {
                 // Notifications sent while the subscription was down are lost: forget every
                 // cached view either way.
