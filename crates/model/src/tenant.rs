@@ -66,9 +66,12 @@ pub enum Playback {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Quotas {
-    /// Streams live at once, across the cluster.
+    /// Streams live at once, across the cluster (`max-streams` in the TOML file).
+    #[serde(alias = "max-streams")]
     pub max_streams: Option<u32>,
-    /// Ingest bitrate of one stream, in bits per second.
+    /// Ingest bitrate of one stream, in bits per second (`max-bitrate-bps` in the TOML
+    /// file).
+    #[serde(alias = "max-bitrate-bps")]
     pub max_bitrate_bps: Option<u64>,
 }
 
