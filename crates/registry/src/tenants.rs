@@ -22,11 +22,49 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tidegate_model::{KeyId, StreamKey, OPEN_TENANT};
+use tidegate_model::{
+    unix_ms, valid_tenant_name, KeyId, KeyRecord, StreamKey, TenantSettings, OPEN_TENANT,
+};
 use tracing::{info, warn};
 
-use crate::store::{StateStore, StoreError, StreamId, TenantRecord};
+use crate::store::{StateStore, StoreError, StreamId, TenantRecord, MAX_KEYS_PER_TENANT};
 use crate::stream::Streams;
+
+/// How many times a change is tried again when another worker changed the same tenant in
+/// between (a compare-and-set conflict).
+const MAX_WRITE_ATTEMPTS: usize = 8;
+
+/// Why a change to the tenants was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// No such tenant, or no such key of it.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// A tenant of that name exists.
+    #[error("a tenant of that name exists")]
+    Exists,
+    /// A name or a value that cannot be.
+    #[error("{0}")]
+    Invalid(String),
+    /// The tenant holds [`MAX_KEYS_PER_TENANT`] keys.
+    #[error("the tenant has its maximum of {MAX_KEYS_PER_TENANT} stream keys; revoke one first")]
+    TooManyKeys,
+    /// The operating system gave no randomness for a key.
+    #[error(transparent)]
+    NoRandomness(#[from] tidegate_model::NoRandomness),
+    /// The state store failed, or other writers kept winning.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A key as made or rotated: its record and, once, its secret.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// The stored record (its hash, not the secret).
+    pub record: KeyRecord,
+    /// The whole key: shown once, never stored.
+    pub key: StreamKey,
+}
 
 /// How often the directory is read again without a notification.
 pub const TENANT_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
@@ -236,6 +274,227 @@ impl Tenants {
     }
 }
 
+impl Tenants {
+    /// Every tenant, from the state store.
+    pub async fn list(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.state.tenants().await
+    }
+
+    /// One tenant, from the state store.
+    pub async fn get(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        if !valid_tenant_name(name) {
+            return Ok(None);
+        }
+        self.state.load_tenant(name).await
+    }
+
+    /// Writes the tenants the configuration file declares: each is created if absent, and
+    /// its settings set to the file's if they differ (its keys are kept).
+    pub async fn declare(&self, declared: &[(String, TenantSettings)]) -> Result<(), ManageError> {
+        for (name, settings) in declared {
+            self.change(name, true, |t| {
+                t.settings = settings.clone();
+                Ok(())
+            })
+            .await?;
+        }
+        if !declared.is_empty() {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a tenant without keys.
+    pub async fn create(
+        &self,
+        name: &str,
+        settings: TenantSettings,
+    ) -> Result<TenantRecord, ManageError> {
+        check_tenant_name(name)?;
+        check_settings(&settings)?;
+        let record = TenantRecord::new(name, settings);
+        match self.state.put_tenant(None, &record).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => return Err(ManageError::Exists),
+            Err(e) => return Err(e.into()),
+        }
+        self.refresh_after_write().await;
+        Ok(record)
+    }
+
+    /// Changes a tenant's settings with `edit`.
+    pub async fn update(
+        &self,
+        name: &str,
+        edit: impl Fn(&mut TenantSettings),
+    ) -> Result<TenantRecord, ManageError> {
+        let record = self
+            .change(name, false, |t| {
+                edit(&mut t.settings);
+                check_settings(&t.settings)
+            })
+            .await?;
+        self.refresh_after_write().await;
+        Ok(record)
+    }
+
+    /// Deletes a tenant and its keys; its publishers are disconnected.
+    pub async fn delete(&self, name: &str) -> Result<TenantRecord, ManageError> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let current = self
+                .get(name)
+                .await?
+                .ok_or(ManageError::NotFound("no such tenant"))?;
+            if self.state.delete_tenant(name, current.revision).await? {
+                self.refresh_after_write().await;
+                return Ok(current);
+            }
+        }
+        Err(contended())
+    }
+
+    /// Makes a new key for stream `stream` of tenant `name`.
+    pub async fn add_key(&self, name: &str, stream: &str) -> Result<IssuedKey, ManageError> {
+        if StreamId::new(OPEN_TENANT, stream).is_none() {
+            return Err(ManageError::Invalid(
+                "invalid stream name: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot"
+                    .into(),
+            ));
+        }
+        let key = StreamKey::generate()?;
+        let record = KeyRecord {
+            id: key.id().clone(),
+            stream: stream.to_owned(),
+            hash: key.hash(),
+            created_ms: unix_ms(),
+            rotated_ms: None,
+        };
+        self.change(name, false, |t| {
+            if t.keys.len() >= MAX_KEYS_PER_TENANT {
+                return Err(ManageError::TooManyKeys);
+            }
+            t.keys.push(record.clone());
+            Ok(())
+        })
+        .await?;
+        self.refresh_after_write().await;
+        Ok(IssuedKey { record, key })
+    }
+
+    /// Gives key `id` of tenant `name` a new secret; the old one stops working at once, a
+    /// publisher connected with it keeps streaming.
+    pub async fn rotate_key(&self, name: &str, id: &str) -> Result<IssuedKey, ManageError> {
+        let id: KeyId = id
+            .parse()
+            .map_err(|_| ManageError::NotFound("no such key"))?;
+        let key = StreamKey::generate_for(id.clone())?;
+        let now = unix_ms();
+        let updated = self
+            .change(name, false, |t| {
+                let k = t
+                    .keys
+                    .iter_mut()
+                    .find(|k| k.id == id)
+                    .ok_or(ManageError::NotFound("no such key"))?;
+                k.hash = key.hash();
+                k.rotated_ms = Some(now);
+                Ok(())
+            })
+            .await?;
+        self.refresh_after_write().await;
+        let record = updated
+            .key(&id)
+            .cloned()
+            .ok_or(ManageError::NotFound("no such key"))?;
+        Ok(IssuedKey { record, key })
+    }
+
+    /// Revokes key `id` of tenant `name`; a publisher using it is disconnected.
+    pub async fn revoke_key(&self, name: &str, id: &str) -> Result<KeyRecord, ManageError> {
+        let id: KeyId = id
+            .parse()
+            .map_err(|_| ManageError::NotFound("no such key"))?;
+        let mut revoked = None;
+        self.change(name, false, |t| {
+            let at = t
+                .keys
+                .iter()
+                .position(|k| k.id == id)
+                .ok_or(ManageError::NotFound("no such key"))?;
+            revoked = Some(t.keys.remove(at));
+            Ok(())
+        })
+        .await?;
+        self.refresh_after_write().await;
+        revoked.ok_or(ManageError::NotFound("no such key"))
+    }
+
+    /// Reads tenant `name`, applies `edit`, and stores it at the next revision, again from
+    /// a fresh read when another writer came in between. With `create`, an absent tenant
+    /// is created (with default settings before `edit`).
+    async fn change(
+        &self,
+        name: &str,
+        create: bool,
+        mut edit: impl FnMut(&mut TenantRecord) -> Result<(), ManageError>,
+    ) -> Result<TenantRecord, ManageError> {
+        check_tenant_name(name)?;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let current = self.state.load_tenant(name).await?;
+            let (expected, mut next) = match current {
+                Some(t) => (Some(t.revision), t.next_revision()),
+                None if create => (None, TenantRecord::new(name, TenantSettings::default())),
+                None => return Err(ManageError::NotFound("no such tenant")),
+            };
+            let before = next.clone();
+            edit(&mut next)?;
+            if expected.is_some() && next.settings == before.settings && next.keys == before.keys {
+                // Nothing to change (a declaration the store already holds).
+                return Ok(next);
+            }
+            match self.state.put_tenant(expected, &next).await {
+                Ok(()) => return Ok(next),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(contended())
+    }
+
+    /// After a write of this worker: the embedded store announces nothing, so the index is
+    /// read again here (a failure leaves it to the next periodic refresh).
+    async fn refresh_after_write(&self) {
+        if let Err(e) = self.refresh().await {
+            warn!(error = %e, "tenant directory not refreshed after a change");
+        }
+    }
+}
+
+fn contended() -> ManageError {
+    ManageError::Store(StoreError::Unavailable(
+        "other workers kept changing this tenant; try again".into(),
+    ))
+}
+
+fn check_tenant_name(name: &str) -> Result<(), ManageError> {
+    if valid_tenant_name(name) {
+        Ok(())
+    } else {
+        Err(ManageError::Invalid(
+            "invalid tenant name: 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit".into(),
+        ))
+    }
+}
+
+fn check_settings(settings: &TenantSettings) -> Result<(), ManageError> {
+    match &settings.pool {
+        Some(pool) if !valid_tenant_name(pool) => Err(ManageError::Invalid(
+            "invalid pool name: 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,5 +596,105 @@ mod tests {
     fn refusals_tell_the_encoder_why() {
         assert_eq!(KeyRefusal::UnknownKey.text(), "unknown stream key");
         assert!(KeyRefusal::BadKey.text().contains("invalid stream key"));
+    }
+
+    #[tokio::test]
+    async fn keys_are_made_rotated_and_revoked_through_the_embedded_store() {
+        let (dir, streams) = crate::stream::test_streams("tenants", "state");
+        let state: Arc<dyn StateStore> =
+            Arc::new(crate::store::fs::FsStateStore::new(dir.join("state")));
+        let tenants = Tenants::new(state.clone(), streams);
+        assert_eq!(tenants.resolve("cam"), Err(KeyRefusal::Unavailable));
+        tenants.refresh().await.unwrap();
+        assert_eq!(tenants.is_open(), Some(true));
+        assert_eq!(tenants.resolve("cam").unwrap().id, id("default", "cam"));
+
+        tenants
+            .create("acme", TenantSettings::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            tenants.create("acme", TenantSettings::default()).await,
+            Err(ManageError::Exists)
+        ));
+        assert!(matches!(
+            tenants.create("Acme", TenantSettings::default()).await,
+            Err(ManageError::Invalid(_))
+        ));
+        assert_eq!(tenants.is_open(), Some(false), "a tenant ends open mode");
+        assert_eq!(tenants.resolve("cam"), Err(KeyRefusal::UnknownKey));
+
+        let issued = tenants.add_key("acme", "main").await.unwrap();
+        assert!(matches!(
+            tenants.add_key("nobody", "main").await,
+            Err(ManageError::NotFound(_))
+        ));
+        assert!(matches!(
+            tenants.add_key("acme", "../x").await,
+            Err(ManageError::Invalid(_))
+        ));
+        let admitted = tenants.resolve(issued.key.expose()).unwrap();
+        assert_eq!(admitted.id, id("acme", "main"));
+        // Only the hash is on disk.
+        let stored = std::fs::read_to_string(dir.join("state/.tenants/acme.json")).unwrap();
+        assert!(!stored.contains(issued.key.expose()));
+
+        let rotated = tenants
+            .rotate_key("acme", issued.record.id.as_str())
+            .await
+            .unwrap();
+        assert_eq!(rotated.record.id, issued.record.id);
+        assert_eq!(
+            tenants.resolve(issued.key.expose()),
+            Err(KeyRefusal::UnknownKey)
+        );
+        assert_eq!(
+            tenants.resolve(rotated.key.expose()).unwrap().id,
+            id("acme", "main")
+        );
+
+        let revoked = tenants
+            .revoke_key("acme", issued.record.id.as_str())
+            .await
+            .unwrap();
+        assert_eq!(revoked.stream, "main");
+        assert_eq!(
+            tenants.resolve(rotated.key.expose()),
+            Err(KeyRefusal::UnknownKey)
+        );
+        assert!(matches!(
+            tenants.revoke_key("acme", issued.record.id.as_str()).await,
+            Err(ManageError::NotFound(_))
+        ));
+
+        // The file's declaration updates settings and keeps keys; an unchanged one writes
+        // nothing.
+        let kept = tenants.add_key("acme", "backup").await.unwrap();
+        let settings = TenantSettings {
+            pool: Some("premium".into()),
+            ..TenantSettings::default()
+        };
+        let declared = [("acme".to_owned(), settings.clone())];
+        tenants.declare(&declared).await.unwrap();
+        let acme = tenants.get("acme").await.unwrap().unwrap();
+        assert_eq!(acme.settings, settings);
+        assert!(acme.verify(&kept.key).is_some());
+        tenants.declare(&declared).await.unwrap();
+        assert_eq!(
+            tenants.get("acme").await.unwrap().unwrap().revision,
+            acme.revision
+        );
+
+        tenants.delete("acme").await.unwrap();
+        assert!(matches!(
+            tenants.delete("acme").await,
+            Err(ManageError::NotFound(_))
+        ));
+        assert_eq!(
+            tenants.is_open(),
+            Some(true),
+            "the last tenant gone: open again"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
