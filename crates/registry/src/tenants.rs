@@ -245,12 +245,9 @@ impl Tenants {
             let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
             slot.replace(next.clone())
         };
+        // The first read is reported by the server's start line.
         match &previous {
-            None if next.is_open() => warn!(
-                "open mode: no tenant is configured, so anyone who reaches the ingest ports \
-                 can publish under any stream name (create a tenant to require stream keys)"
-            ),
-            None => info!(tenants = next.tenant_count(), "stream keys required"),
+            None => {}
             Some(p) if p.is_open() != next.is_open() => {
                 if next.is_open() {
                     warn!("open mode: the last tenant is gone; any stream name publishes again");
