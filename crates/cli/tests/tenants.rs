@@ -1,0 +1,271 @@
+//! Tenants and stream keys against the real binary: a key made through the admin API
+//! publishes (ffmpeg over RTMP and over SRT) to `/hls/TENANT/STREAM/`, whose URL never holds
+//! the key; a wrong key, and the open-mode name once tenants exist, are refused with the
+//! reason the encoder shows and counted; rotation keeps the live publisher streaming while
+//! the old secret stops working; revocation disconnects the publisher and its stream goes
+//! `reconnecting`, then ends. On a two-worker Redis cluster a key made through worker A
+//! publishes through worker B a second later.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tidegate_testkit::*;
+
+const TOKEN: &str = "operator-secret-token";
+
+/// `method url` with the operator token and an optional JSON body: (status, body).
+fn api(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
+    let req = ureq::request(method, url).set("Authorization", &format!("Bearer {TOKEN}"));
+    let resp = match body {
+        Some(b) => req
+            .set("Content-Type", "application/json")
+            .send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp.into_string().unwrap();
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {url}: {status}, not JSON ({e}): {text}"));
+    (status, json)
+}
+
+/// Creates tenant `name` and a key for its stream `stream` through the API at `base`;
+/// returns (key id, key).
+fn tenant_with_key(base: &str, name: &str, stream: &str) -> (String, String) {
+    let (status, body) = api(
+        "POST",
+        &format!("{base}/api/v1/tenants"),
+        Some(json!({"name": name, "pool": null, "quotas": {"max_streams": 5}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    new_key(base, name, stream)
+}
+
+fn new_key(base: &str, tenant: &str, stream: &str) -> (String, String) {
+    let (status, body) = api(
+        "POST",
+        &format!("{base}/api/v1/tenants/{tenant}/keys"),
+        Some(json!({"stream": stream})),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["stream"], stream);
+    let key = body["key"].as_str().unwrap().to_owned();
+    assert!(key.len() >= 32, "a key carries at least 128 bits: {key}");
+    (body["id"].as_str().unwrap().to_owned(), key)
+}
+
+fn playlist(server: &Server, tenant: &str, stream: &str) -> String {
+    server.url(&format!("/hls/{tenant}/{stream}/index.m3u8"))
+}
+
+/// The `reason` count of `tidegate_publish_refused_total` in `metrics`, summed over its
+/// other labels.
+fn refused(metrics: &str, reason: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("tidegate_publish_refused_total{")
+                && l.contains(&format!("reason=\"{reason}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// ffmpeg publishing `key` over RTMP to `rtmp`, for `seconds` or forever.
+fn rtmp_publisher(rtmp: SocketAddr, key: &str, how: &Publish) -> Proc {
+    publish_ffmpeg(Media::H264Aac, &format!("rtmp://{rtmp}/live/{key}"), how)
+}
+
+/// ffmpeg sending MPEG-TS over SRT with `streamid=KEY` (looping, real time).
+fn srt_publisher(srt: SocketAddr, streamid: &str) -> Proc {
+    let mut cmd = Command::new(ffmpeg());
+    cmd.args([
+        "-hide_banner",
+        "-nostdin",
+        "-loglevel",
+        "warning",
+        "-re",
+        "-stream_loop",
+        "-1",
+    ]);
+    cmd.arg("-i").arg(media(Media::H264Aac));
+    cmd.args(["-c", "copy", "-f", "mpegts"]);
+    cmd.arg(format!("srt://{srt}?streamid={streamid}&pkt_size=1316"));
+    Proc::spawn("ffmpeg-srt", cmd)
+}
+
+/// Waits for a publisher that must be refused: it exits with a failure.
+fn assert_refused(p: &mut Proc, what: &str) {
+    match p.wait_exit(Duration::from_secs(20)) {
+        Some(s) => assert!(
+            !s.success(),
+            "{what}: the publisher succeeded; log:\n{}",
+            p.log_tail(20)
+        ),
+        None => panic!(
+            "{what}: still publishing after 20 s; log:\n{}",
+            p.log_tail(20)
+        ),
+    }
+}
+
+fn wait_segments(url: &str, what: &str) {
+    wait_playlist(url, Duration::from_secs(30), what, |pl| {
+        !pl.segments.is_empty()
+    });
+}
+
+#[test]
+fn a_key_publishes_to_its_tenant_and_wrong_keys_are_refused() {
+    let server = Server::start(&["--admin-token", TOKEN]);
+    let base = server.url("");
+    assert!(
+        server.log_text().contains("OPEN MODE"),
+        "open mode says so at start"
+    );
+    let (_, key) = tenant_with_key(&base, "acme", "main");
+
+    // RTMP with the key: the tenant's public URL, which never holds the key.
+    let mut publisher = rtmp_publisher(server.rtmp, &key, &Publish::forever());
+    let url = playlist(&server, "acme", "main");
+    assert!(!url.contains(&key));
+    wait_segments(&url, "segments of acme/main over RTMP");
+    let (status, streams) = api("GET", &server.url("/api/v1/streams"), None);
+    assert_eq!(status, 200);
+    assert!(
+        !streams.to_string().contains(&key),
+        "the API never shows a key: {streams}"
+    );
+
+    // A guessed key and the open-mode name are refused, with the reason ffmpeg shows.
+    let guess = format!("{}0", &key[..key.len() - 1]);
+    let guess = if guess == key {
+        format!("{}1", &key[..key.len() - 1])
+    } else {
+        guess
+    };
+    for wrong in [guess.as_str(), "main", "cam"] {
+        let mut p = rtmp_publisher(server.rtmp, wrong, &Publish::for_secs(5));
+        assert_refused(&mut p, &format!("RTMP key {wrong}"));
+        assert!(
+            p.log_text().contains("unknown stream key"),
+            "ffmpeg shows the reason; log:\n{}",
+            p.log_tail(20)
+        );
+    }
+    let metrics = server.metrics();
+    assert!(refused(&metrics, "unknown_key") >= 3.0, "{metrics}");
+    assert!(
+        !server.log_text().contains(&key),
+        "the key never reaches a log line"
+    );
+
+    // SRT with a key of the same tenant, and a wrong one.
+    let (_, srt_key) = new_key(&base, "acme", "field");
+    let mut srt = srt_publisher(server.srt, &srt_key);
+    wait_segments(
+        &playlist(&server, "acme", "field"),
+        "segments of acme/field over SRT",
+    );
+    let mut wrong = srt_publisher(server.srt, &guess);
+    assert_refused(&mut wrong, "SRT with a wrong key");
+    wait_for(
+        "the SRT refusal counted",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || (refused(&server.metrics(), "unknown_key") >= 4.0).then_some(()),
+    );
+    srt.kill();
+    publisher.kill();
+}
+
+#[test]
+fn rotation_keeps_the_stream_and_revocation_ends_it() {
+    let server = Server::start(&["--admin-token", TOKEN, "--reconnect-window", "3s"]);
+    let base = server.url("");
+    let (id, key) = tenant_with_key(&base, "acme", "main");
+    let mut publisher = rtmp_publisher(server.rtmp, &key, &Publish::forever());
+    let url = playlist(&server, "acme", "main");
+    let before = wait_playlist(&url, Duration::from_secs(30), "a segment", |pl| {
+        !pl.segments.is_empty()
+    });
+    let seen = before.next_msn();
+
+    // Rotation: a new secret for the same key id; the live publisher goes on.
+    let (status, rotated) = api(
+        "POST",
+        &format!("{base}/api/v1/tenants/acme/keys/{id}/rotate"),
+        None,
+    );
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["id"], id.as_str());
+    assert_ne!(rotated["key"], key.as_str());
+    wait_playlist(&url, Duration::from_secs(20), "three more segments", |pl| {
+        pl.next_msn() >= seen + 3 && !pl.endlist
+    });
+    assert!(publisher.is_running(), "rotation kept the publisher");
+    let (_, stream) = api("GET", &server.url("/api/v1/streams/acme/main"), None);
+    assert_eq!(stream["live_here"], true, "{stream}");
+    // The old secret no longer publishes (refused before the stream is looked at, so not
+    // as "already live").
+    let mut old = rtmp_publisher(server.rtmp, &key, &Publish::for_secs(5));
+    assert_refused(&mut old, "the rotated-away key");
+
+    // Revocation: the publisher is disconnected, the stream goes reconnecting, then ends.
+    let (status, revoked) = api(
+        "DELETE",
+        &format!("{base}/api/v1/tenants/acme/keys/{id}"),
+        None,
+    );
+    assert_eq!(status, 200, "{revoked}");
+    let started = Instant::now();
+    wait_for(
+        "the stream to go reconnecting or ended",
+        Duration::from_secs(15),
+        Duration::from_millis(200),
+        || {
+            let (_, s) = api("GET", &server.url("/api/v1/streams/acme/main"), None);
+            (s["live_here"] != true).then_some(())
+        },
+    );
+    wait_playlist(&url, Duration::from_secs(20), "EXT-X-ENDLIST", |pl| {
+        pl.endlist
+    });
+    eprintln!("revoked → ended in {:?}", started.elapsed());
+    // The encoder retrying with the revoked key is refused.
+    let new_key = rotated["key"].as_str().unwrap();
+    let mut retry = rtmp_publisher(server.rtmp, new_key, &Publish::for_secs(5));
+    assert_refused(&mut retry, "the revoked key");
+    publisher.kill();
+}
+
+#[test]
+fn a_key_made_through_one_worker_publishes_through_another_within_a_second() {
+    let cluster = Cluster::start(ClusterOpts {
+        workers: 2,
+        worker_args: vec!["--admin-token".into(), TOKEN.into()],
+        ..ClusterOpts::default()
+    });
+    let a = &cluster.workers[0];
+    let b = &cluster.workers[1];
+    let (_, key) = tenant_with_key(&a.url(""), "acme", "main");
+    let made = Instant::now();
+    thread::sleep(Duration::from_secs(1).saturating_sub(made.elapsed()));
+    let mut publisher = rtmp_publisher(b.rtmp, &key, &Publish::forever());
+    // Watched from either worker.
+    wait_segments(&playlist(b, "acme", "main"), "segments through worker B");
+    wait_segments(&playlist(a, "acme", "main"), "the same stream on worker A");
+    assert!(
+        refused(&b.metrics(), "unknown_key") == 0.0,
+        "worker B knew the key at once"
+    );
+    publisher.kill();
+}
