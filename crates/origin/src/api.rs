@@ -456,7 +456,7 @@ struct CreateTenant {
     name: String,
     #[serde(default)]
     pool: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "quotas_object")]
     quotas: Quotas,
     #[serde(default)]
     playback: Playback,
@@ -468,7 +468,7 @@ struct CreateTenant {
 struct PatchTenant {
     #[serde(default, deserialize_with = "present")]
     pool: Option<Option<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_quotas_object")]
     quotas: Option<Quotas>,
     #[serde(default)]
     playback: Option<Playback>,
@@ -509,7 +509,23 @@ fn issued_json(issued: &IssuedKey) -> IssuedKeyJson {
 /// A JSON request body, or why it is not one (answered as a 400, in JSON like every
 /// answer).
 fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))?;
+    // Serde reads a struct from an array too; the API takes objects only.
+    if !value.is_object() {
+        return Err("invalid request body: a JSON object is expected".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("invalid request body: {e}"))
+}
+
+/// Quotas from a JSON object only (not from an array, which serde would also read).
+fn quotas_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Quotas, D::Error> {
+    let map = serde_json::Map::deserialize(d)?;
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
+}
+
+fn some_quotas_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quotas>, D::Error> {
+    quotas_object(d).map(Some)
 }
 
 /// The 403 of the tenant calls on a worker without an operator token.

@@ -289,6 +289,7 @@ impl Tenants {
     /// its settings set to the file's if they differ (its keys are kept).
     pub async fn declare(&self, declared: &[(String, TenantSettings)]) -> Result<(), ManageError> {
         for (name, settings) in declared {
+            check_settings(settings)?;
             self.change(name, true, |t| {
                 t.settings = settings.clone();
                 Ok(())
@@ -483,13 +484,29 @@ fn check_tenant_name(name: &str) -> Result<(), ManageError> {
     }
 }
 
+/// The largest bitrate quota accepted: 2^53 - 1 bits per second, the largest integer every
+/// JSON reader (JavaScript's included) reads exactly; far above any real stream.
+pub const MAX_QUOTA_BITRATE_BPS: u64 = (1 << 53) - 1;
+
 fn check_settings(settings: &TenantSettings) -> Result<(), ManageError> {
-    match &settings.pool {
-        Some(pool) if !valid_tenant_name(pool) => Err(ManageError::Invalid(
-            "invalid pool name: 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit".into(),
-        )),
-        _ => Ok(()),
+    if let Some(pool) = &settings.pool {
+        if !valid_tenant_name(pool) {
+            return Err(ManageError::Invalid(
+                "invalid pool name: 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit"
+                    .into(),
+            ));
+        }
     }
+    if settings
+        .quotas
+        .max_bitrate_bps
+        .is_some_and(|b| b > MAX_QUOTA_BITRATE_BPS)
+    {
+        return Err(ManageError::Invalid(format!(
+            "max_bitrate_bps must be at most {MAX_QUOTA_BITRATE_BPS}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
