@@ -4,7 +4,8 @@
 //! reason the encoder shows and counted; rotation keeps the live publisher streaming while
 //! the old secret stops working; revocation disconnects the publisher and its stream goes
 //! `reconnecting`, then ends. On a two-worker Redis cluster a key made through worker A
-//! publishes through worker B a second later.
+//! publishes through worker B a second later. `tidegate tenant` and `tidegate key` drive the
+//! same API.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -268,4 +269,73 @@ fn a_key_made_through_one_worker_publishes_through_another_within_a_second() {
         "worker B knew the key at once"
     );
     publisher.kill();
+}
+
+/// `tidegate ARGS --api URL [--token T]`: (success, stdout, stderr).
+fn cli(server: &Server, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(tidegate_bin());
+    cmd.args(args).args(["--api", &server.url("")]);
+    cmd.env_remove("TIDEGATE_ADMIN_TOKEN")
+        .env_remove("TIDEGATE_API");
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    let out = cmd.output().expect("run tidegate");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_tenant_and_key_commands_drive_the_same_api() {
+    let server = Server::start(&["--admin-token", TOKEN]);
+    let ok = |args: &[&str]| -> Value {
+        let (success, stdout, stderr) = cli(&server, Some(TOKEN), args);
+        assert!(success, "tidegate {args:?} failed: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {stdout}"))
+    };
+    let created = ok(&["tenant", "create", "acme", "--max-streams", "5"]);
+    assert_eq!(created["name"], "acme");
+    assert_eq!(created["quotas"]["max_streams"], 5);
+    let updated = ok(&["tenant", "update", "acme", "--max-bitrate-bps", "8000000"]);
+    assert_eq!(updated["quotas"]["max_streams"], 5, "kept: {updated}");
+    assert_eq!(updated["quotas"]["max_bitrate_bps"], 8_000_000);
+
+    let issued = ok(&["key", "create", "acme", "main"]);
+    let key = issued["key"].as_str().unwrap().to_owned();
+    let id = issued["id"].as_str().unwrap().to_owned();
+    let listed = ok(&["key", "list", "acme"]);
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert!(
+        !listed.to_string().contains(&key),
+        "a list never shows a key"
+    );
+
+    // The key the command printed publishes.
+    let mut publisher = rtmp_publisher(server.rtmp, &key, &Publish::forever());
+    wait_segments(
+        &playlist(&server, "acme", "main"),
+        "segments with the CLI's key",
+    );
+    let rotated = ok(&["key", "rotate", "acme", &id]);
+    assert_ne!(rotated["key"], key.as_str());
+    assert!(publisher.is_running(), "rotation kept the publisher");
+    assert_eq!(ok(&["key", "revoke", "acme", &id])["action"], "revoked");
+    assert_eq!(
+        publisher
+            .wait_exit(Duration::from_secs(15))
+            .map(|s| s.success()),
+        Some(false),
+        "revocation disconnected the publisher"
+    );
+
+    // Errors carry the status and the API's message.
+    let (success, _, stderr) = cli(&server, Some("wrong"), &["tenant", "list"]);
+    assert!(!success && stderr.contains("401"), "{stderr}");
+    let (success, _, stderr) = cli(&server, Some(TOKEN), &["tenant", "show", "nobody"]);
+    assert!(!success && stderr.contains("404"), "{stderr}");
+    assert_eq!(ok(&["tenant", "delete", "acme"])["action"], "deleted");
+    assert_eq!(ok(&["tenant", "list"]), json!([]));
 }
