@@ -109,11 +109,25 @@ fn spawn_change_listener(
         let mut poll = tokio::time::interval(tenants::TENANT_REFRESH_INTERVAL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         poll.tick().await;
+        // One line when reading starts failing and one when it works again, not one every
+        // few seconds through a store outage.
+        let failing = std::sync::atomic::AtomicBool::new(false);
         let refresh = |why: &'static str| {
             let tenants = tenants.clone();
+            let failing = &failing;
             async move {
-                if let Err(e) = tenants.refresh().await {
-                    warn!(error = %e, why, "cannot read the tenants; the previous ones stay");
+                use std::sync::atomic::Ordering::Relaxed;
+                match tenants.refresh().await {
+                    Ok(()) => {
+                        if failing.swap(false, Relaxed) {
+                            info!("the tenants can be read again");
+                        }
+                    }
+                    Err(e) => {
+                        if !failing.swap(true, Relaxed) {
+                            warn!(error = %e, why, "cannot read the tenants; the previous ones stay");
+                        }
+                    }
                 }
             }
         };
