@@ -5,7 +5,7 @@
 //! the old secret stops working; revocation disconnects the publisher and its stream goes
 //! `reconnecting`, then ends. On a two-worker Redis cluster a key made through worker A
 //! publishes through worker B a second later. `tidegate tenant` and `tidegate key` drive the
-//! same API.
+//! same API, and RTMPS resolves keys as RTMP does.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -338,4 +338,64 @@ fn the_tenant_and_key_commands_drive_the_same_api() {
     assert!(!success && stderr.contains("404"), "{stderr}");
     assert_eq!(ok(&["tenant", "delete", "acme"])["action"], "deleted");
     assert_eq!(ok(&["tenant", "list"]), json!([]));
+}
+
+#[test]
+fn rtmps_publishes_with_a_key_and_refuses_a_wrong_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("tls.crt");
+    let key_file = dir.path().join("tls.key");
+    let out = Command::new(require_cmd("openssl"))
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .arg("ec_paramgen_curve:prime256v1")
+        .args(["-nodes", "-days", "2", "-subj", "/CN=tenants"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key_file)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {out:?}");
+    let rtmps: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let server = Server::start(&[
+        "--admin-token",
+        TOKEN,
+        "--rtmps-listen",
+        &rtmps.to_string(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key_file.to_str().unwrap(),
+    ]);
+    let (_, key) = tenant_with_key(&server.url(""), "acme", "secure");
+    let mut publisher = publish_ffmpeg(
+        Media::H264Aac,
+        &format!("rtmps://{rtmps}/live/{key}"),
+        &Publish::forever(),
+    );
+    wait_segments(
+        &playlist(&server, "acme", "secure"),
+        "segments of acme/secure over RTMPS",
+    );
+    let mut wrong = publish_ffmpeg(
+        Media::H264Aac,
+        &format!("rtmps://{rtmps}/live/cam"),
+        &Publish::for_secs(5),
+    );
+    assert_refused(&mut wrong, "RTMPS with the open-mode name");
+    assert!(
+        wrong.log_text().contains("unknown stream key"),
+        "{}",
+        wrong.log_tail(20)
+    );
+    let metrics = server.metrics();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tidegate_publish_refused_total{")
+                && l.contains("protocol=\"rtmps\"")
+                && l.contains("reason=\"unknown_key\"")),
+        "{metrics}"
+    );
+    publisher.kill();
 }
