@@ -235,7 +235,8 @@ impl KeyHash {
         Self(h.finalize().into())
     }
 
-    /// Whether `key` hashes to this, compared in constant time.
+    /// Whether `key` hashes to this, compared in constant time. (`==` on two hashes is not:
+    /// use this for anything a peer presented.)
     pub fn matches(&self, key: &StreamKey) -> bool {
         bool::from(self.0.ct_eq(&key.hash().0))
     }

@@ -157,10 +157,9 @@ impl KeyIndex {
         }
         let key = StreamKey::parse(presented).ok_or(KeyRefusal::UnknownKey)?;
         let candidates = self.by_id.get(key.id()).ok_or(KeyRefusal::UnknownKey)?;
-        let hash = key.hash();
         candidates
             .iter()
-            .find(|e| e.key.hash == hash && e.key.hash.matches(&key))
+            .find(|e| e.key.hash.matches(&key))
             .and_then(|e| StreamId::new(&e.tenant, &e.key.stream))
             .map(|id| Admission {
                 id,
