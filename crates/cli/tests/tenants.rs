@@ -118,6 +118,10 @@ fn assert_refused(p: &mut Proc, what: &str) {
     }
 }
 
+fn get_playlist_msn(url: &str) -> u64 {
+    wait_playlist(url, Duration::from_secs(10), "the playlist", |_| true).next_msn()
+}
+
 fn wait_segments(url: &str, what: &str) {
     wait_playlist(url, Duration::from_secs(30), what, |pl| {
         !pl.segments.is_empty()
@@ -219,6 +223,20 @@ fn rotation_keeps_the_stream_and_revocation_ends_it() {
     // as "already live").
     let mut old = rtmp_publisher(server.rtmp, &key, &Publish::for_secs(5));
     assert_refused(&mut old, "the rotated-away key");
+
+    // Revoking another key of the same stream (a second encoder's) leaves this one alone.
+    let (spare, _) = new_key(&base, "acme", "main");
+    let (status, _) = api(
+        "DELETE",
+        &format!("{base}/api/v1/tenants/acme/keys/{spare}"),
+        None,
+    );
+    assert_eq!(status, 200);
+    let before = get_playlist_msn(&url);
+    wait_playlist(&url, Duration::from_secs(20), "two more segments", |pl| {
+        pl.next_msn() >= before + 2 && !pl.endlist
+    });
+    assert!(publisher.is_running(), "another key's revocation kept it");
 
     // Revocation: the publisher is disconnected, the stream goes reconnecting, then ends.
     let (status, revoked) = api(

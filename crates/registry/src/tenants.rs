@@ -168,10 +168,10 @@ impl KeyIndex {
             .ok_or(KeyRefusal::UnknownKey)
     }
 
-    /// The streams a key of `previous` published that no key of `self` with the same id
-    /// publishes any more (revoked keys, deleted tenants, a key moved to another stream).
-    /// A rotated key keeps its id and stream, so its stream is not listed.
-    pub fn revoked_since(&self, previous: &KeyIndex) -> Vec<StreamId> {
+    /// The keys of `previous` (with the stream each published) that `self` no longer has
+    /// for that stream: revoked keys, deleted tenants. A rotated key keeps its id and
+    /// stream, so it is not listed.
+    pub fn revoked_since(&self, previous: &KeyIndex) -> Vec<(StreamId, KeyId)> {
         let mut out = BTreeSet::new();
         for (id, entries) in &previous.by_id {
             for e in entries {
@@ -181,7 +181,7 @@ impl KeyIndex {
                 });
                 if !kept {
                     if let Some(stream) = StreamId::new(&e.tenant, &e.key.stream) {
-                        out.insert(stream);
+                        out.insert((stream, id.clone()));
                     }
                 }
             }
@@ -198,6 +198,10 @@ pub struct Tenants {
     index: RwLock<Option<Arc<KeyIndex>>>,
     /// Serialises refreshes, so two of them cannot swap an older index over a newer one.
     refreshing: tokio::sync::Mutex<()>,
+    /// The key each stream was last admitted with here: a revocation disconnects a
+    /// stream's publisher only when it is that key (a stream may have several, e.g. one
+    /// per encoder). At most one entry per keyed stream.
+    admitted: std::sync::Mutex<HashMap<StreamId, KeyId>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -214,6 +218,7 @@ impl Tenants {
             streams,
             index: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            admitted: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -228,10 +233,18 @@ impl Tenants {
 
     /// The stream `presented` publishes, with the index as it is now.
     pub fn resolve(&self, presented: &str) -> Result<Admission, KeyRefusal> {
-        match self.current() {
-            Some(index) => index.resolve(presented),
-            None => Err(KeyRefusal::Unavailable),
+        let admission = match self.current() {
+            Some(index) => index.resolve(presented)?,
+            None => return Err(KeyRefusal::Unavailable),
+        };
+        if let Some(key) = &admission.key {
+            self.admitted().insert(admission.id.clone(), key.clone());
         }
+        Ok(admission)
+    }
+
+    fn admitted(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, KeyId>> {
+        self.admitted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reads every tenant from the state store, swaps the index in, and kicks the
@@ -260,7 +273,21 @@ impl Tenants {
             Some(_) => {}
         }
         if let Some(previous) = previous {
-            for id in next.revoked_since(&previous) {
+            let revoked: Vec<StreamId> = {
+                let mut admitted = self.admitted();
+                next.revoked_since(&previous)
+                    .into_iter()
+                    .filter(|(stream, key)| {
+                        let its_key = admitted.get(stream) == Some(key);
+                        if its_key {
+                            admitted.remove(stream);
+                        }
+                        its_key
+                    })
+                    .map(|(stream, _)| stream)
+                    .collect()
+            };
+            for id in revoked {
                 if self.streams.kick(&id).await {
                     info!(stream = %id, "publisher disconnected: its stream key was revoked");
                 }
@@ -592,7 +619,10 @@ mod tests {
         let after = KeyIndex::new(&[tenant("acme", &[(&rotated, "main")])]);
         assert_eq!(
             after.revoked_since(&before),
-            vec![id("acme", "backup"), id("beta", "main")]
+            vec![
+                (id("acme", "backup"), backup.id().clone()),
+                (id("beta", "main"), other.id().clone())
+            ]
         );
         assert!(
             after.resolve(main.expose()).is_err(),
@@ -603,6 +633,22 @@ mod tests {
             id("acme", "main")
         );
         assert!(before.revoked_since(&before).is_empty());
+    }
+
+    #[test]
+    fn revoking_one_of_a_streams_keys_names_that_key_only() {
+        let first = StreamKey::generate().unwrap();
+        let second = StreamKey::generate().unwrap();
+        let before = KeyIndex::new(&[tenant("acme", &[(&first, "main"), (&second, "main")])]);
+        let after = KeyIndex::new(&[tenant("acme", &[(&first, "main")])]);
+        assert_eq!(
+            after.revoked_since(&before),
+            vec![(id("acme", "main"), second.id().clone())]
+        );
+        assert_eq!(
+            after.resolve(first.expose()).unwrap().id,
+            id("acme", "main")
+        );
     }
 
     #[test]
