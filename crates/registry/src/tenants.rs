@@ -198,10 +198,12 @@ pub struct Tenants {
     index: RwLock<Option<Arc<KeyIndex>>>,
     /// Serialises refreshes, so two of them cannot swap an older index over a newer one.
     refreshing: tokio::sync::Mutex<()>,
-    /// The key each stream was last admitted with here: a revocation disconnects a
-    /// stream's publisher only when it is that key (a stream may have several, e.g. one
-    /// per encoder). At most one entry per keyed stream.
-    admitted: std::sync::Mutex<HashMap<StreamId, KeyId>>,
+    /// The keys each stream was admitted with here: a revocation disconnects a stream's
+    /// publisher only when the key was one of them (a stream may have several keys, e.g.
+    /// one per encoder). A key admitted but then refused (the stream was live) stays
+    /// listed: a revocation must never miss the key a live publisher came with, and at
+    /// worst it disconnects one that reconnects at once. Bounded by the keys that exist.
+    admitted: std::sync::Mutex<HashMap<StreamId, BTreeSet<KeyId>>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -238,12 +240,15 @@ impl Tenants {
             None => return Err(KeyRefusal::Unavailable),
         };
         if let Some(key) = &admission.key {
-            self.admitted().insert(admission.id.clone(), key.clone());
+            self.admitted()
+                .entry(admission.id.clone())
+                .or_default()
+                .insert(key.clone());
         }
         Ok(admission)
     }
 
-    fn admitted(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, KeyId>> {
+    fn admitted(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, BTreeSet<KeyId>>> {
         self.admitted.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -278,13 +283,18 @@ impl Tenants {
                 next.revoked_since(&previous)
                     .into_iter()
                     .filter(|(stream, key)| {
-                        let its_key = admitted.get(stream) == Some(key);
-                        if its_key {
+                        let Some(keys) = admitted.get_mut(stream) else {
+                            return false;
+                        };
+                        let its_key = keys.remove(key);
+                        if keys.is_empty() {
                             admitted.remove(stream);
                         }
                         its_key
                     })
                     .map(|(stream, _)| stream)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
                     .collect()
             };
             for id in revoked {
