@@ -12,6 +12,7 @@ use tidegate_server::config::{PullConfig, SegmentFormat, TakeoverPolicy};
 use tidegate_server::ServeConfig;
 use tokio_util::sync::CancellationToken;
 
+mod admin;
 mod bench;
 
 /// Threads of the runtime's blocking pool (see the runtime builder in `main`).
@@ -38,6 +39,10 @@ enum Command {
     /// Load generator: N paced publishers (and M HLS viewers) from one media file, with a
     /// report.
     Bench(bench::BenchArgs),
+    /// Manage tenants through the admin API (create, list, show, update, delete).
+    Tenant(admin::TenantArgs),
+    /// Manage a tenant's stream keys through the admin API (create, list, rotate, revoke).
+    Key(admin::KeyArgs),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -285,6 +290,8 @@ fn report(e: &anyhow::Error) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Tenant(args) => admin::tenant(args),
+        Command::Key(args) => admin::key(args),
         Command::CheckConfig(args) => {
             let config = args.resolve()?;
             config.validate()?;

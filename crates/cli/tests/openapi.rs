@@ -151,6 +151,13 @@ fn the_api_matches_docs_openapi_yaml() {
             format!("{one}/end"),
             "/api/v1/streams/{tenant}/{stream}/end",
         ),
+        ("GET", server.url("/api/v1/tenants"), "/api/v1/tenants"),
+        ("POST", server.url("/api/v1/tenants"), "/api/v1/tenants"),
+        (
+            "POST",
+            server.url("/api/v1/tenants/acme/keys"),
+            "/api/v1/tenants/{tenant}/keys",
+        ),
     ] {
         for token in [None, Some("not-the-token")] {
             let (status, www, body) = call(method, &url, token);

@@ -217,13 +217,33 @@ pub struct ServeConfig {
     pub ended_retention: Duration,
 }
 
-/// One tenant's settings (`[tenants.NAME]` in the file).
+/// One tenant declared in the file (`[tenants.NAME]`). Declaring a tenant ends open mode:
+/// at start the worker writes it to the shared state (created if absent, its pool, quotas
+/// and playback set to these if they differ; its stream keys, made through the admin API,
+/// are kept).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TenantConfig {
+    /// Its dedicated worker pool; unset for the shared pool.
+    pub pool: Option<String>,
+    /// Its limits (`[tenants.NAME.quotas]`: `max-streams`, `max-bitrate-bps`).
+    pub quotas: tidegate_model::Quotas,
+    /// `public` (default) or `signed`.
+    pub playback: tidegate_model::Playback,
     /// Health thresholds that differ from the server's `[health]`: only the keys given here
     /// change, the rest follow the server (`[tenants.NAME.health]`, same keys as `[health]`).
     pub health: Option<toml::Table>,
+}
+
+impl TenantConfig {
+    /// What the shared state keeps of it.
+    pub fn settings(&self) -> tidegate_model::TenantSettings {
+        tidegate_model::TenantSettings {
+            pool: self.pool.clone(),
+            quotas: self.quotas.clone(),
+            playback: self.playback,
+        }
+    }
 }
 
 impl Default for ServeConfig {
@@ -524,8 +544,19 @@ impl ServeConfig {
         };
         let mut out = std::collections::HashMap::new();
         for (tenant, t) in &self.tenants {
-            if !tidegate_model::valid_name(tenant) {
-                return Err(invalid(format!("`{tenant}` is not a valid tenant name")));
+            if !tidegate_model::valid_tenant_name(tenant) {
+                return Err(invalid(format!(
+                    "`{tenant}` is not a valid tenant name (1 to 63 of a-z 0-9 _ -, \
+                     starting with a letter or a digit)"
+                )));
+            }
+            if t.pool
+                .as_deref()
+                .is_some_and(|p| !tidegate_model::valid_tenant_name(p))
+            {
+                return Err(invalid(format!(
+                    "tenants.{tenant}.pool: not a valid pool name (as a tenant name)"
+                )));
             }
             let Some(overrides) = &t.health else { continue };
             let mut table = toml::Table::try_from(&self.health)
@@ -839,6 +870,32 @@ mod tests {
         let out_of_range =
             ServeConfig::from_toml("[tenants.x.health]\nmax-drop-rate = 7.0\n").unwrap();
         assert!(out_of_range.validate().is_err());
+    }
+
+    #[test]
+    fn tenants_are_declared_with_pool_quotas_and_playback() {
+        let c = ServeConfig::from_toml(
+            "[tenants.acme]\npool = \"premium\"\nplayback = \"signed\"\n\
+             [tenants.acme.quotas]\nmax-streams = 5\nmax-bitrate-bps = 8000000\n\
+             [tenants.basic]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let acme = c.tenants["acme"].settings();
+        assert_eq!(acme.pool.as_deref(), Some("premium"));
+        assert_eq!(acme.quotas.max_streams, Some(5));
+        assert_eq!(acme.quotas.max_bitrate_bps, Some(8_000_000));
+        assert_eq!(acme.playback, tidegate_model::Playback::Signed);
+        assert_eq!(
+            c.tenants["basic"].settings(),
+            tidegate_model::TenantSettings::default()
+        );
+        for bad in ["[tenants.Acme]\n", "[tenants.acme]\npool = \"a b\"\n"] {
+            let c = ServeConfig::from_toml(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(ServeConfig::from_toml("[tenants.acme.quotas]\nmax-sreams = 1\n").is_err());
+        assert!(ServeConfig::from_toml("[tenants.acme]\nplayback = \"secret\"\n").is_err());
     }
 
     #[test]

@@ -224,8 +224,12 @@ label_values! {
     pub enum PublishRefusal {
         /// RTMP: a second `publish` on a connection that publishes.
         SecondPublish = "second_publish",
-        /// The key is not 1–128 of `[A-Za-z0-9._-]` or starts with `.`.
+        /// Open mode: the key is not 1–128 of `[A-Za-z0-9._-]` or starts with `.`.
         BadKey = "bad_key",
+        /// Tenants exist and the key is none of theirs (wrong, revoked, rotated away).
+        UnknownKey = "unknown_key",
+        /// The tenant directory could not be read yet (the state store did not answer).
+        KeysUnavailable = "keys_unavailable",
         /// SRT: no stream ID.
         MissingStreamid = "missing_streamid",
         /// SRT: `#!::` syntax without `r=KEY`, or an unknown `m=` mode.
@@ -354,6 +358,8 @@ label_values! {
         ListMedia = "list_media",
         /// Listing the cluster's workers.
         ListWorkers = "list_workers",
+        /// Reading or writing the tenants and their stream keys.
+        Tenants = "tenants",
     }
 }
 

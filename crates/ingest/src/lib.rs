@@ -29,6 +29,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The stream registry.
     pub streams: Arc<Streams>,
+    /// Which stream a key publishes (open mode: any key `K` is stream `K` of `default`).
+    pub tenants: Arc<tidegate_registry::tenants::Tenants>,
     /// The on-publish authorisation callback, when configured.
     pub on_publish: Option<OnPublish>,
     /// Caps on ingest connections, publishers and buffered bytes (RTMP and SRT share them;

@@ -45,13 +45,13 @@ use super::rtmps::{self, Certificate};
 use crate::metrics::{
     ConnectionErrorReason as Reason, LogArea, Protocol, ProtocolLabels, PublishRefusal,
 };
-use crate::store::StreamId;
 use crate::stream::{Publisher, PublisherClosed};
 use crate::webhooks::Verdict;
 use crate::Context;
 use tidegate_limits::{
     AcceptBackoff, ConnectionGuard, LogLimiter, LOG_LINES_PER_SECOND, LOG_WINDOW,
 };
+use tidegate_registry::tenants::KeyRefusal;
 
 /// Bytes read from the socket at once while publishing.
 const READ_CHUNK: usize = 64 * 1024;
@@ -567,21 +567,41 @@ impl Connection {
             );
             return;
         }
-        // Open mode: any key K is tenant `default`, stream K. The app name is not used
-        // (README: `rtmp://HOST/APP/KEY`, APP ignored).
-        let Some(id) = StreamId::new("default", key) else {
-            metrics.refused(self.protocol, PublishRefusal::BadKey);
-            let text = if key.is_empty() {
-                "no stream key: publish to rtmp://HOST/live/KEY"
-            } else {
-                "invalid stream key: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot"
-            };
-            if self.log.allow(now) {
-                warn!(key = %hint, app, "publish refused: {text}");
+        // The key as the tenant directory resolves it (open mode: any key K is tenant
+        // `default`, stream K). The app name is not used (README: `rtmp://HOST/APP/KEY`,
+        // APP ignored).
+        let id = match self.ctx.tenants.resolve(key) {
+            Ok(admitted) => admitted.id,
+            Err(refusal) => {
+                let (reason, status, text) = match refusal {
+                    KeyRefusal::BadKey if key.is_empty() => (
+                        PublishRefusal::BadKey,
+                        "NetStream.Publish.BadName",
+                        "no stream key: publish to rtmp://HOST/live/KEY",
+                    ),
+                    KeyRefusal::BadKey => (
+                        PublishRefusal::BadKey,
+                        "NetStream.Publish.BadName",
+                        refusal.text(),
+                    ),
+                    KeyRefusal::UnknownKey => (
+                        PublishRefusal::UnknownKey,
+                        "NetStream.Publish.BadName",
+                        refusal.text(),
+                    ),
+                    KeyRefusal::Unavailable => (
+                        PublishRefusal::KeysUnavailable,
+                        "NetStream.Publish.Rejected",
+                        refusal.text(),
+                    ),
+                };
+                metrics.refused(self.protocol, reason);
+                if self.log.allow(now) {
+                    warn!(key = %hint, app, "publish refused: {text}");
+                }
+                self.session.reject_publish(stream_id, status, text);
+                return;
             }
-            self.session
-                .reject_publish(stream_id, "NetStream.Publish.BadName", text);
-            return;
         };
         // The worker's publisher cap, before anything costs more (the on-publish callback,
         // the state store).

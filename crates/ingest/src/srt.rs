@@ -59,6 +59,7 @@ use crate::stream::{PublishError, Publisher};
 use crate::webhooks::Verdict;
 use crate::Context;
 use tidegate_limits::{ConnectionGuard, LogLimiter, Refusal, LOG_LINES_PER_SECOND, LOG_WINDOW};
+use tidegate_registry::tenants::{KeyRefusal, Tenants};
 
 /// Datagrams read per `recvmmsg` call.
 const BATCH: usize = 32;
@@ -115,6 +116,20 @@ pub enum StreamIdError {
     /// The key has characters outside `[A-Za-z0-9._-]`, starts with `.`, or is longer than
     /// 128 characters.
     BadKey,
+    /// Tenants exist and the key is none of theirs.
+    UnknownKey,
+    /// The tenant directory could not be read yet.
+    KeysUnavailable,
+}
+
+impl From<KeyRefusal> for StreamIdError {
+    fn from(r: KeyRefusal) -> Self {
+        match r {
+            KeyRefusal::BadKey => Self::BadKey,
+            KeyRefusal::UnknownKey => Self::UnknownKey,
+            KeyRefusal::Unavailable => Self::KeysUnavailable,
+        }
+    }
 }
 
 impl StreamIdError {
@@ -125,6 +140,8 @@ impl StreamIdError {
             Self::Syntax | Self::NoKey | Self::UnknownMode => PublishRefusal::BadStreamid,
             Self::Playback => PublishRefusal::PlaybackRefused,
             Self::BadKey => PublishRefusal::BadKey,
+            Self::UnknownKey => PublishRefusal::UnknownKey,
+            Self::KeysUnavailable => PublishRefusal::KeysUnavailable,
         }
     }
 
@@ -133,6 +150,8 @@ impl StreamIdError {
         match self {
             Self::Playback | Self::UnknownMode => RejectReason::BAD_MODE,
             Self::Missing | Self::Syntax | Self::NoKey | Self::BadKey => RejectReason::BAD_REQUEST,
+            Self::UnknownKey => RejectReason::UNAUTHORIZED,
+            Self::KeysUnavailable => RejectReason::DOWN,
         }
     }
 
@@ -149,6 +168,8 @@ impl StreamIdError {
             Self::BadKey => {
                 "stream key must be 1 to 128 of [A-Za-z0-9._-] and must not start with `.`"
             }
+            Self::UnknownKey => KeyRefusal::UnknownKey.text(),
+            Self::KeysUnavailable => KeyRefusal::Unavailable.text(),
         }
     }
 }
@@ -495,7 +516,7 @@ impl Router {
                     return;
                 }
             };
-        let id = match request_stream(&req) {
+        let id = match request_stream(&req, &self.ctx.tenants) {
             Ok(id) => id,
             Err(e) => {
                 let hint = req
@@ -797,10 +818,11 @@ pub(crate) fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, d
     let _ = state.try_send(UdpSockRef::from(socket), &transmit);
 }
 
-/// The stream a connection request asks to publish (open mode: tenant `default`).
-fn request_stream(req: &ConnectionRequest) -> Result<StreamId, StreamIdError> {
+/// The stream a connection request asks to publish: its key as the tenant directory
+/// resolves it (open mode: tenant `default`, stream KEY).
+fn request_stream(req: &ConnectionRequest, tenants: &Tenants) -> Result<StreamId, StreamIdError> {
     let r = parse_stream_id(req.stream_id().unwrap_or_default())?;
-    StreamId::new("default", &r.key).ok_or(StreamIdError::BadKey)
+    Ok(tenants.resolve(&r.key)?.id)
 }
 
 /// What an admitted caller holds until its connection ends (or it is refused): its place

@@ -1,6 +1,7 @@
 //! What every part of tidegate names the same way: stream and tenant ids and their name
-//! rules, the wall clock in Unix milliseconds, and the URLs of the configuration, each parsed
-//! once into a type ([`StateUrl`], [`StorageUrl`], [`SrtSource`], [`WebhookUrl`]).
+//! rules, tenants' settings and stream keys (format, hash, constant-time check), the wall
+//! clock in Unix milliseconds, and the URLs of the configuration, each parsed once into a
+//! type ([`StateUrl`], [`StorageUrl`], [`SrtSource`], [`WebhookUrl`]).
 //!
 //! A leaf: it depends on no other tidegate crate but the SRT protocol's constants.
 #![deny(missing_docs)]
@@ -27,6 +28,7 @@ macro_rules! serde_as_string {
 
 mod srt_source;
 mod store_url;
+mod tenant;
 mod webhook_url;
 
 use std::fmt;
@@ -35,6 +37,10 @@ use serde::{Deserialize, Serialize};
 
 pub use srt_source::{parse_srt_url, redact_url, SrtSource};
 pub use store_url::{valid_bucket, StateUrl, StorageUrl};
+pub use tenant::{
+    valid_tenant_name, KeyHash, KeyId, KeyRecord, NoRandomness, Playback, Quotas, StreamKey,
+    TenantSettings, KEY_ID_BYTES, KEY_PREFIX, KEY_SECRET_BYTES, MAX_TENANT_NAME_LEN, OPEN_TENANT,
+};
 pub use webhook_url::{check_url, WebhookUrl};
 
 /// Milliseconds since the Unix epoch (the wall clock used for program date time and records).

@@ -8,7 +8,15 @@
 //! | `POST streams/{tenant}/{stream}/kick` | disconnect its publisher on this worker |
 //! | `POST streams/{tenant}/{stream}/end` | end it now, wherever its publisher is |
 //! | `GET workers` | the cluster's live members with their load |
+//! | `GET, POST tenants` | every tenant; create one |
+//! | `GET, PATCH, DELETE tenants/{tenant}` | one tenant (settings and key ids); change it; delete it and its keys |
+//! | `POST tenants/{tenant}/keys` | a new stream key for a stream: the secret is in this answer only |
+//! | `POST tenants/{tenant}/keys/{id}/rotate` | a new secret for the key; its live publisher keeps streaming |
+//! | `DELETE tenants/{tenant}/keys/{id}` | revoke the key; its publisher is disconnected |
 //! | `GET openapi.yaml` | the description (no token needed) |
+//!
+//! The `tenants` calls need an operator token: without `--admin-token` they answer 403 (a
+//! worker without one would let anyone mint stream keys).
 //!
 //! **Figures of a stream held elsewhere.** Bitrate, protocol, packets, reasons and
 //! reconnects are measured by the worker the publisher is connected to; it publishes them
@@ -28,12 +36,14 @@ use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tidegate_model::{KeyRecord, Playback, Quotas, TenantSettings};
+use tidegate_registry::tenants::{IssuedKey, ManageError};
 
 use crate::metrics::StoreOp;
-use crate::store::{HolderFigures, StreamId, WorkerRecord};
+use crate::store::{HolderFigures, StoreError, StreamId, TenantRecord, WorkerRecord};
 use crate::stream::StreamSummary;
 use crate::{unix_ms, Context};
 
@@ -52,6 +62,14 @@ pub fn router(ctx: Arc<Context>) -> Router<Arc<Context>> {
         .route("/streams/{tenant}/{stream}/kick", post(kick))
         .route("/streams/{tenant}/{stream}/end", post(end))
         .route("/workers", get(workers))
+        .route("/tenants", get(list_tenants).post(create_tenant))
+        .route(
+            "/tenants/{tenant}",
+            get(one_tenant).patch(update_tenant).delete(delete_tenant),
+        )
+        .route("/tenants/{tenant}/keys", post(add_key))
+        .route("/tenants/{tenant}/keys/{id}/rotate", post(rotate_key))
+        .route("/tenants/{tenant}/keys/{id}", delete(revoke_key))
         // Every route above needs the token; the description below does not.
         .route_layer(middleware::from_fn_with_state(ctx, require_token))
         .route("/openapi.yaml", get(openapi))
@@ -387,6 +405,297 @@ async fn workers(State(ctx): State<Arc<Context>>) -> Response {
             ctx.metrics.store_error(StoreOp::ListWorkers);
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
+    }
+}
+
+/// A tenant as the API shows it: its settings and its keys' ids, never a secret or a hash.
+#[derive(Debug, Serialize)]
+struct TenantJson {
+    name: String,
+    pool: Option<String>,
+    quotas: Quotas,
+    playback: Playback,
+    keys: Vec<KeyJson>,
+    updated_ms: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct KeyJson {
+    id: String,
+    stream: String,
+    created_ms: i64,
+    rotated_ms: Option<i64>,
+}
+
+impl From<&KeyRecord> for KeyJson {
+    fn from(k: &KeyRecord) -> Self {
+        Self {
+            id: k.id.to_string(),
+            stream: k.stream.clone(),
+            created_ms: k.created_ms,
+            rotated_ms: k.rotated_ms,
+        }
+    }
+}
+
+fn tenant_json(t: &TenantRecord) -> TenantJson {
+    TenantJson {
+        name: t.name.clone(),
+        pool: t.settings.pool.clone(),
+        quotas: t.settings.quotas.clone(),
+        playback: t.settings.playback,
+        keys: t.keys.iter().map(KeyJson::from).collect(),
+        updated_ms: t.updated_ms,
+    }
+}
+
+/// `POST /tenants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    name: String,
+    #[serde(default)]
+    pool: Option<String>,
+    #[serde(default, deserialize_with = "quotas_object")]
+    quotas: Quotas,
+    #[serde(default)]
+    playback: Playback,
+}
+
+/// `PATCH /tenants/{tenant}`: only the fields present change (`"pool": null` clears it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchTenant {
+    #[serde(default, deserialize_with = "present")]
+    pool: Option<Option<String>>,
+    #[serde(default, deserialize_with = "some_quotas_object")]
+    quotas: Option<Quotas>,
+    #[serde(default)]
+    playback: Option<Playback>,
+}
+
+/// A field that is present (`null` included) reads as `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// `POST /tenants/{tenant}/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    stream: String,
+}
+
+/// A key as made or rotated: the only answers that carry its secret.
+#[derive(Serialize)]
+struct IssuedKeyJson {
+    id: String,
+    stream: String,
+    key: String,
+}
+
+fn issued_json(issued: &IssuedKey) -> IssuedKeyJson {
+    IssuedKeyJson {
+        id: issued.record.id.to_string(),
+        stream: issued.record.stream.clone(),
+        key: issued.key.expose().to_owned(),
+    }
+}
+
+/// A JSON request body, or why it is not one (answered as a 400, in JSON like every
+/// answer).
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))?;
+    // Serde reads a struct from an array too; the API takes objects only.
+    if !value.is_object() {
+        return Err("invalid request body: a JSON object is expected".into());
+    }
+    serde_json::from_value(value).map_err(|e| format!("invalid request body: {e}"))
+}
+
+/// Quotas from a JSON object only (not from an array, which serde would also read).
+fn quotas_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Quotas, D::Error> {
+    let map = serde_json::Map::deserialize(d)?;
+    serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
+}
+
+fn some_quotas_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quotas>, D::Error> {
+    quotas_object(d).map(Some)
+}
+
+/// The 403 of the tenant calls on a worker without an operator token.
+fn no_operator_token(ctx: &Context) -> Option<Response> {
+    ctx.config.admin_token.is_none().then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            "managing tenants needs an operator token: start the worker with --admin-token",
+        )
+    })
+}
+
+fn manage_error(ctx: &Context, e: &ManageError) -> Response {
+    let status = match e {
+        ManageError::NotFound(_) => StatusCode::NOT_FOUND,
+        ManageError::Exists | ManageError::TooManyKeys => StatusCode::CONFLICT,
+        ManageError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ManageError::NoRandomness(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ManageError::Store(e) => return store_error(ctx, e),
+    };
+    error(status, &e.to_string())
+}
+
+fn store_error(ctx: &Context, e: &StoreError) -> Response {
+    ctx.metrics.store_error(StoreOp::Tenants);
+    error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+}
+
+async fn list_tenants(State(ctx): State<Arc<Context>>) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    match ctx.tenants.list().await {
+        Ok(list) => Json(list.iter().map(tenant_json).collect::<Vec<_>>()).into_response(),
+        Err(e) => store_error(&ctx, &e),
+    }
+}
+
+async fn create_tenant(State(ctx): State<Arc<Context>>, bytes: bytes::Bytes) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    let req: CreateTenant = match body(&bytes) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let settings = TenantSettings {
+        pool: req.pool,
+        quotas: req.quotas,
+        playback: req.playback,
+    };
+    match ctx.tenants.create(&req.name, settings).await {
+        Ok(t) => (StatusCode::CREATED, Json(tenant_json(&t))).into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+async fn one_tenant(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    match ctx.tenants.get(&name).await {
+        Ok(Some(t)) => Json(tenant_json(&t)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such tenant"),
+        Err(e) => store_error(&ctx, &e),
+    }
+}
+
+async fn update_tenant(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    bytes: bytes::Bytes,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    let patch: PatchTenant = match body(&bytes) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let edit = |s: &mut TenantSettings| {
+        if let Some(pool) = &patch.pool {
+            s.pool.clone_from(pool);
+        }
+        if let Some(quotas) = &patch.quotas {
+            s.quotas = quotas.clone();
+        }
+        if let Some(playback) = patch.playback {
+            s.playback = playback;
+        }
+    };
+    match ctx.tenants.update(&name, edit).await {
+        Ok(t) => Json(tenant_json(&t)).into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+#[derive(Serialize)]
+struct TenantActionJson {
+    name: String,
+    action: &'static str,
+}
+
+async fn delete_tenant(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    match ctx.tenants.delete(&name).await {
+        Ok(t) => Json(TenantActionJson {
+            name: t.name,
+            action: "deleted",
+        })
+        .into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+async fn add_key(
+    State(ctx): State<Arc<Context>>,
+    Path(name): Path<String>,
+    bytes: bytes::Bytes,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    let req: CreateKey = match body(&bytes) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    match ctx.tenants.add_key(&name, &req.stream).await {
+        Ok(issued) => (StatusCode::CREATED, Json(issued_json(&issued))).into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+async fn rotate_key(
+    State(ctx): State<Arc<Context>>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    match ctx.tenants.rotate_key(&name, &id).await {
+        Ok(issued) => Json(issued_json(&issued)).into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+#[derive(Serialize)]
+struct KeyActionJson {
+    id: String,
+    stream: String,
+    action: &'static str,
+}
+
+async fn revoke_key(
+    State(ctx): State<Arc<Context>>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    match ctx.tenants.revoke_key(&name, &id).await {
+        Ok(k) => Json(KeyActionJson {
+            id: k.id.to_string(),
+            stream: k.stream,
+            action: "revoked",
+        })
+        .into_response(),
+        Err(e) => manage_error(&ctx, &e),
     }
 }
 

@@ -19,6 +19,7 @@ use tidegate_lifecycle::PhaseWatch;
 use tidegate_model::unix_ms;
 use tidegate_registry::stream;
 use tidegate_registry::stream::Streams;
+use tidegate_registry::tenants::Tenants;
 use tidegate_registry::worker::Member;
 use tidegate_store as store;
 use tidegate_store::StateStore;
@@ -35,6 +36,8 @@ pub struct Context {
     pub state: Arc<dyn StateStore>,
     /// This worker as a cluster member.
     pub member: Arc<Member>,
+    /// The tenant directory (`/api/v1/tenants`).
+    pub tenants: Arc<Tenants>,
     /// The worker's phase: `/readyz` fails from [`tidegate_lifecycle::Phase::Draining`] on.
     pub phase: PhaseWatch,
 }

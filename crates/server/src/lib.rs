@@ -41,7 +41,7 @@ use tidegate_events::{metrics, telemetry, webhooks};
 use tidegate_ingest as ingest;
 use tidegate_limits as limits;
 use tidegate_origin::{http, origin, urls};
-use tidegate_registry::{stream, worker};
+use tidegate_registry::{stream, tenants, worker};
 use tidegate_store as store;
 
 use std::sync::Arc;
@@ -89,26 +89,68 @@ pub enum ServeError {
 
 /// With a Redis state store, follows its change notifications so every worker drops a
 /// stream's cached playlist as soon as the owner lists a segment (the origin then serves it
-/// at once instead of after [`stream::REMOTE_RENDER_TTL`]).
+/// at once instead of after [`stream::REMOTE_RENDER_TTL`]), and reads the tenant directory
+/// again when a tenant changes (or the subscription comes back). Without notifications the
+/// directory is read every [`tenants::TENANT_REFRESH_INTERVAL`] all the same.
 fn spawn_change_listener(
     config: &config::StoreConfig,
     streams: Arc<Streams>,
+    tenants: Arc<tenants::Tenants>,
     stop: CancellationToken,
 ) {
     let mut changes = match store::changes(config) {
-        Ok(feed) => feed,
+        Ok(feed) => Some(feed),
         Err(e) => {
             warn!(error = %e, "redis change notifications unavailable; playlists are re-read every {:?}", stream::REMOTE_RENDER_TTL);
-            return;
+            None
         }
     };
     tokio::spawn(async move {
+        let mut poll = tokio::time::interval(tenants::TENANT_REFRESH_INTERVAL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll.tick().await;
+        // One line when reading starts failing and one when it works again, not one every
+        // few seconds through a store outage.
+        let failing = std::sync::atomic::AtomicBool::new(false);
+        let refresh = |why: &'static str| {
+            let tenants = tenants.clone();
+            let failing = &failing;
+            async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                match tenants.refresh().await {
+                    Ok(()) => {
+                        if failing.swap(false, Relaxed) {
+                            info!("the tenants can be read again");
+                        }
+                    }
+                    Err(e) => {
+                        if !failing.swap(true, Relaxed) {
+                            warn!(error = %e, why, "cannot read the tenants; the previous ones stay");
+                        }
+                    }
+                }
+            }
+        };
         loop {
+            let next = async {
+                match changes.as_mut() {
+                    Some(feed) => feed.next().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                c = changes.next() => match c {
-                    Some(c) => streams.apply_change(c).await,
-                    None => return,
+                c = next => match c {
+                    Some(store::Change::Tenant(_)) => refresh("tenant changed").await,
+                    Some(c) => {
+                        let resubscribed = c == store::Change::Subscribed;
+                        streams.apply_change(c).await;
+                        if resubscribed {
+                            refresh("change feed subscribed").await;
+                        }
+                    }
+                    None => changes = None,
                 },
+                _ = poll.tick() => refresh("periodic").await,
                 () = stop.cancelled() => return,
             }
         }
@@ -279,7 +321,25 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
 
-    warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
+    let tenants = tenants::Tenants::new(state.clone(), streams.clone());
+    let declared: Vec<_> = config
+        .tenants
+        .iter()
+        .map(|(name, t)| (name.clone(), t.settings()))
+        .collect();
+    tenants
+        .declare(&declared)
+        .await
+        .map_err(|e| ServeError::Store(format!("cannot write the file's tenants: {e}")))?;
+    tenants
+        .refresh()
+        .await
+        .map_err(|e| ServeError::Store(format!("cannot read the tenants: {e}")))?;
+    if tenants.is_open() == Some(true) {
+        warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
+    } else {
+        info!("tenants are configured: publishing needs a stream key");
+    }
     if config.admin_token.is_none() {
         warn!("admin API is open: set --admin-token to require a bearer token for /api/v1");
     }
@@ -318,6 +378,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         config: ingest_config,
         metrics: metrics.clone(),
         streams: streams.clone(),
+        tenants: tenants.clone(),
         on_publish,
         ingest_limits,
     });
@@ -327,6 +388,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         streams: streams.clone(),
         state: state.clone(),
         member: member.clone(),
+        tenants: tenants.clone(),
         phase: lifecycle.watch(),
     });
     let heartbeat_task = tokio::spawn(worker::run_heartbeat(
@@ -403,6 +465,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     spawn_change_listener(
         &store_config,
         streams.clone(),
+        tenants,
         lifecycle.stop_at(Phase::Leaving),
     );
     let http_task = {

@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use super::{valid_name, MediaStore, StateStore, StoreError, StreamId, StreamRecord, WorkerRecord};
+use super::{
+    valid_name, valid_tenant_name, MediaStore, StateStore, StoreError, StreamId, StreamRecord,
+    TenantRecord, WorkerRecord,
+};
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -189,6 +192,9 @@ impl MediaStore for FsMediaStore {
 /// [`WorkerRecord`] with its expiry time, `ID.incarnations` the start count. On a shared
 /// volume several workers list each other; expiry compares the writer's clock with the
 /// reader's, so their clocks must roughly agree (NTP), as for the stream records.
+///
+/// Tenants live under `<root>/.tenants`: `NAME.json` holds the [`TenantRecord`], replaced
+/// atomically; its compare-and-set on the revision runs under a per-process lock.
 #[derive(Debug, Clone)]
 pub struct FsStateStore {
     root: PathBuf,
@@ -198,12 +204,18 @@ pub struct FsStateStore {
     /// `stat` instead of reading and parsing the whole record back.
     known: Arc<std::sync::Mutex<HashMap<StreamId, (FileStamp, u64)>>>,
     register_lock: Arc<Mutex<()>>,
+    /// Serialises the tenant writes of this process.
+    tenant_lock: Arc<Mutex<()>>,
     /// Streams whose active marker this store created (and has not removed since).
     marked: Arc<std::sync::Mutex<std::collections::HashSet<StreamId>>>,
 }
 
 /// The directory under the state root that holds the worker records.
 const WORKERS_DIR: &str = ".workers";
+
+/// The directory under the state root that holds the tenant records (a name no tenant
+/// can have).
+const TENANTS_DIR: &str = ".tenants";
 
 /// The directory under the state root that holds the markers of the streams that are not
 /// ended (a name no tenant can have).
@@ -295,6 +307,7 @@ impl FsStateStore {
             locks: Arc::default(),
             known: Arc::default(),
             register_lock: Arc::default(),
+            tenant_lock: Arc::default(),
             marked: Arc::default(),
         }
     }
@@ -316,6 +329,26 @@ impl FsStateStore {
     /// at worst an entry is stale, and a stale stamp only means a read).
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, (FileStamp, u64)>> {
         self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tenant_path(&self, name: &str) -> Result<PathBuf, StoreError> {
+        if !valid_tenant_name(name) {
+            return Err(StoreError::InvalidPath(name.to_owned()));
+        }
+        Ok(self.root.join(TENANTS_DIR).join(format!("{name}.json")))
+    }
+
+    async fn read_tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        match tokio::fs::read(self.tenant_path(name)?).await {
+            Ok(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    what: format!("tenant {name}"),
+                    reason: e.to_string(),
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn workers_dir(&self) -> PathBuf {
@@ -569,6 +602,72 @@ impl StateStore for FsStateStore {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut rd = match tokio::fs::read_dir(self.root.join(TENANTS_DIR)).await {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e.into()),
+        };
+        while let Some(entry) = rd.next_entry().await? {
+            let fname = entry.file_name();
+            let Some(name) = fname.to_str().and_then(|n| n.strip_suffix(".json")) else {
+                continue;
+            };
+            if !valid_tenant_name(name) {
+                continue;
+            }
+            match self.read_tenant(name).await {
+                Ok(Some(t)) if t.name == name => out.push(t),
+                Ok(_) => {}
+                Err(StoreError::Corrupt { what, reason }) => {
+                    tracing::warn!(%what, %reason, "unreadable tenant record skipped");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn load_tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        self.read_tenant(name).await
+    }
+
+    async fn put_tenant(
+        &self,
+        expected_revision: Option<u64>,
+        record: &TenantRecord,
+    ) -> Result<(), StoreError> {
+        let path = self.tenant_path(&record.name)?;
+        let json = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
+            what: format!("tenant {}", record.name),
+            reason: e.to_string(),
+        })?;
+        let _guard = self.tenant_lock.lock().await;
+        let stored = self.read_tenant(&record.name).await?.map(|t| t.revision);
+        if stored != expected_revision {
+            return Err(StoreError::Conflict {
+                stored: stored.unwrap_or(0),
+                held: expected_revision.unwrap_or(0),
+            });
+        }
+        write_atomic(path, Bytes::from(json)).await?;
+        Ok(())
+    }
+
+    async fn delete_tenant(&self, name: &str, revision: u64) -> Result<bool, StoreError> {
+        let path = self.tenant_path(name)?;
+        let _guard = self.tenant_lock.lock().await;
+        match self.read_tenant(name).await? {
+            Some(t) if t.revision == revision => {
+                remove_if_present(&path)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 

@@ -22,6 +22,11 @@
 //! ([`StateUrl`], [`StorageUrl`] from `tidegate-model`), so `ServeConfig::validate` refuses
 //! exactly what [`open`] could not build.
 //!
+//! The state store also holds the tenants: one [`TenantRecord`] per tenant (its settings and
+//! its stream keys, hashed), written with a compare-and-set on its revision like the stream
+//! records on their epoch, and announced on the same change feed ([`Change::Tenant`]), so
+//! every worker of a cluster sees a new, rotated or revoked key within a second.
+//!
 //! [`changes`] follows what other workers write: a [`ChangeFeed`] of [`Change`]s (Redis
 //! pub/sub for a Redis state store; an embedded store has no other writer, so its feed is
 //! silent).
@@ -38,7 +43,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tidegate_config::StoreConfig;
 use tidegate_model::unix_ms;
-pub use tidegate_model::{valid_name, StateUrl, StorageUrl, StreamId, MAX_NAME_LEN};
+pub use tidegate_model::{
+    valid_name, valid_tenant_name, KeyId, KeyRecord, StateUrl, StorageUrl, StreamId, StreamKey,
+    TenantSettings, MAX_NAME_LEN,
+};
 use tidegate_packager::PlaylistState;
 
 /// The durable record of one stream.
@@ -181,6 +189,63 @@ pub struct WorkerRecord {
 
 pub use tidegate_ownership::MAX_TAKEOVER_HISTORY;
 
+/// Most stream keys one tenant may hold: the record is read whole by every worker, so it
+/// stays small (a key is about 150 bytes of JSON).
+pub const MAX_KEYS_PER_TENANT: usize = 1000;
+
+/// One tenant as the shared state holds it: its settings and its stream keys (hashes only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    /// Its name ([`valid_tenant_name`]).
+    pub name: String,
+    /// Pool, quotas, playback.
+    #[serde(default)]
+    pub settings: TenantSettings,
+    /// Its stream keys, in creation order.
+    #[serde(default)]
+    pub keys: Vec<KeyRecord>,
+    /// Counts the writes of this record: [`StateStore::put_tenant`] compares it, so two
+    /// workers changing one tenant at once cannot lose either change.
+    pub revision: u64,
+    /// Unix ms of the last write.
+    pub updated_ms: i64,
+}
+
+impl TenantRecord {
+    /// A new tenant without keys, at revision 1.
+    pub fn new(name: &str, settings: TenantSettings) -> Self {
+        Self {
+            name: name.to_owned(),
+            settings,
+            keys: Vec::new(),
+            revision: 1,
+            updated_ms: unix_ms(),
+        }
+    }
+
+    /// The key with id `id`.
+    pub fn key(&self, id: &KeyId) -> Option<&KeyRecord> {
+        self.keys.iter().find(|k| &k.id == id)
+    }
+
+    /// The key record `presented` is the current secret of, if any: looked up by its id,
+    /// then its hash compared in constant time.
+    pub fn verify(&self, presented: &StreamKey) -> Option<&KeyRecord> {
+        self.key(presented.id())
+            .filter(|k| k.hash.matches(presented))
+    }
+
+    /// The same tenant at the next revision (what a writer stores with the current revision
+    /// as the expected one).
+    pub fn next_revision(&self) -> Self {
+        Self {
+            revision: self.revision.saturating_add(1),
+            updated_ms: unix_ms(),
+            ..self.clone()
+        }
+    }
+}
+
 /// Errors of either store. `Conflict` is the fencing outcome, not a fault.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -260,6 +325,22 @@ pub trait StateStore: Send + Sync + 'static {
     async fn remove_worker(&self, worker_id: &str) -> Result<(), StoreError>;
     /// Every worker whose record has not expired, sorted by id.
     async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
+    /// Every tenant, sorted by name. A record this version cannot read is skipped (and
+    /// logged), not fatal: one odd tenant must not refuse every other tenant's keys.
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError>;
+    /// The tenant `name`, if it exists.
+    async fn load_tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError>;
+    /// Stores `record` if the stored revision is `expected_revision` (or there is no
+    /// record and `expected_revision` is `None`), else [`StoreError::Conflict`] (`stored`
+    /// and `held` are revisions). Announced as [`Change::Tenant`].
+    async fn put_tenant(
+        &self,
+        expected_revision: Option<u64>,
+        record: &TenantRecord,
+    ) -> Result<(), StoreError>;
+    /// Deletes the tenant `name` if its stored revision is still `revision`; `false` when it
+    /// is not (gone already, or changed since). Announced as [`Change::Tenant`].
+    async fn delete_tenant(&self, name: &str, revision: u64) -> Result<bool, StoreError>;
 }
 
 /// Media objects by path (`TENANT/STREAM/FILE`).
@@ -305,6 +386,8 @@ pub async fn open(
 pub enum Change {
     /// This stream's record was written (by any worker, this one included).
     Stream(StreamId),
+    /// This tenant was created, changed (settings, keys) or deleted.
+    Tenant(String),
     /// The subscription was (re)established. Notifications published while it was down are
     /// lost, so a consumer should refresh everything it caches when it sees this; it is
     /// also the first item, once the subscription is live.

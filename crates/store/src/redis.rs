@@ -8,7 +8,9 @@
 //! | `P:stream:TENANT/NAME` | string | the [`StreamRecord`] as JSON (the same bytes `fs.rs` writes) |
 //! | `P:streams` | set | `TENANT/NAME` of every stream with a record ([`StateStore::list`]) |
 //! | `P:active` | set | `TENANT/NAME` of every stream whose record is not ended ([`StateStore::list_active`]) |
-//! | `P:changes` | channel | `TENANT/NAME` published after each successful write |
+//! | `P:changes` | channel | `TENANT/NAME` published after each successful write of a stream, `tenant:NAME` after each of a tenant |
+//! | `P:tenant:NAME` | string | the [`TenantRecord`] as JSON ([`StateStore::put_tenant`]) |
+//! | `P:tenants` | set | names of every tenant with a record ([`StateStore::tenants`]) |
 //! | `P:worker:ID:incarnations` | integer | how often worker `ID` registered ([`StateStore::register_worker`]) |
 //! | `P:worker:ID` | string, with a TTL | the [`WorkerRecord`] as JSON, refreshed by each heartbeat ([`StateStore::put_worker`]) |
 //! | `P:workers` | set | ids of workers that wrote a record; members whose record expired are pruned when listed |
@@ -31,7 +33,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script, Value};
 use tokio::sync::mpsc;
 
-use super::{Change, StateStore, StoreError, StreamId, StreamRecord, WorkerRecord};
+use super::{Change, StateStore, StoreError, StreamId, StreamRecord, TenantRecord, WorkerRecord};
 
 /// Default key prefix: every key and the change channel start with `tidegate:`.
 pub const KEY_PREFIX: &str = "tidegate";
@@ -119,6 +121,65 @@ redis.call('PUBLISH', ARGV[3], ARGV[2])
 return 1
 "#;
 
+/// The compare-and-set of a tenant record on its revision, run atomically by Redis.
+///
+/// `KEYS[1]` the record, `KEYS[2]` the set of tenants; `ARGV[1]` the expected revision
+/// (`""` for "no record"), `ARGV[2]` the new JSON, `ARGV[3]` the tenant name, `ARGV[4]` the
+/// change channel, `ARGV[5]` the change payload. Replies as [`CAS_SCRIPT`].
+pub const TENANT_CAS_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+local stored = -1
+if cur then
+  local ok, rec = pcall(cjson.decode, cur)
+  if not ok or type(rec) ~= 'table' then
+    return redis.error_reply('TIDEGATE_CORRUPT tenant ' .. ARGV[3] .. ' is not JSON')
+  end
+  stored = 0
+  if type(rec['revision']) == 'number' then
+    stored = rec['revision']
+  end
+end
+local expected = -1
+if ARGV[1] ~= '' then expected = tonumber(ARGV[1]) end
+if stored ~= expected then
+  return {0, stored}
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return {1}
+"#;
+
+/// Deletes a tenant record whose revision is still the expected one, run atomically.
+///
+/// `KEYS[1]` the record, `KEYS[2]` the set of tenants; `ARGV[1]` the revision, `ARGV[2]`
+/// the tenant name, `ARGV[3]` the change channel, `ARGV[4]` the change payload. Returns 1
+/// when deleted, 0 otherwise (a record that is not JSON is left alone).
+pub const TENANT_DELETE_SCRIPT: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  return 0
+end
+local ok, rec = pcall(cjson.decode, cur)
+if not ok or type(rec) ~= 'table' or rec['revision'] ~= tonumber(ARGV[1]) then
+  return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"#;
+
+/// The change payload announcing a write of tenant `name`.
+fn tenant_payload(name: &str) -> String {
+    format!("{TENANT_PAYLOAD_PREFIX}{name}")
+}
+
+/// What starts a tenant's change payload (a stream's is `TENANT/NAME`, which has no `:`, so
+/// a worker of an older version ignores it).
+const TENANT_PAYLOAD_PREFIX: &str = "tenant:";
+
 /// Stream records in Redis with an atomic compare-and-set on the epoch.
 #[derive(Clone)]
 pub struct RedisStateStore {
@@ -127,6 +188,8 @@ pub struct RedisStateStore {
     prefix: String,
     cas: Script,
     delete: Script,
+    tenant_cas: Script,
+    tenant_delete: Script,
 }
 
 impl std::fmt::Debug for RedisStateStore {
@@ -181,6 +244,8 @@ impl RedisStateStore {
             prefix: prefix.to_owned(),
             cas: Script::new(CAS_SCRIPT),
             delete: Script::new(DELETE_SCRIPT),
+            tenant_cas: Script::new(TENANT_CAS_SCRIPT),
+            tenant_delete: Script::new(TENANT_DELETE_SCRIPT),
         };
         store.ping().await?;
         Ok(store)
@@ -229,6 +294,17 @@ impl RedisStateStore {
             return Err(StoreError::InvalidPath(worker_id.to_owned()));
         }
         Ok(format!("{}:worker:{worker_id}", self.prefix))
+    }
+
+    fn tenant_key(&self, name: &str) -> Result<String, StoreError> {
+        if !super::valid_tenant_name(name) {
+            return Err(StoreError::InvalidPath(name.to_owned()));
+        }
+        Ok(format!("{}:tenant:{name}", self.prefix))
+    }
+
+    fn tenants_key(&self) -> String {
+        format!("{}:tenants", self.prefix)
     }
 
     fn workers_key(&self) -> String {
@@ -297,10 +373,10 @@ fn spawn_subscriber(client: Client, channel: String) -> mpsc::Receiver<Change> {
                         let Ok(payload) = msg.get_payload::<String>() else {
                             continue;
                         };
-                        let Some(id) = parse_member(&payload) else {
+                        let Some(change) = parse_change(&payload) else {
                             continue;
                         };
-                        if tx.send(Change::Stream(id)).await.is_err() {
+                        if tx.send(change).await.is_err() {
                             return;
                         }
                     }
@@ -318,6 +394,14 @@ fn spawn_subscriber(client: Client, channel: String) -> mpsc::Receiver<Change> {
         }
     });
     rx
+}
+
+/// A change payload back into a [`Change`]; `None` for anything else.
+fn parse_change(payload: &str) -> Option<Change> {
+    match payload.strip_prefix(TENANT_PAYLOAD_PREFIX) {
+        Some(name) => super::valid_tenant_name(name).then(|| Change::Tenant(name.to_owned())),
+        None => parse_member(payload).map(Change::Stream),
+    }
 }
 
 /// `TENANT/NAME` back into an id; `None` for anything else.
@@ -383,18 +467,7 @@ impl StateStore for RedisStateStore {
                     )))
                 }
             };
-        match reply {
-            Value::Array(items) => match items.as_slice() {
-                [Value::Int(1)] => Ok(()),
-                [Value::Int(0), Value::Int(stored)] => Err(StoreError::Conflict {
-                    // -1: no record (reported as 0, as fs.rs does).
-                    stored: u64::try_from(*stored).unwrap_or(0),
-                    held: expected_epoch.unwrap_or(0),
-                }),
-                _ => Err(unexpected(&items)),
-            },
-            other => Err(unexpected(&other)),
-        }
+        cas_outcome(reply, expected_epoch)
     }
 
     async fn list(&self) -> Result<Vec<StreamId>, StoreError> {
@@ -522,6 +595,133 @@ impl StateStore for RedisStateStore {
         }
         Ok(out)
     }
+
+    /// SMEMBERS `PREFIX:tenants`, then MGET their records.
+    async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        let mut conn = self.conn.clone();
+        let set = self.tenants_key();
+        let mut names: Vec<String> = bounded("SMEMBERS", async move {
+            conn.smembers::<_, Vec<String>>(set).await
+        })
+        .await?;
+        names.retain(|n| super::valid_tenant_name(n));
+        names.sort();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = names
+            .iter()
+            .filter_map(|n| self.tenant_key(n).ok())
+            .collect();
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<Vec<u8>>> = bounded("MGET", async move {
+            redis::cmd("MGET")
+                .arg(keys)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                .await
+        })
+        .await?;
+        let mut out = Vec::with_capacity(names.len());
+        for (name, raw) in names.iter().zip(raw) {
+            match raw.map(|b| serde_json::from_slice::<TenantRecord>(&b)) {
+                Some(Ok(t)) if &t.name == name => out.push(t),
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => {
+                    tracing::warn!(tenant = %name, error = %e, "unreadable tenant record skipped")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn load_tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        let key = self.tenant_key(name)?;
+        let mut conn = self.conn.clone();
+        let raw: Option<Vec<u8>> =
+            bounded(
+                "GET",
+                async move { conn.get::<_, Option<Vec<u8>>>(key).await },
+            )
+            .await?;
+        raw.map(|v| {
+            serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt {
+                what: format!("tenant {name}"),
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_tenant(
+        &self,
+        expected_revision: Option<u64>,
+        record: &TenantRecord,
+    ) -> Result<(), StoreError> {
+        let key = self.tenant_key(&record.name)?;
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
+            what: format!("tenant {}", record.name),
+            reason: e.to_string(),
+        })?;
+        let mut conn = self.conn.clone();
+        let mut invocation = self.tenant_cas.key(key);
+        invocation
+            .key(self.tenants_key())
+            .arg(expected_revision.map(|r| r.to_string()).unwrap_or_default())
+            .arg(json)
+            .arg(&record.name)
+            .arg(self.changes_channel())
+            .arg(tenant_payload(&record.name));
+        let reply =
+            match tokio::time::timeout(CALL_TIMEOUT, invocation.invoke_async::<Value>(&mut conn))
+                .await
+            {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) if e.code() == Some(CORRUPT_CODE) => {
+                    return Err(StoreError::Corrupt {
+                        what: format!("tenant {}", record.name),
+                        reason: "stored record is not JSON".to_owned(),
+                    })
+                }
+                Ok(Err(e)) => return Err(unavailable(e)),
+                Err(_) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "redis: tenant compare-and-set took longer than {CALL_TIMEOUT:?}"
+                    )))
+                }
+            };
+        cas_outcome(reply, expected_revision)
+    }
+
+    async fn delete_tenant(&self, name: &str, revision: u64) -> Result<bool, StoreError> {
+        let key = self.tenant_key(name)?;
+        let mut conn = self.conn.clone();
+        let mut invocation = self.tenant_delete.key(key);
+        invocation
+            .key(self.tenants_key())
+            .arg(revision.to_string())
+            .arg(name)
+            .arg(self.changes_channel())
+            .arg(tenant_payload(name));
+        let deleted: i64 =
+            bounded("delete tenant", invocation.invoke_async::<i64>(&mut conn)).await?;
+        Ok(deleted == 1)
+    }
+}
+
+/// The outcome of a compare-and-set script's reply.
+fn cas_outcome(reply: Value, held: Option<u64>) -> Result<(), StoreError> {
+    match reply {
+        Value::Array(items) => match items.as_slice() {
+            [Value::Int(1)] => Ok(()),
+            [Value::Int(0), Value::Int(stored)] => Err(StoreError::Conflict {
+                // -1: no record (reported as 0, as fs.rs does).
+                stored: u64::try_from(*stored).unwrap_or(0),
+                held: held.unwrap_or(0),
+            }),
+            _ => Err(unexpected(&items)),
+        },
+        other => Err(unexpected(&other)),
+    }
 }
 
 fn unexpected(reply: &impl std::fmt::Debug) -> StoreError {
@@ -535,9 +735,17 @@ mod tests {
     #[test]
     fn members_round_trip_and_reject_junk() {
         let id = StreamId::new("acme", "cam-1").unwrap();
-        assert_eq!(parse_member(&id.to_string()), Some(id));
+        assert_eq!(parse_member(&id.to_string()), Some(id.clone()));
         for bad in ["", "acme", "acme/", "/cam", "acme/a/b", "../x/y", "acme/.x"] {
             assert_eq!(parse_member(bad), None, "{bad}");
+        }
+        assert_eq!(
+            parse_change(&tenant_payload("acme")),
+            Some(Change::Tenant("acme".into()))
+        );
+        assert_eq!(parse_change("acme/cam-1"), Some(Change::Stream(id)));
+        for bad in ["tenant:", "tenant:Acme", "tenant:../x", "tenant:a/b"] {
+            assert_eq!(parse_change(bad), None, "{bad}");
         }
     }
 }

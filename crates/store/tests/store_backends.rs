@@ -16,7 +16,8 @@ use tidegate_store::fs::FsStateStore;
 use tidegate_store::redis::{self as redis_store, RedisStateStore};
 use tidegate_store::s3::{self as s3_store, AmazonS3Builder, S3MediaStore};
 use tidegate_store::{
-    Change, MediaStore, StateStore, StoreError, StreamId, StreamRecord, WorkerRecord,
+    Change, KeyRecord, MediaStore, StateStore, StoreError, StreamId, StreamKey, StreamRecord,
+    TenantRecord, TenantSettings, WorkerRecord,
 };
 use tidegate_testkit::{free_tcp_port, require_cmd, MotoS3, Proc, RedisServer};
 
@@ -1022,4 +1023,216 @@ async fn rediss_connects_over_tls() {
         "rediss with an untrusted certificate was not refused as unavailable: {log}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Tenants and their keys, for any state store: create, conflicting writers, a key added,
+/// rotated and revoked, listing, deletion; returns each step's outcome so two backends can
+/// be compared.
+async fn tenant_scenario(store: &dyn StateStore) -> Vec<String> {
+    let show = |r: Result<(), StoreError>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(StoreError::Conflict { stored, held }) => format!("conflict {stored}/{held}"),
+        Err(StoreError::InvalidPath(p)) => format!("invalid {p}"),
+        Err(e) => panic!("unexpected error: {e}"),
+    };
+    let mut out = Vec::new();
+    assert!(store.tenants().await.unwrap().is_empty());
+    assert!(store.load_tenant("acme").await.unwrap().is_none());
+    let settings: TenantSettings =
+        serde_json::from_value(serde_json::json!({"quotas": {"max_streams": 5}})).unwrap();
+    let acme = TenantRecord::new("acme", settings);
+    out.push(show(store.put_tenant(None, &acme).await));
+    // A second creation of the same name loses.
+    out.push(show(store.put_tenant(None, &acme).await));
+    out.push(show(
+        store
+            .put_tenant(None, &TenantRecord::new("../x", TenantSettings::default()))
+            .await,
+    ));
+    out.push(show(
+        store
+            .put_tenant(None, &TenantRecord::new("beta", TenantSettings::default()))
+            .await,
+    ));
+
+    // A key: only its hash is stored; it verifies, a guess does not.
+    let key = StreamKey::generate().unwrap();
+    let mut with_key = acme.next_revision();
+    with_key.keys.push(KeyRecord {
+        id: key.id().clone(),
+        stream: "main".into(),
+        hash: key.hash(),
+        created_ms: 1,
+        rotated_ms: None,
+    });
+    out.push(show(store.put_tenant(Some(1), &with_key).await));
+    // Two workers changing the tenant from the same revision: the second loses.
+    out.push(show(store.put_tenant(Some(1), &acme.next_revision()).await));
+    let loaded = store.load_tenant("acme").await.unwrap().unwrap();
+    assert_eq!(loaded, with_key);
+    assert_eq!(loaded.verify(&key).map(|k| k.stream.as_str()), Some("main"));
+    let guess = StreamKey::generate_for(key.id().clone()).unwrap();
+    assert!(loaded.verify(&guess).is_none());
+
+    // Rotation: same id and stream, a new secret; the old one stops verifying.
+    let rotated = StreamKey::generate_for(key.id().clone()).unwrap();
+    let mut next = loaded.next_revision();
+    next.keys[0].hash = rotated.hash();
+    next.keys[0].rotated_ms = Some(2);
+    out.push(show(store.put_tenant(Some(loaded.revision), &next).await));
+    let loaded = store.load_tenant("acme").await.unwrap().unwrap();
+    assert!(loaded.verify(&key).is_none());
+    assert!(loaded.verify(&rotated).is_some());
+
+    // Revocation.
+    let mut next = loaded.next_revision();
+    next.keys.clear();
+    out.push(show(store.put_tenant(Some(loaded.revision), &next).await));
+    assert!(store
+        .load_tenant("acme")
+        .await
+        .unwrap()
+        .unwrap()
+        .verify(&rotated)
+        .is_none());
+
+    let names: Vec<String> = store
+        .tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| format!("{}@{}", t.name, t.revision))
+        .collect();
+    out.push(names.join(","));
+    // Tenants are neither streams nor workers.
+    assert!(store.list().await.unwrap().is_empty());
+    assert!(store.workers().await.unwrap().is_empty());
+
+    // Deletion fences on the revision too.
+    out.push(store.delete_tenant("acme", 1).await.unwrap().to_string());
+    out.push(store.delete_tenant("acme", 4).await.unwrap().to_string());
+    out.push(store.delete_tenant("acme", 4).await.unwrap().to_string());
+    assert!(store.load_tenant("acme").await.unwrap().is_none());
+    let names: Vec<String> = store
+        .tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    out.push(names.join(","));
+    out
+}
+
+#[tokio::test]
+async fn tenants_and_keys_are_stored_alike_in_redis_and_the_embedded_store() {
+    let (from_redis, from_fs) = on_redis_and_embedded("tenants", tenant_scenario).await;
+    assert_eq!(
+        from_redis,
+        [
+            "ok",
+            "conflict 1/0",
+            "invalid ../x",
+            "ok",
+            "ok",
+            "conflict 2/1",
+            "ok",
+            "ok",
+            "acme@4,beta@1",
+            "false",
+            "true",
+            "false",
+            "beta",
+        ]
+    );
+    assert_eq!(from_redis, from_fs);
+}
+
+#[tokio::test]
+async fn a_tenant_change_reaches_another_worker_within_a_second() {
+    // Two workers' stores on one Redis: a key created through A is announced to B's
+    // subscription, and B reads it back, within a second.
+    let redis = RedisServer::start_ephemeral();
+    let url = redis.url();
+    let a = RedisStateStore::connect(&url).await.unwrap();
+    let b = RedisStateStore::connect(&url).await.unwrap();
+    let mut changes = b.subscribe_changes();
+    assert_eq!(next_change(&mut changes).await, Change::Subscribed);
+
+    let mut acme = TenantRecord::new("acme", TenantSettings::default());
+    let key = StreamKey::generate().unwrap();
+    acme.keys.push(KeyRecord {
+        id: key.id().clone(),
+        stream: "main".into(),
+        hash: key.hash(),
+        created_ms: 1,
+        rotated_ms: None,
+    });
+    let started = Instant::now();
+    a.put_tenant(None, &acme).await.unwrap();
+    let change = tokio::time::timeout(Duration::from_secs(1), changes.recv())
+        .await
+        .expect("announced within a second")
+        .expect("subscriber task ended");
+    assert_eq!(change, Change::Tenant("acme".into()));
+    let seen = b.load_tenant("acme").await.unwrap().unwrap();
+    assert!(seen.verify(&key).is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    // A refused write announces nothing; a deletion does.
+    assert!(a.put_tenant(None, &acme).await.is_err());
+    assert!(a.delete_tenant("acme", 1).await.unwrap());
+    assert_eq!(
+        next_change(&mut changes).await,
+        Change::Tenant("acme".into())
+    );
+    // A stream write is still a stream change.
+    let id = StreamId::new("acme", "main").unwrap();
+    a.compare_and_set(None, &record(&id, 1, "w")).await.unwrap();
+    assert_eq!(next_change(&mut changes).await, Change::Stream(id));
+}
+
+#[tokio::test]
+async fn an_unreadable_tenant_record_hides_no_other_tenant() {
+    let redis = RedisServer::start_ephemeral();
+    let store = RedisStateStore::connect(&redis.url()).await.unwrap();
+    store
+        .put_tenant(None, &TenantRecord::new("good", TenantSettings::default()))
+        .await
+        .unwrap();
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::pipe()
+        .set("tidegate:tenant:odd", "{not json")
+        .sadd("tidegate:tenants", "odd")
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let names: Vec<String> = store
+        .tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["good"]);
+    assert!(matches!(
+        store.load_tenant("odd").await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(matches!(
+        store
+            .put_tenant(
+                Some(1),
+                &TenantRecord::new("odd", TenantSettings::default())
+            )
+            .await,
+        Err(StoreError::Corrupt { .. })
+    ));
 }

@@ -431,6 +431,8 @@ impl Streams {
                     s.invalidate();
                 }
             }
+            // Tenants are not streams: their consumer is the key directory.
+            Change::Tenant(_) => {}
             Change::Subscribed | Change::Lost => {
                 // Notifications sent while the subscription was down are lost: forget every
                 // cached view either way.
@@ -1283,7 +1285,7 @@ fn test_settings(ended_retention: Duration) -> StreamSettings {
 /// A registry over embedded stores in a fresh directory under the system's temp dir (`tag`
 /// names it), with the `state` root given relative to it; returns the directory too.
 #[cfg(test)]
-fn test_streams(tag: &str, state_root: &str) -> (std::path::PathBuf, Arc<Streams>) {
+pub(crate) fn test_streams(tag: &str, state_root: &str) -> (std::path::PathBuf, Arc<Streams>) {
     use crate::store::fs::{FsMediaStore, FsStateStore};
     let dir = std::env::temp_dir().join(format!(
         "tidegate-{tag}-{}-{}",

@@ -1,0 +1,281 @@
+//! `tidegate tenant ...` and `tidegate key ...`: the operator's commands over the admin API
+//! (`/api/v1/tenants`, docs/openapi.yaml) of any worker of the cluster. They print the API's
+//! JSON answer on standard output; an error answer becomes the command's error (exit 1).
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{json, Map, Value};
+
+/// Where the admin API is and how to authenticate.
+#[derive(Args)]
+pub struct ApiArgs {
+    /// A worker's HTTP address (any worker of a cluster: they share the tenants). Plain
+    /// `http://`: reach a remote cluster through a tunnel or from inside it.
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEGATE_API",
+        default_value = "http://localhost:8080"
+    )]
+    api: String,
+    /// The operator token (the workers' `--admin-token`).
+    #[arg(
+        long,
+        global = true,
+        env = "TIDEGATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+/// Who may watch a tenant's streams.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PlaybackArg {
+    /// Anyone with the URL.
+    Public,
+    /// Only with a signed playback token.
+    Signed,
+}
+
+impl PlaybackArg {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Public => "public",
+            Self::Signed => "signed",
+        }
+    }
+}
+
+/// A tenant's settings as flags.
+#[derive(Args)]
+pub struct SettingsArgs {
+    /// Its dedicated worker pool.
+    #[arg(long, conflicts_with = "shared_pool")]
+    pool: Option<String>,
+    /// Back to the shared pool (`tenant update`).
+    #[arg(long)]
+    shared_pool: bool,
+    /// Streams live at once, across the cluster.
+    #[arg(long)]
+    max_streams: Option<u32>,
+    /// Ingest bitrate of one stream, bits per second.
+    #[arg(long)]
+    max_bitrate_bps: Option<u64>,
+    /// Who may watch.
+    #[arg(long, value_enum)]
+    playback: Option<PlaybackArg>,
+}
+
+/// `tidegate tenant ...`.
+#[derive(Args)]
+pub struct TenantArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(subcommand)]
+    command: TenantCommand,
+}
+
+#[derive(Subcommand)]
+enum TenantCommand {
+    /// Create a tenant (the first one ends open mode: publishing then needs a key).
+    Create {
+        /// Its name: 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit.
+        name: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Every tenant with its settings and key ids.
+    List,
+    /// One tenant.
+    Show {
+        /// The tenant.
+        name: String,
+    },
+    /// Change a tenant's settings (only those given).
+    Update {
+        /// The tenant.
+        name: String,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Delete a tenant and its keys; its publishers are disconnected.
+    Delete {
+        /// The tenant.
+        name: String,
+    },
+}
+
+/// `tidegate key ...`.
+#[derive(Args)]
+pub struct KeyArgs {
+    #[command(flatten)]
+    api: ApiArgs,
+    #[command(subcommand)]
+    command: KeyCommand,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// A new stream key for a tenant's stream (shown once: store it now).
+    Create {
+        /// The tenant.
+        tenant: String,
+        /// The public stream name it publishes (`/hls/TENANT/STREAM/`).
+        stream: String,
+    },
+    /// The tenant's keys (ids and streams; never a secret).
+    List {
+        /// The tenant.
+        tenant: String,
+    },
+    /// A new secret for a key; a publisher live with the old one keeps streaming.
+    Rotate {
+        /// The tenant.
+        tenant: String,
+        /// The key's id (from `key list`).
+        id: String,
+    },
+    /// Revoke a key; a publisher live with it is disconnected.
+    Revoke {
+        /// The tenant.
+        tenant: String,
+        /// The key's id (from `key list`).
+        id: String,
+    },
+}
+
+impl ApiArgs {
+    /// `method /api/v1{path}` with the token and an optional JSON body; the answer's JSON,
+    /// or an error naming the status and the API's message.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        let url = format!("{}/api/v1{path}", self.api.trim_end_matches('/'));
+        let mut req = ureq::request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = match body {
+            Some(b) => req
+                .set("Content-Type", "application/json")
+                .send_string(&b.to_string()),
+            None => req.call(),
+        };
+        let (status, text) = match resp {
+            Ok(r) => (r.status(), r.into_string()?),
+            Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+            Err(e) => return Err(e).with_context(|| format!("{method} {url}")),
+        };
+        let json: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{method} {url}: {status}, not JSON: {text}"))?;
+        if !(200..300).contains(&status) {
+            let message = json["error"].as_str().unwrap_or(&text);
+            match status {
+                401 => {
+                    bail!("{method} {url}: 401 {message} (give --token or TIDEGATE_ADMIN_TOKEN)")
+                }
+                _ => bail!("{method} {url}: {status} {message}"),
+            }
+        }
+        Ok(json)
+    }
+}
+
+/// `name` as one path segment: the API refuses anything that is not a plain name, so
+/// anything else is refused here before it can change the path.
+fn segment(name: &str) -> anyhow::Result<&str> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        bail!("`{name}` is not a valid name");
+    }
+    Ok(name)
+}
+
+fn print(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// The settings given as flags, laid over `base` (a tenant's current settings, or `{}`).
+fn settings_json(s: &SettingsArgs, base: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    if let Some(pool) = &s.pool {
+        out.insert("pool".into(), json!(pool));
+    }
+    if s.shared_pool {
+        out.insert("pool".into(), Value::Null);
+    }
+    if s.max_streams.is_some() || s.max_bitrate_bps.is_some() {
+        let mut quotas = base["quotas"].as_object().cloned().unwrap_or_default();
+        if let Some(n) = s.max_streams {
+            quotas.insert("max_streams".into(), json!(n));
+        }
+        if let Some(b) = s.max_bitrate_bps {
+            quotas.insert("max_bitrate_bps".into(), json!(b));
+        }
+        out.insert("quotas".into(), Value::Object(quotas));
+    }
+    if let Some(p) = s.playback {
+        out.insert("playback".into(), json!(p.as_str()));
+    }
+    out
+}
+
+/// Runs `tidegate tenant ...`.
+pub fn tenant(args: TenantArgs) -> anyhow::Result<()> {
+    let api = &args.api;
+    match args.command {
+        TenantCommand::Create { name, settings } => {
+            let mut body = settings_json(&settings, &Value::Null);
+            body.insert("name".into(), json!(name));
+            print(&api.call("POST", "/tenants", Some(&Value::Object(body)))?)
+        }
+        TenantCommand::List => print(&api.call("GET", "/tenants", None)?),
+        TenantCommand::Show { name } => {
+            print(&api.call("GET", &format!("/tenants/{}", segment(&name)?), None)?)
+        }
+        TenantCommand::Update { name, settings } => {
+            let path = format!("/tenants/{}", segment(&name)?);
+            let current = api.call("GET", &path, None)?;
+            let body = Value::Object(settings_json(&settings, &current));
+            print(&api.call("PATCH", &path, Some(&body))?)
+        }
+        TenantCommand::Delete { name } => {
+            print(&api.call("DELETE", &format!("/tenants/{}", segment(&name)?), None)?)
+        }
+    }
+}
+
+/// Runs `tidegate key ...`.
+pub fn key(args: KeyArgs) -> anyhow::Result<()> {
+    let api = &args.api;
+    let shown_once = || eprintln!("the key is shown this once (stored hashed): keep it now");
+    match args.command {
+        KeyCommand::Create { tenant, stream } => {
+            let path = format!("/tenants/{}/keys", segment(&tenant)?);
+            let issued = api.call("POST", &path, Some(&json!({ "stream": stream })))?;
+            print(&issued)?;
+            shown_once();
+            Ok(())
+        }
+        KeyCommand::List { tenant } => {
+            let t = api.call("GET", &format!("/tenants/{}", segment(&tenant)?), None)?;
+            print(&t["keys"])
+        }
+        KeyCommand::Rotate { tenant, id } => {
+            let path = format!(
+                "/tenants/{}/keys/{}/rotate",
+                segment(&tenant)?,
+                segment(&id)?
+            );
+            print(&api.call("POST", &path, None)?)?;
+            shown_once();
+            Ok(())
+        }
+        KeyCommand::Revoke { tenant, id } => {
+            let path = format!("/tenants/{}/keys/{}", segment(&tenant)?, segment(&id)?);
+            print(&api.call("DELETE", &path, None)?)
+        }
+    }
+}

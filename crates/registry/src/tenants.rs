@@ -1,0 +1,769 @@
+//! The tenant directory: which stream a presented key publishes, as this worker knows it.
+//!
+//! [`KeyIndex`] is the pure part: built from the tenant records, it answers
+//! [`KeyIndex::resolve`] (a key → its tenant and stream, or why not) without I/O, and says
+//! which streams lost their key between two versions ([`KeyIndex::revoked_since`]).
+//!
+//! [`Tenants`] keeps the current index for the ingest listeners: [`Tenants::refresh`] reads
+//! every tenant from the state store, swaps the index in, and kicks the publishers (on this
+//! worker) whose key was revoked or whose tenant was deleted — their streams go
+//! `reconnecting`, then `ended`, since the key no longer admits them. A rotation changes a
+//! key's secret, not its id, so its live publisher keeps streaming. The server calls
+//! `refresh` at start, on every [`Change::Tenant`](crate::store::Change) of the change feed
+//! (Redis pub/sub: within a second on every worker), after each write this worker makes,
+//! and every [`TENANT_REFRESH_INTERVAL`] (the embedded store has no feed; a lost
+//! subscription drops notifications).
+//!
+//! **Open mode**: with no tenant in the shared state, any key `K` publishes stream `K` of
+//! tenant [`OPEN_TENANT`], as before tenants existed. Once one tenant exists, a key that maps
+//! to no tenant is refused.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tidegate_model::{
+    unix_ms, valid_tenant_name, KeyId, KeyRecord, StreamKey, TenantSettings, OPEN_TENANT,
+};
+use tracing::{info, warn};
+
+use crate::store::{StateStore, StoreError, StreamId, TenantRecord, MAX_KEYS_PER_TENANT};
+use crate::stream::Streams;
+
+/// How many times a change is tried again when another worker changed the same tenant in
+/// between (a compare-and-set conflict).
+const MAX_WRITE_ATTEMPTS: usize = 8;
+
+/// Why a change to the tenants was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// No such tenant, or no such key of it.
+    #[error("{0}")]
+    NotFound(&'static str),
+    /// A tenant of that name exists.
+    #[error("a tenant of that name exists")]
+    Exists,
+    /// A name or a value that cannot be.
+    #[error("{0}")]
+    Invalid(String),
+    /// The tenant holds [`MAX_KEYS_PER_TENANT`] keys.
+    #[error("the tenant has its maximum of {MAX_KEYS_PER_TENANT} stream keys; revoke one first")]
+    TooManyKeys,
+    /// The operating system gave no randomness for a key.
+    #[error(transparent)]
+    NoRandomness(#[from] tidegate_model::NoRandomness),
+    /// The state store failed, or other writers kept winning.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A key as made or rotated: its record and, once, its secret.
+#[derive(Debug)]
+pub struct IssuedKey {
+    /// The stored record (its hash, not the secret).
+    pub record: KeyRecord,
+    /// The whole key: shown once, never stored.
+    pub key: StreamKey,
+}
+
+/// How often the directory is read again without a notification.
+pub const TENANT_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why a key admits no stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// Open mode: the key is not a valid stream name (empty, too long, a character outside
+    /// `[A-Za-z0-9._-]`, a leading dot).
+    BadKey,
+    /// Tenants exist and the key is none of theirs (wrong, revoked, or of another format).
+    /// Which of these is not told: a guesser learns nothing from the refusal.
+    UnknownKey,
+    /// The directory could not be read yet (the state store did not answer at start).
+    Unavailable,
+}
+
+impl KeyRefusal {
+    /// What the encoder is told.
+    pub fn text(self) -> &'static str {
+        match self {
+            Self::BadKey => {
+                "invalid stream key: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot"
+            }
+            Self::UnknownKey => "unknown stream key",
+            Self::Unavailable => "stream keys cannot be checked right now; try again",
+        }
+    }
+}
+
+/// What a key admits: a stream, and the key's id (none in open mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// The stream it publishes.
+    pub id: StreamId,
+    /// The key that admitted it.
+    pub key: Option<KeyId>,
+}
+
+/// One key as the index holds it.
+#[derive(Debug, Clone)]
+struct Entry {
+    tenant: String,
+    key: tidegate_model::KeyRecord,
+}
+
+/// Every key of every tenant, by key id. Pure: no I/O, no clock.
+#[derive(Debug, Clone, Default)]
+pub struct KeyIndex {
+    tenants: BTreeSet<String>,
+    by_id: HashMap<KeyId, Vec<Entry>>,
+}
+
+impl KeyIndex {
+    /// The index of `tenants`' keys. A key whose stream is not a valid name is left out.
+    pub fn new(tenants: &[TenantRecord]) -> Self {
+        let mut index = Self::default();
+        for t in tenants {
+            index.tenants.insert(t.name.clone());
+            for key in &t.keys {
+                if StreamId::new(&t.name, &key.stream).is_none() {
+                    continue;
+                }
+                index.by_id.entry(key.id.clone()).or_default().push(Entry {
+                    tenant: t.name.clone(),
+                    key: key.clone(),
+                });
+            }
+        }
+        index
+    }
+
+    /// Whether no tenant exists (open mode).
+    pub fn is_open(&self) -> bool {
+        self.tenants.is_empty()
+    }
+
+    /// How many tenants there are.
+    pub fn tenant_count(&self) -> usize {
+        self.tenants.len()
+    }
+
+    /// The stream `presented` publishes. Costs one parse, one lookup and one SHA-256 per
+    /// key with that id (one, barring a 64-bit collision), compared in constant time.
+    pub fn resolve(&self, presented: &str) -> Result<Admission, KeyRefusal> {
+        if self.is_open() {
+            return StreamId::new(OPEN_TENANT, presented)
+                .map(|id| Admission { id, key: None })
+                .ok_or(KeyRefusal::BadKey);
+        }
+        let key = StreamKey::parse(presented).ok_or(KeyRefusal::UnknownKey)?;
+        let candidates = self.by_id.get(key.id()).ok_or(KeyRefusal::UnknownKey)?;
+        candidates
+            .iter()
+            .find(|e| e.key.hash.matches(&key))
+            .and_then(|e| StreamId::new(&e.tenant, &e.key.stream))
+            .map(|id| Admission {
+                id,
+                key: Some(key.id().clone()),
+            })
+            .ok_or(KeyRefusal::UnknownKey)
+    }
+
+    /// The keys of `previous` (with the stream each published) that `self` no longer has
+    /// for that stream: revoked keys, deleted tenants. A rotated key keeps its id and
+    /// stream, so it is not listed.
+    pub fn revoked_since(&self, previous: &KeyIndex) -> Vec<(StreamId, KeyId)> {
+        let mut out = BTreeSet::new();
+        for (id, entries) in &previous.by_id {
+            for e in entries {
+                let kept = self.by_id.get(id).is_some_and(|now| {
+                    now.iter()
+                        .any(|n| n.tenant == e.tenant && n.key.stream == e.key.stream)
+                });
+                if !kept {
+                    if let Some(stream) = StreamId::new(&e.tenant, &e.key.stream) {
+                        out.insert((stream, id.clone()));
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// The directory this worker's listeners ask; see the module documentation.
+pub struct Tenants {
+    state: Arc<dyn StateStore>,
+    streams: Arc<Streams>,
+    /// `None` until the first successful read.
+    index: RwLock<Option<Arc<KeyIndex>>>,
+    /// Serialises refreshes, so two of them cannot swap an older index over a newer one.
+    refreshing: tokio::sync::Mutex<()>,
+    /// The keys each stream was admitted with here: a revocation disconnects a stream's
+    /// publisher only when the key was one of them (a stream may have several keys, e.g.
+    /// one per encoder). A key admitted but then refused (the stream was live) stays
+    /// listed: a revocation must never miss the key a live publisher came with, and at
+    /// worst it disconnects one that reconnects at once. Bounded by the keys that exist.
+    admitted: std::sync::Mutex<HashMap<StreamId, BTreeSet<KeyId>>>,
+}
+
+impl std::fmt::Debug for Tenants {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenants").finish_non_exhaustive()
+    }
+}
+
+impl Tenants {
+    /// A directory over `state`, empty until [`Tenants::refresh`] succeeds once.
+    pub fn new(state: Arc<dyn StateStore>, streams: Arc<Streams>) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            streams,
+            index: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            admitted: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn current(&self) -> Option<Arc<KeyIndex>> {
+        self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether open mode holds (no tenant), `None` before the first read.
+    pub fn is_open(&self) -> Option<bool> {
+        self.current().map(|i| i.is_open())
+    }
+
+    /// The stream `presented` publishes, with the index as it is now.
+    pub fn resolve(&self, presented: &str) -> Result<Admission, KeyRefusal> {
+        let admission = match self.current() {
+            Some(index) => index.resolve(presented)?,
+            None => return Err(KeyRefusal::Unavailable),
+        };
+        if let Some(key) = &admission.key {
+            self.admitted()
+                .entry(admission.id.clone())
+                .or_default()
+                .insert(key.clone());
+        }
+        Ok(admission)
+    }
+
+    fn admitted(&self) -> std::sync::MutexGuard<'_, HashMap<StreamId, BTreeSet<KeyId>>> {
+        self.admitted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads every tenant from the state store, swaps the index in, and kicks the
+    /// publishers on this worker whose key is gone. On failure the previous index stays.
+    pub async fn refresh(&self) -> Result<(), StoreError> {
+        let _one = self.refreshing.lock().await;
+        let records = self.state.tenants().await?;
+        let next = Arc::new(KeyIndex::new(&records));
+        let previous = {
+            let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
+            slot.replace(next.clone())
+        };
+        // The first read is reported by the server's start line.
+        match &previous {
+            None => {}
+            Some(p) if p.is_open() != next.is_open() => {
+                if next.is_open() {
+                    warn!("open mode: the last tenant is gone; any stream name publishes again");
+                } else {
+                    info!(
+                        tenants = next.tenant_count(),
+                        "tenants exist: stream keys are required from now on"
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+        if let Some(previous) = previous {
+            let revoked: Vec<StreamId> = {
+                let mut admitted = self.admitted();
+                next.revoked_since(&previous)
+                    .into_iter()
+                    .filter(|(stream, key)| {
+                        let Some(keys) = admitted.get_mut(stream) else {
+                            return false;
+                        };
+                        let its_key = keys.remove(key);
+                        if keys.is_empty() {
+                            admitted.remove(stream);
+                        }
+                        its_key
+                    })
+                    .map(|(stream, _)| stream)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            };
+            for id in revoked {
+                if self.streams.kick(&id).await {
+                    info!(stream = %id, "publisher disconnected: its stream key was revoked");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Tenants {
+    /// Every tenant, from the state store.
+    pub async fn list(&self) -> Result<Vec<TenantRecord>, StoreError> {
+        self.state.tenants().await
+    }
+
+    /// One tenant, from the state store.
+    pub async fn get(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
+        if !valid_tenant_name(name) {
+            return Ok(None);
+        }
+        self.state.load_tenant(name).await
+    }
+
+    /// Writes the tenants the configuration file declares: each is created if absent, and
+    /// its settings set to the file's if they differ (its keys are kept).
+    pub async fn declare(&self, declared: &[(String, TenantSettings)]) -> Result<(), ManageError> {
+        for (name, settings) in declared {
+            check_settings(settings)?;
+            self.change(name, true, |t| {
+                t.settings = settings.clone();
+                Ok(())
+            })
+            .await?;
+        }
+        if !declared.is_empty() {
+            self.refresh().await?;
+        }
+        Ok(())
+    }
+
+    /// Creates a tenant without keys.
+    pub async fn create(
+        &self,
+        name: &str,
+        settings: TenantSettings,
+    ) -> Result<TenantRecord, ManageError> {
+        check_tenant_name(name)?;
+        check_settings(&settings)?;
+        let record = TenantRecord::new(name, settings);
+        match self.state.put_tenant(None, &record).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict { .. }) => return Err(ManageError::Exists),
+            Err(e) => return Err(e.into()),
+        }
+        self.refresh_after_write().await;
+        Ok(record)
+    }
+
+    /// Changes a tenant's settings with `edit`.
+    pub async fn update(
+        &self,
+        name: &str,
+        edit: impl Fn(&mut TenantSettings),
+    ) -> Result<TenantRecord, ManageError> {
+        let record = self
+            .change(name, false, |t| {
+                edit(&mut t.settings);
+                check_settings(&t.settings)
+            })
+            .await?;
+        self.refresh_after_write().await;
+        Ok(record)
+    }
+
+    /// Deletes a tenant and its keys; its publishers are disconnected.
+    pub async fn delete(&self, name: &str) -> Result<TenantRecord, ManageError> {
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let current = self
+                .get(name)
+                .await?
+                .ok_or(ManageError::NotFound("no such tenant"))?;
+            if self.state.delete_tenant(name, current.revision).await? {
+                self.refresh_after_write().await;
+                return Ok(current);
+            }
+        }
+        Err(contended())
+    }
+
+    /// Makes a new key for stream `stream` of tenant `name`.
+    pub async fn add_key(&self, name: &str, stream: &str) -> Result<IssuedKey, ManageError> {
+        if StreamId::new(OPEN_TENANT, stream).is_none() {
+            return Err(ManageError::Invalid(
+                "invalid stream name: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot"
+                    .into(),
+            ));
+        }
+        let key = StreamKey::generate()?;
+        let record = KeyRecord {
+            id: key.id().clone(),
+            stream: stream.to_owned(),
+            hash: key.hash(),
+            created_ms: unix_ms(),
+            rotated_ms: None,
+        };
+        self.change(name, false, |t| {
+            if t.keys.len() >= MAX_KEYS_PER_TENANT {
+                return Err(ManageError::TooManyKeys);
+            }
+            t.keys.push(record.clone());
+            Ok(())
+        })
+        .await?;
+        self.refresh_after_write().await;
+        Ok(IssuedKey { record, key })
+    }
+
+    /// Gives key `id` of tenant `name` a new secret; the old one stops working at once, a
+    /// publisher connected with it keeps streaming.
+    pub async fn rotate_key(&self, name: &str, id: &str) -> Result<IssuedKey, ManageError> {
+        let id: KeyId = id
+            .parse()
+            .map_err(|_| ManageError::NotFound("no such key"))?;
+        let key = StreamKey::generate_for(id.clone())?;
+        let now = unix_ms();
+        let updated = self
+            .change(name, false, |t| {
+                let k = t
+                    .keys
+                    .iter_mut()
+                    .find(|k| k.id == id)
+                    .ok_or(ManageError::NotFound("no such key"))?;
+                k.hash = key.hash();
+                k.rotated_ms = Some(now);
+                Ok(())
+            })
+            .await?;
+        self.refresh_after_write().await;
+        let record = updated
+            .key(&id)
+            .cloned()
+            .ok_or(ManageError::NotFound("no such key"))?;
+        Ok(IssuedKey { record, key })
+    }
+
+    /// Revokes key `id` of tenant `name`; a publisher using it is disconnected.
+    pub async fn revoke_key(&self, name: &str, id: &str) -> Result<KeyRecord, ManageError> {
+        let id: KeyId = id
+            .parse()
+            .map_err(|_| ManageError::NotFound("no such key"))?;
+        let mut revoked = None;
+        self.change(name, false, |t| {
+            let at = t
+                .keys
+                .iter()
+                .position(|k| k.id == id)
+                .ok_or(ManageError::NotFound("no such key"))?;
+            revoked = Some(t.keys.remove(at));
+            Ok(())
+        })
+        .await?;
+        self.refresh_after_write().await;
+        revoked.ok_or(ManageError::NotFound("no such key"))
+    }
+
+    /// Reads tenant `name`, applies `edit`, and stores it at the next revision, again from
+    /// a fresh read when another writer came in between. With `create`, an absent tenant
+    /// is created (with default settings before `edit`).
+    async fn change(
+        &self,
+        name: &str,
+        create: bool,
+        mut edit: impl FnMut(&mut TenantRecord) -> Result<(), ManageError>,
+    ) -> Result<TenantRecord, ManageError> {
+        check_tenant_name(name)?;
+        for _ in 0..MAX_WRITE_ATTEMPTS {
+            let current = self.state.load_tenant(name).await?;
+            let (expected, mut next) = match current {
+                Some(t) => (Some(t.revision), t.next_revision()),
+                None if create => (None, TenantRecord::new(name, TenantSettings::default())),
+                None => return Err(ManageError::NotFound("no such tenant")),
+            };
+            let before = next.clone();
+            edit(&mut next)?;
+            if expected.is_some() && next.settings == before.settings && next.keys == before.keys {
+                // Nothing to change (a declaration the store already holds).
+                return Ok(next);
+            }
+            match self.state.put_tenant(expected, &next).await {
+                Ok(()) => return Ok(next),
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(contended())
+    }
+
+    /// After a write of this worker: the embedded store announces nothing, so the index is
+    /// read again here (a failure leaves it to the next periodic refresh).
+    async fn refresh_after_write(&self) {
+        if let Err(e) = self.refresh().await {
+            warn!(error = %e, "tenant directory not refreshed after a change");
+        }
+    }
+}
+
+fn contended() -> ManageError {
+    ManageError::Store(StoreError::Unavailable(
+        "other workers kept changing this tenant; try again".into(),
+    ))
+}
+
+fn check_tenant_name(name: &str) -> Result<(), ManageError> {
+    if valid_tenant_name(name) {
+        Ok(())
+    } else {
+        Err(ManageError::Invalid(
+            "invalid tenant name: 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit".into(),
+        ))
+    }
+}
+
+/// The largest bitrate quota accepted: 2^53 - 1 bits per second, the largest integer every
+/// JSON reader (JavaScript's included) reads exactly; far above any real stream.
+pub const MAX_QUOTA_BITRATE_BPS: u64 = (1 << 53) - 1;
+
+fn check_settings(settings: &TenantSettings) -> Result<(), ManageError> {
+    if let Some(pool) = &settings.pool {
+        if !valid_tenant_name(pool) {
+            return Err(ManageError::Invalid(
+                "invalid pool name: 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit"
+                    .into(),
+            ));
+        }
+    }
+    if settings
+        .quotas
+        .max_bitrate_bps
+        .is_some_and(|b| b > MAX_QUOTA_BITRATE_BPS)
+    {
+        return Err(ManageError::Invalid(format!(
+            "max_bitrate_bps must be at most {MAX_QUOTA_BITRATE_BPS}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tidegate_model::{KeyRecord, TenantSettings};
+
+    fn tenant(name: &str, keys: &[(&StreamKey, &str)]) -> TenantRecord {
+        let mut t = TenantRecord::new(name, TenantSettings::default());
+        for (key, stream) in keys {
+            t.keys.push(KeyRecord {
+                id: key.id().clone(),
+                stream: (*stream).to_owned(),
+                hash: key.hash(),
+                created_ms: 0,
+                rotated_ms: None,
+            });
+        }
+        t
+    }
+
+    fn id(tenant: &str, stream: &str) -> StreamId {
+        StreamId::new(tenant, stream).unwrap()
+    }
+
+    #[test]
+    fn with_no_tenant_any_valid_name_publishes_to_the_default_tenant() {
+        let index = KeyIndex::new(&[]);
+        assert!(index.is_open());
+        assert_eq!(
+            index.resolve("cam-1"),
+            Ok(Admission {
+                id: id("default", "cam-1"),
+                key: None
+            })
+        );
+        for bad in ["", ".x", "a/b", "a b"] {
+            assert_eq!(index.resolve(bad), Err(KeyRefusal::BadKey), "{bad}");
+        }
+    }
+
+    #[test]
+    fn with_tenants_only_a_current_key_publishes_and_only_its_stream() {
+        let main = StreamKey::generate().unwrap();
+        let backup = StreamKey::generate().unwrap();
+        let other = StreamKey::generate().unwrap();
+        let index = KeyIndex::new(&[
+            tenant("acme", &[(&main, "main"), (&backup, "backup")]),
+            tenant("beta", &[(&other, "main")]),
+            tenant("empty", &[]),
+        ]);
+        assert!(!index.is_open());
+        let admitted = index.resolve(main.expose()).unwrap();
+        assert_eq!(admitted.id, id("acme", "main"));
+        assert_eq!(admitted.key.as_ref(), Some(main.id()));
+        assert_eq!(
+            index.resolve(backup.expose()).unwrap().id,
+            id("acme", "backup")
+        );
+        assert_eq!(
+            index.resolve(other.expose()).unwrap().id,
+            id("beta", "main")
+        );
+        // The open-mode name, a guessed secret for a known id, an unknown id, garbage:
+        // all the same refusal.
+        let guess = StreamKey::generate_for(main.id().clone()).unwrap();
+        let unknown = StreamKey::generate().unwrap();
+        for bad in ["main", guess.expose(), unknown.expose(), "", "tgk_"] {
+            assert_eq!(index.resolve(bad), Err(KeyRefusal::UnknownKey), "{bad}");
+        }
+    }
+
+    #[test]
+    fn revocation_lists_the_stream_and_rotation_does_not() {
+        let main = StreamKey::generate().unwrap();
+        let backup = StreamKey::generate().unwrap();
+        let other = StreamKey::generate().unwrap();
+        let before = KeyIndex::new(&[
+            tenant("acme", &[(&main, "main"), (&backup, "backup")]),
+            tenant("beta", &[(&other, "main")]),
+        ]);
+        // Rotation of main (same id, new secret), revocation of backup, beta deleted.
+        let rotated = StreamKey::generate_for(main.id().clone()).unwrap();
+        let after = KeyIndex::new(&[tenant("acme", &[(&rotated, "main")])]);
+        assert_eq!(
+            after.revoked_since(&before),
+            vec![
+                (id("acme", "backup"), backup.id().clone()),
+                (id("beta", "main"), other.id().clone())
+            ]
+        );
+        assert!(
+            after.resolve(main.expose()).is_err(),
+            "the old secret is gone"
+        );
+        assert_eq!(
+            after.resolve(rotated.expose()).unwrap().id,
+            id("acme", "main")
+        );
+        assert!(before.revoked_since(&before).is_empty());
+    }
+
+    #[test]
+    fn revoking_one_of_a_streams_keys_names_that_key_only() {
+        let first = StreamKey::generate().unwrap();
+        let second = StreamKey::generate().unwrap();
+        let before = KeyIndex::new(&[tenant("acme", &[(&first, "main"), (&second, "main")])]);
+        let after = KeyIndex::new(&[tenant("acme", &[(&first, "main")])]);
+        assert_eq!(
+            after.revoked_since(&before),
+            vec![(id("acme", "main"), second.id().clone())]
+        );
+        assert_eq!(
+            after.resolve(first.expose()).unwrap().id,
+            id("acme", "main")
+        );
+    }
+
+    #[test]
+    fn refusals_tell_the_encoder_why() {
+        assert_eq!(KeyRefusal::UnknownKey.text(), "unknown stream key");
+        assert!(KeyRefusal::BadKey.text().contains("invalid stream key"));
+    }
+
+    #[tokio::test]
+    async fn keys_are_made_rotated_and_revoked_through_the_embedded_store() {
+        let (dir, streams) = crate::stream::test_streams("tenants", "state");
+        let state: Arc<dyn StateStore> =
+            Arc::new(crate::store::fs::FsStateStore::new(dir.join("state")));
+        let tenants = Tenants::new(state.clone(), streams);
+        assert_eq!(tenants.resolve("cam"), Err(KeyRefusal::Unavailable));
+        tenants.refresh().await.unwrap();
+        assert_eq!(tenants.is_open(), Some(true));
+        assert_eq!(tenants.resolve("cam").unwrap().id, id("default", "cam"));
+
+        tenants
+            .create("acme", TenantSettings::default())
+            .await
+            .unwrap();
+        assert!(matches!(
+            tenants.create("acme", TenantSettings::default()).await,
+            Err(ManageError::Exists)
+        ));
+        assert!(matches!(
+            tenants.create("Acme", TenantSettings::default()).await,
+            Err(ManageError::Invalid(_))
+        ));
+        assert_eq!(tenants.is_open(), Some(false), "a tenant ends open mode");
+        assert_eq!(tenants.resolve("cam"), Err(KeyRefusal::UnknownKey));
+
+        let issued = tenants.add_key("acme", "main").await.unwrap();
+        assert!(matches!(
+            tenants.add_key("nobody", "main").await,
+            Err(ManageError::NotFound(_))
+        ));
+        assert!(matches!(
+            tenants.add_key("acme", "../x").await,
+            Err(ManageError::Invalid(_))
+        ));
+        let admitted = tenants.resolve(issued.key.expose()).unwrap();
+        assert_eq!(admitted.id, id("acme", "main"));
+        // Only the hash is on disk.
+        let stored = std::fs::read_to_string(dir.join("state/.tenants/acme.json")).unwrap();
+        assert!(!stored.contains(issued.key.expose()));
+
+        let rotated = tenants
+            .rotate_key("acme", issued.record.id.as_str())
+            .await
+            .unwrap();
+        assert_eq!(rotated.record.id, issued.record.id);
+        assert_eq!(
+            tenants.resolve(issued.key.expose()),
+            Err(KeyRefusal::UnknownKey)
+        );
+        assert_eq!(
+            tenants.resolve(rotated.key.expose()).unwrap().id,
+            id("acme", "main")
+        );
+
+        let revoked = tenants
+            .revoke_key("acme", issued.record.id.as_str())
+            .await
+            .unwrap();
+        assert_eq!(revoked.stream, "main");
+        assert_eq!(
+            tenants.resolve(rotated.key.expose()),
+            Err(KeyRefusal::UnknownKey)
+        );
+        assert!(matches!(
+            tenants.revoke_key("acme", issued.record.id.as_str()).await,
+            Err(ManageError::NotFound(_))
+        ));
+
+        // The file's declaration updates settings and keeps keys; an unchanged one writes
+        // nothing.
+        let kept = tenants.add_key("acme", "backup").await.unwrap();
+        let settings = TenantSettings {
+            pool: Some("premium".into()),
+            ..TenantSettings::default()
+        };
+        let declared = [("acme".to_owned(), settings.clone())];
+        tenants.declare(&declared).await.unwrap();
+        let acme = tenants.get("acme").await.unwrap().unwrap();
+        assert_eq!(acme.settings, settings);
+        assert!(acme.verify(&kept.key).is_some());
+        tenants.declare(&declared).await.unwrap();
+        assert_eq!(
+            tenants.get("acme").await.unwrap().unwrap().revision,
+            acme.revision
+        );
+
+        tenants.delete("acme").await.unwrap();
+        assert!(matches!(
+            tenants.delete("acme").await,
+            Err(ManageError::NotFound(_))
+        ));
+        assert_eq!(
+            tenants.is_open(),
+            Some(true),
+            "the last tenant gone: open again"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
