@@ -289,6 +289,39 @@ impl RedisStateStore {
         changes_channel(&self.prefix)
     }
 
+    /// SMEMBERS `set`, then one MGET of the records their names key (`key_of`; a name it
+    /// refuses is left out), sorted by name: each name with its raw record, `None` where the
+    /// record is gone.
+    async fn members_with_records(
+        &self,
+        set: String,
+        key_of: impl Fn(&str) -> Result<String, StoreError>,
+    ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let names: Vec<String> = bounded("SMEMBERS", async move {
+            conn.smembers::<_, Vec<String>>(set).await
+        })
+        .await?;
+        let mut keyed: Vec<(String, String)> = names
+            .into_iter()
+            .filter_map(|n| key_of(&n).ok().map(|k| (n, k)))
+            .collect();
+        keyed.sort();
+        if keyed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = keyed.iter().map(|(_, k)| k.clone()).collect();
+        let mut conn = self.conn.clone();
+        let raw: Vec<Option<Vec<u8>>> = bounded("MGET", async move {
+            redis::cmd("MGET")
+                .arg(keys)
+                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
+                .await
+        })
+        .await?;
+        Ok(keyed.into_iter().map(|(n, _)| n).zip(raw).collect())
+    }
+
     fn worker_key(&self, worker_id: &str) -> Result<String, StoreError> {
         if !super::valid_name(worker_id) {
             return Err(StoreError::InvalidPath(worker_id.to_owned()));
@@ -547,40 +580,20 @@ impl StateStore for RedisStateStore {
     /// removed from the set (a worker that is still alive adds itself back at its next
     /// heartbeat).
     async fn workers(&self) -> Result<Vec<WorkerRecord>, StoreError> {
-        let mut conn = self.conn.clone();
-        let set = self.workers_key();
-        let mut ids: Vec<String> = bounded("SMEMBERS", async move {
-            conn.smembers::<_, Vec<String>>(set).await
-        })
-        .await?;
-        ids.retain(|id| super::valid_name(id));
-        ids.sort();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids
-            .iter()
-            .filter_map(|id| self.worker_key(id).ok())
-            .collect();
-        let mut conn = self.conn.clone();
-        let raw: Vec<Option<Vec<u8>>> = bounded("MGET", async move {
-            redis::cmd("MGET")
-                .arg(keys)
-                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
-                .await
-        })
-        .await?;
-        let mut out = Vec::with_capacity(ids.len());
+        let listed = self
+            .members_with_records(self.workers_key(), |id| self.worker_key(id))
+            .await?;
+        let mut out = Vec::with_capacity(listed.len());
         let mut gone = Vec::new();
-        for (id, raw) in ids.iter().zip(raw) {
+        for (id, raw) in listed {
             match raw.map(|b| serde_json::from_slice::<WorkerRecord>(&b)) {
-                Some(Ok(w)) if &w.id == id => out.push(w),
+                Some(Ok(w)) if w.id == id => out.push(w),
                 Some(Ok(_)) => {}
                 // A record this version cannot read is skipped, not fatal.
                 Some(Err(e)) => {
                     tracing::debug!(worker = %id, error = %e, "unreadable worker record")
                 }
-                None => gone.push(id.clone()),
+                None => gone.push(id),
             }
         }
         if !gone.is_empty() {
@@ -598,33 +611,13 @@ impl StateStore for RedisStateStore {
 
     /// SMEMBERS `PREFIX:tenants`, then MGET their records.
     async fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
-        let mut conn = self.conn.clone();
-        let set = self.tenants_key();
-        let mut names: Vec<String> = bounded("SMEMBERS", async move {
-            conn.smembers::<_, Vec<String>>(set).await
-        })
-        .await?;
-        names.retain(|n| super::valid_tenant_name(n));
-        names.sort();
-        if names.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = names
-            .iter()
-            .filter_map(|n| self.tenant_key(n).ok())
-            .collect();
-        let mut conn = self.conn.clone();
-        let raw: Vec<Option<Vec<u8>>> = bounded("MGET", async move {
-            redis::cmd("MGET")
-                .arg(keys)
-                .query_async::<Vec<Option<Vec<u8>>>>(&mut conn)
-                .await
-        })
-        .await?;
-        let mut out = Vec::with_capacity(names.len());
-        for (name, raw) in names.iter().zip(raw) {
+        let listed = self
+            .members_with_records(self.tenants_key(), |name| self.tenant_key(name))
+            .await?;
+        let mut out = Vec::with_capacity(listed.len());
+        for (name, raw) in listed {
             match raw.map(|b| serde_json::from_slice::<TenantRecord>(&b)) {
-                Some(Ok(t)) if &t.name == name => out.push(t),
+                Some(Ok(t)) if t.name == name => out.push(t),
                 Some(Ok(_)) | None => {}
                 Some(Err(e)) => {
                     tracing::warn!(tenant = %name, error = %e, "unreadable tenant record skipped")
