@@ -87,20 +87,10 @@ fn rtmp_publisher(rtmp: SocketAddr, key: &str, how: &Publish) -> Proc {
 
 /// ffmpeg sending MPEG-TS over SRT with `streamid=KEY` (looping, real time).
 fn srt_publisher(srt: SocketAddr, streamid: &str) -> Proc {
-    let mut cmd = Command::new(ffmpeg());
-    cmd.args([
-        "-hide_banner",
-        "-nostdin",
-        "-loglevel",
-        "warning",
-        "-re",
-        "-stream_loop",
-        "-1",
-    ]);
-    cmd.arg("-i").arg(media(Media::H264Aac));
-    cmd.args(["-c", "copy", "-f", "mpegts"]);
-    cmd.arg(format!("srt://{srt}?streamid={streamid}&pkt_size=1316"));
-    Proc::spawn("ffmpeg-srt", cmd)
+    ffmpeg_ts_loop(
+        "ffmpeg-srt",
+        &format!("srt://{srt}?streamid={streamid}&pkt_size=1316"),
+    )
 }
 
 /// Waits for a publisher that must be refused: it exits with a failure.
