@@ -16,27 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tidegate_model::{SrtSource, StateUrl, StorageUrl, StreamId, WebhookUrl};
 
-/// HLS segment container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SegmentFormat {
-    /// CMAF fragmented MP4 (`init.mp4` + `.m4s`).
-    #[default]
-    Fmp4,
-    /// MPEG-TS (`.ts`).
-    Ts,
-}
-
-impl std::str::FromStr for SegmentFormat {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fmp4" | "cmaf" => Ok(Self::Fmp4),
-            "ts" | "mpegts" => Ok(Self::Ts),
-            other => Err(format!("unknown segment format `{other}` (fmp4 or ts)")),
-        }
-    }
-}
+/// HLS segment container (defined with the tenants' settings, which may choose one too).
+pub use tidegate_model::SegmentFormat;
 
 /// What happens when a publisher arrives for a stream that another publisher holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -66,9 +47,14 @@ impl std::str::FromStr for TakeoverPolicy {
     }
 }
 
-impl SegmentFormat {
+/// The packager's container of a [`SegmentFormat`].
+pub trait ContainerOf {
     /// The packager's container for this format.
-    pub fn container(self) -> tidegate_packager::Container {
+    fn container(self) -> tidegate_packager::Container;
+}
+
+impl ContainerOf for SegmentFormat {
+    fn container(self) -> tidegate_packager::Container {
         match self {
             Self::Fmp4 => tidegate_packager::Container::Fmp4,
             Self::Ts => tidegate_packager::Container::MpegTs,
@@ -233,15 +219,49 @@ pub struct TenantConfig {
     /// Health thresholds that differ from the server's `[health]`: only the keys given here
     /// change, the rest follow the server (`[tenants.NAME.health]`, same keys as `[health]`).
     pub health: Option<toml::Table>,
+
+    // --- per-tenant stream settings (issue #12 item 3); unset: the server's flag ---
+    /// The passphrase its SRT publishers must encrypt with (10 to 79 characters).
+    pub srt_passphrase: Option<String>,
+    /// AES key length its SRT publishers must use (16, 24, 32; 0 takes the caller's).
+    pub srt_pbkeylen: Option<u8>,
+    /// The SRT receive latency asked for in its publishers' handshakes.
+    #[serde(with = "humantime_serde")]
+    pub srt_latency: Option<Duration>,
+    /// URLs that receive its streams' events (besides the server's `webhooks`).
+    pub webhooks: Vec<String>,
+    /// The secret its webhooks are signed with (the server's `webhook-secret` when unset).
+    pub webhook_secret: Option<String>,
+    /// How long its streams wait for their publisher before they end.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_window: Option<Duration>,
+    /// Its HLS segment container (`fmp4` or `ts`).
+    pub segment_format: Option<SegmentFormat>,
+    /// Its target segment duration.
+    #[serde(with = "humantime_serde")]
+    pub segment_duration: Option<Duration>,
 }
 
 impl TenantConfig {
-    /// What the shared state keeps of it.
+    /// What the shared state keeps of it. (Health keys that do not parse are left out here;
+    /// [`ServeConfig::validate`] refuses them.)
     pub fn settings(&self) -> tidegate_model::TenantSettings {
         tidegate_model::TenantSettings {
             pool: self.pool.clone(),
             quotas: self.quotas.clone(),
             playback: self.playback,
+            srt_passphrase: self.srt_passphrase.clone().map(tidegate_model::Secret::new),
+            srt_pbkeylen: self.srt_pbkeylen,
+            srt_latency: self.srt_latency,
+            webhooks: self.webhooks.clone(),
+            webhook_secret: self.webhook_secret.clone().map(tidegate_model::Secret::new),
+            reconnect_window: self.reconnect_window,
+            segment_format: self.segment_format,
+            segment_duration: self.segment_duration,
+            health: self
+                .health
+                .clone()
+                .and_then(|t| t.try_into::<tidegate_health::HealthOverrides>().ok()),
         }
     }
 }
@@ -530,6 +550,13 @@ impl ServeConfig {
         for p in &mut c.pull {
             p.url = tidegate_model::redact_url(&p.url);
         }
+        for t in c.tenants.values_mut() {
+            for secret in [&mut t.srt_passphrase, &mut t.webhook_secret] {
+                if secret.is_some() {
+                    *secret = Some("<redacted>".into());
+                }
+            }
+        }
         c
     }
 
@@ -557,6 +584,19 @@ impl ServeConfig {
                 return Err(invalid(format!(
                     "tenants.{tenant}.pool: not a valid pool name (as a tenant name)"
                 )));
+            }
+            tidegate_model::check_stream_settings(&t.settings())
+                .map_err(|e| invalid(format!("tenants.{tenant}: {e}")))?;
+            if !t.webhooks.is_empty() && t.webhook_secret.is_none() && self.webhook_secret.is_none()
+            {
+                return Err(invalid(format!(
+                    "tenants.{tenant}.webhooks: needs a webhook-secret, the tenant's or the server's"
+                )));
+            }
+            if let Some(overrides) = &t.health {
+                toml::Value::Table(overrides.clone())
+                    .try_into::<tidegate_health::HealthOverrides>()
+                    .map_err(|e| invalid(format!("tenants.{tenant}.health: {e}")))?;
             }
             let Some(overrides) = &t.health else { continue };
             let mut table = toml::Table::try_from(&self.health)
@@ -1051,6 +1091,55 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn tenants_carry_srt_webhook_reconnect_and_segment_settings() {
+        let c = ServeConfig::from_toml(
+            "webhook-secret = \"0123456789abcdef\"\n\
+             [tenants.acme]\nsrt-passphrase = \"acme-passphrase\"\nsrt-pbkeylen = 32\n\
+             srt-latency = \"300ms\"\nwebhooks = [\"http://127.0.0.1:9/acme\"]\n\
+             webhook-secret = \"acme-webhook-secret\"\nreconnect-window = \"5s\"\n\
+             segment-format = \"ts\"\nsegment-duration = \"4s\"\n\
+             [tenants.acme.health]\nmin-bitrate-bps = 1000000\n\
+             [tenants.basic]\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let acme = c.tenants["acme"].settings();
+        assert_eq!(
+            acme.srt_passphrase.as_ref().map(|p| p.expose()),
+            Some("acme-passphrase")
+        );
+        assert_eq!(acme.srt_pbkeylen, Some(32));
+        assert_eq!(acme.srt_latency, Some(Duration::from_millis(300)));
+        assert_eq!(acme.webhooks, ["http://127.0.0.1:9/acme"]);
+        assert_eq!(acme.reconnect_window, Some(Duration::from_secs(5)));
+        assert_eq!(acme.segment_format, Some(SegmentFormat::Ts));
+        assert_eq!(acme.segment_duration, Some(Duration::from_secs(4)));
+        assert_eq!(
+            acme.health.and_then(|h| h.min_bitrate_bps),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            c.tenants["basic"].settings(),
+            tidegate_model::TenantSettings::default()
+        );
+        let shown = toml::to_string_pretty(&c.redacted()).unwrap();
+        assert!(
+            !shown.contains("acme-passphrase") && !shown.contains("acme-webhook-secret"),
+            "{shown}"
+        );
+        for bad in [
+            "[tenants.x]\nsrt-passphrase = \"short\"\n",
+            "[tenants.x]\nsrt-pbkeylen = 20\n",
+            "[tenants.x]\nsegment-duration = \"100ms\"\n",
+            "[tenants.x]\nwebhooks = [\"http://127.0.0.1:9/x\"]\n",
+        ] {
+            let c = ServeConfig::from_toml(bad).unwrap();
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        assert!(ServeConfig::from_toml("[tenants.x]\nsegment-format = \"mkv\"\n").is_err());
     }
 
     #[test]

@@ -319,8 +319,11 @@ fn set_series(slot: &Mutex<Option<Counter>>, series: Option<Counter>) {
 pub struct Telemetry {
     metrics: Arc<Metrics>,
     config: HealthConfig,
-    /// Tenants whose thresholds differ from `config`.
-    tenant_config: std::collections::HashMap<String, HealthConfig>,
+    /// Tenants whose thresholds differ from `config` (the file's at start, then the
+    /// tenants' settings as the shared state holds them: [`Telemetry::set_tenant_health`]).
+    tenant_config: std::sync::RwLock<std::collections::HashMap<String, HealthConfig>>,
+    /// The tenants' own webhooks ([`Telemetry::set_tenant_hooks`]), for the dispatcher.
+    tenant_hooks: tokio::sync::watch::Sender<crate::webhooks::TenantHookMap>,
     worker: String,
     events: broadcast::Sender<StreamEvent>,
 }
@@ -332,7 +335,8 @@ impl Telemetry {
         Self {
             metrics,
             config,
-            tenant_config: std::collections::HashMap::new(),
+            tenant_config: std::sync::RwLock::default(),
+            tenant_hooks: tokio::sync::watch::Sender::default(),
             worker,
             events,
         }
@@ -340,24 +344,48 @@ impl Telemetry {
 
     /// Health thresholds per tenant, for the tenants that override the server's.
     #[must_use]
-    pub fn with_tenant_health(
-        mut self,
-        tenants: std::collections::HashMap<String, HealthConfig>,
-    ) -> Self {
-        self.tenant_config = tenants;
+    pub fn with_tenant_health(self, tenants: std::collections::HashMap<String, HealthConfig>) -> Self {
+        self.set_tenant_health(tenants);
         self
     }
 
+    /// Replaces the thresholds of the tenants that override the server's (the tenants'
+    /// settings changed). A stream takes its tenant's at its next publish session.
+    pub fn set_tenant_health(&self, tenants: std::collections::HashMap<String, HealthConfig>) {
+        if let Ok(mut t) = self.tenant_config.write() {
+            *t = tenants;
+        }
+    }
+
+    /// The server's thresholds (what a tenant's overrides are laid over).
+    pub fn default_health(&self) -> &HealthConfig {
+        &self.config
+    }
+
     /// The health thresholds that apply to `tenant`'s streams.
-    pub fn health_config(&self, tenant: &str) -> &HealthConfig {
-        self.tenant_config.get(tenant).unwrap_or(&self.config)
+    pub fn health_config(&self, tenant: &str) -> HealthConfig {
+        self.tenant_config
+            .read()
+            .ok()
+            .and_then(|t| t.get(tenant).cloned())
+            .unwrap_or_else(|| self.config.clone())
+    }
+
+    /// Replaces the tenants' own webhooks (the dispatcher picks them up with the next event).
+    pub fn set_tenant_hooks(&self, hooks: crate::webhooks::TenantHookMap) {
+        self.tenant_hooks.send_replace(hooks);
+    }
+
+    /// The tenants' own webhooks as they change, for the dispatcher.
+    pub fn tenant_hooks(&self) -> tokio::sync::watch::Receiver<crate::webhooks::TenantHookMap> {
+        self.tenant_hooks.subscribe()
     }
 
     /// A new stream's telemetry.
     pub fn stream(&self, id: &StreamId) -> Arc<StreamTelemetry> {
         Arc::new(StreamTelemetry::new(
             id.clone(),
-            self.health_config(&id.tenant).clone(),
+            self.health_config(&id.tenant),
         ))
     }
 
@@ -405,6 +433,14 @@ impl Telemetry {
             *p = Some(protocol);
         }
         t.epoch.store(epoch, Ordering::Relaxed);
+        // The tenant's thresholds as they are now (its settings may have changed since the
+        // stream was first seen).
+        let config = self.health_config(&t.id.tenant);
+        t.with_health(|h, _| {
+            if *h.config() != config {
+                h.set_config(config);
+            }
+        });
         let labels = Self::labels(t, protocol);
         let series =
             |family: &Family<StreamLabels, Counter>| Some(family.get_or_create(&labels).clone());

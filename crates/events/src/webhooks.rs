@@ -32,6 +32,16 @@
 //! delivered in order; when the queue is full the oldest event is dropped and counted
 //! (`tidegate_webhook_deliveries_total{result="dropped"}`). Slow receivers never slow ingest.
 //!
+//! **Tenants' webhooks.** A tenant may name webhooks of its own (its settings' `webhooks`,
+//! signed with its `webhook_secret`, or the server's when it has none): they receive that
+//! tenant's events only, the same bodies signed the same way, *in addition to* the server's
+//! `webhooks`, which keep receiving every event (the operator sees everything, a tenant only
+//! its own). Each (tenant, URL, secret) has its own queue and task, made when it appears in
+//! the tenants' settings ([`TenantHookMap`], from [`Telemetry::set_tenant_hooks`]) and stopped
+//! when it goes (its undelivered events are dropped).
+//!
+//! [`Telemetry::set_tenant_hooks`]: crate::telemetry::Telemetry::set_tenant_hooks
+//!
 //! **on-publish.** Before a publisher is accepted (RTMP `publish`, SRT conclusion handshake)
 //! the worker POSTs `{"action":"on_publish","tenant","stream","protocol","remote_addr",…}`
 //! to `on-publish` (signed the same way when a secret is set). A 2xx answer accepts; any
@@ -316,53 +326,146 @@ impl Queue {
     }
 }
 
-/// Starts the webhook dispatcher: one task reading the event bus, one delivery task per URL.
-/// Returns a handle that finishes after `stop` is cancelled and the queues are flushed (or
-/// [`SHUTDOWN_GRACE`] passed).
+/// One webhook of a tenant: where its events go and the secret they are signed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantHook {
+    /// The receiver.
+    pub url: WebhookUrl,
+    /// The tenant's `webhook_secret`, or the server's.
+    pub secret: tidegate_model::Secret,
+}
+
+/// Every tenant's own webhooks, by tenant name.
+pub type TenantHookMap = Arc<std::collections::HashMap<String, Vec<TenantHook>>>;
+
+/// The delivery tasks of the tenants' webhooks, by (tenant, URL, secret).
+#[derive(Default)]
+struct TenantQueues {
+    running: std::collections::HashMap<(String, String, String), (Arc<Queue>, CancellationToken)>,
+}
+
+impl TenantQueues {
+    /// Starts a task for every hook of `hooks` not running yet and stops those that are gone.
+    fn reconcile(&mut self, hooks: &TenantHookMap, spawn: impl Fn(&str, &TenantHook, Arc<Queue>, CancellationToken)) {
+        let wanted: std::collections::HashMap<_, _> = hooks
+            .iter()
+            .flat_map(|(tenant, list)| {
+                list.iter().map(move |h| {
+                    (
+                        (tenant.clone(), h.url.as_str().to_owned(), h.secret.expose().to_owned()),
+                        (tenant, h),
+                    )
+                })
+            })
+            .collect();
+        self.running.retain(|key, (_, gone)| {
+            let keep = wanted.contains_key(key);
+            if !keep {
+                gone.cancel();
+            }
+            keep
+        });
+        for (key, (tenant, hook)) in wanted {
+            if self.running.contains_key(&key) {
+                continue;
+            }
+            let q = Arc::new(Queue {
+                items: Mutex::new(VecDeque::new()),
+                ready: Notify::new(),
+            });
+            let gone = CancellationToken::new();
+            spawn(tenant, hook, q.clone(), gone.clone());
+            info!(tenant = %tenant, url = %display_url(hook.url.as_str()), "tenant webhook enabled");
+            self.running.insert(key, (q, gone));
+        }
+    }
+
+    /// The queues of `tenant`'s webhooks.
+    fn of<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = &'a Arc<Queue>> + 'a {
+        self.running
+            .iter()
+            .filter(move |((t, _, _), _)| t == tenant)
+            .map(|(_, (q, _))| q)
+    }
+}
+
+/// Starts the webhook dispatcher: one task reading the event bus, one delivery task per URL
+/// of the server (`urls`, signed with `secret`) and per webhook of a tenant (`tenant_hooks`,
+/// as they change). Returns a handle that finishes after `stop` is cancelled and the queues
+/// are flushed (or [`SHUTDOWN_GRACE`] passed).
 pub fn start(
     urls: &[WebhookUrl],
-    secret: &str,
+    secret: Option<&str>,
     timeout: Duration,
     mut events: broadcast::Receiver<StreamEvent>,
+    mut tenant_hooks: tokio::sync::watch::Receiver<TenantHookMap>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     let http = client(timeout);
-    let secret: Arc<[u8]> = Arc::from(secret.as_bytes());
     let mut queues = Vec::new();
     let tracker = tokio_util::task::TaskTracker::new();
     let flush = CancellationToken::new();
-    for url in urls {
-        let q = Arc::new(Queue {
-            items: Mutex::new(VecDeque::new()),
-            ready: Notify::new(),
-        });
-        queues.push(q.clone());
-        tracker.spawn(deliver_loop(
-            url.as_str().to_owned(),
-            q,
-            http.clone(),
-            secret.clone(),
-            metrics.clone(),
-            flush.clone(),
-        ));
+    // Server queues stop only at shutdown.
+    let never = CancellationToken::new();
+    if let Some(secret) = secret {
+        let secret: Arc<[u8]> = Arc::from(secret.as_bytes());
+        for url in urls {
+            let q = Arc::new(Queue {
+                items: Mutex::new(VecDeque::new()),
+                ready: Notify::new(),
+            });
+            queues.push(q.clone());
+            tracker.spawn(deliver_loop(
+                url.as_str().to_owned(),
+                q,
+                http.clone(),
+                secret.clone(),
+                metrics.clone(),
+                flush.clone(),
+                never.clone(),
+            ));
+        }
     }
-    info!(
-        urls = urls.len(),
-        targets = ?urls.iter().map(|u| display_url(u.as_str())).collect::<Vec<_>>(),
-        "webhooks enabled"
-    );
+    if !queues.is_empty() {
+        info!(
+            urls = urls.len(),
+            targets = ?urls.iter().map(|u| display_url(u.as_str())).collect::<Vec<_>>(),
+            "webhooks enabled"
+        );
+    }
+    let mut tenants = TenantQueues::default();
+    let spawn_tenant = {
+        let (tracker, http, metrics, flush) =
+            (tracker.clone(), http.clone(), metrics.clone(), flush.clone());
+        move |_tenant: &str, hook: &TenantHook, q: Arc<Queue>, gone: CancellationToken| {
+            tracker.spawn(deliver_loop(
+                hook.url.as_str().to_owned(),
+                q,
+                http.clone(),
+                Arc::from(hook.secret.expose().as_bytes()),
+                metrics.clone(),
+                flush.clone(),
+                gone,
+            ));
+        }
+    };
+    tenants.reconcile(&tenant_hooks.borrow_and_update().clone(), &spawn_tenant);
     tokio::spawn(async move {
         loop {
             let ev = tokio::select! {
                 ev = events.recv() => ev,
                 () = stop.cancelled() => break,
             };
+            if tenant_hooks.has_changed().unwrap_or(false) {
+                let hooks = tenant_hooks.borrow_and_update().clone();
+                tenants.reconcile(&hooks, &spawn_tenant);
+            }
             match ev {
                 Ok(ev) => {
                     let d = render(&ev);
                     debug!(event = %d.id, kind = ev.kind, stream = %format!("{}/{}", ev.tenant, ev.stream), "webhook queued");
-                    for q in &queues {
+                    for q in queues.iter().chain(tenants.of(&ev.tenant)) {
                         q.push(d.clone(), &metrics);
                     }
                 }
@@ -381,7 +484,7 @@ pub fn start(
         // Take what the bus still holds (the shutdown's own events), then flush.
         while let Ok(ev) = events.try_recv() {
             let d = render(&ev);
-            for q in &queues {
+            for q in queues.iter().chain(tenants.of(&ev.tenant)) {
                 q.push(d.clone(), &metrics);
             }
         }
@@ -403,9 +506,14 @@ async fn deliver_loop(
     secret: Arc<[u8]>,
     metrics: Arc<Metrics>,
     flush: CancellationToken,
+    gone: CancellationToken,
 ) {
     let shown = display_url(&url);
     loop {
+        if gone.is_cancelled() {
+            // A tenant's webhook that was removed: what it still had is dropped.
+            return;
+        }
         let Some(d) = q.pop() else {
             if flush.is_cancelled() {
                 return;
@@ -413,6 +521,7 @@ async fn deliver_loop(
             tokio::select! {
                 () = q.ready.notified() => {}
                 () = flush.cancelled() => {}
+                () = gone.cancelled() => {}
             }
             continue;
         };

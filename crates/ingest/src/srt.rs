@@ -650,25 +650,36 @@ impl Router {
     /// Decides on a connection request for `id`: handshake (passphrase, key length) →
     /// publish slot → accept. A caller refused at the handshake leaves no trace in the
     /// stream state; one refused for its stream (busy, draining) gets a rejection code too.
+    ///
+    /// The passphrase, key length and latency are those of the stream's tenant (its
+    /// settings, else the server's `--srt-passphrase`, `--srt-pbkeylen`, `--srt-latency`):
+    /// the listener hands the conclusion handshake over with its stream id and its key
+    /// material (KMREQ) unopened, so the key material is opened here with the passphrase of
+    /// the tenant the stream id names, as libsrt's listener callback does.
     async fn admit(&mut self, now: Instant, req: ConnectionRequest, id: StreamId, slot: Held) {
         let peer = req.peer_addr();
         let caller_key = req.key_length();
+        let srt = self.ctx.tenants.srt_for(&id.tenant);
         let params = AcceptParams {
-            passphrase: self.ctx.config.srt_passphrase.clone(),
-            latency: Some(self.ctx.config.srt_latency),
-            enforce_key_length: tidegate_srt::KeyLength::from_bytes(usize::from(
-                self.ctx.config.srt_pbkeylen,
-            )),
+            passphrase: srt.passphrase.as_ref().map(|p| p.expose().to_owned()),
+            latency: Some(srt.latency),
+            enforce_key_length: tidegate_srt::KeyLength::from_bytes(usize::from(srt.pbkeylen)),
         };
         let verified = match self.listener.verify(now, req, &params) {
             Ok(v) => v,
             Err(rejection) => {
-                let (label, rule) = handshake_refusal(
+                let (label, mut rule) = handshake_refusal(
                     rejection.reason,
                     caller_key,
-                    self.ctx.config.srt_passphrase.is_some(),
-                    self.ctx.config.srt_pbkeylen,
+                    srt.passphrase.is_some(),
+                    srt.pbkeylen,
                 );
+                if srt.tenant_encryption && label == PublishRefusal::Passphrase {
+                    rule = format!(
+                        "{rule} (tenant {}: its own srt-passphrase / srt-pbkeylen apply)",
+                        id.tenant
+                    );
+                }
                 self.ctx.metrics.refused(Protocol::Srt, label);
                 self.log_refusal(
                     now,

@@ -29,6 +29,7 @@ macro_rules! serde_as_string {
 mod srt_source;
 mod store_url;
 mod tenant;
+mod tenant_settings;
 mod webhook_url;
 
 use std::fmt;
@@ -40,6 +41,10 @@ pub use store_url::{valid_bucket, StateUrl, StorageUrl};
 pub use tenant::{
     valid_tenant_name, KeyHash, KeyId, KeyRecord, NoRandomness, Playback, Quotas, StreamKey,
     TenantSettings, KEY_ID_BYTES, KEY_PREFIX, KEY_SECRET_BYTES, MAX_TENANT_NAME_LEN, OPEN_TENANT,
+};
+pub use tenant_settings::{
+    check_stream_settings, Secret, SegmentFormat, MAX_RECONNECT_WINDOW, MAX_SRT_LATENCY,
+    MAX_TENANT_WEBHOOKS, REDACTED, SEGMENT_DURATION_RANGE,
 };
 pub use webhook_url::{check_url, WebhookUrl};
 

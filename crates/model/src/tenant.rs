@@ -77,7 +77,7 @@ pub struct Quotas {
 
 /// What a tenant is configured with (everything but its keys): the same in the TOML file,
 /// the admin API and the state store.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TenantSettings {
     /// Its dedicated worker pool; `None` for the shared pool.
@@ -86,6 +86,51 @@ pub struct TenantSettings {
     pub quotas: Quotas,
     /// Who may watch.
     pub playback: Playback,
+
+    // --- per-tenant stream settings (issue #12 item 3; `tenant_settings.rs`). `None` (or
+    // no webhooks): the server's flag. Durations are humantime strings ("200ms", "10s"). ---
+    /// The passphrase its SRT publishers must encrypt with (`srt-passphrase` in the file);
+    /// never shown by the API.
+    #[serde(alias = "srt-passphrase", skip_serializing_if = "Option::is_none")]
+    pub srt_passphrase: Option<crate::Secret>,
+    /// The AES key length its SRT publishers must use: 16, 24, 32, or 0 for the caller's
+    /// (`srt-pbkeylen`).
+    #[serde(alias = "srt-pbkeylen", skip_serializing_if = "Option::is_none")]
+    pub srt_pbkeylen: Option<u8>,
+    /// The SRT receive latency asked for in its publishers' handshakes (`srt-latency`).
+    #[serde(
+        alias = "srt-latency",
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub srt_latency: Option<std::time::Duration>,
+    /// URLs that receive its streams' events, besides the server's `webhooks`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<String>,
+    /// The secret its webhooks are signed with (`webhook-secret`; the server's when unset);
+    /// never shown by the API.
+    #[serde(alias = "webhook-secret", skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<crate::Secret>,
+    /// How long its streams wait for their publisher before they end (`reconnect-window`).
+    #[serde(
+        alias = "reconnect-window",
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub reconnect_window: Option<std::time::Duration>,
+    /// Its HLS segment container (`segment-format`: `fmp4` or `ts`).
+    #[serde(alias = "segment-format", skip_serializing_if = "Option::is_none")]
+    pub segment_format: Option<crate::SegmentFormat>,
+    /// Its target segment duration (`segment-duration`).
+    #[serde(
+        alias = "segment-duration",
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub segment_duration: Option<std::time::Duration>,
+    /// Health thresholds that differ from the server's `[health]` (same kebab-case keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<tidegate_health::HealthOverrides>,
 }
 
 /// A key's public id: [`KEY_ID_BYTES`] random bytes in hex.

@@ -417,6 +417,9 @@ struct TenantJson {
     playback: Playback,
     keys: Vec<KeyJson>,
     updated_ms: i64,
+    /// SRT, webhooks, segments, reconnect window, health (secrets redacted).
+    #[serde(flatten)]
+    stream_settings: crate::tenant_settings_api::SettingsJson,
 }
 
 #[derive(Debug, Serialize)]
@@ -446,6 +449,7 @@ fn tenant_json(t: &TenantRecord) -> TenantJson {
         playback: t.settings.playback,
         keys: t.keys.iter().map(KeyJson::from).collect(),
         updated_ms: t.updated_ms,
+        stream_settings: (&t.settings).into(),
     }
 }
 
@@ -568,15 +572,18 @@ async fn create_tenant(State(ctx): State<Arc<Context>>, bytes: bytes::Bytes) -> 
     if let Some(resp) = no_operator_token(&ctx) {
         return resp;
     }
-    let req: CreateTenant = match body(&bytes) {
-        Ok(r) => r,
-        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-    };
-    let settings = TenantSettings {
+    let (req, stream_settings): (CreateTenant, crate::tenant_settings_api::Create) =
+        match crate::tenant_settings_api::read_body(&bytes) {
+            Ok(r) => r,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+        };
+    let mut settings = TenantSettings {
         pool: req.pool,
         quotas: req.quotas,
         playback: req.playback,
+        ..TenantSettings::default()
     };
+    stream_settings.apply(&mut settings);
     match ctx.tenants.create(&req.name, settings).await {
         Ok(t) => (StatusCode::CREATED, Json(tenant_json(&t))).into_response(),
         Err(e) => manage_error(&ctx, &e),
@@ -602,11 +609,13 @@ async fn update_tenant(
     if let Some(resp) = no_operator_token(&ctx) {
         return resp;
     }
-    let patch: PatchTenant = match body(&bytes) {
-        Ok(r) => r,
-        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-    };
+    let (patch, stream_settings): (PatchTenant, crate::tenant_settings_api::Patch) =
+        match crate::tenant_settings_api::read_body(&bytes) {
+            Ok(r) => r,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+        };
     let edit = |s: &mut TenantSettings| {
+        stream_settings.apply(s);
         if let Some(pool) = &patch.pool {
             s.pool.clone_from(pool);
         }

@@ -8,6 +8,7 @@ pub mod api;
 pub mod dashboard;
 pub mod http;
 pub mod origin;
+pub mod tenant_settings_api;
 pub mod urls;
 
 use std::sync::Arc;

@@ -3,11 +3,12 @@
 //! ([`tenants`]); this worker as a cluster member ([`worker`]).
 #![deny(missing_docs)]
 
+pub mod settings;
 pub mod stream;
 pub mod tenants;
 pub mod worker;
 
 use tidegate_config as config;
-use tidegate_events::{metrics, telemetry};
+use tidegate_events::{metrics, telemetry, webhooks};
 use tidegate_model::unix_ms;
 use tidegate_store as store;

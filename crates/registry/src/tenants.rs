@@ -204,6 +204,10 @@ pub struct Tenants {
     /// listed: a revocation must never miss the key a live publisher came with, and at
     /// worst it disconnects one that reconnects at once. Bounded by the keys that exist.
     admitted: std::sync::Mutex<HashMap<StreamId, BTreeSet<KeyId>>>,
+    /// The server's values the tenants' settings are laid over (`settings.rs`).
+    defaults: crate::settings::Defaults,
+    /// Every tenant's settings as last read (for [`Tenants::srt_for`]).
+    settings: RwLock<HashMap<String, TenantSettings>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -215,13 +219,55 @@ impl std::fmt::Debug for Tenants {
 impl Tenants {
     /// A directory over `state`, empty until [`Tenants::refresh`] succeeds once.
     pub fn new(state: Arc<dyn StateStore>, streams: Arc<Streams>) -> Arc<Self> {
+        Self::with_defaults(state, streams, crate::settings::Defaults::default())
+    }
+
+    /// A directory whose tenants' settings are laid over `defaults` (the server's SRT
+    /// settings and webhook secret).
+    pub fn with_defaults(
+        state: Arc<dyn StateStore>,
+        streams: Arc<Streams>,
+        defaults: crate::settings::Defaults,
+    ) -> Arc<Self> {
         Arc::new(Self {
             state,
             streams,
             index: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             admitted: std::sync::Mutex::new(HashMap::new()),
+            defaults,
+            settings: RwLock::default(),
         })
+    }
+
+    /// The SRT settings a caller publishing to `tenant` is checked against: the tenant's,
+    /// else the server's.
+    pub fn srt_for(&self, tenant: &str) -> crate::settings::SrtSettings {
+        match self
+            .settings
+            .read()
+            .ok()
+            .and_then(|s| s.get(tenant).cloned())
+        {
+            Some(t) => self.defaults.srt.for_tenant(&t),
+            None => self.defaults.srt.clone(),
+        }
+    }
+
+    /// Hands the tenants' settings to the parts that apply them (see `settings.rs`).
+    fn apply_settings(&self, records: &[TenantRecord]) {
+        let settings: HashMap<String, TenantSettings> = records
+            .iter()
+            .map(|r| (r.name.clone(), r.settings.clone()))
+            .collect();
+        self.streams.telemetry().set_tenant_hooks(crate::settings::tenant_hooks(
+            &settings,
+            self.defaults.webhook_secret.as_ref(),
+        ));
+        self.streams.set_tenant_settings(settings.clone());
+        if let Ok(mut s) = self.settings.write() {
+            *s = settings;
+        }
     }
 
     fn current(&self) -> Option<Arc<KeyIndex>> {
@@ -257,6 +303,7 @@ impl Tenants {
     pub async fn refresh(&self) -> Result<(), StoreError> {
         let _one = self.refreshing.lock().await;
         let records = self.state.tenants().await?;
+        self.apply_settings(&records);
         let next = Arc::new(KeyIndex::new(&records));
         let previous = {
             let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
@@ -326,6 +373,7 @@ impl Tenants {
     pub async fn declare(&self, declared: &[(String, TenantSettings)]) -> Result<(), ManageError> {
         for (name, settings) in declared {
             check_settings(settings)?;
+            self.check_webhook_secret(settings)?;
             self.change(name, true, |t| {
                 t.settings = settings.clone();
                 Ok(())
@@ -346,6 +394,7 @@ impl Tenants {
     ) -> Result<TenantRecord, ManageError> {
         check_tenant_name(name)?;
         check_settings(&settings)?;
+        self.check_webhook_secret(&settings)?;
         let record = TenantRecord::new(name, settings);
         match self.state.put_tenant(None, &record).await {
             Ok(()) => {}
@@ -365,7 +414,8 @@ impl Tenants {
         let record = self
             .change(name, false, |t| {
                 edit(&mut t.settings);
-                check_settings(&t.settings)
+                check_settings(&t.settings)?;
+                self.check_webhook_secret(&t.settings)
             })
             .await?;
         self.refresh_after_write().await;
@@ -504,6 +554,22 @@ impl Tenants {
     }
 }
 
+impl Tenants {
+    /// A tenant's webhooks need a secret: its own, or this server's `--webhook-secret`.
+    fn check_webhook_secret(&self, settings: &TenantSettings) -> Result<(), ManageError> {
+        if !settings.webhooks.is_empty()
+            && settings.webhook_secret.is_none()
+            && self.defaults.webhook_secret.is_none()
+        {
+            return Err(ManageError::Invalid(
+                "webhooks need a webhook_secret: the tenant's, or the server's --webhook-secret"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn contended() -> ManageError {
     ManageError::Store(StoreError::Unavailable(
         "other workers kept changing this tenant; try again".into(),
@@ -542,6 +608,8 @@ fn check_settings(settings: &TenantSettings) -> Result<(), ManageError> {
             "max_bitrate_bps must be at most {MAX_QUOTA_BITRATE_BPS}"
         )));
     }
+    // SRT, webhooks, segments, reconnect window, health (issue #12 item 3).
+    tidegate_model::check_stream_settings(settings).map_err(ManageError::Invalid)?;
     Ok(())
 }
 

@@ -54,6 +54,7 @@ use tracing::{info, warn};
 pub use config::ServeConfig;
 pub use shutdown::{ShutdownTimeouts, BOUNDARY_POLL_INTERVAL, DRAIN_POLL_INTERVAL};
 
+use config::ContainerOf as _;
 use metrics::Metrics;
 use stream::{StreamSettings, Streams};
 
@@ -282,22 +283,20 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     let mut lifecycle = Lifecycle::new();
     // Subscribed before anything can emit (the first sweep may end streams).
     let events = config.events()?;
-    if let Some(secret) = &events.webhook_secret {
-        if !events.webhooks.is_empty() {
-            let task = webhooks::start(
-                &events.webhooks,
-                secret,
-                events.webhook_timeout,
-                telemetry.subscribe(),
-                metrics.clone(),
-                lifecycle.stop_at(Phase::Stopped),
-            );
-            // The task bounds its own flush (webhooks::SHUTDOWN_GRACE).
-            lifecycle.wait_at(Phase::Stopped, "webhooks", None, async {
-                let _ = task.await;
-            });
-        }
-    }
+    // Always running: a tenant may be given webhooks of its own at any time (its settings).
+    let webhooks_task = webhooks::start(
+        &events.webhooks,
+        events.webhook_secret.as_deref(),
+        events.webhook_timeout,
+        telemetry.subscribe(),
+        telemetry.tenant_hooks(),
+        metrics.clone(),
+        lifecycle.stop_at(Phase::Stopped),
+    );
+    // The task bounds its own flush (webhooks::SHUTDOWN_GRACE).
+    lifecycle.wait_at(Phase::Stopped, "webhooks", None, async {
+        let _ = webhooks_task.await;
+    });
     let on_publish = events.on_publish.as_ref().map(|url| {
         webhooks::OnPublish::new(
             url,
@@ -314,14 +313,15 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         metrics.clone(),
         telemetry.clone(),
     );
-    // Finish what a previous incarnation left: streams whose publisher is long gone end
-    // now; the others wait for what is left of their window (the sweeper keeps watching).
-    let recovered = streams
-        .sweep()
-        .await
-        .map_err(|e| ServeError::Store(e.to_string()))?;
-
-    let tenants = tenants::Tenants::new(state.clone(), streams.clone());
+    // The tenants' settings are laid over these (per-tenant SRT, webhooks, segments,
+    // reconnect window, health: registry/src/settings.rs).
+    let defaults = tidegate_registry::settings::Defaults::new(
+        config.srt_passphrase.clone(),
+        config.srt_pbkeylen,
+        config.srt_latency,
+        events.webhook_secret.clone(),
+    );
+    let tenants = tenants::Tenants::with_defaults(state.clone(), streams.clone(), defaults);
     let declared: Vec<_> = config
         .tenants
         .iter()
@@ -335,6 +335,13 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .refresh()
         .await
         .map_err(|e| ServeError::Store(format!("cannot read the tenants: {e}")))?;
+    // Finish what a previous incarnation left: streams whose publisher is long gone end
+    // now; the others wait for what is left of their window (the sweeper keeps watching).
+    // After the tenants are read, so each stream's window is its tenant's.
+    let recovered = streams
+        .sweep()
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
     if tenants.is_open() == Some(true) {
         warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
     } else {

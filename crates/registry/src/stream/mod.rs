@@ -372,6 +372,9 @@ pub struct Streams {
     notified: AtomicBool,
     /// When the sweeper last read every record.
     last_full_sweep: SyncMutex<Option<Instant>>,
+    /// The tenants' settings, as [`Streams::set_tenant_settings`] last gave them: their
+    /// segment format and duration and reconnect window replace `settings`' for their streams.
+    tenant_settings: std::sync::RwLock<HashMap<String, tidegate_model::TenantSettings>>,
 }
 
 /// One row of [`Streams::list`].
@@ -409,7 +412,37 @@ impl Streams {
             media_healthy: AtomicBool::new(true),
             notified: AtomicBool::new(false),
             last_full_sweep: SyncMutex::new(None),
+            tenant_settings: std::sync::RwLock::default(),
         })
+    }
+
+    /// The settings of `tenant`'s streams: this worker's, with the tenant's segment format
+    /// and duration and reconnect window laid over them.
+    pub fn settings_for(&self, tenant: &str) -> StreamSettings {
+        match self.tenant_settings.read().ok().and_then(|t| t.get(tenant).cloned()) {
+            Some(t) => self.settings.for_tenant(&t),
+            None => self.settings.clone(),
+        }
+    }
+
+    /// Takes the tenants' settings (they changed, or were read again): their streams use
+    /// their segment format and duration from their next publish session, and their
+    /// reconnect window from the next sweep; their health thresholds go to telemetry.
+    pub fn set_tenant_settings(&self, tenants: HashMap<String, tidegate_model::TenantSettings>) {
+        let (health, refused) =
+            crate::settings::tenant_health(self.telemetry.default_health(), &tenants);
+        for name in refused {
+            warn!(tenant = %name, "the tenant's health thresholds do not hold over this worker's [health]; the server's apply");
+        }
+        self.telemetry.set_tenant_health(health);
+        if let Ok(mut t) = self.tenant_settings.write() {
+            *t = tenants;
+        }
+    }
+
+    /// The telemetry hub (stream health, the event bus).
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
     }
 
     /// How long a view rendered from the state store is served before it is read again.
@@ -594,7 +627,9 @@ impl Streams {
             }
         }
         let stored = self.state.load(id).await?.map(|r| ownership_of(&r));
-        let policy = self.settings.policy(self.settings.takeover_policy);
+        let policy = self
+            .settings_for(&id.tenant)
+            .policy(self.settings.takeover_policy);
         Ok(ownership::stand_by_for(
             &self.settings.worker_id,
             false,
@@ -649,6 +684,8 @@ impl Streams {
         }
         let now = unix_ms();
         let stored = self.state.load(&id).await?;
+        // This worker's settings with the tenant's (segments, reconnect window).
+        let settings = self.settings_for(&id.tenant);
 
         // Who holds the stream now, and may the newcomer have it?
         let here = ownership::Here {
@@ -656,14 +693,14 @@ impl Streams {
             live_activity_ms: inner.live.as_ref().map(LiveSession::last_activity_ms),
             same_container: stored
                 .as_ref()
-                .is_some_and(|r| r.playlist.container == self.settings.container),
+                .is_some_and(|r| r.playlist.container == settings.container),
         };
         let view = stored.as_ref().map(ownership_of);
         let admission = match ownership::admit(
             &here,
             view.as_ref(),
             now,
-            &self.settings.policy(policy),
+            &settings.policy(policy),
         ) {
             Ok(a) => a,
             Err(Refusal::LiveHere | Refusal::LiveElsewhere) => {
@@ -684,9 +721,9 @@ impl Streams {
             None => StreamRecord {
                 id: id.clone(),
                 playlist: PlaylistState::new(
-                    self.settings.container,
-                    self.settings.playlist_window,
-                    target_secs(self.settings.segment_duration),
+                    settings.container,
+                    settings.playlist_window,
+                    target_secs(settings.segment_duration),
                 ),
                 updated_ms: now,
                 publisher_left_ms: None,
@@ -702,8 +739,8 @@ impl Streams {
                         // A new playlist at the same URL; numbering goes on so no player that
                         // still holds the old one sees the sequence go back.
                         stale_objects = r.playlist.reset_for_new_stream();
-                        r.playlist.container = self.settings.container;
-                        r.playlist.window = self.settings.playlist_window;
+                        r.playlist.container = settings.container;
+                        r.playlist.window = settings.playlist_window;
                         info!(stream = %id, "new playlist (previous one ended)");
                     }
                     Start::Takeover => {
@@ -778,8 +815,8 @@ impl Streams {
             media_seen.clone(),
         )));
         let config = SegmenterConfig {
-            container: self.settings.container,
-            target_duration: self.settings.segment_ticks,
+            container: settings.container,
+            target_duration: settings.segment_ticks,
             ..SegmenterConfig::default()
         };
         Ok(Publisher {
@@ -845,7 +882,8 @@ impl Streams {
             stream.release_view(generation, true);
             drop(inner);
             self.telemetry.session_ended(&stream.telemetry, superseded);
-            info!(stream = %stream.id, window_s = self.settings.reconnect_window.as_secs_f64(), "publisher gone; stream reconnecting");
+            let window = self.settings_for(&stream.id.tenant).reconnect_window;
+            info!(stream = %stream.id, window_s = window.as_secs_f64(), "publisher gone; stream reconnecting");
         } else {
             // Already replaced (a newer session here, or ended by request): whatever this
             // writer showed last is not what the store holds.
@@ -955,7 +993,6 @@ impl Streams {
             self.state.list_active().await?
         };
         let now = unix_ms();
-        let policy = self.settings.policy(self.settings.takeover_policy);
         let mut ended = 0;
         let mut records = ids.len();
         for id in &ids {
@@ -971,6 +1008,10 @@ impl Streams {
                 self.state.delete(id, 0).await?;
                 continue;
             };
+            // The tenant's reconnect window, as this worker knows its settings.
+            let policy = self
+                .settings_for(&id.tenant)
+                .policy(self.settings.takeover_policy);
             let ending = match ownership::sweep(&ownership_of(&record), now, &policy) {
                 Sweep::Keep => continue,
                 Sweep::Expire { .. } => {
@@ -1269,7 +1310,7 @@ impl Publisher {
 /// Settings for the unit tests: fMP4, 2 s segments, a window of 6, worker `here`, ended
 /// streams kept for `ended_retention`.
 #[cfg(test)]
-fn test_settings(ended_retention: Duration) -> StreamSettings {
+pub(crate) fn test_settings(ended_retention: Duration) -> StreamSettings {
     StreamSettings {
         container: Container::Fmp4,
         segment_ticks: 180_000,

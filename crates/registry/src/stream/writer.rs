@@ -267,7 +267,7 @@ impl Writer {
             },
             &self
                 .streams
-                .settings
+                .settings_for(&self.stream.id.tenant)
                 .policy(self.streams.settings.takeover_policy),
         );
         let (expected, touch, lease_ms) = match plan {
@@ -379,7 +379,10 @@ impl Writer {
                 }
             }
         }
-        let grace = self.streams.settings.delete_grace();
+        let grace = self
+            .streams
+            .settings_for(&self.stream.id.tenant)
+            .delete_grace();
         for p in paths {
             self.streams.delete_later(p, grace);
         }

@@ -1,0 +1,244 @@
+//! The per-tenant stream settings in the tenant calls (`POST /tenants`, `PATCH
+//! /tenants/{tenant}`, and every answer that shows a tenant): SRT passphrase, key length and
+//! latency, webhooks and their secret, reconnect window, segment format and duration, health
+//! thresholds. Their JSON names are those of [`TenantSettings`]; a request's other fields are
+//! left to the tenant calls of `api.rs`.
+//!
+//! Secrets (`srt_passphrase`, `webhook_secret`) are never shown: an answer says
+//! [`REDACTED`] when one is set, `null` when not. A PATCH that sends [`REDACTED`] back keeps
+//! the stored secret (a client may PATCH what it read); `null` clears a setting, which
+//! then follows the server's flag again.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tidegate_health::HealthOverrides;
+use tidegate_model::{Secret, SegmentFormat, TenantSettings, REDACTED};
+
+/// The JSON names of these settings (the keys [`split`] takes out of a request).
+pub const KEYS: [&str; 9] = [
+    "srt_passphrase",
+    "srt_pbkeylen",
+    "srt_latency",
+    "webhooks",
+    "webhook_secret",
+    "reconnect_window",
+    "segment_format",
+    "segment_duration",
+    "health",
+];
+
+/// Splits a request object into these settings and the rest (for the other fields' reader).
+pub fn split(
+    mut object: serde_json::Map<String, serde_json::Value>,
+) -> (serde_json::Value, serde_json::Value) {
+    let mut mine = serde_json::Map::new();
+    for k in KEYS {
+        if let Some(v) = object.remove(k) {
+            mine.insert(k.to_owned(), v);
+        }
+    }
+    (
+        serde_json::Value::Object(object),
+        serde_json::Value::Object(mine),
+    )
+}
+
+/// A JSON request body split into the other fields' reader's and these settings' (each read
+/// as `T` and `U`), or why it is not one (answered as a 400).
+pub fn read_body<T: serde::de::DeserializeOwned, U: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, U), String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))?;
+    // Serde reads a struct from an array too; the API takes objects only.
+    let serde_json::Value::Object(object) = value else {
+        return Err("invalid request body: a JSON object is expected".into());
+    };
+    let (rest, mine) = split(object);
+    let invalid = |e: serde_json::Error| format!("invalid request body: {e}");
+    Ok((
+        serde_json::from_value(rest).map_err(invalid)?,
+        serde_json::from_value(mine).map_err(invalid)?,
+    ))
+}
+
+/// The settings as an answer shows them (secrets redacted; unset: `null`, or `[]`).
+#[derive(Debug, Serialize)]
+pub struct SettingsJson {
+    srt_passphrase: Option<&'static str>,
+    srt_pbkeylen: Option<u8>,
+    #[serde(with = "humantime_serde")]
+    srt_latency: Option<Duration>,
+    webhooks: Vec<String>,
+    webhook_secret: Option<&'static str>,
+    #[serde(with = "humantime_serde")]
+    reconnect_window: Option<Duration>,
+    segment_format: Option<SegmentFormat>,
+    #[serde(with = "humantime_serde")]
+    segment_duration: Option<Duration>,
+    health: Option<HealthOverrides>,
+}
+
+impl From<&TenantSettings> for SettingsJson {
+    fn from(s: &TenantSettings) -> Self {
+        Self {
+            srt_passphrase: s.srt_passphrase.as_ref().map(|_| REDACTED),
+            srt_pbkeylen: s.srt_pbkeylen,
+            srt_latency: s.srt_latency,
+            webhooks: s.webhooks.clone(),
+            webhook_secret: s.webhook_secret.as_ref().map(|_| REDACTED),
+            reconnect_window: s.reconnect_window,
+            segment_format: s.segment_format,
+            segment_duration: s.segment_duration,
+            health: s.health.clone(),
+        }
+    }
+}
+
+/// These settings in a `POST /tenants`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Create {
+    srt_passphrase: Option<Secret>,
+    srt_pbkeylen: Option<u8>,
+    #[serde(with = "humantime_serde")]
+    srt_latency: Option<Duration>,
+    webhooks: Vec<String>,
+    webhook_secret: Option<Secret>,
+    #[serde(with = "humantime_serde")]
+    reconnect_window: Option<Duration>,
+    segment_format: Option<SegmentFormat>,
+    #[serde(with = "humantime_serde")]
+    segment_duration: Option<Duration>,
+    health: Option<HealthOverrides>,
+}
+
+impl Create {
+    /// Sets them in `s`.
+    pub fn apply(self, s: &mut TenantSettings) {
+        s.srt_passphrase = self.srt_passphrase;
+        s.srt_pbkeylen = self.srt_pbkeylen;
+        s.srt_latency = self.srt_latency;
+        s.webhooks = self.webhooks;
+        s.webhook_secret = self.webhook_secret;
+        s.reconnect_window = self.reconnect_window;
+        s.segment_format = self.segment_format;
+        s.segment_duration = self.segment_duration;
+        s.health = self.health;
+    }
+}
+
+/// These settings in a `PATCH /tenants/{tenant}`: a field present changes (`null` clears
+/// it), an absent one stays.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Patch {
+    #[serde(deserialize_with = "present")]
+    srt_passphrase: Option<Option<Secret>>,
+    #[serde(deserialize_with = "present")]
+    srt_pbkeylen: Option<Option<u8>>,
+    #[serde(deserialize_with = "present_duration")]
+    srt_latency: Option<Option<Duration>>,
+    #[serde(deserialize_with = "present")]
+    webhooks: Option<Option<Vec<String>>>,
+    #[serde(deserialize_with = "present")]
+    webhook_secret: Option<Option<Secret>>,
+    #[serde(deserialize_with = "present_duration")]
+    reconnect_window: Option<Option<Duration>>,
+    #[serde(deserialize_with = "present")]
+    segment_format: Option<Option<SegmentFormat>>,
+    #[serde(deserialize_with = "present_duration")]
+    segment_duration: Option<Option<Duration>>,
+    #[serde(deserialize_with = "present")]
+    health: Option<Option<HealthOverrides>>,
+}
+
+impl Patch {
+    /// Applies the fields present to `s`.
+    pub fn apply(&self, s: &mut TenantSettings) {
+        fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
+            if let Some(v) = v {
+                slot.clone_from(v);
+            }
+        }
+        fn set_secret(slot: &mut Option<Secret>, v: &Option<Option<Secret>>) {
+            match v {
+                // What an answer showed, sent back: the secret stays.
+                Some(Some(p)) if p.expose() == REDACTED => {}
+                Some(v) => slot.clone_from(v),
+                None => {}
+            }
+        }
+        set_secret(&mut s.srt_passphrase, &self.srt_passphrase);
+        set(&mut s.srt_pbkeylen, &self.srt_pbkeylen);
+        set(&mut s.srt_latency, &self.srt_latency);
+        if let Some(w) = &self.webhooks {
+            s.webhooks = w.clone().unwrap_or_default();
+        }
+        set_secret(&mut s.webhook_secret, &self.webhook_secret);
+        set(&mut s.reconnect_window, &self.reconnect_window);
+        set(&mut s.segment_format, &self.segment_format);
+        set(&mut s.segment_duration, &self.segment_duration);
+        set(&mut s.health, &self.health);
+    }
+}
+
+/// A field that is present (`null` included) reads as `Some`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// A duration field that is present (`null` included) reads as `Some`.
+fn present_duration<'de, D>(d: D) -> Result<Option<Option<Duration>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    humantime_serde::deserialize(d).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_never_carry_a_secret_and_a_patch_of_the_redacted_value_keeps_it() {
+        let mut s = TenantSettings::default();
+        let (rest, mine) = split(
+            serde_json::json!({"name": "acme", "srt_passphrase": "acme-passphrase",
+                "webhook_secret": "acme-webhook-secret", "srt_latency": "300ms",
+                "segment_format": "ts"})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        );
+        assert_eq!(rest, serde_json::json!({"name": "acme"}));
+        serde_json::from_value::<Create>(mine).unwrap().apply(&mut s);
+        let shown = serde_json::to_value(SettingsJson::from(&s)).unwrap();
+        assert_eq!(shown["srt_passphrase"], REDACTED);
+        assert_eq!(shown["webhook_secret"], REDACTED);
+        assert_eq!(shown["srt_latency"], "300ms");
+        assert_eq!(shown["reconnect_window"], serde_json::Value::Null);
+        assert!(!shown.to_string().contains("acme-passphrase"));
+
+        // PATCH what was shown: secrets stay; `null` clears; absent stays.
+        let patch: Patch = serde_json::from_value(serde_json::json!({
+            "srt_passphrase": REDACTED, "webhook_secret": null, "srt_latency": null,
+            "reconnect_window": "5s"}))
+        .unwrap();
+        patch.apply(&mut s);
+        assert_eq!(
+            s.srt_passphrase.as_ref().map(Secret::expose),
+            Some("acme-passphrase")
+        );
+        assert!(s.webhook_secret.is_none());
+        assert!(s.srt_latency.is_none());
+        assert_eq!(s.reconnect_window, Some(Duration::from_secs(5)));
+        assert_eq!(s.segment_format, Some(SegmentFormat::Ts));
+        assert!(serde_json::from_value::<Patch>(serde_json::json!({"pool": "x"})).is_err());
+    }
+}
