@@ -261,7 +261,8 @@ impl TenantConfig {
             health: self
                 .health
                 .clone()
-                .and_then(|t| t.try_into::<tidegate_health::HealthOverrides>().ok()),
+                .and_then(|t| t.try_into::<tidegate_health::HealthOverrides>().ok())
+                .map(tidegate_model::TenantHealth::from),
         }
     }
 }
@@ -1117,10 +1118,7 @@ mod tests {
         assert_eq!(acme.reconnect_window, Some(Duration::from_secs(5)));
         assert_eq!(acme.segment_format, Some(SegmentFormat::Ts));
         assert_eq!(acme.segment_duration, Some(Duration::from_secs(4)));
-        assert_eq!(
-            acme.health.and_then(|h| h.min_bitrate_bps),
-            Some(1_000_000)
-        );
+        assert_eq!(acme.health.and_then(|h| h.min_bitrate_bps), Some(1_000_000));
         assert_eq!(
             c.tenants["basic"].settings(),
             tidegate_model::TenantSettings::default()

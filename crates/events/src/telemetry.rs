@@ -344,7 +344,10 @@ impl Telemetry {
 
     /// Health thresholds per tenant, for the tenants that override the server's.
     #[must_use]
-    pub fn with_tenant_health(self, tenants: std::collections::HashMap<String, HealthConfig>) -> Self {
+    pub fn with_tenant_health(
+        self,
+        tenants: std::collections::HashMap<String, HealthConfig>,
+    ) -> Self {
         self.set_tenant_health(tenants);
         self
     }

@@ -346,13 +346,21 @@ struct TenantQueues {
 
 impl TenantQueues {
     /// Starts a task for every hook of `hooks` not running yet and stops those that are gone.
-    fn reconcile(&mut self, hooks: &TenantHookMap, spawn: impl Fn(&str, &TenantHook, Arc<Queue>, CancellationToken)) {
+    fn reconcile(
+        &mut self,
+        hooks: &TenantHookMap,
+        spawn: impl Fn(&str, &TenantHook, Arc<Queue>, CancellationToken),
+    ) {
         let wanted: std::collections::HashMap<_, _> = hooks
             .iter()
             .flat_map(|(tenant, list)| {
                 list.iter().map(move |h| {
                     (
-                        (tenant.clone(), h.url.as_str().to_owned(), h.secret.expose().to_owned()),
+                        (
+                            tenant.clone(),
+                            h.url.as_str().to_owned(),
+                            h.secret.expose().to_owned(),
+                        ),
                         (tenant, h),
                     )
                 })
@@ -436,8 +444,12 @@ pub fn start(
     }
     let mut tenants = TenantQueues::default();
     let spawn_tenant = {
-        let (tracker, http, metrics, flush) =
-            (tracker.clone(), http.clone(), metrics.clone(), flush.clone());
+        let (tracker, http, metrics, flush) = (
+            tracker.clone(),
+            http.clone(),
+            metrics.clone(),
+            flush.clone(),
+        );
         move |_tenant: &str, hook: &TenantHook, q: Arc<Queue>, gone: CancellationToken| {
             tracker.spawn(deliver_loop(
                 hook.url.as_str().to_owned(),

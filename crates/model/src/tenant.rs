@@ -88,19 +88,19 @@ pub struct TenantSettings {
     pub playback: Playback,
 
     // --- per-tenant stream settings (issue #12 item 3; `tenant_settings.rs`). `None` (or
-    // no webhooks): the server's flag. Durations are humantime strings ("200ms", "10s"). ---
+    // no webhooks): the server's flag. Durations are integers of milliseconds (`_ms`). ---
     /// The passphrase its SRT publishers must encrypt with (`srt-passphrase` in the file);
     /// never shown by the API.
-    #[serde(alias = "srt-passphrase", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub srt_passphrase: Option<crate::Secret>,
     /// The AES key length its SRT publishers must use: 16, 24, 32, or 0 for the caller's
     /// (`srt-pbkeylen`).
-    #[serde(alias = "srt-pbkeylen", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub srt_pbkeylen: Option<u8>,
     /// The SRT receive latency asked for in its publishers' handshakes (`srt-latency`).
     #[serde(
-        alias = "srt-latency",
-        with = "humantime_serde",
+        rename = "srt_latency_ms",
+        with = "crate::tenant_settings::opt_ms",
         skip_serializing_if = "Option::is_none"
     )]
     pub srt_latency: Option<std::time::Duration>,
@@ -109,28 +109,28 @@ pub struct TenantSettings {
     pub webhooks: Vec<String>,
     /// The secret its webhooks are signed with (`webhook-secret`; the server's when unset);
     /// never shown by the API.
-    #[serde(alias = "webhook-secret", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<crate::Secret>,
     /// How long its streams wait for their publisher before they end (`reconnect-window`).
     #[serde(
-        alias = "reconnect-window",
-        with = "humantime_serde",
+        rename = "reconnect_window_ms",
+        with = "crate::tenant_settings::opt_ms",
         skip_serializing_if = "Option::is_none"
     )]
     pub reconnect_window: Option<std::time::Duration>,
     /// Its HLS segment container (`segment-format`: `fmp4` or `ts`).
-    #[serde(alias = "segment-format", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub segment_format: Option<crate::SegmentFormat>,
     /// Its target segment duration (`segment-duration`).
     #[serde(
-        alias = "segment-duration",
-        with = "humantime_serde",
+        rename = "segment_duration_ms",
+        with = "crate::tenant_settings::opt_ms",
         skip_serializing_if = "Option::is_none"
     )]
     pub segment_duration: Option<std::time::Duration>,
-    /// Health thresholds that differ from the server's `[health]` (same kebab-case keys).
+    /// Health thresholds that differ from the server's `[health]` (`[tenants.NAME.health]`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub health: Option<tidegate_health::HealthOverrides>,
+    pub health: Option<crate::TenantHealth>,
 }
 
 /// A key's public id: [`KEY_ID_BYTES`] random bytes in hex.

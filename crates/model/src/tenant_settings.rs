@@ -1,14 +1,181 @@
 //! What a tenant's settings name beyond pool, quotas and playback: the types of its SRT,
-//! webhook and segment settings ([`Secret`], [`SegmentFormat`]) and the bounds a value must
-//! keep ([`check_stream_settings`]). Every setting is optional: `None` takes the server's
-//! flag (see `docs/tenant-settings.md`).
+//! webhook, segment and health settings ([`Secret`], [`SegmentFormat`], [`TenantHealth`]) and
+//! the bounds a value must keep ([`check_stream_settings`], and [`check_api_health`] for the
+//! admin API). Every setting is optional: `None` takes the server's flag (see
+//! `docs/tenant-settings.md`). In JSON (the admin API, the state store) durations are
+//! integers of milliseconds, named `..._ms`; the TOML file writes them as the server's flags
+//! (`"200ms"`, `"10s"`).
 
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use tidegate_health::HealthOverrides;
+
 use crate::TenantSettings;
+
+/// Serde of an optional duration as an optional integer of milliseconds.
+pub(crate) mod opt_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+/// A tenant's health thresholds in JSON: every field optional (unset: the server's
+/// `[health]`), the meanings of `[health]`'s keys, durations in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantHealth {
+    /// `min-bitrate-bps` (0: the relative rule).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_bitrate_bps: Option<u64>,
+    /// `relative-fraction`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relative_fraction: Option<f64>,
+    /// `relative-window`.
+    #[serde(
+        rename = "relative_window_ms",
+        with = "opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub relative_window: Option<Duration>,
+    /// `low-bitrate-for`.
+    #[serde(
+        rename = "low_bitrate_for_ms",
+        with = "opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub low_bitrate_for: Option<Duration>,
+    /// `warmup`.
+    #[serde(
+        rename = "warmup_ms",
+        with = "opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub warmup: Option<Duration>,
+    /// `packet-window`.
+    #[serde(
+        rename = "packet_window_ms",
+        with = "opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub packet_window: Option<Duration>,
+    /// `max-drop-rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_drop_rate: Option<f64>,
+    /// `max-loss-rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_loss_rate: Option<f64>,
+    /// `max-keyframe-interval`.
+    #[serde(
+        rename = "max_keyframe_interval_ms",
+        with = "opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_keyframe_interval: Option<Duration>,
+    /// `recover-after`.
+    #[serde(
+        rename = "recover_after_ms",
+        with = "opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub recover_after: Option<Duration>,
+    /// `min-dwell`.
+    #[serde(
+        rename = "min_dwell_ms",
+        with = "opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_dwell: Option<Duration>,
+}
+
+impl From<HealthOverrides> for TenantHealth {
+    fn from(o: HealthOverrides) -> Self {
+        Self {
+            min_bitrate_bps: o.min_bitrate_bps,
+            relative_fraction: o.relative_fraction,
+            relative_window: o.relative_window,
+            low_bitrate_for: o.low_bitrate_for,
+            warmup: o.warmup,
+            packet_window: o.packet_window,
+            max_drop_rate: o.max_drop_rate,
+            max_loss_rate: o.max_loss_rate,
+            max_keyframe_interval: o.max_keyframe_interval,
+            recover_after: o.recover_after,
+            min_dwell: o.min_dwell,
+        }
+    }
+}
+
+impl TenantHealth {
+    /// The overrides the health crate lays over the server's thresholds.
+    pub fn overrides(&self) -> HealthOverrides {
+        HealthOverrides {
+            min_bitrate_bps: self.min_bitrate_bps,
+            relative_fraction: self.relative_fraction,
+            relative_window: self.relative_window,
+            low_bitrate_for: self.low_bitrate_for,
+            warmup: self.warmup,
+            packet_window: self.packet_window,
+            max_drop_rate: self.max_drop_rate,
+            max_loss_rate: self.max_loss_rate,
+            max_keyframe_interval: self.max_keyframe_interval,
+            recover_after: self.recover_after,
+            min_dwell: self.min_dwell,
+        }
+    }
+}
+
+/// The ranges the admin API takes for each health threshold (`docs/openapi.yaml` says the
+/// same): narrower than the file's where two thresholds depend on each other
+/// (`low_bitrate_for_ms` up to 60 s, `relative_window_ms` from 60 s), so that any set of
+/// values in range holds over the default thresholds.
+pub fn check_api_health(h: &TenantHealth) -> Result<(), String> {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_millis());
+    for (name, v, lo, hi) in [
+        ("relative_window_ms", ms(h.relative_window), 60_000, 120_000),
+        ("low_bitrate_for_ms", ms(h.low_bitrate_for), 1_000, 60_000),
+        ("warmup_ms", ms(h.warmup), 0, 3_600_000),
+        ("packet_window_ms", ms(h.packet_window), 1_000, 120_000),
+        (
+            "max_keyframe_interval_ms",
+            ms(h.max_keyframe_interval),
+            1_000,
+            3_600_000,
+        ),
+        ("recover_after_ms", ms(h.recover_after), 1_000, 120_000),
+        ("min_dwell_ms", ms(h.min_dwell), 0, 3_600_000),
+    ] {
+        if v.is_some_and(|v| !(lo..=hi).contains(&v)) {
+            return Err(format!("health.{name} must be between {lo} and {hi}"));
+        }
+    }
+    for (name, v) in [
+        ("relative_fraction", h.relative_fraction),
+        ("max_drop_rate", h.max_drop_rate),
+        ("max_loss_rate", h.max_loss_rate),
+    ] {
+        if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+            return Err(format!("health.{name} must be between 0 and 1"));
+        }
+    }
+    if h.min_bitrate_bps.is_some_and(|b| b > (1 << 53) - 1) {
+        return Err("health.min_bitrate_bps must be at most 2^53 - 1".into());
+    }
+    Ok(())
+}
 
 /// What a secret shows instead of itself in an answer or a printed configuration. A PATCH
 /// that sends it back keeps the stored secret.
@@ -84,7 +251,9 @@ pub fn check_stream_settings(s: &TenantSettings) -> Result<(), String> {
         ("webhook_secret", &s.webhook_secret),
     ] {
         if secret.as_ref().is_some_and(|p| p.expose() == REDACTED) {
-            return Err(format!("{name}: `{REDACTED}` is what a secret shows, not a secret"));
+            return Err(format!(
+                "{name}: `{REDACTED}` is what a secret shows, not a secret"
+            ));
         }
     }
     if let Some(pass) = &s.srt_passphrase {
@@ -99,16 +268,16 @@ pub fn check_stream_settings(s: &TenantSettings) -> Result<(), String> {
             ));
         }
     }
-    if s.srt_pbkeylen.is_some_and(|k| !matches!(k, 0 | 16 | 24 | 32)) {
+    if s.srt_pbkeylen
+        .is_some_and(|k| !matches!(k, 0 | 16 | 24 | 32))
+    {
         return Err("srt_pbkeylen must be 0 (the caller's), 16, 24 or 32".into());
     }
     if s.srt_latency.is_some_and(|l| l > MAX_SRT_LATENCY) {
         return Err("srt_latency must be at most 60s".into());
     }
     if s.webhooks.len() > MAX_TENANT_WEBHOOKS {
-        return Err(format!(
-            "at most {MAX_TENANT_WEBHOOKS} webhooks per tenant"
-        ));
+        return Err(format!("at most {MAX_TENANT_WEBHOOKS} webhooks per tenant"));
     }
     for url in &s.webhooks {
         crate::check_url(url).map_err(|e| format!("webhooks: {e}"))?;
@@ -129,7 +298,7 @@ pub fn check_stream_settings(s: &TenantSettings) -> Result<(), String> {
         // The overrides over the defaults must hold on their own; over a server's own
         // `[health]` they are checked again where that is known.
         tidegate_health::HealthConfig::default()
-            .merged(h)
+            .merged(&h.overrides())
             .validate()
             .map_err(|e| format!("health: {e}"))?;
     }
@@ -148,7 +317,10 @@ mod tests {
             ..TenantSettings::default()
         };
         let shown = format!("{s:?} {}", Secret::new("correct horse battery"));
-        assert!(!shown.contains("horse") && !shown.contains("-hook"), "{shown}");
+        assert!(
+            !shown.contains("horse") && !shown.contains("-hook"),
+            "{shown}"
+        );
         let stored = serde_json::to_string(&s).unwrap();
         assert!(stored.contains("correct horse battery"), "{stored}");
         let back: TenantSettings = serde_json::from_str(&stored).unwrap();
@@ -156,31 +328,30 @@ mod tests {
     }
 
     #[test]
-    fn settings_read_from_json_and_from_the_files_kebab_keys() {
+    fn settings_read_from_json_with_durations_in_milliseconds() {
         let json: TenantSettings = serde_json::from_str(
-            r#"{"srt_passphrase": "0123456789", "srt_pbkeylen": 32, "srt_latency": "250ms",
+            r#"{"srt_passphrase": "0123456789", "srt_pbkeylen": 32, "srt_latency_ms": 250,
                 "webhooks": ["http://127.0.0.1:9/h"], "webhook_secret": "0123456789abcdef",
-                "reconnect_window": "5s", "segment_format": "ts", "segment_duration": "4s",
-                "health": {"min-bitrate-bps": 1000000, "low-bitrate-for": "3s"}}"#,
+                "reconnect_window_ms": 5000, "segment_format": "ts", "segment_duration_ms": 4000,
+                "health": {"min_bitrate_bps": 1000000, "low_bitrate_for_ms": 3000}}"#,
         )
         .unwrap();
         assert_eq!(json.srt_latency, Some(Duration::from_millis(250)));
         assert_eq!(json.reconnect_window, Some(Duration::from_secs(5)));
         assert_eq!(json.segment_format, Some(SegmentFormat::Ts));
         assert_eq!(json.segment_duration, Some(Duration::from_secs(4)));
+        let health = json.health.clone().unwrap();
+        assert_eq!(health.min_bitrate_bps, Some(1_000_000));
         assert_eq!(
-            json.health.as_ref().and_then(|h| h.min_bitrate_bps),
-            Some(1_000_000)
+            health.overrides().low_bitrate_for,
+            Some(Duration::from_secs(3))
         );
         check_stream_settings(&json).unwrap();
-        let kebab: TenantSettings = serde_json::from_str(
-            r#"{"srt-passphrase": "0123456789", "srt-pbkeylen": 32, "srt-latency": "250ms",
-                "webhooks": ["http://127.0.0.1:9/h"], "webhook-secret": "0123456789abcdef",
-                "reconnect-window": "5s", "segment-format": "ts", "segment-duration": "4s",
-                "health": {"min-bitrate-bps": 1000000, "low-bitrate-for": "3s"}}"#,
-        )
-        .unwrap();
-        assert_eq!(kebab, json);
+        check_api_health(&health).unwrap();
+        // Written back the same way.
+        let back: TenantSettings =
+            serde_json::from_str(&serde_json::to_string(&json).unwrap()).unwrap();
+        assert_eq!(back, json);
         // Unset: nothing written, the server's values apply.
         assert_eq!(
             serde_json::to_string(&TenantSettings::default()).unwrap(),
@@ -233,7 +404,7 @@ mod tests {
         })
         .contains("500ms"));
         assert!(bad(TenantSettings {
-            health: Some(tidegate_health::HealthOverrides {
+            health: Some(TenantHealth {
                 max_drop_rate: Some(7.0),
                 ..Default::default()
             }),
@@ -241,6 +412,28 @@ mod tests {
         })
         .contains("health"));
         assert!(serde_json::from_str::<TenantSettings>(r#"{"segment_format": "mkv"}"#).is_err());
-        assert!(serde_json::from_str::<TenantSettings>(r#"{"srt_latency": 200}"#).is_err());
+        assert!(serde_json::from_str::<TenantSettings>(r#"{"srt_latency_ms": "200ms"}"#).is_err());
+        // The API's health ranges: any set of values in range holds together.
+        let api = |h: TenantHealth| check_api_health(&h);
+        assert!(api(TenantHealth {
+            relative_window: Some(Duration::from_secs(30)),
+            ..Default::default()
+        })
+        .is_err());
+        assert!(api(TenantHealth {
+            low_bitrate_for: Some(Duration::from_secs(61)),
+            ..Default::default()
+        })
+        .is_err());
+        let edge = TenantHealth {
+            low_bitrate_for: Some(Duration::from_secs(60)),
+            relative_window: Some(Duration::from_secs(60)),
+            ..Default::default()
+        };
+        api(edge.clone()).unwrap();
+        tidegate_health::HealthConfig::default()
+            .merged(&edge.overrides())
+            .validate()
+            .unwrap();
     }
 }

@@ -583,7 +583,9 @@ async fn create_tenant(State(ctx): State<Arc<Context>>, bytes: bytes::Bytes) -> 
         playback: req.playback,
         ..TenantSettings::default()
     };
-    stream_settings.apply(&mut settings);
+    if let Err(why) = stream_settings.apply(&mut settings) {
+        return error(StatusCode::BAD_REQUEST, &why);
+    }
     match ctx.tenants.create(&req.name, settings).await {
         Ok(t) => (StatusCode::CREATED, Json(tenant_json(&t))).into_response(),
         Err(e) => manage_error(&ctx, &e),
@@ -614,6 +616,9 @@ async fn update_tenant(
             Ok(r) => r,
             Err(why) => return error(StatusCode::BAD_REQUEST, &why),
         };
+    if let Err(why) = stream_settings.check() {
+        return error(StatusCode::BAD_REQUEST, &why);
+    }
     let edit = |s: &mut TenantSettings| {
         stream_settings.apply(s);
         if let Some(pool) = &patch.pool {

@@ -12,19 +12,20 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tidegate_health::HealthOverrides;
-use tidegate_model::{Secret, SegmentFormat, TenantSettings, REDACTED};
+use tidegate_model::{
+    check_api_health, Secret, SegmentFormat, TenantHealth, TenantSettings, REDACTED,
+};
 
 /// The JSON names of these settings (the keys [`split`] takes out of a request).
 pub const KEYS: [&str; 9] = [
     "srt_passphrase",
     "srt_pbkeylen",
-    "srt_latency",
+    "srt_latency_ms",
     "webhooks",
     "webhook_secret",
-    "reconnect_window",
+    "reconnect_window_ms",
     "segment_format",
-    "segment_duration",
+    "segment_duration_ms",
     "health",
 ];
 
@@ -68,16 +69,17 @@ pub fn read_body<T: serde::de::DeserializeOwned, U: serde::de::DeserializeOwned>
 pub struct SettingsJson {
     srt_passphrase: Option<&'static str>,
     srt_pbkeylen: Option<u8>,
-    #[serde(with = "humantime_serde")]
-    srt_latency: Option<Duration>,
+    srt_latency_ms: Option<u64>,
     webhooks: Vec<String>,
     webhook_secret: Option<&'static str>,
-    #[serde(with = "humantime_serde")]
-    reconnect_window: Option<Duration>,
+    reconnect_window_ms: Option<u64>,
     segment_format: Option<SegmentFormat>,
-    #[serde(with = "humantime_serde")]
-    segment_duration: Option<Duration>,
-    health: Option<HealthOverrides>,
+    segment_duration_ms: Option<u64>,
+    health: Option<TenantHealth>,
+}
+
+fn ms(d: Option<Duration>) -> Option<u64> {
+    d.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl From<&TenantSettings> for SettingsJson {
@@ -85,12 +87,12 @@ impl From<&TenantSettings> for SettingsJson {
         Self {
             srt_passphrase: s.srt_passphrase.as_ref().map(|_| REDACTED),
             srt_pbkeylen: s.srt_pbkeylen,
-            srt_latency: s.srt_latency,
+            srt_latency_ms: ms(s.srt_latency),
             webhooks: s.webhooks.clone(),
             webhook_secret: s.webhook_secret.as_ref().map(|_| REDACTED),
-            reconnect_window: s.reconnect_window,
+            reconnect_window_ms: ms(s.reconnect_window),
             segment_format: s.segment_format,
-            segment_duration: s.segment_duration,
+            segment_duration_ms: ms(s.segment_duration),
             health: s.health.clone(),
         }
     }
@@ -102,30 +104,31 @@ impl From<&TenantSettings> for SettingsJson {
 pub struct Create {
     srt_passphrase: Option<Secret>,
     srt_pbkeylen: Option<u8>,
-    #[serde(with = "humantime_serde")]
-    srt_latency: Option<Duration>,
+    srt_latency_ms: Option<u64>,
     webhooks: Vec<String>,
     webhook_secret: Option<Secret>,
-    #[serde(with = "humantime_serde")]
-    reconnect_window: Option<Duration>,
+    reconnect_window_ms: Option<u64>,
     segment_format: Option<SegmentFormat>,
-    #[serde(with = "humantime_serde")]
-    segment_duration: Option<Duration>,
-    health: Option<HealthOverrides>,
+    segment_duration_ms: Option<u64>,
+    health: Option<TenantHealth>,
 }
 
 impl Create {
-    /// Sets them in `s`.
-    pub fn apply(self, s: &mut TenantSettings) {
+    /// Sets them in `s`; `Err` when a health threshold is out of the API's range.
+    pub fn apply(self, s: &mut TenantSettings) -> Result<(), String> {
+        if let Some(h) = &self.health {
+            check_api_health(h)?;
+        }
         s.srt_passphrase = self.srt_passphrase;
         s.srt_pbkeylen = self.srt_pbkeylen;
-        s.srt_latency = self.srt_latency;
+        s.srt_latency = self.srt_latency_ms.map(Duration::from_millis);
         s.webhooks = self.webhooks;
         s.webhook_secret = self.webhook_secret;
-        s.reconnect_window = self.reconnect_window;
+        s.reconnect_window = self.reconnect_window_ms.map(Duration::from_millis);
         s.segment_format = self.segment_format;
-        s.segment_duration = self.segment_duration;
+        s.segment_duration = self.segment_duration_ms.map(Duration::from_millis);
         s.health = self.health;
+        Ok(())
     }
 }
 
@@ -138,28 +141,41 @@ pub struct Patch {
     srt_passphrase: Option<Option<Secret>>,
     #[serde(deserialize_with = "present")]
     srt_pbkeylen: Option<Option<u8>>,
-    #[serde(deserialize_with = "present_duration")]
-    srt_latency: Option<Option<Duration>>,
+    #[serde(deserialize_with = "present")]
+    srt_latency_ms: Option<Option<u64>>,
     #[serde(deserialize_with = "present")]
     webhooks: Option<Option<Vec<String>>>,
     #[serde(deserialize_with = "present")]
     webhook_secret: Option<Option<Secret>>,
-    #[serde(deserialize_with = "present_duration")]
-    reconnect_window: Option<Option<Duration>>,
+    #[serde(deserialize_with = "present")]
+    reconnect_window_ms: Option<Option<u64>>,
     #[serde(deserialize_with = "present")]
     segment_format: Option<Option<SegmentFormat>>,
-    #[serde(deserialize_with = "present_duration")]
-    segment_duration: Option<Option<Duration>>,
     #[serde(deserialize_with = "present")]
-    health: Option<Option<HealthOverrides>>,
+    segment_duration_ms: Option<Option<u64>>,
+    #[serde(deserialize_with = "present")]
+    health: Option<Option<TenantHealth>>,
 }
 
 impl Patch {
-    /// Applies the fields present to `s`.
+    /// A health threshold out of the API's range.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.health {
+            Some(Some(h)) => check_api_health(h),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies the fields present to `s` ([`Patch::check`] first).
     pub fn apply(&self, s: &mut TenantSettings) {
         fn set<T: Clone>(slot: &mut T, v: &Option<T>) {
             if let Some(v) = v {
                 slot.clone_from(v);
+            }
+        }
+        fn set_ms(slot: &mut Option<Duration>, v: &Option<Option<u64>>) {
+            if let Some(v) = v {
+                *slot = v.map(Duration::from_millis);
             }
         }
         fn set_secret(slot: &mut Option<Secret>, v: &Option<Option<Secret>>) {
@@ -172,14 +188,14 @@ impl Patch {
         }
         set_secret(&mut s.srt_passphrase, &self.srt_passphrase);
         set(&mut s.srt_pbkeylen, &self.srt_pbkeylen);
-        set(&mut s.srt_latency, &self.srt_latency);
+        set_ms(&mut s.srt_latency, &self.srt_latency_ms);
         if let Some(w) = &self.webhooks {
             s.webhooks = w.clone().unwrap_or_default();
         }
         set_secret(&mut s.webhook_secret, &self.webhook_secret);
-        set(&mut s.reconnect_window, &self.reconnect_window);
+        set_ms(&mut s.reconnect_window, &self.reconnect_window_ms);
         set(&mut s.segment_format, &self.segment_format);
-        set(&mut s.segment_duration, &self.segment_duration);
+        set_ms(&mut s.segment_duration, &self.segment_duration_ms);
         set(&mut s.health, &self.health);
     }
 }
@@ -193,14 +209,6 @@ where
     T::deserialize(d).map(Some)
 }
 
-/// A duration field that is present (`null` included) reads as `Some`.
-fn present_duration<'de, D>(d: D) -> Result<Option<Option<Duration>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-{
-    humantime_serde::deserialize(d).map(Some)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,25 +218,28 @@ mod tests {
         let mut s = TenantSettings::default();
         let (rest, mine) = split(
             serde_json::json!({"name": "acme", "srt_passphrase": "acme-passphrase",
-                "webhook_secret": "acme-webhook-secret", "srt_latency": "300ms",
+                "webhook_secret": "acme-webhook-secret", "srt_latency_ms": 300,
                 "segment_format": "ts"})
             .as_object()
             .cloned()
             .unwrap(),
         );
         assert_eq!(rest, serde_json::json!({"name": "acme"}));
-        serde_json::from_value::<Create>(mine).unwrap().apply(&mut s);
+        serde_json::from_value::<Create>(mine)
+            .unwrap()
+            .apply(&mut s)
+            .unwrap();
         let shown = serde_json::to_value(SettingsJson::from(&s)).unwrap();
         assert_eq!(shown["srt_passphrase"], REDACTED);
         assert_eq!(shown["webhook_secret"], REDACTED);
-        assert_eq!(shown["srt_latency"], "300ms");
-        assert_eq!(shown["reconnect_window"], serde_json::Value::Null);
+        assert_eq!(shown["srt_latency_ms"], 300);
+        assert_eq!(shown["reconnect_window_ms"], serde_json::Value::Null);
         assert!(!shown.to_string().contains("acme-passphrase"));
 
         // PATCH what was shown: secrets stay; `null` clears; absent stays.
         let patch: Patch = serde_json::from_value(serde_json::json!({
-            "srt_passphrase": REDACTED, "webhook_secret": null, "srt_latency": null,
-            "reconnect_window": "5s"}))
+            "srt_passphrase": REDACTED, "webhook_secret": null, "srt_latency_ms": null,
+            "reconnect_window_ms": 5000}))
         .unwrap();
         patch.apply(&mut s);
         assert_eq!(

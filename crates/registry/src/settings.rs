@@ -113,7 +113,7 @@ pub fn tenant_health(
     let mut refused = Vec::new();
     for (name, t) in tenants {
         let Some(o) = &t.health else { continue };
-        let merged = server.merged(o);
+        let merged = server.merged(&o.overrides());
         if merged.validate().is_ok() {
             out.insert(name.clone(), merged);
         } else {
@@ -223,7 +223,7 @@ mod tests {
             ..HealthConfig::default()
         };
         let premium = TenantSettings {
-            health: Some(tidegate_health::HealthOverrides {
+            health: Some(tidegate_model::TenantHealth {
                 min_bitrate_bps: Some(2_000_000),
                 ..Default::default()
             }),
@@ -232,7 +232,7 @@ mod tests {
         // Over this server's thresholds the overrides do not hold (window shorter than
         // the low-bitrate time): the server's apply.
         let odd = TenantSettings {
-            health: Some(tidegate_health::HealthOverrides {
+            health: Some(tidegate_model::TenantHealth {
                 relative_window: Some(Duration::from_secs(2)),
                 ..Default::default()
             }),

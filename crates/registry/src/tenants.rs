@@ -260,10 +260,12 @@ impl Tenants {
             .iter()
             .map(|r| (r.name.clone(), r.settings.clone()))
             .collect();
-        self.streams.telemetry().set_tenant_hooks(crate::settings::tenant_hooks(
-            &settings,
-            self.defaults.webhook_secret.as_ref(),
-        ));
+        self.streams
+            .telemetry()
+            .set_tenant_hooks(crate::settings::tenant_hooks(
+                &settings,
+                self.defaults.webhook_secret.as_ref(),
+            ));
         self.streams.set_tenant_settings(settings.clone());
         if let Ok(mut s) = self.settings.write() {
             *s = settings;

@@ -419,7 +419,12 @@ impl Streams {
     /// The settings of `tenant`'s streams: this worker's, with the tenant's segment format
     /// and duration and reconnect window laid over them.
     pub fn settings_for(&self, tenant: &str) -> StreamSettings {
-        match self.tenant_settings.read().ok().and_then(|t| t.get(tenant).cloned()) {
+        match self
+            .tenant_settings
+            .read()
+            .ok()
+            .and_then(|t| t.get(tenant).cloned())
+        {
             Some(t) => self.settings.for_tenant(&t),
             None => self.settings.clone(),
         }
@@ -696,12 +701,8 @@ impl Streams {
                 .is_some_and(|r| r.playlist.container == settings.container),
         };
         let view = stored.as_ref().map(ownership_of);
-        let admission = match ownership::admit(
-            &here,
-            view.as_ref(),
-            now,
-            &settings.policy(policy),
-        ) {
+        let admission = match ownership::admit(&here, view.as_ref(), now, &settings.policy(policy))
+        {
             Ok(a) => a,
             Err(Refusal::LiveHere | Refusal::LiveElsewhere) => {
                 // A second encoder on a key that is live here, or held elsewhere under
