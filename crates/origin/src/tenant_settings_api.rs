@@ -105,7 +105,7 @@ pub struct Create {
     srt_passphrase: Option<Secret>,
     srt_pbkeylen: Option<u8>,
     srt_latency_ms: Option<u64>,
-    webhooks: Vec<String>,
+    webhooks: Option<Vec<String>>,
     webhook_secret: Option<Secret>,
     reconnect_window_ms: Option<u64>,
     segment_format: Option<SegmentFormat>,
@@ -122,7 +122,7 @@ impl Create {
         s.srt_passphrase = self.srt_passphrase;
         s.srt_pbkeylen = self.srt_pbkeylen;
         s.srt_latency = self.srt_latency_ms.map(Duration::from_millis);
-        s.webhooks = self.webhooks;
+        s.webhooks = self.webhooks.unwrap_or_default();
         s.webhook_secret = self.webhook_secret;
         s.reconnect_window = self.reconnect_window_ms.map(Duration::from_millis);
         s.segment_format = self.segment_format;

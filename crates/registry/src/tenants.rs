@@ -208,6 +208,8 @@ pub struct Tenants {
     defaults: crate::settings::Defaults,
     /// Every tenant's settings as last read (for [`Tenants::srt_for`]).
     settings: RwLock<HashMap<String, TenantSettings>>,
+    /// Tenants whose webhooks have no secret to be signed with (warned about once).
+    unsigned: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -237,6 +239,7 @@ impl Tenants {
             admitted: std::sync::Mutex::new(HashMap::new()),
             defaults,
             settings: RwLock::default(),
+            unsigned: std::sync::Mutex::default(),
         })
     }
 
@@ -260,12 +263,20 @@ impl Tenants {
             .iter()
             .map(|r| (r.name.clone(), r.settings.clone()))
             .collect();
-        self.streams
-            .telemetry()
-            .set_tenant_hooks(crate::settings::tenant_hooks(
-                &settings,
-                self.defaults.webhook_secret.as_ref(),
-            ));
+        let hooks = crate::settings::tenant_hooks(&settings, self.defaults.webhook_secret.as_ref());
+        // Webhooks with neither the tenant's secret nor the server's are never sent unsigned.
+        let unsigned: BTreeSet<String> = settings
+            .iter()
+            .filter(|(name, t)| !t.webhooks.is_empty() && !hooks.contains_key(*name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        if let Ok(mut known) = self.unsigned.lock() {
+            for name in unsigned.difference(&known) {
+                warn!(tenant = %name, "the tenant's webhooks are not sent: they need a webhook_secret (the tenant's, or the server's --webhook-secret)");
+            }
+            *known = unsigned;
+        }
+        self.streams.telemetry().set_tenant_hooks(hooks);
         self.streams.set_tenant_settings(settings.clone());
         if let Ok(mut s) = self.settings.write() {
             *s = settings;
@@ -375,7 +386,6 @@ impl Tenants {
     pub async fn declare(&self, declared: &[(String, TenantSettings)]) -> Result<(), ManageError> {
         for (name, settings) in declared {
             check_settings(settings)?;
-            self.check_webhook_secret(settings)?;
             self.change(name, true, |t| {
                 t.settings = settings.clone();
                 Ok(())
@@ -396,7 +406,6 @@ impl Tenants {
     ) -> Result<TenantRecord, ManageError> {
         check_tenant_name(name)?;
         check_settings(&settings)?;
-        self.check_webhook_secret(&settings)?;
         let record = TenantRecord::new(name, settings);
         match self.state.put_tenant(None, &record).await {
             Ok(()) => {}
@@ -416,8 +425,7 @@ impl Tenants {
         let record = self
             .change(name, false, |t| {
                 edit(&mut t.settings);
-                check_settings(&t.settings)?;
-                self.check_webhook_secret(&t.settings)
+                check_settings(&t.settings)
             })
             .await?;
         self.refresh_after_write().await;
@@ -553,22 +561,6 @@ impl Tenants {
         if let Err(e) = self.refresh().await {
             warn!(error = %e, "tenant directory not refreshed after a change");
         }
-    }
-}
-
-impl Tenants {
-    /// A tenant's webhooks need a secret: its own, or this server's `--webhook-secret`.
-    fn check_webhook_secret(&self, settings: &TenantSettings) -> Result<(), ManageError> {
-        if !settings.webhooks.is_empty()
-            && settings.webhook_secret.is_none()
-            && self.defaults.webhook_secret.is_none()
-        {
-            return Err(ManageError::Invalid(
-                "webhooks need a webhook_secret: the tenant's, or the server's --webhook-secret"
-                    .into(),
-            ));
-        }
-        Ok(())
     }
 }
 
