@@ -43,8 +43,9 @@ pub use tenant::{
     TenantSettings, KEY_ID_BYTES, KEY_PREFIX, KEY_SECRET_BYTES, MAX_TENANT_NAME_LEN, OPEN_TENANT,
 };
 pub use tenant_settings::{
-    check_api_health, check_stream_settings, Secret, SegmentFormat, TenantHealth,
-    MAX_RECONNECT_WINDOW, MAX_SRT_LATENCY, MAX_TENANT_WEBHOOKS, REDACTED, SEGMENT_DURATION_RANGE,
+    check_api_health, check_stream_settings, tenant_webhook_shape, Secret, SegmentFormat,
+    TenantHealth, MAX_RECONNECT_WINDOW, MAX_SRT_LATENCY, MAX_TENANT_WEBHOOKS, REDACTED,
+    SEGMENT_DURATION_RANGE,
 };
 pub use webhook_url::{check_url, WebhookUrl};
 

@@ -257,6 +257,11 @@ pub fn check_stream_settings(s: &TenantSettings) -> Result<(), String> {
         }
     }
     if let Some(pass) = &s.srt_passphrase {
+        // What an encoder's URL or form field carries as typed; also what the API's
+        // description can count (characters are bytes then).
+        if !pass.expose().bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+            return Err("srt_passphrase must be printable ASCII".into());
+        }
         let len = pass.expose().len();
         if !(tidegate_srt::crypto::MIN_PASSPHRASE_LEN..=tidegate_srt::crypto::MAX_PASSPHRASE_LEN)
             .contains(&len)
@@ -280,10 +285,16 @@ pub fn check_stream_settings(s: &TenantSettings) -> Result<(), String> {
         return Err(format!("at most {MAX_TENANT_WEBHOOKS} webhooks per tenant"));
     }
     for url in &s.webhooks {
+        if !tenant_webhook_shape(url) {
+            return Err(format!(
+                "webhooks: `{url}` must be http(s)://HOST[:PORT][/PATH][?QUERY] with HOST a \
+                 lower-case DNS name or an IPv4 address (docs/tenant-settings.md)"
+            ));
+        }
         crate::check_url(url).map_err(|e| format!("webhooks: {e}"))?;
     }
     if let Some(secret) = &s.webhook_secret {
-        if secret.expose().len() < 16 {
+        if secret.expose().chars().count() < 16 {
             return Err("webhook_secret must be at least 16 characters".into());
         }
     }
@@ -303,6 +314,80 @@ pub fn check_stream_settings(s: &TenantSettings) -> Result<(), String> {
             .map_err(|e| format!("health: {e}"))?;
     }
     Ok(())
+}
+
+/// Whether `url` has the shape a tenant's webhook must have (`docs/openapi.yaml` gives the
+/// same as a pattern): `http://` or `https://`; a host that is an IPv4 address (four decimal
+/// octets, no leading zeros) or a lower-case DNS name (labels of `[a-z0-9]` joined by single
+/// hyphens, the last one starting with a letter); a port 1–65535 without leading zeros; a
+/// path of `[A-Za-z0-9._~/-]`; a query of `[A-Za-z0-9._~=&-]`. Narrower than a URL, so that
+/// every URL of this shape is one the HTTP client takes.
+pub fn tenant_webhook_shape(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
+    };
+    if query.is_some_and(|q| {
+        !q.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~=&-".contains(&b))
+    }) {
+        return false;
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    if !path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._~/-".contains(&b))
+    {
+        return false;
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if let Some(p) = port {
+        let ok = !p.is_empty()
+            && p.len() <= 5
+            && !p.starts_with('0')
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n));
+        if !ok {
+            return false;
+        }
+    }
+    let octet = |o: &str| {
+        !o.is_empty()
+            && o.len() <= 3
+            && o.bytes().all(|b| b.is_ascii_digit())
+            && (o == "0" || !o.starts_with('0'))
+            && o.parse::<u16>().is_ok_and(|n| n <= 255)
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    if labels.len() == 4 && labels.iter().all(|o| octet(o)) {
+        return true;
+    }
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.split('-').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            })
+    };
+    labels.iter().all(|l| label(l))
+        && labels
+            .last()
+            .and_then(|l| l.bytes().next())
+            .is_some_and(|b| b.is_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -357,6 +442,42 @@ mod tests {
             serde_json::to_string(&TenantSettings::default()).unwrap(),
             r#"{"pool":null,"quotas":{"max_streams":null,"max_bitrate_bps":null},"playback":"public"}"#
         );
+    }
+
+    #[test]
+    fn tenant_webhooks_have_a_shape_the_http_client_always_takes() {
+        for good in [
+            "http://127.0.0.1:8080/hooks/acme",
+            "https://hooks.acme.example/tidegate?token=abc&x=1",
+            "http://a",
+            "http://0.0.0.0",
+            "https://x-1.b2:65535/",
+            "http://1.a/a.b~c_d-e",
+        ] {
+            assert!(tenant_webhook_shape(good), "{good}");
+            assert!(crate::check_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "ftp://a/",
+            "http://",
+            "http://A.example",
+            "http://a..b",
+            "http://a--b",
+            "http://-a",
+            "http://1.2.3",
+            "http://256.1.1.1",
+            "http://01.1.1.1",
+            "http://a:0",
+            "http://a:65536",
+            "http://a:080",
+            "http://a/%41",
+            "http://a/?q=%",
+            "http://user@a/",
+            "http://[::1]/",
+            "http://a/ b",
+        ] {
+            assert!(!tenant_webhook_shape(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -50,18 +50,45 @@ pub fn split(
 pub fn read_body<T: serde::de::DeserializeOwned, U: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, U), String> {
-    let value: serde_json::Value =
+    let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("invalid request body: {e}"))?;
+    integral_floats_as_integers(&mut value);
     // Serde reads a struct from an array too; the API takes objects only.
     let serde_json::Value::Object(object) = value else {
         return Err("invalid request body: a JSON object is expected".into());
     };
     let (rest, mine) = split(object);
+    // Serde reads a struct from an array too: `health` is an object (or `null`) only.
+    if mine.get("health").is_some_and(serde_json::Value::is_array) {
+        return Err("invalid request body: health must be an object or null".into());
+    }
     let invalid = |e: serde_json::Error| format!("invalid request body: {e}");
     Ok((
         serde_json::from_value(rest).map_err(invalid)?,
         serde_json::from_value(mine).map_err(invalid)?,
     ))
+}
+
+/// JSON has one number type: `5.0` is the integer 5 to JSON Schema (and to the API's
+/// description), though serde reads integers only from `5`. Every number without a fraction
+/// is made an integer before the fields are read; `5.5` stays what it is (and is refused
+/// where an integer is expected).
+fn integral_floats_as_integers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64() {
+                // Within ±2^53 an f64 with no fraction is exactly that integer.
+                if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let i = f as i64;
+                    *v = serde_json::Value::from(i);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        serde_json::Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// The settings as an answer shows them (secrets redacted; unset: `null`, or `[]`).
@@ -251,5 +278,17 @@ mod tests {
         assert_eq!(s.reconnect_window, Some(Duration::from_secs(5)));
         assert_eq!(s.segment_format, Some(SegmentFormat::Ts));
         assert!(serde_json::from_value::<Patch>(serde_json::json!({"pool": "x"})).is_err());
+
+        // 5.0 is the integer 5, as JSON Schema reads it; 5.5 is not.
+        let (_, patch): (serde_json::Value, Patch) =
+            read_body(br#"{"quotas": {"max_streams": 7.0}, "segment_duration_ms": 4000.0}"#)
+                .unwrap();
+        patch.apply(&mut s);
+        assert_eq!(s.segment_duration, Some(Duration::from_secs(4)));
+        assert!(read_body::<serde_json::Value, Patch>(br#"{"srt_latency_ms": 1.5}"#).is_err());
+        assert!(read_body::<serde_json::Value, Create>(br#"{"health": [null, null]}"#).is_err());
+        let (rest, _): (serde_json::Value, Patch) =
+            read_body(br#"{"quotas": {"max_streams": 7.0}}"#).unwrap();
+        assert_eq!(rest["quotas"]["max_streams"], 7);
     }
 }
