@@ -64,6 +64,77 @@ pub struct SettingsArgs {
     /// Who may watch.
     #[arg(long, value_enum)]
     playback: Option<PlaybackArg>,
+    #[command(flatten)]
+    stream: StreamSettingsArgs,
+}
+
+/// A tenant's stream settings as flags (docs/tenant-settings.md); unset: unchanged on
+/// `update`, the server's on `create`.
+#[derive(Args)]
+pub struct StreamSettingsArgs {
+    /// The passphrase its SRT publishers must encrypt with (the process list shows flags:
+    /// on a shared machine, prefer the API).
+    #[arg(long)]
+    srt_passphrase: Option<String>,
+    /// AES key length its SRT publishers must use (16, 24, 32; 0: the caller's).
+    #[arg(long)]
+    srt_pbkeylen: Option<u8>,
+    /// SRT latency asked for in its publishers' handshakes (e.g. `400ms`).
+    #[arg(long, value_parser = parse_duration_ms)]
+    srt_latency: Option<u64>,
+    /// A URL that receives its streams' events (repeat for several; replaces its list).
+    #[arg(long = "webhook-url")]
+    webhooks: Vec<String>,
+    /// The secret its webhooks are signed with (the server's when unset).
+    #[arg(long)]
+    webhook_secret: Option<String>,
+    /// How long its streams wait for their publisher before they end (e.g. `10s`).
+    #[arg(long, value_parser = parse_duration_ms)]
+    reconnect_window: Option<u64>,
+    /// Its HLS segment container: `fmp4` or `ts`.
+    #[arg(long, value_parser = ["fmp4", "ts"])]
+    segment_format: Option<String>,
+    /// Its target segment duration (e.g. `4s`).
+    #[arg(long, value_parser = parse_duration_ms)]
+    segment_duration: Option<u64>,
+}
+
+fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    u64::try_from(d.as_millis()).map_err(|e| e.to_string())
+}
+
+impl StreamSettingsArgs {
+    /// The settings given, by their JSON names.
+    fn json(&self, out: &mut Map<String, Value>) {
+        let mut put = |k: &str, v: Value| {
+            out.insert(k.into(), v);
+        };
+        if let Some(v) = &self.srt_passphrase {
+            put("srt_passphrase", json!(v));
+        }
+        if let Some(v) = self.srt_pbkeylen {
+            put("srt_pbkeylen", json!(v));
+        }
+        if let Some(v) = self.srt_latency {
+            put("srt_latency_ms", json!(v));
+        }
+        if !self.webhooks.is_empty() {
+            put("webhooks", json!(self.webhooks));
+        }
+        if let Some(v) = &self.webhook_secret {
+            put("webhook_secret", json!(v));
+        }
+        if let Some(v) = self.reconnect_window {
+            put("reconnect_window_ms", json!(v));
+        }
+        if let Some(v) = &self.segment_format {
+            put("segment_format", json!(v));
+        }
+        if let Some(v) = self.segment_duration {
+            put("segment_duration_ms", json!(v));
+        }
+    }
 }
 
 /// `tidegate tenant ...`.
@@ -219,6 +290,7 @@ fn settings_json(s: &SettingsArgs, base: &Value) -> Map<String, Value> {
     if let Some(p) = s.playback {
         out.insert("playback".into(), json!(p.as_str()));
     }
+    s.stream.json(&mut out);
     out
 }
 

@@ -12,6 +12,7 @@
 //!   `EXT-X-TARGETDURATION:4` while another gets fMP4 at the server's 2 s on the same worker;
 //!   its short reconnect window ends its stream while the other's still waits.
 //! - Cluster: settings changed through worker A apply to a publisher on worker B.
+//! - `tidegate tenant update` sets them as the API does.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -299,6 +300,28 @@ fn segment_format_duration_and_reconnect_window_follow_the_tenant() {
     assert_eq!(short["segment_format"], "ts", "{short}");
     assert_eq!(short["reconnect_window_ms"], 2000, "{short}");
     assert_eq!(short["segment_duration_ms"], 4000, "{short}");
+    // The command line sets the same (and leaves the rest as it is).
+    let out = std::process::Command::new(tidegate_bin())
+        .args([
+            "tenant",
+            "update",
+            "short",
+            "--srt-latency",
+            "300ms",
+            "--api",
+            &base,
+        ])
+        .args(["--token", TOKEN])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, short) = api("GET", &server.url("/api/v1/tenants/short"), None);
+    assert_eq!(short["srt_latency_ms"], 300, "{short}");
+    assert_eq!(short["segment_format"], "ts", "{short}");
     let short_key = new_key(&base, "short", "cam");
     let plain_key = new_key(&base, "plain", "cam");
     let mut a = publish_ffmpeg(
