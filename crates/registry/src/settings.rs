@@ -217,6 +217,30 @@ mod tests {
     }
 
     #[test]
+    fn the_registry_applies_a_tenants_settings_to_its_streams_only() {
+        let (dir, streams) = crate::stream::test_streams("tenant-settings", "state");
+        assert_eq!(streams.longest_segment_duration(), Duration::from_secs(2));
+        let long = TenantSettings {
+            segment_duration: Some(Duration::from_secs(6)),
+            reconnect_window: Some(Duration::from_secs(1)),
+            ..TenantSettings::default()
+        };
+        streams.set_tenant_settings(HashMap::from([("long".to_owned(), long)]));
+        assert_eq!(streams.longest_segment_duration(), Duration::from_secs(6));
+        assert_eq!(streams.settings_for("long").segment_ticks, 540_000);
+        assert_eq!(
+            streams.settings_for("long").reconnect_window,
+            Duration::from_secs(1)
+        );
+        assert_eq!(streams.settings_for("other").segment_ticks, 180_000);
+        assert_eq!(
+            streams.settings_for("other").reconnect_window,
+            Duration::from_secs(30)
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn health_overrides_lie_over_the_servers_thresholds() {
         let server = HealthConfig {
             max_drop_rate: 0.05,

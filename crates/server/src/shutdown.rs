@@ -84,7 +84,11 @@ pub async fn drain_publishers(streams: Arc<Streams>, timeouts: ShutdownTimeouts)
             "shutdown: drain timeout; closing publishers at their next segment boundary"
         );
         streams.close_publishers_at_boundary();
-        live_after(&streams, timeouts.boundary, BOUNDARY_POLL_INTERVAL).await;
+        // A tenant's segments may be longer than the server's (its `segment-duration`).
+        let boundary = timeouts
+            .boundary
+            .max(streams.longest_segment_duration() * 3 + Duration::from_secs(1));
+        live_after(&streams, boundary, BOUNDARY_POLL_INTERVAL).await;
     }
 }
 

@@ -445,6 +445,19 @@ impl Streams {
         }
     }
 
+    /// The longest target segment duration of this worker's streams: the server's or a
+    /// tenant's (the shutdown waits for a segment boundary that long).
+    pub fn longest_segment_duration(&self) -> Duration {
+        let tenants = self
+            .tenant_settings
+            .read()
+            .map(|t| t.values().filter_map(|s| s.segment_duration).max())
+            .unwrap_or_default();
+        tenants.map_or(self.settings.segment_duration, |d| {
+            d.max(self.settings.segment_duration)
+        })
+    }
+
     /// The telemetry hub (stream health, the event bus).
     pub fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
