@@ -38,10 +38,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::key_hint;
-use super::limits::{BudgetShare, Slot, MAX_PUBLISHERS_RULE};
+use super::limits::{BudgetShare, Slot, MAX_PUBLISHERS_RULE, TOO_MANY_BAD_KEYS};
 use super::reason::ErrorReason;
 use super::rtmps::{self, Certificate};
+use super::KeyHint;
 use crate::metrics::{
     ConnectionErrorReason as Reason, LogArea, Protocol, ProtocolLabels, PublishRefusal,
 };
@@ -556,8 +556,9 @@ impl Connection {
     async fn publish(&mut self, stream_id: u32, app: &str, key: &str) {
         let metrics = self.ctx.metrics.clone();
         let now = Instant::now();
-        // The key is a secret: a refusal names only its hint.
-        let hint = key_hint(key);
+        // The key is a secret: a refusal names only its hint (hashed only for a line that
+        // is written).
+        let hint = KeyHint(key);
         if self.publishing.is_some() {
             metrics.refused(self.protocol, PublishRefusal::SecondPublish);
             self.session.reject_publish(
@@ -565,6 +566,20 @@ impl Connection {
                 "NetStream.Publish.BadName",
                 "this connection already publishes",
             );
+            return;
+        }
+        // An address that presented too many wrong keys is refused before its key is
+        // looked at (no parse, no hash) until its back-off ends.
+        if let Err(blocked) = self.ctx.ingest_limits.bad_keys.check(self.peer.ip(), now) {
+            metrics.refused(self.protocol, PublishRefusal::TooManyBadKeys);
+            if self.log.allow(now) {
+                warn!(
+                    retry_in_s = blocked.remaining.as_secs(),
+                    "publish refused: {TOO_MANY_BAD_KEYS}"
+                );
+            }
+            self.session
+                .reject_publish(stream_id, "NetStream.Publish.Rejected", TOO_MANY_BAD_KEYS);
             return;
         }
         // The key as the tenant directory resolves it (open mode: any key K is tenant
@@ -598,6 +613,9 @@ impl Connection {
                 metrics.refused(self.protocol, reason);
                 if self.log.allow(now) {
                     warn!(key = %hint, app, "publish refused: {text}");
+                }
+                if refusal == KeyRefusal::UnknownKey {
+                    self.bad_key(now);
                 }
                 self.session.reject_publish(stream_id, status, text);
                 return;
@@ -662,6 +680,25 @@ impl Connection {
                 }
                 self.session
                     .reject_publish(stream_id, "NetStream.Publish.BadName", &e.to_string());
+            }
+        }
+    }
+}
+
+impl Connection {
+    /// Counts a wrong key against this connection's address; says so (within the log
+    /// budget) when it starts the address's back-off.
+    fn bad_key(&self, now: Instant) {
+        let limiter = &self.ctx.ingest_limits.bad_keys;
+        if let Some(blocked) = limiter.failed(self.peer.ip(), now) {
+            if self.log.allow(now) {
+                warn!(
+                    backoff_s = blocked.remaining.as_secs(),
+                    "too many wrong stream keys from {}: its publishes are refused for {:?} \
+                     (--bad-key-limit, --bad-key-backoff)",
+                    self.peer.ip(),
+                    blocked.remaining
+                );
             }
         }
     }
