@@ -92,6 +92,13 @@ pub(crate) async fn accept_loop(
         LOG_LINES_PER_SECOND,
         ctx.metrics.log_suppressed(area),
     ));
+    // The line that says an address's back-off for wrong keys starts (once per address and
+    // back-off) has a budget of its own, so that the refusals before it cannot hide it.
+    let bad_key_log = Arc::new(LogLimiter::new(
+        name,
+        LOG_LINES_PER_SECOND,
+        ctx.metrics.log_suppressed(area),
+    ));
     let mut accept = AcceptBackoff::new(upper, name, ctx.metrics.log_suppressed(area));
     let mut summary = tokio::time::interval(LOG_WINDOW);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -101,6 +108,7 @@ pub(crate) async fn accept_loop(
             _ = summary.tick() => {
                 let now = Instant::now();
                 log.flush(now);
+                bad_key_log.flush(now);
                 accept.flush(now);
                 continue;
             }
@@ -129,6 +137,7 @@ pub(crate) async fn accept_loop(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let log = log.clone();
+        let bad_key_log = bad_key_log.clone();
         let tls = tls.clone();
         let span = match tls {
             None => info_span!("rtmp", conn = id, peer = %peer),
@@ -144,7 +153,7 @@ pub(crate) async fn accept_loop(
                     .connections
                     .get_or_create(&ProtocolLabels { protocol })
                     .inc();
-                let conn = Connection::new(ctx, peer, protocol, permit, log);
+                let conn = Connection::new(ctx, peer, protocol, permit, log, bad_key_log);
                 match tls {
                     None => conn.run(sock, shutdown).await,
                     Some(cert) => {
@@ -189,6 +198,9 @@ struct Connection {
     /// Bytes this connection holds, as a share of the budget across connections.
     buffered: BudgetShare,
     log: Arc<LogLimiter>,
+    /// The budget of the line that starts an address's back-off for wrong keys (the
+    /// listener's).
+    bad_key_log: Arc<LogLimiter>,
     /// The connection slot, given back when the task ends.
     _permit: ConnectionGuard,
 }
@@ -228,6 +240,7 @@ impl Connection {
         protocol: Protocol,
         permit: ConnectionGuard,
         log: Arc<LogLimiter>,
+        bad_key_log: Arc<LogLimiter>,
     ) -> Self {
         let now = Instant::now();
         let config = SessionConfig {
@@ -246,6 +259,7 @@ impl Connection {
             peer,
             buffered,
             log,
+            bad_key_log,
             _permit: permit,
         }
     }
@@ -691,7 +705,7 @@ impl Connection {
     fn bad_key(&self, now: Instant) {
         let limiter = &self.ctx.ingest_limits.bad_keys;
         if let Some(blocked) = limiter.failed(self.peer.ip(), now) {
-            if self.log.allow(now) {
+            if self.bad_key_log.allow(now) {
                 warn!(
                     backoff_s = blocked.remaining.as_secs(),
                     "too many wrong stream keys from {}: its publishes are refused for {:?} \

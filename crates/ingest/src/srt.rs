@@ -337,6 +337,12 @@ pub async fn serve(
         LOG_LINES_PER_SECOND,
         ctx.metrics.log_suppressed(LogArea::Srt),
     );
+    // The line that starts an address's back-off for wrong keys, on a budget of its own.
+    let bad_key_log = LogLimiter::new(
+        "srt",
+        LOG_LINES_PER_SECOND,
+        ctx.metrics.log_suppressed(LogArea::Srt),
+    );
     let ignored = Ignored::new(&ctx.metrics);
     let mut router = Router {
         listener: Listener::new(Instant::now(), config),
@@ -346,6 +352,7 @@ pub async fn serve(
         decided: decided_tx,
         checks: Arc::new(Semaphore::new(MAX_PUBLISH_CHECKS)),
         log,
+        bad_key_log,
         ignored,
         socket: socket.clone(),
         state: state.clone(),
@@ -366,6 +373,7 @@ pub async fn serve(
             }
             _ = summary.tick() => {
                 router.log.flush(Instant::now());
+                router.bad_key_log.flush(Instant::now());
                 continue;
             }
             () = shutdown.cancelled() => break,
@@ -435,6 +443,8 @@ struct Router {
     decided: mpsc::Sender<Decided>,
     checks: Arc<Semaphore>,
     log: LogLimiter,
+    /// The budget of the line that starts an address's back-off for wrong keys.
+    bad_key_log: LogLimiter,
     ignored: Ignored,
 }
 
@@ -670,7 +680,7 @@ impl Router {
     fn bad_key(&mut self, now: Instant, peer: SocketAddr) {
         let limiter = &self.ctx.ingest_limits.bad_keys;
         if let Some(blocked) = limiter.failed(peer.ip(), now) {
-            if self.log.allow(now) {
+            if self.bad_key_log.allow(now) {
                 warn!(
                     backoff_s = blocked.remaining.as_secs(),
                     "srt: too many wrong stream keys from {}: its callers are refused for {:?} \
