@@ -257,7 +257,10 @@ fn a_key_revoked_through_worker_b_disconnects_its_publisher_on_worker_a_within_s
         &Publish::forever(),
     );
     wait_segments(&playlist(a, "acme", "main"), "segments through worker A");
-    wait_segments(&playlist(b, "acme", "main"), "the stream seen from worker B");
+    wait_segments(
+        &playlist(b, "acme", "main"),
+        "the stream seen from worker B",
+    );
 
     let (status, body) = api(
         "DELETE",
