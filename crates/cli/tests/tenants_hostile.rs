@@ -13,6 +13,8 @@
 //!    slots: tenant B's publishers, from other addresses, get in and stream; the valid keys
 //!    of the flood are not taken for guesses.
 //!
+//! 3. Over RTMPS (the RTMP driver behind TLS) the same limit holds, and ffmpeg shows why.
+//!
 //! Wrong, expired and other-tenant admin and playback tokens are covered by the scoped-token
 //! and signed-playback tests.
 
@@ -418,4 +420,61 @@ fn a_flood_of_valid_publishes_from_one_address_leaves_other_tenants_their_slots(
     drop(beta_held);
     server_alive(&server);
     beta.kill();
+}
+
+#[test]
+fn over_rtmps_a_guessing_address_is_refused_with_the_reason_ffmpeg_shows() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("tls.crt");
+    let key_file = dir.path().join("tls.key");
+    let out = std::process::Command::new(require_cmd("openssl"))
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .arg("ec_paramgen_curve:prime256v1")
+        .args(["-nodes", "-days", "2", "-subj", "/CN=guess"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key_file)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl req: {out:?}");
+    let rtmps: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
+    let server = Server::start(&[
+        "--admin-token",
+        TOKEN,
+        "--rtmps-listen",
+        &rtmps.to_string(),
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key_file.to_str().unwrap(),
+        "--bad-key-limit",
+        "2",
+    ]);
+    create_tenant(&server, "acme");
+    let key = new_key(&server, "acme", "secure");
+    let publish = |k: &str| {
+        let mut p = publish_ffmpeg(
+            Media::H264Aac,
+            &format!("rtmps://{rtmps}/live/{k}"),
+            &Publish::for_secs(5),
+        );
+        let status = p.wait_exit(Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "ffmpeg was not refused: {status:?}; log:\n{}",
+            p.log_tail(20)
+        );
+        p.log_text()
+    };
+    for i in 0..2 {
+        let log = publish(&guess(&key, i));
+        assert!(log.contains("unknown stream key"), "{log}");
+    }
+    // The address is in back-off now: even the right key is refused, with the reason.
+    let log = publish(&key);
+    assert!(log.contains("too many wrong stream keys"), "{log}");
+    let metrics = server.metrics();
+    assert_eq!(refused(&metrics, "rtmps", "unknown_key"), 2.0);
+    assert_eq!(refused(&metrics, "rtmps", "too_many_bad_keys"), 1.0);
 }

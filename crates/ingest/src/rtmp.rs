@@ -697,9 +697,7 @@ impl Connection {
             }
         }
     }
-}
 
-impl Connection {
     /// Counts a wrong key against this connection's address; says so (within the log
     /// budget) when it starts the address's back-off.
     fn bad_key(&self, now: Instant) {

@@ -668,8 +668,8 @@ impl Router {
                 .stream_id()
                 .filter(|s| !s.is_empty())
                 .map_or_else(|| "-".to_owned(), |s| key_hint(stream_id_key_part(s)));
-            let (label, code) = (e.label().as_str(), e.code());
-            warn!(peer = %peer, reason = label, code = %code, key = %key, "srt: refused: {}", e.rule());
+            let (reason, code, rule) = (e.label().as_str(), e.code(), e.rule());
+            warn!(peer = %peer, reason, code = %code, key = %key, "srt: refused: {rule}");
         }
         let resp = self.listener.reject(now, req, e.code());
         self.send(peer, &resp);
@@ -677,7 +677,7 @@ impl Router {
 
     /// Counts a wrong key against `peer`'s address; says so (within the log budget) when
     /// it starts the address's back-off.
-    fn bad_key(&mut self, now: Instant, peer: SocketAddr) {
+    fn bad_key(&self, now: Instant, peer: SocketAddr) {
         let limiter = &self.ctx.ingest_limits.bad_keys;
         if let Some(blocked) = limiter.failed(peer.ip(), now) {
             if self.bad_key_log.allow(now) {
