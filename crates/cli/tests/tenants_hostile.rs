@@ -296,7 +296,7 @@ fn a_key_guesser_is_refused_cheaply_while_valid_keys_from_other_addresses_stream
     );
     let (outage, why) = checker.longest_outage(attack_started);
     assert!(
-        outage < Duration::from_secs(4),
+        outage < Duration::from_secs(6),
         "the legitimate playlist was unreachable for {outage:?} ({why:?})"
     );
     assert!(legit.is_running(), "the legitimate publisher was kept");

@@ -1010,6 +1010,16 @@ mod tests {
     }
 
     #[test]
+    fn a_full_table_stays_under_seven_mib() {
+        // What FAILURE_SOURCES_MAX's documentation counts: 48-byte entries, in at most
+        // 131,072 buckets (hashbrown keeps 1/8 free) with a control byte each.
+        let entry = std::mem::size_of::<(IpAddr, SourceFailures)>();
+        assert!(entry <= 48, "{entry} bytes");
+        let buckets = (FAILURE_SOURCES_MAX * 8 / 7).next_power_of_two();
+        assert!(buckets * (entry + 1) < 7 << 20);
+    }
+
+    #[test]
     fn a_limiter_with_no_failures_allowed_is_off() {
         let l = FailureLimiter::new(0, 10 * SEC, 30 * SEC, 8);
         let t0 = Instant::now();
