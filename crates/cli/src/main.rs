@@ -184,6 +184,17 @@ struct ServeArgs {
     /// How long an ended stream stays listed before its record and media are deleted [default: 1h].
     #[arg(long, env = "TIDEGATE_ENDED_RETENTION", value_parser = duration)]
     ended_retention: Option<Duration>,
+    // --- key guessing (issue #12, helper `attack`) ---
+    /// Wrong stream keys one address (IPv6: one /64) may try within --bad-key-window before
+    /// its publishes are refused for --bad-key-backoff; 0 turns it off [default: 10].
+    #[arg(long, env = "TIDEGATE_BAD_KEY_LIMIT")]
+    bad_key_limit: Option<u32>,
+    /// The window --bad-key-limit counts wrong keys in [default: 1m].
+    #[arg(long, env = "TIDEGATE_BAD_KEY_WINDOW", value_parser = duration)]
+    bad_key_window: Option<Duration>,
+    /// How long an address past --bad-key-limit is refused [default: 1m].
+    #[arg(long, env = "TIDEGATE_BAD_KEY_BACKOFF", value_parser = duration)]
+    bad_key_backoff: Option<Duration>,
 }
 
 impl ServeArgs {
@@ -245,6 +256,8 @@ impl ServeArgs {
             http_header_timeout,
             http_idle_timeout
         );
+        // Key guessing (issue #12, helper `attack`).
+        overlay!(bad_key_limit, bad_key_window, bad_key_backoff);
         if !self.webhook_urls.is_empty() {
             c.webhooks = self.webhook_urls;
         }

@@ -201,6 +201,18 @@ pub struct ServeConfig {
     /// record and its leftover media are deleted.
     #[serde(with = "humantime_serde")]
     pub ended_retention: Duration,
+
+    // --- key guessing (issue #12, helper `attack`) ---
+    /// Wrong stream keys one source address (an IPv6 /64 counts as one) may present within
+    /// `bad-key-window` before its publish attempts are refused at once for
+    /// `bad-key-backoff`; 0 turns the limit off. Open mode has no wrong keys.
+    pub bad_key_limit: u32,
+    /// The window the wrong keys of `bad-key-limit` are counted in.
+    #[serde(with = "humantime_serde")]
+    pub bad_key_window: Duration,
+    /// How long a source past `bad-key-limit` is refused.
+    #[serde(with = "humantime_serde")]
+    pub bad_key_backoff: Duration,
 }
 
 /// One tenant declared in the file (`[tenants.NAME]`). Declaring a tenant ends open mode:
@@ -310,6 +322,9 @@ impl Default for ServeConfig {
             http_header_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(60),
             ended_retention: Duration::from_secs(3600),
+            bad_key_limit: 10,
+            bad_key_window: Duration::from_secs(60),
+            bad_key_backoff: Duration::from_secs(60),
         }
     }
 }
@@ -533,6 +548,15 @@ impl ServeConfig {
                 return invalid(field, "must be between 100ms and 1h");
             }
         }
+        // --- key guessing (issue #12, helper `attack`) ---
+        for (field, d) in [
+            ("bad-key-window", self.bad_key_window),
+            ("bad-key-backoff", self.bad_key_backoff),
+        ] {
+            if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+                return invalid(field, "must be between 1s and 24h");
+            }
+        }
         Ok(())
     }
 
@@ -654,6 +678,13 @@ pub struct IngestConfig {
     pub max_connections_per_ip: usize,
     /// Most live publishers on this worker.
     pub max_publishers: usize,
+    // --- key guessing (issue #12, helper `attack`) ---
+    /// Wrong stream keys one source may present within `bad_key_window` (0: no limit).
+    pub bad_key_limit: u32,
+    /// The window wrong keys are counted in.
+    pub bad_key_window: Duration,
+    /// How long a source past the limit is refused.
+    pub bad_key_backoff: Duration,
 }
 
 /// A stream this worker pulls, typed (`[[pull]]`).
@@ -759,6 +790,9 @@ impl ServeConfig {
             max_connections: self.max_connections,
             max_connections_per_ip: self.max_connections_per_ip,
             max_publishers: self.max_publishers,
+            bad_key_limit: self.bad_key_limit,
+            bad_key_window: self.bad_key_window,
+            bad_key_backoff: self.bad_key_backoff,
         }
     }
 
@@ -1150,6 +1184,35 @@ mod tests {
             c.validate(),
             Err(ConfigError::Invalid {
                 field: "segment-duration",
+                ..
+            })
+        ));
+    }
+
+    // --- key guessing (issue #12, helper `attack`) ---
+    #[test]
+    fn the_bad_key_limit_parses_reaches_ingest_and_validates() {
+        let defaults = ServeConfig::default().ingest();
+        assert_eq!(defaults.bad_key_limit, 10);
+        assert_eq!(defaults.bad_key_window, Duration::from_secs(60));
+        assert_eq!(defaults.bad_key_backoff, Duration::from_secs(60));
+        let c = ServeConfig::from_toml(
+            "bad-key-limit = 0\nbad-key-window = \"10s\"\nbad-key-backoff = \"5m\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let ingest = c.ingest();
+        assert_eq!(ingest.bad_key_limit, 0, "0 turns it off");
+        assert_eq!(ingest.bad_key_window, Duration::from_secs(10));
+        assert_eq!(ingest.bad_key_backoff, Duration::from_secs(300));
+        let short = ServeConfig {
+            bad_key_backoff: Duration::from_millis(10),
+            ..c
+        };
+        assert!(matches!(
+            short.validate(),
+            Err(ConfigError::Invalid {
+                field: "bad-key-backoff",
                 ..
             })
         ));

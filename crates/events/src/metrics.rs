@@ -258,6 +258,10 @@ label_values! {
         OnPublishUnavailable = "on_publish_unavailable",
         /// SRT: too many on-publish checks in flight.
         OnPublishBusy = "on_publish_busy",
+        // --- key guessing (issue #12, helper `attack`) ---
+        /// Its source address presented `--bad-key-limit` wrong keys within
+        /// `--bad-key-window`: refused before its key is looked at, for `--bad-key-backoff`.
+        TooManyBadKeys = "too_many_bad_keys",
     }
 }
 

@@ -64,6 +64,17 @@ pub fn key_hint(key: &str) -> String {
     format!("{prefix}…{hash}")
 }
 
+/// [`key_hint`] computed only when it is written: a refusal's log line may be suppressed,
+/// and a wrong key should cost no more than the one hash of its check.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyHint<'a>(pub &'a str);
+
+impl std::fmt::Display for KeyHint<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&key_hint(self.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::key_hint;
@@ -80,5 +91,10 @@ mod tests {
         // Control characters and the like never reach the log.
         let odd = key_hint("a\nb\u{1b}[31m");
         assert!(odd.starts_with("a?b?…"), "{odd}");
+    }
+
+    #[test]
+    fn a_lazy_key_hint_writes_the_same_hint() {
+        assert_eq!(super::KeyHint("camera-1").to_string(), key_hint("camera-1"));
     }
 }

@@ -1,6 +1,7 @@
 //! Caps on what ingest peers (RTMP and SRT together) can make the worker hold:
 //! connections (in total and per source address, through the descriptor reserve),
-//! publishers, and bytes of unfinished messages across connections.
+//! publishers, bytes of unfinished messages across connections, and wrong stream keys per
+//! source address (a guesser's publishes are refused before their key costs a hash).
 //!
 //! Each cap is a small type whose guard gives back what it took when dropped, so a connection
 //! task cannot leak a slot on any exit path. The RTMP and SRT drivers share one
@@ -13,7 +14,9 @@ use std::sync::Arc;
 
 use crate::metrics::{IngestRefusal, Metrics, Protocol};
 use tidegate_config::IngestConfig;
-use tidegate_limits::{ConnectionGuard, ConnectionLimiter, FdBudget, Refusal};
+use tidegate_limits::{
+    ConnectionGuard, ConnectionLimiter, FailureLimiter, FdBudget, Refusal, FAILURE_SOURCES_MAX,
+};
 
 /// Most bytes all ingest connections together may hold in unfinished messages and
 /// unparsed input. A publisher holds about one frame (a keyframe of a few hundred KB, a few
@@ -32,11 +35,20 @@ pub struct IngestLimits {
     pub publishers: Arc<SlotLimiter>,
     /// Bytes of unfinished messages across connections ([`INGEST_BUFFER_BUDGET_BYTES`]).
     pub buffers: Arc<ByteBudget>,
+    /// Wrong stream keys per source address (`--bad-key-limit`, `--bad-key-window`,
+    /// `--bad-key-backoff`; at most [`FAILURE_SOURCES_MAX`] sources remembered): a source
+    /// past the limit has its publishes refused before its key is looked at.
+    pub bad_keys: FailureLimiter,
 }
 
 /// Why a publisher is refused when [`IngestLimits::publisher`] has no slot (the log line).
 pub const MAX_PUBLISHERS_RULE: &str =
     "this worker has its maximum of publishers (--max-publishers)";
+
+/// Why a publisher from an address in back-off for wrong keys is refused (RTMP
+/// `NetStream.Publish.Rejected` with this description, SRT 1402 `SRT_REJX_OVERLOAD`; the
+/// log line).
+pub const TOO_MANY_BAD_KEYS: &str = "too many wrong stream keys from this address; try again later";
 
 impl IngestLimits {
     /// The caps the configuration names; connections also keep out of `fds`' reserve.
@@ -49,6 +61,12 @@ impl IngestLimits {
             ),
             publishers: SlotLimiter::new(config.max_publishers),
             buffers: ByteBudget::new(INGEST_BUFFER_BUDGET_BYTES),
+            bad_keys: FailureLimiter::new(
+                config.bad_key_limit,
+                config.bad_key_window,
+                config.bad_key_backoff,
+                FAILURE_SOURCES_MAX,
+            ),
         }
     }
 

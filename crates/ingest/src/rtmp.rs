@@ -38,10 +38,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::key_hint;
-use super::limits::{BudgetShare, Slot, MAX_PUBLISHERS_RULE};
+use super::limits::{BudgetShare, Slot, MAX_PUBLISHERS_RULE, TOO_MANY_BAD_KEYS};
 use super::reason::ErrorReason;
 use super::rtmps::{self, Certificate};
+use super::KeyHint;
 use crate::metrics::{
     ConnectionErrorReason as Reason, LogArea, Protocol, ProtocolLabels, PublishRefusal,
 };
@@ -92,6 +92,13 @@ pub(crate) async fn accept_loop(
         LOG_LINES_PER_SECOND,
         ctx.metrics.log_suppressed(area),
     ));
+    // The line that says an address's back-off for wrong keys starts (once per address and
+    // back-off) has a budget of its own, so that the refusals before it cannot hide it.
+    let bad_key_log = Arc::new(LogLimiter::new(
+        name,
+        LOG_LINES_PER_SECOND,
+        ctx.metrics.log_suppressed(area),
+    ));
     let mut accept = AcceptBackoff::new(upper, name, ctx.metrics.log_suppressed(area));
     let mut summary = tokio::time::interval(LOG_WINDOW);
     summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -101,6 +108,7 @@ pub(crate) async fn accept_loop(
             _ = summary.tick() => {
                 let now = Instant::now();
                 log.flush(now);
+                bad_key_log.flush(now);
                 accept.flush(now);
                 continue;
             }
@@ -129,6 +137,7 @@ pub(crate) async fn accept_loop(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let log = log.clone();
+        let bad_key_log = bad_key_log.clone();
         let tls = tls.clone();
         let span = match tls {
             None => info_span!("rtmp", conn = id, peer = %peer),
@@ -144,7 +153,7 @@ pub(crate) async fn accept_loop(
                     .connections
                     .get_or_create(&ProtocolLabels { protocol })
                     .inc();
-                let conn = Connection::new(ctx, peer, protocol, permit, log);
+                let conn = Connection::new(ctx, peer, protocol, permit, log, bad_key_log);
                 match tls {
                     None => conn.run(sock, shutdown).await,
                     Some(cert) => {
@@ -189,6 +198,9 @@ struct Connection {
     /// Bytes this connection holds, as a share of the budget across connections.
     buffered: BudgetShare,
     log: Arc<LogLimiter>,
+    /// The budget of the line that starts an address's back-off for wrong keys (the
+    /// listener's).
+    bad_key_log: Arc<LogLimiter>,
     /// The connection slot, given back when the task ends.
     _permit: ConnectionGuard,
 }
@@ -228,6 +240,7 @@ impl Connection {
         protocol: Protocol,
         permit: ConnectionGuard,
         log: Arc<LogLimiter>,
+        bad_key_log: Arc<LogLimiter>,
     ) -> Self {
         let now = Instant::now();
         let config = SessionConfig {
@@ -246,6 +259,7 @@ impl Connection {
             peer,
             buffered,
             log,
+            bad_key_log,
             _permit: permit,
         }
     }
@@ -556,8 +570,9 @@ impl Connection {
     async fn publish(&mut self, stream_id: u32, app: &str, key: &str) {
         let metrics = self.ctx.metrics.clone();
         let now = Instant::now();
-        // The key is a secret: a refusal names only its hint.
-        let hint = key_hint(key);
+        // The key is a secret: a refusal names only its hint (hashed only for a line that
+        // is written).
+        let hint = KeyHint(key);
         if self.publishing.is_some() {
             metrics.refused(self.protocol, PublishRefusal::SecondPublish);
             self.session.reject_publish(
@@ -565,6 +580,20 @@ impl Connection {
                 "NetStream.Publish.BadName",
                 "this connection already publishes",
             );
+            return;
+        }
+        // An address that presented too many wrong keys is refused before its key is
+        // looked at (no parse, no hash) until its back-off ends.
+        if let Err(blocked) = self.ctx.ingest_limits.bad_keys.check(self.peer.ip(), now) {
+            metrics.refused(self.protocol, PublishRefusal::TooManyBadKeys);
+            if self.log.allow(now) {
+                warn!(
+                    retry_in_s = blocked.remaining.as_secs(),
+                    "publish refused: {TOO_MANY_BAD_KEYS}"
+                );
+            }
+            self.session
+                .reject_publish(stream_id, "NetStream.Publish.Rejected", TOO_MANY_BAD_KEYS);
             return;
         }
         // The key as the tenant directory resolves it (open mode: any key K is tenant
@@ -598,6 +627,9 @@ impl Connection {
                 metrics.refused(self.protocol, reason);
                 if self.log.allow(now) {
                     warn!(key = %hint, app, "publish refused: {text}");
+                }
+                if refusal == KeyRefusal::UnknownKey {
+                    self.bad_key(now);
                 }
                 self.session.reject_publish(stream_id, status, text);
                 return;
@@ -662,6 +694,23 @@ impl Connection {
                 }
                 self.session
                     .reject_publish(stream_id, "NetStream.Publish.BadName", &e.to_string());
+            }
+        }
+    }
+
+    /// Counts a wrong key against this connection's address; says so (within the log
+    /// budget) when it starts the address's back-off.
+    fn bad_key(&self, now: Instant) {
+        let limiter = &self.ctx.ingest_limits.bad_keys;
+        if let Some(blocked) = limiter.failed(self.peer.ip(), now) {
+            if self.bad_key_log.allow(now) {
+                warn!(
+                    backoff_s = blocked.remaining.as_secs(),
+                    "too many wrong stream keys from {}: its publishes are refused for {:?} \
+                     (--bad-key-limit, --bad-key-backoff)",
+                    self.peer.ip(),
+                    blocked.remaining
+                );
             }
         }
     }

@@ -47,7 +47,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use super::limits::{Slot, MAX_PUBLISHERS_RULE};
+use super::limits::{Slot, MAX_PUBLISHERS_RULE, TOO_MANY_BAD_KEYS};
 use super::reason::ErrorReason;
 use super::srt_pull::PullSocket;
 use crate::metrics::{
@@ -337,6 +337,12 @@ pub async fn serve(
         LOG_LINES_PER_SECOND,
         ctx.metrics.log_suppressed(LogArea::Srt),
     );
+    // The line that starts an address's back-off for wrong keys, on a budget of its own.
+    let bad_key_log = LogLimiter::new(
+        "srt",
+        LOG_LINES_PER_SECOND,
+        ctx.metrics.log_suppressed(LogArea::Srt),
+    );
     let ignored = Ignored::new(&ctx.metrics);
     let mut router = Router {
         listener: Listener::new(Instant::now(), config),
@@ -346,6 +352,7 @@ pub async fn serve(
         decided: decided_tx,
         checks: Arc::new(Semaphore::new(MAX_PUBLISH_CHECKS)),
         log,
+        bad_key_log,
         ignored,
         socket: socket.clone(),
         state: state.clone(),
@@ -366,6 +373,7 @@ pub async fn serve(
             }
             _ = summary.tick() => {
                 router.log.flush(Instant::now());
+                router.bad_key_log.flush(Instant::now());
                 continue;
             }
             () = shutdown.cancelled() => break,
@@ -435,6 +443,8 @@ struct Router {
     decided: mpsc::Sender<Decided>,
     checks: Arc<Semaphore>,
     log: LogLimiter,
+    /// The budget of the line that starts an address's back-off for wrong keys.
+    bad_key_log: LogLimiter,
     ignored: Ignored,
 }
 
@@ -490,6 +500,27 @@ impl Router {
     /// on-publish callback (when configured), then [`Router::admit`].
     async fn on_request(&mut self, now: Instant, req: ConnectionRequest) {
         let peer = req.peer_addr();
+        // An address that presented too many wrong keys is refused before its stream ID is
+        // looked at (no slot, no parse, no hash) until its back-off ends.
+        if self
+            .ctx
+            .ingest_limits
+            .bad_keys
+            .check(peer.ip(), now)
+            .is_err()
+        {
+            let reason = PublishRefusal::TooManyBadKeys;
+            self.ctx.metrics.refused(Protocol::Srt, reason);
+            self.reject(
+                now,
+                req,
+                reason.as_str(),
+                RejectReason::OVERLOAD,
+                TOO_MANY_BAD_KEYS,
+                None,
+            );
+            return;
+        }
         let connection =
             match self
                 .ctx
@@ -519,12 +550,11 @@ impl Router {
         let id = match request_stream(&req, &self.ctx.tenants) {
             Ok(id) => id,
             Err(e) => {
-                let hint = req
-                    .stream_id()
-                    .filter(|s| !s.is_empty())
-                    .map(|s| key_hint(stream_id_key_part(s)));
                 self.ctx.metrics.refused(Protocol::Srt, e.label());
-                self.reject(now, req, e.label().as_str(), e.code(), e.rule(), hint);
+                if e == StreamIdError::UnknownKey {
+                    self.bad_key(now, peer);
+                }
+                self.reject_stream_id(now, req, e);
                 return;
             }
         };
@@ -627,6 +657,39 @@ impl Router {
         self.log_refusal(now, peer, label, code, rule, key);
         let resp = self.listener.reject(now, req, code);
         self.send(peer, &resp);
+    }
+
+    /// [`Router::reject`] for a stream ID refused for `e`; the key's hint (a hash) is
+    /// computed only for a line that is written, so a wrong key costs its one check's hash.
+    fn reject_stream_id(&mut self, now: Instant, req: ConnectionRequest, e: StreamIdError) {
+        let peer = req.peer_addr();
+        if self.log.allow(now) {
+            let key = req
+                .stream_id()
+                .filter(|s| !s.is_empty())
+                .map_or_else(|| "-".to_owned(), |s| key_hint(stream_id_key_part(s)));
+            let (reason, code, rule) = (e.label().as_str(), e.code(), e.rule());
+            warn!(peer = %peer, reason, code = %code, key = %key, "srt: refused: {rule}");
+        }
+        let resp = self.listener.reject(now, req, e.code());
+        self.send(peer, &resp);
+    }
+
+    /// Counts a wrong key against `peer`'s address; says so (within the log budget) when
+    /// it starts the address's back-off.
+    fn bad_key(&self, now: Instant, peer: SocketAddr) {
+        let limiter = &self.ctx.ingest_limits.bad_keys;
+        if let Some(blocked) = limiter.failed(peer.ip(), now) {
+            if self.bad_key_log.allow(now) {
+                warn!(
+                    backoff_s = blocked.remaining.as_secs(),
+                    "srt: too many wrong stream keys from {}: its callers are refused for {:?} \
+                     (--bad-key-limit, --bad-key-backoff)",
+                    peer.ip(),
+                    blocked.remaining
+                );
+            }
+        }
     }
 
     /// One WARN line about a caller that was not admitted, unless the `srt` area's budget

@@ -13,6 +13,8 @@
 //!   counted in `tidegate_log_lines_suppressed_total{area}` and summed up in one line.
 //! - [`AcceptBackoff`]: what an accept loop does when accepting fails for want of
 //!   descriptors or memory: wait (doubling up to a second) and say so once a second.
+//! - [`FailureLimiter`]: failed attempts (wrong stream keys) per source address; a source
+//!   past its share is refused at once for a back-off period, in a table of capped size.
 //!
 //! All of it is plain bookkeeping behind short `std` mutexes and atomics: no I/O but the
 //! occasional count of `/proc/self/fd`, nothing async but [`AcceptBackoff::pause`]'s wait.
@@ -549,6 +551,174 @@ pub fn is_peer_error(e: &io::Error) -> bool {
     )
 }
 
+// --- failed attempts per source (issue #12, key guessing) ---
+
+/// Sources a [`FailureLimiter`] remembers at most. An entry is about 48 bytes and the table
+/// at most 131,072 buckets at this size, so the table stays under 7 MiB however many
+/// addresses a peer uses.
+pub const FAILURE_SOURCES_MAX: usize = 65_536;
+
+/// A source the [`FailureLimiter`] refuses for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocked {
+    /// How long the back-off has left.
+    pub remaining: Duration,
+}
+
+/// One source's failures: those of its current window, or its back-off.
+#[derive(Debug, Clone, Copy)]
+struct SourceFailures {
+    /// When its window (or, `blocked`, its back-off) started.
+    since: Instant,
+    /// Failures in the window.
+    failures: u32,
+    /// In back-off until `since` + the back-off.
+    blocked: bool,
+}
+
+/// Failed attempts per source address (wrong stream keys), so that guessing from one address
+/// is refused cheaply and slowed down: after `max_failures` failures within `window` from one
+/// source (see [`source_key`]: an IPv6 /64 is one), [`FailureLimiter::check`] refuses it for
+/// `backoff`, before the attempt costs anything (no parse, no hash); then it starts afresh. A
+/// success forgives nothing (a peer with one valid key could otherwise guess on between its
+/// own publishes). Refusals while blocked do not prolong the back-off, so a legitimate
+/// encoder behind the same address gets in once it ends; a guesser gets `max_failures`
+/// attempts per window and back-off.
+///
+/// Memory is bounded: at most `max_sources` sources (by default [`FAILURE_SOURCES_MAX`]).
+/// When the table is full and a new source fails, the sources with nothing left to remember
+/// (window over, back-off over) are dropped; if that leaves it more than three quarters full,
+/// the entries whose window or back-off started first are dropped down to three quarters
+/// (so the O(n) sweep runs once per n/4 new sources at most). A peer with more addresses
+/// than the table holds can thus have its older entries forgotten: each address still
+/// gets only `max_failures` attempts per window, each costing a hash at most.
+///
+/// With `max_failures` 0 it is off: it remembers nothing and refuses nothing.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    max_failures: u32,
+    window: Duration,
+    backoff: Duration,
+    max_sources: usize,
+    table: Mutex<HashMap<IpAddr, SourceFailures>>,
+}
+
+impl FailureLimiter {
+    /// After `max_failures` failures within `window` from one source, its attempts are
+    /// refused for `backoff`; at most `max_sources` sources are remembered. `max_failures` 0
+    /// turns it off.
+    pub fn new(max_failures: u32, window: Duration, backoff: Duration, max_sources: usize) -> Self {
+        Self {
+            max_failures,
+            window,
+            backoff,
+            max_sources: max_sources.max(1),
+            table: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether it is off (`max_failures` 0).
+    pub fn is_off(&self) -> bool {
+        self.max_failures == 0
+    }
+
+    /// The back-off a blocked source waits.
+    pub fn backoff(&self) -> Duration {
+        self.backoff
+    }
+
+    /// Whether `ip` may make an attempt at `now`: `Err` while its source is in back-off.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Blocked> {
+        if self.is_off() {
+            return Ok(());
+        }
+        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        match table.get(&source_key(ip)) {
+            Some(e) if e.blocked => {
+                let elapsed = now.saturating_duration_since(e.since);
+                if elapsed < self.backoff {
+                    return Err(Blocked {
+                        remaining: self.backoff - elapsed,
+                    });
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts a failed attempt of `ip` at `now`. `Some` when this failure starts its
+    /// source's back-off (the one moment worth a log line).
+    pub fn failed(&self, ip: IpAddr, now: Instant) -> Option<Blocked> {
+        if self.is_off() {
+            return None;
+        }
+        let source = source_key(ip);
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if table.len() >= self.max_sources && !table.contains_key(&source) {
+            self.make_room(&mut table, now);
+        }
+        let e = table.entry(source).or_insert(SourceFailures {
+            since: now,
+            failures: 0,
+            blocked: false,
+        });
+        let elapsed = now.saturating_duration_since(e.since);
+        if e.blocked {
+            if elapsed < self.backoff {
+                // Checked before its back-off started, failed after: nothing more to count.
+                return None;
+            }
+            *e = SourceFailures {
+                since: now,
+                failures: 0,
+                blocked: false,
+            };
+        } else if elapsed >= self.window {
+            e.since = now;
+            e.failures = 0;
+        }
+        e.failures = e.failures.saturating_add(1);
+        if e.failures < self.max_failures {
+            return None;
+        }
+        *e = SourceFailures {
+            since: now,
+            failures: 0,
+            blocked: true,
+        };
+        Some(Blocked {
+            remaining: self.backoff,
+        })
+    }
+
+    /// Sources remembered now.
+    pub fn sources(&self) -> usize {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Drops what is over; if the table is still more than three quarters full, the entries
+    /// that started first, down to three quarters.
+    fn make_room(&self, table: &mut HashMap<IpAddr, SourceFailures>, now: Instant) {
+        table.retain(|_, e| {
+            let span = if e.blocked { self.backoff } else { self.window };
+            now.saturating_duration_since(e.since) < span
+        });
+        let target = self.max_sources / 4 * 3;
+        if table.len() <= target {
+            return;
+        }
+        let mut starts: Vec<Instant> = table.values().map(|e| e.since).collect();
+        let cut = table.len() - target;
+        let (_, newest_dropped, _) = starts.select_nth_unstable(cut - 1);
+        let newest_dropped = *newest_dropped;
+        table.retain(|_, e| e.since > newest_dropped);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,5 +900,134 @@ mod tests {
             io::ErrorKind::ConnectionAborted
         )));
         assert!(!is_peer_error(&io::Error::from_raw_os_error(24)));
+    }
+
+    // --- failed attempts per source (issue #12, key guessing) ---
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_source_past_its_failures_is_refused_for_the_backoff_and_others_are_not() {
+        let l = FailureLimiter::new(3, 10 * SEC, 30 * SEC, 100);
+        let t0 = Instant::now();
+        let guesser = ip("192.0.2.1");
+        assert_eq!(l.failed(guesser, t0), None);
+        assert_eq!(l.failed(guesser, t0 + SEC), None);
+        assert!(l.check(guesser, t0 + SEC).is_ok());
+        // The third failure within the window starts the back-off, once.
+        assert_eq!(
+            l.failed(guesser, t0 + 2 * SEC),
+            Some(Blocked {
+                remaining: 30 * SEC
+            })
+        );
+        assert_eq!(
+            l.check(guesser, t0 + 12 * SEC),
+            Err(Blocked {
+                remaining: 20 * SEC
+            })
+        );
+        // Another source is not touched.
+        assert!(l.check(ip("192.0.2.2"), t0 + 12 * SEC).is_ok());
+        // Refusals do not prolong it: it ends 30 s after it started.
+        for s in 3..32 {
+            let _ = l.check(guesser, t0 + s * SEC);
+        }
+        assert!(l.check(guesser, t0 + 32 * SEC).is_ok());
+        // Then it starts afresh: three more failures to the next back-off.
+        assert_eq!(l.failed(guesser, t0 + 33 * SEC), None);
+        assert_eq!(l.failed(guesser, t0 + 33 * SEC), None);
+        assert!(l.failed(guesser, t0 + 33 * SEC).is_some());
+        assert!(l.check(guesser, t0 + 34 * SEC).is_err());
+    }
+
+    #[test]
+    fn failures_spread_wider_than_the_window_never_block() {
+        let l = FailureLimiter::new(3, 10 * SEC, 30 * SEC, 100);
+        let t0 = Instant::now();
+        let slow = ip("198.51.100.7");
+        for i in 0..20 {
+            // Two failures per 10 s window.
+            assert_eq!(l.failed(slow, t0 + i * 5 * SEC + i / 2 * SEC), None);
+            assert!(l.check(slow, t0 + i * 5 * SEC).is_ok());
+        }
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_source_for_failures() {
+        let l = FailureLimiter::new(2, 10 * SEC, 30 * SEC, 100);
+        let t0 = Instant::now();
+        assert_eq!(l.failed(ip("2001:db8:7:7::1"), t0), None);
+        assert!(l.failed(ip("2001:db8:7:7:abcd::2"), t0).is_some());
+        assert!(l.check(ip("2001:db8:7:7::ffff"), t0).is_err());
+        assert!(l.check(ip("2001:db8:7:8::1"), t0).is_ok());
+        // IPv4-mapped IPv6 is the IPv4 address.
+        l.failed(ip("203.0.113.5"), t0);
+        l.failed(ip("::ffff:203.0.113.5"), t0);
+        assert!(l.check(ip("203.0.113.5"), t0).is_err());
+    }
+
+    #[test]
+    fn the_table_is_capped_and_drops_what_is_over_first() {
+        let l = FailureLimiter::new(2, 10 * SEC, 30 * SEC, 8);
+        let t0 = Instant::now();
+        // A blocked source, then sources with one failure each, until full.
+        let blocked = ip("10.9.9.9");
+        l.failed(blocked, t0);
+        l.failed(blocked, t0);
+        for i in 0..7u8 {
+            l.failed(IpAddr::from([10, 0, 0, i]), t0 + SEC);
+        }
+        assert_eq!(l.sources(), 8);
+        // 15 s later the single failures' windows are over, the back-off is not: a new
+        // source drops them and keeps the blocked one.
+        l.failed(ip("10.1.1.1"), t0 + 15 * SEC);
+        assert_eq!(l.sources(), 2);
+        assert!(l.check(blocked, t0 + 15 * SEC).is_err());
+        // Thousands of sources failing at once never hold more than the cap.
+        for i in 0..5_000u32 {
+            let at = t0 + 16 * SEC + Duration::from_micros(u64::from(i));
+            l.failed(IpAddr::from(i.to_be_bytes()), at);
+            assert!(l.sources() <= 8);
+        }
+    }
+
+    #[test]
+    fn a_full_table_of_live_entries_forgets_the_oldest_quarter_and_keeps_counting() {
+        let l = FailureLimiter::new(3, 100 * SEC, 100 * SEC, 8);
+        let t0 = Instant::now();
+        for i in 0..8u32 {
+            l.failed(IpAddr::from([10, 0, 0, i as u8]), t0 + i * SEC);
+        }
+        l.failed(ip("10.0.1.0"), t0 + 9 * SEC);
+        // Down to six, plus the newcomer: the two that started first are gone.
+        assert_eq!(l.sources(), 7);
+        let table = l.table.lock().unwrap();
+        assert!(!table.contains_key(&ip("10.0.0.0")));
+        assert!(!table.contains_key(&ip("10.0.0.1")));
+        assert!(table.contains_key(&ip("10.0.0.2")));
+        assert!(table.contains_key(&ip("10.0.1.0")));
+    }
+
+    #[test]
+    fn a_full_table_stays_under_seven_mib() {
+        // What FAILURE_SOURCES_MAX's documentation counts: 48-byte entries, in at most
+        // 131,072 buckets (hashbrown keeps 1/8 free) with a control byte each.
+        let entry = std::mem::size_of::<(IpAddr, SourceFailures)>();
+        assert!(entry <= 48, "{entry} bytes");
+        let buckets = (FAILURE_SOURCES_MAX * 8 / 7).next_power_of_two();
+        assert!(buckets * (entry + 1) < 7 << 20);
+    }
+
+    #[test]
+    fn a_limiter_with_no_failures_allowed_is_off() {
+        let l = FailureLimiter::new(0, 10 * SEC, 30 * SEC, 8);
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            assert_eq!(l.failed(ip("10.0.0.1"), t0), None);
+        }
+        assert!(l.check(ip("10.0.0.1"), t0).is_ok());
+        assert_eq!(l.sources(), 0);
+        assert!(l.is_off());
     }
 }
