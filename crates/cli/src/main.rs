@@ -184,6 +184,11 @@ struct ServeArgs {
     /// How long an ended stream stays listed before its record and media are deleted [default: 1h].
     #[arg(long, env = "TIDEGATE_ENDED_RETENTION", value_parser = duration)]
     ended_retention: Option<Duration>,
+    // --- scoped admin tokens (issue #12 item 5) ---
+    /// Bearer token that reads all of /metrics (for Prometheus); with it or --admin-token
+    /// set, a scrape without a token sees only worker-wide series [default: none].
+    #[arg(long, env = "TIDEGATE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -245,6 +250,8 @@ impl ServeArgs {
             http_header_timeout,
             http_idle_timeout
         );
+        // Scoped admin tokens (issue #12 item 5).
+        overlay_opt!(metrics_token);
         if !self.webhook_urls.is_empty() {
             c.webhooks = self.webhook_urls;
         }

@@ -215,6 +215,12 @@ pub struct ServeConfig {
     /// record and its leftover media are deleted.
     #[serde(with = "humantime_serde")]
     pub ended_retention: Duration,
+
+    // --- scoped admin tokens (issue #12 item 5) ---
+    /// Bearer token that reads the whole of `/metrics` (for Prometheus) and nothing else.
+    /// When it or `admin-token` is set, a scrape without a token sees only the worker-wide
+    /// series (none labelled with a tenant or a stream); see `docs/tokens.md`.
+    pub metrics_token: Option<String>,
 }
 
 /// One tenant declared in the file (`[tenants.NAME]`). Declaring a tenant ends open mode:
@@ -289,6 +295,7 @@ impl Default for ServeConfig {
             http_header_timeout: Duration::from_secs(10),
             http_idle_timeout: Duration::from_secs(60),
             ended_retention: Duration::from_secs(3600),
+            metrics_token: None,
         }
     }
 }
@@ -353,6 +360,9 @@ impl ServeConfig {
             || self.segment_duration > Duration::from_secs(30)
         {
             return invalid("segment-duration", "must be between 500ms and 30s");
+        }
+        if self.metrics_token.as_deref().is_some_and(str::is_empty) {
+            return invalid("metrics-token", "must not be empty");
         }
         if self.reconnect_window > Duration::from_secs(24 * 3600) {
             return invalid("reconnect-window", "must be at most 24h");
@@ -521,6 +531,7 @@ impl ServeConfig {
         for secret in [
             &mut c.srt_passphrase,
             &mut c.admin_token,
+            &mut c.metrics_token,
             &mut c.webhook_secret,
         ] {
             if secret.is_some() {
@@ -642,6 +653,8 @@ pub struct HttpConfig {
 pub struct OriginConfig {
     /// Bearer token every `/api/v1` call requires; open when unset.
     pub admin_token: Option<String>,
+    /// Bearer token that reads the whole of `/metrics` (issue #12 item 5).
+    pub metrics_token: Option<String>,
     /// Where RTMP publishers connect (the dashboard shows it).
     pub rtmp_listen: SocketAddr,
     /// Where SRT publishers connect (the dashboard shows it).
@@ -757,6 +770,7 @@ impl ServeConfig {
     pub fn origin(&self) -> OriginConfig {
         OriginConfig {
             admin_token: self.admin_token.clone(),
+            metrics_token: self.metrics_token.clone(),
             rtmp_listen: self.rtmp_listen,
             srt_listen: self.srt_listen,
         }

@@ -41,6 +41,8 @@ pub use tenant::{
     valid_tenant_name, KeyHash, KeyId, KeyRecord, NoRandomness, Playback, Quotas, StreamKey,
     TenantSettings, KEY_ID_BYTES, KEY_PREFIX, KEY_SECRET_BYTES, MAX_TENANT_NAME_LEN, OPEN_TENANT,
 };
+// Tenant admin tokens (issue #12 item 5).
+pub use tenant::{AdminToken, TokenRecord, TokenScope, TOKEN_PREFIX};
 pub use webhook_url::{check_url, WebhookUrl};
 
 /// Milliseconds since the Unix epoch (the wall clock used for program date time and records).
