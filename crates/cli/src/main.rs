@@ -39,7 +39,7 @@ enum Command {
     /// Load generator: N paced publishers (and M HLS viewers) from one media file, with a
     /// report.
     Bench(bench::BenchArgs),
-    /// Manage tenants through the admin API (create, list, show, update, delete).
+    /// Manage tenants through the admin API (create, list, show, update, delete; token).
     Tenant(admin::TenantArgs),
     /// Manage a tenant's stream keys through the admin API (create, list, rotate, revoke).
     Key(admin::KeyArgs),
