@@ -124,7 +124,8 @@ async fn require_token(
                 reason,
                 None,
                 presented,
-                request.uri().path(),
+                // Nested: the path is what follows /api/v1.
+                &format!("/api/v1{}", request.uri().path()),
                 peer,
             );
             unauthorized()
