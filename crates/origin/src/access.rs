@@ -147,9 +147,7 @@ pub fn metrics_access(
 /// The labels of a sample line that decide who sees it: its `tenant` value and whether it
 /// has a `stream` label; `None` when the line cannot be read (it is then left out).
 fn sample_labels(line: &str) -> Option<(Option<String>, bool)> {
-    let Some(open) = line.find(['{', ' ']) else {
-        return None;
-    };
+    let open = line.find(['{', ' '])?;
     if line.as_bytes().get(open) != Some(&b'{') {
         return Some((None, false));
     }
