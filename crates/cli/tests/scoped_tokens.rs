@@ -319,6 +319,41 @@ fn a_tenant_token_sees_and_acts_on_its_own_tenant_only() {
     let log = server.log_text();
     assert!(log.contains("admin credential refused"), "logged");
     assert!(!log.contains(&acme[20..]) && !log.contains(&guessed[20..]));
+
+    // A guesser cannot fill the log: every guess counted, at most 10 lines a second logged.
+    let logged = |log: &str| log.matches("admin credential refused").count();
+    let lines_before = logged(&server.log_text());
+    let before = failures("unknown_token");
+    let suppressed = |m: &str| sample(m, "tidegate_log_lines_suppressed_total{area=\"admin\"}");
+    let suppressed_before = suppressed(&counted);
+    let started = Instant::now();
+    const GUESSES: usize = 200;
+    for i in 0..GUESSES {
+        let guess = format!("tgt_{:016x}_{}", i, "1".repeat(48));
+        let (status, _) = call_raw("GET", &format!("{base}/api/v1/streams"), Some(&guess), None);
+        assert_eq!(status, 401);
+    }
+    let seconds = started.elapsed().as_secs() as usize;
+    let after = server.metrics();
+    let counted_now = sample(
+        &after,
+        "tidegate_admin_auth_failures_total{reason=\"unknown_token\"}",
+    );
+    assert_eq!(counted_now - before, GUESSES as f64, "every guess counted");
+    let lines = logged(&server.log_text()) - lines_before;
+    assert!(
+        lines <= 10 * (seconds + 2),
+        "{lines} log lines for {GUESSES} guesses in {seconds} s"
+    );
+    let suppressed_now = suppressed(&after) - suppressed_before;
+    assert!(
+        suppressed_now >= (GUESSES - 10 * (seconds + 2)) as f64,
+        "{suppressed_now} lines suppressed of {GUESSES} in {seconds} s"
+    );
+    eprintln!(
+        "{GUESSES} guesses in {:?}: {lines} log lines, {suppressed_now} suppressed",
+        started.elapsed()
+    );
     beta_pub.kill();
 }
 
