@@ -397,9 +397,6 @@ fn bearer_token(value: &str) -> Option<&str> {
         .then(|| rest.trim_start_matches(' '))
 }
 
-#[cfg(test)]
-use crate::access::same_token;
-
 async fn streams(State(ctx): State<Arc<Context>>, Extension(scope): Extension<Scope>) -> Response {
     let now = unix_ms();
     let out: Vec<StreamJson> = ctx
@@ -988,6 +985,7 @@ async fn openapi() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::same_token;
 
     #[test]
     fn the_bearer_scheme_is_matched_without_regard_to_case() {
