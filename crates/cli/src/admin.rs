@@ -1,4 +1,4 @@
-//! `tidegate tenant ...` and `tidegate key ...`: the operator's commands over the admin API
+//! `tidegate tenant ...` (with `tenant token ...`) and `tidegate key ...`: the operator's commands over the admin API
 //! (`/api/v1/tenants`, docs/openapi.yaml) of any worker of the cluster. They print the API's
 //! JSON answer on standard output; an error answer becomes the command's error (exit 1).
 
@@ -18,7 +18,8 @@ pub struct ApiArgs {
         default_value = "http://localhost:8080"
     )]
     api: String,
-    /// The operator token (the workers' `--admin-token`).
+    /// The operator token (the workers' `--admin-token`); `key` and `tenant show|list` also
+    /// take a tenant admin token, for that tenant.
     #[arg(
         long,
         global = true,
@@ -174,6 +175,33 @@ enum TenantCommand {
         /// The tenant.
         name: String,
     },
+    /// A tenant's admin tokens (create, list, revoke): each acts on that tenant only.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+/// `tidegate tenant token ...` (issue #12 item 5).
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A new tenant admin token (shown once: hand it over now).
+    Create {
+        /// The tenant.
+        tenant: String,
+    },
+    /// The tenant's tokens (ids and creation times; never a secret).
+    List {
+        /// The tenant.
+        tenant: String,
+    },
+    /// Revoke a token: every worker refuses it within a second.
+    Revoke {
+        /// The tenant.
+        tenant: String,
+        /// The token's id (from `tenant token list`).
+        id: String,
+    },
 }
 
 /// `tidegate key ...`.
@@ -315,6 +343,28 @@ pub fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         }
         TenantCommand::Delete { name } => {
             print(&api.call("DELETE", &format!("/tenants/{}", segment(&name)?), None)?)
+        }
+        TenantCommand::Token { command } => token(api, command),
+    }
+}
+
+/// Runs `tidegate tenant token ...`.
+fn token(api: &ApiArgs, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { tenant } => {
+            let path = format!("/tenants/{}/tokens", segment(&tenant)?);
+            print(&api.call("POST", &path, Some(&json!({ "scope": "tenant" })))?)?;
+            eprintln!("the token is shown this once (stored hashed): keep it now");
+            Ok(())
+        }
+        TokenCommand::List { tenant } => print(&api.call(
+            "GET",
+            &format!("/tenants/{}/tokens", segment(&tenant)?),
+            None,
+        )?),
+        TokenCommand::Revoke { tenant, id } => {
+            let path = format!("/tenants/{}/tokens/{}", segment(&tenant)?, segment(&id)?);
+            print(&api.call("DELETE", &path, None)?)
         }
     }
 }

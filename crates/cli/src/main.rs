@@ -39,7 +39,7 @@ enum Command {
     /// Load generator: N paced publishers (and M HLS viewers) from one media file, with a
     /// report.
     Bench(bench::BenchArgs),
-    /// Manage tenants through the admin API (create, list, show, update, delete).
+    /// Manage tenants through the admin API (create, list, show, update, delete; token).
     Tenant(admin::TenantArgs),
     /// Manage a tenant's stream keys through the admin API (create, list, rotate, revoke).
     Key(admin::KeyArgs),
@@ -195,6 +195,11 @@ struct ServeArgs {
     /// How long an address past --bad-key-limit is refused [default: 1m].
     #[arg(long, env = "TIDEGATE_BAD_KEY_BACKOFF", value_parser = duration)]
     bad_key_backoff: Option<Duration>,
+    // --- scoped admin tokens (issue #12 item 5) ---
+    /// Bearer token that reads all of /metrics (for Prometheus); with it or --admin-token
+    /// set, a scrape without a token sees only worker-wide series [default: none].
+    #[arg(long, env = "TIDEGATE_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
 }
 
 impl ServeArgs {
@@ -258,6 +263,8 @@ impl ServeArgs {
         );
         // Key guessing (issue #12, helper `attack`).
         overlay!(bad_key_limit, bad_key_window, bad_key_backoff);
+        // Scoped admin tokens (issue #12 item 5).
+        overlay_opt!(metrics_token);
         if !self.webhook_urls.is_empty() {
             c.webhooks = self.webhook_urls;
         }

@@ -137,5 +137,12 @@ fn secrets_are_not_printed() {
     assert!(
         !out.contains("webhook-secret-value-xyz") && !err.contains("webhook-secret-value-xyz"),
         "{out}"
-    );
+    ); // Scoped admin tokens (issue #12 item 5): the metrics token is a secret too, and an
+       // empty one is refused by name.
+    let (ok, out, err) = check_config(&["--metrics-token", "metrics-token-value-xyz"], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("metrics-token"), "{out}");
+    assert!(!out.contains("metrics-token-value-xyz") && !err.contains("metrics-token-value-xyz"));
+    let (ok, _, err) = check_config(&["--metrics-token", ""], &[]);
+    assert!(!ok && err.contains("metrics-token"), "{err}");
 }

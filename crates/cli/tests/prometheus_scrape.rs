@@ -4,6 +4,9 @@
 //! `deploy/prometheus/rules.yml` load and evaluate without error. `promtool check metrics`
 //! passes on the worker's `/metrics` body (with the stream's series present).
 //!
+//! A worker with `--admin-token` and `--metrics-token` is scraped with the metrics token
+//! (everything) and without (worker-wide series only, the target still up).
+//!
 //! The `promtool check metrics` verdict is asserted last, so that a lint finding does not hide
 //! whether Prometheus itself can scrape and query the worker.
 
@@ -138,6 +141,12 @@ struct Prometheus {
 
 impl Prometheus {
     fn start(target: &str) -> Prometheus {
+        Prometheus::start_jobs(&[("tidegate", target, None)])
+    }
+
+    /// Prometheus with one scrape job per `(job, target, bearer token)`; a token is given
+    /// as `authorization.credentials_file`, as docs/tokens.md shows.
+    fn start_jobs(jobs: &[(&str, &str, Option<&str>)]) -> Prometheus {
         let exe = require_cmd("prometheus");
         let dir = tempfile::Builder::new()
             .prefix("tidegate-prometheus-")
@@ -145,12 +154,26 @@ impl Prometheus {
             .unwrap();
         let config = dir.path().join("prometheus.yml");
         let rules = rules_file().canonicalize().unwrap();
+        let mut scrape_configs = String::new();
+        for (job, target, token) in jobs {
+            scrape_configs.push_str(&format!(
+                "  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+            ));
+            if let Some(token) = token {
+                let file = dir.path().join(format!("{job}.token"));
+                fs::write(&file, token).unwrap();
+                scrape_configs.push_str(&format!(
+                    "    authorization:\n      type: Bearer\n      credentials_file: {}\n",
+                    file.display()
+                ));
+            }
+        }
         fs::write(
             &config,
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
                  rule_files:\n  - {rules}\n\
-                 scrape_configs:\n  - job_name: tidegate\n    static_configs:\n      - targets: ['{target}']\n",
+                 scrape_configs:\n{scrape_configs}",
                 rules = rules.display()
             ),
         )
@@ -357,4 +380,65 @@ fn prometheus_scrapes_worker_and_queries_stream_bitrate() {
         lint_ok,
         "`promtool check metrics` rejects the worker's /metrics:\n{lint_out}\n--- body ---\n{body}"
     );
+}
+
+/// A worker with `--admin-token` and `--metrics-token` (issue #12 item 5): Prometheus with
+/// the metrics token scrapes every series, the stream's bitrate included; a job without a
+/// token still scrapes (`up` is 1) but gets only the worker-wide series, no stream's.
+#[test]
+fn prometheus_scrapes_a_protected_worker_with_the_metrics_token() {
+    require_cmd("prometheus");
+    let server = Server::start(&[
+        "--admin-token",
+        "prometheus-operator-token",
+        "--metrics-token",
+        "prometheus-metrics-token",
+    ]);
+    let key = "guarded";
+    let mut publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url(key), &Publish::forever());
+    let target = server.http.to_string();
+    let prometheus = Prometheus::start_jobs(&[
+        ("tidegate", &target, Some("prometheus-metrics-token")),
+        ("anonymous", &target, None),
+    ]);
+    let expr = format!("tidegate_stream_ingest_bitrate_bps{{stream=\"{key}\"}}");
+    let sample = wait_for(
+        "Prometheus to return the stream's bitrate through the metrics token",
+        PROMETHEUS_TIMEOUT,
+        Duration::from_millis(500),
+        || {
+            assert!(publisher.is_running(), "publisher exited early");
+            prometheus.query(&expr).into_iter().find(|s| {
+                s["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v > 0.0)
+            })
+        },
+    );
+    assert_eq!(sample["metric"]["job"], "tidegate", "{sample}");
+    let up = wait_for(
+        "both jobs scraped",
+        PROMETHEUS_TIMEOUT,
+        Duration::from_millis(500),
+        || {
+            let up = prometheus.query("up == 1");
+            (up.len() == 2).then_some(up)
+        },
+    );
+    assert_eq!(up.len(), 2, "{up:?}");
+    // Two more scrapes of the anonymous job while the stream is live.
+    std::thread::sleep(Duration::from_secs(2));
+    let anonymous = prometheus.query("count by (__name__) ({job=\"anonymous\", stream!=\"\"})");
+    assert!(
+        anonymous.is_empty(),
+        "no per-stream series without a token: {anonymous:?}"
+    );
+    let worker_wide = prometheus.query("tidegate_process_start_time_seconds{job=\"anonymous\"}");
+    assert_eq!(
+        worker_wide.len(),
+        1,
+        "worker-wide series stay: {worker_wide:?}"
+    );
+    publisher.kill();
 }

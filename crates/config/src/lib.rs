@@ -213,6 +213,11 @@ pub struct ServeConfig {
     /// How long a source past `bad-key-limit` is refused.
     #[serde(with = "humantime_serde")]
     pub bad_key_backoff: Duration,
+    // --- scoped admin tokens (issue #12 item 5) ---
+    /// Bearer token that reads the whole of `/metrics` (for Prometheus) and nothing else.
+    /// When it or `admin-token` is set, a scrape without a token sees only the worker-wide
+    /// series (none labelled with a tenant or a stream); see `docs/tokens.md`.
+    pub metrics_token: Option<String>,
 }
 
 /// One tenant declared in the file (`[tenants.NAME]`). Declaring a tenant ends open mode:
@@ -325,6 +330,7 @@ impl Default for ServeConfig {
             bad_key_limit: 10,
             bad_key_window: Duration::from_secs(60),
             bad_key_backoff: Duration::from_secs(60),
+            metrics_token: None,
         }
     }
 }
@@ -389,6 +395,9 @@ impl ServeConfig {
             || self.segment_duration > Duration::from_secs(30)
         {
             return invalid("segment-duration", "must be between 500ms and 30s");
+        }
+        if self.metrics_token.as_deref().is_some_and(str::is_empty) {
+            return invalid("metrics-token", "must not be empty");
         }
         if self.reconnect_window > Duration::from_secs(24 * 3600) {
             return invalid("reconnect-window", "must be at most 24h");
@@ -566,6 +575,7 @@ impl ServeConfig {
         for secret in [
             &mut c.srt_passphrase,
             &mut c.admin_token,
+            &mut c.metrics_token,
             &mut c.webhook_secret,
         ] {
             if secret.is_some() {
@@ -714,6 +724,8 @@ pub struct HttpConfig {
 pub struct OriginConfig {
     /// Bearer token every `/api/v1` call requires; open when unset.
     pub admin_token: Option<String>,
+    /// Bearer token that reads the whole of `/metrics` (issue #12 item 5).
+    pub metrics_token: Option<String>,
     /// Where RTMP publishers connect (the dashboard shows it).
     pub rtmp_listen: SocketAddr,
     /// Where SRT publishers connect (the dashboard shows it).
@@ -832,6 +844,7 @@ impl ServeConfig {
     pub fn origin(&self) -> OriginConfig {
         OriginConfig {
             admin_token: self.admin_token.clone(),
+            metrics_token: self.metrics_token.clone(),
             rtmp_listen: self.rtmp_listen,
             srt_listen: self.srt_listen,
         }

@@ -419,6 +419,8 @@ label_values! {
         Srt = "srt",
         /// The HTTP listener.
         Http = "http",
+        /// The admin API's and `/metrics`' refused credentials (issue #12 item 5).
+        Admin = "admin",
     }
 }
 
@@ -835,6 +837,11 @@ pub struct Metrics {
     pub stream_records: Gauge,
     /// Ended streams whose record and media were deleted after `--ended-retention`.
     pub stream_records_expired: Counter,
+
+    // --- scoped admin tokens (issue #12 item 5) ---
+    /// Credentials the admin API, the dashboard's calls and `/metrics` refused, by
+    /// [`AdminAuthFailure`].
+    pub admin_auth_failures: Family<AdminAuthFailureLabels, Counter>,
 }
 
 impl Metrics {
@@ -1090,6 +1097,13 @@ impl Metrics {
             "Ended streams whose record and media were deleted after the ended retention",
             stream_records_expired.clone(),
         );
+        // --- scoped admin tokens (issue #12 item 5) ---
+        let admin_auth_failures = Family::<AdminAuthFailureLabels, Counter>::default();
+        registry.register(
+            "admin_auth_failures",
+            "Admin API and /metrics credentials refused (missing, unknown_token, out_of_scope)",
+            admin_auth_failures.clone(),
+        );
         let Registrar { registry, docs } = registry;
         Self {
             registry,
@@ -1135,6 +1149,7 @@ impl Metrics {
             video_frames_dropped,
             stream_records,
             stream_records_expired,
+            admin_auth_failures,
         }
     }
 
@@ -1251,6 +1266,39 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+// --- scoped admin tokens (issue #12 item 5) ---
+
+label_values! {
+    /// Why a credential was refused (`reason` of `tidegate_admin_auth_failures_total`).
+    pub enum AdminAuthFailure {
+        /// An operator token is configured and the request carried none (401).
+        Missing = "missing",
+        /// A token that is neither the operator's nor a current tenant token: wrong,
+        /// revoked, of a deleted tenant (401).
+        UnknownToken = "unknown_token",
+        /// A tenant token asked for what is not its tenant's: an operator-only call (403)
+        /// or another tenant's stream or record (answered as if it did not exist).
+        OutOfScope = "out_of_scope",
+    }
+}
+
+label_set! {
+    /// `reason` label of refused admin credentials.
+    pub struct AdminAuthFailureLabels {
+        /// Why.
+        pub reason: AdminAuthFailure,
+    }
+}
+
+impl Metrics {
+    /// Counts a refused admin credential.
+    pub fn admin_auth_failed(&self, reason: AdminAuthFailure) {
+        self.admin_auth_failures
+            .get_or_create(&AdminAuthFailureLabels { reason })
+            .inc();
     }
 }
 

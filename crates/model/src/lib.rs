@@ -47,6 +47,8 @@ pub use tenant_settings::{
     TenantHealth, MAX_RECONNECT_WINDOW, MAX_SRT_LATENCY, MAX_TENANT_WEBHOOKS, REDACTED,
     SEGMENT_DURATION_RANGE,
 };
+// Tenant admin tokens (issue #12 item 5).
+pub use tenant::{AdminToken, TokenRecord, TokenScope, TOKEN_PREFIX};
 pub use webhook_url::{check_url, WebhookUrl};
 
 /// Milliseconds since the Unix epoch (the wall clock used for program date time and records).

@@ -333,6 +333,181 @@ pub struct KeyRecord {
     pub rotated_ms: Option<i64>,
 }
 
+// --- tenant admin tokens (issue #12 item 5) ---
+
+/// The prefix of every tenant admin token (`tgt_ID_SECRET`; recognisable in a leaked file or
+/// by a secret scanner, and never confused with a stream key).
+pub const TOKEN_PREFIX: &str = "tgt_";
+
+/// Domain separation: a token's hash is never that of a stream key with the same bytes.
+const TOKEN_HASH_CONTEXT: &[u8] = b"tidegate admin token v1\0";
+
+/// What a tenant admin token may do. Only one scope exists today; the field is stored so
+/// that a narrower one (read-only, say) can come without a migration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenScope {
+    /// The tenant's own streams, keys, record and metrics (see `docs/tokens.md`).
+    #[default]
+    Tenant,
+}
+
+/// A whole tenant admin token, secret included: `tgt_ID_SECRET`, made and checked like a
+/// [`StreamKey`] (an [`KeyId`]-shaped public id, [`KEY_SECRET_BYTES`] random bytes, stored as
+/// a SHA-256 with its own context, compared in constant time). Its `Debug` shows only the
+/// id.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    id: KeyId,
+    text: String,
+}
+
+impl AdminToken {
+    /// A new token with a new id.
+    pub fn generate() -> Result<Self, NoRandomness> {
+        let id = StreamKey::new_id()?;
+        let mut secret = [0u8; KEY_SECRET_BYTES];
+        getrandom::fill(&mut secret).map_err(|e| NoRandomness(e.to_string()))?;
+        let text = format!("{TOKEN_PREFIX}{id}_{}", hex(&secret));
+        Ok(Self { id, text })
+    }
+
+    /// Reads a presented token; `None` when it is not of the token format. Checks the shape
+    /// only, not the secret.
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix(TOKEN_PREFIX)?;
+        let (id, secret) = rest.split_once('_')?;
+        if !is_lower_hex(secret, KEY_SECRET_BYTES * 2) {
+            return None;
+        }
+        let id = id.parse().ok()?;
+        Some(Self {
+            id,
+            text: s.to_owned(),
+        })
+    }
+
+    /// Whether `s` looks like a tenant token (its prefix): such a credential is checked as
+    /// one and refused when it is none, never taken for something else.
+    pub fn looks_like(s: &str) -> bool {
+        s.starts_with(TOKEN_PREFIX)
+    }
+
+    /// The token's public id.
+    pub fn id(&self) -> &KeyId {
+        &self.id
+    }
+
+    /// The whole token, secret included: for the one answer that shows it, nothing else.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    /// What is stored instead of the token.
+    pub fn hash(&self) -> KeyHash {
+        KeyHash::of_token(&self.text)
+    }
+}
+
+impl fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AdminToken({TOKEN_PREFIX}{}_…)", self.id)
+    }
+}
+
+impl KeyHash {
+    /// The hash of the admin token text `token` (its own context, not a stream key's).
+    pub fn of_token(token: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(TOKEN_HASH_CONTEXT);
+        h.update(token.as_bytes());
+        Self(h.finalize().into())
+    }
+
+    /// Whether `token` hashes to this, compared in constant time.
+    pub fn matches_token(&self, token: &AdminToken) -> bool {
+        bool::from(self.0.ct_eq(&token.hash().0))
+    }
+}
+
+/// One tenant admin token, as stored in its tenant's record: its id, scope and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Its public id.
+    pub id: KeyId,
+    /// What it may do.
+    #[serde(default)]
+    pub scope: TokenScope,
+    /// The hash of its secret.
+    pub hash: KeyHash,
+    /// Unix ms when it was created.
+    pub created_ms: i64,
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    #[test]
+    fn a_token_parses_back_and_matches_only_its_own_hash() {
+        let token = AdminToken::generate().unwrap();
+        let text = token.expose();
+        assert!(text.starts_with(TOKEN_PREFIX) && AdminToken::looks_like(text));
+        assert_eq!(
+            text.len(),
+            TOKEN_PREFIX.len() + 16 + 1 + 48,
+            "192-bit secret"
+        );
+        let parsed = AdminToken::parse(text).unwrap();
+        assert_eq!(parsed, token);
+        assert!(token.hash().matches_token(&parsed));
+        let other = AdminToken::generate().unwrap();
+        assert_ne!(other.id(), token.id());
+        assert!(!token.hash().matches_token(&other));
+        assert!(!format!("{token:?}").contains(text.rsplit('_').next().unwrap()));
+    }
+
+    #[test]
+    fn a_token_is_not_a_stream_key_and_its_hash_has_its_own_context() {
+        let token = AdminToken::generate().unwrap();
+        assert!(StreamKey::parse(token.expose()).is_none());
+        let key = StreamKey::generate().unwrap();
+        assert!(AdminToken::parse(key.expose()).is_none());
+        // The same bytes hash differently as a key and as a token.
+        assert_ne!(KeyHash::of("x"), KeyHash::of_token("x"));
+        // printf 'tidegate admin token v1\0tgt_x' | sha256sum
+        let h: String = KeyHash::of_token("tgt_x").into();
+        assert_eq!(
+            h,
+            "7092b2c00e9bc138b2db27a076ff7e4d5595fd3c8f0e90657799af888d663a69"
+        );
+        for bad in [
+            "tgt_".to_owned(),
+            format!("tgt_0123456789abcdef_{}", "ab".repeat(23)),
+            format!("tgt_0123456789ABCDEF_{}", "ab".repeat(24)),
+            format!("Bearer tgt_0123456789abcdef_{}", "ab".repeat(24)),
+        ] {
+            assert!(AdminToken::parse(&bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn token_records_store_the_hash_only() {
+        let token = AdminToken::generate().unwrap();
+        let record = TokenRecord {
+            id: token.id().clone(),
+            scope: TokenScope::Tenant,
+            hash: token.hash(),
+            created_ms: 1,
+        };
+        let json = serde_json::to_string(&record).unwrap();
+        assert!(!json.contains(token.expose()));
+        assert!(json.contains(r#""scope":"tenant""#), "{json}");
+        let back: TokenRecord = serde_json::from_str(&json).unwrap();
+        assert!(back.hash.matches_token(&token));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,18 @@
 //! | `DELETE tenants/{tenant}/keys/{id}` | revoke the key; its publisher is disconnected |
 //! | `GET openapi.yaml` | the description (no token needed) |
 //!
+//! | `GET, POST tenants/{tenant}/tokens` | the tenant's admin tokens (ids, creation times); a new one, its secret in this answer only |
+//! | `DELETE tenants/{tenant}/tokens/{id}` | revoke a tenant admin token |
+//!
 //! The `tenants` calls need an operator token: without `--admin-token` they answer 403 (a
 //! worker without one would let anyone mint stream keys).
+//!
+//! **Scopes** (issue #12 item 5, [`crate::access`], `docs/tokens.md`): a tenant admin
+//! token (`tgt_…`) acts on its own tenant only. It lists only its streams; another tenant's
+//! stream or record is answered exactly as one that does not exist (decided from the path,
+//! before any lookup); it adds, rotates and revokes its own keys and reads its own record;
+//! creating, changing or deleting tenants, the tokens calls and `workers` are the
+//! operator's (403).
 //!
 //! **Figures of a stream held elsewhere.** Bitrate, protocol, packets, reasons and
 //! reconnects are measured by the worker the publisher is connected to; it publishes them
@@ -32,7 +42,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{ConnectInfo, Extension, FromRequestParts, Path, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -40,7 +50,11 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use tidegate_model::{KeyRecord, Playback, Quotas, TenantSettings};
+use tidegate_registry::tenants::tokens::IssuedToken;
 use tidegate_registry::tenants::{IssuedKey, ManageError};
+
+use crate::access::{api_access, Access, Scope};
+use tidegate_events::metrics::AdminAuthFailure;
 
 use crate::metrics::StoreOp;
 use crate::store::{HolderFigures, StoreError, StreamId, TenantRecord, WorkerRecord};
@@ -70,27 +84,111 @@ pub fn router(ctx: Arc<Context>) -> Router<Arc<Context>> {
         .route("/tenants/{tenant}/keys", post(add_key))
         .route("/tenants/{tenant}/keys/{id}/rotate", post(rotate_key))
         .route("/tenants/{tenant}/keys/{id}", delete(revoke_key))
+        // Tenant admin tokens (issue #12 item 5).
+        .route(
+            "/tenants/{tenant}/tokens",
+            get(list_tokens).post(create_token),
+        )
+        .route("/tenants/{tenant}/tokens/{id}", delete(revoke_token))
         // Every route above needs the token; the description below does not.
         .route_layer(middleware::from_fn_with_state(ctx, require_token))
         .route("/openapi.yaml", get(openapi))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
 }
 
-/// Answers 401 unless the admin token (when one is set) comes with the request; runs
-/// before the handler or any of its extractors looks at the request.
+/// Answers 401 unless the request carries a credential [`api_access`] grants (the admin
+/// token when one is set, or a current tenant token), and hands the handler its [`Scope`];
+/// runs before the handler or any of its extractors looks at the request.
 async fn require_token(
     State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    match refused(&ctx, &headers) {
-        Some(resp) => {
-            ctx.metrics.http_unauthorized.inc();
-            resp
+    let presented = presented(&headers);
+    match api_access(ctx.config.admin_token.as_deref(), presented, |t| {
+        ctx.tenants.resolve_token(t)
+    }) {
+        Access::Granted(scope) => {
+            request.extensions_mut().insert(scope);
+            next.run(request).await
         }
-        None => next.run(request).await,
+        Access::Refused(reason) => {
+            ctx.metrics.http_unauthorized.inc();
+            let peer = request
+                .extensions()
+                .get::<ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0);
+            ctx.auth_log.refused(
+                &ctx.metrics,
+                reason,
+                None,
+                presented,
+                // Nested: the path is what follows /api/v1.
+                &format!("/api/v1{}", request.uri().path()),
+                peer,
+            );
+            unauthorized()
+        }
+        Access::Unavailable => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "tenant tokens cannot be checked right now; try again",
+        ),
     }
+}
+
+/// The bearer credential of a request, if any.
+pub(crate) fn presented(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_token)
+}
+
+/// The 401 answer, with its challenge.
+pub(crate) fn unauthorized() -> Response {
+    let mut resp = error(StatusCode::UNAUTHORIZED, "admin token required");
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"tidegate\""),
+    );
+    resp
+}
+
+/// A tenant scope asked for what is not its own: counted and logged (rate-limited) like
+/// a refused credential; the caller answers as if it did not exist (or 403 for an
+/// operator-only call).
+fn out_of_scope(ctx: &Context, scope: &Scope, what: &str) {
+    ctx.auth_log.refused(
+        &ctx.metrics,
+        AdminAuthFailure::OutOfScope,
+        Some(scope),
+        None,
+        what,
+        None,
+    );
+}
+
+/// The 403 of an operator-only call asked with a tenant token (counted), `None` for the
+/// operator.
+fn operator_only(ctx: &Context, scope: &Scope, what: &str) -> Option<Response> {
+    if scope.is_operator() {
+        return None;
+    }
+    out_of_scope(ctx, scope, what);
+    Some(error(
+        StatusCode::FORBIDDEN,
+        "this call needs the operator token (a tenant token manages its own streams and keys only)",
+    ))
+}
+
+/// Whether `scope` may see tenant `tenant`; counts the refusal when not.
+fn in_scope(ctx: &Context, scope: &Scope, tenant: &str, what: &str) -> bool {
+    let sees = scope.sees(tenant);
+    if !sees {
+        out_of_scope(ctx, scope, what);
+    }
+    sees
 }
 
 /// The stream named by a `/streams/{tenant}/{stream}` path; a name no stream can have is
@@ -289,25 +387,6 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(ErrorJson { error: message })).into_response()
 }
 
-/// With `--admin-token` set and no `Authorization: Bearer <token>`: the 401 to answer.
-fn refused(ctx: &Context, headers: &HeaderMap) -> Option<Response> {
-    let token = ctx.config.admin_token.as_deref()?;
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer_token)
-        .unwrap_or("");
-    if same_token(given, token) {
-        return None;
-    }
-    let mut resp = error(StatusCode::UNAUTHORIZED, "admin token required");
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer realm=\"tidegate\""),
-    );
-    Some(resp)
-}
-
 /// The credentials of an `Authorization: Bearer <token>` value. The scheme is matched
 /// without regard to case (RFC 7235 section 2.1: `bearer`, `BEARER` are the same scheme)
 /// and may be followed by more than one space.
@@ -318,36 +397,40 @@ fn bearer_token(value: &str) -> Option<&str> {
         .then(|| rest.trim_start_matches(' '))
 }
 
-/// Whether `given` is `token`, in time that does not depend on where they differ.
-fn same_token(given: &str, token: &str) -> bool {
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-async fn streams(State(ctx): State<Arc<Context>>) -> Response {
+async fn streams(State(ctx): State<Arc<Context>>, Extension(scope): Extension<Scope>) -> Response {
     let now = unix_ms();
     let out: Vec<StreamJson> = ctx
         .streams
         .list()
         .await
         .iter()
+        .filter(|s| scope.sees(&s.id.tenant))
         .map(|s| stream_json(s, now, false))
         .collect();
     Json(out).into_response()
 }
 
-async fn one_stream(State(ctx): State<Arc<Context>>, StreamPath(id): StreamPath) -> Response {
+/// What a stream that does not exist gets from `GET streams/{tenant}/{stream}`: also the
+/// answer to a tenant scope naming another tenant's stream, existing or not.
+fn no_such_stream() -> Response {
+    error(StatusCode::NOT_FOUND, "no such stream")
+}
+
+async fn one_stream(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    StreamPath(id): StreamPath,
+) -> Response {
+    if !in_scope(&ctx, &scope, &id.tenant, "GET stream") {
+        return no_such_stream();
+    }
     match ctx.streams.summary(&id).await {
         Some(s) => Json(StreamDetailJson {
             stream: stream_json(&s, unix_ms(), true),
             history: s.health.map(|h| h.history).unwrap_or_default(),
         })
         .into_response(),
-        None => error(StatusCode::NOT_FOUND, "no such stream"),
+        None => no_such_stream(),
     }
 }
 
@@ -367,21 +450,39 @@ fn done(id: StreamId, action: &'static str) -> Response {
     .into_response()
 }
 
-async fn kick(State(ctx): State<Arc<Context>>, StreamPath(id): StreamPath) -> Response {
-    if ctx.streams.kick(&id).await {
-        done(id, "kicked")
-    } else {
+async fn kick(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    StreamPath(id): StreamPath,
+) -> Response {
+    let nothing_to_kick = || {
         error(
             StatusCode::CONFLICT,
             "no publisher of this stream on this worker",
         )
+    };
+    if !in_scope(&ctx, &scope, &id.tenant, "POST kick") {
+        return nothing_to_kick();
+    }
+    if ctx.streams.kick(&id).await {
+        done(id, "kicked")
+    } else {
+        nothing_to_kick()
     }
 }
 
-async fn end(State(ctx): State<Arc<Context>>, StreamPath(id): StreamPath) -> Response {
+async fn end(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    StreamPath(id): StreamPath,
+) -> Response {
+    let nothing_to_end = || error(StatusCode::NOT_FOUND, "no such stream, or already ended");
+    if !in_scope(&ctx, &scope, &id.tenant, "POST end") {
+        return nothing_to_end();
+    }
     match ctx.streams.end_stream(&id).await {
         Ok(true) => done(id, "ended"),
-        Ok(false) => error(StatusCode::NOT_FOUND, "no such stream, or already ended"),
+        Ok(false) => nothing_to_end(),
         Err(e) => {
             ctx.metrics.store_error(StoreOp::PutState);
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
@@ -389,7 +490,12 @@ async fn end(State(ctx): State<Arc<Context>>, StreamPath(id): StreamPath) -> Res
     }
 }
 
-async fn workers(State(ctx): State<Arc<Context>>) -> Response {
+async fn workers(State(ctx): State<Arc<Context>>, Extension(scope): Extension<Scope>) -> Response {
+    // The members' addresses, pools and load are the operator's (another tenant's pool
+    // and traffic show in them).
+    if let Some(resp) = operator_only(&ctx, &scope, "GET workers") {
+        return resp;
+    }
     match ctx.state.workers().await {
         Ok(list) => {
             let out: Vec<WorkerJson> = list
@@ -545,7 +651,9 @@ fn no_operator_token(ctx: &Context) -> Option<Response> {
 fn manage_error(ctx: &Context, e: &ManageError) -> Response {
     let status = match e {
         ManageError::NotFound(_) => StatusCode::NOT_FOUND,
-        ManageError::Exists | ManageError::TooManyKeys => StatusCode::CONFLICT,
+        ManageError::Exists | ManageError::TooManyKeys | ManageError::TooManyTokens => {
+            StatusCode::CONFLICT
+        }
         ManageError::Invalid(_) => StatusCode::BAD_REQUEST,
         ManageError::NoRandomness(_) => StatusCode::INTERNAL_SERVER_ERROR,
         ManageError::Store(e) => return store_error(ctx, e),
@@ -558,9 +666,19 @@ fn store_error(ctx: &Context, e: &StoreError) -> Response {
     error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
 }
 
-async fn list_tenants(State(ctx): State<Arc<Context>>) -> Response {
+async fn list_tenants(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+) -> Response {
     if let Some(resp) = no_operator_token(&ctx) {
         return resp;
+    }
+    if let Scope::Tenant(own) = &scope {
+        // Its own record only.
+        return match ctx.tenants.get(own).await {
+            Ok(t) => Json(t.iter().map(tenant_json).collect::<Vec<_>>()).into_response(),
+            Err(e) => store_error(&ctx, &e),
+        };
     }
     match ctx.tenants.list().await {
         Ok(list) => Json(list.iter().map(tenant_json).collect::<Vec<_>>()).into_response(),
@@ -568,8 +686,15 @@ async fn list_tenants(State(ctx): State<Arc<Context>>) -> Response {
     }
 }
 
-async fn create_tenant(State(ctx): State<Arc<Context>>, bytes: bytes::Bytes) -> Response {
+async fn create_tenant(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    bytes: bytes::Bytes,
+) -> Response {
     if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    if let Some(resp) = operator_only(&ctx, &scope, "POST tenants") {
         return resp;
     }
     let (req, stream_settings): (CreateTenant, crate::tenant_settings_api::Create) =
@@ -592,23 +717,42 @@ async fn create_tenant(State(ctx): State<Arc<Context>>, bytes: bytes::Bytes) -> 
     }
 }
 
-async fn one_tenant(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+/// What a tenant that does not exist gets: also the answer to a tenant scope naming
+/// another tenant, existing or not.
+fn no_such_tenant() -> Response {
+    error(StatusCode::NOT_FOUND, "no such tenant")
+}
+
+async fn one_tenant(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    Path(name): Path<String>,
+) -> Response {
     if let Some(resp) = no_operator_token(&ctx) {
         return resp;
     }
+    if !in_scope(&ctx, &scope, &name, "GET tenant") {
+        return no_such_tenant();
+    }
     match ctx.tenants.get(&name).await {
         Ok(Some(t)) => Json(tenant_json(&t)).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no such tenant"),
+        Ok(None) => no_such_tenant(),
         Err(e) => store_error(&ctx, &e),
     }
 }
 
 async fn update_tenant(
     State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     bytes: bytes::Bytes,
 ) -> Response {
     if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    // Settings (pool, quotas, playback) are what the operator sells: a tenant token
+    // cannot raise its own quota.
+    if let Some(resp) = operator_only(&ctx, &scope, "PATCH tenant") {
         return resp;
     }
     let (patch, stream_settings): (PatchTenant, crate::tenant_settings_api::Patch) =
@@ -643,8 +787,15 @@ struct TenantActionJson {
     action: &'static str,
 }
 
-async fn delete_tenant(State(ctx): State<Arc<Context>>, Path(name): Path<String>) -> Response {
+async fn delete_tenant(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    Path(name): Path<String>,
+) -> Response {
     if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    if let Some(resp) = operator_only(&ctx, &scope, "DELETE tenant") {
         return resp;
     }
     match ctx.tenants.delete(&name).await {
@@ -659,11 +810,15 @@ async fn delete_tenant(State(ctx): State<Arc<Context>>, Path(name): Path<String>
 
 async fn add_key(
     State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     bytes: bytes::Bytes,
 ) -> Response {
     if let Some(resp) = no_operator_token(&ctx) {
         return resp;
+    }
+    if !in_scope(&ctx, &scope, &name, "POST keys") {
+        return no_such_tenant();
     }
     let req: CreateKey = match body(&bytes) {
         Ok(r) => r,
@@ -677,10 +832,14 @@ async fn add_key(
 
 async fn rotate_key(
     State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
     Path((name, id)): Path<(String, String)>,
 ) -> Response {
     if let Some(resp) = no_operator_token(&ctx) {
         return resp;
+    }
+    if !in_scope(&ctx, &scope, &name, "POST rotate") {
+        return no_such_tenant();
     }
     match ctx.tenants.rotate_key(&name, &id).await {
         Ok(issued) => Json(issued_json(&issued)).into_response(),
@@ -697,15 +856,131 @@ struct KeyActionJson {
 
 async fn revoke_key(
     State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
     Path((name, id)): Path<(String, String)>,
 ) -> Response {
     if let Some(resp) = no_operator_token(&ctx) {
         return resp;
     }
+    if !in_scope(&ctx, &scope, &name, "DELETE key") {
+        return no_such_tenant();
+    }
     match ctx.tenants.revoke_key(&name, &id).await {
         Ok(k) => Json(KeyActionJson {
             id: k.id.to_string(),
             stream: k.stream,
+            action: "revoked",
+        })
+        .into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+// --- tenant admin tokens (issue #12 item 5) ---
+
+/// `POST /tenants/{tenant}/tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateToken {
+    scope: tidegate_model::TokenScope,
+}
+
+/// A token as listed: never its secret or its hash.
+#[derive(Serialize)]
+struct TokenJson {
+    id: String,
+    scope: tidegate_model::TokenScope,
+    created_ms: i64,
+}
+
+impl From<&tidegate_model::TokenRecord> for TokenJson {
+    fn from(t: &tidegate_model::TokenRecord) -> Self {
+        Self {
+            id: t.id.to_string(),
+            scope: t.scope,
+            created_ms: t.created_ms,
+        }
+    }
+}
+
+/// A token as made: the only answer that carries its secret.
+#[derive(Serialize)]
+struct IssuedTokenJson {
+    id: String,
+    scope: tidegate_model::TokenScope,
+    token: String,
+    created_ms: i64,
+}
+
+fn issued_token_json(issued: &IssuedToken) -> IssuedTokenJson {
+    IssuedTokenJson {
+        id: issued.record.id.to_string(),
+        scope: issued.record.scope,
+        token: issued.token.expose().to_owned(),
+        created_ms: issued.record.created_ms,
+    }
+}
+
+async fn create_token(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    Path(name): Path<String>,
+    bytes: bytes::Bytes,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    // A tenant token cannot mint tokens that would outlive its own revocation.
+    if let Some(resp) = operator_only(&ctx, &scope, "POST tokens") {
+        return resp;
+    }
+    let req: CreateToken = match body(&bytes) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    match ctx.tenants.create_token(&name, req.scope).await {
+        Ok(issued) => (StatusCode::CREATED, Json(issued_token_json(&issued))).into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+async fn list_tokens(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    Path(name): Path<String>,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    if let Some(resp) = operator_only(&ctx, &scope, "GET tokens") {
+        return resp;
+    }
+    match ctx.tenants.tokens(&name).await {
+        Ok(list) => Json(list.iter().map(TokenJson::from).collect::<Vec<_>>()).into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+#[derive(Serialize)]
+struct TokenActionJson {
+    id: String,
+    action: &'static str,
+}
+
+async fn revoke_token(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    if let Some(resp) = operator_only(&ctx, &scope, "DELETE token") {
+        return resp;
+    }
+    match ctx.tenants.revoke_token(&name, &id).await {
+        Ok(t) => Json(TokenActionJson {
+            id: t.id.to_string(),
             action: "revoked",
         })
         .into_response(),
@@ -724,6 +999,7 @@ async fn openapi() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::access::same_token;
 
     #[test]
     fn the_bearer_scheme_is_matched_without_regard_to_case() {

@@ -380,7 +380,11 @@ async fn connection(
     });
     let service = {
         let activity = activity.clone();
-        hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            // Who is asking, for the log lines of refused admin credentials.
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
             let in_flight = InFlight::new(activity.clone());
             let mut app = app.clone();
             async move {

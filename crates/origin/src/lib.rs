@@ -4,6 +4,7 @@
 //! banner's addresses ([`urls`]).
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod api;
 pub mod dashboard;
 pub mod http;
@@ -41,6 +42,8 @@ pub struct Context {
     pub tenants: Arc<Tenants>,
     /// The worker's phase: `/readyz` fails from [`tidegate_lifecycle::Phase::Draining`] on.
     pub phase: PhaseWatch,
+    /// Refused admin credentials, counted and logged rate-limited (issue #12 item 5).
+    pub auth_log: access::AuthLog,
 }
 
 impl Context {

@@ -60,7 +60,36 @@ async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
     }
 }
 
-async fn metrics(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap) -> Response {
+/// `/metrics`, with what the credential may see ([`crate::access::metrics_access`]): all
+/// of it, one tenant's series, or (a protected worker, no token) the worker-wide ones.
+async fn metrics(State(ctx): State<Arc<Context>>, request: Request) -> Response {
+    use crate::access::{filter_exposition, metrics_access, Access};
+    let headers = request.headers();
+    let presented = crate::api::presented(headers);
+    let view = match metrics_access(
+        ctx.config.admin_token.as_deref(),
+        ctx.config.metrics_token.as_deref(),
+        presented,
+        |t| ctx.tenants.resolve_token(t),
+    ) {
+        Access::Granted(view) => view,
+        Access::Refused(reason) => {
+            let peer = request
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0);
+            ctx.auth_log
+                .refused(&ctx.metrics, reason, None, presented, "/metrics", peer);
+            return crate::api::unauthorized();
+        }
+        Access::Unavailable => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "tenant tokens cannot be checked right now\n",
+            )
+                .into_response()
+        }
+    };
     let open_metrics = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -71,7 +100,7 @@ async fn metrics(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap
                 header::CONTENT_TYPE,
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            ctx.metrics.encode(),
+            filter_exposition(&ctx.metrics.encode(), &view),
         )
             .into_response()
     } else {
@@ -80,7 +109,7 @@ async fn metrics(State(ctx): State<Arc<Context>>, headers: axum::http::HeaderMap
                 header::CONTENT_TYPE,
                 "text/plain; version=0.0.4; charset=utf-8",
             )],
-            ctx.metrics.encode_prometheus(),
+            filter_exposition(&ctx.metrics.encode_prometheus(), &view),
         )
             .into_response()
     }

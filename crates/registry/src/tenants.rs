@@ -30,6 +30,10 @@ use tracing::{info, warn};
 use crate::store::{StateStore, StoreError, StreamId, TenantRecord, MAX_KEYS_PER_TENANT};
 use crate::stream::Streams;
 
+// Tenant admin tokens (issue #12 item 5).
+pub mod tokens;
+use tokens::TokenIndex;
+
 /// How many times a change is tried again when another worker changed the same tenant in
 /// between (a compare-and-set conflict).
 const MAX_WRITE_ATTEMPTS: usize = 8;
@@ -49,6 +53,12 @@ pub enum ManageError {
     /// The tenant holds [`MAX_KEYS_PER_TENANT`] keys.
     #[error("the tenant has its maximum of {MAX_KEYS_PER_TENANT} stream keys; revoke one first")]
     TooManyKeys,
+    /// The tenant holds its maximum of admin tokens.
+    #[error(
+        "the tenant has its maximum of {} admin tokens; revoke one first",
+        crate::store::MAX_TOKENS_PER_TENANT
+    )]
+    TooManyTokens,
     /// The operating system gave no randomness for a key.
     #[error(transparent)]
     NoRandomness(#[from] tidegate_model::NoRandomness),
@@ -116,12 +126,17 @@ struct Entry {
 pub struct KeyIndex {
     tenants: BTreeSet<String>,
     by_id: HashMap<KeyId, Vec<Entry>>,
+    /// The tenants' admin tokens, swapped in with their keys.
+    tokens: TokenIndex,
 }
 
 impl KeyIndex {
     /// The index of `tenants`' keys. A key whose stream is not a valid name is left out.
     pub fn new(tenants: &[TenantRecord]) -> Self {
-        let mut index = Self::default();
+        let mut index = Self {
+            tokens: TokenIndex::new(tenants),
+            ..Self::default()
+        };
         for t in tenants {
             index.tenants.insert(t.name.clone());
             for key in &t.keys {
@@ -542,7 +557,11 @@ impl Tenants {
             };
             let before = next.clone();
             edit(&mut next)?;
-            if expected.is_some() && next.settings == before.settings && next.keys == before.keys {
+            if expected.is_some()
+                && next.settings == before.settings
+                && next.keys == before.keys
+                && next.tokens == before.tokens
+            {
                 // Nothing to change (a declaration the store already holds).
                 return Ok(next);
             }

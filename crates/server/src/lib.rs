@@ -350,6 +350,10 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     if config.admin_token.is_none() {
         warn!("admin API is open: set --admin-token to require a bearer token for /api/v1");
     }
+    // Scoped admin tokens (issue #12 item 5).
+    if config.admin_token.is_some() || config.metrics_token.is_some() {
+        info!("/metrics without a token shows worker-wide series only; --metrics-token or the operator token reads all");
+    }
     info!(
         rtmp = %config.rtmp_listen,
         rtmps = ?config.rtmps_listen,
@@ -397,6 +401,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         member: member.clone(),
         tenants: tenants.clone(),
         phase: lifecycle.watch(),
+        auth_log: tidegate_origin::access::AuthLog::new(&metrics),
     });
     let heartbeat_task = tokio::spawn(worker::run_heartbeat(
         Arc::new(worker::Heartbeat {

@@ -47,6 +47,8 @@ pub use tidegate_model::{
     valid_name, valid_tenant_name, KeyId, KeyRecord, StateUrl, StorageUrl, StreamId, StreamKey,
     TenantSettings, MAX_NAME_LEN,
 };
+// Tenant admin tokens (issue #12 item 5).
+pub use tidegate_model::{AdminToken, TokenRecord, TokenScope};
 use tidegate_packager::PlaylistState;
 
 /// The durable record of one stream.
@@ -193,6 +195,10 @@ pub use tidegate_ownership::MAX_TAKEOVER_HISTORY;
 /// stays small (a key is about 150 bytes of JSON).
 pub const MAX_KEYS_PER_TENANT: usize = 1000;
 
+/// Most admin tokens one tenant may hold (one per person or tool that manages it is
+/// plenty; the record stays small).
+pub const MAX_TOKENS_PER_TENANT: usize = 100;
+
 /// One tenant as the shared state holds it: its settings and its stream keys (hashes only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TenantRecord {
@@ -204,6 +210,9 @@ pub struct TenantRecord {
     /// Its stream keys, in creation order.
     #[serde(default)]
     pub keys: Vec<KeyRecord>,
+    /// Its tenant admin tokens (hashes only), in creation order (issue #12 item 5).
+    #[serde(default)]
+    pub tokens: Vec<TokenRecord>,
     /// Counts the writes of this record: [`StateStore::put_tenant`] compares it, so two
     /// workers changing one tenant at once cannot lose either change.
     pub revision: u64,
@@ -218,6 +227,7 @@ impl TenantRecord {
             name: name.to_owned(),
             settings,
             keys: Vec::new(),
+            tokens: Vec::new(),
             revision: 1,
             updated_ms: unix_ms(),
         }

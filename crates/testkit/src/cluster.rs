@@ -183,13 +183,15 @@ impl Cluster {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        Server::spawned(
+        let mut server = Server::spawned(
             Proc::spawn(&format!("tidegate-w{i}"), cmd),
             rtmp,
             http,
             srt,
             &data_dir,
-        )
+        );
+        server.scrape_token = crate::server::scrape_token(extra.iter().map(String::as_str));
+        server
     }
 
     /// `rtmp://HAPROXY/live/KEY`.

@@ -40,7 +40,16 @@ pub(crate) fn agent() -> &'static ureq::Agent {
 
 /// GET; transport errors are `Err`, any HTTP status is `Ok`.
 pub fn try_get(url: &str) -> Result<Resp, String> {
-    let resp = match agent().get(url).call() {
+    try_get_with(url, None)
+}
+
+/// GET with `Authorization: Bearer TOKEN` when `bearer` is given; as [`try_get`] otherwise.
+pub fn try_get_with(url: &str, bearer: Option<&str>) -> Result<Resp, String> {
+    let mut req = agent().get(url);
+    if let Some(token) = bearer {
+        req = req.set("Authorization", &format!("Bearer {token}"));
+    }
+    let resp = match req.call() {
         Ok(r) => r,
         Err(ureq::Error::Status(_, r)) => r,
         Err(e) => return Err(format!("GET {url}: {e}")),

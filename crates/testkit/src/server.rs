@@ -7,7 +7,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::http::{get, try_get};
+use crate::http::{get, try_get, try_get_with};
 use crate::paths::tidegate_bin;
 use crate::ports::{free_tcp_port, free_udp_port};
 use crate::process::Proc;
@@ -38,6 +38,10 @@ pub struct Server {
     pub srt: SocketAddr,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The token [`Server::metrics`] scrapes with: the `--metrics-token` or `--admin-token`
+    /// it was started with (a protected worker shows an anonymous scrape only worker-wide
+    /// series).
+    pub scrape_token: Option<String>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -75,6 +79,7 @@ impl Server {
             cmd.env("RUST_LOG", "info");
         }
         let mut s = Server::spawned(Proc::spawn("tidegate", cmd), rtmp, http, srt, data_dir);
+        s.scrape_token = scrape_token(extra.iter().copied());
         s.wait_ready(Duration::from_secs(20));
         s
     }
@@ -93,6 +98,7 @@ impl Server {
             http,
             srt,
             data_dir: data_dir.to_path_buf(),
+            scrape_token: None,
             _tmp: None,
         }
     }
@@ -196,8 +202,27 @@ impl Server {
 
     /// Fetches `/metrics` and returns its text.
     pub fn metrics(&self) -> String {
-        let r = get(&self.url("/metrics"));
+        let r = try_get_with(&self.url("/metrics"), self.scrape_token.as_deref())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.status, 200, "/metrics status");
         r.text()
     }
+}
+
+/// The token that reads all of `/metrics` among a worker's flags: `--metrics-token`, else
+/// `--admin-token`.
+pub(crate) fn scrape_token<'a>(args: impl Iterator<Item = &'a str>) -> Option<String> {
+    let args: Vec<&str> = args.collect();
+    ["--metrics-token", "--admin-token"]
+        .iter()
+        .find_map(|flag| {
+            args.windows(2)
+                .find(|w| w[0] == *flag)
+                .map(|w| w[1].to_owned())
+                .or_else(|| {
+                    let prefix = format!("{flag}=");
+                    args.iter()
+                        .find_map(|a| a.strip_prefix(prefix.as_str()).map(str::to_owned))
+                })
+        })
 }

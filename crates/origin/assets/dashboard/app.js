@@ -287,7 +287,7 @@
   function askToken() {
     if (state.tokenAsked) return;
     state.tokenAsked = true;
-    const t = prompt("Admin token (kept for this browser tab only)");
+    const t = prompt("Admin token, operator or tenant (kept for this browser tab only)");
     if (t) sessionStorage.setItem(TOKEN_KEY, t);
   }
 
@@ -542,7 +542,7 @@
         return;
       }
       if (res.status === 401 && attempt === 0) {
-        const t = prompt("Admin token (kept for this browser tab only)");
+        const t = prompt("Admin token, operator or tenant (kept for this browser tab only)");
         if (!t) {
           note.textContent = action + ": the admin token is required";
           return;
