@@ -204,6 +204,8 @@ pub struct Tenants {
     /// listed: a revocation must never miss the key a live publisher came with, and at
     /// worst it disconnects one that reconnects at once. Bounded by the keys that exist.
     admitted: std::sync::Mutex<HashMap<StreamId, BTreeSet<KeyId>>>,
+    /// Signed playback: which tenants require a token, with their keys (`crate::playback`).
+    playback: crate::playback::PlaybackState,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -221,7 +223,12 @@ impl Tenants {
             index: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             admitted: std::sync::Mutex::new(HashMap::new()),
+            playback: crate::playback::PlaybackState::default(),
         })
+    }
+
+    pub(crate) fn playback_state(&self) -> &crate::playback::PlaybackState {
+        &self.playback
     }
 
     fn current(&self) -> Option<Arc<KeyIndex>> {
@@ -258,6 +265,8 @@ impl Tenants {
         let _one = self.refreshing.lock().await;
         let records = self.state.tenants().await?;
         let next = Arc::new(KeyIndex::new(&records));
+        self.playback
+            .set(crate::playback::PlaybackIndex::new(&records));
         let previous = {
             let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
             slot.replace(next.clone())
@@ -466,7 +475,7 @@ impl Tenants {
     /// Reads tenant `name`, applies `edit`, and stores it at the next revision, again from
     /// a fresh read when another writer came in between. With `create`, an absent tenant
     /// is created (with default settings before `edit`).
-    async fn change(
+    pub(crate) async fn change(
         &self,
         name: &str,
         create: bool,
@@ -482,7 +491,7 @@ impl Tenants {
             };
             let before = next.clone();
             edit(&mut next)?;
-            if expected.is_some() && next.settings == before.settings && next.keys == before.keys {
+            if expected.is_some() && next == before {
                 // Nothing to change (a declaration the store already holds).
                 return Ok(next);
             }
@@ -497,7 +506,7 @@ impl Tenants {
 
     /// After a write of this worker: the embedded store announces nothing, so the index is
     /// read again here (a failure leaves it to the next periodic refresh).
-    async fn refresh_after_write(&self) {
+    pub(crate) async fn refresh_after_write(&self) {
         if let Err(e) = self.refresh().await {
             warn!(error = %e, "tenant directory not refreshed after a change");
         }
