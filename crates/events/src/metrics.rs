@@ -415,6 +415,8 @@ label_values! {
         Srt = "srt",
         /// The HTTP listener.
         Http = "http",
+        /// Refused playback requests (signed playback).
+        Playback = "playback",
     }
 }
 
@@ -454,6 +456,50 @@ label_set! {
     pub struct TlsFailureLabels {
         /// Why.
         pub reason: TlsHandshakeFailure,
+    }
+}
+
+// --- signed playback (issue #12) ---
+label_values! {
+    /// Why a playback request of a signed tenant was refused (`reason` of
+    /// `tidegate_playback_denied_total`).
+    pub enum PlaybackDenial {
+        /// No `?token=`.
+        Missing = "missing",
+        /// Not a token: shape, encoding, JSON, claims, an algorithm other than HS256.
+        Malformed = "malformed",
+        /// Signed with a key the tenant does not have (another tenant's, a dropped one).
+        UnknownKey = "unknown_key",
+        /// The signature does not match (tampered, or another secret).
+        BadSignature = "bad_signature",
+        /// Past its expiry (or before its `nbf`).
+        Expired = "expired",
+        /// Valid, for another stream or tenant.
+        OtherStream = "other_stream",
+    }
+}
+
+impl From<tidegate_model::TokenDenial> for PlaybackDenial {
+    fn from(d: tidegate_model::TokenDenial) -> Self {
+        use tidegate_model::TokenDenial as T;
+        match d {
+            T::Malformed => Self::Malformed,
+            T::UnknownKey => Self::UnknownKey,
+            T::BadSignature => Self::BadSignature,
+            T::Expired => Self::Expired,
+            T::OtherStream => Self::OtherStream,
+        }
+    }
+}
+
+label_set! {
+    /// `tenant` (an existing signed tenant: requests of others are never refused) and
+    /// `reason` of refused playback requests.
+    pub struct PlaybackDeniedLabels {
+        /// The tenant whose stream was asked for.
+        pub tenant: String,
+        /// Why.
+        pub reason: PlaybackDenial,
     }
 }
 
@@ -831,6 +877,10 @@ pub struct Metrics {
     pub stream_records: Gauge,
     /// Ended streams whose record and media were deleted after `--ended-retention`.
     pub stream_records_expired: Counter,
+
+    // --- signed playback (issue #12) ---
+    /// Playlist and segment requests of signed tenants refused (403), by tenant and reason.
+    pub playback_denied: Family<PlaybackDeniedLabels, Counter>,
 }
 
 impl Metrics {
@@ -1086,6 +1136,13 @@ impl Metrics {
             "Ended streams whose record and media were deleted after the ended retention",
             stream_records_expired.clone(),
         );
+        // --- signed playback (issue #12) ---
+        let playback_denied = Family::<PlaybackDeniedLabels, Counter>::default();
+        registry.register(
+            "playback_denied",
+            "Playlist and segment requests of signed-playback tenants refused with 403, by tenant and reason",
+            playback_denied.clone(),
+        );
         let Registrar { registry, docs } = registry;
         Self {
             registry,
@@ -1131,7 +1188,18 @@ impl Metrics {
             video_frames_dropped,
             stream_records,
             stream_records_expired,
+            playback_denied,
         }
+    }
+
+    /// Counts a refused playback request of a signed tenant.
+    pub fn playback_refused(&self, tenant: &str, reason: PlaybackDenial) {
+        self.playback_denied
+            .get_or_create(&PlaybackDeniedLabels {
+                tenant: tenant.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     /// Counts a failed TLS handshake on the RTMPS listener.
