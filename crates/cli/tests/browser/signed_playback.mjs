@@ -3,9 +3,9 @@
 //
 //   TIDEGATE_ADMIN_TOKEN=... node signed_playback.mjs <base-url> <tenant> <stream> <artifact-dir>
 //
-// The player page is served from another origin than the server (http://localhost:PORT when
-// the server is http://127.0.0.1:PORT; Playwright answers its requests), so every playlist
-// and segment request is cross-origin and needs the server's CORS headers, on 403s too.
+// The player page is served from another origin than the server (a loopback HTTP server of
+// this script's own, on another port), so every playlist and segment request is
+// cross-origin and needs the server's CORS headers, on 403s too.
 //
 // 1. With a token minted through the API, hls.js plays the multivariant playlist's signed
 //    URL: the <video>'s currentTime advances, no fatal error, and every request it made to
@@ -17,6 +17,7 @@
 // Screenshots go to <artifact-dir>/signed-playback-*.png. Prints PASS, or exits non-zero with
 // the first failed check. Never downloads a browser: it launches /usr/bin/chromium.
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,13 +39,22 @@ const HLS_JS = readFileSync(path.join(here, "node_modules/hls.js/dist/hls.min.js
 const log = (...a) => console.log("signed_playback.mjs:", ...a);
 mkdirSync(artifacts, { recursive: true });
 
-// The page's origin: the server's host swapped for another name of this machine.
-const server = new URL(base);
-const pageOrigin =
-  server.hostname === "localhost"
-    ? `http://127.0.0.1:${server.port}`
-    : `http://localhost:${server.port}`;
-const PAGE = `${pageOrigin}/__signed_playback_test/player.html`;
+// The page's own server: the player page and hls.js, on a loopback port of its own (another
+// origin than the tidegate server's).
+let pageServer;
+async function servePage(html) {
+  pageServer = createServer((req, res) => {
+    if (req.url === "/hls.min.js") {
+      res.writeHead(200, { "Content-Type": "text/javascript" });
+      res.end(HLS_JS);
+    } else {
+      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
+      res.end(html);
+    }
+  });
+  await new Promise((ok) => pageServer.listen(0, "127.0.0.1", ok));
+  return `http://127.0.0.1:${pageServer.address().port}/player.html`;
+}
 
 async function mint(ttl_s) {
   const r = await fetch(`${base}/api/v1/tenants/${tenant}/playback-tokens`, {
@@ -62,7 +72,7 @@ const html = `<!doctype html>
 <body style="margin:0;background:#111">
 <video id="v" muted playsinline style="width:640px;height:360px"></video>
 <pre id="log" style="color:#ddd"></pre>
-<script src="/__signed_playback_test/hls.min.js"></script>
+<script src="/hls.min.js"></script>
 <script>
   window.errors = [];
   window.loaded = 0;
@@ -122,14 +132,7 @@ try {
       "--autoplay-policy=no-user-gesture-required",
     ],
   });
-  // The player page and hls.js, from the other origin (never from the network).
-  await context.route(`${pageOrigin}/__signed_playback_test/**`, (route) => {
-    const url = route.request().url();
-    if (url.endsWith("/hls.min.js")) {
-      return route.fulfill({ status: 200, contentType: "text/javascript", body: HLS_JS });
-    }
-    return route.fulfill({ status: 200, contentType: "text/html; charset=utf-8", body: html });
-  });
+  const PAGE = await servePage(html);
   page = context.pages()[0] || (await context.newPage());
   page.on("console", (m) => {
     if (m.type() === "error") log("page console:", m.text());
@@ -219,5 +222,6 @@ try {
   process.exitCode = 1;
 } finally {
   if (context) await context.close().catch(() => {});
+  if (pageServer) pageServer.close();
   rmSync(profile, { recursive: true, force: true });
 }
