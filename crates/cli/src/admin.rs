@@ -279,7 +279,9 @@ pub fn tenant(args: TenantArgs) -> anyhow::Result<()> {
             let path = format!("/tenants/{}/playback-keys", segment(&name)?);
             let body = json!({ "keep_previous": !drop_previous });
             print(&api.call("POST", &path, Some(&body))?)?;
-            eprintln!("the secret is shown this once: keep it now if a backend of yours mints tokens");
+            eprintln!(
+                "the secret is shown this once: keep it now if a backend of yours mints tokens"
+            );
             Ok(())
         }
     }

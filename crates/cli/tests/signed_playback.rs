@@ -235,9 +235,7 @@ fn a_signed_tenant_plays_only_with_a_valid_token() {
             "{uri} does not carry the token:\n{text}"
         );
     }
-    let multivariant = fetch(&server.url(&format!(
-        "/hls/acme/main/master.m3u8?token={token}"
-    )));
+    let multivariant = fetch(&server.url(&format!("/hls/acme/main/master.m3u8?token={token}")));
     assert_eq!(multivariant.status, 200, "{}", multivariant.text());
     let variants = uris_of(&multivariant.text());
     assert_eq!(
@@ -412,7 +410,11 @@ fn rotating_the_signing_key_keeps_or_drops_the_previous_tokens() {
     let (_, tenant) = api("GET", &format!("{base}/api/v1/tenants/acme"), None);
     assert!(!tenant.to_string().contains(secret), "{tenant}");
     assert_eq!(tenant["playback_keys"][0]["id"], rotated["id"]);
-    assert_eq!(fetch(&url(&first)).status, 200, "the previous key still verifies");
+    assert_eq!(
+        fetch(&url(&first)).status,
+        200,
+        "the previous key still verifies"
+    );
     let second = token_of(&mint(&base, "acme", "main", 600));
     assert_eq!(fetch(&url(&second)).status, 200);
 
@@ -441,7 +443,11 @@ fn rotating_the_signing_key_keeps_or_drops_the_previous_tokens() {
         kid,
         &json!({"tenant": "acme", "stream": "main", "exp": unix_s() + 300}),
     );
-    assert_eq!(fetch(&url(&own)).status, 200, "a backend-minted token plays");
+    assert_eq!(
+        fetch(&url(&own)).status,
+        200,
+        "a backend-minted token plays"
+    );
 
     // Back to public: no token needed.
     let (status, _) = api(
@@ -450,10 +456,7 @@ fn rotating_the_signing_key_keeps_or_drops_the_previous_tokens() {
         Some(json!({"playback": "public"})),
     );
     assert_eq!(status, 200);
-    assert_eq!(
-        fetch(&server.url("/hls/acme/main/index.m3u8")).status,
-        200
-    );
+    assert_eq!(fetch(&server.url("/hls/acme/main/index.m3u8")).status, 200);
     publisher.kill();
 }
 
@@ -473,7 +476,11 @@ print(f"{header}.{body}.{signature}")
         .args(["-c", script, secret, kid, &claims.to_string()])
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 

@@ -46,8 +46,8 @@ pub use webhook_url::{check_url, WebhookUrl};
 // Signed playback (issue #12): signing keys and HS256 tokens.
 pub use playback::{
     base64url_decode, base64url_encode, mint_token, valid_stream_pattern, verify_token,
-    PlaybackClaims, PlaybackKey, TokenDenial, MAX_PLAYBACK_KEYS, MAX_PLAYBACK_TTL_S,
-    MAX_TOKEN_LEN, PLAYBACK_SECRET_BYTES, TOKEN_ALG,
+    PlaybackClaims, PlaybackKey, TokenDenial, MAX_PLAYBACK_KEYS, MAX_PLAYBACK_TTL_S, MAX_TOKEN_LEN,
+    PLAYBACK_SECRET_BYTES, TOKEN_ALG,
 };
 
 /// Milliseconds since the Unix epoch (the wall clock used for program date time and records).

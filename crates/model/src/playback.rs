@@ -83,10 +83,10 @@ impl PlaybackKey {
         })
     }
 
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC takes a key of any length: `new_from_slice` cannot fail for it.
-        <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of every length"))
+    /// The HMAC keyed with the secret's text. (HMAC takes keys of any length: this never
+    /// fails, but a failure would be a refusal, not a panic.)
+    fn mac(&self) -> Option<Hmac<Sha256>> {
+        <Hmac<Sha256> as Mac>::new_from_slice(self.secret.as_bytes()).ok()
     }
 }
 
@@ -170,6 +170,14 @@ struct HeaderIn {
 
 /// Signs `claims` with `key`: the token to put in `?token=`.
 pub fn mint_token(key: &PlaybackKey, claims: &PlaybackClaims) -> String {
+    let signature = |signed: &str| {
+        key.mac()
+            .map(|mut mac| {
+                mac.update(signed.as_bytes());
+                base64url_encode(&mac.finalize().into_bytes())
+            })
+            .unwrap_or_default()
+    };
     let header = HeaderOut {
         alg: TOKEN_ALG,
         typ: "JWT",
@@ -181,11 +189,9 @@ pub fn mint_token(key: &PlaybackKey, claims: &PlaybackClaims) -> String {
     let mut token = base64url_encode(&header);
     token.push('.');
     token.push_str(&base64url_encode(&claims));
-    let mut mac = key.mac();
-    mac.update(token.as_bytes());
-    let signature = mac.finalize().into_bytes();
+    let signature = signature(&token);
     token.push('.');
-    token.push_str(&base64url_encode(&signature));
+    token.push_str(&signature);
     token
 }
 
@@ -218,10 +224,15 @@ pub fn verify_token(
         .find(|k| k.id.as_str() == kid)
         .ok_or(TokenDenial::UnknownKey)?;
     let signature = base64url_decode(signature_b64).ok_or(TokenDenial::Malformed)?;
-    let mut mac = key.mac();
+    let mut mac = key.mac().ok_or(TokenDenial::BadSignature)?;
     // The signed text is the token up to its last dot, exactly as presented.
     let signed_len = header_b64.len() + 1 + claims_b64.len();
-    mac.update(token.get(..signed_len).ok_or(TokenDenial::Malformed)?.as_bytes());
+    mac.update(
+        token
+            .get(..signed_len)
+            .ok_or(TokenDenial::Malformed)?
+            .as_bytes(),
+    );
     mac.verify_slice(&signature)
         .map_err(|_| TokenDenial::BadSignature)?;
     let claims = base64url_decode(claims_b64).ok_or(TokenDenial::Malformed)?;
@@ -470,7 +481,7 @@ mod tests {
         ] {
             let header = base64url_encode(br#"{"alg":"HS256","kid":"0123456789abcdef"}"#);
             let unsigned = format!("{header}.{}", base64url_encode(body.as_bytes()));
-            let mut mac = k.mac();
+            let mut mac = k.mac().unwrap();
             mac.update(unsigned.as_bytes());
             let t = format!(
                 "{unsigned}.{}",
@@ -505,7 +516,7 @@ mod tests {
             br#"{"iat":1,"sub":"x","tenant":"acme","stream":"main","exp":9999999999}"#,
         );
         let unsigned = format!("{header}.{body}");
-        let mut mac = new.mac();
+        let mut mac = new.mac().unwrap();
         mac.update(unsigned.as_bytes());
         let t = format!(
             "{unsigned}.{}",

@@ -139,7 +139,8 @@ async fn hls(
                 }
                 (Some(b), Access::Signed(token)) => {
                     // Every URI it lists carries the token on.
-                    let carried = crate::playback::carry_token(&String::from_utf8_lossy(&b), &token);
+                    let carried =
+                        crate::playback::carry_token(&String::from_utf8_lossy(&b), &token);
                     bytes_response(
                         Bytes::from(carried),
                         "application/vnd.apple.mpegurl",
