@@ -14,6 +14,8 @@
 //    when the 403 carries CORS headers).
 // 3. With a token that lives a few seconds: the playlist loads, and once the token has
 //    expired the next requests (live playlist reloads) are refused with 403.
+// 4. The dashboard's preview of the signed stream (the page given the admin token at its
+//    prompt) is refused, mints a preview token through the API and plays.
 // Screenshots go to <artifact-dir>/signed-playback-*.png. Prints PASS, or exits non-zero with
 // the first failed check. Never downloads a browser: it launches /usr/bin/chromium.
 import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
@@ -215,6 +217,24 @@ try {
   const expired = await page.evaluate(() => window.errors);
   log("3. after expiry:", JSON.stringify(expired));
   await page.screenshot({ path: path.join(artifacts, "signed-playback-expired.png") });
+
+  // 4. The dashboard's preview mints a token with the operator's admin token, and plays.
+  await page.evaluate(() => window.player && window.player.destroy());
+  let prompts = 0;
+  page.on("dialog", async (d) => {
+    prompts += 1;
+    if (d.type() === "prompt") await d.accept(ADMIN_TOKEN);
+    else await d.dismiss();
+  });
+  await page.goto(`${base}/#/s/${tenant}/${stream}`, { waitUntil: "load" });
+  await page.waitForFunction(() => document.getElementById("d-video").currentTime > 0.5, null, {
+    timeout: STEP_MS,
+    polling: 250,
+  });
+  const note = (await page.locator("#d-player-note").textContent()).trim();
+  log(`4. dashboard preview: "${note}", token prompts ${prompts}`);
+  if (!/preview token/.test(note)) throw new Error(`the preview played without saying it minted a token: "${note}"`);
+  await page.screenshot({ path: path.join(artifacts, "signed-playback-dashboard.png") });
   log("PASS");
 } catch (e) {
   log("FAIL:", e.message);

@@ -359,11 +359,8 @@
         body: JSON.stringify({ stream: d.stream, ttl_s: PREVIEW_TOKEN_TTL_S }),
       },
     );
-    if (r.status === 401) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      askToken();
-      throw new Error("the admin token is required");
-    }
+    // (The overview's poll asks for the admin token when the API wants one.)
+    if (r.status === 401) throw Object.assign(new Error("the admin token is required"), { soon: true });
     const body = await r.json().catch(() => ({}));
     if (!r.ok) throw new Error(body.error || "HTTP " + r.status);
     return body.token;
@@ -407,7 +404,7 @@
                 "this stream needs a signed playback token and the preview cannot mint one: " +
                   e.message,
               );
-              retryPlayer(d, 10000);
+              retryPlayer(d, e.soon ? 2000 : 10000);
             },
           );
           return;
