@@ -6,9 +6,12 @@
 //! refused and counted by reason. A public tenant needs no token (one given is ignored).
 //! ffprobe plays the signed URL end to end. Rotating the signing key keeps the previous
 //! key's tokens working until the next rotation (or drops them at once when asked), and
-//! `tidegate tenant playback-token` mints through the same API. hls.js in Debian's headless
+//! `tidegate tenant playback-token` mints through the same API. On a two-worker Redis
+//! cluster a token minted through worker A plays through worker B at once, and a rotation on
+//! A is honoured by B. hls.js in Debian's headless
 //! chromium (tests/browser/signed_playback.mjs) plays the signed URL from another origin,
-//! fails with a 403 without a token, and is refused once its token expires.
+//! fails with a 403 without a token, and is refused once its token expires; the dashboard's
+//! preview of the signed stream mints a token and plays.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -545,5 +548,64 @@ fn hls_js_in_chromium_plays_a_signed_stream_and_is_refused_without_or_after_its_
     let metrics = server.metrics();
     assert!(denied(&metrics, "acme", "missing") >= 1.0, "{metrics}");
     assert!(denied(&metrics, "acme", "expired") >= 1.0, "{metrics}");
+    publisher.kill();
+}
+
+#[test]
+fn a_token_minted_through_one_worker_plays_through_another() {
+    let cluster = Cluster::start(ClusterOpts {
+        workers: 2,
+        worker_args: vec!["--admin-token".into(), TOKEN.into()],
+        ..ClusterOpts::default()
+    });
+    let a = &cluster.workers[0];
+    let b = &cluster.workers[1];
+    let key = tenant_with_key(&a.url(""), "acme", "signed", "main");
+    let mut publisher = publish_ffmpeg(
+        Media::H264Aac,
+        &format!("rtmp://{}/live/{key}", a.rtmp),
+        &Publish::forever(),
+    );
+    let url = |w: &Server, t: &str| w.url(&format!("/hls/acme/main/index.m3u8?token={t}"));
+    // The first token makes the tenant's signing key on A; B verifies it at once (the key is
+    // in the shared state: B hears of the change, or reads the tenants again on an unknown
+    // key), with nothing configured on either worker.
+    let first = token_of(&mint(&a.url(""), "acme", "main", 600));
+    let answer = fetch(&url(b, &first));
+    assert!(
+        matches!(answer.status, 200 | 404),
+        "B knows A's new key at once (404 only while no segment exists yet): {} {}",
+        answer.status,
+        answer.text()
+    );
+    let pl = wait_playlist(
+        &url(b, &first),
+        Duration::from_secs(40),
+        "a segment through B",
+        |pl| !pl.segments.is_empty(),
+    );
+    assert_eq!(fetch(&pl.segment_url(&pl.segments[0])).status, 200);
+    assert_refused(&b.url("/hls/acme/main/index.m3u8"), "no token, on B");
+
+    // A rotation on A that drops the old key: B refuses the old token and plays the new one.
+    let (status, body) = api(
+        "POST",
+        &a.url("/api/v1/tenants/acme/playback-keys"),
+        Some(json!({"keep_previous": false})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let second = token_of(&mint(&a.url(""), "acme", "main", 600));
+    wait_for(
+        "B to play the new key's token",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || (fetch(&url(b, &second)).status == 200).then_some(()),
+    );
+    wait_for(
+        "B to refuse the dropped key's token",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || (fetch(&url(b, &first)).status == 403).then_some(()),
+    );
     publisher.kill();
 }
