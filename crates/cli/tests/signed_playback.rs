@@ -8,10 +8,10 @@
 //! key's tokens working until the next rotation (or drops them at once when asked), and
 //! `tidegate tenant playback-token` mints through the same API. On a two-worker Redis
 //! cluster a token minted through worker A plays through worker B at once, and a rotation on
-//! A is honoured by B. hls.js in Debian's headless
-//! chromium (tests/browser/signed_playback.mjs) plays the signed URL from another origin,
-//! fails with a 403 without a token, and is refused once its token expires; the dashboard's
-//! preview of the signed stream mints a token and plays.
+//! A is honoured by B. hls.js in Debian's headless chromium (tests/browser/signed_playback.mjs)
+//! plays the signed URL from another origin, fails with a 403 without a token, and is refused
+//! once its token expires; the dashboard's preview of the signed stream mints a token and
+//! plays.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
