@@ -284,6 +284,13 @@ mod tests {
         // it (crates/origin).
         let stored = state.load_tenant("acme").await.unwrap().unwrap();
         assert_eq!(stored.playback_keys.len(), 1);
+        // The embedded store's tenant records are the owner's only (they hold secrets).
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.join("state/.tenants"))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o700);
         // A second token uses the same key.
         let second = tenants
             .mint_playback_token("acme", "event-*", 60)
