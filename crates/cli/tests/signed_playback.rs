@@ -348,6 +348,15 @@ fn a_signed_tenant_plays_only_with_a_valid_token() {
     let log = server.log_text();
     assert!(log.contains("playback refused"), "refusals are logged");
     assert!(!log.contains(&token), "a token never reaches the log");
+
+    // A deleted tenant's series go with it.
+    let (status, body) = api("DELETE", &format!("{base}/api/v1/tenants/acme"), None);
+    assert_eq!(status, 200, "{body}");
+    let metrics = server.metrics();
+    assert!(
+        !metrics.contains("tidegate_playback_denied_total{tenant=\"acme\""),
+        "{metrics}"
+    );
     publisher.kill();
     public.kill();
 }

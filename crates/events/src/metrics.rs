@@ -1192,6 +1192,16 @@ impl Metrics {
         }
     }
 
+    /// Removes the refused-playback series of a tenant that no longer exists.
+    pub fn forget_playback_tenant(&self, tenant: &str) {
+        for reason in PlaybackDenial::ALL {
+            self.playback_denied.remove(&PlaybackDeniedLabels {
+                tenant: tenant.to_owned(),
+                reason: *reason,
+            });
+        }
+    }
+
     /// Counts a refused playback request of a signed tenant.
     pub fn playback_refused(&self, tenant: &str, reason: PlaybackDenial) {
         self.playback_denied

@@ -13,7 +13,7 @@
 //! ago, before its change notification arrived) makes the directory read again, at most once
 //! per [`UNKNOWN_KEY_REFRESH_MS`]: a stream of forged key ids costs one read a second.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -42,6 +42,8 @@ pub enum PlaybackPolicy {
 #[derive(Debug, Clone, Default)]
 pub struct PlaybackIndex {
     signed: HashMap<String, Arc<[PlaybackKey]>>,
+    /// Every tenant's name (signed or not).
+    names: BTreeSet<String>,
 }
 
 impl PlaybackIndex {
@@ -52,7 +54,13 @@ impl PlaybackIndex {
             .filter(|t| t.settings.playback == Playback::Signed)
             .map(|t| (t.name.clone(), Arc::from(t.playback_keys.as_slice())))
             .collect();
-        Self { signed }
+        let names = tenants.iter().map(|t| t.name.clone()).collect();
+        Self { signed, names }
+    }
+
+    /// The tenants of `previous` that are gone from this one.
+    pub fn gone_since(&self, previous: &PlaybackIndex) -> Vec<String> {
+        previous.names.difference(&self.names).cloned().collect()
     }
 
     /// What tenant `tenant` asks of a viewer.
@@ -84,8 +92,15 @@ pub(crate) struct PlaybackState {
 }
 
 impl PlaybackState {
-    pub(crate) fn set(&self, index: PlaybackIndex) {
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(index));
+    /// Swaps `index` in; the tenants that are gone since the previous one.
+    pub(crate) fn set(&self, index: PlaybackIndex) -> Vec<String> {
+        let index = Arc::new(index);
+        let previous = self
+            .index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(index.clone());
+        previous.map_or_else(Vec::new, |p| index.gone_since(&p))
     }
 
     fn get(&self) -> Option<Arc<PlaybackIndex>> {
@@ -232,6 +247,9 @@ mod tests {
             PlaybackIndex::default().policy("acme"),
             PlaybackPolicy::Public
         ));
+        let later = PlaybackIndex::new(&[acme]);
+        assert_eq!(later.gone_since(&index), vec!["beta"]);
+        assert!(index.gone_since(&later).is_empty());
     }
 
     #[tokio::test]

@@ -265,8 +265,13 @@ impl Tenants {
         let _one = self.refreshing.lock().await;
         let records = self.state.tenants().await?;
         let next = Arc::new(KeyIndex::new(&records));
-        self.playback
-            .set(crate::playback::PlaybackIndex::new(&records));
+        // Signed playback: the refused-playback series of deleted tenants go with them.
+        for gone in self
+            .playback
+            .set(crate::playback::PlaybackIndex::new(&records))
+        {
+            self.streams.metrics().forget_playback_tenant(&gone);
+        }
         let previous = {
             let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
             slot.replace(next.clone())
