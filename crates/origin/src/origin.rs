@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::metrics::StoreOp;
-use crate::playback::{Access, PlaybackGate, SIGNED_PLAYLIST_CACHE, SIGNED_SEGMENT_CACHE};
+use crate::playback::{PlaybackAccess, PlaybackGate, SIGNED_PLAYLIST_CACHE, SIGNED_SEGMENT_CACHE};
 use crate::store::{valid_name, StreamId};
 use crate::Context;
 
@@ -134,10 +134,10 @@ async fn hls(
                 rendered.multivariant
             };
             match (body, access) {
-                (Some(b), Access::Public) => {
+                (Some(b), PlaybackAccess::Public) => {
                     bytes_response(b, "application/vnd.apple.mpegurl", PLAYLIST_CACHE)
                 }
-                (Some(b), Access::Signed(token)) => {
+                (Some(b), PlaybackAccess::Signed(token)) => {
                     // Every URI it lists carries the token on.
                     let carried =
                         crate::playback::carry_token(&String::from_utf8_lossy(&b), &token);
@@ -173,8 +173,8 @@ async fn hls(
                     b,
                     content_type,
                     match access {
-                        Access::Public => SEGMENT_CACHE,
-                        Access::Signed(_) => SIGNED_SEGMENT_CACHE,
+                        PlaybackAccess::Public => SEGMENT_CACHE,
+                        PlaybackAccess::Signed(_) => SIGNED_SEGMENT_CACHE,
                     },
                 ),
                 Ok(None) => not_found(),

@@ -59,7 +59,7 @@ impl PlaybackGate {
 
 /// May the request be served, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Access {
+pub enum PlaybackAccess {
     /// No token needed (public tenant, open mode).
     Public,
     /// A valid token: playlists carry it on, answers are private.
@@ -81,7 +81,7 @@ pub async fn check(
     gate: &PlaybackGate,
     id: &StreamId,
     query: Option<&str>,
-) -> Result<Access, Response> {
+) -> Result<PlaybackAccess, Response> {
     let Some(policy) = ctx.tenants.playback_policy(&id.tenant) else {
         return Err((
             StatusCode::SERVICE_UNAVAILABLE,
@@ -90,7 +90,7 @@ pub async fn check(
             .into_response());
     };
     let PlaybackPolicy::Signed(keys) = policy else {
-        return Ok(Access::Public);
+        return Ok(PlaybackAccess::Public);
     };
     let Some(token) = token_param(query).filter(|t| !t.is_empty()) else {
         return Err(refuse(ctx, gate, id, PlaybackDenial::Missing));
@@ -104,7 +104,7 @@ pub async fn check(
         }
     }
     match verdict {
-        Ok(_) => Ok(Access::Signed(token.to_owned())),
+        Ok(_) => Ok(PlaybackAccess::Signed(token.to_owned())),
         Err(d) => Err(refuse(ctx, gate, id, d.into())),
     }
 }
