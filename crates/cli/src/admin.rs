@@ -175,6 +175,29 @@ enum TenantCommand {
         /// The tenant.
         name: String,
     },
+    // --- signed playback (issue #12) ---
+    /// A signed playback token and URL for a stream of a `--playback signed` tenant
+    /// (docs/signed-playback.md).
+    PlaybackToken {
+        /// The tenant.
+        name: String,
+        /// The stream, or a prefix followed by `*` (`event-*`; `*`: every stream).
+        #[arg(long)]
+        stream: String,
+        /// How long the token plays (`90s`, `1h`, `7d`; at most 30 days).
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// A new playback signing key: tokens are signed with it from now on, and its secret is
+    /// shown once (for a backend that mints its own tokens). The previous key keeps
+    /// verifying unless `--drop-previous`.
+    PlaybackKeyRotate {
+        /// The tenant.
+        name: String,
+        /// Tokens signed with the previous key stop working at once (a leaked secret).
+        #[arg(long)]
+        drop_previous: bool,
+    },
     /// A tenant's admin tokens (create, list, revoke): each acts on that tenant only.
     Token {
         #[command(subcommand)]
@@ -343,6 +366,23 @@ pub fn tenant(args: TenantArgs) -> anyhow::Result<()> {
         }
         TenantCommand::Delete { name } => {
             print(&api.call("DELETE", &format!("/tenants/{}", segment(&name)?), None)?)
+        }
+        TenantCommand::PlaybackToken { name, stream, ttl } => {
+            let path = format!("/tenants/{}/playback-tokens", segment(&name)?);
+            let body = json!({ "stream": stream, "ttl_s": ttl.as_secs().max(1) });
+            print(&api.call("POST", &path, Some(&body))?)
+        }
+        TenantCommand::PlaybackKeyRotate {
+            name,
+            drop_previous,
+        } => {
+            let path = format!("/tenants/{}/playback-keys", segment(&name)?);
+            let body = json!({ "keep_previous": !drop_previous });
+            print(&api.call("POST", &path, Some(&body))?)?;
+            eprintln!(
+                "the secret is shown this once: keep it now if a backend of yours mints tokens"
+            );
+            Ok(())
         }
         TenantCommand::Token { command } => token(api, command),
     }

@@ -187,6 +187,16 @@ fn the_api_matches_docs_openapi_yaml() {
             server.url("/api/v1/tenants/acme/tokens"),
             "/api/v1/tenants/{tenant}/tokens",
         ),
+        (
+            "POST",
+            server.url("/api/v1/tenants/acme/playback-tokens"),
+            "/api/v1/tenants/{tenant}/playback-tokens",
+        ),
+        (
+            "POST",
+            server.url("/api/v1/tenants/acme/playback-keys"),
+            "/api/v1/tenants/{tenant}/playback-keys",
+        ),
     ] {
         for token in [None, Some("not-the-token")] {
             let (status, www, body) = call(method, &url, token);

@@ -421,6 +421,8 @@ label_values! {
         Http = "http",
         /// The admin API's and `/metrics`' refused credentials (issue #12 item 5).
         Admin = "admin",
+        /// Refused playback requests (signed playback).
+        Playback = "playback",
     }
 }
 
@@ -460,6 +462,50 @@ label_set! {
     pub struct TlsFailureLabels {
         /// Why.
         pub reason: TlsHandshakeFailure,
+    }
+}
+
+// --- signed playback (issue #12) ---
+label_values! {
+    /// Why a playback request of a signed tenant was refused (`reason` of
+    /// `tidegate_playback_denied_total`).
+    pub enum PlaybackDenial {
+        /// No `?token=`.
+        Missing = "missing",
+        /// Not a token: shape, encoding, JSON, claims, an algorithm other than HS256.
+        Malformed = "malformed",
+        /// Signed with a key the tenant does not have (another tenant's, a dropped one).
+        UnknownKey = "unknown_key",
+        /// The signature does not match (tampered, or another secret).
+        BadSignature = "bad_signature",
+        /// Past its expiry (or before its `nbf`).
+        Expired = "expired",
+        /// Valid, for another stream or tenant.
+        OtherStream = "other_stream",
+    }
+}
+
+impl From<tidegate_model::TokenDenial> for PlaybackDenial {
+    fn from(d: tidegate_model::TokenDenial) -> Self {
+        use tidegate_model::TokenDenial as T;
+        match d {
+            T::Malformed => Self::Malformed,
+            T::UnknownKey => Self::UnknownKey,
+            T::BadSignature => Self::BadSignature,
+            T::Expired => Self::Expired,
+            T::OtherStream => Self::OtherStream,
+        }
+    }
+}
+
+label_set! {
+    /// `tenant` (an existing signed tenant: requests of others are never refused) and
+    /// `reason` of refused playback requests.
+    pub struct PlaybackDeniedLabels {
+        /// The tenant whose stream was asked for.
+        pub tenant: String,
+        /// Why.
+        pub reason: PlaybackDenial,
     }
 }
 
@@ -842,6 +888,9 @@ pub struct Metrics {
     /// Credentials the admin API, the dashboard's calls and `/metrics` refused, by
     /// [`AdminAuthFailure`].
     pub admin_auth_failures: Family<AdminAuthFailureLabels, Counter>,
+    // --- signed playback (issue #12) ---
+    /// Playlist and segment requests of signed tenants refused (403), by tenant and reason.
+    pub playback_denied: Family<PlaybackDeniedLabels, Counter>,
 }
 
 impl Metrics {
@@ -1104,6 +1153,13 @@ impl Metrics {
             "Admin API and /metrics credentials refused (missing, unknown_token, out_of_scope)",
             admin_auth_failures.clone(),
         );
+        // --- signed playback (issue #12) ---
+        let playback_denied = Family::<PlaybackDeniedLabels, Counter>::default();
+        registry.register(
+            "playback_denied",
+            "Playlist and segment requests of signed-playback tenants refused with 403, by tenant and reason",
+            playback_denied.clone(),
+        );
         let Registrar { registry, docs } = registry;
         Self {
             registry,
@@ -1150,7 +1206,28 @@ impl Metrics {
             stream_records,
             stream_records_expired,
             admin_auth_failures,
+            playback_denied,
         }
+    }
+
+    /// Removes the refused-playback series of a tenant that no longer exists.
+    pub fn forget_playback_tenant(&self, tenant: &str) {
+        for reason in PlaybackDenial::ALL {
+            self.playback_denied.remove(&PlaybackDeniedLabels {
+                tenant: tenant.to_owned(),
+                reason: *reason,
+            });
+        }
+    }
+
+    /// Counts a refused playback request of a signed tenant.
+    pub fn playback_refused(&self, tenant: &str, reason: PlaybackDenial) {
+        self.playback_denied
+            .get_or_create(&PlaybackDeniedLabels {
+                tenant: tenant.to_owned(),
+                reason,
+            })
+            .inc();
     }
 
     /// Counts a failed TLS handshake on the RTMPS listener.

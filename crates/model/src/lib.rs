@@ -1,7 +1,7 @@
 //! What every part of tidegate names the same way: stream and tenant ids and their name
-//! rules, tenants' settings and stream keys (format, hash, constant-time check), the wall
-//! clock in Unix milliseconds, and the URLs of the configuration, each parsed once into a
-//! type ([`StateUrl`], [`StorageUrl`], [`SrtSource`], [`WebhookUrl`]).
+//! rules, tenants' settings and stream keys (format, hash, constant-time check), signed
+//! playback (signing keys, HS256 tokens), the wall clock in Unix milliseconds, and the URLs
+//! of the configuration, each parsed once into a type ([`StateUrl`], [`StorageUrl`], [`SrtSource`], [`WebhookUrl`]).
 //!
 //! A leaf: it depends on no other tidegate crate but the SRT protocol's constants.
 #![deny(missing_docs)]
@@ -26,6 +26,7 @@ macro_rules! serde_as_string {
     };
 }
 
+mod playback;
 mod srt_source;
 mod store_url;
 mod tenant;
@@ -50,6 +51,12 @@ pub use tenant_settings::{
 // Tenant admin tokens (issue #12 item 5).
 pub use tenant::{AdminToken, TokenRecord, TokenScope, TOKEN_PREFIX};
 pub use webhook_url::{check_url, WebhookUrl};
+// Signed playback (issue #12): signing keys and HS256 tokens.
+pub use playback::{
+    base64url_decode, base64url_encode, mint_token, valid_stream_pattern, verify_token,
+    PlaybackClaims, PlaybackKey, TokenDenial, MAX_PLAYBACK_KEYS, MAX_PLAYBACK_TTL_S, MAX_TOKEN_LEN,
+    PLAYBACK_SECRET_BYTES, TOKEN_ALG,
+};
 
 /// Milliseconds since the Unix epoch (the wall clock used for program date time and records).
 pub fn unix_ms() -> i64 {

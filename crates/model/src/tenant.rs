@@ -182,7 +182,7 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
@@ -195,7 +195,7 @@ fn hex(bytes: &[u8]) -> String {
 /// The operating system gave no randomness: no key can be made.
 #[derive(Debug, thiserror::Error)]
 #[error("no randomness from the operating system: {0}")]
-pub struct NoRandomness(String);
+pub struct NoRandomness(pub(crate) String);
 
 /// A whole stream key, secret included. Its `Debug` shows only the id: a key must never
 /// reach a log line ([`StreamKey::expose`] is the one way to read it, to show it once).

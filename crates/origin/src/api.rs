@@ -13,6 +13,8 @@
 //! | `POST tenants/{tenant}/keys` | a new stream key for a stream: the secret is in this answer only |
 //! | `POST tenants/{tenant}/keys/{id}/rotate` | a new secret for the key; its live publisher keeps streaming |
 //! | `DELETE tenants/{tenant}/keys/{id}` | revoke the key; its publisher is disconnected |
+//! | `POST tenants/{tenant}/playback-tokens` | a signed playback token (and URL) for a stream |
+//! | `POST tenants/{tenant}/playback-keys` | a new playback signing key (its secret in this answer only) |
 //! | `GET openapi.yaml` | the description (no token needed) |
 //!
 //! | `GET, POST tenants/{tenant}/tokens` | the tenant's admin tokens (ids, creation times); a new one, its secret in this answer only |
@@ -84,6 +86,12 @@ pub fn router(ctx: Arc<Context>) -> Router<Arc<Context>> {
         .route("/tenants/{tenant}/keys", post(add_key))
         .route("/tenants/{tenant}/keys/{id}/rotate", post(rotate_key))
         .route("/tenants/{tenant}/keys/{id}", delete(revoke_key))
+        // --- signed playback (issue #12) ---
+        .route(
+            "/tenants/{tenant}/playback-tokens",
+            post(mint_playback_token),
+        )
+        .route("/tenants/{tenant}/playback-keys", post(rotate_playback_key))
         // Tenant admin tokens (issue #12 item 5).
         .route(
             "/tenants/{tenant}/tokens",
@@ -526,6 +534,14 @@ struct TenantJson {
     /// SRT, webhooks, segments, reconnect window, health (secrets redacted).
     #[serde(flatten)]
     stream_settings: crate::tenant_settings_api::SettingsJson,
+    /// Signed playback: the signing keys' ids, newest first (never a secret).
+    playback_keys: Vec<PlaybackKeyJson>,
+}
+
+#[derive(Debug, Serialize)]
+struct PlaybackKeyJson {
+    id: String,
+    created_ms: i64,
 }
 
 #[derive(Debug, Serialize)]
@@ -556,6 +572,14 @@ fn tenant_json(t: &TenantRecord) -> TenantJson {
         keys: t.keys.iter().map(KeyJson::from).collect(),
         updated_ms: t.updated_ms,
         stream_settings: (&t.settings).into(),
+        playback_keys: t
+            .playback_keys
+            .iter()
+            .map(|k| PlaybackKeyJson {
+                id: k.id.to_string(),
+                created_ms: k.created_ms,
+            })
+            .collect(),
     }
 }
 
@@ -984,6 +1008,139 @@ async fn revoke_token(
             action: "revoked",
         })
         .into_response(),
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+// --- signed playback (issue #12) ---
+
+/// The life of a minted token when the request names none.
+const DEFAULT_PLAYBACK_TTL_S: u64 = 3600;
+
+/// `POST /tenants/{tenant}/playback-tokens`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintPlaybackToken {
+    stream: String,
+    #[serde(default)]
+    ttl_s: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct PlaybackTokenJson {
+    token: String,
+    /// The playlist with the token, for a single stream; `null` for a prefix.
+    url: Option<String>,
+    /// Unix seconds (the token's `exp`).
+    expires_at: i64,
+    tenant: String,
+    stream: String,
+    key_id: String,
+}
+
+async fn mint_playback_token(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    Path(name): Path<String>,
+    bytes: bytes::Bytes,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    if !in_scope(&ctx, &scope, &name, "POST playback-tokens") {
+        return no_such_tenant();
+    }
+    let req: MintPlaybackToken = match body(&bytes) {
+        Ok(r) => r,
+        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+    };
+    let ttl_s = req.ttl_s.unwrap_or(DEFAULT_PLAYBACK_TTL_S);
+    match ctx
+        .tenants
+        .mint_playback_token(&name, &req.stream, ttl_s)
+        .await
+    {
+        Ok(minted) => {
+            let url = (!minted.claims.stream.ends_with('*')).then(|| {
+                format!(
+                    "/hls/{}/{}/index.m3u8?token={}",
+                    minted.claims.tenant, minted.claims.stream, minted.token
+                )
+            });
+            let answer = PlaybackTokenJson {
+                url,
+                expires_at: minted.claims.exp,
+                tenant: minted.claims.tenant,
+                stream: minted.claims.stream,
+                key_id: minted.key_id.to_string(),
+                token: minted.token,
+            };
+            let mut resp = (StatusCode::CREATED, Json(answer)).into_response();
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        Err(e) => manage_error(&ctx, &e),
+    }
+}
+
+/// `POST /tenants/{tenant}/playback-keys` (the body may be empty).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotatePlaybackKey {
+    #[serde(default)]
+    keep_previous: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct IssuedPlaybackKeyJson {
+    id: String,
+    secret: String,
+    created_ms: i64,
+    previous_kept: bool,
+}
+
+async fn rotate_playback_key(
+    State(ctx): State<Arc<Context>>,
+    Extension(scope): Extension<Scope>,
+    Path(name): Path<String>,
+    bytes: bytes::Bytes,
+) -> Response {
+    if let Some(resp) = no_operator_token(&ctx) {
+        return resp;
+    }
+    if !in_scope(&ctx, &scope, &name, "POST playback-keys") {
+        return no_such_tenant();
+    }
+    let req: RotatePlaybackKey = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RotatePlaybackKey::default()
+    } else {
+        match body(&bytes) {
+            Ok(r) => r,
+            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
+        }
+    };
+    let keep_previous = req.keep_previous.unwrap_or(true);
+    match ctx.tenants.rotate_playback_key(&name, keep_previous).await {
+        Ok(key) => {
+            let mut resp = (
+                StatusCode::CREATED,
+                Json(IssuedPlaybackKeyJson {
+                    id: key.id.to_string(),
+                    secret: key.secret,
+                    created_ms: key.created_ms,
+                    previous_kept: keep_previous,
+                }),
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
         Err(e) => manage_error(&ctx, &e),
     }
 }

@@ -1,7 +1,7 @@
 //! The HTTP side of the worker: the playback origin (HLS), health and metrics endpoints
-//! ([`origin`]), the admin API ([`api`]), the dashboard ([`dashboard`]), all served on an
-//! accept loop of its own with per-connection caps and timeouts ([`http`]); and the startup
-//! banner's addresses ([`urls`]).
+//! ([`origin`]) with signed playback ([`playback`]), the admin API ([`api`]), the dashboard
+//! ([`dashboard`]), all served on an accept loop of its own with per-connection caps and
+//! timeouts ([`http`]); and the startup banner's addresses ([`urls`]).
 #![deny(missing_docs)]
 
 pub mod access;
@@ -9,6 +9,7 @@ pub mod api;
 pub mod dashboard;
 pub mod http;
 pub mod origin;
+pub mod playback;
 pub mod tenant_settings_api;
 pub mod urls;
 

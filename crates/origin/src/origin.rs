@@ -4,16 +4,17 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use bytes::Bytes;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::metrics::StoreOp;
+use crate::playback::{PlaybackAccess, PlaybackGate, SIGNED_PLAYLIST_CACHE, SIGNED_SEGMENT_CACHE};
 use crate::store::{valid_name, StreamId};
 use crate::Context;
 
@@ -38,7 +39,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest("/api/v1", crate::api::router(ctx.clone()))
-        .route("/hls/{tenant}/{stream}/{file}", get(hls))
+        .route(
+            "/hls/{tenant}/{stream}/{file}",
+            get(hls).layer(Extension(PlaybackGate::new(&ctx.metrics))),
+        )
         .layer(cors)
         // Outermost, so every answer is counted: CORS preflights, 404s, 401s.
         .layer(middleware::from_fn_with_state(ctx.clone(), count_answers))
@@ -129,10 +133,17 @@ fn bytes_response(body: Bytes, content_type: &'static str, cache: &'static str) 
 
 async fn hls(
     State(ctx): State<Arc<Context>>,
+    Extension(gate): Extension<Arc<PlaybackGate>>,
     Path((tenant, stream, file)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     let Some(id) = StreamId::new(&tenant, &stream) else {
         return not_found();
+    };
+    // Signed playback: a tenant that requires a token is refused without a valid one.
+    let access = match crate::playback::check(&ctx, &gate, &id, query.as_deref()).await {
+        Ok(a) => a,
+        Err(refused) => return refused,
     };
     match file.as_str() {
         "index.m3u8" | "master.m3u8" => {
@@ -151,9 +162,21 @@ async fn hls(
             } else {
                 rendered.multivariant
             };
-            match body {
-                Some(b) => bytes_response(b, "application/vnd.apple.mpegurl", PLAYLIST_CACHE),
-                None => not_found(),
+            match (body, access) {
+                (Some(b), PlaybackAccess::Public) => {
+                    bytes_response(b, "application/vnd.apple.mpegurl", PLAYLIST_CACHE)
+                }
+                (Some(b), PlaybackAccess::Signed(token)) => {
+                    // Every URI it lists carries the token on.
+                    let carried =
+                        crate::playback::carry_token(&String::from_utf8_lossy(&b), &token);
+                    bytes_response(
+                        Bytes::from(carried),
+                        "application/vnd.apple.mpegurl",
+                        SIGNED_PLAYLIST_CACHE,
+                    )
+                }
+                (None, _) => not_found(),
             }
         }
         _ => {
@@ -175,7 +198,14 @@ async fn hls(
                 .get(&format!("{}/{}", id.prefix(), file))
                 .await
             {
-                Ok(Some(b)) => bytes_response(b, content_type, SEGMENT_CACHE),
+                Ok(Some(b)) => bytes_response(
+                    b,
+                    content_type,
+                    match access {
+                        PlaybackAccess::Public => SEGMENT_CACHE,
+                        PlaybackAccess::Signed(_) => SIGNED_SEGMENT_CACHE,
+                    },
+                ),
                 Ok(None) => not_found(),
                 Err(e) => {
                     ctx.metrics.store_error(StoreOp::Get);

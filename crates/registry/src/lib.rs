@@ -1,8 +1,9 @@
 //! The stream registry: streams, their publishers, the writer task that stores segments and
 //! playlists, and the sweeper ([`stream`]); which stream a stream key publishes
-//! ([`tenants`]); this worker as a cluster member ([`worker`]).
+//! ([`tenants`]) and who may watch it ([`playback`]); this worker as a cluster member ([`worker`]).
 #![deny(missing_docs)]
 
+pub mod playback;
 pub mod settings;
 pub mod stream;
 pub mod tenants;

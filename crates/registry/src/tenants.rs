@@ -225,6 +225,8 @@ pub struct Tenants {
     settings: RwLock<HashMap<String, TenantSettings>>,
     /// Tenants whose webhooks have no secret to be signed with (warned about once).
     unsigned: std::sync::Mutex<BTreeSet<String>>,
+    /// Signed playback: which tenants require a token, with their keys (`crate::playback`).
+    playback: crate::playback::PlaybackState,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -255,6 +257,7 @@ impl Tenants {
             defaults,
             settings: RwLock::default(),
             unsigned: std::sync::Mutex::default(),
+            playback: crate::playback::PlaybackState::default(),
         })
     }
 
@@ -298,6 +301,10 @@ impl Tenants {
         }
     }
 
+    pub(crate) fn playback_state(&self) -> &crate::playback::PlaybackState {
+        &self.playback
+    }
+
     fn current(&self) -> Option<Arc<KeyIndex>> {
         self.index.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -333,6 +340,13 @@ impl Tenants {
         let records = self.state.tenants().await?;
         self.apply_settings(&records);
         let next = Arc::new(KeyIndex::new(&records));
+        // Signed playback: the refused-playback series of deleted tenants go with them.
+        for gone in self
+            .playback
+            .set(crate::playback::PlaybackIndex::new(&records))
+        {
+            self.streams.metrics().forget_playback_tenant(&gone);
+        }
         let previous = {
             let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
             slot.replace(next.clone())
@@ -541,7 +555,7 @@ impl Tenants {
     /// Reads tenant `name`, applies `edit`, and stores it at the next revision, again from
     /// a fresh read when another writer came in between. With `create`, an absent tenant
     /// is created (with default settings before `edit`).
-    async fn change(
+    pub(crate) async fn change(
         &self,
         name: &str,
         create: bool,
@@ -557,11 +571,7 @@ impl Tenants {
             };
             let before = next.clone();
             edit(&mut next)?;
-            if expected.is_some()
-                && next.settings == before.settings
-                && next.keys == before.keys
-                && next.tokens == before.tokens
-            {
+            if expected.is_some() && next == before {
                 // Nothing to change (a declaration the store already holds).
                 return Ok(next);
             }
@@ -576,7 +586,7 @@ impl Tenants {
 
     /// After a write of this worker: the embedded store announces nothing, so the index is
     /// read again here (a failure leaves it to the next periodic refresh).
-    async fn refresh_after_write(&self) {
+    pub(crate) async fn refresh_after_write(&self) {
         if let Err(e) = self.refresh().await {
             warn!(error = %e, "tenant directory not refreshed after a change");
         }

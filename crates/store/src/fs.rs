@@ -654,7 +654,13 @@ impl StateStore for FsStateStore {
                 held: expected_revision.unwrap_or(0),
             });
         }
-        write_atomic(path, Bytes::from(json)).await?;
+        write_atomic(path.clone(), Bytes::from(json)).await?;
+        // Signed playback: a tenant record may hold its playback signing secrets, so the
+        // directory of the records is the owner's only.
+        if let Some(dir) = path.parent() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
         Ok(())
     }
 

@@ -218,6 +218,12 @@ pub struct TenantRecord {
     pub revision: u64,
     /// Unix ms of the last write.
     pub updated_ms: i64,
+    // --- signed playback (issue #12) ---
+    /// Its playback signing keys, newest first (at most
+    /// [`tidegate_model::MAX_PLAYBACK_KEYS`]): secrets, kept here so every worker of the
+    /// cluster verifies playback tokens without configuration. Never shown by the API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub playback_keys: Vec<tidegate_model::PlaybackKey>,
 }
 
 impl TenantRecord {
@@ -230,6 +236,7 @@ impl TenantRecord {
             tokens: Vec::new(),
             revision: 1,
             updated_ms: unix_ms(),
+            playback_keys: Vec::new(),
         }
     }
 

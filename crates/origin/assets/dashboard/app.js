@@ -13,6 +13,8 @@
   /** Window of the drop rate shown, ms (the health rules use 10 s by default too). */
   const DROP_WINDOW_MS = 10000;
   const TOKEN_KEY = "tidegate-admin-token";
+  /** Life of the playback token the preview mints for a signed tenant's stream, seconds. */
+  const PREVIEW_TOKEN_TTL_S = 600;
   const SVG_NS = "http://www.w3.org/2000/svg";
 
   const $ = (id) => document.getElementById(id);
@@ -344,30 +346,75 @@
     $("d-player-note").textContent = text;
   }
 
+  // Signed playback: a tenant that requires a token answers the preview's playlist with 403;
+  // the page then mints a short token with the admin token it already has and plays with it
+  // (a new one each time the last expires). A worker without --admin-token cannot mint.
+  async function mintPreviewToken(d) {
+    const r = await fetch(
+      "/api/v1/tenants/" + encodeURIComponent(d.tenant) + "/playback-tokens",
+      {
+        method: "POST",
+        cache: "no-store",
+        headers: Object.assign({ "Content-Type": "application/json" }, authHeaders()),
+        body: JSON.stringify({ stream: d.stream, ttl_s: PREVIEW_TOKEN_TTL_S }),
+      },
+    );
+    // (The overview's poll asks for the admin token when the API wants one.)
+    if (r.status === 401) throw Object.assign(new Error("the admin token is required"), { soon: true });
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new Error(body.error || "HTTP " + r.status);
+    return body.token;
+  }
+
+  function retryPlayer(d, ms) {
+    d.retry = setTimeout(() => {
+      if (d === state.detail) startPlayer(d);
+    }, ms);
+  }
+
   function startPlayer(d) {
     const video = $("d-video");
-    const url =
+    const path =
       "/hls/" + encodeURIComponent(d.tenant) + "/" + encodeURIComponent(d.stream) + "/index.m3u8";
+    const url = d.token ? path + "?token=" + encodeURIComponent(d.token) : path;
     video.muted = true;
     if (window.Hls && window.Hls.isSupported()) {
       const hls = new window.Hls({ liveSyncDurationCount: 3, manifestLoadingMaxRetry: 2 });
       d.hls = hls;
       hls.on(window.Hls.Events.MANIFEST_PARSED, () => {
-        playerNote("playing " + url);
+        playerNote("playing " + path + (d.token ? " (signed playback: a preview token)" : ""));
         video.play().catch(() => playerNote("press play (the browser blocked autoplay)"));
       });
       hls.on(window.Hls.Events.ERROR, (_ev, data) => {
         if (!data.fatal || d !== state.detail) return;
-        playerNote("preview error: " + data.details + "; retrying");
         hls.destroy();
         d.hls = null;
-        d.retry = setTimeout(() => {
-          if (d === state.detail) startPlayer(d);
-        }, 2000);
+        if (data.response && data.response.code === 403) {
+          playerNote("signed playback: minting a preview token");
+          mintPreviewToken(d).then(
+            (token) => {
+              if (d !== state.detail) return;
+              d.token = token;
+              // At once the first time; later (a token refused again) not in a tight loop.
+              retryPlayer(d, d.minted++ ? 2000 : 0);
+            },
+            (e) => {
+              if (d !== state.detail) return;
+              playerNote(
+                "this stream needs a signed playback token and the preview cannot mint one: " +
+                  e.message,
+              );
+              retryPlayer(d, e.soon ? 2000 : 10000);
+            },
+          );
+          return;
+        }
+        playerNote("preview error: " + data.details + "; retrying");
+        retryPlayer(d, 2000);
       });
       hls.loadSource(url);
       hls.attachMedia(video);
-      playerNote("loading " + url);
+      playerNote("loading " + path);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
       video.src = url; // Safari plays HLS natively.
       video.play().catch(() => {});
@@ -385,6 +432,8 @@
       hls: null,
       timer: null,
       retry: null,
+      token: null, // a playback token, for a signed tenant's stream
+      minted: 0,
       json: null,
     };
     state.detail = d;

@@ -502,6 +502,11 @@ impl Streams {
         &self.media
     }
 
+    /// The worker's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Refuses new publishers from now on.
     pub fn start_draining(&self) {
         self.draining.cancel();
