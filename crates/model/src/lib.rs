@@ -41,6 +41,7 @@ pub use tenant::{
     valid_tenant_name, KeyHash, KeyId, KeyRecord, NoRandomness, Playback, Quotas, StreamKey,
     TenantSettings, KEY_ID_BYTES, KEY_PREFIX, KEY_SECRET_BYTES, MAX_TENANT_NAME_LEN, OPEN_TENANT,
 };
+pub use tenant::{DEFAULT_OVER_BITRATE_FOR_S, MAX_OVER_BITRATE_FOR_S};
 pub use webhook_url::{check_url, WebhookUrl};
 
 /// Milliseconds since the Unix epoch (the wall clock used for program date time and records).

@@ -1,8 +1,10 @@
 //! The stream registry: streams, their publishers, the writer task that stores segments and
 //! playlists, and the sweeper ([`stream`]); which stream a stream key publishes
-//! ([`tenants`]); this worker as a cluster member ([`worker`]).
+//! ([`tenants`]) and whether its tenant's quotas admit it ([`quotas`]); this worker as a
+//! cluster member ([`worker`]).
 #![deny(missing_docs)]
 
+pub mod quotas;
 pub mod stream;
 pub mod tenants;
 pub mod worker;

@@ -20,13 +20,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tidegate_model::{
-    unix_ms, valid_tenant_name, KeyId, KeyRecord, StreamKey, TenantSettings, OPEN_TENANT,
+    unix_ms, valid_tenant_name, KeyId, KeyRecord, Quotas, StreamKey, TenantSettings, OPEN_TENANT,
 };
 use tracing::{info, warn};
 
+use crate::quotas::{self as quota, PublishRates, QuotaRefusal};
 use crate::store::{StateStore, StoreError, StreamId, TenantRecord, MAX_KEYS_PER_TENANT};
 use crate::stream::Streams;
 
@@ -116,6 +117,8 @@ struct Entry {
 pub struct KeyIndex {
     tenants: BTreeSet<String>,
     by_id: HashMap<KeyId, Vec<Entry>>,
+    /// Each tenant's quotas.
+    quotas: HashMap<String, Quotas>,
 }
 
 impl KeyIndex {
@@ -124,6 +127,9 @@ impl KeyIndex {
         let mut index = Self::default();
         for t in tenants {
             index.tenants.insert(t.name.clone());
+            index
+                .quotas
+                .insert(t.name.clone(), t.settings.quotas.clone());
             for key in &t.keys {
                 if StreamId::new(&t.name, &key.stream).is_none() {
                     continue;
@@ -145,6 +151,11 @@ impl KeyIndex {
     /// How many tenants there are.
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
+    }
+
+    /// The quotas of `tenant` (`None` for no such tenant, open mode's included).
+    pub fn quotas(&self, tenant: &str) -> Option<&Quotas> {
+        self.quotas.get(tenant)
     }
 
     /// The stream `presented` publishes. Costs one parse, one lookup and one SHA-256 per
@@ -204,6 +215,8 @@ pub struct Tenants {
     /// listed: a revocation must never miss the key a live publisher came with, and at
     /// worst it disconnects one that reconnects at once. Bounded by the keys that exist.
     admitted: std::sync::Mutex<HashMap<StreamId, BTreeSet<KeyId>>>,
+    /// Each tenant's publish-attempt bucket on this worker (`max_publish_rate`).
+    rates: PublishRates,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -221,6 +234,7 @@ impl Tenants {
             index: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             admitted: std::sync::Mutex::new(HashMap::new()),
+            rates: PublishRates::default(),
         })
     }
 
@@ -262,6 +276,8 @@ impl Tenants {
             let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
             slot.replace(next.clone())
         };
+        self.rates.retain(|t| next.quotas(t).is_some());
+        self.apply_bitrate_quotas(&next).await;
         // The first read is reported by the server's start line.
         match &previous {
             None => {}
@@ -305,6 +321,87 @@ impl Tenants {
         }
         Ok(())
     }
+}
+
+/// Quotas (see [`crate::quotas`]).
+impl Tenants {
+    /// The quotas of `tenant`, as the directory knows them now.
+    pub fn quotas(&self, tenant: &str) -> Option<Quotas> {
+        self.current()?.quotas(tenant).cloned()
+    }
+
+    /// Counts a publish attempt for `id` against its tenant's `max_publish_rate` (a bucket
+    /// of its own on this worker). Call it once per attempt, right after the key resolved.
+    pub fn check_rate(&self, id: &StreamId, now: Instant) -> Result<(), QuotaRefusal> {
+        let Some(rate) = self.quotas(&id.tenant).and_then(|q| q.max_publish_rate) else {
+            return Ok(());
+        };
+        if self.rates.allow(&id.tenant, rate, now) {
+            Ok(())
+        } else {
+            Err(QuotaRefusal::Rate { max_per_s: rate })
+        }
+    }
+
+    /// Whether `id`'s tenant may have it live: its live streams (`max_streams`) and their
+    /// bitrate together (`max_total_bitrate_bps`), counted across the cluster from the state
+    /// store and this worker's sessions; `id` itself never counts. A state store that does
+    /// not answer admits (the publish that follows needs the store and fails by itself).
+    pub async fn check_live(&self, id: &StreamId) -> Result<(), QuotaRefusal> {
+        let Some(quotas) = self.quotas(&id.tenant).filter(Quotas::counts_live_streams) else {
+            return Ok(());
+        };
+        let stored = match self.stored_live(&id.tenant).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(tenant = %id.tenant, error = %e, "quotas: the tenant's live streams could not be counted; admitting");
+                Vec::new()
+            }
+        };
+        let live = quota::merge_live(stored, self.streams.live_here_of(&id.tenant).await);
+        quota::admit(&quotas, &id.name, &live)
+    }
+
+    /// The live streams of `tenant` the state store's active index holds.
+    async fn stored_live(&self, tenant: &str) -> Result<Vec<quota::LiveStream>, StoreError> {
+        let ids = self.state.list_active().await?;
+        let mut records = Vec::new();
+        for id in ids.iter().filter(|i| i.tenant == tenant) {
+            if let Some(r) = self.state.load(id).await? {
+                records.push(r);
+            }
+        }
+        Ok(quota::live_from_records(&records, unix_ms()))
+    }
+
+    /// Sets the bitrate cap of one stream's telemetry from its tenant's quotas (a publish
+    /// session starting).
+    pub fn apply_bitrate_quota(
+        &self,
+        id: &StreamId,
+        telemetry: &crate::telemetry::StreamTelemetry,
+    ) {
+        let quotas = self.quotas(&id.tenant).unwrap_or_default();
+        apply_bitrate_quota(&quotas, telemetry);
+    }
+
+    /// Sets every live stream's bitrate cap from `index` (a tenant's quotas changed).
+    async fn apply_bitrate_quotas(&self, index: &KeyIndex) {
+        for (id, telemetry) in self.streams.live_telemetry().await {
+            let quotas = index.quotas(&id.tenant).cloned().unwrap_or_default();
+            apply_bitrate_quota(&quotas, &telemetry);
+        }
+    }
+}
+
+fn apply_bitrate_quota(quotas: &Quotas, telemetry: &crate::telemetry::StreamTelemetry) {
+    let cap = quotas
+        .max_bitrate_bps
+        .map(|max_bps| tidegate_health::BitrateCap {
+            max_bps,
+            over_for_ms: u64::try_from(quotas.over_bitrate_for().as_millis()).unwrap_or(u64::MAX),
+        });
+    telemetry.set_bitrate_quota(cap, quotas.disconnect_over_bitrate);
 }
 
 impl Tenants {
@@ -540,6 +637,27 @@ fn check_settings(settings: &TenantSettings) -> Result<(), ManageError> {
     {
         return Err(ManageError::Invalid(format!(
             "max_bitrate_bps must be at most {MAX_QUOTA_BITRATE_BPS}"
+        )));
+    }
+    check_quotas(&settings.quotas)?;
+    Ok(())
+}
+
+/// The quotas added with their enforcement (`crate::quotas`): in range.
+fn check_quotas(q: &Quotas) -> Result<(), ManageError> {
+    if q.max_total_bitrate_bps
+        .is_some_and(|b| b > MAX_QUOTA_BITRATE_BPS)
+    {
+        return Err(ManageError::Invalid(format!(
+            "max_total_bitrate_bps must be at most {MAX_QUOTA_BITRATE_BPS}"
+        )));
+    }
+    if q.over_bitrate_for_s
+        .is_some_and(|s| !(1..=tidegate_model::MAX_OVER_BITRATE_FOR_S).contains(&s))
+    {
+        return Err(ManageError::Invalid(format!(
+            "over_bitrate_for_s must be between 1 and {}",
+            tidegate_model::MAX_OVER_BITRATE_FOR_S
         )));
     }
     Ok(())
