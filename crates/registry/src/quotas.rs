@@ -88,7 +88,7 @@ impl QuotaRefusal {
                 fmt_bps(*max_bps)
             ),
             Self::Rate { max_per_s } => {
-                format!("tenant {tenant}: more than {max_per_s} publish attempts a second")
+                format!("tenant {tenant}: over its {max_per_s} publish attempts a second")
             }
         }
     }
@@ -219,8 +219,12 @@ pub struct PublishRates {
 }
 
 impl PublishRates {
-    /// Counts an attempt of `tenant` at `now` against `rate` a second; `false` when over.
+    /// Counts an attempt of `tenant` at `now` against `rate` a second; `false` when over
+    /// (always with a rate of 0).
     pub fn allow(&self, tenant: &str, rate: u32, now: Instant) -> bool {
+        if rate == 0 {
+            return false;
+        }
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         match buckets.get_mut(tenant) {
             Some(b) => b.try_take(rate, now),
