@@ -885,7 +885,7 @@ fn a_stream_above_its_bitrate_cap_for_the_allowed_time_is_flagged_and_recovers_u
     s.run(13_000, |_| 2_000_000);
     assert_eq!(s.h.status(), Status::Warning);
     assert!(s.h.over_bitrate_quota());
-    match &s.h.reasons()[..] {
+    match s.h.reasons() {
         [Reason::OverBitrateQuota { bps, max_bps }] => {
             assert_eq!(*max_bps, 1_000_000);
             assert!(*bps > 1_000_000, "{bps}");

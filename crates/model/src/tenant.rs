@@ -113,6 +113,27 @@ impl Quotas {
         ))
     }
 
+    /// Checks the quotas added with their enforcement are in range: the total bitrate at
+    /// most 2^53 - 1 (what every JSON reader reads exactly), `over_bitrate_for_s` within
+    /// 1..=[`MAX_OVER_BITRATE_FOR_S`]. Says which field is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        const MAX_JSON_INT: u64 = (1 << 53) - 1;
+        if self.max_total_bitrate_bps.is_some_and(|b| b > MAX_JSON_INT) {
+            return Err(format!(
+                "max_total_bitrate_bps must be at most {MAX_JSON_INT}"
+            ));
+        }
+        if self
+            .over_bitrate_for_s
+            .is_some_and(|s| !(1..=MAX_OVER_BITRATE_FOR_S).contains(&s))
+        {
+            return Err(format!(
+                "over_bitrate_for_s must be between 1 and {MAX_OVER_BITRATE_FOR_S}"
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether admitting a stream needs the tenant's live streams counted (in the state
     /// store): a limit on their number or on their total bitrate.
     pub fn counts_live_streams(&self) -> bool {

@@ -98,7 +98,7 @@ impl QuotaRefusal {
 pub fn fmt_bps(bps: u64) -> String {
     if bps >= 1_000_000 {
         let tenths = bps / 100_000;
-        if tenths % 10 == 0 {
+        if tenths.is_multiple_of(10) {
             format!("{} Mbps", tenths / 10)
         } else {
             format!("{}.{} Mbps", tenths / 10, tenths % 10)

@@ -645,22 +645,7 @@ fn check_settings(settings: &TenantSettings) -> Result<(), ManageError> {
 
 /// The quotas added with their enforcement (`crate::quotas`): in range.
 fn check_quotas(q: &Quotas) -> Result<(), ManageError> {
-    if q.max_total_bitrate_bps
-        .is_some_and(|b| b > MAX_QUOTA_BITRATE_BPS)
-    {
-        return Err(ManageError::Invalid(format!(
-            "max_total_bitrate_bps must be at most {MAX_QUOTA_BITRATE_BPS}"
-        )));
-    }
-    if q.over_bitrate_for_s
-        .is_some_and(|s| !(1..=tidegate_model::MAX_OVER_BITRATE_FOR_S).contains(&s))
-    {
-        return Err(ManageError::Invalid(format!(
-            "over_bitrate_for_s must be between 1 and {}",
-            tidegate_model::MAX_OVER_BITRATE_FOR_S
-        )));
-    }
-    Ok(())
+    q.check().map_err(ManageError::Invalid)
 }
 
 #[cfg(test)]
