@@ -360,15 +360,29 @@ fn a_stream_over_its_bitrate_cap_is_flagged_then_disconnected_when_the_tenant_sa
         "flagged, not disconnected: the tenant did not ask"
     );
 
-    // The tenant now asks for it: the live publisher is disconnected, logged and counted.
-    let (status, body) = api(
-        "PATCH",
-        &format!("{base}/api/v1/tenants/loud"),
-        Some(json!({"quotas": {
-            "max_bitrate_bps": 20_000, "over_bitrate_for_s": 2, "disconnect_over_bitrate": true
-        }})),
+    // The tenant now asks for it (through `tidegate tenant update`, which keeps the other
+    // quotas): the live publisher is disconnected, logged and counted.
+    let out = std::process::Command::new(tidegate_bin())
+        .args([
+            "tenant",
+            "update",
+            "loud",
+            "--disconnect-over-bitrate",
+            "true",
+        ])
+        .args(["--api", &base, "--token", TOKEN])
+        .env_remove("TIDEGATE_ADMIN_TOKEN")
+        .env_remove("TIDEGATE_API")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let updated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        updated["quotas"]["disconnect_over_bitrate"], true,
+        "{updated}"
     );
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(updated["quotas"]["max_bitrate_bps"], 20_000, "{updated}");
+    assert_eq!(updated["quotas"]["over_bitrate_for_s"], 2, "{updated}");
     assert!(
         p.wait_exit(Duration::from_secs(20))
             .is_some_and(|s| !s.success()),

@@ -73,7 +73,7 @@ pub struct Quotas {
     /// file).
     #[serde(alias = "max-bitrate-bps")]
     pub max_bitrate_bps: Option<u64>,
-    // Quotas enforced at publish and while live (docs/tenants.md): the tenant's total
+    // Quotas enforced at publish and while live (docs/quotas.md): the tenant's total
     // ingest bitrate, its publish attempts per second, and what happens to a stream over
     // `max_bitrate_bps`.
     /// Ingest bitrate of all the tenant's live streams together, across the cluster, in
