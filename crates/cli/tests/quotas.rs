@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tidegate_testkit::hooks::{delivered, Receiver};
 use tidegate_testkit::hostile::{srt_connect_silent, SrtAnswer};
 use tidegate_testkit::*;
 
@@ -326,7 +327,16 @@ fn the_total_bitrate_of_a_tenants_live_streams_refuses_one_more() {
 
 #[test]
 fn a_stream_over_its_bitrate_cap_is_flagged_then_disconnected_when_the_tenant_says_so() {
-    let server = Server::start(&["--admin-token", TOKEN]);
+    let rx = Receiver::start(|_, _| (200, Duration::ZERO));
+    let hook = rx.url("/hooks/tidegate");
+    let server = Server::start(&[
+        "--admin-token",
+        TOKEN,
+        "--webhook-url",
+        &hook,
+        "--webhook-secret",
+        "quota-webhook-secret-0123",
+    ]);
     let base = server.url("");
     // A cap far below the test stream's bitrate, tolerated for 2 s; flagged only.
     tenant(
@@ -358,6 +368,20 @@ fn a_stream_over_its_bitrate_cap_is_flagged_then_disconnected_when_the_tenant_sa
     assert!(
         p.is_running(),
         "flagged, not disconnected: the tenant did not ask"
+    );
+    // The webhook says so too.
+    rx.wait(
+        Duration::from_secs(10),
+        "stream.status_changed with over_bitrate_quota",
+        |hits| {
+            delivered(hits, "stream.status_changed").iter().any(|h| {
+                let v = &h.json()["data"];
+                v["status"] == "warning"
+                    && v["reasons"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["code"] == "over_bitrate_quota"))
+            })
+        },
     );
 
     // The tenant now asks for it (through `tidegate tenant update`, which keeps the other
