@@ -869,4 +869,70 @@ mod tests {
         );
         let _ = std::fs::remove_dir_all(dir);
     }
+
+    #[tokio::test]
+    async fn a_tenants_live_streams_are_counted_from_the_store_and_its_own_never() {
+        use crate::store::StreamRecord;
+        use tidegate_packager::{Container, PlaylistState};
+        let (dir, streams) = crate::stream::test_streams("quota-live", "state");
+        let state: Arc<dyn StateStore> =
+            Arc::new(crate::store::fs::FsStateStore::new(dir.join("state")));
+        let tenants = Tenants::new(state.clone(), streams);
+        tenants.refresh().await.unwrap();
+        let settings = |max_streams| TenantSettings {
+            quotas: Quotas {
+                max_streams,
+                ..Quotas::default()
+            },
+            ..TenantSettings::default()
+        };
+        tenants.create("acme", settings(Some(1))).await.unwrap();
+        tenants.create("beta", settings(None)).await.unwrap();
+        // Stream acme/a live on another worker: its record, with a fresh lease.
+        let now = unix_ms();
+        let mut record = StreamRecord {
+            id: id("acme", "a"),
+            playlist: PlaylistState::new(Container::Fmp4, 6, 2),
+            updated_ms: now,
+            publisher_left_ms: None,
+            owner: "another-worker".into(),
+            last_media_ms: Some(now),
+            takeovers: Vec::new(),
+            session_started_ms: Some(now),
+            holder: None,
+        };
+        state.compare_and_set(None, &record).await.unwrap();
+        assert_eq!(
+            tenants.check_live(&id("acme", "b")).await,
+            Err(QuotaRefusal::Streams { live: 1, max: 1 })
+        );
+        assert_eq!(
+            tenants.check_live(&id("acme", "a")).await,
+            Ok(()),
+            "its own stream"
+        );
+        assert_eq!(
+            tenants.check_live(&id("beta", "b")).await,
+            Ok(()),
+            "another tenant"
+        );
+        // Its publisher gone (reconnecting): its place is free.
+        record.publisher_left_ms = Some(now);
+        let epoch = record.playlist.epoch;
+        state.compare_and_set(Some(epoch), &record).await.unwrap();
+        assert_eq!(tenants.check_live(&id("acme", "b")).await, Ok(()));
+        // The rate: a bucket per tenant.
+        tenants
+            .update("acme", |s| s.quotas.max_publish_rate = Some(1))
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        assert_eq!(tenants.check_rate(&id("acme", "a"), t0), Ok(()));
+        assert_eq!(
+            tenants.check_rate(&id("acme", "a"), t0),
+            Err(QuotaRefusal::Rate { max_per_s: 1 })
+        );
+        assert_eq!(tenants.check_rate(&id("beta", "a"), t0), Ok(()));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
