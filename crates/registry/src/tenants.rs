@@ -217,7 +217,14 @@ pub struct Tenants {
     admitted: std::sync::Mutex<HashMap<StreamId, BTreeSet<KeyId>>>,
     /// Each tenant's publish-attempt bucket on this worker (`max_publish_rate`).
     rates: PublishRates,
+    /// Unix ms of the last "could not be counted" warning: one every
+    /// [`QUOTA_WARN_INTERVAL_MS`] through a store outage, not one per attempt.
+    quota_warned_ms: std::sync::atomic::AtomicI64,
 }
+
+/// The shortest interval between two warnings that a tenant's live streams could not be
+/// counted (publish attempts keep coming through a store outage).
+const QUOTA_WARN_INTERVAL_MS: i64 = 10_000;
 
 impl std::fmt::Debug for Tenants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -235,6 +242,7 @@ impl Tenants {
             refreshing: tokio::sync::Mutex::new(()),
             admitted: std::sync::Mutex::new(HashMap::new()),
             rates: PublishRates::default(),
+            quota_warned_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -354,7 +362,23 @@ impl Tenants {
         let stored = match self.stored_live(&id.tenant).await {
             Ok(s) => s,
             Err(e) => {
-                warn!(tenant = %id.tenant, error = %e, "quotas: the tenant's live streams could not be counted; admitting");
+                let now = unix_ms();
+                let last = self
+                    .quota_warned_ms
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                if now.saturating_sub(last) >= QUOTA_WARN_INTERVAL_MS
+                    && self
+                        .quota_warned_ms
+                        .compare_exchange(
+                            last,
+                            now,
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                        )
+                        .is_ok()
+                {
+                    warn!(tenant = %id.tenant, error = %e, "quotas: the tenant's live streams could not be counted; admitting (said at most every 10 s)");
+                }
                 Vec::new()
             }
         };
