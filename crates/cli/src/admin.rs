@@ -67,7 +67,7 @@ pub struct SettingsArgs {
     /// Ingest bitrate of all its live streams together, across the cluster, bits per second.
     #[arg(long)]
     max_total_bitrate_bps: Option<u64>,
-    /// Publish attempts a second with its keys, on each worker.
+    /// Publish attempts a second with its keys, across the cluster.
     #[arg(long)]
     max_publish_rate: Option<u32>,
     /// Seconds a stream may stay above --max-bitrate-bps before it is flagged (1-120).

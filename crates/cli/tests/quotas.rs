@@ -236,6 +236,11 @@ fn on_a_two_worker_cluster_the_streams_live_on_one_worker_count_on_the_other() {
         .iter()
         .map(|s| key(&a.url(""), "acme", s))
         .collect();
+    // For the attempt rate, at the end (made now, so both workers know them by then).
+    tenant(&a.url(""), "noisy", json!({"max_publish_rate": 1}));
+    let noisy_keys: Vec<String> = (0..6)
+        .map(|i| key(&a.url(""), "noisy", &format!("s{i}")))
+        .collect();
     let mut one = rtmp_publisher(a.rtmp, &keys[0], &Publish::forever());
     let mut two = rtmp_publisher(a.rtmp, &keys[1], &Publish::forever());
     wait_segments(a, "acme", "one");
@@ -292,6 +297,42 @@ fn on_a_two_worker_cluster_the_streams_live_on_one_worker_count_on_the_other() {
     assert!(three.is_running());
     three.kill();
     backup.kill();
+
+    // The attempt rate holds across the cluster: with 1 a second, an attempt on worker A
+    // and one on worker B within the same second admit the first and refuse the second
+    // (each worker's own bucket would have let both through). Tried in fresh seconds until
+    // both attempts fell within one (a busy machine may straddle a second).
+    let mut decided = false;
+    for (i, pair) in noisy_keys.chunks(2).enumerate() {
+        // Start just after a second begins.
+        while unix_ms() % 1000 > 100 {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let started = unix_ms() / 1000;
+        let first = srt_handshake(a.srt, 0x7000 + i as u32, &pair[0]);
+        let second = srt_handshake(b.srt, 0x7100 + i as u32, &pair[1]);
+        if unix_ms() / 1000 != started {
+            continue;
+        }
+        assert_eq!(first, SrtAnswer::Connected, "trial {i}");
+        assert_eq!(
+            second, SRT_QUOTA_REJECTION,
+            "trial {i}: B counted A's attempt"
+        );
+        decided = true;
+        break;
+    }
+    assert!(
+        decided,
+        "no two attempts fell within one second in three tries"
+    );
+    assert!(refused(&b.metrics(), "noisy", "quota_rate") >= 1.0);
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[test]

@@ -263,7 +263,7 @@ label_values! {
         /// The tenant's live streams measure its `max_total_bitrate_bps` (across the
         /// cluster).
         QuotaBitrate = "quota_bitrate",
-        /// The tenant's `max_publish_rate` attempts a second are spent (on this worker).
+        /// The tenant's `max_publish_rate` attempts a second are spent.
         QuotaRate = "quota_rate",
     }
 }

@@ -606,7 +606,7 @@ impl Connection {
             }
         };
         // The tenant's attempts a second, before anything costs more.
-        if let Err(q) = self.ctx.tenants.check_rate(&id, now) {
+        if let Err(q) = self.ctx.tenants.check_rate(&id, now).await {
             self.refuse_quota(stream_id, &id, q, now);
             return;
         }

@@ -530,7 +530,7 @@ impl Router {
             }
         };
         // The tenant's attempts a second, before anything costs more.
-        if let Err(q) = self.ctx.tenants.check_rate(&id, now) {
+        if let Err(q) = self.ctx.tenants.check_rate(&id, now).await {
             self.reject_quota(now, req, &id, q);
             return;
         }

@@ -81,8 +81,8 @@ pub struct Quotas {
     /// ones measure this much or more.
     #[serde(alias = "max-total-bitrate-bps")]
     pub max_total_bitrate_bps: Option<u64>,
-    /// Publish attempts a second with the tenant's keys, on each worker
-    /// (`max-publish-rate`), with a burst of as many; attempts beyond are refused.
+    /// Publish attempts a second with the tenant's keys, across the cluster
+    /// (`max-publish-rate`); attempts beyond are refused.
     #[serde(alias = "max-publish-rate")]
     pub max_publish_rate: Option<u32>,
     /// How long, in seconds, a live stream's measured bitrate may stay above

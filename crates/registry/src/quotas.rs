@@ -4,9 +4,12 @@
 //! this order (the cheap one first, so a flood of attempts costs no store read):
 //!
 //! 1. **attempts a second** (`max_publish_rate`): a token bucket per tenant on this worker
-//!    ([`PublishRates`]), refilled at the rate with a burst of as many. Per worker, not per
-//!    cluster: a tenant spreading its attempts over N workers gets N times the rate. The
-//!    bucket is the tenant's own, so one tenant's flood never spends another's.
+//!    ([`PublishRates`]), refilled at the rate with a burst of as many, refuses a flood
+//!    without a store call; an attempt that passed it is then counted per tenant and second
+//!    in the state store, across the cluster
+//!    ([`StateStore::count_publish_attempt`](crate::store::StateStore::count_publish_attempt)),
+//!    and refused past the rate. The bucket and the count are the tenant's own, so one
+//!    tenant's flood never spends another's.
 //! 2. **live streams** (`max_streams`) and **total ingest bitrate** (`max_total_bitrate_bps`),
 //!    counted across the cluster from the state store: the tenant's records in the index of
 //!    streams that are not ended ([`StateStore::list_active`](crate::store::StateStore::list_active)),
@@ -59,7 +62,8 @@ pub enum QuotaRefusal {
         /// The quota.
         max_bps: u64,
     },
-    /// More than `max_publish_rate` attempts a second (on this worker).
+    /// More than `max_publish_rate` attempts a second (on this worker, or in this second
+    /// across the cluster).
     Rate {
         /// The quota.
         max_per_s: u32,

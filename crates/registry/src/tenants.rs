@@ -338,16 +338,44 @@ impl Tenants {
         self.current()?.quotas(tenant).cloned()
     }
 
-    /// Counts a publish attempt for `id` against its tenant's `max_publish_rate` (a bucket
-    /// of its own on this worker). Call it once per attempt, right after the key resolved.
-    pub fn check_rate(&self, id: &StreamId, now: Instant) -> Result<(), QuotaRefusal> {
+    /// Counts a publish attempt for `id` against its tenant's `max_publish_rate`: first a
+    /// bucket of the tenant's own on this worker (a flood is refused there, at no store
+    /// cost), then, for an attempt that passed it, the tenant's count of this second across
+    /// the cluster (Redis; the embedded store has no other worker). Call it once per
+    /// attempt, right after the key resolved. A store that does not answer admits.
+    pub async fn check_rate(&self, id: &StreamId, now: Instant) -> Result<(), QuotaRefusal> {
         let Some(rate) = self.quotas(&id.tenant).and_then(|q| q.max_publish_rate) else {
             return Ok(());
         };
-        if self.rates.allow(&id.tenant, rate, now) {
-            Ok(())
-        } else {
-            Err(QuotaRefusal::Rate { max_per_s: rate })
+        if !self.rates.allow(&id.tenant, rate, now) {
+            return Err(QuotaRefusal::Rate { max_per_s: rate });
+        }
+        let second = unix_ms().div_euclid(1000);
+        match self.state.count_publish_attempt(&id.tenant, second).await {
+            Ok(Some(count)) if count > u64::from(rate) => {
+                Err(QuotaRefusal::Rate { max_per_s: rate })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.warn_uncounted(&id.tenant, "publish attempts", &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Says (at most every [`QUOTA_WARN_INTERVAL_MS`]) that a quota could not be counted in
+    /// the state store and the attempt was admitted.
+    fn warn_uncounted(&self, tenant: &str, what: &str, e: &StoreError) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = unix_ms();
+        let last = self.quota_warned_ms.load(Relaxed);
+        if now.saturating_sub(last) >= QUOTA_WARN_INTERVAL_MS
+            && self
+                .quota_warned_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            warn!(tenant, error = %e, "quotas: the tenant's {what} could not be counted; admitting (said at most every 10 s)");
         }
     }
 
@@ -362,23 +390,7 @@ impl Tenants {
         let stored = match self.stored_live(&id.tenant).await {
             Ok(s) => s,
             Err(e) => {
-                let now = unix_ms();
-                let last = self
-                    .quota_warned_ms
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                if now.saturating_sub(last) >= QUOTA_WARN_INTERVAL_MS
-                    && self
-                        .quota_warned_ms
-                        .compare_exchange(
-                            last,
-                            now,
-                            std::sync::atomic::Ordering::Relaxed,
-                            std::sync::atomic::Ordering::Relaxed,
-                        )
-                        .is_ok()
-                {
-                    warn!(tenant = %id.tenant, error = %e, "quotas: the tenant's live streams could not be counted; admitting (said at most every 10 s)");
-                }
+                self.warn_uncounted(&id.tenant, "live streams", &e);
                 Vec::new()
             }
         };
@@ -951,12 +963,12 @@ mod tests {
             .await
             .unwrap();
         let t0 = std::time::Instant::now();
-        assert_eq!(tenants.check_rate(&id("acme", "a"), t0), Ok(()));
+        assert_eq!(tenants.check_rate(&id("acme", "a"), t0).await, Ok(()));
         assert_eq!(
-            tenants.check_rate(&id("acme", "a"), t0),
+            tenants.check_rate(&id("acme", "a"), t0).await,
             Err(QuotaRefusal::Rate { max_per_s: 1 })
         );
-        assert_eq!(tenants.check_rate(&id("beta", "a"), t0), Ok(()));
+        assert_eq!(tenants.check_rate(&id("beta", "a"), t0).await, Ok(()));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -1236,3 +1236,25 @@ async fn an_unreadable_tenant_record_hides_no_other_tenant() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+/// A tenant's publish attempts are counted per second across the cluster in Redis (two
+/// workers' stores share the count; another second or tenant starts at 1, the counter
+/// expires); the embedded store shares nothing and says so.
+#[tokio::test]
+async fn publish_attempts_are_counted_per_tenant_and_second_in_redis_only() {
+    let redis = RedisServer::start_ephemeral();
+    let a = RedisStateStore::connect(&redis.url()).await.unwrap();
+    let b = RedisStateStore::connect(&redis.url()).await.unwrap();
+    assert_eq!(a.count_publish_attempt("acme", 100).await.unwrap(), Some(1));
+    assert_eq!(b.count_publish_attempt("acme", 100).await.unwrap(), Some(2));
+    assert_eq!(a.count_publish_attempt("acme", 101).await.unwrap(), Some(1));
+    assert_eq!(b.count_publish_attempt("beta", 100).await.unwrap(), Some(1));
+    assert!(a.count_publish_attempt("../x", 100).await.is_err());
+    let ttl = raw_exchange(redis.port, b"TTL tidegate:attempts:acme:100\r\nQUIT\r\n").unwrap();
+    let ttl = String::from_utf8_lossy(&ttl);
+    assert!(ttl.starts_with(":1") || ttl.starts_with(":2"), "{ttl}");
+    let dir = std::env::temp_dir().join(format!("tg-attempts-{}", std::process::id()));
+    let fs = FsStateStore::new(dir.clone());
+    assert_eq!(fs.count_publish_attempt("acme", 100).await.unwrap(), None);
+    let _ = std::fs::remove_dir_all(dir);
+}
