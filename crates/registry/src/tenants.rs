@@ -400,13 +400,7 @@ impl Tenants {
 
     /// The live streams of `tenant` the state store's active index holds.
     async fn stored_live(&self, tenant: &str) -> Result<Vec<quota::LiveStream>, StoreError> {
-        let ids = self.state.list_active().await?;
-        let mut records = Vec::new();
-        for id in ids.iter().filter(|i| i.tenant == tenant) {
-            if let Some(r) = self.state.load(id).await? {
-                records.push(r);
-            }
-        }
+        let records = self.state.active_records_of(tenant).await?;
         Ok(quota::live_from_records(&records, unix_ms()))
     }
 

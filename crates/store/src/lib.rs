@@ -317,6 +317,23 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<Option<u64>, StoreError> {
         Ok(None)
     }
+    /// The records of tenant `tenant`'s streams in the index of
+    /// [`StateStore::list_active`] (a tenant's quotas count its live streams from them).
+    /// A record gone since, or one that does not read, is left out.
+    async fn active_records_of(&self, tenant: &str) -> Result<Vec<StreamRecord>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.list_active().await? {
+            if id.tenant != tenant {
+                continue;
+            }
+            match self.load(&id).await {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) | Err(StoreError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
     /// Deletes the record of `id` if it is ended and its epoch is still `epoch` (an ended
     /// stream past its retention); `false` when it is not (gone already, restarted by a
     /// new publisher, or not ended). With no record, it drops `id` from the index of

@@ -516,6 +516,27 @@ impl StateStore for RedisStateStore {
         self.members(self.active_key()).await
     }
 
+    /// One SMEMBERS of the active index and one MGET of the tenant's records: two round
+    /// trips whatever the number of its streams.
+    async fn active_records_of(&self, tenant: &str) -> Result<Vec<StreamRecord>, StoreError> {
+        let prefix = format!("{tenant}/");
+        let with_records = self
+            .members_with_records(self.active_key(), |member| {
+                if member.starts_with(&prefix) {
+                    parse_member(member)
+                        .map(|id| self.record_key(&id))
+                        .ok_or_else(|| StoreError::InvalidPath(member.to_owned()))
+                } else {
+                    Err(StoreError::InvalidPath(member.to_owned()))
+                }
+            })
+            .await?;
+        Ok(with_records
+            .into_iter()
+            .filter_map(|(_, raw)| serde_json::from_slice(&raw?).ok())
+            .collect())
+    }
+
     async fn count_publish_attempt(
         &self,
         tenant: &str,

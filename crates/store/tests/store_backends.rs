@@ -1258,3 +1258,38 @@ async fn publish_attempts_are_counted_per_tenant_and_second_in_redis_only() {
     assert_eq!(fs.count_publish_attempt("acme", 100).await.unwrap(), None);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A tenant's records in the active index, alike in Redis (one MGET) and the embedded
+/// store: its streams that are not ended, no other tenant's.
+#[tokio::test]
+async fn a_tenants_active_records_are_read_alike() {
+    async fn scenario(store: &dyn StateStore) -> Vec<String> {
+        for (tenant, name) in [("acme", "a"), ("acme", "b"), ("beta", "c")] {
+            let id = StreamId::new(tenant, name).unwrap();
+            store
+                .compare_and_set(None, &record(&id, 1, "w"))
+                .await
+                .unwrap();
+        }
+        let b = StreamId::new("acme", "b").unwrap();
+        let mut ended = record(&b, 2, "w");
+        ended.playlist.ended = true;
+        store.compare_and_set(Some(1), &ended).await.unwrap();
+        let mut out: Vec<String> = store
+            .active_records_of("acme")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        out.sort();
+        out.push(format!(
+            "{}",
+            store.active_records_of("nobody").await.unwrap().len()
+        ));
+        out
+    }
+    let (from_redis, from_fs) = on_redis_and_embedded("active-of", scenario).await;
+    assert_eq!(from_redis, ["acme/a", "0"]);
+    assert_eq!(from_redis, from_fs);
+}
