@@ -65,6 +65,18 @@ pub struct SettingsArgs {
     /// Who may watch.
     #[arg(long, value_enum)]
     playback: Option<PlaybackArg>,
+    /// Ingest bitrate of all its live streams together, across the cluster, bits per second.
+    #[arg(long)]
+    max_total_bitrate_bps: Option<u64>,
+    /// Publish attempts a second with its keys, across the cluster.
+    #[arg(long)]
+    max_publish_rate: Option<u32>,
+    /// Seconds a stream may stay above --max-bitrate-bps before it is flagged (1-120).
+    #[arg(long)]
+    over_bitrate_for_s: Option<u32>,
+    /// Whether a stream flagged over its bitrate quota is also disconnected.
+    #[arg(long)]
+    disconnect_over_bitrate: Option<bool>,
     #[command(flatten)]
     stream: StreamSettingsArgs,
 }
@@ -328,13 +340,26 @@ fn settings_json(s: &SettingsArgs, base: &Value) -> Map<String, Value> {
     if s.shared_pool {
         out.insert("pool".into(), Value::Null);
     }
-    if s.max_streams.is_some() || s.max_bitrate_bps.is_some() {
+    let given = [
+        ("max_streams", s.max_streams.map(|v| json!(v))),
+        ("max_bitrate_bps", s.max_bitrate_bps.map(|v| json!(v))),
+        (
+            "max_total_bitrate_bps",
+            s.max_total_bitrate_bps.map(|v| json!(v)),
+        ),
+        ("max_publish_rate", s.max_publish_rate.map(|v| json!(v))),
+        ("over_bitrate_for_s", s.over_bitrate_for_s.map(|v| json!(v))),
+        (
+            "disconnect_over_bitrate",
+            s.disconnect_over_bitrate.map(|v| json!(v)),
+        ),
+    ];
+    if given.iter().any(|(_, v)| v.is_some()) {
         let mut quotas = base["quotas"].as_object().cloned().unwrap_or_default();
-        if let Some(n) = s.max_streams {
-            quotas.insert("max_streams".into(), json!(n));
-        }
-        if let Some(b) = s.max_bitrate_bps {
-            quotas.insert("max_bitrate_bps".into(), json!(b));
+        for (name, value) in given {
+            if let Some(v) = value {
+                quotas.insert(name.into(), v);
+            }
         }
         out.insert("quotas".into(), Value::Object(quotas));
     }

@@ -181,7 +181,7 @@ fn wrong_passphrase_or_key_length_is_refused_while_the_right_one_streams() {
         .lines()
         .find_map(|l| {
             l.strip_prefix(
-                "tidegate_publish_refused_total{protocol=\"srt\",reason=\"passphrase\"} ",
+                "tidegate_publish_refused_total{protocol=\"srt\",tenant=\"default\",reason=\"passphrase\"} ",
             )
         })
         .and_then(|v| v.trim().parse().ok())

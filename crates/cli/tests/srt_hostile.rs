@@ -415,7 +415,7 @@ fn a_handshake_flood_is_counted_capped_and_keeps_the_log_short() {
     for (name, labels, min) in [
         (
             "tidegate_publish_refused_total",
-            "protocol=\"srt\",reason=\"playback_refused\"",
+            "protocol=\"srt\",tenant=\"unknown\",reason=\"playback_refused\"",
             300.0,
         ),
         (
@@ -516,7 +516,13 @@ fn each_refused_caller_is_told_apart_in_the_log_and_the_metrics() {
         ),
     ];
     for (i, (reason, caller_url, rule, key)) in cases.iter().enumerate() {
-        let labels = format!("protocol=\"srt\",reason=\"{reason}\"");
+        // Refused before the key resolved to a tenant: `unknown`; after (open mode): `default`.
+        let tenant = if matches!(*reason, "passphrase" | "busy") {
+            "default"
+        } else {
+            "unknown"
+        };
+        let labels = format!("protocol=\"srt\",tenant=\"{tenant}\",reason=\"{reason}\"");
         let had = counter(&server.metrics(), "tidegate_publish_refused_total", &labels);
         let mut caller = srt_live_transmit(&format!("slt-{reason}"), caller_url);
         wait_counter(

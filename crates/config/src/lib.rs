@@ -633,6 +633,9 @@ impl ServeConfig {
                     .try_into::<tidegate_health::HealthOverrides>()
                     .map_err(|e| invalid(format!("tenants.{tenant}.health: {e}")))?;
             }
+            t.quotas
+                .check()
+                .map_err(|e| invalid(format!("tenants.{tenant}.quotas: {e}")))?;
             let Some(overrides) = &t.health else { continue };
             let mut table = toml::Table::try_from(&self.health)
                 .map_err(|e| invalid(format!("{tenant}: {e}")))?;
@@ -983,6 +986,23 @@ mod tests {
             assert!(c.validate().is_err(), "{bad}");
         }
         assert!(ServeConfig::from_toml("[tenants.acme.quotas]\nmax-sreams = 1\n").is_err());
+        // The enforced quotas, in the file's kebab-case, checked by check-config.
+        let c = ServeConfig::from_toml(
+            "[tenants.acme.quotas]\nmax-total-bitrate-bps = 20000000\nmax-publish-rate = 5\n\
+             over-bitrate-for-s = 15\ndisconnect-over-bitrate = true\n",
+        )
+        .unwrap();
+        let q = c.tenants["acme"].settings().quotas;
+        assert_eq!(q.max_total_bitrate_bps, Some(20_000_000));
+        assert_eq!(q.max_publish_rate, Some(5));
+        assert_eq!(q.over_bitrate_for(), std::time::Duration::from_secs(15));
+        assert!(q.disconnect_over_bitrate);
+        assert!(c.tenant_health().is_ok());
+        let c = ServeConfig::from_toml("[tenants.acme.quotas]\nover-bitrate-for-s = 0\n").unwrap();
+        assert!(
+            c.tenant_health().is_err(),
+            "over-bitrate-for-s 0 is refused"
+        );
         assert!(ServeConfig::from_toml("[tenants.acme]\nplayback = \"secret\"\n").is_err());
     }
 

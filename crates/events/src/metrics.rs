@@ -262,6 +262,13 @@ label_values! {
         /// Its source address presented `--bad-key-limit` wrong keys within
         /// `--bad-key-window`: refused before its key is looked at, for `--bad-key-backoff`.
         TooManyBadKeys = "too_many_bad_keys",
+        /// The tenant has its `max_streams` live streams (across the cluster).
+        QuotaStreams = "quota_streams",
+        /// The tenant's live streams measure its `max_total_bitrate_bps` (across the
+        /// cluster).
+        QuotaBitrate = "quota_bitrate",
+        /// The tenant's `max_publish_rate` attempts a second are spent.
+        QuotaRate = "quota_rate",
     }
 }
 
@@ -556,6 +563,31 @@ label_set! {
 }
 
 label_set! {
+    /// `protocol` + `tenant` + `reason` of `tidegate_publish_refused_total`: `tenant` is the
+    /// tenant the key resolved to, or [`UNKNOWN_TENANT_LABEL`] when it resolved to none
+    /// (an unknown key, a malformed stream id): tenant names only, never a key.
+    pub struct RefusedLabels {
+        /// The ingest protocol.
+        pub protocol: Protocol,
+        /// The tenant, or `unknown`.
+        pub tenant: String,
+        /// Why.
+        pub reason: PublishRefusal,
+    }
+}
+
+/// The `tenant` of a refusal whose key resolved to no tenant.
+pub const UNKNOWN_TENANT_LABEL: &str = "unknown";
+
+label_set! {
+    /// `tenant` label.
+    pub struct TenantLabels {
+        /// The tenant.
+        pub tenant: String,
+    }
+}
+
+label_set! {
     /// Per-stream labels: tenant, public stream name, protocol. Stream keys and client
     /// addresses never become labels; series are removed when the stream's session or the
     /// stream ends.
@@ -790,8 +822,8 @@ pub struct Metrics {
     pub connections: Family<ProtocolLabels, Counter>,
     /// Connections that ended because of an error, by reason.
     pub connection_errors: Family<ReasonLabels<ConnectionErrorReason>, Counter>,
-    /// Publish attempts refused, by reason.
-    pub publish_refused: Family<ReasonLabels<PublishRefusal>, Counter>,
+    /// Publish attempts refused, by protocol, tenant and reason.
+    pub publish_refused: Family<RefusedLabels, Counter>,
     /// Bytes received from publishers.
     pub ingest_bytes: Family<ProtocolLabels, Counter>,
     /// Streams with a live publisher on this worker.
@@ -891,6 +923,9 @@ pub struct Metrics {
     // --- signed playback (issue #12) ---
     /// Playlist and segment requests of signed tenants refused (403), by tenant and reason.
     pub playback_denied: Family<PlaybackDeniedLabels, Counter>,
+    // --- tenant quotas (issue #12, helper `quotas`) ---
+    /// Publishers disconnected for staying over their tenant's per-stream bitrate quota.
+    pub quota_disconnects: Family<TenantLabels, Counter>,
 }
 
 impl Metrics {
@@ -909,10 +944,10 @@ impl Metrics {
             "Publisher connections ended by an error, by reason",
             connection_errors.clone(),
         );
-        let publish_refused = Family::<ReasonLabels<PublishRefusal>, Counter>::default();
+        let publish_refused = Family::<RefusedLabels, Counter>::default();
         registry.register(
             "publish_refused",
-            "Publish attempts refused, by reason",
+            "Publish attempts refused, by tenant (unknown: the key resolved to none) and reason",
             publish_refused.clone(),
         );
         let ingest_bytes = Family::<ProtocolLabels, Counter>::default();
@@ -1160,6 +1195,12 @@ impl Metrics {
             "Playlist and segment requests of signed-playback tenants refused with 403, by tenant and reason",
             playback_denied.clone(),
         );
+        let quota_disconnects = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "quota_disconnects",
+            "Publishers disconnected for staying over their tenant's per-stream bitrate quota (disconnect_over_bitrate)",
+            quota_disconnects.clone(),
+        );
         let Registrar { registry, docs } = registry;
         Self {
             registry,
@@ -1207,6 +1248,7 @@ impl Metrics {
             stream_records_expired,
             admin_auth_failures,
             playback_denied,
+            quota_disconnects,
         }
     }
 
@@ -1279,10 +1321,19 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a refused publish.
+    /// Counts a refused publish whose key resolved to no tenant (`tenant="unknown"`).
     pub fn refused(&self, protocol: Protocol, reason: PublishRefusal) {
+        self.refused_for(protocol, UNKNOWN_TENANT_LABEL, reason);
+    }
+
+    /// Counts a refused publish of tenant `tenant` (the key resolved to it).
+    pub fn refused_for(&self, protocol: Protocol, tenant: &str, reason: PublishRefusal) {
         self.publish_refused
-            .get_or_create(&ReasonLabels { protocol, reason })
+            .get_or_create(&RefusedLabels {
+                protocol,
+                tenant: tenant.to_owned(),
+                reason,
+            })
             .inc();
     }
 
@@ -1821,7 +1872,7 @@ mod tests {
         let text = m.encode();
         for line in [
             "tidegate_connection_errors_total{protocol=\"rtmp\",reason=\"prepublish_buffer\"} 1",
-            "tidegate_publish_refused_total{protocol=\"srt\",reason=\"missing_streamid\"} 1",
+            "tidegate_publish_refused_total{protocol=\"srt\",tenant=\"unknown\",reason=\"missing_streamid\"} 1",
             "tidegate_connections_refused_total{protocol=\"srt\",reason=\"fd_reserve\"} 1",
             "tidegate_http_requests_total{class=\"4xx\"} 1",
             "tidegate_stream_status{tenant=\"t\",stream=\"s\",protocol=\"srt\",status=\"reconnecting\"} 1",

@@ -8,13 +8,13 @@
 //! ([`Telemetry::tick`]) and turns its status changes into events. `no_video` and
 //! `no_keyframe` are also logged once per publish session, in words an operator can act on.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::Serialize;
-use tidegate_health::{HealthConfig, HealthEvent, Reason, Status, StreamHealth};
+use tidegate_health::{BitrateCap, HealthConfig, HealthEvent, Reason, Status, StreamHealth};
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
@@ -67,6 +67,9 @@ pub struct StreamTelemetry {
     /// Which undecodable-video warnings this session already logged ([`VIDEO_WARNED_NO_VIDEO`],
     /// [`VIDEO_WARNED_NO_KEYFRAME`]): each is logged once per session.
     video_warned: AtomicU8,
+    /// The tenant wants a stream over its bitrate cap disconnected
+    /// ([`StreamTelemetry::set_bitrate_quota`]).
+    disconnect_over_bitrate: AtomicBool,
 }
 
 /// `video_warned` bit: `no_video` was logged this session.
@@ -85,7 +88,35 @@ impl StreamTelemetry {
             frames: Mutex::new(None),
             video_dropped: Mutex::new(None),
             video_warned: AtomicU8::new(0),
+            disconnect_over_bitrate: AtomicBool::new(false),
         }
+    }
+
+    /// The stream's per-stream bitrate quota (its tenant's `max_bitrate_bps`, tolerated for
+    /// `over_bitrate_for_s`): above it for longer, the stream turns `warning` with
+    /// `over_bitrate_quota`, and with `disconnect` [`StreamTelemetry::over_bitrate_to_disconnect`]
+    /// says so. `None` removes the cap.
+    pub fn set_bitrate_quota(&self, cap: Option<BitrateCap>, disconnect: bool) {
+        self.disconnect_over_bitrate
+            .store(disconnect && cap.is_some(), Ordering::Relaxed);
+        self.with_health(|h, _| h.set_bitrate_cap(cap));
+    }
+
+    /// Incoming bitrate over the last seconds, bits per second (0 when not known).
+    pub fn bitrate_bps(&self) -> u64 {
+        let now = now_ms();
+        self.health.lock().map(|h| h.bitrate_bps(now)).unwrap_or(0)
+    }
+
+    /// Whether the stream has stayed over its bitrate quota for longer than allowed and its
+    /// tenant wants it disconnected then (the sweeper's health tick kicks it).
+    pub fn over_bitrate_to_disconnect(&self) -> bool {
+        self.disconnect_over_bitrate.load(Ordering::Relaxed)
+            && self
+                .health
+                .lock()
+                .map(|h| h.over_bitrate_quota())
+                .unwrap_or(false)
     }
 
     /// Hands the stream's health state and the current time to `f` (a poisoned lock skips

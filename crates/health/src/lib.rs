@@ -8,8 +8,8 @@ mod status;
 
 pub use config::{HealthConfig, HealthOverrides, MAX_WINDOW_SECS};
 pub use machine::{
-    StreamHealth, BITRATE_WINDOW_SECS, EVALUATION_INTERVAL_MS, HISTORY_LEN, MAX_PENDING_EVENTS,
-    MIN_PACKETS_FOR_RATE,
+    BitrateCap, StreamHealth, BITRATE_WINDOW_SECS, EVALUATION_INTERVAL_MS, HISTORY_LEN,
+    MAX_PENDING_EVENTS, MIN_PACKETS_FOR_RATE,
 };
 pub use status::{HealthEvent, PacketTotals, Reason, Status, REASON_CODES};
 

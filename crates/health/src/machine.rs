@@ -117,6 +117,7 @@ struct Slots {
     timestamp_jump: Slot,
     competing_publishers: Slot,
     no_video: Slot,
+    over_bitrate_quota: Slot,
 }
 
 impl Slots {
@@ -138,6 +139,7 @@ impl Slots {
             timestamp_jump: Slot::new(Reason::TimestampJump),
             competing_publishers: Slot::new(Reason::CompetingPublishers),
             no_video: Slot::new(Reason::NoVideo { for_ms: 0 }),
+            over_bitrate_quota: Slot::new(Reason::OverBitrateQuota { bps: 0, max_bps: 0 }),
         }
     }
 
@@ -151,6 +153,7 @@ impl Slots {
             &self.timestamp_jump,
             &self.competing_publishers,
             &self.no_video,
+            &self.over_bitrate_quota,
         ]
         .into_iter()
     }
@@ -216,6 +219,20 @@ pub struct StreamHealth {
     totals: PacketTotals,
     bytes_total: u64,
     reconnects: u64,
+    /// The tenant's per-stream bitrate cap, if any ([`StreamHealth::set_bitrate_cap`]).
+    bitrate_cap: Option<BitrateCap>,
+}
+
+/// A per-stream bitrate cap: a stream whose bitrate over the last
+/// [`BITRATE_WINDOW_SECS`] seconds stays above `max_bps` for `over_for_ms` is flagged
+/// `over_bitrate_quota`; the reason clears once it has been at or under the cap for
+/// `recover-after`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BitrateCap {
+    /// The cap, bits per second.
+    pub max_bps: u64,
+    /// How long the bitrate may stay above it before the stream is flagged, ms.
+    pub over_for_ms: u64,
 }
 
 impl StreamHealth {
@@ -244,7 +261,22 @@ impl StreamHealth {
             totals: PacketTotals::default(),
             bytes_total: 0,
             reconnects: 0,
+            bitrate_cap: None,
         }
+    }
+
+    /// Sets (or, with `None`, removes) the stream's bitrate cap, from its tenant's quotas.
+    /// It holds across connections until changed; removing it clears its reason at the next
+    /// evaluation.
+    pub fn set_bitrate_cap(&mut self, cap: Option<BitrateCap>) {
+        self.bitrate_cap = cap;
+    }
+
+    /// Whether the stream is over its bitrate cap for longer than the cap allows (the
+    /// `over_bitrate_quota` condition is raised), whatever the reported status says while
+    /// the anti-flap dwell holds it: the driver disconnects on this when the tenant says so.
+    pub fn over_bitrate_quota(&self) -> bool {
+        self.status.is_live() && self.slots.over_bitrate_quota.active
     }
 
     /// Replaces the thresholds (a tenant's configuration was reloaded). Raised reasons stay
@@ -529,6 +561,7 @@ impl StreamHealth {
         self.rule_packets(now_ms, cur);
         self.rule_no_video(now_ms);
         self.rule_keyframe(now_ms);
+        self.rule_over_bitrate_quota(now_ms, cur);
         let recover_ms = self.limits.recover_ms;
         for s in [
             &mut self.slots.timestamp_jump,
@@ -679,6 +712,32 @@ impl StreamHealth {
             slot.value = Reason::NoKeyframe { for_ms };
         }
         slot.settle(now_ms, recover_ms);
+    }
+
+    /// `over_bitrate_quota`: the bitrate over the last [`BITRATE_WINDOW_SECS`] complete
+    /// seconds has been above the cap at every evaluation for the cap's `over_for_ms`.
+    fn rule_over_bitrate_quota(&mut self, now_ms: u64, cur: u64) {
+        let recover_ms = self.limits.recover_ms;
+        let current = self.window_bps(cur, BITRATE_WINDOW_SECS);
+        let slot = &mut self.slots.over_bitrate_quota;
+        let Some(cap) = self.bitrate_cap else {
+            slot.cond = false;
+            slot.active = false;
+            return;
+        };
+        let cond = current > cap.max_bps;
+        slot.observe(cond, now_ms);
+        if cond {
+            slot.value = Reason::OverBitrateQuota {
+                bps: current,
+                max_bps: cap.max_bps,
+            };
+            if now_ms.saturating_sub(slot.since_ms) >= cap.over_for_ms {
+                slot.active = true;
+            }
+        } else if slot.active && now_ms.saturating_sub(slot.since_ms) >= recover_ms {
+            slot.active = false;
+        }
     }
 
     /// Turns the slots into a status and reasons, applying the anti-flap dwell.

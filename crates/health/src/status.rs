@@ -85,12 +85,21 @@ pub enum Reason {
         /// Milliseconds since the video track was declared or its first frame arrived.
         for_ms: u64,
     },
+    /// The stream's bitrate (over the last [`BITRATE_WINDOW_SECS`](crate::BITRATE_WINDOW_SECS)
+    /// seconds) stayed above its tenant's per-stream cap (`max_bitrate_bps`) for the
+    /// tenant's `over_bitrate_for_s` (see [`StreamHealth::set_bitrate_cap`](crate::StreamHealth::set_bitrate_cap)).
+    OverBitrateQuota {
+        /// The bitrate measured at the last evaluation above the cap, bits per second.
+        bps: u64,
+        /// The cap, bits per second.
+        max_bps: u64,
+    },
 }
 
 impl Reason {
     /// A short, stable code for metrics labels and logs (`"low_bitrate"`, `"high_drop_rate"`,
     /// `"high_loss_rate"`, `"no_keyframe"`, `"timestamp_jump"`, `"competing_publishers"`,
-    /// `"no_video"`).
+    /// `"no_video"`, `"over_bitrate_quota"`).
     pub fn code(&self) -> &'static str {
         match self {
             Reason::LowBitrate { .. } => "low_bitrate",
@@ -100,6 +109,7 @@ impl Reason {
             Reason::TimestampJump => "timestamp_jump",
             Reason::CompetingPublishers => "competing_publishers",
             Reason::NoVideo { .. } => "no_video",
+            Reason::OverBitrateQuota { .. } => "over_bitrate_quota",
         }
     }
 
@@ -113,12 +123,13 @@ impl Reason {
             Reason::TimestampJump => 4,
             Reason::CompetingPublishers => 5,
             Reason::NoVideo { .. } => 6,
+            Reason::OverBitrateQuota { .. } => 7,
         }
     }
 }
 
 /// Every reason code, in reporting order: the complete (bounded) label set for metrics.
-pub const REASON_CODES: [&str; 7] = [
+pub const REASON_CODES: [&str; 8] = [
     "low_bitrate",
     "high_drop_rate",
     "high_loss_rate",
@@ -126,6 +137,7 @@ pub const REASON_CODES: [&str; 7] = [
     "timestamp_jump",
     "competing_publishers",
     "no_video",
+    "over_bitrate_quota",
 ];
 
 /// Something the server forwards to webhooks, metrics, logs and the dashboard.

@@ -762,6 +762,10 @@ fn status_and_reason_json_is_stable() {
         Reason::TimestampJump,
         Reason::CompetingPublishers,
         Reason::NoVideo { for_ms: 10_500 },
+        Reason::OverBitrateQuota {
+            bps: 2_500_000,
+            max_bps: 2_000_000,
+        },
     ];
     let json = serde_json::to_string(&reasons).unwrap();
     assert_eq!(
@@ -773,7 +777,8 @@ fn status_and_reason_json_is_stable() {
             r#"{"code":"no_keyframe","for_ms":11000},"#,
             r#"{"code":"timestamp_jump"},"#,
             r#"{"code":"competing_publishers"},"#,
-            r#"{"code":"no_video","for_ms":10500}]"#
+            r#"{"code":"no_video","for_ms":10500},"#,
+            r#"{"code":"over_bitrate_quota","bps":2500000,"max_bps":2000000}]"#
         )
     );
     let back: Vec<Reason> = serde_json::from_str(&json).unwrap();
@@ -863,4 +868,58 @@ fn config_parses_merges_and_validates() {
     s.run(40_000, |_| 1_500_000);
     assert_eq!(s.h.status(), Warning);
     assert_eq!(s.h.config().min_bitrate_bps, Some(2_000_000));
+}
+
+#[test]
+fn a_stream_above_its_bitrate_cap_for_the_allowed_time_is_flagged_and_recovers_under_it() {
+    let mut s = Sim::connected(HealthConfig::default());
+    s.h.set_bitrate_cap(Some(BitrateCap {
+        max_bps: 1_000_000,
+        over_for_ms: 10_000,
+    }));
+    // 2 Mbps: above the cap from the first complete second on; flagged only once it has
+    // been above for 10 s, not before.
+    s.run(9_000, |_| 2_000_000);
+    assert_eq!(s.h.status(), Status::Healthy);
+    assert!(!s.h.over_bitrate_quota());
+    s.run(13_000, |_| 2_000_000);
+    assert_eq!(s.h.status(), Status::Warning);
+    assert!(s.h.over_bitrate_quota());
+    match s.h.reasons() {
+        [Reason::OverBitrateQuota { bps, max_bps }] => {
+            assert_eq!(*max_bps, 1_000_000);
+            assert!(*bps > 1_000_000, "{bps}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.h.reasons()[0].code(), "over_bitrate_quota");
+    // Back under the cap: cleared after the 5 s window drains and `recover-after` passes.
+    s.run(40_000, |_| 500_000);
+    assert!(!s.h.over_bitrate_quota());
+    assert_eq!(s.h.status(), Status::Healthy);
+}
+
+#[test]
+fn a_stream_under_its_bitrate_cap_or_without_one_is_never_flagged() {
+    let mut capped = Sim::connected(HealthConfig::default());
+    capped.h.set_bitrate_cap(Some(BitrateCap {
+        max_bps: 3_000_000,
+        over_for_ms: 1_000,
+    }));
+    capped.run(30_000, |_| 2_000_000);
+    assert_eq!(capped.h.status(), Status::Healthy);
+    let mut free = Sim::connected(HealthConfig::default());
+    free.run(30_000, |_| 50_000_000);
+    assert_eq!(free.h.status(), Status::Healthy);
+    // A cap removed while flagged clears at the next evaluation.
+    let mut s = Sim::connected(HealthConfig::default());
+    s.h.set_bitrate_cap(Some(BitrateCap {
+        max_bps: 1_000_000,
+        over_for_ms: 1_000,
+    }));
+    s.run(5_000, |_| 2_000_000);
+    assert!(s.h.over_bitrate_quota());
+    s.h.set_bitrate_cap(None);
+    s.run(6_000, |_| 2_000_000);
+    assert!(!s.h.over_bitrate_quota());
 }

@@ -51,7 +51,9 @@ use crate::Context;
 use tidegate_limits::{
     AcceptBackoff, ConnectionGuard, LogLimiter, LOG_LINES_PER_SECOND, LOG_WINDOW,
 };
+use tidegate_registry::quotas::QuotaRefusal;
 use tidegate_registry::tenants::KeyRefusal;
+use tidegate_store::StreamId;
 
 /// Bytes read from the socket at once while publishing.
 const READ_CHUNK: usize = 64 * 1024;
@@ -635,6 +637,11 @@ impl Connection {
                 return;
             }
         };
+        // The tenant's attempts a second, before anything costs more.
+        if let Err(q) = self.ctx.tenants.check_rate(&id, now).await {
+            self.refuse_quota(stream_id, &id, q, now);
+            return;
+        }
         // The worker's publisher cap, before anything costs more (the on-publish callback,
         // the state store).
         let Some(slot) = self.ctx.ingest_limits.publisher(self.protocol, &metrics) else {
@@ -652,10 +659,15 @@ impl Connection {
             );
             return;
         };
+        // The tenant's live streams and their bitrate, across the cluster.
+        if let Err(q) = self.ctx.tenants.check_live(&id).await {
+            self.refuse_quota(stream_id, &id, q, now);
+            return;
+        }
         if let Some(hook) = &self.ctx.on_publish {
             let verdict = hook.check(&id, self.protocol, Some(app), self.peer).await;
             if verdict != Verdict::Accept {
-                metrics.refused(self.protocol, verdict.reason());
+                metrics.refused_for(self.protocol, &id.tenant, verdict.reason());
                 if self.log.allow(now) {
                     warn!(key = %hint, reason = verdict.reason().as_str(), "publish refused by the on-publish callback");
                 }
@@ -676,6 +688,9 @@ impl Connection {
         {
             Ok(publisher) => {
                 info!(stream = %id, epoch = publisher.epoch(), peer = %self.peer, "publishing");
+                self.ctx
+                    .tenants
+                    .apply_bitrate_quota(&id, publisher.telemetry());
                 let closed = publisher.closed();
                 self.publishing = Some(Publishing {
                     stream_id,
@@ -688,7 +703,7 @@ impl Connection {
                 self.session.accept_publish(stream_id);
             }
             Err(e) => {
-                metrics.refused(self.protocol, e.reason());
+                metrics.refused_for(self.protocol, &id.tenant, e.reason());
                 if self.log.allow(now) {
                     warn!(key = %hint, reason = e.reason().as_str(), "publish refused: {e}");
                 }
@@ -713,6 +728,22 @@ impl Connection {
                 );
             }
         }
+    }
+}
+
+impl Connection {
+    /// Refuses a publish over one of its tenant's quotas: `NetStream.Publish.Rejected` with
+    /// the quota in words (ffmpeg prints it), counted with the tenant and logged.
+    fn refuse_quota(&mut self, stream_id: u32, id: &StreamId, q: QuotaRefusal, now: Instant) {
+        let text = q.text(&id.tenant);
+        self.ctx
+            .metrics
+            .refused_for(self.protocol, &id.tenant, q.reason());
+        if self.log.allow(now) {
+            warn!(stream = %id, reason = q.reason().as_str(), "publish refused: {text}");
+        }
+        self.session
+            .reject_publish(stream_id, "NetStream.Publish.Rejected", &text);
     }
 }
 

@@ -59,6 +59,7 @@ use crate::stream::{PublishError, Publisher};
 use crate::webhooks::Verdict;
 use crate::Context;
 use tidegate_limits::{ConnectionGuard, LogLimiter, Refusal, LOG_LINES_PER_SECOND, LOG_WINDOW};
+use tidegate_registry::quotas::QuotaRefusal;
 use tidegate_registry::tenants::{KeyRefusal, Tenants};
 
 /// Datagrams read per `recvmmsg` call.
@@ -558,6 +559,11 @@ impl Router {
                 return;
             }
         };
+        // The tenant's attempts a second, before anything costs more.
+        if let Err(q) = self.ctx.tenants.check_rate(&id, now).await {
+            self.reject_quota(now, req, &id, q);
+            return;
+        }
         // The worker's publisher cap (counted as `max_publishers`), before anything costs
         // more (the on-publish callback, the state store).
         let Some(publisher) = self
@@ -579,11 +585,18 @@ impl Router {
             _connection: connection,
             _publisher: publisher,
         };
+        // The tenant's live streams and their bitrate, across the cluster.
+        if let Err(q) = self.ctx.tenants.check_live(&id).await {
+            self.reject_quota(now, req, &id, q);
+            return;
+        }
         if self.ctx.on_publish.is_some() {
             let Ok(permit) = self.checks.clone().try_acquire_owned() else {
-                self.ctx
-                    .metrics
-                    .refused(Protocol::Srt, PublishRefusal::OnPublishBusy);
+                self.ctx.metrics.refused_for(
+                    Protocol::Srt,
+                    &id.tenant,
+                    PublishRefusal::OnPublishBusy,
+                );
                 self.reject(
                     now,
                     req,
@@ -630,7 +643,9 @@ impl Router {
             Verdict::Unavailable => "the on-publish callback did not answer in time",
             _ => "the on-publish callback refused it",
         };
-        self.ctx.metrics.refused(Protocol::Srt, d.verdict.reason());
+        self.ctx
+            .metrics
+            .refused_for(Protocol::Srt, &d.id.tenant, d.verdict.reason());
         self.reject(
             now,
             d.req,
@@ -692,6 +707,29 @@ impl Router {
         }
     }
 
+    /// Refuses a caller over one of its tenant's quotas with [`QUOTA_REJECTION`], counted
+    /// with the tenant and logged with the quota in words.
+    fn reject_quota(
+        &mut self,
+        now: Instant,
+        req: ConnectionRequest,
+        id: &StreamId,
+        q: QuotaRefusal,
+    ) {
+        let label = q.reason();
+        self.ctx
+            .metrics
+            .refused_for(Protocol::Srt, &id.tenant, label);
+        self.reject(
+            now,
+            req,
+            label.as_str(),
+            QUOTA_REJECTION,
+            &q.text(&id.tenant),
+            Some(key_hint(&id.name)),
+        );
+    }
+
     /// One WARN line about a caller that was not admitted, unless the `srt` area's budget
     /// is spent (then it is counted in `tidegate_log_lines_suppressed_total{area="srt"}`).
     fn log_refusal(
@@ -743,7 +781,9 @@ impl Router {
                         id.tenant
                     );
                 }
-                self.ctx.metrics.refused(Protocol::Srt, label);
+                self.ctx
+                    .metrics
+                    .refused_for(Protocol::Srt, &id.tenant, label);
                 self.log_refusal(
                     now,
                     peer,
@@ -766,7 +806,9 @@ impl Router {
             Err(e) => {
                 let (label, code) = publish_refusal(&e);
                 let rule = format!("stream {id}: {e}");
-                self.ctx.metrics.refused(Protocol::Srt, label);
+                self.ctx
+                    .metrics
+                    .refused_for(Protocol::Srt, &id.tenant, label);
                 self.reject(
                     Instant::now(),
                     verified.into_request(),
@@ -778,6 +820,9 @@ impl Router {
                 return;
             }
         };
+        self.ctx
+            .tenants
+            .apply_bitrate_quota(&id, publisher.telemetry());
         let (conn, resp) = self.listener.complete(Instant::now(), verified);
         let (tx, rx) = mpsc::channel(CONNECTION_QUEUE);
         let socket_id = conn.socket_id();
@@ -834,6 +879,11 @@ impl Drop for RouteGuard {
             .remove(self.socket_id);
     }
 }
+
+/// The rejection code of a caller over one of its tenant's quotas: 1402
+/// `SRT_REJX_OVERLOAD`, which libsrt documents as "the server is too heavily loaded, or you
+/// have exceeded credits for accessing the service and the resource".
+pub const QUOTA_REJECTION: RejectReason = RejectReason::OVERLOAD;
 
 /// The `reason` label and the rule of a caller refused at the handshake.
 fn handshake_refusal(

@@ -269,7 +269,7 @@ async fn attempt_once(
     let publisher = match ctx.streams.begin_pull(id.clone()).await {
         Ok(p) => p,
         Err(e) => {
-            metrics.refused(Protocol::Srt, e.reason());
+            metrics.refused_for(Protocol::Srt, &id.tenant, e.reason());
             let mut conn = conn;
             let now = Instant::now();
             conn.close(now);

@@ -50,6 +50,7 @@ pub use tenant_settings::{
 };
 // Tenant admin tokens (issue #12 item 5).
 pub use tenant::{AdminToken, TokenRecord, TokenScope, TOKEN_PREFIX};
+pub use tenant::{DEFAULT_OVER_BITRATE_FOR_S, MAX_OVER_BITRATE_FOR_S};
 pub use webhook_url::{check_url, WebhookUrl};
 // Signed playback (issue #12): signing keys and HS256 tokens.
 pub use playback::{

@@ -73,6 +73,72 @@ pub struct Quotas {
     /// file).
     #[serde(alias = "max-bitrate-bps")]
     pub max_bitrate_bps: Option<u64>,
+    // Quotas enforced at publish and while live (docs/quotas.md): the tenant's total
+    // ingest bitrate, its publish attempts per second, and what happens to a stream over
+    // `max_bitrate_bps`.
+    /// Ingest bitrate of all the tenant's live streams together, across the cluster, in
+    /// bits per second (`max-total-bitrate-bps`): a new stream is refused while the live
+    /// ones measure this much or more.
+    #[serde(alias = "max-total-bitrate-bps")]
+    pub max_total_bitrate_bps: Option<u64>,
+    /// Publish attempts a second with the tenant's keys, across the cluster
+    /// (`max-publish-rate`); attempts beyond are refused.
+    #[serde(alias = "max-publish-rate")]
+    pub max_publish_rate: Option<u32>,
+    /// How long, in seconds, a live stream's measured bitrate may stay above
+    /// `max_bitrate_bps` before it is flagged `warning` with `over_bitrate_quota`
+    /// (`over-bitrate-for-s`; [`DEFAULT_OVER_BITRATE_FOR_S`] when unset).
+    #[serde(alias = "over-bitrate-for-s")]
+    pub over_bitrate_for_s: Option<u32>,
+    /// Whether a stream flagged `over_bitrate_quota` is disconnected as well
+    /// (`disconnect-over-bitrate`; default false: flagged only).
+    #[serde(alias = "disconnect-over-bitrate")]
+    pub disconnect_over_bitrate: bool,
+}
+
+/// How long a stream may stay above its tenant's `max_bitrate_bps` before it is flagged,
+/// when the tenant does not say ([`Quotas::over_bitrate_for_s`]).
+pub const DEFAULT_OVER_BITRATE_FOR_S: u32 = 10;
+
+/// The longest [`Quotas::over_bitrate_for_s`] accepted (the health machine's window).
+pub const MAX_OVER_BITRATE_FOR_S: u32 = 120;
+
+impl Quotas {
+    /// How long a stream may stay above `max_bitrate_bps` before it is flagged.
+    pub fn over_bitrate_for(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(
+            self.over_bitrate_for_s
+                .unwrap_or(DEFAULT_OVER_BITRATE_FOR_S)
+                .clamp(1, MAX_OVER_BITRATE_FOR_S),
+        ))
+    }
+
+    /// Checks the quotas added with their enforcement are in range: the total bitrate at
+    /// most 2^53 - 1 (what every JSON reader reads exactly), `over_bitrate_for_s` within
+    /// 1..=[`MAX_OVER_BITRATE_FOR_S`]. Says which field is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        const MAX_JSON_INT: u64 = (1 << 53) - 1;
+        if self.max_total_bitrate_bps.is_some_and(|b| b > MAX_JSON_INT) {
+            return Err(format!(
+                "max_total_bitrate_bps must be at most {MAX_JSON_INT}"
+            ));
+        }
+        if self
+            .over_bitrate_for_s
+            .is_some_and(|s| !(1..=MAX_OVER_BITRATE_FOR_S).contains(&s))
+        {
+            return Err(format!(
+                "over_bitrate_for_s must be between 1 and {MAX_OVER_BITRATE_FOR_S}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether admitting a stream needs the tenant's live streams counted (in the state
+    /// store): a limit on their number or on their total bitrate.
+    pub fn counts_live_streams(&self) -> bool {
+        self.max_streams.is_some() || self.max_total_bitrate_bps.is_some()
+    }
 }
 
 /// What a tenant is configured with (everything but its keys): the same in the TOML file,

@@ -652,10 +652,26 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     serde_json::from_value(value).map_err(|e| format!("invalid request body: {e}"))
 }
 
-/// Quotas from a JSON object only (not from an array, which serde would also read).
+/// Quotas from a JSON object only (not from an array, which serde would also read). A
+/// number written with a zero fraction (`8000000.0`) is an integer to JSON Schema and to
+/// JavaScript, so it reads as one.
 fn quotas_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Quotas, D::Error> {
     let map = serde_json::Map::deserialize(d)?;
+    let map = map.into_iter().map(|(k, v)| (k, integral(v))).collect();
     serde_json::from_value(serde_json::Value::Object(map)).map_err(serde::de::Error::custom)
+}
+
+/// `v` as an unsigned integer when it is a float with no fraction within 0..=2^53 (where a
+/// float holds every integer exactly); otherwise `v` unchanged.
+fn integral(v: serde_json::Value) -> serde_json::Value {
+    const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+    match v.as_f64() {
+        Some(f) if v.is_f64() && f.fract() == 0.0 && (0.0..=MAX_EXACT).contains(&f) => {
+            // Exact: an integral float within 2^53 converts without loss.
+            serde_json::Value::from(f as u64)
+        }
+        _ => v,
+    }
 }
 
 fn some_quotas_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Quotas>, D::Error> {
@@ -1180,5 +1196,22 @@ mod tests {
         assert!(!same_token("s3creT", "s3cret"));
         assert!(!same_token("s3cre", "s3cret"));
         assert!(!same_token("", "s3cret"));
+    }
+
+    #[test]
+    fn quotas_read_integral_floats_as_integers_and_nothing_else() {
+        let read = |json: &str| -> Result<CreateTenant, String> { body(json.as_bytes()) };
+        let t =
+            read(r#"{"name": "a", "quotas": {"max_bitrate_bps": 8000000.0, "max_streams": 5}}"#)
+                .unwrap();
+        assert_eq!(t.quotas.max_bitrate_bps, Some(8_000_000));
+        assert_eq!(t.quotas.max_streams, Some(5));
+        for bad in [
+            r#"{"name": "a", "quotas": {"max_bitrate_bps": 1.5}}"#,
+            r#"{"name": "a", "quotas": {"max_bitrate_bps": -1.0}}"#,
+            r#"{"name": "a", "quotas": {"max_streams": 1e300}}"#,
+        ] {
+            assert!(read(bad).is_err(), "{bad}");
+        }
     }
 }

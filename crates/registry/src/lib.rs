@@ -1,9 +1,11 @@
 //! The stream registry: streams, their publishers, the writer task that stores segments and
 //! playlists, and the sweeper ([`stream`]); which stream a stream key publishes
-//! ([`tenants`]) and who may watch it ([`playback`]); this worker as a cluster member ([`worker`]).
+//! ([`tenants`]), who may watch it ([`playback`]) and whether its tenant's quotas admit it
+//! ([`quotas`]); this worker as a cluster member ([`worker`]).
 #![deny(missing_docs)]
 
 pub mod playback;
+pub mod quotas;
 pub mod settings;
 pub mod stream;
 pub mod tenants;

@@ -20,13 +20,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tidegate_model::{
-    unix_ms, valid_tenant_name, KeyId, KeyRecord, StreamKey, TenantSettings, OPEN_TENANT,
+    unix_ms, valid_tenant_name, KeyId, KeyRecord, Quotas, StreamKey, TenantSettings, OPEN_TENANT,
 };
 use tracing::{info, warn};
 
+use crate::quotas::{self as quota, PublishRates, QuotaRefusal};
 use crate::store::{StateStore, StoreError, StreamId, TenantRecord, MAX_KEYS_PER_TENANT};
 use crate::stream::Streams;
 
@@ -128,6 +129,8 @@ pub struct KeyIndex {
     by_id: HashMap<KeyId, Vec<Entry>>,
     /// The tenants' admin tokens, swapped in with their keys.
     tokens: TokenIndex,
+    /// Each tenant's quotas.
+    quotas: HashMap<String, Quotas>,
 }
 
 impl KeyIndex {
@@ -139,6 +142,9 @@ impl KeyIndex {
         };
         for t in tenants {
             index.tenants.insert(t.name.clone());
+            index
+                .quotas
+                .insert(t.name.clone(), t.settings.quotas.clone());
             for key in &t.keys {
                 if StreamId::new(&t.name, &key.stream).is_none() {
                     continue;
@@ -160,6 +166,11 @@ impl KeyIndex {
     /// How many tenants there are.
     pub fn tenant_count(&self) -> usize {
         self.tenants.len()
+    }
+
+    /// The quotas of `tenant` (`None` for no such tenant, open mode's included).
+    pub fn quotas(&self, tenant: &str) -> Option<&Quotas> {
+        self.quotas.get(tenant)
     }
 
     /// The stream `presented` publishes. Costs one parse, one lookup and one SHA-256 per
@@ -227,7 +238,16 @@ pub struct Tenants {
     unsigned: std::sync::Mutex<BTreeSet<String>>,
     /// Signed playback: which tenants require a token, with their keys (`crate::playback`).
     playback: crate::playback::PlaybackState,
+    /// Each tenant's publish-attempt bucket on this worker (`max_publish_rate`).
+    rates: PublishRates,
+    /// Unix ms of the last "could not be counted" warning: one every
+    /// [`QUOTA_WARN_INTERVAL_MS`] through a store outage, not one per attempt.
+    quota_warned_ms: std::sync::atomic::AtomicI64,
 }
+
+/// The shortest interval between two warnings that a tenant's live streams could not be
+/// counted (publish attempts keep coming through a store outage).
+const QUOTA_WARN_INTERVAL_MS: i64 = 10_000;
 
 impl std::fmt::Debug for Tenants {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -258,6 +278,8 @@ impl Tenants {
             settings: RwLock::default(),
             unsigned: std::sync::Mutex::default(),
             playback: crate::playback::PlaybackState::default(),
+            rates: PublishRates::default(),
+            quota_warned_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
         })
     }
 
@@ -351,6 +373,8 @@ impl Tenants {
             let mut slot = self.index.write().unwrap_or_else(|e| e.into_inner());
             slot.replace(next.clone())
         };
+        self.rates.retain(|t| next.quotas(t).is_some());
+        self.apply_bitrate_quotas(&next).await;
         // The first read is reported by the server's start line.
         match &previous {
             None => {}
@@ -394,6 +418,109 @@ impl Tenants {
         }
         Ok(())
     }
+}
+
+/// Quotas (see [`crate::quotas`]).
+impl Tenants {
+    /// The quotas of `tenant`, as the directory knows them now.
+    pub fn quotas(&self, tenant: &str) -> Option<Quotas> {
+        self.current()?.quotas(tenant).cloned()
+    }
+
+    /// Counts a publish attempt for `id` against its tenant's `max_publish_rate`: first a
+    /// bucket of the tenant's own on this worker (a flood is refused there, at no store
+    /// cost), then, for an attempt that passed it, the tenant's count of this second across
+    /// the cluster (Redis; the embedded store has no other worker). Call it once per
+    /// attempt, right after the key resolved. A store that does not answer admits.
+    pub async fn check_rate(&self, id: &StreamId, now: Instant) -> Result<(), QuotaRefusal> {
+        let Some(rate) = self.quotas(&id.tenant).and_then(|q| q.max_publish_rate) else {
+            return Ok(());
+        };
+        if !self.rates.allow(&id.tenant, rate, now) {
+            return Err(QuotaRefusal::Rate { max_per_s: rate });
+        }
+        let second = unix_ms().div_euclid(1000);
+        match self.state.count_publish_attempt(&id.tenant, second).await {
+            Ok(Some(count)) if count > u64::from(rate) => {
+                Err(QuotaRefusal::Rate { max_per_s: rate })
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.warn_uncounted(&id.tenant, "publish attempts", &e);
+                Ok(())
+            }
+        }
+    }
+
+    /// Says (at most every [`QUOTA_WARN_INTERVAL_MS`]) that a quota could not be counted in
+    /// the state store and the attempt was admitted.
+    fn warn_uncounted(&self, tenant: &str, what: &str, e: &StoreError) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = unix_ms();
+        let last = self.quota_warned_ms.load(Relaxed);
+        if now.saturating_sub(last) >= QUOTA_WARN_INTERVAL_MS
+            && self
+                .quota_warned_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+        {
+            warn!(tenant, error = %e, "quotas: the tenant's {what} could not be counted; admitting (said at most every 10 s)");
+        }
+    }
+
+    /// Whether `id`'s tenant may have it live: its live streams (`max_streams`) and their
+    /// bitrate together (`max_total_bitrate_bps`), counted across the cluster from the state
+    /// store and this worker's sessions; `id` itself never counts. A state store that does
+    /// not answer admits (the publish that follows needs the store and fails by itself).
+    pub async fn check_live(&self, id: &StreamId) -> Result<(), QuotaRefusal> {
+        let Some(quotas) = self.quotas(&id.tenant).filter(Quotas::counts_live_streams) else {
+            return Ok(());
+        };
+        let stored = match self.stored_live(&id.tenant).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.warn_uncounted(&id.tenant, "live streams", &e);
+                Vec::new()
+            }
+        };
+        let live = quota::merge_live(stored, self.streams.live_here_of(&id.tenant).await);
+        quota::admit(&quotas, &id.name, &live)
+    }
+
+    /// The live streams of `tenant` the state store's active index holds.
+    async fn stored_live(&self, tenant: &str) -> Result<Vec<quota::LiveStream>, StoreError> {
+        let records = self.state.active_records_of(tenant).await?;
+        Ok(quota::live_from_records(&records, unix_ms()))
+    }
+
+    /// Sets the bitrate cap of one stream's telemetry from its tenant's quotas (a publish
+    /// session starting).
+    pub fn apply_bitrate_quota(
+        &self,
+        id: &StreamId,
+        telemetry: &crate::telemetry::StreamTelemetry,
+    ) {
+        let quotas = self.quotas(&id.tenant).unwrap_or_default();
+        apply_bitrate_quota(&quotas, telemetry);
+    }
+
+    /// Sets every live stream's bitrate cap from `index` (a tenant's quotas changed).
+    async fn apply_bitrate_quotas(&self, index: &KeyIndex) {
+        for (id, telemetry) in self.streams.live_telemetry().await {
+            let quotas = index.quotas(&id.tenant).cloned().unwrap_or_default();
+            apply_bitrate_quota(&quotas, &telemetry);
+        }
+    }
+}
+
+fn apply_bitrate_quota(quotas: &Quotas, telemetry: &crate::telemetry::StreamTelemetry) {
+    let cap = quotas
+        .max_bitrate_bps
+        .map(|max_bps| tidegate_health::BitrateCap {
+            max_bps,
+            over_for_ms: u64::try_from(quotas.over_bitrate_for().as_millis()).unwrap_or(u64::MAX),
+        });
+    telemetry.set_bitrate_quota(cap, quotas.disconnect_over_bitrate);
 }
 
 impl Tenants {
@@ -633,7 +760,13 @@ fn check_settings(settings: &TenantSettings) -> Result<(), ManageError> {
     }
     // SRT, webhooks, segments, reconnect window, health (issue #12 item 3).
     tidegate_model::check_stream_settings(settings).map_err(ManageError::Invalid)?;
+    check_quotas(&settings.quotas)?;
     Ok(())
+}
+
+/// The quotas added with their enforcement (`crate::quotas`): in range.
+fn check_quotas(q: &Quotas) -> Result<(), ManageError> {
+    q.check().map_err(ManageError::Invalid)
 }
 
 #[cfg(test)]
@@ -855,6 +988,72 @@ mod tests {
             Some(true),
             "the last tenant gone: open again"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_tenants_live_streams_are_counted_from_the_store_and_its_own_never() {
+        use crate::store::StreamRecord;
+        use tidegate_packager::{Container, PlaylistState};
+        let (dir, streams) = crate::stream::test_streams("quota-live", "state");
+        let state: Arc<dyn StateStore> =
+            Arc::new(crate::store::fs::FsStateStore::new(dir.join("state")));
+        let tenants = Tenants::new(state.clone(), streams);
+        tenants.refresh().await.unwrap();
+        let settings = |max_streams| TenantSettings {
+            quotas: Quotas {
+                max_streams,
+                ..Quotas::default()
+            },
+            ..TenantSettings::default()
+        };
+        tenants.create("acme", settings(Some(1))).await.unwrap();
+        tenants.create("beta", settings(None)).await.unwrap();
+        // Stream acme/a live on another worker: its record, with a fresh lease.
+        let now = unix_ms();
+        let mut record = StreamRecord {
+            id: id("acme", "a"),
+            playlist: PlaylistState::new(Container::Fmp4, 6, 2),
+            updated_ms: now,
+            publisher_left_ms: None,
+            owner: "another-worker".into(),
+            last_media_ms: Some(now),
+            takeovers: Vec::new(),
+            session_started_ms: Some(now),
+            holder: None,
+        };
+        state.compare_and_set(None, &record).await.unwrap();
+        assert_eq!(
+            tenants.check_live(&id("acme", "b")).await,
+            Err(QuotaRefusal::Streams { live: 1, max: 1 })
+        );
+        assert_eq!(
+            tenants.check_live(&id("acme", "a")).await,
+            Ok(()),
+            "its own stream"
+        );
+        assert_eq!(
+            tenants.check_live(&id("beta", "b")).await,
+            Ok(()),
+            "another tenant"
+        );
+        // Its publisher gone (reconnecting): its place is free.
+        record.publisher_left_ms = Some(now);
+        let epoch = record.playlist.epoch;
+        state.compare_and_set(Some(epoch), &record).await.unwrap();
+        assert_eq!(tenants.check_live(&id("acme", "b")).await, Ok(()));
+        // The rate: a bucket per tenant.
+        tenants
+            .update("acme", |s| s.quotas.max_publish_rate = Some(1))
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        assert_eq!(tenants.check_rate(&id("acme", "a"), t0).await, Ok(()));
+        assert_eq!(
+            tenants.check_rate(&id("acme", "a"), t0).await,
+            Err(QuotaRefusal::Rate { max_per_s: 1 })
+        );
+        assert_eq!(tenants.check_rate(&id("beta", "a"), t0).await, Ok(()));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -323,6 +323,34 @@ pub trait StateStore: Send + Sync + 'static {
     /// may miss a record written by a version without the index (the sweeper's rarer full
     /// pass over [`StateStore::list`] finds those).
     async fn list_active(&self) -> Result<Vec<StreamId>, StoreError>;
+    /// Counts one publish attempt of tenant `tenant` in the unix second `second` across
+    /// the cluster and returns the count of that second so far (the tenant's
+    /// `max_publish_rate` quota); `None` when this store has no other worker to share the
+    /// count with (the embedded store: the worker's own count is the whole count).
+    async fn count_publish_attempt(
+        &self,
+        _tenant: &str,
+        _second: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// The records of tenant `tenant`'s streams in the index of
+    /// [`StateStore::list_active`] (a tenant's quotas count its live streams from them).
+    /// A record gone since, or one that does not read, is left out.
+    async fn active_records_of(&self, tenant: &str) -> Result<Vec<StreamRecord>, StoreError> {
+        let mut out = Vec::new();
+        for id in self.list_active().await? {
+            if id.tenant != tenant {
+                continue;
+            }
+            match self.load(&id).await {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) | Err(StoreError::Corrupt { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
     /// Deletes the record of `id` if it is ended and its epoch is still `epoch` (an ended
     /// stream past its retention); `false` when it is not (gone already, restarted by a
     /// new publisher, or not ended). With no record, it drops `id` from the index of

@@ -14,6 +14,7 @@
 //! | `P:worker:ID:incarnations` | integer | how often worker `ID` registered ([`StateStore::register_worker`]) |
 //! | `P:worker:ID` | string, with a TTL | the [`WorkerRecord`] as JSON, refreshed by each heartbeat ([`StateStore::put_worker`]) |
 //! | `P:workers` | set | ids of workers that wrote a record; members whose record expired are pruned when listed |
+//! | `P:attempts:TENANT:SECOND` | integer, 2 s TTL | publish attempts of a tenant in that unix second, across the cluster ([`StateStore::count_publish_attempt`]) |
 //!
 //! The compare-and-set is one Lua script ([`CAS_SCRIPT`]): Redis runs it atomically, so the
 //! read of the stored epoch, the comparison, the write, the set membership and the change
@@ -37,6 +38,10 @@ use super::{Change, StateStore, StoreError, StreamId, StreamRecord, TenantRecord
 
 /// Default key prefix: every key and the change channel start with `tidegate:`.
 pub const KEY_PREFIX: &str = "tidegate";
+
+/// How long a tenant's per-second attempt counter lives: its second and the next (a
+/// worker whose clock is a little behind still finds it), then Redis drops it.
+pub const ATTEMPT_COUNT_TTL_SECS: i64 = 2;
 
 /// Upper bound on one store call (connect, command, script), so a dead or partitioned Redis
 /// turns into an error instead of a hung writer.
@@ -509,6 +514,50 @@ impl StateStore for RedisStateStore {
 
     async fn list_active(&self) -> Result<Vec<StreamId>, StoreError> {
         self.members(self.active_key()).await
+    }
+
+    /// One SMEMBERS of the active index and one MGET of the tenant's records: two round
+    /// trips whatever the number of its streams.
+    async fn active_records_of(&self, tenant: &str) -> Result<Vec<StreamRecord>, StoreError> {
+        let prefix = format!("{tenant}/");
+        let with_records = self
+            .members_with_records(self.active_key(), |member| {
+                if member.starts_with(&prefix) {
+                    parse_member(member)
+                        .map(|id| self.record_key(&id))
+                        .ok_or_else(|| StoreError::InvalidPath(member.to_owned()))
+                } else {
+                    Err(StoreError::InvalidPath(member.to_owned()))
+                }
+            })
+            .await?;
+        Ok(with_records
+            .into_iter()
+            .filter_map(|(_, raw)| serde_json::from_slice(&raw?).ok())
+            .collect())
+    }
+
+    async fn count_publish_attempt(
+        &self,
+        tenant: &str,
+        second: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        if !super::valid_tenant_name(tenant) {
+            return Err(StoreError::InvalidPath(tenant.to_owned()));
+        }
+        let key = format!("{}:attempts:{tenant}:{second}", self.prefix);
+        let mut conn = self.conn.clone();
+        let (count,): (u64,) = bounded("count attempt", async move {
+            redis::pipe()
+                .atomic()
+                .incr(&key, 1u64)
+                .expire(&key, ATTEMPT_COUNT_TTL_SECS)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+        })
+        .await?;
+        Ok(Some(count))
     }
 
     async fn delete(&self, id: &StreamId, epoch: u64) -> Result<bool, StoreError> {

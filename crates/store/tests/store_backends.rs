@@ -1236,3 +1236,60 @@ async fn an_unreadable_tenant_record_hides_no_other_tenant() {
         Err(StoreError::Corrupt { .. })
     ));
 }
+
+/// A tenant's publish attempts are counted per second across the cluster in Redis (two
+/// workers' stores share the count; another second or tenant starts at 1, the counter
+/// expires); the embedded store shares nothing and says so.
+#[tokio::test]
+async fn publish_attempts_are_counted_per_tenant_and_second_in_redis_only() {
+    let redis = RedisServer::start_ephemeral();
+    let a = RedisStateStore::connect(&redis.url()).await.unwrap();
+    let b = RedisStateStore::connect(&redis.url()).await.unwrap();
+    assert_eq!(a.count_publish_attempt("acme", 100).await.unwrap(), Some(1));
+    assert_eq!(b.count_publish_attempt("acme", 100).await.unwrap(), Some(2));
+    assert_eq!(a.count_publish_attempt("acme", 101).await.unwrap(), Some(1));
+    assert_eq!(b.count_publish_attempt("beta", 100).await.unwrap(), Some(1));
+    assert!(a.count_publish_attempt("../x", 100).await.is_err());
+    let ttl = raw_exchange(redis.port, b"TTL tidegate:attempts:acme:100\r\nQUIT\r\n").unwrap();
+    let ttl = String::from_utf8_lossy(&ttl);
+    assert!(ttl.starts_with(":1") || ttl.starts_with(":2"), "{ttl}");
+    let dir = std::env::temp_dir().join(format!("tg-attempts-{}", std::process::id()));
+    let fs = FsStateStore::new(dir.clone());
+    assert_eq!(fs.count_publish_attempt("acme", 100).await.unwrap(), None);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A tenant's records in the active index, alike in Redis (one MGET) and the embedded
+/// store: its streams that are not ended, no other tenant's.
+#[tokio::test]
+async fn a_tenants_active_records_are_read_alike() {
+    async fn scenario(store: &dyn StateStore) -> Vec<String> {
+        for (tenant, name) in [("acme", "a"), ("acme", "b"), ("beta", "c")] {
+            let id = StreamId::new(tenant, name).unwrap();
+            store
+                .compare_and_set(None, &record(&id, 1, "w"))
+                .await
+                .unwrap();
+        }
+        let b = StreamId::new("acme", "b").unwrap();
+        let mut ended = record(&b, 2, "w");
+        ended.playlist.ended = true;
+        store.compare_and_set(Some(1), &ended).await.unwrap();
+        let mut out: Vec<String> = store
+            .active_records_of("acme")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        out.sort();
+        out.push(format!(
+            "{}",
+            store.active_records_of("nobody").await.unwrap().len()
+        ));
+        out
+    }
+    let (from_redis, from_fs) = on_redis_and_embedded("active-of", scenario).await;
+    assert_eq!(from_redis, ["acme/a", "0"]);
+    assert_eq!(from_redis, from_fs);
+}

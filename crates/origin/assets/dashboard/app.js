@@ -82,6 +82,8 @@
         return "timestamps jumped";
       case "competing_publishers":
         return "competing publishers on one key";
+      case "over_bitrate_quota":
+        return "over its bitrate quota " + fmtBps(r.bps) + " > " + fmtBps(r.max_bps);
       default:
         return String(r.code || "unknown");
     }

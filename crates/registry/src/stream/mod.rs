@@ -989,8 +989,61 @@ impl Streams {
         for s in streams {
             if s.inner.lock().await.live.is_some() {
                 self.telemetry.tick(&s.telemetry);
+                if s.telemetry.over_bitrate_to_disconnect() {
+                    self.disconnect_over_bitrate(&s).await;
+                }
             }
         }
+    }
+
+    /// Kicks the publisher of `stream`, which stayed over its tenant's per-stream bitrate
+    /// quota for longer than allowed and whose tenant wants it disconnected then.
+    async fn disconnect_over_bitrate(&self, stream: &Arc<Stream>) {
+        let bitrate_bps = stream.telemetry.bitrate_bps();
+        if self.kick(&stream.id).await {
+            warn!(stream = %stream.id, bitrate_bps, "publisher disconnected: over its tenant's per-stream bitrate quota (max_bitrate_bps) for longer than over_bitrate_for_s");
+            self.metrics
+                .quota_disconnects
+                .get_or_create(&crate::metrics::TenantLabels {
+                    tenant: stream.id.tenant.clone(),
+                })
+                .inc();
+        }
+    }
+
+    /// The streams of `tenant` with a publish session live on this worker, with their
+    /// bitrate as measured here (a session that has no record yet included).
+    pub async fn live_here_of(&self, tenant: &str) -> Vec<crate::quotas::LiveStream> {
+        let streams: Vec<_> = self
+            .streams
+            .lock()
+            .await
+            .values()
+            .filter(|s| s.id.tenant == tenant)
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for s in streams {
+            if s.inner.lock().await.live.is_some() {
+                out.push(crate::quotas::LiveStream {
+                    name: s.id.name.clone(),
+                    bitrate_bps: s.telemetry.bitrate_bps(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Every stream with a publish session live on this worker, with its telemetry.
+    pub async fn live_telemetry(&self) -> Vec<(StreamId, Arc<StreamTelemetry>)> {
+        let streams: Vec<_> = self.streams.lock().await.values().cloned().collect();
+        let mut out = Vec::new();
+        for s in streams {
+            if s.inner.lock().await.live.is_some() {
+                out.push((s.id.clone(), s.telemetry.clone()));
+            }
+        }
+        out
     }
 
     /// Ends every stream that has had no publisher for the reconnect window: one whose
