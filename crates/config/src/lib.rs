@@ -512,6 +512,17 @@ impl ServeConfig {
                 return invalid(field, "must be between 100ms and 1h");
             }
         }
+        // --- Dedicated pools (issue #12, helper `pools`) ---
+        if self
+            .pool
+            .as_deref()
+            .is_some_and(|p| !tidegate_model::valid_tenant_name(p))
+        {
+            return invalid(
+                "pool",
+                "must be 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit (as tenant pools)",
+            );
+        }
         Ok(())
     }
 
@@ -870,6 +881,27 @@ mod tests {
         let out_of_range =
             ServeConfig::from_toml("[tenants.x.health]\nmax-drop-rate = 7.0\n").unwrap();
         assert!(out_of_range.validate().is_err());
+    }
+
+    #[test]
+    fn a_workers_pool_is_named_as_tenant_pools_are() {
+        for good in ["premium", "gold-2"] {
+            let c = ServeConfig {
+                pool: Some(good.into()),
+                ..ServeConfig::default()
+            };
+            c.validate().unwrap();
+        }
+        for bad in ["", "Premium", "a b", "-x"] {
+            let c = ServeConfig {
+                pool: Some(bad.into()),
+                ..ServeConfig::default()
+            };
+            match c.validate() {
+                Err(ConfigError::Invalid { field: "pool", .. }) => {}
+                other => panic!("pool {bad:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

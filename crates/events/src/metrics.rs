@@ -258,6 +258,11 @@ label_values! {
         OnPublishUnavailable = "on_publish_unavailable",
         /// SRT: too many on-publish checks in flight.
         OnPublishBusy = "on_publish_busy",
+        // --- Dedicated pools (issue #12, item 4) ---
+        /// The tenant's pool is not this worker's (`--pool`): a pooled tenant on a shared
+        /// worker, another pool's or a shared tenant on a pooled one, anyone on a pooled
+        /// worker in open mode; an SRT pull that this worker's pool does not serve.
+        Pool = "pool",
     }
 }
 

@@ -59,7 +59,7 @@ use crate::stream::{PublishError, Publisher};
 use crate::webhooks::Verdict;
 use crate::Context;
 use tidegate_limits::{ConnectionGuard, LogLimiter, Refusal, LOG_LINES_PER_SECOND, LOG_WINDOW};
-use tidegate_registry::tenants::{KeyRefusal, Tenants};
+use tidegate_registry::tenants::{Admission, KeyRefusal, Tenants};
 
 /// Datagrams read per `recvmmsg` call.
 const BATCH: usize = 32;
@@ -516,18 +516,39 @@ impl Router {
                     return;
                 }
             };
-        let id = match request_stream(&req, &self.ctx.tenants) {
-            Ok(id) => id,
+        let hint = |req: &ConnectionRequest| {
+            req.stream_id()
+                .filter(|s| !s.is_empty())
+                .map(|s| key_hint(stream_id_key_part(s)))
+        };
+        let admitted = match request_stream(&req, &self.ctx.tenants) {
+            Ok(admitted) => admitted,
             Err(e) => {
-                let hint = req
-                    .stream_id()
-                    .filter(|s| !s.is_empty())
-                    .map(|s| key_hint(stream_id_key_part(s)));
+                let hint = hint(&req);
                 self.ctx.metrics.refused(Protocol::Srt, e.label());
                 self.reject(now, req, e.label().as_str(), e.code(), e.rule(), hint);
                 return;
             }
         };
+        // A dedicated pool's tenant publishes only to its pool's workers, and a pooled
+        // worker takes only its pool's tenants.
+        if let Err(refusal) = self.ctx.tenants.check_pool(&admitted) {
+            let hint = hint(&req);
+            let rule = format!("stream {}: {refusal}", admitted.id);
+            self.ctx
+                .metrics
+                .refused(Protocol::Srt, PublishRefusal::Pool);
+            self.reject(
+                now,
+                req,
+                PublishRefusal::Pool.as_str(),
+                POOL_REJECTION,
+                &rule,
+                hint,
+            );
+            return;
+        }
+        let id = admitted.id;
         // The worker's publisher cap (counted as `max_publishers`), before anything costs
         // more (the on-publish callback, the state store).
         let Some(publisher) = self
@@ -820,10 +841,14 @@ pub(crate) fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, d
 
 /// The stream a connection request asks to publish: its key as the tenant directory
 /// resolves it (open mode: tenant `default`, stream KEY).
-fn request_stream(req: &ConnectionRequest, tenants: &Tenants) -> Result<StreamId, StreamIdError> {
+fn request_stream(req: &ConnectionRequest, tenants: &Tenants) -> Result<Admission, StreamIdError> {
     let r = parse_stream_id(req.stream_id().unwrap_or_default())?;
-    Ok(tenants.resolve(&r.key)?.id)
+    Ok(tenants.resolve(&r.key)?)
 }
+
+/// The rejection code of a caller whose tenant's pool is not this worker's:
+/// `SRT_REJX_FORBIDDEN` (1403): the key is good, this worker may not take it.
+pub const POOL_REJECTION: RejectReason = RejectReason::FORBIDDEN;
 
 /// What an admitted caller holds until its connection ends (or it is refused): its place
 /// under the ingest connection caps and a publisher slot, both shared with RTMP.

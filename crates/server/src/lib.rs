@@ -321,7 +321,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
 
-    let tenants = tenants::Tenants::new(state.clone(), streams.clone());
+    let tenants = tenants::Tenants::in_pool(state.clone(), streams.clone(), member.pool.clone());
     let declared: Vec<_> = config
         .tenants
         .iter()
@@ -340,6 +340,23 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
     } else {
         info!("tenants are configured: publishing needs a stream key");
     }
+    // --- Dedicated pools (issue #12, item 4) ---
+    if let Some(pool) = tenants.pool() {
+        if tenants.is_open() == Some(true) {
+            warn!(
+                pool,
+                "this worker serves pool {pool} only, and in open mode no tenant is of it: \
+                 it refuses every publisher until a tenant names pool {pool}"
+            );
+        } else {
+            let of_pool = tenants.pool_tenants();
+            if of_pool.is_empty() {
+                warn!(pool, "this worker serves pool {pool} only, and no tenant names it yet: it refuses every publisher until one does");
+            } else {
+                info!(pool, tenants = %of_pool.join(","), "this worker serves pool {pool} only");
+            }
+        }
+    }
     if config.admin_token.is_none() {
         warn!("admin API is open: set --admin-token to require a bearer token for /api/v1");
     }
@@ -350,6 +367,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         http = %config.http_listen,
         data_dir = %config.data_dir.display(),
         worker = %settings.worker_id,
+        pool = tenants.pool().unwrap_or("shared"),
         pulls = config.pull.len(),
         incarnations = member.incarnations(),
         ended_on_start = recovered,
