@@ -336,19 +336,21 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .await
         .map_err(|e| ServeError::Store(format!("cannot read the tenants: {e}")))?;
     if tenants.is_open() == Some(true) {
-        warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
+        match tenants.pool() {
+            None => warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`"),
+            // --- Dedicated pools (issue #12, item 4) ---
+            Some(pool) => warn!(
+                pool,
+                "OPEN MODE with --pool {pool}: no tenants are configured, so none is of this \
+                 worker's pool: it refuses every publisher until a tenant names pool {pool}"
+            ),
+        }
     } else {
         info!("tenants are configured: publishing needs a stream key");
     }
     // --- Dedicated pools (issue #12, item 4) ---
     if let Some(pool) = tenants.pool() {
-        if tenants.is_open() == Some(true) {
-            warn!(
-                pool,
-                "this worker serves pool {pool} only, and in open mode no tenant is of it: \
-                 it refuses every publisher until a tenant names pool {pool}"
-            );
-        } else {
+        if tenants.is_open() != Some(true) {
             let of_pool = tenants.pool_tenants();
             if of_pool.is_empty() {
                 warn!(pool, "this worker serves pool {pool} only, and no tenant names it yet: it refuses every publisher until one does");
