@@ -137,7 +137,7 @@ impl BenchConfig {
                 "the duration must be positive".into(),
             ));
         }
-        if self.url.contains(KEY_PLACEHOLDER) != !self.keys.is_empty() {
+        if self.url.contains(KEY_PLACEHOLDER) == self.keys.is_empty() {
             return Err(LoadgenError::InvalidConfig(format!(
                 "{KEY_PLACEHOLDER} in the publish URL and a list of keys (--keys) go together"
             )));
