@@ -3,10 +3,11 @@
 
     garbage.py --tcp HOST:PORT --tcp-conns N --udp HOST:PORT --udp-rate R --duration S
 
-- TCP (the RTMP port): N tasks, each in a loop: connect; half of them send a few random
-  bytes and then hold the connection silent (a stuck or slowloris client: the server keeps
-  it until its handshake timeout), the other half send 4 KiB of random bytes at once (a
-  bad RTMP handshake, refused at once) and reconnect after 100 ms.
+- TCP (the RTMP port): N tasks, each in a loop: connect; half of them send the RTMP version
+  byte and a few random bytes and then hold the connection silent (a stuck or slowloris
+  client: the server keeps it until its handshake timeout), the other half send 4 KiB of
+  random bytes at once (not RTMP: refused at its first byte, unless that byte happens to be
+  the version) and reconnect after 100 ms.
 - UDP (the SRT port): R random datagrams a second, 16 to 1316 bytes each, in 10 ms batches.
 
 Prints one line of totals at the end (JSON). A benchmark tool, not a test.
@@ -37,7 +38,7 @@ async def tcp_client(i, target, end, totals):
             continue
         totals["tcp_connections"] += 1
         try:
-            writer.write(os.urandom(random.randint(1, 64) if hold else 4096))
+            writer.write(b"\x03" + os.urandom(random.randint(1, 64)) if hold else os.urandom(4096))
             await writer.drain()
             # Until the server closes it (or the run ends).
             left = max(0.0, end - time.monotonic())

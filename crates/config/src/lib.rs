@@ -497,6 +497,17 @@ impl ServeConfig {
                 });
             }
         }
+        // --- Dedicated pools (issue #12, helper `pools`) ---
+        if self
+            .pool
+            .as_deref()
+            .is_some_and(|p| !tidegate_model::valid_tenant_name(p))
+        {
+            return invalid(
+                "pool",
+                "must be 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit (as tenant pools)",
+            );
+        }
         // --- HTTP limits (issue #10, helper `http`) ---
         if self.http_max_connections == 0 {
             return invalid("http-max-connections", "must be at least 1");
@@ -511,17 +522,6 @@ impl ServeConfig {
             if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
                 return invalid(field, "must be between 100ms and 1h");
             }
-        }
-        // --- Dedicated pools (issue #12, helper `pools`) ---
-        if self
-            .pool
-            .as_deref()
-            .is_some_and(|p| !tidegate_model::valid_tenant_name(p))
-        {
-            return invalid(
-                "pool",
-                "must be 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit (as tenant pools)",
-            );
         }
         Ok(())
     }

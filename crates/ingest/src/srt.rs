@@ -516,15 +516,13 @@ impl Router {
                     return;
                 }
             };
-        let hint = |req: &ConnectionRequest| {
-            req.stream_id()
-                .filter(|s| !s.is_empty())
-                .map(|s| key_hint(stream_id_key_part(s)))
-        };
         let admitted = match request_stream(&req, &self.ctx.tenants) {
             Ok(admitted) => admitted,
             Err(e) => {
-                let hint = hint(&req);
+                let hint = req
+                    .stream_id()
+                    .filter(|s| !s.is_empty())
+                    .map(|s| key_hint(stream_id_key_part(s)));
                 self.ctx.metrics.refused(Protocol::Srt, e.label());
                 self.reject(now, req, e.label().as_str(), e.code(), e.rule(), hint);
                 return;
@@ -533,7 +531,7 @@ impl Router {
         // A dedicated pool's tenant publishes only to its pool's workers, and a pooled
         // worker takes only its pool's tenants.
         if let Err(refusal) = self.ctx.tenants.check_pool(&admitted) {
-            let hint = hint(&req);
+            let hint = req.stream_id().map(|s| key_hint(stream_id_key_part(s)));
             let rule = format!("stream {}: {refusal}", admitted.id);
             self.ctx
                 .metrics

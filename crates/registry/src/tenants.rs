@@ -123,10 +123,10 @@ struct Entry {
 /// Every key of every tenant, by key id. Pure: no I/O, no clock.
 #[derive(Debug, Clone, Default)]
 pub struct KeyIndex {
-    tenants: BTreeSet<String>,
-    by_id: HashMap<KeyId, Vec<Entry>>,
     /// The tenants that name a dedicated pool, with it.
     pools: HashMap<String, String>,
+    tenants: BTreeSet<String>,
+    by_id: HashMap<KeyId, Vec<Entry>>,
 }
 
 impl KeyIndex {
@@ -218,6 +218,9 @@ impl KeyIndex {
 pub struct Tenants {
     state: Arc<dyn StateStore>,
     streams: Arc<Streams>,
+    /// The pool this worker serves (`--pool`), set once at start ([`Tenants::set_pool`]);
+    /// unset for the shared pool.
+    pool: std::sync::OnceLock<String>,
     /// `None` until the first successful read.
     index: RwLock<Option<Arc<KeyIndex>>>,
     /// Serialises refreshes, so two of them cannot swap an older index over a newer one.
@@ -228,8 +231,6 @@ pub struct Tenants {
     /// listed: a revocation must never miss the key a live publisher came with, and at
     /// worst it disconnects one that reconnects at once. Bounded by the keys that exist.
     admitted: std::sync::Mutex<HashMap<StreamId, BTreeSet<KeyId>>>,
-    /// The pool this worker serves (`--pool`); `None` for the shared pool.
-    pool: Option<String>,
 }
 
 impl std::fmt::Debug for Tenants {
@@ -239,25 +240,15 @@ impl std::fmt::Debug for Tenants {
 }
 
 impl Tenants {
-    /// A directory over `state`, empty until [`Tenants::refresh`] succeeds once, for a
-    /// worker of the shared pool.
+    /// A directory over `state`, empty until [`Tenants::refresh`] succeeds once.
     pub fn new(state: Arc<dyn StateStore>, streams: Arc<Streams>) -> Arc<Self> {
-        Self::in_pool(state, streams, None)
-    }
-
-    /// The same for a worker of `pool` (`--pool`; `None`: the shared pool).
-    pub fn in_pool(
-        state: Arc<dyn StateStore>,
-        streams: Arc<Streams>,
-        pool: Option<String>,
-    ) -> Arc<Self> {
         Arc::new(Self {
             state,
             streams,
+            pool: std::sync::OnceLock::new(),
             index: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             admitted: std::sync::Mutex::new(HashMap::new()),
-            pool,
         })
     }
 
@@ -461,9 +452,17 @@ impl Admission {
 }
 
 impl Tenants {
+    /// Makes this a worker of `pool` (`--pool`; `None`: the shared pool, as before the
+    /// call). Set once, at start, before the listeners run; a second pool is ignored.
+    pub fn set_pool(&self, pool: Option<String>) {
+        if let Some(pool) = pool {
+            let _ = self.pool.set(pool);
+        }
+    }
+
     /// The pool this worker serves; `None` for the shared pool.
     pub fn pool(&self) -> Option<&str> {
-        self.pool.as_deref()
+        self.pool.get().map(String::as_str)
     }
 
     /// Whether this worker's pool takes the publisher `admission` (from

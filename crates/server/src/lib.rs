@@ -321,7 +321,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
 
-    let tenants = tenants::Tenants::in_pool(state.clone(), streams.clone(), member.pool.clone());
+    let tenants = tenants::Tenants::new(state.clone(), streams.clone());
     let declared: Vec<_> = config
         .tenants
         .iter()
@@ -335,6 +335,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .refresh()
         .await
         .map_err(|e| ServeError::Store(format!("cannot read the tenants: {e}")))?;
+    tenants.set_pool(member.pool.clone());
     if tenants.is_open() == Some(true) {
         match tenants.pool() {
             None => warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`"),
