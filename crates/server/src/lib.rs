@@ -327,6 +327,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .iter()
         .map(|(name, t)| (name.clone(), t.settings()))
         .collect();
+    tenants.set_pool(member.pool.clone());
     tenants
         .declare(&declared)
         .await
@@ -335,7 +336,6 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .refresh()
         .await
         .map_err(|e| ServeError::Store(format!("cannot read the tenants: {e}")))?;
-    tenants.set_pool(member.pool.clone());
     if tenants.is_open() == Some(true) {
         match tenants.pool() {
             None => warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`"),
