@@ -495,11 +495,19 @@ fn progress(
 }
 
 async fn scrape(client: &http::HttpClient, url: &str) -> Option<Histogram> {
-    match http::get(client, url).await {
-        Ok((200, body)) => Some(Histogram::parse(
-            &String::from_utf8_lossy(&body),
-            SEGMENT_LATENCY_METRIC,
-        )),
-        _ => None,
+    // The second scrape reuses the first one's kept-alive connection, which the server may
+    // be closing just then (a run as long as its idle timeout): one more try, on a new one.
+    for _ in 0..2 {
+        match http::get(client, url).await {
+            Ok((200, body)) => {
+                return Some(Histogram::parse(
+                    &String::from_utf8_lossy(&body),
+                    SEGMENT_LATENCY_METRIC,
+                ))
+            }
+            Ok(_) => return None,
+            Err(_) => continue,
+        }
     }
+    None
 }
