@@ -59,7 +59,7 @@ use crate::stream::{PublishError, Publisher};
 use crate::webhooks::Verdict;
 use crate::Context;
 use tidegate_limits::{ConnectionGuard, LogLimiter, Refusal, LOG_LINES_PER_SECOND, LOG_WINDOW};
-use tidegate_registry::tenants::{Admission, KeyRefusal, Tenants};
+use tidegate_registry::tenants::{KeyRefusal, Tenants};
 
 /// Datagrams read per `recvmmsg` call.
 const BATCH: usize = 32;
@@ -516,8 +516,28 @@ impl Router {
                     return;
                 }
             };
-        let admitted = match request_stream(&req, &self.ctx.tenants) {
-            Ok(admitted) => admitted,
+        let id = match request_stream(&req, &self.ctx.tenants) {
+            Ok(admitted) => {
+                // A dedicated pool's tenant publishes only to its pool's workers, and a
+                // pooled worker takes only its pool's tenants.
+                if let Err(refusal) = self.ctx.tenants.check_pool(&admitted) {
+                    let hint = req.stream_id().map(|s| key_hint(stream_id_key_part(s)));
+                    let rule = format!("stream {}: {refusal}", admitted.id);
+                    self.ctx
+                        .metrics
+                        .refused(Protocol::Srt, PublishRefusal::Pool);
+                    self.reject(
+                        now,
+                        req,
+                        PublishRefusal::Pool.as_str(),
+                        POOL_REJECTION,
+                        &rule,
+                        hint,
+                    );
+                    return;
+                }
+                admitted.id
+            }
             Err(e) => {
                 let hint = req
                     .stream_id()
@@ -528,25 +548,6 @@ impl Router {
                 return;
             }
         };
-        // A dedicated pool's tenant publishes only to its pool's workers, and a pooled
-        // worker takes only its pool's tenants.
-        if let Err(refusal) = self.ctx.tenants.check_pool(&admitted) {
-            let hint = req.stream_id().map(|s| key_hint(stream_id_key_part(s)));
-            let rule = format!("stream {}: {refusal}", admitted.id);
-            self.ctx
-                .metrics
-                .refused(Protocol::Srt, PublishRefusal::Pool);
-            self.reject(
-                now,
-                req,
-                PublishRefusal::Pool.as_str(),
-                POOL_REJECTION,
-                &rule,
-                hint,
-            );
-            return;
-        }
-        let id = admitted.id;
         // The worker's publisher cap (counted as `max_publishers`), before anything costs
         // more (the on-publish callback, the state store).
         let Some(publisher) = self
@@ -839,7 +840,10 @@ pub(crate) fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, d
 
 /// The stream a connection request asks to publish: its key as the tenant directory
 /// resolves it (open mode: tenant `default`, stream KEY).
-fn request_stream(req: &ConnectionRequest, tenants: &Tenants) -> Result<Admission, StreamIdError> {
+fn request_stream(
+    req: &ConnectionRequest,
+    tenants: &Tenants,
+) -> Result<tidegate_registry::tenants::Admission, StreamIdError> {
     let r = parse_stream_id(req.stream_id().unwrap_or_default())?;
     Ok(tenants.resolve(&r.key)?)
 }

@@ -135,9 +135,6 @@ impl KeyIndex {
         let mut index = Self::default();
         for t in tenants {
             index.tenants.insert(t.name.clone());
-            if let Some(pool) = &t.settings.pool {
-                index.pools.insert(t.name.clone(), pool.clone());
-            }
             for key in &t.keys {
                 if StreamId::new(&t.name, &key.stream).is_none() {
                     continue;
@@ -146,6 +143,9 @@ impl KeyIndex {
                     tenant: t.name.clone(),
                     key: key.clone(),
                 });
+            }
+            if let Some(pool) = &t.settings.pool {
+                index.pools.insert(t.name.clone(), pool.clone());
             }
         }
         index
@@ -332,176 +332,6 @@ impl Tenants {
             }
         }
         Ok(())
-    }
-}
-
-// --- Dedicated pools (issue #12, item 4) ---
-
-/// Why this worker does not take a tenant's publishers: the tenant's pool is not the
-/// worker's. What the encoder is told is [`PoolRefusal::text`] (RTMP
-/// `NetStream.Publish.Rejected` with it as the description; SRT `SRT_REJX_FORBIDDEN`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PoolRefusal {
-    /// A worker of the shared pool, a tenant of a dedicated pool.
-    Dedicated {
-        /// The tenant.
-        tenant: String,
-        /// Its pool.
-        pool: String,
-    },
-    /// A worker of a dedicated pool, a tenant of another pool (`tenant_pool`) or of the
-    /// shared pool (`None`).
-    OtherPool {
-        /// The tenant.
-        tenant: String,
-        /// Its pool; `None` for the shared pool.
-        tenant_pool: Option<String>,
-        /// This worker's pool.
-        worker_pool: String,
-    },
-    /// A worker of a dedicated pool in open mode: no tenant exists, so none is of its pool.
-    OpenMode {
-        /// This worker's pool.
-        worker_pool: String,
-    },
-}
-
-impl PoolRefusal {
-    /// What the encoder is told (and the log says).
-    pub fn text(&self) -> String {
-        match self {
-            Self::Dedicated { tenant, pool } => {
-                format!("tenant {tenant} publishes to pool {pool}: use its ingest address")
-            }
-            Self::OtherPool {
-                tenant,
-                tenant_pool: Some(pool),
-                worker_pool,
-            } => format!(
-                "tenant {tenant} publishes to pool {pool}, this worker serves pool \
-                 {worker_pool}: use pool {pool}'s ingest address"
-            ),
-            Self::OtherPool {
-                tenant,
-                tenant_pool: None,
-                worker_pool,
-            } => format!(
-                "tenant {tenant} publishes to the shared pool, this worker serves pool \
-                 {worker_pool}: use the shared ingest address"
-            ),
-            Self::OpenMode { worker_pool } => format!(
-                "this worker serves pool {worker_pool} and no tenant exists (open mode): \
-                 use the shared ingest address"
-            ),
-        }
-    }
-}
-
-impl std::fmt::Display for PoolRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text())
-    }
-}
-
-/// Whether a worker of `worker_pool` (`None`: the shared pool) takes the publishers of
-/// `tenant`, whose pool is `tenant_pool` (`None`: the shared pool); `open` is open mode (no
-/// tenant exists). Pure: the whole pool rule is here.
-///
-/// - a shared worker takes the shared pool's tenants (and everyone in open mode), and
-///   refuses a tenant that names a pool;
-/// - a pooled worker takes exactly its pool's tenants: it refuses the shared pool's, another
-///   pool's, and in open mode everyone (no tenant is of its pool).
-pub fn pool_refusal(
-    open: bool,
-    tenant: &str,
-    tenant_pool: Option<&str>,
-    worker_pool: Option<&str>,
-) -> Option<PoolRefusal> {
-    match (worker_pool, tenant_pool) {
-        (None, None) => None,
-        (None, Some(pool)) => Some(PoolRefusal::Dedicated {
-            tenant: tenant.to_owned(),
-            pool: pool.to_owned(),
-        }),
-        (Some(worker), _) if open => Some(PoolRefusal::OpenMode {
-            worker_pool: worker.to_owned(),
-        }),
-        (Some(worker), Some(pool)) if worker == pool => None,
-        (Some(worker), tenant_pool) => Some(PoolRefusal::OtherPool {
-            tenant: tenant.to_owned(),
-            tenant_pool: tenant_pool.map(str::to_owned),
-            worker_pool: worker.to_owned(),
-        }),
-    }
-}
-
-impl Admission {
-    /// Whether a worker of `worker_pool` takes this publisher ([`pool_refusal`]; an
-    /// admission without a key is open mode's).
-    pub fn check_pool(&self, worker_pool: Option<&str>) -> Result<(), PoolRefusal> {
-        match pool_refusal(
-            self.key.is_none(),
-            &self.id.tenant,
-            self.pool.as_deref(),
-            worker_pool,
-        ) {
-            None => Ok(()),
-            Some(refusal) => Err(refusal),
-        }
-    }
-}
-
-impl Tenants {
-    /// Makes this a worker of `pool` (`--pool`; `None`: the shared pool, as before the
-    /// call). Set once, at start, before the listeners run; a second pool is ignored.
-    pub fn set_pool(&self, pool: Option<String>) {
-        if let Some(pool) = pool {
-            let _ = self.pool.set(pool);
-        }
-    }
-
-    /// The pool this worker serves; `None` for the shared pool.
-    pub fn pool(&self) -> Option<&str> {
-        self.pool.get().map(String::as_str)
-    }
-
-    /// Whether this worker's pool takes the publisher `admission` (from
-    /// [`Tenants::resolve`]) came with.
-    pub fn check_pool(&self, admission: &Admission) -> Result<(), PoolRefusal> {
-        admission.check_pool(self.pool())
-    }
-
-    /// Whether this worker's pool takes stream `id`'s tenant, as the directory is now: for
-    /// the streams no key admits (SRT pulls, which publish to tenant `default`). Before the
-    /// first read of the directory only the shared pool's workers take it.
-    pub fn check_pool_of(&self, id: &StreamId) -> Result<(), PoolRefusal> {
-        let (open, tenant_pool) = match self.current() {
-            Some(index) => (
-                index.is_open(),
-                index.pool_of(&id.tenant).map(str::to_owned),
-            ),
-            None => (true, None),
-        };
-        match pool_refusal(open, &id.tenant, tenant_pool.as_deref(), self.pool()) {
-            None => Ok(()),
-            Some(refusal) => Err(refusal),
-        }
-    }
-
-    /// The tenants whose pool is this worker's (none for the shared pool's workers, whose
-    /// tenants are all that name no pool): for the start-up line.
-    pub fn pool_tenants(&self) -> Vec<String> {
-        let (Some(pool), Some(index)) = (self.pool(), self.current()) else {
-            return Vec::new();
-        };
-        let mut out: Vec<String> = index
-            .pools
-            .iter()
-            .filter(|(_, p)| p.as_str() == pool)
-            .map(|(t, _)| t.clone())
-            .collect();
-        out.sort();
-        out
     }
 }
 
@@ -706,6 +536,176 @@ fn contended() -> ManageError {
     ManageError::Store(StoreError::Unavailable(
         "other workers kept changing this tenant; try again".into(),
     ))
+}
+
+// --- Dedicated pools (issue #12, item 4) ---
+
+/// Why this worker does not take a tenant's publishers: the tenant's pool is not the
+/// worker's. What the encoder is told is [`PoolRefusal::text`] (RTMP
+/// `NetStream.Publish.Rejected` with it as the description; SRT `SRT_REJX_FORBIDDEN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolRefusal {
+    /// A worker of the shared pool, a tenant of a dedicated pool.
+    Dedicated {
+        /// The tenant.
+        tenant: String,
+        /// Its pool.
+        pool: String,
+    },
+    /// A worker of a dedicated pool, a tenant of another pool (`tenant_pool`) or of the
+    /// shared pool (`None`).
+    OtherPool {
+        /// The tenant.
+        tenant: String,
+        /// Its pool; `None` for the shared pool.
+        tenant_pool: Option<String>,
+        /// This worker's pool.
+        worker_pool: String,
+    },
+    /// A worker of a dedicated pool in open mode: no tenant exists, so none is of its pool.
+    OpenMode {
+        /// This worker's pool.
+        worker_pool: String,
+    },
+}
+
+impl PoolRefusal {
+    /// What the encoder is told (and the log says).
+    pub fn text(&self) -> String {
+        match self {
+            Self::Dedicated { tenant, pool } => {
+                format!("tenant {tenant} publishes to pool {pool}: use its ingest address")
+            }
+            Self::OtherPool {
+                tenant,
+                tenant_pool: Some(pool),
+                worker_pool,
+            } => format!(
+                "tenant {tenant} publishes to pool {pool}, this worker serves pool \
+                 {worker_pool}: use pool {pool}'s ingest address"
+            ),
+            Self::OtherPool {
+                tenant,
+                tenant_pool: None,
+                worker_pool,
+            } => format!(
+                "tenant {tenant} publishes to the shared pool, this worker serves pool \
+                 {worker_pool}: use the shared ingest address"
+            ),
+            Self::OpenMode { worker_pool } => format!(
+                "this worker serves pool {worker_pool} and no tenant exists (open mode): \
+                 use the shared ingest address"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for PoolRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// Whether a worker of `worker_pool` (`None`: the shared pool) takes the publishers of
+/// `tenant`, whose pool is `tenant_pool` (`None`: the shared pool); `open` is open mode (no
+/// tenant exists). Pure: the whole pool rule is here.
+///
+/// - a shared worker takes the shared pool's tenants (and everyone in open mode), and
+///   refuses a tenant that names a pool;
+/// - a pooled worker takes exactly its pool's tenants: it refuses the shared pool's, another
+///   pool's, and in open mode everyone (no tenant is of its pool).
+pub fn pool_refusal(
+    open: bool,
+    tenant: &str,
+    tenant_pool: Option<&str>,
+    worker_pool: Option<&str>,
+) -> Option<PoolRefusal> {
+    match (worker_pool, tenant_pool) {
+        (None, None) => None,
+        (None, Some(pool)) => Some(PoolRefusal::Dedicated {
+            tenant: tenant.to_owned(),
+            pool: pool.to_owned(),
+        }),
+        (Some(worker), _) if open => Some(PoolRefusal::OpenMode {
+            worker_pool: worker.to_owned(),
+        }),
+        (Some(worker), Some(pool)) if worker == pool => None,
+        (Some(worker), tenant_pool) => Some(PoolRefusal::OtherPool {
+            tenant: tenant.to_owned(),
+            tenant_pool: tenant_pool.map(str::to_owned),
+            worker_pool: worker.to_owned(),
+        }),
+    }
+}
+
+impl Admission {
+    /// Whether a worker of `worker_pool` takes this publisher ([`pool_refusal`]; an
+    /// admission without a key is open mode's).
+    pub fn check_pool(&self, worker_pool: Option<&str>) -> Result<(), PoolRefusal> {
+        match pool_refusal(
+            self.key.is_none(),
+            &self.id.tenant,
+            self.pool.as_deref(),
+            worker_pool,
+        ) {
+            None => Ok(()),
+            Some(refusal) => Err(refusal),
+        }
+    }
+}
+
+impl Tenants {
+    /// Makes this a worker of `pool` (`--pool`; `None`: the shared pool, as before the
+    /// call). Set once, at start, before the listeners run; a second pool is ignored.
+    pub fn set_pool(&self, pool: Option<String>) {
+        if let Some(pool) = pool {
+            let _ = self.pool.set(pool);
+        }
+    }
+
+    /// The pool this worker serves; `None` for the shared pool.
+    pub fn pool(&self) -> Option<&str> {
+        self.pool.get().map(String::as_str)
+    }
+
+    /// Whether this worker's pool takes the publisher `admission` (from
+    /// [`Tenants::resolve`]) came with.
+    pub fn check_pool(&self, admission: &Admission) -> Result<(), PoolRefusal> {
+        admission.check_pool(self.pool())
+    }
+
+    /// Whether this worker's pool takes stream `id`'s tenant, as the directory is now: for
+    /// the streams no key admits (SRT pulls, which publish to tenant `default`). Before the
+    /// first read of the directory only the shared pool's workers take it.
+    pub fn check_pool_of(&self, id: &StreamId) -> Result<(), PoolRefusal> {
+        let (open, tenant_pool) = match self.current() {
+            Some(index) => (
+                index.is_open(),
+                index.pool_of(&id.tenant).map(str::to_owned),
+            ),
+            None => (true, None),
+        };
+        match pool_refusal(open, &id.tenant, tenant_pool.as_deref(), self.pool()) {
+            None => Ok(()),
+            Some(refusal) => Err(refusal),
+        }
+    }
+
+    /// The tenants whose pool is this worker's (none for the shared pool's workers, whose
+    /// tenants are all that name no pool): for the start-up line.
+    pub fn pool_tenants(&self) -> Vec<String> {
+        let (Some(pool), Some(index)) = (self.pool(), self.current()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = index
+            .pools
+            .iter()
+            .filter(|(_, p)| p.as_str() == pool)
+            .map(|(t, _)| t.clone())
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 fn check_tenant_name(name: &str) -> Result<(), ManageError> {
