@@ -13,8 +13,12 @@ document:
     manifests use a field;
 then, per file, what the API server or the cluster would only show later: selectors that
 select the pods they are meant to, names that refer to objects that exist, probe and Service
-ports that name a container port, the drain timing arithmetic, and the security settings
-the namespace's Pod Security level "restricted" requires.
+ports that name a container port, the drain timing arithmetic, the security settings
+the namespace's Pod Security level "restricted" requires, and pools (a Deployment labelled
+tidegate.io/pool=P runs --pool P on P's reserved nodes; the shared one runs no --pool and
+stays off them). Renders applied next to each other (production and premium-pool) are
+checked together too: no name defined twice, one namespace, and every selector selecting
+the pods of one pool only.
 
 Exits 1 on any failure; prints one line per file and a summary. With --checkov-report it
 summarizes checkov's JSON report instead: every failed check, every skipped one with the
@@ -357,6 +361,88 @@ def consistency(docs):
                     problems.append(
                         f"ServiceMonitor {sm['metadata']['name']}: Service {s['metadata']['name']} has no port {ep.get('port')}"
                     )
+    problems += pool_problems(deployments)
+    return problems
+
+
+# --- Dedicated pools (issue #12, item 4) ---
+POOL_LABEL = "tidegate.io/pool"
+
+
+def worker_pool(container):
+    """The pool a tidegate container serves: --pool / --pool=X in its args, or TIDEGATE_POOL;
+    None for the shared pool."""
+    args = container.get("args", [])
+    for i, a in enumerate(args):
+        if a.startswith("--pool="):
+            return a.split("=", 1)[1]
+        if a == "--pool" and i + 1 < len(args):
+            return args[i + 1]
+    for e in container.get("env", []):
+        if e["name"] == "TIDEGATE_POOL":
+            return e.get("value")
+    return None
+
+
+def pool_problems(deployments):
+    """A Deployment labelled for pool P runs workers of pool P (`--pool P`), on P's nodes only
+    (node selector and toleration of the taint tidegate.io/pool=P:NoSchedule); the shared
+    pool's workers have no --pool and tolerate no pool's taint, so they stay off the reserved
+    nodes."""
+    problems = []
+    for dep in deployments:
+        name = dep["metadata"]["name"]
+        pod = dep["spec"]["template"]["spec"]
+        label = dep["spec"]["template"]["metadata"].get("labels", {}).get(POOL_LABEL)
+        if label is None:
+            problems.append(f"Deployment {name}: pod template has no {POOL_LABEL} label")
+            continue
+        pools = {worker_pool(c) for c in pod["containers"] if c["name"] == "tidegate"}
+        selector = pod.get("nodeSelector", {}).get(POOL_LABEL)
+        tolerated = {
+            t.get("value")
+            for t in pod.get("tolerations", [])
+            if t.get("key") == POOL_LABEL and t.get("effect") in ("NoSchedule", None)
+        }
+        if label == "shared":
+            if pools != {None}:
+                problems.append(f"Deployment {name}: shared pool, but its workers run with --pool {pools}")
+            if selector is not None or tolerated:
+                problems.append(f"Deployment {name}: shared pool, but it selects or tolerates a pool's nodes")
+            continue
+        if pools != {label}:
+            problems.append(f"Deployment {name}: pool {label}, but its workers run with --pool {pools} (want {label})")
+        if selector != label:
+            problems.append(f"Deployment {name}: pool {label}: nodeSelector {POOL_LABEL} must be {label}")
+        if label not in tolerated:
+            problems.append(
+                f"Deployment {name}: pool {label}: must tolerate the taint {POOL_LABEL}={label}:NoSchedule"
+            )
+    return problems
+
+
+# Renders applied next to each other in one namespace: the shared pool and a dedicated one.
+TOGETHER = [("overlays-production.yaml", "overlays-premium-pool.yaml")]
+
+
+def together(paths):
+    """Problems of renders applied together: names that collide, and selectors (Services,
+    budgets, autoscalers, policies) that would select the pods of both pools."""
+    docs = []
+    for path in paths:
+        with open(path) as f:
+            docs += [d for d in yaml.safe_load_all(f) if d]
+    problems = []
+    seen = set()
+    for d in docs:
+        key = (d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"])
+        if key in seen and d["kind"] != "Namespace":
+            problems.append(f"{d['kind']} {d['metadata']['name']}: defined by more than one of {paths}")
+        seen.add(key)
+    namespaces = {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"}
+    if len(namespaces) != 1:
+        problems.append(f"not one namespace: {sorted(map(str, namespaces))}")
+    problems += consistency(docs)
     return problems
 
 
@@ -434,6 +520,13 @@ def main():
         for e in errors:
             print(f"  {e}")
         failures += len(errors)
+    for pair in TOGETHER:
+        if all(p in sys.argv[2:] for p in pair):
+            errors = together(pair)
+            print(f"check-kubernetes: {' + '.join(pair)} applied together: {'ok' if not errors else 'FAILED'}")
+            for e in errors:
+                print(f"  {e}")
+            failures += len(errors)
     print(f"check-kubernetes: validated {total} objects in {len(sys.argv) - 2} renders, {failures} problems")
     sys.exit(1 if failures else 0)
 

@@ -55,6 +55,26 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Stream keys, one a line (a tenant's keys): publisher i puts line `i % lines` where
+    /// the URL says `{key}`. Keys are secrets: the file is read, never printed.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+}
+
+/// The keys of a `--keys` file: its non-empty lines, trimmed.
+fn read_keys(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the keys in {}", path.display()))?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if keys.is_empty() {
+        bail!("{} holds no key", path.display());
+    }
+    Ok(keys)
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -93,6 +113,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         play_url: args.play_url.clone(),
         metrics_url: args.metrics_url.clone(),
         threads: args.threads.max(1),
+        keys: match &args.keys {
+            Some(path) => read_keys(path)?,
+            None => Vec::new(),
+        },
     };
     config.validate()?;
     let file = tidegate_loadgen::load_input(input)

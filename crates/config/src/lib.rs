@@ -542,6 +542,17 @@ impl ServeConfig {
                 });
             }
         }
+        // --- Dedicated pools (issue #12, helper `pools`) ---
+        if self
+            .pool
+            .as_deref()
+            .is_some_and(|p| !tidegate_model::valid_tenant_name(p))
+        {
+            return invalid(
+                "pool",
+                "must be 1 to 63 of a-z 0-9 _ -, starting with a letter or a digit (as tenant pools)",
+            );
+        }
         // --- HTTP limits (issue #10, helper `http`) ---
         if self.http_max_connections == 0 {
             return invalid("http-max-connections", "must be at least 1");
@@ -961,6 +972,27 @@ mod tests {
         let out_of_range =
             ServeConfig::from_toml("[tenants.x.health]\nmax-drop-rate = 7.0\n").unwrap();
         assert!(out_of_range.validate().is_err());
+    }
+
+    #[test]
+    fn a_workers_pool_is_named_as_tenant_pools_are() {
+        for good in ["premium", "gold-2"] {
+            let c = ServeConfig {
+                pool: Some(good.into()),
+                ..ServeConfig::default()
+            };
+            c.validate().unwrap();
+        }
+        for bad in ["", "Premium", "a b", "-x"] {
+            let c = ServeConfig {
+                pool: Some(bad.into()),
+                ..ServeConfig::default()
+            };
+            match c.validate() {
+                Err(ConfigError::Invalid { field: "pool", .. }) => {}
+                other => panic!("pool {bad:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

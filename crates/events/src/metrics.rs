@@ -230,6 +230,10 @@ label_values! {
         UnknownKey = "unknown_key",
         /// The tenant directory could not be read yet (the state store did not answer).
         KeysUnavailable = "keys_unavailable",
+        /// The tenant's pool is not this worker's (`--pool`): a pooled tenant on a shared
+        /// worker, another pool's or a shared tenant on a pooled one, anyone on a pooled
+        /// worker in open mode; an SRT pull that this worker's pool does not serve.
+        Pool = "pool",
         /// SRT: no stream ID.
         MissingStreamid = "missing_streamid",
         /// SRT: `#!::` syntax without `r=KEY`, or an unknown `m=` mode.

@@ -602,7 +602,21 @@ impl Connection {
         // `default`, stream K). The app name is not used (README: `rtmp://HOST/APP/KEY`,
         // APP ignored).
         let id = match self.ctx.tenants.resolve(key) {
-            Ok(admitted) => admitted.id,
+            Ok(admitted) => {
+                // A dedicated pool's tenant publishes only to its pool's workers, and a
+                // pooled worker takes only its pool's tenants.
+                if let Err(refusal) = self.ctx.tenants.check_pool(&admitted) {
+                    metrics.refused_for(self.protocol, &admitted.id.tenant, PublishRefusal::Pool);
+                    let text = refusal.text();
+                    if self.log.allow(now) {
+                        warn!(key = %hint, stream = %admitted.id, "publish refused: {text}");
+                    }
+                    self.session
+                        .reject_publish(stream_id, "NetStream.Publish.Rejected", &text);
+                    return;
+                }
+                admitted.id
+            }
             Err(refusal) => {
                 let (reason, status, text) = match refusal {
                     KeyRefusal::BadKey if key.is_empty() => (

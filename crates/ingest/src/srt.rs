@@ -549,7 +549,29 @@ impl Router {
                 }
             };
         let id = match request_stream(&req, &self.ctx.tenants) {
-            Ok(id) => id,
+            Ok(admitted) => {
+                // A dedicated pool's tenant publishes only to its pool's workers, and a
+                // pooled worker takes only its pool's tenants.
+                if let Err(refusal) = self.ctx.tenants.check_pool(&admitted) {
+                    let hint = req.stream_id().map(|s| key_hint(stream_id_key_part(s)));
+                    let rule = format!("stream {}: {refusal}", admitted.id);
+                    self.ctx.metrics.refused_for(
+                        Protocol::Srt,
+                        &admitted.id.tenant,
+                        PublishRefusal::Pool,
+                    );
+                    self.reject(
+                        now,
+                        req,
+                        PublishRefusal::Pool.as_str(),
+                        POOL_REJECTION,
+                        &rule,
+                        hint,
+                    );
+                    return;
+                }
+                admitted.id
+            }
             Err(e) => {
                 self.ctx.metrics.refused(Protocol::Srt, e.label());
                 if e == StreamIdError::UnknownKey {
@@ -944,10 +966,17 @@ pub(crate) fn send(socket: &UdpSocket, state: &UdpSocketState, to: SocketAddr, d
 
 /// The stream a connection request asks to publish: its key as the tenant directory
 /// resolves it (open mode: tenant `default`, stream KEY).
-fn request_stream(req: &ConnectionRequest, tenants: &Tenants) -> Result<StreamId, StreamIdError> {
+fn request_stream(
+    req: &ConnectionRequest,
+    tenants: &Tenants,
+) -> Result<tidegate_registry::tenants::Admission, StreamIdError> {
     let r = parse_stream_id(req.stream_id().unwrap_or_default())?;
-    Ok(tenants.resolve(&r.key)?.id)
+    Ok(tenants.resolve(&r.key)?)
 }
+
+/// The rejection code of a caller whose tenant's pool is not this worker's:
+/// `SRT_REJX_FORBIDDEN` (1403): the key is good, this worker may not take it.
+pub const POOL_REJECTION: RejectReason = RejectReason::FORBIDDEN;
 
 /// What an admitted caller holds until its connection ends (or it is refused): its place
 /// under the ingest connection caps and a publisher slot, both shared with RTMP.

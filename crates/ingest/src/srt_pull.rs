@@ -14,6 +14,10 @@
 //! from a live holder ([`crate::stream::Streams::begin_pull`]). When the pulling worker dies
 //! or drains, its lease lapses (or says the publisher left) and a standing-by worker calls
 //! the source and continues the playlist.
+//!
+//! Pools: a pulled stream belongs to tenant `default`; a worker whose pool does not serve
+//! that tenant (a pooled worker, unless `default` is a tenant of its pool; a shared worker
+//! when `default` names a pool) stands by without calling the source.
 
 use std::collections::VecDeque;
 use std::io::IoSliceMut;
@@ -31,7 +35,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, info_span, warn, Instrument};
 
 use super::srt::{os_secret, send, ConnectionDriver, Inbox};
-use crate::metrics::{ConnectionErrorReason as Reason, Protocol, ProtocolLabels};
+use crate::metrics::{ConnectionErrorReason as Reason, Protocol, ProtocolLabels, PublishRefusal};
 use crate::Context;
 use tidegate_config::Pull;
 use tidegate_model::{SrtSource, StreamId};
@@ -109,7 +113,32 @@ async fn run_source(
         () = tokio::time::sleep(first_wait) => {}
         () = shutdown.cancelled() => return,
     }
+    let mut refused_by_pool: Option<String> = None;
     while !shutdown.is_cancelled() {
+        // A pull respects pools as a publisher does: a worker whose pool does not serve the
+        // stream's tenant stands by without calling the source (one line and one refusal
+        // counted each time the reason changes), and pulls once the tenant's pool is its.
+        match ctx.tenants.check_pool_of(&id) {
+            Err(refusal) => {
+                let text = refusal.text();
+                if refused_by_pool.as_deref() != Some(text.as_str()) {
+                    warn!("srt pull: not pulling here: {text}");
+                    ctx.metrics
+                        .refused_for(Protocol::Srt, &id.tenant, PublishRefusal::Pool);
+                    refused_by_pool = Some(text);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(STANDBY_POLL) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            Ok(()) => {
+                if refused_by_pool.take().is_some() {
+                    info!("srt pull: this worker's pool serves the stream now; pulling");
+                }
+            }
+        }
         // Another worker pulls this stream (same `[[pull]]` on every replica): stand by
         // without calling the source, and take over once that worker's lease lapses.
         match ctx.streams.held_elsewhere(&id).await {

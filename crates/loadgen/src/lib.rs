@@ -84,6 +84,8 @@ pub const MAX_CLIENTS: usize = 100_000;
 pub const VIEWER_PHASE_SPREAD: Duration = Duration::from_secs(1);
 /// Interval of the progress callback.
 pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Where a publish URL takes a key of [`BenchConfig::keys`].
+pub const KEY_PLACEHOLDER: &str = "{key}";
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -105,6 +107,9 @@ pub struct BenchConfig {
     pub metrics_url: Option<String>,
     /// Runtime worker threads (reported only; the caller builds the runtime).
     pub threads: usize,
+    /// Stream keys for `{key}` in the publish URL: publisher `i` uses `keys[i % len]` (a
+    /// tenant's keys, say one per stream). Empty when the URL has no `{key}`.
+    pub keys: Vec<String>,
 }
 
 impl BenchConfig {
@@ -132,12 +137,17 @@ impl BenchConfig {
                 "the duration must be positive".into(),
             ));
         }
+        if self.url.contains(KEY_PLACEHOLDER) == self.keys.is_empty() {
+            return Err(LoadgenError::InvalidConfig(format!(
+                "{KEY_PLACEHOLDER} in the publish URL and a list of keys (--keys) go together"
+            )));
+        }
         match Protocol::parse(&self.url)? {
             Protocol::Rtmp => {
-                RtmpTarget::parse(&expand(&self.url, 0))?;
+                RtmpTarget::parse(&self.publish_url(0))?;
             }
             Protocol::Srt => {
-                SrtTarget::parse(&expand(&self.url, 0), 0)?;
+                SrtTarget::parse(&self.publish_url(0), 0)?;
             }
         }
         if self.viewers > 0 {
@@ -153,6 +163,15 @@ impl BenchConfig {
             }
         }
         Ok(())
+    }
+
+    /// Publisher `i`'s URL: the template with `{i}`, `{N+i}` and `{key}` filled in.
+    pub fn publish_url(&self, i: usize) -> String {
+        let url = expand(&self.url, i);
+        match self.keys.get(i % self.keys.len().max(1)) {
+            Some(key) => url.replace(KEY_PLACEHOLDER, key),
+            None => url,
+        }
     }
 
     fn metrics_url(&self) -> Option<String> {
@@ -270,7 +289,7 @@ pub async fn run(
         (Protocol::Rtmp, Input::Flv(f)) => Plan::Rtmp(Fleet {
             media: f.clone(),
             targets: (0..config.publishers)
-                .map(|i| RtmpTarget::parse(&expand(&config.url, i)))
+                .map(|i| RtmpTarget::parse(&config.publish_url(i)))
                 .collect::<Result<Vec<_>, _>>()?,
         }),
         (Protocol::Rtmp, Input::Ts(_)) => {
@@ -286,7 +305,7 @@ pub async fn run(
             Plan::Srt(Fleet {
                 media: ts,
                 targets: (0..config.publishers)
-                    .map(|i| SrtTarget::parse(&expand(&config.url, i), i))
+                    .map(|i| SrtTarget::parse(&config.publish_url(i), i))
                     .collect::<Result<Vec<_>, _>>()?,
             })
         }
@@ -476,11 +495,19 @@ fn progress(
 }
 
 async fn scrape(client: &http::HttpClient, url: &str) -> Option<Histogram> {
-    match http::get(client, url).await {
-        Ok((200, body)) => Some(Histogram::parse(
-            &String::from_utf8_lossy(&body),
-            SEGMENT_LATENCY_METRIC,
-        )),
-        _ => None,
+    // The second scrape reuses the first one's kept-alive connection, which the server may
+    // be closing just then (a run as long as its idle timeout): one more try, on a new one.
+    for _ in 0..2 {
+        match http::get(client, url).await {
+            Ok((200, body)) => {
+                return Some(Histogram::parse(
+                    &String::from_utf8_lossy(&body),
+                    SEGMENT_LATENCY_METRIC,
+                ))
+            }
+            Ok(_) => return None,
+            Err(_) => continue,
+        }
     }
+    None
 }

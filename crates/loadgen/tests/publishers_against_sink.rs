@@ -125,6 +125,7 @@ fn config(addr: SocketAddr, key: &str, n: usize, secs: f64) -> BenchConfig {
         play_url: None,
         metrics_url: None,
         threads: 1,
+        keys: Vec::new(),
     }
 }
 

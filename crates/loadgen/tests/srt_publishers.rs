@@ -178,6 +178,7 @@ fn config(url: String, publishers: usize, duration: Duration) -> BenchConfig {
         play_url: None,
         metrics_url: None,
         threads: 1,
+        keys: Vec::new(),
     }
 }
 

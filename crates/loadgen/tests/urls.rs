@@ -112,3 +112,28 @@ fn expands_every_placeholder() {
     // Anything else in braces stays as it is.
     assert_eq!(expand("{x}{+i}{1+j}{i", 2), "{x}{+i}{1+j}{i");
 }
+
+#[test]
+fn a_list_of_keys_fills_key_in_turn() {
+    let config = |url: &str, keys: &[&str]| tidegate_loadgen::BenchConfig {
+        url: url.into(),
+        publishers: 3,
+        ramp_up_per_sec: 10.0,
+        duration: Duration::from_secs(1),
+        viewers: 0,
+        play_url: None,
+        metrics_url: None,
+        threads: 1,
+        keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+    };
+    let c = config("rtmp://h/live/{key}", &["tgk_a", "tgk_b"]);
+    c.validate().unwrap();
+    assert_eq!(c.publish_url(0), "rtmp://h/live/tgk_a");
+    assert_eq!(c.publish_url(1), "rtmp://h/live/tgk_b");
+    assert_eq!(c.publish_url(2), "rtmp://h/live/tgk_a");
+    let srt = config("srt://h:9000?streamid={key}&x={i}", &["k1"]);
+    assert_eq!(srt.publish_url(4), "srt://h:9000?streamid=k1&x=4");
+    // One without the other is a mistake.
+    assert!(config("rtmp://h/live/{key}", &[]).validate().is_err());
+    assert!(config("rtmp://h/live/b{i}", &["k"]).validate().is_err());
+}

@@ -17,6 +17,13 @@
 //! **Open mode**: with no tenant in the shared state, any key `K` publishes stream `K` of
 //! tenant [`OPEN_TENANT`], as before tenants existed. Once one tenant exists, a key that maps
 //! to no tenant is refused.
+//!
+//! **Pools**: a tenant may name a dedicated pool, and a worker started with `--pool NAME`
+//! serves only that pool. After a key resolves, [`Tenants::check_pool`] asks the pure
+//! [`pool_refusal`] whether this worker's pool takes the tenant: a shared worker refuses a
+//! pooled tenant, a pooled worker refuses every tenant of another pool or of the shared one
+//! (and, in open mode, everyone: there is no tenant of its pool). A change of a tenant's
+//! pool applies to its next publish; a live publisher keeps streaming.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -113,6 +120,8 @@ pub struct Admission {
     pub id: StreamId,
     /// The key that admitted it.
     pub key: Option<KeyId>,
+    /// The tenant's dedicated pool; `None` for the shared pool (and in open mode).
+    pub pool: Option<String>,
 }
 
 /// One key as the index holds it.
@@ -125,6 +134,8 @@ struct Entry {
 /// Every key of every tenant, by key id. Pure: no I/O, no clock.
 #[derive(Debug, Clone, Default)]
 pub struct KeyIndex {
+    /// The tenants that name a dedicated pool, with it.
+    pools: HashMap<String, String>,
     tenants: BTreeSet<String>,
     by_id: HashMap<KeyId, Vec<Entry>>,
     /// The tenants' admin tokens, swapped in with their keys.
@@ -154,6 +165,9 @@ impl KeyIndex {
                     key: key.clone(),
                 });
             }
+            if let Some(pool) = &t.settings.pool {
+                index.pools.insert(t.name.clone(), pool.clone());
+            }
         }
         index
     }
@@ -178,7 +192,11 @@ impl KeyIndex {
     pub fn resolve(&self, presented: &str) -> Result<Admission, KeyRefusal> {
         if self.is_open() {
             return StreamId::new(OPEN_TENANT, presented)
-                .map(|id| Admission { id, key: None })
+                .map(|id| Admission {
+                    id,
+                    key: None,
+                    pool: None,
+                })
                 .ok_or(KeyRefusal::BadKey);
         }
         let key = StreamKey::parse(presented).ok_or(KeyRefusal::UnknownKey)?;
@@ -188,10 +206,16 @@ impl KeyIndex {
             .find(|e| e.key.hash.matches(&key))
             .and_then(|e| StreamId::new(&e.tenant, &e.key.stream))
             .map(|id| Admission {
+                pool: self.pool_of(&id.tenant).map(str::to_owned),
                 id,
                 key: Some(key.id().clone()),
             })
             .ok_or(KeyRefusal::UnknownKey)
+    }
+
+    /// Tenant `tenant`'s dedicated pool; `None` for the shared pool (or no such tenant).
+    pub fn pool_of(&self, tenant: &str) -> Option<&str> {
+        self.pools.get(tenant).map(String::as_str)
     }
 
     /// The keys of `previous` (with the stream each published) that `self` no longer has
@@ -220,6 +244,9 @@ impl KeyIndex {
 pub struct Tenants {
     state: Arc<dyn StateStore>,
     streams: Arc<Streams>,
+    /// The pool this worker serves (`--pool`), set once at start ([`Tenants::set_pool`]);
+    /// unset for the shared pool.
+    pool: std::sync::OnceLock<String>,
     /// `None` until the first successful read.
     index: RwLock<Option<Arc<KeyIndex>>>,
     /// Serialises refreshes, so two of them cannot swap an older index over a newer one.
@@ -271,6 +298,7 @@ impl Tenants {
         Arc::new(Self {
             state,
             streams,
+            pool: std::sync::OnceLock::new(),
             index: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             admitted: std::sync::Mutex::new(HashMap::new()),
@@ -726,6 +754,176 @@ fn contended() -> ManageError {
     ))
 }
 
+// --- Dedicated pools (issue #12, item 4) ---
+
+/// Why this worker does not take a tenant's publishers: the tenant's pool is not the
+/// worker's. What the encoder is told is [`PoolRefusal::text`] (RTMP
+/// `NetStream.Publish.Rejected` with it as the description; SRT `SRT_REJX_FORBIDDEN`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolRefusal {
+    /// A worker of the shared pool, a tenant of a dedicated pool.
+    Dedicated {
+        /// The tenant.
+        tenant: String,
+        /// Its pool.
+        pool: String,
+    },
+    /// A worker of a dedicated pool, a tenant of another pool (`tenant_pool`) or of the
+    /// shared pool (`None`).
+    OtherPool {
+        /// The tenant.
+        tenant: String,
+        /// Its pool; `None` for the shared pool.
+        tenant_pool: Option<String>,
+        /// This worker's pool.
+        worker_pool: String,
+    },
+    /// A worker of a dedicated pool in open mode: no tenant exists, so none is of its pool.
+    OpenMode {
+        /// This worker's pool.
+        worker_pool: String,
+    },
+}
+
+impl PoolRefusal {
+    /// What the encoder is told (and the log says).
+    pub fn text(&self) -> String {
+        match self {
+            Self::Dedicated { tenant, pool } => {
+                format!("tenant {tenant} publishes to pool {pool}: use its ingest address")
+            }
+            Self::OtherPool {
+                tenant,
+                tenant_pool: Some(pool),
+                worker_pool,
+            } => format!(
+                "tenant {tenant} publishes to pool {pool}, this worker serves pool \
+                 {worker_pool}: use pool {pool}'s ingest address"
+            ),
+            Self::OtherPool {
+                tenant,
+                tenant_pool: None,
+                worker_pool,
+            } => format!(
+                "tenant {tenant} publishes to the shared pool, this worker serves pool \
+                 {worker_pool}: use the shared ingest address"
+            ),
+            Self::OpenMode { worker_pool } => format!(
+                "this worker serves pool {worker_pool} and no tenant exists (open mode): \
+                 use the shared ingest address"
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for PoolRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text())
+    }
+}
+
+/// Whether a worker of `worker_pool` (`None`: the shared pool) takes the publishers of
+/// `tenant`, whose pool is `tenant_pool` (`None`: the shared pool); `open` is open mode (no
+/// tenant exists). Pure: the whole pool rule is here.
+///
+/// - a shared worker takes the shared pool's tenants (and everyone in open mode), and
+///   refuses a tenant that names a pool;
+/// - a pooled worker takes exactly its pool's tenants: it refuses the shared pool's, another
+///   pool's, and in open mode everyone (no tenant is of its pool).
+pub fn pool_refusal(
+    open: bool,
+    tenant: &str,
+    tenant_pool: Option<&str>,
+    worker_pool: Option<&str>,
+) -> Option<PoolRefusal> {
+    match (worker_pool, tenant_pool) {
+        (None, None) => None,
+        (None, Some(pool)) => Some(PoolRefusal::Dedicated {
+            tenant: tenant.to_owned(),
+            pool: pool.to_owned(),
+        }),
+        (Some(worker), _) if open => Some(PoolRefusal::OpenMode {
+            worker_pool: worker.to_owned(),
+        }),
+        (Some(worker), Some(pool)) if worker == pool => None,
+        (Some(worker), tenant_pool) => Some(PoolRefusal::OtherPool {
+            tenant: tenant.to_owned(),
+            tenant_pool: tenant_pool.map(str::to_owned),
+            worker_pool: worker.to_owned(),
+        }),
+    }
+}
+
+impl Admission {
+    /// Whether a worker of `worker_pool` takes this publisher ([`pool_refusal`]; an
+    /// admission without a key is open mode's).
+    pub fn check_pool(&self, worker_pool: Option<&str>) -> Result<(), PoolRefusal> {
+        match pool_refusal(
+            self.key.is_none(),
+            &self.id.tenant,
+            self.pool.as_deref(),
+            worker_pool,
+        ) {
+            None => Ok(()),
+            Some(refusal) => Err(refusal),
+        }
+    }
+}
+
+impl Tenants {
+    /// Makes this a worker of `pool` (`--pool`; `None`: the shared pool, as before the
+    /// call). Set once, at start, before the listeners run; a second pool is ignored.
+    pub fn set_pool(&self, pool: Option<String>) {
+        if let Some(pool) = pool {
+            let _ = self.pool.set(pool);
+        }
+    }
+
+    /// The pool this worker serves; `None` for the shared pool.
+    pub fn pool(&self) -> Option<&str> {
+        self.pool.get().map(String::as_str)
+    }
+
+    /// Whether this worker's pool takes the publisher `admission` (from
+    /// [`Tenants::resolve`]) came with.
+    pub fn check_pool(&self, admission: &Admission) -> Result<(), PoolRefusal> {
+        admission.check_pool(self.pool())
+    }
+
+    /// Whether this worker's pool takes stream `id`'s tenant, as the directory is now: for
+    /// the streams no key admits (SRT pulls, which publish to tenant `default`). Before the
+    /// first read of the directory only the shared pool's workers take it.
+    pub fn check_pool_of(&self, id: &StreamId) -> Result<(), PoolRefusal> {
+        let (open, tenant_pool) = match self.current() {
+            Some(index) => (
+                index.is_open(),
+                index.pool_of(&id.tenant).map(str::to_owned),
+            ),
+            None => (true, None),
+        };
+        match pool_refusal(open, &id.tenant, tenant_pool.as_deref(), self.pool()) {
+            None => Ok(()),
+            Some(refusal) => Err(refusal),
+        }
+    }
+
+    /// The tenants whose pool is this worker's (none for the shared pool's workers, whose
+    /// tenants are all that name no pool): for the start-up line.
+    pub fn pool_tenants(&self) -> Vec<String> {
+        let (Some(pool), Some(index)) = (self.pool(), self.current()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = index
+            .pools
+            .iter()
+            .filter(|(_, p)| p.as_str() == pool)
+            .map(|(t, _)| t.clone())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
 fn check_tenant_name(name: &str) -> Result<(), ManageError> {
     if valid_tenant_name(name) {
         Ok(())
@@ -800,7 +998,8 @@ mod tests {
             index.resolve("cam-1"),
             Ok(Admission {
                 id: id("default", "cam-1"),
-                key: None
+                key: None,
+                pool: None,
             })
         );
         for bad in ["", ".x", "a/b", "a b"] {
@@ -883,6 +1082,99 @@ mod tests {
             after.resolve(first.expose()).unwrap().id,
             id("acme", "main")
         );
+    }
+
+    fn in_pool(name: &str, pool: Option<&str>, keys: &[(&StreamKey, &str)]) -> TenantRecord {
+        let mut t = tenant(name, keys);
+        t.settings.pool = pool.map(str::to_owned);
+        t
+    }
+
+    #[test]
+    fn a_shared_worker_takes_only_the_shared_pools_tenants_and_a_pooled_one_only_its_own() {
+        let acme = StreamKey::generate().unwrap();
+        let gold = StreamKey::generate().unwrap();
+        let beta = StreamKey::generate().unwrap();
+        let index = KeyIndex::new(&[
+            in_pool("acme", Some("premium"), &[(&acme, "main")]),
+            in_pool("gold", Some("gold"), &[(&gold, "main")]),
+            in_pool("beta", None, &[(&beta, "main")]),
+        ]);
+        let acme = index.resolve(acme.expose()).unwrap();
+        let gold = index.resolve(gold.expose()).unwrap();
+        let beta = index.resolve(beta.expose()).unwrap();
+        assert_eq!(acme.pool.as_deref(), Some("premium"));
+        assert_eq!(beta.pool, None);
+
+        // The shared pool's workers: the shared tenant only.
+        assert_eq!(beta.check_pool(None), Ok(()));
+        let refused = acme.check_pool(None).unwrap_err();
+        assert_eq!(
+            refused,
+            PoolRefusal::Dedicated {
+                tenant: "acme".into(),
+                pool: "premium".into()
+            }
+        );
+        assert_eq!(
+            refused.text(),
+            "tenant acme publishes to pool premium: use its ingest address"
+        );
+        assert!(gold.check_pool(None).is_err());
+
+        // A premium worker: premium's tenant only.
+        assert_eq!(acme.check_pool(Some("premium")), Ok(()));
+        let other = gold.check_pool(Some("premium")).unwrap_err();
+        assert!(
+            other.text().contains("tenant gold publishes to pool gold")
+                && other.text().contains("this worker serves pool premium"),
+            "{other}"
+        );
+        let shared = beta.check_pool(Some("premium")).unwrap_err();
+        assert_eq!(
+            shared,
+            PoolRefusal::OtherPool {
+                tenant: "beta".into(),
+                tenant_pool: None,
+                worker_pool: "premium".into()
+            }
+        );
+        assert!(
+            shared.text().contains("use the shared ingest address"),
+            "{shared}"
+        );
+    }
+
+    #[test]
+    fn in_open_mode_a_pooled_worker_refuses_everyone_and_a_shared_one_no_one() {
+        let index = KeyIndex::new(&[]);
+        let cam = index.resolve("cam").unwrap();
+        assert_eq!(cam.check_pool(None), Ok(()), "open mode as before pools");
+        let refused = cam.check_pool(Some("premium")).unwrap_err();
+        assert_eq!(
+            refused,
+            PoolRefusal::OpenMode {
+                worker_pool: "premium".into()
+            }
+        );
+        assert!(refused.text().contains("open mode"), "{refused}");
+    }
+
+    #[test]
+    fn the_pool_rule_is_the_same_for_streams_no_key_admits() {
+        // SRT pulls publish to tenant `default`: the rule reads its pool by name.
+        assert_eq!(pool_refusal(true, "default", None, None), None);
+        assert!(pool_refusal(true, "default", None, Some("premium")).is_some());
+        assert_eq!(pool_refusal(false, "default", None, None), None);
+        assert!(pool_refusal(false, "default", Some("premium"), None).is_some());
+        assert_eq!(
+            pool_refusal(false, "default", Some("premium"), Some("premium")),
+            None
+        );
+        assert!(pool_refusal(false, "default", None, Some("premium")).is_some());
+        let index = KeyIndex::new(&[in_pool("default", Some("premium"), &[])]);
+        assert_eq!(index.pool_of("default"), Some("premium"));
+        assert_eq!(index.pool_of("nobody"), None);
     }
 
     #[test]

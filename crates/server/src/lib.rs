@@ -327,6 +327,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .iter()
         .map(|(name, t)| (name.clone(), t.settings()))
         .collect();
+    tenants.set_pool(member.pool.clone());
     tenants
         .declare(&declared)
         .await
@@ -343,9 +344,28 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
     if tenants.is_open() == Some(true) {
-        warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`");
+        match tenants.pool() {
+            None => warn!("OPEN MODE: no tenants are configured, so any stream key is accepted and published as tenant `default`"),
+            // --- Dedicated pools (issue #12, item 4) ---
+            Some(pool) => warn!(
+                pool,
+                "OPEN MODE with --pool {pool}: no tenants are configured, so none is of this \
+                 worker's pool: it refuses every publisher until a tenant names pool {pool}"
+            ),
+        }
     } else {
         info!("tenants are configured: publishing needs a stream key");
+    }
+    // --- Dedicated pools (issue #12, item 4) ---
+    if let Some(pool) = tenants.pool() {
+        if tenants.is_open() != Some(true) {
+            let of_pool = tenants.pool_tenants();
+            if of_pool.is_empty() {
+                warn!(pool, "this worker serves pool {pool} only, and no tenant names it yet: it refuses every publisher until one does");
+            } else {
+                info!(pool, tenants = %of_pool.join(","), "this worker serves pool {pool} only");
+            }
+        }
     }
     if config.admin_token.is_none() {
         warn!("admin API is open: set --admin-token to require a bearer token for /api/v1");
@@ -361,6 +381,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         http = %config.http_listen,
         data_dir = %config.data_dir.display(),
         worker = %settings.worker_id,
+        pool = tenants.pool().unwrap_or("shared"),
         pulls = config.pull.len(),
         incarnations = member.incarnations(),
         ended_on_start = recovered,
