@@ -440,7 +440,7 @@ mod tests {
         // Unset: nothing written, the server's values apply.
         assert_eq!(
             serde_json::to_string(&TenantSettings::default()).unwrap(),
-            r#"{"pool":null,"quotas":{"max_streams":null,"max_bitrate_bps":null},"playback":"public"}"#
+            r#"{"pool":null,"quotas":{"max_streams":null,"max_bitrate_bps":null,"max_total_bitrate_bps":null,"max_publish_rate":null,"over_bitrate_for_s":null,"disconnect_over_bitrate":false},"playback":"public"}"#
         );
     }
 
