@@ -33,12 +33,21 @@
 #![deny(missing_docs)]
 
 mod datetime;
+mod llhls;
 mod mux;
 mod playlist;
 mod segmenter;
 
 pub use datetime::format_program_date_time;
-pub use playlist::{PlaylistState, SegmentEntry, DEFAULT_WINDOW, MAX_WINDOW};
+pub use llhls::{
+    decide_blocking, parse_delivery_directives, parse_part_uri, part_uri, BadDirective,
+    BlockingDecision, DeliveryDirectives, LiveEdge, BLOCKING_TIMEOUT_TARGET_DURATIONS,
+    DEFAULT_PART_DURATION, MAX_MSN_AHEAD, MAX_PART_DURATION, MIN_PART_DURATION,
+};
+pub use playlist::{
+    OpenSegmentEntry, PartEntry, PlaylistState, SegmentEntry, DEFAULT_WINDOW, MAX_WINDOW,
+    PART_HOLD_BACK_PARTS, PART_WINDOW_TARGET_DURATIONS, SKIP_BOUNDARY_TARGET_DURATIONS,
+};
 pub use segmenter::{
     CutSegment, Segmenter, SegmenterConfig, SegmenterOutput, SegmenterStats,
     DEFAULT_MAX_SEGMENT_DURATION, DEFAULT_TARGET_DURATION, END_DTS_WAIT, MAX_SEGMENT_BYTES,

@@ -39,6 +39,66 @@ pub struct SegmentEntry {
     pub map_uri: Option<String>,
     /// Size of the segment in bytes.
     pub bytes: u64,
+    // --- LL-HLS (issue #13) ---
+    /// The segment's partial segments (`EXT-X-PART`), oldest first; empty when the stream
+    /// is not packaged with parts. Rendered only near the live edge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<PartEntry>,
+}
+
+/// One partial segment (LL-HLS `EXT-X-PART`, draft-pantos-hls-rfc8216bis §4.4.4.9): a CMAF
+/// chunk of its parent segment. Its bytes are the `bytes` bytes at `offset` in the parent
+/// segment, so an origin can serve a part from the segment once the segment exists.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartEntry {
+    /// The part's URI, relative to the playlist (see [`crate::part_uri`]).
+    pub uri: String,
+    /// Duration in seconds (`DURATION`).
+    pub duration_secs: f64,
+    /// The part starts with a keyframe (`INDEPENDENT=YES`).
+    #[serde(default)]
+    pub independent: bool,
+    /// The part is not available (`GAP=YES`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gap: bool,
+    /// Offset of the part's first byte in its parent segment.
+    #[serde(default)]
+    pub offset: u64,
+    /// Size of the part in bytes.
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+impl PartEntry {
+    /// The duration in whole milliseconds, as rendered in `DURATION` (nonsense becomes 0).
+    fn duration_ms(&self) -> u64 {
+        secs_to_ms(self.duration_secs)
+    }
+}
+
+/// The LL-HLS segment being built: its parts published so far, and the tags its first part
+/// carries (`EXT-X-PROGRAM-DATE-TIME`, `EXT-X-MAP`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct OpenSegmentEntry {
+    /// Wallclock of the segment's first frame, Unix milliseconds.
+    pub program_date_time_ms: i64,
+    /// The init segment's URI (fMP4).
+    pub map_uri: Option<String>,
+    /// Preceded by `EXT-X-DISCONTINUITY` (besides a pending one of the playlist).
+    pub discontinuity: bool,
+    /// The parts published so far.
+    pub parts: Vec<PartEntry>,
+}
+
+/// Seconds to whole milliseconds (nonsense becomes 0).
+fn secs_to_ms(secs: f64) -> u64 {
+    if secs.is_finite() && secs > 0.0 {
+        // Float-to-int `as` saturates.
+        (secs * 1000.0).round() as u64
+    } else {
+        0
+    }
 }
 
 impl SegmentEntry {
@@ -53,17 +113,13 @@ impl SegmentEntry {
             discontinuity: cut.discontinuity,
             map_uri,
             bytes: cut.bytes,
+            parts: Vec::new(),
         }
     }
 
     /// The duration in whole milliseconds, as rendered in `EXTINF` (nonsense becomes 0).
     fn duration_ms(&self) -> u64 {
-        if self.duration_secs.is_finite() && self.duration_secs > 0.0 {
-            // Float-to-int `as` saturates.
-            (self.duration_secs * 1000.0).round() as u64
-        } else {
-            0
-        }
+        secs_to_ms(self.duration_secs)
     }
 }
 
@@ -109,6 +165,16 @@ pub struct PlaylistState {
     /// `BANDWIDTH` in bit/s for the multivariant playlist: raised by
     /// [`PlaylistState::push_segment`] to the peak segment bitrate seen.
     pub bandwidth: Option<u64>,
+    // --- LL-HLS (issue #13) ---
+    /// The Part Target Duration in seconds (`EXT-X-PART-INF:PART-TARGET`): `Some` renders
+    /// the low-latency playlist (server control, parts, preload hint); `None` renders the
+    /// playlist exactly as without LL-HLS.
+    pub part_target_secs: Option<f64>,
+    /// The segment being built, with the parts published so far (LL-HLS).
+    pub open: Option<OpenSegmentEntry>,
+    /// The URI of the next part (`EXT-X-PRELOAD-HINT:TYPE=PART`), set by the server after
+    /// each part; cleared by [`PlaylistState::end`].
+    pub preload_hint: Option<String>,
 }
 
 impl Default for PlaylistState {
@@ -134,6 +200,9 @@ impl PlaylistState {
             codecs: None,
             resolution: None,
             bandwidth: None,
+            part_target_secs: None,
+            open: None,
+            preload_hint: None,
         }
     }
 
@@ -155,6 +224,9 @@ impl PlaylistState {
     /// [`PlaylistState::reset_for_new_stream`] instead after an end).
     pub fn begin_session(&mut self) {
         self.epoch = self.epoch.saturating_add(1);
+        // Parts of a segment the previous session never finished are dropped with it.
+        self.open = None;
+        self.preload_hint = None;
         if !self.segments.is_empty() {
             self.pending_discontinuity = true;
         }
@@ -169,6 +241,8 @@ impl PlaylistState {
     /// for old ones.
     pub fn reset_for_new_stream(&mut self) -> Vec<SegmentEntry> {
         self.epoch = self.epoch.saturating_add(1);
+        self.open = None;
+        self.preload_hint = None;
         let removed: Vec<SegmentEntry> = self.segments.drain(..).collect();
         let tags = removed.iter().filter(|s| s.discontinuity).count() as u64;
         self.discontinuity_sequence = self.discontinuity_sequence.saturating_add(tags);
@@ -190,7 +264,16 @@ impl PlaylistState {
     /// window. Returns the segments that left the window (the server deletes their files
     /// after a grace period, so players that just loaded the previous playlist can still
     /// fetch them).
+    ///
+    /// LL-HLS: an entry pushed without parts takes the parts of the open segment
+    /// ([`PlaylistState::push_part`]); the open segment is closed either way.
     pub fn push_segment(&mut self, mut entry: SegmentEntry) -> Vec<SegmentEntry> {
+        if let Some(open) = self.open.take() {
+            if entry.parts.is_empty() {
+                entry.parts = open.parts;
+            }
+            entry.discontinuity |= open.discontinuity;
+        }
         entry.sequence = self.next_sequence;
         self.next_sequence = self.next_sequence.saturating_add(1);
         if std::mem::take(&mut self.pending_discontinuity) {
@@ -231,9 +314,51 @@ impl PlaylistState {
         self.pending_discontinuity = true;
     }
 
-    /// The stream has ended: the playlist gets `EXT-X-ENDLIST`.
+    /// The stream has ended: the playlist gets `EXT-X-ENDLIST` (and loses its preload hint
+    /// and the parts of an unfinished segment: an ended playlist hints nothing).
     pub fn end(&mut self) {
         self.ended = true;
+        self.open = None;
+        self.preload_hint = None;
+    }
+
+    /// LL-HLS: a part of the segment being built was published (stored): it is listed after
+    /// the last segment. The first part of a segment opens it with the segment's wallclock
+    /// and init segment. `next_hint` is the URI of the part after it (the preload hint).
+    pub fn push_part(
+        &mut self,
+        part: PartEntry,
+        program_date_time_ms: i64,
+        map_uri: Option<String>,
+        next_hint: Option<String>,
+    ) {
+        let open = self.open.get_or_insert_with(|| OpenSegmentEntry {
+            program_date_time_ms,
+            map_uri,
+            discontinuity: false,
+            parts: Vec::new(),
+        });
+        open.parts.push(part);
+        self.preload_hint = next_hint;
+    }
+
+    /// Where the live edge is, for blocking playlist reload ([`crate::decide_blocking`]).
+    pub fn live_edge(&self) -> crate::LiveEdge {
+        crate::LiveEdge {
+            next_msn: self.next_sequence,
+            last_segment_parts: self
+                .segments
+                .back()
+                .map_or(0, |s| u32::try_from(s.parts.len()).unwrap_or(u32::MAX)),
+            open_parts: self
+                .open
+                .as_ref()
+                .map_or(0, |o| u32::try_from(o.parts.len()).unwrap_or(u32::MAX)),
+            oldest_msn: self.media_sequence,
+            part_target_secs: self.part_target_secs.filter(|t| t.is_finite() && *t > 0.0),
+            target_duration_secs: self.target_duration.max(1),
+            ended: self.ended,
+        }
     }
 
     /// The `EXT-X-VERSION` the playlist needs: 6 for `EXT-X-MAP` in a media playlist,
@@ -247,41 +372,162 @@ impl PlaylistState {
 
     /// The media playlist text.
     pub fn render_media_playlist(&self) -> String {
+        self.render(false)
+    }
+
+    /// LL-HLS: the Playlist Delta Update answering `_HLS_skip=YES` (or `v2`): the segments
+    /// further than the Skip Boundary from the end of the last segment are replaced by one
+    /// `EXT-X-SKIP:SKIPPED-SEGMENTS=n`. The full playlist when a delta update does not
+    /// apply: no LL-HLS (no `CAN-SKIP-UNTIL`), or an ended stream (§6.2.5.1: "A Server MUST
+    /// ignore the _HLS_skip directive if the Playlist does not contain the CAN-SKIP-UNTIL
+    /// attribute, or if it contains an EXT-X-ENDLIST tag").
+    pub fn render_delta_update(&self) -> String {
+        self.render(true)
+    }
+
+    /// The LL-HLS settings in force, when the playlist renders them.
+    fn low_latency(&self) -> Option<LowLatency> {
+        let part_target = self.part_target_secs.filter(|t| t.is_finite() && *t > 0.0)?;
+        // Rendered in whole milliseconds, rounded up so that every part's rounded duration
+        // stays within it.
+        let part_target_ms = (part_target * 1000.0).ceil().max(1.0) as u64;
+        let target_ms = u64::from(self.target_duration.max(1)) * 1000;
+        Some(LowLatency {
+            part_target_ms,
+            part_hold_back_ms: part_target_ms.saturating_mul(PART_HOLD_BACK_PARTS),
+            skip_boundary_ms: target_ms.saturating_mul(SKIP_BOUNDARY_TARGET_DURATIONS),
+            part_window_ms: target_ms.saturating_mul(PART_WINDOW_TARGET_DURATIONS),
+        })
+    }
+
+    /// How many of the oldest segments a delta update replaces by `EXT-X-SKIP`: those
+    /// whose end is further than the Skip Boundary from the end of the last segment.
+    fn skippable_segments(&self, skip_boundary_ms: u64) -> usize {
+        let mut from_end: u64 = 0;
+        let mut keep = 0;
+        for segment in self.segments.iter().rev() {
+            if from_end > skip_boundary_ms {
+                break;
+            }
+            keep += 1;
+            from_end = from_end.saturating_add(segment.duration_ms());
+        }
+        self.segments.len().saturating_sub(keep)
+    }
+
+    fn render(&self, delta: bool) -> String {
+        let ll = self.low_latency();
+        let skipped = match &ll {
+            Some(ll) if delta && !self.ended => self.skippable_segments(ll.skip_boundary_ms),
+            _ => 0,
+        };
+        // Segments whose parts are listed: those ending within PART_WINDOW of the end of the
+        // playlist (the open segment's parts included).
+        let open_ms: u64 = self
+            .open
+            .as_ref()
+            .map_or(0, |o| o.parts.iter().map(PartEntry::duration_ms).sum());
+        let mut parts_from = self.segments.len();
+        if let Some(ll) = &ll {
+            let mut from_end = open_ms;
+            for segment in self.segments.iter().rev() {
+                if from_end >= ll.part_window_ms {
+                    break;
+                }
+                parts_from -= 1;
+                from_end = from_end.saturating_add(segment.duration_ms());
+            }
+        }
+
         let per_segment: usize = self
             .segments
             .iter()
-            .map(|s| 110 + s.uri.len() + s.map_uri.as_ref().map_or(0, |m| m.len() + 20))
+            .map(|s| {
+                110 + s.uri.len()
+                    + s.map_uri.as_ref().map_or(0, |m| m.len() + 20)
+                    + if ll.is_some() { s.parts.len() * 60 } else { 0 }
+            })
             .sum();
-        let mut out = String::with_capacity(200 + per_segment);
+        let mut out = String::with_capacity(400 + per_segment);
+        // EXT-X-SKIP needs version 9 (Apple's example of a delta update uses 10, for
+        // CAN-SKIP-DATERANGES, which tidegate does not offer).
+        let version = if skipped > 0 { 9 } else { self.version() };
         // Writing to a String cannot fail; results are ignored below.
         let _ = write!(
             out,
-            "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:{}\n\
-             #EXT-X-DISCONTINUITY-SEQUENCE:{}\n#EXT-X-INDEPENDENT-SEGMENTS\n",
-            self.version(),
+            "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{}\n",
+            version,
             self.target_duration.max(1),
-            self.media_sequence,
-            self.discontinuity_sequence,
         );
+        if let Some(ll) = &ll {
+            out.push_str("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=");
+            push_secs(&mut out, ll.part_hold_back_ms);
+            out.push_str(",CAN-SKIP-UNTIL=");
+            push_secs(&mut out, ll.skip_boundary_ms);
+            out.push_str("\n#EXT-X-PART-INF:PART-TARGET=");
+            push_secs(&mut out, ll.part_target_ms);
+            out.push('\n');
+        }
+        let _ = write!(
+            out,
+            "#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n#EXT-X-INDEPENDENT-SEGMENTS\n",
+            self.media_sequence, self.discontinuity_sequence,
+        );
+        if skipped > 0 {
+            // After EXT-X-DISCONTINUITY-SEQUENCE: hls.js rejects that tag once a segment
+            // (which EXT-X-SKIP stands for) has been seen (hls.js#7554).
+            let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+        }
         let mut previous_map: Option<&str> = None;
-        for (index, segment) in self.segments.iter().enumerate() {
+        for (index, segment) in self.segments.iter().enumerate().skip(skipped) {
             if segment.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
-            if let Some(map) = segment.map_uri.as_deref() {
-                if index == 0 || segment.discontinuity || previous_map != Some(map) {
-                    out.push_str("#EXT-X-MAP:URI=\"");
-                    push_sanitized(&mut out, map, true);
-                    out.push_str("\"\n");
-                }
-            }
+            push_map(
+                &mut out,
+                segment.map_uri.as_deref(),
+                index == skipped || segment.discontinuity,
+                previous_map,
+            );
             previous_map = segment.map_uri.as_deref();
             out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
             write_program_date_time(&mut out, segment.program_date_time_ms);
+            out.push('\n');
+            if ll.is_some() && index >= parts_from {
+                for part in &segment.parts {
+                    push_part(&mut out, part);
+                }
+            }
             let ms = segment.duration_ms();
-            let _ = write!(out, "\n#EXTINF:{}.{:03},\n", ms / 1000, ms % 1000);
+            let _ = write!(out, "#EXTINF:{}.{:03},\n", ms / 1000, ms % 1000);
             push_sanitized(&mut out, &segment.uri, false);
             out.push('\n');
+        }
+        if let (Some(_), Some(open), false) = (&ll, &self.open, self.ended) {
+            if !open.parts.is_empty() {
+                let discontinuity =
+                    open.discontinuity || (self.pending_discontinuity && !self.segments.is_empty());
+                if discontinuity {
+                    out.push_str("#EXT-X-DISCONTINUITY\n");
+                }
+                push_map(
+                    &mut out,
+                    open.map_uri.as_deref(),
+                    self.segments.len() == skipped || discontinuity,
+                    previous_map,
+                );
+                out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+                write_program_date_time(&mut out, open.program_date_time_ms);
+                out.push('\n');
+                for part in &open.parts {
+                    push_part(&mut out, part);
+                }
+            }
+        }
+        if let (Some(_), Some(hint), false) = (&ll, &self.preload_hint, self.ended) {
+            out.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"");
+            push_sanitized(&mut out, hint, true);
+            out.push_str("\"\n");
         }
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
@@ -313,6 +559,59 @@ impl PlaylistState {
         out.push('\n');
         Some(out)
     }
+}
+
+/// The LL-HLS values a playlist renders, in milliseconds.
+struct LowLatency {
+    part_target_ms: u64,
+    part_hold_back_ms: u64,
+    skip_boundary_ms: u64,
+    part_window_ms: u64,
+}
+
+/// `PART-HOLD-BACK` in Part Target Durations: §4.4.3.8 "MUST be at least twice the Part
+/// Target Duration ... SHOULD be at least three times the Part Target Duration".
+pub const PART_HOLD_BACK_PARTS: u64 = 3;
+
+/// `CAN-SKIP-UNTIL` (the Skip Boundary) in Target Durations: §4.4.3.8 "The Skip Boundary
+/// MUST be at least six times the Target Duration".
+pub const SKIP_BOUNDARY_TARGET_DURATIONS: u64 = 6;
+
+/// Segments whose parts are listed, in Target Durations from the end of the playlist:
+/// §6.2.2 "EXT-X-PART tags SHOULD be removed from the Playlist after they are greater than
+/// three Target Durations from the end of the Playlist".
+pub const PART_WINDOW_TARGET_DURATIONS: u64 = 3;
+
+/// Writes `ms` as decimal seconds with three decimals.
+fn push_secs(out: &mut String, ms: u64) {
+    let _ = write!(out, "{}.{:03}", ms / 1000, ms % 1000);
+}
+
+/// `EXT-X-MAP` when the segment's map differs from the previous one's or `force`.
+fn push_map(out: &mut String, map: Option<&str>, force: bool, previous: Option<&str>) {
+    if let Some(map) = map {
+        if force || previous != Some(map) {
+            out.push_str("#EXT-X-MAP:URI=\"");
+            push_sanitized(out, map, true);
+            out.push_str("\"\n");
+        }
+    }
+}
+
+/// One `EXT-X-PART` line.
+fn push_part(out: &mut String, part: &PartEntry) {
+    out.push_str("#EXT-X-PART:DURATION=");
+    push_secs(out, part.duration_ms());
+    out.push_str(",URI=\"");
+    push_sanitized(out, &part.uri, true);
+    out.push('"');
+    if part.independent {
+        out.push_str(",INDEPENDENT=YES");
+    }
+    if part.gap {
+        out.push_str(",GAP=YES");
+    }
+    out.push('\n');
 }
 
 /// Appends `text` without line breaks (which would end the tag) and, inside a quoted
