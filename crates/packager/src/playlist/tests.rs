@@ -1,6 +1,7 @@
 //! Playlist state transitions and rendering, checked byte-exactly and with `m3u8-rs`.
 
 use super::*;
+use crate::part_uri;
 
 const T0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20.000Z
 
@@ -330,4 +331,211 @@ fn random_histories_keep_sequences_monotonic() {
             }
         }
     }
+}
+
+// --- LL-HLS (issue #13) ---
+
+fn part(uri: &str, duration_secs: f64, independent: bool) -> PartEntry {
+    PartEntry {
+        uri: uri.to_string(),
+        duration_secs,
+        independent,
+        gap: false,
+        offset: 0,
+        bytes: 1000,
+    }
+}
+
+/// Pushes `segments` segments of 2 s, each made of 6 parts of 1/3 s (the first independent),
+/// then `open_parts` parts of the next one, with the preload hint on the part after.
+fn ll_state(window: usize, segments: u64, open_parts: u32) -> PlaylistState {
+    let mut state = PlaylistState::new(Container::Fmp4, window, 2);
+    state.part_target_secs = Some(1.0 / 3.0);
+    state.begin_session();
+    let map = Some("init-1-0.mp4".to_string());
+    for n in 0..=segments {
+        let seg = format!("seg-1-{n}.m4s");
+        let pdt = T0 + (n as i64) * 2000;
+        let count = if n == segments { open_parts } else { 6 };
+        for p in 0..count {
+            let next = if p == 5 {
+                part_uri(&format!("seg-1-{}.m4s", n + 1), 0)
+            } else {
+                part_uri(&seg, p + 1)
+            };
+            state.push_part(
+                part(&part_uri(&seg, p), 0.3333, p == 0),
+                pdt,
+                map.clone(),
+                Some(next),
+            );
+        }
+        if n < segments {
+            state.push_segment(entry(&seg, 2.0, pdt, map.as_deref()));
+        }
+    }
+    state
+}
+
+/// The low-latency playlist: server control with PART-HOLD-BACK = 3 parts and
+/// CAN-SKIP-UNTIL = 6 target durations, parts of the segments within 3 target durations of
+/// the end (segments ending less than 6 s before the last part: here seg-1-1, 4.67 s; before
+/// their EXTINF, after their PDT/MAP/DISCONTINUITY), the open segment's
+/// parts and the preload hint.
+#[test]
+fn low_latency_playlist_byte_exact() {
+    let state = ll_state(4, 4, 2);
+    let expected = "#EXTM3U
+#EXT-X-VERSION:6
+#EXT-X-TARGETDURATION:2
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.002,CAN-SKIP-UNTIL=12.000
+#EXT-X-PART-INF:PART-TARGET=0.334
+#EXT-X-MEDIA-SEQUENCE:0
+#EXT-X-DISCONTINUITY-SEQUENCE:0
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-MAP:URI=\"init-1-0.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z
+#EXTINF:2.000,
+seg-1-0.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:22.000Z
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-1.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-1.1.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-1.2.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-1.3.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-1.4.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-1.5.m4s\"
+#EXTINF:2.000,
+seg-1-1.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:24.000Z
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-2.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-2.1.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-2.2.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-2.3.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-2.4.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-2.5.m4s\"
+#EXTINF:2.000,
+seg-1-2.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:26.000Z
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-3.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-3.1.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-3.2.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-3.3.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-3.4.m4s\"
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-3.5.m4s\"
+#EXTINF:2.000,
+seg-1-3.m4s
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:28.000Z
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-4.0.m4s\",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.333,URI=\"seg-1-4.1.m4s\"
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg-1-4.2.m4s\"
+";
+    let text = state.render_media_playlist();
+    assert_eq!(text, expected);
+    // Regular HLS clients read the same playlist (m3u8-rs knows no LL-HLS tags).
+    let parsed = parse(&text);
+    assert_eq!(parsed.segments.len(), 4);
+    // The live edge: segment 4 with two parts, segment 3 had six.
+    let edge = state.live_edge();
+    assert_eq!(
+        (edge.next_msn, edge.open_parts, edge.last_segment_parts),
+        (4, 2, 6)
+    );
+}
+
+/// A playlist without a part target renders as before even when parts are recorded.
+#[test]
+fn parts_are_not_rendered_without_a_part_target() {
+    let mut state = ll_state(4, 3, 2);
+    let with = state.render_media_playlist();
+    state.part_target_secs = None;
+    let without = state.render_media_playlist();
+    assert!(with.contains("#EXT-X-PART:"));
+    for tag in ["EXT-X-PART", "EXT-X-SERVER-CONTROL", "EXT-X-PRELOAD-HINT", "EXT-X-SKIP"] {
+        assert!(!without.contains(tag), "{tag} in\n{without}");
+    }
+    assert_eq!(state.render_delta_update(), without);
+}
+
+/// §6.2.5.1: the delta update replaces "Media Segments that are further from the end of the
+/// last (Parent) Media Segment in the Playlist than the Skip Boundary" by EXT-X-SKIP;
+/// "Replacing segments with the EXT-X-SKIP tag does not change the value of the
+/// EXT-X-DISCONTINUITY-SEQUENCE tag"; what is not skipped stays as in the full playlist.
+#[test]
+fn delta_update_skips_the_oldest_segments_and_keeps_the_rest() {
+    let mut state = ll_state(10, 12, 3);
+    // A discontinuity in the skipped part and one in the kept part.
+    state.segments[1].discontinuity = true;
+    state.segments[8].discontinuity = true;
+    state.segments[8].map_uri = Some("init-2-0.mp4".into());
+    let full = state.render_media_playlist();
+    let delta = state.render_delta_update();
+    // Segments 2..=11 listed, 2 s each, boundary 12 s: 2, 3 and 4 end more than 12 s before
+    // the end of segment 11.
+    assert!(delta.contains("\n#EXT-X-SKIP:SKIPPED-SEGMENTS=3\n"), "{delta}");
+    assert!(delta.starts_with("#EXTM3U\n#EXT-X-VERSION:9\n"));
+    let header_end = |t: &str| t.find("#EXT-X-INDEPENDENT-SEGMENTS\n").unwrap();
+    assert_eq!(
+        full[..header_end(&full)].replace("VERSION:6", "VERSION:9"),
+        delta[..header_end(&delta)]
+    );
+    assert!(delta.contains(&format!(
+        "#EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
+        state.media_sequence, state.discontinuity_sequence
+    )));
+    // The first kept segment is seg 5 (msn 5): it carries its map; the rest is the full
+    // playlist's tail byte for byte.
+    assert_eq!(state.media_sequence, 2);
+    let kept_from = full.find("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:30.000Z").unwrap();
+    let delta_from = delta.find("#EXT-X-SKIP").unwrap();
+    let delta_tail = &delta[delta_from..];
+    assert_eq!(
+        delta_tail,
+        format!(
+            "#EXT-X-SKIP:SKIPPED-SEGMENTS=3\n#EXT-X-MAP:URI=\"init-1-0.mp4\"\n{}",
+            &full[kept_from..]
+        )
+    );
+    // Same segments: skipped + listed = full.
+    let count = |t: &str| t.matches("#EXTINF:").count();
+    assert_eq!(count(&delta) + 3, count(&full));
+    // An ended playlist ignores _HLS_skip.
+    state.end();
+    assert_eq!(state.render_delta_update(), state.render_media_playlist());
+    assert!(!state.render_media_playlist().contains("PRELOAD-HINT"));
+}
+
+/// A resumed session's first parts follow EXT-X-DISCONTINUITY and their new map, before the
+/// segment they make is pushed; the pushed segment keeps them.
+#[test]
+fn open_parts_after_a_resume_carry_the_discontinuity() {
+    let mut state = ll_state(5, 2, 0);
+    state.begin_session();
+    state.push_part(
+        part("seg-2-0.0.m4s", 0.3, true),
+        T0 + 60_000,
+        Some("init-2-0.mp4".into()),
+        Some("seg-2-0.1.m4s".into()),
+    );
+    let text = state.render_media_playlist();
+    assert!(
+        text.ends_with(
+            "seg-1-1.m4s
+#EXT-X-DISCONTINUITY
+#EXT-X-MAP:URI=\"init-2-0.mp4\"
+#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:14:20.000Z
+#EXT-X-PART:DURATION=0.300,URI=\"seg-2-0.0.m4s\",INDEPENDENT=YES
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"seg-2-0.1.m4s\"
+"
+        ),
+        "{text}"
+    );
+    state.push_segment(entry("seg-2-0.m4s", 0.3, T0 + 60_000, Some("init-2-0.mp4")));
+    let last = state.segments.back().unwrap();
+    assert!(last.discontinuity);
+    assert_eq!(last.parts.len(), 1);
+    assert!(state.open.is_none());
+    // The state with parts survives a serde round trip.
+    let back: PlaylistState =
+        serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+    assert_eq!(back, state);
 }
