@@ -67,3 +67,17 @@ pub fn media_segment(
 ) -> Result<Bytes, Fmp4Error> {
     segment::media_segment(sequence_number, runs, audio)
 }
+
+/// Builds one CMAF chunk (LL-HLS part): a `moof` and its `mdat`, as [`media_segment`], with
+/// the segment's `styp` in front only when `with_styp` (the first chunk of a segment). The
+/// chunks of a segment, concatenated, are a valid media segment: each `moof` is
+/// self-contained (default-base-is-moof, its own `tfdt`), `sequence_number` must grow from
+/// one chunk to the next.
+pub fn media_chunk(
+    sequence_number: u32,
+    runs: &[TrackRun<'_>],
+    audio: Option<&AudioConfig>,
+    with_styp: bool,
+) -> Result<Bytes, Fmp4Error> {
+    segment::media_fragment(sequence_number, runs, audio, with_styp)
+}

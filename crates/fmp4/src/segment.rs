@@ -85,6 +85,17 @@ pub(crate) fn media_segment(
     runs: &[TrackRun<'_>],
     audio: Option<&AudioConfig>,
 ) -> Result<Bytes, Fmp4Error> {
+    media_fragment(sequence_number, runs, audio, true)
+}
+
+/// See [`crate::media_chunk`]: a media segment without `styp` when `with_styp` is false.
+pub(crate) fn media_fragment(
+    sequence_number: u32,
+    runs: &[TrackRun<'_>],
+    audio: Option<&AudioConfig>,
+    with_styp: bool,
+) -> Result<Bytes, Fmp4Error> {
+    let styp_len = if with_styp { STYP_LEN } else { 0 };
     let mut plans: Vec<RunPlan<'_>> = Vec::with_capacity(runs.len());
     for run in runs {
         if run.frames.is_empty() {
@@ -137,14 +148,16 @@ pub(crate) fn media_segment(
         .iter()
         .try_fold(8usize, |acc, p| acc.checked_add(p.payload_len))
         .ok_or(too_large())?;
-    let total = STYP_LEN
+    let total = styp_len
         .checked_add(moof_len)
         .and_then(|l| l.checked_add(mdat_len))
         .filter(|l| *l <= MAX_MEDIA_SEGMENT_LEN)
         .ok_or(too_large())?;
 
     let mut w = BoxWriter::with_capacity(total);
-    styp(&mut w)?;
+    if with_styp {
+        styp(&mut w)?;
+    }
     let moof = w.open(b"moof");
     w.full_leaf(b"mfhd", 0, 0, &sequence_number.to_be_bytes())?;
     // Offsets are relative to the start of `moof` (default-base-is-moof); the first sample

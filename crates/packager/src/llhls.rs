@@ -87,10 +87,16 @@ pub fn parse_delivery_directives(query: Option<&str>) -> Result<DeliveryDirectiv
     for pair in query.unwrap_or("").split('&') {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
-            "_HLS_msn" => set_once(&mut directives.msn, parse_decimal(value, "_HLS_msn")?, "_HLS_msn")?,
-            "_HLS_part" => {
-                set_once(&mut directives.part, parse_decimal(value, "_HLS_part")?, "_HLS_part")?
-            }
+            "_HLS_msn" => set_once(
+                &mut directives.msn,
+                parse_decimal(value, "_HLS_msn")?,
+                "_HLS_msn",
+            )?,
+            "_HLS_part" => set_once(
+                &mut directives.part,
+                parse_decimal(value, "_HLS_part")?,
+                "_HLS_part",
+            )?,
             "_HLS_skip" => {
                 if std::mem::replace(&mut skip_seen, true) {
                     return Err(BadDirective::Repeated("_HLS_skip"));

@@ -20,6 +20,18 @@ pub(crate) trait Muxer: Send {
 
     /// Muxes one segment. `sequence` counts segments of this session from 1 (wrapping).
     fn segment(&mut self, sequence: u32, runs: &[TrackRun<'_>]) -> Result<Bytes, PackagerError>;
+
+    /// Muxes one chunk of a segment (an LL-HLS part), the segment's header (`styp`) in
+    /// front when `first`. `sequence` counts chunks. By default a chunk is a segment.
+    fn chunk(
+        &mut self,
+        sequence: u32,
+        runs: &[TrackRun<'_>],
+        first: bool,
+    ) -> Result<Bytes, PackagerError> {
+        let _ = first;
+        self.segment(sequence, runs)
+    }
 }
 
 /// The muxer for a container.
@@ -52,6 +64,20 @@ impl Muxer for Fmp4Muxer {
             sequence,
             runs,
             self.audio.as_ref(),
+        )?)
+    }
+
+    fn chunk(
+        &mut self,
+        sequence: u32,
+        runs: &[TrackRun<'_>],
+        first: bool,
+    ) -> Result<Bytes, PackagerError> {
+        Ok(tidegate_fmp4::media_chunk(
+            sequence,
+            runs,
+            self.audio.as_ref(),
+            first,
         )?)
     }
 }

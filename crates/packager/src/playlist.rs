@@ -387,7 +387,9 @@ impl PlaylistState {
 
     /// The LL-HLS settings in force, when the playlist renders them.
     fn low_latency(&self) -> Option<LowLatency> {
-        let part_target = self.part_target_secs.filter(|t| t.is_finite() && *t > 0.0)?;
+        let part_target = self
+            .part_target_secs
+            .filter(|t| t.is_finite() && *t > 0.0)?;
         // Rendered in whole milliseconds, rounded up so that every part's rounded duration
         // stays within it.
         let part_target_ms = (part_target * 1000.0).ceil().max(1.0) as u64;

@@ -61,6 +61,12 @@ pub struct SegmenterConfig {
     /// without a keyframe (flagged [`CutSegment::forced`]). Raised to `target_duration` if
     /// below it.
     pub max_segment_duration: u64,
+    /// LL-HLS: cut each fMP4 segment into parts (CMAF chunks) of at most this many 90 kHz
+    /// ticks, emitted as [`SegmenterOutput::Part`] as soon as they are complete; clamped to
+    /// [`MIN_PART_DURATION`](crate::MIN_PART_DURATION)..=[`MAX_PART_DURATION`](crate::MAX_PART_DURATION).
+    /// `None` (the default): no parts, segments exactly as without LL-HLS. Ignored for
+    /// MPEG-TS.
+    pub part_duration: Option<u64>,
 }
 
 impl Default for SegmenterConfig {
@@ -69,6 +75,7 @@ impl Default for SegmenterConfig {
             container: Container::Fmp4,
             target_duration: DEFAULT_TARGET_DURATION,
             max_segment_duration: DEFAULT_MAX_SEGMENT_DURATION,
+            part_duration: None,
         }
     }
 }
@@ -84,8 +91,37 @@ pub enum SegmenterOutput {
         /// Counts the init segments of this segmenter from 0.
         id: u32,
     },
-    /// A finished media segment.
+    /// A finished media segment. With parts, its bytes are its parts' bytes concatenated,
+    /// and it follows its last [`SegmenterOutput::Part`].
     Segment(CutSegment),
+    /// LL-HLS: a finished part of the segment being built (only with
+    /// [`SegmenterConfig::part_duration`]).
+    Part(CutPart),
+}
+
+/// One finished part (CMAF chunk: `moof`+`mdat`, the first of a segment with `styp`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CutPart {
+    /// The chunk.
+    pub data: Bytes,
+    /// Index of the part in its segment, from 0.
+    pub index: u32,
+    /// Offset of the part's first byte in its segment.
+    pub offset: u64,
+    /// Duration in 90 kHz ticks (video track when present), parts of a segment tiling it.
+    pub duration: u64,
+    /// The dts of the part's first frame.
+    pub start_dts: i64,
+    /// The part begins with a video keyframe (always true for audio-only streams):
+    /// `INDEPENDENT=YES`.
+    pub independent: bool,
+    /// Wallclock of the segment's first frame, Unix milliseconds (the same for every part
+    /// of a segment: `EXT-X-PROGRAM-DATE-TIME` of the open segment).
+    pub segment_program_date_time_ms: i64,
+    /// The [`SegmenterOutput::Init`] id this part needs.
+    pub init_id: Option<u32>,
+    /// The segment this part opens follows a discontinuity (first part only).
+    pub discontinuity: bool,
 }
 
 /// One finished media segment.
@@ -116,6 +152,22 @@ pub struct CutSegment {
     pub video_frames: u32,
     /// Audio frames in the segment.
     pub audio_frames: u32,
+    /// LL-HLS: the segment's parts as (offset, length, duration in ticks, independent), in
+    /// order, covering `data` exactly; empty without parts.
+    pub parts: Vec<PartSpan>,
+}
+
+/// Where one part lies in its segment's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartSpan {
+    /// Offset of the part's first byte.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// Duration in 90 kHz ticks.
+    pub duration: u64,
+    /// Begins with a keyframe.
+    pub independent: bool,
 }
 
 /// Counters of what a [`Segmenter`] did with its input.
@@ -186,7 +238,27 @@ struct ClosingSegment {
     audio_end: Option<i64>,
     keyframe_dts: Option<i64>,
     forced: bool,
+    /// With parts: these frames are one part; `true` when it is the segment's last.
+    final_part: bool,
 }
+
+/// With parts: the segment whose parts are being emitted.
+#[derive(Debug, Default)]
+struct PartedSegment {
+    parts: Vec<(Bytes, PartSpan)>,
+    start_dts: i64,
+    program_date_time_ms: i64,
+    init_id: Option<u32>,
+    discontinuity: bool,
+    video_frames: u32,
+    audio_frames: u32,
+    /// A part was lost to a muxer error: the segment is not emitted.
+    failed: bool,
+}
+
+/// Tolerance (1 ms in ticks) on a part's duration: timestamps in milliseconds (RTMP) make
+/// frame intervals jitter by a tick of 90.
+const PART_JITTER_TICKS: i64 = 90;
 
 impl ClosingSegment {
     fn ends_known(&self) -> bool {
@@ -237,6 +309,10 @@ pub struct Segmenter {
     /// (dts, wallclock ms) of the first frame, the PDT anchor.
     anchor: Option<(i64, i64)>,
     sequence: u32,
+    /// With parts: where the part being filled begins in `open` (video, audio indices).
+    part_from: (usize, usize),
+    /// With parts: the segment whose parts are being emitted.
+    parted: Option<PartedSegment>,
     finished: bool,
     outputs: VecDeque<SegmenterOutput>,
     stats: SegmenterStats,
@@ -253,6 +329,10 @@ impl Segmenter {
     pub(crate) fn with_muxer(mut config: SegmenterConfig, muxer: Box<dyn Muxer>) -> Self {
         config.target_duration = config.target_duration.max(1);
         config.max_segment_duration = config.max_segment_duration.max(config.target_duration);
+        config.part_duration = config
+            .part_duration
+            .filter(|_| config.container == Container::Fmp4)
+            .map(|p| p.clamp(crate::MIN_PART_DURATION, crate::MAX_PART_DURATION));
         Segmenter {
             config,
             muxer,
@@ -273,6 +353,8 @@ impl Segmenter {
             video_interval_count: 0,
             anchor: None,
             sequence: 1,
+            part_from: (0, 0),
+            parted: None,
             finished: false,
             outputs: VecDeque::new(),
             stats: SegmenterStats::default(),
@@ -524,6 +606,7 @@ impl Segmenter {
                 }
             }
         }
+        self.maybe_cut_part(&frame);
         self.append(frame, wallclock_ms);
 
         let over_cap = self.open.bytes > MAX_SEGMENT_BYTES
@@ -534,6 +617,100 @@ impl Segmenter {
             self.cut(None, true);
         }
         Ok(())
+    }
+
+    /// With parts: closes the part being filled when `frame` (about to be appended) would
+    /// take it past the part duration. Parts are cut at video frames (audio frames when there
+    /// is no video).
+    fn maybe_cut_part(&mut self, frame: &Frame) {
+        let Some(part_duration) = self.config.part_duration else {
+            return;
+        };
+        let has_video = self.video.is_some();
+        let drives = match frame.track {
+            TrackKind::Video => true,
+            TrackKind::Audio => !has_video,
+        };
+        if !drives {
+            return;
+        }
+        let (part_start, nominal) = if has_video {
+            (
+                self.open.video.get(self.part_from.0).map(|f| f.dts),
+                i64::try_from(self.nominal_video_ticks()).unwrap_or(i64::MAX),
+            )
+        } else {
+            let nominal = self
+                .audio
+                .as_ref()
+                .and_then(|a| nominal_audio_ticks(a.samples_per_frame, a.sample_rate))
+                .unwrap_or(DEFAULT_AUDIO_FRAME_TICKS);
+            (
+                self.open.audio.get(self.part_from.1).map(|f| f.dts),
+                i64::try_from(nominal).unwrap_or(i64::MAX),
+            )
+        };
+        let Some(part_start) = part_start else {
+            return;
+        };
+        let limit = i64::try_from(part_duration)
+            .unwrap_or(i64::MAX)
+            .saturating_add(PART_JITTER_TICKS);
+        // The part would end at this frame's dts plus one more frame if it took it.
+        if frame.dts.saturating_sub(part_start).saturating_add(nominal) > limit {
+            self.cut_part(frame.dts, frame.track);
+        }
+    }
+
+    /// Closes the part being filled (not the segment): its frames wait, as a closing
+    /// segment does, for the next frame of each of its tracks.
+    fn cut_part(&mut self, next_dts: i64, next_track: TrackKind) {
+        let (from_video, from_audio) = self.part_from;
+        let video = self
+            .open
+            .video
+            .get(from_video..)
+            .unwrap_or_default()
+            .to_vec();
+        let audio = self
+            .open
+            .audio
+            .get(from_audio..)
+            .unwrap_or_default()
+            .to_vec();
+        if video.is_empty() && audio.is_empty() {
+            return;
+        }
+        self.finish_closing();
+        self.part_from = (self.open.video.len(), self.open.audio.len());
+        let first = from_video == 0 && from_audio == 0;
+        let frames = OpenSegment {
+            bytes: video
+                .iter()
+                .chain(&audio)
+                .map(|f| f.data.len() as u64)
+                .sum(),
+            discontinuity: first && self.open.discontinuity,
+            video,
+            audio,
+        };
+        let closing = ClosingSegment {
+            video_end: (next_track == TrackKind::Video && !frames.video.is_empty())
+                .then_some(next_dts),
+            audio_end: (next_track == TrackKind::Audio && !frames.audio.is_empty())
+                .then_some(next_dts),
+            frames,
+            video_config: self.video.clone(),
+            audio_config: self.audio.clone(),
+            keyframe_dts: None,
+            forced: false,
+            final_part: false,
+        };
+        if closing.ends_known() {
+            self.emit(closing);
+        } else {
+            self.closing = Some(closing);
+        }
     }
 
     fn drop_before_keyframe(&mut self) {
@@ -583,9 +760,29 @@ impl Segmenter {
         }
         // At most one segment waits for its end dts.
         self.finish_closing();
-        let frames = std::mem::take(&mut self.open);
+        let mut frames = std::mem::take(&mut self.open);
         self.open.discontinuity = std::mem::take(&mut self.discontinuity_next);
         self.started = true;
+        let part_from = std::mem::take(&mut self.part_from);
+        let parted = self.config.part_duration.is_some();
+        if parted && part_from != (0, 0) {
+            // The segment's last part: the frames since the previous part.
+            frames.video = frames.video.split_off(part_from.0.min(frames.video.len()));
+            frames.audio = frames.audio.split_off(part_from.1.min(frames.audio.len()));
+            frames.discontinuity = false;
+            frames.bytes = frames
+                .video
+                .iter()
+                .chain(&frames.audio)
+                .map(|f| f.data.len() as u64)
+                .sum();
+            if frames.is_empty() {
+                // Nothing since the last part (cannot happen: a part is cut right before a
+                // frame is appended): the segment ends with the parts emitted so far.
+                self.finish_parted_segment(keyframe_dts, forced);
+                return;
+            }
+        }
         let closing = ClosingSegment {
             video_end: keyframe_dts.filter(|_| !frames.video.is_empty()),
             audio_end: None,
@@ -594,6 +791,7 @@ impl Segmenter {
             audio_config: self.audio.clone(),
             keyframe_dts,
             forced,
+            final_part: parted,
         };
         if closing.ends_known() {
             self.emit(closing);
@@ -626,7 +824,9 @@ impl Segmenter {
             audio_end,
             keyframe_dts,
             forced,
+            final_part,
         } = closing;
+        let parted = self.config.part_duration.is_some();
 
         let video_nominal = i64::try_from(self.nominal_video_ticks()).unwrap_or(i64::MAX);
         let audio_nominal = audio_config
@@ -693,6 +893,13 @@ impl Segmenter {
 
         let sequence = self.sequence;
         self.sequence = self.sequence.wrapping_add(1);
+        if parted {
+            self.emit_part(&frames, &runs, sequence, start_dts, end_dts);
+            if final_part {
+                self.finish_parted_segment(keyframe_dts, forced);
+            }
+            return;
+        }
         let data = match self.muxer.segment(sequence, &runs) {
             Ok(data) => data,
             Err(error) => {
@@ -700,15 +907,7 @@ impl Segmenter {
                 return;
             }
         };
-        // The first frame appended sets the anchor, and every segment holds frames.
-        debug_assert!(self.anchor.is_some(), "a segment before the first frame");
-        let program_date_time_ms = match self.anchor {
-            Some((anchor_dts, anchor_ms)) => {
-                let ticks = start_dts.saturating_sub(anchor_dts);
-                anchor_ms.saturating_add(ticks.div_euclid(i64::from(TIMESCALE / 1000)))
-            }
-            None => 0,
-        };
+        let program_date_time_ms = self.program_date_time_ms(start_dts);
         self.stats.segments = self.stats.segments.saturating_add(1);
         self.outputs.push_back(SegmenterOutput::Segment(CutSegment {
             bytes: data.len() as u64,
@@ -722,6 +921,112 @@ impl Segmenter {
             forced,
             video_frames: u32::try_from(frames.video.len()).unwrap_or(u32::MAX),
             audio_frames: u32::try_from(frames.audio.len()).unwrap_or(u32::MAX),
+            parts: Vec::new(),
+        }));
+    }
+
+    /// The wallclock of `dts`, Unix milliseconds, from the anchor (the first frame).
+    fn program_date_time_ms(&self, dts: i64) -> i64 {
+        // The first frame appended sets the anchor, and every segment holds frames.
+        debug_assert!(self.anchor.is_some(), "a segment before the first frame");
+        match self.anchor {
+            Some((anchor_dts, anchor_ms)) => {
+                let ticks = dts.saturating_sub(anchor_dts);
+                anchor_ms.saturating_add(ticks.div_euclid(i64::from(TIMESCALE / 1000)))
+            }
+            None => 0,
+        }
+    }
+
+    /// Muxes and emits one part of the segment being built.
+    fn emit_part(
+        &mut self,
+        frames: &OpenSegment,
+        runs: &[TrackRun<'_>],
+        sequence: u32,
+        start_dts: i64,
+        end_dts: i64,
+    ) {
+        let program_date_time_ms = self.program_date_time_ms(start_dts);
+        let init_id = self.init_id;
+        let segment = self.parted.get_or_insert_with(|| PartedSegment {
+            start_dts,
+            program_date_time_ms,
+            init_id,
+            discontinuity: frames.discontinuity,
+            ..PartedSegment::default()
+        });
+        let index = u32::try_from(segment.parts.len()).unwrap_or(u32::MAX);
+        let data = match self.muxer.chunk(sequence, runs, index == 0) {
+            Ok(data) => data,
+            Err(error) => {
+                segment.failed = true;
+                self.fail(error);
+                return;
+            }
+        };
+        let offset: u64 = segment.parts.iter().map(|(_, span)| span.len).sum();
+        let independent = match frames.video.first() {
+            Some(first) => first.keyframe,
+            None => frames.audio.first().is_some(),
+        };
+        let duration = u64::try_from(end_dts.saturating_sub(start_dts)).unwrap_or(0);
+        let span = PartSpan {
+            offset,
+            len: data.len() as u64,
+            duration,
+            independent,
+        };
+        segment.parts.push((data.clone(), span));
+        segment.video_frames = segment
+            .video_frames
+            .saturating_add(u32::try_from(frames.video.len()).unwrap_or(u32::MAX));
+        segment.audio_frames = segment
+            .audio_frames
+            .saturating_add(u32::try_from(frames.audio.len()).unwrap_or(u32::MAX));
+        let part = CutPart {
+            data,
+            index,
+            offset,
+            duration,
+            start_dts,
+            independent,
+            segment_program_date_time_ms: segment.program_date_time_ms,
+            init_id: segment.init_id,
+            discontinuity: index == 0 && segment.discontinuity,
+        };
+        self.outputs.push_back(SegmenterOutput::Part(part));
+    }
+
+    /// Emits the segment made of the parts emitted since the previous one: their bytes
+    /// concatenated.
+    fn finish_parted_segment(&mut self, keyframe_dts: Option<i64>, forced: bool) {
+        let Some(segment) = self.parted.take() else {
+            return;
+        };
+        if segment.failed || segment.parts.is_empty() {
+            return;
+        }
+        let len: usize = segment.parts.iter().map(|(d, _)| d.len()).sum();
+        let mut data = bytes::BytesMut::with_capacity(len);
+        for (part, _) in &segment.parts {
+            data.extend_from_slice(part);
+        }
+        let parts: Vec<PartSpan> = segment.parts.iter().map(|(_, span)| *span).collect();
+        self.stats.segments = self.stats.segments.saturating_add(1);
+        self.outputs.push_back(SegmenterOutput::Segment(CutSegment {
+            bytes: len as u64,
+            data: data.freeze(),
+            duration: parts.iter().map(|p| p.duration).sum(),
+            start_dts: segment.start_dts,
+            program_date_time_ms: segment.program_date_time_ms,
+            init_id: segment.init_id,
+            discontinuity: segment.discontinuity,
+            keyframe_dts,
+            forced,
+            video_frames: segment.video_frames,
+            audio_frames: segment.audio_frames,
+            parts,
         }));
     }
 

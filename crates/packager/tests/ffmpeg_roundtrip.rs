@@ -97,6 +97,8 @@ fn package(events: Vec<MediaEvent>, container: Container, dir: &Path) -> Result<
                     state.push_segment(SegmentEntry::from_cut(&cut, uri, init_uri.clone()));
                     segments.push((cut, path));
                 }
+                // No parts without a part duration.
+                SegmenterOutput::Part(_) => {}
             }
         }
         std::io::Result::Ok(())

@@ -54,7 +54,10 @@ fn part_without_msn_is_a_bad_request() {
 fn directives_parse_strictly() {
     let ok = |q: &str| parse_delivery_directives(Some(q));
     assert_eq!(ok(""), Ok(DeliveryDirectives::default()));
-    assert_eq!(parse_delivery_directives(None), Ok(DeliveryDirectives::default()));
+    assert_eq!(
+        parse_delivery_directives(None),
+        Ok(DeliveryDirectives::default())
+    );
     assert_eq!(
         ok("_HLS_msn=273&_HLS_part=3&_HLS_skip=YES"),
         Ok(DeliveryDirectives {
@@ -71,7 +74,10 @@ fn directives_parse_strictly() {
             skip: true
         })
     );
-    assert_eq!(ok("_HLS_msn=18446744073709551615").map(|d| d.msn), Ok(Some(u64::MAX)));
+    assert_eq!(
+        ok("_HLS_msn=18446744073709551615").map(|d| d.msn),
+        Ok(Some(u64::MAX))
+    );
     for bad in [
         "_HLS_msn=",
         "_HLS_msn",
@@ -113,9 +119,18 @@ fn directives_parse_strictly() {
 /// error."
 #[test]
 fn msn_alone_waits_for_the_segment() {
-    assert_eq!(decide_blocking(&edge(), &directives(Some(9), None)), BlockingDecision::Ready);
-    assert_eq!(decide_blocking(&edge(), &directives(Some(10), None)), wait(10, None));
-    assert_eq!(decide_blocking(&edge(), &directives(Some(11), None)), wait(11, None));
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(9), None)),
+        BlockingDecision::Ready
+    );
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(10), None)),
+        wait(10, None)
+    );
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(11), None)),
+        wait(11, None)
+    );
 }
 
 /// §6.2.5.2: "When the Playlist URI contains both an _HLS_msn directive and an _HLS_part
@@ -125,15 +140,30 @@ fn msn_alone_waits_for_the_segment() {
 #[test]
 fn msn_and_part_wait_for_the_part() {
     // Parts 0 and 1 of segment 10 exist.
-    assert_eq!(decide_blocking(&edge(), &directives(Some(10), Some(1))), BlockingDecision::Ready);
-    assert_eq!(decide_blocking(&edge(), &directives(Some(10), Some(2))), wait(10, Some(2)));
-    assert_eq!(decide_blocking(&edge(), &directives(Some(11), Some(0))), wait(11, Some(0)));
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(10), Some(1))),
+        BlockingDecision::Ready
+    );
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(10), Some(2))),
+        wait(10, Some(2))
+    );
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(11), Some(0))),
+        wait(11, Some(0))
+    );
     // Any part of a complete segment that had it.
-    assert_eq!(decide_blocking(&edge(), &directives(Some(9), Some(5))), BlockingDecision::Ready);
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(9), Some(5))),
+        BlockingDecision::Ready
+    );
     // Once the part is published the same request is ready.
     let mut later = edge();
     later.open_parts = 3;
-    assert_eq!(decide_blocking(&later, &directives(Some(10), Some(2))), BlockingDecision::Ready);
+    assert_eq!(
+        decide_blocking(&later, &directives(Some(10), Some(2))),
+        BlockingDecision::Ready
+    );
 }
 
 /// §6.2.5.2: "If the Client requests a Part Index greater than that of the final Partial
@@ -142,12 +172,21 @@ fn msn_and_part_wait_for_the_part() {
 #[test]
 fn a_part_past_the_last_of_a_segment_is_part_0_of_the_next() {
     // Segment 9 had parts 0..=5: part 6 means part 0 of segment 10, which exists.
-    assert_eq!(decide_blocking(&edge(), &directives(Some(9), Some(6))), BlockingDecision::Ready);
-    assert_eq!(decide_blocking(&edge(), &directives(Some(9), Some(60))), BlockingDecision::Ready);
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(9), Some(6))),
+        BlockingDecision::Ready
+    );
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(9), Some(60))),
+        BlockingDecision::Ready
+    );
     // Segment 10 has no part yet: wait for its part 0.
     let mut fresh = edge();
     fresh.open_parts = 0;
-    assert_eq!(decide_blocking(&fresh, &directives(Some(9), Some(6))), wait(10, Some(0)));
+    assert_eq!(
+        decide_blocking(&fresh, &directives(Some(9), Some(6))),
+        wait(10, Some(0))
+    );
 }
 
 /// §6.2.5.2: "The Server MUST deliver the entire Playlist, even if the requested Media
@@ -158,7 +197,10 @@ fn old_and_evicted_segments_are_ready() {
     let mut slid = edge();
     slid.oldest_msn = 5;
     for msn in [0, 4, 5, 8] {
-        assert_eq!(decide_blocking(&slid, &directives(Some(msn), None)), BlockingDecision::Ready);
+        assert_eq!(
+            decide_blocking(&slid, &directives(Some(msn), None)),
+            BlockingDecision::Ready
+        );
         assert_eq!(
             decide_blocking(&slid, &directives(Some(msn), Some(99))),
             BlockingDecision::Ready
@@ -172,8 +214,16 @@ fn old_and_evicted_segments_are_ready() {
 fn an_ended_playlist_ignores_the_directives() {
     let mut ended = edge();
     ended.ended = true;
-    for (msn, part) in [(Some(10), None), (Some(12), Some(0)), (Some(999), None), (None, Some(1))] {
-        assert_eq!(decide_blocking(&ended, &directives(msn, part)), BlockingDecision::Ready);
+    for (msn, part) in [
+        (Some(10), None),
+        (Some(12), Some(0)),
+        (Some(999), None),
+        (None, Some(1)),
+    ] {
+        assert_eq!(
+            decide_blocking(&ended, &directives(msn, part)),
+            BlockingDecision::Ready
+        );
     }
 }
 
@@ -183,7 +233,10 @@ fn an_ended_playlist_ignores_the_directives() {
 #[test]
 fn an_msn_more_than_two_segments_ahead_is_a_bad_request() {
     // The last complete segment is 9.
-    assert_eq!(decide_blocking(&edge(), &directives(Some(11), None)), wait(11, None));
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(11), None)),
+        wait(11, None)
+    );
     assert_eq!(
         decide_blocking(&edge(), &directives(Some(12), None)),
         BlockingDecision::BadRequest(BadDirective::MsnTooFarAhead)
@@ -197,7 +250,10 @@ fn an_msn_more_than_two_segments_ahead_is_a_bad_request() {
     empty.next_msn = 0;
     empty.open_parts = 0;
     empty.last_segment_parts = 0;
-    assert_eq!(decide_blocking(&empty, &directives(Some(1), None)), wait(1, None));
+    assert_eq!(
+        decide_blocking(&empty, &directives(Some(1), None)),
+        wait(1, None)
+    );
     assert_eq!(
         decide_blocking(&empty, &directives(Some(2), None)),
         BlockingDecision::BadRequest(BadDirective::MsnTooFarAhead)
@@ -212,7 +268,10 @@ fn an_msn_more_than_two_segments_ahead_is_a_bad_request() {
 fn a_part_beyond_the_advance_part_limit_is_a_bad_request() {
     // 1/3 s parts: the limit is 9 parts; the last part of segment 10 is part 1.
     assert_eq!(edge().advance_part_limit(), 9);
-    assert_eq!(decide_blocking(&edge(), &directives(Some(10), Some(10))), wait(10, Some(10)));
+    assert_eq!(
+        decide_blocking(&edge(), &directives(Some(10), Some(10))),
+        wait(10, Some(10))
+    );
     assert_eq!(
         decide_blocking(&edge(), &directives(Some(10), Some(11))),
         BlockingDecision::BadRequest(BadDirective::PartTooFarAhead)
@@ -247,7 +306,10 @@ fn a_wait_names_its_timeout_and_the_503() {
 /// A request without directives is a plain reload: answered at once.
 #[test]
 fn no_directives_no_blocking() {
-    assert_eq!(decide_blocking(&edge(), &directives(None, None)), BlockingDecision::Ready);
+    assert_eq!(
+        decide_blocking(&edge(), &directives(None, None)),
+        BlockingDecision::Ready
+    );
 }
 
 /// Part names: unique per segment and part, parsed back to their parent, nothing else

@@ -450,7 +450,12 @@ fn parts_are_not_rendered_without_a_part_target() {
     state.part_target_secs = None;
     let without = state.render_media_playlist();
     assert!(with.contains("#EXT-X-PART:"));
-    for tag in ["EXT-X-PART", "EXT-X-SERVER-CONTROL", "EXT-X-PRELOAD-HINT", "EXT-X-SKIP"] {
+    for tag in [
+        "EXT-X-PART",
+        "EXT-X-SERVER-CONTROL",
+        "EXT-X-PRELOAD-HINT",
+        "EXT-X-SKIP",
+    ] {
         assert!(!without.contains(tag), "{tag} in\n{without}");
     }
     assert_eq!(state.render_delta_update(), without);
@@ -471,7 +476,10 @@ fn delta_update_skips_the_oldest_segments_and_keeps_the_rest() {
     let delta = state.render_delta_update();
     // Segments 2..=11 listed, 2 s each, boundary 12 s: 2, 3 and 4 end more than 12 s before
     // the end of segment 11.
-    assert!(delta.contains("\n#EXT-X-SKIP:SKIPPED-SEGMENTS=3\n"), "{delta}");
+    assert!(
+        delta.contains("\n#EXT-X-SKIP:SKIPPED-SEGMENTS=3\n"),
+        "{delta}"
+    );
     assert!(delta.starts_with("#EXTM3U\n#EXT-X-VERSION:9\n"));
     let header_end = |t: &str| t.find("#EXT-X-INDEPENDENT-SEGMENTS\n").unwrap();
     assert_eq!(
@@ -485,7 +493,9 @@ fn delta_update_skips_the_oldest_segments_and_keeps_the_rest() {
     // The first kept segment is seg 5 (msn 5): it carries its map; the rest is the full
     // playlist's tail byte for byte.
     assert_eq!(state.media_sequence, 2);
-    let kept_from = full.find("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:30.000Z").unwrap();
+    let kept_from = full
+        .find("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:30.000Z")
+        .unwrap();
     let delta_from = delta.find("#EXT-X-SKIP").unwrap();
     let delta_tail = &delta[delta_from..];
     assert_eq!(

@@ -160,7 +160,7 @@ fn cuts(outputs: &[SegmenterOutput]) -> Vec<CutSegment> {
         .iter()
         .filter_map(|o| match o {
             SegmenterOutput::Segment(s) => Some(s.clone()),
-            SegmenterOutput::Init { .. } => None,
+            SegmenterOutput::Init { .. } | SegmenterOutput::Part(_) => None,
         })
         .collect()
 }
@@ -172,7 +172,7 @@ fn inits(outputs: &[SegmenterOutput]) -> Vec<(u32, String)> {
             SegmenterOutput::Init { data, id } => {
                 Some((*id, String::from_utf8(data.to_vec()).unwrap()))
             }
-            SegmenterOutput::Segment(_) => None,
+            SegmenterOutput::Segment(_) | SegmenterOutput::Part(_) => None,
         })
         .collect()
 }
@@ -391,6 +391,7 @@ fn codec_change_emits_init_and_discontinuity() {
         .map(|o| match o {
             SegmenterOutput::Init { .. } => 'I',
             SegmenterOutput::Segment(_) => 'S',
+            SegmenterOutput::Part(_) => 'P',
         })
         .collect();
     assert_eq!(kinds, vec!['I', 'S', 'S', 'I', 'S']);
@@ -837,4 +838,195 @@ fn segmenter_and_state_can_move_between_tasks() {
     assert_send::<Segmenter>();
     assert_send::<crate::PlaylistState>();
     assert_send::<SegmenterOutput>();
+}
+
+// --- LL-HLS parts (issue #13) ---
+
+fn parted(part: u64) -> Segmenter {
+    Segmenter::with_muxer(
+        SegmenterConfig {
+            part_duration: Some(part),
+            ..SegmenterConfig::default()
+        },
+        Box::new(FakeMuxer),
+    )
+}
+
+/// The segments and, for each, the parts emitted before it.
+fn parts_and_segments(outputs: &[SegmenterOutput]) -> Vec<(Vec<CutPart>, CutSegment)> {
+    let mut result = Vec::new();
+    let mut parts = Vec::new();
+    for output in outputs {
+        match output {
+            SegmenterOutput::Part(p) => parts.push(p.clone()),
+            SegmenterOutput::Segment(s) => result.push((std::mem::take(&mut parts), s.clone())),
+            SegmenterOutput::Init { .. } => {}
+        }
+    }
+    assert!(parts.is_empty(), "parts after the last segment: {parts:?}");
+    result
+}
+
+/// 30 fps video with 2 s GOPs and 48 kHz audio, parts of 1/3 s: every segment is the
+/// concatenation of its parts' bytes, part durations sum to the segment's, parts are 10
+/// frames (at most the part duration), the first part of each segment is independent and
+/// the others are not, and every part's offset is where its bytes are.
+#[test]
+fn parts_concatenate_to_their_segment() {
+    let mut seg = parted(crate::DEFAULT_PART_DURATION);
+    let mut events = configs();
+    events.extend(interleave(
+        video_frames(0, 8 * 90_000, 3000, 60),
+        (0..)
+            .map(|i| i * 1920)
+            .take_while(|d| *d < 8 * 90_000)
+            .map(audio)
+            .collect(),
+    ));
+    let mut outputs = feed(&mut seg, events);
+    outputs.extend(finish(&mut seg));
+    let segments = parts_and_segments(&outputs);
+    assert_eq!(segments.len(), 4);
+    for (parts, cut) in &segments {
+        let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.to_vec()).collect();
+        assert_eq!(joined, cut.data.to_vec());
+        assert_eq!(parts.iter().map(|p| p.duration).sum::<u64>(), cut.duration);
+        assert_eq!(cut.duration, 180_000);
+        assert_eq!(parts.len(), 6, "{parts:?}");
+        assert_eq!(cut.parts.len(), parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            assert_eq!(part.index as usize, i);
+            assert_eq!(part.independent, i == 0, "part {i}");
+            assert_eq!(part.duration, 30_000);
+            assert!(part.duration <= crate::DEFAULT_PART_DURATION);
+            let span = cut.parts[i];
+            assert_eq!(
+                (span.offset, span.len),
+                (part.offset, part.data.len() as u64)
+            );
+            assert_eq!(span.independent, part.independent);
+            assert_eq!(
+                &cut.data[span.offset as usize..(span.offset + span.len) as usize],
+                &part.data[..]
+            );
+            assert_eq!(part.segment_program_date_time_ms, cut.program_date_time_ms);
+        }
+        // Every frame is in exactly one part.
+        let frames: usize = parts
+            .iter()
+            .map(|p| {
+                let text = std::str::from_utf8(&p.data).unwrap();
+                text.split(';')
+                    .skip(1)
+                    .map(|r| r.split(',').nth(1).unwrap().parse::<usize>().unwrap())
+                    .sum::<usize>()
+            })
+            .sum();
+        assert_eq!(frames as u32, cut.video_frames + cut.audio_frames);
+        assert_eq!(cut.video_frames, 60);
+    }
+    assert_eq!(seg.stats().segments, 4);
+}
+
+/// The audio of a part ends exactly where the next part's audio begins (the part waits for
+/// the next audio frame), so parts tile each track.
+#[test]
+fn parts_tile_each_track() {
+    let mut seg = parted(crate::DEFAULT_PART_DURATION);
+    let mut events = configs();
+    events.extend(interleave(
+        video_frames(0, 4 * 90_000, 3000, 60),
+        (0..)
+            .map(|i| i * 1920 + 7)
+            .take_while(|d| *d < 4 * 90_000)
+            .map(audio)
+            .collect(),
+    ));
+    let outputs = feed(&mut seg, events);
+    let parts: Vec<CutPart> = outputs
+        .iter()
+        .filter_map(|o| match o {
+            SegmenterOutput::Part(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(parts.len() >= 10);
+    let run = |p: &CutPart, track: char| {
+        let text = std::str::from_utf8(&p.data).unwrap().to_string();
+        text.split(';')
+            .skip(1)
+            .find(|r| r.starts_with(track))
+            .map(|r| {
+                let f: Vec<i64> = r
+                    .split(',')
+                    .skip(2)
+                    .take(2)
+                    .map(|x| x.parse().unwrap())
+                    .collect();
+                (f[0], f[1])
+            })
+    };
+    for pair in parts.windows(2) {
+        for track in ['V', 'A'] {
+            let (Some((_, end)), Some((next_start, _))) =
+                (run(&pair[0], track), run(&pair[1], track))
+            else {
+                continue;
+            };
+            assert_eq!(end, next_start, "{track}: {pair:?}");
+        }
+    }
+}
+
+/// A GOP that is not a multiple of the part duration (25 fps, 2 s GOPs, 1/3 s parts): parts
+/// never exceed the part duration, only a segment's last part is shorter than 85 % of it
+/// (§4.4.4.9 allows that), and each segment starts with an independent part.
+#[test]
+fn parts_stay_within_the_part_target_at_25_fps() {
+    let mut seg = parted(crate::DEFAULT_PART_DURATION);
+    let mut events = configs();
+    events.extend(video_frames(0, 6 * 90_000 + 1, 3600, 50));
+    let outputs = feed(&mut seg, events);
+    for (parts, _) in parts_and_segments(&outputs) {
+        assert!(parts[0].independent);
+        for (i, part) in parts.iter().enumerate() {
+            assert!(part.duration <= crate::DEFAULT_PART_DURATION, "{part:?}");
+            if i + 1 < parts.len() {
+                assert!(
+                    part.duration * 100 >= crate::DEFAULT_PART_DURATION * 85,
+                    "{part:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Without a part duration no part is emitted and segments have no part spans; MPEG-TS
+/// ignores the part duration; a part duration is clamped to 200 ms..=1 s.
+#[test]
+fn parts_are_opt_in() {
+    let mut seg = segmenter(DEFAULT_TARGET_DURATION);
+    let mut events = configs();
+    events.extend(video_frames(0, 4 * 90_000, 3000, 60));
+    let outputs = feed(&mut seg, events.clone());
+    assert!(!outputs
+        .iter()
+        .any(|o| matches!(o, SegmenterOutput::Part(_))));
+    assert!(cuts(&outputs).iter().all(|c| c.parts.is_empty()));
+    let ts = Segmenter::new(SegmenterConfig {
+        container: Container::MpegTs,
+        part_duration: Some(30_000),
+        ..SegmenterConfig::default()
+    });
+    assert_eq!(ts.config().part_duration, None);
+    assert_eq!(
+        parted(1).config().part_duration,
+        Some(crate::MIN_PART_DURATION)
+    );
+    assert_eq!(
+        parted(u64::MAX).config().part_duration,
+        Some(crate::MAX_PART_DURATION)
+    );
+    let config: SegmenterConfig = serde_json::from_str("{}").unwrap();
+    assert_eq!(config.part_duration, None);
 }

@@ -140,6 +140,9 @@ impl Writer {
                     data,
                 });
             }
+            // LL-HLS parts are not published yet (issue #13's wiring): the segmenter emits
+            // none unless a part duration is configured.
+            SegmenterOutput::Part(_) => {}
             SegmenterOutput::Segment(seg) => {
                 let ext = self.record.playlist.container.segment_extension();
                 let uri = format!("seg-{}-{}.{}", self.epoch, self.segment_counter, ext);
