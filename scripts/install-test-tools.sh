@@ -365,3 +365,23 @@ if ! have_cargo_deny; then
 else
   log "cargo-deny $CARGO_DENY_VERSION present ($deny_tools)"
 fi
+
+# --- LL-HLS playlist parser (crates/packager/tests/llhls_parser.rs) ----------------------------
+# The PyPI package m3u8 (parts, preload hints, server control, delta updates) reads our
+# low-latency playlists as an independent parser. Pinned: its object model is what the test
+# reads.
+M3U8_VERSION=6.0.0
+have_m3u8() { [[ "$(python3 -c 'import importlib.metadata as m; print(m.version("m3u8"))' 2>/dev/null)" == "$M3U8_VERSION" ]]; }
+if ! have_m3u8; then
+  log "pip install m3u8==$M3U8_VERSION"
+  python3 -m pip install --quiet --disable-pip-version-check "m3u8==$M3U8_VERSION" || log "pip install m3u8 failed"
+fi
+if ! have_m3u8; then
+  log "STILL MISSING after install: python3 module m3u8 $M3U8_VERSION (PyPI m3u8)"
+  if [[ "${CI:-}" == "true" ]]; then
+    log "error: CI=true and the LL-HLS playlist parser is missing (see above)"
+    exit 1
+  fi
+else
+  log "LL-HLS playlist parser present (python3 m3u8 $M3U8_VERSION)"
+fi
