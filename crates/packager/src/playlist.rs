@@ -501,7 +501,7 @@ impl PlaylistState {
                 }
             }
             let ms = segment.duration_ms();
-            let _ = write!(out, "#EXTINF:{}.{:03},\n", ms / 1000, ms % 1000);
+            let _ = writeln!(out, "#EXTINF:{}.{:03},", ms / 1000, ms % 1000);
             push_sanitized(&mut out, &segment.uri, false);
             out.push('\n');
         }

@@ -968,7 +968,7 @@ impl Segmenter {
         let offset: u64 = segment.parts.iter().map(|(_, span)| span.len).sum();
         let independent = match frames.video.first() {
             Some(first) => first.keyframe,
-            None => frames.audio.first().is_some(),
+            None => !frames.audio.is_empty(),
         };
         let duration = u64::try_from(end_dts.saturating_sub(start_dts)).unwrap_or(0);
         let span = PartSpan {

@@ -2,6 +2,9 @@
 //! scripts/install-test-tools.sh) reads our low-latency playlist and its delta update and
 //! finds the server control, part info, parts, preload hint and skip tags.
 
+// Test helpers: a failure to run the parser is a test failure.
+#![allow(clippy::expect_used)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -80,7 +83,12 @@ fn state() -> PlaylistState {
             } else {
                 part_uri(&seg, p + 1)
             };
-            state.push_part(part(part_uri(&seg, p), p == 0), pdt, map.clone(), Some(next));
+            state.push_part(
+                part(part_uri(&seg, p), p == 0),
+                pdt,
+                map.clone(),
+                Some(next),
+            );
         }
         if n < 12 {
             state.push_segment(SegmentEntry {
@@ -104,17 +112,23 @@ fn m3u8_finds_the_low_latency_tags() {
     let out = parse_with_m3u8(&state.render_media_playlist());
     assert!(out.contains("server_control YES 1.002 12.0\n"), "{out}");
     assert!(out.contains("part_target 0.334\n"), "{out}");
+    assert!(out.contains("preload_hint PART seg-2-12.2.m4s\n"), "{out}");
+    assert!(out.contains("skip 0\n"), "{out}");
     assert!(
-        out.contains("preload_hint PART seg-2-12.2.m4s\n"),
+        out.contains("media_sequence 2 discontinuity_sequence 0\n"),
         "{out}"
     );
-    assert!(out.contains("skip 0\n"), "{out}");
-    assert!(out.contains("media_sequence 2 discontinuity_sequence 0\n"), "{out}");
     let segments: Vec<&str> = out.lines().filter(|l| l.starts_with("segment ")).collect();
     // 10 complete segments and the open one (parts only, no URI).
     assert_eq!(segments.len(), 11, "{out}");
-    assert!(segments[0].starts_with("segment seg-1-2.m4s False "), "{out}");
-    assert!(segments[6].starts_with("segment seg-2-8.m4s True "), "{out}");
+    assert!(
+        segments[0].starts_with("segment seg-1-2.m4s False "),
+        "{out}"
+    );
+    assert!(
+        segments[6].starts_with("segment seg-2-8.m4s True "),
+        "{out}"
+    );
     // Parts of the segments within 3 target durations of the end, the first independent.
     assert!(
         segments[9].ends_with(
@@ -127,7 +141,10 @@ fn m3u8_finds_the_low_latency_tags() {
         segments[10],
         "segment None False seg-2-12.0.m4s:0.333:True,seg-2-12.1.m4s:0.333:False"
     );
-    assert!(segments[0].ends_with(' '), "old segments list no parts: {out}");
+    assert!(
+        segments[0].ends_with(' '),
+        "old segments list no parts: {out}"
+    );
 }
 
 #[test]
@@ -136,8 +153,14 @@ fn m3u8_reads_the_delta_update() {
     let full = parse_with_m3u8(&state.render_media_playlist());
     let delta = parse_with_m3u8(&state.render_delta_update());
     assert!(delta.contains("skip 3\n"), "{delta}");
-    assert!(delta.contains("media_sequence 2 discontinuity_sequence 0\n"), "{delta}");
-    assert!(delta.contains("preload_hint PART seg-2-12.2.m4s\n"), "{delta}");
+    assert!(
+        delta.contains("media_sequence 2 discontinuity_sequence 0\n"),
+        "{delta}"
+    );
+    assert!(
+        delta.contains("preload_hint PART seg-2-12.2.m4s\n"),
+        "{delta}"
+    );
     // The delta lists the same segments as the full playlist, less the skipped ones.
     let segments = |t: &str| -> Vec<String> {
         t.lines()
