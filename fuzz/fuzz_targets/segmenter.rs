@@ -1,5 +1,5 @@
 //! The packaging path behind an RTMP publisher fed arbitrary tags: FLV demuxer → segmenter
-//! (fMP4 or MPEG-TS, from the first byte) → playlist. Each record is a tag type byte (even:
+//! (fMP4 or MPEG-TS, with or without LL-HLS parts, from the first byte) → playlist. Each record is a tag type byte (even:
 //! audio, odd: video), a 3-byte timestamp delta in ms (so timestamps can also go back), a
 //! 1-byte length and that many body bytes. Refused input is fine; a panic or a failed
 //! `debug_assert!` (the segmenter's internal invariants) is a bug.
@@ -8,14 +8,41 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use tidegate_flv::FlvDemuxer;
 use tidegate_packager::{
-    Container, PlaylistState, SegmentEntry, Segmenter, SegmenterConfig, SegmenterOutput,
+    part_uri, Container, PartEntry, PlaylistState, SegmentEntry, Segmenter, SegmenterConfig,
+    SegmenterOutput, DEFAULT_PART_DURATION,
 };
 
 fn drain(segmenter: &mut Segmenter, playlist: &mut PlaylistState, container: Container) {
     while let Some(output) = segmenter.poll_output() {
-        if let SegmenterOutput::Segment(cut) = output {
-            let uri = format!("{}.{}", playlist.next_sequence, container.segment_extension());
-            playlist.push_segment(SegmentEntry::from_cut(&cut, uri, None));
+        let uri = format!("{}.{}", playlist.next_sequence, container.segment_extension());
+        match output {
+            SegmenterOutput::Segment(cut) => {
+                // With parts, the parts' spans cover the segment's bytes exactly, in order.
+                let mut at = 0;
+                for span in &cut.parts {
+                    assert_eq!(span.offset, at);
+                    at += span.len;
+                }
+                assert!(cut.parts.is_empty() || at == cut.bytes);
+                playlist.push_segment(SegmentEntry::from_cut(&cut, uri, None));
+            }
+            SegmenterOutput::Part(part) => {
+                let next = Some(part_uri(&uri, part.index + 1));
+                playlist.push_part(
+                    PartEntry {
+                        uri: part_uri(&uri, part.index),
+                        duration_secs: part.duration as f64 / 90_000.0,
+                        independent: part.independent,
+                        gap: false,
+                        offset: part.offset,
+                        bytes: part.data.len() as u64,
+                    },
+                    part.segment_program_date_time_ms,
+                    None,
+                    next,
+                );
+            }
+            SegmenterOutput::Init { .. } => {}
         }
     }
 }
@@ -30,11 +57,16 @@ fuzz_target!(|data: &[u8]| {
         Container::MpegTs
     };
     let mut demuxer = FlvDemuxer::new();
+    let parts = first & 2 != 0;
     let mut segmenter = Segmenter::new(SegmenterConfig {
         container,
+        part_duration: parts.then_some(DEFAULT_PART_DURATION),
         ..SegmenterConfig::default()
     });
     let mut playlist = PlaylistState::new(container, 6, 2);
+    if parts {
+        playlist.part_target_secs = Some(DEFAULT_PART_DURATION as f64 / 90_000.0);
+    }
     playlist.begin_session();
     let mut ts: u32 = 0;
     let mut wallclock_ms: i64 = 1_700_000_000_000;
@@ -63,6 +95,7 @@ fuzz_target!(|data: &[u8]| {
     segmenter.finish();
     drain(&mut segmenter, &mut playlist, container);
     playlist.codecs = segmenter.codecs();
+    let _ = playlist.render_delta_update();
     playlist.end();
     let _ = playlist.render_media_playlist();
 });
