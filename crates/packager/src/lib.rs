@@ -45,8 +45,8 @@ pub use llhls::{
     DEFAULT_PART_DURATION, MAX_MSN_AHEAD, MAX_PART_DURATION, MIN_PART_DURATION,
 };
 pub use playlist::{
-    OpenSegmentEntry, PartEntry, PlaylistState, SegmentEntry, DEFAULT_WINDOW, MAX_WINDOW,
-    PART_HOLD_BACK_PARTS, PART_WINDOW_TARGET_DURATIONS, SKIP_BOUNDARY_TARGET_DURATIONS,
+    OpenSegmentEntry, PartEntry, PartRequest, PlaylistState, SegmentEntry, DEFAULT_WINDOW,
+    MAX_WINDOW, PART_HOLD_BACK_PARTS, PART_WINDOW_TARGET_DURATIONS, SKIP_BOUNDARY_TARGET_DURATIONS,
 };
 pub use segmenter::{
     CutSegment, Segmenter, SegmenterConfig, SegmenterOutput, SegmenterStats,

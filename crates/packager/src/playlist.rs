@@ -76,6 +76,27 @@ impl PartEntry {
     }
 }
 
+/// How to answer a request for a part ([`PlaylistState::part_request`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartRequest {
+    /// A part of the segment being built: serve its own stored object.
+    Stored,
+    /// A part of a complete segment: serve `len` bytes at `offset` of the segment's object.
+    InSegment {
+        /// The parent segment's URI.
+        segment_uri: String,
+        /// Offset of the part in the segment.
+        offset: u64,
+        /// Length of the part.
+        len: u64,
+    },
+    /// The preload hint: hold the request until the part exists (then decide again), 503
+    /// past the blocking timeout.
+    Hinted,
+    /// Neither listed nor hinted: 404.
+    NotFound,
+}
+
 /// The LL-HLS segment being built: its parts published so far, and the tags its first part
 /// carries (`EXT-X-PROGRAM-DATE-TIME`, `EXT-X-MAP`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -340,6 +361,36 @@ impl PlaylistState {
         });
         open.parts.push(part);
         self.preload_hint = next_hint;
+    }
+
+    /// LL-HLS: how to answer a request for the part at `uri` (§6.2.6: a hinted part is
+    /// held until it exists; "the server SHOULD respond with "Not Found" ... to a request
+    /// for a resource that it cannot find and that is not specified by an
+    /// EXT-X-PRELOAD-HINT tag").
+    pub fn part_request(&self, uri: &str) -> PartRequest {
+        if let Some(open) = &self.open {
+            if open.parts.iter().any(|p| p.uri == uri) {
+                return PartRequest::Stored;
+            }
+        }
+        if let Some((segment_uri, index)) = crate::parse_part_uri(uri) {
+            if let Some(segment) = self.segments.iter().find(|s| s.uri == segment_uri) {
+                if let Some(part) = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| segment.parts.get(i))
+                {
+                    return PartRequest::InSegment {
+                        segment_uri,
+                        offset: part.offset,
+                        len: part.bytes,
+                    };
+                }
+            }
+        }
+        if !self.ended && self.preload_hint.as_deref() == Some(uri) {
+            return PartRequest::Hinted;
+        }
+        PartRequest::NotFound
     }
 
     /// Where the live edge is, for blocking playlist reload ([`crate::decide_blocking`]).

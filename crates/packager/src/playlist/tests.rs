@@ -549,3 +549,37 @@ fn open_parts_after_a_resume_carry_the_discontinuity() {
         serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
     assert_eq!(back, state);
 }
+
+/// §6.2.6: a part request is served from its own object while its segment is being built,
+/// from the segment's bytes once the segment is listed, held when it is the preload hint,
+/// and "Not Found" otherwise (and the hint is no longer held once the stream has ended).
+#[test]
+fn part_requests_are_served_held_or_not_found() {
+    let mut state = ll_state(4, 3, 2);
+    state.segments[2].parts[1].offset = 1000;
+    assert_eq!(state.part_request("seg-1-3.1.m4s"), PartRequest::Stored);
+    assert_eq!(
+        state.part_request("seg-1-2.1.m4s"),
+        PartRequest::InSegment {
+            segment_uri: "seg-1-2.m4s".into(),
+            offset: 1000,
+            len: 1000
+        }
+    );
+    assert_eq!(state.part_request("seg-1-3.2.m4s"), PartRequest::Hinted);
+    for unknown in [
+        "seg-1-3.3.m4s",
+        "seg-1-2.6.m4s",
+        "seg-9-9.0.m4s",
+        "seg-1-2.m4s",
+        "x",
+    ] {
+        assert_eq!(
+            state.part_request(unknown),
+            PartRequest::NotFound,
+            "{unknown}"
+        );
+    }
+    state.end();
+    assert_eq!(state.part_request("seg-1-3.2.m4s"), PartRequest::NotFound);
+}
