@@ -190,11 +190,14 @@ pub struct PlaylistState {
     /// The Part Target Duration in seconds (`EXT-X-PART-INF:PART-TARGET`): `Some` renders
     /// the low-latency playlist (server control, parts, preload hint); `None` renders the
     /// playlist exactly as without LL-HLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub part_target_secs: Option<f64>,
     /// The segment being built, with the parts published so far (LL-HLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub open: Option<OpenSegmentEntry>,
     /// The URI of the next part (`EXT-X-PRELOAD-HINT:TYPE=PART`), set by the server after
     /// each part; cleared by [`PlaylistState::end`].
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub preload_hint: Option<String>,
 }
 

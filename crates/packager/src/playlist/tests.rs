@@ -583,3 +583,16 @@ fn part_requests_are_served_held_or_not_found() {
     state.end();
     assert_eq!(state.part_request("seg-1-3.2.m4s"), PartRequest::NotFound);
 }
+
+/// A state without LL-HLS serializes exactly as before LL-HLS existed (stored records of
+/// regular streams do not change).
+#[test]
+fn regular_state_serializes_without_ll_fields() {
+    let mut state = PlaylistState::new(Container::Fmp4, 3, 2);
+    state.begin_session();
+    state.push_segment(entry("0.m4s", 2.0, T0, Some("i.mp4")));
+    let json = serde_json::to_string(&state).unwrap();
+    for field in ["part_target_secs", "open", "preload_hint", "parts"] {
+        assert!(!json.contains(field), "{field} in {json}");
+    }
+}
