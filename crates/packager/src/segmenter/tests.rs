@@ -1030,3 +1030,77 @@ fn parts_are_opt_in() {
     let config: SegmenterConfig = serde_json::from_str("{}").unwrap();
     assert_eq!(config.part_duration, None);
 }
+
+/// Random frame rates, GOP lengths, audio jitter and timestamp jumps with parts: no frame is
+/// lost, segments tile, each segment is its parts' bytes, part durations sum to the
+/// segment's and stay within the part duration (plus the 1 ms tolerance), a segment's first
+/// part is independent after a keyframe cut.
+#[test]
+fn random_streams_with_parts_keep_invariants() {
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for _ in 0..30 {
+        let part_duration =
+            crate::MIN_PART_DURATION + next(crate::MAX_PART_DURATION - crate::MIN_PART_DURATION);
+        let mut seg = parted(part_duration);
+        let mut events = configs();
+        let interval = 1500 + next(3000) as i64;
+        let (mut dts, mut audio_dts, mut sent) = (0i64, 0i64, 0u64);
+        for _ in 0..(100 + next(200)) {
+            let gop_end = dts + interval * (1 + next(150) as i64);
+            let mut first = true;
+            while dts < gop_end {
+                while audio_dts <= dts {
+                    events.push(audio(audio_dts));
+                    sent += 1;
+                    audio_dts += 1920 + next(3) as i64 - 1;
+                }
+                events.push(video(dts, first));
+                sent += 1;
+                first = false;
+                dts += interval;
+            }
+            if next(50) == 0 {
+                events.push(MediaEvent::TimestampJump {
+                    track: TrackKind::Video,
+                    delta: 1,
+                });
+            }
+        }
+        let mut out = feed(&mut seg, events);
+        out.extend(finish(&mut seg));
+        let segments = parts_and_segments(&out);
+        let kept: u64 = segments
+            .iter()
+            .map(|(_, c)| u64::from(c.video_frames + c.audio_frames))
+            .sum();
+        assert_eq!(kept + seg.stats().dropped_before_keyframe, sent);
+        for pair in segments.windows(2) {
+            assert_eq!(
+                pair[0].1.start_dts + pair[0].1.duration as i64,
+                pair[1].1.start_dts
+            );
+        }
+        let total_parts: usize = segments.iter().map(|(p, _)| p.len()).sum();
+        assert!(
+            total_parts > 2 * segments.len(),
+            "segments are cut into parts"
+        );
+        let limit = part_duration + PART_JITTER_TICKS as u64;
+        for (i, (parts, cut)) in segments.iter().enumerate() {
+            let joined: Vec<u8> = parts.iter().flat_map(|p| p.data.to_vec()).collect();
+            assert_eq!(joined, cut.data.to_vec());
+            assert_eq!(parts.iter().map(|p| p.duration).sum::<u64>(), cut.duration);
+            let after_forced = i > 0 && segments[i - 1].1.forced;
+            assert!(after_forced || parts[0].independent);
+            for part in parts {
+                assert!(part.duration <= limit, "{} > {limit}", part.duration);
+            }
+        }
+    }
+}
