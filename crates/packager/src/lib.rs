@@ -11,6 +11,13 @@
 //!   [`PlaylistState::epoch`]) keeps the sliding window of listed segments and renders the
 //!   media and multivariant playlists (RFC 8216).
 //!
+//! LL-HLS (draft-pantos-hls-rfc8216bis; docs/decisions/0018-ll-hls-parts.md): with
+//! [`SegmenterConfig::part_duration`] the segmenter also emits [`SegmenterOutput::Part`]s;
+//! with [`PlaylistState::part_target_secs`] the playlist lists them (`push_part`) and renders
+//! the low-latency tags and the delta update; [`parse_delivery_directives`] and
+//! [`decide_blocking`] decide blocking playlist reloads, [`PlaylistState::part_request`] part
+//! requests. All pure: the origin holds the requests and reads the clock.
+//!
 //! The server's run loop for one stream:
 //!
 //! ```text
