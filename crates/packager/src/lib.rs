@@ -32,11 +32,13 @@
 //! [`MediaEvent`]: tidegate_media::MediaEvent
 #![deny(missing_docs)]
 
+mod dash;
 mod datetime;
 mod mux;
 mod playlist;
 mod segmenter;
 
+pub use dash::{MpdOptions, MpdUnavailable, DASH_PROFILE, UTC_TIMING_SCHEME};
 pub use datetime::format_program_date_time;
 pub use playlist::{PlaylistState, SegmentEntry, DEFAULT_WINDOW, MAX_WINDOW};
 pub use segmenter::{

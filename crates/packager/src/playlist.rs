@@ -39,6 +39,13 @@ pub struct SegmentEntry {
     pub map_uri: Option<String>,
     /// Size of the segment in bytes.
     pub bytes: u64,
+    /// The dts of the segment's first frame in 90 kHz ticks, the segment's `tfdt` (DASH
+    /// `S@t`); `None` in a state stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<i64>,
+    /// Video frames in the segment (DASH `frameRate`); `None` when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_frames: Option<u32>,
 }
 
 impl SegmentEntry {
@@ -53,11 +60,23 @@ impl SegmentEntry {
             discontinuity: cut.discontinuity,
             map_uri,
             bytes: cut.bytes,
+            start_ticks: Some(cut.start_dts),
+            video_frames: Some(cut.video_frames),
+        }
+    }
+
+    /// The duration in 90 kHz ticks, as the segmenter measured it (nonsense becomes 0).
+    pub(crate) fn duration_ticks(&self) -> u64 {
+        if self.duration_secs.is_finite() && self.duration_secs > 0.0 {
+            // Exact: the seconds were ticks / 90000. Float-to-int `as` saturates.
+            (self.duration_secs * f64::from(TIMESCALE)).round() as u64
+        } else {
+            0
         }
     }
 
     /// The duration in whole milliseconds, as rendered in `EXTINF` (nonsense becomes 0).
-    fn duration_ms(&self) -> u64 {
+    pub(crate) fn duration_ms(&self) -> u64 {
         if self.duration_secs.is_finite() && self.duration_secs > 0.0 {
             // Float-to-int `as` saturates.
             (self.duration_secs * 1000.0).round() as u64
@@ -109,6 +128,9 @@ pub struct PlaylistState {
     /// `BANDWIDTH` in bit/s for the multivariant playlist: raised by
     /// [`PlaylistState::push_segment`] to the peak segment bitrate seen.
     pub bandwidth: Option<u64>,
+    /// The audio sample rate in Hz (DASH `audioSamplingRate`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_sample_rate: Option<u32>,
 }
 
 impl Default for PlaylistState {
@@ -134,6 +156,7 @@ impl PlaylistState {
             codecs: None,
             resolution: None,
             bandwidth: None,
+            audio_sample_rate: None,
         }
     }
 
@@ -182,6 +205,7 @@ impl PlaylistState {
         self.codecs = None;
         self.resolution = None;
         self.bandwidth = None;
+        self.audio_sample_rate = None;
         removed
     }
 

@@ -13,6 +13,8 @@ fn entry(uri: &str, duration_secs: f64, pdt: i64, map: Option<&str>) -> SegmentE
         discontinuity: false,
         map_uri: map.map(str::to_string),
         bytes: 500_000,
+        start_ticks: None,
+        video_frames: None,
     }
 }
 

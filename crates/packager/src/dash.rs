@@ -1,0 +1,381 @@
+//! The live DASH MPD of one stream (ISO/IEC 23009-1, `isoff-live` profile, DASH-IF live
+//! guidelines), rendered from the same [`PlaylistState`] as the HLS playlists: it lists the
+//! same CMAF segments and init segments, so nothing is stored twice. A pure function: the
+//! state and the clock in, XML out.
+//!
+//! Layout: `type="dynamic"`, `availabilityStartTime` the Unix epoch (constant for the life of
+//! the stream, so every update of the MPD agrees with the previous ones), one `Period` per run
+//! of segments without a discontinuity (a reconnect, a failover or a codec change starts a new
+//! one, with its own init segment and numbering), each `Period@start` the wall clock of its
+//! first segment (never before the end of the previous period), one `AdaptationSet` with one
+//! `Representation` (audio and video are muxed in each segment), `SegmentTemplate` with
+//! `$Number$` and a `SegmentTimeline` in 90 kHz ticks (the video track's timescale; `S@t` is
+//! each segment's `tfdt`, `presentationTimeOffset` the period's first `S@t`).
+
+use std::fmt::Write;
+
+use tidegate_media::TIMESCALE;
+
+use crate::datetime::write_program_date_time;
+use crate::playlist::{PlaylistState, SegmentEntry};
+use crate::Container;
+
+/// The DASH profile every MPD declares: the ISO live profile (`SegmentTemplate`, one init
+/// segment per representation, segments starting with a SAP).
+pub const DASH_PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
+
+/// The `UTCTiming` scheme of the time endpoint: an HTTP GET answering an ISO 8601 date-time.
+pub const UTC_TIMING_SCHEME: &str = "urn:mpeg:dash:utc:http-iso:2014";
+
+/// Why a stream has no MPD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MpdUnavailable {
+    /// The stream's segments are MPEG-TS, which the DASH live profile cannot carry.
+    MpegTs,
+    /// No segment is listed yet.
+    NoSegments,
+}
+
+impl MpdUnavailable {
+    /// A sentence for the viewer.
+    pub fn reason(self) -> &'static str {
+        match self {
+            MpdUnavailable::MpegTs => {
+                "this stream is packaged as MPEG-TS (its tenant's segment-format is \"ts\"): DASH needs fMP4 segments; play its HLS playlist"
+            }
+            MpdUnavailable::NoSegments => "no segment yet",
+        }
+    }
+}
+
+/// What the MPD needs besides the playlist state.
+#[derive(Debug, Clone, Copy)]
+pub struct MpdOptions<'a> {
+    /// `MPD@id`: stable for the stream (e.g. `TENANT/STREAM`).
+    pub id: &'a str,
+    /// The `BaseURL` the segment and init segment names resolve against (e.g.
+    /// `/hls/TENANT/STREAM/`); `None` for the MPD's own location.
+    pub base_url: Option<&'a str>,
+    /// A query string (without `?`) every segment and init segment URL carries, e.g.
+    /// `token=...` for signed playback.
+    pub query: Option<&'a str>,
+    /// The URL of the `UTCTiming` endpoint (scheme [`UTC_TIMING_SCHEME`]).
+    pub utc_timing_url: &'a str,
+    /// Now, Unix milliseconds: `publishTime`.
+    pub now_ms: i64,
+}
+
+/// One period of the MPD: consecutive segments of one init segment and one name pattern.
+struct Period<'a> {
+    /// Counts the periods of the stream: stable while the period is listed.
+    index: u64,
+    segments: Vec<&'a SegmentEntry>,
+    /// `init-E-I.mp4`.
+    init: &'a str,
+    /// The segment name before and after the number: `seg-E-` and `.m4s`.
+    prefix: &'a str,
+    suffix: &'a str,
+}
+
+/// Splits `uri` around its sequence number (`seg-5-12.m4s` with 12 → `seg-5-`, `.m4s`).
+fn split_name(uri: &str, sequence: u64) -> Option<(&str, &str)> {
+    let number = sequence.to_string();
+    let dot = uri.rfind('.').unwrap_or(uri.len());
+    let (stem, suffix) = uri.split_at(dot);
+    let prefix = stem.strip_suffix(number.as_str())?;
+    Some((prefix, suffix))
+}
+
+/// Groups the listed segments into periods: a new one at every discontinuity, init segment
+/// change or naming change. Segments whose name does not end in their number are left out
+/// (a `$Number$` template cannot name them).
+fn periods(state: &PlaylistState) -> Vec<Period<'_>> {
+    let mut out: Vec<Period<'_>> = Vec::new();
+    let mut index = state.discontinuity_sequence;
+    for (position, segment) in state.segments.iter().enumerate() {
+        let Some(init) = segment.map_uri.as_deref() else {
+            continue;
+        };
+        let Some((prefix, suffix)) = split_name(&segment.uri, segment.sequence) else {
+            continue;
+        };
+        if segment.discontinuity {
+            index = index.saturating_add(1);
+        }
+        let continues = out.last().is_some_and(|p| {
+            !segment.discontinuity
+                && p.init == init
+                && p.prefix == prefix
+                && p.suffix == suffix
+                && p
+                    .segments
+                    .last()
+                    .is_some_and(|last| last.sequence.checked_add(1) == Some(segment.sequence))
+        });
+        match out.last_mut() {
+            Some(period) if continues => period.segments.push(segment),
+            _ => {
+                if position > 0 && !segment.discontinuity && !out.is_empty() {
+                    // A split without a discontinuity tag (not written by this server's
+                    // writer): keep period ids unique.
+                    index = index.saturating_add(1);
+                }
+                out.push(Period {
+                    index,
+                    segments: vec![segment],
+                    init,
+                    prefix,
+                    suffix,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Writes a duration as `PT<seconds>S` with millisecond precision.
+fn write_duration_ms(out: &mut String, ms: u64) {
+    let _ = write!(out, "PT{}.{:03}S", ms / 1000, ms % 1000);
+}
+
+/// Appends `text` escaped for an XML attribute or element.
+fn push_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends `text` for a `SegmentTemplate` attribute: XML-escaped, `$` doubled.
+fn push_template(out: &mut String, text: &str) {
+    push_escaped(out, &text.replace('$', "$$"));
+}
+
+/// `frameRate` from the frames and ticks of the listed segments: an integer, or a
+/// fraction with denominator 1000.
+fn frame_rate(segments: &[&SegmentEntry]) -> Option<String> {
+    let (mut frames, mut ticks) = (0u64, 0u64);
+    for s in segments {
+        frames = frames.saturating_add(u64::from(s.video_frames?));
+        ticks = ticks.saturating_add(s.duration_ticks());
+    }
+    if frames == 0 || ticks == 0 {
+        return None;
+    }
+    let milli_fps = (frames as f64 * f64::from(TIMESCALE) * 1000.0 / ticks as f64).round() as u64;
+    if milli_fps == 0 {
+        return None;
+    }
+    Some(if milli_fps % 1000 == 0 {
+        (milli_fps / 1000).to_string()
+    } else {
+        format!("{milli_fps}/1000")
+    })
+}
+
+impl PlaylistState {
+    /// The live DASH MPD of the listed segments (see the [module](crate::dash) for its
+    /// layout), or why there is none.
+    pub fn render_mpd(&self, options: &MpdOptions<'_>) -> Result<String, MpdUnavailable> {
+        if self.container == Container::MpegTs {
+            return Err(MpdUnavailable::MpegTs);
+        }
+        let periods = periods(self);
+        if periods.is_empty() {
+            return Err(MpdUnavailable::NoSegments);
+        }
+        let target_ms = u64::from(self.target_duration.max(1)).saturating_mul(1000);
+        let listed_ms: u64 = periods
+            .iter()
+            .flat_map(|p| p.segments.iter())
+            .map(|s| s.duration_ms())
+            .sum();
+        // Rounded up: maxSegmentDuration is an upper bound.
+        let longest_ms = periods
+            .iter()
+            .flat_map(|p| p.segments.iter())
+            .map(|s| s.duration_ticks().saturating_mul(1000).div_ceil(u64::from(TIMESCALE)))
+            .max()
+            .unwrap_or(0);
+        let mut spans = Vec::with_capacity(periods.len());
+        let mut previous_end_ms = i64::MIN;
+        for period in &periods {
+            let span = period_start_and_end(period, previous_end_ms);
+            previous_end_ms = span.1;
+            spans.push(span);
+        }
+        let mut out = String::with_capacity(1200 + 60 * self.segments.len());
+        out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        out.push_str("<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" id=\"");
+        push_escaped(&mut out, options.id);
+        let _ = write!(
+            out,
+            "\" profiles=\"{DASH_PROFILE}\" type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\""
+        );
+        write_program_date_time(&mut out, options.now_ms);
+        out.push('"');
+        if self.ended {
+            // The end of the live presentation: no more updates, a known duration.
+            let end_ms = spans.last().map_or(0, |span| span.1);
+            out.push_str(" mediaPresentationDuration=\"");
+            write_duration_ms(&mut out, end_ms.max(0).unsigned_abs());
+            out.push('"');
+        } else {
+            out.push_str(" minimumUpdatePeriod=\"");
+            write_duration_ms(&mut out, target_ms);
+            out.push('"');
+        }
+        out.push_str(" timeShiftBufferDepth=\"");
+        write_duration_ms(&mut out, listed_ms.max(target_ms));
+        out.push_str("\" suggestedPresentationDelay=\"");
+        write_duration_ms(&mut out, target_ms.saturating_mul(3));
+        out.push_str("\" minBufferTime=\"");
+        write_duration_ms(&mut out, target_ms);
+        out.push_str("\" maxSegmentDuration=\"");
+        write_duration_ms(&mut out, longest_ms.max(target_ms));
+        out.push_str("\">\n");
+        if let Some(base) = options.base_url {
+            out.push_str("  <BaseURL>");
+            push_escaped(&mut out, base);
+            out.push_str("</BaseURL>\n");
+        }
+
+        for (period, (start_ms, _)) in periods.iter().zip(spans) {
+            self.write_period(&mut out, period, start_ms, options);
+        }
+        let _ = write!(
+            out,
+            "  <UTCTiming schemeIdUri=\"{UTC_TIMING_SCHEME}\" value=\""
+        );
+        push_escaped(&mut out, options.utc_timing_url);
+        out.push_str("\"/>\n</MPD>\n");
+        Ok(out)
+    }
+
+    fn write_period(
+        &self,
+        out: &mut String,
+        period: &Period<'_>,
+        start_ms: i64,
+        options: &MpdOptions<'_>,
+    ) {
+        let Some(first) = period.segments.first() else {
+            return;
+        };
+        let _ = write!(out, "  <Period id=\"p{}\" start=\"", period.index);
+        write_duration_ms(out, start_ms.max(0).unsigned_abs());
+        out.push_str("\">\n");
+        let video = self.resolution.is_some()
+            || self.codecs.as_deref().is_some_and(|c| {
+                c.split(',').any(|c| {
+                    ["avc", "hvc", "hev", "av01", "vp09"]
+                        .iter()
+                        .any(|v| c.trim().starts_with(v))
+                })
+            });
+        let (content_type, mime) = if video {
+            ("video", "video/mp4")
+        } else {
+            ("audio", "audio/mp4")
+        };
+        let _ = write!(
+            out,
+            "    <AdaptationSet id=\"0\" contentType=\"{content_type}\" mimeType=\"{mime}\" segmentAlignment=\"true\" startWithSAP=\"1\">\n      <Representation id=\"0\" bandwidth=\"{}\"",
+            self.bandwidth.unwrap_or(1).max(1)
+        );
+        if let Some(codecs) = &self.codecs {
+            out.push_str(" codecs=\"");
+            push_escaped(out, codecs);
+            out.push('"');
+        }
+        if video {
+            if let Some((width, height)) = self.resolution {
+                let _ = write!(out, " width=\"{width}\" height=\"{height}\"");
+            }
+            if let Some(rate) = frame_rate(&period.segments) {
+                let _ = write!(out, " frameRate=\"{rate}\"");
+            }
+        }
+        if let Some(rate) = self.audio_sample_rate {
+            let _ = write!(out, " audioSamplingRate=\"{rate}\"");
+        }
+        out.push_str(">\n");
+        let first_t = first.start_ticks.unwrap_or(0);
+        let _ = write!(
+            out,
+            "        <SegmentTemplate timescale=\"{TIMESCALE}\" presentationTimeOffset=\"{first_t}\" startNumber=\"{}\" initialization=\"",
+            first.sequence
+        );
+        let query = options.query.filter(|q| !q.is_empty());
+        push_template(out, period.init);
+        if let Some(q) = query {
+            out.push('?');
+            push_template(out, q);
+        }
+        out.push_str("\" media=\"");
+        push_template(out, period.prefix);
+        out.push_str("$Number$");
+        push_template(out, period.suffix);
+        if let Some(q) = query {
+            out.push('?');
+            push_template(out, q);
+        }
+        out.push_str("\">\n          <SegmentTimeline>\n");
+        write_timeline(out, &period.segments);
+        out.push_str(
+            "          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n    </AdaptationSet>\n  </Period>\n",
+        );
+    }
+}
+
+/// A period's start and end on the MPD timeline (ms since `availabilityStartTime`, the Unix
+/// epoch): it starts at its first segment's wall clock, but never before the previous period
+/// ended (`previous_end_ms`; periods must not overlap), and lasts as long as its segments.
+fn period_start_and_end(period: &Period<'_>, previous_end_ms: i64) -> (i64, i64) {
+    let first_ms = period.segments.first().map_or(0, |s| s.program_date_time_ms);
+    let start_ms = first_ms.max(previous_end_ms);
+    let ticks: u64 = period.segments.iter().map(|s| s.duration_ticks()).sum();
+    let length_ms = i64::try_from(ticks.saturating_mul(1000) / u64::from(TIMESCALE)).unwrap_or(0);
+    (start_ms, start_ms.saturating_add(length_ms))
+}
+
+/// The `S` elements: `t` on the first and after a gap, `r` for repeated durations.
+fn write_timeline(out: &mut String, segments: &[&SegmentEntry]) {
+    // (t if written, d, repeats)
+    let mut runs: Vec<(Option<i64>, u64, u64)> = Vec::new();
+    let mut expected: Option<i64> = None;
+    for segment in segments {
+        let d = segment.duration_ticks();
+        let t = segment
+            .start_ticks
+            .or(expected)
+            .unwrap_or(0);
+        let contiguous = expected == Some(t);
+        match runs.last_mut() {
+            Some((_, last_d, repeats)) if contiguous && *last_d == d => *repeats += 1,
+            _ => runs.push(((!contiguous).then_some(t), d, 0)),
+        }
+        expected = Some(t.saturating_add(i64::try_from(d).unwrap_or(i64::MAX)));
+    }
+    for (t, d, repeats) in runs {
+        out.push_str("            <S");
+        if let Some(t) = t {
+            let _ = write!(out, " t=\"{t}\"");
+        }
+        let _ = write!(out, " d=\"{d}\"");
+        if repeats > 0 {
+            let _ = write!(out, " r=\"{repeats}\"");
+        }
+        out.push_str("/>\n");
+    }
+}
+
+#[cfg(test)]
+mod tests;
