@@ -15,6 +15,8 @@ have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_gst() { have_cmd gst-inspect-1.0 && gst-inspect-1.0 "$1" >/dev/null 2>&1; }
 have_imageio() { python3 -c 'import imageio_ffmpeg, os, sys; sys.exit(0 if os.access(imageio_ffmpeg.get_ffmpeg_exe(), os.X_OK) else 1)' >/dev/null 2>&1; }
 have_fuzz() { cargo fuzz --version >/dev/null 2>&1; }
+# The DASH MPD parser crates/cli/tests/dash.rs reads the MPD with (an independent parser).
+have_mpegdash() { python3 -c 'import mpegdash' >/dev/null 2>&1; }
 
 # Every check: "description|command to test it|debian package providing it ('-' if none)".
 CHECKS=(
@@ -74,6 +76,11 @@ if ! have_imageio; then
   python3 -m pip install --quiet --disable-pip-version-check imageio-ffmpeg || log "pip install imageio-ffmpeg failed"
 fi
 
+if ! have_mpegdash; then
+  log "pip install mpegdash"
+  python3 -m pip install --quiet --disable-pip-version-check mpegdash || log "pip install mpegdash failed"
+fi
+
 if ! have_fuzz; then
   log "cargo install cargo-fuzz --locked"
   cargo install --quiet --locked cargo-fuzz || log "cargo install cargo-fuzz failed"
@@ -86,6 +93,7 @@ for entry in "${CHECKS[@]}"; do
   eval "$test" || still_missing+=("$what")
 done
 have_imageio || still_missing+=("python3 module imageio_ffmpeg (static ffmpeg 9)")
+have_mpegdash || still_missing+=("python3 module mpegdash (DASH MPD parser)")
 have_fuzz || still_missing+=("cargo-fuzz")
 
 if ((${#still_missing[@]} > 0)); then

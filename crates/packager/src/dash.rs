@@ -70,6 +70,9 @@ struct Period<'a> {
     /// Counts the periods of the stream: stable while the period is listed.
     index: u64,
     segments: Vec<&'a SegmentEntry>,
+    /// The number in the first segment's name (`startNumber`), and in the last one's.
+    first_number: u64,
+    last_number: u64,
     /// `init-E-I.mp4`.
     init: &'a str,
     /// The segment name before and after the number: `seg-E-` and `.m4s`.
@@ -77,18 +80,22 @@ struct Period<'a> {
     suffix: &'a str,
 }
 
-/// Splits `uri` around its sequence number (`seg-5-12.m4s` with 12 → `seg-5-`, `.m4s`).
-fn split_name(uri: &str, sequence: u64) -> Option<(&str, &str)> {
-    let number = sequence.to_string();
+/// Splits a segment name around the number at the end of its stem (`seg-5-12.m4s` → `seg-5-`,
+/// 12, `.m4s`): the `$Number$` of the template. (The writer numbers a session's segments from
+/// 0, independently of the media sequence.)
+fn split_name(uri: &str) -> Option<(&str, u64, &str)> {
     let dot = uri.rfind('.').unwrap_or(uri.len());
     let (stem, suffix) = uri.split_at(dot);
-    let prefix = stem.strip_suffix(number.as_str())?;
-    Some((prefix, suffix))
+    let prefix = stem.trim_end_matches(|c: char| c.is_ascii_digit());
+    let number = stem.get(prefix.len()..)?.parse().ok()?;
+    Some((prefix, number, suffix))
 }
 
 /// Groups the listed segments into periods: a new one at every discontinuity, init segment
 /// change or naming change. Segments whose name does not end in their number are left out
 /// (a `$Number$` template cannot name them).
+///
+/// A period is also split where the numbers in the names skip one.
 fn periods(state: &PlaylistState) -> Vec<Period<'_>> {
     let mut out: Vec<Period<'_>> = Vec::new();
     let mut index = state.discontinuity_sequence;
@@ -96,7 +103,7 @@ fn periods(state: &PlaylistState) -> Vec<Period<'_>> {
         let Some(init) = segment.map_uri.as_deref() else {
             continue;
         };
-        let Some((prefix, suffix)) = split_name(&segment.uri, segment.sequence) else {
+        let Some((prefix, number, suffix)) = split_name(&segment.uri) else {
             continue;
         };
         if segment.discontinuity {
@@ -107,13 +114,13 @@ fn periods(state: &PlaylistState) -> Vec<Period<'_>> {
                 && p.init == init
                 && p.prefix == prefix
                 && p.suffix == suffix
-                && p
-                    .segments
-                    .last()
-                    .is_some_and(|last| last.sequence.checked_add(1) == Some(segment.sequence))
+                && p.last_number.checked_add(1) == Some(number)
         });
         match out.last_mut() {
-            Some(period) if continues => period.segments.push(segment),
+            Some(period) if continues => {
+                period.segments.push(segment);
+                period.last_number = number;
+            }
             _ => {
                 if position > 0 && !segment.discontinuity && !out.is_empty() {
                     // A split without a discontinuity tag (not written by this server's
@@ -123,6 +130,8 @@ fn periods(state: &PlaylistState) -> Vec<Period<'_>> {
                 out.push(Period {
                     index,
                     segments: vec![segment],
+                    first_number: number,
+                    last_number: number,
                     init,
                     prefix,
                     suffix,
@@ -201,7 +210,11 @@ impl PlaylistState {
         let longest_ms = periods
             .iter()
             .flat_map(|p| p.segments.iter())
-            .map(|s| s.duration_ticks().saturating_mul(1000).div_ceil(u64::from(TIMESCALE)))
+            .map(|s| {
+                s.duration_ticks()
+                    .saturating_mul(1000)
+                    .div_ceil(u64::from(TIMESCALE))
+            })
             .max()
             .unwrap_or(0);
         let mut spans = Vec::with_capacity(periods.len());
@@ -311,7 +324,7 @@ impl PlaylistState {
         let _ = write!(
             out,
             "        <SegmentTemplate timescale=\"{TIMESCALE}\" presentationTimeOffset=\"{first_t}\" startNumber=\"{}\" initialization=\"",
-            first.sequence
+            period.first_number
         );
         let query = options.query.filter(|q| !q.is_empty());
         push_template(out, period.init);
@@ -339,7 +352,10 @@ impl PlaylistState {
 /// epoch): it starts at its first segment's wall clock, but never before the previous period
 /// ended (`previous_end_ms`; periods must not overlap), and lasts as long as its segments.
 fn period_start_and_end(period: &Period<'_>, previous_end_ms: i64) -> (i64, i64) {
-    let first_ms = period.segments.first().map_or(0, |s| s.program_date_time_ms);
+    let first_ms = period
+        .segments
+        .first()
+        .map_or(0, |s| s.program_date_time_ms);
     let start_ms = first_ms.max(previous_end_ms);
     let ticks: u64 = period.segments.iter().map(|s| s.duration_ticks()).sum();
     let length_ms = i64::try_from(ticks.saturating_mul(1000) / u64::from(TIMESCALE)).unwrap_or(0);
@@ -353,10 +369,7 @@ fn write_timeline(out: &mut String, segments: &[&SegmentEntry]) {
     let mut expected: Option<i64> = None;
     for segment in segments {
         let d = segment.duration_ticks();
-        let t = segment
-            .start_ticks
-            .or(expected)
-            .unwrap_or(0);
+        let t = segment.start_ticks.or(expected).unwrap_or(0);
         let contiguous = expected == Some(t);
         match runs.last_mut() {
             Some((_, last_d, repeats)) if contiguous && *last_d == d => *repeats += 1,

@@ -29,15 +29,20 @@ fn options(query: Option<&str>) -> MpdOptions<'_> {
     }
 }
 
-/// One session of `count` segments of `ticks` each, numbered as the writer numbers them
-/// (by the state's next sequence).
+/// One session of `count` segments of `ticks` each, named as the writer names them (numbered
+/// from 0 in each session, whatever the media sequence).
 fn push_session(state: &mut PlaylistState, count: u64, first_dts: i64, ticks: u64, pdt: i64) {
     state.begin_session();
     let epoch = state.epoch;
-    for i in 0..count {
-        let n = state.next_sequence;
-        let offset = i64::try_from(i * ticks).unwrap();
-        state.push_segment(segment(epoch, n, first_dts + offset, ticks, pdt + offset / 90));
+    for n in 0..count {
+        let offset = i64::try_from(n * ticks).unwrap();
+        state.push_segment(segment(
+            epoch,
+            n,
+            first_dts + offset,
+            ticks,
+            pdt + offset / 90,
+        ));
     }
 }
 
@@ -85,13 +90,19 @@ fn a_reconnect_starts_a_second_period_with_its_own_init_and_numbering() {
     push_session(&mut state, 2, 0, 171_000, T0 + 7_000);
     let mpd = state.render_mpd(&options(None)).unwrap();
     assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
-    assert!(mpd.contains("<Period id=\"p0\" start=\"PT1700000000.000S\">"), "{mpd}");
-    assert!(mpd.contains("<Period id=\"p1\" start=\"PT1700000007.000S\">"), "{mpd}");
+    assert!(
+        mpd.contains("<Period id=\"p0\" start=\"PT1700000000.000S\">"),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("<Period id=\"p1\" start=\"PT1700000007.000S\">"),
+        "{mpd}"
+    );
     assert!(mpd.contains(
         "presentationTimeOffset=\"0\" startNumber=\"0\" initialization=\"init-1-0.mp4\" media=\"seg-1-$Number$.m4s\""
     ));
     assert!(mpd.contains(
-        "presentationTimeOffset=\"0\" startNumber=\"2\" initialization=\"init-2-0.mp4\" media=\"seg-2-$Number$.m4s\""
+        "presentationTimeOffset=\"0\" startNumber=\"0\" initialization=\"init-2-0.mp4\" media=\"seg-2-$Number$.m4s\""
     ));
     assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"1\"/>"));
     assert!(mpd.contains("<S t=\"0\" d=\"171000\" r=\"1\"/>"));
@@ -100,15 +111,24 @@ fn a_reconnect_starts_a_second_period_with_its_own_init_and_numbering() {
 
     // The first period's segments leave the window: the second period keeps its id.
     for _ in 0..10 {
-        let n = state.next_sequence;
-        let start = i64::try_from((n - 2) * 171_000).unwrap();
+        let n = state.next_sequence - 2;
+        let start = i64::try_from(n * 171_000).unwrap();
         state.push_segment(segment(2, n, start, 171_000, T0 + 7_000 + start / 90));
     }
     let mpd = state.render_mpd(&options(None)).unwrap();
     assert_eq!(mpd.matches("<Period ").count(), 1, "{mpd}");
-    assert!(mpd.contains("<Period id=\"p1\" start=\"PT1700000010.800S\">"), "{mpd}");
-    assert!(mpd.contains("presentationTimeOffset=\"342000\" startNumber=\"4\""), "{mpd}");
-    assert!(mpd.contains("<S t=\"342000\" d=\"171000\" r=\"9\"/>"), "{mpd}");
+    assert!(
+        mpd.contains("<Period id=\"p1\" start=\"PT1700000010.800S\">"),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("presentationTimeOffset=\"342000\" startNumber=\"2\""),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("<S t=\"342000\" d=\"171000\" r=\"9\"/>"),
+        "{mpd}"
+    );
     assert!(mpd.contains("timeShiftBufferDepth=\"PT19.000S\""), "{mpd}");
 }
 
@@ -119,7 +139,10 @@ fn periods_never_overlap_even_when_the_wall_clock_disagrees() {
     // A failover to a worker whose clock is a second behind.
     push_session(&mut state, 1, 0, 180_000, T0 + 3_000);
     let mpd = state.render_mpd(&options(None)).unwrap();
-    assert!(mpd.contains("<Period id=\"p1\" start=\"PT1700000004.000S\">"), "{mpd}");
+    assert!(
+        mpd.contains("<Period id=\"p1\" start=\"PT1700000004.000S\">"),
+        "{mpd}"
+    );
 }
 
 #[test]
@@ -154,7 +177,10 @@ fn an_ended_stream_has_a_duration_and_no_more_updates() {
     state.end();
     let mpd = state.render_mpd(&options(None)).unwrap();
     assert!(!mpd.contains("minimumUpdatePeriod"), "{mpd}");
-    assert!(mpd.contains("mediaPresentationDuration=\"PT1700000004.000S\""), "{mpd}");
+    assert!(
+        mpd.contains("mediaPresentationDuration=\"PT1700000004.000S\""),
+        "{mpd}"
+    );
 }
 
 #[test]
@@ -167,7 +193,10 @@ fn audio_only_streams_are_audio() {
     entry.video_frames = Some(0);
     state.push_segment(entry);
     let mpd = state.render_mpd(&options(None)).unwrap();
-    assert!(mpd.contains("contentType=\"audio\" mimeType=\"audio/mp4\""), "{mpd}");
+    assert!(
+        mpd.contains("contentType=\"audio\" mimeType=\"audio/mp4\""),
+        "{mpd}"
+    );
     assert!(!mpd.contains("frameRate"), "{mpd}");
     assert!(mpd.contains("audioSamplingRate=\"44100\""), "{mpd}");
 }
@@ -180,7 +209,10 @@ fn mpeg_ts_and_empty_streams_have_no_mpd() {
     entry.uri = "seg-1-0.ts".into();
     entry.map_uri = None;
     state.push_segment(entry);
-    assert_eq!(state.render_mpd(&options(None)), Err(MpdUnavailable::MpegTs));
+    assert_eq!(
+        state.render_mpd(&options(None)),
+        Err(MpdUnavailable::MpegTs)
+    );
     assert_eq!(
         fmp4_state(10).render_mpd(&options(None)),
         Err(MpdUnavailable::NoSegments)
