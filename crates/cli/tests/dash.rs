@@ -119,7 +119,6 @@ fn segments_in(period: &Value) -> u64 {
 /// Polls `url` until its MPD satisfies `want`; returns (text, summary).
 fn wait_mpd(url: &str, what: &str, want: impl Fn(&Value) -> bool) -> (String, Value) {
     let deadline = Instant::now() + Duration::from_secs(40);
-    let mut last = String::new();
     loop {
         let a = fetch(url);
         if a.status == 200 {
@@ -128,10 +127,11 @@ fn wait_mpd(url: &str, what: &str, want: impl Fn(&Value) -> bool) -> (String, Va
                 return (a.body, summary);
             }
         }
-        last = format!("{} {}", a.status, a.body);
         assert!(
             Instant::now() < deadline,
-            "no MPD with {what} at {url}: {last}"
+            "no MPD with {what} at {url}: {} {}",
+            a.status,
+            a.body
         );
         thread::sleep(Duration::from_millis(300));
     }

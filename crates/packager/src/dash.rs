@@ -182,7 +182,7 @@ fn frame_rate(segments: &[&SegmentEntry]) -> Option<String> {
     if milli_fps == 0 {
         return None;
     }
-    Some(if milli_fps % 1000 == 0 {
+    Some(if milli_fps.is_multiple_of(1000) {
         (milli_fps / 1000).to_string()
     } else {
         format!("{milli_fps}/1000")

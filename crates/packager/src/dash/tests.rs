@@ -218,3 +218,22 @@ fn mpeg_ts_and_empty_streams_have_no_mpd() {
         Err(MpdUnavailable::NoSegments)
     );
 }
+
+#[test]
+fn a_new_playlist_after_an_end_is_numbered_by_its_names_not_the_media_sequence() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 3, 0, 180_000, T0);
+    state.end();
+    state.reset_for_new_stream();
+    // The writer names the new session's segments from 0; the media sequence goes on at 3.
+    push_session(&mut state, 2, 0, 180_000, T0 + 60_000);
+    assert_eq!(state.segments.front().map(|s| s.sequence), Some(3));
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert_eq!(mpd.matches("<Period ").count(), 1, "{mpd}");
+    let init = format!(
+        "startNumber=\"0\" initialization=\"init-{}-0.mp4\"",
+        state.epoch
+    );
+    assert!(mpd.contains(&init), "{mpd}");
+    assert!(mpd.contains("minimumUpdatePeriod"), "live again: {mpd}");
+}
