@@ -14,6 +14,7 @@
 
 use std::fmt::Write;
 
+use serde::{Deserialize, Serialize};
 use tidegate_media::TIMESCALE;
 
 use crate::datetime::write_program_date_time;
@@ -48,6 +49,53 @@ impl MpdUnavailable {
     }
 }
 
+/// Where a DASH period starts, fixed when its first segment is pushed: DASH-IF's timing
+/// model forbids `Period@start` and `presentationTimeOffset` to change in an MPD update, so
+/// they must not follow the window as it slides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeriodAnchor {
+    /// `Period@start`: ms since `availabilityStartTime` (the Unix epoch).
+    pub start_ms: i64,
+    /// `presentationTimeOffset`, 90 kHz ticks: the `S@t` of the period's first segment.
+    pub pto: i64,
+}
+
+impl PeriodAnchor {
+    /// Where `segment` (of this period) ends on the MPD timeline, ms since the epoch.
+    fn end_ms(&self, segment: &SegmentEntry) -> Option<i64> {
+        let t = segment.start_ticks?;
+        let d = i64::try_from(segment.duration_ticks()).ok()?;
+        let ticks = t.saturating_add(d).saturating_sub(self.pto);
+        Some(
+            self.start_ms
+                .saturating_add(ticks.saturating_mul(1000) / i64::from(TIMESCALE)),
+        )
+    }
+}
+
+/// The period anchor of `entry`, pushed after `previous`: the previous segment's when it
+/// continues its period (no discontinuity, same init segment), else a new one at the
+/// entry's wall clock, moved past the previous segment's end if that is later (periods must
+/// not overlap; a failover to a worker whose clock is behind).
+pub(crate) fn period_anchor(
+    previous: Option<&SegmentEntry>,
+    entry: &SegmentEntry,
+) -> Option<PeriodAnchor> {
+    let start_ticks = entry.start_ticks?;
+    if let Some(prev) = previous {
+        if !entry.discontinuity && prev.map_uri == entry.map_uri && prev.period.is_some() {
+            return prev.period;
+        }
+    }
+    let previous_end = previous.and_then(|p| p.period?.end_ms(p));
+    Some(PeriodAnchor {
+        start_ms: entry
+            .program_date_time_ms
+            .max(previous_end.unwrap_or(i64::MIN)),
+        pto: start_ticks,
+    })
+}
+
 /// What the MPD needs besides the playlist state.
 #[derive(Debug, Clone, Copy)]
 pub struct MpdOptions<'a> {
@@ -67,8 +115,11 @@ pub struct MpdOptions<'a> {
 
 /// One period of the MPD: consecutive segments of one init segment and one name pattern.
 struct Period<'a> {
-    /// Counts the periods of the stream: stable while the period is listed.
+    /// Counts the periods of the stream (the discontinuities before it): the id of a period
+    /// without an anchor (a state stored before anchors were kept).
     index: u64,
+    /// Where it starts, fixed when its first segment was pushed.
+    anchor: Option<PeriodAnchor>,
     segments: Vec<&'a SegmentEntry>,
     /// The number in the first segment's name (`startNumber`), and in the last one's.
     first_number: u64,
@@ -115,6 +166,7 @@ fn periods(state: &PlaylistState) -> Vec<Period<'_>> {
                 && p.prefix == prefix
                 && p.suffix == suffix
                 && p.last_number.checked_add(1) == Some(number)
+                && p.anchor == segment.period
         });
         match out.last_mut() {
             Some(period) if continues => {
@@ -129,6 +181,7 @@ fn periods(state: &PlaylistState) -> Vec<Period<'_>> {
                 }
                 out.push(Period {
                     index,
+                    anchor: segment.period,
                     segments: vec![segment],
                     first_number: number,
                     last_number: number,
@@ -220,7 +273,7 @@ impl PlaylistState {
         let mut spans = Vec::with_capacity(periods.len());
         let mut previous_end_ms = i64::MIN;
         for period in &periods {
-            let span = period_start_and_end(period, previous_end_ms);
+            let span = period_span(period, previous_end_ms);
             previous_end_ms = span.1;
             spans.push(span);
         }
@@ -260,8 +313,8 @@ impl PlaylistState {
             out.push_str("</BaseURL>\n");
         }
 
-        for (period, (start_ms, _)) in periods.iter().zip(spans) {
-            self.write_period(&mut out, period, start_ms, options);
+        for (period, (start_ms, _, pto)) in periods.iter().zip(spans) {
+            self.write_period(&mut out, period, start_ms, pto, options);
         }
         let _ = write!(
             out,
@@ -277,12 +330,21 @@ impl PlaylistState {
         out: &mut String,
         period: &Period<'_>,
         start_ms: i64,
+        pto: i64,
         options: &MpdOptions<'_>,
     ) {
-        let Some(first) = period.segments.first() else {
+        if period.segments.is_empty() {
             return;
-        };
-        let _ = write!(out, "  <Period id=\"p{}\" start=\"", period.index);
+        }
+        // The anchor's start is stable for as long as the period is listed, and unique.
+        match period.anchor {
+            Some(anchor) => {
+                let _ = write!(out, "  <Period id=\"p{}\" start=\"", anchor.start_ms);
+            }
+            None => {
+                let _ = write!(out, "  <Period id=\"d{}\" start=\"", period.index);
+            }
+        }
         write_duration_ms(out, start_ms.max(0).unsigned_abs());
         out.push_str("\">\n");
         let video = self.resolution.is_some()
@@ -320,10 +382,10 @@ impl PlaylistState {
             let _ = write!(out, " audioSamplingRate=\"{rate}\"");
         }
         out.push_str(">\n");
-        let first_t = first.start_ticks.unwrap_or(0);
+        let pto = pto.max(0);
         let _ = write!(
             out,
-            "        <SegmentTemplate timescale=\"{TIMESCALE}\" presentationTimeOffset=\"{first_t}\" startNumber=\"{}\" initialization=\"",
+            "        <SegmentTemplate timescale=\"{TIMESCALE}\" presentationTimeOffset=\"{pto}\" startNumber=\"{}\" initialization=\"",
             period.first_number
         );
         let query = options.query.filter(|q| !q.is_empty());
@@ -349,17 +411,27 @@ impl PlaylistState {
 }
 
 /// A period's start and end on the MPD timeline (ms since `availabilityStartTime`, the Unix
-/// epoch): it starts at its first segment's wall clock, but never before the previous period
-/// ended (`previous_end_ms`; periods must not overlap), and lasts as long as its segments.
-fn period_start_and_end(period: &Period<'_>, previous_end_ms: i64) -> (i64, i64) {
-    let first_ms = period
+/// epoch), and its `presentationTimeOffset`: from its anchor; without one (a state stored
+/// before anchors were kept), from its first listed segment, never before the previous
+/// period ended (`previous_end_ms`).
+fn period_span(period: &Period<'_>, previous_end_ms: i64) -> (i64, i64, i64) {
+    let first = period.segments.first();
+    let anchor = period.anchor.unwrap_or_else(|| PeriodAnchor {
+        start_ms: first
+            .map_or(0, |s| s.program_date_time_ms)
+            .max(previous_end_ms),
+        pto: first.and_then(|s| s.start_ticks).unwrap_or(0),
+    });
+    let end_ms = period
         .segments
-        .first()
-        .map_or(0, |s| s.program_date_time_ms);
-    let start_ms = first_ms.max(previous_end_ms);
-    let ticks: u64 = period.segments.iter().map(|s| s.duration_ticks()).sum();
-    let length_ms = i64::try_from(ticks.saturating_mul(1000) / u64::from(TIMESCALE)).unwrap_or(0);
-    (start_ms, start_ms.saturating_add(length_ms))
+        .last()
+        .and_then(|last| anchor.end_ms(last))
+        .unwrap_or_else(|| {
+            let ticks: u64 = period.segments.iter().map(|s| s.duration_ticks()).sum();
+            let ms = i64::try_from(ticks.saturating_mul(1000) / u64::from(TIMESCALE));
+            anchor.start_ms.saturating_add(ms.unwrap_or(0))
+        });
+    (anchor.start_ms, end_ms, anchor.pto)
 }
 
 /// The `S` elements: `t` on the first and after a gap, `r` for repeated durations.

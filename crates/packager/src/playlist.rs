@@ -46,6 +46,11 @@ pub struct SegmentEntry {
     /// Video frames in the segment (DASH `frameRate`); `None` when not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_frames: Option<u32>,
+    /// Where the DASH period this segment belongs to starts (set by
+    /// [`PlaylistState::push_segment`]), so `Period@start` and `presentationTimeOffset`
+    /// never change while the period is listed; `None` in a state stored before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<crate::dash::PeriodAnchor>,
 }
 
 impl SegmentEntry {
@@ -62,6 +67,7 @@ impl SegmentEntry {
             bytes: cut.bytes,
             start_ticks: Some(cut.start_dts),
             video_frames: Some(cut.video_frames),
+            period: None,
         }
     }
 
@@ -231,6 +237,7 @@ impl PlaylistState {
         if self.segments.is_empty() {
             self.media_sequence = self.media_sequence.max(entry.sequence);
         }
+        entry.period = crate::dash::period_anchor(self.segments.back(), &entry);
         self.segments.push_back(entry);
 
         let window = self.window.clamp(1, MAX_WINDOW);

@@ -16,6 +16,7 @@ fn segment(epoch: u64, n: u64, start: i64, ticks: u64, pdt: i64) -> SegmentEntry
         bytes: 500_000,
         start_ticks: Some(start),
         video_frames: Some((ticks / 3000) as u32),
+        period: None,
     }
 }
 
@@ -65,7 +66,7 @@ fn one_session_is_one_period_with_an_exact_timeline() {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
 <MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" id=\"acme/main\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\"2023-11-14T22:14:20.000Z\" minimumUpdatePeriod=\"PT2.000S\" timeShiftBufferDepth=\"PT6.006S\" suggestedPresentationDelay=\"PT6.000S\" minBufferTime=\"PT2.000S\" maxSegmentDuration=\"PT2.002S\">\n\
 \x20 <BaseURL>/hls/acme/main/</BaseURL>\n\
-\x20 <Period id=\"p0\" start=\"PT1700000000.000S\">\n\
+\x20 <Period id=\"p1700000000000\" start=\"PT1700000000.000S\">\n\
 \x20   <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n\
 \x20     <Representation id=\"0\" bandwidth=\"1998002\" codecs=\"avc1.64001f,mp4a.40.2\" width=\"1280\" height=\"720\" frameRate=\"29970/1000\" audioSamplingRate=\"48000\">\n\
 \x20       <SegmentTemplate timescale=\"90000\" presentationTimeOffset=\"1000\" startNumber=\"0\" initialization=\"init-1-0.mp4\" media=\"seg-1-$Number$.m4s\">\n\
@@ -91,11 +92,11 @@ fn a_reconnect_starts_a_second_period_with_its_own_init_and_numbering() {
     let mpd = state.render_mpd(&options(None)).unwrap();
     assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
     assert!(
-        mpd.contains("<Period id=\"p0\" start=\"PT1700000000.000S\">"),
+        mpd.contains("<Period id=\"p1700000000000\" start=\"PT1700000000.000S\">"),
         "{mpd}"
     );
     assert!(
-        mpd.contains("<Period id=\"p1\" start=\"PT1700000007.000S\">"),
+        mpd.contains("<Period id=\"p1700000007000\" start=\"PT1700000007.000S\">"),
         "{mpd}"
     );
     assert!(mpd.contains(
@@ -109,7 +110,8 @@ fn a_reconnect_starts_a_second_period_with_its_own_init_and_numbering() {
     // The window is the listed media: 2 × 2 s + 2 × 1.9 s.
     assert!(mpd.contains("timeShiftBufferDepth=\"PT7.800S\""), "{mpd}");
 
-    // The first period's segments leave the window: the second period keeps its id.
+    // The first period's segments leave the window: the second period keeps its id, its
+    // start and its presentationTimeOffset (DASH-IF: they must not change in an update).
     for _ in 0..10 {
         let n = state.next_sequence - 2;
         let start = i64::try_from(n * 171_000).unwrap();
@@ -118,11 +120,11 @@ fn a_reconnect_starts_a_second_period_with_its_own_init_and_numbering() {
     let mpd = state.render_mpd(&options(None)).unwrap();
     assert_eq!(mpd.matches("<Period ").count(), 1, "{mpd}");
     assert!(
-        mpd.contains("<Period id=\"p1\" start=\"PT1700000010.800S\">"),
+        mpd.contains("<Period id=\"p1700000007000\" start=\"PT1700000007.000S\">"),
         "{mpd}"
     );
     assert!(
-        mpd.contains("presentationTimeOffset=\"342000\" startNumber=\"2\""),
+        mpd.contains("presentationTimeOffset=\"0\" startNumber=\"2\""),
         "{mpd}"
     );
     assert!(
@@ -140,7 +142,7 @@ fn periods_never_overlap_even_when_the_wall_clock_disagrees() {
     push_session(&mut state, 1, 0, 180_000, T0 + 3_000);
     let mpd = state.render_mpd(&options(None)).unwrap();
     assert!(
-        mpd.contains("<Period id=\"p1\" start=\"PT1700000004.000S\">"),
+        mpd.contains("<Period id=\"p1700000004000\" start=\"PT1700000004.000S\">"),
         "{mpd}"
     );
 }
@@ -236,4 +238,37 @@ fn a_new_playlist_after_an_end_is_numbered_by_its_names_not_the_media_sequence()
     );
     assert!(mpd.contains(&init), "{mpd}");
     assert!(mpd.contains("minimumUpdatePeriod"), "live again: {mpd}");
+}
+
+#[test]
+fn a_state_stored_without_period_anchors_still_renders() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 900, 180_000, T0);
+    push_session(&mut state, 1, 0, 180_000, T0 + 10_000);
+    for s in state.segments.iter_mut() {
+        s.period = None;
+    }
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(
+        mpd.contains("<Period id=\"d0\" start=\"PT1700000000.000S\">"),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("<Period id=\"d1\" start=\"PT1700000010.000S\">"),
+        "{mpd}"
+    );
+    assert!(mpd.contains("presentationTimeOffset=\"900\""), "{mpd}");
+}
+
+#[test]
+fn the_period_anchor_survives_a_serde_round_trip() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 900, 180_000, T0);
+    let json = serde_json::to_string(&state).unwrap();
+    let back: PlaylistState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, state);
+    assert_eq!(
+        back.render_mpd(&options(None)),
+        state.render_mpd(&options(None))
+    );
 }

@@ -15,6 +15,7 @@ fn entry(uri: &str, duration_secs: f64, pdt: i64, map: Option<&str>) -> SegmentE
         bytes: 500_000,
         start_ticks: None,
         video_frames: None,
+        period: None,
     }
 }
 
