@@ -6,7 +6,8 @@
 //! cluster, served by the worker that does not ingest; a reconnect within the window makes a
 //! second `Period`, which the parser and ffmpeg still read. A tenant packaged as MPEG-TS has
 //! no MPD (404 with the reason); a signed tenant's MPD needs the token and carries it on to
-//! every segment URL.
+//! every segment URL. dash.js in headless Chromium (tests/browser/dash_player.mjs) plays the
+//! MPD from the non-ingesting worker across a reconnect, switching into the new period.
 
 use std::process::{Command, Stdio};
 use std::thread;
@@ -416,4 +417,106 @@ fn mpeg_ts_tenants_have_no_mpd_and_signed_tenants_carry_the_token() {
     assert!(video >= 20, "decoded {video} video frames");
     ts_pub.kill();
     signed_pub.kill();
+}
+
+fn browser_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+#[test]
+fn dash_js_in_chromium_plays_from_the_non_ingesting_worker_across_a_reconnect() {
+    let node = require_cmd("node");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::PathBuf::from(&chromium).is_file(),
+        "required test tool `chromium` is missing (Debian package chromium); run ./scripts/install-test-tools.sh"
+    );
+    for module in ["playwright-core", "dashjs"] {
+        assert!(
+            browser_dir()
+                .join(format!("node_modules/{module}/package.json"))
+                .is_file(),
+            "required test tool `{module}` is missing (npm ci in crates/cli/tests/browser); \
+             run ./scripts/install-test-tools.sh"
+        );
+    }
+    let cluster = Cluster::start(ClusterOpts {
+        workers: 2,
+        worker_args: ["--reconnect-window", "30s"].map(String::from).to_vec(),
+        ..ClusterOpts::default()
+    });
+    let rtmp = format!("rtmp://{}/live/{KEY}", cluster.workers[0].rtmp);
+    let mut publisher = publish_ffmpeg(Media::H264Aac, &rtmp, &Publish::forever());
+    let mpd_url = cluster.workers[1].url(&format!("/dash/default/{KEY}/manifest.mpd"));
+    wait_mpd(&mpd_url, "three segments", |m| {
+        m["periods"]
+            .as_array()
+            .is_some_and(|p| p.len() == 1 && segments_in(&p[0]) >= 3)
+    });
+    let mut child = Command::new(node)
+        .arg(browser_dir().join("dash_player.mjs"))
+        .args([mpd_url.as_str(), "22"])
+        .env("CHROMIUM", &chromium)
+        .current_dir(browser_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line.clone());
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    // Once dash.js plays: the publisher drops and comes back within the window.
+    let playing = loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) if line == "PLAYING" => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    if playing {
+        thread::sleep(Duration::from_secs(4));
+        publisher.kill();
+        thread::sleep(Duration::from_secs(1));
+        publisher = publish_ffmpeg(Media::H264Aac, &rtmp, &Publish::forever());
+        // While dash.js plays on: the MPD gets its second period.
+        wait_mpd(&mpd_url, "two periods", |m| {
+            m["periods"].as_array().is_some_and(|p| p.len() == 2)
+        });
+    }
+    let status = child.wait().expect("node");
+    let stdout = reader.join().unwrap_or_default();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    eprintln!("{stdout}{stderr}");
+    assert!(playing, "dash.js never played:\n{stdout}{stderr}");
+    assert!(
+        status.success() && stdout.contains("PASS"),
+        "dash.js failed:\n{stdout}{stderr}"
+    );
+    // dash.js reports the switch into the first period it plays, then into the new one.
+    let switches: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PERIODS "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        switches >= 2,
+        "dash.js crossed into the second period:\n{stdout}"
+    );
+    publisher.kill();
 }
