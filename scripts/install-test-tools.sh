@@ -15,6 +15,8 @@ have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_gst() { have_cmd gst-inspect-1.0 && gst-inspect-1.0 "$1" >/dev/null 2>&1; }
 have_imageio() { python3 -c 'import imageio_ffmpeg, os, sys; sys.exit(0 if os.access(imageio_ffmpeg.get_ffmpeg_exe(), os.X_OK) else 1)' >/dev/null 2>&1; }
 have_fuzz() { cargo fuzz --version >/dev/null 2>&1; }
+# The DASH MPD parser crates/cli/tests/dash.rs reads the MPD with (an independent parser).
+have_mpegdash() { python3 -c 'import mpegdash' >/dev/null 2>&1; }
 
 # Every check: "description|command to test it|debian package providing it ('-' if none)".
 CHECKS=(
@@ -74,6 +76,11 @@ if ! have_imageio; then
   python3 -m pip install --quiet --disable-pip-version-check imageio-ffmpeg || log "pip install imageio-ffmpeg failed"
 fi
 
+if ! have_mpegdash; then
+  log "pip install mpegdash"
+  python3 -m pip install --quiet --disable-pip-version-check mpegdash || log "pip install mpegdash failed"
+fi
+
 if ! have_fuzz; then
   log "cargo install cargo-fuzz --locked"
   cargo install --quiet --locked cargo-fuzz || log "cargo install cargo-fuzz failed"
@@ -86,6 +93,7 @@ for entry in "${CHECKS[@]}"; do
   eval "$test" || still_missing+=("$what")
 done
 have_imageio || still_missing+=("python3 module imageio_ffmpeg (static ffmpeg 9)")
+have_mpegdash || still_missing+=("python3 module mpegdash (DASH MPD parser)")
 have_fuzz || still_missing+=("cargo-fuzz")
 
 if ((${#still_missing[@]} > 0)); then
@@ -233,8 +241,8 @@ fi
 
 # --- Browser (crates/cli/tests/dashboard.rs, signed_playback.rs) -------------------------------
 # Debian's chromium (headless; never a browser downloaded by Playwright) driven by the npm
-# package playwright-core, with the npm package hls.js for the signed-playback player page,
-# both pinned in crates/cli/tests/browser/package-lock.json and installed there with `npm ci`
+# package playwright-core, with the npm packages hls.js for the signed-playback player page
+# and dashjs for the DASH player page (crates/cli/tests/dash.rs), all pinned in crates/cli/tests/browser/package-lock.json and installed there with `npm ci`
 # (node and npm from Debian when missing).
 browser_dir="$(cd "$(dirname "$0")/.." && pwd)/crates/cli/tests/browser"
 # Whether node_modules holds npm module $1 at the version package.json pins.
@@ -243,7 +251,7 @@ have_browser_module() {
     [[ "$(cd "$browser_dir" && node -p "require('./node_modules/$1/package.json').version" 2>/dev/null)" == \
       "$(cd "$browser_dir" && node -p "require('./package.json').dependencies['$1']" 2>/dev/null)" ]]
 }
-have_playwright() { have_browser_module playwright-core && have_browser_module hls.js; }
+have_playwright() { have_browser_module playwright-core && have_browser_module hls.js && have_browser_module dashjs; }
 # Only what is missing: a machine whose node and npm came from elsewhere (an image's own
 # Node.js) cannot take Debian's npm beside it ("held broken packages"), and must not need to.
 browser_debs=()
@@ -262,7 +270,7 @@ if ((${#browser_debs[@]} > 0)); then
   fi
 fi
 if have_cmd npm && ! have_playwright; then
-  log "npm ci in crates/cli/tests/browser (playwright-core, hls.js)"
+  log "npm ci in crates/cli/tests/browser (playwright-core, hls.js, dashjs)"
   (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent) \
     || log "npm ci in crates/cli/tests/browser failed"
 fi
@@ -271,6 +279,7 @@ have_cmd chromium || browser_missing+=("chromium")
 have_cmd node || browser_missing+=("node (Debian nodejs)")
 have_browser_module playwright-core || browser_missing+=("playwright-core (npm ci in crates/cli/tests/browser)")
 have_browser_module hls.js || browser_missing+=("hls.js (npm ci in crates/cli/tests/browser)")
+have_browser_module dashjs || browser_missing+=("dashjs (npm ci in crates/cli/tests/browser)")
 if ((${#browser_missing[@]} > 0)); then
   for what in "${browser_missing[@]}"; do log "STILL MISSING after install: $what"; done
   if [[ "${CI:-}" == "true" ]]; then
@@ -278,7 +287,7 @@ if ((${#browser_missing[@]} > 0)); then
     exit 1
   fi
 else
-  log "browser test tools present (chromium, playwright-core, hls.js)"
+  log "browser test tools present (chromium, playwright-core, hls.js, dashjs)"
 fi
 
 # --- API conformance (crates/cli/tests/openapi.rs) --------------------------------------------

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod api;
+pub mod dash;
 pub mod dashboard;
 pub mod http;
 pub mod origin;

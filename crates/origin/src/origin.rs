@@ -19,7 +19,7 @@ use crate::store::{valid_name, StreamId};
 use crate::Context;
 
 /// Playlists change every segment: players must re-fetch them.
-const PLAYLIST_CACHE: &str = "max-age=1";
+pub(crate) const PLAYLIST_CACHE: &str = "max-age=1";
 /// Segment names are unique per epoch and never rewritten.
 const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
 
@@ -43,6 +43,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
             "/hls/{tenant}/{stream}/{file}",
             get(hls).layer(Extension(PlaybackGate::new(&ctx.metrics))),
         )
+        // Live DASH (crate::dash): the MPD of the HLS segments, and its UTCTiming clock.
+        .route(
+            "/dash/{tenant}/{stream}/manifest.mpd",
+            get(crate::dash::manifest).layer(Extension(PlaybackGate::new(&ctx.metrics))),
+        )
+        .route("/dash/time", get(crate::dash::time))
         .layer(cors)
         // Outermost, so every answer is counted: CORS preflights, 404s, 401s.
         .layer(middleware::from_fn_with_state(ctx.clone(), count_answers))
@@ -119,7 +125,7 @@ async fn metrics(State(ctx): State<Arc<Context>>, request: Request) -> Response 
     }
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 

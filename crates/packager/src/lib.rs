@@ -39,12 +39,14 @@
 //! [`MediaEvent`]: tidegate_media::MediaEvent
 #![deny(missing_docs)]
 
+mod dash;
 mod datetime;
 mod llhls;
 mod mux;
 mod playlist;
 mod segmenter;
 
+pub use dash::{MpdOptions, MpdUnavailable, DASH_PROFILE, UTC_TIMING_SCHEME};
 pub use datetime::format_program_date_time;
 pub use llhls::{
     decide_blocking, parse_delivery_directives, parse_part_uri, part_uri, BadDirective,

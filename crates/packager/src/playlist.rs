@@ -39,6 +39,18 @@ pub struct SegmentEntry {
     pub map_uri: Option<String>,
     /// Size of the segment in bytes.
     pub bytes: u64,
+    /// The dts of the segment's first frame in 90 kHz ticks, the segment's `tfdt` (DASH
+    /// `S@t`); `None` in a state stored before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<i64>,
+    /// Video frames in the segment (DASH `frameRate`); `None` when not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_frames: Option<u32>,
+    /// Where the DASH period this segment belongs to starts (set by
+    /// [`PlaylistState::push_segment`]), so `Period@start` and `presentationTimeOffset`
+    /// never change while the period is listed; `None` in a state stored before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<crate::dash::PeriodAnchor>,
     // --- LL-HLS (issue #13) ---
     /// The segment's partial segments (`EXT-X-PART`), oldest first; empty when the stream
     /// is not packaged with parts. Rendered only near the live edge.
@@ -135,11 +147,24 @@ impl SegmentEntry {
             map_uri,
             bytes: cut.bytes,
             parts: Vec::new(),
+            start_ticks: Some(cut.start_dts),
+            video_frames: Some(cut.video_frames),
+            period: None,
+        }
+    }
+
+    /// The duration in 90 kHz ticks, as the segmenter measured it (nonsense becomes 0).
+    pub(crate) fn duration_ticks(&self) -> u64 {
+        if self.duration_secs.is_finite() && self.duration_secs > 0.0 {
+            // Exact: the seconds were ticks / 90000. Float-to-int `as` saturates.
+            (self.duration_secs * f64::from(TIMESCALE)).round() as u64
+        } else {
+            0
         }
     }
 
     /// The duration in whole milliseconds, as rendered in `EXTINF` (nonsense becomes 0).
-    fn duration_ms(&self) -> u64 {
+    pub(crate) fn duration_ms(&self) -> u64 {
         secs_to_ms(self.duration_secs)
     }
 }
@@ -199,6 +224,9 @@ pub struct PlaylistState {
     /// each part; cleared by [`PlaylistState::end`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preload_hint: Option<String>,
+    /// The audio sample rate in Hz (DASH `audioSamplingRate`), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_sample_rate: Option<u32>,
 }
 
 impl Default for PlaylistState {
@@ -227,6 +255,7 @@ impl PlaylistState {
             part_target_secs: None,
             open: None,
             preload_hint: None,
+            audio_sample_rate: None,
         }
     }
 
@@ -280,6 +309,7 @@ impl PlaylistState {
         self.codecs = None;
         self.resolution = None;
         self.bandwidth = None;
+        self.audio_sample_rate = None;
         removed
     }
 
@@ -314,6 +344,7 @@ impl PlaylistState {
         if self.segments.is_empty() {
             self.media_sequence = self.media_sequence.max(entry.sequence);
         }
+        entry.period = crate::dash::period_anchor(self.segments.back(), &entry);
         self.segments.push_back(entry);
 
         let window = self.window.clamp(1, MAX_WINDOW);

@@ -385,6 +385,14 @@ impl Segmenter {
         (!parts.is_empty()).then(|| parts.join(","))
     }
 
+    /// The audio track's sample rate in Hz, when there is one.
+    pub fn audio_sample_rate(&self) -> Option<u32> {
+        self.audio
+            .as_ref()
+            .map(|a| a.sample_rate)
+            .filter(|&rate| rate > 0)
+    }
+
     /// The current video resolution, when known.
     pub fn resolution(&self) -> Option<(u32, u32)> {
         let video = self.pending_video.as_ref().or(self.video.as_ref())?;

@@ -100,6 +100,9 @@ fn state() -> PlaylistState {
                 map_uri: map,
                 bytes: 100_000,
                 parts: Vec::new(),
+                start_ticks: None,
+                video_frames: None,
+                period: None,
             });
         }
     }

@@ -15,6 +15,9 @@ fn entry(uri: &str, duration_secs: f64, pdt: i64, map: Option<&str>) -> SegmentE
         map_uri: map.map(str::to_string),
         bytes: 500_000,
         parts: Vec::new(),
+        start_ticks: None,
+        video_frames: None,
+        period: None,
     }
 }
 

@@ -201,6 +201,8 @@ pub struct Rendered {
     pub media: Bytes,
     /// The multivariant playlist, once codecs are known.
     pub multivariant: Option<Bytes>,
+    /// The state both were rendered from: the DASH MPD is rendered from it on request.
+    pub state: Arc<PlaylistState>,
 }
 
 impl Rendered {
@@ -210,6 +212,7 @@ impl Rendered {
             multivariant: playlist
                 .render_multivariant_playlist("index.m3u8")
                 .map(Bytes::from),
+            state: Arc::new(playlist.clone()),
         }
     }
 }
@@ -1213,6 +1216,7 @@ enum WriterMsg {
 struct StreamInfo {
     codecs: Option<String>,
     resolution: Option<(u32, u32)>,
+    audio_sample_rate: Option<u32>,
 }
 
 /// A live publish session's handle: feed it media; end it when the connection ends.
@@ -1348,6 +1352,7 @@ impl Publisher {
             let info = matches!(out, SegmenterOutput::Segment(_)).then(|| StreamInfo {
                 codecs: self.segmenter.codecs(),
                 resolution: self.segmenter.resolution(),
+                audio_sample_rate: self.segmenter.audio_sample_rate(),
             });
             if self
                 .tx

@@ -220,6 +220,7 @@ impl Writer {
                     if let Some(info) = info {
                         self.record.playlist.codecs = info.codecs;
                         self.record.playlist.resolution = info.resolution;
+                        self.record.playlist.audio_sample_rate = info.audio_sample_rate;
                     }
                     let sequence = self.record.playlist.next_sequence;
                     let evicted = self.record.playlist.push_segment(entry);

@@ -1,0 +1,275 @@
+//! The MPD rendering: periods at discontinuities, exact timelines, the window.
+
+use super::*;
+
+const T0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20.000Z
+
+/// A segment of session `epoch` numbered `n`, starting at `start` ticks and lasting `ticks`.
+fn segment(epoch: u64, n: u64, start: i64, ticks: u64, pdt: i64) -> SegmentEntry {
+    SegmentEntry {
+        sequence: 0,
+        uri: format!("seg-{epoch}-{n}.m4s"),
+        duration_secs: ticks as f64 / 90_000.0,
+        program_date_time_ms: pdt,
+        discontinuity: false,
+        map_uri: Some(format!("init-{epoch}-0.mp4")),
+        bytes: 500_000,
+        start_ticks: Some(start),
+        video_frames: Some((ticks / 3000) as u32),
+        period: None,
+        parts: Vec::new(),
+    }
+}
+
+fn options(query: Option<&str>) -> MpdOptions<'_> {
+    MpdOptions {
+        id: "acme/main",
+        base_url: Some("/hls/acme/main/"),
+        query,
+        utc_timing_url: "/dash/time",
+        now_ms: T0 + 60_000,
+    }
+}
+
+/// One session of `count` segments of `ticks` each, named as the writer names them (numbered
+/// from 0 in each session, whatever the media sequence).
+fn push_session(state: &mut PlaylistState, count: u64, first_dts: i64, ticks: u64, pdt: i64) {
+    state.begin_session();
+    let epoch = state.epoch;
+    for n in 0..count {
+        let offset = i64::try_from(n * ticks).unwrap();
+        state.push_segment(segment(
+            epoch,
+            n,
+            first_dts + offset,
+            ticks,
+            pdt + offset / 90,
+        ));
+    }
+}
+
+fn fmp4_state(window: usize) -> PlaylistState {
+    let mut state = PlaylistState::new(Container::Fmp4, window, 2);
+    state.codecs = Some("avc1.64001f,mp4a.40.2".into());
+    state.resolution = Some((1280, 720));
+    state.audio_sample_rate = Some(48_000);
+    state
+}
+
+#[test]
+fn one_session_is_one_period_with_an_exact_timeline() {
+    let mut state = fmp4_state(10);
+    // 2.002 s segments: 180180 ticks, not a whole number of milliseconds' worth of 90 kHz.
+    push_session(&mut state, 3, 1_000, 180_180, T0);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert_eq!(
+        mpd,
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" id=\"acme/main\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\"2023-11-14T22:14:20.000Z\" minimumUpdatePeriod=\"PT2.000S\" timeShiftBufferDepth=\"PT6.006S\" suggestedPresentationDelay=\"PT6.000S\" minBufferTime=\"PT2.000S\" maxSegmentDuration=\"PT2.002S\">\n\
+\x20 <BaseURL>/hls/acme/main/</BaseURL>\n\
+\x20 <Period id=\"p1700000000000\" start=\"PT1700000000.000S\">\n\
+\x20   <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n\
+\x20     <Representation id=\"0\" bandwidth=\"1998002\" codecs=\"avc1.64001f,mp4a.40.2\" width=\"1280\" height=\"720\" frameRate=\"29970/1000\" audioSamplingRate=\"48000\">\n\
+\x20       <SegmentTemplate timescale=\"90000\" presentationTimeOffset=\"1000\" startNumber=\"0\" initialization=\"init-1-0.mp4\" media=\"seg-1-$Number$.m4s\">\n\
+\x20         <SegmentTimeline>\n\
+\x20           <S t=\"1000\" d=\"180180\" r=\"2\"/>\n\
+\x20         </SegmentTimeline>\n\
+\x20       </SegmentTemplate>\n\
+\x20     </Representation>\n\
+\x20   </AdaptationSet>\n\
+\x20 </Period>\n\
+\x20 <UTCTiming schemeIdUri=\"urn:mpeg:dash:utc:http-iso:2014\" value=\"/dash/time\"/>\n\
+</MPD>\n"
+    );
+}
+
+#[test]
+fn a_reconnect_starts_a_second_period_with_its_own_init_and_numbering() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 0, 180_000, T0);
+    // The publisher comes back 3 s after the first session's last segment ended, with its
+    // timestamps from 0 again.
+    push_session(&mut state, 2, 0, 171_000, T0 + 7_000);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
+    assert!(
+        mpd.contains("<Period id=\"p1700000000000\" start=\"PT1700000000.000S\">"),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("<Period id=\"p1700000007000\" start=\"PT1700000007.000S\">"),
+        "{mpd}"
+    );
+    assert!(mpd.contains(
+        "presentationTimeOffset=\"0\" startNumber=\"0\" initialization=\"init-1-0.mp4\" media=\"seg-1-$Number$.m4s\""
+    ));
+    assert!(mpd.contains(
+        "presentationTimeOffset=\"0\" startNumber=\"0\" initialization=\"init-2-0.mp4\" media=\"seg-2-$Number$.m4s\""
+    ));
+    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"1\"/>"));
+    assert!(mpd.contains("<S t=\"0\" d=\"171000\" r=\"1\"/>"));
+    // The window is the listed media: 2 × 2 s + 2 × 1.9 s.
+    assert!(mpd.contains("timeShiftBufferDepth=\"PT7.800S\""), "{mpd}");
+
+    // The first period's segments leave the window: the second period keeps its id, its
+    // start and its presentationTimeOffset (DASH-IF: they must not change in an update).
+    for _ in 0..10 {
+        let n = state.next_sequence - 2;
+        let start = i64::try_from(n * 171_000).unwrap();
+        state.push_segment(segment(2, n, start, 171_000, T0 + 7_000 + start / 90));
+    }
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert_eq!(mpd.matches("<Period ").count(), 1, "{mpd}");
+    assert!(
+        mpd.contains("<Period id=\"p1700000007000\" start=\"PT1700000007.000S\">"),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("presentationTimeOffset=\"0\" startNumber=\"2\""),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("<S t=\"342000\" d=\"171000\" r=\"9\"/>"),
+        "{mpd}"
+    );
+    assert!(mpd.contains("timeShiftBufferDepth=\"PT19.000S\""), "{mpd}");
+}
+
+#[test]
+fn periods_never_overlap_even_when_the_wall_clock_disagrees() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 0, 180_000, T0);
+    // A failover to a worker whose clock is a second behind.
+    push_session(&mut state, 1, 0, 180_000, T0 + 3_000);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(
+        mpd.contains("<Period id=\"p1700000004000\" start=\"PT1700000004.000S\">"),
+        "{mpd}"
+    );
+}
+
+#[test]
+fn a_gap_in_the_timeline_is_written_with_its_time() {
+    let mut state = fmp4_state(10);
+    state.begin_session();
+    state.push_segment(segment(1, 0, 0, 180_000, T0));
+    state.push_segment(segment(1, 1, 180_000, 90_000, T0 + 2_000));
+    state.push_segment(segment(1, 2, 300_000, 90_000, T0 + 3_333));
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(
+        mpd.contains("<S t=\"0\" d=\"180000\"/>\n            <S d=\"90000\"/>\n            <S t=\"300000\" d=\"90000\"/>"),
+        "{mpd}"
+    );
+}
+
+#[test]
+fn signed_playback_carries_the_query_on_every_url() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 1, 0, 180_000, T0);
+    let mpd = state.render_mpd(&options(Some("token=a.b$c&x"))).unwrap();
+    assert!(
+        mpd.contains("initialization=\"init-1-0.mp4?token=a.b$$c&amp;x\" media=\"seg-1-$Number$.m4s?token=a.b$$c&amp;x\""),
+        "{mpd}"
+    );
+}
+
+#[test]
+fn an_ended_stream_has_a_duration_and_no_more_updates() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 0, 180_000, T0);
+    state.end();
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(!mpd.contains("minimumUpdatePeriod"), "{mpd}");
+    assert!(
+        mpd.contains("mediaPresentationDuration=\"PT1700000004.000S\""),
+        "{mpd}"
+    );
+}
+
+#[test]
+fn audio_only_streams_are_audio() {
+    let mut state = PlaylistState::new(Container::Fmp4, 10, 2);
+    state.codecs = Some("mp4a.40.2".into());
+    state.audio_sample_rate = Some(44_100);
+    state.begin_session();
+    let mut entry = segment(1, 0, 0, 180_000, T0);
+    entry.video_frames = Some(0);
+    state.push_segment(entry);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(
+        mpd.contains("contentType=\"audio\" mimeType=\"audio/mp4\""),
+        "{mpd}"
+    );
+    assert!(!mpd.contains("frameRate"), "{mpd}");
+    assert!(mpd.contains("audioSamplingRate=\"44100\""), "{mpd}");
+}
+
+#[test]
+fn mpeg_ts_and_empty_streams_have_no_mpd() {
+    let mut state = PlaylistState::new(Container::MpegTs, 10, 2);
+    state.begin_session();
+    let mut entry = segment(1, 0, 0, 180_000, T0);
+    entry.uri = "seg-1-0.ts".into();
+    entry.map_uri = None;
+    state.push_segment(entry);
+    assert_eq!(
+        state.render_mpd(&options(None)),
+        Err(MpdUnavailable::MpegTs)
+    );
+    assert_eq!(
+        fmp4_state(10).render_mpd(&options(None)),
+        Err(MpdUnavailable::NoSegments)
+    );
+}
+
+#[test]
+fn a_new_playlist_after_an_end_is_numbered_by_its_names_not_the_media_sequence() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 3, 0, 180_000, T0);
+    state.end();
+    state.reset_for_new_stream();
+    // The writer names the new session's segments from 0; the media sequence goes on at 3.
+    push_session(&mut state, 2, 0, 180_000, T0 + 60_000);
+    assert_eq!(state.segments.front().map(|s| s.sequence), Some(3));
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert_eq!(mpd.matches("<Period ").count(), 1, "{mpd}");
+    let init = format!(
+        "startNumber=\"0\" initialization=\"init-{}-0.mp4\"",
+        state.epoch
+    );
+    assert!(mpd.contains(&init), "{mpd}");
+    assert!(mpd.contains("minimumUpdatePeriod"), "live again: {mpd}");
+}
+
+#[test]
+fn a_state_stored_without_period_anchors_still_renders() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 900, 180_000, T0);
+    push_session(&mut state, 1, 0, 180_000, T0 + 10_000);
+    for s in state.segments.iter_mut() {
+        s.period = None;
+    }
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(
+        mpd.contains("<Period id=\"d0\" start=\"PT1700000000.000S\">"),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains("<Period id=\"d1\" start=\"PT1700000010.000S\">"),
+        "{mpd}"
+    );
+    assert!(mpd.contains("presentationTimeOffset=\"900\""), "{mpd}");
+}
+
+#[test]
+fn the_period_anchor_survives_a_serde_round_trip() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 900, 180_000, T0);
+    let json = serde_json::to_string(&state).unwrap();
+    let back: PlaylistState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, state);
+    assert_eq!(
+        back.render_mpd(&options(None)),
+        state.render_mpd(&options(None))
+    );
+}
