@@ -19,23 +19,7 @@ const TOKEN: &str = "operator-secret-token";
 
 /// `method url` with the operator token and an optional JSON body: (status, body).
 fn api(method: &str, url: &str, body: Option<Value>) -> (u16, Value) {
-    let req = ureq::request(method, url).set("Authorization", &format!("Bearer {TOKEN}"));
-    let resp = match body {
-        Some(b) => req
-            .set("Content-Type", "application/json")
-            .send_string(&b.to_string()),
-        None => req.call(),
-    };
-    let resp = match resp {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    let status = resp.status();
-    let text = resp.into_string().unwrap();
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {url}: {status}, not JSON ({e}): {text}"));
-    (status, json)
+    tidegate_testkit::http::api_as(TOKEN, method, url, body)
 }
 
 /// Creates tenant `name` and a key for its stream `stream` through the API at `base`;

@@ -149,3 +149,33 @@ fn serve_one(mut s: TcpStream, root: &Path) {
     let _ = s.write_all(head.as_bytes());
     let _ = s.write_all(&body);
 }
+
+/// `method url` with `Authorization: Bearer token` and an optional JSON body, as the admin
+/// API's tests call it: the status and the JSON answer (an error status is an answer too;
+/// a transport failure or an answer that is not JSON fails the test).
+pub fn api_as(
+    token: &str,
+    method: &str,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let req = ureq::request(method, url).set("Authorization", &format!("Bearer {token}"));
+    let resp = match body {
+        Some(b) => req
+            .set("Content-Type", "application/json")
+            .send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let resp = match resp {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let text = resp
+        .into_string()
+        .unwrap_or_else(|e| panic!("{method} {url}: {status}, unreadable body: {e}"));
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {url}: {status}, not JSON ({e}): {text}"));
+    (status, json)
+}
