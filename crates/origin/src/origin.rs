@@ -153,6 +153,14 @@ async fn hls(
     };
     match file.as_str() {
         "index.m3u8" | "master.m3u8" => {
+            // LL-HLS: Delivery Directives (blocking reload, delta updates): crate::llhls.
+            if file == "index.m3u8" {
+                if let Some(answer) =
+                    crate::llhls::media_playlist(&ctx, &id, query.as_deref(), &access).await
+                {
+                    return answer;
+                }
+            }
             let rendered = match ctx.streams.rendered(&id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return not_found(),
@@ -197,6 +205,10 @@ async fn hls(
             };
             if !valid_name(&file) {
                 return not_found();
+            }
+            // LL-HLS: the part the preload hint names is held until it exists.
+            if let Some(answer) = crate::llhls::hinted_part(&ctx, &id, &file).await {
+                return answer;
             }
             match ctx
                 .streams
