@@ -273,6 +273,8 @@ pub struct Stream {
     loading: Mutex<()>,
     /// Taken out of the registry: a waiter holding it must look the stream up again.
     gone: AtomicBool,
+    /// Loads of the record started by [`Streams::load_view`], counted.
+    loads: AtomicU64,
 }
 
 struct StreamInner {
@@ -297,9 +299,8 @@ struct View {
     /// sessions that are over: a late write from one of their writers (a segment listed
     /// just before it learned it was fenced) must not take the view back.
     holder: ViewHolder,
-    /// The change generation read before the load that produced `rendered` from the state
-    /// store: the view holds every change announced up to it.
-    loaded_at: Option<u64>,
+    /// The number of the [`Streams::load_view`] load that produced `rendered`, if one did.
+    loaded_by: Option<u64>,
 }
 
 impl Stream {
@@ -318,6 +319,7 @@ impl Stream {
             changed: watch::Sender::new(0),
             loading: Mutex::new(()),
             gone: AtomicBool::new(false),
+            loads: AtomicU64::new(0),
         }
     }
 
@@ -345,7 +347,7 @@ impl Stream {
             }
             v.rendered = Rendered::of(playlist);
             v.fetched = None;
-            v.loaded_at = None;
+            v.loaded_by = None;
         }
         self.signal_change();
     }
@@ -387,7 +389,7 @@ impl Stream {
                 moved = v.rendered.media != rendered.media;
                 v.rendered = rendered;
                 v.fetched = unchanged.then(Instant::now);
-                v.loaded_at = Some(generation);
+                v.loaded_by = None;
             }
         }
         if moved {
@@ -395,12 +397,21 @@ impl Stream {
         }
     }
 
-    /// The view read from the state store by a load that started at change generation
-    /// `since` or later (it holds every change announced before `since`), if any.
-    fn view_loaded_since(&self, since: u64) -> Option<Rendered> {
+    /// The view, if a load numbered above `seen` produced it: a load that started after
+    /// its reader found the view stale holds every change that reader knew of.
+    fn view_loaded_after(&self, seen: u64) -> Option<Rendered> {
         let v = self.view.lock().ok()?;
-        (v.holder.owner.is_none() && v.loaded_at.is_some_and(|g| g >= since))
+        (v.holder.owner.is_none() && v.loaded_by.is_some_and(|n| n > seen))
             .then(|| v.rendered.clone())
+    }
+
+    /// Load number `load` produced the view (just set by [`Stream::set_fetched_view`]).
+    fn mark_loaded(&self, load: u64) {
+        if let Ok(mut v) = self.view.lock() {
+            if v.holder.owner.is_none() {
+                v.loaded_by = Some(load);
+            }
+        }
     }
 
     /// A publish session on this worker keeps the view current (no need to poll the store).
@@ -727,19 +738,23 @@ impl Streams {
         if let Some(r) = stream.fresh_view(ttl) {
             return Ok(Some(r));
         }
-        let wanted = stream.change_generation();
+        // Loads started so far: one started later began after this reader found the view
+        // stale, so its result is as new as this reader needs.
+        let seen = stream.loads.load(Ordering::Acquire);
         let _loading = stream.loading.lock().await;
         if let Some(r) = stream
             .fresh_view(ttl)
-            .or_else(|| stream.view_loaded_since(wanted))
+            .or_else(|| stream.view_loaded_after(seen))
         {
             return Ok(Some(r));
         }
+        let load = stream.loads.fetch_add(1, Ordering::AcqRel) + 1;
         let generation = stream.change_generation();
         let Some(record) = self.state.load(&stream.id).await? else {
             return Ok(None);
         };
         stream.set_fetched_view(&record.playlist, generation);
+        stream.mark_loaded(load);
         {
             let mut inner = stream.inner.lock().await;
             if inner.live.is_none() {
@@ -1817,3 +1832,6 @@ mod record_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod watch_tests;
