@@ -209,10 +209,6 @@ async fn hls(
             if !valid_name(&file) {
                 return not_found();
             }
-            // LL-HLS: the part the preload hint names is held until it exists.
-            if let Some(answer) = crate::llhls::hinted_part(&ctx, &id, &file).await {
-                return answer;
-            }
             match ctx
                 .streams
                 .media()
@@ -241,12 +237,16 @@ async fn hls(
 /// An LL-HLS part (`seg-E-N.P.m4s`, docs/ll-hls.md): its own object while its segment is
 /// being built, afterwards exactly its bytes sliced out of the segment (200, no `Range`
 /// needed); 404 when the stream's playlist neither lists it nor hints it. A hinted part is
-/// answered 404 for now (not yet held until it exists). Immutable like a segment: the name
-/// never names other bytes.
+/// held until it exists, 503 past the blocking timeout ([`crate::llhls::hinted_part`]).
+/// Immutable like a segment: the name never names other bytes.
 async fn part(ctx: &Context, id: &StreamId, file: &str, access: &PlaybackAccess) -> Response {
     use tidegate_packager::PartRequest;
     if !valid_name(file) {
         return not_found();
+    }
+    // The part the preload hint names is held until it exists (crate::llhls).
+    if let Some(answer) = crate::llhls::hinted_part(ctx, id, file).await {
+        return answer;
     }
     let rendered = match ctx.streams.rendered(id).await {
         Ok(Some(r)) => r,
