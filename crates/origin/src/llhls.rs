@@ -254,6 +254,12 @@ fn playlist_response(
 pub async fn hinted_part(ctx: &Context, id: &StreamId, file: &str) -> Option<Response> {
     parse_part_uri(file)?;
     let arrival = Instant::now();
+    // Most part requests are for listed parts: one look at the (cached) view settles them.
+    let view = ctx.streams.rendered(id).await.ok().flatten()?;
+    if part_step(&view.state.part_request(file), false) != PartStep::Hold {
+        return None;
+    }
+    // Subscribed before the view is read again below: the part listed meanwhile is seen.
     let mut watch = ctx.streams.watch(id).await.ok().flatten()?;
     let mut held: Option<Held> = None;
     loop {
