@@ -46,6 +46,10 @@ mod mux;
 mod playlist;
 mod segmenter;
 
+pub use dash::{
+    LowLatencyDash, SegmentInProgress, LL_DASH_PROFILE, LL_LATENCY_TARGET_MILLI_PARTS,
+    LL_PLAYBACK_RATE,
+};
 pub use dash::{MpdOptions, MpdUnavailable, DASH_PROFILE, UTC_TIMING_SCHEME};
 pub use datetime::format_program_date_time;
 pub use llhls::{

@@ -625,11 +625,7 @@ fn frame_rate_line(state: &PlaylistState) -> String {
         .to_string();
     let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
     let rate = parsed.variants[0].frame_rate.unwrap();
-    assert_eq!(
-        line.contains(&format!("FRAME-RATE={rate:.3}")),
-        true,
-        "{line}"
-    );
+    assert!(line.contains(&format!("FRAME-RATE={rate:.3}")), "{line}");
     line
 }
 
