@@ -97,6 +97,8 @@ pub struct StreamSettings {
     pub segment_ticks: u64,
     /// Target segment duration.
     pub segment_duration: Duration,
+    /// LL-HLS part duration, 90 kHz ticks; `None`: no parts (fMP4 only).
+    pub part_ticks: Option<u64>,
     /// Segments in the sliding window.
     pub playlist_window: usize,
     /// How long a stream waits for its publisher.
@@ -780,7 +782,27 @@ impl Streams {
                 r
             }
         };
+        // LL-HLS parts the previous session listed for a segment it never finished: their
+        // objects go (after the grace period) with the open segment `begin_session` drops.
+        let dead_parts: Vec<String> = record
+            .playlist
+            .open
+            .as_ref()
+            .map(|o| o.parts.iter().map(|p| p.uri.clone()).collect())
+            .unwrap_or_default();
         record.playlist.begin_session();
+        // Parts (LL-HLS) as this session cuts them: fMP4 only.
+        let part_ticks = settings
+            .part_ticks
+            .filter(|_| settings.container == Container::Fmp4)
+            .map(|t| {
+                t.clamp(
+                    tidegate_packager::MIN_PART_DURATION,
+                    tidegate_packager::MAX_PART_DURATION,
+                )
+            });
+        record.playlist.part_target_secs =
+            part_ticks.map(|t| t as f64 / f64::from(tidegate_media::TIMESCALE));
         // The epoch, the owner, a fresh lease and the takeover history are the admission's.
         let expected = admission.expected_epoch;
         set_ownership(&mut record, admission.record);
@@ -823,6 +845,9 @@ impl Streams {
         for entry in stale_objects {
             self.delete_later(format!("{}/{}", id.prefix(), entry.uri), Duration::ZERO);
         }
+        for uri in dead_parts {
+            self.delete_later(format!("{}/{uri}", id.prefix()), settings.delete_grace());
+        }
 
         let (tx, rx) = mpsc::channel(writer::QUEUE_DEPTH);
         let task = tokio::spawn(writer::run(writer::Writer::new(
@@ -839,6 +864,7 @@ impl Streams {
         let config = SegmenterConfig {
             container: settings.container,
             target_duration: settings.segment_ticks,
+            part_duration: part_ticks,
             ..SegmenterConfig::default()
         };
         Ok(Publisher {
@@ -1392,6 +1418,7 @@ pub(crate) fn test_settings(ended_retention: Duration) -> StreamSettings {
         container: Container::Fmp4,
         segment_ticks: 180_000,
         segment_duration: Duration::from_secs(2),
+        part_ticks: None,
         playlist_window: 6,
         reconnect_window: Duration::from_secs(30),
         takeover_policy: TakeoverPolicy::Newest,
