@@ -93,6 +93,7 @@ impl PeriodAnchor {
 pub(crate) fn period_anchor(
     previous: Option<&SegmentEntry>,
     entry: &SegmentEntry,
+    announced_ticks: Option<u64>,
 ) -> Option<PeriodAnchor> {
     let start_ticks = entry.start_ticks?;
     if let Some(prev) = previous {
@@ -100,7 +101,21 @@ pub(crate) fn period_anchor(
             return prev.period;
         }
     }
-    let previous_end = previous.and_then(|p| p.period?.end_ms(p));
+    let previous_end = previous.and_then(|p| {
+        let end = p.period?.end_ms(p)?;
+        // Low-latency DASH announced the previous segment while it was being built, with
+        // the duration of the one before it (`announced_ticks`): a player that fetched it
+        // then believes it lasts that long, even if it was cut short (the publisher left).
+        // The new period starts after that believed end, never inside it.
+        let announced = announced_ticks
+            .filter(|&a| a > p.duration_ticks())
+            .map_or(0, |a| {
+                let extra = a.saturating_sub(p.duration_ticks());
+                i64::try_from(extra.saturating_mul(1000).div_ceil(u64::from(TIMESCALE)))
+                    .unwrap_or(0)
+            });
+        Some(end.saturating_add(announced))
+    });
     Some(PeriodAnchor {
         start_ms: entry
             .program_date_time_ms

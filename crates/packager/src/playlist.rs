@@ -422,7 +422,13 @@ impl PlaylistState {
         if self.segments.is_empty() {
             self.media_sequence = self.media_sequence.max(entry.sequence);
         }
-        entry.period = crate::dash::period_anchor(self.segments.back(), &entry);
+        // With parts, the last segment was announced to DASH players with the duration of
+        // the one before it (crate::dash, the segment being built).
+        let announced_ticks = self
+            .part_target_secs
+            .and_then(|_| self.segments.iter().rev().nth(1))
+            .map(SegmentEntry::duration_ticks);
+        entry.period = crate::dash::period_anchor(self.segments.back(), &entry, announced_ticks);
         self.measure_frame_rate(&entry);
         self.segments.push_back(entry);
 

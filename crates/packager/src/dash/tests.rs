@@ -426,3 +426,36 @@ fn an_ended_stream_announces_nothing_in_progress() {
     assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"2\"/>"), "{mpd}");
     assert!(mpd.contains("mediaPresentationDuration"), "{mpd}");
 }
+
+#[test]
+fn after_a_short_last_segment_the_next_period_starts_after_its_announced_end() {
+    // Announced while being built with the previous segment's 2 s, the last segment of the
+    // session was cut short at 0.76 s (the publisher left): a DASH player that fetched it
+    // believes it ends 1.24 s later, and the new period must not start inside that.
+    let mut state = fmp4_state(10);
+    state.part_target_secs = Some(1.0 / 3.0);
+    push_session(&mut state, 2, 0, 180_000, T0);
+    let epoch = state.epoch;
+    state.push_segment(segment(epoch, 2, 360_000, 68_400, T0 + 4000));
+    state.begin_session();
+    let mut first = segment(state.epoch, 0, 0, 180_000, T0 + 4900);
+    first.discontinuity = true;
+    state.push_segment(first);
+    let anchor = state.segments.back().unwrap().period.unwrap();
+    // Actual end T0 + 4760; announced end T0 + 6000.
+    assert_eq!(anchor.start_ms, T0 + 6000);
+
+    // Without parts nothing was announced: the period starts at its wall clock.
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 0, 180_000, T0);
+    let epoch = state.epoch;
+    state.push_segment(segment(epoch, 2, 360_000, 68_400, T0 + 4000));
+    state.begin_session();
+    let mut first = segment(state.epoch, 0, 0, 180_000, T0 + 4900);
+    first.discontinuity = true;
+    state.push_segment(first);
+    assert_eq!(
+        state.segments.back().unwrap().period.unwrap().start_ms,
+        T0 + 4900
+    );
+}
