@@ -13,6 +13,8 @@
 //! - the multivariant playlist has `CODECS`, `RESOLUTION` and `FRAME-RATE=30.000` for a
 //!   30 fps source, read by pip's `m3u8`, for fMP4 with parts, fMP4 without and MPEG-TS;
 //!   without parts (`--part-duration off`) the MPD has none of the low-latency signalling;
+//!   HEVC and AV1 (Enhanced RTMP, ffmpeg 9) keep their `hvc1.`/`av01.` `CODECS`, the same in
+//!   the MPD, with `FRAME-RATE=25.000` for the 25 fps test media;
 //! - dash.js in headless Chromium plays the low-latency MPD in its low-latency mode with live
 //!   catch-up and reports its live latency (`getCurrentLiveLatency()`).
 //!
@@ -174,7 +176,13 @@ fn multivariant(url: &str) -> Value {
     }
 }
 
-fn assert_multivariant(url: &str, codec_prefix: &str) {
+fn assert_multivariant(url: &str, codec_prefix: &str) -> Value {
+    assert_multivariant_at(url, codec_prefix, "30.000")
+}
+
+/// The multivariant playlist at `url` has `CODECS` starting with `codec_prefix` and AAC,
+/// `RESOLUTION=640x360` and `FRAME-RATE=<rate>` (three decimals); returns what `m3u8` read.
+fn assert_multivariant_at(url: &str, codec_prefix: &str, rate: &str) -> Value {
     let v = multivariant(url);
     println!("{url}: {v}");
     assert!(
@@ -183,12 +191,17 @@ fn assert_multivariant(url: &str, codec_prefix: &str) {
         "{v}"
     );
     assert_eq!(v["resolution"], json!([640, 360]), "{v}");
-    assert_eq!(v["frameRate"].as_f64(), Some(30.0), "{v}");
+    assert_eq!(
+        v["frameRate"].as_f64(),
+        Some(rate.parse::<f64>().unwrap()),
+        "{v}"
+    );
     let (_, text) = get_text(url);
     assert!(
-        text.contains(",FRAME-RATE=30.000"),
+        text.contains(&format!(",FRAME-RATE={rate}")),
         "three decimals: {text}"
     );
+    v
 }
 
 #[test]
@@ -386,6 +399,39 @@ fn without_parts_the_mpd_is_as_before_and_multivariant_playlists_have_the_frame_
     assert_multivariant(&server.url("/hls/tsco/main/master.m3u8"), "avc1.");
     fmp4.kill();
     ts.kill();
+}
+
+#[test]
+fn hevc_and_av1_keep_their_codecs_in_the_multivariant_playlist_and_the_mpd() {
+    // Encoded before the server starts (cached per target dir).
+    let (hevc, av1) = (media(Media::HevcAac), media(Media::Av1Aac));
+    let server = Server::start(&[]);
+    let mut publishers = Vec::new();
+    for (key, file) in [("hevc", &hevc), ("av1", &av1)] {
+        publishers.push(publish_with(
+            &ffmpeg9(),
+            file,
+            &server.rtmp_url(key),
+            &Publish::forever(),
+        ));
+    }
+    for (key, prefix) in [("hevc", "hvc1."), ("av1", "av01.")] {
+        // The test media are 25 fps.
+        let v = assert_multivariant_at(
+            &server.url(&format!("/hls/default/{key}/master.m3u8")),
+            prefix,
+            "25.000",
+        );
+        let (_, mpd) = get_text(&server.url(&format!("/dash/default/{key}/manifest.mpd")));
+        let codecs = v["codecs"].as_str().unwrap();
+        assert!(
+            mpd.contains(&format!("codecs=\"{codecs}\"")),
+            "the MPD names the same codecs ({codecs}): {mpd}"
+        );
+    }
+    for mut p in publishers {
+        p.kill();
+    }
 }
 
 fn browser_dir() -> PathBuf {
