@@ -15,8 +15,9 @@
 //!   without parts (`--part-duration off`) the MPD has none of the low-latency signalling;
 //!   HEVC and AV1 (Enhanced RTMP, ffmpeg 9) keep their `hvc1.`/`av01.` `CODECS`, the same in
 //!   the MPD, with `FRAME-RATE=25.000` for the 25 fps test media;
-//! - dash.js in headless Chromium plays the low-latency MPD in its low-latency mode with live
-//!   catch-up and reports its live latency (`getCurrentLiveLatency()`).
+//! - dash.js in headless Chromium (tests/browser/dash_ll_player.mjs) plays the low-latency
+//!   MPD in its low-latency mode with live catch-up and reports its live latency
+//!   (`getCurrentLiveLatency()`).
 //!
 //! (npm's `mpd-parser` 1.4 reads neither `ServiceDescription` nor `availabilityTimeOffset`,
 //! so it would check nothing here.)
@@ -508,8 +509,8 @@ fn dash_js_in_chromium_plays_the_low_latency_mpd_from_the_non_ingesting_worker()
         !m["availabilityTimeOffset"].is_null() && m["count"].as_u64().unwrap_or(0) >= 3
     });
     let out = Command::new(node)
-        .arg(browser_dir().join("dash_player.mjs"))
-        .args([mpd_url.as_str(), "20", "ll"])
+        .arg(browser_dir().join("dash_ll_player.mjs"))
+        .args([mpd_url.as_str(), "20"])
         .env("CHROMIUM", &chromium)
         .current_dir(browser_dir())
         .output()

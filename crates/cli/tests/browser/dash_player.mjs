@@ -1,11 +1,6 @@
 // dash.js (npm, node_modules/dashjs) in Debian's headless chromium playing a tidegate MPD:
 //
-//   node dash_player.mjs <mpd-url> <seconds> [ll]
-//
-// With `ll` (a low-latency MPD: availabilityTimeComplete="false", ServiceDescription),
-// dash.js plays in its low-latency mode with live catch-up on (applyLowLatency() below): the
-// script checks that dash.js took the low-latency mode and prints `LATENCY <seconds>`
-// (getCurrentLiveLatency()) and `TARGET <seconds>` (its target live delay).
+//   node dash_player.mjs <mpd-url> <seconds>
 //
 // The page is served from a loopback server of this script's own (another origin than the
 // tidegate worker), so every MPD, segment and UTCTiming request is cross-origin. Prints
@@ -20,8 +15,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 
-const [mpd, secondsArg, modeArg] = process.argv.slice(2);
-const LOW_LATENCY = modeArg === "ll";
+const [mpd, secondsArg] = process.argv.slice(2);
 const seconds = Number(secondsArg || "20");
 if (!mpd) {
   console.error("usage: node dash_player.mjs <mpd-url> <seconds>");
@@ -97,7 +91,6 @@ try {
   });
   await page.goto(PAGE, { waitUntil: "load" });
   await page.evaluate((u) => window.start(u), mpd);
-  if (LOW_LATENCY) await applyLowLatency(page);
   await page.waitForFunction(() => document.getElementById("v").currentTime > 0.5, null, {
     timeout: START_MS,
     polling: 250,
@@ -132,7 +125,6 @@ try {
       `period switches ${JSON.stringify(state.periods)}`,
   );
   console.log(`PERIODS ${state.periods.length}`);
-  if (LOW_LATENCY && !failed) failed = await checkLowLatency(page);
   if (state.errors.length > 0) failed = `dash.js errors: ${state.errors.join(" | ")}`;
   else if (!(state.width > 0)) failed = "no decoded picture";
   else if (state.t - t0 < seconds * 0.6) failed = `the playhead advanced ${(state.t - t0).toFixed(2)} s in ${seconds} s`;
@@ -149,28 +141,3 @@ if (failed) {
   process.exit(1);
 }
 console.log("PASS");
-
-// Low-latency DASH (`ll`): live catch-up on (dash.js then plays faster or slower within the
-// MPD's ServiceDescription PlaybackRate to hold its Latency@target); dash.js takes its
-// low-latency mode by itself from availabilityTimeComplete="false".
-// (Function declarations: hoisted above the script's top-level code that calls them.)
-async function applyLowLatency(page) {
-  await page.evaluate(() => {
-    window.player.updateSettings({ streaming: { liveCatchup: { enabled: true } } });
-  });
-}
-
-// After playing: dash.js is in low-latency mode; prints its live latency and target.
-async function checkLowLatency(page) {
-  const ll = await page.evaluate(() => ({
-    enabled: window.player.getLowLatencyModeEnabled(),
-    latency: window.player.getCurrentLiveLatency(),
-    target: window.player.getTargetLiveDelay(),
-  }));
-  console.log(`LATENCY ${ll.latency}`);
-  console.log(`TARGET ${ll.target}`);
-  log(`low-latency mode ${ll.enabled}, live latency ${ll.latency} s, target ${ll.target} s`);
-  if (!ll.enabled) return "dash.js did not take its low-latency mode";
-  if (!(ll.latency > 0)) return `no live latency (${ll.latency})`;
-  return null;
-}
