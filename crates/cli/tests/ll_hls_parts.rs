@@ -521,3 +521,67 @@ fn a_tenant_part_duration_is_the_part_target_of_its_streams() {
     check_parts_tile_segments(&server.url("/hls/halfsec/main"), &pl);
     publisher.kill();
 }
+
+#[test]
+fn a_signed_tenant_gates_parts_and_carries_the_token_onto_them() {
+    let server = Server::start(&["--admin-token", TOKEN]);
+    let base = server.url("");
+    let call = |method: &str, path: &str, body: serde_json::Value| {
+        let (status, answer) = api_as(TOKEN, method, &format!("{base}{path}"), Some(body));
+        assert!(status == 201, "{method} {path}: {status} {answer}");
+        answer
+    };
+    call(
+        "POST",
+        "/api/v1/tenants",
+        json!({"name": "sig", "playback": "signed"}),
+    );
+    let key = call(
+        "POST",
+        "/api/v1/tenants/sig/keys",
+        json!({"stream": "main"}),
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let token = call(
+        "POST",
+        "/api/v1/tenants/sig/playback-tokens",
+        json!({"stream": "main", "ttl_s": 600}),
+    )["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut publisher = publish_ffmpeg(
+        Media::H264Aac,
+        &format!("rtmp://{}/live/{key}", server.rtmp),
+        &Publish::forever(),
+    );
+    let url = server.url(&format!("/hls/sig/main/index.m3u8?token={token}"));
+    let (text, pl) = wait_ll(&url, "a segment with parts and a hint", |p| {
+        p.segments.iter().any(|s| !s.2.is_empty()) && p.hint.is_some()
+    });
+    let carried = format!("?token={token}");
+    let hint = pl.hint.clone().unwrap();
+    assert!(hint.ends_with(&carried), "{text}");
+    let parts: Vec<&Part> = pl
+        .segments
+        .iter()
+        .flat_map(|s| s.2.iter())
+        .chain(pl.open.iter())
+        .collect();
+    assert!(parts.iter().all(|p| p.uri.ends_with(&carried)), "{text}");
+    let part = &parts[0].uri;
+    let with = ureq::get(&server.url(&format!("/hls/sig/main/{part}")))
+        .call()
+        .unwrap();
+    assert_eq!(with.status(), 200);
+    assert_eq!(
+        with.header("cache-control"),
+        Some("private, max-age=31536000, immutable")
+    );
+    let bare = part.trim_end_matches(&carried);
+    let without = get(&server.url(&format!("/hls/sig/main/{bare}")));
+    assert_eq!(without.status, 403, "a part without the token");
+    publisher.kill();
+}

@@ -153,6 +153,14 @@ async fn hls(
     };
     match file.as_str() {
         "index.m3u8" | "master.m3u8" => {
+            // LL-HLS: Delivery Directives (blocking reload, delta updates): crate::llhls.
+            if file == "index.m3u8" {
+                if let Some(answer) =
+                    crate::llhls::media_playlist(&ctx, &id, query.as_deref(), &access).await
+                {
+                    return answer;
+                }
+            }
             let rendered = match ctx.streams.rendered(&id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return not_found(),
@@ -239,12 +247,16 @@ async fn hls(
 /// An LL-HLS part (`seg-E-N.P.m4s`, docs/ll-hls.md): its own object while its segment is
 /// being built, afterwards exactly its bytes sliced out of the segment (200, no `Range`
 /// needed); 404 when the stream's playlist neither lists it nor hints it. A hinted part is
-/// answered 404 for now (not yet held until it exists). Immutable like a segment: the name
-/// never names other bytes.
+/// held until it exists, 503 past the blocking timeout ([`crate::llhls::hinted_part`]).
+/// Immutable like a segment: the name never names other bytes.
 async fn part(ctx: &Context, id: &StreamId, file: &str, access: &PlaybackAccess) -> Response {
     use tidegate_packager::PartRequest;
     if !valid_name(file) {
         return not_found();
+    }
+    // The part the preload hint names is held until it exists (crate::llhls).
+    if let Some(answer) = crate::llhls::hinted_part(ctx, id, file).await {
+        return answer;
     }
     let rendered = match ctx.streams.rendered(id).await {
         Ok(Some(r)) => r,
