@@ -6,7 +6,9 @@
 //! other). docs/dash.md describes it.
 //!
 //! Only a request the media store cannot answer gets here, so serving HLS, or DASH of a
-//! stream without parts, costs nothing more: no state is read for a stored segment.
+//! stream without parts, costs nothing more: no state is read for a stored segment. A
+//! waiting answer sleeps on the stream's change signal (the registry's `StreamWatch`, woken
+//! by this worker's writer or the state store's change feed), bounded by the stall timeout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +20,10 @@ use bytes::Bytes;
 use tidegate_packager::PlaylistState;
 use tokio::time::Instant;
 
+use tidegate_registry::stream::StreamWatch;
+
 use crate::store::StreamId;
 use crate::Context;
-
-/// How often a waiting answer looks at the stream again for its next part (until the
-/// registry has a per-stream change signal to wait on: [`wait_for_change`]).
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// A segment whose next part takes longer than this many target durations is given up:
 /// the body is cut off (an error to the player, which asks again), never ended as if
@@ -34,6 +34,8 @@ const STALL_TARGET_DURATIONS: u32 = 3;
 struct Progress {
     ctx: Arc<Context>,
     id: StreamId,
+    /// The stream's change signal: the answer waits on it for the next part.
+    watch: StreamWatch,
     /// The segment's name.
     uri: String,
     /// Parts sent.
@@ -79,12 +81,6 @@ fn stall_timeout(state: &PlaylistState) -> Duration {
         .saturating_mul(STALL_TARGET_DURATIONS)
 }
 
-/// Waits until the stream may have changed: a short sleep for now. The one place to swap
-/// for the registry's per-stream change signal.
-async fn wait_for_change(_ctx: &Context, _id: &StreamId) {
-    tokio::time::sleep(POLL_INTERVAL).await;
-}
-
 /// An error that cuts the chunked body off (the client sees a truncated answer).
 fn cut(why: &'static str) -> std::io::Error {
     std::io::Error::other(why)
@@ -97,7 +93,8 @@ impl Progress {
             return None;
         }
         loop {
-            let rendered = match self.ctx.streams.rendered(&self.id).await {
+            // Read through the watch: a change from here on wakes the wait below.
+            let rendered = match self.ctx.streams.view(&mut self.watch).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return self.fail("the stream is gone"),
                 Err(e) => {
@@ -143,10 +140,11 @@ impl Progress {
                 Next::Wait => {}
                 Next::Gone => return self.fail("the segment is no longer being built"),
             }
-            if self.progressed.elapsed() > stall_timeout(state) {
+            let Some(left) = stall_timeout(state).checked_sub(self.progressed.elapsed()) else {
                 return self.fail("no new part");
-            }
-            wait_for_change(&self.ctx, &self.id).await;
+            };
+            // The stream's next change (a part, the segment complete, the session gone).
+            let _ = tokio::time::timeout(left, self.watch.changed()).await;
         }
     }
 
@@ -169,9 +167,11 @@ pub(crate) async fn segment_in_progress(
     if building.uri != file {
         return None;
     }
+    let watch = ctx.streams.watch(id).await.ok()??;
     let progress = Progress {
         ctx: ctx.clone(),
         id: id.clone(),
+        watch,
         uri: building.uri,
         parts: 0,
         bytes: 0,
