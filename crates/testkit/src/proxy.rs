@@ -1,7 +1,11 @@
 //! A round-robin HTTP reverse proxy on loopback: the stand-in for a Kubernetes Service or a
 //! CDN in front of several workers, with no stickiness. Every REQUEST goes to the next
 //! backend in turn, also on one keep-alive connection of the client, so a player's
-//! successive requests alternate between workers. Request and response bodies are
+//! successive requests alternate between workers. The turn is kept per kind of request
+//! (playlists and MPDs, media, the rest): one turn for all would lock into step with a
+//! player's rhythm (playlist, segment, playlist, segment...) and send every playlist to one
+//! worker and every segment to the other; per kind, each worker serves both, and a player's
+//! successive playlists come from different workers. Request and response bodies are
 //! streamed, not buffered: a held request (an LL-HLS blocking reload, a preload hint) waits
 //! on its backend as long as that backend holds it, and a chunked answer reaches the client
 //! chunk by chunk. Every request is logged with the backend that answered it, so a test can
@@ -79,7 +83,13 @@ impl ProxiedRequest {
 
     /// What it asked for.
     pub fn kind(&self) -> RequestKind {
-        let path = self.path_only();
+        RequestKind::of(self.path_only())
+    }
+}
+
+impl RequestKind {
+    /// The kind of a request for `path` (without its query), from the extension.
+    pub fn of(path: &str) -> RequestKind {
         let ext = path.rsplit_once('.').map(|(_, e)| e).unwrap_or_default();
         match ext {
             "m3u8" | "mpd" => RequestKind::Playlist,
@@ -92,7 +102,8 @@ impl ProxiedRequest {
 /// The proxy's shared state: its backends, the next turn, the request log.
 struct Shared {
     backends: Vec<SocketAddr>,
-    turn: AtomicUsize,
+    /// The next turn of each [`RequestKind`], in its declaration order.
+    turns: [AtomicUsize; 3],
     log: Mutex<Vec<ProxiedRequest>>,
 }
 
@@ -125,7 +136,7 @@ impl RoundRobinProxy {
         let addr = listener.local_addr().expect("the proxy's address");
         let shared = Arc::new(Shared {
             backends: backends.to_vec(),
-            turn: AtomicUsize::new(0),
+            turns: Default::default(),
             log: Mutex::new(Vec::new()),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -268,13 +279,14 @@ async fn forward(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let began = Instant::now();
     let n = shared.backends.len();
-    let first = shared.turn.fetch_add(1, Ordering::SeqCst) % n;
     let method = req.method().to_string();
     let path = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
+    let turn = &shared.turns[RequestKind::of(req.uri().path()) as usize];
+    let first = turn.fetch_add(1, Ordering::SeqCst) % n;
     let mut log = ProxiedRequest {
         backend: None,
         method,
@@ -442,6 +454,21 @@ mod tests {
         );
         assert_eq!(proxy.served(0, RequestKind::Playlist), 2);
         assert_eq!(proxy.served(1, RequestKind::Playlist), 2);
+    }
+
+    #[test]
+    fn playlists_and_media_each_alternate_even_when_they_interleave() {
+        let proxy = RoundRobinProxy::start(&[named_backend("a"), named_backend("b")]);
+        let mut seen = Vec::new();
+        for path in ["/i.m3u8", "/s1.m4s", "/i.m3u8", "/s2.m4s"] {
+            let r = ureq::get(&proxy.url(path)).call().unwrap();
+            seen.push(r.into_string().unwrap());
+        }
+        assert_eq!(seen, ["a /i.m3u8", "a /s1.m4s", "b /i.m3u8", "b /s2.m4s"]);
+        for backend in 0..2 {
+            assert_eq!(proxy.served(backend, RequestKind::Playlist), 1);
+            assert_eq!(proxy.served(backend, RequestKind::Media), 1);
+        }
     }
 
     #[test]
