@@ -265,6 +265,11 @@ impl Players {
             .collect()
     }
 
+    /// The output lines read so far.
+    pub fn lines(&self) -> &[String] {
+        &self.seen
+    }
+
     /// Every output line so far, and the browser's stderr.
     pub fn output(&self) -> String {
         format!(
