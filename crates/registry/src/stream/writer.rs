@@ -240,7 +240,12 @@ impl Writer {
             program_date_time_ms: part.segment_program_date_time_ms,
             discontinuity: part.discontinuity,
             counter,
-            next: part_uri(&segment, part.index.saturating_add(1)),
+            // After a segment's last part comes the next segment's first.
+            next: if part.last {
+                part_uri(&self.segment_uri(counter.saturating_add(1)), 0)
+            } else {
+                part_uri(&segment, part.index.saturating_add(1))
+            },
         });
         if self.backlog.iter().filter(|o| o.is_part()).count() > MAX_BACKLOG_PARTS {
             // The store is slow or away: this segment's parts are given up (it comes whole).
