@@ -38,8 +38,9 @@ fn wait_owned_by(cluster: &mut Cluster, want: usize, publisher: &ReconnectingPub
     }
 }
 
-/// Waits until every player of `names` printed `CROSSED NAME n` (or more).
-fn wait_crossed(browser: &mut Players, names: &[&str], n: usize, what: &str) {
+/// Waits until every player of `names` printed `CROSSED NAME n` (or more); `Err` says
+/// which did not, or the fatal error that came first.
+fn wait_crossed(browser: &mut Players, names: &[&str], n: usize, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + CROSS_WITHIN;
     loop {
         let crossed: Vec<usize> = names
@@ -55,19 +56,27 @@ fn wait_crossed(browser: &mut Players, names: &[&str], n: usize, what: &str) {
             })
             .collect();
         if crossed.iter().all(|&c| c >= n) {
-            return;
+            return Ok(());
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let Some(line) = browser.wait_line(left, |l| {
             l.starts_with("CROSSED ") || l.starts_with("FATAL ")
         }) else {
-            panic!(
-                "the players did not all cross {what} ({crossed:?} of {n}):\n{}",
-                browser.output()
-            );
+            return Err(format!(
+                "the players did not all cross {what} ({crossed:?} of {n})"
+            ));
         };
-        assert!(!line.starts_with("FATAL "), "{line}\n{}", browser.output());
+        if line.starts_with("FATAL ") {
+            return Err(line);
+        }
     }
+}
+
+/// Stops the players and panics with `why` and what each reported.
+fn fail(browser: Players, why: &str) -> ! {
+    let output = browser.output();
+    let lines: Vec<String> = browser.finish().iter().map(PlayerReport::line).collect();
+    panic!("{why}\n{}\n{output}", lines.join("\n"))
 }
 
 #[test]
@@ -108,12 +117,16 @@ fn hls_js_ll_and_dash_js_play_on_across_a_reconnect_and_a_kill9_failover() {
     ]);
     let playing = browser.wait_started(Duration::from_secs(120));
     assert_eq!(playing.len(), 2, "not both playing:\n{}", browser.output());
-    wait_crossed(&mut browser, &names, 1, "into the first session");
+    if let Err(why) = wait_crossed(&mut browser, &names, 1, "into the first session") {
+        fail(browser, &why);
+    }
 
     // 1. The encoder drops its connection and comes back on the other worker.
     publisher.restart();
     wait_owned_by(&mut cluster, b, &publisher);
-    wait_crossed(&mut browser, &names, 2, "the reconnect");
+    if let Err(why) = wait_crossed(&mut browser, &names, 2, "the reconnect") {
+        fail(browser, &why);
+    }
 
     // 2. kill -9 of the worker that ingests now; the encoder goes back to A.
     cluster.workers[b].kill9();
@@ -123,7 +136,9 @@ fn hls_js_ll_and_dash_js_play_on_across_a_reconnect_and_a_kill9_failover() {
         "FAILOVER: A owns the stream again {:.1} s after the kill",
         killed_at.elapsed().as_secs_f64()
     );
-    wait_crossed(&mut browser, &names, 3, "the kill -9 failover");
+    if let Err(why) = wait_crossed(&mut browser, &names, 3, "the kill -9 failover") {
+        fail(browser, &why);
+    }
     // And they play on in the third session.
     let fatal = browser.wait_line(Duration::from_secs(5), |l| l.starts_with("FATAL "));
     let output = browser.output();

@@ -158,8 +158,8 @@ impl PlayerReport {
         let j = &self.json;
         format!(
             "{}: {} {} played {:.1} s, {} jumps, longest stall {} ms, stalls {}, waiting events {}, \
-             fatal {}, recovered errors {}, crossings {}, latency median {} (min {}, max {}), \
-             {}x{}, low latency {}, stats {}",
+             fatal {}, recovered errors {} (first: {}), crossings {}, latency median {} (min {}, \
+             max {}), {}x{}, low latency {}, stats {}",
             self.name,
             j["engine"].as_str().unwrap_or("?"),
             j["version"].as_str().unwrap_or("?"),
@@ -170,6 +170,7 @@ impl PlayerReport {
             j["waiting"],
             j["fatal"],
             j["errorCount"],
+            j["errors"],
             j["crossings"],
             self.median_latency()
                 .map_or("-".to_owned(), |l| format!("{l:.2} s")),

@@ -143,7 +143,8 @@
     hls.on(Hls.Events.ERROR, (_e, d) => {
       const code = d.response && typeof d.response.code === "number" ? d.response.code : null;
       const what = d.context && d.context.url ? d.context.url : d.frag ? d.frag.url : undefined;
-      error(!!d.fatal, { type: d.type, details: d.details, code, url: what });
+      const reason = d.error && d.error.message ? d.error.message : d.reason;
+      error(!!d.fatal, { type: d.type, details: d.details, code, url: what, reason });
     });
     hls.on(Hls.Events.LEVEL_LOADED, (_e, d) => {
       const details = d.details || {};
