@@ -6,6 +6,7 @@
 //! 1. it drops its connection and comes back on B (a reconnect to the other worker);
 //! 2. B, now ingesting, is `kill -9`ed; the encoder comes back on A, and the proxy sends
 //!    every request to A (a dead backend refuses the connection and is skipped).
+//!
 //! Each time the stream continues behind an `EXT-X-DISCONTINUITY` (HLS) and in a new
 //! `Period` (DASH). Both players cross both (hls.js plays fragments of three discontinuity
 //! sequences, dash.js switches into three periods) and report no fatal error; the longest
