@@ -848,6 +848,7 @@ mod tests {
                 segment_program_date_time_ms: 1_000,
                 init_id: Some(0),
                 discontinuity: false,
+                last: false,
             }))
             .await;
             offset += data.len() as u64;
@@ -902,9 +903,12 @@ mod tests {
             segment_program_date_time_ms: 1_666,
             init_id: Some(0),
             discontinuity: false,
+            // The segment's only part: the hint names the next segment's first.
+            last: true,
         }))
         .await;
-        wait("the next open part", Box::new(|p| p.open.is_some())).await;
+        let open = wait("the next open part", Box::new(|p| p.open.is_some())).await;
+        assert_eq!(open.preload_hint.as_deref(), Some("seg-5-2.0.m4s"));
         tx.send(WriterMsg::Finish).await.unwrap();
         drop(tx);
         tokio::time::timeout(Duration::from_secs(20), task)
@@ -987,6 +991,7 @@ mod tests {
                 segment_program_date_time_ms: 1_000,
                 init_id: Some(0),
                 discontinuity: false,
+                last: false,
             })))
             .await
             .unwrap();
