@@ -240,7 +240,12 @@ impl Writer {
             program_date_time_ms: part.segment_program_date_time_ms,
             discontinuity: part.discontinuity,
             counter,
-            next: part_uri(&segment, part.index.saturating_add(1)),
+            // After a segment's last part comes the next segment's first.
+            next: if part.last {
+                part_uri(&self.segment_uri(counter.saturating_add(1)), 0)
+            } else {
+                part_uri(&segment, part.index.saturating_add(1))
+            },
         });
         if self.backlog.iter().filter(|o| o.is_part()).count() > MAX_BACKLOG_PARTS {
             // The store is slow or away: this segment's parts are given up (it comes whole).
@@ -843,6 +848,7 @@ mod tests {
                 segment_program_date_time_ms: 1_000,
                 init_id: Some(0),
                 discontinuity: false,
+                last: false,
             }))
             .await;
             offset += data.len() as u64;
@@ -897,9 +903,12 @@ mod tests {
             segment_program_date_time_ms: 1_666,
             init_id: Some(0),
             discontinuity: false,
+            // The segment's only part: the hint names the next segment's first.
+            last: true,
         }))
         .await;
-        wait("the next open part", Box::new(|p| p.open.is_some())).await;
+        let open = wait("the next open part", Box::new(|p| p.open.is_some())).await;
+        assert_eq!(open.preload_hint.as_deref(), Some("seg-5-2.0.m4s"));
         tx.send(WriterMsg::Finish).await.unwrap();
         drop(tx);
         tokio::time::timeout(Duration::from_secs(20), task)
@@ -982,6 +991,7 @@ mod tests {
                 segment_program_date_time_ms: 1_000,
                 init_id: Some(0),
                 discontinuity: false,
+                last: false,
             })))
             .await
             .unwrap();
