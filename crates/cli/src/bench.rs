@@ -52,6 +52,10 @@ pub struct BenchArgs {
     /// LL-HLS viewers ask for delta updates (`_HLS_skip=YES`) where the server offers them.
     #[arg(long)]
     ll_skip: bool,
+    /// Viewers start this long after their stream's publisher (e.g. `10s`), to join a full
+    /// live window as a viewer arriving mid-stream does (latency figures).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    viewer_delay: Duration,
     /// The server's metrics page, for its keyframe → listed latency
     /// [default: /metrics on the --play-url host].
     #[arg(long)]
@@ -132,6 +136,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         viewer_kinds: args.viewer_kind.clone(),
         dash_url: args.dash_url.clone(),
         ll_skip: args.ll_skip,
+        viewer_delay: args.viewer_delay,
         metrics_url: args.metrics_url.clone(),
         threads: args.threads.max(1),
         keys: match &args.keys {

@@ -112,6 +112,9 @@ pub struct BenchConfig {
     pub dash_url: Option<String>,
     /// LL-HLS viewers ask for delta updates (`_HLS_skip=YES`) where offered.
     pub ll_skip: bool,
+    /// Viewers start this long after their stream's publisher (plus their phase spread):
+    /// to join a full live window, as a viewer arriving mid-stream does.
+    pub viewer_delay: Duration,
     /// Where to scrape the server's `/metrics`; defaults to `/metrics` on the play URL's
     /// host when viewers are configured.
     pub metrics_url: Option<String>,
@@ -406,6 +409,7 @@ pub async fn run(
                 // same point of the GOP and the PDT -> listed figure is biased.
                 start_at: origin
                     + schedule::ramp_offset(stream, config.ramp_up_per_sec)
+                    + config.viewer_delay
                     + VIEWER_PHASE_SPREAD.mul_f64(j as f64 / config.viewers as f64),
                 end_at,
                 live,

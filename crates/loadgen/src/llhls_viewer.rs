@@ -190,7 +190,7 @@ struct LlPlayer<'a> {
 
 /// What a playlist request gave.
 enum Answer {
-    Playlist(MediaPlaylist, Instant),
+    Playlist(Box<MediaPlaylist>, Instant),
     /// 503 to a blocking reload: ask again.
     Busy,
     /// Not there yet (before the stream's first segment) or failed: wait and retry
@@ -288,7 +288,7 @@ impl LlPlayer<'_> {
                 Ok(pl) => {
                     self.out.playlists += 1;
                     self.out.started = true;
-                    Answer::Playlist(pl, at)
+                    Answer::Playlist(Box::new(pl), at)
                 }
                 Err(_) => {
                     self.error("parse");

@@ -126,6 +126,7 @@ fn config(addr: SocketAddr, key: &str, n: usize, secs: f64) -> BenchConfig {
         viewer_kinds: Vec::new(),
         dash_url: None,
         ll_skip: false,
+        viewer_delay: Duration::ZERO,
         metrics_url: None,
         threads: 1,
         keys: Vec::new(),

@@ -179,6 +179,7 @@ fn config(url: String, publishers: usize, duration: Duration) -> BenchConfig {
         viewer_kinds: Vec::new(),
         dash_url: None,
         ll_skip: false,
+        viewer_delay: Duration::ZERO,
         metrics_url: None,
         threads: 1,
         keys: Vec::new(),

@@ -125,6 +125,7 @@ fn a_list_of_keys_fills_key_in_turn() {
         viewer_kinds: Vec::new(),
         dash_url: None,
         ll_skip: false,
+        viewer_delay: Duration::ZERO,
         metrics_url: None,
         threads: 1,
         keys: keys.iter().map(|k| (*k).to_owned()).collect(),
