@@ -291,7 +291,10 @@ fn bench_ll_hls_and_dash_viewers_report_per_kind() {
             k["latency_ms"]["count"].as_u64().unwrap() >= 1,
             "{kind}: {ctx}"
         );
-        assert!(ctx.contains(&format!("  {kind}: 1 viewers")), "{kind}: {ctx}");
+        assert!(
+            ctx.contains(&format!("  {kind}: 1 viewers")),
+            "{kind}: {ctx}"
+        );
     }
     for o in v["per_viewer"].as_array().unwrap() {
         assert!(o["kind"].is_string(), "{ctx}");
