@@ -110,6 +110,16 @@ pub struct StreamSettingsArgs {
     /// Its target segment duration (e.g. `4s`).
     #[arg(long, value_parser = parse_duration_ms)]
     segment_duration: Option<u64>,
+    /// Its LL-HLS part duration (200ms to 1s, or `off`).
+    #[arg(long, value_parser = parse_part_ms)]
+    part_duration: Option<u64>,
+}
+
+fn parse_part_ms(s: &str) -> Result<u64, String> {
+    match s {
+        "off" | "0" => Ok(0),
+        _ => parse_duration_ms(s),
+    }
 }
 
 fn parse_duration_ms(s: &str) -> Result<u64, String> {
@@ -146,6 +156,9 @@ impl StreamSettingsArgs {
         }
         if let Some(v) = self.segment_duration {
             put("segment_duration_ms", json!(v));
+        }
+        if let Some(v) = self.part_duration {
+            put("part_duration_ms", json!(v));
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tidegate_server::config::{PullConfig, SegmentFormat, TakeoverPolicy};
+use tidegate_server::config::{PartDuration, PullConfig, SegmentFormat, TakeoverPolicy};
 use tidegate_server::ServeConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -87,6 +87,9 @@ struct ServeArgs {
     /// Target segment duration [default: 2s].
     #[arg(long, env = "TIDEGATE_SEGMENT_DURATION", value_parser = duration)]
     segment_duration: Option<Duration>,
+    /// LL-HLS part / low-latency DASH chunk target: 200ms to 1s, or off [default: 1/3 s].
+    #[arg(long, env = "TIDEGATE_PART_DURATION")]
+    part_duration: Option<PartDuration>,
     /// How long a stream waits for its publisher to come back [default: 30s].
     #[arg(long, env = "TIDEGATE_RECONNECT_WINDOW", value_parser = duration)]
     reconnect_window: Option<Duration>,
@@ -221,6 +224,7 @@ impl ServeArgs {
             http_listen,
             data_dir,
             segment_duration,
+            part_duration,
             reconnect_window,
             srt_latency,
             srt_pbkeylen,

@@ -62,6 +62,93 @@ impl ContainerOf for SegmentFormat {
     }
 }
 
+/// The LL-HLS part duration (`--part-duration`): `off` (or `0`) for none, else a duration
+/// between 200ms and 1s ([`tidegate_packager::MIN_PART_DURATION`] and
+/// [`tidegate_packager::MAX_PART_DURATION`]). Written and read as text: `333ms`, `0.5s`, `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PartDuration(Option<Duration>);
+
+impl PartDuration {
+    /// No parts: regular HLS only.
+    pub const OFF: Self = Self(None);
+
+    /// Parts of `d` (not checked: see [`PartDuration::check`]).
+    pub fn of(d: Duration) -> Self {
+        Self(Some(d))
+    }
+
+    /// The duration, `None` when off.
+    pub fn get(self) -> Option<Duration> {
+        self.0
+    }
+
+    /// The duration in 90 kHz ticks (rounded to the nearest), `None` when off.
+    pub fn ticks(self) -> Option<u64> {
+        self.0.map(part_ticks)
+    }
+
+    /// `Err` (why) when the duration is outside 200ms..=1s.
+    pub fn check(self) -> Result<(), String> {
+        match self.ticks() {
+            Some(t)
+                if !(tidegate_packager::MIN_PART_DURATION
+                    ..=tidegate_packager::MAX_PART_DURATION)
+                    .contains(&t) =>
+            {
+                Err("must be between 200ms and 1s, or `off`".to_owned())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A part duration in 90 kHz ticks, rounded to the nearest (1/3 s is 30,000 ticks).
+pub fn part_ticks(d: Duration) -> u64 {
+    let ticks =
+        (d.as_nanos() * u128::from(tidegate_media::TIMESCALE) + 500_000_000) / 1_000_000_000;
+    u64::try_from(ticks).unwrap_or(u64::MAX)
+}
+
+impl Default for PartDuration {
+    /// [`tidegate_packager::DEFAULT_PART_DURATION`] (1/3 s).
+    fn default() -> Self {
+        let nanos = tidegate_packager::DEFAULT_PART_DURATION * 1_000_000_000
+            / u64::from(tidegate_media::TIMESCALE);
+        Self(Some(Duration::from_nanos(nanos)))
+    }
+}
+
+impl std::str::FromStr for PartDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "off" | "0" => Ok(Self::OFF),
+            other => match humantime_serde::re::humantime::parse_duration(other) {
+                Ok(d) if d.is_zero() => Ok(Self::OFF),
+                Ok(d) => Ok(Self(Some(d))),
+                Err(e) => Err(format!("`{other}`: {e} (a duration such as 333ms, or off)")),
+            },
+        }
+    }
+}
+
+impl TryFrom<String> for PartDuration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<PartDuration> for String {
+    fn from(p: PartDuration) -> String {
+        match p.0 {
+            None => "off".to_owned(),
+            Some(d) => humantime_serde::re::humantime::format_duration(d).to_string(),
+        }
+    }
+}
+
 /// A stream this worker pulls from a remote SRT listener (`[[pull]]` in the file,
 /// `--pull KEY=URL` on the command line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +216,9 @@ pub struct ServeConfig {
     pub srt_latency: Duration,
     /// HLS segment container: `fmp4` (CMAF, default) or `ts` (MPEG-TS).
     pub segment_format: SegmentFormat,
+    /// LL-HLS part (and low-latency DASH chunk) target duration, 200ms to 1s, or `off`
+    /// (regular HLS only). MPEG-TS streams have no parts.
+    pub part_duration: PartDuration,
     /// Segments listed in the sliding-window playlist.
     pub playlist_window: usize,
     /// How long an RTMP client may take to finish its handshake and start publishing.
@@ -257,6 +347,8 @@ pub struct TenantConfig {
     /// Its target segment duration.
     #[serde(with = "humantime_serde")]
     pub segment_duration: Option<Duration>,
+    /// Its LL-HLS part duration (`off` for none).
+    pub part_duration: Option<PartDuration>,
 }
 
 impl TenantConfig {
@@ -275,6 +367,9 @@ impl TenantConfig {
             reconnect_window: self.reconnect_window,
             segment_format: self.segment_format,
             segment_duration: self.segment_duration,
+            part_duration: self
+                .part_duration
+                .map(|p| p.get().unwrap_or(Duration::ZERO)),
             health: self
                 .health
                 .clone()
@@ -303,6 +398,7 @@ impl Default for ServeConfig {
             srt_pbkeylen: 0,
             srt_latency: Duration::from_millis(120),
             segment_format: SegmentFormat::Fmp4,
+            part_duration: PartDuration::default(),
             playlist_window: 10,
             rtmp_handshake_timeout: Duration::from_secs(10),
             rtmp_idle_timeout: Duration::from_secs(30),
@@ -395,6 +491,9 @@ impl ServeConfig {
             || self.segment_duration > Duration::from_secs(30)
         {
             return invalid("segment-duration", "must be between 500ms and 30s");
+        }
+        if let Err(reason) = self.part_duration.check() {
+            return invalid("part-duration", &reason);
         }
         if self.metrics_token.as_deref().is_some_and(str::is_empty) {
             return invalid("metrics-token", "must not be empty");

@@ -520,6 +520,31 @@ label_set! {
     }
 }
 
+// --- LL-HLS blocking requests (issue #13, helper `llblock`) ---
+label_values! {
+    /// How a blocking LL-HLS request was answered (`outcome` of
+    /// `tidegate_llhls_blocking_answers_total`): a playlist request with `_HLS_msn` /
+    /// `_HLS_part`, or a request for the part named by the preload hint.
+    pub enum BlockingOutcome {
+        /// What it waited for exists (answered with it, at once or after waiting).
+        Ready = "ready",
+        /// Still missing after the blocking timeout (three target durations): 503.
+        Timeout = "timeout",
+        /// Malformed directives, or an msn / part too far ahead: 400 at once.
+        BadRequest = "bad_request",
+        /// A hinted part that will not come (the stream ended, the hint moved past it): 404.
+        Gone = "gone",
+    }
+}
+
+label_set! {
+    /// `outcome` label of blocking LL-HLS answers.
+    pub struct BlockingOutcomeLabels {
+        /// How it was answered.
+        pub outcome: BlockingOutcome,
+    }
+}
+
 label_values! {
     /// What a timed-out HTTP connection was waiting for (`phase` of
     /// `tidegate_http_timeouts_total`).
@@ -930,6 +955,11 @@ pub struct Metrics {
     // --- tenant quotas (issue #12, helper `quotas`) ---
     /// Publishers disconnected for staying over their tenant's per-stream bitrate quota.
     pub quota_disconnects: Family<TenantLabels, Counter>,
+    // --- LL-HLS blocking requests (issue #13, helper `llblock`) ---
+    /// LL-HLS requests held now (blocking playlist reloads and hinted parts waiting).
+    pub llhls_held_requests: Gauge,
+    /// Blocking LL-HLS requests answered, by [`BlockingOutcome`].
+    pub llhls_blocking_answers: Family<BlockingOutcomeLabels, Counter>,
 }
 
 impl Metrics {
@@ -1205,6 +1235,19 @@ impl Metrics {
             "Publishers disconnected for staying over their tenant's per-stream bitrate quota (disconnect_over_bitrate)",
             quota_disconnects.clone(),
         );
+        // --- LL-HLS blocking requests (issue #13, helper `llblock`) ---
+        let llhls_held_requests = Gauge::default();
+        registry.register(
+            "llhls_held_requests",
+            "LL-HLS requests held now: blocking playlist reloads (_HLS_msn/_HLS_part) and preload-hinted parts waiting to exist",
+            llhls_held_requests.clone(),
+        );
+        let llhls_blocking_answers = Family::<BlockingOutcomeLabels, Counter>::default();
+        registry.register(
+            "llhls_blocking_answers",
+            "Blocking LL-HLS requests answered, by outcome (ready, timeout = 503, bad_request = 400, gone = 404 for a hinted part that will not come)",
+            llhls_blocking_answers.clone(),
+        );
         let Registrar { registry, docs } = registry;
         Self {
             registry,
@@ -1253,7 +1296,16 @@ impl Metrics {
             admin_auth_failures,
             playback_denied,
             quota_disconnects,
+            llhls_held_requests,
+            llhls_blocking_answers,
         }
+    }
+
+    /// Counts a blocking LL-HLS answer.
+    pub fn llhls_answered(&self, outcome: BlockingOutcome) {
+        self.llhls_blocking_answers
+            .get_or_create(&BlockingOutcomeLabels { outcome })
+            .inc();
     }
 
     /// Removes the refused-playback series of a tenant that no longer exists.

@@ -43,6 +43,7 @@ pub use tenant::{
     valid_tenant_name, KeyHash, KeyId, KeyRecord, NoRandomness, Playback, Quotas, StreamKey,
     TenantSettings, KEY_ID_BYTES, KEY_PREFIX, KEY_SECRET_BYTES, MAX_TENANT_NAME_LEN, OPEN_TENANT,
 };
+pub use tenant_settings::PART_DURATION_RANGE;
 pub use tenant_settings::{
     check_api_health, check_stream_settings, tenant_webhook_shape, Secret, SegmentFormat,
     TenantHealth, MAX_RECONNECT_WINDOW, MAX_SRT_LATENCY, MAX_TENANT_WEBHOOKS, REDACTED,

@@ -194,6 +194,13 @@ pub struct TenantSettings {
         skip_serializing_if = "Option::is_none"
     )]
     pub segment_duration: Option<std::time::Duration>,
+    /// Its LL-HLS part duration (`part-duration`): 200ms to 1s, or 0 for none (regular HLS).
+    #[serde(
+        rename = "part_duration_ms",
+        with = "crate::tenant_settings::opt_ms",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub part_duration: Option<std::time::Duration>,
     /// Health thresholds that differ from the server's `[health]` (`[tenants.NAME.health]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<crate::TenantHealth>,

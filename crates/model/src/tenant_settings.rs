@@ -236,6 +236,10 @@ impl std::str::FromStr for SegmentFormat {
 /// Shortest and longest target segment duration (the server's `--segment-duration` bounds).
 pub const SEGMENT_DURATION_RANGE: (Duration, Duration) =
     (Duration::from_millis(500), Duration::from_secs(30));
+/// Shortest and longest LL-HLS part duration (the server's `--part-duration` bounds; 0 is
+/// "no parts").
+pub const PART_DURATION_RANGE: (Duration, Duration) =
+    (Duration::from_millis(200), Duration::from_secs(1));
 /// Longest reconnect window (the server's `--reconnect-window` bound).
 pub const MAX_RECONNECT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// Longest SRT latency: the handshake carries it in 16 bits of milliseconds.
@@ -304,6 +308,12 @@ pub fn check_stream_settings(s: &TenantSettings) -> Result<(), String> {
     let (lo, hi) = SEGMENT_DURATION_RANGE;
     if s.segment_duration.is_some_and(|d| d < lo || d > hi) {
         return Err("segment_duration must be between 500ms and 30s".into());
+    }
+    let (lo, hi) = PART_DURATION_RANGE;
+    if s.part_duration
+        .is_some_and(|d| !d.is_zero() && (d < lo || d > hi))
+    {
+        return Err("part_duration must be between 200ms and 1s, or 0 for none".into());
     }
     if let Some(h) = &s.health {
         // The overrides over the defaults must hold on their own; over a server's own

@@ -9,7 +9,10 @@
 //! - a request's head has not arrived in full [`HttpLimits::header_timeout`] after the
 //!   connection opened or after the first byte of the request (phase `header`), or
 //! - nothing moved either way for [`HttpLimits::idle_timeout`] (phase `idle`): a keep-alive
-//!   connection between requests, or a client that stopped reading its answer.
+//!   connection between requests, or a client that stopped reading its answer. While the
+//!   router is still producing an answer (an LL-HLS blocking request is held, up to three
+//!   target durations, by its handler: `crate::llhls`), the idle clock does not run: the
+//!   handler bounds its own time, and the connection still counts against the caps.
 //!
 //! When accepting fails for want of descriptors or memory, the loop waits (doubling up to
 //! a second) instead of retrying at once, and logs once a second at most ([`AcceptBackoff`],
@@ -161,6 +164,8 @@ struct Activity {
     idle_timeout: Duration,
     /// Requests whose answer is being produced or sent.
     in_flight: AtomicU32,
+    /// Requests whose answer the router is still producing (a held LL-HLS request).
+    producing: AtomicU32,
     /// When a byte last moved either way (or an answer was finished).
     last_progress: AtomicU64,
     /// When the head of the coming request started ([`NO_HEAD`] when none is under way).
@@ -175,6 +180,7 @@ impl Activity {
             header_timeout: limits.header_timeout,
             idle_timeout: limits.idle_timeout,
             in_flight: AtomicU32::new(0),
+            producing: AtomicU32::new(0),
             last_progress: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
         }
@@ -215,6 +221,18 @@ impl Activity {
         self.head_started.store(NO_HEAD, Ordering::Relaxed);
     }
 
+    /// The router is producing a request's answer.
+    fn handle_producing(&self) {
+        self.producing.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The router produced a request's answer (or gave up on it): from now on its sending
+    /// is timed as idle.
+    fn handle_produced(&self, now: Instant) {
+        self.producing.fetch_sub(1, Ordering::Relaxed);
+        self.last_progress.store(self.ms(now), Ordering::Relaxed);
+    }
+
     /// A request's answer is finished (or abandoned).
     fn handle_answered(&self, now: Instant) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -223,7 +241,12 @@ impl Activity {
 
     /// The next deadline, or the phase whose deadline has passed at `now`.
     fn poll_deadline(&self, now: Instant) -> Result<Instant, Phase> {
-        let idle = self.at(self.last_progress.load(Ordering::Relaxed)) + self.idle_timeout;
+        let idle = if self.producing.load(Ordering::Relaxed) > 0 {
+            // The handler bounds its own time; check back an idle timeout from now.
+            now + self.idle_timeout
+        } else {
+            self.at(self.last_progress.load(Ordering::Relaxed)) + self.idle_timeout
+        };
         let mut next = (idle, Phase::Idle);
         let head = self.head_started.load(Ordering::Relaxed);
         if head != NO_HEAD {
@@ -299,6 +322,23 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// One request whose answer the router is producing; produced when dropped (the router
+/// returned, or the connection went first and dropped its future).
+struct Producing(Arc<Activity>);
+
+impl Producing {
+    fn new(activity: Arc<Activity>) -> Self {
+        activity.handle_producing();
+        Self(activity)
+    }
+}
+
+impl Drop for Producing {
+    fn drop(&mut self) {
+        self.0.handle_produced(Instant::now());
     }
 }
 
@@ -386,6 +426,7 @@ async fn connection(
                 .extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
             let in_flight = InFlight::new(activity.clone());
+            let producing = Producing::new(activity.clone());
             let mut app = app.clone();
             async move {
                 // The router is always ready and never fails (`Infallible`).
@@ -393,6 +434,7 @@ async fn connection(
                     Ok(r) => r,
                     Err(never) => match never {},
                 };
+                drop(producing);
                 Ok::<_, Infallible>(response.map(|body| TrackedBody {
                     body,
                     _in_flight: in_flight,
@@ -527,6 +569,24 @@ mod tests {
         a.handle_request();
         a.handle_read(secs(t0, 2));
         assert_eq!(a.poll_deadline(secs(t0, 20)), Ok(secs(t0, 62)));
+    }
+
+    /// An LL-HLS blocking request is held by its handler for up to three target durations
+    /// with nothing moving: the idle timeout must not cut it short, and runs again once
+    /// the answer is produced.
+    #[test]
+    fn a_request_held_by_its_handler_is_not_idle() {
+        let t0 = Instant::now();
+        let a = Activity::new(t0, &limits(10, 5));
+        a.handle_read(secs(t0, 1));
+        a.handle_request();
+        a.handle_producing();
+        assert_eq!(a.poll_deadline(secs(t0, 30)), Ok(secs(t0, 35)));
+        a.handle_produced(secs(t0, 31));
+        a.handle_write(secs(t0, 31));
+        assert_eq!(a.poll_deadline(secs(t0, 32)), Ok(secs(t0, 36)));
+        a.handle_answered(secs(t0, 31));
+        assert_eq!(a.poll_deadline(secs(t0, 36)), Err(Phase::Idle));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP side of the worker: the playback origin (HLS), health and metrics endpoints
 //! ([`origin`]) with signed playback ([`playback`]), the admin API ([`api`]), the dashboard
 //! ([`dashboard`]), all served on an accept loop of its own with per-connection caps and
-//! timeouts ([`http`]); and the startup banner's addresses ([`urls`]).
+//! timeouts ([`http`]); LL-HLS blocking playlist reload, delta updates and held preload-hint
+//! requests ([`llhls`]); and the startup banner's addresses ([`urls`]).
 #![deny(missing_docs)]
 
 pub mod access;
@@ -9,6 +10,7 @@ pub mod api;
 pub mod dash;
 pub mod dashboard;
 pub mod http;
+pub mod llhls;
 pub mod origin;
 pub mod playback;
 pub mod tenant_settings_api;

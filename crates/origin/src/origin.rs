@@ -153,6 +153,14 @@ async fn hls(
     };
     match file.as_str() {
         "index.m3u8" | "master.m3u8" => {
+            // LL-HLS: Delivery Directives (blocking reload, delta updates): crate::llhls.
+            if file == "index.m3u8" {
+                if let Some(answer) =
+                    crate::llhls::media_playlist(&ctx, &id, query.as_deref(), &access).await
+                {
+                    return answer;
+                }
+            }
             let rendered = match ctx.streams.rendered(&id).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return not_found(),
@@ -184,6 +192,9 @@ async fn hls(
                 }
                 (None, _) => not_found(),
             }
+        }
+        _ if tidegate_packager::parse_part_uri(&file).is_some() => {
+            part(&ctx, &id, &file, &access).await
         }
         _ => {
             let content_type = if file.ends_with(".m4s") {
@@ -221,4 +232,75 @@ async fn hls(
             }
         }
     }
+}
+
+/// An LL-HLS part (`seg-E-N.P.m4s`, docs/ll-hls.md): its own object while its segment is
+/// being built, afterwards exactly its bytes sliced out of the segment (200, no `Range`
+/// needed); 404 when the stream's playlist neither lists it nor hints it. A hinted part is
+/// held until it exists, 503 past the blocking timeout ([`crate::llhls::hinted_part`]).
+/// Immutable like a segment: the name never names other bytes.
+async fn part(ctx: &Context, id: &StreamId, file: &str, access: &PlaybackAccess) -> Response {
+    use tidegate_packager::PartRequest;
+    if !valid_name(file) {
+        return not_found();
+    }
+    // The part the preload hint names is held until it exists (crate::llhls).
+    if let Some(answer) = crate::llhls::hinted_part(ctx, id, file).await {
+        return answer;
+    }
+    let rendered = match ctx.streams.rendered(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            ctx.metrics.store_error(StoreOp::GetState);
+            tracing::warn!(error = %e, "could not read stream state");
+            return (StatusCode::SERVICE_UNAVAILABLE, "state unavailable\n").into_response();
+        }
+    };
+    let (object, range) = match rendered.state.part_request(file) {
+        PartRequest::Stored => (file.to_owned(), None),
+        PartRequest::InSegment {
+            segment_uri,
+            offset,
+            len,
+        } => (segment_uri, Some((offset, len))),
+        PartRequest::Hinted | PartRequest::NotFound => return not_found(),
+    };
+    let body = match ctx
+        .streams
+        .media()
+        .get(&format!("{}/{object}", id.prefix()))
+        .await
+    {
+        Ok(Some(b)) => b,
+        Ok(None) => return not_found(),
+        Err(e) => {
+            ctx.metrics.store_error(StoreOp::Get);
+            tracing::warn!(error = %e, "could not read a part");
+            return (StatusCode::SERVICE_UNAVAILABLE, "storage error\n").into_response();
+        }
+    };
+    let body = match range {
+        None => body,
+        Some((offset, len)) => {
+            let start = usize::try_from(offset).ok();
+            let end = start
+                .zip(usize::try_from(len).ok())
+                .and_then(|(s, l)| s.checked_add(l));
+            match start.zip(end) {
+                Some((start, end)) if end <= body.len() => body.slice(start..end),
+                // The segment object is not the one listed (cannot happen: names are
+                // unique): nothing rather than wrong bytes.
+                _ => return not_found(),
+            }
+        }
+    };
+    bytes_response(
+        body,
+        "video/iso.segment",
+        match access {
+            PlaybackAccess::Public => SEGMENT_CACHE,
+            PlaybackAccess::Signed(_) => SIGNED_SEGMENT_CACHE,
+        },
+    )
 }

@@ -17,7 +17,7 @@ use tidegate_model::{
 };
 
 /// The JSON names of these settings (the keys [`split`] takes out of a request).
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 10] = [
     "srt_passphrase",
     "srt_pbkeylen",
     "srt_latency_ms",
@@ -27,6 +27,7 @@ pub const KEYS: [&str; 9] = [
     "segment_format",
     "segment_duration_ms",
     "health",
+    "part_duration_ms",
 ];
 
 /// Splits a request object into these settings and the rest (for the other fields' reader).
@@ -103,6 +104,7 @@ pub struct SettingsJson {
     segment_format: Option<SegmentFormat>,
     segment_duration_ms: Option<u64>,
     health: Option<TenantHealth>,
+    part_duration_ms: Option<u64>,
 }
 
 fn ms(d: Option<Duration>) -> Option<u64> {
@@ -121,6 +123,7 @@ impl From<&TenantSettings> for SettingsJson {
             segment_format: s.segment_format,
             segment_duration_ms: ms(s.segment_duration),
             health: s.health.clone(),
+            part_duration_ms: ms(s.part_duration),
         }
     }
 }
@@ -138,6 +141,7 @@ pub struct Create {
     segment_format: Option<SegmentFormat>,
     segment_duration_ms: Option<u64>,
     health: Option<TenantHealth>,
+    part_duration_ms: Option<u64>,
 }
 
 impl Create {
@@ -155,6 +159,7 @@ impl Create {
         s.segment_format = self.segment_format;
         s.segment_duration = self.segment_duration_ms.map(Duration::from_millis);
         s.health = self.health;
+        s.part_duration = self.part_duration_ms.map(Duration::from_millis);
         Ok(())
     }
 }
@@ -182,6 +187,8 @@ pub struct Patch {
     segment_duration_ms: Option<Option<u64>>,
     #[serde(deserialize_with = "present")]
     health: Option<Option<TenantHealth>>,
+    #[serde(deserialize_with = "present")]
+    part_duration_ms: Option<Option<u64>>,
 }
 
 impl Patch {
@@ -224,6 +231,7 @@ impl Patch {
         set(&mut s.segment_format, &self.segment_format);
         set_ms(&mut s.segment_duration, &self.segment_duration_ms);
         set(&mut s.health, &self.health);
+        set_ms(&mut s.part_duration, &self.part_duration_ms);
     }
 }
 

@@ -78,7 +78,8 @@ impl Defaults {
 }
 
 impl StreamSettings {
-    /// These (the server's) with `t`'s segment format, segment duration and reconnect window.
+    /// These (the server's) with `t`'s segment format, segment and part duration and reconnect
+    /// window.
     pub fn for_tenant(&self, t: &TenantSettings) -> StreamSettings {
         let mut s = self.clone();
         if let Some(format) = t.segment_format {
@@ -91,8 +92,17 @@ impl StreamSettings {
         if let Some(w) = t.reconnect_window {
             s.reconnect_window = w;
         }
+        if let Some(p) = t.part_duration {
+            s.part_ticks = (!p.is_zero()).then(|| part_ticks(p));
+        }
         s
     }
+}
+
+/// A part duration in 90 kHz ticks, rounded to the nearest (1/3 s is 30,000 ticks).
+fn part_ticks(d: Duration) -> u64 {
+    let t = (d.as_nanos() * u128::from(tidegate_media::TIMESCALE) + 500_000_000) / 1_000_000_000;
+    u64::try_from(t).unwrap_or(u64::MAX)
 }
 
 /// A duration in 90 kHz ticks.

@@ -265,6 +265,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         container: config.segment_format.container(),
         segment_ticks: config.segment_ticks(),
         segment_duration: config.segment_duration,
+        part_ticks: config.part_duration.ticks(),
         playlist_window: config.playlist_window,
         reconnect_window: config.reconnect_window,
         takeover_policy: config.takeover_policy,

@@ -29,6 +29,15 @@
 //! live (Redis pub/sub), until the owner's next write announces a change
 //! ([`Streams::apply_change`], bounded by [`NOTIFIED_RENDER_TTL`]).
 //!
+//! **Waiting for a change** (LL-HLS blocking requests, issue #13): every stream has a
+//! change signal ([`Streams::watch`] → [`StreamWatch`]) fired whenever the view this worker
+//! serves may have changed: its own session listed something, a change notification came
+//! from the feed, the stream ended or was forgotten. A waiter reads the view through its
+//! watch (which marks the signal seen first, so a change between the read and the wait
+//! is not missed), then awaits [`StreamWatch::changed`]. One change wakes every waiter of
+//! the stream at once; reloads of the record are single-flight per stream, so N waiters
+//! woken by a change cost one load of the state store, not N.
+//!
 //! **Ending.** A sweeper ([`Streams::sweep`], every [`SWEEP_INTERVAL`]) ends every stream
 //! whose publisher has been gone — or whose owner has been silent — for the reconnect window,
 //! whichever worker it was on; on a single node it also finishes what a killed process left.
@@ -61,7 +70,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tidegate_media::MediaEvent;
 use tidegate_packager::{Container, PlaylistState, Segmenter, SegmenterConfig, SegmenterOutput};
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -97,6 +106,8 @@ pub struct StreamSettings {
     pub segment_ticks: u64,
     /// Target segment duration.
     pub segment_duration: Duration,
+    /// LL-HLS part duration, 90 kHz ticks; `None`: no parts (fMP4 only).
+    pub part_ticks: Option<u64>,
     /// Segments in the sliding window.
     pub playlist_window: usize,
     /// How long a stream waits for its publisher.
@@ -203,6 +214,9 @@ pub struct Rendered {
     pub multivariant: Option<Bytes>,
     /// The state both were rendered from: the DASH MPD is rendered from it on request.
     pub state: Arc<PlaylistState>,
+    /// The LL-HLS delta update of `state`, rendered by the first viewer that asks for it
+    /// ([`Rendered::delta_update`]) and shared by the others.
+    delta: Arc<std::sync::OnceLock<Bytes>>,
 }
 
 impl Rendered {
@@ -213,7 +227,15 @@ impl Rendered {
                 .render_multivariant_playlist("index.m3u8")
                 .map(Bytes::from),
             state: Arc::new(playlist.clone()),
+            delta: Arc::default(),
         }
+    }
+
+    /// The Playlist Delta Update (`_HLS_skip=YES`) of the same state, rendered once.
+    pub fn delta_update(&self) -> Bytes {
+        self.delta
+            .get_or_init(|| Bytes::from(self.state.render_delta_update()))
+            .clone()
     }
 }
 
@@ -245,6 +267,16 @@ pub struct Stream {
     /// taken for fresh.
     changes: AtomicU64,
     telemetry: Arc<StreamTelemetry>,
+    /// The change signal: its value is bumped whenever the view may have changed
+    /// ([`Stream::signal_change`]); waiters hold receivers ([`StreamWatch`]).
+    changed: watch::Sender<u64>,
+    /// Held while the record is loaded from the state store, so concurrent readers of a
+    /// stale view wait for one load and share it ([`Streams::load_view`]).
+    loading: Mutex<()>,
+    /// Taken out of the registry: a waiter holding it must look the stream up again.
+    gone: AtomicBool,
+    /// Loads of the record started by [`Streams::load_view`], counted.
+    loads: AtomicU64,
 }
 
 struct StreamInner {
@@ -269,6 +301,8 @@ struct View {
     /// sessions that are over: a late write from one of their writers (a segment listed
     /// just before it learned it was fenced) must not take the view back.
     holder: ViewHolder,
+    /// The number of the [`Streams::load_view`] load that produced `rendered`, if one did.
+    loaded_by: Option<u64>,
 }
 
 impl Stream {
@@ -284,7 +318,16 @@ impl Stream {
             view: SyncMutex::default(),
             changes: AtomicU64::new(0),
             telemetry,
+            changed: watch::Sender::new(0),
+            loading: Mutex::new(()),
+            gone: AtomicBool::new(false),
+            loads: AtomicU64::new(0),
         }
+    }
+
+    /// Wakes every waiter of the stream: the view may have changed.
+    fn signal_change(&self) {
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
     }
 
     /// The stream's id.
@@ -306,7 +349,9 @@ impl Stream {
             }
             v.rendered = Rendered::of(playlist);
             v.fetched = None;
+            v.loaded_by = None;
         }
+        self.signal_change();
     }
 
     /// Every session up to `generation` is over. `current`: what the last of them showed
@@ -318,6 +363,8 @@ impl Stream {
                 v.fetched = current.then(Instant::now);
             }
         }
+        // Waiters now read the view from the state store (and poll it).
+        self.signal_change();
     }
 
     fn fresh_view(&self, ttl: Duration) -> Option<Rendered> {
@@ -337,23 +384,101 @@ impl Stream {
     /// `generation`, as the view; fresh only if no change was announced since.
     fn set_fetched_view(&self, playlist: &PlaylistState, generation: u64) {
         let rendered = Rendered::of(playlist);
+        let mut moved = false;
         if let Ok(mut v) = self.view.lock() {
             if v.holder.owner.is_none() {
                 let unchanged = self.change_generation() == generation;
+                moved = v.rendered.media != rendered.media;
                 v.rendered = rendered;
                 v.fetched = unchanged.then(Instant::now);
+                v.loaded_by = None;
+            }
+        }
+        if moved {
+            self.signal_change();
+        }
+    }
+
+    /// The view, if a load numbered above `seen` produced it: a load that started after
+    /// its reader found the view stale holds every change that reader knew of.
+    fn view_loaded_after(&self, seen: u64) -> Option<Rendered> {
+        let v = self.view.lock().ok()?;
+        (v.holder.owner.is_none() && v.loaded_by.is_some_and(|n| n > seen))
+            .then(|| v.rendered.clone())
+    }
+
+    /// Load number `load` produced the view (just set by [`Stream::set_fetched_view`]).
+    fn mark_loaded(&self, load: u64) {
+        if let Ok(mut v) = self.view.lock() {
+            if v.holder.owner.is_none() {
+                v.loaded_by = Some(load);
             }
         }
     }
 
+    /// A publish session on this worker keeps the view current (no need to poll the store).
+    fn owned(&self) -> bool {
+        self.view.lock().is_ok_and(|v| v.holder.owner.is_some())
+    }
+
     /// Forgets the cached view so the next request reads the state store (a change
-    /// notification from another worker).
+    /// notification from another worker), and wakes the stream's waiters.
     pub fn invalidate(&self) {
         self.changes.fetch_add(1, Ordering::AcqRel);
         if let Ok(mut v) = self.view.lock() {
             if v.holder.owner.is_none() {
                 v.fetched = None;
             }
+        }
+        self.signal_change();
+    }
+}
+
+/// One waiter's handle on a stream's changes (an LL-HLS blocking request): read the view
+/// with [`Streams::view`], then await [`StreamWatch::changed`]. Costs a receiver of the
+/// stream's signal, no task.
+pub struct StreamWatch {
+    stream: Arc<Stream>,
+    rx: watch::Receiver<u64>,
+    /// While the view comes from the state store: how long it is trusted, so a waiter looks
+    /// again then even if no notification comes (notifications down, or none at all).
+    poll: Option<Duration>,
+}
+
+impl StreamWatch {
+    fn of(stream: Arc<Stream>) -> Self {
+        let rx = stream.changed.subscribe();
+        Self {
+            stream,
+            rx,
+            poll: None,
+        }
+    }
+
+    /// The stream.
+    pub fn id(&self) -> &StreamId {
+        &self.stream.id
+    }
+
+    /// Resolves at the stream's next change after the last [`Streams::view`] through this
+    /// watch (at once if one came since), or when a view read from the state store is due
+    /// to be read again. The caller bounds the wait.
+    pub async fn changed(&mut self) {
+        let poll = self.poll;
+        let sleep = async move {
+            match poll {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = self.rx.changed() => {
+                if changed.is_err() {
+                    // The sender lives as long as the stream, which this watch holds.
+                    std::future::pending::<()>().await;
+                }
+            }
+            () = sleep => {}
         }
     }
 }
@@ -550,6 +675,8 @@ impl Streams {
     /// session): its telemetry goes with it.
     async fn forget(&self, stream: &Arc<Stream>, inner: &mut StreamInner) {
         inner.removed = true;
+        stream.gone.store(true, Ordering::Release);
+        stream.signal_change();
         let mut streams = self.streams.lock().await;
         if streams
             .get(&stream.id)
@@ -573,25 +700,27 @@ impl Streams {
     }
 
     /// The playlists of `id` as a viewer should see them now: from this worker's own session
-    /// when it publishes the stream, else from the state store (cached briefly). `None` for
-    /// an unknown stream.
+    /// when it publishes the stream, else from the state store (cached briefly; one load at
+    /// a time per stream, shared by the requests that wait for it). `None` for an unknown
+    /// stream.
     pub async fn rendered(&self, id: &StreamId) -> Result<Option<Rendered>, StoreError> {
-        let ttl = self.remote_render_ttl();
-        let known = self.get(id).await;
-        if let Some(s) = &known {
-            if let Some(r) = s.fresh_view(ttl) {
-                return Ok(Some(r));
-            }
+        match self.get(id).await {
+            Some(s) => self.load_view(&s).await,
+            None => self.first_view(id).await,
         }
-        let generation = known.as_ref().map_or(0, |s| s.change_generation());
+    }
+
+    /// A stream this worker has not seen: reads its record (creating its entry only if it
+    /// has one, so asking for names that do not exist leaves nothing behind).
+    async fn first_view(&self, id: &StreamId) -> Result<Option<Rendered>, StoreError> {
+        let ttl = self.remote_render_ttl();
         let Some(record) = self.state.load(id).await? else {
             return Ok(None);
         };
         let stream = self.get_or_insert(id).await;
-        // A stream first seen now starts at generation 0; one seen before keeps what was
-        // read before the load, so a change announced meanwhile is not missed.
-        let generation = if known.is_some() { generation } else { 0 };
-        stream.set_fetched_view(&record.playlist, generation);
+        // A stream first seen now starts at generation 0 (one inserted meanwhile by another
+        // reader may have seen a change since: its view is then not taken for fresh).
+        stream.set_fetched_view(&record.playlist, 0);
         {
             let mut inner = stream.inner.lock().await;
             if inner.live.is_none() {
@@ -601,6 +730,71 @@ impl Streams {
         Ok(stream
             .fresh_view(ttl)
             .or_else(|| stream.view.lock().ok().map(|v| v.rendered.clone())))
+    }
+
+    /// The view of a known stream: fresh as it is, or read from the state store. Single
+    /// flight: a reader that finds the view stale waits for the load under way, and takes
+    /// its result if that load started after the change that made the view stale.
+    async fn load_view(&self, stream: &Arc<Stream>) -> Result<Option<Rendered>, StoreError> {
+        let ttl = self.remote_render_ttl();
+        if let Some(r) = stream.fresh_view(ttl) {
+            return Ok(Some(r));
+        }
+        // Loads started so far: one started later began after this reader found the view
+        // stale, so its result is as new as this reader needs.
+        let seen = stream.loads.load(Ordering::Acquire);
+        let _loading = stream.loading.lock().await;
+        if let Some(r) = stream
+            .fresh_view(ttl)
+            .or_else(|| stream.view_loaded_after(seen))
+        {
+            return Ok(Some(r));
+        }
+        let load = stream.loads.fetch_add(1, Ordering::AcqRel) + 1;
+        let generation = stream.change_generation();
+        let Some(record) = self.state.load(&stream.id).await? else {
+            return Ok(None);
+        };
+        stream.set_fetched_view(&record.playlist, generation);
+        stream.mark_loaded(load);
+        {
+            let mut inner = stream.inner.lock().await;
+            if inner.live.is_none() {
+                inner.record = Some(record);
+            }
+        }
+        Ok(stream
+            .fresh_view(ttl)
+            .or_else(|| stream.view.lock().ok().map(|v| v.rendered.clone())))
+    }
+
+    /// A handle to wait for `id`'s changes (LL-HLS blocking requests); `None` for an
+    /// unknown stream. Read the view with [`Streams::view`].
+    pub async fn watch(&self, id: &StreamId) -> Result<Option<StreamWatch>, StoreError> {
+        if let Some(s) = self.get(id).await {
+            return Ok(Some(StreamWatch::of(s)));
+        }
+        if self.first_view(id).await?.is_none() {
+            return Ok(None);
+        }
+        Ok(self.get(id).await.map(StreamWatch::of))
+    }
+
+    /// The playlists as [`Streams::rendered`] gives them, read through `watch`: a change
+    /// after this read wakes [`StreamWatch::changed`]. `None` once the stream is unknown.
+    pub async fn view(&self, watch: &mut StreamWatch) -> Result<Option<Rendered>, StoreError> {
+        if watch.stream.gone.load(Ordering::Acquire) {
+            // Forgotten (expired, or never recorded): look it up again.
+            match self.watch(&watch.stream.id.clone()).await? {
+                Some(w) => *watch = w,
+                None => return Ok(None),
+            }
+        }
+        // Marked seen before the read: a change from here on wakes the waiter.
+        watch.rx.borrow_and_update();
+        let view = self.load_view(&watch.stream).await?;
+        watch.poll = (!watch.stream.owned()).then(|| self.remote_render_ttl());
+        Ok(view)
     }
 
     /// Every stream in the state store, with what this worker knows of it.
@@ -780,7 +974,27 @@ impl Streams {
                 r
             }
         };
+        // LL-HLS parts the previous session listed for a segment it never finished: their
+        // objects go (after the grace period) with the open segment `begin_session` drops.
+        let dead_parts: Vec<String> = record
+            .playlist
+            .open
+            .as_ref()
+            .map(|o| o.parts.iter().map(|p| p.uri.clone()).collect())
+            .unwrap_or_default();
         record.playlist.begin_session();
+        // Parts (LL-HLS) as this session cuts them: fMP4 only.
+        let part_ticks = settings
+            .part_ticks
+            .filter(|_| settings.container == Container::Fmp4)
+            .map(|t| {
+                t.clamp(
+                    tidegate_packager::MIN_PART_DURATION,
+                    tidegate_packager::MAX_PART_DURATION,
+                )
+            });
+        record.playlist.part_target_secs =
+            part_ticks.map(|t| t as f64 / f64::from(tidegate_media::TIMESCALE));
         // The epoch, the owner, a fresh lease and the takeover history are the admission's.
         let expected = admission.expected_epoch;
         set_ownership(&mut record, admission.record);
@@ -823,6 +1037,9 @@ impl Streams {
         for entry in stale_objects {
             self.delete_later(format!("{}/{}", id.prefix(), entry.uri), Duration::ZERO);
         }
+        for uri in dead_parts {
+            self.delete_later(format!("{}/{uri}", id.prefix()), settings.delete_grace());
+        }
 
         let (tx, rx) = mpsc::channel(writer::QUEUE_DEPTH);
         let task = tokio::spawn(writer::run(writer::Writer::new(
@@ -839,6 +1056,7 @@ impl Streams {
         let config = SegmenterConfig {
             container: settings.container,
             target_duration: settings.segment_ticks,
+            part_duration: part_ticks,
             ..SegmenterConfig::default()
         };
         Ok(Publisher {
@@ -1392,6 +1610,7 @@ pub(crate) fn test_settings(ended_retention: Duration) -> StreamSettings {
         container: Container::Fmp4,
         segment_ticks: 180_000,
         segment_duration: Duration::from_secs(2),
+        part_ticks: None,
         playlist_window: 6,
         reconnect_window: Duration::from_secs(30),
         takeover_policy: TakeoverPolicy::Newest,
@@ -1640,3 +1859,6 @@ mod record_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod watch_tests;

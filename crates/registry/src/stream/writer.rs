@@ -14,6 +14,17 @@
 //!
 //! While live, the record's `last_media_ms` is renewed every [`LEASE_RENEW`] (the lease).
 //!
+//! LL-HLS parts (docs/decisions/0018-ll-hls-parts.md): each part the segmenter cuts is
+//! stored as an object of its own (`seg-E-N.P.m4s`), then listed in the open segment
+//! (`push_part`, the next part's URI as the preload hint) and committed like a segment, so
+//! other workers see it through the change feed. When the segment is stored and listed its
+//! parts become slices of it (`PartEntry { offset, bytes }`) and their objects are deleted a
+//! grace period later. Parts are the first thing given up under pressure: the parts still
+//! waiting when their segment is cut are dropped (the segment carries them), at most
+//! [`MAX_BACKLOG_PARTS`] wait, and once one part of a segment is dropped the rest of that
+//! segment's parts are not listed either (a playlist never skips a part). A segment dropped
+//! from the backlog takes its listed parts out of the playlist with it.
+//!
 //! A session of a stream without a record (a new stream) writes nothing until its first
 //! media frame: then its first commit creates the record (a compare-and-set on "no record",
 //! which fences it if another worker created one first, and is refused outright a retention
@@ -27,8 +38,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tidegate_media::TIMESCALE;
 use tidegate_ownership::{self as ownership, Write};
-use tidegate_packager::{SegmentEntry, SegmenterOutput};
+use tidegate_packager::{part_uri, CutPart, CutSegment, PartEntry, SegmentEntry, SegmenterOutput};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -43,6 +55,9 @@ pub(super) const QUEUE_DEPTH: usize = 16;
 /// Segments kept while the media store is unreachable (about a minute at 2 s segments).
 pub const MAX_BACKLOG_SEGMENTS: usize = 32;
 pub use tidegate_ownership::LEASE_RENEW;
+/// LL-HLS parts that may wait for the media store; past it the oldest is dropped (and the
+/// rest of its segment's parts with it).
+pub const MAX_BACKLOG_PARTS: usize = 16;
 /// Retry delay after a store failure (doubles up to [`MAX_RETRY`]).
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const MAX_RETRY: Duration = Duration::from_secs(2);
@@ -61,7 +76,28 @@ enum Object {
         data: Bytes,
         cut_at: Instant,
         info: Option<StreamInfo>,
+        /// The session's count of this segment (`N` of `seg-E-N`).
+        counter: u64,
     },
+    /// An LL-HLS part of segment `counter`.
+    Part {
+        path: String,
+        entry: PartEntry,
+        data: Bytes,
+        /// `EXT-X-PROGRAM-DATE-TIME` of its segment.
+        program_date_time_ms: i64,
+        /// Its segment follows a discontinuity.
+        discontinuity: bool,
+        counter: u64,
+        /// The URI of the part after it (the preload hint once it is listed).
+        next: String,
+    },
+}
+
+impl Object {
+    fn is_part(&self) -> bool {
+        matches!(self, Object::Part { .. })
+    }
 }
 
 pub(super) struct Writer {
@@ -85,6 +121,12 @@ pub(super) struct Writer {
     media_seen: Arc<AtomicBool>,
     /// The init segment the next media segments need (fMP4).
     map_uri: Option<String>,
+    /// LL-HLS: the segment (its counter) whose parts the playlist lists as the open one.
+    open_counter: Option<u64>,
+    /// LL-HLS: the stored part objects of the open segment (paths).
+    open_part_objects: Vec<String>,
+    /// LL-HLS: a part of this segment was dropped: its later parts are not listed.
+    parts_given_up: Option<u64>,
     backlog: VecDeque<Object>,
     segment_counter: u64,
     retry: Duration,
@@ -121,6 +163,9 @@ impl Writer {
             stored,
             media_seen,
             map_uri: None,
+            open_counter: None,
+            open_part_objects: Vec::new(),
+            parts_given_up: None,
             backlog: VecDeque::new(),
             segment_counter: 0,
             retry: FIRST_RETRY,
@@ -140,23 +185,95 @@ impl Writer {
                     data,
                 });
             }
-            // LL-HLS parts are not published yet (issue #13's wiring): the segmenter emits
-            // none unless a part duration is configured.
-            SegmenterOutput::Part(_) => {}
+            SegmenterOutput::Part(part) => self.accept_part(part),
             SegmenterOutput::Segment(seg) => {
-                let ext = self.record.playlist.container.segment_extension();
-                let uri = format!("seg-{}-{}.{}", self.epoch, self.segment_counter, ext);
+                let counter = self.segment_counter;
+                let uri = self.segment_uri(counter);
                 self.segment_counter += 1;
-                let entry = SegmentEntry::from_cut(&seg, uri.clone(), None);
+                let mut entry = SegmentEntry::from_cut(&seg, uri.clone(), None);
+                entry.parts = segment_parts(&seg, &uri);
+                if entry.parts.is_empty() && !seg.parts.is_empty() {
+                    warn!(stream = %self.stream.id, segment = %uri, "the segment's parts do not tile it; listed without parts");
+                }
+                // Parts still waiting are this segment's (or older): the segment carries
+                // them, listing them one by one now is pointless.
+                self.backlog.retain(|o| !o.is_part());
                 self.backlog.push_back(Object::Segment {
                     path: format!("{prefix}/{uri}"),
                     entry,
                     data: seg.data,
                     cut_at,
                     info,
+                    counter,
                 });
                 self.bound_backlog();
             }
+        }
+    }
+
+    /// The URI of the session's segment number `counter`.
+    fn segment_uri(&self, counter: u64) -> String {
+        let ext = self.record.playlist.container.segment_extension();
+        format!("seg-{}-{}.{}", self.epoch, counter, ext)
+    }
+
+    /// LL-HLS: queues a part of the segment being cut (the next segment's counter).
+    fn accept_part(&mut self, part: CutPart) {
+        let counter = self.segment_counter;
+        if self.parts_given_up == Some(counter) {
+            return;
+        }
+        let segment = self.segment_uri(counter);
+        let uri = part_uri(&segment, part.index);
+        let entry = PartEntry {
+            duration_secs: part.duration as f64 / f64::from(TIMESCALE),
+            independent: part.independent,
+            gap: false,
+            offset: part.offset,
+            bytes: part.data.len() as u64,
+            uri: uri.clone(),
+        };
+        self.backlog.push_back(Object::Part {
+            path: format!("{}/{uri}", self.stream.id.prefix()),
+            entry,
+            data: part.data,
+            program_date_time_ms: part.segment_program_date_time_ms,
+            discontinuity: part.discontinuity,
+            counter,
+            next: part_uri(&segment, part.index.saturating_add(1)),
+        });
+        if self.backlog.iter().filter(|o| o.is_part()).count() > MAX_BACKLOG_PARTS {
+            // The store is slow or away: this segment's parts are given up (it comes whole).
+            self.parts_given_up = Some(counter);
+            self.backlog.retain(|o| !o.is_part());
+            warn!(stream = %self.stream.id, "media store backlog: LL-HLS parts dropped until the next segment");
+        }
+    }
+
+    /// LL-HLS: takes the open segment's parts (and the preload hint) out of the playlist:
+    /// its segment will never be listed (dropped, or the session is over). Their objects
+    /// are deleted after the grace period.
+    fn close_open_parts(&mut self) {
+        let playlist = &mut self.record.playlist;
+        let had_open = playlist.open.take().is_some();
+        let had_hint = playlist.preload_hint.take().is_some();
+        if had_open || had_hint {
+            self.dirty = true;
+            self.stream.set_owned_view(playlist, self.generation);
+        }
+        self.open_counter = None;
+        self.delete_part_objects();
+    }
+
+    /// Deletes the open segment's part objects after the grace period (a worker with a
+    /// slightly older view may still ask for them).
+    fn delete_part_objects(&mut self) {
+        let grace = self
+            .streams
+            .settings_for(&self.stream.id.tenant)
+            .delete_grace();
+        for path in self.open_part_objects.drain(..) {
+            self.streams.delete_later(path, grace);
         }
     }
 
@@ -176,7 +293,11 @@ impl Writer {
             else {
                 break;
             };
-            self.backlog.remove(pos);
+            if let Some(Object::Segment { counter, .. }) = self.backlog.remove(pos) {
+                if self.open_counter == Some(counter) {
+                    self.close_open_parts();
+                }
+            }
             self.streams.metrics.segments_dropped.inc();
             self.record.playlist.mark_discontinuity();
             warn!(stream = %self.stream.id, "media store backlog full: dropped the oldest segment");
@@ -188,9 +309,9 @@ impl Writer {
     async fn pump(&mut self) {
         while let Some(obj) = self.backlog.front() {
             let (path, data) = match obj {
-                Object::Init { path, data, .. } | Object::Segment { path, data, .. } => {
-                    (path.clone(), data.clone())
-                }
+                Object::Init { path, data, .. }
+                | Object::Segment { path, data, .. }
+                | Object::Part { path, data, .. } => (path.clone(), data.clone()),
             };
             if let Err(e) = self.streams.media.put(&path, data).await {
                 let op = if matches!(obj, Object::Init { .. }) {
@@ -210,13 +331,48 @@ impl Writer {
             };
             match obj {
                 Object::Init { uri, .. } => self.map_uri = Some(uri),
+                Object::Part {
+                    path,
+                    entry,
+                    program_date_time_ms,
+                    discontinuity,
+                    counter,
+                    next,
+                    ..
+                } => {
+                    if self.open_counter != Some(counter) {
+                        // Parts of a segment that will never be listed go first.
+                        self.close_open_parts();
+                        self.open_counter = Some(counter);
+                    }
+                    let playlist = &mut self.record.playlist;
+                    playlist.push_part(
+                        entry,
+                        program_date_time_ms,
+                        self.map_uri.clone(),
+                        Some(next),
+                    );
+                    if let Some(open) = playlist.open.as_mut() {
+                        open.discontinuity |= discontinuity;
+                    }
+                    self.open_part_objects.push(path);
+                    self.dirty = true;
+                    self.stream
+                        .set_owned_view(&self.record.playlist, self.generation);
+                }
                 Object::Segment {
                     mut entry,
                     cut_at,
                     info,
+                    counter,
                     ..
                 } => {
                     entry.map_uri = self.map_uri.clone();
+                    if self.open_counter == Some(counter) {
+                        self.check_open_parts(&entry);
+                    } else {
+                        self.close_open_parts();
+                    }
                     if let Some(info) = info {
                         self.record.playlist.codecs = info.codecs;
                         self.record.playlist.resolution = info.resolution;
@@ -224,6 +380,13 @@ impl Writer {
                     }
                     let sequence = self.record.playlist.next_sequence;
                     let evicted = self.record.playlist.push_segment(entry);
+                    if self.record.playlist.part_target_secs.is_some() {
+                        // The next part to come: the next segment's first.
+                        self.record.playlist.preload_hint =
+                            Some(part_uri(&self.segment_uri(counter.saturating_add(1)), 0));
+                    }
+                    self.open_counter = None;
+                    self.delete_part_objects();
                     self.dirty = true;
                     self.stream
                         .set_owned_view(&self.record.playlist, self.generation);
@@ -238,6 +401,27 @@ impl Writer {
             }
         }
         self.retry = FIRST_RETRY;
+    }
+
+    /// LL-HLS: the parts listed for the segment about to be listed must be the segment's
+    /// (same names, same bytes): `push_segment` then replaces them by the segment's own list.
+    /// A segment listed without parts (they did not tile it) takes the open parts away.
+    fn check_open_parts(&mut self, entry: &SegmentEntry) {
+        let Some(open) = self.record.playlist.open.as_ref() else {
+            return;
+        };
+        let agree = open.parts.iter().enumerate().all(|(i, p)| {
+            entry
+                .parts
+                .get(i)
+                .is_some_and(|s| s.uri == p.uri && s.offset == p.offset && s.bytes == p.bytes)
+        });
+        if !agree {
+            warn!(stream = %self.stream.id, segment = %entry.uri, "listed parts differ from the segment's; the segment's list wins");
+        }
+        if entry.parts.is_empty() {
+            self.record.playlist.open = None;
+        }
     }
 
     fn schedule_retry(&mut self) {
@@ -337,6 +521,12 @@ impl Writer {
             names.extend(s.map_uri.clone());
         }
         names.extend(self.map_uri.take());
+        let prefix_slash = format!("{prefix}/");
+        names.extend(
+            self.open_part_objects
+                .drain(..)
+                .filter_map(|p| p.strip_prefix(&prefix_slash).map(str::to_owned)),
+        );
         names.sort();
         names.dedup();
         for name in &names {
@@ -426,6 +616,10 @@ pub(super) async fn run(mut w: Writer) {
         }
         if !w.unborn() {
             w.pump().await;
+            if finishing.is_some() && w.backlog.is_empty() {
+                // The session is over: no part of it is coming, the playlist hints none.
+                w.close_open_parts();
+            }
             if let Err(e) = w.commit(true).await {
                 break Err(e);
             }
@@ -457,6 +651,31 @@ pub(super) async fn run(mut w: Writer) {
             w.stored,
         )
         .await;
+}
+
+/// LL-HLS: the part entries of a cut segment (names after `uri`), when its parts tile its
+/// bytes exactly (a segment is its parts concatenated); empty otherwise.
+fn segment_parts(seg: &CutSegment, uri: &str) -> Vec<PartEntry> {
+    let mut at = 0u64;
+    let mut parts = Vec::with_capacity(seg.parts.len());
+    for (index, span) in seg.parts.iter().enumerate() {
+        if span.offset != at || span.len == 0 {
+            return Vec::new();
+        }
+        at = at.saturating_add(span.len);
+        parts.push(PartEntry {
+            uri: part_uri(uri, u32::try_from(index).unwrap_or(u32::MAX)),
+            duration_secs: span.duration as f64 / f64::from(TIMESCALE),
+            independent: span.independent,
+            gap: false,
+            offset: span.offset,
+            bytes: span.len,
+        });
+    }
+    if at != seg.data.len() as u64 {
+        return Vec::new();
+    }
+    parts
 }
 
 #[cfg(test)]
