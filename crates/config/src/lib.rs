@@ -1339,6 +1339,53 @@ mod tests {
     }
 
     #[test]
+    fn the_part_duration_is_a_third_of_a_second_off_or_200ms_to_1s() {
+        let c = ServeConfig::default();
+        assert_eq!(
+            c.part_duration.ticks(),
+            Some(tidegate_packager::DEFAULT_PART_DURATION)
+        );
+        c.validate().unwrap();
+        for (text, ticks) in [
+            ("off", None),
+            ("0", None),
+            ("0s", None),
+            ("200ms", Some(18_000)),
+            ("500ms", Some(45_000)),
+            ("1s", Some(90_000)),
+        ] {
+            let c = ServeConfig::from_toml(&format!("part-duration = \"{text}\"\n")).unwrap();
+            c.validate().unwrap();
+            assert_eq!(c.part_duration.ticks(), ticks, "{text}");
+        }
+        for bad in ["199ms", "1001ms", "2s"] {
+            let c = ServeConfig::from_toml(&format!("part-duration = \"{bad}\"\n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("part-duration"), "{bad}: {e}");
+        }
+        assert!(ServeConfig::from_toml("part-duration = \"soon\"\n").is_err());
+        // Written back as it reads.
+        let shown =
+            toml::to_string(&ServeConfig::from_toml("part-duration = \"off\"\n").unwrap()).unwrap();
+        assert!(shown.contains("part-duration = \"off\""), "{shown}");
+        let t = ServeConfig::from_toml(
+            "[tenants.a]\npart-duration = \"off\"\n[tenants.b]\npart-duration = \"500ms\"\n",
+        )
+        .unwrap();
+        t.validate().unwrap();
+        assert_eq!(
+            t.tenants["a"].settings().part_duration,
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            t.tenants["b"].settings().part_duration,
+            Some(Duration::from_millis(500))
+        );
+        let t = ServeConfig::from_toml("[tenants.a]\npart-duration = \"100ms\"\n").unwrap();
+        assert!(t.validate().is_err());
+    }
+
+    #[test]
     fn validation_rejects_out_of_range() {
         let c = ServeConfig {
             segment_duration: Duration::from_millis(10),

@@ -223,6 +223,19 @@ mod tests {
         assert_eq!(s.segment_ticks, 360_000);
         assert_eq!(s.reconnect_window, Duration::from_secs(3));
         assert_eq!(s.playlist_window, server.playlist_window);
+        assert_eq!(s.part_ticks, server.part_ticks, "not set: the server's");
+        // LL-HLS parts: a duration, or 0 for none.
+        let parted = StreamSettings {
+            part_ticks: Some(30_000),
+            ..server.clone()
+        };
+        for (ms, ticks) in [(500, Some(45_000)), (0, None)] {
+            let t = TenantSettings {
+                part_duration: Some(Duration::from_millis(ms)),
+                ..TenantSettings::default()
+            };
+            assert_eq!(parted.for_tenant(&t).part_ticks, ticks, "{ms} ms");
+        }
         assert_eq!(s.ended_retention, server.ended_retention);
     }
 

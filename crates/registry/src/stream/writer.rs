@@ -748,6 +748,167 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// LL-HLS: each part is stored, then listed in the open segment with the next part as
+    /// the preload hint; the segment takes its parts over (slices of its bytes) and the hint
+    /// moves to the next segment's first part; a session that ends leaves neither open parts
+    /// nor a hint behind.
+    #[tokio::test]
+    async fn parts_are_stored_listed_then_folded_into_their_segment() {
+        use tidegate_packager::{CutPart, CutSegment, PartSpan};
+        let (dir, streams) = super::super::test_streams("parts", "state");
+        let id = StreamId::new("default", "parted").unwrap();
+        let stream = streams.get_or_insert(&id).await;
+        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+        playlist.epoch = 5;
+        playlist.part_target_secs = Some(1.0 / 3.0);
+        let record = StreamRecord {
+            id: id.clone(),
+            playlist,
+            updated_ms: unix_ms(),
+            publisher_left_ms: None,
+            owner: "here".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: Some(unix_ms()),
+            holder: None,
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let w = Writer::new(
+            streams.clone(),
+            stream,
+            record,
+            1,
+            rx,
+            CancellationToken::new(),
+            Arc::new(AtomicI64::new(unix_ms())),
+            false,
+            Arc::new(AtomicBool::new(true)),
+        );
+        let task = tokio::spawn(run(w));
+        let send = |out: SegmenterOutput| {
+            let tx = tx.clone();
+            async move {
+                tx.send(WriterMsg::Output(out, Instant::now(), None))
+                    .await
+                    .unwrap();
+            }
+        };
+        let wait = |what: &'static str, pred: Box<dyn Fn(&PlaylistState) -> bool + Send>| {
+            let streams = streams.clone();
+            let id = id.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(20);
+                loop {
+                    if let Some(r) = streams.state.load(&id).await.unwrap() {
+                        if pred(&r.playlist) {
+                            return r.playlist;
+                        }
+                    }
+                    assert!(Instant::now() < deadline, "{what}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        let chunks = [
+            Bytes::from_static(b"styp-moof-mdat-0"),
+            Bytes::from_static(b"moof-mdat-1"),
+        ];
+        send(SegmenterOutput::Init {
+            data: Bytes::from_static(b"ftyp-moov"),
+            id: 0,
+        })
+        .await;
+        let mut offset = 0u64;
+        let mut spans = Vec::new();
+        for (index, data) in chunks.iter().enumerate() {
+            spans.push(PartSpan {
+                offset,
+                len: data.len() as u64,
+                duration: 30_000,
+                independent: index == 0,
+            });
+            send(SegmenterOutput::Part(CutPart {
+                data: data.clone(),
+                index: u32::try_from(index).unwrap(),
+                offset,
+                duration: 30_000,
+                start_dts: 0,
+                independent: index == 0,
+                segment_program_date_time_ms: 1_000,
+                init_id: Some(0),
+                discontinuity: false,
+            }))
+            .await;
+            offset += data.len() as u64;
+        }
+        let open = wait(
+            "two open parts",
+            Box::new(|p| p.open.as_ref().is_some_and(|o| o.parts.len() == 2)),
+        )
+        .await;
+        assert_eq!(open.preload_hint.as_deref(), Some("seg-5-0.2.m4s"));
+        let part_path = format!("{}/seg-5-0.1.m4s", id.prefix());
+        assert_eq!(
+            streams.media.get(&part_path).await.unwrap().as_deref(),
+            Some(&b"moof-mdat-1"[..]),
+            "a part is stored before it is listed"
+        );
+        let data: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        send(SegmenterOutput::Segment(CutSegment {
+            bytes: data.len() as u64,
+            data: Bytes::from(data),
+            duration: 60_000,
+            start_dts: 0,
+            program_date_time_ms: 1_000,
+            init_id: Some(0),
+            discontinuity: false,
+            keyframe_dts: None,
+            forced: false,
+            video_frames: 2,
+            audio_frames: 0,
+            parts: spans,
+        }))
+        .await;
+        let listed = wait("the segment listed", Box::new(|p| p.segments.len() == 1)).await;
+        assert!(listed.open.is_none());
+        assert_eq!(listed.preload_hint.as_deref(), Some("seg-5-1.0.m4s"));
+        let parts = &listed.segments[0].parts;
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            (parts[1].uri.as_str(), parts[1].offset, parts[1].bytes),
+            ("seg-5-0.1.m4s", 16, 11)
+        );
+        assert!(parts[0].independent && !parts[1].independent);
+
+        // A part of the next segment, then the publisher leaves before it is finished.
+        send(SegmenterOutput::Part(CutPart {
+            data: Bytes::from_static(b"styp-moof-mdat-2"),
+            index: 0,
+            offset: 0,
+            duration: 30_000,
+            start_dts: 60_000,
+            independent: true,
+            segment_program_date_time_ms: 1_666,
+            init_id: Some(0),
+            discontinuity: false,
+        }))
+        .await;
+        wait("the next open part", Box::new(|p| p.open.is_some())).await;
+        tx.send(WriterMsg::Finish).await.unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap();
+        let left = streams.state.load(&id).await.unwrap().unwrap().playlist;
+        assert!(
+            left.open.is_none() && left.preload_hint.is_none(),
+            "{left:?}"
+        );
+        assert_eq!(left.segments.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A new stream's session whose first write comes a retention after its admission (its
     /// worker was frozen, say) never creates the record: it is over, superseded. One admitted
     /// just now creates it.
