@@ -135,7 +135,10 @@ fn wait_ll(url: &str, what: &str, want: impl Fn(&Ll) -> bool) -> Ll {
                 return ll;
             }
         }
-        assert!(Instant::now() < deadline, "no playlist with {what} at {url}");
+        assert!(
+            Instant::now() < deadline,
+            "no playlist with {what} at {url}"
+        );
         thread::sleep(Duration::from_millis(200));
     }
 }
@@ -191,11 +194,7 @@ fn answers(metrics: &str, outcome: &str) -> u64 {
 #[test]
 fn blocking_requests_are_answered_when_what_they_ask_for_exists() {
     let server = Server::start(&[]);
-    let mut publisher = publish_ffmpeg(
-        Media::H264Aac,
-        &server.rtmp_url(KEY),
-        &Publish::forever(),
-    );
+    let mut publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url(KEY), &Publish::forever());
     let url = server.url(&format!("/hls/default/{KEY}/index.m3u8"));
     let ll = wait_ll(&url, "two segments and parts", |ll| {
         ll.segments.len() >= 2 && ll.segments.last().is_some_and(|s| s.2 > 0)
@@ -256,7 +255,10 @@ fn blocking_requests_are_answered_when_what_they_ask_for_exists() {
         let a = fetch(&format!("{url}?{query}"));
         assert_eq!(a.status, 400, "{query}: {}", a.text());
         assert_eq!(a.cache_control, "no-store", "{query}");
-        assert!(a.took < Duration::from_secs(2), "{query}: at once, not held");
+        assert!(
+            a.took < Duration::from_secs(2),
+            "{query}: at once, not held"
+        );
     }
 
     // A delta update lists the same segments as the full playlist.
@@ -268,14 +270,20 @@ fn blocking_requests_are_answered_when_what_they_ask_for_exists() {
         if full != again {
             continue; // a part came meanwhile: compare a stable pair
         }
-        assert_eq!(delta.cache_control, "max-age=1", "a delta update without msn");
+        assert_eq!(
+            delta.cache_control, "max-age=1",
+            "a delta update without msn"
+        );
         let delta = delta.text();
         let read = m3u8_summaries(&[full.clone(), delta.clone()]);
         let (full_pl, delta_pl) = (&read[0], &read[1]);
         assert_eq!(full_pl["can_block"], "YES");
         assert_eq!(full_pl["skipped"], 0);
         let skipped = delta_pl["skipped"].as_u64().unwrap() as usize;
-        assert!(skipped > 0, "a 2 s stream skips its older segments:\n{delta}");
+        assert!(
+            skipped > 0,
+            "a 2 s stream skips its older segments:\n{delta}"
+        );
         assert_eq!(parse_ll(&delta).skipped as usize, skipped);
         assert_eq!(full_pl["media_sequence"], delta_pl["media_sequence"]);
         let full_uris = full_pl["uris"].as_array().unwrap();
@@ -302,18 +310,17 @@ fn blocking_requests_are_answered_when_what_they_ask_for_exists() {
     let metrics = server.metrics();
     assert!(answers(&metrics, "ready") >= 3, "{metrics}");
     assert!(answers(&metrics, "bad_request") >= 6, "{metrics}");
-    assert!(metrics.contains("tidegate_llhls_held_requests 0"), "{metrics}");
+    assert!(
+        metrics.contains("tidegate_llhls_held_requests 0"),
+        "{metrics}"
+    );
     publisher.kill();
 }
 
 #[test]
 fn a_stalled_stream_times_out_with_503_and_an_ended_one_answers_at_once() {
     let server = Server::start(&["--reconnect-window", "30s", "--admin-token", TOKEN]);
-    let mut publisher = publish_ffmpeg(
-        Media::H264Aac,
-        &server.rtmp_url(KEY),
-        &Publish::forever(),
-    );
+    let mut publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url(KEY), &Publish::forever());
     let url = server.url(&format!("/hls/default/{KEY}/index.m3u8"));
     wait_ll(&url, "a segment", |ll| !ll.segments.is_empty());
 
@@ -360,7 +367,10 @@ fn a_stalled_stream_times_out_with_503_and_an_ended_one_answers_at_once() {
     assert!(a.took < Duration::from_secs(2), "{:?}", a.took);
     assert!(parse_ll(&a.text()).endlist);
     let a = fetch(&resolve(&url, &hint));
-    assert_eq!(a.status, 404, "the hinted part of an ended stream will not come");
+    assert_eq!(
+        a.status, 404,
+        "the hinted part of an ended stream will not come"
+    );
     publisher.signal(18);
     publisher.kill();
 }
@@ -413,9 +423,15 @@ fn a_blocking_request_on_the_non_ingesting_worker_returns_soon_after_the_part_is
     }
     lags.sort();
     let median = lags[lags.len() / 2];
-    println!("non-ingesting worker lag: median {median:?}, max {:?}", lags[lags.len() - 1]);
+    println!(
+        "non-ingesting worker lag: median {median:?}, max {:?}",
+        lags[lags.len() - 1]
+    );
     // Tens of milliseconds on an idle machine; generous for a busy one, and below the 1 s
     // a view is trusted without a notification, so the figure is the feed's.
-    assert!(median < Duration::from_millis(900), "median lag {median:?}: {lags:?}");
+    assert!(
+        median < Duration::from_millis(900),
+        "median lag {median:?}: {lags:?}"
+    );
     publisher.kill();
 }

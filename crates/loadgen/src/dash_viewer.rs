@@ -56,6 +56,7 @@ pub async fn run(mut t: ViewerTask) -> ViewerOutcome {
         init_fetched: None,
         playhead: Playhead::default(),
         position: None,
+        joined_ms: None,
     };
     tokio::select! {
         _ = sleep_until(t.end_at) => {}
@@ -80,6 +81,8 @@ struct DashPlayer<'a> {
     playhead: Playhead,
     /// Where playback starts (Unix ms of the media), chosen at the first MPD.
     position: Option<f64>,
+    /// When the viewer joined (Unix ms).
+    joined_ms: Option<f64>,
 }
 
 /// Where a segment becomes available, Unix ms: its end, less the availability time offset.
@@ -186,6 +189,7 @@ impl DashPlayer<'_> {
             };
             self.next = Some(start);
             self.position = Some(position as f64);
+            self.joined_ms = Some(now as f64);
         }
         for period in &mpd.periods {
             let Some((next_period, next_number)) = self.next else {
@@ -286,9 +290,13 @@ impl DashPlayer<'_> {
                 if let Some(l) = self.playhead.arrive(start_ms as f64, first) {
                     self.out.latency_ms.push(l);
                 }
-                self.out
-                    .delivery_ms
-                    .push(self.clock.ms(r.done) - end_ms as f64);
+                // Delivery counts the segments that came into existence after the viewer
+                // joined.
+                if self.joined_ms.is_some_and(|j| end_ms as f64 > j) {
+                    self.out
+                        .delivery_ms
+                        .push(self.clock.ms(r.done) - end_ms as f64);
+                }
                 true
             }
             // The predicted next segment may not be there yet (or the period ended).

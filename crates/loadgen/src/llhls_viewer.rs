@@ -159,6 +159,7 @@ pub async fn run(mut t: ViewerTask) -> ViewerOutcome {
         hinted: VecDeque::new(),
         playhead: Playhead::default(),
         playhead_from: None,
+        joined_at: None,
     };
     tokio::select! {
         _ = sleep_until(t.end_at) => {}
@@ -186,6 +187,8 @@ struct LlPlayer<'a> {
     playhead: Playhead,
     /// Where playback starts (Unix ms of the media), chosen at the first playlist.
     playhead_from: Option<f64>,
+    /// The newest piece listed when the viewer joined.
+    joined_at: Option<Position>,
 }
 
 /// What a playlist request gave.
@@ -348,6 +351,7 @@ impl LlPlayer<'_> {
                     })
                     .unwrap_or(last);
                 self.playhead_from = Some(position as f64);
+                self.joined_at = Some(last.position);
                 start.position
             }
         };
@@ -414,7 +418,8 @@ impl LlPlayer<'_> {
             if let Some(l) = self.playhead.arrive(start, arrived) {
                 self.out.latency_ms.push(l);
             }
-            if let Some(end) = end_ms {
+            // Delivery counts the parts that came into existence after the viewer joined.
+            if let (Some(end), true) = (end_ms, self.joined_at.is_some_and(|j| u.position > j)) {
                 self.out.delivery_ms.push(arrived - end);
             }
         }

@@ -123,6 +123,7 @@ async fn run_hls(mut t: ViewerTask) -> ViewerOutcome {
         stalled_since: None,
         playhead: Playhead::default(),
         clock: WallClock::now(),
+        joined_msn: None,
     };
     tokio::select! {
         _ = sleep_until(t.end_at) => {}
@@ -152,6 +153,8 @@ struct Player<'a> {
     stalled_since: Option<Instant>,
     playhead: Playhead,
     clock: WallClock,
+    /// The newest segment listed when the viewer joined.
+    joined_msn: Option<u64>,
 }
 
 fn unix_ms_now() -> i64 {
@@ -242,6 +245,9 @@ impl Player<'_> {
                 self.out.pdt_to_listed_ms.push(now_ms as f64 - end);
             }
         }
+        if let (Some(last), true) = (pl.segments.last(), first_load) {
+            self.joined_msn = Some(last.msn);
+        }
         if let Some(last) = pl.segments.last() {
             self.newest_msn = Some(self.newest_msn.map_or(last.msn, |m| m.max(last.msn)));
         }
@@ -291,9 +297,12 @@ impl Player<'_> {
                     if let Some(l) = self.playhead.arrive(start, arrived) {
                         self.out.latency_ms.push(l);
                     }
-                    self.out
-                        .delivery_ms
-                        .push(arrived - start - seg.duration * 1000.0);
+                    // Delivery counts the segments listed after the viewer joined.
+                    if self.joined_msn.is_some_and(|j| seg.msn > j) {
+                        self.out
+                            .delivery_ms
+                            .push(arrived - start - seg.duration * 1000.0);
+                    }
                 }
             }
             self.next_msn = Some(seg.msn + 1);

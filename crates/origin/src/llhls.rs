@@ -237,7 +237,10 @@ fn playlist_response(
     let cache = playlist_cache_control(directives, target_duration_secs, signed);
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PLAYLIST_TYPE));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PLAYLIST_TYPE),
+    );
     if let Ok(v) = HeaderValue::from_str(&cache) {
         h.insert(header::CACHE_CONTROL, v);
     }
