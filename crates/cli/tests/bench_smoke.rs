@@ -240,9 +240,9 @@ fn bench_srt_with_a_passphrase() {
     server.assert_alive();
 }
 
-/// The other viewer kinds: an LL-HLS viewer (blocking reloads and parts where the server
-/// offers them, polling otherwise) and a DASH viewer (the MPD's timeline) play one stream
-/// and report per kind. Only that they ran and reported is asserted, not timings.
+/// The other viewer kinds: an LL-HLS viewer (blocking reloads, preload hints and parts,
+/// with delta updates) and a DASH viewer (the MPD's timeline) play one stream beside an HLS
+/// one and report per kind. Only that they ran and reported is asserted, not timings.
 #[test]
 fn bench_ll_hls_and_dash_viewers_report_per_kind() {
     let mut server = Server::start(&[]);
@@ -296,6 +296,9 @@ fn bench_ll_hls_and_dash_viewers_report_per_kind() {
             "{kind}: {ctx}"
         );
     }
+    // The worker offers LL-HLS (parts of 1/3 s by default): the LL-HLS viewer used it.
+    assert_eq!(kinds["ll-hls"]["low_latency"], 1, "{ctx}");
+    assert!(kinds["ll-hls"]["parts"].as_u64().unwrap() >= 1, "{ctx}");
     for o in v["per_viewer"].as_array().unwrap() {
         assert!(o["kind"].is_string(), "{ctx}");
     }

@@ -1,5 +1,5 @@
 //! `tidegate bench`: a load generator for an ingest fleet — N paced RTMP or SRT publishers
-//! from one media file, M HLS viewers, and a report.
+//! from one media file, M HLS, LL-HLS or DASH viewers, and a report.
 //!
 //! Unlike the protocol crates this one owns sockets and a clock (it is a tool, like the
 //! server crate); the protocols themselves are [`tidegate_rtmp::ClientSession`] and
@@ -19,7 +19,10 @@
 //!        │           poll_transmit → one vectored write; read acks/pings
 //!        │     at the end: unpublish, flush, close → PublisherOutcome
 //!        ├─▶ viewer task j       polls index.m3u8 like hls.js, fetches init + segments
-//!        │                       → ViewerOutcome (errors, stalls, PDT → listed)
+//!        │                       (or: LL-HLS blocking reloads + parts, llhls_viewer;
+//!        │                       a DASH MPD's timeline, dash_viewer), an emulated
+//!        │                       playhead → ViewerOutcome (errors, stalls, PDT → listed,
+//!        │                       glass-to-glass latency, delivery)
 //!        └─▶ run(): progress once a second; at the end a Report (text, JSON) with the
 //!                   server's own segment latency (/metrics) and this process's CPU cost
 //! ```
@@ -386,37 +389,35 @@ pub async fn run(
     }
     let mut view_live = Vec::with_capacity(config.viewers);
     let kinds = config.kinds();
-    {
-        for j in 0..config.viewers {
-            let stream = j % config.publishers;
-            let kind = kinds[j % kinds.len()];
-            let template = match kind {
-                viewer::ViewerKind::Dash => config.dash_url.as_deref(),
-                viewer::ViewerKind::Hls | viewer::ViewerKind::LlHls => config.play_url.as_deref(),
-            };
-            let Some(template) = template else {
-                continue;
-            };
-            let live = Arc::new(ViewerLive::default());
-            view_live.push(live.clone());
-            let task = viewer::ViewerTask {
-                index: j,
-                kind,
-                skip: config.ll_skip,
-                url: expand(template, stream),
-                // Spread the viewers' polling phases over one reload interval, as real
-                // viewers arriving at random would be: otherwise every poll lands at the
-                // same point of the GOP and the PDT -> listed figure is biased.
-                start_at: origin
-                    + schedule::ramp_offset(stream, config.ramp_up_per_sec)
-                    + config.viewer_delay
-                    + VIEWER_PHASE_SPREAD.mul_f64(j as f64 / config.viewers as f64),
-                end_at,
-                live,
-                stop: stop_rx.clone(),
-            };
-            tasks.spawn(async move { Done::Viewer(viewer::run(task).await) });
-        }
+    for j in 0..config.viewers {
+        let stream = j % config.publishers;
+        let kind = kinds[j % kinds.len()];
+        let template = match kind {
+            viewer::ViewerKind::Dash => config.dash_url.as_deref(),
+            viewer::ViewerKind::Hls | viewer::ViewerKind::LlHls => config.play_url.as_deref(),
+        };
+        let Some(template) = template else {
+            continue;
+        };
+        let live = Arc::new(ViewerLive::default());
+        view_live.push(live.clone());
+        let task = viewer::ViewerTask {
+            index: j,
+            kind,
+            skip: config.ll_skip,
+            url: expand(template, stream),
+            // Spread the viewers' polling phases over one reload interval, as real
+            // viewers arriving at random would be: otherwise every poll lands at the
+            // same point of the GOP and the PDT -> listed figure is biased.
+            start_at: origin
+                + schedule::ramp_offset(stream, config.ramp_up_per_sec)
+                + config.viewer_delay
+                + VIEWER_PHASE_SPREAD.mul_f64(j as f64 / config.viewers as f64),
+            end_at,
+            live,
+            stop: stop_rx.clone(),
+        };
+        tasks.spawn(async move { Done::Viewer(viewer::run(task).await) });
     }
 
     let mut publishers = Vec::with_capacity(config.publishers);

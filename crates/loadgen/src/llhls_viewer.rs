@@ -244,7 +244,12 @@ impl LlPlayer<'_> {
             }
             let (pl, answered) = match answer {
                 Answer::Playlist(pl, at) => (pl, at),
-                Answer::Busy => continue,
+                Answer::Busy => {
+                    // Held for the full timeout (seconds): ask again, after a breath in
+                    // case a server answers 503 at once.
+                    sleep(MIN_POLL).await;
+                    continue;
+                }
                 Answer::Retry => {
                     if !self.out.started && started.elapsed() > FIRST_PLAYLIST_WAIT {
                         self.error("never_started");
