@@ -241,8 +241,10 @@ fi
 
 # --- Browser (crates/cli/tests/dashboard.rs, signed_playback.rs) -------------------------------
 # Debian's chromium (headless; never a browser downloaded by Playwright) driven by the npm
-# package playwright-core, with the npm packages hls.js for the signed-playback player page
-# and dashjs for the DASH player page (crates/cli/tests/dash.rs), all pinned in crates/cli/tests/browser/package-lock.json and installed there with `npm ci`
+# package playwright-core, with the npm packages hls.js for the signed-playback player page,
+# dashjs for the DASH player page (crates/cli/tests/dash.rs) and shaka-player (with the other
+# two, the real players of crates/cli/tests/players.rs and players_failover.rs), all pinned in
+# crates/cli/tests/browser/package-lock.json and installed there with `npm ci`
 # (node and npm from Debian when missing).
 browser_dir="$(cd "$(dirname "$0")/.." && pwd)/crates/cli/tests/browser"
 # Whether node_modules holds npm module $1 at the version package.json pins.
@@ -251,7 +253,10 @@ have_browser_module() {
     [[ "$(cd "$browser_dir" && node -p "require('./node_modules/$1/package.json').version" 2>/dev/null)" == \
       "$(cd "$browser_dir" && node -p "require('./package.json').dependencies['$1']" 2>/dev/null)" ]]
 }
-have_playwright() { have_browser_module playwright-core && have_browser_module hls.js && have_browser_module dashjs; }
+have_playwright() {
+  have_browser_module playwright-core && have_browser_module hls.js && have_browser_module dashjs &&
+    have_browser_module shaka-player
+}
 # Only what is missing: a machine whose node and npm came from elsewhere (an image's own
 # Node.js) cannot take Debian's npm beside it ("held broken packages"), and must not need to.
 browser_debs=()
@@ -270,7 +275,7 @@ if ((${#browser_debs[@]} > 0)); then
   fi
 fi
 if have_cmd npm && ! have_playwright; then
-  log "npm ci in crates/cli/tests/browser (playwright-core, hls.js, dashjs)"
+  log "npm ci in crates/cli/tests/browser (playwright-core, hls.js, dashjs, shaka-player)"
   (cd "$browser_dir" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent) \
     || log "npm ci in crates/cli/tests/browser failed"
 fi
@@ -280,6 +285,7 @@ have_cmd node || browser_missing+=("node (Debian nodejs)")
 have_browser_module playwright-core || browser_missing+=("playwright-core (npm ci in crates/cli/tests/browser)")
 have_browser_module hls.js || browser_missing+=("hls.js (npm ci in crates/cli/tests/browser)")
 have_browser_module dashjs || browser_missing+=("dashjs (npm ci in crates/cli/tests/browser)")
+have_browser_module shaka-player || browser_missing+=("shaka-player (npm ci in crates/cli/tests/browser)")
 if ((${#browser_missing[@]} > 0)); then
   for what in "${browser_missing[@]}"; do log "STILL MISSING after install: $what"; done
   if [[ "${CI:-}" == "true" ]]; then
@@ -287,7 +293,7 @@ if ((${#browser_missing[@]} > 0)); then
     exit 1
   fi
 else
-  log "browser test tools present (chromium, playwright-core, hls.js, dashjs)"
+  log "browser test tools present (chromium, playwright-core, hls.js, dashjs, shaka-player)"
 fi
 
 # --- API conformance (crates/cli/tests/openapi.rs) --------------------------------------------

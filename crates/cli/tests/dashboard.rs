@@ -1,7 +1,8 @@
 //! The dashboard at `/`, in a real browser: Debian's headless chromium, driven by
 //! playwright-core from `tests/browser/dashboard.mjs`, opens the page while an ffmpeg
 //! publisher is live. The stream appears `healthy` (green); its detail view plays the HLS
-//! preview with hls.js (the `<video>`'s `currentTime` advances); then the publisher is
+//! preview with hls.js (the `<video>`'s `currentTime` advances), in hls.js's low-latency mode
+//! exactly when the playlist has LL-HLS parts (`EXT-X-PART-INF`); then the publisher is
 //! stopped with SIGSTOP (the connection stays open, the bitrate drops to zero) and the page
 //! turns `warning` (amber) with the low-bitrate reason; the kick button, given the admin
 //! token at its prompt, turns it `reconnecting` (blue). A second stream, whose name sorts
@@ -167,6 +168,16 @@ fn dashboard_in_chromium_shows_health_and_plays_the_preview() {
         None => panic!("dashboard.mjs still running after 150 s:\n{out}"),
     }
     assert!(out.contains("dashboard.mjs: PASS"), "{out}");
+    // The preview's hls.js mode follows the playlist: low latency when it has LL-HLS parts.
+    let low_latency = get(&server.playlist_url("cam"))
+        .text()
+        .contains("#EXT-X-PART-INF:");
+    let mode = if low_latency {
+        "preview mode: low-latency"
+    } else {
+        "preview mode: regular"
+    };
+    assert!(out.contains(mode), "expected {mode:?}:\n{out}");
     for name in ["overview", "detail", "warning", "reconnecting"] {
         let png = artifacts.join(format!("dashboard-{name}.png"));
         let bytes = fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));

@@ -201,6 +201,15 @@ fn blocking_requests_are_answered_when_what_they_ask_for_exists() {
     });
     let plain = fetch(&url);
     assert_eq!(plain.cache_control, "max-age=1", "the plain playlist");
+    // An unknown stream stays 404, directives or not, at once.
+    for path in [
+        "/hls/default/nobody/index.m3u8?_HLS_msn=3",
+        "/hls/default/nobody/seg-1-3.0.m4s",
+    ] {
+        let a = fetch(&server.url(path));
+        assert_eq!(a.status, 404, "{path}");
+        assert!(a.took < Duration::from_secs(2), "{path}: {:?}", a.took);
+    }
 
     // The next part: held until it exists, and the answer lists it.
     let (msn, part) = (ll.next_msn, ll.open_parts);
@@ -261,7 +270,11 @@ fn blocking_requests_are_answered_when_what_they_ask_for_exists() {
         );
     }
 
-    // A delta update lists the same segments as the full playlist.
+    // A delta update lists the same segments as the full playlist. It skips the segments
+    // older than the Skip Boundary (6 target durations, 12 s): wait until there are some.
+    wait_ll(&url, "more than 12 s of segments", |ll| {
+        ll.segments.len() >= 8
+    });
     let mut compared = false;
     for _ in 0..20 {
         let full = fetch(&url).text();
@@ -433,5 +446,68 @@ fn a_blocking_request_on_the_non_ingesting_worker_returns_soon_after_the_part_is
         median < Duration::from_millis(900),
         "median lag {median:?}: {lags:?}"
     );
+    publisher.kill();
+}
+
+/// A signed tenant: the directives work next to the `token`, every answer stays private
+/// (a shared cache must not keep a viewer's token), and the hint carries the token on.
+#[test]
+fn a_signed_tenants_blocking_answers_stay_private() {
+    let server = Server::start(&["--admin-token", TOKEN]);
+    let base = server.url("");
+    let (status, body) = api_as(
+        TOKEN,
+        "POST",
+        &format!("{base}/api/v1/tenants"),
+        Some(serde_json::json!({"name": "acme", "playback": "signed"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api_as(
+        TOKEN,
+        "POST",
+        &format!("{base}/api/v1/tenants/acme/keys"),
+        Some(serde_json::json!({"stream": "main"})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let key = body["key"].as_str().unwrap().to_owned();
+    let (status, minted) = api_as(
+        TOKEN,
+        "POST",
+        &format!("{base}/api/v1/tenants/acme/playback-tokens"),
+        Some(serde_json::json!({"stream": "main", "ttl_s": 3600})),
+    );
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap().to_owned();
+    let mut publisher = publish_ffmpeg(Media::H264Aac, &server.rtmp_url(&key), &Publish::forever());
+    let url = server.url("/hls/acme/main/index.m3u8");
+    let signed = format!("{url}?token={token}");
+    let ll = wait_ll(&signed, "a segment and parts", |ll| {
+        !ll.segments.is_empty() && ll.hint.is_some()
+    });
+
+    // Without the token: refused before any wait.
+    let a = fetch(&format!("{url}?_HLS_msn={}", ll.next_msn));
+    assert_eq!(a.status, 403, "{}", a.text());
+
+    let a = fetch(&format!(
+        "{signed}&_HLS_msn={}&_HLS_part={}",
+        ll.next_msn, ll.open_parts
+    ));
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(a.cache_control, "private, max-age=1");
+    let answered = parse_ll(&a.text());
+    assert!(
+        answered.has_part(ll.next_msn, ll.open_parts),
+        "{}",
+        a.text()
+    );
+    let hint = answered.hint.expect("a preload hint");
+    assert!(hint.ends_with(&format!("?token={token}")), "{hint}");
+    let part = fetch(&resolve(&url, &hint));
+    assert_eq!(part.status, 200, "{hint}: {}", part.text());
+    assert_eq!(part.cache_control, "private, max-age=31536000, immutable");
+    let a = fetch(&format!("{signed}&_HLS_skip=YES"));
+    assert_eq!(a.status, 200);
+    assert_eq!(a.cache_control, "private, max-age=1");
     publisher.kill();
 }

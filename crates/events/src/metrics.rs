@@ -534,6 +534,8 @@ label_values! {
         BadRequest = "bad_request",
         /// A hinted part that will not come (the stream ended, the hint moved past it): 404.
         Gone = "gone",
+        /// The worker was shutting down (leaving the cluster) while it held the request: 503.
+        ShuttingDown = "shutting_down",
     }
 }
 
@@ -1245,7 +1247,7 @@ impl Metrics {
         let llhls_blocking_answers = Family::<BlockingOutcomeLabels, Counter>::default();
         registry.register(
             "llhls_blocking_answers",
-            "Blocking LL-HLS requests answered, by outcome (ready, timeout = 503, bad_request = 400, gone = 404 for a hinted part that will not come)",
+            "Blocking LL-HLS requests answered, by outcome (ready, timeout = 503, bad_request = 400, gone = 404 for a hinted part that will not come, shutting_down = 503 while the worker leaves)",
             llhls_blocking_answers.clone(),
         );
         let Registrar { registry, docs } = registry;

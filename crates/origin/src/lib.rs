@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod api;
+mod chunked;
 pub mod dash;
 pub mod dashboard;
 pub mod http;

@@ -23,7 +23,8 @@
 //! `tidegate_registry::stream`). Held requests are bounded by the HTTP connection cap
 //! (`--http-max-connections`: HTTP/1.1 serves one request at a time per connection, and a
 //! held one keeps its connection counted) and seen in `tidegate_llhls_held_requests`; the
-//! idle timeout does not run while a handler holds its request (`crate::http`).
+//! idle timeout does not run while a handler holds its request (`crate::http`). When the
+//! worker leaves the cluster (shutdown), held requests are answered 503 at once.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,10 +38,13 @@ use tidegate_packager::{
     DeliveryDirectives, PartRequest,
 };
 
+use tidegate_lifecycle::Phase;
+
 use crate::metrics::{BlockingOutcome, Metrics, StoreOp};
 use crate::origin::{not_found, PLAYLIST_CACHE};
 use crate::playback::{PlaybackAccess, SIGNED_PLAYLIST_CACHE};
 use crate::store::StreamId;
+use crate::stream::StreamWatch;
 use crate::Context;
 
 /// A playlist answering `_HLS_msn` (with or without `_HLS_part`) holds that segment (or
@@ -148,6 +152,21 @@ fn timed_out(metrics: &Metrics) -> Response {
     )
 }
 
+/// Waits for the stream's next change, at most `left`. `false` when the worker is leaving
+/// the cluster instead (its change feed stops, and HTTP closes next): the request is
+/// answered 503 at once, so the player retries elsewhere rather than losing its connection.
+async fn wait_change(ctx: &Context, watch: &mut StreamWatch, left: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::timeout(left, watch.changed()) => true,
+        () = ctx.phase.reached(Phase::Leaving) => false,
+    }
+}
+
+fn shutting_down(metrics: &Metrics) -> Response {
+    metrics.llhls_answered(BlockingOutcome::ShuttingDown);
+    answer(StatusCode::SERVICE_UNAVAILABLE, "worker shutting down\n")
+}
+
 fn state_unavailable(ctx: &Context, error: &crate::store::StoreError) -> Response {
     ctx.metrics.store_error(StoreOp::GetState);
     tracing::warn!(error = %error, "could not read stream state");
@@ -211,7 +230,9 @@ pub async fn media_playlist(
                     return Some(timed_out(&ctx.metrics));
                 };
                 held.get_or_insert_with(|| Held::new(&ctx.metrics));
-                let _ = tokio::time::timeout(left, watch.changed()).await;
+                if !wait_change(ctx, &mut watch, left).await {
+                    return Some(shutting_down(&ctx.metrics));
+                }
             }
         }
     }
@@ -254,6 +275,12 @@ fn playlist_response(
 pub async fn hinted_part(ctx: &Context, id: &StreamId, file: &str) -> Option<Response> {
     parse_part_uri(file)?;
     let arrival = Instant::now();
+    // Most part requests are for listed parts: one look at the (cached) view settles them.
+    let view = ctx.streams.rendered(id).await.ok().flatten()?;
+    if part_step(&view.state.part_request(file), false) != PartStep::Hold {
+        return None;
+    }
+    // Subscribed before the view is read again below: the part listed meanwhile is seen.
     let mut watch = ctx.streams.watch(id).await.ok().flatten()?;
     let mut held: Option<Held> = None;
     loop {
@@ -284,7 +311,9 @@ pub async fn hinted_part(ctx: &Context, id: &StreamId, file: &str) -> Option<Res
                     return Some(timed_out(&ctx.metrics));
                 };
                 held.get_or_insert_with(|| Held::new(&ctx.metrics));
-                let _ = tokio::time::timeout(left, watch.changed()).await;
+                if !wait_change(ctx, &mut watch, left).await {
+                    return Some(shutting_down(&ctx.metrics));
+                }
             }
         }
     }

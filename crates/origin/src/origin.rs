@@ -223,6 +223,16 @@ async fn hls(
                         PlaybackAccess::Signed(_) => SIGNED_SEGMENT_CACHE,
                     },
                 ),
+                // Low-latency DASH: the segment being built, with chunked transfer.
+                Ok(None) if file.ends_with(".m4s") => {
+                    let cache = match access {
+                        PlaybackAccess::Public => SEGMENT_CACHE,
+                        PlaybackAccess::Signed(_) => SIGNED_SEGMENT_CACHE,
+                    };
+                    crate::chunked::segment_in_progress(&ctx, &id, &file, cache)
+                        .await
+                        .unwrap_or_else(not_found)
+                }
                 Ok(None) => not_found(),
                 Err(e) => {
                     ctx.metrics.store_error(StoreOp::Get);

@@ -18,12 +18,25 @@ use serde::{Deserialize, Serialize};
 use tidegate_media::TIMESCALE;
 
 use crate::datetime::write_program_date_time;
-use crate::playlist::{PlaylistState, SegmentEntry};
-use crate::Container;
+use crate::playlist::{PartEntry, PlaylistState, SegmentEntry};
+use crate::{parse_part_uri, Container};
 
 /// The DASH profile every MPD declares: the ISO live profile (`SegmentTemplate`, one init
 /// segment per representation, segments starting with a SAP).
 pub const DASH_PROFILE: &str = "urn:mpeg:dash:profile:isoff-live:2011";
+
+/// The DASH-IF low-latency profile (DASH-IF IOP, "Low-latency Modes for DASH"), declared
+/// besides [`DASH_PROFILE`] when the stream has parts.
+pub const LL_DASH_PROFILE: &str = "http://www.dashif.org/guidelines/low-latency-live-v5";
+
+/// `ServiceDescription/Latency@target` in thousandths of a Part Target Duration: 4.5 parts
+/// (1.5 s with the default 1/3 s parts): the part being written, the `PART-HOLD-BACK` of
+/// LL-HLS (3 parts) and half a part for the request.
+pub const LL_LATENCY_TARGET_MILLI_PARTS: u64 = 4500;
+
+/// `ServiceDescription/PlaybackRate@min` and `@max`: the player may play 4 % slower or
+/// faster to stay at its target latency (DASH-IF's livesim uses the same).
+pub const LL_PLAYBACK_RATE: (&str, &str) = ("0.96", "1.04");
 
 /// The `UTCTiming` scheme of the time endpoint: an HTTP GET answering an ISO 8601 date-time.
 pub const UTC_TIMING_SCHEME: &str = "urn:mpeg:dash:utc:http-iso:2014";
@@ -80,6 +93,7 @@ impl PeriodAnchor {
 pub(crate) fn period_anchor(
     previous: Option<&SegmentEntry>,
     entry: &SegmentEntry,
+    announced_ticks: Option<u64>,
 ) -> Option<PeriodAnchor> {
     let start_ticks = entry.start_ticks?;
     if let Some(prev) = previous {
@@ -87,13 +101,157 @@ pub(crate) fn period_anchor(
             return prev.period;
         }
     }
-    let previous_end = previous.and_then(|p| p.period?.end_ms(p));
+    let previous_end = previous.and_then(|p| {
+        let end = p.period?.end_ms(p)?;
+        // Low-latency DASH announced the previous segment while it was being built, with
+        // the duration of the one before it (`announced_ticks`): a player that fetched it
+        // then believes it lasts that long, even if it was cut short (the publisher left).
+        // The new period starts after that believed end, never inside it.
+        let announced = announced_ticks
+            .filter(|&a| a > p.duration_ticks())
+            .map_or(0, |a| {
+                let extra = a.saturating_sub(p.duration_ticks());
+                i64::try_from(extra.saturating_mul(1000).div_ceil(u64::from(TIMESCALE)))
+                    .unwrap_or(0)
+            });
+        Some(end.saturating_add(announced))
+    });
     Some(PeriodAnchor {
         start_ms: entry
             .program_date_time_ms
             .max(previous_end.unwrap_or(i64::MIN)),
         pto: start_ticks,
     })
+}
+
+/// The low-latency DASH values of a stream with parts, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowLatencyDash {
+    /// `availabilityTimeOffset`: the target segment duration less one part (DASH-IF: the
+    /// segment duration minus the chunk duration), so a segment is announced available
+    /// once its first part is.
+    pub availability_time_offset_ms: u64,
+    /// `ServiceDescription/Latency@target`.
+    pub latency_target_ms: u64,
+    /// `ServiceDescription/Latency@min` (3/4 of the target).
+    pub latency_min_ms: u64,
+    /// `ServiceDescription/Latency@max` (twice the target).
+    pub latency_max_ms: u64,
+}
+
+/// The segment being built of a stream with parts ([`PlaylistState::segment_in_progress`]):
+/// the one low-latency DASH announces before it is complete, and the origin sends with
+/// chunked transfer, part by part, as they are stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentInProgress<'a> {
+    /// The name the segment will have when complete (`seg-E-N.m4s`): its `$Number$`.
+    pub uri: String,
+    /// Its parts published so far, in order (empty while only its first part is hinted).
+    pub parts: &'a [PartEntry],
+    /// It follows a discontinuity (it starts a new period, not announced before it is
+    /// complete).
+    pub discontinuity: bool,
+    /// Its init segment.
+    pub map_uri: Option<&'a str>,
+}
+
+impl PlaylistState {
+    /// The low-latency DASH values, when the stream has parts (LL-HLS
+    /// [`PlaylistState::part_target_secs`]) and fMP4 segments; `None` renders the MPD as
+    /// without parts.
+    pub fn low_latency_dash(&self) -> Option<LowLatencyDash> {
+        if self.container != Container::Fmp4 {
+            return None;
+        }
+        let part = self
+            .part_target_secs
+            .filter(|t| t.is_finite() && *t > 0.0)?;
+        // Float-to-int `as` saturates.
+        let part_ms = ((part * 1000.0).round() as u64).max(1);
+        let target_ms = u64::from(self.target_duration.max(1)).saturating_mul(1000);
+        let latency_target_ms = (part * LL_LATENCY_TARGET_MILLI_PARTS as f64)
+            .round()
+            .max(1.0) as u64;
+        Some(LowLatencyDash {
+            availability_time_offset_ms: target_ms.saturating_sub(part_ms),
+            latency_target_ms,
+            latency_min_ms: latency_target_ms.saturating_mul(3) / 4,
+            latency_max_ms: latency_target_ms.saturating_mul(2),
+        })
+    }
+
+    /// The segment being built, when the stream has parts and is live: the segment of the
+    /// open parts, or (between segments) the one whose first part is the preload hint.
+    pub fn segment_in_progress(&self) -> Option<SegmentInProgress<'_>> {
+        if self.ended || self.low_latency_dash().is_none() {
+            return None;
+        }
+        let after_discontinuity = self.pending_discontinuity && !self.segments.is_empty();
+        if let Some(open) = self.open.as_ref().filter(|o| !o.parts.is_empty()) {
+            let (uri, _) = parse_part_uri(&open.parts.first()?.uri)?;
+            return Some(SegmentInProgress {
+                uri,
+                parts: &open.parts,
+                discontinuity: open.discontinuity || after_discontinuity,
+                map_uri: open.map_uri.as_deref(),
+            });
+        }
+        let (uri, index) = parse_part_uri(self.preload_hint.as_deref()?)?;
+        (index == 0).then(|| SegmentInProgress {
+            uri,
+            parts: &[],
+            discontinuity: after_discontinuity,
+            map_uri: self.segments.back().and_then(|s| s.map_uri.as_deref()),
+        })
+    }
+
+    /// The timeline entry of the segment in progress when it continues the last period
+    /// (same init segment, the next number, no discontinuity): it starts where the last
+    /// segment ends and is announced with the last segment's duration (or the duration of
+    /// its parts so far, if longer); the entry of the complete segment replaces it.
+    fn announced_in_progress(&self, last: &Period<'_>) -> Option<SegmentEntry> {
+        let building = self.segment_in_progress()?;
+        let previous = *last.segments.last()?;
+        let (prefix, number, suffix) = split_name(&building.uri)?;
+        let continues = !building.discontinuity
+            && building.map_uri == Some(last.init)
+            && prefix == last.prefix
+            && suffix == last.suffix
+            && last.last_number.checked_add(1) == Some(number);
+        if !continues {
+            return None;
+        }
+        let previous_ticks = previous.duration_ticks();
+        let start = previous
+            .start_ticks?
+            .saturating_add(i64::try_from(previous_ticks).ok()?);
+        let parts_ticks: u64 = building
+            .parts
+            .iter()
+            .map(|p| {
+                if p.duration_secs.is_finite() && p.duration_secs > 0.0 {
+                    // Float-to-int `as` saturates.
+                    (p.duration_secs * f64::from(TIMESCALE)).round() as u64
+                } else {
+                    0
+                }
+            })
+            .sum();
+        let ticks = previous_ticks.max(parts_ticks);
+        Some(SegmentEntry {
+            sequence: self.next_sequence,
+            uri: building.uri,
+            duration_secs: ticks as f64 / f64::from(TIMESCALE),
+            program_date_time_ms: previous.program_date_time_ms,
+            discontinuity: false,
+            map_uri: building.map_uri.map(str::to_owned),
+            bytes: 0,
+            start_ticks: Some(start),
+            video_frames: None,
+            period: previous.period,
+            parts: Vec::new(),
+        })
+    }
 }
 
 /// What the MPD needs besides the playlist state.
@@ -277,13 +435,21 @@ impl PlaylistState {
             previous_end_ms = span.1;
             spans.push(span);
         }
+        let low_latency = self.low_latency_dash();
+        // Low-latency DASH: the segment being built, announced in the last period.
+        let in_progress = periods
+            .last()
+            .and_then(|last| self.announced_in_progress(last));
         let mut out = String::with_capacity(1200 + 60 * self.segments.len());
         out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         out.push_str("<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" id=\"");
         push_escaped(&mut out, options.id);
-        let _ = write!(
-            out,
-            "\" profiles=\"{DASH_PROFILE}\" type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\""
+        let _ = write!(out, "\" profiles=\"{DASH_PROFILE}");
+        if low_latency.is_some() {
+            let _ = write!(out, ",{LL_DASH_PROFILE}");
+        }
+        out.push_str(
+            "\" type=\"dynamic\" availabilityStartTime=\"1970-01-01T00:00:00Z\" publishTime=\"",
         );
         write_program_date_time(&mut out, options.now_ms);
         out.push('"');
@@ -312,9 +478,19 @@ impl PlaylistState {
             push_escaped(&mut out, base);
             out.push_str("</BaseURL>\n");
         }
+        if let Some(ll) = &low_latency {
+            let (rate_min, rate_max) = LL_PLAYBACK_RATE;
+            let _ = write!(
+                out,
+                "  <ServiceDescription id=\"0\">\n    <Latency target=\"{}\" min=\"{}\" max=\"{}\"/>\n    <PlaybackRate min=\"{rate_min}\" max=\"{rate_max}\"/>\n  </ServiceDescription>\n",
+                ll.latency_target_ms, ll.latency_min_ms, ll.latency_max_ms
+            );
+        }
 
-        for (period, (start_ms, _, pto)) in periods.iter().zip(spans) {
-            self.write_period(&mut out, period, start_ms, pto, options);
+        let last_index = periods.len().saturating_sub(1);
+        for (index, (period, (start_ms, _, pto))) in periods.iter().zip(spans).enumerate() {
+            let extra = in_progress.as_ref().filter(|_| index == last_index);
+            self.write_period(&mut out, period, start_ms, pto, options, extra);
         }
         let _ = write!(
             out,
@@ -332,6 +508,7 @@ impl PlaylistState {
         start_ms: i64,
         pto: i64,
         options: &MpdOptions<'_>,
+        in_progress: Option<&SegmentEntry>,
     ) {
         if period.segments.is_empty() {
             return;
@@ -402,8 +579,25 @@ impl PlaylistState {
             out.push('?');
             push_template(out, q);
         }
-        out.push_str("\">\n          <SegmentTimeline>\n");
-        write_timeline(out, &period.segments);
+        out.push('"');
+        if let Some(ll) = self.low_latency_dash() {
+            let ato = ll.availability_time_offset_ms;
+            let _ = write!(
+                out,
+                " availabilityTimeOffset=\"{}.{:03}\" availabilityTimeComplete=\"false\"",
+                ato / 1000,
+                ato % 1000
+            );
+        }
+        out.push_str(">\n          <SegmentTimeline>\n");
+        match in_progress {
+            Some(building) => {
+                let mut segments = period.segments.clone();
+                segments.push(building);
+                write_timeline(out, &segments);
+            }
+            None => write_timeline(out, &period.segments),
+        }
         out.push_str(
             "          </SegmentTimeline>\n        </SegmentTemplate>\n      </Representation>\n    </AdaptationSet>\n  </Period>\n",
         );

@@ -46,6 +46,10 @@ mod mux;
 mod playlist;
 mod segmenter;
 
+pub use dash::{
+    LowLatencyDash, SegmentInProgress, LL_DASH_PROFILE, LL_LATENCY_TARGET_MILLI_PARTS,
+    LL_PLAYBACK_RATE,
+};
 pub use dash::{MpdOptions, MpdUnavailable, DASH_PROFILE, UTC_TIMING_SCHEME};
 pub use datetime::format_program_date_time;
 pub use llhls::{
@@ -53,6 +57,7 @@ pub use llhls::{
     BlockingDecision, DeliveryDirectives, LiveEdge, BLOCKING_TIMEOUT_TARGET_DURATIONS,
     DEFAULT_PART_DURATION, MAX_MSN_AHEAD, MAX_PART_DURATION, MIN_PART_DURATION,
 };
+pub use playlist::{FrameTally, FRAME_RATE_HYSTERESIS_PPM, FRAME_RATE_SNAP_PPM};
 pub use playlist::{
     OpenSegmentEntry, PartEntry, PartRequest, PlaylistState, SegmentEntry, DEFAULT_WINDOW,
     MAX_WINDOW, PART_HOLD_BACK_PARTS, PART_WINDOW_TARGET_DURATIONS, SKIP_BOUNDARY_TARGET_DURATIONS,

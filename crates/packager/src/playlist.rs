@@ -227,7 +227,81 @@ pub struct PlaylistState {
     /// The audio sample rate in Hz (DASH `audioSamplingRate`), when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_sample_rate: Option<u32>,
+    // --- multivariant FRAME-RATE (issue #13) ---
+    /// `FRAME-RATE` of the multivariant playlist in thousandths of a frame per second
+    /// (30000 for 30 fps, 29970 for 30000/1001): measured by
+    /// [`PlaylistState::push_segment`] from the video frames and durations of all the
+    /// segments since the last discontinuity (not only the listed ones), snapped to a
+    /// standard rate when it is one; a rate that is not standard (a source dropping frames)
+    /// is kept while new measurements stay within [`FRAME_RATE_HYSTERESIS_PPM`] of it, so it
+    /// does not jitter from render to render. `None` without video.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_rate_milli: Option<u32>,
+    /// The frames and 90 kHz ticks measured since the last discontinuity, for
+    /// [`PlaylistState::frame_rate_milli`].
+    #[serde(skip_serializing_if = "FrameTally::is_empty")]
+    pub frame_tally: FrameTally,
 }
+
+/// Video frames and their duration counted for the frame rate (see
+/// [`PlaylistState::frame_rate_milli`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FrameTally {
+    /// Video frames counted.
+    pub frames: u64,
+    /// Their duration in 90 kHz ticks.
+    pub ticks: u64,
+}
+
+impl FrameTally {
+    fn is_empty(&self) -> bool {
+        self.frames == 0 && self.ticks == 0
+    }
+
+    /// The measured rate in thousandths of a frame per second, snapped to a standard rate
+    /// (an integer, or an integer × 1000/1001) within [`FRAME_RATE_SNAP_PPM`].
+    pub fn milli_fps(&self) -> Option<u32> {
+        self.measure().map(|(milli, _)| milli)
+    }
+
+    /// [`FrameTally::milli_fps`], and whether it was snapped to a standard rate.
+    fn measure(&self) -> Option<(u32, bool)> {
+        if self.frames == 0 || self.ticks == 0 {
+            return None;
+        }
+        let fps = self.frames as f64 * f64::from(TIMESCALE) / self.ticks as f64;
+        if !fps.is_finite() || fps <= 0.0 || fps > f64::from(MAX_FRAME_RATE) {
+            return None;
+        }
+        let tolerance = FRAME_RATE_SNAP_PPM as f64 / 1e6;
+        let integer = fps.round();
+        let ntsc = (fps * 1.001).round() / 1.001;
+        // The nearer of the two standard rates (the integer on a tie), if near enough.
+        let (candidate, off) = if (fps - integer).abs() <= (fps - ntsc).abs() {
+            (integer, (fps - integer).abs())
+        } else {
+            (ntsc, (fps - ntsc).abs())
+        };
+        let standard = candidate >= 1.0 && off <= candidate * tolerance;
+        let rate = if standard { candidate } else { fps };
+        // Float-to-int `as` saturates; the rate is bounded above.
+        let milli = (rate * 1000.0).round() as u32;
+        (milli > 0).then_some((milli, standard))
+    }
+}
+
+/// Highest frame rate believed (a higher one is a broken timeline, not video).
+const MAX_FRAME_RATE: u32 = 1000;
+
+/// How close (parts per million) a measured frame rate must be to a standard rate to be
+/// taken as it: 0.06 %, less than the 0.1 % between 30 and 29.97 fps; a 2 s segment of a
+/// 30 fps stream timed in whole milliseconds (RTMP) measures within 0.05 %.
+pub const FRAME_RATE_SNAP_PPM: u64 = 600;
+
+/// A new frame-rate measurement replaces the one rendered only when it differs by more
+/// than this (parts per million), or after a discontinuity.
+pub const FRAME_RATE_HYSTERESIS_PPM: u64 = 1000;
 
 impl Default for PlaylistState {
     fn default() -> Self {
@@ -256,6 +330,8 @@ impl PlaylistState {
             open: None,
             preload_hint: None,
             audio_sample_rate: None,
+            frame_rate_milli: None,
+            frame_tally: FrameTally::default(),
         }
     }
 
@@ -310,6 +386,8 @@ impl PlaylistState {
         self.resolution = None;
         self.bandwidth = None;
         self.audio_sample_rate = None;
+        self.frame_rate_milli = None;
+        self.frame_tally = FrameTally::default();
         removed
     }
 
@@ -344,7 +422,14 @@ impl PlaylistState {
         if self.segments.is_empty() {
             self.media_sequence = self.media_sequence.max(entry.sequence);
         }
-        entry.period = crate::dash::period_anchor(self.segments.back(), &entry);
+        // With parts, the last segment was announced to DASH players with the duration of
+        // the one before it (crate::dash, the segment being built).
+        let announced_ticks = self
+            .part_target_secs
+            .and_then(|_| self.segments.iter().rev().nth(1))
+            .map(SegmentEntry::duration_ticks);
+        entry.period = crate::dash::period_anchor(self.segments.back(), &entry, announced_ticks);
+        self.measure_frame_rate(&entry);
         self.segments.push_back(entry);
 
         let window = self.window.clamp(1, MAX_WINDOW);
@@ -362,6 +447,39 @@ impl PlaylistState {
             self.media_sequence = self.media_sequence.max(front.sequence);
         }
         evicted
+    }
+
+    /// Counts the video frames of a pushed segment into [`PlaylistState::frame_rate_milli`].
+    fn measure_frame_rate(&mut self, entry: &SegmentEntry) {
+        if entry.discontinuity {
+            // A new session or a codec change: the rate may differ from the previous one.
+            self.frame_tally = FrameTally::default();
+        }
+        let Some(frames) = entry.video_frames.filter(|&f| f > 0) else {
+            if entry.discontinuity {
+                self.frame_rate_milli = None;
+            }
+            return;
+        };
+        self.frame_tally.frames = self.frame_tally.frames.saturating_add(u64::from(frames));
+        self.frame_tally.ticks = self
+            .frame_tally
+            .ticks
+            .saturating_add(entry.duration_ticks());
+        let Some((measured, standard)) = self.frame_tally.measure() else {
+            return;
+        };
+        // A standard rate is taken at once (a longer measurement settles between 30 and
+        // 29.97); a rate that is none (a source dropping frames) only when it moved.
+        let keep = !entry.discontinuity
+            && !standard
+            && self.frame_rate_milli.is_some_and(|held| {
+                u64::from(held.abs_diff(measured)).saturating_mul(1_000_000)
+                    <= u64::from(held).saturating_mul(FRAME_RATE_HYSTERESIS_PPM)
+            });
+        if !keep {
+            self.frame_rate_milli = Some(measured);
+        }
     }
 
     /// The next pushed segment follows an `EXT-X-DISCONTINUITY`.
@@ -640,6 +758,10 @@ impl PlaylistState {
         }
         if let Some((width, height)) = self.resolution {
             let _ = write!(out, ",RESOLUTION={width}x{height}");
+        }
+        if let Some(milli) = self.frame_rate_milli {
+            // RFC 8216 §4.3.4.2: "rounded to three decimal places".
+            let _ = write!(out, ",FRAME-RATE={}.{:03}", milli / 1000, milli % 1000);
         }
         out.push('\n');
         push_sanitized(&mut out, media_playlist_uri, false);

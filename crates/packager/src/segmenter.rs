@@ -122,6 +122,10 @@ pub struct CutPart {
     pub init_id: Option<u32>,
     /// The segment this part opens follows a discontinuity (first part only).
     pub discontinuity: bool,
+    /// The segment's last part: its [`SegmenterOutput::Segment`] comes next, and the part
+    /// after this one is the next segment's first (the preload hint must say so: a hint
+    /// for index + 1 names a part that never exists).
+    pub last: bool,
 }
 
 /// One finished media segment.
@@ -902,7 +906,7 @@ impl Segmenter {
         let sequence = self.sequence;
         self.sequence = self.sequence.wrapping_add(1);
         if parted {
-            self.emit_part(&frames, &runs, sequence, start_dts, end_dts);
+            self.emit_part(&frames, &runs, sequence, start_dts, end_dts, final_part);
             if final_part {
                 self.finish_parted_segment(keyframe_dts, forced);
             }
@@ -946,7 +950,8 @@ impl Segmenter {
         }
     }
 
-    /// Muxes and emits one part of the segment being built.
+    /// Muxes and emits one part of the segment being built (its `last`, when the segment
+    /// is finished right after).
     fn emit_part(
         &mut self,
         frames: &OpenSegment,
@@ -954,6 +959,7 @@ impl Segmenter {
         sequence: u32,
         start_dts: i64,
         end_dts: i64,
+        last: bool,
     ) {
         let program_date_time_ms = self.program_date_time_ms(start_dts);
         let init_id = self.init_id;
@@ -1002,6 +1008,7 @@ impl Segmenter {
             segment_program_date_time_ms: segment.program_date_time_ms,
             init_id: segment.init_id,
             discontinuity: index == 0 && segment.discontinuity,
+            last,
         };
         self.outputs.push_back(SegmenterOutput::Part(part));
     }

@@ -1,7 +1,8 @@
 //! The end-to-end test kit of tidegate: start the real `tidegate` binary, publish to it with
 //! real clients (ffmpeg, GStreamer), fetch over HTTP, and check what comes out (an RFC 8216
 //! media-playlist checker, ffprobe, a full decode, keyframe-first segments); a local cluster
-//! (Redis, S3, N workers, HAProxy); hostile peers; a webhook receiver.
+//! (Redis, S3, N workers, HAProxy); a round-robin HTTP proxy over workers ([`proxy`]); real
+//! players (hls.js, dash.js, Shaka) in headless chromium ([`browser`]); hostile peers; a webhook receiver.
 //!
 //! A dev-dependency of `crates/cli`, whose integration tests (`crates/cli/tests/*.rs`, one
 //! scenario per file) `use tidegate_testkit::*;`: compiled once, not into every test binary.
@@ -15,6 +16,7 @@
 //! skips silently.
 
 pub mod backends;
+pub mod browser;
 pub mod cluster;
 pub mod hls;
 pub mod hooks;
@@ -26,12 +28,14 @@ pub mod paths;
 pub mod ports;
 pub mod probe;
 pub mod process;
+pub mod proxy;
 pub mod publish;
 pub mod scenario;
 pub mod server;
 pub mod tools;
 
 pub use backends::*;
+pub use browser::*;
 pub use cluster::*;
 pub use hls::*;
 pub use http::*;
@@ -41,6 +45,7 @@ pub use paths::*;
 pub use ports::*;
 pub use probe::*;
 pub use process::*;
+pub use proxy::*;
 pub use publish::*;
 pub use scenario::*;
 pub use server::*;

@@ -121,6 +121,14 @@ pub struct ReconnectingPublisher {
 impl ReconnectingPublisher {
     /// Starts publishing `file` to `url`.
     pub fn start(file: &Path, url: &str) -> ReconnectingPublisher {
+        Self::start_rotating(file, &[url.to_owned()])
+    }
+
+    /// Starts publishing `file` to `urls[0]`, and each restart to the next URL in turn: an
+    /// encoder with a primary and a backup ingest address, which moves to the other when
+    /// it loses the one it had.
+    pub fn start_rotating(file: &Path, urls: &[String]) -> ReconnectingPublisher {
+        assert!(!urls.is_empty(), "a publisher needs a URL");
         use std::sync::atomic::AtomicBool;
         use std::sync::{Arc, Mutex};
         let stop = Arc::new(AtomicBool::new(false));
@@ -128,7 +136,7 @@ impl ReconnectingPublisher {
         let starts = Arc::new(AtomicU64::new(0));
         let log = log_dir().join(format!("{}.log", unique_name("reconnecting-publisher")));
         let (s, c, n, l) = (stop.clone(), child.clone(), starts.clone(), log.clone());
-        let (file, url) = (file.to_path_buf(), url.to_string());
+        let (file, urls) = (file.to_path_buf(), urls.to_vec());
         let exe = ffmpeg();
         let thread = thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
@@ -141,7 +149,8 @@ impl ReconnectingPublisher {
                 cmd.args(["-hide_banner", "-nostdin", "-loglevel", "warning", "-re"])
                     .args(["-stream_loop", "-1", "-i"])
                     .arg(&file)
-                    .args(["-c", "copy", "-f", "flv", &url])
+                    .args(["-c", "copy", "-f", "flv"])
+                    .arg(&urls[n.load(Ordering::SeqCst) as usize % urls.len()])
                     .stdin(Stdio::null())
                     .stdout(f.try_clone().unwrap())
                     .stderr(f);
@@ -182,6 +191,14 @@ impl ReconnectingPublisher {
     /// How many times ffmpeg has been started.
     pub fn start_count(&self) -> u64 {
         self.starts.load(Ordering::SeqCst)
+    }
+
+    /// Kills the running ffmpeg (the encoder drops its connection); the loop starts it
+    /// again at once, to the next URL.
+    pub fn restart(&self) {
+        if let Some(ch) = self.child.lock().unwrap().as_mut() {
+            let _ = ch.kill();
+        }
     }
 
     /// Stops the loop and kills the running ffmpeg.

@@ -4,7 +4,8 @@
 //
 // 1. the stream appears on the overview with status `healthy` (green), bitrate and sparkline;
 // 2. its detail view plays the HLS preview (hls.js over MediaSource): the <video>'s
-//    currentTime advances;
+//    currentTime advances; hls.js runs in low-latency mode exactly when the playlist has
+//    LL-HLS parts (EXT-X-PART-INF), and the page says which ("preview mode: ...");
 // 3. the publisher is degraded (SIGSTOP: its connection stays open, its bitrate drops to
 //    zero) and the page turns `warning` (amber) with the reason, in the detail view and on
 //    the overview;
@@ -162,6 +163,7 @@ try {
   log(`preview: currentTime ${t1.toFixed(2)} -> ${t2.currentTime.toFixed(2)}, ${t2.width}x${t2.height}, frames decoded ${t2.decoded}`);
   if (!(t2.width > 0 && t2.height > 0)) throw new Error("the preview advanced without a decoded picture");
   if (t2.decoded !== null && t2.decoded < 10) throw new Error(`only ${t2.decoded} frames decoded`);
+  await checkPreviewMode(page);
   await page.waitForFunction(() => document.querySelectorAll("#d-history li").length > 0, null, {
     timeout: STEP_MS,
   });
@@ -223,4 +225,28 @@ try {
 } finally {
   if (context) await context.close().catch(() => {});
   rmSync(profile, { recursive: true, force: true });
+}
+
+// The preview's hls.js mode matches the playlist: low latency with EXT-X-PART-INF, regular
+// without; the page shows it among the facts. Logs `preview mode: <mode> (...)` for the test.
+async function checkPreviewMode(page) {
+  const seen = await page.evaluate(async ([t, s]) => {
+    const url = "/hls/" + encodeURIComponent(t) + "/" + encodeURIComponent(s) + "/index.m3u8";
+    const text = await (await fetch(url, { cache: "no-store" })).text();
+    const facts = [...document.querySelectorAll("#d-facts dt")].map((dt) => [
+      dt.textContent,
+      dt.nextElementSibling ? dt.nextElementSibling.textContent : "",
+    ]);
+    return {
+      ll: text.includes("#EXT-X-PART-INF:"),
+      mode: document.getElementById("d-video").dataset.mode || null,
+      fact: (facts.find(([k]) => k === "preview mode") || [null, null])[1],
+    };
+  }, [tenant, stream]);
+  const expected = seen.ll ? "low-latency" : "regular";
+  log(`preview mode: ${seen.mode} (playlist has parts: ${seen.ll}; the page says "${seen.fact}")`);
+  if (seen.mode !== expected) throw new Error(`the preview chose ${seen.mode}, the playlist wants ${expected}`);
+  if (!seen.fact || !seen.fact.startsWith(seen.ll ? "low latency" : "regular")) {
+    throw new Error(`the page shows the preview mode as "${seen.fact}"`);
+  }
 }

@@ -18,12 +18,9 @@
 //    prompt) is refused, mints a preview token through the API and plays.
 // Screenshots go to <artifact-dir>/signed-playback-*.png. Prints PASS, or exits non-zero with
 // the first failed check. Never downloads a browser: it launches /usr/bin/chromium.
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
-import { tmpdir } from "node:os";
+import { mkdirSync } from "node:fs";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { launchChromium, servePages } from "./kit.mjs";
 
 const [base, tenant, stream, artifacts] = process.argv.slice(2);
 if (!base || !tenant || !stream || !artifacts) {
@@ -31,32 +28,12 @@ if (!base || !tenant || !stream || !artifacts) {
   process.exit(2);
 }
 const ADMIN_TOKEN = process.env.TIDEGATE_ADMIN_TOKEN || "";
-const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 // Generous: two cores shared by the server, the encoder and the browser.
 const STEP_MS = 30000;
 const SHORT_TTL_S = 12;
-const here = path.dirname(fileURLToPath(import.meta.url));
-const HLS_JS = readFileSync(path.join(here, "node_modules/hls.js/dist/hls.min.js"));
 
 const log = (...a) => console.log("signed_playback.mjs:", ...a);
 mkdirSync(artifacts, { recursive: true });
-
-// The page's own server: the player page and hls.js, on a loopback port of its own (another
-// origin than the tidegate server's).
-let pageServer;
-async function servePage(html) {
-  pageServer = createServer((req, res) => {
-    if (req.url === "/hls.min.js") {
-      res.writeHead(200, { "Content-Type": "text/javascript" });
-      res.end(HLS_JS);
-    } else {
-      res.writeHead(200, { "Content-Type": "text/html; charset=utf-8" });
-      res.end(html);
-    }
-  });
-  await new Promise((ok) => pageServer.listen(0, "127.0.0.1", ok));
-  return `http://127.0.0.1:${pageServer.address().port}/player.html`;
-}
 
 async function mint(ttl_s) {
   const r = await fetch(`${base}/api/v1/tenants/${tenant}/playback-tokens`, {
@@ -74,7 +51,7 @@ const html = `<!doctype html>
 <body style="margin:0;background:#111">
 <video id="v" muted playsinline style="width:640px;height:360px"></video>
 <pre id="log" style="color:#ddd"></pre>
-<script src="/hls.min.js"></script>
+<script src="/hlsjs.js"></script>
 <script>
   window.errors = [];
   window.loaded = 0;
@@ -114,27 +91,16 @@ const html = `<!doctype html>
 </script>
 </body></html>`;
 
-const profile = mkdtempSync(path.join(tmpdir(), "tidegate-chromium-"));
-let context;
+// The page's own server (kit.mjs): this page and hls.js, on a loopback port of its own
+// (another origin than the tidegate server's).
+let browser;
+let pages;
 let page;
 try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 800, height: 480 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--autoplay-policy=no-user-gesture-required",
-    ],
-  });
-  const PAGE = await servePage(html);
+  pages = await servePages({ "/signed.html": ["text/html; charset=utf-8", html] });
+  const PAGE = `${pages.origin}/signed.html`;
+  browser = await launchChromium();
+  const context = browser.context;
   page = context.pages()[0] || (await context.newPage());
   page.on("console", (m) => {
     if (m.type() === "error") log("page console:", m.text());
@@ -241,7 +207,6 @@ try {
   if (page) await page.screenshot({ path: path.join(artifacts, "signed-playback-failure.png") }).catch(() => {});
   process.exitCode = 1;
 } finally {
-  if (context) await context.close().catch(() => {});
-  if (pageServer) pageServer.close();
-  rmSync(profile, { recursive: true, force: true });
+  if (browser) await browser.close();
+  if (pages) pages.close();
 }

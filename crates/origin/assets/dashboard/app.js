@@ -374,6 +374,27 @@
     }, ms);
   }
 
+  // Low latency: a playlist with EXT-X-PART-INF has LL-HLS parts; the preview then plays
+  // with hls.js's lowLatencyMode at the playlist's PART-HOLD-BACK (no liveSyncDurationCount,
+  // which would override it), else three segments behind live. Anything but a readable
+  // playlist (a 403 for a signed stream, a 404 before the first segment) means the regular
+  // mode: hls.js then reports the error as before.
+  async function previewMode(url) {
+    try {
+      const r = await fetch(url, { cache: "no-store" });
+      if (r.ok && (await r.text()).includes("#EXT-X-PART-INF:")) return "low-latency";
+    } catch (_) {
+      /* the regular mode */
+    }
+    return "regular";
+  }
+
+  function hlsConfig(mode) {
+    return mode === "low-latency"
+      ? { lowLatencyMode: true, manifestLoadingMaxRetry: 2 }
+      : { lowLatencyMode: false, liveSyncDurationCount: 3, manifestLoadingMaxRetry: 2 };
+  }
+
   function startPlayer(d) {
     const video = $("d-video");
     const path =
@@ -381,49 +402,62 @@
     const url = d.token ? path + "?token=" + encodeURIComponent(d.token) : path;
     video.muted = true;
     if (window.Hls && window.Hls.isSupported()) {
-      const hls = new window.Hls({ liveSyncDurationCount: 3, manifestLoadingMaxRetry: 2 });
-      d.hls = hls;
-      hls.on(window.Hls.Events.MANIFEST_PARSED, () => {
-        playerNote("playing " + path + (d.token ? " (signed playback: a preview token)" : ""));
-        video.play().catch(() => playerNote("press play (the browser blocked autoplay)"));
+      previewMode(url).then((mode) => {
+        if (d === state.detail && !d.hls) startHls(d, video, path, url, mode);
       });
-      hls.on(window.Hls.Events.ERROR, (_ev, data) => {
-        if (!data.fatal || d !== state.detail) return;
-        hls.destroy();
-        d.hls = null;
-        if (data.response && data.response.code === 403) {
-          playerNote("signed playback: minting a preview token");
-          mintPreviewToken(d).then(
-            (token) => {
-              if (d !== state.detail) return;
-              d.token = token;
-              // At once the first time; later (a token refused again) not in a tight loop.
-              retryPlayer(d, d.minted++ ? 2000 : 0);
-            },
-            (e) => {
-              if (d !== state.detail) return;
-              playerNote(
-                "this stream needs a signed playback token and the preview cannot mint one: " +
-                  e.message,
-              );
-              retryPlayer(d, e.soon ? 2000 : 10000);
-            },
-          );
-          return;
-        }
-        playerNote("preview error: " + data.details + "; retrying");
-        retryPlayer(d, 2000);
-      });
-      hls.loadSource(url);
-      hls.attachMedia(video);
       playerNote("loading " + path);
     } else if (video.canPlayType("application/vnd.apple.mpegurl")) {
-      video.src = url; // Safari plays HLS natively.
+      video.src = url; // Safari plays HLS natively (LL-HLS included).
       video.play().catch(() => {});
       playerNote("playing " + url + " (native HLS)");
     } else {
       playerNote("this browser has neither MediaSource nor native HLS: no preview");
     }
+  }
+
+  function startHls(d, video, path, url, mode) {
+    const hls = new window.Hls(hlsConfig(mode));
+    d.hls = hls;
+    d.mode = mode;
+    video.dataset.mode = mode;
+    hls.on(window.Hls.Events.MANIFEST_PARSED, () => {
+      playerNote(
+        "playing " +
+          path +
+          (mode === "low-latency" ? " (low latency: LL-HLS)" : "") +
+          (d.token ? " (signed playback: a preview token)" : ""),
+      );
+      video.play().catch(() => playerNote("press play (the browser blocked autoplay)"));
+    });
+    hls.on(window.Hls.Events.ERROR, (_ev, data) => {
+      if (!data.fatal || d !== state.detail) return;
+      hls.destroy();
+      d.hls = null;
+      if (data.response && data.response.code === 403) {
+        playerNote("signed playback: minting a preview token");
+        mintPreviewToken(d).then(
+          (token) => {
+            if (d !== state.detail) return;
+            d.token = token;
+            // At once the first time; later (a token refused again) not in a tight loop.
+            retryPlayer(d, d.minted++ ? 2000 : 0);
+          },
+          (e) => {
+            if (d !== state.detail) return;
+            playerNote(
+              "this stream needs a signed playback token and the preview cannot mint one: " +
+                e.message,
+            );
+            retryPlayer(d, e.soon ? 2000 : 10000);
+          },
+        );
+        return;
+      }
+      playerNote("preview error: " + data.details + "; retrying");
+      retryPlayer(d, 2000);
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
   }
 
   function openDetail(r) {
@@ -522,6 +556,7 @@
       ["playlist", { href: s.playlist }],
       ["preview position", video.currentTime ? video.currentTime.toFixed(1) + " s" : "—"],
     ];
+    if (d.mode) facts.push(["preview mode", d.mode === "low-latency" ? "low latency (LL-HLS)" : "regular"]);
     if (d.hls && typeof d.hls.latency === "number" && d.hls.latency > 0) {
       facts.push(["preview latency", d.hls.latency.toFixed(1) + " s"]);
     }

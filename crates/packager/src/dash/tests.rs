@@ -273,3 +273,189 @@ fn the_period_anchor_survives_a_serde_round_trip() {
         state.render_mpd(&options(None))
     );
 }
+
+// --- low-latency DASH (issue #13) ---
+
+/// Part `index` of segment `n` of session `epoch`, a third of a second long.
+fn part(epoch: u64, n: u64, index: u32) -> PartEntry {
+    PartEntry {
+        uri: crate::part_uri(&format!("seg-{epoch}-{n}.m4s"), index),
+        duration_secs: 1.0 / 3.0,
+        independent: index == 0,
+        gap: false,
+        offset: u64::from(index) * 1000,
+        bytes: 1000,
+    }
+}
+
+/// A stream with 1/3 s parts: 3 complete 2 s segments, then `open_parts` parts of the
+/// fourth published.
+fn ll_state(open_parts: u32) -> PlaylistState {
+    let mut state = fmp4_state(10);
+    state.part_target_secs = Some(1.0 / 3.0);
+    push_session(&mut state, 3, 0, 180_000, T0);
+    let epoch = state.epoch;
+    for index in 0..open_parts {
+        state.push_part(
+            part(epoch, 3, index),
+            T0 + 6000,
+            Some(format!("init-{epoch}-0.mp4")),
+            Some(crate::part_uri(&format!("seg-{epoch}-3.m4s"), index + 1)),
+        );
+    }
+    state
+}
+
+#[test]
+fn without_parts_the_mpd_has_no_low_latency_signalling() {
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 3, 0, 180_000, T0);
+    assert_eq!(state.low_latency_dash(), None);
+    assert_eq!(state.segment_in_progress(), None);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    for absent in [
+        "availabilityTimeOffset",
+        "availabilityTimeComplete",
+        "ServiceDescription",
+        LL_DASH_PROFILE,
+    ] {
+        assert!(!mpd.contains(absent), "{absent}: {mpd}");
+    }
+    // MPEG-TS with parts has no MPD at all, and no low-latency DASH.
+    let mut ts = ll_state(2);
+    ts.container = Container::MpegTs;
+    assert_eq!(ts.low_latency_dash(), None);
+}
+
+#[test]
+fn with_parts_the_segment_being_built_is_announced_with_availability_time_offset() {
+    let state = ll_state(2);
+    let building = state.segment_in_progress().unwrap();
+    assert_eq!(building.uri, "seg-1-3.m4s");
+    assert_eq!(building.parts.len(), 2);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(
+        mpd.contains(&format!(
+            "profiles=\"urn:mpeg:dash:profile:isoff-live:2011,{LL_DASH_PROFILE}\""
+        )),
+        "{mpd}"
+    );
+    assert!(
+        mpd.contains(
+            "  <BaseURL>/hls/acme/main/</BaseURL>\n  <ServiceDescription id=\"0\">\n    <Latency target=\"1500\" min=\"1125\" max=\"3000\"/>\n    <PlaybackRate min=\"0.96\" max=\"1.04\"/>\n  </ServiceDescription>\n  <Period "
+        ),
+        "{mpd}"
+    );
+    // 2 s segments, 1/3 s parts: available once the first part is.
+    assert!(
+        mpd.contains(
+            "media=\"seg-1-$Number$.m4s\" availabilityTimeOffset=\"1.667\" availabilityTimeComplete=\"false\">"
+        ),
+        "{mpd}"
+    );
+    // Three complete segments and the fourth, being built, announced with the previous
+    // one's duration: number 3 of the template.
+    assert!(
+        mpd.contains("<S t=\"0\" d=\"180000\" r=\"3\"/>\n          </SegmentTimeline>"),
+        "{mpd}"
+    );
+    assert!(mpd.contains("timeShiftBufferDepth=\"PT6.000S\""), "{mpd}");
+    assert!(mpd.contains("<UTCTiming "), "{mpd}");
+
+    // Between segments the hinted first part names the next one.
+    let mut state = fmp4_state(10);
+    state.part_target_secs = Some(1.0 / 3.0);
+    push_session(&mut state, 3, 0, 180_000, T0);
+    assert_eq!(state.segment_in_progress(), None);
+    state.preload_hint = Some(crate::part_uri("seg-1-3.m4s", 0));
+    assert_eq!(state.segment_in_progress().unwrap().uri, "seg-1-3.m4s");
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"3\"/>"), "{mpd}");
+}
+
+#[test]
+fn a_segment_longer_than_the_last_is_announced_with_its_parts_duration() {
+    // Seven parts of a third of a second: 2.333 s so far.
+    let state = ll_state(7);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(
+        mpd.contains("<S t=\"0\" d=\"180000\" r=\"2\"/>\n            <S d=\"210000\"/>"),
+        "{mpd}"
+    );
+}
+
+#[test]
+fn the_complete_segment_replaces_the_announced_one_and_the_next_is_announced() {
+    let mut state = ll_state(6);
+    let epoch = state.epoch;
+    let mut complete = segment(epoch, 3, 540_000, 180_000, T0 + 6000);
+    complete.parts = (0..6).map(|i| part(epoch, 3, i)).collect();
+    state.push_segment(complete);
+    state.preload_hint = Some(crate::part_uri(&format!("seg-{epoch}-4.m4s"), 0));
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"4\"/>"), "{mpd}");
+    assert_eq!(state.segment_in_progress().unwrap().uri, "seg-1-4.m4s");
+}
+
+#[test]
+fn a_segment_being_built_after_a_reconnect_waits_for_its_period() {
+    let mut state = ll_state(0);
+    state.begin_session();
+    let epoch = state.epoch;
+    state.push_part(
+        part(epoch, 0, 0),
+        T0 + 9000,
+        Some(format!("init-{epoch}-0.mp4")),
+        Some(crate::part_uri(&format!("seg-{epoch}-0.m4s"), 1)),
+    );
+    let building = state.segment_in_progress().unwrap();
+    assert!(building.discontinuity);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    // The old period's three segments only: the new period starts when its first segment
+    // is complete.
+    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"2\"/>"), "{mpd}");
+    assert!(!mpd.contains(&format!("seg-{epoch}-")), "{mpd}");
+}
+
+#[test]
+fn an_ended_stream_announces_nothing_in_progress() {
+    let mut state = ll_state(3);
+    state.end();
+    assert_eq!(state.segment_in_progress(), None);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"2\"/>"), "{mpd}");
+    assert!(mpd.contains("mediaPresentationDuration"), "{mpd}");
+}
+
+#[test]
+fn after_a_short_last_segment_the_next_period_starts_after_its_announced_end() {
+    // Announced while being built with the previous segment's 2 s, the last segment of the
+    // session was cut short at 0.76 s (the publisher left): a DASH player that fetched it
+    // believes it ends 1.24 s later, and the new period must not start inside that.
+    let mut state = fmp4_state(10);
+    state.part_target_secs = Some(1.0 / 3.0);
+    push_session(&mut state, 2, 0, 180_000, T0);
+    let epoch = state.epoch;
+    state.push_segment(segment(epoch, 2, 360_000, 68_400, T0 + 4000));
+    state.begin_session();
+    let mut first = segment(state.epoch, 0, 0, 180_000, T0 + 4900);
+    first.discontinuity = true;
+    state.push_segment(first);
+    let anchor = state.segments.back().unwrap().period.unwrap();
+    // Actual end T0 + 4760; announced end T0 + 6000.
+    assert_eq!(anchor.start_ms, T0 + 6000);
+
+    // Without parts nothing was announced: the period starts at its wall clock.
+    let mut state = fmp4_state(10);
+    push_session(&mut state, 2, 0, 180_000, T0);
+    let epoch = state.epoch;
+    state.push_segment(segment(epoch, 2, 360_000, 68_400, T0 + 4000));
+    state.begin_session();
+    let mut first = segment(state.epoch, 0, 0, 180_000, T0 + 4900);
+    first.discontinuity = true;
+    state.push_segment(first);
+    assert_eq!(
+        state.segments.back().unwrap().period.unwrap().start_ms,
+        T0 + 4900
+    );
+}

@@ -599,3 +599,126 @@ fn regular_state_serializes_without_ll_fields() {
         assert!(!json.contains(field), "{field} in {json}");
     }
 }
+
+// --- multivariant FRAME-RATE (issue #13) ---
+
+/// A segment of `frames` video frames lasting `ticks` (90 kHz).
+fn video_segment(n: u64, frames: u32, ticks: u64) -> SegmentEntry {
+    SegmentEntry {
+        start_ticks: Some(0),
+        video_frames: Some(frames),
+        ..entry(
+            &format!("seg-1-{n}.m4s"),
+            ticks as f64 / 90_000.0,
+            T0,
+            Some("init-1-0.mp4"),
+        )
+    }
+}
+
+fn frame_rate_line(state: &PlaylistState) -> String {
+    let text = state.render_multivariant_playlist("index.m3u8").unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+        .unwrap()
+        .to_string();
+    let parsed = m3u8_rs::parse_master_playlist_res(text.as_bytes()).unwrap();
+    let rate = parsed.variants[0].frame_rate.unwrap();
+    assert!(line.contains(&format!("FRAME-RATE={rate:.3}")), "{line}");
+    line
+}
+
+#[test]
+fn the_multivariant_playlist_has_a_frame_rate_with_three_decimals() {
+    let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+    state.begin_session();
+    state.codecs = Some("avc1.64001f,mp4a.40.2".into());
+    state.resolution = Some((1280, 720));
+    // 30 fps timed in whole milliseconds (RTMP): 60 frames in 2.000 s, then segments of
+    // 1.999 and 2.001 s.
+    state.push_segment(video_segment(0, 60, 180_000));
+    assert_eq!(state.frame_rate_milli, Some(30_000));
+    assert!(frame_rate_line(&state)
+        .ends_with("CODECS=\"avc1.64001f,mp4a.40.2\",RESOLUTION=1280x720,FRAME-RATE=30.000"));
+    for n in 1..20 {
+        let ticks = if n % 2 == 0 { 179_910 } else { 180_090 };
+        state.push_segment(video_segment(n, 60, ticks));
+        assert_eq!(state.frame_rate_milli, Some(30_000), "segment {n}");
+    }
+    // A first segment too short to tell 30 from 29.97 (2.001 s measures 29.985) is
+    // settled by the next.
+    let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+    state.begin_session();
+    state.push_segment(video_segment(0, 60, 180_090));
+    state.push_segment(video_segment(1, 60, 179_910));
+    assert_eq!(state.frame_rate_milli, Some(30_000));
+}
+
+#[test]
+fn ntsc_and_odd_rates_are_measured_not_rounded_to_integers() {
+    let mut state = PlaylistState::new(Container::MpegTs, 4, 2);
+    state.begin_session();
+    // 30000/1001: 60 frames in 2.002 s.
+    state.push_segment(video_segment(0, 60, 180_180));
+    assert_eq!(state.frame_rate_milli, Some(29_970));
+    assert!(frame_rate_line(&state).ends_with("FRAME-RATE=29.970"));
+    // 24000/1001 after a reconnect: measured afresh.
+    let mut film = video_segment(1, 48, 180_180);
+    film.discontinuity = true;
+    state.push_segment(film);
+    assert_eq!(state.frame_rate_milli, Some(23_976));
+    // 12.5 fps: neither an integer nor NTSC.
+    let mut odd = video_segment(2, 25, 180_000);
+    odd.discontinuity = true;
+    state.push_segment(odd);
+    assert_eq!(state.frame_rate_milli, Some(12_500));
+    assert!(frame_rate_line(&state).ends_with("FRAME-RATE=12.500"));
+}
+
+#[test]
+fn a_variable_frame_rate_does_not_make_the_frame_rate_jitter() {
+    let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+    state.begin_session();
+    state.push_segment(video_segment(0, 59, 180_000));
+    let first = state.frame_rate_milli;
+    assert_eq!(first, Some(29_500));
+    // 58..=60 frames a segment (a source dropping frames): the rendered rate settles after
+    // the first segments and then stays put, however the window slides.
+    let mut renders = std::collections::BTreeSet::new();
+    for n in 1..200 {
+        state.push_segment(video_segment(n, 58 + (n % 3) as u32, 180_000));
+        if n >= 20 {
+            renders.insert(state.frame_rate_milli);
+        }
+    }
+    assert_eq!(renders.len(), 1, "{renders:?}");
+}
+
+#[test]
+fn audio_only_streams_have_no_frame_rate_and_old_states_still_load() {
+    let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+    state.begin_session();
+    state.push_segment(video_segment(0, 0, 180_000));
+    assert_eq!(state.frame_rate_milli, None);
+    assert!(!state
+        .render_multivariant_playlist("index.m3u8")
+        .unwrap()
+        .contains("FRAME-RATE"));
+    state.push_segment(video_segment(1, 60, 180_000));
+    let json = serde_json::to_string(&state).unwrap();
+    let back: PlaylistState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, state);
+    // A state stored before the frame rate was kept.
+    let old = json
+        .replace(",\"frame_rate_milli\":30000", "")
+        .replace(",\"frame_tally\":{\"frames\":60,\"ticks\":180000}", "");
+    assert!(!old.contains("frame_"), "{old}");
+    let back: PlaylistState = serde_json::from_str(&old).unwrap();
+    assert_eq!(back.frame_rate_milli, None);
+    // The reset of an ended stream forgets it.
+    state.end();
+    state.reset_for_new_stream();
+    assert_eq!(state.frame_rate_milli, None);
+    assert_eq!(state.frame_tally, FrameTally::default());
+}

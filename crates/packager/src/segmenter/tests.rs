@@ -856,9 +856,14 @@ fn parted(part: u64) -> Segmenter {
 fn parts_and_segments(outputs: &[SegmenterOutput]) -> Vec<(Vec<CutPart>, CutSegment)> {
     let mut result = Vec::new();
     let mut parts = Vec::new();
-    for output in outputs {
+    for (i, output) in outputs.iter().enumerate() {
         match output {
-            SegmenterOutput::Part(p) => parts.push(p.clone()),
+            SegmenterOutput::Part(p) => {
+                // A part says it is its segment's last exactly when the segment follows.
+                let segment_next = matches!(outputs.get(i + 1), Some(SegmenterOutput::Segment(_)));
+                assert_eq!(p.last, segment_next, "part {} of a segment: {p:?}", p.index);
+                parts.push(p.clone());
+            }
             SegmenterOutput::Segment(s) => result.push((std::mem::take(&mut parts), s.clone())),
             SegmenterOutput::Init { .. } => {}
         }

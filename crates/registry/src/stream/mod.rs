@@ -60,6 +60,7 @@
 //! worker's view, the record ([`ownership_of`]) and the clock; this module reads and writes
 //! the stores and carries the decisions out.
 
+mod salvage;
 mod writer;
 
 use std::collections::HashMap;
@@ -974,14 +975,20 @@ impl Streams {
                 r
             }
         };
-        // LL-HLS parts the previous session listed for a segment it never finished: their
-        // objects go (after the grace period) with the open segment `begin_session` drops.
+        // LL-HLS parts the previous session listed for a segment it never finished (its
+        // worker died): that segment is listed whole from them when they can stand for it
+        // (salvage.rs), else `begin_session` drops them. Either way their objects go after
+        // the grace period (a listed segment serves its parts from its own bytes).
         let dead_parts: Vec<String> = record
             .playlist
             .open
             .as_ref()
             .map(|o| o.parts.iter().map(|p| p.uri.clone()).collect())
             .unwrap_or_default();
+        let salvaged_evicted =
+            salvage::salvage_open_segment(&*self.media, &id.prefix(), &mut record.playlist)
+                .await
+                .unwrap_or_default();
         record.playlist.begin_session();
         // Parts (LL-HLS) as this session cuts them: fMP4 only.
         let part_ticks = settings
@@ -1039,6 +1046,12 @@ impl Streams {
         }
         for uri in dead_parts {
             self.delete_later(format!("{}/{uri}", id.prefix()), settings.delete_grace());
+        }
+        for entry in salvaged_evicted {
+            self.delete_later(
+                format!("{}/{}", id.prefix(), entry.uri),
+                settings.delete_grace(),
+            );
         }
 
         let (tx, rx) = mpsc::channel(writer::QUEUE_DEPTH);

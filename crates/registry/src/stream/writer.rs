@@ -240,12 +240,23 @@ impl Writer {
             program_date_time_ms: part.segment_program_date_time_ms,
             discontinuity: part.discontinuity,
             counter,
-            next: part_uri(&segment, part.index.saturating_add(1)),
+            // After a segment's last part comes the next segment's first.
+            next: if part.last {
+                part_uri(&self.segment_uri(counter.saturating_add(1)), 0)
+            } else {
+                part_uri(&segment, part.index.saturating_add(1))
+            },
         });
         if self.backlog.iter().filter(|o| o.is_part()).count() > MAX_BACKLOG_PARTS {
             // The store is slow or away: this segment's parts are given up (it comes whole).
             self.parts_given_up = Some(counter);
             self.backlog.retain(|o| !o.is_part());
+            // No part of this segment is coming any more: hint none.
+            if self.record.playlist.preload_hint.take().is_some() {
+                self.dirty = true;
+                self.stream
+                    .set_owned_view(&self.record.playlist, self.generation);
+            }
             warn!(stream = %self.stream.id, "media store backlog: LL-HLS parts dropped until the next segment");
         }
     }
@@ -837,6 +848,7 @@ mod tests {
                 segment_program_date_time_ms: 1_000,
                 init_id: Some(0),
                 discontinuity: false,
+                last: false,
             }))
             .await;
             offset += data.len() as u64;
@@ -891,9 +903,12 @@ mod tests {
             segment_program_date_time_ms: 1_666,
             init_id: Some(0),
             discontinuity: false,
+            // The segment's only part: the hint names the next segment's first.
+            last: true,
         }))
         .await;
-        wait("the next open part", Box::new(|p| p.open.is_some())).await;
+        let open = wait("the next open part", Box::new(|p| p.open.is_some())).await;
+        assert_eq!(open.preload_hint.as_deref(), Some("seg-5-2.0.m4s"));
         tx.send(WriterMsg::Finish).await.unwrap();
         drop(tx);
         tokio::time::timeout(Duration::from_secs(20), task)
@@ -906,6 +921,125 @@ mod tests {
             "{left:?}"
         );
         assert_eq!(left.segments.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// LL-HLS under pressure: while the media store refuses every write, parts pile up to
+    /// [`MAX_BACKLOG_PARTS`] and are then given up (with the hint); the segment is kept and,
+    /// once the store is back, listed whole with all its parts as slices of it.
+    #[tokio::test]
+    async fn parts_give_way_to_their_segment_while_the_media_store_is_away() {
+        use tidegate_packager::{CutPart, CutSegment, PartSpan};
+        let (dir, streams) = super::super::test_streams("parts-outage", "state");
+        // The media root is a file: every put fails.
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("media"), b"").unwrap();
+        let id = StreamId::new("default", "pressed").unwrap();
+        let stream = streams.get_or_insert(&id).await;
+        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+        playlist.epoch = 7;
+        playlist.part_target_secs = Some(1.0 / 3.0);
+        let record = StreamRecord {
+            id: id.clone(),
+            playlist,
+            updated_ms: unix_ms(),
+            publisher_left_ms: None,
+            owner: "here".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: Some(unix_ms()),
+            holder: None,
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let w = Writer::new(
+            streams.clone(),
+            stream,
+            record,
+            1,
+            rx,
+            CancellationToken::new(),
+            Arc::new(AtomicI64::new(unix_ms())),
+            false,
+            Arc::new(AtomicBool::new(true)),
+        );
+        let task = tokio::spawn(run(w));
+        let out = |o: SegmenterOutput| WriterMsg::Output(o, Instant::now(), None);
+        tx.send(out(SegmenterOutput::Init {
+            data: Bytes::from_static(b"ftyp-moov"),
+            id: 0,
+        }))
+        .await
+        .unwrap();
+        let parts = MAX_BACKLOG_PARTS + 4;
+        let mut spans = Vec::new();
+        let mut data = Vec::new();
+        for index in 0..parts {
+            let chunk = format!("moof-mdat-{index:02}").into_bytes();
+            spans.push(PartSpan {
+                offset: data.len() as u64,
+                len: chunk.len() as u64,
+                duration: 6_000,
+                independent: index == 0,
+            });
+            tx.send(out(SegmenterOutput::Part(CutPart {
+                data: Bytes::from(chunk.clone()),
+                index: u32::try_from(index).unwrap(),
+                offset: data.len() as u64,
+                duration: 6_000,
+                start_dts: 0,
+                independent: index == 0,
+                segment_program_date_time_ms: 1_000,
+                init_id: Some(0),
+                discontinuity: false,
+                last: false,
+            })))
+            .await
+            .unwrap();
+            data.extend(chunk);
+        }
+        tx.send(out(SegmenterOutput::Segment(CutSegment {
+            bytes: data.len() as u64,
+            data: Bytes::from(data.clone()),
+            duration: 6_000 * parts as u64,
+            start_dts: 0,
+            program_date_time_ms: 1_000,
+            init_id: Some(0),
+            discontinuity: false,
+            keyframe_dts: None,
+            forced: false,
+            video_frames: u32::try_from(parts).unwrap(),
+            audio_frames: 0,
+            parts: spans,
+        })))
+        .await
+        .unwrap();
+        // Give the writer time to take every message while the store is away.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        std::fs::remove_file(dir.join("media")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let listed = loop {
+            if let Some(r) = streams.state.load(&id).await.unwrap() {
+                if !r.playlist.segments.is_empty() {
+                    break r.playlist;
+                }
+            }
+            assert!(Instant::now() < deadline, "the segment was never listed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(listed.segments.len(), 1, "the segment is never dropped");
+        let segment = &listed.segments[0];
+        assert_eq!(segment.parts.len(), parts, "listed with all its parts");
+        assert!(listed.open.is_none());
+        let path = format!("{}/{}", id.prefix(), segment.uri);
+        assert_eq!(streams.media.get(&path).await.unwrap().unwrap(), data);
+        // No part object was stored: the parts were given up before the store came back.
+        let part = format!("{}/{}", id.prefix(), segment.parts[0].uri);
+        assert!(streams.media.get(&part).await.unwrap().is_none());
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 

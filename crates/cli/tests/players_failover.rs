@@ -1,0 +1,183 @@
+//! A reconnect and a `kill -9` failover as real players see them (issue #13, "Tests that
+//! must exist"): hls.js with `lowLatencyMode: true` and dash.js in headless chromium, each
+//! through a round-robin proxy over the two workers of a Redis cluster. The encoder has a
+//! primary and a backup ingest address (worker A, then B) and moves to the other whenever it
+//! loses one:
+//! 1. it drops its connection and comes back on B (a reconnect to the other worker);
+//! 2. B, now ingesting, is `kill -9`ed; the encoder comes back on A, and the proxy sends
+//!    every request to A (a dead backend refuses the connection and is skipped).
+//!
+//! Each time the stream continues behind an `EXT-X-DISCONTINUITY` (HLS) and in a new
+//! `Period` (DASH). Both players cross both (hls.js plays fragments of three discontinuity
+//! sequences, dash.js switches into three periods) and report no fatal error; the longest
+//! stall each saw is printed (the stream itself pauses for the encoder's reconnect).
+
+use std::time::{Duration, Instant};
+
+use tidegate_testkit::*;
+
+const KEY: &str = "playerfailover";
+/// How long a player may take to cross into the new discontinuity or period: the
+/// encoder's reconnect, the new owner's first segments, then the player's own buffer.
+const CROSS_WITHIN: Duration = Duration::from_secs(45);
+
+/// Waits until worker `want` owns `KEY`.
+fn wait_owned_by(cluster: &mut Cluster, want: usize, publisher: &ReconnectingPublisher) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if cluster.owner_of(KEY) == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "worker {want} does not own the stream after 30 s; publisher started {} times:\n{}\n{}",
+            publisher.start_count(),
+            publisher.log_tail(20),
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until every player of `names` printed `CROSSED NAME n` (or more); `Err` says
+/// which did not, or the fatal error that came first.
+fn wait_crossed(browser: &mut Players, names: &[&str], n: usize, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + CROSS_WITHIN;
+    loop {
+        let crossed: Vec<usize> = names
+            .iter()
+            .map(|name| {
+                browser
+                    .lines()
+                    .iter()
+                    .filter_map(|l| l.strip_prefix(&format!("CROSSED {name} ")))
+                    .filter_map(|count| count.parse().ok())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        if crossed.iter().all(|&c| c >= n) {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(line) = browser.wait_line(left, |l| {
+            l.starts_with("CROSSED ") || l.starts_with("FATAL ")
+        }) else {
+            return Err(format!(
+                "the players did not all cross {what} ({crossed:?} of {n})"
+            ));
+        };
+        if line.starts_with("FATAL ") {
+            return Err(line);
+        }
+    }
+}
+
+/// Stops the players and panics with `why` and what each reported.
+fn fail(browser: Players, why: &str) -> ! {
+    let output = browser.output();
+    let lines: Vec<String> = browser.finish().iter().map(PlayerReport::line).collect();
+    panic!("{why}\n{}\n{output}", lines.join("\n"))
+}
+
+#[test]
+fn hls_js_ll_and_dash_js_play_on_across_a_reconnect_and_a_kill9_failover() {
+    let mut cluster = Cluster::start(ClusterOpts {
+        workers: 2,
+        worker_args: ["--reconnect-window", "30s"].map(String::from).to_vec(),
+        ..ClusterOpts::default()
+    });
+    let (a, b) = (0, 1);
+    let urls = [
+        cluster.workers[a].rtmp_url(KEY),
+        cluster.workers[b].rtmp_url(KEY),
+    ];
+    let publisher = ReconnectingPublisher::start_rotating(&media(Media::H264Aac), &urls);
+    wait_owned_by(&mut cluster, a, &publisher);
+    wait_playlist(
+        &cluster.workers[b].playlist_url(KEY),
+        Duration::from_secs(40),
+        "three segments on the worker that does not ingest",
+        |pl| pl.segments.len() >= 3,
+    );
+    let backends = [cluster.workers[a].http, cluster.workers[b].http];
+    let hls_proxy = RoundRobinProxy::start(&backends);
+    let dash_proxy = RoundRobinProxy::start(&backends);
+    let names = ["hlsjs-ll", "dashjs"];
+    let mut browser = Players::start(&[
+        PlayerSpec::new(
+            names[0],
+            Engine::HlsJs,
+            &hls_proxy.url(&format!("/hls/default/{KEY}/index.m3u8")),
+        ),
+        PlayerSpec::new(
+            names[1],
+            Engine::DashJs,
+            &dash_proxy.url(&format!("/dash/default/{KEY}/manifest.mpd")),
+        ),
+    ]);
+    let playing = browser.wait_started(Duration::from_secs(120));
+    assert_eq!(playing.len(), 2, "not both playing:\n{}", browser.output());
+    if let Err(why) = wait_crossed(&mut browser, &names, 1, "into the first session") {
+        fail(browser, &why);
+    }
+
+    // 1. The encoder drops its connection and comes back on the other worker.
+    publisher.restart();
+    wait_owned_by(&mut cluster, b, &publisher);
+    if let Err(why) = wait_crossed(&mut browser, &names, 2, "the reconnect") {
+        fail(browser, &why);
+    }
+
+    // 2. kill -9 of the worker that ingests now; the encoder goes back to A.
+    cluster.workers[b].kill9();
+    let killed_at = Instant::now();
+    wait_owned_by(&mut cluster, a, &publisher);
+    eprintln!(
+        "FAILOVER: A owns the stream again {:.1} s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+    if let Err(why) = wait_crossed(&mut browser, &names, 3, "the kill -9 failover") {
+        fail(browser, &why);
+    }
+    // And they play on in the third session.
+    // (8 s: the players must show ≥ 15 s played in all, and the gap jumps at each crossing
+    // cost a busy machine a little of that.)
+    let fatal = browser.wait_line(Duration::from_secs(8), |l| l.starts_with("FATAL "));
+    let output = browser.output();
+    let reports = browser.finish();
+    for r in &reports {
+        eprintln!("PLAYER {}", r.line());
+    }
+    eprintln!("PROXY of hls.js:\n{}", hls_proxy.summary());
+    eprintln!("PROXY of dash.js:\n{}", dash_proxy.summary());
+    assert!(fatal.is_none(), "{fatal:?}\n{output}");
+    assert_eq!(reports.len(), 2, "{output}");
+    for r in &reports {
+        assert!(
+            r.fatal().is_empty(),
+            "{} reported fatal errors: {}",
+            r.name,
+            r.line()
+        );
+        assert!(r.crossings() >= 3, "{}", r.line());
+        assert!(r.played_s() >= 15.0, "{}", r.line());
+    }
+    for proxy in [&hls_proxy, &dash_proxy] {
+        for i in [a, b] {
+            for kind in [RequestKind::Playlist, RequestKind::Media] {
+                assert!(
+                    proxy.served(i, kind) > 0,
+                    "worker {i} served no {kind:?}:\n{}",
+                    proxy.summary()
+                );
+            }
+        }
+        // After the kill, the dead worker's turns went to A.
+        assert!(
+            proxy.requests().iter().any(|r| r.refused > 0),
+            "no request met the dead worker:\n{}",
+            proxy.summary()
+        );
+    }
+}
