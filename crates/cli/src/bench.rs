@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
+use tidegate_loadgen::viewer::ViewerKind;
 use tidegate_loadgen::{BenchConfig, Progress};
 
 /// `tidegate bench` flags.
@@ -35,9 +36,26 @@ pub struct BenchArgs {
     /// HLS viewers; viewer j plays stream `j % publishers`.
     #[arg(long, default_value_t = 0)]
     viewers: usize,
-    /// Media playlist URL for the viewers; `{i}` becomes the stream index.
+    /// Media playlist URL for the HLS and LL-HLS viewers; `{i}` becomes the stream index.
     #[arg(long)]
     play_url: Option<String>,
+    /// What the viewers emulate, in turn (viewer j is the (j mod n)-th): `hls` (hls.js
+    /// polling whole segments), `ll-hls` (hls.js in low-latency mode: blocking reloads,
+    /// parts, preload hints), `dash` (a DASH player; low-latency DASH when the MPD has an
+    /// availabilityTimeOffset). E.g. `--viewer-kind hls,ll-hls,dash`.
+    #[arg(long, value_delimiter = ',', default_value = "hls", value_parser = parse_kind)]
+    viewer_kind: Vec<ViewerKind>,
+    /// MPD URL for the DASH viewers; `{i}` becomes the stream index (e.g.
+    /// `http://HOST/dash/default/bench{i}/manifest.mpd`).
+    #[arg(long)]
+    dash_url: Option<String>,
+    /// LL-HLS viewers ask for delta updates (`_HLS_skip=YES`) where the server offers them.
+    #[arg(long)]
+    ll_skip: bool,
+    /// Viewers start this long after their stream's publisher (e.g. `10s`), to join a full
+    /// live window as a viewer arriving mid-stream does (latency figures).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    viewer_delay: Duration,
     /// The server's metrics page, for its keyframe → listed latency
     /// [default: /metrics on the --play-url host].
     #[arg(long)]
@@ -77,6 +95,10 @@ fn read_keys(path: &Path) -> anyhow::Result<Vec<String>> {
     Ok(keys)
 }
 
+fn parse_kind(s: &str) -> Result<ViewerKind, String> {
+    ViewerKind::parse(s).ok_or_else(|| format!("`{s}` is not a viewer kind (hls, ll-hls, dash)"))
+}
+
 fn parse_rate(s: &str) -> Result<f64, String> {
     let n = s.trim().strip_suffix("/s").unwrap_or(s.trim());
     let v: f64 = n
@@ -111,6 +133,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         duration: args.duration,
         viewers: args.viewers,
         play_url: args.play_url.clone(),
+        viewer_kinds: args.viewer_kind.clone(),
+        dash_url: args.dash_url.clone(),
+        ll_skip: args.ll_skip,
+        viewer_delay: args.viewer_delay,
         metrics_url: args.metrics_url.clone(),
         threads: args.threads.max(1),
         keys: match &args.keys {

@@ -239,3 +239,66 @@ fn bench_srt_with_a_passphrase() {
     assert!(detail.contains("BADSECRET"), "{ctx}");
     server.assert_alive();
 }
+
+/// The other viewer kinds: an LL-HLS viewer (blocking reloads, preload hints and parts,
+/// with delta updates) and a DASH viewer (the MPD's timeline) play one stream beside an HLS
+/// one and report per kind. Only that they ran and reported is asserted, not timings.
+#[test]
+fn bench_ll_hls_and_dash_viewers_report_per_kind() {
+    let mut server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let flv = dir.path().join("clip.flv");
+    remux(&flv, "flv");
+    let url = format!("rtmp://{}/live/kinds{{i}}", server.rtmp);
+    let play = server.url("/hls/default/kinds{i}/index.m3u8");
+    let dash = server.url("/dash/default/kinds{i}/manifest.mpd");
+    let (report, ctx) = bench(
+        &[
+            "--url",
+            &url,
+            "--duration",
+            "10s",
+            "--viewers",
+            "3",
+            "--viewer-kind",
+            "ll-hls,dash,hls",
+            "--play-url",
+            &play,
+            "--dash-url",
+            &dash,
+            "--ll-skip",
+        ],
+        &flv,
+        &dir.path().join("report.json"),
+    );
+    server.assert_alive();
+    let v = &report["viewers"];
+    assert_eq!(v["started"], 3, "{ctx}");
+    let kinds = &v["by_kind"];
+    // Streams with parts get a low-latency MPD (availabilityTimeOffset): the DASH viewer
+    // reports as LL-DASH.
+    let dash_kind = "ll-dash";
+    for kind in ["hls", "ll-hls", dash_kind] {
+        let k = &kinds[kind];
+        assert_eq!(k["viewers"], 1, "{kind}: {ctx}");
+        assert_eq!(k["started"], 1, "{kind}: {ctx}");
+        assert_eq!(k["errors"], 0, "{kind}: {ctx}");
+        assert!(k["fetched"].as_u64().unwrap() >= 1, "{kind}: {ctx}");
+        // The playhead played something: one latency sample at least.
+        assert!(
+            k["latency_ms"]["count"].as_u64().unwrap() >= 1,
+            "{kind}: {ctx}"
+        );
+        assert!(
+            ctx.contains(&format!("  {kind}: 1 viewers")),
+            "{kind}: {ctx}"
+        );
+    }
+    // The worker offers LL-HLS and LL-DASH (parts of 1/3 s by default): the viewers used it.
+    assert_eq!(kinds["ll-hls"]["low_latency"], 1, "{ctx}");
+    assert_eq!(kinds["ll-dash"]["low_latency"], 1, "{ctx}");
+    assert!(kinds["ll-hls"]["parts"].as_u64().unwrap() >= 1, "{ctx}");
+    for o in v["per_viewer"].as_array().unwrap() {
+        assert!(o["kind"].is_string(), "{ctx}");
+    }
+}

@@ -1,5 +1,5 @@
 //! `tidegate bench`: a load generator for an ingest fleet — N paced RTMP or SRT publishers
-//! from one media file, M HLS viewers, and a report.
+//! from one media file, M HLS, LL-HLS or DASH viewers, and a report.
 //!
 //! Unlike the protocol crates this one owns sockets and a clock (it is a tool, like the
 //! server crate); the protocols themselves are [`tidegate_rtmp::ClientSession`] and
@@ -19,7 +19,10 @@
 //!        │           poll_transmit → one vectored write; read acks/pings
 //!        │     at the end: unpublish, flush, close → PublisherOutcome
 //!        ├─▶ viewer task j       polls index.m3u8 like hls.js, fetches init + segments
-//!        │                       → ViewerOutcome (errors, stalls, PDT → listed)
+//!        │                       (or: LL-HLS blocking reloads + parts, llhls_viewer;
+//!        │                       a DASH MPD's timeline, dash_viewer), an emulated
+//!        │                       playhead → ViewerOutcome (errors, stalls, PDT → listed,
+//!        │                       glass-to-glass latency, delivery)
 //!        └─▶ run(): progress once a second; at the end a Report (text, JSON) with the
 //!                   server's own segment latency (/metrics) and this process's CPU cost
 //! ```
@@ -38,9 +41,13 @@
 #![deny(missing_docs)]
 
 pub mod cpu;
+pub mod dash_viewer;
 mod error;
 pub mod flv_file;
 pub mod http;
+pub mod llhls_viewer;
+pub mod mpd;
+pub mod playhead;
 pub mod playlist;
 pub mod publisher;
 pub mod report;
@@ -102,6 +109,15 @@ pub struct BenchConfig {
     pub viewers: usize,
     /// Media playlist URL template; viewer `j` plays `{i}` = `j % publishers`.
     pub play_url: Option<String>,
+    /// What the viewers emulate: viewer `j` is `viewer_kinds[j % len]` (HLS when empty).
+    pub viewer_kinds: Vec<viewer::ViewerKind>,
+    /// MPD URL template for the DASH viewers (`{i}` as in `play_url`).
+    pub dash_url: Option<String>,
+    /// LL-HLS viewers ask for delta updates (`_HLS_skip=YES`) where offered.
+    pub ll_skip: bool,
+    /// Viewers start this long after their stream's publisher (plus their phase spread):
+    /// to join a full live window, as a viewer arriving mid-stream does.
+    pub viewer_delay: Duration,
     /// Where to scrape the server's `/metrics`; defaults to `/metrics` on the play URL's
     /// host when viewers are configured.
     pub metrics_url: Option<String>,
@@ -151,15 +167,28 @@ impl BenchConfig {
             }
         }
         if self.viewers > 0 {
-            let play = self
-                .play_url
-                .as_deref()
-                .ok_or_else(|| LoadgenError::InvalidConfig("--viewers needs --play-url".into()))?;
-            if !play.starts_with("http://") {
-                return Err(LoadgenError::BadUrl {
-                    url: play.into(),
-                    why: "the play URL must start with http://",
-                });
+            let kinds = self.kinds();
+            if kinds.iter().any(|k| *k != viewer::ViewerKind::Dash) {
+                let play = self.play_url.as_deref().ok_or_else(|| {
+                    LoadgenError::InvalidConfig("--viewers needs --play-url".into())
+                })?;
+                if !play.starts_with("http://") {
+                    return Err(LoadgenError::BadUrl {
+                        url: play.into(),
+                        why: "the play URL must start with http://",
+                    });
+                }
+            }
+            if kinds.contains(&viewer::ViewerKind::Dash) {
+                let dash = self.dash_url.as_deref().ok_or_else(|| {
+                    LoadgenError::InvalidConfig("DASH viewers need --dash-url".into())
+                })?;
+                if !dash.starts_with("http://") {
+                    return Err(LoadgenError::BadUrl {
+                        url: dash.into(),
+                        why: "the MPD URL must start with http://",
+                    });
+                }
             }
         }
         Ok(())
@@ -174,11 +203,20 @@ impl BenchConfig {
         }
     }
 
+    /// The viewer kinds in turn (HLS when none is set).
+    fn kinds(&self) -> Vec<viewer::ViewerKind> {
+        if self.viewer_kinds.is_empty() {
+            vec![viewer::ViewerKind::Hls]
+        } else {
+            self.viewer_kinds.clone()
+        }
+    }
+
     fn metrics_url(&self) -> Option<String> {
         if let Some(u) = &self.metrics_url {
             return Some(u.clone());
         }
-        let play = self.play_url.as_deref()?;
+        let play = self.play_url.as_deref().or(self.dash_url.as_deref())?;
         let rest = play.strip_prefix("http://")?;
         let host = rest.split('/').next()?;
         Some(format!("http://{host}/metrics"))
@@ -350,26 +388,36 @@ pub async fn run(
         }
     }
     let mut view_live = Vec::with_capacity(config.viewers);
-    if let Some(play) = &config.play_url {
-        for j in 0..config.viewers {
-            let stream = j % config.publishers;
-            let live = Arc::new(ViewerLive::default());
-            view_live.push(live.clone());
-            let task = viewer::ViewerTask {
-                index: j,
-                url: expand(play, stream),
-                // Spread the viewers' polling phases over one reload interval, as real
-                // viewers arriving at random would be: otherwise every poll lands at the
-                // same point of the GOP and the PDT -> listed figure is biased.
-                start_at: origin
-                    + schedule::ramp_offset(stream, config.ramp_up_per_sec)
-                    + VIEWER_PHASE_SPREAD.mul_f64(j as f64 / config.viewers as f64),
-                end_at,
-                live,
-                stop: stop_rx.clone(),
-            };
-            tasks.spawn(async move { Done::Viewer(viewer::run(task).await) });
-        }
+    let kinds = config.kinds();
+    for j in 0..config.viewers {
+        let stream = j % config.publishers;
+        let kind = kinds[j % kinds.len()];
+        let template = match kind {
+            viewer::ViewerKind::Dash => config.dash_url.as_deref(),
+            viewer::ViewerKind::Hls | viewer::ViewerKind::LlHls => config.play_url.as_deref(),
+        };
+        let Some(template) = template else {
+            continue;
+        };
+        let live = Arc::new(ViewerLive::default());
+        view_live.push(live.clone());
+        let task = viewer::ViewerTask {
+            index: j,
+            kind,
+            skip: config.ll_skip,
+            url: expand(template, stream),
+            // Spread the viewers' polling phases over one reload interval, as real
+            // viewers arriving at random would be: otherwise every poll lands at the
+            // same point of the GOP and the PDT -> listed figure is biased.
+            start_at: origin
+                + schedule::ramp_offset(stream, config.ramp_up_per_sec)
+                + config.viewer_delay
+                + VIEWER_PHASE_SPREAD.mul_f64(j as f64 / config.viewers as f64),
+            end_at,
+            live,
+            stop: stop_rx.clone(),
+        };
+        tasks.spawn(async move { Done::Viewer(viewer::run(task).await) });
     }
 
     let mut publishers = Vec::with_capacity(config.publishers);

@@ -235,6 +235,17 @@ impl SrtSummary {
 pub struct ViewerOutcome {
     /// Index (the `{i}` of its URL is `index % publishers`).
     pub index: usize,
+    /// What it emulates: `hls`, `ll-hls`, `dash` or `ll-dash` (a DASH viewer whose MPD
+    /// has an `availabilityTimeOffset`).
+    pub kind: String,
+    /// The server offered what the kind needs to be low-latency (LL-HLS: blocking reload
+    /// and parts; LL-DASH: `availabilityTimeOffset`).
+    pub low_latency: bool,
+    /// Blocking playlist reloads the server answered with 503 (held too long: by the
+    /// specification, not an error; the viewer asks again).
+    pub blocking_503: u64,
+    /// Parts fetched (LL-HLS).
+    pub parts: u64,
     /// Whether it ever got the playlist.
     pub started: bool,
     /// Playlist fetches.
@@ -256,6 +267,17 @@ pub struct ViewerOutcome {
     /// Per segment: the time its GET took.
     #[serde(skip)]
     pub fetch_ms: Vec<f64>,
+    /// Per piece of media played (segment, or part for LL-HLS): the glass-to-glass latency
+    /// of the emulated player's playhead ([`crate::playhead`]).
+    #[serde(skip)]
+    pub latency_ms: Vec<f64>,
+    /// Per piece of media: when its last byte arrived minus when it existed (its wall
+    /// clock start + duration).
+    #[serde(skip)]
+    pub delivery_ms: Vec<f64>,
+    /// Per new part (LL-HLS): when the playlist listing it arrived minus its end.
+    #[serde(skip)]
+    pub part_listed_ms: Vec<f64>,
 }
 
 impl ViewerOutcome {
@@ -388,8 +410,64 @@ pub struct ViewerSummary {
     pub pdt_to_listed_ms: Quantiles,
     /// Segment GET times, ms.
     pub segment_fetch_ms: Quantiles,
+    /// The same per viewer kind (`hls`, `ll-hls`, `dash`, `ll-dash`), with the latencies.
+    pub by_kind: BTreeMap<String, KindSummary>,
     /// Each viewer.
     pub per_viewer: Vec<ViewerOutcome>,
+}
+
+/// The viewers of one kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KindSummary {
+    /// Viewers of this kind.
+    pub viewers: usize,
+    /// Those that got a playlist or MPD.
+    pub started: usize,
+    /// Those the server offered low latency to.
+    pub low_latency: usize,
+    /// Segments and parts fetched.
+    pub fetched: u64,
+    /// Parts fetched.
+    pub parts: u64,
+    /// Errors of every kind.
+    pub errors: u64,
+    /// Blocking reloads answered 503.
+    pub blocking_503: u64,
+    /// Stalls of the emulated playhead.
+    pub stalls: u64,
+    /// Time stalled, ms.
+    pub stall_ms: u64,
+    /// Glass-to-glass latency: now minus the capture wall clock of the frame on screen, ms.
+    pub latency_ms: Quantiles,
+    /// A segment's or part's last byte at the viewer minus when it existed, ms.
+    pub delivery_ms: Quantiles,
+    /// LL-HLS: a part's end → the blocking reload that listed it answered, ms. HLS: a
+    /// segment's end → first seen listed (polling).
+    pub listed_ms: Quantiles,
+}
+
+impl KindSummary {
+    fn of(per: &[&ViewerOutcome]) -> Self {
+        let all = |f: fn(&ViewerOutcome) -> &Vec<f64>| -> Vec<f64> {
+            per.iter().flat_map(|v| f(v).iter().copied()).collect()
+        };
+        let mut listed = all(|v| &v.part_listed_ms);
+        listed.extend(all(|v| &v.pdt_to_listed_ms));
+        KindSummary {
+            viewers: per.len(),
+            started: per.iter().filter(|v| v.started).count(),
+            low_latency: per.iter().filter(|v| v.low_latency).count(),
+            fetched: per.iter().map(|v| v.segments).sum(),
+            parts: per.iter().map(|v| v.parts).sum(),
+            errors: per.iter().map(|v| v.error_count()).sum(),
+            blocking_503: per.iter().map(|v| v.blocking_503).sum(),
+            stalls: per.iter().map(|v| v.stalls).sum(),
+            stall_ms: per.iter().map(|v| v.stall_ms).sum(),
+            latency_ms: Quantiles::of(&all(|v| &v.latency_ms)),
+            delivery_ms: Quantiles::of(&all(|v| &v.delivery_ms)),
+            listed_ms: Quantiles::of(&listed),
+        }
+    }
 }
 
 /// The server's own keyframe → segment-listed latency, from the growth of its
@@ -495,6 +573,16 @@ impl ViewerSummary {
             stalls: per.iter().map(|v| v.stalls).sum(),
             pdt_to_listed_ms: Quantiles::of(&all(|v| &v.pdt_to_listed_ms)),
             segment_fetch_ms: Quantiles::of(&all(|v| &v.fetch_ms)),
+            by_kind: {
+                let mut kinds: BTreeMap<String, Vec<&ViewerOutcome>> = BTreeMap::new();
+                for v in &per {
+                    kinds.entry(v.kind.clone()).or_default().push(v);
+                }
+                kinds
+                    .into_iter()
+                    .map(|(k, vs)| (k, KindSummary::of(&vs)))
+                    .collect()
+            },
             per_viewer: per,
         }
     }
@@ -567,6 +655,17 @@ impl Report {
                 format!("  PDT+duration -> listed: {}", v.pdt_to_listed_ms.text()),
                 format!("  segment fetch: {}", v.segment_fetch_ms.text()),
             ]);
+            for (kind, k) in &v.by_kind {
+                out.extend([
+                    format!(
+                        "  {kind}: {} viewers ({} started, {} offered low latency), {} fetched ({} parts), {} errors, {} blocking 503s, {} stalls ({} ms)",
+                        k.viewers, k.started, k.low_latency, k.fetched, k.parts, k.errors, k.blocking_503, k.stalls, k.stall_ms
+                    ),
+                    format!("    glass-to-glass latency: {}", k.latency_ms.text()),
+                    format!("    delivery after it existed: {}", k.delivery_ms.text()),
+                    format!("    listed after it existed: {}", k.listed_ms.text()),
+                ]);
+            }
         }
         let opt = |x: Option<f64>, d: usize| x.map_or("-".into(), |v| format!("{v:.d$}"));
         if let Some(l) = &self.server_segment_latency {

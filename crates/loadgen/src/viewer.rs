@@ -7,7 +7,12 @@
 //! records the GET time and, for segments that appear after the first load, the delay
 //! between the segment's `EXT-X-PROGRAM-DATE-TIME` + duration (when its last frame
 //! reached the server) and the poll that first saw it listed. No new segment for more
-//! than 2 × target duration on a live playlist is a stall.
+//! than 2 × target duration on a live playlist is a stall. Each segment also feeds the
+//! emulated playhead ([`crate::playhead`]): playback starts at the first segment fetched
+//! (three from the edge), and the latency is now minus the PROGRAM-DATE-TIME on screen.
+//!
+//! The other kinds of viewer: [`crate::llhls_viewer`] (hls.js in low-latency mode) and
+//! [`crate::dash_viewer`] (a DASH player, low-latency when the MPD says so).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,8 +22,42 @@ use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use crate::http::{self, HttpClient};
+use crate::playhead::{Playhead, WallClock};
 use crate::playlist::{self, MediaPlaylist};
 use crate::report::{ViewerLive, ViewerOutcome};
+
+/// What a viewer emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerKind {
+    /// hls.js with its defaults: polls the playlist, plays whole segments.
+    Hls,
+    /// hls.js with `lowLatencyMode`: blocking playlist reloads, parts, preload hints.
+    LlHls,
+    /// A DASH player (dash.js): the MPD's timeline; low-latency DASH when the MPD has an
+    /// `availabilityTimeOffset`.
+    Dash,
+}
+
+impl ViewerKind {
+    /// Parses `hls`, `ll-hls` (or `llhls`), `dash`.
+    pub fn parse(s: &str) -> Option<ViewerKind> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "hls" => Some(ViewerKind::Hls),
+            "ll-hls" | "llhls" => Some(ViewerKind::LlHls),
+            "dash" | "ll-dash" | "lldash" => Some(ViewerKind::Dash),
+            _ => None,
+        }
+    }
+
+    /// The name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            ViewerKind::Hls => "hls",
+            ViewerKind::LlHls => "ll-hls",
+            ViewerKind::Dash => "dash",
+        }
+    }
+}
 
 /// How long a viewer waits for its playlist to first exist (the publisher has to connect
 /// and cut a first segment) before it counts `never_started`.
@@ -35,8 +74,12 @@ const MIN_RELOAD: Duration = Duration::from_millis(100);
 pub struct ViewerTask {
     /// Index.
     pub index: usize,
-    /// The media playlist URL (already expanded).
+    /// What it emulates.
+    pub kind: ViewerKind,
+    /// The media playlist URL, or the MPD's for DASH (already expanded).
     pub url: String,
+    /// LL-HLS: ask for delta updates (`_HLS_skip=YES`) where the server offers them.
+    pub skip: bool,
     /// When to start.
     pub start_at: Instant,
     /// When to stop.
@@ -47,10 +90,20 @@ pub struct ViewerTask {
     pub stop: watch::Receiver<bool>,
 }
 
-/// Runs one viewer to its end.
-pub async fn run(mut t: ViewerTask) -> ViewerOutcome {
+/// Runs one viewer of any kind to its end.
+pub async fn run(t: ViewerTask) -> ViewerOutcome {
+    match t.kind {
+        ViewerKind::Hls => run_hls(t).await,
+        ViewerKind::LlHls => crate::llhls_viewer::run(t).await,
+        ViewerKind::Dash => crate::dash_viewer::run(t).await,
+    }
+}
+
+/// Runs one regular HLS viewer to its end.
+async fn run_hls(mut t: ViewerTask) -> ViewerOutcome {
     let mut out = ViewerOutcome {
         index: t.index,
+        kind: ViewerKind::Hls.name().into(),
         ..Default::default()
     };
     tokio::select! {
@@ -68,6 +121,9 @@ pub async fn run(mut t: ViewerTask) -> ViewerOutcome {
         map_fetched: None,
         last_new_at: Instant::now(),
         stalled_since: None,
+        playhead: Playhead::default(),
+        clock: WallClock::now(),
+        joined_msn: None,
     };
     tokio::select! {
         _ = sleep_until(t.end_at) => {}
@@ -95,6 +151,10 @@ struct Player<'a> {
     map_fetched: Option<String>,
     last_new_at: Instant,
     stalled_since: Option<Instant>,
+    playhead: Playhead,
+    clock: WallClock,
+    /// The newest segment listed when the viewer joined.
+    joined_msn: Option<u64>,
 }
 
 fn unix_ms_now() -> i64 {
@@ -185,6 +245,9 @@ impl Player<'_> {
                 self.out.pdt_to_listed_ms.push(now_ms as f64 - end);
             }
         }
+        if let (Some(last), true) = (pl.segments.last(), first_load) {
+            self.joined_msn = Some(last.msn);
+        }
         if let Some(last) = pl.segments.last() {
             self.newest_msn = Some(self.newest_msn.map_or(last.msn, |m| m.max(last.msn)));
         }
@@ -225,7 +288,23 @@ impl Player<'_> {
                 }
             }
             let url = playlist::resolve(&self.url, &seg.uri);
-            self.fetch("segment_status", &url, true).await;
+            if self.fetch("segment_status", &url, true).await {
+                if let Some(pdt) = seg.pdt_ms {
+                    let (start, arrived) = (pdt as f64, self.clock.ms(Instant::now()));
+                    if !self.playhead.started() {
+                        self.playhead.start(arrived, start);
+                    }
+                    if let Some(l) = self.playhead.arrive(start, arrived) {
+                        self.out.latency_ms.push(l);
+                    }
+                    // Delivery counts the segments listed after the viewer joined.
+                    if self.joined_msn.is_some_and(|j| seg.msn > j) {
+                        self.out
+                            .delivery_ms
+                            .push(arrived - start - seg.duration * 1000.0);
+                    }
+                }
+            }
             self.next_msn = Some(seg.msn + 1);
         }
     }
