@@ -109,6 +109,9 @@ pub fn assert_decodes_cleanly(target: &str) {
         .filter(|l| !l.trim().is_empty())
         // Matched anywhere in the line: ffmpeg's threads can print it glued to another line.
         .filter(|l| !l.contains("non monotonically increasing dts"))
+        // ffmpeg's log folds a repeat of the line above into "Last message repeated N
+        // times": only ever after that same (left out) line in a decode to null.
+        .filter(|l| !l.trim_start().starts_with("Last message repeated"))
         .collect();
     assert!(
         out.status.success() && errors.is_empty(),
