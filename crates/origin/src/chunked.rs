@@ -162,17 +162,33 @@ pub(crate) async fn segment_in_progress(
     file: &str,
     cache: &'static str,
 ) -> Option<Response> {
-    let rendered = ctx.streams.rendered(id).await.ok()??;
-    let building = rendered.state.segment_in_progress()?;
-    if building.uri != file {
-        return None;
-    }
-    let watch = ctx.streams.watch(id).await.ok()??;
+    // The watch first, so a change while the view is read is not missed.
+    let mut watch = ctx.streams.watch(id).await.ok()??;
+    let arrived = Instant::now();
+    let uri = loop {
+        let rendered = ctx.streams.view(&mut watch).await.ok()??;
+        let state = &rendered.state;
+        if let Some(building) = state.segment_in_progress() {
+            if building.uri == file {
+                break building.uri;
+            }
+        }
+        // An MPD from another worker (a round-robin Service) may already announce the
+        // segment after the last one this worker knows: its view is a few milliseconds
+        // behind. That request is held until the segment is being built here too, at
+        // most one target duration; anything else is a 404 at once.
+        if !follows_the_last(state, file) {
+            return None;
+        }
+        let limit = Duration::from_secs(u64::from(state.target_duration.max(1)));
+        let left = limit.checked_sub(arrived.elapsed())?;
+        tokio::time::timeout(left, watch.changed()).await.ok()?;
+    };
     let progress = Progress {
         ctx: ctx.clone(),
         id: id.clone(),
         watch,
-        uri: building.uri,
+        uri,
         parts: 0,
         bytes: 0,
         progressed: Instant::now(),
@@ -193,6 +209,27 @@ pub(crate) async fn segment_in_progress(
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     Some(resp)
+}
+
+/// `seg-E-N.ext` → (`seg-E`, N, `ext`).
+fn split_segment_name(uri: &str) -> Option<(&str, u64, &str)> {
+    let (stem, ext) = uri.rsplit_once('.')?;
+    let (head, number) = stem.rsplit_once('-')?;
+    Some((head, number.parse().ok()?, ext))
+}
+
+/// `file` is the segment right after the last one `state` lists or is building (same
+/// session and extension, the next number).
+fn follows_the_last(state: &PlaylistState, file: &str) -> bool {
+    let last = state
+        .segment_in_progress()
+        .map(|b| b.uri)
+        .or_else(|| state.segments.back().map(|s| s.uri.clone()));
+    let (Some(last), Some((head, number, ext))) = (last, split_segment_name(file)) else {
+        return false;
+    };
+    split_segment_name(&last)
+        .is_some_and(|(h, n, e)| h == head && e == ext && n.checked_add(1) == Some(number))
 }
 
 #[cfg(test)]
@@ -219,11 +256,12 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_follows_the_segment_from_hint_to_parts_to_complete() {
+    fn the_answer_follows_the_segment_from_its_parts_to_complete() {
         let mut state = state();
         assert!(matches!(next(&state, "seg-1-3.m4s", 0), Next::Gone));
+        // Only hinted: not being built yet (the request is held by `follows_the_last`).
         state.preload_hint = Some(part_uri("seg-1-3.m4s", 0));
-        assert!(matches!(next(&state, "seg-1-3.m4s", 0), Next::Wait));
+        assert!(matches!(next(&state, "seg-1-3.m4s", 0), Next::Gone));
         state.push_part(part(0), 0, Some("init-1-0.mp4".into()), None);
         match next(&state, "seg-1-3.m4s", 0) {
             Next::Part { uri } => assert_eq!(uri, "seg-1-3.0.m4s"),
@@ -255,5 +293,23 @@ mod tests {
         state.end();
         assert!(matches!(next(&state, "seg-1-3.m4s", 1), Next::Gone));
         assert_eq!(stall_timeout(&state), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn only_the_segment_after_the_last_one_known_is_held() {
+        let mut state = state();
+        state.push_part(part(0), 0, Some("init-1-0.mp4".into()), None);
+        // Building seg-1-3: seg-1-4 may already be announced by a worker ahead of this one.
+        assert!(follows_the_last(&state, "seg-1-4.m4s"));
+        assert!(!follows_the_last(&state, "seg-1-5.m4s"));
+        assert!(!follows_the_last(&state, "seg-1-3.m4s"));
+        assert!(!follows_the_last(&state, "seg-2-4.m4s"));
+        assert!(!follows_the_last(&state, "seg-1-4.ts"));
+        assert!(!follows_the_last(&state, "init-1-0.mp4"));
+        assert!(!follows_the_last(&state, "seg-1-x.m4s"));
+        assert_eq!(
+            split_segment_name("seg-17-42.m4s"),
+            Some(("seg-17", 42, "m4s"))
+        );
     }
 }

@@ -181,27 +181,24 @@ impl PlaylistState {
     }
 
     /// The segment being built, when the stream has parts and is live: the segment of the
-    /// open parts, or (between segments) the one whose first part is the preload hint.
+    /// open parts, from its first stored part on. Not a segment whose first part is only
+    /// hinted: that one may never exist (the worker dies before cutting it and the session
+    /// that takes over has another name), and a player that was told of it by an MPD asks
+    /// for it until it gives up (dash.js: a fatal download error, found by
+    /// `crates/cli/tests/players_failover.rs`). A segment with a stored part becomes a
+    /// listed segment whatever happens next (`salvage.rs` lists it whole after a takeover).
     pub fn segment_in_progress(&self) -> Option<SegmentInProgress<'_>> {
         if self.ended || self.low_latency_dash().is_none() {
             return None;
         }
         let after_discontinuity = self.pending_discontinuity && !self.segments.is_empty();
-        if let Some(open) = self.open.as_ref().filter(|o| !o.parts.is_empty()) {
-            let (uri, _) = parse_part_uri(&open.parts.first()?.uri)?;
-            return Some(SegmentInProgress {
-                uri,
-                parts: &open.parts,
-                discontinuity: open.discontinuity || after_discontinuity,
-                map_uri: open.map_uri.as_deref(),
-            });
-        }
-        let (uri, index) = parse_part_uri(self.preload_hint.as_deref()?)?;
-        (index == 0).then(|| SegmentInProgress {
+        let open = self.open.as_ref().filter(|o| !o.parts.is_empty())?;
+        let (uri, _) = parse_part_uri(&open.parts.first()?.uri)?;
+        Some(SegmentInProgress {
             uri,
-            parts: &[],
-            discontinuity: after_discontinuity,
-            map_uri: self.segments.back().and_then(|s| s.map_uri.as_deref()),
+            parts: &open.parts,
+            discontinuity: open.discontinuity || after_discontinuity,
+            map_uri: open.map_uri.as_deref(),
         })
     }
 

@@ -362,15 +362,16 @@ fn with_parts_the_segment_being_built_is_announced_with_availability_time_offset
     assert!(mpd.contains("timeShiftBufferDepth=\"PT6.000S\""), "{mpd}");
     assert!(mpd.contains("<UTCTiming "), "{mpd}");
 
-    // Between segments the hinted first part names the next one.
+    // Between segments the next one is only hinted: not announced before its first part
+    // is stored (it may never exist).
     let mut state = fmp4_state(10);
     state.part_target_secs = Some(1.0 / 3.0);
     push_session(&mut state, 3, 0, 180_000, T0);
     assert_eq!(state.segment_in_progress(), None);
     state.preload_hint = Some(crate::part_uri("seg-1-3.m4s", 0));
-    assert_eq!(state.segment_in_progress().unwrap().uri, "seg-1-3.m4s");
+    assert_eq!(state.segment_in_progress(), None);
     let mpd = state.render_mpd(&options(None)).unwrap();
-    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"3\"/>"), "{mpd}");
+    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"2\"/>"), "{mpd}");
 }
 
 #[test]
@@ -393,8 +394,18 @@ fn the_complete_segment_replaces_the_announced_one_and_the_next_is_announced() {
     state.push_segment(complete);
     state.preload_hint = Some(crate::part_uri(&format!("seg-{epoch}-4.m4s"), 0));
     let mpd = state.render_mpd(&options(None)).unwrap();
-    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"4\"/>"), "{mpd}");
+    // Four complete segments; the fifth, only hinted, is not announced yet.
+    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"3\"/>"), "{mpd}");
+    assert_eq!(state.segment_in_progress(), None);
+    state.push_part(
+        part(epoch, 4, 0),
+        T0 + 8000,
+        Some(format!("init-{epoch}-0.mp4")),
+        Some(crate::part_uri(&format!("seg-{epoch}-4.m4s"), 1)),
+    );
     assert_eq!(state.segment_in_progress().unwrap().uri, "seg-1-4.m4s");
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(mpd.contains("<S t=\"0\" d=\"180000\" r=\"4\"/>"), "{mpd}");
 }
 
 #[test]
