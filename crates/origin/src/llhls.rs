@@ -211,12 +211,6 @@ pub async fn media_playlist(
                 if directives.msn.is_some() {
                     ctx.metrics.llhls_answered(BlockingOutcome::Ready);
                 }
-                if held.is_some() {
-                    // Woken by a new part along with every viewer's held request for that
-                    // part: let those go first (the player plays the part; this playlist
-                    // only names the one after it), see [`media_first`].
-                    media_first().await;
-                }
                 let body = if directives.skip {
                     view.delta_update()
                 } else {
@@ -244,15 +238,6 @@ pub async fn media_playlist(
             }
         }
     }
-}
-
-/// Steps back behind the tasks already woken, once: a held playlist request that a new
-/// part made ready yields to the held requests for that part, woken by the same change.
-/// One core answers the whole burst (every viewer's two held requests) in turn; with the
-/// parts first, a part reaches its viewers up to half a burst earlier and the playlists
-/// that list it that much later (docs/performance.md, "Low latency").
-async fn media_first() {
-    tokio::task::yield_now().await;
 }
 
 fn playlist_response(
