@@ -12,8 +12,7 @@
 //! loop:
 //!     view = streams.view(&mut watch)               // marks the change signal seen, then reads
 //!     match decide(view):
-//!         answer    => if it was held: yield once (the parts woken with it go first);
-//!                      return it
+//!         answer    => return it
 //!         wait      => past arrival + timeout → 503 (never the stale playlist);
 //!                      else await watch.changed() until that deadline, loop
 //! ```
