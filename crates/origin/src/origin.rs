@@ -278,7 +278,8 @@ async fn part(ctx: &Context, id: &StreamId, file: &str, access: &PlaybackAccess)
     };
     let body = match ctx
         .streams
-        .media_object(&format!("{}/{object}", id.prefix()))
+        .media()
+        .get(&format!("{}/{object}", id.prefix()))
         .await
     {
         Ok(Some(b)) => b,
