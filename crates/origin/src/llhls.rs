@@ -20,7 +20,8 @@
 //! A held request costs its own future and a receiver of the stream's change signal: no
 //! task, no timer but its own, no store read of its own (a change wakes every waiter of the
 //! stream; the first to read the view reloads it, the others share the result:
-//! `tidegate_registry::stream`). Held requests are bounded by the HTTP connection cap
+//! `tidegate_registry::stream`). A part that a held request waited for is read from the
+//! media store once for all of them (`Streams::media_object`). Held requests are bounded by the HTTP connection cap
 //! (`--http-max-connections`: HTTP/1.1 serves one request at a time per connection, and a
 //! held one keeps its connection counted) and seen in `tidegate_llhls_held_requests`; the
 //! idle timeout does not run while a handler holds its request (`crate::http`). When the

@@ -278,8 +278,7 @@ async fn part(ctx: &Context, id: &StreamId, file: &str, access: &PlaybackAccess)
     };
     let body = match ctx
         .streams
-        .media()
-        .get(&format!("{}/{object}", id.prefix()))
+        .media_object(&format!("{}/{object}", id.prefix()))
         .await
     {
         Ok(Some(b)) => b,

@@ -60,6 +60,7 @@
 //! worker's view, the record ([`ownership_of`]) and the clock; this module reads and writes
 //! the stores and carries the decisions out.
 
+mod recent;
 mod salvage;
 mod writer;
 
@@ -504,6 +505,8 @@ pub struct Streams {
     /// The tenants' settings, as [`Streams::set_tenant_settings`] last gave them: their
     /// segment format and duration and reconnect window replace `settings`' for their streams.
     tenant_settings: std::sync::RwLock<HashMap<String, tidegate_model::TenantSettings>>,
+    /// The media objects the origin read last ([`Streams::media_object`]).
+    recent: recent::RecentObjects,
 }
 
 /// One row of [`Streams::list`].
@@ -542,6 +545,7 @@ impl Streams {
             notified: AtomicBool::new(false),
             last_full_sweep: SyncMutex::new(None),
             tenant_settings: std::sync::RwLock::default(),
+            recent: recent::RecentObjects::default(),
         })
     }
 
@@ -629,6 +633,13 @@ impl Streams {
     /// The media store (the origin reads segments from it).
     pub fn media(&self) -> &Arc<dyn MediaStore> {
         &self.media
+    }
+
+    /// The media object at `path` for a viewer (a part or a segment: immutable once
+    /// written), read from the media store once for all the requests that want it at the
+    /// same time and kept while it is among the last objects read (`recent.rs`).
+    pub async fn media_object(&self, path: &str) -> Result<Option<Bytes>, StoreError> {
+        self.recent.get_or_load(path, || self.media.get(path)).await
     }
 
     /// The worker's metrics.
