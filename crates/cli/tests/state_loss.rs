@@ -48,7 +48,10 @@ fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
 
 /// The stream's record is in Redis.
 fn record_in_redis(redis: &RedisServer, key: &str) -> bool {
-    let keys = redis_cli(redis, &["--scan", "--pattern", &format!("*:stream:default/{key}")]);
+    let keys = redis_cli(
+        redis,
+        &["--scan", "--pattern", &format!("*:stream:default/{key}")],
+    );
     !keys.is_empty()
 }
 
@@ -218,7 +221,10 @@ impl Observer {
                 compared += 1;
             }
         }
-        assert!(compared > 0, "nothing fetched is left in storage to compare");
+        assert!(
+            compared > 0,
+            "nothing fetched is left in storage to compare"
+        );
     }
 }
 
@@ -254,7 +260,12 @@ fn flushall_then_kill9_keeps_the_playlist_its_numbers_and_its_names() {
         Duration::from_millis(100),
         || record_in_redis(&p.redis, KEY).then_some(()),
     );
-    obs.watch(&p, &[0, 1], Duration::from_secs(1), "after the record is back");
+    obs.watch(
+        &p,
+        &[0, 1],
+        Duration::from_secs(1),
+        "after the record is back",
+    );
     assert_eq!(
         publisher.start_count(),
         1,
@@ -306,7 +317,12 @@ fn a_reconnect_to_the_other_worker_after_redis_came_back_empty_continues_the_pla
     );
     p.workers[0] = p.spawn(0);
     obs.prev.remove(&0);
-    obs.watch(&p, &[0, 1], Duration::from_secs(2), "with the old owner back");
+    obs.watch(
+        &p,
+        &[0, 1],
+        Duration::from_secs(2),
+        "with the old owner back",
+    );
 
     publisher.stop();
     let last = obs.prev.get(&1).cloned().expect("watched");

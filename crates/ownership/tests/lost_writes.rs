@@ -105,5 +105,8 @@ fn two_writers_after_a_lost_write_converge_on_the_higher_epoch() {
         AfterConflict::Fenced => panic!("the newer session must win"),
     }
     // The old session's next write conflicts with the newer epoch: it is over.
-    assert_eq!(after_conflict(old, stored, Some(new)), AfterConflict::Fenced);
+    assert_eq!(
+        after_conflict(old, stored, Some(new)),
+        AfterConflict::Fenced
+    );
 }

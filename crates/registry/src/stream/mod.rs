@@ -80,7 +80,7 @@ use tracing::{info, warn};
 use tidegate_ownership::{self as ownership, Refusal, Start, Sweep, Takeover, ViewHolder};
 
 use crate::config::TakeoverPolicy;
-use crate::metrics::{Metrics, Protocol, PublishRefusal, StoreOp};
+use crate::metrics::{Metrics, Protocol, PublishRefusal, RecordRestore, StoreOp};
 use crate::store::Change;
 use crate::store::{MediaStore, StateStore, StoreError, StreamId, StreamRecord};
 use crate::telemetry::{HealthSnapshot, StreamTelemetry, Telemetry};
@@ -716,6 +716,15 @@ impl Streams {
         self.streams.lock().await.get(id).cloned()
     }
 
+    /// Stores the snapshot of `record` in the media store (published.rs); a failure is
+    /// counted and logged (the state store still has the record).
+    async fn write_snapshot(&self, record: &StreamRecord) {
+        if let Err(e) = published::write(&*self.media, &record.id.prefix(), record).await {
+            self.metrics.store_error(StoreOp::PutSnapshot);
+            warn!(stream = %record.id, error = %e, "could not store the record snapshot");
+        }
+    }
+
     /// What the media store holds of `id` (published.rs); nothing known when it cannot be
     /// read (the epochs are then the record's alone).
     async fn published(&self, id: &StreamId) -> published::Published {
@@ -956,10 +965,11 @@ impl Streams {
         // What the media store holds (published.rs): the epochs used so far, and the last
         // snapshot of the record, which stands for a record the state store lost.
         let published = self.published(&id).await;
-        let stored = if ownership::rebuild_from_snapshot(
+        let rebuilt = ownership::rebuild_from_snapshot(
             actual_epoch,
             published.snapshot.as_ref().map(|r| r.playlist.epoch),
-        ) {
+        );
+        let stored = if rebuilt {
             let snapshot = published.snapshot.clone();
             if let Some(r) = &snapshot {
                 warn!(stream = %id, stored_epoch = ?actual_epoch, snapshot_epoch = r.playlist.epoch, next_sequence = r.playlist.next_sequence, "the state store lost this stream's last writes; its record is rebuilt from the media store");
@@ -1077,10 +1087,7 @@ impl Streams {
         let stored = admission.expected_epoch.is_some();
         if stored {
             let prefix = id.prefix();
-            if let Err(e) = published::write(&*self.media, &prefix, &record).await {
-                self.metrics.store_error(StoreOp::PutSegment);
-                warn!(stream = %id, error = %e, "could not store the record snapshot of a new session");
-            }
+            self.write_snapshot(&record).await;
             if let Err(e) = self.state.compare_and_set(actual_epoch, &record).await {
                 self.note_state(!e.is_unavailable());
                 let snapshot = published::snapshot_name(record.playlist.epoch);
@@ -1088,6 +1095,9 @@ impl Streams {
                 return Err(e.into());
             }
             self.note_state(true);
+            if rebuilt {
+                self.metrics.record_restored(RecordRestore::Rebuilt);
+            }
             for old in published
                 .snapshot_epochs
                 .iter()
@@ -1286,6 +1296,8 @@ impl Streams {
         self.state
             .compare_and_set(Some(ending.expected_epoch), &record)
             .await?;
+        // The media store learns of the end too (a record rebuilt from it stays ended).
+        self.write_snapshot(&record).await;
         if let Some(live) = inner.live.take() {
             live.fenced.cancel();
             self.metrics.live_streams.dec();
@@ -1420,6 +1432,7 @@ impl Streams {
                 Ok(()) => {
                     ended += 1;
                     info!(stream = %id, "no publisher for the reconnect window; stream ended");
+                    self.write_snapshot(&record).await;
                     let stream = self.get_or_insert(id).await;
                     stream.set_fetched_view(&record.playlist, stream.change_generation());
                     stream.inner.lock().await.record = Some(record);
@@ -1958,3 +1971,6 @@ mod record_tests {
 
 #[cfg(test)]
 mod watch_tests;
+
+#[cfg(test)]
+mod state_loss_tests;

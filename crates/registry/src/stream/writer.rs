@@ -46,7 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{published, Stream, StreamInfo, Streams, WriterMsg};
-use crate::metrics::StoreOp;
+use crate::metrics::{RecordRestore, StoreOp};
 use crate::store::{StoreError, StreamRecord};
 use crate::unix_ms;
 
@@ -550,7 +550,7 @@ impl Writer {
     async fn write_snapshot(&self, record: &StreamRecord) {
         let prefix = self.stream.id.prefix();
         if let Err(e) = published::write(&*self.streams.media, &prefix, record).await {
-            self.streams.metrics.store_error(StoreOp::PutSegment);
+            self.streams.metrics.store_error(StoreOp::PutSnapshot);
             warn!(stream = %self.stream.id, error = %e, "could not store the record snapshot");
         }
     }
@@ -589,6 +589,9 @@ impl Writer {
         match self.streams.state.compare_and_set(expected, &next).await {
             Ok(()) => {
                 warn!(stream = %self.stream.id, epoch = self.epoch, stored_epoch = ?stored, next_sequence = next.playlist.next_sequence, "the state store had lost this stream's record; written again by its live session");
+                self.streams
+                    .metrics
+                    .record_restored(RecordRestore::Rewritten);
                 self.committed(next);
                 Ok(())
             }
