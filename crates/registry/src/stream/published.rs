@@ -57,17 +57,19 @@ pub(super) async fn read(media: &dyn MediaStore, prefix: &str) -> Result<Publish
     let mut snapshot = None;
     for epoch in snapshot_epochs.iter().take(MAX_SNAPSHOTS_TRIED) {
         let path = format!("{prefix}/{}", snapshot_name(*epoch));
-        match media.get(&path).await? {
-            Some(bytes) => match serde_json::from_slice::<StreamRecord>(&bytes) {
-                Ok(r) if r.playlist.epoch == *epoch => {
-                    snapshot = Some(r);
-                    break;
-                }
-                Ok(_) => warn!(%path, "a record snapshot at another epoch than its name; skipped"),
-                Err(e) => warn!(%path, error = %e, "unreadable record snapshot; skipped"),
-            },
-            // Deleted since the listing.
-            None => {}
+        // `None`: deleted since the listing.
+        let Some(bytes) = media.get(&path).await? else {
+            continue;
+        };
+        match serde_json::from_slice::<StreamRecord>(&bytes) {
+            Ok(r) if r.playlist.epoch == *epoch && r.id.prefix() == prefix => {
+                snapshot = Some(r);
+                break;
+            }
+            Ok(_) => {
+                warn!(%path, "a record snapshot of another epoch or stream than its name; skipped")
+            }
+            Err(e) => warn!(%path, error = %e, "unreadable record snapshot; skipped"),
         }
     }
     Ok(Published {
