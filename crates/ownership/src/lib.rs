@@ -574,6 +574,18 @@ impl Admission {
     }
 }
 
+impl Transition {
+    /// The same transition at an epoch above `published` (see
+    /// [`Admission::above_published`]): an end never takes an epoch the media store has seen,
+    /// so its snapshot cannot replace a session's.
+    pub fn above_published(mut self, published: Option<u64>) -> Self {
+        if let Some(p) = published {
+            self.record.epoch = self.record.epoch.max(p.saturating_add(1));
+        }
+        self
+    }
+}
+
 /// Which of the stored record and the media store's snapshot of it (the last one written,
 /// by epoch) a worker starts from: the one at the higher epoch, so a record that lost
 /// writes is rebuilt from the media store. `true`: the snapshot.

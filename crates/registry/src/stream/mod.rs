@@ -159,6 +159,19 @@ pub fn ownership_of(record: &StreamRecord) -> ownership::Record {
     }
 }
 
+/// The newer (by epoch) of the stored record and the media store's snapshot.
+fn newest(stored: Option<StreamRecord>, snapshot: Option<StreamRecord>) -> Option<StreamRecord> {
+    let rebuild = ownership::rebuild_from_snapshot(
+        stored.as_ref().map(|r| r.playlist.epoch),
+        snapshot.as_ref().map(|r| r.playlist.epoch),
+    );
+    if rebuild {
+        snapshot
+    } else {
+        stored
+    }
+}
+
 /// Writes what an ownership decision made of the record back into it.
 fn set_ownership(record: &mut StreamRecord, decided: ownership::Record) {
     record.playlist.epoch = decided.epoch;
@@ -1285,17 +1298,20 @@ impl Streams {
         }
         let stream = self.get_or_insert(id).await;
         let mut inner = stream.inner.lock().await;
-        let Some(mut record) = self.state.load(id).await? else {
+        let stored = self.state.load(id).await?;
+        let stored_epoch = stored.as_ref().map(|r| r.playlist.epoch);
+        // A record the state store lost (or set back) is ended as the media store has it.
+        let published = self.published(id).await;
+        let Some(mut record) = newest(stored, published.snapshot) else {
             return Ok(false);
         };
         let Some(ending) = ownership::end(&ownership_of(&record), unix_ms()) else {
             return Ok(false);
         };
+        let ending = ending.above_published(published.highest_epoch);
         set_ownership(&mut record, ending.record);
         record.holder = None;
-        self.state
-            .compare_and_set(Some(ending.expected_epoch), &record)
-            .await?;
+        self.state.compare_and_set(stored_epoch, &record).await?;
         // The media store learns of the end too (a record rebuilt from it stays ended).
         self.write_snapshot(&record).await;
         if let Some(live) = inner.live.take() {
@@ -1422,6 +1438,28 @@ impl Streams {
                 Sweep::End(ending) => ending,
             };
             let epoch = ending.expected_epoch;
+            // Before ending it, the media store: a newer snapshot means the record lost
+            // writes (the stream may be live); the decision is taken on the snapshot, and
+            // the end takes an epoch above every published one.
+            let published = self.published(id).await;
+            let snapshot_epoch = published.snapshot.as_ref().map(|r| r.playlist.epoch);
+            let ending = if ownership::rebuild_from_snapshot(Some(epoch), snapshot_epoch) {
+                let Some(snapshot) = published.snapshot else {
+                    continue;
+                };
+                match ownership::sweep(&ownership_of(&snapshot), now, &policy) {
+                    Sweep::End(ending) => {
+                        record = snapshot;
+                        ending
+                    }
+                    // Live (or ended) as the media store has it: its writer restores the
+                    // record, not the sweeper.
+                    Sweep::Keep | Sweep::Expire { .. } => continue,
+                }
+            } else {
+                ending
+            };
+            let ending = ending.above_published(published.highest_epoch);
             // Ended at a new epoch, as by request: a holder that is still connected but went
             // silent (a stalled encoder: its figures are written every second without moving
             // the lease), or a writer still storing a session's last segments, is fenced by

@@ -178,3 +178,49 @@ async fn a_live_session_writes_its_lost_record_again() {
         .expect("fenced by the newer epoch");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The sweeper finds a record set back to a session whose publisher left long ago, while the
+/// media store has a newer, live snapshot: it leaves the stream alone. Once the snapshot is
+/// as stale, it ends the stream as the snapshot has it, at an epoch above every published one.
+#[tokio::test]
+async fn the_sweeper_decides_on_the_newer_snapshot() {
+    let (dir, streams) = test_streams("sweep-setback", "state");
+    let id = StreamId::new("default", "setback").unwrap();
+    let mut stale = published_record(&id, 8, 3);
+    stale.publisher_left_ms = Some(unix_ms() - 600_000);
+    streams.state.compare_and_set(None, &stale).await.unwrap();
+    let mut live = published_record(&id, 10, 5);
+    live.publisher_left_ms = None;
+    live.updated_ms = unix_ms();
+    live.last_media_ms = Some(unix_ms());
+    published::write(&*streams.media, &id.prefix(), &live)
+        .await
+        .unwrap();
+    assert_eq!(streams.sweep().await.unwrap(), 0, "a live stream was ended");
+    assert_eq!(
+        streams
+            .state
+            .load(&id)
+            .await
+            .unwrap()
+            .unwrap()
+            .playlist
+            .epoch,
+        8
+    );
+
+    let mut gone = live.clone();
+    gone.publisher_left_ms = Some(unix_ms() - 600_000);
+    published::write(&*streams.media, &id.prefix(), &gone)
+        .await
+        .unwrap();
+    assert_eq!(streams.sweep().await.unwrap(), 1);
+    let ended = streams.state.load(&id).await.unwrap().unwrap();
+    assert!(ended.playlist.ended);
+    assert_eq!(ended.playlist.epoch, 11);
+    assert_eq!(
+        ended.playlist.next_sequence, 5,
+        "ended as the snapshot had it"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
