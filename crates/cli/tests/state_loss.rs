@@ -230,6 +230,14 @@ impl Observer {
 
 const KEY: &str = "state-loss";
 
+/// `tidegate_stream_records_restored_total{how}` of worker `w`.
+fn restored(w: &Server, how: &str) -> f64 {
+    metric_value(
+        &w.metrics(),
+        &format!("tidegate_stream_records_restored_total{{how=\"{how}\"}}"),
+    )
+}
+
 fn start_stream(p: &Pair) -> (ReconnectingPublisher, Observer) {
     let urls: Vec<String> = p.workers.iter().map(|w| w.rtmp_url(KEY)).collect();
     let publisher = ReconnectingPublisher::start_rotating(&media(Media::H264Aac), &urls);
@@ -271,6 +279,10 @@ fn flushall_then_kill9_keeps_the_playlist_its_numbers_and_its_names() {
         1,
         "the publisher was disconnected by the flush\n{}",
         p.logs()
+    );
+    assert!(
+        restored(&p.workers[0], "rewritten") >= 1.0,
+        "the owner did not count its record as rewritten"
     );
 
     // kill -9 of the owner: the encoder reconnects to the other worker, which takes the
@@ -314,6 +326,10 @@ fn a_reconnect_to_the_other_worker_after_redis_came_back_empty_continues_the_pla
     assert!(
         record_in_redis(&p.redis, KEY),
         "no record written after the rebuild"
+    );
+    assert!(
+        restored(&p.workers[1], "rebuilt") >= 1.0,
+        "the other worker did not rebuild the record from the media store"
     );
     p.workers[0] = p.spawn(0);
     obs.prev.remove(&0);
