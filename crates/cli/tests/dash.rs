@@ -316,6 +316,22 @@ fn a_non_ingesting_worker_serves_a_live_mpd_that_crosses_a_reconnect_as_a_new_pe
         second_start + 0.001 >= first_end,
         "the second period starts after the first ends ({second_start} < {first_end}): {text}"
     );
+    // With parts (the default), at least 2 s after the first period's last media, which
+    // ends where its timeline does (decision 0019: dash.js jumps that gap).
+    let media_end = {
+        let (mut t, mut end) = (0u64, 0u64);
+        for s in rep(0)["S"].as_array().unwrap() {
+            t = s[0].as_u64().unwrap_or(t);
+            end = t + s[1].as_u64().unwrap() * (1 + s[2].as_u64().unwrap_or(0));
+            t = end;
+        }
+        periods[0]["start"].as_f64().unwrap_or(0.0)
+            + (end as f64 - rep(0)["pto"].as_f64().unwrap_or(0.0)) / 90_000.0
+    };
+    assert!(
+        second_start + 0.001 >= media_end + 2.0,
+        "the second period starts 2 s after the first's media ({second_start} < {media_end} + 2): {text}"
+    );
     fetch_named_segments(&mpd_url, &mpd);
     let (video, audio) = decode(&mpd_url, 3);
     assert!(
@@ -419,6 +435,25 @@ fn mpeg_ts_tenants_have_no_mpd_and_signed_tenants_carry_the_token() {
     signed_pub.kill();
 }
 
+/// Returns once the segment after the listed ones has its second part (about 0.7 s into it):
+/// a blocking reload of the LL-HLS playlist at `url` (`_HLS_msn`/`_HLS_part`).
+fn leave_after_the_second_part(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let a = fetch(url);
+        if a.status == 200 {
+            if let Ok(pl) = parse_media_playlist(url, &a.body) {
+                let held = fetch(&format!("{url}?_HLS_msn={}&_HLS_part=1", pl.next_msn()));
+                if held.status == 200 {
+                    return;
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no second part of a new segment at {url}");
+}
+
 fn browser_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
@@ -490,8 +525,13 @@ fn dash_js_in_chromium_plays_from_the_non_ingesting_worker_across_a_reconnect() 
     };
     if playing {
         thread::sleep(Duration::from_secs(4));
+        // The publisher leaves just after a segment boundary and comes back soon: the
+        // session's last segment, announced with 2 s, is cut short, and the new period
+        // follows the old media closely — where dash.js used to stand still for good
+        // (decision 0019).
+        leave_after_the_second_part(&cluster.workers[0].playlist_url(KEY));
         publisher.kill();
-        thread::sleep(Duration::from_secs(1));
+        thread::sleep(Duration::from_millis(500));
         publisher = publish_ffmpeg(Media::H264Aac, &rtmp, &Publish::forever());
         // While dash.js plays on: the MPD gets its second period.
         wait_mpd(&mpd_url, "two periods", |m| {
