@@ -19,46 +19,6 @@ use tidegate_testkit::*;
 const KEY: &str = "dashcam";
 const TOKEN: &str = "operator-secret-token";
 
-/// Reads an MPD from stdin with `mpegdash` and prints what the test checks, as JSON.
-const MPD_SUMMARY_PY: &str = r#"
-import json, re, sys
-from mpegdash.parser import MPEGDASHParser
-mpd = MPEGDASHParser.parse(sys.stdin.read())
-def seconds(duration):
-    m = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?", duration or "")
-    if not m:
-        return None
-    h, mi, s = m.groups()
-    return int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
-periods = []
-for p in mpd.periods:
-    sets = []
-    for a in p.adaptation_sets:
-        reps = []
-        for r in a.representations:
-            t = r.segment_templates[0] if r.segment_templates else a.segment_templates[0]
-            s = [[x.t, x.d, x.r] for x in t.segment_timelines[0].Ss]
-            reps.append({"id": r.id, "bandwidth": r.bandwidth, "codecs": r.codecs,
-                         "width": r.width, "height": r.height, "frameRate": r.frame_rate,
-                         "audioSamplingRate": r.audio_sampling_rate,
-                         "timescale": t.timescale, "startNumber": t.start_number,
-                         "pto": t.presentation_time_offset,
-                         "initialization": t.initialization, "media": t.media, "S": s})
-        sets.append({"id": a.id, "mimeType": a.mime_type, "contentType": a.content_type,
-                     "representations": reps})
-    periods.append({"id": p.id, "start": seconds(p.start), "adaptation_sets": sets})
-print(json.dumps({
-    "id": mpd.id, "type": mpd.type, "profiles": mpd.profiles,
-    "availabilityStartTime": mpd.availability_start_time, "publishTime": mpd.publish_time,
-    "minimumUpdatePeriod": mpd.minimum_update_period,
-    "timeShiftBufferDepth": mpd.time_shift_buffer_depth,
-    "suggestedPresentationDelay": mpd.suggested_presentation_delay,
-    "minBufferTime": mpd.min_buffer_time,
-    "baseURLs": [b.base_url_value for b in (mpd.base_urls or [])],
-    "utcTiming": [[u.scheme_id_uri, u.value] for u in (mpd.utc_timings or [])],
-    "periods": periods}))
-"#;
-
 /// A GET with its status, headers and body (any status).
 struct Answer {
     status: u16,
@@ -81,60 +41,6 @@ fn fetch(url: &str) -> Answer {
         cache_control: header("cache-control"),
         cors: header("access-control-allow-origin"),
         body: resp.into_string().unwrap_or_default(),
-    }
-}
-
-/// The MPD as `mpegdash` reads it.
-fn parse_mpd(text: &str) -> Value {
-    let mut child = Command::new(require_cmd("python3"))
-        .args(["-c", MPD_SUMMARY_PY])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mpegdash could not read the MPD (is it installed? scripts/install-test-tools.sh): {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Segments a period's timeline lists.
-fn segments_in(period: &Value) -> u64 {
-    period["adaptation_sets"][0]["representations"][0]["S"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| 1 + s[2].as_u64().unwrap_or(0))
-        .sum()
-}
-
-/// Polls `url` until its MPD satisfies `want`; returns (text, summary).
-fn wait_mpd(url: &str, what: &str, want: impl Fn(&Value) -> bool) -> (String, Value) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let a = fetch(url);
-        if a.status == 200 {
-            let summary = parse_mpd(&a.body);
-            if want(&summary) {
-                return (a.body, summary);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no MPD with {what} at {url}: {} {}",
-            a.status,
-            a.body
-        );
-        thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -301,7 +207,7 @@ fn a_non_ingesting_worker_serves_a_live_mpd_that_crosses_a_reconnect_as_a_new_pe
     });
     let periods = mpd["periods"].as_array().unwrap();
     assert_ne!(periods[0]["id"], periods[1]["id"], "{text}");
-    let rep = |i: usize| &periods[i]["adaptation_sets"][0]["representations"][0];
+    let rep = |i: usize| representation_of(&periods[i]);
     assert_ne!(rep(0)["initialization"], rep(1)["initialization"], "{text}");
     assert_ne!(rep(0)["media"], rep(1)["media"], "{text}");
     let first_end = periods[0]["start"].as_f64().unwrap_or(0.0)
