@@ -34,13 +34,14 @@ step "fuzz smoke run"
 step "doctests"
 cargo test --workspace --doc
 
-# The integration tests run real encoders and servers; two at a time suits a 2-core machine.
-threads="${TEST_THREADS:-2}"
+# How many tests run at once, the browser tests' group and the slow tests' head start are
+# in .config/nextest.toml (the integration tests mostly wait on real time: four at a time on
+# a 2-core machine); TEST_THREADS=N overrides the number.
 if cargo nextest --version >/dev/null 2>&1; then
   step "cargo nextest run --workspace"
-  cargo nextest run --workspace --no-fail-fast --test-threads "$threads"
+  cargo nextest run --workspace --no-fail-fast ${TEST_THREADS:+--test-threads "$TEST_THREADS"}
 else
   step "cargo test --workspace (cargo-nextest not installed)"
-  cargo test --workspace --no-fail-fast -- --test-threads "$threads"
+  cargo test --workspace --no-fail-fast -- --test-threads "${TEST_THREADS:-2}"
 fi
 
