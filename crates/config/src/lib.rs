@@ -1382,7 +1382,10 @@ mod tests {
             (PartDuration::default(), "333.333ms"),
             (PartDuration::of(Duration::from_millis(500)), "500ms"),
             (PartDuration::of(Duration::from_secs(1)), "1s"),
-            (PartDuration::of(Duration::from_micros(250_400)), "250.400ms"),
+            (
+                PartDuration::of(Duration::from_micros(250_400)),
+                "250.400ms",
+            ),
             (PartDuration::of(Duration::from_nanos(200_000_001)), "200ms"),
         ] {
             assert_eq!(String::from(part), text);
