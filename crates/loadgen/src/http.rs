@@ -281,6 +281,21 @@ fn parse_chunk_line(buf: &[u8]) -> Result<Option<(usize, usize)>, GetError> {
     Ok(Some((size, end + 2)))
 }
 
+/// The answer-head and chunk-line readers, for the fuzz target `bench_http_answer`: on any
+/// bytes they return an error or a framing that stays within what `buf` can describe.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// `Ok(Some((status, head length)))` once `buf` holds a whole head.
+    pub fn head(buf: &[u8]) -> Result<Option<(u16, usize)>, super::GetError> {
+        Ok(super::parse_head(buf)?.map(|(head, len)| (head.status, len)))
+    }
+
+    /// `Ok(Some((chunk size, line length)))` once `buf` holds a whole chunk-size line.
+    pub fn chunk_line(buf: &[u8]) -> Result<Option<(usize, usize)>, super::GetError> {
+        super::parse_chunk_line(buf)
+    }
+}
+
 /// One keep-alive connection and what it read past the last answer (nothing, normally).
 struct Connection {
     authority: String,
