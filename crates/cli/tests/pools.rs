@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tidegate_testkit::hostile::metric_sum;
 use tidegate_testkit::*;
 
 const TOKEN: &str = "operator-secret-token";
@@ -44,15 +45,9 @@ fn tenant_with_key(base: &str, name: &str, pool: Option<&str>, stream: &str) -> 
 /// The `tidegate_publish_refused_total` count of `reason` (and `protocol`, when given),
 /// summed over the other labels.
 fn refused(metrics: &str, reason: &str, protocol: Option<&str>) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("tidegate_publish_refused_total{")
-                && l.contains(&format!("reason=\"{reason}\""))
-                && protocol.is_none_or(|p| l.contains(&format!("protocol=\"{p}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let mut labels = vec![("reason", reason)];
+    labels.extend(protocol.map(|p| ("protocol", p)));
+    metric_sum(metrics, "tidegate_publish_refused_total", &labels)
 }
 
 /// Waits for a publisher that must be refused: it exits with a failure.

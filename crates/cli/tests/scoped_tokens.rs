@@ -21,22 +21,7 @@ const OPERATOR: &str = "scoped-tokens-operator-token";
 
 /// `method url` with `token` (if any) and an optional JSON body: (status, raw body).
 fn call_raw(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, String) {
-    let mut req = ureq::request(method, url);
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let resp = match body {
-        Some(b) => req
-            .set("Content-Type", "application/json")
-            .send_string(&b.to_string()),
-        None => req.call(),
-    };
-    let resp = match resp {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    (resp.status(), resp.into_string().unwrap())
+    tidegate_testkit::http::api_raw(token, method, url, body)
 }
 
 /// As [`call_raw`], the body read as JSON.

@@ -13,6 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tidegate_testkit::hostile::metric_sum;
 use tidegate_testkit::*;
 
 const TOKEN: &str = "operator-secret-token";
@@ -54,14 +55,11 @@ fn playlist(server: &Server, tenant: &str, stream: &str) -> String {
 /// The `reason` count of `tidegate_publish_refused_total` in `metrics`, summed over its
 /// other labels.
 fn refused(metrics: &str, reason: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("tidegate_publish_refused_total{")
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(
+        metrics,
+        "tidegate_publish_refused_total",
+        &[("reason", reason)],
+    )
 }
 
 /// ffmpeg publishing `key` over RTMP to `rtmp`, for `seconds` or forever.
@@ -335,19 +333,7 @@ fn the_tenant_and_key_commands_drive_the_same_api() {
 #[test]
 fn rtmps_publishes_with_a_key_and_refuses_a_wrong_one() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("tls.crt");
-    let key_file = dir.path().join("tls.key");
-    let out = Command::new(require_cmd("openssl"))
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .arg("ec_paramgen_curve:prime256v1")
-        .args(["-nodes", "-days", "2", "-subj", "/CN=tenants"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key_file)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl req: {out:?}");
+    let (cert, key_file) = self_signed_cert(dir.path(), "tenants");
     let rtmps: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let server = Server::start(&[
         "--admin-token",
