@@ -77,14 +77,7 @@ fn wait_segments(server: &Server, tenant: &str, stream: &str) {
 /// Waits for a publisher that must be refused: it exits with a failure, and ffmpeg printed
 /// `why`.
 fn assert_refused_with(p: &mut Proc, why: &str) {
-    match p.wait_exit(Duration::from_secs(20)) {
-        Some(s) => assert!(
-            !s.success(),
-            "the publisher succeeded; log:\n{}",
-            p.log_tail(20)
-        ),
-        None => panic!("still publishing after 20 s; log:\n{}", p.log_tail(20)),
-    }
+    assert_publisher_refused(p, why);
     assert!(
         p.log_text().contains(why),
         "ffmpeg shows `{why}`; log:\n{}",

@@ -75,21 +75,6 @@ fn srt_publisher(srt: SocketAddr, streamid: &str) -> Proc {
     )
 }
 
-/// Waits for a publisher that must be refused: it exits with a failure.
-fn assert_refused(p: &mut Proc, what: &str) {
-    match p.wait_exit(Duration::from_secs(20)) {
-        Some(s) => assert!(
-            !s.success(),
-            "{what}: the publisher succeeded; log:\n{}",
-            p.log_tail(20)
-        ),
-        None => panic!(
-            "{what}: still publishing after 20 s; log:\n{}",
-            p.log_tail(20)
-        ),
-    }
-}
-
 fn get_playlist_msn(url: &str) -> u64 {
     wait_playlist(url, Duration::from_secs(10), "the playlist", |_| true).next_msn()
 }
@@ -131,7 +116,7 @@ fn a_key_publishes_to_its_tenant_and_wrong_keys_are_refused() {
     };
     for wrong in [guess.as_str(), "main", "cam"] {
         let mut p = rtmp_publisher(server.rtmp, wrong, &Publish::for_secs(5));
-        assert_refused(&mut p, &format!("RTMP key {wrong}"));
+        assert_publisher_refused(&mut p, &format!("RTMP key {wrong}"));
         assert!(
             p.log_text().contains("unknown stream key"),
             "ffmpeg shows the reason; log:\n{}",
@@ -153,7 +138,7 @@ fn a_key_publishes_to_its_tenant_and_wrong_keys_are_refused() {
         "segments of acme/field over SRT",
     );
     let mut wrong = srt_publisher(server.srt, &guess);
-    assert_refused(&mut wrong, "SRT with a wrong key");
+    assert_publisher_refused(&mut wrong, "SRT with a wrong key");
     wait_for(
         "the SRT refusal counted",
         Duration::from_secs(10),
@@ -194,7 +179,7 @@ fn rotation_keeps_the_stream_and_revocation_ends_it() {
     // The old secret no longer publishes (refused before the stream is looked at, so not
     // as "already live").
     let mut old = rtmp_publisher(server.rtmp, &key, &Publish::for_secs(5));
-    assert_refused(&mut old, "the rotated-away key");
+    assert_publisher_refused(&mut old, "the rotated-away key");
 
     // Revoking another key of the same stream (a second encoder's) leaves this one alone.
     let (spare, _) = new_key(&base, "acme", "main");
@@ -234,7 +219,7 @@ fn rotation_keeps_the_stream_and_revocation_ends_it() {
     // The encoder retrying with the revoked key is refused.
     let new_key = rotated["key"].as_str().unwrap();
     let mut retry = rtmp_publisher(server.rtmp, new_key, &Publish::for_secs(5));
-    assert_refused(&mut retry, "the revoked key");
+    assert_publisher_refused(&mut retry, "the revoked key");
     publisher.kill();
 }
 
@@ -360,7 +345,7 @@ fn rtmps_publishes_with_a_key_and_refuses_a_wrong_one() {
         &format!("rtmps://{rtmps}/live/cam"),
         &Publish::for_secs(5),
     );
-    assert_refused(&mut wrong, "RTMPS with the open-mode name");
+    assert_publisher_refused(&mut wrong, "RTMPS with the open-mode name");
     assert!(
         wrong.log_text().contains("unknown stream key"),
         "{}",
