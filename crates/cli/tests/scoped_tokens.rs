@@ -10,7 +10,6 @@
 //! within a second or so, and its revocation reaches B as fast. `tidegate tenant token`
 //! drives the same calls.
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -400,18 +399,7 @@ fn a_token_made_through_one_worker_works_on_another_at_once() {
 
 /// `tidegate ARGS --api URL --token T`: (success, stdout, stderr).
 fn cli(server: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(tidegate_bin())
-        .args(args)
-        .args(["--api", &server.url(""), "--token", token])
-        .env_remove("TIDEGATE_ADMIN_TOKEN")
-        .env_remove("TIDEGATE_API")
-        .output()
-        .expect("run tidegate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    server.cli(Some(token), args)
 }
 
 #[test]

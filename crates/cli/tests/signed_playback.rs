@@ -341,18 +341,7 @@ fn a_signed_tenant_plays_only_with_a_valid_token() {
 
 /// `tidegate ARGS --api URL --token T`: (success, stdout, stderr).
 fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(tidegate_bin())
-        .args(args)
-        .args(["--api", &server.url(""), "--token", TOKEN])
-        .env_remove("TIDEGATE_ADMIN_TOKEN")
-        .env_remove("TIDEGATE_API")
-        .output()
-        .expect("run tidegate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    server.cli(Some(TOKEN), args)
 }
 
 #[test]

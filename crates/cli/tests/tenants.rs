@@ -8,7 +8,6 @@
 //! same API, and RTMPS resolves keys as RTMP does.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -248,19 +247,7 @@ fn a_key_made_through_one_worker_publishes_through_another_within_a_second() {
 
 /// `tidegate ARGS --api URL [--token T]`: (success, stdout, stderr).
 fn cli(server: &Server, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(tidegate_bin());
-    cmd.args(args).args(["--api", &server.url("")]);
-    cmd.env_remove("TIDEGATE_ADMIN_TOKEN")
-        .env_remove("TIDEGATE_API");
-    if let Some(t) = token {
-        cmd.args(["--token", t]);
-    }
-    let out = cmd.output().expect("run tidegate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    server.cli(token, args)
 }
 
 #[test]
