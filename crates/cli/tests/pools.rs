@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tidegate_testkit::hostile::metric_sum;
 use tidegate_testkit::*;
 
 const TOKEN: &str = "operator-secret-token";
@@ -44,30 +45,9 @@ fn tenant_with_key(base: &str, name: &str, pool: Option<&str>, stream: &str) -> 
 /// The `tidegate_publish_refused_total` count of `reason` (and `protocol`, when given),
 /// summed over the other labels.
 fn refused(metrics: &str, reason: &str, protocol: Option<&str>) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("tidegate_publish_refused_total{")
-                && l.contains(&format!("reason=\"{reason}\""))
-                && protocol.is_none_or(|p| l.contains(&format!("protocol=\"{p}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Waits for a publisher that must be refused: it exits with a failure.
-fn assert_refused(p: &mut Proc, what: &str) {
-    match p.wait_exit(Duration::from_secs(20)) {
-        Some(s) => assert!(
-            !s.success(),
-            "{what}: the publisher succeeded; log:\n{}",
-            p.log_tail(20)
-        ),
-        None => panic!(
-            "{what}: still publishing after 20 s; log:\n{}",
-            p.log_tail(20)
-        ),
-    }
+    let mut labels = vec![("reason", reason)];
+    labels.extend(protocol.map(|p| ("protocol", p)));
+    metric_sum(metrics, "tidegate_publish_refused_total", &labels)
 }
 
 /// A shared worker and a `--pool premium` one on one Redis and one media volume, with the
@@ -174,7 +154,7 @@ fn a_pooled_tenant_publishes_only_to_its_pool_and_is_watched_from_any_worker() {
 
     // The premium tenant at the shared worker: refused, with the reason ffmpeg shows.
     let mut wrong = rtmp_publisher(shared.rtmp, &acme, &Publish::for_secs(5));
-    assert_refused(&mut wrong, "acme at the shared worker");
+    assert_publisher_refused(&mut wrong, "acme at the shared worker");
     let reason = "tenant acme publishes to pool premium: use its ingest address";
     assert!(
         wrong.log_text().contains(reason),
@@ -226,7 +206,7 @@ fn a_pooled_tenant_publishes_only_to_its_pool_and_is_watched_from_any_worker() {
 
     // The shared tenant at the premium worker: refused.
     let mut wrong = rtmp_publisher(premium.rtmp, &beta, &Publish::for_secs(5));
-    assert_refused(&mut wrong, "beta at the premium worker");
+    assert_publisher_refused(&mut wrong, "beta at the premium worker");
     assert!(
         wrong
             .log_text()
@@ -256,7 +236,7 @@ fn srt_refuses_a_pooled_tenant_with_1403_and_pulls_run_only_where_the_pool_serve
 
     // libsrt (ffmpeg) at the shared worker: refused, counted, logged with the code.
     let mut wrong = srt_publisher(shared.srt, &acme);
-    assert_refused(&mut wrong, "acme over SRT at the shared worker");
+    assert_publisher_refused(&mut wrong, "acme over SRT at the shared worker");
     wait_for(
         "the SRT pool refusal counted",
         Duration::from_secs(10),

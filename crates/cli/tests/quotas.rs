@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tidegate_testkit::hooks::{delivered, Receiver};
-use tidegate_testkit::hostile::{srt_connect_silent, SrtAnswer};
+use tidegate_testkit::hostile::{metric_sum, srt_connect_silent, SrtAnswer};
 use tidegate_testkit::*;
 
 const TOKEN: &str = "operator-secret-token";
@@ -57,15 +57,8 @@ fn key(base: &str, tenant: &str, stream: &str) -> String {
 
 /// `tidegate_publish_refused_total` of `tenant` and `reason`, summed over protocols.
 fn refused(metrics: &str, tenant: &str, reason: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("tidegate_publish_refused_total{")
-                && l.contains(&format!("tenant=\"{tenant}\""))
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let labels = [("tenant", tenant), ("reason", reason)];
+    metric_sum(metrics, "tidegate_publish_refused_total", &labels)
 }
 
 fn rtmp_publisher(rtmp: SocketAddr, key: &str, how: &Publish) -> Proc {
@@ -84,14 +77,7 @@ fn wait_segments(server: &Server, tenant: &str, stream: &str) {
 /// Waits for a publisher that must be refused: it exits with a failure, and ffmpeg printed
 /// `why`.
 fn assert_refused_with(p: &mut Proc, why: &str) {
-    match p.wait_exit(Duration::from_secs(20)) {
-        Some(s) => assert!(
-            !s.success(),
-            "the publisher succeeded; log:\n{}",
-            p.log_tail(20)
-        ),
-        None => panic!("still publishing after 20 s; log:\n{}", p.log_tail(20)),
-    }
+    assert_publisher_refused(p, why);
     assert!(
         p.log_text().contains(why),
         "ffmpeg shows `{why}`; log:\n{}",

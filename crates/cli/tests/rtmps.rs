@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -18,26 +18,6 @@ use tidegate_testkit::*;
 const GST_SECS: u32 = 30;
 /// Seconds the ffmpeg publisher sends.
 const FFMPEG_SECS: u32 = 36;
-
-/// A self-signed P-256 certificate for 127.0.0.1 with common name `name`:
-/// `(cert.pem, key.pem)` in `dir`.
-fn make_cert(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-    let cert = dir.join(format!("{name}.crt"));
-    let key = dir.join(format!("{name}.key"));
-    run_ok(
-        Command::new(require_cmd("openssl"))
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-            .arg("ec_paramgen_curve:prime256v1")
-            .args(["-nodes", "-days", "2", "-subj"])
-            .arg(format!("/CN={name}"))
-            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-        "openssl req",
-    );
-    (cert, key)
-}
 
 /// Replaces `to` with a copy of `from` in one rename, as a certificate manager does.
 fn install(from: &Path, to: &Path) {
@@ -111,8 +91,8 @@ fn wait_counter(server: &Server, name: &str, labels: &[(&str, &str)], at_least: 
 #[test]
 fn two_clients_publish_over_rtmps_while_the_certificate_changes_and_intruders_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (one_cert, one_key) = make_cert(dir.path(), "one");
-    let (two_cert, two_key) = make_cert(dir.path(), "two");
+    let (one_cert, one_key) = self_signed_cert(dir.path(), "one");
+    let (two_cert, two_key) = self_signed_cert(dir.path(), "two");
     let cert = dir.path().join("live.crt");
     let key = dir.path().join("live.key");
     install(&one_cert, &cert);
@@ -289,8 +269,8 @@ fn check_config(args: &[&str]) -> (bool, String) {
 #[test]
 fn check_config_refuses_rtmps_without_a_usable_certificate_and_key() {
     let dir = tempfile::tempdir().unwrap();
-    let (one_cert, one_key) = make_cert(dir.path(), "one");
-    let (_, two_key) = make_cert(dir.path(), "two");
+    let (one_cert, one_key) = self_signed_cert(dir.path(), "one");
+    let (_, two_key) = self_signed_cert(dir.path(), "two");
     let listen = ["--rtmps-listen", "127.0.0.1:1936"];
 
     let (ok, err) = check_config(&listen);
@@ -361,7 +341,7 @@ fn check_config_refuses_rtmps_without_a_usable_certificate_and_key() {
 #[test]
 fn a_stalled_tls_handshake_holds_a_connection_slot_and_is_closed_at_the_handshake_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = make_cert(dir.path(), "one");
+    let (cert, key) = self_signed_cert(dir.path(), "one");
     let rtmps: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let server = Server::start(&[
         "--rtmps-listen",

@@ -10,7 +10,6 @@
 //! within a second or so, and its revocation reaches B as fast. `tidegate tenant token`
 //! drives the same calls.
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,22 +20,7 @@ const OPERATOR: &str = "scoped-tokens-operator-token";
 
 /// `method url` with `token` (if any) and an optional JSON body: (status, raw body).
 fn call_raw(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> (u16, String) {
-    let mut req = ureq::request(method, url);
-    if let Some(t) = token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let resp = match body {
-        Some(b) => req
-            .set("Content-Type", "application/json")
-            .send_string(&b.to_string()),
-        None => req.call(),
-    };
-    let resp = match resp {
-        Ok(r) => r,
-        Err(ureq::Error::Status(_, r)) => r,
-        Err(e) => panic!("{method} {url}: {e}"),
-    };
-    (resp.status(), resp.into_string().unwrap())
+    tidegate_testkit::http::api_raw(token, method, url, body)
 }
 
 /// As [`call_raw`], the body read as JSON.
@@ -415,18 +399,7 @@ fn a_token_made_through_one_worker_works_on_another_at_once() {
 
 /// `tidegate ARGS --api URL --token T`: (success, stdout, stderr).
 fn cli(server: &Server, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(tidegate_bin())
-        .args(args)
-        .args(["--api", &server.url(""), "--token", token])
-        .env_remove("TIDEGATE_ADMIN_TOKEN")
-        .env_remove("TIDEGATE_API")
-        .output()
-        .expect("run tidegate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    server.cli(Some(token), args)
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tidegate_testkit::hostile::metric_sum;
 use tidegate_testkit::*;
 
 const TOKEN: &str = "operator-secret-token";
@@ -117,15 +118,8 @@ fn token_of(minted: &Value) -> String {
 
 /// `tidegate_playback_denied_total{tenant,reason}` in `metrics`.
 fn denied(metrics: &str, tenant: &str, reason: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("tidegate_playback_denied_total{")
-                && l.contains(&format!("tenant=\"{tenant}\""))
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    let labels = [("tenant", tenant), ("reason", reason)];
+    metric_sum(metrics, "tidegate_playback_denied_total", &labels)
 }
 
 /// Every URI a playlist lists: URI lines and `URI="..."` attributes.
@@ -347,18 +341,7 @@ fn a_signed_tenant_plays_only_with_a_valid_token() {
 
 /// `tidegate ARGS --api URL --token T`: (success, stdout, stderr).
 fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(tidegate_bin())
-        .args(args)
-        .args(["--api", &server.url(""), "--token", TOKEN])
-        .env_remove("TIDEGATE_ADMIN_TOKEN")
-        .env_remove("TIDEGATE_API")
-        .output()
-        .expect("run tidegate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    server.cli(Some(TOKEN), args)
 }
 
 #[test]

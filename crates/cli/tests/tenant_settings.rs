@@ -64,21 +64,6 @@ fn srt_publisher(srt: SocketAddr, key: &str, extra: &str) -> Proc {
     )
 }
 
-/// Waits for a publisher that must be refused: it exits with a failure.
-fn assert_refused(p: &mut Proc, what: &str) {
-    match p.wait_exit(Duration::from_secs(20)) {
-        Some(s) => assert!(
-            !s.success(),
-            "{what}: the publisher succeeded; log:\n{}",
-            p.log_tail(20)
-        ),
-        None => panic!(
-            "{what}: still publishing after 20 s; log:\n{}",
-            p.log_tail(20)
-        ),
-    }
-}
-
 const SERVER_PASSPHRASE: &str = "server-passphrase-1";
 const ACME_PASSPHRASE: &str = "acme-only-passphrase";
 
@@ -140,7 +125,7 @@ fn a_tenants_srt_passphrase_and_latency_apply_to_its_streams_only() {
         ("no passphrase", String::new()),
     ] {
         let mut bad = srt_publisher(server.srt, &second, &extra);
-        assert_refused(&mut bad, what);
+        assert_publisher_refused(&mut bad, what);
         assert!(good.is_running(), "acme's publisher keeps streaming");
     }
     // beta with acme's passphrase: refused too (its tenant has none of its own).
@@ -149,7 +134,7 @@ fn a_tenants_srt_passphrase_and_latency_apply_to_its_streams_only() {
         &new_key(&base, "beta", "other"),
         &format!("&passphrase={ACME_PASSPHRASE}"),
     );
-    assert_refused(&mut bad, "beta with acme's passphrase");
+    assert_publisher_refused(&mut bad, "beta with acme's passphrase");
 
     let log = server.log_text();
     assert!(

@@ -8,11 +8,11 @@
 //! same API, and RTMPS resolves keys as RTMP does.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tidegate_testkit::hostile::metric_sum;
 use tidegate_testkit::*;
 
 const TOKEN: &str = "operator-secret-token";
@@ -54,14 +54,11 @@ fn playlist(server: &Server, tenant: &str, stream: &str) -> String {
 /// The `reason` count of `tidegate_publish_refused_total` in `metrics`, summed over its
 /// other labels.
 fn refused(metrics: &str, reason: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("tidegate_publish_refused_total{")
-                && l.contains(&format!("reason=\"{reason}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    metric_sum(
+        metrics,
+        "tidegate_publish_refused_total",
+        &[("reason", reason)],
+    )
 }
 
 /// ffmpeg publishing `key` over RTMP to `rtmp`, for `seconds` or forever.
@@ -75,21 +72,6 @@ fn srt_publisher(srt: SocketAddr, streamid: &str) -> Proc {
         "ffmpeg-srt",
         &format!("srt://{srt}?streamid={streamid}&pkt_size=1316"),
     )
-}
-
-/// Waits for a publisher that must be refused: it exits with a failure.
-fn assert_refused(p: &mut Proc, what: &str) {
-    match p.wait_exit(Duration::from_secs(20)) {
-        Some(s) => assert!(
-            !s.success(),
-            "{what}: the publisher succeeded; log:\n{}",
-            p.log_tail(20)
-        ),
-        None => panic!(
-            "{what}: still publishing after 20 s; log:\n{}",
-            p.log_tail(20)
-        ),
-    }
 }
 
 fn get_playlist_msn(url: &str) -> u64 {
@@ -133,7 +115,7 @@ fn a_key_publishes_to_its_tenant_and_wrong_keys_are_refused() {
     };
     for wrong in [guess.as_str(), "main", "cam"] {
         let mut p = rtmp_publisher(server.rtmp, wrong, &Publish::for_secs(5));
-        assert_refused(&mut p, &format!("RTMP key {wrong}"));
+        assert_publisher_refused(&mut p, &format!("RTMP key {wrong}"));
         assert!(
             p.log_text().contains("unknown stream key"),
             "ffmpeg shows the reason; log:\n{}",
@@ -155,7 +137,7 @@ fn a_key_publishes_to_its_tenant_and_wrong_keys_are_refused() {
         "segments of acme/field over SRT",
     );
     let mut wrong = srt_publisher(server.srt, &guess);
-    assert_refused(&mut wrong, "SRT with a wrong key");
+    assert_publisher_refused(&mut wrong, "SRT with a wrong key");
     wait_for(
         "the SRT refusal counted",
         Duration::from_secs(10),
@@ -196,7 +178,7 @@ fn rotation_keeps_the_stream_and_revocation_ends_it() {
     // The old secret no longer publishes (refused before the stream is looked at, so not
     // as "already live").
     let mut old = rtmp_publisher(server.rtmp, &key, &Publish::for_secs(5));
-    assert_refused(&mut old, "the rotated-away key");
+    assert_publisher_refused(&mut old, "the rotated-away key");
 
     // Revoking another key of the same stream (a second encoder's) leaves this one alone.
     let (spare, _) = new_key(&base, "acme", "main");
@@ -236,7 +218,7 @@ fn rotation_keeps_the_stream_and_revocation_ends_it() {
     // The encoder retrying with the revoked key is refused.
     let new_key = rotated["key"].as_str().unwrap();
     let mut retry = rtmp_publisher(server.rtmp, new_key, &Publish::for_secs(5));
-    assert_refused(&mut retry, "the revoked key");
+    assert_publisher_refused(&mut retry, "the revoked key");
     publisher.kill();
 }
 
@@ -265,19 +247,7 @@ fn a_key_made_through_one_worker_publishes_through_another_within_a_second() {
 
 /// `tidegate ARGS --api URL [--token T]`: (success, stdout, stderr).
 fn cli(server: &Server, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(tidegate_bin());
-    cmd.args(args).args(["--api", &server.url("")]);
-    cmd.env_remove("TIDEGATE_ADMIN_TOKEN")
-        .env_remove("TIDEGATE_API");
-    if let Some(t) = token {
-        cmd.args(["--token", t]);
-    }
-    let out = cmd.output().expect("run tidegate");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    server.cli(token, args)
 }
 
 #[test]
@@ -335,19 +305,7 @@ fn the_tenant_and_key_commands_drive_the_same_api() {
 #[test]
 fn rtmps_publishes_with_a_key_and_refuses_a_wrong_one() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("tls.crt");
-    let key_file = dir.path().join("tls.key");
-    let out = Command::new(require_cmd("openssl"))
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .arg("ec_paramgen_curve:prime256v1")
-        .args(["-nodes", "-days", "2", "-subj", "/CN=tenants"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key_file)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl req: {out:?}");
+    let (cert, key_file) = self_signed_cert(dir.path(), "tenants");
     let rtmps: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let server = Server::start(&[
         "--admin-token",
@@ -374,7 +332,7 @@ fn rtmps_publishes_with_a_key_and_refuses_a_wrong_one() {
         &format!("rtmps://{rtmps}/live/cam"),
         &Publish::for_secs(5),
     );
-    assert_refused(&mut wrong, "RTMPS with the open-mode name");
+    assert_publisher_refused(&mut wrong, "RTMPS with the open-mode name");
     assert!(
         wrong.log_text().contains("unknown stream key"),
         "{}",

@@ -409,19 +409,7 @@ fn a_flood_of_valid_publishes_from_one_address_leaves_other_tenants_their_slots(
 #[test]
 fn over_rtmps_a_guessing_address_is_refused_with_the_reason_ffmpeg_shows() {
     let dir = tempfile::tempdir().unwrap();
-    let cert = dir.path().join("tls.crt");
-    let key_file = dir.path().join("tls.key");
-    let out = std::process::Command::new(require_cmd("openssl"))
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .arg("ec_paramgen_curve:prime256v1")
-        .args(["-nodes", "-days", "2", "-subj", "/CN=guess"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key_file)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "openssl req: {out:?}");
+    let (cert, key_file) = self_signed_cert(dir.path(), "guess");
     let rtmps: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()).parse().unwrap();
     let server = Server::start(&[
         "--admin-token",

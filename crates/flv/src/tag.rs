@@ -202,6 +202,20 @@ struct ExBody {
     body: Bytes,
 }
 
+/// The body of an enhanced tag of packet type `packet`: the default track's when `packet` is
+/// `multitrack` (`None` when that track is not in the tag), else the FourCC and the rest.
+fn ex_body(r: &mut Reader, packet: u8, multitrack: u8) -> Result<Option<ExBody>, FlvError> {
+    if packet == multitrack {
+        return default_track(r, multitrack);
+    }
+    let fourcc = r.fourcc()?;
+    Ok(Some(ExBody {
+        packet,
+        fourcc,
+        body: r.rest(),
+    }))
+}
+
 /// Reads a multitrack header and returns the default track's body, if present.
 fn default_track(r: &mut Reader, multitrack: u8) -> Result<Option<ExBody>, FlvError> {
     let b = r.u8()?;
@@ -320,18 +334,8 @@ fn parse_ex_video(r: &mut Reader, b0: u8) -> Result<VideoTag, FlvError> {
     if packet == packet_type::METADATA {
         return Ok(VideoTag::Ignored(Ignored::Metadata));
     }
-    let ex = if packet == packet_type::VIDEO_MULTITRACK {
-        match default_track(r, packet_type::VIDEO_MULTITRACK)? {
-            Some(ex) => ex,
-            None => return Ok(VideoTag::Ignored(Ignored::NonDefaultTrack)),
-        }
-    } else {
-        let fourcc = r.fourcc()?;
-        ExBody {
-            packet,
-            fourcc,
-            body: r.rest(),
-        }
+    let Some(ex) = ex_body(r, packet, packet_type::VIDEO_MULTITRACK)? else {
+        return Ok(VideoTag::Ignored(Ignored::NonDefaultTrack));
     };
     let codec = match &ex.fourcc {
         b"avc1" => VideoCodec::H264,
@@ -405,18 +409,8 @@ pub fn parse_audio_tag(data: Bytes) -> Result<AudioTag, FlvError> {
 
 fn parse_ex_audio(r: &mut Reader, packet: u8) -> Result<AudioTag, FlvError> {
     let packet = skip_mod_ex(r, packet)?;
-    let ex = if packet == packet_type::AUDIO_MULTITRACK {
-        match default_track(r, packet_type::AUDIO_MULTITRACK)? {
-            Some(ex) => ex,
-            None => return Ok(AudioTag::Ignored(Ignored::NonDefaultTrack)),
-        }
-    } else {
-        let fourcc = r.fourcc()?;
-        ExBody {
-            packet,
-            fourcc,
-            body: r.rest(),
-        }
+    let Some(ex) = ex_body(r, packet, packet_type::AUDIO_MULTITRACK)? else {
+        return Ok(AudioTag::Ignored(Ignored::NonDefaultTrack));
     };
     if &ex.fourcc != b"mp4a" {
         return Err(FlvError::UnsupportedCodec(format!(

@@ -52,6 +52,8 @@ pub use tenant_settings::{
 // Tenant admin tokens (issue #12 item 5).
 pub use tenant::{AdminToken, TokenRecord, TokenScope, TOKEN_PREFIX};
 pub use tenant::{DEFAULT_OVER_BITRATE_FOR_S, MAX_OVER_BITRATE_FOR_S};
+// One credential type behind stream keys and admin tokens.
+pub use tenant::{AdminTokenKind, Credential, CredentialKind, StreamKeyKind};
 pub use webhook_url::{check_url, WebhookUrl};
 // Signed playback (issue #12): signing keys and HS256 tokens.
 pub use playback::{

@@ -14,6 +14,7 @@
 //! stream name, an SRT stream id and an OBS "stream key" field.
 
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -270,69 +271,125 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 #[error("no randomness from the operating system: {0}")]
 pub struct NoRandomness(pub(crate) String);
 
-/// A whole stream key, secret included. Its `Debug` shows only the id: a key must never
-/// reach a log line ([`StreamKey::expose`] is the one way to read it, to show it once).
-#[derive(Clone, PartialEq, Eq)]
-pub struct StreamKey {
-    id: KeyId,
-    text: String,
+/// What tells one kind of secret credential from another: its prefix, the context its hash
+/// is taken in, and the name its `Debug` shows. Both kinds, [`StreamKey`] and [`AdminToken`],
+/// are otherwise made, parsed, shown and hashed alike ([`Credential`]).
+pub trait CredentialKind {
+    /// The text every credential of this kind starts with (`tgk_`, `tgt_`).
+    const PREFIX: &'static str;
+    /// Domain separation: the bytes hashed before the credential, so that the hash of one
+    /// kind is never that of another kind with the same text.
+    const HASH_CONTEXT: &'static [u8];
+    /// The type name its `Debug` shows.
+    const NAME: &'static str;
 }
 
-impl StreamKey {
-    /// A new key with a new id.
+/// The kind of a [`StreamKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKeyKind {}
+
+impl CredentialKind for StreamKeyKind {
+    const PREFIX: &'static str = KEY_PREFIX;
+    const HASH_CONTEXT: &'static [u8] = KEY_HASH_CONTEXT;
+    const NAME: &'static str = "StreamKey";
+}
+
+/// The kind of an [`AdminToken`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminTokenKind {}
+
+impl CredentialKind for AdminTokenKind {
+    const PREFIX: &'static str = TOKEN_PREFIX;
+    const HASH_CONTEXT: &'static [u8] = TOKEN_HASH_CONTEXT;
+    const NAME: &'static str = "AdminToken";
+}
+
+/// A whole secret credential of kind `K`, secret included: `PREFIX` + `ID_SECRET`, with a
+/// [`KeyId`] as its public id and [`KEY_SECRET_BYTES`] random bytes as its secret, stored as
+/// a [`KeyHash`] taken in its kind's context. Its `Debug` shows only the id: a credential
+/// must never reach a log line ([`Credential::expose`] is the one way to read it, to show it
+/// once).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential<K> {
+    id: KeyId,
+    text: String,
+    kind: PhantomData<K>,
+}
+
+/// A whole stream key (`tgk_ID_SECRET`), secret included.
+pub type StreamKey = Credential<StreamKeyKind>;
+
+/// A whole tenant admin token (`tgt_ID_SECRET`), secret included: made and checked like a
+/// [`StreamKey`], its hash taken in its own context.
+pub type AdminToken = Credential<AdminTokenKind>;
+
+impl<K: CredentialKind> Credential<K> {
+    /// A new credential with a new id.
     pub fn generate() -> Result<Self, NoRandomness> {
         Self::generate_for(Self::new_id()?)
     }
 
-    /// A new secret for the key `id` (rotation).
+    /// A new secret for the credential `id` (rotation).
     pub fn generate_for(id: KeyId) -> Result<Self, NoRandomness> {
         let mut secret = [0u8; KEY_SECRET_BYTES];
         getrandom::fill(&mut secret).map_err(|e| NoRandomness(e.to_string()))?;
-        let text = format!("{KEY_PREFIX}{id}_{}", hex(&secret));
-        Ok(Self { id, text })
+        let text = format!("{}{id}_{}", K::PREFIX, hex(&secret));
+        Ok(Self::new(id, text))
     }
 
-    /// A new random key id.
+    /// A new random id.
     pub fn new_id() -> Result<KeyId, NoRandomness> {
         let mut id = [0u8; KEY_ID_BYTES];
         getrandom::fill(&mut id).map_err(|e| NoRandomness(e.to_string()))?;
         Ok(KeyId(hex(&id)))
     }
 
-    /// Reads a presented key; `None` when it is not of the key format (an open-mode stream
-    /// name, a typo, garbage). Checks the shape only, not the secret.
+    /// Reads a presented credential; `None` when it is not of this kind's format (an
+    /// open-mode stream name, a typo, garbage). Checks the shape only, not the secret.
     pub fn parse(s: &str) -> Option<Self> {
-        let rest = s.strip_prefix(KEY_PREFIX)?;
+        let rest = s.strip_prefix(K::PREFIX)?;
         let (id, secret) = rest.split_once('_')?;
         if !is_lower_hex(secret, KEY_SECRET_BYTES * 2) {
             return None;
         }
         let id = id.parse().ok()?;
-        Some(Self {
-            id,
-            text: s.to_owned(),
-        })
+        Some(Self::new(id, s.to_owned()))
     }
 
-    /// The key's public id.
+    /// Whether `s` looks like a credential of this kind (its prefix): such a credential is
+    /// checked as one and refused when it is none, never taken for something else.
+    pub fn looks_like(s: &str) -> bool {
+        s.starts_with(K::PREFIX)
+    }
+
+    /// The credential's public id.
     pub fn id(&self) -> &KeyId {
         &self.id
     }
 
-    /// The whole key, secret included: for the one answer that shows it, nothing else.
+    /// The whole credential, secret included: for the one answer that shows it, nothing
+    /// else.
     pub fn expose(&self) -> &str {
         &self.text
     }
 
-    /// What is stored instead of the key.
+    /// What is stored instead of the credential.
     pub fn hash(&self) -> KeyHash {
-        KeyHash::of(&self.text)
+        KeyHash::in_context(K::HASH_CONTEXT, &self.text)
+    }
+
+    fn new(id: KeyId, text: String) -> Self {
+        Self {
+            id,
+            text,
+            kind: PhantomData,
+        }
     }
 }
 
-impl fmt::Debug for StreamKey {
+impl<K: CredentialKind> fmt::Debug for Credential<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StreamKey({KEY_PREFIX}{}_…)", self.id)
+        write!(f, "{}({}{}_…)", K::NAME, K::PREFIX, self.id)
     }
 }
 
@@ -347,16 +404,25 @@ pub struct KeyHash([u8; 32]);
 impl KeyHash {
     /// The hash of the key text `key`.
     pub fn of(key: &str) -> Self {
+        Self::in_context(KEY_HASH_CONTEXT, key)
+    }
+
+    /// The hash of the admin token text `token` (its own context, not a stream key's).
+    pub fn of_token(token: &str) -> Self {
+        Self::in_context(TOKEN_HASH_CONTEXT, token)
+    }
+
+    fn in_context(context: &[u8], text: &str) -> Self {
         let mut h = Sha256::new();
-        h.update(KEY_HASH_CONTEXT);
-        h.update(key.as_bytes());
+        h.update(context);
+        h.update(text.as_bytes());
         Self(h.finalize().into())
     }
 
-    /// Whether `key` hashes to this, compared in constant time. (`==` on two hashes is not:
-    /// use this for anything a peer presented.)
-    pub fn matches(&self, key: &StreamKey) -> bool {
-        bool::from(self.0.ct_eq(&key.hash().0))
+    /// Whether `credential` (a stream key or an admin token) hashes to this, compared in
+    /// constant time. (`==` on two hashes is not: use this for anything a peer presented.)
+    pub fn matches<K: CredentialKind>(&self, credential: &Credential<K>) -> bool {
+        bool::from(self.0.ct_eq(&credential.hash().0))
     }
 }
 
@@ -425,84 +491,6 @@ pub enum TokenScope {
     Tenant,
 }
 
-/// A whole tenant admin token, secret included: `tgt_ID_SECRET`, made and checked like a
-/// [`StreamKey`] (an [`KeyId`]-shaped public id, [`KEY_SECRET_BYTES`] random bytes, stored as
-/// a SHA-256 with its own context, compared in constant time). Its `Debug` shows only the
-/// id.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken {
-    id: KeyId,
-    text: String,
-}
-
-impl AdminToken {
-    /// A new token with a new id.
-    pub fn generate() -> Result<Self, NoRandomness> {
-        let id = StreamKey::new_id()?;
-        let mut secret = [0u8; KEY_SECRET_BYTES];
-        getrandom::fill(&mut secret).map_err(|e| NoRandomness(e.to_string()))?;
-        let text = format!("{TOKEN_PREFIX}{id}_{}", hex(&secret));
-        Ok(Self { id, text })
-    }
-
-    /// Reads a presented token; `None` when it is not of the token format. Checks the shape
-    /// only, not the secret.
-    pub fn parse(s: &str) -> Option<Self> {
-        let rest = s.strip_prefix(TOKEN_PREFIX)?;
-        let (id, secret) = rest.split_once('_')?;
-        if !is_lower_hex(secret, KEY_SECRET_BYTES * 2) {
-            return None;
-        }
-        let id = id.parse().ok()?;
-        Some(Self {
-            id,
-            text: s.to_owned(),
-        })
-    }
-
-    /// Whether `s` looks like a tenant token (its prefix): such a credential is checked as
-    /// one and refused when it is none, never taken for something else.
-    pub fn looks_like(s: &str) -> bool {
-        s.starts_with(TOKEN_PREFIX)
-    }
-
-    /// The token's public id.
-    pub fn id(&self) -> &KeyId {
-        &self.id
-    }
-
-    /// The whole token, secret included: for the one answer that shows it, nothing else.
-    pub fn expose(&self) -> &str {
-        &self.text
-    }
-
-    /// What is stored instead of the token.
-    pub fn hash(&self) -> KeyHash {
-        KeyHash::of_token(&self.text)
-    }
-}
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AdminToken({TOKEN_PREFIX}{}_…)", self.id)
-    }
-}
-
-impl KeyHash {
-    /// The hash of the admin token text `token` (its own context, not a stream key's).
-    pub fn of_token(token: &str) -> Self {
-        let mut h = Sha256::new();
-        h.update(TOKEN_HASH_CONTEXT);
-        h.update(token.as_bytes());
-        Self(h.finalize().into())
-    }
-
-    /// Whether `token` hashes to this, compared in constant time.
-    pub fn matches_token(&self, token: &AdminToken) -> bool {
-        bool::from(self.0.ct_eq(&token.hash().0))
-    }
-}
-
 /// One tenant admin token, as stored in its tenant's record: its id, scope and hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
@@ -533,10 +521,10 @@ mod token_tests {
         );
         let parsed = AdminToken::parse(text).unwrap();
         assert_eq!(parsed, token);
-        assert!(token.hash().matches_token(&parsed));
+        assert!(token.hash().matches(&parsed));
         let other = AdminToken::generate().unwrap();
         assert_ne!(other.id(), token.id());
-        assert!(!token.hash().matches_token(&other));
+        assert!(!token.hash().matches(&other));
         assert!(!format!("{token:?}").contains(text.rsplit('_').next().unwrap()));
     }
 
@@ -577,7 +565,7 @@ mod token_tests {
         assert!(!json.contains(token.expose()));
         assert!(json.contains(r#""scope":"tenant""#), "{json}");
         let back: TokenRecord = serde_json::from_str(&json).unwrap();
-        assert!(back.hash.matches_token(&token));
+        assert!(back.hash.matches(&token));
     }
 }
 

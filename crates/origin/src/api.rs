@@ -600,21 +600,12 @@ struct CreateTenant {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatchTenant {
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::tenant_settings_api::present")]
     pool: Option<Option<String>>,
     #[serde(default, deserialize_with = "some_quotas_object")]
     quotas: Option<Quotas>,
     #[serde(default)]
     playback: Option<Playback>,
-}
-
-/// A field that is present (`null` included) reads as `Some`.
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    T::deserialize(d).map(Some)
 }
 
 /// `POST /tenants/{tenant}/keys`.
@@ -688,6 +679,77 @@ fn no_operator_token(ctx: &Context) -> Option<Response> {
     })
 }
 
+/// What a tenant call answers: a [`Refusal`] ends it early (`?`).
+type Answer = Result<Response, Refusal>;
+
+/// An answer that ends a tenant call early (a refusal, a 400, a store error). Boxed: a
+/// `Response` is too large to be carried through every `?` by value.
+struct Refusal(Box<Response>);
+
+impl From<Response> for Refusal {
+    fn from(resp: Response) -> Self {
+        Self(Box::new(resp))
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+/// Who may make a tenant call.
+#[derive(Clone, Copy)]
+enum Caller<'a> {
+    /// The operator only: a tenant token gets a 403.
+    Operator,
+    /// The operator, or a tenant token of tenant `.0`: another tenant's token gets the
+    /// answer a tenant that does not exist gets.
+    TenantOf(&'a str),
+}
+
+/// The preamble of every tenant call (`what` names it in the refusal's log line): 403 on a
+/// worker without an operator token, then the caller's scope checked.
+fn tenant_call(
+    ctx: &Context,
+    scope: &Scope,
+    caller: Caller<'_>,
+    what: &str,
+) -> Result<(), Refusal> {
+    if let Some(resp) = no_operator_token(ctx) {
+        return Err(resp.into());
+    }
+    match caller {
+        Caller::Operator => operator_only(ctx, scope, what).map_or(Ok(()), |r| Err(r.into())),
+        Caller::TenantOf(tenant) if in_scope(ctx, scope, tenant, what) => Ok(()),
+        Caller::TenantOf(_) => Err(no_such_tenant().into()),
+    }
+}
+
+/// The JSON request body of a tenant call, or its 400.
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
+    Ok(body(bytes).map_err(bad_request)?)
+}
+
+/// The 400 of a request that says `why` it is wrong.
+fn bad_request(why: String) -> Response {
+    error(StatusCode::BAD_REQUEST, &why)
+}
+
+/// `r`, or the answer to its [`ManageError`].
+fn managed<T>(ctx: &Context, r: Result<T, ManageError>) -> Result<T, Refusal> {
+    Ok(r.map_err(|e| manage_error(ctx, &e))?)
+}
+
+/// `resp`, marked never to be stored (it carries a secret).
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
 fn manage_error(ctx: &Context, e: &ManageError) -> Response {
     let status = match e {
         ManageError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -709,52 +771,36 @@ fn store_error(ctx: &Context, e: &StoreError) -> Response {
 async fn list_tenants(
     State(ctx): State<Arc<Context>>,
     Extension(scope): Extension<Scope>,
-) -> Response {
+) -> Answer {
     if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
+        return Err(resp.into());
     }
-    if let Scope::Tenant(own) = &scope {
+    let list = match &scope {
         // Its own record only.
-        return match ctx.tenants.get(own).await {
-            Ok(t) => Json(t.iter().map(tenant_json).collect::<Vec<_>>()).into_response(),
-            Err(e) => store_error(&ctx, &e),
-        };
-    }
-    match ctx.tenants.list().await {
-        Ok(list) => Json(list.iter().map(tenant_json).collect::<Vec<_>>()).into_response(),
-        Err(e) => store_error(&ctx, &e),
-    }
+        Scope::Tenant(own) => ctx.tenants.get(own).await.map(Vec::from_iter),
+        Scope::Operator => ctx.tenants.list().await,
+    };
+    let list = list.map_err(|e| store_error(&ctx, &e))?;
+    Ok(Json(list.iter().map(tenant_json).collect::<Vec<_>>()).into_response())
 }
 
 async fn create_tenant(
     State(ctx): State<Arc<Context>>,
     Extension(scope): Extension<Scope>,
     bytes: bytes::Bytes,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if let Some(resp) = operator_only(&ctx, &scope, "POST tenants") {
-        return resp;
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::Operator, "POST tenants")?;
     let (req, stream_settings): (CreateTenant, crate::tenant_settings_api::Create) =
-        match crate::tenant_settings_api::read_body(&bytes) {
-            Ok(r) => r,
-            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-        };
+        crate::tenant_settings_api::read_body(&bytes).map_err(bad_request)?;
     let mut settings = TenantSettings {
         pool: req.pool,
         quotas: req.quotas,
         playback: req.playback,
         ..TenantSettings::default()
     };
-    if let Err(why) = stream_settings.apply(&mut settings) {
-        return error(StatusCode::BAD_REQUEST, &why);
-    }
-    match ctx.tenants.create(&req.name, settings).await {
-        Ok(t) => (StatusCode::CREATED, Json(tenant_json(&t))).into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+    stream_settings.apply(&mut settings).map_err(bad_request)?;
+    let t = managed(&ctx, ctx.tenants.create(&req.name, settings).await)?;
+    Ok((StatusCode::CREATED, Json(tenant_json(&t))).into_response())
 }
 
 /// What a tenant that does not exist gets: also the answer to a tenant scope naming
@@ -767,17 +813,12 @@ async fn one_tenant(
     State(ctx): State<Arc<Context>>,
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if !in_scope(&ctx, &scope, &name, "GET tenant") {
-        return no_such_tenant();
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::TenantOf(&name), "GET tenant")?;
     match ctx.tenants.get(&name).await {
-        Ok(Some(t)) => Json(tenant_json(&t)).into_response(),
-        Ok(None) => no_such_tenant(),
-        Err(e) => store_error(&ctx, &e),
+        Ok(Some(t)) => Ok(Json(tenant_json(&t)).into_response()),
+        Ok(None) => Err(no_such_tenant().into()),
+        Err(e) => Err(store_error(&ctx, &e).into()),
     }
 }
 
@@ -786,23 +827,13 @@ async fn update_tenant(
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     bytes: bytes::Bytes,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
+) -> Answer {
     // Settings (pool, quotas, playback) are what the operator sells: a tenant token
     // cannot raise its own quota.
-    if let Some(resp) = operator_only(&ctx, &scope, "PATCH tenant") {
-        return resp;
-    }
+    tenant_call(&ctx, &scope, Caller::Operator, "PATCH tenant")?;
     let (patch, stream_settings): (PatchTenant, crate::tenant_settings_api::Patch) =
-        match crate::tenant_settings_api::read_body(&bytes) {
-            Ok(r) => r,
-            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-        };
-    if let Err(why) = stream_settings.check() {
-        return error(StatusCode::BAD_REQUEST, &why);
-    }
+        crate::tenant_settings_api::read_body(&bytes).map_err(bad_request)?;
+    stream_settings.check().map_err(bad_request)?;
     let edit = |s: &mut TenantSettings| {
         stream_settings.apply(s);
         if let Some(pool) = &patch.pool {
@@ -815,10 +846,8 @@ async fn update_tenant(
             s.playback = playback;
         }
     };
-    match ctx.tenants.update(&name, edit).await {
-        Ok(t) => Json(tenant_json(&t)).into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+    let t = managed(&ctx, ctx.tenants.update(&name, edit).await)?;
+    Ok(Json(tenant_json(&t)).into_response())
 }
 
 #[derive(Serialize)]
@@ -831,21 +860,14 @@ async fn delete_tenant(
     State(ctx): State<Arc<Context>>,
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if let Some(resp) = operator_only(&ctx, &scope, "DELETE tenant") {
-        return resp;
-    }
-    match ctx.tenants.delete(&name).await {
-        Ok(t) => Json(TenantActionJson {
-            name: t.name,
-            action: "deleted",
-        })
-        .into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::Operator, "DELETE tenant")?;
+    let t = managed(&ctx, ctx.tenants.delete(&name).await)?;
+    Ok(Json(TenantActionJson {
+        name: t.name,
+        action: "deleted",
+    })
+    .into_response())
 }
 
 async fn add_key(
@@ -853,38 +875,21 @@ async fn add_key(
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     bytes: bytes::Bytes,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if !in_scope(&ctx, &scope, &name, "POST keys") {
-        return no_such_tenant();
-    }
-    let req: CreateKey = match body(&bytes) {
-        Ok(r) => r,
-        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-    };
-    match ctx.tenants.add_key(&name, &req.stream).await {
-        Ok(issued) => (StatusCode::CREATED, Json(issued_json(&issued))).into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::TenantOf(&name), "POST keys")?;
+    let req: CreateKey = json_body(&bytes)?;
+    let issued = managed(&ctx, ctx.tenants.add_key(&name, &req.stream).await)?;
+    Ok((StatusCode::CREATED, Json(issued_json(&issued))).into_response())
 }
 
 async fn rotate_key(
     State(ctx): State<Arc<Context>>,
     Extension(scope): Extension<Scope>,
     Path((name, id)): Path<(String, String)>,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if !in_scope(&ctx, &scope, &name, "POST rotate") {
-        return no_such_tenant();
-    }
-    match ctx.tenants.rotate_key(&name, &id).await {
-        Ok(issued) => Json(issued_json(&issued)).into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::TenantOf(&name), "POST rotate")?;
+    let issued = managed(&ctx, ctx.tenants.rotate_key(&name, &id).await)?;
+    Ok(Json(issued_json(&issued)).into_response())
 }
 
 #[derive(Serialize)]
@@ -898,22 +903,15 @@ async fn revoke_key(
     State(ctx): State<Arc<Context>>,
     Extension(scope): Extension<Scope>,
     Path((name, id)): Path<(String, String)>,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if !in_scope(&ctx, &scope, &name, "DELETE key") {
-        return no_such_tenant();
-    }
-    match ctx.tenants.revoke_key(&name, &id).await {
-        Ok(k) => Json(KeyActionJson {
-            id: k.id.to_string(),
-            stream: k.stream,
-            action: "revoked",
-        })
-        .into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::TenantOf(&name), "DELETE key")?;
+    let k = managed(&ctx, ctx.tenants.revoke_key(&name, &id).await)?;
+    Ok(Json(KeyActionJson {
+        id: k.id.to_string(),
+        stream: k.stream,
+        action: "revoked",
+    })
+    .into_response())
 }
 
 // --- tenant admin tokens (issue #12 item 5) ---
@@ -966,39 +964,22 @@ async fn create_token(
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     bytes: bytes::Bytes,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
+) -> Answer {
     // A tenant token cannot mint tokens that would outlive its own revocation.
-    if let Some(resp) = operator_only(&ctx, &scope, "POST tokens") {
-        return resp;
-    }
-    let req: CreateToken = match body(&bytes) {
-        Ok(r) => r,
-        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-    };
-    match ctx.tenants.create_token(&name, req.scope).await {
-        Ok(issued) => (StatusCode::CREATED, Json(issued_token_json(&issued))).into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+    tenant_call(&ctx, &scope, Caller::Operator, "POST tokens")?;
+    let req: CreateToken = json_body(&bytes)?;
+    let issued = managed(&ctx, ctx.tenants.create_token(&name, req.scope).await)?;
+    Ok((StatusCode::CREATED, Json(issued_token_json(&issued))).into_response())
 }
 
 async fn list_tokens(
     State(ctx): State<Arc<Context>>,
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if let Some(resp) = operator_only(&ctx, &scope, "GET tokens") {
-        return resp;
-    }
-    match ctx.tenants.tokens(&name).await {
-        Ok(list) => Json(list.iter().map(TokenJson::from).collect::<Vec<_>>()).into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::Operator, "GET tokens")?;
+    let list = managed(&ctx, ctx.tenants.tokens(&name).await)?;
+    Ok(Json(list.iter().map(TokenJson::from).collect::<Vec<_>>()).into_response())
 }
 
 #[derive(Serialize)]
@@ -1011,21 +992,14 @@ async fn revoke_token(
     State(ctx): State<Arc<Context>>,
     Extension(scope): Extension<Scope>,
     Path((name, id)): Path<(String, String)>,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if let Some(resp) = operator_only(&ctx, &scope, "DELETE token") {
-        return resp;
-    }
-    match ctx.tenants.revoke_token(&name, &id).await {
-        Ok(t) => Json(TokenActionJson {
-            id: t.id.to_string(),
-            action: "revoked",
-        })
-        .into_response(),
-        Err(e) => manage_error(&ctx, &e),
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::Operator, "DELETE token")?;
+    let t = managed(&ctx, ctx.tenants.revoke_token(&name, &id).await)?;
+    Ok(Json(TokenActionJson {
+        id: t.id.to_string(),
+        action: "revoked",
+    })
+    .into_response())
 }
 
 // --- signed playback (issue #12) ---
@@ -1059,47 +1033,37 @@ async fn mint_playback_token(
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     bytes: bytes::Bytes,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if !in_scope(&ctx, &scope, &name, "POST playback-tokens") {
-        return no_such_tenant();
-    }
-    let req: MintPlaybackToken = match body(&bytes) {
-        Ok(r) => r,
-        Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-    };
+) -> Answer {
+    tenant_call(
+        &ctx,
+        &scope,
+        Caller::TenantOf(&name),
+        "POST playback-tokens",
+    )?;
+    let req: MintPlaybackToken = json_body(&bytes)?;
     let ttl_s = req.ttl_s.unwrap_or(DEFAULT_PLAYBACK_TTL_S);
-    match ctx
+    let minted = ctx
         .tenants
         .mint_playback_token(&name, &req.stream, ttl_s)
-        .await
-    {
-        Ok(minted) => {
-            let url = (!minted.claims.stream.ends_with('*')).then(|| {
-                format!(
-                    "/hls/{}/{}/index.m3u8?token={}",
-                    minted.claims.tenant, minted.claims.stream, minted.token
-                )
-            });
-            let answer = PlaybackTokenJson {
-                url,
-                expires_at: minted.claims.exp,
-                tenant: minted.claims.tenant,
-                stream: minted.claims.stream,
-                key_id: minted.key_id.to_string(),
-                token: minted.token,
-            };
-            let mut resp = (StatusCode::CREATED, Json(answer)).into_response();
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
-            resp
-        }
-        Err(e) => manage_error(&ctx, &e),
-    }
+        .await;
+    let minted = managed(&ctx, minted)?;
+    let url = (!minted.claims.stream.ends_with('*')).then(|| {
+        format!(
+            "/hls/{}/{}/index.m3u8?token={}",
+            minted.claims.tenant, minted.claims.stream, minted.token
+        )
+    });
+    let answer = PlaybackTokenJson {
+        url,
+        expires_at: minted.claims.exp,
+        tenant: minted.claims.tenant,
+        stream: minted.claims.stream,
+        key_id: minted.key_id.to_string(),
+        token: minted.token,
+    };
+    Ok(no_store(
+        (StatusCode::CREATED, Json(answer)).into_response(),
+    ))
 }
 
 /// `POST /tenants/{tenant}/playback-keys` (the body may be empty).
@@ -1123,42 +1087,27 @@ async fn rotate_playback_key(
     Extension(scope): Extension<Scope>,
     Path(name): Path<String>,
     bytes: bytes::Bytes,
-) -> Response {
-    if let Some(resp) = no_operator_token(&ctx) {
-        return resp;
-    }
-    if !in_scope(&ctx, &scope, &name, "POST playback-keys") {
-        return no_such_tenant();
-    }
+) -> Answer {
+    tenant_call(&ctx, &scope, Caller::TenantOf(&name), "POST playback-keys")?;
     let req: RotatePlaybackKey = if bytes.iter().all(u8::is_ascii_whitespace) {
         RotatePlaybackKey::default()
     } else {
-        match body(&bytes) {
-            Ok(r) => r,
-            Err(why) => return error(StatusCode::BAD_REQUEST, &why),
-        }
+        json_body(&bytes)?
     };
     let keep_previous = req.keep_previous.unwrap_or(true);
-    match ctx.tenants.rotate_playback_key(&name, keep_previous).await {
-        Ok(key) => {
-            let mut resp = (
-                StatusCode::CREATED,
-                Json(IssuedPlaybackKeyJson {
-                    id: key.id.to_string(),
-                    secret: key.secret,
-                    created_ms: key.created_ms,
-                    previous_kept: keep_previous,
-                }),
-            )
-                .into_response();
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
-            resp
-        }
-        Err(e) => manage_error(&ctx, &e),
-    }
+    let key = managed(
+        &ctx,
+        ctx.tenants.rotate_playback_key(&name, keep_previous).await,
+    )?;
+    let answer = IssuedPlaybackKeyJson {
+        id: key.id.to_string(),
+        secret: key.secret,
+        created_ms: key.created_ms,
+        previous_kept: keep_previous,
+    };
+    Ok(no_store(
+        (StatusCode::CREATED, Json(answer)).into_response(),
+    ))
 }
 
 async fn openapi() -> Response {

@@ -236,7 +236,7 @@ impl Patch {
 }
 
 /// A field that is present (`null` included) reads as `Some`.
-fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,

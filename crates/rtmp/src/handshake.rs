@@ -179,24 +179,16 @@ impl ServerHandshake {
     /// `data` for the chunk reader.
     pub fn handle(&mut self, data: &mut BytesMut, out: &mut BytesMut) -> Result<bool, RtmpError> {
         if self.state == State::WaitC0C1 {
-            match data.first() {
-                None => return Ok(false),
-                Some(&RTMP_VERSION) => {}
-                Some(&v) => return Err(RtmpError::UnsupportedVersion(v)),
-            }
-            if data.len() < 1 + HANDSHAKE_SIZE {
+            let Some(c1) = take_version_and_packet(data)? else {
                 return Ok(false);
-            }
-            data.advance(1);
-            let c1 = data.split_to(HANDSHAKE_SIZE);
+            };
             self.respond(&c1, out);
             self.state = State::WaitC2;
         }
         if self.state == State::WaitC2 {
-            if data.len() < HANDSHAKE_SIZE {
+            if !skip_packet(data) {
                 return Ok(false);
             }
-            data.advance(HANDSHAKE_SIZE);
             self.state = State::Done;
         }
         Ok(true)
@@ -284,28 +276,44 @@ impl ClientHandshake {
     /// `Ok(true)` once the handshake is complete; whatever follows S2 is left in `data`.
     pub fn handle(&mut self, data: &mut BytesMut, out: &mut BytesMut) -> Result<bool, RtmpError> {
         if self.state == ClientState::WaitS0S1 {
-            match data.first() {
-                None => return Ok(false),
-                Some(&RTMP_VERSION) => {}
-                Some(&v) => return Err(RtmpError::UnsupportedVersion(v)),
-            }
-            if data.len() < 1 + HANDSHAKE_SIZE {
+            let Some(s1) = take_version_and_packet(data)? else {
                 return Ok(false);
-            }
-            data.advance(1);
-            let s1 = data.split_to(HANDSHAKE_SIZE);
+            };
             out.put_slice(&s1);
             self.state = ClientState::WaitS2;
         }
         if self.state == ClientState::WaitS2 {
-            if data.len() < HANDSHAKE_SIZE {
+            if !skip_packet(data) {
                 return Ok(false);
             }
-            data.advance(HANDSHAKE_SIZE);
             self.state = ClientState::Done;
         }
         Ok(true)
     }
+}
+
+/// The version byte (C0 or S0) and the packet after it (C1 or S1), taken from `data` once
+/// both are in; `None` while they are not. Any version but [`RTMP_VERSION`] is refused.
+fn take_version_and_packet(data: &mut BytesMut) -> Result<Option<BytesMut>, RtmpError> {
+    match data.first() {
+        None => return Ok(None),
+        Some(&RTMP_VERSION) => {}
+        Some(&v) => return Err(RtmpError::UnsupportedVersion(v)),
+    }
+    if data.len() < 1 + HANDSHAKE_SIZE {
+        return Ok(None);
+    }
+    data.advance(1);
+    Ok(Some(data.split_to(HANDSHAKE_SIZE)))
+}
+
+/// Drops the last packet (C2 or S2) from `data` once it is in; whether it was.
+fn skip_packet(data: &mut BytesMut) -> bool {
+    if data.len() < HANDSHAKE_SIZE {
+        return false;
+    }
+    data.advance(HANDSHAKE_SIZE);
+    true
 }
 
 #[cfg(test)]

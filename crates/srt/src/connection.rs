@@ -207,6 +207,25 @@ struct SendCrypto {
     pending_km: Option<(Bytes, Instant)>,
 }
 
+impl SendCrypto {
+    /// Seals the keys it holds now into a KM message, keeps it as the one being announced
+    /// (sent at `now`) and queues it on `ctrl`.
+    fn announce_keys(&mut self, now: Instant, ctrl: &mut VecDeque<ControlBody>) {
+        let sealed = KmMessage::seal(
+            &self.passphrase.0,
+            self.salt,
+            self.even.as_ref(),
+            self.odd.as_ref(),
+        );
+        // Our own keys of one length, a checked passphrase: sealing cannot fail.
+        debug_assert!(sealed.is_ok(), "sealing our keys failed: {sealed:?}");
+        if let Ok(m) = sealed {
+            self.pending_km = Some((Bytes::from(m.to_bytes()), now));
+            ctrl.push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
+        }
+    }
+}
+
 /// An established SRT connection.
 ///
 /// # Driver call order
@@ -821,15 +840,7 @@ impl Connection {
             } else {
                 sc.even = new;
             }
-            let sealed =
-                KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref());
-            // Our own keys of one length, a checked passphrase: sealing cannot fail.
-            debug_assert!(sealed.is_ok(), "sealing our keys failed: {sealed:?}");
-            if let Ok(m) = sealed {
-                sc.pending_km = Some((Bytes::from(m.to_bytes()), now));
-                self.ctrl
-                    .push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
-            }
+            sc.announce_keys(now, &mut self.ctrl);
         } else if sc.count >= KM_REFRESH_PACKETS {
             sc.current = other;
             sc.count = 0;
@@ -839,15 +850,7 @@ impl Connection {
             } else {
                 sc.even = None;
             }
-            let sealed =
-                KmMessage::seal(&sc.passphrase.0, sc.salt, sc.even.as_ref(), sc.odd.as_ref());
-            // Our own keys of one length, a checked passphrase: sealing cannot fail.
-            debug_assert!(sealed.is_ok(), "sealing our keys failed: {sealed:?}");
-            if let Ok(m) = sealed {
-                sc.pending_km = Some((Bytes::from(m.to_bytes()), now));
-                self.ctrl
-                    .push_back(ControlBody::KmRequest(Bytes::from(m.to_bytes())));
-            }
+            sc.announce_keys(now, &mut self.ctrl);
         }
         let key = if sc.current == KeyFlag::Even {
             sc.even.as_ref()

@@ -159,7 +159,24 @@ pub fn api_as(
     url: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let req = ureq::request(method, url).set("Authorization", &format!("Bearer {token}"));
+    let (status, text) = api_raw(Some(token), method, url, body);
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{method} {url}: {status}, not JSON ({e}): {text}"));
+    (status, json)
+}
+
+/// As [`api_as`], with or without a token, the answer's body as text (what a refusal
+/// outside the API's JSON looks like).
+pub fn api_raw(
+    token: Option<&str>,
+    method: &str,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, String) {
+    let mut req = ureq::request(method, url);
+    if let Some(token) = token {
+        req = req.set("Authorization", &format!("Bearer {token}"));
+    }
     let resp = match body {
         Some(b) => req
             .set("Content-Type", "application/json")
@@ -175,7 +192,5 @@ pub fn api_as(
     let text = resp
         .into_string()
         .unwrap_or_else(|e| panic!("{method} {url}: {status}, unreadable body: {e}"));
-    let json = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{method} {url}: {status}, not JSON ({e}): {text}"));
-    (status, json)
+    (status, text)
 }

@@ -123,6 +123,22 @@ impl Proc {
     }
 }
 
+/// Waits for a publisher that must be refused (`what` names it): it exits with a failure
+/// within 20 s; a success, or one still publishing then, fails the test with its log.
+pub fn assert_publisher_refused(p: &mut Proc, what: &str) {
+    match p.wait_exit(Duration::from_secs(20)) {
+        Some(s) => assert!(
+            !s.success(),
+            "{what}: the publisher succeeded; log:\n{}",
+            p.log_tail(20)
+        ),
+        None => panic!(
+            "{what}: still publishing after 20 s; log:\n{}",
+            p.log_tail(20)
+        ),
+    }
+}
+
 /// The text of the log file at `path` (empty when it cannot be read).
 pub(crate) fn log_text(path: &Path) -> String {
     String::from_utf8_lossy(&fs::read(path).unwrap_or_default()).into_owned()

@@ -207,6 +207,26 @@ impl Server {
         assert_eq!(r.status, 200, "/metrics status");
         r.text()
     }
+
+    /// Runs the admin command `tidegate ARGS --api URL [--token T]` against this server
+    /// (the environment's token and API address removed): (success, stdout, stderr).
+    pub fn cli(&self, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+        let mut cmd = Command::new(tidegate_bin());
+        cmd.args(args).args(["--api", &self.url("")]);
+        if let Some(t) = token {
+            cmd.args(["--token", t]);
+        }
+        let out = cmd
+            .env_remove("TIDEGATE_ADMIN_TOKEN")
+            .env_remove("TIDEGATE_API")
+            .output()
+            .expect("run tidegate");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 }
 
 /// The token that reads all of `/metrics` among a worker's flags: `--metrics-token`, else

@@ -111,3 +111,23 @@ pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
     );
     out
 }
+
+/// A self-signed P-256 certificate for 127.0.0.1 with common name `name`:
+/// `(dir/name.crt, dir/name.key)`, made with `openssl req`.
+pub fn self_signed_cert(dir: &std::path::Path, name: &str) -> (PathBuf, PathBuf) {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    run_ok(
+        Command::new(require_cmd("openssl"))
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .arg("ec_paramgen_curve:prime256v1")
+            .args(["-nodes", "-days", "2", "-subj"])
+            .arg(format!("/CN={name}"))
+            .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+        "openssl req",
+    );
+    (cert, key)
+}
