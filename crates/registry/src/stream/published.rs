@@ -177,7 +177,9 @@ mod tests {
         };
         for segment in 0..5u64 {
             for index in 0..12 {
-                record.playlist.push_part(part(segment, index), 0, None, None);
+                record
+                    .playlist
+                    .push_part(part(segment, index), 0, None, None);
                 step(&record, &mut last, &mut due);
             }
             record.playlist.push_segment(SegmentEntry {
