@@ -79,7 +79,9 @@ fn a_sentinel_failover_under_a_live_stream_keeps_it_going_on_both_workers() {
         .unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
-    let no_disk = ["--save", "", "--appendonly", "no"];
+    // No persistence; the replica's copy of the primary (a full sync) goes into `dir`.
+    let dir_arg = dir.path().display().to_string();
+    let no_disk = ["--save", "", "--appendonly", "no", "--dir", &dir_arg];
     let (p_port, r_port) = (free_tcp_port(), free_tcp_port());
     let primary = redis("redis-primary", p_port, &no_disk);
     let replica_of = p_port.to_string();
