@@ -159,6 +159,21 @@ fn a_sentinel_failover_under_a_live_stream_keeps_it_going_on_both_workers() {
     watch.until(&workers, 0, "before the failover");
     let before = watch.high[0].max(watch.high[1]);
 
+    // The admission's epoch write waited for the replica (`WAIT 1`), which acknowledged it.
+    assert!(
+        cli(p_port, &["INFO", "commandstats"]).contains("cmdstat_wait:"),
+        "no WAIT reached the primary"
+    );
+    for (i, w) in workers.iter().enumerate() {
+        let log = w.log_text();
+        assert!(
+            !log.contains("no Redis replica acknowledged")
+                && !log.contains("could not wait for a Redis replica"),
+            "worker {i}: an epoch write was not acknowledged by the replica\n{}",
+            logs(&workers)
+        );
+    }
+
     // kill -9 of the primary; the Sentinels promote the replica.
     primary.signal(9);
     let killed = Instant::now();
