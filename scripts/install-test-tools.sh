@@ -111,7 +111,9 @@ fi
 # A real redis-server (Debian `redis-server`) and a real S3-compatible server (moto, from the
 # PyPI package `moto[server]`, run as `python3 -m moto.server`). The tests start both on free
 # loopback ports themselves and fail with a message naming the tool when one is missing. The
-# rediss:// test makes its certificates with the openssl command (Debian `openssl`).
+# rediss:// test makes its certificates with the openssl command (Debian `openssl`). The
+# Sentinel test (crates/cli/tests/state_sentinel.rs) runs Sentinels as `redis-server
+# --sentinel` (the same binary: Debian's `redis-sentinel` package is not needed).
 have_moto() { python3 -c 'import moto.server, flask, werkzeug' >/dev/null 2>&1; }
 cluster_missing=()
 if ! have_cmd redis-server || ! have_cmd openssl; then

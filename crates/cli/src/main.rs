@@ -85,7 +85,8 @@ struct ServeArgs {
     /// Embedded state and media [default: ./tidegate-data].
     #[arg(long, env = "TIDEGATE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// Shared stream state for a cluster, e.g. redis://host:6379/0 [default: embedded].
+    /// Shared stream state for a cluster, e.g. redis://host:6379/0, or through Sentinel:
+    /// redis+sentinel://HOST:PORT[,HOST:PORT...]/MASTER[/DB] [default: embedded].
     #[arg(long, env = "TIDEGATE_STATE")]
     state: Option<String>,
     /// Where segments go, e.g. s3://bucket/prefix or file:///path [default: embedded].

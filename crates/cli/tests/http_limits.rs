@@ -308,6 +308,36 @@ fn connection_floods_are_capped_timed_out_and_counted_while_a_stream_plays() {
             (metric_value(&m, "tidegate_http_connections_open") <= 2.0).then_some(())
         },
     );
+
+    // 5. A name nobody published, asked for by many at once (issue #14): with no record, each
+    // request would read the media store for a snapshot; the lookups are single-flight per
+    // stream and remembered for a second, so 80 requests cost about one read a second.
+    let read = r#"tidegate_snapshot_lookups_total{answer="read"}"#;
+    let reads_before = series(&server.metrics(), read);
+    let asked = Instant::now();
+    let askers: Vec<_> = (0..8)
+        .map(|_| {
+            let url = server.playlist_url("nobody-published-this");
+            std::thread::spawn(move || (0..10).map(|_| get(&url).status).collect::<Vec<u16>>())
+        })
+        .collect();
+    let statuses: Vec<u16> = askers
+        .into_iter()
+        .flat_map(|t| t.join().unwrap_or_default())
+        .collect();
+    let took = asked.elapsed();
+    assert_eq!(statuses.len(), 80, "an asker thread failed");
+    assert!(
+        statuses.iter().all(|s| *s == 404),
+        "a name nobody published: {statuses:?}"
+    );
+    let reads = series(&server.metrics(), read) - reads_before;
+    let allowed = took.as_secs_f64().ceil() + 1.0;
+    assert!(
+        (1.0..=allowed).contains(&reads),
+        "80 requests for one unpublished name in {took:?} read the media store {reads} times \
+         (allowed 1..={allowed}: one lookup a second)"
+    );
     server.assert_alive();
 }
 

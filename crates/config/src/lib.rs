@@ -1246,6 +1246,26 @@ mod tests {
         assert_eq!(field(instant), "http-idle-timeout");
     }
 
+    /// `--state redis+sentinel://…` (issue #14 item 3): parsed into the Sentinels, the
+    /// master and the database; a malformed one is refused at validation.
+    #[test]
+    fn a_sentinel_state_url_is_parsed_and_a_bad_one_refused() {
+        let c = ServeConfig::from_toml(
+            "state = \"redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/tidegate/1\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let Some(StateUrl::Sentinel(s)) = c.store().unwrap().state else {
+            panic!("not a Sentinel state");
+        };
+        assert_eq!(s.sentinels, ["10.0.0.1:26379", "10.0.0.2:26379"]);
+        assert_eq!((s.master.as_str(), s.db), ("tidegate", 1));
+        for bad in ["redis+sentinel://10.0.0.1/tidegate", "redis+sentinel://h:1"] {
+            let c = ServeConfig::from_toml(&format!("state = \"{bad}\"\n"));
+            assert!(c.is_err() || c.unwrap().validate().is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn each_subsystem_gets_its_section_with_its_urls_parsed() {
         let c = ServeConfig::from_toml(

@@ -402,6 +402,28 @@ label_set! {
 }
 
 label_values! {
+    /// How a viewer's request for a stream the state store has no record of was answered
+    /// (`answer` of `tidegate_snapshot_lookups_total`; decision 0020).
+    pub enum SnapshotLookup {
+        /// The media store was read (a LIST, and a GET of the newest snapshot if any).
+        Read = "read",
+        /// A lookup of the last second answered, or one under way was waited for.
+        Cached = "cached",
+        /// Too many lookups under way: answered from the state store alone, storage not
+        /// touched.
+        Refused = "refused",
+    }
+}
+
+label_set! {
+    /// `answer` label of viewers' snapshot lookups.
+    pub struct SnapshotLookupLabels {
+        /// How it was answered.
+        pub answer: SnapshotLookup,
+    }
+}
+
+label_values! {
     /// A webhook event's final outcome per URL (`result` of
     /// `tidegate_webhook_deliveries_total`).
     pub enum WebhookResult {
@@ -989,6 +1011,9 @@ pub struct Metrics {
     /// Stream records the state store had lost (or set back) that came back, by
     /// [`RecordRestore`].
     pub stream_records_restored: Family<RecordRestoreLabels, Counter>,
+    /// Viewer requests for a stream the state store has no record of, by how the media
+    /// store's snapshot was looked up ([`SnapshotLookup`]).
+    pub snapshot_lookups: Family<SnapshotLookupLabels, Counter>,
 }
 
 impl Metrics {
@@ -1284,6 +1309,12 @@ impl Metrics {
             "Stream records the state store had lost or set back (flushed, restarted empty, failed over), written again by their live session (rewritten) or rebuilt from the media store's snapshot by a new one (rebuilt)",
             stream_records_restored.clone(),
         );
+        let snapshot_lookups = Family::<SnapshotLookupLabels, Counter>::default();
+        registry.register(
+            "snapshot_lookups",
+            "Viewer requests for a stream the state store has no record of, by how the media store's snapshot was looked up: read (a LIST and a GET), cached (a lookup of the last second, or one under way), refused (too many under way: answered 404/503 without touching storage)",
+            snapshot_lookups.clone(),
+        );
         let Registrar { registry, docs } = registry;
         Self {
             registry,
@@ -1335,7 +1366,15 @@ impl Metrics {
             llhls_held_requests,
             llhls_blocking_answers,
             stream_records_restored,
+            snapshot_lookups,
         }
+    }
+
+    /// Counts a viewer's snapshot lookup.
+    pub fn snapshot_lookup(&self, answer: SnapshotLookup) {
+        self.snapshot_lookups
+            .get_or_create(&SnapshotLookupLabels { answer })
+            .inc();
     }
 
     /// Counts a stream record that came back after the state store lost it.

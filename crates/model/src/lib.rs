@@ -38,7 +38,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use srt_source::{parse_srt_url, redact_url, SrtSource};
-pub use store_url::{valid_bucket, StateUrl, StorageUrl};
+pub use store_url::{valid_bucket, SentinelUrl, StateUrl, StorageUrl};
 pub use tenant::{
     valid_tenant_name, KeyHash, KeyId, KeyRecord, NoRandomness, Playback, Quotas, StreamKey,
     TenantSettings, KEY_ID_BYTES, KEY_PREFIX, KEY_SECRET_BYTES, MAX_TENANT_NAME_LEN, OPEN_TENANT,

@@ -11,6 +11,117 @@ use crate::valid_name;
 pub enum StateUrl {
     /// A Redis server (`redis://` or `rediss://` URL, kept whole for the client).
     Redis(String),
+    /// A Redis primary found through Sentinel and followed across failovers
+    /// (`redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`).
+    Sentinel(SentinelUrl),
+}
+
+/// A `redis+sentinel://` state URL: the Sentinels to ask, the master name they monitor,
+/// the database, and the credentials of the data nodes (the Sentinels are asked without
+/// them).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SentinelUrl {
+    /// The URL as written (it may carry a password: do not log it).
+    pub url: String,
+    /// The Sentinels, `host:port`, in the order given.
+    pub sentinels: Vec<String>,
+    /// The master name (`sentinel monitor NAME ...`).
+    pub master: String,
+    /// The database number.
+    pub db: i64,
+    /// Username for the primary (ACL), if any.
+    pub username: Option<String>,
+    /// Password for the primary, if any.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for SentinelUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the URL nor the password.
+        f.debug_struct("SentinelUrl")
+            .field("sentinels", &self.sentinels)
+            .field("master", &self.master)
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SentinelUrl {
+    /// A `redis://` URL for the data node at `host:port` with this URL's credentials and
+    /// database.
+    pub fn node_url(&self, host: &str, port: u16) -> String {
+        let auth = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => format!("{u}:{p}@"),
+            (None, Some(p)) => format!(":{p}@"),
+            (Some(u), None) => format!("{u}@"),
+            (None, None) => String::new(),
+        };
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        format!("redis://{auth}{host}:{port}/{}", self.db)
+    }
+}
+
+/// Parses `redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]`.
+fn parse_sentinel_url(url: &str) -> Result<SentinelUrl, String> {
+    const FORM: &str = "redis+sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER[/DB]";
+    let rest = url
+        .strip_prefix("redis+sentinel://")
+        .ok_or_else(|| format!("must be {FORM}"))?;
+    let (hosts_part, path) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("names no master: {FORM}"))?;
+    let (auth, hosts) = match hosts_part.rsplit_once('@') {
+        Some((auth, hosts)) => (Some(auth), hosts),
+        None => (None, hosts_part),
+    };
+    let (username, password) = match auth {
+        None => (None, None),
+        Some(auth) => {
+            let (u, p) = auth.split_once(':').unwrap_or((auth, ""));
+            let some = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+            (some(u), some(p))
+        }
+    };
+    let mut sentinels = Vec::new();
+    for h in hosts.split(',') {
+        let (host, port) = h
+            .rsplit_once(':')
+            .ok_or_else(|| format!("Sentinel `{h}` has no port: {FORM}"))?;
+        let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+        if host.is_empty() || !port_ok {
+            return Err(format!("Sentinel `{h}` is not HOST:PORT: {FORM}"));
+        }
+        sentinels.push(h.to_owned());
+    }
+    let (master, db) = match path.split_once('/') {
+        Some((master, db)) => (master, db),
+        None => (path, ""),
+    };
+    if master.is_empty() || !valid_name(master) {
+        return Err(format!(
+            "master name `{master}` must be of [A-Za-z0-9_.-]: {FORM}"
+        ));
+    }
+    let db = if db.is_empty() {
+        0
+    } else {
+        db.parse::<i64>()
+            .ok()
+            .filter(|d| *d >= 0)
+            .ok_or_else(|| format!("database `{db}` is not a number: {FORM}"))?
+    };
+    Ok(SentinelUrl {
+        url: url.to_owned(),
+        sentinels,
+        master: master.to_owned(),
+        db,
+        username,
+        password,
+    })
 }
 
 /// The media backend a `--storage` value names.
@@ -29,8 +140,14 @@ pub enum StorageUrl {
 
 /// Parses a `--state` value; the error says why it is refused (without echoing credentials).
 fn parse_state_url(url: &str) -> Result<StateUrl, String> {
+    if url.starts_with("redis+sentinel://") {
+        return parse_sentinel_url(url).map(StateUrl::Sentinel);
+    }
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-        return Err("must be a redis:// or rediss:// URL (e.g. redis://host:6379/0)".to_owned());
+        return Err(
+            "must be a redis://, rediss:// or redis+sentinel:// URL (e.g. redis://host:6379/0)"
+                .to_owned(),
+        );
     }
     ::redis::Client::open(url)
         .map_err(|e| format!("not a valid Redis URL: {e}"))
@@ -85,6 +202,7 @@ impl std::fmt::Display for StateUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Redis(url) => f.write_str(url),
+            Self::Sentinel(s) => f.write_str(&s.url),
         }
     }
 }
@@ -127,6 +245,38 @@ mod url_tests {
         for bad in ["", "127.0.0.1:6379", "http://x", "redis:/x", "etcd://x"] {
             assert!(parse_state_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sentinel_urls() {
+        let Ok(StateUrl::Sentinel(s)) =
+            parse_state_url("redis+sentinel://:pw@10.0.0.1:26379,sentinel-b:26380/mymaster/2")
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!(s.sentinels, ["10.0.0.1:26379", "sentinel-b:26380"]);
+        assert_eq!((s.master.as_str(), s.db), ("mymaster", 2));
+        assert_eq!(s.password.as_deref(), Some("pw"));
+        assert_eq!(s.node_url("10.0.0.9", 6380), "redis://:pw@10.0.0.9:6380/2");
+        assert!(!format!("{s:?}").contains("pw"));
+        let Ok(StateUrl::Sentinel(s)) = parse_state_url("redis+sentinel://h:1/m") else {
+            panic!("not parsed");
+        };
+        assert_eq!((s.db, s.node_url("h", 2)), (0, "redis://h:2/0".to_owned()));
+        for bad in [
+            "redis+sentinel://h:1",
+            "redis+sentinel://h/m",
+            "redis+sentinel://h:0/m",
+            "redis+sentinel://:1/m",
+            "redis+sentinel://h:1,/m",
+            "redis+sentinel://h:1/",
+            "redis+sentinel://h:1/m/x",
+            "redis+sentinel://h:1/m/-1",
+        ] {
+            assert!(parse_state_url(bad).is_err(), "{bad}");
+        }
+        let url = "redis+sentinel://a:1,b:2/m/0";
+        assert_eq!(url.parse::<StateUrl>().unwrap().to_string(), url);
     }
 
     #[test]

@@ -415,6 +415,9 @@ pub async fn open(
     let state: Arc<dyn StateStore> = match &config.state {
         None => Arc::new(fs::FsStateStore::new(config.data_dir.join("state"))),
         Some(StateUrl::Redis(url)) => Arc::new(redis::RedisStateStore::connect(url).await?),
+        Some(StateUrl::Sentinel(spec)) => {
+            Arc::new(redis::RedisStateStore::connect_sentinel(spec).await?)
+        }
     };
     let media: Arc<dyn MediaStore> = match &config.storage {
         None => Arc::new(fs::FsMediaStore::new(config.media_root.clone())),
@@ -474,5 +477,6 @@ pub fn changes(config: &StoreConfig) -> Result<Box<dyn ChangeFeed>, StoreError> 
     match &config.state {
         None => Ok(Box::new(Silent)),
         Some(StateUrl::Redis(url)) => Ok(Box::new(redis::subscribe_changes(url)?)),
+        Some(StateUrl::Sentinel(spec)) => Ok(Box::new(redis::subscribe_changes_sentinel(spec))),
     }
 }

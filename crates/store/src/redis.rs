@@ -26,6 +26,7 @@
 //! background after a failure; meanwhile calls fail with [`StoreError::Unavailable`] instead of
 //! waiting, and succeed again once the server is back.
 
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,6 +36,7 @@ use redis::{AsyncCommands, Client, RedisError, Script, Value};
 use tokio::sync::mpsc;
 
 use super::{Change, StateStore, StoreError, StreamId, StreamRecord, TenantRecord, WorkerRecord};
+use tidegate_model::SentinelUrl;
 
 /// Default key prefix: every key and the change channel start with `tidegate:`.
 pub const KEY_PREFIX: &str = "tidegate";
@@ -185,11 +187,136 @@ fn tenant_payload(name: &str) -> String {
 /// a worker of an older version ignores it).
 const TENANT_PAYLOAD_PREFIX: &str = "tenant:";
 
+// --- Sentinel (issue #14 item 3, decision 0020) ---
+
+/// How often a store behind Sentinel asks which server is the primary (a switch is
+/// followed within this, after Sentinel itself decided it).
+pub const SENTINEL_POLL: Duration = Duration::from_millis(500);
+
+/// How long one Sentinel may take to answer before the next one is asked.
+pub const SENTINEL_CALL_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long an epoch write waits for a replica's acknowledgement (`WAIT 1 ms`) behind
+/// Sentinel before it goes on without it (decision 0020).
+pub const REPLICA_ACK_TIMEOUT_MS: u64 = 100;
+
+/// Where a store's commands and its change subscription go.
+#[derive(Clone)]
+enum Target {
+    /// One server.
+    Direct(Box<Client>),
+    /// The primary the Sentinels name, asked again on every (re)connection.
+    Sentinel(Arc<SentinelUrl>),
+}
+
+impl Target {
+    /// A client for the server to use now, and its address (empty for a direct one).
+    async fn resolve(&self) -> Result<(String, Client), StoreError> {
+        match self {
+            Self::Direct(client) => Ok((String::new(), Client::clone(client))),
+            Self::Sentinel(spec) => {
+                let (host, port) = ask_sentinels(spec).await?;
+                let client = Client::open(spec.node_url(&host, port)).map_err(unavailable)?;
+                Ok((format!("{host}:{port}"), client))
+            }
+        }
+    }
+}
+
+/// The primary's address as the first Sentinel that answers names it
+/// (`SENTINEL get-master-addr-by-name`).
+async fn ask_sentinels(spec: &SentinelUrl) -> Result<(String, u16), StoreError> {
+    let mut last = String::from("no Sentinel given");
+    for sentinel in &spec.sentinels {
+        let asked = async {
+            let client = Client::open(format!("redis://{sentinel}"))?;
+            let mut conn = client.get_multiplexed_async_connection().await?;
+            redis::cmd("SENTINEL")
+                .arg("get-master-addr-by-name")
+                .arg(&spec.master)
+                .query_async::<Option<(String, u16)>>(&mut conn)
+                .await
+        };
+        match tokio::time::timeout(SENTINEL_CALL_TIMEOUT, asked).await {
+            Ok(Ok(Some(addr))) => return Ok(addr),
+            Ok(Ok(None)) => last = format!("Sentinel {sentinel} knows no master `{}`", spec.master),
+            Ok(Err(e)) => last = format!("Sentinel {sentinel}: {e}"),
+            Err(_) => last = format!("Sentinel {sentinel} did not answer in time"),
+        }
+    }
+    Err(StoreError::Unavailable(format!(
+        "redis: no Sentinel names a primary for `{}` ({last})",
+        spec.master
+    )))
+}
+
+/// The server a store's commands go to now.
+struct Primary {
+    /// `host:port` as Sentinel named it (empty for a direct connection).
+    addr: String,
+    conn: ConnectionManager,
+}
+
+fn connection_manager(client: Client) -> Result<ConnectionManager, StoreError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(CALL_TIMEOUT))
+        .set_response_timeout(Some(CALL_TIMEOUT))
+        // Reconnection is retried in the background on the next failing call; a call
+        // never waits for more than one attempt.
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)
+}
+
+/// Follows the primary the Sentinels name: every [`SENTINEL_POLL`] asks them, and moves
+/// the store's commands to a new primary as soon as they name one. Ends with the store.
+fn follow_primary(spec: Arc<SentinelUrl>, primary: Weak<RwLock<Primary>>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SENTINEL_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(current) = primary.upgrade() else {
+                return;
+            };
+            let named = match ask_sentinels(&spec).await {
+                Ok((host, port)) => format!("{host}:{port}"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot ask Sentinel for the Redis primary; keeping the last one");
+                    continue;
+                }
+            };
+            let known = current.read().map(|p| p.addr.clone()).unwrap_or_default();
+            if named == known {
+                continue;
+            }
+            let Some((host, port)) = named
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
+            else {
+                continue;
+            };
+            let conn = Client::open(spec.node_url(&host, port))
+                .map_err(unavailable)
+                .and_then(connection_manager);
+            match conn {
+                Ok(conn) => {
+                    tracing::warn!(from = %known, to = %named, master = %spec.master, "Sentinel names a new Redis primary: following it");
+                    if let Ok(mut p) = current.write() {
+                        *p = Primary { addr: named, conn };
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot connect to the new Redis primary"),
+            }
+        }
+    });
+}
+
 /// Stream records in Redis with an atomic compare-and-set on the epoch.
 #[derive(Clone)]
 pub struct RedisStateStore {
-    client: Client,
-    conn: ConnectionManager,
+    target: Target,
+    primary: Arc<RwLock<Primary>>,
     prefix: String,
     cas: Script,
     delete: Script,
@@ -234,18 +361,26 @@ impl RedisStateStore {
     /// sharing one Redis, or isolated tests).
     pub async fn connect_with_prefix(url: &str, prefix: &str) -> Result<Self, StoreError> {
         let client = Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CALL_TIMEOUT))
-            .set_response_timeout(Some(CALL_TIMEOUT))
-            // Reconnection is retried in the background on the next failing call; a call
-            // never waits for more than one attempt.
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)?;
+        Self::connect_to(Target::Direct(Box::new(client)), prefix).await
+    }
+
+    /// Connects to the primary the Sentinels of `spec` name, and follows it across
+    /// failovers ([`SENTINEL_POLL`]); epoch writes then wait for a replica's
+    /// acknowledgement (decision 0020). Fails when no Sentinel names a primary that
+    /// answers a PING in time.
+    pub async fn connect_sentinel(spec: &SentinelUrl) -> Result<Self, StoreError> {
+        let spec = Arc::new(spec.clone());
+        let store = Self::connect_to(Target::Sentinel(spec.clone()), KEY_PREFIX).await?;
+        follow_primary(spec, Arc::downgrade(&store.primary));
+        Ok(store)
+    }
+
+    async fn connect_to(target: Target, prefix: &str) -> Result<Self, StoreError> {
+        let (addr, client) = target.resolve().await?;
+        let conn = connection_manager(client)?;
         let store = Self {
-            client,
-            conn,
+            target,
+            primary: Arc::new(RwLock::new(Primary { addr, conn })),
             prefix: prefix.to_owned(),
             cas: Script::new(CAS_SCRIPT),
             delete: Script::new(DELETE_SCRIPT),
@@ -256,9 +391,43 @@ impl RedisStateStore {
         Ok(store)
     }
 
+    /// The connection to the current primary.
+    fn conn(&self) -> ConnectionManager {
+        match self.primary.read() {
+            Ok(p) => p.conn.clone(),
+            Err(poisoned) => poisoned.into_inner().conn.clone(),
+        }
+    }
+
+    /// Behind Sentinel, waits (at most [`REPLICA_ACK_TIMEOUT_MS`]) until a replica has
+    /// the writes made so far on `conn`; a write no replica acknowledged is logged, not
+    /// refused (decision 0020: a lost epoch write cannot reuse a name).
+    async fn replica_ack(&self, conn: &mut ConnectionManager, what: &StreamId) {
+        if !matches!(self.target, Target::Sentinel(_)) {
+            return;
+        }
+        let acked = bounded("WAIT", async {
+            redis::cmd("WAIT")
+                .arg(1)
+                .arg(REPLICA_ACK_TIMEOUT_MS)
+                .query_async::<i64>(conn)
+                .await
+        })
+        .await;
+        match acked {
+            Ok(n) if n >= 1 => {}
+            Ok(_) => {
+                tracing::warn!(stream = %what, "no Redis replica acknowledged an epoch write within {REPLICA_ACK_TIMEOUT_MS} ms")
+            }
+            Err(e) => {
+                tracing::warn!(stream = %what, error = %e, "could not wait for a Redis replica")
+            }
+        }
+    }
+
     /// Checks that the server answers (a readiness probe).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         bounded("PING", async move {
             redis::cmd("PING").query_async::<String>(&mut conn).await
         })
@@ -279,7 +448,7 @@ impl RedisStateStore {
     }
 
     async fn members(&self, key: String) -> Result<Vec<StreamId>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let members: Vec<String> = bounded("SMEMBERS", async move {
             conn.smembers::<_, Vec<String>>(key).await
         })
@@ -302,7 +471,7 @@ impl RedisStateStore {
         set: String,
         key_of: impl Fn(&str) -> Result<String, StoreError>,
     ) -> Result<Vec<(String, Option<Vec<u8>>)>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let names: Vec<String> = bounded("SMEMBERS", async move {
             conn.smembers::<_, Vec<String>>(set).await
         })
@@ -316,7 +485,7 @@ impl RedisStateStore {
             return Ok(Vec::new());
         }
         let keys: Vec<String> = keyed.iter().map(|(_, k)| k.clone()).collect();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let raw: Vec<Option<Vec<u8>>> = bounded("MGET", async move {
             redis::cmd("MGET")
                 .arg(keys)
@@ -351,7 +520,7 @@ impl RedisStateStore {
 
     /// Subscribes to the change channel of this store's prefix; see [`subscribe_changes`].
     pub fn subscribe_changes(&self) -> mpsc::Receiver<Change> {
-        spawn_subscriber(self.client.clone(), self.changes_channel())
+        spawn_subscriber(self.target.clone(), self.changes_channel())
     }
 }
 
@@ -368,24 +537,38 @@ fn changes_channel(prefix: &str) -> String {
 /// `TENANT/NAME` are ignored.
 pub fn subscribe_changes(url: &str) -> Result<mpsc::Receiver<Change>, StoreError> {
     let client = Client::open(url).map_err(unavailable)?;
-    Ok(spawn_subscriber(client, changes_channel(KEY_PREFIX)))
+    Ok(spawn_subscriber(
+        Target::Direct(Box::new(client)),
+        changes_channel(KEY_PREFIX),
+    ))
 }
 
-fn spawn_subscriber(client: Client, channel: String) -> mpsc::Receiver<Change> {
+/// [`subscribe_changes`] on the primary the Sentinels of `spec` name: subscribed again on
+/// the new primary when they name another one (checked every [`SUBSCRIPTION_PING_INTERVAL`]
+/// and whenever the subscription fails).
+pub fn subscribe_changes_sentinel(spec: &SentinelUrl) -> mpsc::Receiver<Change> {
+    spawn_subscriber(
+        Target::Sentinel(Arc::new(spec.clone())),
+        changes_channel(KEY_PREFIX),
+    )
+}
+
+fn spawn_subscriber(target: Target, channel: String) -> mpsc::Receiver<Change> {
     let (tx, rx) = mpsc::channel(CHANGES_BUFFER);
     tokio::spawn(async move {
         loop {
             let attempt = async {
+                let (addr, client) = target.resolve().await?;
                 let mut pubsub = bounded("SUBSCRIBE", client.get_async_pubsub()).await?;
                 bounded("SUBSCRIBE", pubsub.subscribe(&channel)).await?;
-                Ok::<_, StoreError>(pubsub)
+                Ok::<_, StoreError>((addr, pubsub))
             };
             let pubsub = tokio::select! {
                 r = attempt => r,
                 () = tx.closed() => return,
             };
             match pubsub {
-                Ok(pubsub) => {
+                Ok((addr, pubsub)) => {
                     if tx.send(Change::Subscribed).await.is_err() {
                         return;
                     }
@@ -401,6 +584,16 @@ fn spawn_subscriber(client: Client, channel: String) -> mpsc::Receiver<Change> {
                                 // this probe the subscription would wait silently forever.
                                 if bounded("PING", sink.ping::<Value>()).await.is_err() {
                                     break;
+                                }
+                                // Behind Sentinel: a primary demoted but alive keeps the
+                                // subscription open; follow the one the Sentinels name.
+                                if let Target::Sentinel(spec) = &target {
+                                    if ask_sentinels(spec)
+                                        .await
+                                        .is_ok_and(|(h, p)| format!("{h}:{p}") != addr)
+                                    {
+                                        break;
+                                    }
                                 }
                                 continue;
                             }
@@ -451,7 +644,7 @@ fn parse_member(s: &str) -> Option<StreamId> {
 #[async_trait]
 impl StateStore for RedisStateStore {
     async fn load(&self, id: &StreamId) -> Result<Option<StreamRecord>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let key = self.record_key(id);
         let raw: Option<Vec<u8>> =
             bounded(
@@ -477,7 +670,7 @@ impl StateStore for RedisStateStore {
             what: record.id.to_string(),
             reason: e.to_string(),
         })?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let mut invocation = self.cas.key(self.record_key(&record.id));
         invocation
             .key(self.set_key())
@@ -505,7 +698,12 @@ impl StateStore for RedisStateStore {
                     )))
                 }
             };
-        cas_outcome(reply, expected_epoch)
+        let outcome = cas_outcome(reply, expected_epoch);
+        if outcome.is_ok() && expected_epoch != Some(record.playlist.epoch) {
+            // A new epoch (an admission, an end): acknowledged by a replica behind Sentinel.
+            self.replica_ack(&mut conn, &record.id).await;
+        }
+        outcome
     }
 
     async fn list(&self) -> Result<Vec<StreamId>, StoreError> {
@@ -546,7 +744,7 @@ impl StateStore for RedisStateStore {
             return Err(StoreError::InvalidPath(tenant.to_owned()));
         }
         let key = format!("{}:attempts:{tenant}:{second}", self.prefix);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let (count,): (u64,) = bounded("count attempt", async move {
             redis::pipe()
                 .atomic()
@@ -561,7 +759,7 @@ impl StateStore for RedisStateStore {
     }
 
     async fn delete(&self, id: &StreamId, epoch: u64) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let mut invocation = self.delete.key(self.record_key(id));
         invocation
             .key(self.set_key())
@@ -576,7 +774,7 @@ impl StateStore for RedisStateStore {
     /// INCR `PREFIX:worker:ID:incarnations`.
     async fn register_worker(&self, worker_id: &str) -> Result<u64, StoreError> {
         let key = format!("{}:incarnations", self.worker_key(worker_id)?);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         bounded(
             "INCR",
             async move { conn.incr::<_, _, u64>(key, 1u64).await },
@@ -603,7 +801,7 @@ impl StateStore for RedisStateStore {
             .ignore()
             .sadd(self.workers_key(), &record.id)
             .ignore();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         bounded("SET worker", async move {
             pipe.query_async::<()>(&mut conn).await
         })
@@ -618,7 +816,7 @@ impl StateStore for RedisStateStore {
             .ignore()
             .srem(self.workers_key(), worker_id)
             .ignore();
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         bounded("DEL worker", async move {
             pipe.query_async::<()>(&mut conn).await
         })
@@ -646,7 +844,7 @@ impl StateStore for RedisStateStore {
             }
         }
         if !gone.is_empty() {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn();
             let set = self.workers_key();
             // Best effort: a failure leaves the ids for the next listing to prune.
             let _ = bounded(
@@ -678,7 +876,7 @@ impl StateStore for RedisStateStore {
 
     async fn load_tenant(&self, name: &str) -> Result<Option<TenantRecord>, StoreError> {
         let key = self.tenant_key(name)?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let raw: Option<Vec<u8>> =
             bounded(
                 "GET",
@@ -704,7 +902,7 @@ impl StateStore for RedisStateStore {
             what: format!("tenant {}", record.name),
             reason: e.to_string(),
         })?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let mut invocation = self.tenant_cas.key(key);
         invocation
             .key(self.tenants_key())
@@ -736,7 +934,7 @@ impl StateStore for RedisStateStore {
 
     async fn delete_tenant(&self, name: &str, revision: u64) -> Result<bool, StoreError> {
         let key = self.tenant_key(name)?;
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn();
         let mut invocation = self.tenant_delete.key(key);
         invocation
             .key(self.tenants_key())

@@ -60,6 +60,7 @@
 //! worker's view, the record ([`ownership_of`]) and the clock; this module reads and writes
 //! the stores and carries the decisions out.
 
+mod lookups;
 mod published;
 mod recent;
 mod salvage;
@@ -80,7 +81,7 @@ use tracing::{info, warn};
 use tidegate_ownership::{self as ownership, Refusal, Start, Sweep, Takeover, ViewHolder};
 
 use crate::config::TakeoverPolicy;
-use crate::metrics::{Metrics, Protocol, PublishRefusal, RecordRestore, StoreOp};
+use crate::metrics::{Metrics, Protocol, PublishRefusal, RecordRestore, SnapshotLookup, StoreOp};
 use crate::store::Change;
 use crate::store::{MediaStore, StateStore, StoreError, StreamId, StreamRecord};
 use crate::telemetry::{HealthSnapshot, StreamTelemetry, Telemetry};
@@ -525,6 +526,10 @@ pub struct Streams {
     tenant_settings: std::sync::RwLock<HashMap<String, tidegate_model::TenantSettings>>,
     /// The media objects the origin read last ([`Streams::media_object`]).
     recent: recent::RecentObjects,
+    /// Viewers' snapshot lookups, bounded (lookups.rs).
+    lookups: Arc<lookups::Lookups>,
+    /// When a refused snapshot lookup was last logged, Unix ms.
+    lookup_refusal_logged_ms: AtomicI64,
 }
 
 /// One row of [`Streams::list`].
@@ -564,6 +569,8 @@ impl Streams {
             last_full_sweep: SyncMutex::new(None),
             tenant_settings: std::sync::RwLock::default(),
             recent: recent::RecentObjects::default(),
+            lookups: Arc::default(),
+            lookup_refusal_logged_ms: AtomicI64::new(0),
         })
     }
 
@@ -761,11 +768,50 @@ impl Streams {
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
-        match published::read(&*self.media, &id.prefix()).await {
-            Ok(published::Published {
-                snapshot: Some(r), ..
-            }) => Ok(Some(r)),
-            _ => stored,
+        match self.viewer_snapshot(id).await {
+            Some(r) => Ok(Some(r)),
+            None => stored,
+        }
+    }
+
+    /// The newest snapshot of `id` for a viewer, through the bounded lookups (lookups.rs):
+    /// single-flight per stream, cached briefly, at most a few at once (`None` beyond).
+    async fn viewer_snapshot(&self, id: &StreamId) -> Option<StreamRecord> {
+        loop {
+            match self.lookups.begin(id) {
+                lookups::Lookup::Cached(answer) => {
+                    self.metrics.snapshot_lookup(SnapshotLookup::Cached);
+                    return *answer;
+                }
+                lookups::Lookup::Wait(wait) => wait.done().await,
+                lookups::Lookup::Refused => {
+                    self.metrics.snapshot_lookup(SnapshotLookup::Refused);
+                    let now = unix_ms();
+                    let logged = self.lookup_refusal_logged_ms.load(Ordering::Relaxed);
+                    if now.saturating_sub(logged) >= 10_000
+                        && self
+                            .lookup_refusal_logged_ms
+                            .compare_exchange(logged, now, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_ok()
+                    {
+                        warn!(stream = %id, max = lookups::MAX_IN_FLIGHT, "too many snapshot lookups for streams without a record under way: answered from the state store alone (logged at most every 10 s; counted in tidegate_snapshot_lookups_total{{answer=\"refused\"}})");
+                    }
+                    return None;
+                }
+                lookups::Lookup::Run(flight) => {
+                    self.metrics.snapshot_lookup(SnapshotLookup::Read);
+                    let answer = match published::read(&*self.media, &id.prefix()).await {
+                        Ok(p) => p.snapshot,
+                        Err(e) => {
+                            self.metrics.store_error(StoreOp::ListMedia);
+                            warn!(stream = %id, error = %e, "could not read the stream's snapshot for a viewer");
+                            None
+                        }
+                    };
+                    flight.finish(answer.clone());
+                    return answer;
+                }
+            }
         }
     }
 
@@ -1552,7 +1598,17 @@ impl Streams {
             // Listed before the record was written: ask the store itself. A stream whose
             // record the state store lost (its snapshot is still in the media store) is
             // kept: it is served from the snapshot until its record is back.
-            if matches!(self.viewable_record(&stream.id).await, Ok(None)) {
+            let recorded = match self.state.load(&stream.id).await {
+                Ok(Some(_)) | Err(_) => true,
+                Ok(None) => matches!(
+                    published::read(&*self.media, &stream.id.prefix()).await,
+                    Ok(published::Published {
+                        snapshot: Some(_),
+                        ..
+                    })
+                ),
+            };
+            if !recorded {
                 self.forget(&stream, &mut inner).await;
             }
         }

@@ -48,6 +48,44 @@ pub(super) struct Published {
     pub snapshot_epochs: Vec<u64>,
 }
 
+/// What a snapshot must never be behind: what the playlist lists as far as media sequence
+/// numbers go (the listed segments and the sequences, a pending discontinuity, the end,
+/// whether a segment is open, i.e. its number announced by a first part) and whether the
+/// publisher is connected. The writer stores a snapshot when this changes, not for every
+/// LL-HLS part: the parts listed after the open segment's first one are given up by a
+/// rebuild from the snapshot (decision 0020, "Snapshot cost"), no sequence number is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Listed {
+    epoch: u64,
+    media_sequence: u64,
+    discontinuity_sequence: u64,
+    next_sequence: u64,
+    pending_discontinuity: bool,
+    ended: bool,
+    /// The open segment's discontinuity flag and init segment, when one is open.
+    open: Option<(bool, Option<String>)>,
+    publisher_left: bool,
+}
+
+impl Listed {
+    pub(super) fn of(record: &StreamRecord) -> Self {
+        let p = &record.playlist;
+        Self {
+            epoch: p.epoch,
+            media_sequence: p.media_sequence,
+            discontinuity_sequence: p.discontinuity_sequence,
+            next_sequence: p.next_sequence,
+            pending_discontinuity: p.pending_discontinuity,
+            ended: p.ended,
+            open: p
+                .open
+                .as_ref()
+                .map(|o| (o.discontinuity, o.map_uri.clone())),
+            publisher_left: record.publisher_left_ms.is_some(),
+        }
+    }
+}
+
 /// Lists the stream's objects under `prefix` and reads its newest snapshot.
 pub(super) async fn read(media: &dyn MediaStore, prefix: &str) -> Result<Published, StoreError> {
     let names = media.list(prefix).await?;
@@ -95,7 +133,78 @@ pub(super) async fn write(
 
 #[cfg(test)]
 mod tests {
+    use tidegate_packager::{Container, PartEntry, PlaylistState, SegmentEntry};
+
     use super::*;
+    use crate::store::StreamId;
+
+    fn part(segment: u64, index: u64) -> PartEntry {
+        PartEntry {
+            uri: format!("seg-3-{segment}.{index}.m4s"),
+            duration_secs: 1.0 / 3.0,
+            independent: index == 0,
+            gap: false,
+            offset: 10 * index,
+            bytes: 10,
+        }
+    }
+
+    /// A snapshot is due when a segment is listed, a segment opens, the publisher leaves
+    /// or the stream ends; not for the second and later parts of the open segment.
+    #[test]
+    fn parts_after_the_first_do_not_make_a_snapshot_due() {
+        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+        playlist.epoch = 3;
+        let mut record = StreamRecord {
+            id: StreamId::new("default", "s").unwrap(),
+            playlist,
+            updated_ms: 0,
+            publisher_left_ms: None,
+            owner: "here".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: None,
+            holder: None,
+        };
+        let mut due = 0;
+        let mut last = Listed::of(&record);
+        let step = |record: &StreamRecord, last: &mut Listed, due: &mut usize| {
+            let now = Listed::of(record);
+            if now != *last {
+                *due += 1;
+                *last = now;
+            }
+        };
+        for segment in 0..5u64 {
+            for index in 0..12 {
+                record
+                    .playlist
+                    .push_part(part(segment, index), 0, None, None);
+                step(&record, &mut last, &mut due);
+            }
+            record.playlist.push_segment(SegmentEntry {
+                sequence: 0,
+                uri: format!("seg-3-{segment}.m4s"),
+                duration_secs: 4.0,
+                program_date_time_ms: 0,
+                discontinuity: false,
+                map_uri: None,
+                bytes: 120,
+                start_ticks: None,
+                video_frames: None,
+                period: None,
+                parts: (0..12).map(|i| part(segment, i)).collect(),
+            });
+            step(&record, &mut last, &mut due);
+        }
+        // Two a segment (its first part, its listing) where 13 were written before.
+        assert_eq!(due, 10);
+        record.publisher_left_ms = Some(1);
+        step(&record, &mut last, &mut due);
+        record.playlist.end();
+        step(&record, &mut last, &mut due);
+        assert_eq!(due, 12);
+    }
 
     #[test]
     fn snapshot_names_carry_their_epoch() {

@@ -123,6 +123,8 @@ async fn viewers_are_served_the_snapshot_while_the_record_is_missing() {
     published::write(&*streams.media, &id.prefix(), &published_record(&id, 5, 4))
         .await
         .unwrap();
+    // The miss above is remembered for a moment (lookups.rs): asked again after it.
+    tokio::time::sleep(lookups::LOOKUP_TTL + Duration::from_millis(50)).await;
     let view = streams.rendered(&id).await.unwrap().expect("served");
     let text = String::from_utf8_lossy(&view.media).into_owned();
     assert!(text.contains("seg-5-3.m4s"), "{text}");

@@ -133,6 +133,8 @@ pub(super) struct Writer {
     retry_at: Option<Instant>,
     /// [`FINISH_DEADLINE`] (shorter in unit tests).
     finish_deadline: Duration,
+    /// What the last snapshot this session stored lists (`None`: none stored yet).
+    snapshot_listed: Option<published::Listed>,
 }
 
 impl Writer {
@@ -171,6 +173,7 @@ impl Writer {
             retry: FIRST_RETRY,
             retry_at: None,
             finish_deadline: FINISH_DEADLINE,
+            snapshot_listed: None,
         }
     }
 
@@ -500,11 +503,16 @@ impl Writer {
             next.holder = None;
         }
         // The media store keeps what the playlist lists before the state store does
-        // (published.rs): a record the state store loses is rebuilt from it. A new stream's
-        // first snapshot follows its record's creation instead (a session that loses that
-        // race must leave no snapshot behind).
+        // (published.rs): a record the state store loses is rebuilt from it. Only a change
+        // of the listed segments or sequences is stored, not each LL-HLS part (3 a second:
+        // on S3 that doubled a stream's PUTs). A new stream's first snapshot follows its
+        // record's creation instead (a session that loses that race must leave no
+        // snapshot behind).
         let was_stored = self.stored;
-        if self.dirty && was_stored {
+        if self.dirty
+            && was_stored
+            && self.snapshot_listed.as_ref() != Some(&published::Listed::of(&next))
+        {
             self.write_snapshot(&next).await;
         }
         match self.streams.state.compare_and_set(expected, &next).await {
@@ -546,12 +554,17 @@ impl Writer {
     }
 
     /// Stores the snapshot of `record` in the media store (published.rs). A failure is
-    /// counted and logged, not fatal: the state store still has the record.
-    async fn write_snapshot(&self, record: &StreamRecord) {
+    /// counted and logged, not fatal: the state store still has the record (and the next
+    /// commit tries again).
+    async fn write_snapshot(&mut self, record: &StreamRecord) {
         let prefix = self.stream.id.prefix();
-        if let Err(e) = published::write(&*self.streams.media, &prefix, record).await {
-            self.streams.metrics.store_error(StoreOp::PutSnapshot);
-            warn!(stream = %self.stream.id, error = %e, "could not store the record snapshot");
+        match published::write(&*self.streams.media, &prefix, record).await {
+            Ok(()) => self.snapshot_listed = Some(published::Listed::of(record)),
+            Err(e) => {
+                self.snapshot_listed = None;
+                self.streams.metrics.store_error(StoreOp::PutSnapshot);
+                warn!(stream = %self.stream.id, error = %e, "could not store the record snapshot");
+            }
         }
     }
 
