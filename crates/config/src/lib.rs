@@ -704,6 +704,9 @@ impl ServeConfig {
         for p in &mut c.pull {
             p.url = tidegate_model::redact_url(&p.url);
         }
+        for url in [&mut c.state, &mut c.storage].into_iter().flatten() {
+            *url = redact_userinfo(url);
+        }
         for t in c.tenants.values_mut() {
             for secret in [&mut t.srt_passphrase, &mut t.webhook_secret] {
                 if secret.is_some() {
@@ -1027,6 +1030,23 @@ impl ServeConfig {
     }
 }
 
+/// `scheme://user:password@host...` with the password replaced (`redis://:pw@h`,
+/// `redis+sentinel://user:pw@h1,h2/m`); a URL without one is returned as it is.
+fn redact_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, hosts)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:<redacted>@{hosts}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1182,6 +1202,27 @@ mod tests {
             ..c
         };
         assert_eq!(invalid_field(bad_timeout), "webhook-timeout");
+    }
+
+    #[test]
+    fn state_and_storage_passwords_are_redacted() {
+        assert_eq!(
+            redact_userinfo("redis://:hunter2@redis:6379/0"),
+            "redis://:<redacted>@redis:6379/0"
+        );
+        assert_eq!(
+            redact_userinfo("redis+sentinel://app:hunter2@s1:26379,s2:26379/main/0"),
+            "redis+sentinel://app:<redacted>@s1:26379,s2:26379/main/0"
+        );
+        assert_eq!(
+            redact_userinfo("redis://redis:6379/0"),
+            "redis://redis:6379/0"
+        );
+        assert_eq!(
+            redact_userinfo("s3://bucket/pre@fix"),
+            "s3://bucket/pre@fix"
+        );
+        assert_eq!(redact_userinfo("not a url"), "not a url");
     }
 
     #[test]
