@@ -122,6 +122,11 @@ pub struct OpenSegmentEntry {
     pub discontinuity: bool,
     /// The parts published so far.
     pub parts: Vec<PartEntry>,
+    /// The dts of the segment's first frame (its first part's) in 90 kHz ticks: where the
+    /// segment starts if a session that takes over lists it whole from its parts (its
+    /// `SegmentEntry::start_ticks`); `None` in a state stored before it was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<i64>,
 }
 
 /// Seconds to whole milliseconds (nonsense becomes 0).
@@ -510,6 +515,7 @@ impl PlaylistState {
             map_uri,
             discontinuity: false,
             parts: Vec::new(),
+            start_ticks: None,
         });
         open.parts.push(part);
         self.preload_hint = next_hint;
