@@ -511,6 +511,15 @@ fn delta_update_skips_the_oldest_segments_and_keeps_the_rest() {
     // Same segments: skipped + listed = full.
     let count = |t: &str| t.matches("#EXTINF:").count();
     assert_eq!(count(&delta) + 3, count(&full));
+    // A skipped segment's EXT-X-DISCONTINUITY goes with it (§4.4.5.2: EXT-X-SKIP "replaces
+    // the segment URI lines and all Media Segment Tags that are applied to those
+    // segments"): the client has it from the playlist it is updating.
+    assert_eq!(full.matches("#EXT-X-DISCONTINUITY\n").count(), 2, "{full}");
+    assert_eq!(
+        delta.matches("#EXT-X-DISCONTINUITY\n").count(),
+        1,
+        "{delta}"
+    );
     // An ended playlist ignores _HLS_skip.
     state.end();
     assert_eq!(state.render_delta_update(), state.render_media_playlist());
