@@ -311,6 +311,12 @@ mod tests {
             .await
             .expect("salvaged");
         playlist.begin_session();
+        // Until its first part, the new session's discontinuity ends the playlist.
+        let waiting = playlist.render_media_playlist();
+        assert!(
+            waiting.ends_with("seg-8-0.m4s\n#EXT-X-DISCONTINUITY\n"),
+            "{waiting}"
+        );
         let mut own = previous();
         own.uri = "seg-9-0.m4s".to_owned();
         own.map_uri = Some("init-9-0.mp4".to_owned());
