@@ -108,18 +108,18 @@ fn playlists_seen(proxy: &RoundRobinProxy) -> String {
                 .unwrap_or("-")
                 .to_owned()
         };
-        let uris = body
+        let last_uri = body
             .lines()
-            .filter_map(|l| {
+            .rev()
+            .find_map(|l| {
                 l.strip_prefix("#EXT-X-PART:")
                     .and_then(|p| p.split("URI=\"").nth(1))
                     .and_then(|u| u.split('"').next())
                     .or((!l.starts_with('#') && !l.is_empty()).then_some(l))
             })
-            .last()
             .unwrap_or("-");
         out.push_str(&format!(
-            "{} ms {} (backend {:?}): msn {} dseq {} discontinuities {} last {uris}\n",
+            "{} ms {} (backend {:?}): msn {} dseq {} discontinuities {} last {last_uri}\n",
             r.at_ms,
             r.path,
             r.backend,
