@@ -132,6 +132,10 @@ path, before, after, t0, t1, tck = sys.argv[1:]
 r = json.load(open(path))
 cpu = (float(after) - float(before)) / float(tck) / (float(t1) - float(t0)) * 100
 r["server_cpu_percent"] = round(cpu, 1)
+# CPU per answered request (playlists + parts + init), the figure that does not move with
+# how busy the machine is as much as the delivery times do.
+requests = r["viewers"]["playlists"] + r["viewers"]["segments"]
+r["server_cpu_us_per_request"] = round((float(after) - float(before)) / float(tck) / max(requests, 1) * 1e6, 1)
 json.dump(r, open(path, "w"), indent=2)
 PY
     cat "$OUT/capacity-$n.txt"
@@ -151,6 +155,10 @@ if os.path.exists(lat):
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for k, v in r["viewers"]["by_kind"].items():
         print(f'| {k} | {v["viewers"]} | {q(v["latency_ms"])} | {q(v["delivery_ms"])} | {q(v["listed_ms"])} | {v["stalls"]} | {v["errors"]} | {v["blocking_503"]} |')
+def bench_us(r):
+    requests = r["viewers"]["playlists"] + r["viewers"]["segments"]
+    cpu = r["generator"].get("cpu_seconds")
+    return "-" if cpu is None or not requests else f"{cpu / requests * 1e6:.1f}"
 rows = []
 for f in sorted(os.listdir(out)):
     if f.startswith("capacity-") and f.endswith(".json"):
@@ -158,10 +166,10 @@ for f in sorted(os.listdir(out)):
         v = r["viewers"]["by_kind"].get("ll-hls", {})
         rows.append((v.get("viewers", 0), v, r))
 if rows:
-    print("\n| LL-HLS viewers | started | parts fetched | part delivery after it existed p50 / p99 ms | listed p50 / p99 ms | glass-to-glass p50 / p99 ms | 503s | errors | stalls | worker CPU % (1 core) | bench CPU % |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| LL-HLS viewers | started | parts fetched | part delivery after it existed p50 / p99 ms | listed p50 / p99 ms | glass-to-glass p50 / p99 ms | 503s | errors | stalls | worker CPU % (1 core) | worker CPU µs / request | bench CPU % | bench CPU µs / request |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n, v, r in sorted(rows, key=lambda x: x[0]):
         g = r["generator"].get("cpu_percent")
-        print(f'| {n} | {v.get("started")} | {v.get("parts")} | {q(v.get("delivery_ms"))} | {q(v.get("listed_ms"))} | {q(v.get("latency_ms"))} | {v.get("blocking_503")} | {v.get("errors")} | {v.get("stalls")} | {r.get("server_cpu_percent")} | {g:.0f} |')
+        print(f'| {n} | {v.get("started")} | {v.get("parts")} | {q(v.get("delivery_ms"))} | {q(v.get("listed_ms"))} | {q(v.get("latency_ms"))} | {v.get("blocking_503")} | {v.get("errors")} | {v.get("stalls")} | {r.get("server_cpu_percent")} | {r.get("server_cpu_us_per_request")} | {g:.0f} | {bench_us(r)} |')
 print(f"\nraw files: {out}")
 PY

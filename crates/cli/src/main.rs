@@ -15,6 +15,13 @@ use tokio_util::sync::CancellationToken;
 mod admin;
 mod bench;
 
+/// The allocator of every `tidegate` process: mimalloc (built without transparent huge
+/// pages), not glibc's malloc, whose `_int_malloc`/`unlink_chunk`/`malloc_consolidate` took
+/// about a fifth of a worker's samples serving 2,000 LL-HLS viewers (hyper's 8 KiB read
+/// buffer per request, headers, bodies; docs/decisions/0021-mimalloc.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Threads of the runtime's blocking pool (see the runtime builder in `main`).
 const BLOCKING_THREADS: usize = 64;
 

@@ -39,6 +39,8 @@ fn defaults_with_nothing_given() {
     assert_eq!(line(&out, "segment-duration"), "segment-duration = \"2s\"");
     assert_eq!(line(&out, "reconnect-window"), "reconnect-window = \"30s\"");
     assert_eq!(line(&out, "srt-latency"), "srt-latency = \"120ms\"");
+    // 1/3 s, readably and to the 90 kHz tick (not `333ms 333us 333ns`).
+    assert_eq!(line(&out, "part-duration"), "part-duration = \"333.333ms\"");
 }
 
 #[test]

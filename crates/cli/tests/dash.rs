@@ -19,46 +19,6 @@ use tidegate_testkit::*;
 const KEY: &str = "dashcam";
 const TOKEN: &str = "operator-secret-token";
 
-/// Reads an MPD from stdin with `mpegdash` and prints what the test checks, as JSON.
-const MPD_SUMMARY_PY: &str = r#"
-import json, re, sys
-from mpegdash.parser import MPEGDASHParser
-mpd = MPEGDASHParser.parse(sys.stdin.read())
-def seconds(duration):
-    m = re.fullmatch(r"PT(?:(\d+)H)?(?:(\d+)M)?(?:([\d.]+)S)?", duration or "")
-    if not m:
-        return None
-    h, mi, s = m.groups()
-    return int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
-periods = []
-for p in mpd.periods:
-    sets = []
-    for a in p.adaptation_sets:
-        reps = []
-        for r in a.representations:
-            t = r.segment_templates[0] if r.segment_templates else a.segment_templates[0]
-            s = [[x.t, x.d, x.r] for x in t.segment_timelines[0].Ss]
-            reps.append({"id": r.id, "bandwidth": r.bandwidth, "codecs": r.codecs,
-                         "width": r.width, "height": r.height, "frameRate": r.frame_rate,
-                         "audioSamplingRate": r.audio_sampling_rate,
-                         "timescale": t.timescale, "startNumber": t.start_number,
-                         "pto": t.presentation_time_offset,
-                         "initialization": t.initialization, "media": t.media, "S": s})
-        sets.append({"id": a.id, "mimeType": a.mime_type, "contentType": a.content_type,
-                     "representations": reps})
-    periods.append({"id": p.id, "start": seconds(p.start), "adaptation_sets": sets})
-print(json.dumps({
-    "id": mpd.id, "type": mpd.type, "profiles": mpd.profiles,
-    "availabilityStartTime": mpd.availability_start_time, "publishTime": mpd.publish_time,
-    "minimumUpdatePeriod": mpd.minimum_update_period,
-    "timeShiftBufferDepth": mpd.time_shift_buffer_depth,
-    "suggestedPresentationDelay": mpd.suggested_presentation_delay,
-    "minBufferTime": mpd.min_buffer_time,
-    "baseURLs": [b.base_url_value for b in (mpd.base_urls or [])],
-    "utcTiming": [[u.scheme_id_uri, u.value] for u in (mpd.utc_timings or [])],
-    "periods": periods}))
-"#;
-
 /// A GET with its status, headers and body (any status).
 struct Answer {
     status: u16,
@@ -81,60 +41,6 @@ fn fetch(url: &str) -> Answer {
         cache_control: header("cache-control"),
         cors: header("access-control-allow-origin"),
         body: resp.into_string().unwrap_or_default(),
-    }
-}
-
-/// The MPD as `mpegdash` reads it.
-fn parse_mpd(text: &str) -> Value {
-    let mut child = Command::new(require_cmd("python3"))
-        .args(["-c", MPD_SUMMARY_PY])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(text.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "mpegdash could not read the MPD (is it installed? scripts/install-test-tools.sh): {}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Segments a period's timeline lists.
-fn segments_in(period: &Value) -> u64 {
-    period["adaptation_sets"][0]["representations"][0]["S"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| 1 + s[2].as_u64().unwrap_or(0))
-        .sum()
-}
-
-/// Polls `url` until its MPD satisfies `want`; returns (text, summary).
-fn wait_mpd(url: &str, what: &str, want: impl Fn(&Value) -> bool) -> (String, Value) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let a = fetch(url);
-        if a.status == 200 {
-            let summary = parse_mpd(&a.body);
-            if want(&summary) {
-                return (a.body, summary);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no MPD with {what} at {url}: {} {}",
-            a.status,
-            a.body
-        );
-        thread::sleep(Duration::from_millis(300));
     }
 }
 
@@ -301,7 +207,7 @@ fn a_non_ingesting_worker_serves_a_live_mpd_that_crosses_a_reconnect_as_a_new_pe
     });
     let periods = mpd["periods"].as_array().unwrap();
     assert_ne!(periods[0]["id"], periods[1]["id"], "{text}");
-    let rep = |i: usize| &periods[i]["adaptation_sets"][0]["representations"][0];
+    let rep = |i: usize| representation_of(&periods[i]);
     assert_ne!(rep(0)["initialization"], rep(1)["initialization"], "{text}");
     assert_ne!(rep(0)["media"], rep(1)["media"], "{text}");
     let first_end = periods[0]["start"].as_f64().unwrap_or(0.0)
@@ -315,6 +221,22 @@ fn a_non_ingesting_worker_serves_a_live_mpd_that_crosses_a_reconnect_as_a_new_pe
     assert!(
         second_start + 0.001 >= first_end,
         "the second period starts after the first ends ({second_start} < {first_end}): {text}"
+    );
+    // With parts (the default), at least 2 s after the first period's last media, which
+    // ends where its timeline does (decision 0019: dash.js jumps that gap).
+    let media_end = {
+        let (mut t, mut end) = (0u64, 0u64);
+        for s in rep(0)["S"].as_array().unwrap() {
+            t = s[0].as_u64().unwrap_or(t);
+            end = t + s[1].as_u64().unwrap() * (1 + s[2].as_u64().unwrap_or(0));
+            t = end;
+        }
+        periods[0]["start"].as_f64().unwrap_or(0.0)
+            + (end as f64 - rep(0)["pto"].as_f64().unwrap_or(0.0)) / 90_000.0
+    };
+    assert!(
+        second_start + 0.001 >= media_end + 2.0,
+        "the second period starts 2 s after the first's media ({second_start} < {media_end} + 2): {text}"
     );
     fetch_named_segments(&mpd_url, &mpd);
     let (video, audio) = decode(&mpd_url, 3);
@@ -419,6 +341,25 @@ fn mpeg_ts_tenants_have_no_mpd_and_signed_tenants_carry_the_token() {
     signed_pub.kill();
 }
 
+/// Returns once the segment after the listed ones has its second part (about 0.7 s into it):
+/// a blocking reload of the LL-HLS playlist at `url` (`_HLS_msn`/`_HLS_part`).
+fn leave_after_the_second_part(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let a = fetch(url);
+        if a.status == 200 {
+            if let Ok(pl) = parse_media_playlist(url, &a.body) {
+                let held = fetch(&format!("{url}?_HLS_msn={}&_HLS_part=1", pl.next_msn()));
+                if held.status == 200 {
+                    return;
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("no second part of a new segment at {url}");
+}
+
 fn browser_dir() -> std::path::PathBuf {
     std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
@@ -440,13 +381,12 @@ fn dash_js_in_chromium_plays_from_the_non_ingesting_worker_across_a_reconnect() 
              run ./scripts/install-test-tools.sh"
         );
     }
-    // The regular MPD (parts off): dash.js on the low-latency MPD across a reconnect is an
-    // open defect (decision 0019, Consequences); dash_ll.rs plays the low-latency MPD.
+    // The low-latency MPD (parts on, the default): dash.js plays at about 1.5 s behind live,
+    // so it reaches the end of the old period's media before the new period exists
+    // (decision 0019).
     let cluster = Cluster::start(ClusterOpts {
         workers: 2,
-        worker_args: ["--reconnect-window", "30s", "--part-duration", "off"]
-            .map(String::from)
-            .to_vec(),
+        worker_args: ["--reconnect-window", "30s"].map(String::from).to_vec(),
         ..ClusterOpts::default()
     });
     let rtmp = format!("rtmp://{}/live/{KEY}", cluster.workers[0].rtmp);
@@ -491,8 +431,13 @@ fn dash_js_in_chromium_plays_from_the_non_ingesting_worker_across_a_reconnect() 
     };
     if playing {
         thread::sleep(Duration::from_secs(4));
+        // The publisher leaves just after a segment boundary and comes back soon: the
+        // session's last segment, announced with 2 s, is cut short, and the new period
+        // follows the old media closely — where dash.js used to stand still for good
+        // (decision 0019).
+        leave_after_the_second_part(&cluster.workers[0].playlist_url(KEY));
         publisher.kill();
-        thread::sleep(Duration::from_secs(1));
+        thread::sleep(Duration::from_millis(500));
         publisher = publish_ffmpeg(Media::H264Aac, &rtmp, &Publish::forever());
         // While dash.js plays on: the MPD gets its second period.
         wait_mpd(&mpd_url, "two periods", |m| {

@@ -24,7 +24,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -35,37 +35,6 @@ use tidegate_testkit::*;
 const KEY: &str = "llcam";
 const TOKEN: &str = "operator-secret-token";
 
-/// Reads an MPD from stdin and prints what the test checks of its last period, as JSON.
-const LL_MPD_SUMMARY_PY: &str = r#"
-import json, sys
-import xml.etree.ElementTree as ET
-from mpegdash.parser import MPEGDASHParser
-text = sys.stdin.read()
-mpd = MPEGDASHParser.parse(text)
-ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
-root = ET.fromstring(text.encode())
-sd = root.find("d:ServiceDescription", ns)
-latency = sd.find("d:Latency", ns) if sd is not None else None
-rate = sd.find("d:PlaybackRate", ns) if sd is not None else None
-period = mpd.periods[-1]
-template = period.adaptation_sets[0].representations[0].segment_templates[0]
-raw_template = root.findall("d:Period", ns)[-1].find(
-    "d:AdaptationSet/d:Representation/d:SegmentTemplate", ns)
-print(json.dumps({
-    "profiles": mpd.profiles,
-    "utcTiming": [[u.scheme_id_uri, u.value] for u in (mpd.utc_timings or [])],
-    "baseURL": mpd.base_urls[0].base_url_value,
-    "periods": len(mpd.periods),
-    "availabilityTimeOffset": template.availability_time_offset,
-    "availabilityTimeComplete": raw_template.get("availabilityTimeComplete"),
-    "latency": None if latency is None else {k: float(v) for k, v in latency.attrib.items()},
-    "playbackRate": None if rate is None else {k: float(v) for k, v in rate.attrib.items()},
-    "startNumber": template.start_number,
-    "count": sum(1 + (s.r or 0) for s in template.segment_timelines[0].Ss),
-    "media": template.media,
-}))
-"#;
-
 /// Reads a multivariant playlist from stdin with `m3u8` and prints its variant's attributes.
 const MULTIVARIANT_PY: &str = r#"
 import json, sys, m3u8
@@ -75,29 +44,6 @@ info = pl.playlists[0].stream_info
 print(json.dumps({"codecs": info.codecs, "resolution": list(info.resolution or []),
                   "frameRate": info.frame_rate, "bandwidth": info.bandwidth}))
 "#;
-
-/// Runs `script` with `input` on stdin; its stdout as JSON.
-fn python_json(script: &str, input: &str, what: &str) -> Value {
-    let mut child = Command::new(require_cmd("python3"))
-        .args(["-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(input.as_bytes()).unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{what} could not read it (installed? scripts/install-test-tools.sh): {}\n{input}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// 10 s of 30 fps testsrc2 (640x360, 2 s GOPs) + AAC, generated once per target dir.
 fn media_30fps() -> PathBuf {
@@ -140,28 +86,16 @@ fn get_bytes(url: &str) -> Vec<u8> {
     body
 }
 
-/// Polls the MPD at `url` until its summary satisfies `want`; returns (text, summary).
-fn wait_ll_mpd(url: &str, what: &str, want: impl Fn(&Value) -> bool) -> (String, Value) {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let (status, text) = get_text(url);
-        if status == 200 {
-            let summary = python_json(LL_MPD_SUMMARY_PY, &text, "mpegdash");
-            if want(&summary) {
-                return (text, summary);
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no MPD with {what} at {url}: {status} {text}"
-        );
-        thread::sleep(Duration::from_millis(300));
-    }
-}
-
 /// The number of the last segment the MPD's last period announces.
 fn last_number(summary: &Value) -> u64 {
-    summary["startNumber"].as_u64().unwrap_or(0) + summary["count"].as_u64().unwrap() - 1
+    let rep = last_representation(summary);
+    rep["startNumber"].as_u64().unwrap_or(0) + timeline_count(rep) - 1
+}
+
+/// The MPD is low-latency and its last period lists `segments` segments or more.
+fn low_latency_with(summary: &Value, segments: u64) -> bool {
+    let rep = last_representation(summary);
+    !rep["availabilityTimeOffset"].is_null() && timeline_count(rep) >= segments
 }
 
 /// [`last_number`] read straight from the MPD text (the last period's `startNumber` and its
@@ -242,8 +176,8 @@ fn a_non_ingesting_worker_serves_low_latency_dash_and_sends_the_segment_being_bu
     let mut publisher = publish_30fps(&format!("rtmp://{}/live/{KEY}", ingest.rtmp));
     let mpd_url = viewer.url(&format!("/dash/default/{KEY}/manifest.mpd"));
 
-    let (text, mpd) = wait_ll_mpd(&mpd_url, "low latency and three segments", |m| {
-        !m["availabilityTimeOffset"].is_null() && m["count"].as_u64().unwrap_or(0) >= 3
+    let (text, mpd) = wait_mpd(&mpd_url, "low latency and three segments", |m| {
+        low_latency_with(m, 3)
     });
     println!("{text}");
     let profiles = mpd["profiles"].as_str().unwrap();
@@ -253,12 +187,13 @@ fn a_non_ingesting_worker_serves_low_latency_dash_and_sends_the_segment_being_bu
         "{text}"
     );
     // 2 s segments, 1/3 s parts (the default): available once the first part is.
-    let ato = mpd["availabilityTimeOffset"].as_f64().unwrap();
+    let rep = last_representation(&mpd);
+    let ato = rep["availabilityTimeOffset"].as_f64().unwrap();
     assert!(
         (ato - 1.667).abs() < 0.01,
         "availabilityTimeOffset {ato}: {text}"
     );
-    assert_eq!(mpd["availabilityTimeComplete"], "false", "{text}");
+    assert_eq!(rep["availabilityTimeComplete"], "false", "{text}");
     let latency = &mpd["latency"];
     let target = latency["target"].as_f64().unwrap_or(0.0);
     assert!(
@@ -293,11 +228,11 @@ fn a_non_ingesting_worker_serves_low_latency_dash_and_sends_the_segment_being_bu
         );
         thread::sleep(Duration::from_millis(30));
     };
-    let name = mpd["media"]
+    let name = rep["media"]
         .as_str()
         .unwrap()
         .replace("$Number$", &number.to_string());
-    let base = resolve(&mpd_url, mpd["baseURL"].as_str().unwrap());
+    let base = resolve(&mpd_url, mpd["baseURLs"][0].as_str().unwrap());
     let segment_url = resolve(&base, &name);
     let playlist_url = viewer.url(&format!("/hls/default/{KEY}/index.m3u8"));
     let (status, playlist) = get_text(&playlist_url);
@@ -367,7 +302,7 @@ fn a_non_ingesting_worker_serves_low_latency_dash_and_sends_the_segment_being_bu
         "the first bytes came before the segment was complete"
     );
     assert_eq!(
-        last_number(&python_json(LL_MPD_SUMMARY_PY, &announcing, "mpegdash")),
+        last_number(&mpd_summary(&announcing)),
         number,
         "the quick reading agrees with mpegdash's: {announcing}"
     );
@@ -425,10 +360,10 @@ fn without_parts_the_mpd_is_as_before_and_multivariant_playlists_have_the_frame_
     let mut fmp4 = publish_30fps(&format!("rtmp://{}/live/{fmp4_key}", server.rtmp));
     let mut ts = publish_30fps(&format!("rtmp://{}/live/{ts_key}", server.rtmp));
 
-    let (text, mpd) = wait_ll_mpd(
+    let (text, mpd) = wait_mpd(
         &server.url("/dash/mp4co/main/manifest.mpd"),
         "two segments",
-        |m| m["count"].as_u64().unwrap_or(0) >= 2,
+        |m| timeline_count(last_representation(m)) >= 2,
     );
     for absent in [
         "availabilityTimeOffset",
@@ -505,8 +440,8 @@ fn dash_js_in_chromium_plays_the_low_latency_mpd_from_the_non_ingesting_worker()
     });
     let mut publisher = publish_30fps(&format!("rtmp://{}/live/{KEY}", cluster.workers[0].rtmp));
     let mpd_url = cluster.workers[1].url(&format!("/dash/default/{KEY}/manifest.mpd"));
-    wait_ll_mpd(&mpd_url, "low latency and three segments", |m| {
-        !m["availabilityTimeOffset"].is_null() && m["count"].as_u64().unwrap_or(0) >= 3
+    wait_mpd(&mpd_url, "low latency and three segments", |m| {
+        low_latency_with(m, 3)
     });
     let out = Command::new(node)
         .arg(browser_dir().join("dash_ll_player.mjs"))

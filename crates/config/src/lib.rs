@@ -141,11 +141,20 @@ impl TryFrom<String> for PartDuration {
 }
 
 impl From<PartDuration> for String {
+    /// `off`, or the duration as it reads back to the same 90 kHz ticks: in whole
+    /// milliseconds when they do (`500ms`, `1s`), else in milliseconds to the microsecond
+    /// (the default 1/3 s, 30,000 ticks, is `333.333ms`: `333ms` would read back as 29,970).
     fn from(p: PartDuration) -> String {
-        match p.0 {
-            None => "off".to_owned(),
-            Some(d) => humantime_serde::re::humantime::format_duration(d).to_string(),
+        let Some(d) = p.0 else {
+            return "off".to_owned();
+        };
+        let ms = (d.as_nanos() + 500_000) / 1_000_000;
+        let whole = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+        if part_ticks(whole) == part_ticks(d) {
+            return humantime_serde::re::humantime::format_duration(whole).to_string();
         }
+        let us = (d.as_nanos() + 500) / 1_000;
+        format!("{}.{:03}ms", us / 1_000, us % 1_000)
     }
 }
 
@@ -1368,6 +1377,21 @@ mod tests {
         let shown =
             toml::to_string(&ServeConfig::from_toml("part-duration = \"off\"\n").unwrap()).unwrap();
         assert!(shown.contains("part-duration = \"off\""), "{shown}");
+        // Readably, and back to the same ticks: the default 1/3 s is not `333ms 333us 333ns`.
+        for (part, text) in [
+            (PartDuration::default(), "333.333ms"),
+            (PartDuration::of(Duration::from_millis(500)), "500ms"),
+            (PartDuration::of(Duration::from_secs(1)), "1s"),
+            (
+                PartDuration::of(Duration::from_micros(250_400)),
+                "250.400ms",
+            ),
+            (PartDuration::of(Duration::from_nanos(200_000_001)), "200ms"),
+        ] {
+            assert_eq!(String::from(part), text);
+            let back: PartDuration = text.parse().unwrap();
+            assert_eq!(back.ticks(), part.ticks(), "{text}");
+        }
         let t = ServeConfig::from_toml(
             "[tenants.a]\npart-duration = \"off\"\n[tenants.b]\npart-duration = \"500ms\"\n",
         )

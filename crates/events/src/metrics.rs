@@ -375,6 +375,29 @@ label_values! {
         ListWorkers = "list_workers",
         /// Reading or writing the tenants and their stream keys.
         Tenants = "tenants",
+        /// Writing a stream's record snapshot to the media store (issue #14).
+        PutSnapshot = "put_snapshot",
+    }
+}
+
+// --- lost state-store writes (issue #14, helper `epoch14`) ---
+label_values! {
+    /// How a stream record the state store had lost came back (`how` of
+    /// `tidegate_stream_records_restored_total`).
+    pub enum RecordRestore {
+        /// The live session's writer wrote its record again (the store was flushed,
+        /// restarted empty, or set back to an older epoch).
+        Rewritten = "rewritten",
+        /// A new session rebuilt it from the newest snapshot in the media store.
+        Rebuilt = "rebuilt",
+    }
+}
+
+label_set! {
+    /// `how` label of restored stream records.
+    pub struct RecordRestoreLabels {
+        /// How it came back.
+        pub how: RecordRestore,
     }
 }
 
@@ -962,6 +985,10 @@ pub struct Metrics {
     pub llhls_held_requests: Gauge,
     /// Blocking LL-HLS requests answered, by [`BlockingOutcome`].
     pub llhls_blocking_answers: Family<BlockingOutcomeLabels, Counter>,
+    // --- lost state-store writes (issue #14, helper `epoch14`) ---
+    /// Stream records the state store had lost (or set back) that came back, by
+    /// [`RecordRestore`].
+    pub stream_records_restored: Family<RecordRestoreLabels, Counter>,
 }
 
 impl Metrics {
@@ -1250,6 +1277,13 @@ impl Metrics {
             "Blocking LL-HLS requests answered, by outcome (ready, timeout = 503, bad_request = 400, gone = 404 for a hinted part that will not come, shutting_down = 503 while the worker leaves)",
             llhls_blocking_answers.clone(),
         );
+        // --- lost state-store writes (issue #14, helper `epoch14`) ---
+        let stream_records_restored = Family::<RecordRestoreLabels, Counter>::default();
+        registry.register(
+            "stream_records_restored",
+            "Stream records the state store had lost or set back (flushed, restarted empty, failed over), written again by their live session (rewritten) or rebuilt from the media store's snapshot by a new one (rebuilt)",
+            stream_records_restored.clone(),
+        );
         let Registrar { registry, docs } = registry;
         Self {
             registry,
@@ -1300,7 +1334,15 @@ impl Metrics {
             quota_disconnects,
             llhls_held_requests,
             llhls_blocking_answers,
+            stream_records_restored,
         }
+    }
+
+    /// Counts a stream record that came back after the state store lost it.
+    pub fn record_restored(&self, how: RecordRestore) {
+        self.stream_records_restored
+            .get_or_create(&RecordRestoreLabels { how })
+            .inc();
     }
 
     /// Counts a blocking LL-HLS answer.

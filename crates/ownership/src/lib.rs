@@ -557,3 +557,74 @@ impl ViewHolder {
         }
     }
 }
+
+// --- Lost writes of the state store (issue #14, docs/decisions/0020-media-store-is-the-ground-truth.md) ---
+
+impl Admission {
+    /// The same admission at an epoch above `published`, the highest epoch the media store
+    /// holds objects of (segments, inits, parts, record snapshots) for the stream, if above
+    /// the epoch the record gave. The record may have lost writes (a flushed or restarted
+    /// store, a promoted asynchronous replica) and with them epochs already used: names
+    /// carry the epoch, so a session must never take one the media store has seen.
+    pub fn above_published(mut self, published: Option<u64>) -> Self {
+        if let Some(p) = published {
+            self.record.epoch = self.record.epoch.max(p.saturating_add(1));
+        }
+        self
+    }
+}
+
+impl Transition {
+    /// The same transition at an epoch above `published` (see
+    /// [`Admission::above_published`]): an end never takes an epoch the media store has seen,
+    /// so its snapshot cannot replace a session's.
+    pub fn above_published(mut self, published: Option<u64>) -> Self {
+        if let Some(p) = published {
+            self.record.epoch = self.record.epoch.max(p.saturating_add(1));
+        }
+        self
+    }
+}
+
+/// Which of the stored record and the media store's snapshot of it (the last one written,
+/// by epoch) a worker starts from: the one at the higher epoch, so a record that lost
+/// writes is rebuilt from the media store. `true`: the snapshot.
+pub fn rebuild_from_snapshot(stored: Option<u64>, snapshot: Option<u64>) -> bool {
+    match (stored, snapshot) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(s), Some(p)) => p > s,
+    }
+}
+
+/// What a live session's writer does when its compare-and-set on its own epoch `held`
+/// (after its record was stored at that epoch) found the record at `stored` (`None`: no
+/// record) instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterConflict {
+    /// A newer epoch owns the stream (in the record, or in the media store): the session is
+    /// over.
+    Fenced,
+    /// The state store lost the session's writes (its record is missing, or older): the
+    /// session writes its record again, a compare-and-set on what is stored (`expected`),
+    /// and goes on. Its publisher stays connected.
+    Reestablish {
+        /// The epoch the compare-and-set expects (`None`: create the record).
+        expected: Option<u64>,
+    },
+}
+
+/// The writer's decision after a conflict (see [`AfterConflict`]). `published`: the
+/// highest epoch in the media store (read after the conflict). Epochs are never reissued
+/// ([`Admission::above_published`]), so a record below `held` can only be one that lost
+/// writes, and the highest epoch wins: a session that re-establishes its record at `held`
+/// is fenced as soon as a newer session's write lands, and a newer session that finds its
+/// record set back re-establishes it in turn.
+pub fn after_conflict(held: u64, stored: Option<u64>, published: Option<u64>) -> AfterConflict {
+    let newer = stored.is_some_and(|s| s > held) || published.is_some_and(|p| p > held);
+    if newer || stored == Some(held) {
+        AfterConflict::Fenced
+    } else {
+        AfterConflict::Reestablish { expected: stored }
+    }
+}

@@ -86,13 +86,33 @@ impl PeriodAnchor {
     }
 }
 
+/// Low-latency DASH: the least time, in milliseconds, between the end of a period's last
+/// segment and the start of the period a reconnect or failover starts after it.
+///
+/// A player at low latency plays to the end of the old period's media before the new period
+/// exists (the publisher is away, then its first segment is built), and stands there. When
+/// the MPD with the new period arrives, dash.js 5 (its `GapController`, with its default
+/// `streaming.gaps.smallGapLimit` of 1.5 s) handles the segment-less rest of the old period
+/// in one of two ways: shorter than 1.5 s, it seeks to the period's end "stuck to the
+/// buffered range", which lands on the very end of the old media, a seek that never
+/// completes and that stops its gap checks: the player stands still for good
+/// (`crates/cli/tests/dash.rs`'s reconnect, about one run in two on a busy machine);
+/// 1.5 s or longer, it waits for the new period's first segment to be buffered and jumps
+/// the gap into it. 2 s leaves half a second for the playhead standing past the listed end
+/// (the first frame's composition offset, audio and video ending apart). Decision 0019.
+pub const LL_PERIOD_GAP_MIN_MS: i64 = 2000;
+
 /// The period anchor of `entry`, pushed after `previous`: the previous segment's when it
 /// continues its period (no discontinuity, same init segment), else a new one at the
 /// entry's wall clock, moved past the previous segment's end if that is later (periods must
-/// not overlap; a failover to a worker whose clock is behind).
+/// not overlap; a failover to a worker whose clock is behind). With parts (`low_latency`),
+/// the new period also starts after the end the previous segment was announced with
+/// (`announced_ticks`, its duration when it was announced while being built) and at least
+/// [`LL_PERIOD_GAP_MIN_MS`] after its real end.
 pub(crate) fn period_anchor(
     previous: Option<&SegmentEntry>,
     entry: &SegmentEntry,
+    low_latency: bool,
     announced_ticks: Option<u64>,
 ) -> Option<PeriodAnchor> {
     let start_ticks = entry.start_ticks?;
@@ -103,18 +123,23 @@ pub(crate) fn period_anchor(
     }
     let previous_end = previous.and_then(|p| {
         let end = p.period?.end_ms(p)?;
+        if !low_latency {
+            return Some(end);
+        }
         // Low-latency DASH announced the previous segment while it was being built, with
         // the duration of the one before it (`announced_ticks`): a player that fetched it
         // then believes it lasts that long, even if it was cut short (the publisher left).
-        // The new period starts after that believed end, never inside it.
-        let announced = announced_ticks
-            .filter(|&a| a > p.duration_ticks())
-            .map_or(0, |a| {
-                let extra = a.saturating_sub(p.duration_ticks());
-                i64::try_from(extra.saturating_mul(1000).div_ceil(u64::from(TIMESCALE)))
-                    .unwrap_or(0)
-            });
-        Some(end.saturating_add(announced))
+        // The new period starts after that believed end, never inside it, and leaves
+        // dash.js a gap it jumps (LL_PERIOD_GAP_MIN_MS).
+        let announced_extra_ms =
+            announced_ticks
+                .filter(|&a| a > p.duration_ticks())
+                .map_or(0, |a| {
+                    let extra = a.saturating_sub(p.duration_ticks());
+                    i64::try_from(extra.saturating_mul(1000).div_ceil(u64::from(TIMESCALE)))
+                        .unwrap_or(0)
+                });
+        Some(end.saturating_add(announced_extra_ms.max(LL_PERIOD_GAP_MIN_MS)))
     });
     Some(PeriodAnchor {
         start_ms: entry

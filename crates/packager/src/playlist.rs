@@ -433,7 +433,12 @@ impl PlaylistState {
             .part_target_secs
             .and_then(|_| self.segments.iter().rev().nth(1))
             .map(SegmentEntry::duration_ticks);
-        entry.period = crate::dash::period_anchor(self.segments.back(), &entry, announced_ticks);
+        entry.period = crate::dash::period_anchor(
+            self.segments.back(),
+            &entry,
+            self.low_latency_dash().is_some(),
+            announced_ticks,
+        );
         self.measure_frame_rate(&entry);
         self.segments.push_back(entry);
 

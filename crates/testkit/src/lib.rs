@@ -2,7 +2,8 @@
 //! real clients (ffmpeg, GStreamer), fetch over HTTP, and check what comes out (an RFC 8216
 //! media-playlist checker, ffprobe, a full decode, keyframe-first segments); a local cluster
 //! (Redis, S3, N workers, HAProxy); a round-robin HTTP proxy over workers ([`proxy`]); real
-//! players (hls.js, dash.js, Shaka) in headless chromium ([`browser`]); hostile peers; a webhook receiver.
+//! players (hls.js, dash.js, Shaka) in headless chromium ([`browser`]); an MPD reader ([`dash`]); hostile
+//! peers; a webhook receiver.
 //!
 //! A dev-dependency of `crates/cli`, whose integration tests (`crates/cli/tests/*.rs`, one
 //! scenario per file) `use tidegate_testkit::*;`: compiled once, not into every test binary.
@@ -18,6 +19,7 @@
 pub mod backends;
 pub mod browser;
 pub mod cluster;
+pub mod dash;
 pub mod hls;
 pub mod hooks;
 pub mod hostile;
@@ -37,6 +39,7 @@ pub mod tools;
 pub use backends::*;
 pub use browser::*;
 pub use cluster::*;
+pub use dash::*;
 pub use hls::*;
 pub use http::*;
 pub use media::*;

@@ -453,8 +453,19 @@ fn after_a_short_last_segment_the_next_period_starts_after_its_announced_end() {
     first.discontinuity = true;
     state.push_segment(first);
     let anchor = state.segments.back().unwrap().period.unwrap();
-    // Actual end T0 + 4760; announced end T0 + 6000.
-    assert_eq!(anchor.start_ms, T0 + 6000);
+    // Actual end T0 + 4760; announced end T0 + 6000; and at least LL_PERIOD_GAP_MIN_MS
+    // after the actual end, so that dash.js jumps the gap into the new period.
+    assert_eq!(anchor.start_ms, T0 + 4760 + LL_PERIOD_GAP_MIN_MS);
+    let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(
+        mpd.contains("<Period id=\"p1700000006760\" start=\"PT1700000006.760S\">"),
+        "{mpd}"
+    );
+    // The old period's timeline is the segments as stored: 2 s, 2 s and the short one.
+    assert!(
+        mpd.contains("<S t=\"0\" d=\"180000\" r=\"1\"/>\n            <S d=\"68400\"/>"),
+        "{mpd}"
+    );
 
     // Without parts nothing was announced: the period starts at its wall clock.
     let mut state = fmp4_state(10);
@@ -469,4 +480,30 @@ fn after_a_short_last_segment_the_next_period_starts_after_its_announced_end() {
         state.segments.back().unwrap().period.unwrap().start_ms,
         T0 + 4900
     );
+}
+
+#[test]
+fn with_parts_a_new_period_starts_at_least_the_minimum_gap_after_the_last_media() {
+    // The publisher came back quickly (its first frame 0.5 s after the last one) after a
+    // session whose last segment was complete (2 s, as announced): the new period still
+    // starts LL_PERIOD_GAP_MIN_MS after the old media's end, not at its wall clock.
+    let mut state = fmp4_state(10);
+    state.part_target_secs = Some(1.0 / 3.0);
+    push_session(&mut state, 3, 0, 180_000, T0);
+    state.begin_session();
+    let mut first = segment(state.epoch, 0, 0, 180_000, T0 + 6500);
+    first.discontinuity = true;
+    state.push_segment(first);
+    let anchor = state.segments.back().unwrap().period.unwrap();
+    assert_eq!(anchor.start_ms, T0 + 6000 + LL_PERIOD_GAP_MIN_MS);
+    // A publisher away for longer: its wall clock.
+    let mut state = fmp4_state(10);
+    state.part_target_secs = Some(1.0 / 3.0);
+    push_session(&mut state, 3, 0, 180_000, T0);
+    state.begin_session();
+    let mut first = segment(state.epoch, 0, 0, 180_000, T0 + 9500);
+    first.discontinuity = true;
+    state.push_segment(first);
+    let anchor = state.segments.back().unwrap().period.unwrap();
+    assert_eq!(anchor.start_ms, T0 + 9500);
 }

@@ -60,6 +60,7 @@
 //! worker's view, the record ([`ownership_of`]) and the clock; this module reads and writes
 //! the stores and carries the decisions out.
 
+mod published;
 mod recent;
 mod salvage;
 mod writer;
@@ -79,7 +80,7 @@ use tracing::{info, warn};
 use tidegate_ownership::{self as ownership, Refusal, Start, Sweep, Takeover, ViewHolder};
 
 use crate::config::TakeoverPolicy;
-use crate::metrics::{Metrics, Protocol, PublishRefusal, StoreOp};
+use crate::metrics::{Metrics, Protocol, PublishRefusal, RecordRestore, StoreOp};
 use crate::store::Change;
 use crate::store::{MediaStore, StateStore, StoreError, StreamId, StreamRecord};
 use crate::telemetry::{HealthSnapshot, StreamTelemetry, Telemetry};
@@ -158,6 +159,19 @@ pub fn ownership_of(record: &StreamRecord) -> ownership::Record {
     }
 }
 
+/// The newer (by epoch) of the stored record and the media store's snapshot.
+fn newest(stored: Option<StreamRecord>, snapshot: Option<StreamRecord>) -> Option<StreamRecord> {
+    let rebuild = ownership::rebuild_from_snapshot(
+        stored.as_ref().map(|r| r.playlist.epoch),
+        snapshot.as_ref().map(|r| r.playlist.epoch),
+    );
+    if rebuild {
+        snapshot
+    } else {
+        stored
+    }
+}
+
 /// Writes what an ownership decision made of the record back into it.
 fn set_ownership(record: &mut StreamRecord, decided: ownership::Record) {
     record.playlist.epoch = decided.epoch;
@@ -169,8 +183,12 @@ fn set_ownership(record: &mut StreamRecord, decided: ownership::Record) {
     record.takeovers = decided.takeovers;
 }
 
-/// The epoch a media object's name carries (`seg-EPOCH-N.ext`, `init-EPOCH-ID.mp4`).
+/// The epoch a media object's name carries (`seg-EPOCH-N.ext`, `init-EPOCH-ID.mp4`, and
+/// the record snapshot `record-EPOCH.json`).
 pub fn object_epoch(name: &str) -> Option<u64> {
+    if let Some(epoch) = published::snapshot_epoch(name) {
+        return Some(epoch);
+    }
     let rest = name
         .strip_prefix("seg-")
         .or_else(|| name.strip_prefix("init-"))?;
@@ -711,6 +729,46 @@ impl Streams {
         self.streams.lock().await.get(id).cloned()
     }
 
+    /// Stores the snapshot of `record` in the media store (published.rs); a failure is
+    /// counted and logged (the state store still has the record).
+    async fn write_snapshot(&self, record: &StreamRecord) {
+        if let Err(e) = published::write(&*self.media, &record.id.prefix(), record).await {
+            self.metrics.store_error(StoreOp::PutSnapshot);
+            warn!(stream = %record.id, error = %e, "could not store the record snapshot");
+        }
+    }
+
+    /// What the media store holds of `id` (published.rs); nothing known when it cannot be
+    /// read (the epochs are then the record's alone).
+    async fn published(&self, id: &StreamId) -> published::Published {
+        match published::read(&*self.media, &id.prefix()).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.metrics.store_error(StoreOp::ListMedia);
+                warn!(stream = %id, error = %e, "could not list the stream's media objects");
+                published::Published::default()
+            }
+        }
+    }
+
+    /// The record of `id` for a viewer: the state store's, or, while the state store has
+    /// none or cannot answer (flushed, restarting, failing over), the last snapshot in the
+    /// media store, so the playlist stays served. The state store's error when neither
+    /// answers.
+    async fn viewable_record(&self, id: &StreamId) -> Result<Option<StreamRecord>, StoreError> {
+        let stored = match self.state.load(id).await {
+            Ok(Some(r)) => return Ok(Some(r)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        match published::read(&*self.media, &id.prefix()).await {
+            Ok(published::Published {
+                snapshot: Some(r), ..
+            }) => Ok(Some(r)),
+            _ => stored,
+        }
+    }
+
     /// The playlists of `id` as a viewer should see them now: from this worker's own session
     /// when it publishes the stream, else from the state store (cached briefly; one load at
     /// a time per stream, shared by the requests that wait for it). `None` for an unknown
@@ -726,7 +784,7 @@ impl Streams {
     /// has one, so asking for names that do not exist leaves nothing behind).
     async fn first_view(&self, id: &StreamId) -> Result<Option<Rendered>, StoreError> {
         let ttl = self.remote_render_ttl();
-        let Some(record) = self.state.load(id).await? else {
+        let Some(record) = self.viewable_record(id).await? else {
             return Ok(None);
         };
         let stream = self.get_or_insert(id).await;
@@ -764,7 +822,7 @@ impl Streams {
         }
         let load = stream.loads.fetch_add(1, Ordering::AcqRel) + 1;
         let generation = stream.change_generation();
-        let Some(record) = self.state.load(&stream.id).await? else {
+        let Some(record) = self.viewable_record(&stream.id).await? else {
             return Ok(None);
         };
         stream.set_fetched_view(&record.playlist, generation);
@@ -915,7 +973,24 @@ impl Streams {
             )));
         }
         let now = unix_ms();
-        let stored = self.state.load(&id).await?;
+        let actual = self.state.load(&id).await?;
+        let actual_epoch = actual.as_ref().map(|r| r.playlist.epoch);
+        // What the media store holds (published.rs): the epochs used so far, and the last
+        // snapshot of the record, which stands for a record the state store lost.
+        let published = self.published(&id).await;
+        let rebuilt = ownership::rebuild_from_snapshot(
+            actual_epoch,
+            published.snapshot.as_ref().map(|r| r.playlist.epoch),
+        );
+        let stored = if rebuilt {
+            let snapshot = published.snapshot.clone();
+            if let Some(r) = &snapshot {
+                warn!(stream = %id, stored_epoch = ?actual_epoch, snapshot_epoch = r.playlist.epoch, next_sequence = r.playlist.next_sequence, "the state store lost this stream's last writes; its record is rebuilt from the media store");
+            }
+            snapshot
+        } else {
+            actual
+        };
         // This worker's settings with the tenant's (segments, reconnect window).
         let settings = self.settings_for(&id.tenant);
 
@@ -930,7 +1005,8 @@ impl Streams {
         let view = stored.as_ref().map(ownership_of);
         let admission = match ownership::admit(&here, view.as_ref(), now, &settings.policy(policy))
         {
-            Ok(a) => a,
+            // Never an epoch the media store has seen: names stay unique.
+            Ok(a) => a.above_published(published.highest_epoch),
             Err(Refusal::LiveHere | Refusal::LiveElsewhere) => {
                 // A second encoder on a key that is live here, or held elsewhere under
                 // `refuse`.
@@ -1014,18 +1090,35 @@ impl Streams {
         record.playlist.part_target_secs =
             part_ticks.map(|t| t as f64 / f64::from(tidegate_media::TIMESCALE));
         // The epoch, the owner, a fresh lease and the takeover history are the admission's.
-        let expected = admission.expected_epoch;
         set_ownership(&mut record, admission.record);
         // A new stream is written when its first media frame arrives (the writer's first
-        // commit, a compare-and-set on "no record"); a stream with a record moves to the
-        // new epoch now, which fences any older session.
-        let stored = expected.is_some();
+        // commit, a compare-and-set on "no record"); a stream with a record (or a rebuilt
+        // one) moves to the new epoch now, which fences any older session. The epoch is
+        // claimed in the media store first (its snapshot), so that no later session can
+        // take it again even if the state store loses this write. The compare-and-set
+        // expects what the state store holds (nothing, for a rebuilt record).
+        let stored = admission.expected_epoch.is_some();
         if stored {
-            if let Err(e) = self.state.compare_and_set(expected, &record).await {
+            let prefix = id.prefix();
+            self.write_snapshot(&record).await;
+            if let Err(e) = self.state.compare_and_set(actual_epoch, &record).await {
                 self.note_state(!e.is_unavailable());
+                let snapshot = published::snapshot_name(record.playlist.epoch);
+                self.delete_later(format!("{prefix}/{snapshot}"), Duration::ZERO);
                 return Err(e.into());
             }
             self.note_state(true);
+            if rebuilt {
+                self.metrics.record_restored(RecordRestore::Rebuilt);
+            }
+            for old in published
+                .snapshot_epochs
+                .iter()
+                .filter(|e| **e < record.playlist.epoch)
+            {
+                let snapshot = published::snapshot_name(*old);
+                self.delete_later(format!("{prefix}/{snapshot}"), settings.delete_grace());
+            }
         }
         // A local holder (hung connection) loses the stream now.
         if let Some(old) = inner.live.take() {
@@ -1205,17 +1298,22 @@ impl Streams {
         }
         let stream = self.get_or_insert(id).await;
         let mut inner = stream.inner.lock().await;
-        let Some(mut record) = self.state.load(id).await? else {
+        let stored = self.state.load(id).await?;
+        let stored_epoch = stored.as_ref().map(|r| r.playlist.epoch);
+        // A record the state store lost (or set back) is ended as the media store has it.
+        let published = self.published(id).await;
+        let Some(mut record) = newest(stored, published.snapshot) else {
             return Ok(false);
         };
         let Some(ending) = ownership::end(&ownership_of(&record), unix_ms()) else {
             return Ok(false);
         };
+        let ending = ending.above_published(published.highest_epoch);
         set_ownership(&mut record, ending.record);
         record.holder = None;
-        self.state
-            .compare_and_set(Some(ending.expected_epoch), &record)
-            .await?;
+        self.state.compare_and_set(stored_epoch, &record).await?;
+        // The media store learns of the end too (a record rebuilt from it stays ended).
+        self.write_snapshot(&record).await;
         if let Some(live) = inner.live.take() {
             live.fenced.cancel();
             self.metrics.live_streams.dec();
@@ -1340,6 +1438,28 @@ impl Streams {
                 Sweep::End(ending) => ending,
             };
             let epoch = ending.expected_epoch;
+            // Before ending it, the media store: a newer snapshot means the record lost
+            // writes (the stream may be live); the decision is taken on the snapshot, and
+            // the end takes an epoch above every published one.
+            let published = self.published(id).await;
+            let snapshot_epoch = published.snapshot.as_ref().map(|r| r.playlist.epoch);
+            let ending = if ownership::rebuild_from_snapshot(Some(epoch), snapshot_epoch) {
+                let Some(snapshot) = published.snapshot else {
+                    continue;
+                };
+                match ownership::sweep(&ownership_of(&snapshot), now, &policy) {
+                    Sweep::End(ending) => {
+                        record = snapshot;
+                        ending
+                    }
+                    // Live (or ended) as the media store has it: its writer restores the
+                    // record, not the sweeper.
+                    Sweep::Keep | Sweep::Expire { .. } => continue,
+                }
+            } else {
+                ending
+            };
+            let ending = ending.above_published(published.highest_epoch);
             // Ended at a new epoch, as by request: a holder that is still connected but went
             // silent (a stalled encoder: its figures are written every second without moving
             // the lease), or a writer still storing a session's last segments, is fenced by
@@ -1350,6 +1470,7 @@ impl Streams {
                 Ok(()) => {
                     ended += 1;
                     info!(stream = %id, "no publisher for the reconnect window; stream ended");
+                    self.write_snapshot(&record).await;
                     let stream = self.get_or_insert(id).await;
                     stream.set_fetched_view(&record.playlist, stream.change_generation());
                     stream.inner.lock().await.record = Some(record);
@@ -1428,8 +1549,10 @@ impl Streams {
             if inner.live.is_some() {
                 continue;
             }
-            // Listed before the record was written: ask the store itself.
-            if matches!(self.state.load(&stream.id).await, Ok(None)) {
+            // Listed before the record was written: ask the store itself. A stream whose
+            // record the state store lost (its snapshot is still in the media store) is
+            // kept: it is served from the snapshot until its record is back.
+            if matches!(self.viewable_record(&stream.id).await, Ok(None)) {
                 self.forget(&stream, &mut inner).await;
             }
         }
@@ -1886,3 +2009,6 @@ mod record_tests {
 
 #[cfg(test)]
 mod watch_tests;
+
+#[cfg(test)]
+mod state_loss_tests;

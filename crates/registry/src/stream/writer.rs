@@ -39,14 +39,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tidegate_media::TIMESCALE;
-use tidegate_ownership::{self as ownership, Write};
+use tidegate_ownership::{self as ownership, AfterConflict, Write};
 use tidegate_packager::{part_uri, CutPart, CutSegment, PartEntry, SegmentEntry, SegmenterOutput};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{Stream, StreamInfo, Streams, WriterMsg};
-use crate::metrics::StoreOp;
+use super::{published, Stream, StreamInfo, Streams, WriterMsg};
+use crate::metrics::{RecordRestore, StoreOp};
 use crate::store::{StoreError, StreamRecord};
 use crate::unix_ms;
 
@@ -506,22 +506,109 @@ impl Writer {
         } else {
             next.holder = None;
         }
+        // The media store keeps what the playlist lists before the state store does
+        // (published.rs): a record the state store loses is rebuilt from it. A new stream's
+        // first snapshot follows its record's creation instead (a session that loses that
+        // race must leave no snapshot behind).
+        let was_stored = self.stored;
+        if self.dirty && was_stored {
+            self.write_snapshot(&next).await;
+        }
         match self.streams.state.compare_and_set(expected, &next).await {
             Ok(()) => {
-                self.stored = true;
-                self.record = next;
-                self.dirty = false;
-                self.last_commit = Instant::now();
-                self.streams.note_state(true);
+                self.committed(next);
+                if !was_stored {
+                    let record = self.record.clone();
+                    self.write_snapshot(&record).await;
+                }
                 Ok(())
+            }
+            Err(StoreError::Conflict { stored, .. }) if was_stored => {
+                self.after_conflict(stored, next).await
             }
             Err(e @ StoreError::Conflict { .. }) => Err(e),
             Err(e) => {
-                self.streams.metrics.store_error(StoreOp::PutState);
-                self.streams.note_state(false);
-                warn!(stream = %self.stream.id, error = %e, "could not update stream state; will retry");
+                self.state_unavailable(&e);
+                Ok(())
+            }
+        }
+    }
+
+    /// `next` is in the state store.
+    fn committed(&mut self, next: StreamRecord) {
+        self.stored = true;
+        self.record = next;
+        self.dirty = false;
+        self.last_commit = Instant::now();
+        self.streams.note_state(true);
+    }
+
+    /// The state store could not be reached: the playlist goes on here (not fenced) and
+    /// is written when the store returns.
+    fn state_unavailable(&mut self, e: &StoreError) {
+        self.streams.metrics.store_error(StoreOp::PutState);
+        self.streams.note_state(false);
+        warn!(stream = %self.stream.id, error = %e, "could not update stream state; will retry");
+        self.schedule_retry();
+    }
+
+    /// Stores the snapshot of `record` in the media store (published.rs). A failure is
+    /// counted and logged, not fatal: the state store still has the record.
+    async fn write_snapshot(&self, record: &StreamRecord) {
+        let prefix = self.stream.id.prefix();
+        if let Err(e) = published::write(&*self.streams.media, &prefix, record).await {
+            self.streams.metrics.store_error(StoreOp::PutSnapshot);
+            warn!(stream = %self.stream.id, error = %e, "could not store the record snapshot");
+        }
+    }
+
+    /// A compare-and-set on the session's own epoch, after its record was stored, found
+    /// `stored` (0: no record). A newer epoch (in the record or in the media store) fences
+    /// the session; a missing or older record is one the state store lost (flushed,
+    /// restarted without persistence, failed over to a replica that missed the last
+    /// writes): the session writes `next` again over it and goes on, its publisher still
+    /// connected (docs/decisions/0020-media-store-is-the-ground-truth.md).
+    async fn after_conflict(&mut self, stored: u64, next: StreamRecord) -> Result<(), StoreError> {
+        let stored = (stored != 0).then_some(stored);
+        let conflict = |published: Option<u64>| StoreError::Conflict {
+            stored: stored.max(published).unwrap_or(0),
+            held: self.epoch,
+        };
+        if stored.is_some_and(|s| s > self.epoch) {
+            return Err(conflict(None));
+        }
+        let published = match published::read(&*self.streams.media, &self.stream.id.prefix()).await
+        {
+            Ok(p) => p.highest_epoch,
+            Err(e) => {
+                // Cannot tell a lost record from a newer session yet: try again later.
+                self.streams.metrics.store_error(StoreOp::ListMedia);
+                warn!(stream = %self.stream.id, error = %e, "the stream's record is gone or older, and its media cannot be listed; will retry");
                 self.schedule_retry();
-                // Not fenced: the playlist goes on here and is written when the store returns.
+                return Ok(());
+            }
+        };
+        let expected = match ownership::after_conflict(self.epoch, stored, published) {
+            AfterConflict::Fenced => return Err(conflict(published)),
+            AfterConflict::Reestablish { expected } => expected,
+        };
+        self.write_snapshot(&next).await;
+        match self.streams.state.compare_and_set(expected, &next).await {
+            Ok(()) => {
+                warn!(stream = %self.stream.id, epoch = self.epoch, stored_epoch = ?stored, next_sequence = next.playlist.next_sequence, "the state store had lost this stream's record; written again by its live session");
+                self.streams
+                    .metrics
+                    .record_restored(RecordRestore::Rewritten);
+                self.committed(next);
+                Ok(())
+            }
+            // Someone wrote in between: decided again at the next write.
+            Err(StoreError::Conflict { .. }) => {
+                self.schedule_retry();
+                Ok(())
+            }
+            Err(e) => {
+                self.state_unavailable(&e);
                 Ok(())
             }
         }
@@ -539,6 +626,7 @@ impl Writer {
             names.extend(s.map_uri.clone());
         }
         names.extend(self.map_uri.take());
+        names.push(published::snapshot_name(self.epoch));
         let prefix_slash = format!("{prefix}/");
         names.extend(
             self.open_part_objects
