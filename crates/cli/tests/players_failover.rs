@@ -91,6 +91,48 @@ fn fail(browser: Players, why: &str) -> ! {
     panic!("{why}\n{}\n{output}", lines.join("\n"))
 }
 
+/// The HLS playlists the player got through `proxy`, one line each (when, the request,
+/// `EXT-X-MEDIA-SEQUENCE`, `EXT-X-DISCONTINUITY-SEQUENCE`, the `EXT-X-DISCONTINUITY` tags
+/// and the last URI listed), then the last one whole: what a player that does not cross a
+/// discontinuity was told.
+fn playlists_seen(proxy: &RoundRobinProxy) -> String {
+    let mut out = String::new();
+    let mut last = None;
+    for r in proxy.requests() {
+        let Some(body) = r.body.as_deref().filter(|b| b.starts_with("#EXTM3U")) else {
+            continue;
+        };
+        let tag = |name: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or("-")
+                .to_owned()
+        };
+        let last_uri = body
+            .lines()
+            .rev()
+            .find_map(|l| {
+                l.strip_prefix("#EXT-X-PART:")
+                    .and_then(|p| p.split("URI=\"").nth(1))
+                    .and_then(|u| u.split('"').next())
+                    .or((!l.starts_with('#') && !l.is_empty()).then_some(l))
+            })
+            .unwrap_or("-");
+        out.push_str(&format!(
+            "{} ms {} (backend {:?}): msn {} dseq {} discontinuities {} last {last_uri}\n",
+            r.at_ms,
+            r.path,
+            r.backend,
+            tag("#EXT-X-MEDIA-SEQUENCE:"),
+            tag("#EXT-X-DISCONTINUITY-SEQUENCE:"),
+            body.matches("#EXT-X-DISCONTINUITY\n").count(),
+        ));
+        last = Some(body.to_owned());
+    }
+    out.push_str(&last.unwrap_or_default());
+    out
+}
+
 #[test]
 fn hls_js_ll_plays_on_across_a_reconnect_and_a_kill9_failover() {
     play_across_a_reconnect_and_a_kill9_failover("hlsjs-ll", Engine::HlsJs, &[]);
@@ -161,29 +203,23 @@ fn play_across_a_reconnect_and_a_kill9_failover(name: &'static str, engine: Engi
         "the third session's first segment behind a discontinuity",
         |pl| pl.discontinuities() >= 1,
     );
-    // Open (issue #13): hls.js in low-latency mode at the live edge (~1.2 s behind) plays
-    // on after the kill -9 without a fatal error or a long stall, but does not always
-    // report a fragment of the third discontinuity sequence (`frag.cc`): required for
-    // dash.js, reported for hls.js.
-    let within = match engine {
-        Engine::HlsJs => Duration::from_secs(15),
-        _ => CROSS_WITHIN,
-    };
-    let cross_kill = wait_crossed_within(&mut browser, &names, 3, "the kill -9 failover", within);
-    match (&cross_kill, engine) {
-        (Err(why), Engine::HlsJs) if !why.starts_with("FATAL ") => {
-            eprintln!("OPEN: {why}")
-        }
-        (Err(why), _) => fail(browser, why),
-        (Ok(()), _) => {}
+    // hls.js plays a fragment of the third discontinuity sequence: the session that took
+    // over lists the dead session's unfinished segment (often its first: the kill comes
+    // right after the reconnect) behind that session's discontinuity, and its own media
+    // behind a new one (crates/registry/src/stream/salvage.rs, docs/ll-hls.md).
+    if let Err(why) = wait_crossed(&mut browser, &names, 3, "the kill -9 failover") {
+        fail(browser, &format!("{why}\n{}", playlists_seen(&proxy)));
     }
     // And they play on in the third session.
     // (8 s: the players must show ≥ 15 s played in all, and the gap jumps at each crossing
     // cost a busy machine a little of that. dash.js at low latency stands about 3 s at each
     // new period — it reaches the old period's end before the new one exists, then plays
-    // through the gap of at least 2 s before it, decision 0019 — so it gets 4 s more.)
+    // through the gap of at least 2 s before it, decision 0019 — so it gets 4 s more.
+    // hls.js at the live edge crosses within a second or two of each change, so the
+    // third session is most of what it plays after the reconnect: it gets 14 s.)
     let play_on = match engine {
         Engine::DashJs => Duration::from_secs(12),
+        Engine::HlsJs => Duration::from_secs(14),
         _ => Duration::from_secs(8),
     };
     let fatal = browser.wait_line(play_on, |l| l.starts_with("FATAL "));
@@ -202,8 +238,7 @@ fn play_across_a_reconnect_and_a_kill9_failover(name: &'static str, engine: Engi
             r.name,
             r.line()
         );
-        let crossings = if engine == Engine::HlsJs { 2 } else { 3 };
-        assert!(r.crossings() >= crossings, "{}", r.line());
+        assert!(r.crossings() >= 3, "{}", r.line());
         assert!(r.played_s() >= 15.0, "{}", r.line());
     }
     for proxy in [&proxy] {

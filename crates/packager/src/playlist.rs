@@ -122,6 +122,11 @@ pub struct OpenSegmentEntry {
     pub discontinuity: bool,
     /// The parts published so far.
     pub parts: Vec<PartEntry>,
+    /// The dts of the segment's first frame (its first part's) in 90 kHz ticks: where the
+    /// segment starts if a session that takes over lists it whole from its parts (its
+    /// `SegmentEntry::start_ticks`); `None` in a state stored before it was kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<i64>,
 }
 
 /// Seconds to whole milliseconds (nonsense becomes 0).
@@ -515,6 +520,7 @@ impl PlaylistState {
             map_uri,
             discontinuity: false,
             parts: Vec::new(),
+            start_ticks: None,
         });
         open.parts.push(part);
         self.preload_hint = next_hint;
@@ -733,6 +739,19 @@ impl PlaylistState {
                     push_part(&mut out, part);
                 }
             }
+        }
+        let open_parts = self.open.as_ref().is_some_and(|o| !o.parts.is_empty());
+        let next_after_discontinuity = self.pending_discontinuity && !self.segments.is_empty();
+        if ll.is_some() && !self.ended && !open_parts && next_after_discontinuity {
+            // A new session before its first part (after a takeover, the segment it
+            // salvaged is the last): the segment to come follows a discontinuity. Said
+            // now, as the first of its lines (the rest are appended after it), so that
+            // a player's record of the segment after the last one is in the new
+            // discontinuity sequence: hls.js, given an LL playlist that ends with a
+            // segment URI, takes that segment itself for the next one, and stops with
+            // "discontinuity sequence mismatch" when the next playlist lists it behind
+            // an EXT-X-DISCONTINUITY (players_failover.rs, docs/ll-hls.md).
+            out.push_str("#EXT-X-DISCONTINUITY\n");
         }
         if let (Some(_), Some(hint), false) = (&ll, &self.preload_hint, self.ended) {
             out.push_str("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"");

@@ -9,7 +9,8 @@
 //! streamed, not buffered: a held request (an LL-HLS blocking reload, a preload hint) waits
 //! on its backend as long as that backend holds it, and a chunked answer reaches the client
 //! chunk by chunk. Every request is logged with the backend that answered it, so a test can
-//! assert which workers served what.
+//! assert which workers served what; a playlist's or MPD's answer (whole once its head
+//! comes) is logged with its body too, so a test can show what a player was told.
 //!
 //! One tokio runtime (current-thread) on a thread of its own serves the proxy; dropping the
 //! [`RoundRobinProxy`] stops it and drops the connections in flight.
@@ -73,6 +74,12 @@ pub struct ProxiedRequest {
     pub head_ms: u64,
     /// Backends tried first that refused the connection (a dead worker).
     pub refused: usize,
+    /// Milliseconds from the proxy's start to the request's arrival.
+    pub at_ms: u64,
+    /// A playlist's or MPD's body as the client got it (answers of
+    /// [`RequestKind::Playlist`] with a 2xx status; `None` for the rest): what a player
+    /// saw, for a test to print or check.
+    pub body: Option<String>,
 }
 
 impl ProxiedRequest {
@@ -105,6 +112,7 @@ struct Shared {
     /// The next turn of each [`RequestKind`], in its declaration order.
     turns: [AtomicUsize; 3],
     log: Mutex<Vec<ProxiedRequest>>,
+    started: Instant,
 }
 
 /// A round-robin HTTP/1.1 reverse proxy on a loopback port of its own (see the module
@@ -138,6 +146,7 @@ impl RoundRobinProxy {
             backends: backends.to_vec(),
             turns: Default::default(),
             log: Mutex::new(Vec::new()),
+            started: Instant::now(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let state = shared.clone();
@@ -285,7 +294,8 @@ async fn forward(
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".to_owned());
-    let turn = &shared.turns[RequestKind::of(req.uri().path()) as usize];
+    let kind = RequestKind::of(req.uri().path());
+    let turn = &shared.turns[kind as usize];
     let first = turn.fetch_add(1, Ordering::SeqCst) % n;
     let mut log = ProxiedRequest {
         backend: None,
@@ -294,6 +304,8 @@ async fn forward(
         status: 502,
         head_ms: 0,
         refused: 0,
+        at_ms: began.duration_since(shared.started).as_millis() as u64,
+        body: None,
     };
     let mut connected = None;
     for attempt in 0..n {
@@ -327,6 +339,27 @@ async fn forward(
     };
     log.status = resp.status().as_u16();
     log.head_ms = began.elapsed().as_millis() as u64;
+    // A playlist is whole once its head is sent (a held request holds the head): keep a
+    // copy of its body for the log.
+    let resp = if kind == RequestKind::Playlist && resp.status().is_success() {
+        let (parts, body) = resp.into_parts();
+        match body.collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                log.body = Some(String::from_utf8_lossy(&bytes).into_owned());
+                Response::from_parts(
+                    parts,
+                    Full::new(bytes).map_err(|never| match never {}).boxed(),
+                )
+            }
+            Err(e) => text_response(
+                StatusCode::BAD_GATEWAY,
+                format!("round-robin proxy: the playlist's body failed: {e}\n"),
+            ),
+        }
+    } else {
+        resp
+    };
     if let Ok(mut l) = shared.log.lock() {
         l.push(log);
     }
@@ -454,6 +487,12 @@ mod tests {
         );
         assert_eq!(proxy.served(0, RequestKind::Playlist), 2);
         assert_eq!(proxy.served(1, RequestKind::Playlist), 2);
+        let bodies: Vec<Option<String>> = proxy.requests().into_iter().map(|r| r.body).collect();
+        assert_eq!(
+            bodies,
+            seen.into_iter().map(Some).collect::<Vec<_>>(),
+            "a playlist is logged with the body the client got"
+        );
     }
 
     #[test]
@@ -484,6 +523,10 @@ mod tests {
         }
         let requests = proxy.requests();
         assert!(requests.iter().all(|r| r.backend == Some(0)));
+        assert!(
+            requests.iter().all(|r| r.body.is_none()),
+            "media is not kept"
+        );
         assert_eq!(requests.iter().map(|r| r.refused).sum::<usize>(), 2);
         assert_eq!(proxy.served(0, RequestKind::Media), 4);
     }

@@ -511,6 +511,15 @@ fn delta_update_skips_the_oldest_segments_and_keeps_the_rest() {
     // Same segments: skipped + listed = full.
     let count = |t: &str| t.matches("#EXTINF:").count();
     assert_eq!(count(&delta) + 3, count(&full));
+    // A skipped segment's EXT-X-DISCONTINUITY goes with it (§4.4.5.2: EXT-X-SKIP "replaces
+    // the segment URI lines and all Media Segment Tags that are applied to those
+    // segments"): the client has it from the playlist it is updating.
+    assert_eq!(full.matches("#EXT-X-DISCONTINUITY\n").count(), 2, "{full}");
+    assert_eq!(
+        delta.matches("#EXT-X-DISCONTINUITY\n").count(),
+        1,
+        "{delta}"
+    );
     // An ended playlist ignores _HLS_skip.
     state.end();
     assert_eq!(state.render_delta_update(), state.render_media_playlist());
@@ -523,6 +532,18 @@ fn delta_update_skips_the_oldest_segments_and_keeps_the_rest() {
 fn open_parts_after_a_resume_carry_the_discontinuity() {
     let mut state = ll_state(5, 2, 0);
     state.begin_session();
+    // Before its first part, the new session's discontinuity ends the playlist (hls.js
+    // takes the last segment of a playlist that ends with its URI for the next one); a
+    // plain playlist is as before.
+    let waiting = state.render_media_playlist();
+    assert!(
+        waiting.ends_with("seg-1-1.m4s\n#EXT-X-DISCONTINUITY\n"),
+        "{waiting}"
+    );
+    assert_eq!(waiting.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+    let mut plain = state.clone();
+    plain.part_target_secs = None;
+    assert!(plain.render_media_playlist().ends_with("seg-1-1.m4s\n"));
     state.push_part(
         part("seg-2-0.0.m4s", 0.3, true),
         T0 + 60_000,
@@ -542,6 +563,7 @@ fn open_parts_after_a_resume_carry_the_discontinuity() {
         ),
         "{text}"
     );
+    assert_eq!(text.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{text}");
     state.push_segment(entry("seg-2-0.m4s", 0.3, T0 + 60_000, Some("init-2-0.mp4")));
     let last = state.segments.back().unwrap();
     assert!(last.discontinuity);

@@ -88,6 +88,8 @@ enum Object {
         program_date_time_ms: i64,
         /// Its segment follows a discontinuity.
         discontinuity: bool,
+        /// The dts of its first frame, 90 kHz (the segment's start, for its first part).
+        start_dts: i64,
         counter: u64,
         /// The URI of the part after it (the preload hint once it is listed).
         next: String,
@@ -242,6 +244,7 @@ impl Writer {
             data: part.data,
             program_date_time_ms: part.segment_program_date_time_ms,
             discontinuity: part.discontinuity,
+            start_dts: part.start_dts,
             counter,
             // After a segment's last part comes the next segment's first.
             next: if part.last {
@@ -350,6 +353,7 @@ impl Writer {
                     entry,
                     program_date_time_ms,
                     discontinuity,
+                    start_dts,
                     counter,
                     next,
                     ..
@@ -368,6 +372,9 @@ impl Writer {
                     );
                     if let Some(open) = playlist.open.as_mut() {
                         open.discontinuity |= discontinuity;
+                        // The first part listed is the segment's first (a segment whose
+                        // part was dropped lists none): where the segment starts.
+                        open.start_ticks.get_or_insert(start_dts);
                     }
                     self.open_part_objects.push(path);
                     self.dirty = true;
@@ -944,7 +951,7 @@ mod tests {
                 index: u32::try_from(index).unwrap(),
                 offset,
                 duration: 30_000,
-                start_dts: 0,
+                start_dts: 450_000 + 30_000 * i64::try_from(index).unwrap(),
                 independent: index == 0,
                 segment_program_date_time_ms: 1_000,
                 init_id: Some(0),
@@ -960,6 +967,11 @@ mod tests {
         )
         .await;
         assert_eq!(open.preload_hint.as_deref(), Some("seg-5-0.2.m4s"));
+        assert_eq!(
+            open.open.as_ref().and_then(|o| o.start_ticks),
+            Some(450_000),
+            "the open segment starts where its first part does (for salvage.rs)"
+        );
         let part_path = format!("{}/seg-5-0.1.m4s", id.prefix());
         assert_eq!(
             streams.media.get(&part_path).await.unwrap().as_deref(),
@@ -971,7 +983,7 @@ mod tests {
             bytes: data.len() as u64,
             data: Bytes::from(data),
             duration: 60_000,
-            start_dts: 0,
+            start_dts: 450_000,
             program_date_time_ms: 1_000,
             init_id: Some(0),
             discontinuity: false,
