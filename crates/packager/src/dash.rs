@@ -270,6 +270,7 @@ impl PlaylistState {
             bytes: 0,
             start_ticks: Some(start),
             video_frames: None,
+            video_cadence: None,
             period: previous.period,
             parts: Vec::new(),
         })

@@ -979,6 +979,7 @@ mod tests {
             forced: false,
             video_frames: 2,
             audio_frames: 0,
+            video_cadence: Default::default(),
             parts: spans,
         }))
         .await;
@@ -1110,6 +1111,7 @@ mod tests {
             forced: false,
             video_frames: u32::try_from(parts).unwrap(),
             audio_frames: 0,
+            video_cadence: Default::default(),
             parts: spans,
         })))
         .await
