@@ -236,7 +236,8 @@ pub struct PlaylistState {
     // --- multivariant FRAME-RATE (issue #13) ---
     /// `FRAME-RATE` of the multivariant playlist in thousandths of a frame per second
     /// (30000 for 30 fps, 29970 for 30000/1001): measured by
-    /// [`PlaylistState::push_segment`] from the video frames and durations of all the
+    /// [`PlaylistState::push_segment`] from the regular video frame intervals (see
+    /// [`SegmentEntry::video_cadence`]; else the frames and durations) of all the
     /// segments since the last discontinuity (not only the listed ones), snapped to a
     /// standard rate when it is one; a rate that is not standard (a source dropping frames)
     /// is kept while new measurements stay within [`FRAME_RATE_HYSTERESIS_PPM`] of it, so it
