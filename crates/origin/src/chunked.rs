@@ -278,6 +278,7 @@ mod tests {
             bytes: 60,
             start_ticks: Some(0),
             video_frames: Some(60),
+            video_cadence: None,
             period: None,
             parts: Vec::new(),
         });

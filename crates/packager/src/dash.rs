@@ -270,6 +270,7 @@ impl PlaylistState {
             bytes: 0,
             start_ticks: Some(start),
             video_frames: None,
+            video_cadence: None,
             period: previous.period,
             parts: Vec::new(),
         })
@@ -400,13 +401,22 @@ fn push_template(out: &mut String, text: &str) {
     push_escaped(out, &text.replace('$', "$$"));
 }
 
-/// `frameRate` from the frames and ticks of the listed segments: an integer, or a
-/// fraction with denominator 1000.
+/// `frameRate` from the frames and ticks of the listed segments (their regular frame
+/// intervals when known, as for `FRAME-RATE`): an integer, or a fraction with denominator
+/// 1000.
 fn frame_rate(segments: &[&SegmentEntry]) -> Option<String> {
     let (mut frames, mut ticks) = (0u64, 0u64);
     for s in segments {
-        frames = frames.saturating_add(u64::from(s.video_frames?));
-        ticks = ticks.saturating_add(s.duration_ticks());
+        let counted = crate::FrameTally {
+            frames: u64::from(s.video_frames?),
+            ticks: s.duration_ticks(),
+        };
+        let sample = s
+            .video_cadence
+            .filter(|c| c.frames > 0 && c.ticks > 0)
+            .unwrap_or(counted);
+        frames = frames.saturating_add(sample.frames);
+        ticks = ticks.saturating_add(sample.ticks);
     }
     if frames == 0 || ticks == 0 {
         return None;

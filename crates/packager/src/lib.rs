@@ -62,6 +62,7 @@ pub use playlist::{
     OpenSegmentEntry, PartEntry, PartRequest, PlaylistState, SegmentEntry, DEFAULT_WINDOW,
     MAX_WINDOW, PART_HOLD_BACK_PARTS, PART_WINDOW_TARGET_DURATIONS, SKIP_BOUNDARY_TARGET_DURATIONS,
 };
+pub use segmenter::FrameCadence;
 pub use segmenter::{
     CutPart, CutSegment, PartSpan, Segmenter, SegmenterConfig, SegmenterOutput, SegmenterStats,
     DEFAULT_MAX_SEGMENT_DURATION, DEFAULT_TARGET_DURATION, END_DTS_WAIT, MAX_SEGMENT_BYTES,

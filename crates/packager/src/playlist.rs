@@ -46,6 +46,11 @@ pub struct SegmentEntry {
     /// Video frames in the segment (DASH `frameRate`); `None` when not known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_frames: Option<u32>,
+    /// The segment's regular video frame intervals (count and ticks), which the frame rate
+    /// is measured from when known (a timeline jump inside the segment is left out); `None`
+    /// when not known (the rate is then `video_frames` over the duration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video_cadence: Option<FrameTally>,
     /// Where the DASH period this segment belongs to starts (set by
     /// [`PlaylistState::push_segment`]), so `Period@start` and `presentationTimeOffset`
     /// never change while the period is listed; `None` in a state stored before.
@@ -154,6 +159,7 @@ impl SegmentEntry {
             parts: Vec::new(),
             start_ticks: Some(cut.start_dts),
             video_frames: Some(cut.video_frames),
+            video_cadence: cut.video_cadence.tally(),
             period: None,
         }
     }
@@ -235,7 +241,8 @@ pub struct PlaylistState {
     // --- multivariant FRAME-RATE (issue #13) ---
     /// `FRAME-RATE` of the multivariant playlist in thousandths of a frame per second
     /// (30000 for 30 fps, 29970 for 30000/1001): measured by
-    /// [`PlaylistState::push_segment`] from the video frames and durations of all the
+    /// [`PlaylistState::push_segment`] from the regular video frame intervals (see
+    /// [`SegmentEntry::video_cadence`]; else the frames and durations) of all the
     /// segments since the last discontinuity (not only the listed ones), snapped to a
     /// standard rate when it is one; a rate that is not standard (a source dropping frames)
     /// is kept while new measurements stay within [`FRAME_RATE_HYSTERESIS_PPM`] of it, so it
@@ -264,6 +271,14 @@ impl FrameTally {
         self.frames == 0 && self.ticks == 0
     }
 
+    /// Both tallies together.
+    pub fn plus(self, other: FrameTally) -> FrameTally {
+        FrameTally {
+            frames: self.frames.saturating_add(other.frames),
+            ticks: self.ticks.saturating_add(other.ticks),
+        }
+    }
+
     /// The measured rate in thousandths of a frame per second, snapped to a standard rate
     /// (an integer, or an integer × 1000/1001) within [`FRAME_RATE_SNAP_PPM`].
     pub fn milli_fps(&self) -> Option<u32> {
@@ -279,14 +294,20 @@ impl FrameTally {
         if !fps.is_finite() || fps <= 0.0 || fps > f64::from(MAX_FRAME_RATE) {
             return None;
         }
-        let tolerance = FRAME_RATE_SNAP_PPM as f64 / 1e6;
+        // Timestamps in whole milliseconds (RTMP) put the measured span up to a
+        // millisecond off: over a short tally (under 2 s) more than the half of the 0.1 %
+        // between 30 and 29.97 fps.
+        let uncertainty = TIMESTAMP_JITTER_TICKS as f64 / self.ticks as f64;
+        let tolerance = (FRAME_RATE_SNAP_PPM as f64 / 1e6).max(uncertainty);
         let integer = fps.round();
         let ntsc = (fps * 1.001).round() / 1.001;
-        // The nearer of the two standard rates (the integer on a tie), if near enough.
-        let (candidate, off) = if (fps - integer).abs() <= (fps - ntsc).abs() {
-            (integer, (fps - integer).abs())
+        // The nearer of the two standard rates (the integer on a tie, or while the tally is
+        // too short to rule it out), if near enough.
+        let (to_integer, to_ntsc) = ((fps - integer).abs(), (fps - ntsc).abs());
+        let (candidate, off) = if to_integer <= to_ntsc || to_integer <= integer * uncertainty {
+            (integer, to_integer)
         } else {
-            (ntsc, (fps - ntsc).abs())
+            (ntsc, to_ntsc)
         };
         let standard = candidate >= 1.0 && off <= candidate * tolerance;
         let rate = if standard { candidate } else { fps };
@@ -295,6 +316,9 @@ impl FrameTally {
         (milli > 0).then_some((milli, standard))
     }
 }
+
+/// How far off (ticks) a tally's span may be from timestamps in whole milliseconds.
+const TIMESTAMP_JITTER_TICKS: u64 = 90;
 
 /// Highest frame rate believed (a higher one is a broken timeline, not video).
 const MAX_FRAME_RATE: u32 = 1000;
@@ -471,11 +495,15 @@ impl PlaylistState {
             }
             return;
         };
-        self.frame_tally.frames = self.frame_tally.frames.saturating_add(u64::from(frames));
-        self.frame_tally.ticks = self
-            .frame_tally
-            .ticks
-            .saturating_add(entry.duration_ticks());
+        // The regular frame intervals when known, else the frames over the duration.
+        let sample = entry
+            .video_cadence
+            .filter(|c| c.frames > 0 && c.ticks > 0)
+            .unwrap_or(FrameTally {
+                frames: u64::from(frames),
+                ticks: entry.duration_ticks(),
+            });
+        self.frame_tally = self.frame_tally.plus(sample);
         let Some((measured, standard)) = self.frame_tally.measure() else {
             return;
         };

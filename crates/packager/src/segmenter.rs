@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use tidegate_media::{AudioConfig, Frame, MediaEvent, TrackKind, TrackRun, VideoConfig, TIMESCALE};
 
 use crate::mux::{self, Muxer};
+use crate::playlist::FrameTally;
 use crate::{Container, PackagerError};
 
 /// Ticks in one second.
@@ -156,9 +157,40 @@ pub struct CutSegment {
     pub video_frames: u32,
     /// Audio frames in the segment.
     pub audio_frames: u32,
+    /// The segment's regular video frame intervals (see [`regular_intervals`]): their
+    /// count and their ticks, for the frame rate; a timeline jump is not one of them.
+    pub video_cadence: FrameCadence,
     /// LL-HLS: the segment's parts as (offset, length, duration in ticks, independent), in
     /// order, covering `data` exactly; empty without parts.
     pub parts: Vec<PartSpan>,
+}
+
+/// A segment's regular video frame intervals (see [`regular_intervals`]): how many, and
+/// their ticks (a segment lasts far less than the 13 h `u32` ticks hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameCadence {
+    /// Regular intervals counted.
+    pub intervals: u32,
+    /// Their total duration in 90 kHz ticks.
+    pub ticks: u32,
+}
+
+impl FrameCadence {
+    /// Both counts together.
+    fn plus(self, other: FrameCadence) -> FrameCadence {
+        FrameCadence {
+            intervals: self.intervals.saturating_add(other.intervals),
+            ticks: self.ticks.saturating_add(other.ticks),
+        }
+    }
+
+    /// As a frame-rate tally (`None` without a regular interval).
+    pub fn tally(self) -> Option<FrameTally> {
+        (self.intervals > 0 && self.ticks > 0).then_some(FrameTally {
+            frames: u64::from(self.intervals),
+            ticks: u64::from(self.ticks),
+        })
+    }
 }
 
 /// Where one part lies in its segment's bytes.
@@ -256,6 +288,7 @@ struct PartedSegment {
     discontinuity: bool,
     video_frames: u32,
     audio_frames: u32,
+    video_cadence: FrameCadence,
     /// A part was lost to a muxer error: the segment is not emitted.
     failed: bool,
 }
@@ -846,6 +879,7 @@ impl Segmenter {
             .and_then(|a| nominal_audio_ticks(a.samples_per_frame, a.sample_rate))
             .unwrap_or(DEFAULT_AUDIO_FRAME_TICKS);
         let audio_nominal = i64::try_from(audio_nominal).unwrap_or(i64::MAX);
+        let video_cadence = regular_intervals(&frames.video, video_end, video_nominal);
         let video_end = track_end(&frames.video, video_end, video_nominal);
         let audio_end = track_end(&frames.audio, audio_end, audio_nominal);
 
@@ -906,7 +940,10 @@ impl Segmenter {
         let sequence = self.sequence;
         self.sequence = self.sequence.wrapping_add(1);
         if parted {
-            self.emit_part(&frames, &runs, sequence, start_dts, end_dts, final_part);
+            self.emit_part(&frames, &runs, sequence, (start_dts, end_dts), final_part);
+            if let Some(segment) = &mut self.parted {
+                segment.video_cadence = segment.video_cadence.plus(video_cadence);
+            }
             if final_part {
                 self.finish_parted_segment(keyframe_dts, forced);
             }
@@ -933,6 +970,7 @@ impl Segmenter {
             forced,
             video_frames: u32::try_from(frames.video.len()).unwrap_or(u32::MAX),
             audio_frames: u32::try_from(frames.audio.len()).unwrap_or(u32::MAX),
+            video_cadence,
             parts: Vec::new(),
         }));
     }
@@ -957,8 +995,7 @@ impl Segmenter {
         frames: &OpenSegment,
         runs: &[TrackRun<'_>],
         sequence: u32,
-        start_dts: i64,
-        end_dts: i64,
+        (start_dts, end_dts): (i64, i64),
         last: bool,
     ) {
         let program_date_time_ms = self.program_date_time_ms(start_dts);
@@ -1041,6 +1078,7 @@ impl Segmenter {
             forced,
             video_frames: segment.video_frames,
             audio_frames: segment.audio_frames,
+            video_cadence: segment.video_cadence,
             parts,
         }));
     }
@@ -1060,6 +1098,36 @@ fn nominal_audio_ticks(samples_per_frame: u32, sample_rate: u32) -> Option<u64> 
     }
     let ticks = u64::from(samples_per_frame) * SECOND / u64::from(sample_rate);
     (ticks > 0).then_some(ticks)
+}
+
+/// How far (ticks) a video frame interval may be from the stream's mean interval and still
+/// be regular: 1.5 ms, more than the ±1 ms jitter of timestamps in whole milliseconds
+/// (RTMP: 33/34 ms at 30 fps), less than a small timeline jump (a looped file's 5-6 ms).
+const CADENCE_SLACK_TICKS: u64 = 135;
+
+/// The intervals between consecutive video `frames` (and from the last to `known_end`, the
+/// next frame's dts, when known) that are regular: within [`CADENCE_SLACK_TICKS`] of
+/// `nominal`, the stream's mean interval. A jump in the timeline (a looped source, a
+/// reconnecting encoder) or dropped frames are not regular: the frame rate measured from the
+/// regular intervals is the rate the frames are shown at (HLS `FRAME-RATE` is the maximum
+/// rate), which a few such gaps would otherwise pull off a standard rate.
+fn regular_intervals(frames: &[Frame], known_end: Option<i64>, nominal: i64) -> FrameCadence {
+    let nominal = nominal.unsigned_abs();
+    let dts = frames.iter().map(|f| f.dts).chain(known_end);
+    let mut cadence = FrameCadence::default();
+    for (from, to) in dts.clone().zip(dts.skip(1)) {
+        let interval = to.saturating_sub(from);
+        let Ok(interval) = u64::try_from(interval) else {
+            continue;
+        };
+        if interval > 0 && interval.abs_diff(nominal) <= CADENCE_SLACK_TICKS {
+            cadence = cadence.plus(FrameCadence {
+                intervals: 1,
+                ticks: u32::try_from(interval).unwrap_or(u32::MAX),
+            });
+        }
+    }
+    cadence
 }
 
 /// The end of a track's last sample: the known next dts, else the last dts plus a nominal

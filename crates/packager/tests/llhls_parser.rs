@@ -102,6 +102,7 @@ fn state() -> PlaylistState {
                 parts: Vec::new(),
                 start_ticks: None,
                 video_frames: None,
+                video_cadence: None,
                 period: None,
             });
         }

@@ -16,6 +16,7 @@ fn segment(epoch: u64, n: u64, start: i64, ticks: u64, pdt: i64) -> SegmentEntry
         bytes: 500_000,
         start_ticks: Some(start),
         video_frames: Some((ticks / 3000) as u32),
+        video_cadence: None,
         period: None,
         parts: Vec::new(),
     }

@@ -17,6 +17,7 @@ fn entry(uri: &str, duration_secs: f64, pdt: i64, map: Option<&str>) -> SegmentE
         parts: Vec::new(),
         start_ticks: None,
         video_frames: None,
+        video_cadence: None,
         period: None,
     }
 }
@@ -675,6 +676,55 @@ fn the_multivariant_playlist_has_a_frame_rate_with_three_decimals() {
     state.push_segment(video_segment(0, 60, 180_090));
     state.push_segment(video_segment(1, 60, 179_910));
     assert_eq!(state.frame_rate_milli, Some(30_000));
+}
+
+#[test]
+fn a_30fps_source_with_a_timeline_jump_or_a_short_tally_is_not_taken_for_29_97() {
+    // The looped RTMP test file (dash_ll.rs): 2 s segments of 60 frames, the fifth holding
+    // the loop point, where the timeline jumps 6 ms (2.006 s). Frames over durations: 300
+    // in 10.006 s, 29.982 fps, nearer 29.97 than 30.
+    let looped = |cadence: bool| {
+        let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+        state.begin_session();
+        for n in 0..5 {
+            let mut seg = video_segment(n, 60, if n == 4 { 180_540 } else { 180_000 });
+            if cadence {
+                // The segmenter's regular intervals: the 39 ms one (3510 ticks) left out.
+                seg.video_cadence = Some(if n == 4 {
+                    FrameTally {
+                        frames: 59,
+                        ticks: 180_540 - 3510,
+                    }
+                } else {
+                    FrameTally {
+                        frames: 60,
+                        ticks: 180_000,
+                    }
+                });
+            }
+            state.push_segment(seg);
+        }
+        state.frame_rate_milli
+    };
+    assert_eq!(
+        looped(false),
+        Some(29_970),
+        "the failure, without the cadence"
+    );
+    assert_eq!(looped(true), Some(30_000));
+
+    // A first segment of 20 frames timed in whole milliseconds (0 to 667 ms): 29.985 fps
+    // is as near 29.97 as 30, but 1 ms of rounding over 0.667 s cannot rule 30 out.
+    let mut state = PlaylistState::new(Container::Fmp4, 4, 2);
+    state.begin_session();
+    state.push_segment(video_segment(0, 20, 60_030));
+    assert_eq!(state.frame_rate_milli, Some(30_000));
+    // 29.97 fps is still told from 30 over a 2 s segment (1 ms is 0.05 % of it).
+    state.push_segment(SegmentEntry {
+        discontinuity: true,
+        ..video_segment(1, 60, 180_180)
+    });
+    assert_eq!(state.frame_rate_milli, Some(29_970));
 }
 
 #[test]

@@ -1109,3 +1109,94 @@ fn random_streams_with_parts_keep_invariants() {
         }
     }
 }
+
+/// The looped 30 fps test file as ffmpeg publishes it over RTMP (`-stream_loop -1 -c copy
+/// -f flv`): dts in whole milliseconds (0, 34, 67, 100, 134, …), a keyframe every 60
+/// frames, and at each loop a timeline jump of 5-6 ms (the file's AAC track is longer
+/// than its video): frame 300 at 10.006 s, frame 600 at 20.011 s, frame 900 at 30.016 s.
+fn looped_rtmp_30fps(loops: i64) -> Vec<MediaEvent> {
+    let offsets_ms = [0, 10_006, 20_011, 30_016, 40_022];
+    (0..loops)
+        .flat_map(|l| {
+            let offset = offsets_ms[usize::try_from(l).unwrap()];
+            (0..300).map(move |k| {
+                let ms = offset + (k * 100 + 2) / 3;
+                video(ms * 90, k % 60 == 0)
+            })
+        })
+        .collect()
+}
+
+/// The frame rate measured for each segment of `cuts`, as the playlist would list them
+/// (`cadence`: with the regular intervals, else frames over durations as before).
+fn frame_rates(cuts: &[CutSegment], cadence: bool) -> Vec<Option<u32>> {
+    let mut state = crate::PlaylistState::new(Container::Fmp4, 4, 2);
+    state.begin_session();
+    cuts.iter()
+        .enumerate()
+        .map(|(n, cut)| {
+            let mut entry = crate::playlist::SegmentEntry::from_cut(cut, format!("{n}.m4s"), None);
+            if !cadence {
+                entry.video_cadence = None;
+            }
+            state.push_segment(entry);
+            state.frame_rate_milli
+        })
+        .collect()
+}
+
+#[test]
+fn a_looped_30fps_rtmp_source_measures_30_not_29_97() {
+    for part_duration in [None, Some(30_000)] {
+        let mut seg = Segmenter::with_muxer(
+            SegmenterConfig {
+                part_duration,
+                ..SegmenterConfig::default()
+            },
+            Box::new(FakeMuxer),
+        );
+        let mut events = vec![MediaEvent::VideoConfig(video_config("avc1.64001f"))];
+        events.extend(looped_rtmp_30fps(4));
+        let out = feed(&mut seg, events);
+        let segs = cuts(&out);
+        assert!(segs.len() >= 19, "{}", segs.len());
+        // The cause: each segment holding a loop point lasts 2.006 or 2.005 s for its 60
+        // frames, and the frames over the durations since the session began (300 in
+        // 10.006 s: 29.982 fps) come nearer 29.97 than 30.
+        assert_eq!(segs[4].video_frames, 60);
+        assert_eq!(segs[4].duration, 180_540);
+        let counted = frame_rates(&segs, false);
+        assert_eq!(counted[4], Some(29_970), "{part_duration:?}: {counted:?}");
+        // Measured from the regular frame intervals (the jump left out): 30 throughout.
+        assert_eq!(
+            segs[4].video_cadence.intervals, 59,
+            "the jump is not counted"
+        );
+        let measured = frame_rates(&segs, true);
+        assert!(
+            measured.iter().all(|r| *r == Some(30_000)),
+            "{part_duration:?}: {measured:?}"
+        );
+    }
+}
+
+#[test]
+fn regular_intervals_leave_out_jumps_and_dropped_frames() {
+    let frames: Vec<Frame> = [0, 3060, 6030, 9000, 12_510, 15_570, 21_570]
+        .into_iter()
+        .map(|dts| match video(dts, false) {
+            MediaEvent::Frame(f) => f,
+            _ => unreachable!(),
+        })
+        .collect();
+    // 34, 33, 33 ms, a 39 ms jump, 34 ms, a dropped frame, then the known end (33 ms).
+    let cadence = regular_intervals(&frames, Some(24_540), 3000);
+    assert_eq!(
+        cadence,
+        FrameCadence {
+            intervals: 5,
+            ticks: 3060 + 2970 + 2970 + 3060 + 2970
+        }
+    );
+    assert_eq!(regular_intervals(&frames[..1], None, 3000).tally(), None);
+}

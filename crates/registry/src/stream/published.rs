@@ -192,6 +192,7 @@ mod tests {
                 bytes: 120,
                 start_ticks: None,
                 video_frames: None,
+                video_cadence: None,
                 period: None,
                 parts: (0..12).map(|i| part(segment, i)).collect(),
             });

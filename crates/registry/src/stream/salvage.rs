@@ -86,6 +86,7 @@ pub(super) fn salvage_entry(
         bytes: offset,
         start_ticks: Some(start_ticks),
         video_frames: None,
+        video_cadence: None,
         period: None,
         parts: open.parts.clone(),
     })
@@ -154,6 +155,7 @@ mod tests {
             bytes: 100,
             start_ticks: Some(900_000),
             video_frames: Some(50),
+            video_cadence: None,
             period: None,
             parts: Vec::new(),
         }

@@ -18,6 +18,7 @@ fn segment(epoch: u64, n: u64) -> SegmentEntry {
         bytes: 10,
         start_ticks: Some(180_000 * i64::try_from(n).unwrap()),
         video_frames: Some(50),
+        video_cadence: None,
         period: None,
         parts: Vec::new(),
     }

@@ -991,6 +991,7 @@ mod tests {
             forced: false,
             video_frames: 2,
             audio_frames: 0,
+            video_cadence: Default::default(),
             parts: spans,
         }))
         .await;
@@ -1122,6 +1123,7 @@ mod tests {
             forced: false,
             video_frames: u32::try_from(parts).unwrap(),
             audio_frames: 0,
+            video_cadence: Default::default(),
             parts: spans,
         })))
         .await
