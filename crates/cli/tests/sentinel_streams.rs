@@ -16,9 +16,10 @@
 //!   that owner must be the one worker whose log says it admitted a publisher at that epoch
 //!   (`publishing … epoch=E`); no worker logs a takeover or a fenced session.
 //!
-//! With the directory store, hls.js in headless chromium plays one stream through a
-//! round-robin proxy over the three workers across the failover and stands still 1 s at
-//! most. Each test prints the promotion time and, per stream, the time from the kill until
+//! hls.js (low-latency mode, the page's default) in headless chromium plays one stream
+//! through a round-robin proxy over the three workers across the failover, with no fatal
+//! error; with the directory store it stands still 1 s at most (with S3 a longer stall is
+//! reported as open). Each test prints the promotion time and, per stream, the time from the kill until
 //! its playlist was two segments further on every worker.
 
 use std::collections::hash_map::DefaultHasher;
@@ -47,8 +48,8 @@ fn ten_streams_ride_out_a_sentinel_failover_in_chromium_on_file_storage() {
 }
 
 #[test]
-fn ten_streams_ride_out_a_sentinel_failover_on_s3_storage() {
-    failover_under_ten_streams(Backend::S3, false);
+fn ten_streams_ride_out_a_sentinel_failover_in_chromium_on_s3_storage() {
+    failover_under_ten_streams(Backend::S3, true);
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -141,20 +142,33 @@ fn failover_under_ten_streams(backend: Backend, viewer: bool) {
 
     // kill -9 of the primary; the Sentinels promote the replica.
     let before: Vec<u64> = (0..STREAMS).map(|s| watch.highest(s)).collect();
+    let (failed_before, failures_before) = (watch.failed, std::mem::take(&mut watch.failures));
+    watch.failed = 0;
     let killed = Instant::now();
+    let killed_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     redis.kill_primary();
     let promoted = redis.wait_promotion();
     let promoted_after = killed.elapsed();
+    let grew = watch.until(
+        &workers,
+        |s| before[s] + 1,
+        Duration::from_secs(40),
+        "every stream one segment further on every worker after the failover",
+    );
     let recovered = watch.until(
         &workers,
         |s| before[s] + 2,
         Duration::from_secs(40),
         "every stream two segments further on every worker after the failover",
     );
-    let recovered: Vec<Duration> = recovered
-        .iter()
-        .map(|at| at.saturating_duration_since(killed))
-        .collect();
+    let since_kill = |at: &[Instant]| -> Vec<Duration> {
+        at.iter()
+            .map(|at| at.saturating_duration_since(killed))
+            .collect()
+    };
+    let (grew, recovered) = (since_kill(&grew), since_kill(&recovered));
     assert!(promoted, "the Sentinels did not promote the replica");
 
     // hls.js plays on for a while after the failover.
@@ -218,33 +232,46 @@ fn failover_under_ten_streams(backend: Backend, viewer: bool) {
     sorted.sort();
     eprintln!(
         "SENTINEL FAILOVER ({backend:?}, {STREAMS} streams, {WORKERS} workers): promoted {:.1} s \
-         after the kill; {followed} workers logged the new primary; every playlist two \
-         segments further on every worker after (s): {}; median {:.1} s, max {:.1} s; \
-         {} playlist fetches failed; {} segment URLs refetched; epochs checked: {epochs}; \
-         test took {:.1} s",
+         after the kill; {followed} workers logged the new primary; every playlist one \
+         segment further on every worker after (s): {}; two segments further after (s): {}; \
+         median {:.1} s, max {:.1} s; playlist fetches failed: {failed_before} before the kill \
+         (while the streams started; first {failures_before:?}), {} after it (first {:?}); {} \
+         segment URLs refetched; epochs checked: {epochs}; test took {:.1} s",
         promoted_after.as_secs_f64(),
-        recovered
-            .iter()
-            .enumerate()
-            .map(|(s, d)| format!("{s}:{:.1}", d.as_secs_f64()))
-            .collect::<Vec<_>>()
-            .join(" "),
+        seconds(&grew),
+        seconds(&recovered),
         sorted[sorted.len() / 2].as_secs_f64(),
         sorted[sorted.len() - 1].as_secs_f64(),
         watch.failed,
+        watch.failures,
         watch.bytes.len(),
         t0.elapsed().as_secs_f64()
     );
     if let Some(r) = report {
         eprintln!("PLAYER {}", r.line());
         eprintln!("PROXY:\n{}", proxy.summary());
+        eprintln!("primary killed at unix {killed_unix:.3}; requests held 900 ms or more:");
+        for r in proxy.requests().iter().filter(|r| r.head_ms >= 900) {
+            eprintln!("  {r:?}");
+        }
         assert!(r.fatal().is_empty(), "hls.js: {}", r.line());
         assert!(r.played_s() >= 8.0, "hls.js played too little: {}", r.line());
-        assert!(
-            r.longest_stall_ms() <= MAX_STALL_MS,
-            "hls.js stood still longer than {MAX_STALL_MS} ms: {}",
-            r.line()
-        );
+        let stalled = r.longest_stall_ms() > MAX_STALL_MS;
+        match backend {
+            Backend::File => assert!(
+                !stalled,
+                "hls.js stood still longer than {MAX_STALL_MS} ms: {}",
+                r.line()
+            ),
+            // Open (issue #14): on S3 hls.js once stood still 1.3 s (1 run of 3). Through the
+            // failover the workers that do not ingest hold LL-HLS blocking reloads 1.0-1.5 s
+            // (with either store), and the S3 store is slower behind them.
+            Backend::S3 if stalled => eprintln!(
+                "OPEN: hls.js stood still longer than {MAX_STALL_MS} ms on S3: {}",
+                r.line()
+            ),
+            Backend::S3 => {}
+        }
     }
 }
 
@@ -298,6 +325,16 @@ fn logs(workers: &[Server]) -> String {
         .enumerate()
         .map(|(i, w)| format!("----- worker {i} -----\n{}\n", w.proc.log_tail(30)))
         .collect()
+}
+
+/// `STREAM:SECONDS …`, one a stream.
+fn seconds(per_stream: &[Duration]) -> String {
+    per_stream
+        .iter()
+        .enumerate()
+        .map(|(s, d)| format!("{s}:{:.1}", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn hash(bytes: &[u8]) -> u64 {
@@ -455,6 +492,10 @@ enum MediaStore {
     },
 }
 
+/// An `Authorization` header moto takes (it reads the access key, checks no signature).
+const MOTO_AUTH: &str = "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/s3/aws4_request, \
+                         SignedHeaders=host, Signature=0";
+
 /// What the lister thread reads with.
 #[derive(Clone)]
 enum StoreHandle {
@@ -547,8 +588,15 @@ impl StoreHandle {
         match self {
             StoreHandle::Dir(root) => std::fs::read(root.join(name)).ok(),
             StoreHandle::S3 { base, prefix } => {
-                let r = try_get(&format!("{base}/{prefix}{name}")).ok()?;
-                (r.status == 200).then_some(r.body)
+                // moto answers 403 to an anonymous GetObject; it checks no signature.
+                let r = ureq::get(&format!("{base}/{prefix}{name}"))
+                    .set("Authorization", MOTO_AUTH)
+                    .timeout(Duration::from_secs(10))
+                    .call()
+                    .ok()?;
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(&mut r.into_reader(), &mut body).ok()?;
+                Some(body)
             }
         }
     }
@@ -577,6 +625,8 @@ struct History {
     owners: BTreeMap<(String, u64), BTreeSet<String>>,
     /// (stream, epoch) of every segment, part or init object seen.
     media_epochs: BTreeSet<(String, u64)>,
+    /// Snapshots listed that could not be read, with why (the last ones).
+    unread: Vec<String>,
     lists: usize,
 }
 
@@ -592,9 +642,11 @@ impl History {
             };
             if name.starts_with("record-") {
                 let Some(bytes) = store.get(&path) else {
+                    self.unread.push(format!("{path}: no answer"));
                     continue;
                 };
                 let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+                    self.unread.push(format!("{path}: {}", String::from_utf8_lossy(&bytes)));
                     continue;
                 };
                 let owner = v["owner"].as_str().unwrap_or("?").to_owned();
@@ -688,9 +740,17 @@ impl History {
         for (stream, epoch) in &self.media_epochs {
             assert!(
                 self.owners.contains_key(&(stream.clone(), *epoch)),
-                "{stream}: media objects of epoch {epoch} but no snapshot of that epoch was seen"
+                "{stream}: media objects of epoch {epoch} but no snapshot of that epoch was seen; \
+                 snapshots seen: {:?}; unread: {:?}",
+                self.owners,
+                self.unread
             );
         }
+        assert!(
+            self.first_bytes.len() >= 2 * STREAMS,
+            "only {} whole objects of the media store could be read",
+            self.first_bytes.len()
+        );
         assert!(
             self.owners.len() >= STREAMS,
             "snapshots of {} epochs seen for {STREAMS} streams: {:?}",
@@ -719,6 +779,8 @@ struct Watch {
     /// Segment URL path (`/hls/…`) → (stream, hash of its bytes when first fetched).
     bytes: BTreeMap<String, u64>,
     failed: usize,
+    /// The first few failed fetches: (stream, worker, error).
+    failures: Vec<(usize, usize, String)>,
 }
 
 impl Watch {
@@ -734,9 +796,15 @@ impl Watch {
         let mut reached = vec![vec![false; WORKERS]; STREAMS];
         for s in 0..STREAMS {
             for (i, w) in workers.iter().enumerate() {
-                let Ok(pl) = fetch_playlist(&w.playlist_url(&key(s)), &live_fmp4()) else {
-                    self.failed += 1;
-                    continue;
+                let pl = match fetch_playlist(&w.playlist_url(&key(s)), &live_fmp4()) {
+                    Ok(pl) => pl,
+                    Err(e) => {
+                        self.failed += 1;
+                        if self.failures.len() < 5 {
+                            self.failures.push((s, i, e.chars().take(200).collect()));
+                        }
+                        continue;
+                    }
                 };
                 if let Some(before) = self.prev.get(&(s, i)) {
                     if let Err(e) = check_progress(before, &pl) {
