@@ -15,9 +15,9 @@
 //! What this worker serves of its own session (its view, and the change signal blocking
 //! requests wait on) moves only when a compare-and-set of the record succeeded: a part or
 //! segment the store never took (the session was fenced while listing it) is never shown,
-//! so a newer session may number its own media there. Only removals (an open segment's
-//! parts, the hint) show at once, and only when nothing else is waiting for the store; a
-//! store that cannot be reached at all shows the playlist as it goes on here.
+//! so a newer session may number its own media there. Only the hint of parts given up
+//! shows at once, when nothing else is waiting for the store; a store that cannot be
+//! reached at all shows the playlist as it goes on here.
 //!
 //! While live, the record's `last_media_ms` is renewed every [`LEASE_RENEW`] (the lease).
 //!
@@ -280,14 +280,17 @@ impl Writer {
         let had_open = playlist.open.take().is_some();
         let had_hint = playlist.preload_hint.take().is_some();
         if had_open || had_hint {
-            self.removed();
+            // Shown with the next commit: a part following at once (the hinted one, of the
+            // next segment) must not find its hint gone meanwhile.
+            self.dirty = true;
         }
         self.open_counter = None;
         self.delete_part_objects();
     }
 
-    /// Something was taken out of the playlist: shown at once when the rest of it is what
-    /// the store holds (a removal lists nothing uncommitted), else with the next commit.
+    /// Something was taken out of the playlist for good: shown at once when the rest of it
+    /// is what the store holds (a removal lists nothing uncommitted), else with the next
+    /// commit.
     fn removed(&mut self) {
         if !self.dirty {
             self.show();
@@ -1313,7 +1316,10 @@ mod tests {
         // Committed: shown (and in the store).
         let deadline = Instant::now() + Duration::from_secs(20);
         while shown().0.open.as_ref().map(|o| o.parts.len()) != Some(1) {
-            assert!(Instant::now() < deadline, "the committed part was never shown");
+            assert!(
+                Instant::now() < deadline,
+                "the committed part was never shown"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let stored = streams.state.load(&id).await.unwrap().unwrap();
@@ -1323,7 +1329,11 @@ mod tests {
         let mut newer = record.clone();
         newer.playlist.epoch = 6;
         newer.owner = "there".into();
-        streams.state.compare_and_set(Some(5), &newer).await.unwrap();
+        streams
+            .state
+            .compare_and_set(Some(5), &newer)
+            .await
+            .unwrap();
         tx.send(part(1, b"moof-mdat-1", 16)).await.unwrap();
         tokio::time::timeout(Duration::from_secs(20), task)
             .await
