@@ -12,6 +12,13 @@
 //! - **Conflict**: a newer epoch owns the stream. The session is fenced at once: the
 //!   connection closes and nothing more is written.
 //!
+//! What this worker serves of its own session (its view, and the change signal blocking
+//! requests wait on) moves only when a compare-and-set of the record succeeded: a part or
+//! segment the store never took (the session was fenced while listing it) is never shown,
+//! so a newer session may number its own media there. Only the hint of parts given up
+//! shows at once, when nothing else is waiting for the store; a store that cannot be
+//! reached at all shows the playlist as it goes on here.
+//!
 //! While live, the record's `last_media_ms` is renewed every [`LEASE_RENEW`] (the lease).
 //!
 //! LL-HLS parts (docs/decisions/0018-ll-hls-parts.md): each part the segmenter cuts is
@@ -259,9 +266,7 @@ impl Writer {
             self.backlog.retain(|o| !o.is_part());
             // No part of this segment is coming any more: hint none.
             if self.record.playlist.preload_hint.take().is_some() {
-                self.dirty = true;
-                self.stream
-                    .set_owned_view(&self.record.playlist, self.generation);
+                self.removed();
             }
             warn!(stream = %self.stream.id, "media store backlog: LL-HLS parts dropped until the next segment");
         }
@@ -275,11 +280,28 @@ impl Writer {
         let had_open = playlist.open.take().is_some();
         let had_hint = playlist.preload_hint.take().is_some();
         if had_open || had_hint {
+            // Shown with the next commit: a part following at once (the hinted one, of the
+            // next segment) must not find its hint gone meanwhile.
             self.dirty = true;
-            self.stream.set_owned_view(playlist, self.generation);
         }
         self.open_counter = None;
         self.delete_part_objects();
+    }
+
+    /// Something was taken out of the playlist for good: shown at once when the rest of it
+    /// is what the store holds (a removal lists nothing uncommitted), else with the next
+    /// commit.
+    fn removed(&mut self) {
+        if !self.dirty {
+            self.show();
+        }
+        self.dirty = true;
+    }
+
+    /// This session's playlist becomes the view this worker serves (and wakes its waiters).
+    fn show(&self) {
+        self.stream
+            .set_owned_view(&self.record.playlist, self.generation);
     }
 
     /// Deletes the open segment's part objects after the grace period (a worker with a
@@ -377,9 +399,8 @@ impl Writer {
                         open.start_ticks.get_or_insert(start_dts);
                     }
                     self.open_part_objects.push(path);
+                    // Shown once the record with it is stored (`committed`).
                     self.dirty = true;
-                    self.stream
-                        .set_owned_view(&self.record.playlist, self.generation);
                 }
                 Object::Segment {
                     mut entry,
@@ -408,9 +429,8 @@ impl Writer {
                     }
                     self.open_counter = None;
                     self.delete_part_objects();
+                    // Shown once the record with it is stored (`committed`).
                     self.dirty = true;
-                    self.stream
-                        .set_owned_view(&self.record.playlist, self.generation);
                     self.streams.metrics.segments.inc();
                     self.streams
                         .metrics
@@ -542,18 +562,25 @@ impl Writer {
         }
     }
 
-    /// `next` is in the state store.
+    /// `next` is in the state store: what it lists is shown now.
     fn committed(&mut self, next: StreamRecord) {
+        let changed = self.dirty;
         self.stored = true;
         self.record = next;
+        if changed {
+            self.show();
+        }
         self.dirty = false;
         self.last_commit = Instant::now();
         self.streams.note_state(true);
     }
 
-    /// The state store could not be reached: the playlist goes on here (not fenced) and
-    /// is written when the store returns.
+    /// The state store could not be reached: the playlist goes on here, shown by this
+    /// worker (not fenced: no conflict came back), and is written when the store returns.
     fn state_unavailable(&mut self, e: &StoreError) {
+        if self.dirty {
+            self.show();
+        }
         self.streams.metrics.store_error(StoreOp::PutState);
         self.streams.note_state(false);
         warn!(stream = %self.stream.id, error = %e, "could not update stream state; will retry");
@@ -1220,6 +1247,118 @@ mod tests {
                     .unwrap();
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The race of a reconnect to another worker: the new session fences this one while its
+    /// writer lists a part. The part's object is stored, but the compare-and-set of the
+    /// record with it fails, so this worker never shows it (nor hints past it): its own
+    /// viewers saw only what the store took, and the new session may number its media there.
+    #[tokio::test]
+    async fn a_part_whose_record_write_was_fenced_is_never_shown() {
+        use tidegate_packager::CutPart;
+        let (dir, streams) = super::super::test_streams("fenced-part", "state");
+        let id = StreamId::new("default", "raced").unwrap();
+        let stream = streams.get_or_insert(&id).await;
+        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+        playlist.epoch = 5;
+        playlist.part_target_secs = Some(1.0 / 3.0);
+        let record = StreamRecord {
+            id: id.clone(),
+            playlist,
+            updated_ms: unix_ms(),
+            publisher_left_ms: None,
+            owner: "here".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: Some(unix_ms()),
+            holder: None,
+        };
+        streams.state.compare_and_set(None, &record).await.unwrap();
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let fenced = CancellationToken::new();
+        let w = Writer::new(
+            streams.clone(),
+            stream.clone(),
+            record.clone(),
+            1,
+            rx,
+            fenced.clone(),
+            Arc::new(AtomicI64::new(unix_ms())),
+            true,
+            Arc::new(AtomicBool::new(true)),
+        );
+        let task = tokio::spawn(run(w));
+        let out = |o: SegmenterOutput| WriterMsg::Output(o, Instant::now(), None);
+        let part = |index: u32, data: &'static [u8], offset: u64| {
+            out(SegmenterOutput::Part(CutPart {
+                data: Bytes::from_static(data),
+                index,
+                offset,
+                duration: 30_000,
+                start_dts: 30_000 * i64::from(index),
+                independent: index == 0,
+                segment_program_date_time_ms: 1_000,
+                init_id: Some(0),
+                discontinuity: false,
+                last: false,
+            }))
+        };
+        let shown = || {
+            let v = stream.view.lock().unwrap();
+            (v.rendered.state.clone(), v.rendered.media.clone())
+        };
+        tx.send(out(SegmenterOutput::Init {
+            data: Bytes::from_static(b"ftyp-moov"),
+            id: 0,
+        }))
+        .await
+        .unwrap();
+        tx.send(part(0, b"styp-moof-mdat-0", 0)).await.unwrap();
+        // Committed: shown (and in the store).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while shown().0.open.as_ref().map(|o| o.parts.len()) != Some(1) {
+            assert!(
+                Instant::now() < deadline,
+                "the committed part was never shown"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stored = streams.state.load(&id).await.unwrap().unwrap();
+        assert_eq!(stored.playlist.open.map(|o| o.parts.len()), Some(1));
+
+        // Another worker admits the reconnected publisher: epoch 6 fences this session.
+        let mut newer = record.clone();
+        newer.playlist.epoch = 6;
+        newer.owner = "there".into();
+        streams
+            .state
+            .compare_and_set(Some(5), &newer)
+            .await
+            .unwrap();
+        tx.send(part(1, b"moof-mdat-1", 16)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(fenced.is_cancelled(), "the session is fenced");
+        let part_path = format!("{}/seg-5-0.1.m4s", id.prefix());
+        assert!(
+            streams.media.get(&part_path).await.unwrap().is_some(),
+            "the part object was stored before its record write failed"
+        );
+        let (state, media) = shown();
+        let media = String::from_utf8_lossy(&media);
+        let open = state.open.as_ref().map(|o| o.parts.len());
+        assert_eq!(open, Some(1), "only the committed part is listed: {media}");
+        assert_eq!(state.preload_hint.as_deref(), Some("seg-5-0.1.m4s"));
+        assert!(
+            !media
+                .lines()
+                .any(|l| l.starts_with("#EXT-X-PART:") && l.contains("seg-5-0.1.m4s")),
+            "{media}"
+        );
+        assert!(!media.contains("seg-5-0.2.m4s"), "{media}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
