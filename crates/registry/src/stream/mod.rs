@@ -2122,3 +2122,60 @@ mod watch_tests;
 
 #[cfg(test)]
 mod state_loss_tests;
+
+#[cfg(test)]
+mod older_copy_tests {
+    use super::*;
+    use tidegate_packager::{OpenSegmentEntry, PartEntry, SegmentEntry};
+
+    fn playlist(segments: &[&str], parts: &[&str]) -> PlaylistState {
+        let mut p = PlaylistState::new(Container::Fmp4, 6, 2);
+        for uri in segments {
+            let entry: SegmentEntry = serde_json::from_value(serde_json::json!({
+                "sequence": 0, "uri": uri, "duration_secs": 2.0, "program_date_time_ms": 0,
+                "discontinuity": false, "map_uri": null, "bytes": 1,
+            }))
+            .expect("a segment entry");
+            p.push_segment(entry);
+        }
+        if !parts.is_empty() {
+            p.open = Some(OpenSegmentEntry {
+                parts: parts
+                    .iter()
+                    .map(|uri| PartEntry {
+                        uri: (*uri).to_owned(),
+                        duration_secs: 0.3,
+                        independent: false,
+                        gap: false,
+                        offset: 0,
+                        bytes: 1,
+                    })
+                    .collect(),
+                ..OpenSegmentEntry::default()
+            });
+        }
+        p
+    }
+
+    /// A copy whose newest URI the view lists among older ones never replaces the view; a
+    /// newer one, one of another session, or an ended one always does.
+    #[test]
+    fn only_an_older_copy_of_the_view_is_refused() {
+        let current = playlist(
+            &["seg-5-0.m4s", "seg-5-1.m4s"],
+            &["seg-5-2.0.m4s", "seg-5-2.1.m4s"],
+        );
+        let behind_a_part = playlist(&["seg-5-0.m4s", "seg-5-1.m4s"], &["seg-5-2.0.m4s"]);
+        let behind_a_segment = playlist(&["seg-5-0.m4s"], &[]);
+        assert!(older_copy(&behind_a_part, &current));
+        assert!(older_copy(&behind_a_segment, &current));
+        assert!(!older_copy(&current, &current));
+        assert!(!older_copy(&current, &behind_a_part));
+        let next_session = playlist(&["seg-5-0.m4s", "seg-5-1.m4s", "seg-6-2.m4s"], &[]);
+        assert!(!older_copy(&next_session, &current));
+        let mut ended = behind_a_segment.clone();
+        ended.ended = true;
+        assert!(!older_copy(&ended, &current));
+        assert!(!older_copy(&PlaylistState::default(), &current));
+    }
+}
