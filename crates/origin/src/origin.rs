@@ -274,12 +274,12 @@ async fn part(ctx: &Context, id: &StreamId, file: &str, access: &PlaybackAccess)
             offset,
             len,
         } => (segment_uri, Some((offset, len))),
-        PartRequest::Hinted => return not_found(),
-        // Not in this worker's view, which may be older than the playlist the viewer holds
-        // (read from another worker, or from a snapshot or a promoted replica that lags
-        // after a state-store failover). Part names are never reused, and a part is stored
-        // before it is listed: its object, if there, is exactly the listed part.
-        PartRequest::NotFound => (file.to_owned(), None),
+        // Not in this worker's view of a live stream, which may be behind the playlist the
+        // viewer holds (read from another worker, whose feed or store was faster). Part
+        // names are never reused, and a part is stored before it is listed: its object, if
+        // there, is exactly the listed part. An ended stream lists all it ever will.
+        PartRequest::NotFound if !rendered.state.ended => (file.to_owned(), None),
+        PartRequest::Hinted | PartRequest::NotFound => return not_found(),
     };
     let body = match ctx
         .streams
