@@ -18,8 +18,7 @@
 //!
 //! hls.js (low-latency mode, the page's default) in headless chromium plays one stream
 //! through a round-robin proxy over the three workers across the failover, with no fatal
-//! error; with the directory store it stands still 1 s at most (with S3 a longer stall is
-//! reported as open). Each test prints the promotion time and, per stream, the time from the kill until
+//! error, and stands still 1 s at most (with either store). Each test prints the promotion time and, per stream, the time from the kill until
 //! its playlist was two segments further on every worker.
 
 use std::collections::hash_map::DefaultHasher;
@@ -271,24 +270,15 @@ fn failover_under_ten_streams(backend: Backend, viewer: bool) {
             "hls.js played too little: {}",
             r.line()
         );
-        let stalled = r.longest_stall_ms() > MAX_STALL_MS;
-        match backend {
-            Backend::File => assert!(
-                !stalled,
-                "hls.js stood still longer than {MAX_STALL_MS} ms: {}",
-                r.line()
-            ),
-            // Open (issue #14): on S3 hls.js stood still longer in 2 runs of 10 (1.3 s and
-            // 2.4 s; 0-1.0 s in the others; 0-0.6 s in 9 runs on the directory store).
-            // Through the failover the workers that do not ingest hold LL-HLS blocking
-            // reloads 1.0-1.5 s (with either store) and sometimes answer 404 for a part of
-            // the open segment (`seg-E-N.P.m4s`, mostly on S3), which hls.js retries.
-            Backend::S3 if stalled => eprintln!(
-                "OPEN: hls.js stood still longer than {MAX_STALL_MS} ms on S3: {}",
-                r.line()
-            ),
-            Backend::S3 => {}
-        }
+        // With either store. On S3: 1.3 s and 2.4 s in 2 runs of 10 before the workers that
+        // do not ingest read the record every 150 ms while their change feed is down and
+        // stopped showing older copies of a playlist (and 404s for its parts); 0-0.7 s in
+        // 11 runs since (501, 294, 0, 0, 502, 0, 700, 0, 0, 0, 200 ms).
+        assert!(
+            r.longest_stall_ms() <= MAX_STALL_MS,
+            "hls.js stood still longer than {MAX_STALL_MS} ms: {}",
+            r.line()
+        );
     }
 }
 

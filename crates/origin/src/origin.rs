@@ -274,6 +274,11 @@ async fn part(ctx: &Context, id: &StreamId, file: &str, access: &PlaybackAccess)
             offset,
             len,
         } => (segment_uri, Some((offset, len))),
+        // Not in this worker's view of a live stream, which may be behind the playlist the
+        // viewer holds (read from another worker, whose feed or store was faster). Part
+        // names are never reused, and a part is stored before it is listed: its object, if
+        // there, is exactly the listed part. An ended stream lists all it ever will.
+        PartRequest::NotFound if !rendered.state.ended => (file.to_owned(), None),
         PartRequest::Hinted | PartRequest::NotFound => return not_found(),
     };
     let body = match ctx

@@ -544,8 +544,8 @@ pub fn subscribe_changes(url: &str) -> Result<mpsc::Receiver<Change>, StoreError
 }
 
 /// [`subscribe_changes`] on the primary the Sentinels of `spec` name: subscribed again on
-/// the new primary when they name another one (checked every [`SUBSCRIPTION_PING_INTERVAL`]
-/// and whenever the subscription fails).
+/// the new primary when they name another one (asked every [`SENTINEL_POLL`], as the store
+/// asks them, and whenever the subscription fails).
 pub fn subscribe_changes_sentinel(spec: &SentinelUrl) -> mpsc::Receiver<Change> {
     spawn_subscriber(
         Target::Sentinel(Arc::new(spec.clone())),
@@ -573,9 +573,19 @@ fn spawn_subscriber(target: Target, channel: String) -> mpsc::Receiver<Change> {
                         return;
                     }
                     let (mut sink, mut messages) = pubsub.split();
+                    let mut moved = false;
                     let mut ping = tokio::time::interval(SUBSCRIPTION_PING_INTERVAL);
                     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     ping.tick().await;
+                    // Behind Sentinel: asked as often as the store asks, so the subscription
+                    // moves to a new primary as soon as the store's commands do.
+                    let mut follow = tokio::time::interval(SENTINEL_POLL);
+                    follow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    follow.tick().await;
+                    let sentinel = match &target {
+                        Target::Sentinel(spec) => Some(spec.clone()),
+                        Target::Direct(_) => None,
+                    };
                     loop {
                         let msg = tokio::select! {
                             m = messages.next() => m,
@@ -585,13 +595,17 @@ fn spawn_subscriber(target: Target, channel: String) -> mpsc::Receiver<Change> {
                                 if bounded("PING", sink.ping::<Value>()).await.is_err() {
                                     break;
                                 }
-                                // Behind Sentinel: a primary demoted but alive keeps the
-                                // subscription open; follow the one the Sentinels name.
-                                if let Target::Sentinel(spec) = &target {
+                                continue;
+                            }
+                            _ = follow.tick(), if sentinel.is_some() => {
+                                // A primary demoted but alive keeps the subscription open;
+                                // follow the one the Sentinels name.
+                                if let Some(spec) = &sentinel {
                                     if ask_sentinels(spec)
                                         .await
                                         .is_ok_and(|(h, p)| format!("{h}:{p}") != addr)
                                     {
+                                        moved = true;
                                         break;
                                     }
                                 }
@@ -614,6 +628,10 @@ fn spawn_subscriber(target: Target, channel: String) -> mpsc::Receiver<Change> {
                     tracing::warn!("redis change subscription lost; resubscribing");
                     if tx.send(Change::Lost).await.is_err() {
                         return;
+                    }
+                    if moved {
+                        // The Sentinels name the new primary already: subscribe there now.
+                        continue;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "redis change subscription failed"),

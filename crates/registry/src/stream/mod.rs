@@ -73,7 +73,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tidegate_media::MediaEvent;
-use tidegate_packager::{Container, PlaylistState, Segmenter, SegmenterConfig, SegmenterOutput};
+use tidegate_packager::{
+    Container, PartRequest, PlaylistState, Segmenter, SegmenterConfig, SegmenterOutput,
+};
 use tokio::sync::{mpsc, watch, Mutex};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -97,6 +99,11 @@ pub const REMOTE_RENDER_TTL: Duration = Duration::from_millis(500);
 /// notifications are live (Redis pub/sub): a change drops the view at once, so this bound
 /// only matters for a notification that never arrives.
 pub const NOTIFIED_RENDER_TTL: Duration = Duration::from_secs(1);
+/// While the change notifications are down (lost, resubscribing, or not yet on the current
+/// primary), how long the view of a stream that LL-HLS requests wait on is trusted before it
+/// is read again: the waiters learn a new part from the record itself, not from a feed that
+/// is not there. Only streams with waiters are read this often (one load per period, shared).
+pub const UNNOTIFIED_WATCH_POLL: Duration = Duration::from_millis(150);
 /// The longest interval between two full passes of the sweeper (every record, for expiry
 /// and for records no index lists); shorter with a short `--ended-retention`.
 pub const MAX_FULL_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
@@ -409,8 +416,13 @@ impl Stream {
         if let Ok(mut v) = self.view.lock() {
             if v.holder.owner.is_none() {
                 let unchanged = self.change_generation() == generation;
-                moved = v.rendered.media != rendered.media;
-                v.rendered = rendered;
+                // An older copy (a snapshot read through a state-store outage, a promoted
+                // replica that lost the last writes) never takes the view back: a part or
+                // segment already served here stays listed.
+                if !older_copy(playlist, &v.rendered.state) {
+                    moved = v.rendered.media != rendered.media;
+                    v.rendered = rendered;
+                }
                 v.fetched = unchanged.then(Instant::now);
                 v.loaded_by = None;
             }
@@ -453,6 +465,36 @@ impl Stream {
         }
         self.signal_change();
     }
+}
+
+/// The newest URI `playlist` lists: its open segment's last part, else its last segment.
+fn newest_uri(playlist: &PlaylistState) -> Option<&str> {
+    playlist
+        .open
+        .as_ref()
+        .and_then(|o| o.parts.last())
+        .map(|p| p.uri.as_str())
+        .or_else(|| playlist.segments.back().map(|s| s.uri.as_str()))
+}
+
+/// `candidate` is an older copy of `current`: its newest URI is listed in `current`, which
+/// lists a newer one (names are never reused, so that URI places it in `current`'s past).
+/// An ended playlist is never older: the end is always shown.
+fn older_copy(candidate: &PlaylistState, current: &PlaylistState) -> bool {
+    if candidate.ended || current.ended {
+        return false;
+    }
+    let Some(newest) = newest_uri(candidate) else {
+        return false;
+    };
+    if newest_uri(current) == Some(newest) {
+        return false;
+    }
+    current.segments.iter().any(|s| s.uri == newest)
+        || matches!(
+            current.part_request(newest),
+            PartRequest::Stored | PartRequest::InSegment { .. }
+        )
 }
 
 /// One waiter's handle on a stream's changes (an LL-HLS blocking request): read the view
@@ -625,6 +667,18 @@ impl Streams {
     fn remote_render_ttl(&self) -> Duration {
         if self.notified.load(Ordering::Acquire) {
             NOTIFIED_RENDER_TTL
+        } else {
+            REMOTE_RENDER_TTL
+        }
+    }
+
+    /// How long `stream`'s view read from the state store is trusted: shorter while the
+    /// notifications are down and requests wait on it ([`UNNOTIFIED_WATCH_POLL`]).
+    fn view_ttl(&self, stream: &Stream) -> Duration {
+        if self.notified.load(Ordering::Acquire) {
+            NOTIFIED_RENDER_TTL
+        } else if stream.changed.receiver_count() > 0 {
+            UNNOTIFIED_WATCH_POLL
         } else {
             REMOTE_RENDER_TTL
         }
@@ -852,7 +906,7 @@ impl Streams {
     /// flight: a reader that finds the view stale waits for the load under way, and takes
     /// its result if that load started after the change that made the view stale.
     async fn load_view(&self, stream: &Arc<Stream>) -> Result<Option<Rendered>, StoreError> {
-        let ttl = self.remote_render_ttl();
+        let ttl = self.view_ttl(stream);
         if let Some(r) = stream.fresh_view(ttl) {
             return Ok(Some(r));
         }
@@ -909,7 +963,7 @@ impl Streams {
         // Marked seen before the read: a change from here on wakes the waiter.
         watch.rx.borrow_and_update();
         let view = self.load_view(&watch.stream).await?;
-        watch.poll = (!watch.stream.owned()).then(|| self.remote_render_ttl());
+        watch.poll = (!watch.stream.owned()).then(|| self.view_ttl(&watch.stream));
         Ok(view)
     }
 
@@ -2068,3 +2122,60 @@ mod watch_tests;
 
 #[cfg(test)]
 mod state_loss_tests;
+
+#[cfg(test)]
+mod older_copy_tests {
+    use super::*;
+    use tidegate_packager::{OpenSegmentEntry, PartEntry, SegmentEntry};
+
+    fn playlist(segments: &[&str], parts: &[&str]) -> PlaylistState {
+        let mut p = PlaylistState::new(Container::Fmp4, 6, 2);
+        for uri in segments {
+            let entry: SegmentEntry = serde_json::from_value(serde_json::json!({
+                "sequence": 0, "uri": uri, "duration_secs": 2.0, "program_date_time_ms": 0,
+                "discontinuity": false, "map_uri": null, "bytes": 1,
+            }))
+            .expect("a segment entry");
+            p.push_segment(entry);
+        }
+        if !parts.is_empty() {
+            p.open = Some(OpenSegmentEntry {
+                parts: parts
+                    .iter()
+                    .map(|uri| PartEntry {
+                        uri: (*uri).to_owned(),
+                        duration_secs: 0.3,
+                        independent: false,
+                        gap: false,
+                        offset: 0,
+                        bytes: 1,
+                    })
+                    .collect(),
+                ..OpenSegmentEntry::default()
+            });
+        }
+        p
+    }
+
+    /// A copy whose newest URI the view lists among older ones never replaces the view; a
+    /// newer one, one of another session, or an ended one always does.
+    #[test]
+    fn only_an_older_copy_of_the_view_is_refused() {
+        let current = playlist(
+            &["seg-5-0.m4s", "seg-5-1.m4s"],
+            &["seg-5-2.0.m4s", "seg-5-2.1.m4s"],
+        );
+        let behind_a_part = playlist(&["seg-5-0.m4s", "seg-5-1.m4s"], &["seg-5-2.0.m4s"]);
+        let behind_a_segment = playlist(&["seg-5-0.m4s"], &[]);
+        assert!(older_copy(&behind_a_part, &current));
+        assert!(older_copy(&behind_a_segment, &current));
+        assert!(!older_copy(&current, &current));
+        assert!(!older_copy(&current, &behind_a_part));
+        let next_session = playlist(&["seg-5-0.m4s", "seg-5-1.m4s", "seg-6-2.m4s"], &[]);
+        assert!(!older_copy(&next_session, &current));
+        let mut ended = behind_a_segment.clone();
+        ended.ended = true;
+        assert!(!older_copy(&ended, &current));
+        assert!(!older_copy(&PlaylistState::default(), &current));
+    }
+}
