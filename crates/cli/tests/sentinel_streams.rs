@@ -25,7 +25,6 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -33,7 +32,6 @@ use std::time::{Duration, Instant};
 
 use tidegate_testkit::*;
 
-const MASTER: &str = "tidegate";
 const STREAMS: usize = 10;
 const WORKERS: usize = 3;
 /// The stream hls.js plays.
@@ -348,146 +346,6 @@ fn hash(bytes: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
     h.finish()
-}
-
-/// The primary, its replica and three Sentinels, no persistence.
-struct Sentinels {
-    primary: Proc,
-    p_port: u16,
-    r_port: u16,
-    s_ports: Vec<u16>,
-    _replica: Proc,
-    _sentinels: Vec<Proc>,
-}
-
-/// `redis-cli -p PORT ARGS...`, its output (empty when it could not connect).
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new(require_cmd("redis-cli"))
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// A `redis-server` (data node or Sentinel) on `port`.
-fn redis_server(name: &str, port: u16, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(require_cmd("redis-server"));
-    cmd.args(extra)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
-    let mut p = Proc::spawn(name, cmd);
-    p.wait_ready(
-        "redis to answer PING",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || (cli(port, &["PING"]) == "PONG").then_some(()),
-    );
-    p
-}
-
-impl Sentinels {
-    fn start(dir: &Path) -> Sentinels {
-        let dir_arg = dir.display().to_string();
-        let no_disk = ["--save", "", "--appendonly", "no", "--dir", &dir_arg];
-        let (p_port, r_port) = (free_tcp_port(), free_tcp_port());
-        let primary = redis_server("redis-primary", p_port, &no_disk);
-        let replica_of = p_port.to_string();
-        let mut replica_args = no_disk.to_vec();
-        replica_args.extend(["--replicaof", "127.0.0.1", &replica_of]);
-        let replica = redis_server("redis-replica", r_port, &replica_args);
-        wait_for(
-            "the replica to be in sync",
-            Duration::from_secs(20),
-            Duration::from_millis(100),
-            || {
-                cli(r_port, &["INFO", "replication"])
-                    .contains("master_link_status:up")
-                    .then_some(())
-            },
-        );
-        let s_ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
-        let sentinels = s_ports
-            .iter()
-            .map(|&port| {
-                let conf = dir.join(format!("sentinel-{port}.conf"));
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "sentinel monitor {MASTER} 127.0.0.1 {p_port} 2\n\
-                         sentinel down-after-milliseconds {MASTER} 1000\n\
-                         sentinel failover-timeout {MASTER} 10000\n\
-                         sentinel parallel-syncs {MASTER} 1\n"
-                    ),
-                )
-                .unwrap();
-                let conf = conf.display().to_string();
-                redis_server(
-                    "redis-sentinel",
-                    port,
-                    &[&conf, "--sentinel", "--dir", &dir_arg],
-                )
-            })
-            .collect();
-        wait_for(
-            "the Sentinels to know each other and the replica",
-            Duration::from_secs(30),
-            Duration::from_millis(250),
-            || {
-                s_ports
-                    .iter()
-                    .all(|&s| {
-                        cli(s, &["SENTINEL", "ckquorum", MASTER]).starts_with("OK 3")
-                            && cli(s, &["SENTINEL", "replicas", MASTER])
-                                .contains(&r_port.to_string())
-                    })
-                    .then_some(())
-            },
-        );
-        Sentinels {
-            primary,
-            p_port,
-            r_port,
-            s_ports,
-            _replica: replica,
-            _sentinels: sentinels,
-        }
-    }
-
-    fn state_url(&self) -> String {
-        format!(
-            "redis+sentinel://{}/{MASTER}/0",
-            self.s_ports
-                .iter()
-                .map(|p| format!("127.0.0.1:{p}"))
-                .collect::<Vec<_>>()
-                .join(",")
-        )
-    }
-
-    fn cli_primary(&self, args: &[&str]) -> String {
-        cli(self.p_port, args)
-    }
-
-    fn kill_primary(&self) {
-        self.primary.signal(9);
-    }
-
-    /// Waits (30 s at most) until the first Sentinel names the replica; whether it did.
-    fn wait_promotion(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let out = cli(
-                self.s_ports[0],
-                &["SENTINEL", "get-master-addr-by-name", MASTER],
-            );
-            let named: Option<u16> = out.lines().nth(1).and_then(|p| p.trim().parse().ok());
-            if named == Some(self.r_port) {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        false
-    }
 }
 
 /// The media store as the test reads it behind the workers' backs.

@@ -7,68 +7,12 @@
 //! number always names the same segment.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tidegate_testkit::*;
 
-const MASTER: &str = "tidegate";
 const KEY: &str = "sentinel";
-
-/// `redis-cli -p PORT ARGS...`, its output (empty when it could not connect).
-fn cli(port: u16, args: &[&str]) -> String {
-    Command::new(require_cmd("redis-cli"))
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-        .unwrap_or_default()
-}
-
-/// A `redis-server` (data node or Sentinel) on `port`.
-fn redis(name: &str, port: u16, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(require_cmd("redis-server"));
-    cmd.args(extra)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"]);
-    let mut p = Proc::spawn(name, cmd);
-    p.wait_ready(
-        "redis to answer PING",
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || (cli(port, &["PING"]) == "PONG").then_some(()),
-    );
-    p
-}
-
-/// A Sentinel on `port` monitoring the primary on `primary` (its config file in `dir`, which
-/// Sentinel rewrites).
-fn sentinel(dir: &Path, port: u16, primary: u16) -> Proc {
-    let conf = dir.join(format!("sentinel-{port}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n\
-             sentinel down-after-milliseconds {MASTER} 1000\n\
-             sentinel failover-timeout {MASTER} 10000\n\
-             sentinel parallel-syncs {MASTER} 1\n"
-        ),
-    )
-    .unwrap();
-    let conf = conf.display().to_string();
-    redis(
-        "redis-sentinel",
-        port,
-        &[&conf, "--sentinel", "--dir", &dir.display().to_string()],
-    )
-}
-
-/// The primary's port as Sentinel `port` names it.
-fn named_primary(port: u16) -> Option<u16> {
-    let out = cli(port, &["SENTINEL", "get-master-addr-by-name", MASTER]);
-    out.lines().nth(1)?.trim().parse().ok()
-}
 
 #[test]
 fn a_sentinel_failover_under_a_live_stream_keeps_it_going_on_both_workers() {
@@ -79,53 +23,10 @@ fn a_sentinel_failover_under_a_live_stream_keeps_it_going_on_both_workers() {
         .unwrap();
     let media = dir.path().join("media");
     std::fs::create_dir_all(&media).unwrap();
-    // No persistence; the replica's copy of the primary (a full sync) goes into `dir`.
-    let dir_arg = dir.path().display().to_string();
-    let no_disk = ["--save", "", "--appendonly", "no", "--dir", &dir_arg];
-    let (p_port, r_port) = (free_tcp_port(), free_tcp_port());
-    let primary = redis("redis-primary", p_port, &no_disk);
-    let replica_of = p_port.to_string();
-    let mut replica_args = no_disk.to_vec();
-    replica_args.extend(["--replicaof", "127.0.0.1", &replica_of]);
-    let _replica = redis("redis-replica", r_port, &replica_args);
-    wait_for(
-        "the replica to be in sync",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || {
-            cli(r_port, &["INFO", "replication"])
-                .contains("master_link_status:up")
-                .then_some(())
-        },
-    );
-    let s_ports: Vec<u16> = (0..3).map(|_| free_tcp_port()).collect();
-    let _sentinels: Vec<Proc> = s_ports
-        .iter()
-        .map(|&port| sentinel(dir.path(), port, p_port))
-        .collect();
-    // Each Sentinel knows the replica and the two other Sentinels before the failure.
-    wait_for(
-        "the Sentinels to know each other and the replica",
-        Duration::from_secs(30),
-        Duration::from_millis(250),
-        || {
-            s_ports
-                .iter()
-                .all(|&s| {
-                    cli(s, &["SENTINEL", "ckquorum", MASTER]).starts_with("OK 3")
-                        && cli(s, &["SENTINEL", "replicas", MASTER]).contains(&r_port.to_string())
-                })
-                .then_some(())
-        },
-    );
-    let state = format!(
-        "redis+sentinel://{}/{MASTER}/0",
-        s_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    // No persistence; the replica's copy of the primary (a full sync) goes into `dir`. Each
+    // Sentinel knows the replica and the two other Sentinels before the failure.
+    let redis = Sentinels::start(dir.path());
+    let state = redis.state_url();
     let storage = format!("file://{}", media.display());
     let workers: Vec<Server> = (0..2)
         .map(|i| {
@@ -161,7 +62,9 @@ fn a_sentinel_failover_under_a_live_stream_keeps_it_going_on_both_workers() {
 
     // The admission's epoch write waited for the replica (`WAIT 1`), which acknowledged it.
     assert!(
-        cli(p_port, &["INFO", "commandstats"]).contains("cmdstat_wait:"),
+        redis
+            .cli_primary(&["INFO", "commandstats"])
+            .contains("cmdstat_wait:"),
         "no WAIT reached the primary"
     );
     for (i, w) in workers.iter().enumerate() {
@@ -175,13 +78,13 @@ fn a_sentinel_failover_under_a_live_stream_keeps_it_going_on_both_workers() {
     }
 
     // kill -9 of the primary; the Sentinels promote the replica.
-    primary.signal(9);
+    redis.kill_primary();
     let killed = Instant::now();
     wait_for(
         "the Sentinels to promote the replica",
         Duration::from_secs(30),
         Duration::from_millis(100),
-        || (named_primary(s_ports[0]) == Some(r_port)).then_some(()),
+        || (redis.named_primary() == Some(redis.r_port)).then_some(()),
     );
     let promoted = killed.elapsed();
     watch.until(&workers, before + 2, "after the failover");
@@ -199,7 +102,7 @@ fn a_sentinel_failover_under_a_live_stream_keeps_it_going_on_both_workers() {
         Duration::from_secs(10),
         Duration::from_millis(100),
         || {
-            let json = cli(r_port, &["GET", &record_key]);
+            let json = redis.cli_replica(&["GET", &record_key]);
             let v: serde_json::Value = serde_json::from_str(&json).ok()?;
             let next = v["playlist"]["next_sequence"].as_u64()?;
             (next >= before + 2).then_some(())

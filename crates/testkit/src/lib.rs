@@ -33,6 +33,7 @@ pub mod process;
 pub mod proxy;
 pub mod publish;
 pub mod scenario;
+pub mod sentinel;
 pub mod server;
 pub mod tools;
 
@@ -51,5 +52,6 @@ pub use process::*;
 pub use proxy::*;
 pub use publish::*;
 pub use scenario::*;
+pub use sentinel::*;
 pub use server::*;
 pub use tools::*;
