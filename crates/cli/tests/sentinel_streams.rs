@@ -271,7 +271,11 @@ fn failover_under_ten_streams(backend: Backend, viewer: bool) {
         // With either store. On S3: 1.3 s and 2.4 s in 2 runs of 10 before the workers that
         // do not ingest read the record every 150 ms while their change feed is down and
         // stopped showing older copies of a playlist (and 404s for its parts); 0-0.7 s in
-        // 11 runs since (501, 294, 0, 0, 502, 0, 700, 0, 0, 0, 200 ms).
+        // 11 runs since (501, 294, 0, 0, 502, 0, 700, 0, 0, 0, 200 ms). Later, on the file
+        // store, 0.9-1.5 s in about half the runs beside other tests: hls.js at 1.5 s latency
+        // holds ~1.1 s of buffer, and the workers that do not ingest learned of new parts
+        // only once a segment (the snapshot) until the 2.3 s promotion; since the snapshot
+        // follows each part during an outage (decision 0020), 0 ms in 4 runs.
         assert!(
             r.longest_stall_ms() <= MAX_STALL_MS,
             "hls.js stood still longer than {MAX_STALL_MS} ms: {}",

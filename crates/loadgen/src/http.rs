@@ -8,6 +8,13 @@
 //! twice these steps per answer). Each [`HttpClient`] keeps its own idle connections; a
 //! viewer that asks twice at once (a blocking playlist reload and a hinted part) has two.
 //!
+//! When an answer arrived is the kernel's receive time of its last byte (`SO_TIMESTAMPNS`
+//! on the socket, read with each `recvmsg`), not when the bench's task got to it: with
+//! thousands of answers in one burst on the bench's one core, the task's turn comes up to
+//! tens of milliseconds after the bytes were there — the bench's queue, not the server's
+//! delivery, which with viewers on their own machines nobody waits for. [`Timed::seen`]
+//! keeps the task's time too.
+//!
 //! What it speaks: `GET` with `Host`, answers framed by `Content-Length`, chunked transfer
 //! (a DASH segment being written) or the end of the connection; a kept connection that
 //! the server closed meanwhile is replaced once, before anything of the answer came.
@@ -16,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -85,6 +92,16 @@ pub async fn get_body(
     Ok((a.timed.status, a.body))
 }
 
+/// GET `url` within `timeout`: the status, the body, and when it arrived ([`Timed::done`]).
+pub async fn get_body_at(
+    client: &HttpClient,
+    url: &str,
+    timeout: Duration,
+) -> Result<(u16, Bytes, Instant), GetError> {
+    let a = exchange(client, url, timeout, true).await?;
+    Ok((a.timed.status, a.body, a.timed.done))
+}
+
 /// A GET timed as a player sees it: when the response head and the first body bytes
 /// arrived, and when the body was complete (a chunked response of a segment being written
 /// delivers its first parts long before its end).
@@ -96,8 +113,11 @@ pub struct Timed {
     pub bytes: u64,
     /// When the first body bytes (or the end of an empty body) arrived.
     pub first_byte: Instant,
-    /// When the body was complete.
+    /// When the body was complete: the kernel's receive time of its last byte (the
+    /// task's time where the kernel gave none).
     pub done: Instant,
+    /// When the bench's task had the whole body (after its turn on the bench's core).
+    pub seen: Instant,
 }
 
 /// GET `url`, reading the body as it arrives (not kept) and timing it; `timeout` bounds the
@@ -301,6 +321,8 @@ struct Connection {
     authority: String,
     stream: TcpStream,
     buf: BytesMut,
+    /// The kernel's receive time of the last byte read (the task's time without one).
+    received: Instant,
 }
 
 /// The body of one answer as it comes: kept, or only counted.
@@ -356,19 +378,26 @@ impl Connection {
             .await
             .map_err(|_| GetError::Transport)?;
         let _ = stream.set_nodelay(true);
+        rx_time::enable(&stream);
         Ok(Self {
             authority: authority.to_owned(),
             stream,
             buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            received: Instant::now(),
         })
     }
 
-    /// Reads more into the buffer; `Ok(false)` at the end of the connection.
+    /// Reads more into the buffer; `Ok(false)` at the end of the connection. Sets
+    /// [`Connection::received`].
     async fn fill(&mut self) -> std::io::Result<bool> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK_BYTES / 4 {
-            self.buf.reserve(READ_CHUNK_BYTES);
-        }
-        Ok(self.stream.read_buf(&mut self.buf).await? > 0)
+        let (n, at) = self
+            .stream
+            .async_io(tokio::io::Interest::READABLE, || {
+                rx_time::recv(&self.stream, &mut self.buf)
+            })
+            .await?;
+        self.received = at.map_or_else(Instant::now, rx_time::instant_of);
+        Ok(n > 0)
     }
 
     /// Sends a GET for `path` and reads its answer: the answer, and whether the
@@ -402,7 +431,8 @@ impl Connection {
             bytes: 0,
             first_byte: None,
         };
-        let now = Instant::now();
+        // The head (and what came with it) arrived with the last read.
+        let now = self.received;
         match head.framing {
             Framing::Length(n) => {
                 if n > MAX_BODY_BYTES {
@@ -417,7 +447,7 @@ impl Connection {
                         if !self.fill().await? {
                             return Err(Failure::Get(GetError::Transport));
                         }
-                        at = Instant::now();
+                        at = self.received;
                         first.get_or_insert(at);
                     }
                     sink.take(self.buf.split_to(n), first.unwrap_or(at))?;
@@ -434,7 +464,7 @@ impl Connection {
                         if !self.fill().await? {
                             return Err(Failure::Get(GetError::Transport));
                         }
-                        at = Instant::now();
+                        at = self.received;
                     }
                 }
             }
@@ -474,7 +504,7 @@ impl Connection {
                         if !self.fill().await? {
                             return Err(Failure::Get(GetError::Transport));
                         }
-                        at = Instant::now();
+                        at = self.received;
                     }
                     let take = left.min(self.buf.len());
                     sink.piece(&mut self.buf, take, at)?;
@@ -498,11 +528,12 @@ impl Connection {
                     if !self.fill().await? {
                         break;
                     }
-                    at = Instant::now();
+                    at = self.received;
                 }
             }
         }
-        let done = Instant::now();
+        let seen = Instant::now();
+        let done = self.received;
         let reusable = head.keep_alive && head.framing != Framing::Close && self.buf.is_empty();
         let body = sink.keep.take().map_or_else(Bytes::new, BytesMut::freeze);
         Ok((
@@ -512,6 +543,7 @@ impl Connection {
                     bytes: sink.bytes as u64,
                     first_byte: sink.first_byte.unwrap_or(done),
                     done,
+                    seen,
                 },
                 body,
             },
@@ -520,11 +552,115 @@ impl Connection {
     }
 }
 
+/// The kernel's receive timestamps of a TCP socket (`SO_TIMESTAMPNS`, socket(7)): each
+/// `recvmsg` returns the receive time of the last segment it read (tcp_recv_timestamp).
+mod rx_time {
+    use std::io::IoSliceMut;
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use bytes::BytesMut;
+    use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags};
+    use tokio::net::TcpStream;
+    use tokio::time::Instant;
+
+    /// Bytes asked of the socket per read.
+    const READ_BYTES: usize = super::READ_CHUNK_BYTES;
+
+    /// Asks the kernel to time what `stream` receives (without it, reads are timed by the
+    /// task).
+    pub fn enable(stream: &TcpStream) {
+        let _ = setsockopt(stream, sockopt::ReceiveTimestampns, &true);
+    }
+
+    /// One `recvmsg` onto the end of `buf`: the bytes read and their receive time.
+    pub fn recv(
+        stream: &TcpStream,
+        buf: &mut BytesMut,
+    ) -> std::io::Result<(usize, Option<SystemTime>)> {
+        let start = buf.len();
+        buf.resize(start + READ_BYTES, 0);
+        let mut control = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let read = {
+            let mut iov = [IoSliceMut::new(&mut buf[start..])];
+            recvmsg::<()>(
+                stream.as_raw_fd(),
+                &mut iov,
+                Some(&mut control),
+                MsgFlags::empty(),
+            )
+            .map(|msg| {
+                let at = msg.cmsgs().ok().and_then(|mut c| {
+                    c.find_map(|m| match m {
+                        ControlMessageOwned::ScmTimestampns(ts) => Some(ts),
+                        _ => None,
+                    })
+                });
+                (msg.bytes, at)
+            })
+        };
+        match read {
+            Ok((n, at)) => {
+                buf.truncate(start + n);
+                let at = at
+                    .filter(|ts| ts.tv_sec() > 0)
+                    .map(|ts| UNIX_EPOCH + Duration::new(ts.tv_sec() as u64, ts.tv_nsec() as u32));
+                Ok((n, at))
+            }
+            Err(e) => {
+                buf.truncate(start);
+                Err(std::io::Error::from(e))
+            }
+        }
+    }
+
+    /// The monotonic instant of a wall-clock receive time (now, if it seems to lie ahead).
+    pub fn instant_of(at: SystemTime) -> Instant {
+        let now = Instant::now();
+        match SystemTime::now().duration_since(at) {
+            Ok(age) => now.checked_sub(age).unwrap_or(now),
+            Err(_) => now,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn reads_carry_the_kernels_receive_time() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = TcpStream::connect(addr).await.unwrap();
+        rx_time::enable(&client);
+        let (mut server, _) = listener.accept().await.unwrap();
+        let before = std::time::SystemTime::now();
+        server.write_all(b"answer").await.unwrap();
+        client.readable().await.unwrap();
+        let mut buf = BytesMut::new();
+        let (n, at) = loop {
+            match client.try_io(tokio::io::Interest::READABLE, || {
+                rx_time::recv(&client, &mut buf)
+            }) {
+                Ok(r) => break r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    client.readable().await.unwrap()
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!((n, &buf[..]), (6, &b"answer"[..]));
+        let at = at.expect("a receive timestamp");
+        // Stamped when the bytes came: after the write began, not after now.
+        assert!(
+            at >= before - Duration::from_millis(1),
+            "{at:?} < {before:?}"
+        );
+        assert!(at <= std::time::SystemTime::now());
+    }
 
     #[test]
     fn heads_are_framed_by_length_chunks_or_the_end() {

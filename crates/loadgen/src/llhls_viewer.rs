@@ -46,31 +46,31 @@ const MAX_HINTED: usize = 4;
 /// `(msn, 0)` and is followed by `(msn + 1, 0)`.
 type Position = (u64, u64);
 
-/// A part or a whole segment to play.
-struct Unit {
+/// A part or a whole segment to play (borrowed from its playlist).
+struct Unit<'a> {
     position: Position,
     /// The position after it.
     next: Position,
-    uri: String,
+    uri: &'a str,
     duration_s: f64,
     pdt_ms: Option<i64>,
-    map: Option<String>,
+    map: Option<&'a str>,
     is_part: bool,
 }
 
 /// The playable pieces of `pl` in order: each segment's parts, or the segment itself where
 /// it has none, then the parts of the segment being written.
-fn units(pl: &MediaPlaylist) -> Vec<Unit> {
+fn units(pl: &MediaPlaylist) -> Vec<Unit<'_>> {
     let mut out = Vec::new();
     for s in &pl.segments {
         if s.parts.is_empty() {
             out.push(Unit {
                 position: (s.msn, 0),
                 next: (s.msn + 1, 0),
-                uri: s.uri.clone(),
+                uri: &s.uri,
                 duration_s: s.duration,
                 pdt_ms: s.pdt_ms,
-                map: s.map_uri.clone(),
+                map: s.map_uri.as_deref(),
                 is_part: false,
             });
             continue;
@@ -85,25 +85,25 @@ fn units(pl: &MediaPlaylist) -> Vec<Unit> {
                 } else {
                     (s.msn, i + 1)
                 },
-                uri: p.uri.clone(),
+                uri: &p.uri,
                 duration_s: p.duration,
                 pdt_ms: p.pdt_ms,
-                map: s.map_uri.clone(),
+                map: s.map_uri.as_deref(),
                 is_part: true,
             });
         }
     }
     let msn = pl.next_msn();
-    let map = pl.segments.last().and_then(|s| s.map_uri.clone());
+    let map = pl.segments.last().and_then(|s| s.map_uri.as_deref());
     for (i, p) in pl.open_parts.iter().enumerate() {
         let i = i as u64;
         out.push(Unit {
             position: (msn, i),
             next: (msn, i + 1),
-            uri: p.uri.clone(),
+            uri: &p.uri,
             duration_s: p.duration,
             pdt_ms: p.pdt_ms,
-            map: map.clone(),
+            map,
             is_part: true,
         });
     }
@@ -183,7 +183,7 @@ struct LlPlayer<'a> {
     next: Option<Position>,
     map_fetched: Option<String>,
     /// Parts fetched through the preload hint, not yet listed: URI and arrival (Unix ms).
-    hinted: VecDeque<(String, f64)>,
+    hinted: VecDeque<(String, f64, f64)>,
     playhead: Playhead,
     /// Where playback starts (Unix ms of the media), chosen at the first playlist.
     playhead_from: Option<f64>,
@@ -234,7 +234,8 @@ impl LlPlayer<'_> {
                         if self.hinted.len() >= MAX_HINTED {
                             self.hinted.pop_front();
                         }
-                        self.hinted.push_back((uri, self.clock.ms(r.done)));
+                        self.hinted
+                            .push_back((uri, self.clock.ms(r.done), self.clock.ms(r.seen)));
                     }
                     // A hint names a part that may never exist (the segment ended first):
                     // players ignore the miss.
@@ -289,10 +290,11 @@ impl LlPlayer<'_> {
     }
 
     async fn load(&mut self, url: &str, blocking: bool) -> Answer {
-        let res = http::get_body(&self.client, url, BLOCKING_TIMEOUT).await;
-        let at = Instant::now();
-        match res {
-            Ok((200, body)) => match playlist::parse(&String::from_utf8_lossy(&body)) {
+        match http::get_body_at(&self.client, url, BLOCKING_TIMEOUT).await {
+            Ok((200, body, at)) => match std::str::from_utf8(&body)
+                .map_err(|_| "not UTF-8")
+                .and_then(playlist::parse)
+            {
                 Ok(pl) => {
                     self.out.playlists += 1;
                     self.out.started = true;
@@ -303,12 +305,12 @@ impl LlPlayer<'_> {
                     Answer::Retry
                 }
             },
-            Ok((503, _)) if blocking => {
+            Ok((503, _, _)) if blocking => {
                 self.out.blocking_503 += 1;
                 Answer::Busy
             }
-            Ok((404, _)) | Err(_) if !self.out.started => Answer::Retry,
-            Ok((400, _)) if blocking => {
+            Ok((404, _, _)) | Err(_) if !self.out.started => Answer::Retry,
+            Ok((400, _, _)) if blocking => {
                 self.error("blocking_400");
                 Answer::Retry
             }
@@ -368,7 +370,7 @@ impl LlPlayer<'_> {
                     let url = playlist::resolve(&self.url, map);
                     match http::get_timed(&self.client, &url, http::HTTP_TIMEOUT).await {
                         Ok(r) if r.status == 200 => {
-                            self.map_fetched = Some(map.clone());
+                            self.map_fetched = Some(map.to_string());
                             self.count_fetch(r.bytes, false);
                         }
                         Ok(_) => self.error("init_status"),
@@ -383,10 +385,10 @@ impl LlPlayer<'_> {
                     self.out.part_listed_ms.push(answered_ms - end);
                 }
             }
-            let arrived = match self.hinted.iter().position(|(h, _)| *h == u.uri) {
-                Some(i) => self.hinted.remove(i).map(|(_, at)| at),
+            let arrived = match self.hinted.iter().position(|(h, _, _)| *h == u.uri) {
+                Some(i) => self.hinted.remove(i).map(|(_, at, seen)| (at, seen)),
                 None => {
-                    let url = playlist::resolve(&self.url, &u.uri);
+                    let url = playlist::resolve(&self.url, u.uri);
                     let t0 = Instant::now();
                     match http::get_timed(&self.client, &url, http::HTTP_TIMEOUT).await {
                         Ok(r) if r.status == 200 => {
@@ -394,7 +396,7 @@ impl LlPlayer<'_> {
                             self.out
                                 .fetch_ms
                                 .push(r.done.duration_since(t0).as_secs_f64() * 1000.0);
-                            Some(self.clock.ms(r.done))
+                            Some((self.clock.ms(r.done), self.clock.ms(r.seen)))
                         }
                         Ok(_) => {
                             self.error(if u.is_part {
@@ -412,7 +414,7 @@ impl LlPlayer<'_> {
                 }
             };
             self.next = Some(u.next);
-            let (Some(arrived), Some(pdt)) = (arrived, u.pdt_ms) else {
+            let (Some((arrived, seen)), Some(pdt)) = (arrived, u.pdt_ms) else {
                 continue;
             };
             let start = pdt as f64;
@@ -426,6 +428,7 @@ impl LlPlayer<'_> {
             // Delivery counts the parts that came into existence after the viewer joined.
             if let (Some(end), true) = (end_ms, self.joined_at.is_some_and(|j| u.position > j)) {
                 self.out.delivery_ms.push(arrived - end);
+                self.out.delivery_seen_ms.push(seen - end);
             }
         }
     }
@@ -458,7 +461,7 @@ s5.m4s
         let u = units(&pl);
         let got: Vec<(Position, Position, &str, bool)> = u
             .iter()
-            .map(|u| (u.position, u.next, u.uri.as_str(), u.is_part))
+            .map(|u| (u.position, u.next, u.uri, u.is_part))
             .collect();
         assert_eq!(
             got,
@@ -470,7 +473,7 @@ s5.m4s
             ]
         );
         assert_eq!(u[3].pdt_ms, Some(1_700_000_004_000));
-        assert_eq!(u[3].map.as_deref(), Some("init.mp4"));
+        assert_eq!(u[3].map, Some("init.mp4"));
         assert_eq!(hold_back_s(&pl), 1.0);
         assert_eq!(pl.next_directives(), (6, Some(1)));
     }

@@ -284,24 +284,29 @@ fn seconds(v: &str) -> Option<f64> {
         .filter(|d| d.is_finite() && *d >= 0.0 && *d < 1e9)
 }
 
-/// The value of attribute `name` in an attribute list (`URI="x",BYTERANGE=...`).
+/// The value of attribute `name` in an attribute list (`URI="x",BYTERANGE=...`). Byte by
+/// byte: a viewer reads thousands of these a second, and the separators are ASCII.
 fn attribute<'a>(list: &'a str, name: &str) -> Option<&'a str> {
-    let mut rest = list;
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once('=')?;
-        let (value, tail) = if let Some(q) = after.strip_prefix('"') {
-            let end = q.find('"')?;
-            (&q[..end], q.get(end + 1..).unwrap_or(""))
+    let b = list.as_bytes();
+    let find = |from: usize, c: u8| b[from..].iter().position(|&x| x == c).map(|p| from + p);
+    let mut i = 0;
+    while i < b.len() {
+        let eq = find(i, b'=')?;
+        let key = list[i..eq].trim();
+        let (value, next) = if b.get(eq + 1) == Some(&b'"') {
+            let end = find(eq + 2, b'"')?;
+            (&list[eq + 2..end], end + 1)
         } else {
-            match after.find(',') {
-                Some(i) => (&after[..i], &after[i..]),
-                None => (after, ""),
-            }
+            let end = find(eq + 1, b',').unwrap_or(b.len());
+            (&list[eq + 1..end], end)
         };
-        if key.trim() == name {
+        if key == name {
             return Some(value);
         }
-        rest = tail.trim_start_matches(',');
+        i = next;
+        while b.get(i) == Some(&b',') {
+            i += 1;
+        }
     }
     None
 }

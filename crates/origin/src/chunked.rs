@@ -163,7 +163,7 @@ pub(crate) async fn segment_in_progress(
     cache: &'static str,
 ) -> Option<Response> {
     // The watch first, so a change while the view is read is not missed.
-    let mut watch = ctx.streams.watch(id).await.ok()??;
+    let mut watch = ctx.streams.watch_media(id).await.ok()??;
     let arrived = Instant::now();
     let uri = loop {
         let rendered = ctx.streams.view(&mut watch).await.ok()??;

@@ -3,8 +3,9 @@
 //!
 //! For each accepted socket the [`ConnectionLimiter`] (total, per source address, the
 //! descriptor reserve) admits it or it is closed at once, counted by reason and logged
-//! within the `http` area's [`LogLimiter`]. An admitted connection is served by hyper's HTTP/1 server
-//! with [`crate::origin::router`] as its service, under a watchdog that closes it when
+//! within the `http` area's [`LogLimiter`]. An admitted connection is served by hyper's
+//! HTTP/1 server with [`crate::origin::App`] as its service (the playback fast path, then
+//! the router), under a watchdog that closes it when
 //!
 //! - a request's head has not arrived in full [`HttpLimits::header_timeout`] after the
 //!   connection opened or after the first byte of the request (phase `header`), or
@@ -29,7 +30,6 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::Router;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::metrics::{HttpPhase as Phase, LogArea, Metrics};
+use crate::origin::App;
 use tidegate_limits::{
     AcceptBackoff, ConnectionGuard, ConnectionLimiter, FdBudget, LogLimiter, LOG_WINDOW,
 };
@@ -83,7 +84,7 @@ impl HttpLimits {
 /// to finish their current request (the caller bounds that wait).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     limits: HttpLimits,
     fds: Arc<FdBudget>,
     metrics: Arc<Metrics>,
@@ -405,7 +406,7 @@ impl Drop for OpenConnection {
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: App,
     guard: ConnectionGuard,
     limits: HttpLimits,
     metrics: Arc<Metrics>,
@@ -421,18 +422,34 @@ async fn connection(
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            // Who is asking, for the log lines of refused admin credentials.
-            request
-                .extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
             let in_flight = InFlight::new(activity.clone());
             let producing = Producing::new(activity.clone());
-            let mut app = app.clone();
+            let app = app.clone();
             async move {
-                // The router is always ready and never fails (`Infallible`).
-                let response = match tower_service::Service::call(&mut app, request).await {
-                    Ok(r) => r,
-                    Err(never) => match never {},
+                // Playback first (`crate::origin::Playback`): the same answer as the
+                // router's, for a fraction of its cost.
+                let fast = app
+                    .playback
+                    .answer(
+                        request.method(),
+                        request.uri().path(),
+                        request.uri().query(),
+                    )
+                    .await;
+                let response = match fast {
+                    Some(r) => r,
+                    None => {
+                        // Who is asking, for the log lines of refused admin credentials.
+                        request
+                            .extensions_mut()
+                            .insert(axum::extract::ConnectInfo(peer));
+                        let mut router = app.router;
+                        // The router is always ready and never fails (`Infallible`).
+                        match tower_service::Service::call(&mut router, request).await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        }
+                    }
                 };
                 drop(producing);
                 Ok::<_, Infallible>(response.map(|body| TrackedBody {

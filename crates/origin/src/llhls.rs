@@ -282,7 +282,7 @@ pub async fn hinted_part(ctx: &Context, id: &StreamId, file: &str) -> Option<Res
         return None;
     }
     // Subscribed before the view is read again below: the part listed meanwhile is seen.
-    let mut watch = ctx.streams.watch(id).await.ok().flatten()?;
+    let mut watch = ctx.streams.watch_media(id).await.ok().flatten()?;
     let mut held: Option<Held> = None;
     loop {
         let view = match ctx.streams.view(&mut watch).await {

@@ -23,13 +23,37 @@ pub(crate) const PLAYLIST_CACHE: &str = "max-age=1";
 /// Segment names are unique per epoch and never rewritten.
 const SEGMENT_CACHE: &str = "public, max-age=31536000, immutable";
 
-/// The router for `--http-listen`.
-pub fn router(ctx: Arc<Context>) -> Router {
-    let cors = CorsLayer::new()
+/// What `--http-listen` serves: the router, and the playback fast path in front of it.
+#[derive(Clone)]
+pub struct App {
+    /// Every route ([`router`]).
+    pub router: Router,
+    /// `GET /hls/…`, answered without the router ([`Playback`]).
+    pub playback: Arc<Playback>,
+}
+
+/// The app for `--http-listen`: the router and its playback fast path, sharing one
+/// [`PlaybackGate`].
+pub fn app(ctx: Arc<Context>) -> App {
+    let hls_gate = PlaybackGate::new(&ctx.metrics);
+    App {
+        router: router(ctx.clone(), hls_gate.clone()),
+        playback: Arc::new(Playback { ctx, hls_gate }),
+    }
+}
+
+/// The CORS rules of every answer: any origin may play and read (players run on other
+/// sites' pages).
+fn cors_layer() -> CorsLayer {
+    CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS, Method::POST])
         .allow_headers(Any)
-        .expose_headers(Any);
+        .expose_headers(Any)
+}
+
+/// Every route of `--http-listen`.
+fn router(ctx: Arc<Context>, hls_gate: Arc<PlaybackGate>) -> Router {
     Router::new()
         .merge(crate::dashboard::routes(
             ctx.config.rtmp_listen.port(),
@@ -41,7 +65,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .nest("/api/v1", crate::api::router(ctx.clone()))
         .route(
             "/hls/{tenant}/{stream}/{file}",
-            get(hls).layer(Extension(PlaybackGate::new(&ctx.metrics))),
+            get(hls).layer(Extension(hls_gate)),
         )
         // Live DASH (crate::dash): the MPD of the HLS segments, and its UTCTiming clock.
         .route(
@@ -49,10 +73,86 @@ pub fn router(ctx: Arc<Context>) -> Router {
             get(crate::dash::manifest).layer(Extension(PlaybackGate::new(&ctx.metrics))),
         )
         .route("/dash/time", get(crate::dash::time))
-        .layer(cors)
+        .layer(cors_layer())
         // Outermost, so every answer is counted: CORS preflights, 404s, 401s.
         .layer(middleware::from_fn_with_state(ctx.clone(), count_answers))
         .with_state(ctx)
+}
+
+/// The playback fast path: `GET /hls/TENANT/STREAM/FILE` — the requests a worker answers
+/// thousands of times a second, most of them held LL-HLS requests answered in one burst
+/// per part — goes to the same handler as through the router, without the router's
+/// per-request boxing and cloning of its layers (about a third of the worker's CPU per
+/// answer: decision 0022). The answer is the router's to the byte: the same CORS
+/// headers ([`cors_headers`], checked against the CORS layer in a test), counted in
+/// `tidegate_http_requests_total` the same way. Anything else (other methods, a path
+/// that is not exactly three plain names, percent-encoding) goes to the router.
+pub struct Playback {
+    ctx: Arc<Context>,
+    hls_gate: Arc<PlaybackGate>,
+}
+
+impl Playback {
+    /// The answer to `method path?query` when the fast path takes it; `None`: ask the
+    /// router.
+    pub async fn answer(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<Response> {
+        let (tenant, stream, file) = hls_names(method, path)?;
+        let mut response = hls_answer(&self.ctx, &self.hls_gate, tenant, stream, file, query).await;
+        finish(&mut response);
+        self.ctx.metrics.http_answer(response.status());
+        Some(response)
+    }
+}
+
+/// The three names of `GET /hls/TENANT/STREAM/FILE` when they can be taken as they are
+/// (no percent-encoding for the router's `Path` to decode, none empty).
+fn hls_names<'a>(method: &Method, path: &'a str) -> Option<(&'a str, &'a str, &'a str)> {
+    if method != Method::GET || path.contains('%') {
+        return None;
+    }
+    let mut names = path.strip_prefix("/hls/")?.split('/');
+    let (tenant, stream, file) = (names.next()?, names.next()?, names.next()?);
+    if names.next().is_some() || tenant.is_empty() || stream.is_empty() || file.is_empty() {
+        return None;
+    }
+    Some((tenant, stream, file))
+}
+
+/// What the router adds to a handler's answer: `Content-Length` when the body's length
+/// is known (as axum does), and the headers of [`cors_layer`].
+fn finish(response: &mut Response) {
+    use http_body::Body as _;
+    if !response.headers().contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = response.body().size_hint().exact() {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+    }
+    cors_headers(response.headers_mut());
+}
+
+/// The headers [`cors_layer`] adds to an answer that is not a preflight.
+fn cors_headers(headers: &mut axum::http::HeaderMap) {
+    headers.append(
+        header::VARY,
+        HeaderValue::from_static(
+            "origin, access-control-request-method, access-control-request-headers",
+        ),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
 }
 
 /// Counts every answer by status class (`tidegate_http_requests_total{class}`).
@@ -143,21 +243,31 @@ async fn hls(
     Path((tenant, stream, file)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let Some(id) = StreamId::new(&tenant, &stream) else {
+    hls_answer(&ctx, &gate, &tenant, &stream, &file, query.as_deref()).await
+}
+
+/// `GET /hls/TENANT/STREAM/FILE`, through the router or the fast path ([`Playback`]).
+async fn hls_answer(
+    ctx: &Arc<Context>,
+    gate: &PlaybackGate,
+    tenant: &str,
+    stream: &str,
+    file: &str,
+    query: Option<&str>,
+) -> Response {
+    let Some(id) = StreamId::new(tenant, stream) else {
         return not_found();
     };
     // Signed playback: a tenant that requires a token is refused without a valid one.
-    let access = match crate::playback::check(&ctx, &gate, &id, query.as_deref()).await {
+    let access = match crate::playback::check(ctx, gate, &id, query).await {
         Ok(a) => a,
         Err(refused) => return refused,
     };
-    match file.as_str() {
+    match file {
         "index.m3u8" | "master.m3u8" => {
             // LL-HLS: Delivery Directives (blocking reload, delta updates): crate::llhls.
             if file == "index.m3u8" {
-                if let Some(answer) =
-                    crate::llhls::media_playlist(&ctx, &id, query.as_deref(), &access).await
-                {
+                if let Some(answer) = crate::llhls::media_playlist(ctx, &id, query, &access).await {
                     return answer;
                 }
             }
@@ -193,8 +303,8 @@ async fn hls(
                 (None, _) => not_found(),
             }
         }
-        _ if tidegate_packager::parse_part_uri(&file).is_some() => {
-            part(&ctx, &id, &file, &access).await
+        _ if tidegate_packager::parse_part_uri(file).is_some() => {
+            part(ctx, &id, file, &access).await
         }
         _ => {
             let content_type = if file.ends_with(".m4s") {
@@ -206,7 +316,7 @@ async fn hls(
             } else {
                 return not_found();
             };
-            if !valid_name(&file) {
+            if !valid_name(file) {
                 return not_found();
             }
             match ctx
@@ -229,7 +339,7 @@ async fn hls(
                         PlaybackAccess::Public => SEGMENT_CACHE,
                         PlaybackAccess::Signed(_) => SIGNED_SEGMENT_CACHE,
                     };
-                    crate::chunked::segment_in_progress(&ctx, &id, &file, cache)
+                    crate::chunked::segment_in_progress(ctx, &id, file, cache)
                         .await
                         .unwrap_or_else(not_found)
                 }
@@ -317,4 +427,67 @@ async fn part(ctx: &Context, id: &StreamId, file: &str, access: &PlaybackAccess)
             PlaybackAccess::Signed(_) => SIGNED_SEGMENT_CACHE,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment() -> Response {
+        bytes_response(Bytes::from_static(b"media"), "video/mp4", SEGMENT_CACHE)
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_adds_what_the_cors_layer_adds() {
+        for origin in [None, Some("https://player.example")] {
+            let mut router = Router::new()
+                .route("/x", get(|| async { segment() }))
+                .layer(cors_layer());
+            let mut request = Request::builder().uri("/x");
+            if let Some(o) = origin {
+                request = request.header(header::ORIGIN, o);
+            }
+            let through_layer =
+                tower_service::Service::call(&mut router, request.body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+            let mut direct = segment();
+            finish(&mut direct);
+            assert_eq!(
+                through_layer.headers(),
+                direct.headers(),
+                "origin {origin:?}"
+            );
+            assert!(direct
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+        }
+    }
+
+    #[test]
+    fn the_fast_path_takes_plain_hls_gets_only() {
+        let get = Method::GET;
+        assert_eq!(
+            hls_names(&get, "/hls/live/cam/index.m3u8"),
+            Some(("live", "cam", "index.m3u8"))
+        );
+        assert_eq!(
+            hls_names(&get, "/hls/live/cam/seg-1-2.3.m4s"),
+            Some(("live", "cam", "seg-1-2.3.m4s"))
+        );
+        for path in [
+            "/hls/live/cam",
+            "/hls/live/cam/",
+            "/hls//cam/index.m3u8",
+            "/hls/live/cam/x/index.m3u8",
+            "/hls/live/c%61m/index.m3u8",
+            "/dash/live/cam/manifest.mpd",
+            "/api/v1/streams",
+        ] {
+            assert_eq!(hls_names(&get, path), None, "{path}");
+        }
+        for method in [Method::HEAD, Method::OPTIONS, Method::POST] {
+            assert_eq!(hls_names(&method, "/hls/live/cam/index.m3u8"), None);
+        }
+    }
 }

@@ -34,6 +34,15 @@ pub const LL_DASH_PROFILE: &str = "http://www.dashif.org/guidelines/low-latency-
 /// LL-HLS (3 parts) and half a part for the request.
 pub const LL_LATENCY_TARGET_MILLI_PARTS: u64 = 4500;
 
+/// `MPD@minimumUpdatePeriod` of a low-latency MPD in thousandths of a Part Target Duration:
+/// 3 parts (1 s with the default 1/3 s parts, LL-HLS's `PART-HOLD-BACK`), never more than the
+/// target segment duration. With `SegmentTimeline` a player learns of the next segment only
+/// from an MPD update, and dash.js updates on this timer alone (at most once a second): with
+/// a period of a whole segment it learned of a segment up to 2 s after its first part was
+/// available, longer than the 1.2 s of media its 1.5 s latency target leaves it, and stood
+/// still ~2 s every few segments (`crates/cli/tests/players.rs` on a loaded 2-core machine).
+pub const LL_UPDATE_PERIOD_MILLI_PARTS: u64 = 3000;
+
 /// `ServiceDescription/PlaybackRate@min` and `@max`: the player may play 4 % slower or
 /// faster to stay at its target latency (DASH-IF's livesim uses the same).
 pub const LL_PLAYBACK_RATE: (&str, &str) = ("0.96", "1.04");
@@ -158,6 +167,8 @@ pub struct LowLatencyDash {
     pub availability_time_offset_ms: u64,
     /// `ServiceDescription/Latency@target`.
     pub latency_target_ms: u64,
+    /// `MPD@minimumUpdatePeriod` ([`LL_UPDATE_PERIOD_MILLI_PARTS`]).
+    pub minimum_update_period_ms: u64,
     /// `ServiceDescription/Latency@min` (3/4 of the target).
     pub latency_min_ms: u64,
     /// `ServiceDescription/Latency@max` (twice the target).
@@ -197,8 +208,11 @@ impl PlaylistState {
         let latency_target_ms = (part * LL_LATENCY_TARGET_MILLI_PARTS as f64)
             .round()
             .max(1.0) as u64;
+        let update_ms =
+            ((part * LL_UPDATE_PERIOD_MILLI_PARTS as f64).round() as u64).clamp(1, target_ms);
         Some(LowLatencyDash {
             availability_time_offset_ms: target_ms.saturating_sub(part_ms),
+            minimum_update_period_ms: update_ms,
             latency_target_ms,
             latency_min_ms: latency_target_ms.saturating_mul(3) / 4,
             latency_max_ms: latency_target_ms.saturating_mul(2),
@@ -402,31 +416,32 @@ fn push_template(out: &mut String, text: &str) {
 }
 
 /// `frameRate` from the frames and ticks of the listed segments (their regular frame
-/// intervals when known, as for `FRAME-RATE`): an integer, or a fraction with denominator
-/// 1000.
+/// intervals when known), snapped to a standard rate as `FRAME-RATE` is
+/// ([`crate::FrameTally::milli_fps`]): an integer (`30`), an NTSC rate as its exact
+/// fraction (`30000/1001`), or another measured rate with denominator 1000.
 fn frame_rate(segments: &[&SegmentEntry]) -> Option<String> {
-    let (mut frames, mut ticks) = (0u64, 0u64);
+    let mut tally = crate::FrameTally {
+        frames: 0,
+        ticks: 0,
+    };
     for s in segments {
         let counted = crate::FrameTally {
             frames: u64::from(s.video_frames?),
             ticks: s.duration_ticks(),
         };
-        let sample = s
-            .video_cadence
-            .filter(|c| c.frames > 0 && c.ticks > 0)
-            .unwrap_or(counted);
-        frames = frames.saturating_add(sample.frames);
-        ticks = ticks.saturating_add(sample.ticks);
+        tally = tally.plus(
+            s.video_cadence
+                .filter(|c| c.frames > 0 && c.ticks > 0)
+                .unwrap_or(counted),
+        );
     }
-    if frames == 0 || ticks == 0 {
-        return None;
-    }
-    let milli_fps = (frames as f64 * f64::from(TIMESCALE) * 1000.0 / ticks as f64).round() as u64;
-    if milli_fps == 0 {
-        return None;
-    }
+    let (milli_fps, standard) = tally.measure()?;
     Some(if milli_fps.is_multiple_of(1000) {
         (milli_fps / 1000).to_string()
+    } else if standard {
+        // N × 1000/1001 fps: N000/1001.
+        let n = (f64::from(milli_fps) * 1.001 / 1000.0).round() as u32;
+        format!("{}/1001", n * 1000)
     } else {
         format!("{milli_fps}/1000")
     })
@@ -493,7 +508,10 @@ impl PlaylistState {
             out.push('"');
         } else {
             out.push_str(" minimumUpdatePeriod=\"");
-            write_duration_ms(&mut out, target_ms);
+            let update_ms = low_latency
+                .as_ref()
+                .map_or(target_ms, |ll| ll.minimum_update_period_ms);
+            write_duration_ms(&mut out, update_ms);
             out.push('"');
         }
         out.push_str(" timeShiftBufferDepth=\"");

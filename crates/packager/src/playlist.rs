@@ -286,7 +286,7 @@ impl FrameTally {
     }
 
     /// [`FrameTally::milli_fps`], and whether it was snapped to a standard rate.
-    fn measure(&self) -> Option<(u32, bool)> {
+    pub(crate) fn measure(&self) -> Option<(u32, bool)> {
         if self.frames == 0 || self.ticks == 0 {
             return None;
         }

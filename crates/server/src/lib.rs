@@ -507,7 +507,7 @@ pub async fn run(mut config: ServeConfig, shutdown: CancellationToken) -> Result
         http::log_limits(&limits, &fds);
         tokio::spawn(http::serve(
             http,
-            origin::router(origin_ctx),
+            origin::app(origin_ctx),
             limits,
             fds.clone(),
             metrics.clone(),

@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, RedisError, Script, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Change, StateStore, StoreError, StreamId, StreamRecord, TenantRecord, WorkerRecord};
 use tidegate_model::SentinelUrl;
@@ -250,6 +250,117 @@ async fn ask_sentinels(spec: &SentinelUrl) -> Result<(String, u16), StoreError> 
     )))
 }
 
+/// The Sentinel channel on which a Sentinel announces that it switched a master to its
+/// promoted replica (`+switch-master NAME OLD-IP OLD-PORT NEW-IP NEW-PORT`).
+const SWITCH_MASTER_CHANNEL: &str = "+switch-master";
+
+/// Counts the Sentinels' announcements that the primary of `spec.master` moved: a task holds
+/// a subscription to [`SWITCH_MASTER_CHANNEL`] on the first Sentinel that accepts it (in the
+/// order [`ask_sentinels`] asks them, so the one that announced is the one asked next), probed
+/// every [`SUBSCRIPTION_PING_INTERVAL`], and moves to the next Sentinel when it fails. The
+/// store and the change subscription follow a failover on this notice at once instead of at
+/// their next [`SENTINEL_POLL`] (which stays: a notice lost with a Sentinel is still caught
+/// within a poll). The task ends when every receiver is gone.
+fn switch_notices(spec: Arc<SentinelUrl>) -> watch::Receiver<u64> {
+    let (tx, rx) = watch::channel(0u64);
+    tokio::spawn(async move {
+        let mut next = 0usize;
+        loop {
+            let Some(sentinel) = spec.sentinels.get(next % spec.sentinels.len().max(1)) else {
+                return;
+            };
+            next = next.wrapping_add(1);
+            let attempt = async {
+                let client = Client::open(format!("redis://{sentinel}"))?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(SWITCH_MASTER_CHANNEL).await?;
+                Ok::<_, RedisError>(pubsub)
+            };
+            let subscribed = tokio::select! {
+                r = tokio::time::timeout(SENTINEL_CALL_TIMEOUT, attempt) => r,
+                () = tx.closed() => return,
+            };
+            if let Ok(Ok(pubsub)) = subscribed {
+                // Subscribed: ask this Sentinel first again after a failure.
+                next = next.wrapping_sub(1);
+                let mut subscription = Probed::new(pubsub).await;
+                loop {
+                    let msg = tokio::select! {
+                        m = subscription.next() => m,
+                        () = tx.closed() => return,
+                    };
+                    let Some(msg) = msg else { break };
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    if payload.split(' ').next() == Some(spec.master.as_str()) {
+                        tracing::debug!(sentinel = %sentinel, announcement = %payload, "Sentinel announced a new Redis primary");
+                        tx.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                }
+                next = next.wrapping_add(1);
+            }
+            tokio::select! {
+                () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                () = tx.closed() => return,
+            }
+        }
+    });
+    rx
+}
+
+/// A subscription whose server is probed with a PING every [`SUBSCRIPTION_PING_INTERVAL`]
+/// without a message: a partitioned server never closes the connection, and without the
+/// probe the subscription would wait silently forever.
+struct Probed {
+    sink: redis::aio::PubSubSink,
+    messages: redis::aio::PubSubStream,
+    ping: tokio::time::Interval,
+}
+
+impl Probed {
+    async fn new(pubsub: redis::aio::PubSub) -> Self {
+        let (sink, messages) = pubsub.split();
+        let mut ping = tokio::time::interval(SUBSCRIPTION_PING_INTERVAL);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        Self {
+            sink,
+            messages,
+            ping,
+        }
+    }
+
+    /// The next message; `None` when the connection ended or the server did not answer the
+    /// probe in time.
+    async fn next(&mut self) -> Option<redis::Msg> {
+        loop {
+            tokio::select! {
+                m = self.messages.next() => return m,
+                _ = self.ping.tick() => {
+                    if bounded("PING", self.sink.ping::<Value>()).await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the next [`switch_notices`] notice; never returns once the notices ended (the
+/// caller's polling goes on).
+async fn next_notice(notices: &mut Option<watch::Receiver<u64>>) {
+    match notices {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                *notices = None;
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 /// The server a store's commands go to now.
 struct Primary {
     /// `host:port` as Sentinel named it (empty for a direct connection).
@@ -268,14 +379,19 @@ fn connection_manager(client: Client) -> Result<ConnectionManager, StoreError> {
     ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)
 }
 
-/// Follows the primary the Sentinels name: every [`SENTINEL_POLL`] asks them, and moves
-/// the store's commands to a new primary as soon as they name one. Ends with the store.
+/// Follows the primary the Sentinels name: asks them every [`SENTINEL_POLL`] and at each
+/// [`switch_notices`] notice, and moves the store's commands to a new primary as soon as
+/// they name one. Ends with the store.
 fn follow_primary(spec: Arc<SentinelUrl>, primary: Weak<RwLock<Primary>>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(SENTINEL_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut notices = Some(switch_notices(spec.clone()));
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = next_notice(&mut notices) => {}
+            }
             let Some(current) = primary.upgrade() else {
                 return;
             };
@@ -556,6 +672,11 @@ pub fn subscribe_changes_sentinel(spec: &SentinelUrl) -> mpsc::Receiver<Change> 
 fn spawn_subscriber(target: Target, channel: String) -> mpsc::Receiver<Change> {
     let (tx, rx) = mpsc::channel(CHANGES_BUFFER);
     tokio::spawn(async move {
+        // Behind Sentinel: its failover announcements, to move the subscription at once.
+        let mut notices = match &target {
+            Target::Sentinel(spec) => Some(switch_notices(spec.clone())),
+            Target::Direct(_) => None,
+        };
         loop {
             let attempt = async {
                 let (addr, client) = target.resolve().await?;
@@ -572,11 +693,8 @@ fn spawn_subscriber(target: Target, channel: String) -> mpsc::Receiver<Change> {
                     if tx.send(Change::Subscribed).await.is_err() {
                         return;
                     }
-                    let (mut sink, mut messages) = pubsub.split();
+                    let mut subscription = Probed::new(pubsub).await;
                     let mut moved = false;
-                    let mut ping = tokio::time::interval(SUBSCRIPTION_PING_INTERVAL);
-                    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    ping.tick().await;
                     // Behind Sentinel: asked as often as the store asks, so the subscription
                     // moves to a new primary as soon as the store's commands do.
                     let mut follow = tokio::time::interval(SENTINEL_POLL);
@@ -588,26 +706,19 @@ fn spawn_subscriber(target: Target, channel: String) -> mpsc::Receiver<Change> {
                     };
                     loop {
                         let msg = tokio::select! {
-                            m = messages.next() => m,
-                            _ = ping.tick() => {
-                                // A partitioned server never closes the connection: without
-                                // this probe the subscription would wait silently forever.
-                                if bounded("PING", sink.ping::<Value>()).await.is_err() {
-                                    break;
+                            m = subscription.next() => m,
+                            // A primary demoted but alive keeps the subscription open;
+                            // follow the one the Sentinels name, asked at each poll and
+                            // each failover notice.
+                            () = async {
+                                tokio::select! {
+                                    _ = follow.tick() => {}
+                                    () = next_notice(&mut notices) => {}
                                 }
-                                continue;
-                            }
-                            _ = follow.tick(), if sentinel.is_some() => {
-                                // A primary demoted but alive keeps the subscription open;
-                                // follow the one the Sentinels name.
-                                if let Some(spec) = &sentinel {
-                                    if ask_sentinels(spec)
-                                        .await
-                                        .is_ok_and(|(h, p)| format!("{h}:{p}") != addr)
-                                    {
-                                        moved = true;
-                                        break;
-                                    }
+                            }, if sentinel.is_some() => {
+                                if names_another(sentinel.as_deref(), &addr).await {
+                                    moved = true;
+                                    break;
                                 }
                                 continue;
                             }
@@ -638,11 +749,23 @@ fn spawn_subscriber(target: Target, channel: String) -> mpsc::Receiver<Change> {
             }
             tokio::select! {
                 () = tokio::time::sleep(RESUBSCRIBE_DELAY) => {}
+                // The Sentinels announced the new primary: subscribe there now.
+                () = next_notice(&mut notices) => {}
                 () = tx.closed() => return,
             }
         }
     });
     rx
+}
+
+/// Whether the Sentinels of `spec` name a primary other than `addr` (`host:port`).
+async fn names_another(spec: Option<&SentinelUrl>, addr: &str) -> bool {
+    match spec {
+        Some(spec) => ask_sentinels(spec)
+            .await
+            .is_ok_and(|(h, p)| format!("{h}:{p}") != addr),
+        None => false,
+    }
 }
 
 /// A change payload back into a [`Change`]; `None` for anything else.

@@ -70,7 +70,7 @@ fn one_session_is_one_period_with_an_exact_timeline() {
 \x20 <BaseURL>/hls/acme/main/</BaseURL>\n\
 \x20 <Period id=\"p1700000000000\" start=\"PT1700000000.000S\">\n\
 \x20   <AdaptationSet id=\"0\" contentType=\"video\" mimeType=\"video/mp4\" segmentAlignment=\"true\" startWithSAP=\"1\">\n\
-\x20     <Representation id=\"0\" bandwidth=\"1998002\" codecs=\"avc1.64001f,mp4a.40.2\" width=\"1280\" height=\"720\" frameRate=\"29970/1000\" audioSamplingRate=\"48000\">\n\
+\x20     <Representation id=\"0\" bandwidth=\"1998002\" codecs=\"avc1.64001f,mp4a.40.2\" width=\"1280\" height=\"720\" frameRate=\"30000/1001\" audioSamplingRate=\"48000\">\n\
 \x20       <SegmentTemplate timescale=\"90000\" presentationTimeOffset=\"1000\" startNumber=\"0\" initialization=\"init-1-0.mp4\" media=\"seg-1-$Number$.m4s\">\n\
 \x20         <SegmentTimeline>\n\
 \x20           <S t=\"1000\" d=\"180180\" r=\"2\"/>\n\
@@ -314,6 +314,7 @@ fn without_parts_the_mpd_has_no_low_latency_signalling() {
     assert_eq!(state.low_latency_dash(), None);
     assert_eq!(state.segment_in_progress(), None);
     let mpd = state.render_mpd(&options(None)).unwrap();
+    assert!(mpd.contains("minimumUpdatePeriod=\"PT2.000S\""), "{mpd}");
     for absent in [
         "availabilityTimeOffset",
         "availabilityTimeComplete",
@@ -362,6 +363,20 @@ fn with_parts_the_segment_being_built_is_announced_with_availability_time_offset
     );
     assert!(mpd.contains("timeShiftBufferDepth=\"PT6.000S\""), "{mpd}");
     assert!(mpd.contains("<UTCTiming "), "{mpd}");
+    // Updated every three parts, not once a segment: dash.js learns of the next segment
+    // only from an update.
+    assert!(mpd.contains("minimumUpdatePeriod=\"PT1.000S\""), "{mpd}");
+    assert_eq!(
+        state.low_latency_dash().unwrap().minimum_update_period_ms,
+        1000
+    );
+    // Parts of a whole second: never longer than a segment.
+    let mut slow = ll_state(2);
+    slow.part_target_secs = Some(1.0);
+    assert_eq!(
+        slow.low_latency_dash().unwrap().minimum_update_period_ms,
+        2000
+    );
 
     // Between segments the next one is only hinted: not announced before its first part
     // is stored (it may never exist).
@@ -507,4 +522,22 @@ fn with_parts_a_new_period_starts_at_least_the_minimum_gap_after_the_last_media(
     state.push_segment(first);
     let anchor = state.segments.back().unwrap().period.unwrap();
     assert_eq!(anchor.start_ms, T0 + 9500);
+}
+
+#[test]
+fn frame_rates_are_snapped_as_for_hls() {
+    let rate = |frames: u32, ticks: u64| {
+        let mut s = segment(1, 0, 0, ticks, T0);
+        s.video_frames = Some(frames);
+        frame_rate(&[&s])
+    };
+    // 30 fps, 29.97 fps (60 frames of 3003 ticks), 25 fps, and 12.5 (nothing standard).
+    assert_eq!(rate(60, 180_000).as_deref(), Some("30"));
+    assert_eq!(rate(60, 180_180).as_deref(), Some("30000/1001"));
+    assert_eq!(rate(50, 180_000).as_deref(), Some("25"));
+    assert_eq!(rate(48, 180_000).as_deref(), Some("24"));
+    assert_eq!(rate(120, 180_180).as_deref(), Some("60000/1001"));
+    assert_eq!(rate(25, 180_000).as_deref(), Some("12500/1000"));
+    // One millisecond off (RTMP timestamps) still reads as 30.
+    assert_eq!(rate(60, 180_090).as_deref(), Some("30"));
 }

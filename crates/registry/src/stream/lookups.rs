@@ -79,13 +79,20 @@ impl Lookups {
         }
     }
 
-    /// What a request for `id` does now.
-    pub(super) fn begin(self: &std::sync::Arc<Self>, id: &StreamId) -> Lookup {
+    /// What a request for `id` does now. `max_age`: a cached answer older than this (or
+    /// than [`LOOKUP_TTL`]) is looked up again (a stream whose viewers wait for its next
+    /// part while the state store is down follows its snapshot at that pace).
+    pub(super) fn begin(
+        self: &std::sync::Arc<Self>,
+        id: &StreamId,
+        max_age: Option<Duration>,
+    ) -> Lookup {
         let Ok(mut inner) = self.inner.lock() else {
             return Lookup::Refused;
         };
+        let ttl = max_age.map_or(self.ttl, |m| m.min(self.ttl));
         if let Some((at, answer)) = inner.cache.get(id) {
-            if at.elapsed() < self.ttl {
+            if at.elapsed() < ttl {
                 return Lookup::Cached(Box::new(answer.clone()));
             }
         }
@@ -171,39 +178,39 @@ mod tests {
     #[tokio::test]
     async fn lookups_are_single_flight_capped_and_cached_within_bounds() {
         let lookups = Arc::new(Lookups::new(Duration::from_secs(60), 8, 3));
-        let a = match lookups.begin(&id(0)) {
+        let a = match lookups.begin(&id(0), None) {
             Lookup::Run(f) => f,
             _ => panic!("the first request looks up"),
         };
         // Same stream: waits for that lookup, does not run its own.
-        let wait = match lookups.begin(&id(0)) {
+        let wait = match lookups.begin(&id(0), None) {
             Lookup::Wait(w) => w,
             _ => panic!("a second request for the same stream waits"),
         };
-        let b = match lookups.begin(&id(1)) {
+        let b = match lookups.begin(&id(1), None) {
             Lookup::Run(f) => f,
             _ => panic!("another stream looks up"),
         };
-        let c = match lookups.begin(&id(2)) {
+        let c = match lookups.begin(&id(2), None) {
             Lookup::Run(f) => f,
             _ => panic!("a third one too"),
         };
         // The cap: a fourth stream is refused without a lookup.
-        assert!(matches!(lookups.begin(&id(3)), Lookup::Refused));
+        assert!(matches!(lookups.begin(&id(3), None), Lookup::Refused));
         let waiter = tokio::spawn(wait.done());
         a.finish(None);
         tokio::time::timeout(Duration::from_secs(10), waiter)
             .await
             .unwrap()
             .unwrap();
-        assert!(matches!(lookups.begin(&id(0)), Lookup::Cached(a) if a.is_none()));
+        assert!(matches!(lookups.begin(&id(0), None), Lookup::Cached(a) if a.is_none()));
         // A request that went away frees its place, leaving nothing cached.
         drop(b);
-        assert!(matches!(lookups.begin(&id(1)), Lookup::Run(_)));
+        assert!(matches!(lookups.begin(&id(1), None), Lookup::Run(_)));
         c.finish(None);
         // Many names: the cache keeps at most its cap, and never more than 3 run at once.
         for n in 10..200 {
-            match lookups.begin(&id(n)) {
+            match lookups.begin(&id(n), None) {
                 Lookup::Run(f) => f.finish(None),
                 _ => panic!("a free place looks up"),
             }
@@ -215,11 +222,28 @@ mod tests {
     #[tokio::test]
     async fn an_answer_is_looked_up_again_after_its_ttl() {
         let lookups = Arc::new(Lookups::new(Duration::from_millis(1), 8, 3));
-        match lookups.begin(&id(0)) {
+        match lookups.begin(&id(0), None) {
             Lookup::Run(f) => f.finish(None),
             _ => panic!("looks up"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(matches!(lookups.begin(&id(0)), Lookup::Run(_)));
+        assert!(matches!(lookups.begin(&id(0), None), Lookup::Run(_)));
+    }
+
+    /// A shorter `max_age` than the TTL (a stream viewers wait on while the state store is
+    /// down) looks an answer up again sooner; a longer one does not stretch the TTL.
+    #[tokio::test]
+    async fn a_request_may_want_a_newer_answer_than_the_ttl() {
+        let lookups = Arc::new(Lookups::new(Duration::from_secs(60), 8, 3));
+        match lookups.begin(&id(0), None) {
+            Lookup::Run(f) => f.finish(None),
+            _ => panic!("looks up"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let long = Some(Duration::from_secs(3600));
+        assert!(matches!(lookups.begin(&id(0), long), Lookup::Cached(_)));
+        assert!(matches!(lookups.begin(&id(0), None), Lookup::Cached(_)));
+        let short = Some(Duration::from_millis(10));
+        assert!(matches!(lookups.begin(&id(0), short), Lookup::Run(_)));
     }
 }

@@ -298,6 +298,10 @@ pub struct Stream {
     /// The change signal: its value is bumped whenever the view may have changed
     /// ([`Stream::signal_change`]); waiters hold receivers ([`StreamWatch`]).
     changed: watch::Sender<u64>,
+    /// The same signal for the waiters of media (a hinted part, a segment being written),
+    /// sent first: of one change's burst of answers, those with the media go out before the
+    /// playlists ([`Streams::watch_media`]).
+    changed_media: watch::Sender<u64>,
     /// Held while the record is loaded from the state store, so concurrent readers of a
     /// stale view wait for one load and share it ([`Streams::load_view`]).
     loading: Mutex<()>,
@@ -347,15 +351,29 @@ impl Stream {
             changes: AtomicU64::new(0),
             telemetry,
             changed: watch::Sender::new(0),
+            changed_media: watch::Sender::new(0),
             loading: Mutex::new(()),
             gone: AtomicBool::new(false),
             loads: AtomicU64::new(0),
         }
     }
 
-    /// Wakes every waiter of the stream: the view may have changed.
+    /// Wakes every waiter of the stream: the view may have changed. The media waiters
+    /// first: woken tasks run about in the order they were woken, and a part's bytes are
+    /// what a player waits for (the playlist that lists them only tells it what comes next).
     fn signal_change(&self) {
+        self.changed_media.send_modify(|g| *g = g.wrapping_add(1));
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Requests waiting for the stream's media ([`Streams::watch_media`]).
+    fn media_waiters(&self) -> usize {
+        self.changed_media.receiver_count()
+    }
+
+    /// Requests waiting on the stream's changes.
+    fn waiters(&self) -> usize {
+        self.changed.receiver_count() + self.changed_media.receiver_count()
     }
 
     /// The stream's id.
@@ -503,17 +521,24 @@ fn older_copy(candidate: &PlaylistState, current: &PlaylistState) -> bool {
 pub struct StreamWatch {
     stream: Arc<Stream>,
     rx: watch::Receiver<u64>,
+    /// Woken with the media waiters ([`Streams::watch_media`]).
+    media: bool,
     /// While the view comes from the state store: how long it is trusted, so a waiter looks
     /// again then even if no notification comes (notifications down, or none at all).
     poll: Option<Duration>,
 }
 
 impl StreamWatch {
-    fn of(stream: Arc<Stream>) -> Self {
-        let rx = stream.changed.subscribe();
+    fn of(stream: Arc<Stream>, media: bool) -> Self {
+        let rx = if media {
+            stream.changed_media.subscribe()
+        } else {
+            stream.changed.subscribe()
+        };
         Self {
             stream,
             rx,
+            media,
             poll: None,
         }
     }
@@ -677,7 +702,7 @@ impl Streams {
     fn view_ttl(&self, stream: &Stream) -> Duration {
         if self.notified.load(Ordering::Acquire) {
             NOTIFIED_RENDER_TTL
-        } else if stream.changed.receiver_count() > 0 {
+        } else if stream.waiters() > 0 {
             UNNOTIFIED_WATCH_POLL
         } else {
             REMOTE_RENDER_TTL
@@ -816,23 +841,32 @@ impl Streams {
     /// none or cannot answer (flushed, restarting, failing over), the last snapshot in the
     /// media store, so the playlist stays served. The state store's error when neither
     /// answers.
-    async fn viewable_record(&self, id: &StreamId) -> Result<Option<StreamRecord>, StoreError> {
+    async fn viewable_record(
+        &self,
+        id: &StreamId,
+        max_age: Option<Duration>,
+    ) -> Result<Option<StreamRecord>, StoreError> {
         let stored = match self.state.load(id).await {
             Ok(Some(r)) => return Ok(Some(r)),
             Ok(None) => Ok(None),
             Err(e) => Err(e),
         };
-        match self.viewer_snapshot(id).await {
+        match self.viewer_snapshot(id, max_age).await {
             Some(r) => Ok(Some(r)),
             None => stored,
         }
     }
 
     /// The newest snapshot of `id` for a viewer, through the bounded lookups (lookups.rs):
-    /// single-flight per stream, cached briefly, at most a few at once (`None` beyond).
-    async fn viewer_snapshot(&self, id: &StreamId) -> Option<StreamRecord> {
+    /// single-flight per stream, cached briefly (at most `max_age`, when given), at most a
+    /// few at once (`None` beyond).
+    async fn viewer_snapshot(
+        &self,
+        id: &StreamId,
+        max_age: Option<Duration>,
+    ) -> Option<StreamRecord> {
         loop {
-            match self.lookups.begin(id) {
+            match self.lookups.begin(id, max_age) {
                 lookups::Lookup::Cached(answer) => {
                     self.metrics.snapshot_lookup(SnapshotLookup::Cached);
                     return *answer;
@@ -884,7 +918,7 @@ impl Streams {
     /// has one, so asking for names that do not exist leaves nothing behind).
     async fn first_view(&self, id: &StreamId) -> Result<Option<Rendered>, StoreError> {
         let ttl = self.remote_render_ttl();
-        let Some(record) = self.viewable_record(id).await? else {
+        let Some(record) = self.viewable_record(id, None).await? else {
             return Ok(None);
         };
         let stream = self.get_or_insert(id).await;
@@ -922,7 +956,10 @@ impl Streams {
         }
         let load = stream.loads.fetch_add(1, Ordering::AcqRel) + 1;
         let generation = stream.change_generation();
-        let Some(record) = self.viewable_record(&stream.id).await? else {
+        // A snapshot answers no older than the view may be: while the state store is down
+        // and viewers wait for the next part, the owner stores a snapshot at each part
+        // (writer.rs) and the waiters follow it every UNNOTIFIED_WATCH_POLL.
+        let Some(record) = self.viewable_record(&stream.id, Some(ttl)).await? else {
             return Ok(None);
         };
         stream.set_fetched_view(&record.playlist, generation);
@@ -941,13 +978,27 @@ impl Streams {
     /// A handle to wait for `id`'s changes (LL-HLS blocking requests); `None` for an
     /// unknown stream. Read the view with [`Streams::view`].
     pub async fn watch(&self, id: &StreamId) -> Result<Option<StreamWatch>, StoreError> {
+        self.watch_kind(id, false).await
+    }
+
+    /// [`Streams::watch`] for a request that waits for media (the part a preload hint
+    /// names, a segment being written): woken before the playlists' waiters.
+    pub async fn watch_media(&self, id: &StreamId) -> Result<Option<StreamWatch>, StoreError> {
+        self.watch_kind(id, true).await
+    }
+
+    async fn watch_kind(
+        &self,
+        id: &StreamId,
+        media: bool,
+    ) -> Result<Option<StreamWatch>, StoreError> {
         if let Some(s) = self.get(id).await {
-            return Ok(Some(StreamWatch::of(s)));
+            return Ok(Some(StreamWatch::of(s, media)));
         }
         if self.first_view(id).await?.is_none() {
             return Ok(None);
         }
-        Ok(self.get(id).await.map(StreamWatch::of))
+        Ok(self.get(id).await.map(|s| StreamWatch::of(s, media)))
     }
 
     /// The playlists as [`Streams::rendered`] gives them, read through `watch`: a change
@@ -955,7 +1006,10 @@ impl Streams {
     pub async fn view(&self, watch: &mut StreamWatch) -> Result<Option<Rendered>, StoreError> {
         if watch.stream.gone.load(Ordering::Acquire) {
             // Forgotten (expired, or never recorded): look it up again.
-            match self.watch(&watch.stream.id.clone()).await? {
+            match self
+                .watch_kind(&watch.stream.id.clone(), watch.media)
+                .await?
+            {
                 Some(w) => *watch = w,
                 None => return Ok(None),
             }

@@ -9,6 +9,10 @@
 //! next: the first request for an object reads it, the requests that arrive meanwhile wait
 //! for that read and share its bytes ([`RecentObjects::get_or_load`]).
 //!
+//! An LL-HLS part that requests wait for is handed over by the writer as soon as it is
+//! stored ([`RecentObjects::insert`]): the held requests answer from memory at once
+//! instead of all waiting for one read of the store.
+//!
 //! What is not kept: an object the store does not have (it may be written next), and a
 //! read that failed (the next request reads again).
 
@@ -78,6 +82,13 @@ impl RecentObjects {
         }
     }
 
+    /// Keeps `bytes` as the object at `path` (just written: the writer hands them over so
+    /// that the requests held for it do not read them back from the store).
+    pub fn insert(&self, path: &str, bytes: Bytes) {
+        let _ = self.entry(path).set(bytes);
+        self.trim();
+    }
+
     /// The entry of `path`, added (as the newest) if there is none.
     fn entry(&self, path: &str) -> Arc<OnceCell<Bytes>> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,6 +124,19 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[tokio::test]
+    async fn an_object_handed_over_is_not_read_again() {
+        let recent = RecentObjects::default();
+        recent.insert("t/s/seg-1-0.0.m4s", Bytes::from_static(b"part"));
+        let got = recent
+            .get_or_load("t/s/seg-1-0.0.m4s", || async {
+                panic!("read from the store");
+            })
+            .await
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&b"part"[..]));
+    }
 
     #[tokio::test]
     async fn requests_at_the_same_time_share_one_read() {

@@ -173,6 +173,38 @@ async fn without_notifications_a_waiter_looks_again_when_the_view_expires() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A Redis failover seen from a worker that does not ingest: the state store cannot be
+/// read, so a waiter is served the record's snapshot from the media store (which the owner
+/// then writes at each part), and no older than its view may be (UNNOTIFIED_WATCH_POLL),
+/// not the viewer lookups' LOOKUP_TTL: each wake shows the newest snapshot.
+#[tokio::test]
+async fn through_a_state_store_outage_a_waiter_follows_the_snapshot() {
+    let (dir, state, streams) = counting_streams("watch-outage");
+    let id = StreamId::new("default", "f").unwrap();
+    state.compare_and_set(None, &record(&id, 1)).await.unwrap();
+    let mut watch = streams.watch(&id).await.unwrap().unwrap();
+    assert_eq!(
+        next_msn(&streams.view(&mut watch).await.unwrap().unwrap()),
+        1
+    );
+    // The state root becomes a file: every read fails.
+    let state_root = dir.join("state");
+    std::fs::rename(&state_root, dir.join("state-aside")).unwrap();
+    std::fs::write(&state_root, b"").unwrap();
+    for next in 2..5 {
+        published::write(&*streams.media, &id.prefix(), &record(&id, next))
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), watch.changed())
+            .await
+            .unwrap();
+        let view = streams.view(&mut watch).await.unwrap().unwrap();
+        assert_eq!(next_msn(&view), next, "the snapshot as the waiter woke");
+    }
+    assert!(UNNOTIFIED_WATCH_POLL < lookups::LOOKUP_TTL);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_listed_segment_wakes_the_waiters_of_the_owning_worker() {
     let (dir, _state, streams) = counting_streams("watch-owned");

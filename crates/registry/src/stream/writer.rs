@@ -144,6 +144,11 @@ pub(super) struct Writer {
     finish_deadline: Duration,
     /// What the last snapshot this session stored lists (`None`: none stored yet).
     snapshot_listed: Option<published::Listed>,
+    /// The open segment's parts in the last snapshot this session stored.
+    snapshot_parts: usize,
+    /// The last write of the record failed because the state store could not be reached
+    /// (cleared by the next one that succeeds).
+    state_failing: bool,
 }
 
 impl Writer {
@@ -183,6 +188,8 @@ impl Writer {
             retry_at: None,
             finish_deadline: FINISH_DEADLINE,
             snapshot_listed: None,
+            snapshot_parts: 0,
+            state_failing: false,
         }
     }
 
@@ -368,6 +375,13 @@ impl Writer {
             let Some(obj) = self.backlog.pop_front() else {
                 return;
             };
+            // A part that requests wait for (its preload hint): handed to the origin's
+            // recent objects, so their answers do not read it back.
+            if let Object::Part { path, data, .. } = &obj {
+                if self.stream.media_waiters() > 0 {
+                    self.streams.recent.insert(path, data.clone());
+                }
+            }
             match obj {
                 Object::Init { uri, .. } => self.map_uri = Some(uri),
                 Object::Part {
@@ -530,16 +544,11 @@ impl Writer {
             next.holder = None;
         }
         // The media store keeps what the playlist lists before the state store does
-        // (published.rs): a record the state store loses is rebuilt from it. Only a change
-        // of the listed segments or sequences is stored, not each LL-HLS part (3 a second:
-        // on S3 that doubled a stream's PUTs). A new stream's first snapshot follows its
-        // record's creation instead (a session that loses that race must leave no
-        // snapshot behind).
+        // (published.rs): a record the state store loses is rebuilt from it. A new stream's
+        // first snapshot follows its record's creation instead (a session that loses that
+        // race must leave no snapshot behind).
         let was_stored = self.stored;
-        if self.dirty
-            && was_stored
-            && self.snapshot_listed.as_ref() != Some(&published::Listed::of(&next))
-        {
+        if self.dirty && was_stored && self.snapshot_due(&next) {
             self.write_snapshot(&next).await;
         }
         match self.streams.state.compare_and_set(expected, &next).await {
@@ -562,8 +571,20 @@ impl Writer {
         }
     }
 
+    /// Whether `next` needs a snapshot before it is written: when what it lists changed,
+    /// not for each LL-HLS part (3 a second: on S3 that doubled a stream's PUTs), except
+    /// while the state store cannot be reached. Then the other workers read the stream from
+    /// the snapshot (`Streams::viewable_record`), and a snapshot of each part lets their
+    /// LL-HLS viewers go on part by part through the outage (a Redis failover) instead of
+    /// waiting for the next segment.
+    fn snapshot_due(&self, next: &StreamRecord) -> bool {
+        self.snapshot_listed.as_ref() != Some(&published::Listed::of(next))
+            || (self.state_failing && self.snapshot_parts != open_parts(next))
+    }
+
     /// `next` is in the state store: what it lists is shown now.
     fn committed(&mut self, next: StreamRecord) {
+        self.state_failing = false;
         let changed = self.dirty;
         self.stored = true;
         self.record = next;
@@ -578,6 +599,7 @@ impl Writer {
     /// The state store could not be reached: the playlist goes on here, shown by this
     /// worker (not fenced: no conflict came back), and is written when the store returns.
     fn state_unavailable(&mut self, e: &StoreError) {
+        self.state_failing = true;
         if self.dirty {
             self.show();
         }
@@ -593,7 +615,10 @@ impl Writer {
     async fn write_snapshot(&mut self, record: &StreamRecord) {
         let prefix = self.stream.id.prefix();
         match published::write(&*self.streams.media, &prefix, record).await {
-            Ok(()) => self.snapshot_listed = Some(published::Listed::of(record)),
+            Ok(()) => {
+                self.snapshot_listed = Some(published::Listed::of(record));
+                self.snapshot_parts = open_parts(record);
+            }
             Err(e) => {
                 self.snapshot_listed = None;
                 self.streams.metrics.store_error(StoreOp::PutSnapshot);
@@ -799,6 +824,11 @@ pub(super) async fn run(mut w: Writer) {
         .await;
 }
 
+/// The parts listed of `record`'s open segment.
+fn open_parts(record: &StreamRecord) -> usize {
+    record.playlist.open.as_ref().map_or(0, |o| o.parts.len())
+}
+
 /// LL-HLS: the part entries of a cut segment (names after `uri`), when its parts tile its
 /// bytes exactly (a segment is its parts concatenated); empty otherwise.
 fn segment_parts(seg: &CutSegment, uri: &str) -> Vec<PartEntry> {
@@ -841,31 +871,11 @@ mod tests {
         std::fs::write(dir.join("state-file"), b"").unwrap();
         let id = StreamId::new("default", "orphan").unwrap();
         let stream = streams.get_or_insert(&id).await;
-        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
-        playlist.epoch = 5;
-        let record = StreamRecord {
-            id: id.clone(),
-            playlist,
-            updated_ms: unix_ms(),
-            publisher_left_ms: None,
-            owner: "here".into(),
-            last_media_ms: None,
-            takeovers: Vec::new(),
-            session_started_ms: None,
-            holder: None,
-        };
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let mut w = Writer::new(
-            streams.clone(),
-            stream,
-            record,
-            1,
-            rx,
-            CancellationToken::new(),
-            Arc::new(AtomicI64::new(unix_ms())),
-            false,
-            Arc::new(AtomicBool::new(true)),
-        );
+        // A stream without parts, admitted without a session start.
+        let mut record = parted_record(&id, 5);
+        record.playlist.part_target_secs = None;
+        record.session_started_ms = None;
+        let (tx, mut w) = test_writer(&streams, stream, record, QUEUE_DEPTH);
         w.finish_deadline = Duration::from_millis(300);
         let task = tokio::spawn(run(w));
         let init = SegmenterOutput::Init {
@@ -894,31 +904,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// LL-HLS: each part is stored, then listed in the open segment with the next part as
-    /// the preload hint; the segment takes its parts over (slices of its bytes) and the hint
-    /// moves to the next segment's first part; a session that ends leaves neither open parts
-    /// nor a hint behind.
-    #[tokio::test]
-    async fn parts_are_stored_listed_then_folded_into_their_segment() {
-        use tidegate_packager::{CutPart, CutSegment, PartSpan};
-        let (dir, streams) = super::super::test_streams("parts", "state");
-        let id = StreamId::new("default", "parted").unwrap();
-        let stream = streams.get_or_insert(&id).await;
-        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
-        playlist.epoch = 5;
-        playlist.part_target_secs = Some(1.0 / 3.0);
-        let record = StreamRecord {
-            id: id.clone(),
-            playlist,
-            updated_ms: unix_ms(),
-            publisher_left_ms: None,
-            owner: "here".into(),
-            last_media_ms: None,
-            takeovers: Vec::new(),
-            session_started_ms: Some(unix_ms()),
-            holder: None,
-        };
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    /// The record of an LL-HLS session (parts of 1/3 s) of epoch `epoch`, owned here.
+    /// A writer of `stream` for `record` (not fenced, its record not yet stored), and the
+    /// sender of its queue of `depth` messages.
+    fn test_writer(
+        streams: &Arc<Streams>,
+        stream: Arc<Stream>,
+        record: StreamRecord,
+        depth: usize,
+    ) -> (mpsc::Sender<WriterMsg>, Writer) {
+        let (tx, rx) = mpsc::channel(depth);
         let w = Writer::new(
             streams.clone(),
             stream,
@@ -930,6 +925,65 @@ mod tests {
             false,
             Arc::new(AtomicBool::new(true)),
         );
+        (tx, w)
+    }
+
+    /// Part `index` (1/3 s, the first one independent) of the first segment, at `offset`.
+    fn test_part(index: u32, data: Bytes, offset: u64) -> WriterMsg {
+        let part = tidegate_packager::CutPart {
+            data,
+            index,
+            offset,
+            duration: 30_000,
+            start_dts: 30_000 * i64::from(index),
+            independent: index == 0,
+            segment_program_date_time_ms: 1_000,
+            init_id: Some(0),
+            discontinuity: false,
+            last: false,
+        };
+        WriterMsg::Output(SegmenterOutput::Part(part), Instant::now(), None)
+    }
+
+    /// Ends the writer's session (its publisher left) and waits for its task.
+    async fn finish_writer(tx: mpsc::Sender<WriterMsg>, task: tokio::task::JoinHandle<()>) {
+        tx.send(WriterMsg::Finish).await.unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    fn parted_record(id: &StreamId, epoch: u64) -> StreamRecord {
+        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
+        playlist.epoch = epoch;
+        playlist.part_target_secs = Some(1.0 / 3.0);
+        StreamRecord {
+            id: id.clone(),
+            playlist,
+            updated_ms: unix_ms(),
+            publisher_left_ms: None,
+            owner: "here".into(),
+            last_media_ms: None,
+            takeovers: Vec::new(),
+            session_started_ms: Some(unix_ms()),
+            holder: None,
+        }
+    }
+
+    /// LL-HLS: each part is stored, then listed in the open segment with the next part as
+    /// the preload hint; the segment takes its parts over (slices of its bytes) and the hint
+    /// moves to the next segment's first part; a session that ends leaves neither open parts
+    /// nor a hint behind.
+    #[tokio::test]
+    async fn parts_are_stored_listed_then_folded_into_their_segment() {
+        use tidegate_packager::{CutPart, CutSegment, PartSpan};
+        let (dir, streams) = super::super::test_streams("parts", "state");
+        let id = StreamId::new("default", "parted").unwrap();
+        let stream = streams.get_or_insert(&id).await;
+        let record = parted_record(&id, 5);
+        let (tx, w) = test_writer(&streams, stream, record, QUEUE_DEPTH);
         let task = tokio::spawn(run(w));
         let send = |out: SegmenterOutput| {
             let tx = tx.clone();
@@ -1050,12 +1104,7 @@ mod tests {
         .await;
         let open = wait("the next open part", Box::new(|p| p.open.is_some())).await;
         assert_eq!(open.preload_hint.as_deref(), Some("seg-5-2.0.m4s"));
-        tx.send(WriterMsg::Finish).await.unwrap();
-        drop(tx);
-        tokio::time::timeout(Duration::from_secs(20), task)
-            .await
-            .unwrap()
-            .unwrap();
+        finish_writer(tx, task).await;
         let left = streams.state.load(&id).await.unwrap().unwrap().playlist;
         assert!(
             left.open.is_none() && left.preload_hint.is_none(),
@@ -1063,6 +1112,111 @@ mod tests {
         );
         assert_eq!(left.segments.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// LL-HLS through a state-store outage (a Redis failover): the session goes on showing
+    /// each part here, and stores a snapshot of the record at each part (not only at each
+    /// segment), which the other workers serve meanwhile; once the store answers again the
+    /// record is written and the snapshots go back to one per listed change.
+    #[tokio::test]
+    async fn parts_reach_the_snapshot_one_by_one_while_the_state_store_is_away() {
+        let (dir, streams) = super::super::test_streams("parts-state-outage", "state");
+        let id = StreamId::new("default", "outage").unwrap();
+        let stream = streams.get_or_insert(&id).await;
+        let (tx, w) = test_writer(&streams, stream.clone(), parted_record(&id, 9), QUEUE_DEPTH);
+        let task = tokio::spawn(run(w));
+        let out = |o: SegmenterOutput| WriterMsg::Output(o, Instant::now(), None);
+        let part = |index: u32| {
+            let data = Bytes::from(format!("moof-mdat-{index}"));
+            test_part(index, data, u64::from(index) * 11)
+        };
+        // The open segment's parts in the record, in the newest snapshot, and as shown here.
+        let in_record = || async {
+            let record = streams.state.load(&id).await.ok().flatten();
+            record.and_then(|r| r.playlist.open.map(|o| o.parts.len()))
+        };
+        let in_snapshot = || async {
+            let published = published::read(&*streams.media, &id.prefix())
+                .await
+                .unwrap();
+            let open = published.snapshot.and_then(|r| r.playlist.open);
+            open.map_or(0, |o| o.parts.len())
+        };
+        let shown = || {
+            let view = stream.view.lock().unwrap();
+            view.rendered
+                .state
+                .open
+                .as_ref()
+                .map_or(0, |o| o.parts.len())
+        };
+        tx.send(out(SegmenterOutput::Init {
+            data: Bytes::from_static(b"ftyp-moov"),
+            id: 0,
+        }))
+        .await
+        .unwrap();
+        for index in 0..2 {
+            tx.send(part(index)).await.unwrap();
+        }
+        // Stored in the state store: the first snapshot came with the record's creation; a
+        // second part, listed in the record, needs none.
+        eventually("two parts in the record", || async {
+            in_record().await == Some(2)
+        })
+        .await;
+        let before = in_snapshot().await;
+        assert!(
+            before < 2,
+            "a snapshot per part while the store answers: {before}"
+        );
+
+        // The state root becomes a file: every write of the record fails.
+        let state_root = dir.join("state");
+        let aside = dir.join("state-aside");
+        std::fs::rename(&state_root, &aside).unwrap();
+        std::fs::write(&state_root, b"").unwrap();
+        for index in 2..5 {
+            tx.send(part(index)).await.unwrap();
+            let n = usize::try_from(index).unwrap() + 1;
+            eventually("the part shown here and in the snapshot", || async {
+                shown() >= n && in_snapshot().await >= n
+            })
+            .await;
+        }
+
+        // The store is back: the record gets the parts, and the next part no snapshot.
+        std::fs::remove_file(&state_root).unwrap();
+        std::fs::rename(&aside, &state_root).unwrap();
+        eventually("the record written again", || async {
+            in_record().await == Some(5)
+        })
+        .await;
+        tx.send(part(5)).await.unwrap();
+        eventually("the sixth part in the record", || async {
+            in_record().await == Some(6)
+        })
+        .await;
+        assert_eq!(
+            in_snapshot().await,
+            5,
+            "no snapshot per part once the store answers"
+        );
+        finish_writer(tx, task).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Waits (20 s at most) until `check` holds.
+    async fn eventually<F, Fut>(what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !check().await {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// LL-HLS under pressure: while the media store refuses every write, parts pile up to
@@ -1077,32 +1231,8 @@ mod tests {
         std::fs::write(dir.join("media"), b"").unwrap();
         let id = StreamId::new("default", "pressed").unwrap();
         let stream = streams.get_or_insert(&id).await;
-        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
-        playlist.epoch = 7;
-        playlist.part_target_secs = Some(1.0 / 3.0);
-        let record = StreamRecord {
-            id: id.clone(),
-            playlist,
-            updated_ms: unix_ms(),
-            publisher_left_ms: None,
-            owner: "here".into(),
-            last_media_ms: None,
-            takeovers: Vec::new(),
-            session_started_ms: Some(unix_ms()),
-            holder: None,
-        };
-        let (tx, rx) = mpsc::channel(64);
-        let w = Writer::new(
-            streams.clone(),
-            stream,
-            record,
-            1,
-            rx,
-            CancellationToken::new(),
-            Arc::new(AtomicI64::new(unix_ms())),
-            false,
-            Arc::new(AtomicBool::new(true)),
-        );
+        let record = parted_record(&id, 7);
+        let (tx, w) = test_writer(&streams, stream, record, 64);
         let task = tokio::spawn(run(w));
         let out = |o: SegmenterOutput| WriterMsg::Output(o, Instant::now(), None);
         tx.send(out(SegmenterOutput::Init {
@@ -1256,24 +1386,10 @@ mod tests {
     /// viewers saw only what the store took, and the new session may number its media there.
     #[tokio::test]
     async fn a_part_whose_record_write_was_fenced_is_never_shown() {
-        use tidegate_packager::CutPart;
         let (dir, streams) = super::super::test_streams("fenced-part", "state");
         let id = StreamId::new("default", "raced").unwrap();
         let stream = streams.get_or_insert(&id).await;
-        let mut playlist = PlaylistState::new(Container::Fmp4, 6, 2);
-        playlist.epoch = 5;
-        playlist.part_target_secs = Some(1.0 / 3.0);
-        let record = StreamRecord {
-            id: id.clone(),
-            playlist,
-            updated_ms: unix_ms(),
-            publisher_left_ms: None,
-            owner: "here".into(),
-            last_media_ms: None,
-            takeovers: Vec::new(),
-            session_started_ms: Some(unix_ms()),
-            holder: None,
-        };
+        let record = parted_record(&id, 5);
         streams.state.compare_and_set(None, &record).await.unwrap();
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let fenced = CancellationToken::new();
@@ -1291,18 +1407,7 @@ mod tests {
         let task = tokio::spawn(run(w));
         let out = |o: SegmenterOutput| WriterMsg::Output(o, Instant::now(), None);
         let part = |index: u32, data: &'static [u8], offset: u64| {
-            out(SegmenterOutput::Part(CutPart {
-                data: Bytes::from_static(data),
-                index,
-                offset,
-                duration: 30_000,
-                start_dts: 30_000 * i64::from(index),
-                independent: index == 0,
-                segment_program_date_time_ms: 1_000,
-                init_id: Some(0),
-                discontinuity: false,
-                last: false,
-            }))
+            test_part(index, Bytes::from_static(data), offset)
         };
         let shown = || {
             let v = stream.view.lock().unwrap();
