@@ -988,9 +988,13 @@ fn records_attack(scene: &mut Scene) {
             &names[..names.len().min(5)]
         )
     });
-    let series = metrics.lines().filter(|l| l.contains("ghost-")).count();
+    let leftover: Vec<&str> = metrics.lines().filter(|l| l.contains("ghost-")).collect();
+    let series = leftover.len();
     scene.findings.check(series == 0, "per-stream series", || {
-        format!("/metrics still has {series} series of streams that never carried media")
+        format!(
+            "/metrics still has {series} series of streams that never carried media: {:?}",
+            &leftover[..series.min(5)]
+        )
     });
     let records = metric_sum(&metrics, "tidegate_stream_records", &[]);
     scene.findings.check(

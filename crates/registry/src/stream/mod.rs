@@ -1484,11 +1484,17 @@ impl Streams {
     async fn tick_health(&self) {
         let streams: Vec<_> = self.streams.lock().await.values().cloned().collect();
         for s in streams {
-            if s.inner.lock().await.live.is_some() {
-                self.telemetry.tick(&s.telemetry);
-                if s.telemetry.over_bitrate_to_disconnect() {
-                    self.disconnect_over_bitrate(&s).await;
-                }
+            // The tick under the stream's lock: a session that ends meanwhile removes its
+            // series after the tick, not before it (a tick after the removal would set the
+            // bitrate and status series of a stream that is gone, for good).
+            let inner = s.inner.lock().await;
+            if inner.live.is_none() {
+                continue;
+            }
+            self.telemetry.tick(&s.telemetry);
+            drop(inner);
+            if s.telemetry.over_bitrate_to_disconnect() {
+                self.disconnect_over_bitrate(&s).await;
             }
         }
     }
