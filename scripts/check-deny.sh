@@ -59,6 +59,13 @@ if [[ -n "${TIDEGATE_ADVISORY_DB:-}" ]]; then
   export GIT_CONFIG_VALUE_0="https://github.com/RustSec/advisory-db"
 fi
 
+# `cargo deny --offline` runs `cargo metadata --offline`, which needs every package in
+# Cargo.lock in cargo's cache, those of other platforms too (a build fetches only this one's):
+# fetched here from the registry the build uses.
+if ! cargo fetch --locked --quiet; then
+  log "warning: cargo fetch failed; the offline check below needs every package in Cargo.lock"
+fi
+
 db_root="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs"
 if cargo deny --log-level error fetch db; then
   missing="$(uncovered)"
